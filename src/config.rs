@@ -1,0 +1,509 @@
+//! Model and training configuration: plain serde data, and `validate()`, which refuses every config that cannot
+//! work — before anything is allocated — with an error naming the field, the value and the rule.
+//! The JSON schema and every field's meaning are in `docs/MODEL.md` and `README.md`.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Decoder-only, causal LM (GPT-2).
+    Gpt,
+    /// Bidirectional encoder, masked LM (BERT).
+    Bert,
+    /// Encoder + decoder with cross-attention (T5 / BART).
+    EncoderDecoder,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Swish,
+    Glu,
+    Geglu,
+    Swiglu,
+}
+
+impl Activation {
+    /// Gated activations (Shazeer 2020) multiply act(gate) by a second linear "up" projection.
+    pub fn is_gated(self) -> bool {
+        matches!(self, Activation::Glu | Activation::Geglu | Activation::Swiglu)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FfnConfig {
+    pub activation: Activation,
+    /// Width multiplier: F = mult·C (plain) or 8·ceil(2·mult·C/24) (gated, the 2/3 rule).
+    #[serde(default = "default_mult")]
+    pub mult: usize,
+    /// Explicit hidden width F; overrides `mult`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<usize>,
+}
+fn default_mult() -> usize {
+    4
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    Layernorm,
+    Rmsnorm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    Post,
+    Pre,
+    Sandwich,
+    Deepnorm,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormConfig {
+    pub kind: NormKind,
+    pub placement: Placement,
+    #[serde(default = "default_eps")]
+    pub eps: f32,
+    /// DeepNorm residual scale α (default: the DeepNet paper's value for the architecture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
+    /// DeepNorm init scale β (default: the DeepNet paper's value for the architecture).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f32>,
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+
+/// Positional scheme; each variant carries its own parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Position {
+    None,
+    Learned,
+    Sinusoidal,
+    Relative {
+        #[serde(default = "default_buckets")]
+        buckets: usize,
+        #[serde(default = "default_max_distance")]
+        max_distance: usize,
+    },
+    Rope {
+        #[serde(default = "default_theta")]
+        theta: f32,
+    },
+    Alibi,
+}
+fn default_buckets() -> usize {
+    32
+}
+fn default_max_distance() -> usize {
+    128
+}
+fn default_theta() -> f32 {
+    10000.0
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttnScale {
+    /// 1/sqrt(d_k), Vaswani et al. 2017.
+    InvSqrtDk,
+    /// No scaling (T5; also the "why 1/sqrt(d_k)" lesson).
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionConfig {
+    pub scale: AttnScale,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    pub d_model: usize,
+    /// Layers of a gpt/bert stack; default for both stacks of an encoder-decoder.
+    #[serde(default)]
+    pub n_layers: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_encoder_layers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_decoder_layers: Option<usize>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub ctx_len: usize,
+    pub ffn: FfnConfig,
+    pub norm: NormConfig,
+    pub position: Position,
+    pub attention: AttentionConfig,
+    #[serde(default)]
+    pub dropout: f32,
+    #[serde(default = "yes")]
+    pub bias: bool,
+    #[serde(default = "yes")]
+    pub tie_embeddings: bool,
+    #[serde(default = "default_init_std")]
+    pub init_std: f32,
+}
+fn yes() -> bool {
+    true
+}
+fn default_init_std() -> f32 {
+    0.02
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Cosine,
+    Constant,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub steps: usize,
+    pub lr: f32,
+    #[serde(default)]
+    pub min_lr: f32,
+    #[serde(default)]
+    pub warmup: usize,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    #[serde(default = "default_betas")]
+    pub betas: [f32; 2],
+    #[serde(default = "default_adam_eps")]
+    pub eps: f32,
+    #[serde(default)]
+    pub weight_decay: f32,
+    /// Global grad-norm clip; 0 disables clipping.
+    #[serde(default)]
+    pub grad_clip: f32,
+    #[serde(default = "default_eval_interval")]
+    pub eval_interval: usize,
+    #[serde(default = "default_eval_iters")]
+    pub eval_iters: usize,
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_betas() -> [f32; 2] {
+    [0.9, 0.99]
+}
+fn default_adam_eps() -> f32 {
+    1e-8
+}
+fn default_eval_interval() -> usize {
+    250
+}
+fn default_eval_iters() -> usize {
+    20
+}
+
+/// What the model learns from: a text corpus (gpt, bert) or a synthetic sequence-to-sequence task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Character-level text (next-token for gpt, masked LM for bert).
+    Text,
+    /// Reverse a string of digits.
+    Reverse,
+    /// Sort a string of digits.
+    Sort,
+    /// Add two zero-padded numbers.
+    Add,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    #[serde(default = "default_task")]
+    pub task: Task,
+    /// Digits per operand for the synthetic tasks.
+    #[serde(default = "default_digits")]
+    pub digits: usize,
+}
+fn default_task() -> Task {
+    Task::Text
+}
+fn default_digits() -> usize {
+    6
+}
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig { task: Task::Text, digits: default_digits() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn bad(field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
+    Error::Config { field: field.to_string(), value: value.to_string(), rule: rule.to_string() }
+}
+
+/// Largest total parameter count we accept (keeps a browser tab alive: 4 bytes × 4 copies × this ≈ 1.6 GB).
+pub const MAX_PARAMS: usize = 100_000_000;
+
+impl Config {
+    pub fn from_json(text: &str) -> Result<Config> {
+        let cfg: Config = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// Refuses every config that cannot work, naming field, value and rule.
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        let t = &self.train;
+        if t.batch_size == 0 {
+            return Err(bad("train.batch_size", t.batch_size, "must be at least 1"));
+        }
+        if t.batch_size > 4096 {
+            return Err(bad("train.batch_size", t.batch_size, "must be at most 4096"));
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 10.0) {
+            return Err(bad("train.lr", t.lr, "must be a number in (0, 10]"));
+        }
+        if !(t.min_lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            return Err(bad("train.min_lr", t.min_lr, "must be in [0, train.lr]"));
+        }
+        for (i, b) in t.betas.iter().enumerate() {
+            if !(b.is_finite() && *b >= 0.0 && *b < 1.0) {
+                return Err(bad(&format!("train.betas[{i}]"), b, "must be in [0, 1)"));
+            }
+        }
+        if !(t.eps.is_finite() && t.eps > 0.0) {
+            return Err(bad("train.eps", t.eps, "must be positive"));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(bad("train.weight_decay", t.weight_decay, "must be >= 0"));
+        }
+        if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
+            return Err(bad("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)"));
+        }
+        if t.eval_interval == 0 {
+            return Err(bad("train.eval_interval", 0, "must be at least 1"));
+        }
+        let a = self.model.arch;
+        match (a, self.data.task) {
+            (Arch::EncoderDecoder, Task::Text) => {
+                return Err(bad("data.task", "text", "encoder_decoder trains on a synthetic task: reverse, sort or add"))
+            }
+            (Arch::Bert | Arch::Gpt, t) if t != Task::Text => {
+                return Err(bad(
+                    "data.task",
+                    format!("{t:?}").to_lowercase(),
+                    "gpt and bert train on text; the synthetic tasks are for encoder_decoder",
+                ))
+            }
+            _ => {}
+        }
+        if self.data.task != Task::Text {
+            let d = self.data.digits;
+            if d == 0 || d > 32 {
+                return Err(bad("data.digits", d, "must be in 1..=32"));
+            }
+            let (src, tgt) = crate::data::task_lengths(self.data.task, d);
+            let need = src.max(tgt + 1);
+            if need > self.model.ctx_len {
+                return Err(bad(
+                    "data.digits",
+                    d,
+                    &format!("the task needs sequences of {need} tokens, more than model.ctx_len = {}", self.model.ctx_len),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ModelConfig {
+    pub fn head_size(&self) -> usize {
+        self.d_model / self.n_heads
+    }
+
+    /// FFN hidden width F (see docs/MODEL.md for the gated 2/3 rule).
+    pub fn ffn_hidden(&self) -> usize {
+        if let Some(h) = self.ffn.hidden {
+            return h;
+        }
+        let c = self.d_model;
+        if self.ffn.activation.is_gated() {
+            8 * (2 * self.ffn.mult * c).div_ceil(24)
+        } else {
+            self.ffn.mult * c
+        }
+    }
+
+    /// (encoder layers, decoder layers); gpt has only a decoder-style stack, bert only an encoder.
+    pub fn stack_layers(&self) -> (usize, usize) {
+        match self.arch {
+            Arch::Gpt => (0, self.n_layers),
+            Arch::Bert => (self.n_layers, 0),
+            Arch::EncoderDecoder => (
+                self.n_encoder_layers.unwrap_or(self.n_layers),
+                self.n_decoder_layers.unwrap_or(self.n_layers),
+            ),
+        }
+    }
+
+    /// DeepNorm (α, β) for the encoder stack and the decoder stack (DeepNet, Wang et al. 2022, Table 1).
+    pub fn deepnorm_alpha_beta(&self) -> [(f32, f32); 2] {
+        let (n, m) = self.stack_layers();
+        let (n, m) = (n as f32, m as f32);
+        let mut ab = match self.arch {
+            Arch::Gpt => [(1.0, 1.0), ((2.0 * m).powf(0.25), (8.0 * m).powf(-0.25))],
+            Arch::Bert => [((2.0 * n).powf(0.25), (8.0 * n).powf(-0.25)), (1.0, 1.0)],
+            Arch::EncoderDecoder => {
+                let x = (n.powi(4) * m).powf(1.0 / 16.0);
+                [(0.81 * x, 0.87 / x), ((3.0 * m).powf(0.25), (12.0 * m).powf(-0.25))]
+            }
+        };
+        for s in ab.iter_mut() {
+            if let Some(a) = self.norm.alpha {
+                s.0 = a;
+            }
+            if let Some(b) = self.norm.beta {
+                s.1 = b;
+            }
+        }
+        ab
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let m = self;
+        let pos = |f: &str, v: usize| if v == 0 { Err(bad(f, v, "must be at least 1")) } else { Ok(()) };
+        pos("model.d_model", m.d_model)?;
+        pos("model.n_heads", m.n_heads)?;
+        pos("model.n_kv_heads", m.n_kv_heads)?;
+        pos("model.ctx_len", m.ctx_len)?;
+        pos("model.ffn.mult", if m.ffn.hidden.is_some() { 1 } else { m.ffn.mult })?;
+        if let Some(h) = m.ffn.hidden {
+            pos("model.ffn.hidden", h)?;
+        }
+        match m.arch {
+            Arch::EncoderDecoder => {
+                let (e, d) = m.stack_layers();
+                pos("model.n_encoder_layers", e)?;
+                pos("model.n_decoder_layers", d)?;
+            }
+            _ => {
+                pos("model.n_layers", m.n_layers)?;
+                if m.n_encoder_layers.is_some() || m.n_decoder_layers.is_some() {
+                    return Err(bad(
+                        "model.n_encoder_layers",
+                        format!("{:?}", m.n_encoder_layers.or(m.n_decoder_layers).unwrap_or(0)),
+                        "only an encoder_decoder has separate encoder/decoder layer counts; use n_layers",
+                    ));
+                }
+            }
+        }
+        let (e, d) = m.stack_layers();
+        if e > 64 || d > 64 {
+            return Err(bad("model.n_layers", e.max(d), "must be at most 64"));
+        }
+        if m.d_model > 8192 {
+            return Err(bad("model.d_model", m.d_model, "must be at most 8192"));
+        }
+        if m.ctx_len > 8192 {
+            return Err(bad("model.ctx_len", m.ctx_len, "must be at most 8192"));
+        }
+        if m.d_model % m.n_heads != 0 {
+            return Err(bad(
+                "model.n_heads",
+                m.n_heads,
+                &format!("must divide model.d_model = {} (head size = d_model / n_heads)", m.d_model),
+            ));
+        }
+        if m.n_kv_heads > m.n_heads || m.n_heads % m.n_kv_heads != 0 {
+            return Err(bad(
+                "model.n_kv_heads",
+                m.n_kv_heads,
+                &format!("must divide model.n_heads = {} (each KV head serves n_heads / n_kv_heads query heads)", m.n_heads),
+            ));
+        }
+        match &m.position {
+            Position::Rope { theta } => {
+                if m.head_size() % 2 != 0 {
+                    return Err(bad(
+                        "model.position.kind",
+                        "rope",
+                        &format!("needs an even head size; d_model / n_heads = {}", m.head_size()),
+                    ));
+                }
+                if !(theta.is_finite() && *theta > 1.0) {
+                    return Err(bad("model.position.theta", theta, "must be a number > 1"));
+                }
+            }
+            Position::Sinusoidal if m.d_model % 2 != 0 => {
+                return Err(bad("model.position.kind", "sinusoidal", &format!("needs an even d_model, got {}", m.d_model)));
+            }
+            Position::Relative { buckets, max_distance } => {
+                // Bidirectional stacks split the buckets in two halves, each with an exact and a log-spaced part.
+                if *buckets < 4 || buckets % 2 != 0 {
+                    return Err(bad("model.position.buckets", buckets, "must be an even number >= 4"));
+                }
+                if *max_distance <= buckets / 4 {
+                    return Err(bad(
+                        "model.position.max_distance",
+                        max_distance,
+                        &format!("must exceed buckets / 4 = {} (where the log-spaced buckets start)", buckets / 4),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if !(m.dropout.is_finite() && (0.0..1.0).contains(&m.dropout)) {
+            return Err(bad("model.dropout", m.dropout, "must be in [0, 1)"));
+        }
+        if !(m.init_std.is_finite() && m.init_std > 0.0 && m.init_std <= 1.0) {
+            return Err(bad("model.init_std", m.init_std, "must be in (0, 1]"));
+        }
+        if !(m.norm.eps.is_finite() && m.norm.eps > 0.0) {
+            return Err(bad("model.norm.eps", m.norm.eps, "must be positive"));
+        }
+        if m.norm.placement != Placement::Deepnorm && (m.norm.alpha.is_some() || m.norm.beta.is_some()) {
+            return Err(bad(
+                "model.norm.alpha",
+                format!("{:?}", m.norm.alpha.or(m.norm.beta).unwrap_or(0.0)),
+                "alpha and beta apply only to placement \"deepnorm\"",
+            ));
+        }
+        for (f, v) in [("model.norm.alpha", m.norm.alpha), ("model.norm.beta", m.norm.beta)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(bad(f, v, "must be a positive number"));
+                }
+            }
+        }
+        let n = crate::model::Layout::new(m, 256).n_params;
+        if n > MAX_PARAMS {
+            return Err(bad("model", format!("{n} parameters"), &format!("must have at most {MAX_PARAMS} parameters")));
+        }
+        Ok(())
+    }
+}

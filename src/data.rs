@@ -1,0 +1,352 @@
+//! Data: a character-level tokenizer built from the corpus (plus the special tokens each architecture needs),
+//! the 90/10 train/val split, seeded batches, BERT's masking (Devlin et al. 2019: 15% of positions, of which 80%
+//! become [MASK], 10% a random token, 10% stay), and synthetic sequence-to-sequence tasks (reverse, sort, add).
+
+use crate::config::{Arch, Config, Task};
+use crate::error::{Error, Result};
+use crate::model::Batch;
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+pub const MASK: &str = "[MASK]";
+pub const BOS: &str = "[BOS]";
+/// Largest corpus accepted (bytes).
+pub const MAX_TEXT_BYTES: usize = 32 << 20;
+/// Most distinct characters a char-level vocabulary may have.
+pub const MAX_CHARS: usize = 4096;
+
+/// Characters sorted by code point get ids 0..n; special tokens follow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tokenizer {
+    pub chars: Vec<char>,
+    pub specials: Vec<String>,
+}
+
+impl Tokenizer {
+    pub fn new(mut chars: Vec<char>, specials: &[&str]) -> Tokenizer {
+        chars.sort_unstable();
+        chars.dedup();
+        Tokenizer { chars, specials: specials.iter().map(|s| s.to_string()).collect() }
+    }
+
+    /// The vocabulary of a text corpus, with the specials the architecture needs.
+    pub fn for_text(text: &str, arch: Arch) -> Result<Tokenizer> {
+        let chars: std::collections::BTreeSet<char> = text.chars().collect();
+        if chars.len() > MAX_CHARS {
+            return Err(Error::Data(format!(
+                "the text has {} distinct characters; a character-level vocabulary holds at most {MAX_CHARS}",
+                chars.len()
+            )));
+        }
+        let specials: &[&str] = match arch {
+            Arch::Bert => &[MASK],
+            Arch::EncoderDecoder => &[BOS],
+            Arch::Gpt => &[],
+        };
+        Ok(Tokenizer::new(chars.into_iter().collect(), specials))
+    }
+
+    /// Digits, '+', and [BOS] for the synthetic tasks.
+    pub fn for_task() -> Tokenizer {
+        Tokenizer::new("0123456789+".chars().collect(), &[BOS])
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.chars.len() + self.specials.len()
+    }
+
+    pub fn special(&self, name: &str) -> Option<u32> {
+        self.specials.iter().position(|s| s == name).map(|i| (self.chars.len() + i) as u32)
+    }
+
+    fn char_id(&self, c: char) -> Option<u32> {
+        self.chars.binary_search(&c).ok().map(|i| i as u32)
+    }
+
+    /// Encodes text; special tokens written literally (e.g. "[MASK]") become their ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len());
+        let mut rest = text;
+        'outer: while let Some(c) = rest.chars().next() {
+            for (i, s) in self.specials.iter().enumerate() {
+                if rest.starts_with(s.as_str()) {
+                    out.push((self.chars.len() + i) as u32);
+                    rest = &rest[s.len()..];
+                    continue 'outer;
+                }
+            }
+            match self.char_id(c) {
+                Some(id) => out.push(id),
+                None => return Err(Error::Invalid(format!("character {c:?} is not in the model's vocabulary"))),
+            }
+            rest = &rest[c.len_utf8()..];
+        }
+        Ok(out)
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        ids.iter().map(|&i| self.token(i)).collect()
+    }
+
+    pub fn token(&self, id: u32) -> String {
+        let i = id as usize;
+        if i < self.chars.len() {
+            self.chars[i].to_string()
+        } else {
+            self.specials.get(i - self.chars.len()).cloned().unwrap_or_else(|| "\u{FFFD}".into())
+        }
+    }
+}
+
+/// Checks a corpus given as bytes: refuses empty, non-UTF-8, binary-looking and oversized input.
+pub fn check_text(bytes: &[u8]) -> Result<&str> {
+    if bytes.is_empty() {
+        return Err(Error::Data("the text is empty".into()));
+    }
+    if bytes.len() > MAX_TEXT_BYTES {
+        return Err(Error::Data(format!("the text is {} bytes; the limit is {} MiB", bytes.len(), MAX_TEXT_BYTES >> 20)));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        Error::Data(format!("the text is not valid UTF-8 (byte {}): is it a binary file?", e.valid_up_to()))
+    })?;
+    let control = text.chars().filter(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')).count();
+    if text.contains('\0') || control * 100 > text.chars().count() {
+        return Err(Error::Data("the text contains control characters: it looks like a binary file".into()));
+    }
+    Ok(text)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+/// Where a run's batches come from.
+#[derive(Clone, Debug)]
+pub enum Dataset {
+    /// Char-level text: next-token batches (gpt) or masked-LM batches (bert).
+    Text { tok: Tokenizer, train: Vec<u32>, val: Vec<u32>, mlm: bool },
+    /// A synthetic seq2seq task for the encoder-decoder.
+    Task { tok: Tokenizer, task: Task, digits: usize },
+}
+
+impl Dataset {
+    /// Builds the dataset a config asks for. `text` is needed for the text task.
+    pub fn new(cfg: &Config, text: Option<&str>) -> Result<Dataset> {
+        match cfg.data.task {
+            Task::Text => {
+                let text = text.ok_or_else(|| Error::Data("this config trains on text, and no text was given".into()))?;
+                let text = check_text(text.as_bytes())?;
+                let tok = Tokenizer::for_text(text, cfg.model.arch)?;
+                Dataset::from_text(text, tok, cfg)
+            }
+            task => Ok(Dataset::Task { tok: Tokenizer::for_task(), task, digits: cfg.data.digits }),
+        }
+    }
+
+    /// Text with a given tokenizer (e.g. a checkpoint's); first 90% train, last 10% val (as nanoGPT).
+    pub fn from_text(text: &str, tok: Tokenizer, cfg: &Config) -> Result<Dataset> {
+        let ids = tok.encode(text)?;
+        let n = ids.len() * 9 / 10;
+        let need = cfg.model.ctx_len + 2;
+        if ids.len() - n < need {
+            return Err(Error::Data(format!(
+                "the text is too short: {} characters, and its 10% validation part must hold at least {need} \
+                 (model.ctx_len + 2), so at least {} characters are needed",
+                ids.len(),
+                need * 10
+            )));
+        }
+        let (train, val) = (ids[..n].to_vec(), ids[n..].to_vec());
+        Ok(Dataset::Text { tok, train, val, mlm: cfg.model.arch == Arch::Bert })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Dataset::Text { tok, .. } | Dataset::Task { tok, .. } => tok,
+        }
+    }
+
+    /// A seeded batch of `b` rows of length `t` (text) or of the task's lengths.
+    pub fn batch(&self, split: Split, b: usize, t: usize, rng: &mut Rng) -> Batch {
+        match self {
+            Dataset::Text { tok, train, val, mlm } => {
+                let d = if split == Split::Train { train } else { val };
+                let t = t.min(d.len() - 1);
+                let mut batch = Batch { b, t, ..Default::default() };
+                for _ in 0..b {
+                    let i = rng.below(d.len() - t);
+                    if *mlm {
+                        let (x, y) = mask_tokens(&d[i..i + t], tok, rng);
+                        batch.idx.extend(x);
+                        batch.targets.extend(y);
+                    } else {
+                        batch.idx.extend_from_slice(&d[i..i + t]);
+                        batch.targets.extend(d[i + 1..i + t + 1].iter().map(|&x| x as i32));
+                    }
+                }
+                batch
+            }
+            Dataset::Task { tok, task, digits } => {
+                let (s, t) = task_lengths(*task, *digits);
+                let mut batch = Batch { b, t, s, ..Default::default() };
+                // Validation examples come from their own stream, so they are not the training examples.
+                let mut vrng;
+                let rng = if split == Split::Val {
+                    vrng = rng.fork(0x7661_6c);
+                    &mut vrng
+                } else {
+                    rng
+                };
+                for _ in 0..b {
+                    let (src, tgt) = task_example(*task, *digits, rng);
+                    batch.src.extend(tok.encode(&src).expect("task text uses the task vocabulary"));
+                    let y = tok.encode(&tgt).expect("task text uses the task vocabulary");
+                    batch.idx.push(tok.special(BOS).expect("task tokenizer has [BOS]"));
+                    batch.idx.extend_from_slice(&y[..t - 1]);
+                    batch.targets.extend(y.iter().map(|&x| x as i32));
+                }
+                batch
+            }
+        }
+    }
+}
+
+/// BERT masking of one row: returns (input ids, targets with −1 on unmasked positions). At least one position
+/// is always masked, so every row counts.
+pub fn mask_tokens(x: &[u32], tok: &Tokenizer, rng: &mut Rng) -> (Vec<u32>, Vec<i32>) {
+    let mask_id = tok.special(MASK).expect("a bert tokenizer has [MASK]");
+    let n_chars = tok.chars.len();
+    let mut chosen: Vec<bool> = x.iter().map(|_| rng.uniform() < 0.15).collect();
+    if !chosen.iter().any(|&c| c) {
+        let j = rng.below(x.len());
+        chosen[j] = true;
+    }
+    let mut inp = x.to_vec();
+    let mut tgt = vec![-1i32; x.len()];
+    for j in 0..x.len() {
+        if !chosen[j] {
+            continue;
+        }
+        tgt[j] = x[j] as i32;
+        let r = rng.uniform();
+        if r < 0.8 {
+            inp[j] = mask_id;
+        } else if r < 0.9 {
+            inp[j] = rng.below(n_chars) as u32;
+        }
+    }
+    (inp, tgt)
+}
+
+/// (source length, target length) of a synthetic task with `d` digits per operand.
+pub fn task_lengths(task: Task, d: usize) -> (usize, usize) {
+    match task {
+        Task::Text => (0, 0),
+        Task::Reverse | Task::Sort => (d, d),
+        Task::Add => (2 * d + 1, d + 1),
+    }
+}
+
+fn digits(rng: &mut Rng, d: usize) -> String {
+    (0..d).map(|_| char::from(b'0' + rng.below(10) as u8)).collect()
+}
+
+/// One (source, target) pair: "31415" → "51413" (reverse), "11345" (sort); "0042+0917" → "00959" (add).
+pub fn task_example(task: Task, d: usize, rng: &mut Rng) -> (String, String) {
+    match task {
+        Task::Reverse => {
+            let s = digits(rng, d);
+            let r = s.chars().rev().collect();
+            (s, r)
+        }
+        Task::Sort => {
+            let s = digits(rng, d);
+            let mut c: Vec<char> = s.chars().collect();
+            c.sort_unstable();
+            (s, c.into_iter().collect())
+        }
+        Task::Add => {
+            let (a, b) = (digits(rng, d), digits(rng, d));
+            (format!("{a}+{b}"), add_decimal(&a, &b))
+        }
+        Task::Text => unreachable!("text is not a synthetic task"),
+    }
+}
+
+/// Sum of two equal-length decimal strings, zero-padded to one more digit.
+fn add_decimal(a: &str, b: &str) -> String {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut out = vec![b'0'; a.len() + 1];
+    let mut carry = 0;
+    for i in (0..a.len()).rev() {
+        let s = (a[i] - b'0') + (b[i] - b'0') + carry;
+        out[i + 1] = b'0' + s % 10;
+        carry = s / 10;
+    }
+    out[0] = b'0' + carry;
+    String::from_utf8(out).expect("ascii digits")
+}
+
+/// The correct answer for a task input (used by the UI and tests to score decoded outputs).
+pub fn task_answer(task: Task, src: &str) -> Option<String> {
+    match task {
+        Task::Reverse => Some(src.chars().rev().collect()),
+        Task::Sort => {
+            let mut c: Vec<char> = src.chars().collect();
+            c.sort_unstable();
+            Some(c.into_iter().collect())
+        }
+        Task::Add => {
+            let (a, b) = src.split_once('+')?;
+            (a.len() == b.len() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())).then(|| add_decimal(a, b))
+        }
+        Task::Text => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_round_trips_and_knows_its_specials() {
+        let t = Tokenizer::for_text("hello world", Arch::Bert).unwrap();
+        assert_eq!(t.vocab_size(), 8 + 1);
+        let ids = t.encode("he[MASK]lo").unwrap();
+        assert_eq!(ids[2], t.special(MASK).unwrap());
+        assert_eq!(t.decode(&ids), "he[MASK]lo");
+        assert!(t.encode("hez").unwrap_err().to_string().contains("'z'"));
+    }
+
+    #[test]
+    fn addition_carries() {
+        assert_eq!(add_decimal("999", "001"), "1000");
+        assert_eq!(add_decimal("042", "917"), "0959");
+        assert_eq!(task_answer(Task::Add, "042+917").as_deref(), Some("0959"));
+    }
+
+    #[test]
+    fn bad_text_is_refused_with_a_reason() {
+        assert!(check_text(b"").unwrap_err().to_string().contains("empty"));
+        assert!(check_text(&[0xff, 0xfe, 0x00]).unwrap_err().to_string().contains("UTF-8"));
+        assert!(check_text(b"abc\0def").unwrap_err().to_string().contains("binary"));
+        assert!(check_text(b"fine text\n").is_ok());
+    }
+
+    #[test]
+    fn mlm_masks_about_fifteen_percent_and_always_one() {
+        let tok = Tokenizer::for_text("abcdefghij", Arch::Bert).unwrap();
+        let x: Vec<u32> = (0..10).cycle().take(10_000).collect();
+        let mut rng = Rng::new(3);
+        let (inp, tgt) = mask_tokens(&x, &tok, &mut rng);
+        let masked = tgt.iter().filter(|&&t| t >= 0).count() as f64 / x.len() as f64;
+        assert!((masked - 0.15).abs() < 0.02, "{masked}");
+        let as_mask = inp.iter().zip(&tgt).filter(|(&i, &t)| t >= 0 && i == tok.special(MASK).unwrap()).count() as f64;
+        let frac = as_mask / tgt.iter().filter(|&&t| t >= 0).count() as f64;
+        assert!((frac - 0.8).abs() < 0.04, "{frac}");
+        let (_, t1) = mask_tokens(&x[..2], &tok, &mut Rng::new(5));
+        assert!(t1.iter().any(|&t| t >= 0));
+    }
+}

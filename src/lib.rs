@@ -1,0 +1,21 @@
+//! transformer-playground: a configurable Transformer (GPT, BERT, encoder-decoder) that trains in the browser.
+//!
+//! Shape letters used throughout: B batch, T sequence length, S encoder (memory) length, C d_model, NH query heads,
+//! NKV key/value heads, HS = C/NH head size, F FFN hidden width, V vocabulary, L layers.
+//!
+//! Modules follow the data flow (see DESIGN.md): `config` → `data` → `model` (over a `backend`) → `train`,
+//! `generate`, `probe`, `checkpoint`.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod probe;
+pub mod rng;
+pub mod train;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,199 @@
+//! Parameters are one flat f32 buffer cut into named tensors (llm.c style). `Layout` computes, from a config and a
+//! vocabulary size, where every tensor lives, its documented name (docs/MODEL.md, docs/CHECKPOINT.md), its shape,
+//! and whether weight decay applies. Offsets are aligned to 64 floats (256 bytes, the GPU's storage-offset rule).
+
+use crate::config::{Arch, ModelConfig, NormKind, Placement, Position};
+
+const ALIGN: usize = 64;
+
+/// A tensor's place in the flat buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl View {
+    pub fn of<'a>(&self, buf: &'a [f32]) -> &'a [f32] {
+        &buf[self.offset..self.offset + self.len]
+    }
+    pub fn of_mut<'a>(&self, buf: &'a mut [f32]) -> &'a mut [f32] {
+        &mut buf[self.offset..self.offset + self.len]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub view: View,
+    /// AdamW weight decay applies (tensors with ≥ 2 dims).
+    pub decay: bool,
+}
+
+/// y = x Wᵀ + b: w (out, inp), b (out).
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    pub w: View,
+    pub b: Option<View>,
+    pub out: usize,
+    pub inp: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Norm {
+    pub w: View, // (C)
+    pub b: Option<View>, // (C), layernorm with bias only
+}
+
+/// A sub-layer's norms: `n` always; `post` only for sandwich placement.
+#[derive(Clone, Copy, Debug)]
+pub struct SubNorms {
+    pub n: Norm,
+    pub post: Option<Norm>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct CrossParams {
+    pub norms: SubNorms,
+    pub q: Linear,    // (C, C)
+    pub kv: Linear,   // (2·NKV·HS, C)
+    pub proj: Linear, // (C, C)
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BlockParams {
+    pub attn_norms: SubNorms,
+    pub qkv: Linear,  // ((NH+2·NKV)·HS, C)
+    pub proj: Linear, // (C, C)
+    pub cross: Option<CrossParams>,
+    pub ffn_norms: SubNorms,
+    pub fc: Linear,      // (F or 2F, C)
+    pub fc_proj: Linear, // (C, F)
+}
+
+/// One stack of blocks: the encoder (bidirectional) or the decoder (causal; with cross-attention in an
+/// encoder-decoder). gpt has only a decoder stack, bert only an encoder stack.
+#[derive(Clone, Debug)]
+pub struct StackParams {
+    pub prefix: String,
+    pub causal: bool,
+    pub wpe: Option<View>,      // (ctx_len, C)
+    pub rel_bias: Option<View>, // (buckets, NH)
+    pub blocks: Vec<BlockParams>,
+    pub ln_f: Option<Norm>,
+    /// DeepNorm α (1 for other placements).
+    pub alpha: f32,
+    /// DeepNorm β (1 for other placements).
+    pub beta: f32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub vocab: usize,
+    pub wte: View,             // (V, C)
+    pub lm_head: Option<View>, // (V, C) when not tied
+    pub encoder: Option<StackParams>,
+    pub decoder: Option<StackParams>,
+    pub tensors: Vec<TensorInfo>,
+    /// Real parameters (without alignment padding).
+    pub n_params: usize,
+    /// Length of the flat buffer (with padding).
+    pub size: usize,
+}
+
+struct Builder {
+    tensors: Vec<TensorInfo>,
+    size: usize,
+    n_params: usize,
+}
+
+impl Builder {
+    fn add(&mut self, name: String, shape: &[usize]) -> View {
+        let len: usize = shape.iter().product();
+        let view = View { offset: self.size, len };
+        self.size += len.div_ceil(ALIGN) * ALIGN;
+        self.n_params += len;
+        self.tensors.push(TensorInfo { name, shape: shape.to_vec(), view, decay: shape.len() >= 2 });
+        view
+    }
+
+    fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> Linear {
+        let w = self.add(format!("{name}.weight"), &[out, inp]);
+        let b = bias.then(|| self.add(format!("{name}.bias"), &[out]));
+        Linear { w, b, out, inp }
+    }
+
+    fn norm(&mut self, name: &str, m: &ModelConfig) -> Norm {
+        let w = self.add(format!("{name}.weight"), &[m.d_model]);
+        let b = (m.norm.kind == NormKind::Layernorm && m.bias).then(|| self.add(format!("{name}.bias"), &[m.d_model]));
+        Norm { w, b }
+    }
+
+    fn sub_norms(&mut self, name: &str, m: &ModelConfig) -> SubNorms {
+        let n = self.norm(name, m);
+        let post = (m.norm.placement == Placement::Sandwich).then(|| self.norm(&format!("{name}_post"), m));
+        SubNorms { n, post }
+    }
+
+    fn stack(&mut self, m: &ModelConfig, prefix: &str, layers: usize, causal: bool, cross: bool, ab: (f32, f32)) -> StackParams {
+        let (c, hs) = (m.d_model, m.head_size());
+        let wpe = matches!(m.position, Position::Learned).then(|| self.add(format!("{prefix}wpe"), &[m.ctx_len, c]));
+        let rel_bias = match m.position {
+            Position::Relative { buckets, .. } => Some(self.add(format!("{prefix}rel_bias"), &[buckets, m.n_heads])),
+            _ => None,
+        };
+        let f = m.ffn_hidden();
+        let fc_out = if m.ffn.activation.is_gated() { 2 * f } else { f };
+        let blocks = (0..layers)
+            .map(|i| {
+                let p = format!("{prefix}blocks.{i}.");
+                let attn_norms = self.sub_norms(&format!("{p}ln1"), m);
+                let qkv = self.linear(&format!("{p}attn.qkv"), (m.n_heads + 2 * m.n_kv_heads) * hs, c, m.bias);
+                let proj = self.linear(&format!("{p}attn.proj"), c, c, m.bias);
+                let cross = cross.then(|| CrossParams {
+                    norms: self.sub_norms(&format!("{p}lnx"), m),
+                    q: self.linear(&format!("{p}cross.q"), c, c, m.bias),
+                    kv: self.linear(&format!("{p}cross.kv"), 2 * m.n_kv_heads * hs, c, m.bias),
+                    proj: self.linear(&format!("{p}cross.proj"), c, c, m.bias),
+                });
+                let ffn_norms = self.sub_norms(&format!("{p}ln2"), m);
+                let fc = self.linear(&format!("{p}mlp.fc"), fc_out, c, m.bias);
+                let fc_proj = self.linear(&format!("{p}mlp.proj"), c, f, m.bias);
+                BlockParams { attn_norms, qkv, proj, cross, ffn_norms, fc, fc_proj }
+            })
+            .collect();
+        let ln_f = matches!(m.norm.placement, Placement::Pre | Placement::Sandwich).then(|| self.norm(&format!("{prefix}ln_f"), m));
+        let (alpha, beta) = if m.norm.placement == Placement::Deepnorm { ab } else { (1.0, 1.0) };
+        StackParams { prefix: prefix.to_string(), causal, wpe, rel_bias, blocks, ln_f, alpha, beta }
+    }
+}
+
+impl Layout {
+    pub fn new(m: &ModelConfig, vocab: usize) -> Layout {
+        let mut bd = Builder { tensors: vec![], size: 0, n_params: 0 };
+        let wte = bd.add("wte".into(), &[vocab, m.d_model]);
+        let lm_head = (!m.tie_embeddings).then(|| bd.add("lm_head.weight".into(), &[vocab, m.d_model]));
+        let (ne, nd) = m.stack_layers();
+        let [ab_enc, ab_dec] = m.deepnorm_alpha_beta();
+        let (encoder, decoder) = match m.arch {
+            Arch::Gpt => (None, Some(bd.stack(m, "", nd, true, false, ab_dec))),
+            Arch::Bert => (Some(bd.stack(m, "", ne, false, false, ab_enc)), None),
+            Arch::EncoderDecoder => {
+                let e = bd.stack(m, "encoder.", ne, false, false, ab_enc);
+                let d = bd.stack(m, "decoder.", nd, true, true, ab_dec);
+                (Some(e), Some(d))
+            }
+        };
+        Layout { vocab, wte, lm_head, encoder, decoder, tensors: bd.tensors, n_params: bd.n_params, size: bd.size }
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The output projection: lm_head when untied, else the token embedding.
+    pub fn head(&self) -> View {
+        self.lm_head.unwrap_or(self.wte)
+    }
+}
