@@ -1,1 +1,205 @@
-//! TODO
+//! Using a trained model: GPT sampling with a KV cache (temperature, top-k, top-p nucleus sampling — Holtzman et
+//! al. 2020 — seeded), BERT fill-mask (top-k candidates per [MASK] with probabilities), and encoder-decoder
+//! decoding (greedy or sampled) with the encoder output cached.
+
+use crate::backend::Backend;
+use crate::config::Arch;
+use crate::data::{Tokenizer, MASK};
+use crate::error::{Error, Result};
+use crate::model::infer::Decoder;
+use crate::model::{Batch, Model};
+use crate::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleOptions {
+    pub max_tokens: usize,
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        SampleOptions { max_tokens: 200, temperature: 0.8, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+}
+
+impl SampleOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(Error::Invalid(format!("temperature = {}: must be >= 0", self.temperature)));
+        }
+        if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::Invalid(format!("top_p = {}: must be in (0, 1]", self.top_p)));
+        }
+        if self.max_tokens > 100_000 {
+            return Err(Error::Invalid(format!("max_tokens = {}: must be at most 100000", self.max_tokens)));
+        }
+        Ok(())
+    }
+}
+
+/// Softmax of logits / temperature.
+pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
+    let t = if temperature > 0.0 { temperature } else { 1.0 };
+    let max = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let e: Vec<f64> = logits.iter().map(|&x| (((x - max) / t) as f64).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.iter().map(|&x| (x / s) as f32).collect()
+}
+
+/// Picks the next token from one row of logits.
+pub fn sample_next(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
+    if o.temperature == 0.0 {
+        return argmax(logits);
+    }
+    let p = softmax(logits, o.temperature);
+    let mut order: Vec<usize> = (0..p.len()).collect();
+    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]).then(a.cmp(&b)));
+    let mut keep = if o.top_k > 0 { o.top_k.min(order.len()) } else { order.len() };
+    if o.top_p < 1.0 {
+        let mut acc = 0.0;
+        for (i, &ix) in order.iter().enumerate().take(keep) {
+            acc += p[ix];
+            if acc >= o.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    let kept = &order[..keep];
+    let total: f64 = kept.iter().map(|&i| p[i] as f64).sum();
+    let mut r = rng.uniform() * total;
+    for &i in kept {
+        r -= p[i] as f64;
+        if r <= 0.0 {
+            return i as u32;
+        }
+    }
+    kept[keep - 1] as u32
+}
+
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// GPT: continues `prompt`, calling `on_text` with each new piece. Past ctx_len the cache restarts from the
+/// last half-context of tokens.
+pub fn generate(
+    model: &Model,
+    be: &dyn Backend,
+    tok: &Tokenizer,
+    prompt: &str,
+    o: &SampleOptions,
+    mut on_text: impl FnMut(&str),
+) -> Result<String> {
+    if model.cfg.arch != Arch::Gpt {
+        return Err(Error::Invalid("text generation needs a gpt model; use fill-mask for bert and decode for encoder_decoder".into()));
+    }
+    o.validate()?;
+    let mut ids = tok.encode(prompt)?;
+    if ids.is_empty() {
+        ids = tok.encode("\n").map_err(|_| Error::Invalid("the prompt is empty".into()))?;
+    }
+    let ctx = model.cfg.ctx_len;
+    let start = ids.len().saturating_sub(ctx);
+    let mut dec = Decoder::new(model, be);
+    let mut logits = dec.feed(&ids[start..]);
+    let v = model.vocab();
+    let mut rng = Rng::new(o.seed);
+    let mut out = String::new();
+    for _ in 0..o.max_tokens {
+        let last = &logits[logits.len() - v..];
+        let next = sample_next(last, o, &mut rng);
+        ids.push(next);
+        let piece = tok.token(next);
+        on_text(&piece);
+        out.push_str(&piece);
+        if dec.len >= ctx {
+            dec.reset();
+            let keep = (ctx / 2).max(1);
+            logits = dec.feed(&ids[ids.len() - keep..]);
+        } else {
+            logits = dec.feed(&[next]);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MaskFill {
+    /// Token position of the [MASK] in the encoded text.
+    pub position: usize,
+    /// (token, probability), most likely first.
+    pub candidates: Vec<(String, f32)>,
+}
+
+/// BERT: the top-k fillers for every [MASK] in `text`.
+pub fn fill_mask(model: &Model, be: &dyn Backend, tok: &Tokenizer, text: &str, k: usize) -> Result<Vec<MaskFill>> {
+    if model.cfg.arch != Arch::Bert {
+        return Err(Error::Invalid("fill-mask needs a bert model".into()));
+    }
+    let mask = tok.special(MASK).ok_or_else(|| Error::Invalid("the tokenizer has no [MASK] token".into()))?;
+    let ids = tok.encode(text)?;
+    if !ids.contains(&mask) {
+        return Err(Error::Invalid("the text has no [MASK] to fill".into()));
+    }
+    if ids.len() > model.cfg.ctx_len {
+        return Err(Error::Invalid(format!("the text is {} tokens; the model reads at most {}", ids.len(), model.cfg.ctx_len)));
+    }
+    let v = model.vocab();
+    let batch = Batch { b: 1, t: ids.len(), targets: vec![-1; ids.len()], idx: ids.clone(), ..Default::default() };
+    let logits = model.forward(be, &batch, None).logits;
+    let n_chars = tok.chars.len();
+    Ok(ids
+        .iter()
+        .enumerate()
+        .filter(|(_, &id)| id == mask)
+        .map(|(pos, _)| {
+            // Special tokens are never offered as fillers.
+            let p = softmax(&logits[pos * v..pos * v + n_chars], 1.0);
+            let mut order: Vec<usize> = (0..n_chars).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            MaskFill { position: pos, candidates: order.into_iter().take(k).map(|i| (tok.token(i as u32), p[i])).collect() }
+        })
+        .collect())
+}
+
+/// Encoder-decoder: decodes `max_tokens` tokens for the source text (greedy when temperature is 0).
+pub fn decode(model: &Model, be: &dyn Backend, tok: &Tokenizer, src: &str, o: &SampleOptions) -> Result<String> {
+    if model.cfg.arch != Arch::EncoderDecoder {
+        return Err(Error::Invalid("decode needs an encoder_decoder model".into()));
+    }
+    o.validate()?;
+    let ids = tok.encode(src)?;
+    if ids.is_empty() || ids.len() > model.cfg.ctx_len {
+        return Err(Error::Invalid(format!("the input must have 1..={} tokens, got {}", model.cfg.ctx_len, ids.len())));
+    }
+    let bos = tok.special(crate::data::BOS).ok_or_else(|| Error::Invalid("the tokenizer has no [BOS] token".into()))?;
+    let mut dec = Decoder::with_source(model, be, &ids);
+    let mut rng = Rng::new(o.seed);
+    let mut logits = dec.feed(&[bos]);
+    let mut out = vec![];
+    let n = o.max_tokens.min(model.cfg.ctx_len);
+    for i in 0..n {
+        // Special tokens are never emitted.
+        let next = sample_next(&logits[..tok.chars.len()], o, &mut rng);
+        out.push(next);
+        if i + 1 < n {
+            logits = dec.feed(&[next]);
+        }
+    }
+    Ok(tok.decode(&out))
+}

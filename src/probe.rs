@@ -1,1 +1,217 @@
-//! TODO
+//! What the UI looks at: attention probabilities of every layer and head for a text (self- and cross-attention),
+//! and the shape flow of a config — the tensor shape at each stage for a batch B×T, the parameters of each
+//! stage, FLOPs per token and a memory estimate.
+
+use crate::backend::{ops, Backend};
+use crate::config::{Arch, ModelConfig, Position};
+use crate::data::{Tokenizer, BOS};
+use crate::error::{Error, Result};
+use crate::model::block::{self, AttnCache};
+use crate::model::layout::StackParams;
+use crate::model::{Batch, Ctx, Model, StackCache, StackCtx};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionMap {
+    /// "encoder" or "decoder" (gpt's only stack is its decoder, bert's its encoder).
+    pub stack: String,
+    /// "self" or "cross".
+    pub kind: String,
+    pub layer: usize,
+    pub heads: usize,
+    /// Query positions.
+    pub t: usize,
+    /// Key positions.
+    pub s: usize,
+    /// (heads, t, s), each row sums to 1.
+    pub probs: Vec<f32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttentionMaps {
+    /// Tokens along the query axis (the decoder input for an encoder-decoder).
+    pub tokens: Vec<String>,
+    /// Encoder tokens (encoder-decoder only): the key axis of cross-attention.
+    pub source_tokens: Vec<String>,
+    pub maps: Vec<AttentionMap>,
+}
+
+fn stack_maps(model: &Model, be: &dyn Backend, sp: &StackParams, sc: &StackCache, t: usize, memory: Option<(&[f32], usize)>, name: &str) -> Vec<AttentionMap> {
+    let m = &model.cfg;
+    let ctx = Ctx { be, cfg: m, params: &model.params, grads: None, dropout: None };
+    let st = StackCtx::new(m, sp, 1, t, 0, memory);
+    let mut out = vec![];
+    let map = |c: &AttnCache, kind: &str, layer: usize, s: usize, bias| {
+        let sh = block::attn_shape(&ctx, 1, t, s, kind == "self" && sp.causal, 0);
+        AttentionMap {
+            stack: name.into(),
+            kind: kind.into(),
+            layer,
+            heads: m.n_heads,
+            t,
+            s,
+            probs: ops::attention_probs(&c.q, &c.k, &c.lse, bias, &sh),
+        }
+    };
+    for (i, bc) in sc.blocks.iter().enumerate() {
+        out.push(map(&bc.attn.f, "self", i, t, block::self_bias(&ctx, &st)));
+        if let (Some(cc), Some((_, s))) = (&bc.cross, memory) {
+            out.push(map(&cc.f, "cross", i, s, crate::backend::AttnBias::None));
+        }
+    }
+    out
+}
+
+/// Attention maps for `text` (gpt, bert), or for the source `text` of an encoder-decoder, whose decoder input is
+/// [BOS] followed by `target` (or, without one, by the model's own greedy decoding).
+pub fn attention_maps(model: &Model, be: &dyn Backend, tok: &Tokenizer, text: &str, target: Option<&str>) -> Result<AttentionMaps> {
+    let ids = tok.encode(text)?;
+    if ids.is_empty() || ids.len() > model.cfg.ctx_len {
+        return Err(Error::Invalid(format!("the text must have 1..={} tokens, got {}", model.cfg.ctx_len, ids.len())));
+    }
+    let names = |ids: &[u32]| ids.iter().map(|&i| tok.token(i)).collect::<Vec<String>>();
+    let batch = if model.cfg.arch == Arch::EncoderDecoder {
+        let tgt = match target {
+            Some(t) => t.to_string(),
+            None => {
+                let o = crate::generate::SampleOptions { temperature: 0.0, max_tokens: model.cfg.ctx_len - 1, ..Default::default() };
+                let n = crate::data::task_lengths(crate::config::Task::Reverse, ids.len()).1.min(o.max_tokens);
+                crate::generate::decode(model, be, tok, text, &crate::generate::SampleOptions { max_tokens: n, ..o })?
+            }
+        };
+        let mut dec = vec![tok.special(BOS).ok_or_else(|| Error::Invalid("the tokenizer has no [BOS]".into()))?];
+        dec.extend(tok.encode(&tgt)?);
+        dec.truncate(model.cfg.ctx_len);
+        Batch { b: 1, t: dec.len(), targets: vec![-1; dec.len()], idx: dec, s: ids.len(), src: ids.clone() }
+    } else {
+        Batch { b: 1, t: ids.len(), targets: vec![-1; ids.len()], idx: ids.clone(), ..Default::default() }
+    };
+    let fwd = model.forward(be, &batch, None);
+    let mut maps = vec![];
+    let l = &model.layout;
+    if let (Some(sp), Some(sc)) = (&l.encoder, &fwd.enc) {
+        maps.extend(stack_maps(model, be, sp, sc, if batch.s > 0 { batch.s } else { batch.t }, None, "encoder"));
+    }
+    if let (Some(sp), Some(sc)) = (&l.decoder, &fwd.dec) {
+        let memory = fwd.enc.as_ref().filter(|_| batch.s > 0).map(|e| (&e.out[..], batch.s));
+        maps.extend(stack_maps(model, be, sp, sc, batch.t, memory, "decoder"));
+    }
+    let (tokens, source_tokens) = if batch.s > 0 { (names(&batch.idx), names(&batch.src)) } else { (names(&batch.idx), vec![]) };
+    Ok(AttentionMaps { tokens, source_tokens, maps })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Stage {
+    pub name: String,
+    /// Symbolic shape, e.g. ["B", "NH", "T", "HS"].
+    pub shape: Vec<String>,
+    /// The same with numbers.
+    pub dims: Vec<usize>,
+    /// Parameters this stage owns (for one layer; see `repeat`).
+    pub params: usize,
+    /// How many times the stage occurs (layers of its stack).
+    pub repeat: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShapeFlow {
+    pub stages: Vec<Stage>,
+    pub n_params: usize,
+    /// Forward FLOPs per token (2 per multiply-add of every matmul, attention scores and mixing at length T).
+    pub forward_flops_per_token: f64,
+    /// Forward + backward ≈ 3 × forward.
+    pub train_flops_per_token: f64,
+    /// Parameters, gradients and both Adam moments, plus the activations one step keeps (f32), in bytes.
+    pub memory_bytes: f64,
+}
+
+/// The dimension table of the config for a batch B×T (T is also the source length of an encoder-decoder).
+pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlow {
+    let layout = crate::model::Layout::new(m, vocab);
+    let (c, nh, nkv, hs, f, v) = (m.d_model, m.n_heads, m.n_kv_heads, m.head_size(), m.ffn_hidden(), vocab);
+    let gated = m.ffn.activation.is_gated();
+    let bias = |n: usize| if m.bias { n } else { 0 };
+    let norm_p = match (m.norm.kind, m.bias) {
+        (crate::config::NormKind::Layernorm, true) => 2 * c,
+        _ => c,
+    };
+    let mut stages = vec![];
+    let mut st = |name: &str, shape: &[&str], dims: &[usize], params: usize, repeat: usize| {
+        stages.push(Stage { name: name.into(), shape: shape.iter().map(|s| s.to_string()).collect(), dims: dims.to_vec(), params, repeat });
+    };
+    st("input ids", &["B", "T"], &[b, t], 0, 1);
+    st("token embedding", &["B", "T", "C"], &[b, t, c], v * c, 1);
+    let (ne, nd) = m.stack_layers();
+    let stacks: Vec<(&str, usize, bool)> = match m.arch {
+        Arch::Gpt => vec![("", nd, false)],
+        Arch::Bert => vec![("", ne, false)],
+        Arch::EncoderDecoder => vec![("encoder ", ne, false), ("decoder ", nd, true)],
+    };
+    let mut fwd_flops = 0.0f64;
+    let mut act_floats = 0.0f64;
+    for (prefix, layers, cross) in stacks {
+        match m.position {
+            Position::Learned => st(&format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
+            Position::Sinusoidal => st(&format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
+            Position::Relative { buckets, .. } => st(&format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
+            _ => {}
+        }
+        let l = layers;
+        let norms = (if cross { 3 } else { 2 }) * if m.norm.placement == crate::config::Placement::Sandwich { 2 } else { 1 };
+        st(&format!("{prefix}norm ({norms} per layer)"), &["B", "T", "C"], &[b, t, c], norms * norm_p, l);
+        st(&format!("{prefix}Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * nh * hs + bias(nh * hs), l);
+        st(&format!("{prefix}K, V"), &["B", "NKV", "T", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
+        st(&format!("{prefix}scores"), &["B", "NH", "T", "T"], &[b, nh, t, t], 0, l);
+        st(&format!("{prefix}heads concatenated"), &["B", "T", "C"], &[b, t, c], 0, l);
+        st(&format!("{prefix}attention output projection"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
+        let mut per_layer_mm = (nh + 2 * nkv) * hs * c + c * c;
+        fwd_flops += (l * 2 * 2 * t * nh * hs) as f64; // q·k and p·v
+        if cross {
+            st(&format!("{prefix}cross-attention Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * c + bias(c), l);
+            st(&format!("{prefix}cross-attention K, V (from encoder)"), &["B", "NKV", "S", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
+            st(&format!("{prefix}cross-attention output"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
+            per_layer_mm += 2 * c * c + 2 * nkv * hs * c;
+            fwd_flops += (l * 2 * 2 * t * nh * hs) as f64;
+        }
+        let up = if gated { 2 * f } else { f };
+        st(&format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
+        st(&format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
+        st(&format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
+        per_layer_mm += up * c + f * c;
+        fwd_flops += (l * 2 * per_layer_mm) as f64;
+        // Saved per layer: ~6 (B,T,C) tensors, q/k/v, the FFN pre/post activation.
+        act_floats += (l * b * t * (6 * c + (nh + 2 * nkv) * hs + up + f)) as f64;
+        if matches!(m.norm.placement, crate::config::Placement::Pre | crate::config::Placement::Sandwich) {
+            st(&format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
+        }
+    }
+    st("logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
+    fwd_flops += (2 * v * c) as f64;
+    act_floats += (3 * b * t * v) as f64;
+    ShapeFlow {
+        stages,
+        n_params: layout.n_params,
+        forward_flops_per_token: fwd_flops,
+        train_flops_per_token: 3.0 * fwd_flops,
+        memory_bytes: 4.0 * (4.0 * layout.n_params as f64 + act_floats),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_flow_parameters_add_up_to_the_layout() {
+        for json in [
+            r#"{"arch":"gpt","d_model":128,"n_layers":4,"n_heads":4,"n_kv_heads":4,"ctx_len":64,"ffn":{"activation":"gelu","mult":4},"norm":{"kind":"layernorm","placement":"pre"},"position":{"kind":"learned"},"attention":{"scale":"inv_sqrt_dk"}}"#,
+            r#"{"arch":"encoder_decoder","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{"activation":"swiglu","mult":4},"norm":{"kind":"rmsnorm","placement":"sandwich"},"position":{"kind":"relative"},"attention":{"scale":"none"},"bias":false,"tie_embeddings":false}"#,
+        ] {
+            let m: ModelConfig = serde_json::from_str(json).unwrap();
+            let sf = shape_flow(&m, 65, 12, 64);
+            let total: usize = sf.stages.iter().map(|s| s.params * s.repeat).sum();
+            assert_eq!(total, sf.n_params, "{json}");
+            assert!(sf.forward_flops_per_token > 2.0 * (sf.n_params - 65 * 32) as f64 * 0.5);
+        }
+    }
+}

@@ -2,9 +2,9 @@
 //! AdamW with decoupled weight decay on ≥2-D tensors only (Loshchilov & Hutter 2019), per-layer grad norms, and a
 //! `Trainer` that owns a model, its optimizer state and its data, and refuses to take a step that diverges.
 
-use crate::backend::{AdamW, Backend};
-use crate::config::{Schedule, TrainConfig};
-use crate::data::Dataset;
+use crate::backend::{AdamW, Backend, BackendKind};
+use crate::config::{Config, Schedule, TrainConfig};
+use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::model::{Batch, Model};
 use crate::rng::Rng;
@@ -73,7 +73,10 @@ pub struct StepReport {
     pub step: usize,
     pub loss: f32,
     pub lr: f32,
+    /// Global gradient norm before clipping.
     pub grad_norm: f32,
+    /// Gradient norm per block (before clipping), embeddings and head first.
+    pub layer_grad_norms: Vec<(String, f32)>,
 }
 
 /// Forward, backward, clip, AdamW on one batch. Refuses (and leaves the model untouched) when the loss or the
@@ -93,13 +96,16 @@ pub fn train_step(
     }
     let mut grads = vec![0.0f32; model.params.len()];
     model.backward(be, &fwd, batch, &mut grads);
-    let norm = clip_grads(be, &mut grads, t.grad_clip);
+    // Grad norms per layer are reported before clipping, like the global norm.
+    let norm = grad_norm(be, &grads);
     if !norm.is_finite() {
         return Err(Error::Diverged { step, what: format!("gradient norm is {norm}") });
     }
+    let layers = layer_grad_norms(model, &grads);
+    clip_grads(be, &mut grads, t.grad_clip);
     let lr = lr_at(t, step);
     adamw_update(be, model, &grads, opt, t, lr);
-    Ok(StepReport { step, loss: fwd.loss, lr, grad_norm: norm })
+    Ok(StepReport { step, loss: fwd.loss, lr, grad_norm: norm, layer_grad_norms: layers })
 }
 
 /// Gradient norm of every block (and "embeddings" / "head") for the UI's per-layer chart.
@@ -138,5 +144,73 @@ pub fn evaluate(be: &dyn Backend, model: &Model, data: &Dataset, split: crate::d
         f32::NAN
     } else {
         (total / n as f64) as f32
+    }
+}
+
+/// A training run: config, model, optimizer state, data and its seeded streams. Same config and seed → the same
+/// batches, dropout masks and losses, on every backend and thread count (up to each backend's rounding).
+pub struct Run {
+    pub cfg: Config,
+    pub model: Model,
+    pub opt: OptState,
+    pub data: Dataset,
+    /// Steps taken.
+    pub step: usize,
+    pub backend: BackendKind,
+    batches: Rng,
+    dropout: Rng,
+}
+
+impl Run {
+    /// Validates the config and the data, then initialises the model from the seed.
+    pub fn new(cfg: Config, text: Option<&str>, backend: BackendKind) -> Result<Run> {
+        cfg.validate()?;
+        let data = Dataset::new(&cfg, text)?;
+        let model = Model::new(&cfg.model, data.tokenizer().vocab_size(), cfg.seed);
+        Ok(Run::assemble(cfg, model, OptState::new(0), data, 0, backend))
+    }
+
+    /// Continues from a saved state (checkpoint): model, optimizer state and step.
+    pub fn resume(cfg: Config, model: Model, opt: Option<OptState>, data: Dataset, step: usize, backend: BackendKind) -> Run {
+        Run::assemble(cfg, model, opt.unwrap_or(OptState::new(0)), data, step, backend)
+    }
+
+    fn assemble(cfg: Config, model: Model, mut opt: OptState, data: Dataset, step: usize, backend: BackendKind) -> Run {
+        if opt.m.len() != model.params.len() {
+            opt = OptState::new(model.params.len());
+        }
+        let mut root = Rng::new(cfg.seed);
+        let (mut batches, dropout) = (root.fork(1), root.fork(2));
+        // Resuming at step k continues the batch stream of an uninterrupted run by replaying its first k draws
+        // (batches do not depend on the model). Dropout masks start their stream afresh.
+        for _ in 0..step {
+            let _ = data.batch(Split::Train, cfg.train.batch_size, cfg.model.ctx_len, &mut batches);
+        }
+        Run { cfg, model, opt, data, step, backend, batches, dropout }
+    }
+
+    /// One training step. On divergence the model and optimizer are left as they were and an error is returned.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let batch = self.data.batch(Split::Train, self.cfg.train.batch_size, self.cfg.model.ctx_len, &mut self.batches);
+        let be = self.backend.get();
+        let drop = (self.cfg.model.dropout > 0.0).then_some(&mut self.dropout);
+        let r = train_step(be, &mut self.model, &mut self.opt, &self.cfg.train, &batch, self.step, drop)?;
+        self.step += 1;
+        Ok(r)
+    }
+
+    /// Mean loss on `eval_iters` batches of a split; the same batches at every evaluation.
+    pub fn eval(&self, split: Split) -> f32 {
+        let mut rng = Rng::new(self.cfg.seed ^ 0x5EED_E7A1);
+        let t = &self.cfg.train;
+        evaluate(self.backend.get(), &self.model, &self.data, split, t.eval_iters, t.batch_size, &mut rng)
+    }
+
+    pub fn tokens_per_step(&self) -> usize {
+        let (s, t) = match &self.data {
+            Dataset::Task { task, digits, .. } => crate::data::task_lengths(*task, *digits),
+            Dataset::Text { .. } => (0, self.cfg.model.ctx_len),
+        };
+        self.cfg.train.batch_size * (s + t)
     }
 }

@@ -225,7 +225,7 @@ pub fn merge_heads(dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usi
 // ---------------------------------------------------------------------------------------------------------------
 // The three sub-layer functions.
 
-fn attn_shape(ctx: &Ctx, b: usize, t: usize, s: usize, causal: bool, q_offset: usize) -> AttnShape {
+pub fn attn_shape(ctx: &Ctx, b: usize, t: usize, s: usize, causal: bool, q_offset: usize) -> AttnShape {
     let m = ctx.cfg;
     let scale = match m.attention.scale {
         crate::config::AttnScale::InvSqrtDk => 1.0 / (m.head_size() as f32).sqrt(),
@@ -234,7 +234,7 @@ fn attn_shape(ctx: &Ctx, b: usize, t: usize, s: usize, causal: bool, q_offset: u
     AttnShape { b, t, s, nh: m.n_heads, nkv: m.n_kv_heads, hs: m.head_size(), causal, q_offset, scale }
 }
 
-fn self_bias<'a>(ctx: &Ctx<'a>, st: &'a StackCtx) -> AttnBias<'a> {
+pub fn self_bias<'a>(ctx: &Ctx<'a>, st: &'a StackCtx) -> AttnBias<'a> {
     match ctx.cfg.position {
         Position::Alibi => AttnBias::Alibi { slopes: &st.alibi },
         Position::Relative { .. } => AttnBias::Relative { table: st.rel_table.expect("relative table").of(ctx.params), bucket: &st.buckets },

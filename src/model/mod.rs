@@ -196,7 +196,7 @@ impl Model {
         }
     }
 
-    fn stack_forward(&self, ctx: &mut Ctx, sp: &StackParams, st: &StackCtx, idx: &[u32]) -> StackCache {
+    pub(crate) fn stack_forward(&self, ctx: &mut Ctx, sp: &StackParams, st: &StackCtx, idx: &[u32]) -> StackCache {
         let mut x = self.embed(sp, idx, st.b, st.t, st.pos0);
         let emb_mask = ctx.dropout_mask(x.len());
         if !emb_mask.is_empty() {

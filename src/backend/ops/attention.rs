@@ -97,3 +97,23 @@ pub fn attention_backward(
         }
     }
 }
+
+/// The probe path: materialises the attention probabilities (B,NH,T,S) from q, k and the saved lse. Only the UI's
+/// attention view calls this; training never holds a (T,S) matrix.
+pub fn attention_probs(q: &[f32], k: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) -> Vec<f32> {
+    let mut probs = vec![0.0f32; sh.b * sh.nh * sh.t * sh.s];
+    let mut row = vec![0.0f32; sh.s];
+    for b in 0..sh.b {
+        for h in 0..sh.nh {
+            for i in 0..sh.t {
+                scores(&mut row, q, k, &bias, sh, b, h, i);
+                let l = lse[(b * sh.nh + h) * sh.t + i];
+                let out = &mut probs[((b * sh.nh + h) * sh.t + i) * sh.s..][..sh.s];
+                for (o, &s) in out.iter_mut().zip(&row) {
+                    *o = (s - l).exp();
+                }
+            }
+        }
+    }
+    probs
+}

@@ -9,7 +9,7 @@ mod norm;
 mod rope;
 
 pub use act::{activation_backward, activation_forward, gelu, gelu_grad, sigmoid};
-pub use attention::{attention_backward, attention_forward};
+pub use attention::{attention_backward, attention_forward, attention_probs};
 pub use linear::{matmul_backward, matmul_forward};
 pub use loss::{adamw, cross_entropy, sum_squares};
 pub use norm::{norm_backward, norm_forward};
