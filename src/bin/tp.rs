@@ -1,1 +1,305 @@
-fn main() {}
+//! The native command line: train, sample, fill-mask, decode, logits, bench.
+//! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
+
+use clap::{Parser, Subcommand};
+use std::time::Instant;
+use transformer_playground::backend::BackendKind;
+use transformer_playground::checkpoint::{self, Checkpoint};
+use transformer_playground::data::{Dataset, Split};
+use transformer_playground::generate::{self, SampleOptions};
+use transformer_playground::model::Batch;
+use transformer_playground::train::Run;
+use transformer_playground::{Config, Error, Result};
+
+#[derive(Parser)]
+#[command(name = "tp", about = "transformer-playground: train and use small Transformers natively")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model; one JSON object per logged step on stdout.
+    Train {
+        #[arg(long)]
+        config: String,
+        /// Training text (gpt, bert). Not needed for the encoder-decoder's synthetic tasks.
+        #[arg(long)]
+        data: Option<String>,
+        /// Override train.steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Write a checkpoint here at the end (and at divergence: the last good state).
+        #[arg(long)]
+        out: Option<String>,
+        /// Log every N steps (evaluation steps are always logged).
+        #[arg(long, default_value_t = 10)]
+        log_every: usize,
+        /// Print a generated sample (gpt), fill-mask (bert) or decoding (encoder-decoder) at the end.
+        #[arg(long, default_value_t = 200)]
+        sample_tokens: usize,
+    },
+    /// Continue a prompt with a trained gpt.
+    Sample {
+        #[arg(long)]
+        checkpoint: String,
+        #[arg(long, default_value = "")]
+        prompt: String,
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+    },
+    /// Top-k fillers for every [MASK] in the text (bert).
+    FillMask {
+        #[arg(long)]
+        checkpoint: String,
+        #[arg(long)]
+        text: String,
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+    },
+    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0).
+    Decode {
+        #[arg(long)]
+        checkpoint: String,
+        #[arg(long)]
+        input: String,
+        #[arg(long)]
+        tokens: Option<usize>,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// The logits at every position of a text, as JSON (for outside cross-checks).
+    Logits {
+        #[arg(long)]
+        checkpoint: String,
+        #[arg(long)]
+        text: String,
+        /// Encoder input for an encoder-decoder (then --text is the decoder input).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Time the training step of a config: median ms/iter and tokens/s.
+    Bench {
+        #[arg(long)]
+        config: String,
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+    },
+}
+
+fn read_text(path: &str) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    Ok(transformer_playground::data::check_text(&bytes)?.to_string())
+}
+
+fn read_config(path: &str) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    Config::from_json(&text)
+}
+
+fn read_checkpoint(path: &str) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    checkpoint::load(&bytes)
+}
+
+fn json_f32(x: f32) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn save(run: &Run, path: &str) -> Result<()> {
+    let bytes = checkpoint::save(&run.cfg, run.data.tokenizer(), run.step, &run.model, Some(&run.opt))?;
+    std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{path}: {e}")))
+}
+
+/// A short demonstration of what the trained model does, as JSON.
+fn demo(run: &Run, tokens: usize) -> Result<serde_json::Value> {
+    let be = run.backend.get();
+    let tok = run.data.tokenizer();
+    Ok(match &run.data {
+        Dataset::Text { mlm: false, val, .. } => {
+            let prompt = tok.decode(&val[..val.len().min(32)]);
+            let o = SampleOptions { max_tokens: tokens, temperature: 0.8, seed: run.cfg.seed, ..Default::default() };
+            let text = generate::generate(&run.model, be, tok, &prompt, &o, |_| {})?;
+            serde_json::json!({ "prompt": prompt, "sample": text })
+        }
+        Dataset::Text { mlm: true, val, .. } => {
+            let n = val.len().min(run.cfg.model.ctx_len).min(40);
+            let mut ids = val[..n].to_vec();
+            let truth: Vec<String> = [n / 3, 2 * n / 3].iter().map(|&i| tok.token(ids[i])).collect();
+            for i in [n / 3, 2 * n / 3] {
+                ids[i] = tok.special(transformer_playground::data::MASK).expect("bert has [MASK]");
+            }
+            let text = tok.decode(&ids);
+            let fills = generate::fill_mask(&run.model, be, tok, &text, 5)?;
+            serde_json::json!({ "text": text, "truth": truth, "fills": fills })
+        }
+        Dataset::Task { task, digits, .. } => {
+            let mut rng = transformer_playground::rng::Rng::new(run.cfg.seed ^ 77);
+            let (mut correct, n) = (0, 20);
+            let mut examples = vec![];
+            for _ in 0..n {
+                let (src, want) = transformer_playground::data::task_example(*task, *digits, &mut rng);
+                let o = SampleOptions { max_tokens: want.chars().count(), temperature: 0.0, ..Default::default() };
+                let got = generate::decode(&run.model, be, tok, &src, &o)?;
+                correct += (got == want) as usize;
+                if examples.len() < 3 {
+                    examples.push(serde_json::json!({ "input": src, "output": got, "answer": want }));
+                }
+            }
+            serde_json::json!({ "exact_match": correct as f32 / n as f32, "examples": examples })
+        }
+    })
+}
+
+fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, out: Option<&str>, log_every: usize, sample_tokens: usize) -> Result<()> {
+    let mut cfg = read_config(config)?;
+    if let Some(s) = steps {
+        cfg.train.steps = s;
+        cfg.validate()?;
+    }
+    let text = data.map(read_text).transpose()?;
+    let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
+    let total = run.cfg.train.steps;
+    let t0 = Instant::now();
+    for step in 0..=total {
+        let eval = step % run.cfg.train.eval_interval == 0 || step == total;
+        let val_loss = eval.then(|| run.eval(Split::Val));
+        if step == total {
+            println!("{}", serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "elapsed_s": t0.elapsed().as_secs_f32() }));
+            break;
+        }
+        let t = Instant::now();
+        let r = match run.step() {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(path) = out {
+                    save(&run, path)?;
+                    eprintln!("saved the last good state (step {}) to {path}", run.step);
+                }
+                return Err(e);
+            }
+        };
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if step % log_every == 0 || eval {
+            let line = serde_json::json!({
+                "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
+                "grad_norm": json_f32(r.grad_norm), "ms": (ms * 100.0).round() / 100.0,
+            });
+            println!("{line}");
+        }
+    }
+    if sample_tokens > 0 {
+        println!("{}", demo(&run, sample_tokens)?);
+    }
+    if let Some(path) = out {
+        save(&run, path)?;
+        eprintln!("saved {path}");
+    }
+    Ok(())
+}
+
+fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: usize) -> Result<()> {
+    let cfg = read_config(config)?;
+    let text = data.map(read_text).transpose()?;
+    let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
+    let mut times = vec![];
+    for i in 0..warmup + steps {
+        let t = Instant::now();
+        run.step()?;
+        if i >= warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let med = times[times.len() / 2];
+    let tok = run.tokens_per_step() as f64;
+    let threads = rayon::current_num_threads();
+    println!("{}", serde_json::json!({ "backend": backend, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
+    println!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Train { config, data, steps, backend, out, log_every, sample_tokens } => {
+            train(&config, data.as_deref(), steps, &backend, out.as_deref(), log_every.max(1), sample_tokens)
+        }
+        Cmd::Sample { checkpoint, prompt, tokens, temperature, top_k, top_p, seed, backend } => {
+            let ck = read_checkpoint(&checkpoint)?;
+            let o = SampleOptions { max_tokens: tokens, temperature, top_k, top_p, seed };
+            let be = BackendKind::parse(&backend)?.get();
+            use std::io::Write;
+            print!("{prompt}");
+            generate::generate(&ck.model, be, &ck.tokenizer, &prompt, &o, |s| {
+                print!("{s}");
+                let _ = std::io::stdout().flush();
+            })?;
+            println!();
+            Ok(())
+        }
+        Cmd::FillMask { checkpoint, text, top_k } => {
+            let ck = read_checkpoint(&checkpoint)?;
+            let fills = generate::fill_mask(&ck.model, BackendKind::Cpu.get(), &ck.tokenizer, &text, top_k)?;
+            println!("{}", serde_json::to_string(&fills).expect("serializes"));
+            Ok(())
+        }
+        Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
+            let ck = read_checkpoint(&checkpoint)?;
+            let n = tokens.unwrap_or_else(|| transformer_playground::data::task_lengths(ck.config.data.task, ck.config.data.digits).1);
+            let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
+            println!("{}", generate::decode(&ck.model, BackendKind::Cpu.get(), &ck.tokenizer, &input, &o)?);
+            Ok(())
+        }
+        Cmd::Logits { checkpoint, text, source } => {
+            let ck = read_checkpoint(&checkpoint)?;
+            let idx = ck.tokenizer.encode(&text)?;
+            let src = source.as_deref().map(|s| ck.tokenizer.encode(s)).transpose()?.unwrap_or_default();
+            let t = idx.len();
+            if t == 0 || t > ck.config.model.ctx_len || src.len() > ck.config.model.ctx_len {
+                return Err(Error::Invalid(format!("the text must have 1..={} tokens", ck.config.model.ctx_len)));
+            }
+            if (ck.config.model.arch == transformer_playground::config::Arch::EncoderDecoder) == src.is_empty() {
+                return Err(Error::Invalid("--source is required for an encoder_decoder and only for it".into()));
+            }
+            let batch = Batch { b: 1, t, targets: vec![-1; t], idx, s: src.len(), src };
+            let logits = ck.model.forward(BackendKind::Cpu.get(), &batch, None).logits;
+            let v = ck.model.vocab();
+            let rows: Vec<&[f32]> = logits.chunks(v).collect();
+            println!("{}", serde_json::json!({ "vocab": (0..v as u32).map(|i| ck.tokenizer.token(i)).collect::<Vec<_>>(), "logits": rows }));
+            Ok(())
+        }
+        Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,15 @@
+# Shared set-up for run.sh and test.sh: a Rust toolchain (the one pinned in rust-toolchain.toml) and a build
+# directory outside the clone, so CI and fresh clones reuse compiled dependencies.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/transformer-playground/target}"
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "error: no Rust toolchain found (cargo); this project needs rustup with Rust 1.95" >&2
+    exit 1
+  fi
+fi
+# rustup installs the toolchain named in rust-toolchain.toml on first use; make that explicit and visible.
+if command -v rustup >/dev/null 2>&1; then
+  rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install "$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)"
+fi

@@ -1,0 +1,143 @@
+//! Bad input gets a clear error and loses nothing: a table of impossible configs, each refused with its own
+//! message naming the field; bad text refused; a diverging run keeps its last good state.
+
+use transformer_playground::backend::BackendKind;
+use transformer_playground::config::Config;
+use transformer_playground::train::Run;
+use transformer_playground::Error;
+
+const BASE: &str = r#"{ "model": { "arch": "gpt", "d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 16,
+  "ffn": { "activation": "gelu", "mult": 4 }, "norm": { "kind": "layernorm", "placement": "pre" },
+  "position": { "kind": "learned" }, "attention": { "scale": "inv_sqrt_dk" } },
+  "train": { "batch_size": 4, "steps": 10, "lr": 0.001 }, "seed": 1 }"#;
+
+/// BASE with a JSON-pointer path set to a value.
+fn patched(path: &str, value: serde_json::Value) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    let (parent, key) = path.rsplit_once('/').unwrap();
+    let obj = if parent.is_empty() { &mut v } else { v.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}")) };
+    obj[key] = value;
+    v.to_string()
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    Config::from_json(BASE).unwrap();
+}
+
+#[test]
+fn every_impossible_config_is_refused_with_a_message_naming_field_and_rule() {
+    use serde_json::json;
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("/model/n_heads", json!(5), "model.n_heads = 5: must divide model.d_model = 32"),
+        ("/model/n_kv_heads", json!(3), "model.n_kv_heads = 3: must divide model.n_heads = 4"),
+        ("/model/n_kv_heads", json!(8), "model.n_kv_heads = 8: must divide model.n_heads"),
+        ("/model/d_model", json!(0), "model.d_model = 0: must be at least 1"),
+        ("/model/n_layers", json!(0), "model.n_layers = 0: must be at least 1"),
+        ("/model/ctx_len", json!(0), "model.ctx_len = 0: must be at least 1"),
+        ("/model/n_heads", json!(0), "model.n_heads = 0: must be at least 1"),
+        ("/model/d_model", json!(-4), "invalid value: integer `-4`"),
+        ("/model/dropout", json!(1.0), "model.dropout = 1: must be in [0, 1)"),
+        ("/model/init_std", json!(0.0), "model.init_std = 0: must be in (0, 1]"),
+        ("/model/position", json!({"kind": "rope"}), ""),
+        ("/model/position", json!({"kind": "sinusoidal"}), ""),
+        ("/model/position", json!({"kind": "relative", "buckets": 3}), "model.position.buckets = 3: must be an even number >= 4"),
+        ("/model/position", json!({"kind": "relative", "buckets": 32, "max_distance": 8}), "model.position.max_distance = 8: must exceed buckets / 4 = 8"),
+        ("/model/position", json!({"kind": "rope", "theta": 0.5}), "model.position.theta = 0.5: must be a number > 1"),
+        ("/model/position", json!({"kind": "wavelet"}), "unknown variant `wavelet`"),
+        ("/model/arch", json!("rnn"), "unknown variant `rnn`"),
+        ("/model/ffn/activation", json!("tanh"), "unknown variant `tanh`"),
+        ("/model/norm/placement", json!("middle"), "unknown variant `middle`"),
+        ("/model/norm/kind", json!("batchnorm"), "unknown variant `batchnorm`"),
+        ("/model/attention/scale", json!("sqrt"), "unknown variant `sqrt`"),
+        ("/model/norm", json!({"kind": "layernorm", "placement": "pre", "alpha": 2.0}), "alpha and beta apply only to placement \"deepnorm\""),
+        ("/model/norm", json!({"kind": "layernorm", "placement": "deepnorm", "beta": -1.0}), "model.norm.beta = -1: must be a positive number"),
+        ("/model/norm/eps", json!(0.0), "model.norm.eps = 0: must be positive"),
+        ("/model/ffn/mult", json!(0), "model.ffn.mult = 0: must be at least 1"),
+        ("/model/d_model", json!(65536), "model.d_model = 65536: must be at most 8192"),
+        ("/model/n_layers", json!(1000), "model.n_layers = 1000: must be at most 64"),
+        ("/train/batch_size", json!(0), "train.batch_size = 0: must be at least 1"),
+        ("/train/lr", json!(-1.0), "train.lr = -1: must be a number in (0, 10]"),
+        ("/train/lr", json!(0.0), "train.lr = 0: must be a number in (0, 10]"),
+        ("/train/betas", json!([0.9, 1.0]), "train.betas[1] = 1: must be in [0, 1)"),
+        ("/train/grad_clip", json!(-1.0), "train.grad_clip = -1: must be >= 0"),
+        ("/train/weight_decay", json!(-0.1), "train.weight_decay = -0.1: must be >= 0"),
+        ("/train", json!({"batch_size": 4, "steps": 10, "lr": 0.001, "min_lr": 0.01}), "train.min_lr = 0.01: must be in [0, train.lr]"),
+        ("/train", json!({"batch_size": 4, "steps": 10, "lr": 0.001, "momentum": 0.9}), "unknown field `momentum`"),
+        ("/seed", json!("abc"), "invalid type: string \"abc\""),
+    ];
+    let mut messages = std::collections::BTreeSet::new();
+    for (path, value, want) in &cases {
+        let mut json = patched(path, value.clone());
+        // d_model 32 / 4 heads = head size 8 (even) — make rope and sinusoidal fail through an odd size instead.
+        if *want == "" {
+            json = json.replace("\"d_model\":32", "\"d_model\":36").replace("\"n_heads\":4", "\"n_heads\":12").replace("\"n_kv_heads\":4", "\"n_kv_heads\":12");
+            if value["kind"] == "sinusoidal" {
+                json = json.replace("\"d_model\":36", "\"d_model\":33").replace("\"n_heads\":12", "\"n_heads\":3").replace("\"n_kv_heads\":12", "\"n_kv_heads\":3");
+            }
+        }
+        let err = Config::from_json(&json).expect_err(&format!("{path} = {value} should be refused"));
+        let msg = err.to_string();
+        let want = match *want {
+            "" if value["kind"] == "rope" => "model.position.kind = rope: needs an even head size; d_model / n_heads = 3",
+            "" => "model.position.kind = sinusoidal: needs an even d_model, got 33",
+            w => w,
+        };
+        assert!(msg.contains(want), "{path} = {value}:\n  got  {msg}\n  want …{want}…");
+        messages.insert(msg);
+    }
+    assert_eq!(messages.len(), cases.len(), "each case has its own message");
+}
+
+#[test]
+fn tasks_and_architectures_must_fit_together() {
+    let enc_on_text = patched("/model/arch", serde_json::json!("encoder_decoder"));
+    assert!(Config::from_json(&enc_on_text).unwrap_err().to_string().contains("data.task = text: encoder_decoder trains on a synthetic task"));
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    v["data"] = serde_json::json!({"task": "reverse", "digits": 8});
+    assert!(Config::from_json(&v.to_string()).unwrap_err().to_string().contains("data.task = reverse: gpt and bert train on text"));
+    v["model"]["arch"] = serde_json::json!("encoder_decoder");
+    v["data"] = serde_json::json!({"task": "add", "digits": 9});
+    let e = Config::from_json(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("data.digits = 9: the task needs sequences of 19 tokens, more than model.ctx_len = 16"), "{e}");
+}
+
+#[test]
+fn bad_text_is_refused_before_training() {
+    let cfg = Config::from_json(BASE).unwrap();
+    let err = |text: &str| Run::new(cfg.clone(), Some(text), BackendKind::Cpu).err().expect("refused").to_string();
+    assert!(err("").contains("the text is empty"));
+    assert!(err("short text").contains("the text is too short: 10 characters"));
+    assert!(err(&"ab\u{1}\u{2}\u{3}".repeat(100)).contains("looks like a binary file"));
+    let no_text = Run::new(cfg.clone(), None, BackendKind::Cpu).err().unwrap().to_string();
+    assert!(no_text.contains("no text was given"));
+    let many: String = (0..5000u32).filter_map(char::from_u32).filter(|c| !c.is_control()).collect::<String>().repeat(2);
+    assert!(err(&many).contains("distinct characters"));
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_good_state() {
+    let cfg = Config::from_json(BASE).unwrap();
+    let text = "All the world's a stage, and all the men and women merely players. ".repeat(40);
+    let mut run = Run::new(cfg, Some(&text), BackendKind::Cpu).unwrap();
+    for _ in 0..3 {
+        run.step().unwrap();
+    }
+    // Blow up the token embedding (as a run with a far too high learning rate would): the logits overflow.
+    let wte = run.model.layout.wte;
+    wte.of_mut(&mut run.model.params).iter_mut().for_each(|x| *x = x.signum() * f32::MAX);
+    let last_good = (run.model.params.clone(), run.opt.m.clone(), run.step);
+    for _ in 0..1 {
+        match run.step() {
+            Ok(r) => panic!("a step with overflowing logits must be refused, got loss {}", r.loss),
+            Err(e) => {
+                assert!(matches!(e, Error::Diverged { .. }), "{e}");
+                assert!(e.to_string().contains("the last good state is kept"));
+                assert_eq!(run.step, last_good.2, "the failed step is not counted");
+                assert_eq!(run.model.params, last_good.0, "parameters untouched by the failed step");
+                assert_eq!(run.opt.m, last_good.1, "optimizer state untouched");
+                return;
+            }
+        }
+    }
+}
