@@ -1,0 +1,105 @@
+//! The command line end to end: train writes JSON lines and a checkpoint; sample, fill-mask, decode and logits
+//! read it; bad input exits non-zero with the core's message on stderr.
+
+use std::process::Command;
+
+fn tp(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tp")).args(args).output().expect("run tp");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("tp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+fn write_config(name: &str, json: &str) -> String {
+    let p = tmp(name);
+    std::fs::write(&p, json).unwrap();
+    p
+}
+
+const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt");
+
+fn tiny(arch: &str, extra: &str) -> String {
+    format!(
+        r#"{{ "model": {{ "arch": "{arch}", "d_model": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 24,
+        "ffn": {{ "activation": "swiglu", "mult": 2 }}, "norm": {{ "kind": "rmsnorm", "placement": "pre" }},
+        "position": {{ "kind": "rope" }}, "attention": {{ "scale": "inv_sqrt_dk" }} }},
+        "train": {{ "batch_size": 4, "steps": 6, "lr": 0.003, "eval_interval": 3, "eval_iters": 2 }} {extra}, "seed": 3 }}"#
+    )
+}
+
+#[test]
+fn train_prints_json_lines_and_its_checkpoint_feeds_sample_and_logits() {
+    let cfg = write_config("gpt.json", &tiny("gpt", ""));
+    let ck = tmp("gpt.safetensors");
+    let (ok, out, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--log-every", "1", "--sample-tokens", "20"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let steps: Vec<&serde_json::Value> = lines.iter().filter(|l| l.get("loss").is_some()).collect();
+    assert_eq!(steps.len(), 6);
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(s["step"], i);
+        assert!(s["loss"].as_f64().unwrap() > 0.0 && s["lr"].as_f64().unwrap() > 0.0 && s["ms"].as_f64().is_some());
+    }
+    assert!(steps[0]["val_loss"].as_f64().is_some() && steps[3]["val_loss"].as_f64().is_some() && steps[1]["val_loss"].is_null());
+    let sample = lines.last().unwrap();
+    assert_eq!(sample["sample"].as_str().unwrap().chars().count(), 20);
+
+    let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "15", "--seed", "4"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ROMEO:") && out.trim_end().chars().count() >= 6 + 10, "{out}");
+    let (_, again, _) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "15", "--seed", "4"]);
+    assert_eq!(out, again, "same seed, same sample");
+
+    let (ok, out, err) = tp(&["logits", "--checkpoint", &ck, "--text", "To be"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["logits"].as_array().unwrap().len(), 5);
+    assert_eq!(v["logits"][0].as_array().unwrap().len(), v["vocab"].as_array().unwrap().len());
+}
+
+#[test]
+fn bert_and_encoder_decoder_checkpoints_fill_masks_and_decode() {
+    let cfg = write_config("bert.json", &tiny("bert", ""));
+    let ck = tmp("bert.safetensors");
+    let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--sample-tokens", "0"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = tp(&["fill-mask", "--checkpoint", &ck, "--text", "to be or [MASK]ot", "--top-k", "3"]);
+    assert!(ok, "{err}");
+    let fills: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(fills[0]["position"], 9);
+    assert_eq!(fills[0]["candidates"].as_array().unwrap().len(), 3);
+
+    let cfg = write_config("t5.json", &tiny("encoder_decoder", r#", "data": {"task": "reverse", "digits": 5}"#));
+    let ck = tmp("t5.safetensors");
+    let (ok, out, err) = tp(&["train", "--config", &cfg, "--out", &ck]);
+    assert!(ok, "{err}");
+    assert!(out.lines().last().unwrap().contains("exact_match"));
+    let (ok, out, err) = tp(&["decode", "--checkpoint", &ck, "--input", "12345"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim().chars().count(), 5);
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_the_message_on_stderr() {
+    let bad = write_config("bad.json", &tiny("gpt", "").replace("\"n_kv_heads\": 2", "\"n_kv_heads\": 3"));
+    let (ok, out, err) = tp(&["train", "--config", &bad, "--data", SHAKESPEARE]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("invalid config: model.n_kv_heads = 3: must divide model.n_heads = 4"), "{err}");
+
+    let cfg = write_config("ok.json", &tiny("gpt", ""));
+    let binary = tmp("binary.bin");
+    std::fs::write(&binary, [0u8, 159, 146, 150, 0, 1, 2]).unwrap();
+    let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", &binary]);
+    assert!(!ok && err.contains("not valid UTF-8"), "{err}");
+
+    let (ok, _, err) = tp(&["sample", "--checkpoint", &binary]);
+    assert!(!ok && err.contains("bad checkpoint"), "{err}");
+    let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--backend", "quantum"]);
+    assert!(!ok && err.contains("unknown backend \"quantum\""), "{err}");
+    let (ok, _, err) = tp(&["train", "--config", "/nonexistent.json"]);
+    assert!(!ok && err.contains("/nonexistent.json"), "{err}");
+}
