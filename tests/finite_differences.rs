@@ -1,0 +1,603 @@
+//! Every backward op of the reference backend against central finite differences of its forward, and the whole
+//! model's backward against finite differences of its loss.
+//!
+//! Method (ops): for y = f(x) pick a random upstream gradient G and the scalar L(x) = Σ G ⊙ f(x), accumulated in
+//! f64 from the f32 outputs. For each element of each input, the finite-difference derivative is
+//! (L(x⁺) − L(x⁻)) / (x⁺_i − x⁻_i) with x±_i = x_i ± EPS rounded to f32 (the step actually taken, so rounding of
+//! the perturbation does not count as error). The analytic gradient g must satisfy |g − fd| ≤ ATOL + RTOL·|fd|.
+//!
+//! Backward ops ACCUMULATE (`+=`) into their gradient buffers: every buffer is pre-filled with random values that are
+//! subtracted afterwards, so an op that overwrites instead of accumulating fails as well.
+//!
+//! Inputs are small (N = 3, C = 5, T = 4, HS = 4 …) and seeded with `transformer_playground::rng::Rng`, so every run
+//! checks the same numbers.
+
+use transformer_playground::backend::{AttnBias, AttnShape, Backend, Reference};
+use transformer_playground::config::{Activation, ModelConfig, NormKind};
+use transformer_playground::model::position::{alibi_slopes, t5_bucket_table};
+use transformer_playground::model::{Batch, Model};
+use transformer_playground::rng::Rng;
+
+/// Perturbation of each f32 input element for the op checks.
+const EPS: f32 = 1e-2;
+/// |analytic − fd| ≤ ATOL + RTOL·|fd| for the op checks.
+const ATOL: f64 = 1e-3;
+const RTOL: f64 = 1e-2;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers.
+
+fn randn(rng: &mut Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32 * std).collect()
+}
+
+/// Σ g ⊙ y in f64.
+fn dot(g: &[f32], y: &[f32]) -> f64 {
+    assert_eq!(g.len(), y.len());
+    g.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// Central finite differences of `loss` at x, one element at a time.
+fn fd_grad(x: &[f32], eps: f32, mut loss: impl FnMut(&[f32]) -> f64) -> Vec<f64> {
+    let mut xp = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let (plus, minus) = (x[i] + eps, x[i] - eps);
+            xp[i] = plus;
+            let lp = loss(&xp);
+            xp[i] = minus;
+            let lm = loss(&xp);
+            xp[i] = x[i];
+            (lp - lm) / (plus as f64 - minus as f64)
+        })
+        .collect()
+}
+
+/// Indices where the analytic gradient disagrees with the finite differences: (index, analytic, fd).
+fn mismatches(analytic: &[f32], fd: &[f64], atol: f64, rtol: f64) -> Vec<(usize, f32, f64)> {
+    assert_eq!(analytic.len(), fd.len(), "analytic and finite-difference gradients differ in length");
+    analytic
+        .iter()
+        .zip(fd)
+        .enumerate()
+        .filter(|(_, (&a, &f))| !(a.is_finite() && (a as f64 - f).abs() <= atol + rtol * f.abs()))
+        .map(|(i, (&a, &f))| (i, a, f))
+        .collect()
+}
+
+/// Asserts the analytic gradient of `input` matches finite differences, naming the op, the input and the index.
+fn assert_grad(op: &str, input: &str, analytic: &[f32], fd: &[f64]) {
+    assert_grad_tol(op, input, analytic, fd, ATOL, RTOL)
+}
+
+fn assert_grad_tol(op: &str, input: &str, analytic: &[f32], fd: &[f64], atol: f64, rtol: f64) {
+    assert!(fd.iter().all(|f| f.is_finite()), "{op}: d{input}: finite differences are not finite: {fd:?}");
+    let bad = mismatches(analytic, fd, atol, rtol);
+    if let Some(&(i, a, f)) = bad.first() {
+        panic!(
+            "{op}: d{input}[{i}]: backward gives {a}, finite differences give {f} (|diff| {:.3e} > {atol} + {rtol}·|fd|); \
+             {} of {} elements disagree: {:?}",
+            (a as f64 - f).abs(),
+            bad.len(),
+            analytic.len(),
+            bad.iter().take(8).collect::<Vec<_>>()
+        );
+    }
+    let worst = analytic.iter().zip(fd).map(|(&a, &f)| (a as f64 - f).abs() / (atol + rtol * f.abs())).fold(0.0, f64::max);
+    eprintln!("{op}: d{input}: worst |diff|/tolerance {worst:.3}");
+    // A check where every gradient is ~0 would pass vacuously: every input checked here has a real gradient.
+    assert!(
+        fd.iter().any(|f| f.abs() > 10.0 * atol),
+        "{op}: d{input}: finite-difference gradient is ~0 everywhere ({fd:?}); the check would be vacuous"
+    );
+}
+
+/// A gradient buffer pre-filled with random values (to check that backward accumulates), and the fill.
+fn prefilled(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let fill = randn(rng, n, 1.0);
+    (fill.clone(), fill)
+}
+
+/// What backward added to a pre-filled buffer.
+fn added(buf: &[f32], fill: &[f32]) -> Vec<f32> {
+    buf.iter().zip(fill).map(|(a, b)| a - b).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The checker itself must be able to fail.
+
+#[test]
+fn the_finite_difference_check_rejects_a_wrong_gradient() {
+    // L(x) = Σ g ⊙ x² has gradient 2 g ⊙ x.
+    let mut rng = Rng::new(1);
+    let (x, g) = (randn(&mut rng, 6, 1.0), randn(&mut rng, 6, 1.0));
+    let loss = |x: &[f32]| x.iter().zip(&g).map(|(&a, &b)| b as f64 * a as f64 * a as f64).sum::<f64>();
+    let fd = fd_grad(&x, EPS, loss);
+    let right: Vec<f32> = x.iter().zip(&g).map(|(a, b)| 2.0 * a * b).collect();
+    assert!(mismatches(&right, &fd, ATOL, RTOL).is_empty(), "the right gradient must pass");
+    let mut wrong = right.clone();
+    wrong[3] = -wrong[3];
+    assert_eq!(mismatches(&wrong, &fd, ATOL, RTOL).len(), 1, "a flipped sign must fail");
+    let mut wrong = right.clone();
+    wrong[1] *= 1.1;
+    assert_eq!(mismatches(&wrong, &fd, ATOL, RTOL).len(), 1, "a 10% error must fail");
+    let mut wrong = right;
+    wrong[0] = f32::NAN;
+    assert_eq!(mismatches(&wrong, &fd, ATOL, RTOL).len(), 1, "NaN must fail");
+    let r = std::panic::catch_unwind(|| assert_grad("x²", "x", &wrong, &fd));
+    let msg = *r.expect_err("assert_grad must panic").downcast::<String>().unwrap();
+    assert!(msg.contains("x²: dx[0]"), "the message names op, input and index: {msg}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// matmul
+
+fn check_matmul(with_bias: bool, seed: u64) {
+    let (n, c, oc) = (3, 5, 4);
+    let op = format!("matmul (bias: {with_bias})");
+    let mut rng = Rng::new(seed);
+    let inp = randn(&mut rng, n * c, 1.0);
+    let w = randn(&mut rng, oc * c, 0.5);
+    let b = randn(&mut rng, oc, 0.5);
+    let g = randn(&mut rng, n * oc, 1.0);
+    let bias = |b: &[f32]| -> Option<Vec<f32>> { with_bias.then(|| b.to_vec()) };
+    let loss = |inp: &[f32], w: &[f32], b: &[f32]| {
+        let mut out = vec![0.0; n * oc];
+        Reference.matmul_forward(&mut out, inp, w, bias(b).as_deref(), n, c, oc);
+        dot(&g, &out)
+    };
+    let (mut dinp, f_inp) = prefilled(&mut rng, n * c);
+    let (mut dw, f_w) = prefilled(&mut rng, oc * c);
+    let (mut db, f_b) = prefilled(&mut rng, oc);
+    Reference.matmul_backward(Some(&mut dinp), &mut dw, with_bias.then_some(&mut db[..]), &g, &inp, &w, n, c, oc);
+    assert_grad(&op, "inp", &added(&dinp, &f_inp), &fd_grad(&inp, EPS, |x| loss(x, &w, &b)));
+    assert_grad(&op, "w", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&inp, x, &b)));
+    if with_bias {
+        assert_grad(&op, "b", &added(&db, &f_b), &fd_grad(&b, EPS, |x| loss(&inp, &w, x)));
+    } else {
+        assert_eq!(db, f_b, "{op}: db must be left alone when there is no bias");
+    }
+
+    // dinp = None leaves dw and db as with Some.
+    let (mut dw2, mut db2) = (f_w.clone(), f_b.clone());
+    Reference.matmul_backward(None, &mut dw2, with_bias.then_some(&mut db2[..]), &g, &inp, &w, n, c, oc);
+    assert_eq!((dw2, db2), (dw, db), "{op}: dw, db without dinp");
+}
+
+#[test]
+fn matmul_backward_matches_finite_differences() {
+    check_matmul(true, 10);
+    check_matmul(false, 11);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// norm
+
+fn check_norm(kind: NormKind, with_bias: bool, seed: u64) {
+    let (n, c, eps) = (3, 5, 1e-5f32);
+    let op = format!("norm ({kind:?}, bias: {with_bias})");
+    let mut rng = Rng::new(seed);
+    // Rows with a nonzero mean and different spreads, so centring and scaling both matter.
+    let inp: Vec<f32> = (0..n * c).map(|i| 0.5 + (1.0 + (i / c) as f32 * 0.5) * rng.normal() as f32).collect();
+    let w: Vec<f32> = (0..c).map(|_| 1.0 + 0.3 * rng.normal() as f32).collect();
+    let b = randn(&mut rng, c, 0.5);
+    let g = randn(&mut rng, n * c, 1.0);
+    let loss = |inp: &[f32], w: &[f32], b: &[f32]| {
+        let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        Reference.norm_forward(kind, &mut out, &mut mean, &mut rstd, inp, w, with_bias.then_some(b), eps, c);
+        dot(&g, &out)
+    };
+    let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    Reference.norm_forward(kind, &mut out, &mut mean, &mut rstd, &inp, &w, with_bias.then_some(&b[..]), eps, c);
+    let (mut dinp, f_inp) = prefilled(&mut rng, n * c);
+    let (mut dw, f_w) = prefilled(&mut rng, c);
+    let (mut db, f_b) = prefilled(&mut rng, c);
+    Reference.norm_backward(kind, &mut dinp, &mut dw, with_bias.then_some(&mut db[..]), &g, &inp, &w, &mean, &rstd, c);
+    assert_grad(&op, "inp", &added(&dinp, &f_inp), &fd_grad(&inp, EPS, |x| loss(x, &w, &b)));
+    assert_grad(&op, "w", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&inp, x, &b)));
+    if with_bias {
+        assert_grad(&op, "b", &added(&db, &f_b), &fd_grad(&b, EPS, |x| loss(&inp, &w, x)));
+    } else {
+        assert_eq!(db, f_b, "{op}: db must be left alone when there is no bias");
+    }
+}
+
+#[test]
+fn layernorm_backward_matches_finite_differences() {
+    check_norm(NormKind::Layernorm, true, 20);
+    check_norm(NormKind::Layernorm, false, 21);
+}
+
+#[test]
+fn rmsnorm_backward_matches_finite_differences() {
+    check_norm(NormKind::Rmsnorm, false, 22);
+    check_norm(NormKind::Rmsnorm, true, 23);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// attention
+
+#[derive(Clone, Copy, Debug)]
+enum BiasKind {
+    None,
+    Alibi,
+    /// T5 buckets (buckets, max_distance, bidirectional).
+    Relative(usize, usize, bool),
+}
+
+fn make_bias<'a>(kind: BiasKind, slopes: &'a [f32], table: &'a [f32], bucket: &'a [u32]) -> AttnBias<'a> {
+    match kind {
+        BiasKind::None => AttnBias::None,
+        BiasKind::Alibi => AttnBias::Alibi { slopes },
+        BiasKind::Relative(..) => AttnBias::Relative { table, bucket },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, causal: bool, q_offset: usize, unit_scale: bool) -> AttnShape {
+    let hs = 4;
+    let scale = if unit_scale { 1.0 } else { 1.0 / (hs as f32).sqrt() };
+    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale }
+}
+
+fn check_attention(name: &str, sh: AttnShape, kind: BiasKind, seed: u64) {
+    let op = format!("attention [{name}] {sh:?} {kind:?}");
+    let mut rng = Rng::new(seed);
+    let (nq, nk, c) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs, sh.nh * sh.hs);
+    let q = randn(&mut rng, nq, 0.8);
+    let k = randn(&mut rng, nk, 0.8);
+    let v = randn(&mut rng, nk, 1.0);
+    let g = randn(&mut rng, sh.b * sh.t * c, 1.0);
+    let slopes = alibi_slopes(sh.nh);
+    let (nbuckets, bucket) = match kind {
+        BiasKind::Relative(buckets, max_distance, bidi) => {
+            (buckets, t5_bucket_table(sh.t, sh.s, sh.q_offset, bidi, buckets, max_distance))
+        }
+        _ => (0, vec![]),
+    };
+    let table = randn(&mut rng, nbuckets * sh.nh, 0.5);
+    let forward = |q: &[f32], k: &[f32], v: &[f32], table: &[f32]| {
+        let (mut out, mut lse) = (vec![0.0; sh.b * sh.t * c], vec![0.0; sh.b * sh.nh * sh.t]);
+        Reference.attention_forward(&mut out, &mut lse, q, k, v, make_bias(kind, &slopes, table, &bucket), &sh);
+        (out, lse)
+    };
+    let loss = |q: &[f32], k: &[f32], v: &[f32], table: &[f32]| dot(&g, &forward(q, k, v, table).0);
+
+    let (out, lse) = forward(&q, &k, &v, &table);
+    assert!(out.iter().chain(&lse).all(|x| x.is_finite()), "{op}: forward is not finite");
+    let (mut dq, f_q) = prefilled(&mut rng, nq);
+    let (mut dk, f_k) = prefilled(&mut rng, nk);
+    let (mut dv, f_v) = prefilled(&mut rng, nk);
+    let (mut dtable, f_t) = prefilled(&mut rng, table.len());
+    let relative = matches!(kind, BiasKind::Relative(..));
+    Reference.attention_backward(
+        &mut dq,
+        &mut dk,
+        &mut dv,
+        relative.then_some(&mut dtable[..]),
+        &g,
+        &q,
+        &k,
+        &v,
+        &out,
+        &lse,
+        make_bias(kind, &slopes, &table, &bucket),
+        &sh,
+    );
+    assert_grad(&op, "q", &added(&dq, &f_q), &fd_grad(&q, EPS, |x| loss(x, &k, &v, &table)));
+    assert_grad(&op, "k", &added(&dk, &f_k), &fd_grad(&k, EPS, |x| loss(&q, x, &v, &table)));
+    assert_grad(&op, "v", &added(&dv, &f_v), &fd_grad(&v, EPS, |x| loss(&q, &k, x, &table)));
+    if relative {
+        assert_grad(&op, "table", &added(&dtable, &f_t), &fd_grad(&table, EPS, |x| loss(&q, &k, &v, x)));
+    }
+}
+
+#[test]
+fn causal_self_attention_backward_matches_finite_differences() {
+    check_attention("causal, 1/sqrt(HS)", shape(2, 4, 4, 2, 2, true, 0, false), BiasKind::None, 30);
+    check_attention("causal, scale 1", shape(2, 4, 4, 2, 2, true, 0, true), BiasKind::None, 31);
+}
+
+#[test]
+fn bidirectional_self_attention_backward_matches_finite_differences() {
+    check_attention("bidirectional, 1/sqrt(HS)", shape(2, 4, 4, 2, 2, false, 0, false), BiasKind::None, 32);
+    check_attention("bidirectional, scale 1", shape(1, 4, 4, 2, 2, false, 0, true), BiasKind::None, 33);
+}
+
+#[test]
+fn cross_attention_backward_with_more_keys_than_queries_matches_finite_differences() {
+    check_attention("cross S=6 > T=4", shape(2, 4, 6, 2, 2, false, 0, false), BiasKind::None, 34);
+    check_attention("cross S=3 < T=5, GQA", shape(1, 5, 3, 4, 2, false, 0, true), BiasKind::None, 35);
+}
+
+#[test]
+fn grouped_query_attention_backward_matches_finite_differences() {
+    check_attention("GQA NH=4 NKV=2, causal", shape(2, 4, 4, 4, 2, true, 0, false), BiasKind::None, 36);
+    check_attention("GQA NH=4 NKV=2, bidirectional", shape(1, 4, 4, 4, 2, false, 0, true), BiasKind::None, 37);
+}
+
+#[test]
+fn multi_query_attention_backward_matches_finite_differences() {
+    check_attention("MQA NH=4 NKV=1, causal", shape(2, 4, 4, 4, 1, true, 0, false), BiasKind::None, 38);
+    check_attention("MQA NH=4 NKV=1, bidirectional", shape(1, 4, 4, 4, 1, false, 0, true), BiasKind::None, 39);
+}
+
+#[test]
+fn causal_attention_with_a_query_offset_backward_matches_finite_differences() {
+    // Decoding after 3 cached positions: queries at 3..7 see keys 0..=3+i of S = 3 + 4.
+    check_attention("causal, q_offset 3", shape(2, 4, 7, 2, 2, true, 3, false), BiasKind::None, 40);
+    check_attention("causal, q_offset 2, GQA, scale 1", shape(1, 3, 5, 4, 2, true, 2, true), BiasKind::None, 41);
+}
+
+#[test]
+fn alibi_attention_backward_matches_finite_differences() {
+    check_attention("alibi causal", shape(2, 4, 4, 4, 2, true, 0, false), BiasKind::Alibi, 42);
+    check_attention("alibi bidirectional", shape(1, 4, 4, 4, 4, false, 0, true), BiasKind::Alibi, 43);
+    check_attention("alibi causal, q_offset 2", shape(1, 3, 5, 2, 1, true, 2, false), BiasKind::Alibi, 44);
+}
+
+#[test]
+fn relative_bias_attention_backward_matches_finite_differences_including_the_bias_table() {
+    // buckets 8, max_distance 16: with |i − j| up to 6 both the exact and the log-spaced buckets are used.
+    check_attention("relative bidirectional", shape(2, 5, 5, 2, 2, false, 0, true), BiasKind::Relative(8, 16, true), 45);
+    check_attention("relative causal, GQA", shape(1, 5, 5, 4, 2, true, 0, false), BiasKind::Relative(8, 16, false), 46);
+    check_attention(
+        "relative causal, q_offset 3",
+        shape(1, 4, 7, 2, 2, true, 3, true),
+        BiasKind::Relative(8, 16, false),
+        47,
+    );
+    check_attention("relative cross S=6", shape(1, 4, 6, 2, 1, false, 0, true), BiasKind::Relative(8, 16, true), 48);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// rope
+
+fn check_rope(bh: usize, t: usize, hs: usize, pos0: usize, theta: f32, seed: u64) {
+    let op = format!("rope (BH {bh}, T {t}, HS {hs}, pos0 {pos0}, theta {theta})");
+    let mut rng = Rng::new(seed);
+    let x = randn(&mut rng, bh * t * hs, 1.0);
+    let g = randn(&mut rng, bh * t * hs, 1.0);
+    let loss = |x: &[f32]| {
+        let mut y = x.to_vec();
+        Reference.rope(&mut y, t, hs, pos0, theta, false);
+        dot(&g, &y)
+    };
+    // The backward: the inverse rotation applied to the upstream gradient is Jᵀ·G.
+    let mut dx = g.clone();
+    Reference.rope(&mut dx, t, hs, pos0, theta, true);
+    assert_grad(&op, "x", &dx, &fd_grad(&x, EPS, loss));
+    // And it is an inverse: rope(rope(x), inverse) = x.
+    let mut y = x.clone();
+    Reference.rope(&mut y, t, hs, pos0, theta, false);
+    assert_ne!(y, x, "{op}: the rotation must move something");
+    Reference.rope(&mut y, t, hs, pos0, theta, true);
+    for (i, (a, b)) in y.iter().zip(&x).enumerate() {
+        assert!((a - b).abs() < 1e-5, "{op}: inverse(forward(x))[{i}] = {a}, x = {b}");
+    }
+}
+
+#[test]
+fn rope_inverse_is_the_backward_of_rope_by_finite_differences() {
+    check_rope(3, 4, 4, 0, 10000.0, 50);
+    check_rope(2, 4, 8, 5, 10000.0, 51);
+    check_rope(2, 3, 8, 2, 100.0, 52);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// activations
+
+fn check_activation(act: Activation, seed: u64) {
+    let (n, f) = (3, 5);
+    let op = format!("activation {act:?}");
+    let width = if act.is_gated() { 2 * f } else { f };
+    let mut rng = Rng::new(seed);
+    // Inputs away from 0 (|x| ≥ 0.1 > EPS), so relu's kink is never inside a finite-difference step.
+    let inp: Vec<f32> = (0..n * width)
+        .map(|_| loop {
+            let x = 1.5 * rng.normal() as f32;
+            if x.abs() >= 0.1 {
+                break x;
+            }
+        })
+        .collect();
+    let g = randn(&mut rng, n * f, 1.0);
+    let loss = |inp: &[f32]| {
+        let mut out = vec![0.0; n * f];
+        Reference.activation_forward(act, &mut out, inp, f);
+        dot(&g, &out)
+    };
+    let (mut dinp, fill) = prefilled(&mut rng, n * width);
+    Reference.activation_backward(act, &mut dinp, &g, &inp, f);
+    assert_grad(&op, "inp", &added(&dinp, &fill), &fd_grad(&inp, EPS, loss));
+}
+
+#[test]
+fn every_activation_backward_matches_finite_differences() {
+    use Activation::*;
+    for (i, act) in [Relu, Gelu, Swish, Glu, Geglu, Swiglu].into_iter().enumerate() {
+        check_activation(act, 60 + i as u64);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// cross-entropy
+
+#[test]
+fn cross_entropy_gradient_matches_finite_differences_of_its_loss() {
+    let (v, dscale) = (6, 0.37f32);
+    let targets = [2, -1, 0, 5];
+    let n = targets.len();
+    let mut rng = Rng::new(70);
+    let logits = randn(&mut rng, n * v, 2.0);
+    let loss = |logits: &[f32]| {
+        let mut d = vec![0.0; n * v];
+        let (total, _) = Reference.cross_entropy(&mut d, logits, &targets, v, dscale);
+        total * dscale as f64
+    };
+    // dlogits is written (not accumulated): garbage in the buffer must not survive.
+    let mut dlogits = vec![7.0f32; n * v];
+    let (total, count) = Reference.cross_entropy(&mut dlogits, &logits, &targets, v, dscale);
+    assert_eq!(count, 3, "rows with target -1 are not counted");
+    assert!(total.is_finite() && total > 0.0);
+    assert!(dlogits[v..2 * v].iter().all(|&d| d == 0.0), "ignored row must have zero gradient: {:?}", &dlogits[v..2 * v]);
+    let op = format!("cross_entropy (targets {targets:?}, dscale {dscale})");
+    assert_grad(&op, "logits", &dlogits, &fd_grad(&logits, EPS, loss));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The whole model: backward against finite differences of the forward loss, on sampled parameter elements.
+
+/// Perturbation of each parameter, and the tolerance, for the model checks (the loss is an f32 mean).
+const MODEL_EPS: f32 = 1e-2;
+const MODEL_ATOL: f64 = 1e-4;
+const MODEL_RTOL: f64 = 2e-2;
+
+fn model_config(json: &str) -> ModelConfig {
+    let cfg: ModelConfig = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    cfg.validate().unwrap_or_else(|e| panic!("{e}: {json}"));
+    cfg
+}
+
+/// A model with O(1) activations: larger init than default, and norm weights / biases moved off 1 / 0.
+fn random_model(cfg: &ModelConfig, vocab: usize, seed: u64) -> Model {
+    let mut m = Model::new(cfg, vocab, seed);
+    let mut rng = Rng::new(seed ^ 0xF00D);
+    for t in m.layout.tensors.clone() {
+        let p = t.view.of_mut(&mut m.params);
+        if t.shape.len() == 1 {
+            p.iter_mut().for_each(|x| *x += 0.2 * rng.normal() as f32);
+        } else if t.name.contains("rel_bias") {
+            p.iter_mut().for_each(|x| *x += 0.5 * rng.normal() as f32);
+        }
+    }
+    m
+}
+
+fn tokens(rng: &mut Rng, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+/// The forward loss (`Model::forward(..).loss`, the mean cross-entropy) before its rounding to f32: the mean of
+/// the cross-entropy totals of the f32 logits, in f64. Rounding the loss to f32 would add up to ~1e-7/(2·eps) of
+/// noise to every finite difference.
+fn loss64(model: &Model, batch: &Batch) -> f64 {
+    let fwd = model.forward(&Reference, batch, None);
+    let v = model.vocab();
+    let mut d = vec![0.0; fwd.logits.len()];
+    let (total, count) = Reference.cross_entropy(&mut d, &fwd.logits, &batch.targets, v, 1.0);
+    let l = total / count as f64;
+    assert_eq!(l as f32, fwd.loss, "the f64 loss rounds to the model's loss");
+    l
+}
+
+fn check_model(name: &str, cfg: &ModelConfig, batch: &Batch, vocab: usize, seed: u64) {
+    let model = random_model(cfg, vocab, seed);
+    let fwd = model.forward(&Reference, batch, None);
+    assert!(fwd.loss.is_finite(), "{name}: loss {}", fwd.loss);
+    let mut grads = vec![0.0; model.params.len()];
+    model.backward(&Reference, &fwd, batch, &mut grads);
+
+    // Elements to check: for every tensor its largest-gradient element and one random element, then 20 more
+    // random elements anywhere (weighted by tensor size).
+    let mut rng = Rng::new(seed ^ 0xBEEF);
+    let tensors = &model.layout.tensors;
+    let mut picks: Vec<(usize, usize)> = vec![]; // (tensor, index within it)
+    for (ti, t) in tensors.iter().enumerate() {
+        let g = t.view.of(&grads);
+        let argmax = (0..g.len()).max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs())).unwrap();
+        picks.push((ti, argmax));
+        picks.push((ti, rng.below(t.view.len)));
+    }
+    let total: usize = tensors.iter().map(|t| t.view.len).sum();
+    for _ in 0..20 {
+        let mut r = rng.below(total);
+        for (ti, t) in tensors.iter().enumerate() {
+            if r < t.view.len {
+                picks.push((ti, r));
+                break;
+            }
+            r -= t.view.len;
+        }
+    }
+
+    let mut params = model.clone();
+    let mut loss_at = |flat: usize, x: f32| {
+        let old = params.params[flat];
+        params.params[flat] = x;
+        let l = loss64(&params, batch);
+        params.params[flat] = old;
+        l
+    };
+    let (mut worst, mut nonzero) = (0.0f64, 0);
+    for (ti, i) in picks {
+        let t = &tensors[ti];
+        let flat = t.view.offset + i;
+        let x = model.params[flat];
+        let (plus, minus) = (x + MODEL_EPS, x - MODEL_EPS);
+        let fd = (loss_at(flat, plus) - loss_at(flat, minus)) / (plus as f64 - minus as f64);
+        let g = grads[flat];
+        let tol = MODEL_ATOL + MODEL_RTOL * fd.abs();
+        let err = (g as f64 - fd).abs();
+        assert!(
+            g.is_finite() && err <= tol,
+            "model {name}: d{}[{i}] (param {flat}): backward gives {g}, finite differences of the loss give {fd} \
+             (|diff| {err:.3e} > {MODEL_ATOL} + {MODEL_RTOL}·|fd|)",
+            t.name
+        );
+        worst = worst.max(err / tol);
+        nonzero += (fd.abs() > 10.0 * MODEL_ATOL) as usize;
+    }
+    eprintln!("model {name}: loss {:.4}, {} tensors, worst error/tolerance {worst:.3}, {nonzero} checks with |grad| > {}", fwd.loss, tensors.len(), 10.0 * MODEL_ATOL);
+    assert!(nonzero >= tensors.len() / 2, "model {name}: only {nonzero} checked gradients are clearly nonzero; the check is too weak");
+}
+
+#[test]
+fn gpt_with_rope_rmsnorm_swiglu_and_gqa_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "gpt", "d_model": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 8,
+            "ffn": {"activation": "swiglu", "mult": 2}, "norm": {"kind": "rmsnorm", "placement": "pre"},
+            "position": {"kind": "rope", "theta": 10000.0}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": false, "tie_embeddings": false, "init_std": 0.3}"#,
+    );
+    let (vocab, b, t) = (11, 2, 6);
+    let mut rng = Rng::new(80);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let mut targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    targets[5] = -1;
+    check_model("gpt/rope/rmsnorm/swiglu/gqa", &cfg, &Batch { b, t, idx, targets, s: 0, src: vec![] }, vocab, 81);
+}
+
+#[test]
+fn bert_with_deepnorm_and_relative_bias_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "bert", "d_model": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 8,
+            "ffn": {"activation": "gelu", "mult": 2}, "norm": {"kind": "layernorm", "placement": "deepnorm"},
+            "position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "attention": {"scale": "none"},
+            "bias": true, "tie_embeddings": true, "init_std": 0.3}"#,
+    );
+    let (vocab, b, t) = (11, 2, 6);
+    let mut rng = Rng::new(82);
+    let idx = tokens(&mut rng, b * t, vocab);
+    // Masked LM: only some positions are counted.
+    let targets: Vec<i32> = (0..b * t).map(|i| if i % 3 == 1 { -1 } else { rng.below(vocab) as i32 }).collect();
+    check_model("bert/deepnorm/relative", &cfg, &Batch { b, t, idx, targets, s: 0, src: vec![] }, vocab, 83);
+}
+
+#[test]
+fn encoder_decoder_with_sandwich_norm_and_alibi_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "encoder_decoder", "d_model": 16, "n_layers": 2, "n_encoder_layers": 2, "n_decoder_layers": 1,
+            "n_heads": 4, "n_kv_heads": 1, "ctx_len": 8,
+            "ffn": {"activation": "geglu", "mult": 2}, "norm": {"kind": "layernorm", "placement": "sandwich"},
+            "position": {"kind": "alibi"}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": true, "tie_embeddings": true, "init_std": 0.3}"#,
+    );
+    let (vocab, b, s, t) = (11, 2, 5, 4);
+    let mut rng = Rng::new(84);
+    let src = tokens(&mut rng, b * s, vocab);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let mut targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    targets[7] = -1;
+    check_model("encoder_decoder/sandwich/alibi", &cfg, &Batch { b, t, idx, targets, s, src }, vocab, 85);
+}
