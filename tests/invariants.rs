@@ -235,3 +235,33 @@ fn position_schemes_that_need_no_table_generalise_their_bias_with_the_cache_offs
     assert_eq!(c.model.position, Position::Relative { buckets: 8, max_distance: 12 });
     assert_eq!(c.model.arch, Arch::Gpt);
 }
+
+#[test]
+fn dropout_masks_come_from_the_seed_and_its_backward_matches_finite_differences() {
+    let c = with(&cfg("gpt"), serde_json::json!({"dropout": 0.3, "d_model": 16}));
+    let m = Model::new(&c.model, 9, 4);
+    let batch = random_batch(2, 6, 0, 9, 5);
+    let rng = Rng::new(77);
+    let loss = |m: &Model| m.forward(&Reference, &batch, Some(&mut rng.clone())).loss;
+    assert_eq!(loss(&m), loss(&m), "same rng, same masks");
+    let plain = m.forward(&Reference, &batch, None).loss;
+    assert_ne!(loss(&m), plain, "dropout changes the training loss");
+    let fwd = m.forward(&Reference, &batch, Some(&mut rng.clone()));
+    let mut g = vec![0.0; m.params.len()];
+    m.backward(&Reference, &fwd, &batch, &mut g);
+    let mut r = Rng::new(3);
+    let mut checked = 0;
+    for _ in 0..40 {
+        let t = &m.layout.tensors[r.below(m.layout.tensors.len())];
+        let i = t.view.offset + r.below(t.view.len);
+        let eps = 3e-3f32;
+        let (mut a, mut b) = (m.clone(), m.clone());
+        a.params[i] += eps;
+        b.params[i] -= eps;
+        let fd = (loss(&a) as f64 - loss(&b) as f64) / (2.0 * eps as f64);
+        let an = g[i] as f64;
+        assert!((fd - an).abs() <= 2e-4 + 3e-2 * fd.abs(), "{}[{}]: backward {an}, finite differences {fd}", t.name, i - t.view.offset);
+        checked += (fd.abs() > 1e-4) as usize;
+    }
+    assert!(checked > 10, "too few informative checks: {checked}");
+}
