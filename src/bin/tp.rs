@@ -2,6 +2,9 @@
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 use transformer_playground::backend::BackendKind;
 use transformer_playground::checkpoint::{self, Checkpoint};
