@@ -301,6 +301,13 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    // Keep freed pages: every step frees and reallocates the same activation sizes, and returning them to the OS
+    // costs a page fault per page on the next step.
+    // SAFETY: sets a global allocator option before any other thread exists.
+    // mimalloc's enum has mi_option_purge_delay just before mi_option_use_numa_nodes (15 and 16 in v2 and v3);
+    // the Rust bindings name only the latter.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = libmimalloc_sys::mi_option_use_numa_nodes - 1;
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -1,12 +1,158 @@
-//! The fast CPU backend: rayon over rows / output channels (every task owns what it writes, so results do not
-//! depend on the thread count) with SIMD-friendly inner loops.
+//! The fast CPU backend: rayon over rows / output channels / (batch, head) groups, with SIMD-friendly inner
+//! loops (fixed-width lane accumulators that LLVM vectorises; `gemm` for native matmuls).
+//!
+//! Determinism: every op cuts its work into pieces whose sizes depend only on the shapes, never on
+//! `rayon::current_num_threads()`; each piece is one task that owns what it writes, and any sum across pieces
+//! (norm and bias gradients, the relative-bias table gradient, the loss, Σg²) is formed from per-piece partials
+//! added in piece order. So results are bit-identical whatever the thread count. Small inputs run the same pieces
+//! sequentially (the threshold is a work size), which gives the same bits again.
 
-use super::Backend;
+mod attention;
+mod math;
+mod matmul;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+mod norm;
+mod pointwise;
+pub mod portable;
+mod simd;
+mod tile;
+
+use super::{AdamW, AttnBias, AttnShape, Backend};
+use crate::config::{Activation, NormKind};
 
 pub struct Cpu;
+
+/// Multiply-adds below which a matmul or attention call runs on the calling thread.
+const PAR_FLOPS: usize = 1 << 17;
+/// Elements below which an element-wise or row-wise op runs on the calling thread.
+const PAR_ELEMS: usize = 1 << 14;
 
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
     }
+
+    fn matmul_forward(
+        &self,
+        out: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        matmul::matmul_forward(out, inp, w, b, n, c, oc, n * c * oc >= PAR_FLOPS)
+    }
+
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) {
+        matmul::matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc, n * c * oc >= PAR_FLOPS)
+    }
+
+    fn norm_forward(
+        &self,
+        kind: NormKind,
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        eps: f32,
+        c: usize,
+    ) {
+        norm::norm_forward(kind, out, mean, rstd, inp, w, b, eps, c, inp.len() >= PAR_ELEMS)
+    }
+
+    fn norm_backward(
+        &self,
+        kind: NormKind,
+        dinp: &mut [f32],
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) {
+        norm::norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c, inp.len() >= PAR_ELEMS)
+    }
+
+    fn attention_forward(
+        &self,
+        out: &mut [f32],
+        lse: &mut [f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        bias: AttnBias,
+        sh: &AttnShape,
+    ) {
+        attention::attention_forward(out, lse, q, k, v, bias, sh, attention_work(sh) >= PAR_FLOPS)
+    }
+
+    fn attention_backward(
+        &self,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        dtable: Option<&mut [f32]>,
+        dout: &[f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &[f32],
+        lse: &[f32],
+        bias: AttnBias,
+        sh: &AttnShape,
+    ) {
+        let par = attention_work(sh) >= PAR_FLOPS;
+        attention::attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh, par)
+    }
+
+    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) {
+        pointwise::activation_forward(act, out, inp, f, inp.len() >= PAR_ELEMS)
+    }
+
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize) {
+        pointwise::activation_backward(act, dinp, dout, inp, f, inp.len() >= PAR_ELEMS)
+    }
+
+    fn cross_entropy(
+        &self,
+        dlogits: &mut [f32],
+        logits: &[f32],
+        targets: &[i32],
+        v: usize,
+        dscale: f32,
+    ) -> (f64, usize) {
+        pointwise::cross_entropy(dlogits, logits, targets, v, dscale, targets.len() * v >= PAR_ELEMS)
+    }
+
+    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
+        pointwise::adamw(p, g, m, v, h, decay, p.len() >= 2 * PAR_ELEMS)
+    }
+
+    fn sum_squares(&self, g: &[f32]) -> f64 {
+        pointwise::sum_squares(g, g.len() >= 4 * PAR_ELEMS)
+    }
+}
+
+/// Multiply-adds of one attention call (both products, masks ignored).
+fn attention_work(sh: &AttnShape) -> usize {
+    2 * sh.b * sh.nh * sh.t * sh.s * sh.hs
 }

@@ -1,0 +1,72 @@
+//! Linear layer forward and backward: `gemm` natively, the portable kernel on wasm32. Both split over rows of
+//! the output they write (rows of out and dinp, output channels of dw, as llm.c), so each task owns its rows.
+
+#[cfg(target_arch = "wasm32")]
+use super::portable;
+#[cfg(not(target_arch = "wasm32"))]
+use super::portable::View;
+
+/// out (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC)
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let out = &mut out[..n * oc];
+        if let Some(b) = b {
+            out.chunks_exact_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc]));
+        }
+        let x = View { data: inp, rs: c, cs: 1 };
+        let wt = View { data: w, rs: 1, cs: c };
+        super::native::gemm(out, b.is_some(), x, wt, n, oc, c, parallel);
+    }
+    #[cfg(target_arch = "wasm32")]
+    portable::matmul_forward(out, inp, w, b, n, c, oc, parallel);
+}
+
+/// dinp (N,C) += dout·w; dw (OC,C) += doutᵀ·inp; db (OC) += Σ_rows dout.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    dinp: Option<&mut [f32]>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        if let Some(dinp) = dinp {
+            let dy = View { data: dout, rs: oc, cs: 1 };
+            super::native::gemm(dinp, true, dy, View { data: w, rs: c, cs: 1 }, n, c, oc, parallel);
+        }
+        let dyt = View { data: dout, rs: 1, cs: oc };
+        super::native::gemm(dw, true, dyt, View { data: inp, rs: c, cs: 1 }, oc, c, n, parallel);
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        if let Some(dinp) = dinp {
+            portable::matmul_backward_input(dinp, dout, w, n, c, oc, parallel);
+        }
+        portable::matmul_backward_weight(dw, dout, inp, n, c, oc, parallel);
+    }
+    // Rows added in order, one vector add per row: the same sums, in the same order, as the reference.
+    if let Some(db) = db {
+        let db = &mut db[..oc];
+        for row in dout[..n * oc].chunks_exact(oc) {
+            db.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Native matmuls through the `gemm` crate (runtime-dispatched micro-kernels: AVX2+FMA or NEON; AVX-512 only when
+//! gemm's `x86-v4` feature is on, which is worth about a fifth of a W1 training step on an AVX-512 machine).
+//!
+//! Determinism: rows of C are split into blocks whose size depends only on the matrix sizes; each block is one
+//! rayon task calling `gemm` single-threaded (`Parallelism::None`). A block's result does not depend on which thread
+//! runs it, so the output is the same for every thread count (tested in `tests/cpu_vs_reference.rs`).
+
+use super::portable::View;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// C (m×n, contiguous) = [C +] A (m×k) · B (k×n) on one thread.
+fn gemm_serial(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Bounds that make the raw-pointer call below sound: every element gemm may touch lies inside its slice.
+    assert!(c.len() >= m * n, "gemm: C too short");
+    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm: A too short");
+    assert!(k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm: B too short");
+    // SAFETY: the asserts above bound every index gemm reads or writes; `c` is borrowed mutably, `a` and `b`
+    // shared, so nothing else aliases the destination.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Multiply-adds per task we aim for: big enough that packing and task overheads stay small (W1's matmuls get
+/// 2 to 4 tasks, which measured fastest on 2 cores), small enough that bigger models spread over more cores.
+const TASK_WORK: usize = 16 << 20;
+
+/// Rows of C per task: a power-of-two number of tasks (at least 2, at most one per 8 rows), rows a multiple of 8.
+/// A function of the sizes only, never of the thread count.
+fn row_block(m: usize, n: usize, k: usize) -> usize {
+    let tasks = (m * n * k / TASK_WORK).max(2).next_power_of_two().min(m.div_ceil(8)).max(1);
+    m.div_ceil(tasks).div_ceil(8) * 8
+}
+
+/// C (m×n) = [C +] A (m×k) · B (k×n), split over fixed row blocks of C.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let rb = row_block(m, n, k);
+    let task = |(blk, cb): (usize, &mut [f32])| {
+        let r0 = blk * rb;
+        let rows = cb.len() / n;
+        let a = View { data: &a.data[r0 * a.rs..], ..a };
+        gemm_serial(cb, accumulate, a, b, rows, n, k);
+    };
+    let c = &mut c[..m * n];
+    if parallel {
+        c.par_chunks_mut(rb * n).enumerate().for_each(task);
+    } else {
+        c.chunks_mut(rb * n).enumerate().for_each(task);
+    }
+}
+
+/// The same product with gemm's own rayon split (`Parallelism::Rayon(0)`: one share per pool thread). Not used by
+/// the backend; kept so a test can show whether gemm's split is itself thread-count independent.
+pub fn gemm_rayon(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= m * n, "gemm: C too short");
+    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm: A too short");
+    assert!(k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm: B too short");
+    // SAFETY: as in `gemm_serial`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::Rayon(0),
+        )
+    }
+}

@@ -1,0 +1,254 @@
+//! Element-wise and row-wise ops: FFN activations, fused softmax cross-entropy, AdamW, Σg². Work is cut into
+//! fixed-size chunks of elements or rows (never a function of the thread count); reductions (the loss sum, Σg²)
+//! are per-chunk values added in chunk order.
+
+use super::math;
+use super::simd::multiversion;
+use crate::backend::AdamW;
+use crate::config::Activation;
+use rayon::prelude::*;
+
+/// A task's index and its chunks of three outputs, as `zip` nests them.
+type Chunk3<'a> = (usize, (&'a mut [f32], (&'a mut [f32], &'a mut [f32])));
+
+/// Elements per task for element-wise ops.
+const CHUNK: usize = 8192;
+
+/// Runs `f(chunk index, chunk)` over fixed-size chunks of `x`, in parallel or not (the split is the same).
+fn for_chunks<T: Send>(x: &mut [T], size: usize, parallel: bool, f: impl Fn(usize, &mut [T]) + Send + Sync) {
+    if parallel {
+        x.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        x.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// Rows per task for a row-wise op on rows of `width` elements.
+fn rows_per_chunk(width: usize) -> usize {
+    (CHUNK / width.max(1)).max(1)
+}
+
+/// d/dx x·σ(x) = σ(x)·(1 + x·(1 − σ(x)))
+#[inline(always)]
+fn swish_grad(x: f32) -> f32 {
+    let s = math::sigmoid(x);
+    s * (1.0 + x * (1.0 - s))
+}
+
+/// (act(x), act'(x)) for the element-wise part of each activation, as `ops::act`.
+#[inline(always)]
+fn act_and_grad(act: Activation, x: f32) -> (f32, f32) {
+    match act {
+        Activation::Relu => (x.max(0.0), if x > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Gelu | Activation::Geglu => (math::gelu(x), math::gelu_grad(x)),
+        Activation::Swish | Activation::Swiglu => (x * math::sigmoid(x), swish_grad(x)),
+        Activation::Glu => {
+            let s = math::sigmoid(x);
+            (s, s * (1.0 - s))
+        }
+    }
+}
+
+// The kernels below loop by index over slices cut to one length, with the activation matched outside the loop
+// and every function in the loop `#[inline(always)]` (no closures: LLVM may leave a closure call in the loop, and
+// then nothing vectorises).
+
+multiversion! {
+    /// One chunk of a plain activation: o = act(x).
+    fn plain_forward(act: Activation, o: &mut [f32], x: &[f32]) {
+        let n = o.len().min(x.len());
+        let (o, x) = (&mut o[..n], &x[..n]);
+        match act {
+            Activation::Relu => for i in 0..n { o[i] = x[i].max(0.0) },
+            Activation::Gelu => for i in 0..n { o[i] = math::gelu(x[i]) },
+            _ => for i in 0..n { o[i] = x[i] * math::sigmoid(x[i]) },
+        }
+    }
+}
+
+multiversion! {
+    /// One chunk of a plain activation's backward: di += d·act'(x).
+    fn plain_backward(act: Activation, di: &mut [f32], d: &[f32], x: &[f32]) {
+        let n = di.len().min(d.len()).min(x.len());
+        let (di, d, x) = (&mut di[..n], &d[..n], &x[..n]);
+        match act {
+            Activation::Relu => for i in 0..n { di[i] += d[i] * if x[i] > 0.0 { 1.0 } else { 0.0 } },
+            Activation::Gelu => for i in 0..n { di[i] += d[i] * math::gelu_grad(x[i]) },
+            _ => for i in 0..n { di[i] += d[i] * swish_grad(x[i]) },
+        }
+    }
+}
+
+multiversion! {
+    /// Rows of a gated activation: o (rows, F) = act(gate)·up, x (rows, 2F) = [gate | up].
+    fn gated_forward(act: Activation, o: &mut [f32], x: &[f32], f: usize) {
+        for (o, x) in o.chunks_exact_mut(f).zip(x.chunks_exact(2 * f)) {
+            let (g, u) = (&x[..f], &x[f..2 * f]);
+            match act {
+                Activation::Glu => for i in 0..f { o[i] = math::sigmoid(g[i]) * u[i] },
+                Activation::Geglu => for i in 0..f { o[i] = math::gelu(g[i]) * u[i] },
+                _ => for i in 0..f { o[i] = g[i] * math::sigmoid(g[i]) * u[i] },
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Rows of a gated activation's backward: d gate += d·up·act'(gate), d up += d·act(gate).
+    fn gated_backward(act: Activation, di: &mut [f32], d: &[f32], x: &[f32], f: usize) {
+        for ((di, x), d) in di.chunks_exact_mut(2 * f).zip(x.chunks_exact(2 * f)).zip(d.chunks_exact(f)) {
+            let (dg, du) = di.split_at_mut(f);
+            let (g, u) = (&x[..f], &x[f..2 * f]);
+            match act {
+                Activation::Glu => for i in 0..f {
+                    let (a, da) = act_and_grad(Activation::Glu, g[i]);
+                    dg[i] += d[i] * u[i] * da;
+                    du[i] += d[i] * a;
+                },
+                Activation::Geglu => for i in 0..f {
+                    let (a, da) = act_and_grad(Activation::Geglu, g[i]);
+                    dg[i] += d[i] * u[i] * da;
+                    du[i] += d[i] * a;
+                },
+                _ => for i in 0..f {
+                    let (a, da) = act_and_grad(Activation::Swiglu, g[i]);
+                    dg[i] += d[i] * u[i] * da;
+                    du[i] += d[i] * a;
+                },
+            }
+        }
+    }
+}
+
+/// out (N,F) = act(inp); inp (N,F), or (N,2F) = [gate | up] for gated activations.
+pub fn activation_forward(act: Activation, out: &mut [f32], inp: &[f32], f: usize, parallel: bool) {
+    if act.is_gated() {
+        let rows = rows_per_chunk(2 * f);
+        let n = inp.len() / (2 * f);
+        for_chunks(&mut out[..n * f], rows * f, parallel, |ci, o| gated_forward(act, o, &inp[ci * rows * 2 * f..], f));
+    } else {
+        let n = inp.len();
+        for_chunks(&mut out[..n], CHUNK, parallel, |ci, o| plain_forward(act, o, &inp[ci * CHUNK..][..o.len()]));
+    }
+}
+
+/// dinp (N,F or 2F) += ∂L/∂inp.
+pub fn activation_backward(act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize, parallel: bool) {
+    if act.is_gated() {
+        let rows = rows_per_chunk(2 * f);
+        let n = inp.len() / (2 * f);
+        for_chunks(&mut dinp[..n * 2 * f], rows * 2 * f, parallel, |ci, di| {
+            gated_backward(act, di, &dout[ci * rows * f..], &inp[ci * rows * 2 * f..], f)
+        });
+    } else {
+        let n = inp.len();
+        for_chunks(&mut dinp[..n], CHUNK, parallel, |ci, di| {
+            let r = ci * CHUNK..ci * CHUNK + di.len();
+            plain_backward(act, di, &dout[r.clone()], &inp[r])
+        });
+    }
+}
+
+multiversion! {
+    /// Rows of the fused cross-entropy: dlogits d (rows, V) and each row's loss (None when ignored).
+    fn cross_entropy_rows(d: &mut [f32], loss: &mut [Option<f64>], logits: &[f32], targets: &[i32], v: usize, dscale: f32) {
+        for ((d, loss), (l, &t)) in d.chunks_exact_mut(v).zip(loss.iter_mut()).zip(logits.chunks_exact(v).zip(targets)) {
+            if t < 0 {
+                d.fill(0.0);
+                *loss = None;
+                continue;
+            }
+            let max = math::max(l);
+            d.iter_mut().zip(l).for_each(|(e, &x)| *e = math::exp(x - max));
+            let sum = math::sum(d);
+            let lse = max as f64 + (sum as f64).ln();
+            *loss = Some(lse - l[t as usize] as f64);
+            let inv = dscale / sum;
+            d.iter_mut().for_each(|e| *e *= inv);
+            d[t as usize] -= dscale;
+        }
+    }
+}
+
+/// Fused softmax + cross-entropy + gradient, rows with target −1 ignored (zero gradient). Per-row losses are
+/// computed in parallel and summed in row order.
+pub fn cross_entropy(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    targets: &[i32],
+    v: usize,
+    dscale: f32,
+    parallel: bool,
+) -> (f64, usize) {
+    let n = targets.len();
+    let rows = rows_per_chunk(v);
+    let mut losses: Vec<Option<f64>> = vec![None; n];
+    let task = |(ci, (d, loss)): (usize, (&mut [f32], &mut [Option<f64>]))| {
+        let r0 = ci * rows;
+        cross_entropy_rows(d, loss, &logits[r0 * v..], &targets[r0..], v, dscale)
+    };
+    let d = &mut dlogits[..n * v];
+    if parallel {
+        d.par_chunks_mut(rows * v).zip(losses.par_chunks_mut(rows)).enumerate().for_each(task);
+    } else {
+        d.chunks_mut(rows * v).zip(losses.chunks_mut(rows)).enumerate().for_each(task);
+    }
+    losses.iter().flatten().fold((0.0, 0), |(s, c), &l| (s + l, c + 1))
+}
+
+multiversion! {
+    /// One chunk of AdamW, operation for operation as `ops::adamw`.
+    fn adamw_chunk(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], h: &AdamW, shrink: f32, bc1: f32, bc2: f32) {
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+            *p *= shrink;
+            *m = h.beta1 * *m + (1.0 - h.beta1) * g;
+            *v = h.beta2 * *v + (1.0 - h.beta2) * g * g;
+            let mhat = *m / bc1;
+            let vhat = *v / bc2;
+            *p -= h.lr * mhat / (vhat.sqrt() + h.eps);
+        }
+    }
+}
+
+/// AdamW as PyTorch (see `ops::adamw`), element-wise over fixed chunks.
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool, parallel: bool) {
+    let bc1 = 1.0 - h.beta1.powi(h.t as i32);
+    let bc2 = 1.0 - h.beta2.powi(h.t as i32);
+    let wd = if decay { h.weight_decay } else { 0.0 };
+    let shrink = 1.0 - h.lr * wd;
+    let n = p.len();
+    let task = |(ci, (p, (m, v))): Chunk3| adamw_chunk(p, m, v, &g[ci * CHUNK..], h, shrink, bc1, bc2);
+    let (m, v) = (&mut m[..n], &mut v[..n]);
+    if parallel {
+        p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).enumerate().for_each(task);
+    } else {
+        p.chunks_mut(CHUNK).zip(m.chunks_mut(CHUNK).zip(v.chunks_mut(CHUNK))).enumerate().for_each(task);
+    }
+}
+
+multiversion! {
+    /// Σ x² of one chunk in f64, 8 lanes summed as a fixed tree.
+    fn chunk_sum_squares(x: &[f32]) -> f64 {
+        let mut acc = [0.0f64; 8];
+        let mut c = x.chunks_exact(8);
+        for v in &mut c {
+            for l in 0..8 {
+                acc[l] += v[l] as f64 * v[l] as f64;
+            }
+        }
+        for (l, &v) in c.remainder().iter().enumerate() {
+            acc[l] += v as f64 * v as f64;
+        }
+        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    }
+}
+
+/// Σ g² in f64: fixed chunks, chunk sums added in order.
+pub fn sum_squares(g: &[f32], parallel: bool) -> f64 {
+    let sums: Vec<f64> = if parallel {
+        g.par_chunks(CHUNK).map(chunk_sum_squares).collect()
+    } else {
+        g.chunks(CHUNK).map(chunk_sum_squares).collect()
+    };
+    sums.iter().sum()
+}

@@ -1,0 +1,154 @@
+//! Portable matmul: plain Rust, cache-blocked, written so LLVM autovectorises it. The browser build uses it
+//! (simd128); natively the backend calls the `gemm` crate instead, but this kernel is compiled and tested there too.
+//!
+//! C (m×n, contiguous) += A (m×k) · B (k×n), where A and B are strided views, so one kernel serves
+//! out = x·wᵀ, dx = dy·w and dw = dyᵀ·x without copies. Blocking after Goto & van de Geijn (2008):
+//! B is packed once into NR-wide column panels (k × NR each, zero-padded); for every KC-deep slab, an MR-row strip
+//! of A is packed (kc × MR) and multiplied into every panel by a micro-kernel that keeps an MR×NR tile of C in
+//! registers (MR·NR/4 = 8 simd128 registers). Rows of C are split into fixed ROW_BLOCK blocks, one rayon task each:
+//! each task owns its rows, and every element of C sums its k terms in the same order whatever the thread count.
+
+use rayon::prelude::*;
+
+/// Rows of the register tile.
+pub const MR: usize = 4;
+/// Columns of the register tile: contiguous lanes of the inner loop.
+pub const NR: usize = 8;
+/// Depth of one packed slab (an MR×KC strip of A is 4 KiB, a KC×NR panel of B 8 KiB: both stay in L1).
+const KC: usize = 256;
+/// Rows of C per task (a multiple of MR).
+pub const ROW_BLOCK: usize = 32;
+
+/// A read-only strided matrix view: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl View<'_> {
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// C (m×n) += A (m×k) · B (k×n). `parallel` only chooses the executor: the split, and so the result, is fixed.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    let c = &mut c[..m * n];
+    let bp = pack_b(b, k, n);
+    let task = |(blk, rows): (usize, &mut [f32])| gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k);
+    if parallel {
+        c.par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
+    } else {
+        c.chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
+    }
+}
+
+/// B (k×n) as ceil(n/NR) panels, each k rows of NR contiguous columns, zero beyond n.
+fn pack_b(b: View, k: usize, n: usize) -> Vec<f32> {
+    let panels = n.div_ceil(NR);
+    let mut bp = vec![0.0f32; panels * k * NR];
+    for (p, panel) in bp.chunks_exact_mut(k * NR).enumerate() {
+        let j0 = p * NR;
+        let w = NR.min(n - j0);
+        for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+            for (jj, x) in row[..w].iter_mut().enumerate() {
+                *x = b.at(kk, j0 + jj);
+            }
+        }
+    }
+    bp
+}
+
+/// The rows r0.. of C held in `c` (len rows·n) += A[r0.., :] · B.
+fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) {
+    let rows = c.len() / n;
+    let mut ap = [0.0f32; KC * MR];
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for i0 in (0..rows).step_by(MR) {
+            let h = MR.min(rows - i0);
+            // Pack the A strip (kc × MR), zero rows past the end.
+            for kk in 0..kc {
+                for r in 0..MR {
+                    ap[kk * MR + r] = if r < h { a.at(r0 + i0 + r, k0 + kk) } else { 0.0 };
+                }
+            }
+            for (p, panel) in bp.chunks_exact(k * NR).enumerate() {
+                let tile = micro(&ap[..kc * MR], &panel[k0 * NR..(k0 + kc) * NR]);
+                let j0 = p * NR;
+                let w = NR.min(n - j0);
+                for (r, trow) in tile.iter().enumerate().take(h) {
+                    let crow = &mut c[(i0 + r) * n + j0..][..w];
+                    for (x, t) in crow.iter_mut().zip(trow) {
+                        *x += t;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The MR×NR register tile Σ_kk a[kk]ᵀ·b[kk] over one packed slab.
+#[inline(always)]
+fn micro(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for r in 0..MR {
+            for l in 0..NR {
+                acc[r][l] += av[r] * bv[l];
+            }
+        }
+    }
+    acc
+}
+
+/// out (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC)
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_forward(
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    let out = &mut out[..n * oc];
+    match b {
+        Some(b) => out.chunks_exact_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc])),
+        None => out.fill(0.0),
+    }
+    let a = View { data: inp, rs: c, cs: 1 };
+    let wt = View { data: w, rs: 1, cs: c };
+    gemm_acc(out, a, wt, n, oc, c, parallel);
+}
+
+/// dinp (N,C) += dout (N,OC) · w (OC,C)
+pub fn matmul_backward_input(dinp: &mut [f32], dout: &[f32], w: &[f32], n: usize, c: usize, oc: usize, parallel: bool) {
+    let a = View { data: dout, rs: oc, cs: 1 };
+    let b = View { data: w, rs: c, cs: 1 };
+    gemm_acc(dinp, a, b, n, c, oc, parallel);
+}
+
+/// dw (OC,C) += dout (N,OC)ᵀ · inp (N,C)
+pub fn matmul_backward_weight(
+    dw: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    let a = View { data: dout, rs: 1, cs: oc };
+    let b = View { data: inp, rs: c, cs: 1 };
+    gemm_acc(dw, a, b, oc, c, n, parallel);
+}

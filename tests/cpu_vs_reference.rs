@@ -1,0 +1,392 @@
+//! The CPU backend against the scalar reference, op by op, on seeded random data of awkward sizes (not multiples
+//! of the SIMD width or of any tile), with `atol + rtol·|ref|` tolerances; and the CPU backend against itself
+//! inside 1- and 2-thread rayon pools, where its results must be bit-identical.
+
+use transformer_playground::backend::cpu::{portable, Cpu};
+use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Reference};
+use transformer_playground::config::{Activation, NormKind};
+use transformer_playground::rng::Rng;
+
+const ACTIVATIONS: [Activation; 6] =
+    [Activation::Relu, Activation::Gelu, Activation::Swish, Activation::Glu, Activation::Geglu, Activation::Swiglu];
+
+fn randn(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.normal() as f32 * scale).collect()
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let tol = atol + rtol * w.abs();
+        assert!(err <= tol || (g.is_infinite() && g == w), "{what}[{i}]: got {g}, want {w} (|err| {err} > {tol})");
+    }
+    assert!(got.iter().any(|x| *x != 0.0) || want.iter().all(|x| *x == 0.0), "{what}: all zero");
+}
+
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+fn bits(x: &[f32]) -> Vec<u32> {
+    x.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Runs `f` in a 1-thread and a 2-thread pool and asserts the returned buffers are bit-identical.
+#[track_caller]
+fn assert_same_bits_on_1_and_2_threads(what: &str, f: impl Fn() -> Vec<Vec<f32>> + Send + Sync) {
+    let one = in_pool(1, &f);
+    let two = in_pool(2, &f);
+    assert_eq!(one.len(), two.len());
+    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert!(!a.is_empty());
+        assert!(bits(a) == bits(b), "{what}: output {i} differs between 1 and 2 threads");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Matmul
+
+fn matmul_case(
+    be: &dyn Backend,
+    seed: u64,
+    n: usize,
+    c: usize,
+    oc: usize,
+    bias: bool,
+    need_dinp: bool,
+) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let (inp, w, b) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 0.3), randn(&mut rng, oc, 1.0));
+    let dout = randn(&mut rng, n * oc, 1.0);
+    let (mut dinp, mut dw, mut db) =
+        (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0), randn(&mut rng, oc, 1.0));
+    let mut out = vec![f32::NAN; n * oc];
+    be.matmul_forward(&mut out, &inp, &w, bias.then_some(&b[..]), n, c, oc);
+    be.matmul_backward(
+        need_dinp.then_some(&mut dinp[..]),
+        &mut dw,
+        bias.then_some(&mut db[..]),
+        &dout,
+        &inp,
+        &w,
+        n,
+        c,
+        oc,
+    );
+    vec![out, dinp, dw, db]
+}
+
+#[test]
+fn matmul_forward_and_backward_match_the_reference_on_awkward_sizes() {
+    for (n, c, oc) in [(7, 36, 13), (1, 5, 3), (33, 17, 70), (100, 67, 70), (130, 36, 9)] {
+        for (bias, need_dinp) in [(true, true), (false, true), (true, false)] {
+            let seed = (n * 1000 + c * 10 + oc) as u64;
+            let got = matmul_case(&Cpu, seed, n, c, oc, bias, need_dinp);
+            let want = matmul_case(&Reference, seed, n, c, oc, bias, need_dinp);
+            for (i, name) in ["out", "dinp", "dw", "db"].iter().enumerate() {
+                assert_close(&format!("{name} N={n} C={c} OC={oc} bias={bias}"), &got[i], &want[i], 2e-5, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn portable_matmul_kernels_match_the_reference_serial_and_parallel() {
+    for (n, c, oc) in [(7, 36, 13), (1, 3, 1), (45, 300, 19), (66, 9, 33)] {
+        let mut rng = Rng::new(7 + n as u64);
+        let (inp, w, b) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 0.3), randn(&mut rng, oc, 1.0));
+        let dout = randn(&mut rng, n * oc, 1.0);
+        let (dinp0, dw0) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0));
+        let mut want = vec![0.0; n * oc];
+        let (mut dinp_ref, mut dw_ref) = (dinp0.clone(), dw0.clone());
+        Reference.matmul_forward(&mut want, &inp, &w, Some(&b), n, c, oc);
+        Reference.matmul_backward(Some(&mut dinp_ref), &mut dw_ref, None, &dout, &inp, &w, n, c, oc);
+        let mut serial = Vec::new();
+        for parallel in [false, true] {
+            let mut out = vec![f32::NAN; n * oc];
+            portable::matmul_forward(&mut out, &inp, &w, Some(&b), n, c, oc, parallel);
+            let (mut dinp, mut dw) = (dinp0.clone(), dw0.clone());
+            portable::matmul_backward_input(&mut dinp, &dout, &w, n, c, oc, parallel);
+            portable::matmul_backward_weight(&mut dw, &dout, &inp, n, c, oc, parallel);
+            assert_close("portable out", &out, &want, 2e-5, 1e-4);
+            assert_close("portable dinp", &dinp, &dinp_ref, 2e-5, 1e-4);
+            assert_close("portable dw", &dw, &dw_ref, 2e-5, 1e-4);
+            let all = [bits(&out), bits(&dinp), bits(&dw)];
+            if parallel {
+                assert!(serial == all, "portable kernel: parallel and serial runs differ");
+            } else {
+                serial = all.to_vec();
+            }
+        }
+    }
+}
+
+#[test]
+fn matmuls_give_the_same_bits_on_one_and_two_threads_at_w1_sizes() {
+    for (n, c, oc) in [(768, 128, 512), (768, 512, 128), (768, 128, 65), (7, 36, 13)] {
+        assert_same_bits_on_1_and_2_threads("cpu matmul", || matmul_case(&Cpu, 11, n, c, oc, true, true));
+        assert_same_bits_on_1_and_2_threads("portable matmul", || {
+            let mut rng = Rng::new(3);
+            let (inp, w) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 1.0));
+            let mut out = vec![0.0; n * oc];
+            portable::matmul_forward(&mut out, &inp, &w, None, n, c, oc, true);
+            let mut dw = vec![0.0; oc * c];
+            portable::matmul_backward_weight(&mut dw, &out, &inp, n, c, oc, true);
+            vec![out, dw]
+        });
+    }
+}
+
+/// Evidence for the choice in `cpu::native`: gemm's own rayon split (one share per pool thread) also gives the
+/// same bits at these sizes, because it splits only the output tiles, never the k sum. The backend still uses a
+/// fixed split of its own, which is deterministic by construction.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn gemm_crates_own_rayon_split_gives_the_same_bits_on_one_and_two_threads() {
+    use transformer_playground::backend::cpu::native;
+    for (m, n, k) in [(768, 512, 128), (768, 128, 512), (512, 128, 768), (65, 128, 768)] {
+        assert_same_bits_on_1_and_2_threads("gemm Rayon(0)", || {
+            let mut rng = Rng::new(5);
+            let (a, b) = (randn(&mut rng, m * k, 1.0), randn(&mut rng, k * n, 1.0));
+            let av = portable::View { data: &a, rs: k, cs: 1 };
+            // C += A·B with B row-major (k×n), and C = A·Bᵀ with B read as (n×k), as in x·wᵀ.
+            let mut c = randn(&mut rng, m * n, 1.0);
+            native::gemm_rayon(&mut c, true, av, portable::View { data: &b, rs: n, cs: 1 }, m, n, k);
+            let mut ct = vec![0.0; m * n];
+            native::gemm_rayon(&mut ct, false, av, portable::View { data: &b, rs: 1, cs: k }, m, n, k);
+            vec![c, ct]
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Norms
+
+fn norm_case(be: &dyn Backend, kind: NormKind, bias: bool, n: usize, c: usize) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(21 + c as u64);
+    let inp: Vec<f32> = randn(&mut rng, n * c, 2.0).iter().map(|x| x + 0.7).collect();
+    let (w, b) = (randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+    let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    be.norm_forward(kind, &mut out, &mut mean, &mut rstd, &inp, &w, bias.then_some(&b[..]), 1e-5, c);
+    let dout = randn(&mut rng, n * c, 1.0);
+    let (mut dinp, mut dw, mut db) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, c, 1.0), randn(&mut rng, c, 1.0));
+    be.norm_backward(kind, &mut dinp, &mut dw, bias.then_some(&mut db[..]), &dout, &inp, &w, &mean, &rstd, c);
+    vec![out, mean, rstd, dinp, dw, db]
+}
+
+#[test]
+fn layernorm_and_rmsnorm_match_the_reference_with_and_without_bias() {
+    for kind in [NormKind::Layernorm, NormKind::Rmsnorm] {
+        for bias in [true, false] {
+            for (n, c) in [(7, 36), (3, 5), (150, 129)] {
+                let (got, want) = (norm_case(&Cpu, kind, bias, n, c), norm_case(&Reference, kind, bias, n, c));
+                for (i, name) in ["out", "mean", "rstd", "dinp", "dw", "db"].iter().enumerate() {
+                    if kind == NormKind::Rmsnorm && *name == "mean" {
+                        assert!(got[i].iter().all(|&m| m == 0.0));
+                        continue;
+                    }
+                    assert_close(&format!("{kind:?} bias={bias} {name} N={n} C={c}"), &got[i], &want[i], 1e-5, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Activations
+
+fn activation_case(be: &dyn Backend, act: Activation, n: usize, f: usize) -> Vec<Vec<f32>> {
+    let width = if act.is_gated() { 2 * f } else { f };
+    let mut rng = Rng::new(31 + f as u64);
+    let mut inp = randn(&mut rng, n * width, 3.0);
+    inp[0] = 0.0; // relu's kink
+    inp[1] = -12.0; // far tails
+    inp[2] = 11.0;
+    let mut out = vec![0.0; n * f];
+    be.activation_forward(act, &mut out, &inp, f);
+    let dout = randn(&mut rng, n * f, 1.0);
+    let mut dinp = randn(&mut rng, n * width, 1.0);
+    be.activation_backward(act, &mut dinp, &dout, &inp, f);
+    vec![out, dinp]
+}
+
+#[test]
+fn every_activation_matches_the_reference_forward_and_backward() {
+    for act in ACTIVATIONS {
+        for (n, f) in [(7, 10), (3, 1), (50, 333)] {
+            let (got, want) = (activation_case(&Cpu, act, n, f), activation_case(&Reference, act, n, f));
+            assert_close(&format!("{act:?} out F={f}"), &got[0], &want[0], 1e-6, 1e-5);
+            assert_close(&format!("{act:?} dinp F={f}"), &got[1], &want[1], 1e-6, 1e-5);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention
+
+#[derive(Clone, Copy, Debug)]
+enum Bias {
+    None,
+    Alibi,
+    Relative,
+}
+
+/// Inputs, forward outputs and accumulated gradients of one attention call: [out, lse, dq, dk, dv, dtable].
+fn attention_case(be: &dyn Backend, sh: &AttnShape, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(seed);
+    let (q, k, v) = (
+        randn(&mut rng, sh.b * sh.nh * sh.t * sh.hs, 1.0),
+        randn(&mut rng, sh.b * sh.nkv * sh.s * sh.hs, 1.0),
+        randn(&mut rng, sh.b * sh.nkv * sh.s * sh.hs, 1.0),
+    );
+    let buckets = 11;
+    let slopes: Vec<f32> = (0..sh.nh).map(|h| 0.5f32.powi(h as i32 + 1)).collect();
+    let table = randn(&mut rng, buckets * sh.nh, 1.0);
+    let bucket: Vec<u32> = (0..sh.t * sh.s).map(|_| rng.below(buckets) as u32).collect();
+    let ab = match bias {
+        Bias::None => AttnBias::None,
+        Bias::Alibi => AttnBias::Alibi { slopes: &slopes },
+        Bias::Relative => AttnBias::Relative { table: &table, bucket: &bucket },
+    };
+    let c = sh.nh * sh.hs;
+    let (mut out, mut lse) = (vec![f32::NAN; sh.b * sh.t * c], vec![f32::NAN; sh.b * sh.nh * sh.t]);
+    be.attention_forward(&mut out, &mut lse, &q, &k, &v, ab, sh);
+    let dout = randn(&mut rng, sh.b * sh.t * c, 1.0);
+    let (mut dq, mut dk, mut dv) =
+        (randn(&mut rng, q.len(), 1.0), randn(&mut rng, k.len(), 1.0), randn(&mut rng, v.len(), 1.0));
+    let mut dtable = randn(&mut rng, table.len(), 1.0);
+    let with_table = matches!(bias, Bias::Relative);
+    be.attention_backward(
+        &mut dq,
+        &mut dk,
+        &mut dv,
+        with_table.then_some(&mut dtable[..]),
+        &dout,
+        &q,
+        &k,
+        &v,
+        &out,
+        &lse,
+        ab,
+        sh,
+    );
+    vec![out, lse, dq, dk, dv, dtable]
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, hs: usize, causal: bool, q_offset: usize) -> AttnShape {
+    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt() }
+}
+
+#[test]
+fn attention_matches_the_reference_for_every_mask_head_layout_and_bias() {
+    let mut cases = Vec::new();
+    for nkv in [6, 3, 2, 1] {
+        cases.push(shape(2, 7, 7, 6, nkv, 6, true, 0)); // causal self-attention, MHA / GQA / MQA
+        cases.push(shape(2, 7, 7, 6, nkv, 6, false, 0)); // bidirectional
+    }
+    cases.push(shape(2, 7, 5, 6, 2, 6, false, 0)); // cross-attention, S < T
+    cases.push(shape(1, 5, 9, 6, 3, 6, false, 0)); // cross-attention, S > T
+    cases.push(shape(2, 3, 8, 6, 2, 6, true, 5)); // decoding 3 new tokens after 5 cached
+    cases.push(shape(1, 1, 12, 4, 1, 8, true, 11)); // one-token decode
+    cases.push(shape(1, 37, 130, 4, 2, 20, true, 93)); // several query tiles and key blocks, q_offset
+    cases.push(shape(2, 20, 150, 2, 1, 33, false, 0)); // several key blocks, odd head size
+    cases.push(shape(1, 70, 70, 2, 2, 16, true, 0)); // causal with partial key blocks
+    let mut unscaled = shape(1, 7, 7, 6, 3, 6, true, 0);
+    unscaled.scale = 1.0;
+    cases.push(unscaled);
+    for (ci, sh) in cases.iter().enumerate() {
+        for bias in [Bias::None, Bias::Alibi, Bias::Relative] {
+            let seed = 100 + ci as u64;
+            let (got, want) = (attention_case(&Cpu, sh, bias, seed), attention_case(&Reference, sh, bias, seed));
+            for (i, name) in ["out", "lse", "dq", "dk", "dv", "dtable"].iter().enumerate() {
+                assert_close(&format!("{name} {bias:?} {sh:?}"), &got[i], &want[i], 2e-5, 2e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_gives_the_same_bits_on_one_and_two_threads_at_w1_size() {
+    for (sh, bias) in [
+        (shape(12, 64, 64, 4, 4, 32, true, 0), Bias::None),
+        (shape(12, 64, 64, 4, 2, 32, true, 0), Bias::Relative),
+        (shape(12, 64, 64, 4, 1, 32, false, 0), Bias::Alibi),
+        (shape(2, 7, 5, 6, 3, 6, false, 0), Bias::Relative),
+    ] {
+        assert_same_bits_on_1_and_2_threads(&format!("attention {sh:?}"), || attention_case(&Cpu, &sh, bias, 9));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Loss, optimizer, grad norm
+
+fn cross_entropy_case(be: &dyn Backend, n: usize, v: usize) -> (f64, usize, Vec<f32>) {
+    let mut rng = Rng::new(41 + v as u64);
+    let logits = randn(&mut rng, n * v, 3.0);
+    let targets: Vec<i32> = (0..n).map(|r| if r % 4 == 2 { -1 } else { rng.below(v) as i32 }).collect();
+    let mut dlogits = vec![f32::NAN; n * v];
+    let (loss, count) = be.cross_entropy(&mut dlogits, &logits, &targets, v, 0.37);
+    (loss, count, dlogits)
+}
+
+#[test]
+fn cross_entropy_matches_the_reference_and_ignores_minus_one_targets() {
+    for (n, v) in [(9, 13), (1, 1), (768, 65), (5, 1000)] {
+        let (gl, gc, gd) = cross_entropy_case(&Cpu, n, v);
+        let (wl, wc, wd) = cross_entropy_case(&Reference, n, v);
+        assert_eq!(gc, wc);
+        assert!((gl - wl).abs() <= 1e-5 * wl.abs().max(1.0), "loss {gl} vs {wl}");
+        assert_close(&format!("dlogits N={n} V={v}"), &gd, &wd, 1e-6, 1e-4);
+    }
+    assert_same_bits_on_1_and_2_threads("cross entropy", || {
+        let (l, c, d) = cross_entropy_case(&Cpu, 768, 65);
+        vec![d, vec![l as f32, c as f32, (l - l as f32 as f64) as f32]]
+    });
+}
+
+fn adamw_case(be: &dyn Backend, n: usize, decay: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(51);
+    let (mut p, g) = (randn(&mut rng, n, 1.0), randn(&mut rng, n, 0.1));
+    let (mut m, mut v) =
+        (randn(&mut rng, n, 0.01), randn(&mut rng, n, 0.001).iter().map(|x| x.abs()).collect::<Vec<_>>());
+    let h = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1, t: 3 };
+    be.adamw(&mut p, &g, &mut m, &mut v, &h, decay);
+    vec![p, m, v]
+}
+
+#[test]
+fn adamw_matches_the_reference_with_and_without_decay() {
+    for n in [37, 100_003] {
+        for decay in [true, false] {
+            let (got, want) = (adamw_case(&Cpu, n, decay), adamw_case(&Reference, n, decay));
+            for (i, name) in ["p", "m", "v"].iter().enumerate() {
+                assert_close(&format!("adamw {name} n={n} decay={decay}"), &got[i], &want[i], 1e-7, 1e-6);
+            }
+        }
+    }
+    assert_same_bits_on_1_and_2_threads("adamw", || adamw_case(&Cpu, 100_003, true));
+}
+
+#[test]
+fn sum_squares_matches_the_reference_and_is_the_same_on_one_and_two_threads() {
+    for n in [0, 37, 100_003] {
+        let g = randn(&mut Rng::new(61), n, 1.0);
+        let (got, want) = (Cpu.sum_squares(&g), Reference.sum_squares(&g));
+        assert!((got - want).abs() <= 1e-12 * want.max(1.0), "n={n}: {got} vs {want}");
+        let one = in_pool(1, || Cpu.sum_squares(&g));
+        let two = in_pool(2, || Cpu.sum_squares(&g));
+        assert_eq!(one.to_bits(), two.to_bits());
+    }
+}
+
+#[test]
+fn norms_and_activations_give_the_same_bits_on_one_and_two_threads() {
+    assert_same_bits_on_1_and_2_threads("layernorm", || norm_case(&Cpu, NormKind::Layernorm, true, 768, 128));
+    assert_same_bits_on_1_and_2_threads("rmsnorm", || norm_case(&Cpu, NormKind::Rmsnorm, false, 768, 128));
+    for act in ACTIVATIONS {
+        assert_same_bits_on_1_and_2_threads("activation", || activation_case(&Cpu, act, 768, 512));
+    }
+}
