@@ -3,8 +3,6 @@
 
 use clap::{Parser, Subcommand};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 use transformer_playground::backend::BackendKind;
 use transformer_playground::checkpoint::{self, Checkpoint};
@@ -242,6 +240,7 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let med = times[times.len() / 2];
     let tok = run.tokens_per_step() as f64;
     let threads = rayon::current_num_threads();
+    debug_assert!(rayon::current_thread_index().is_some(), "bench runs inside the pool");
     println!("{}", serde_json::json!({ "backend": backend, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
     println!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3);
     Ok(())
@@ -301,14 +300,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
-    // Keep freed pages: every step frees and reallocates the same activation sizes, and returning them to the OS
-    // costs a page fault per page on the next step.
-    // SAFETY: sets a global allocator option before any other thread exists.
-    // mimalloc's enum has mi_option_purge_delay just before mi_option_use_numa_nodes (15 and 16 in v2 and v3);
-    // the Rust bindings name only the latter.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = libmimalloc_sys::mi_option_use_numa_nodes - 1;
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Run everything on a rayon worker: the model's parallel ops then start from inside the pool instead of
+    // waking it from outside at every op. RAYON_NUM_THREADS still sets the size.
+    let pool = match rayon::ThreadPoolBuilder::new().build() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot start the thread pool: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = pool.install(|| run(cli)) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
