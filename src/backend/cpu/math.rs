@@ -16,28 +16,43 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// Adding then subtracting 1.5·2²³ rounds to the nearest integer, and leaves that integer in the low mantissa bits.
 const ROUND: f32 = 12_582_912.0;
 
-/// e^x; 0 below −87 (so a masked −∞ score gives exactly 0), saturates at e^88.
+/// Independent values evaluated together by the `*_k` functions: the kernels run K streams through each step
+/// (stage by stage, so the K dependency chains interleave and the out-of-order core overlaps them) instead of one
+/// long latency-bound chain per vector. Every element still sees exactly the scalar function's operations.
+pub const K: usize = 4;
+
+/// e^x of K values; 0 below −87 (so a masked −∞ score gives exactly 0), saturates at e^88.
 #[allow(clippy::excessive_precision)] // Cephes' coefficients as published
 #[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    let xc = x.clamp(-87.0, 88.0);
-    let t = xc * LOG2E + ROUND;
-    let n = t - ROUND;
-    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let er = p * r * r + r + 1.0;
-    let scale = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        er * scale
+pub fn exp_k<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let mut r = [0.0f32; N];
+    let mut ni = [0i32; N];
+    for k in 0..N {
+        let xc = x[k].clamp(-87.0, 88.0);
+        let t = xc * LOG2E + ROUND;
+        let n = t - ROUND;
+        ni[k] = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+        r[k] = xc - n * LN2_HI - n * LN2_LO;
     }
+    let mut p = [1.987_569_1e-4f32; N];
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        for k in 0..N {
+            p[k] = p[k] * r[k] + c;
+        }
+    }
+    let mut out = [0.0f32; N];
+    for k in 0..N {
+        let er = p[k] * r[k] * r[k] + r[k] + 1.0;
+        let scale = f32::from_bits((ni[k].wrapping_add(127) as u32) << 23);
+        out[k] = if x[k] < -87.0 { 0.0 } else { er * scale };
+    }
+    out
+}
+
+/// e^x; 0 below −87 (so a masked −∞ score gives exactly 0), saturates at e^88.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    exp_k([x])[0]
 }
 
 /// 1 / (1 + e^−x)
@@ -46,46 +61,94 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// erfc(z) for z ≥ 0 (Numerical Recipes `erfcc`).
+/// ½·erfc(|x|/√2) = Φ(−|x|) of K values (Numerical Recipes `erfcc`), and z² = x²/2.
 #[allow(clippy::excessive_precision)] // Numerical Recipes' coefficients as published
 #[inline(always)]
-fn erfc_pos(z: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let mut p = 0.170_872_77;
-    p = p * t - 0.822_152_23;
-    p = p * t + 1.488_515_9;
-    p = p * t - 1.135_203_98;
-    p = p * t + 0.278_868_07;
-    p = p * t - 0.186_288_06;
-    p = p * t + 0.096_784_18;
-    p = p * t + 0.374_091_96;
-    p = p * t + 1.000_023_68;
-    p = p * t - 1.265_512_23;
-    t * exp(p - z * z)
+fn half_tail_k<const N: usize>(x: [f32; N]) -> ([f32; N], [f32; N]) {
+    let mut z = [0.0f32; N];
+    let mut t = [0.0f32; N];
+    for k in 0..N {
+        z[k] = x[k].abs() * std::f32::consts::FRAC_1_SQRT_2;
+        t[k] = 1.0 / (1.0 + 0.5 * z[k]);
+    }
+    let mut p = [0.170_872_77f32; N];
+    for c in [
+        -0.822_152_23,
+        1.488_515_9,
+        -1.135_203_98,
+        0.278_868_07,
+        -0.186_288_06,
+        0.096_784_18,
+        0.374_091_96,
+        1.000_023_68,
+        -1.265_512_23,
+    ] {
+        for k in 0..N {
+            p[k] = p[k] * t[k] + c;
+        }
+    }
+    let mut a = [0.0f32; N];
+    let mut z2 = [0.0f32; N];
+    for k in 0..N {
+        z2[k] = z[k] * z[k];
+        a[k] = p[k] - z2[k];
+    }
+    let e = exp_k(a);
+    let mut h = [0.0f32; N];
+    for k in 0..N {
+        h[k] = 0.5 * (t[k] * e[k]);
+    }
+    (h, z2)
 }
 
-/// Φ(x), the standard normal CDF.
+/// Φ(x), the standard normal CDF, of K values.
 #[inline(always)]
-pub fn phi(x: f32) -> f32 {
-    let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
-    let half_tail = 0.5 * erfc_pos(z);
-    if x < 0.0 {
-        half_tail
-    } else {
-        1.0 - half_tail
+fn phi_k<const N: usize>(x: [f32; N]) -> ([f32; N], [f32; N]) {
+    let (h, z2) = half_tail_k(x);
+    let mut out = [0.0f32; N];
+    for k in 0..N {
+        out[k] = if x[k] < 0.0 { h[k] } else { 1.0 - h[k] };
     }
+    (out, z2)
+}
+
+/// GELU(x) = x·Φ(x) (exact form, as PyTorch's default), of K values.
+#[inline(always)]
+pub fn gelu_k<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let (p, _) = phi_k(x);
+    let mut out = [0.0f32; N];
+    for k in 0..N {
+        out[k] = x[k] * p[k];
+    }
+    out
 }
 
 /// GELU(x) = x·Φ(x) (exact form, as PyTorch's default).
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
-    x * phi(x)
+    gelu_k([x])[0]
+}
+
+/// d/dx GELU = Φ(x) + x·φ(x), φ(x) = e^(−x²/2)/√(2π), of K values.
+#[inline(always)]
+pub fn gelu_grad_k<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let (p, _) = phi_k(x);
+    let mut a = [0.0f32; N];
+    for k in 0..N {
+        a[k] = -0.5 * x[k] * x[k];
+    }
+    let e = exp_k(a);
+    let mut out = [0.0f32; N];
+    for k in 0..N {
+        out[k] = p[k] + x[k] * e[k] * 0.398_942_3;
+    }
+    out
 }
 
 /// d/dx GELU = Φ(x) + x·φ(x), φ(x) = e^(−x²/2)/√(2π).
 #[inline(always)]
 pub fn gelu_grad(x: f32) -> f32 {
-    phi(x) + x * exp(-0.5 * x * x) * 0.398_942_3
+    gelu_grad_k([x])[0]
 }
 
 /// Σ a·b with LANES partial sums (fixed order, so the same inputs always give the same bits).

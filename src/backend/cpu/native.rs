@@ -11,6 +11,12 @@ use rayon::prelude::*;
 
 /// C (m×n, contiguous) = [C +] A (m×k) · B (k×n) on one thread.
 fn gemm_serial(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize) {
+    gemm_with(c, accumulate, a, b, m, n, k, Parallelism::None)
+}
+
+/// The checked call into gemm, with the parallelism gemm itself should use.
+#[allow(clippy::too_many_arguments)]
+fn gemm_with(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize, par: Parallelism) {
     if m == 0 || n == 0 {
         return;
     }
@@ -40,7 +46,7 @@ fn gemm_serial(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: u
             false,
             false,
             false,
-            Parallelism::None,
+            par,
         )
     }
 }
@@ -80,34 +86,5 @@ pub fn gemm(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usiz
 /// The same product with gemm's own rayon split (`Parallelism::Rayon(0)`: one share per pool thread). Not used by
 /// the backend; kept so a test can show whether gemm's split is itself thread-count independent.
 pub fn gemm_rayon(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(c.len() >= m * n, "gemm: C too short");
-    assert!(k == 0 || (m - 1) * a.rs + (k - 1) * a.cs < a.data.len(), "gemm: A too short");
-    assert!(k == 0 || (k - 1) * b.rs + (n - 1) * b.cs < b.data.len(), "gemm: B too short");
-    // SAFETY: as in `gemm_serial`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(0),
-        )
-    }
+    gemm_with(c, accumulate, a, b, m, n, k, Parallelism::Rayon(0))
 }

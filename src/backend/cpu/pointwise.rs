@@ -60,7 +60,17 @@ multiversion! {
         let (o, x) = (&mut o[..n], &x[..n]);
         match act {
             Activation::Relu => for i in 0..n { o[i] = x[i].max(0.0) },
-            Activation::Gelu => for i in 0..n { o[i] = math::gelu(x[i]) },
+            Activation::Gelu => {
+                // K interleaved streams (see `math::K`), then the tail one by one.
+                let q = n / math::K;
+                for i in 0..q {
+                    let g = math::gelu_k(std::array::from_fn::<f32, { math::K }, _>(|k| x[k * q + i]));
+                    for k in 0..math::K {
+                        o[k * q + i] = g[k];
+                    }
+                }
+                for i in math::K * q..n { o[i] = math::gelu(x[i]) }
+            }
             _ => for i in 0..n { o[i] = x[i] * math::sigmoid(x[i]) },
         }
     }
@@ -73,7 +83,16 @@ multiversion! {
         let (di, d, x) = (&mut di[..n], &d[..n], &x[..n]);
         match act {
             Activation::Relu => for i in 0..n { di[i] += d[i] * if x[i] > 0.0 { 1.0 } else { 0.0 } },
-            Activation::Gelu => for i in 0..n { di[i] += d[i] * math::gelu_grad(x[i]) },
+            Activation::Gelu => {
+                let q = n / math::K;
+                for i in 0..q {
+                    let g = math::gelu_grad_k(std::array::from_fn::<f32, { math::K }, _>(|k| x[k * q + i]));
+                    for k in 0..math::K {
+                        di[k * q + i] += d[k * q + i] * g[k];
+                    }
+                }
+                for i in math::K * q..n { di[i] += d[i] * math::gelu_grad(x[i]) }
+            }
             _ => for i in 0..n { di[i] += d[i] * swish_grad(x[i]) },
         }
     }
