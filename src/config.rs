@@ -426,6 +426,14 @@ impl ModelConfig {
         if e > 64 || d > 64 {
             return Err(bad("model.n_layers", e.max(d), "must be at most 64"));
         }
+        if m.ffn.mult > 64 {
+            return Err(bad("model.ffn.mult", m.ffn.mult, "must be at most 64"));
+        }
+        if let Some(h) = m.ffn.hidden {
+            if h > 65536 {
+                return Err(bad("model.ffn.hidden", h, "must be at most 65536"));
+            }
+        }
         if m.d_model > 8192 {
             return Err(bad("model.d_model", m.d_model, "must be at most 8192"));
         }
@@ -464,8 +472,11 @@ impl ModelConfig {
             }
             Position::Relative { buckets, max_distance } => {
                 // Bidirectional stacks split the buckets in two halves, each with an exact and a log-spaced part.
-                if *buckets < 4 || buckets % 2 != 0 {
-                    return Err(bad("model.position.buckets", buckets, "must be an even number >= 4"));
+                if *buckets < 4 || buckets % 2 != 0 || *buckets > 1024 {
+                    return Err(bad("model.position.buckets", buckets, "must be an even number in 4..=1024"));
+                }
+                if *max_distance > 1 << 20 {
+                    return Err(bad("model.position.max_distance", max_distance, "must be at most 1048576"));
                 }
                 if *max_distance <= buckets / 4 {
                     return Err(bad(
