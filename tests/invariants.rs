@@ -265,3 +265,29 @@ fn dropout_masks_come_from_the_seed_and_its_backward_matches_finite_differences(
     }
     assert!(checked > 10, "too few informative checks: {checked}");
 }
+
+#[test]
+fn a_run_resumed_from_a_checkpoint_continues_with_the_same_losses() {
+    let c = Config::from_json(
+        r#"{ "model": { "arch": "gpt", "d_model": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 16,
+             "ffn": { "activation": "gelu", "mult": 2 }, "norm": { "kind": "layernorm", "placement": "pre" },
+             "position": { "kind": "learned" }, "attention": { "scale": "inv_sqrt_dk" } },
+             "train": { "batch_size": 4, "steps": 8, "lr": 0.003 }, "seed": 21 }"#,
+    )
+    .unwrap();
+    let text = shakespeare();
+    let kind = transformer_playground::backend::BackendKind::Cpu;
+    let mut straight = transformer_playground::train::Run::new(c.clone(), Some(&text), kind).unwrap();
+    let all: Vec<f32> = (0..8).map(|_| straight.step().unwrap().loss).collect();
+
+    let mut first = transformer_playground::train::Run::new(c.clone(), Some(&text), kind).unwrap();
+    for _ in 0..4 {
+        first.step().unwrap();
+    }
+    let bytes = transformer_playground::checkpoint::save(&first.cfg, first.data.tokenizer(), first.step, &first.model, Some(&first.opt)).unwrap();
+    let ck = transformer_playground::checkpoint::load(&bytes).unwrap();
+    let data = transformer_playground::data::Dataset::from_text(&text, ck.tokenizer, &ck.config).unwrap();
+    let mut resumed = transformer_playground::train::Run::resume(ck.config, ck.model, ck.opt, data, ck.step, kind);
+    let rest: Vec<f32> = (0..4).map(|_| resumed.step().unwrap().loss).collect();
+    assert_eq!(&all[4..], &rest[..]);
+}
