@@ -19,3 +19,5 @@ pub mod train;
 
 pub use config::Config;
 pub use error::{Error, Result};
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;

@@ -1,0 +1,353 @@
+// transformer-playground's JS API: an Engine owns one Worker (worker.js) holding the wasm core; Runs are handles
+// to training runs inside it. Every call is a message (protocol.js); the page's thread never computes.
+//
+//   const engine = await Engine.start();                     // picks the build: threads when cross-origin isolated
+//   const run = await engine.createRun(config, { corpus, seed: 42 });
+//   run.on('progress', (p) => console.log(p.step, p.loss, p.valLoss, p.tokensPerSec, p.backend));
+//   await run.train({ steps: 500 });
+//   const text = await run.generate('ROMEO:', { maxTokens: 200, temperature: 0.8, topK: 40, topP: 0.95 });
+
+import { chooseBuild, hasSimd, toError } from './protocol.js';
+
+const BACKENDS = { threads: 'wasm-threads', single: 'wasm-single' };
+
+/** Config as a JSON string, with the seed and task of `opts` applied when given. */
+function configJson(config, { seed, task } = {}) {
+  let cfg;
+  if (typeof config === 'string') {
+    try {
+      cfg = JSON.parse(config);
+    } catch (e) {
+      throw new Error(`config is not valid JSON: ${e.message}`);
+    }
+  } else if (config && typeof config === 'object') {
+    cfg = structuredClone(config);
+  } else {
+    throw new Error('config must be an object or a JSON string');
+  }
+  if (seed !== undefined) cfg.seed = seed;
+  if (task !== undefined) cfg.data = { ...(cfg.data || {}), task };
+  return JSON.stringify(cfg);
+}
+
+/** Sampling options in the core's names (snake_case), from the API's camelCase. */
+function sampleOptions(o = {}) {
+  const out = {};
+  if (o.maxTokens !== undefined) out.max_tokens = o.maxTokens;
+  if (o.temperature !== undefined) out.temperature = o.temperature;
+  if (o.topK !== undefined) out.top_k = o.topK;
+  if (o.topP !== undefined) out.top_p = o.topP;
+  if (o.seed !== undefined) out.seed = o.seed;
+  return out;
+}
+
+class Emitter {
+  #listeners = new Map();
+  /** Subscribes `fn` to `event`; returns the function that unsubscribes it. */
+  on(event, fn) {
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(fn);
+    return () => this.#listeners.get(event).delete(fn);
+  }
+  emit(event, value) {
+    for (const fn of this.#listeners.get(event) ?? []) {
+      try {
+        fn(value);
+      } catch (e) {
+        console.error(e);
+      }
+    }
+  }
+}
+
+export class Engine extends Emitter {
+  #opts;
+  #worker = null;
+  #pending = new Map(); // request id → { resolve, reject, onText }
+  #nextId = 1;
+  #nextRun = 1;
+  #runs = new Map(); // runId → Run
+  #info = null;
+  #restarting = null;
+
+  /**
+   * Starts the engine Worker and loads the core.
+   * opts.build: 'auto' (default: 'threads' when cross-origin isolated, else 'single') | 'threads' | 'single'
+   * opts.threads: size of the rayon pool in the threaded build (default navigator.hardwareConcurrency)
+   * opts.workerUrl: where worker.js is served, if not next to this module
+   */
+  static async start(opts = {}) {
+    const engine = new Engine(opts);
+    await engine.#boot();
+    return engine;
+  }
+
+  constructor(opts = {}) {
+    super();
+    this.#opts = opts;
+  }
+
+  /** { build, backend, threads, simd128, relaxedSimd, version } of the running core. */
+  get info() {
+    return this.#info;
+  }
+
+  async #boot() {
+    if (!hasSimd()) throw new Error('this browser has no WebAssembly SIMD, which transformer-playground needs');
+    const want = this.#opts.build ?? 'auto';
+    const build = want === 'auto' ? chooseBuild() : want;
+    if (!(build in BACKENDS)) throw new Error(`build = '${want}': must be 'auto', 'threads' or 'single'`);
+    if (build === 'threads' && !globalThis.crossOriginIsolated) {
+      throw new Error("the threaded build needs a cross-origin isolated page (COOP/COEP headers); use build 'single'");
+    }
+    const threads = this.#opts.threads ?? navigator.hardwareConcurrency ?? 1;
+    const url = this.#opts.workerUrl ?? new URL('./worker.js', import.meta.url);
+    this.#worker = new Worker(url, { type: 'module', name: 'transformer-playground engine' });
+    this.#worker.onmessage = ({ data }) => this.#onMessage(data);
+    this.#worker.onerror = (ev) => {
+      ev.preventDefault?.();
+      this.#onCrash({ message: `the engine worker failed: ${ev.message || 'could not load'}` });
+    };
+    const info = await this.#call({ op: 'init', build, threads });
+    this.#info = { ...info, backend: BACKENDS[build] };
+  }
+
+  #call(msg, onText) {
+    if (!this.#worker) return Promise.reject(new Error('the engine was terminated'));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject, onText });
+      this.#worker.postMessage({ ...msg, id });
+    });
+  }
+
+  /** Sends a request for run `runId`, waiting for a restart in progress first. */
+  async _request(msg, onText) {
+    if (this.#restarting) await this.#restarting;
+    return this.#call(msg, onText);
+  }
+
+  #onMessage(data) {
+    if (data.event) return this.#onEvent(data);
+    const p = this.#pending.get(data.id);
+    if (!p) return;
+    this.#pending.delete(data.id);
+    if (data.ok) p.resolve(data.result);
+    else p.reject(toError(data.error));
+  }
+
+  #onEvent(e) {
+    const run = this.#runs.get(e.runId);
+    switch (e.event) {
+      case 'progress':
+        run?._progress({ ...e, backend: this.#info?.backend });
+        break;
+      case 'snapshot':
+        run?._snapshot(e.bytes, e.step);
+        break;
+      case 'runError':
+        run?.emit('error', new Error(e.message));
+        break;
+      case 'text':
+        this.#pending.get(e.id)?.onText?.(e.piece);
+        break;
+      case 'crashed':
+        this.#onCrash(e);
+        break;
+    }
+  }
+
+  /**
+   * The instance aborted (a Rust panic). Pending requests fail with the panic's message; the Worker is replaced
+   * and every run is restored from its last snapshot (taken whenever training stops, and every 20 s while it runs).
+   */
+  #onCrash({ runId, message }) {
+    if (this.#restarting || !this.#worker) return;
+    const err = new Error(message);
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+    this.#worker.terminate();
+    this.#worker = null;
+    this.#runs.get(runId)?.emit('error', err);
+    this.#restarting = (async () => {
+      try {
+        await this.#boot();
+        for (const run of this.#runs.values()) await run._restore((msg) => this.#call(msg));
+        this.emit('restart', { message, runId });
+      } catch (e) {
+        this.emit('error', new Error(`the engine could not restart: ${e.message}`));
+      } finally {
+        this.#restarting = null;
+      }
+    })();
+  }
+
+  /** Resolves once a restart in progress (if any) has finished. */
+  async ready() {
+    if (this.#restarting) await this.#restarting;
+  }
+
+  /**
+   * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert);
+   * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed.
+   * Throws the core's message for a bad config or text.
+   */
+  async createRun(config, opts = {}) {
+    const json = configJson(config, opts);
+    const runId = this.#nextRun++;
+    const info = await this._request({ op: 'create', runId, config: json, corpus: opts.corpus });
+    const run = new Run(this, runId, info, opts.corpus);
+    this.#runs.set(runId, run);
+    return run;
+  }
+
+  /** A run continued from a checkpoint (.safetensors bytes); text models need opts.corpus to keep training. */
+  async loadRun(bytes, opts = {}) {
+    const runId = this.#nextRun++;
+    const copy = new Uint8Array(bytes); // ours to transfer
+    const info = await this._request({ op: 'load', runId, bytes: copy, corpus: opts.corpus });
+    const run = new Run(this, runId, info, opts.corpus);
+    run._snapshot(new Uint8Array(bytes), info.step);
+    this.#runs.set(runId, run);
+    return run;
+  }
+
+  /** The config in full (defaults filled in), or the core's error for an impossible one. */
+  async validate(config) {
+    return JSON.parse(await this._request({ op: 'validate', config: configJson(config) }));
+  }
+
+  /** Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size. */
+  async shapeFlow(config, vocab) {
+    return this._request({ op: 'shapeFlow', config: configJson(config), vocab });
+  }
+
+  /** Live runs. */
+  get runs() {
+    return [...this.#runs.values()];
+  }
+
+  _forget(runId) {
+    this.#runs.delete(runId);
+  }
+
+  /** For tests: forces a Rust panic inside run `run` (the engine then restarts itself). */
+  async _panicForTest(run) {
+    return this._request({ op: 'panic', runId: run.id });
+  }
+
+  /** Stops the Worker; every run ends. */
+  terminate() {
+    this.#worker?.terminate();
+    this.#worker = null;
+    for (const p of this.#pending.values()) p.reject(new Error('the engine was terminated'));
+    this.#pending.clear();
+    this.#runs.clear();
+  }
+}
+
+export class Run extends Emitter {
+  #engine;
+  #corpus;
+  #snapshot = null; // last good state (safetensors bytes) kept here for crash recovery
+  #disposed = false;
+
+  constructor(engine, id, info, corpus) {
+    super();
+    this.#engine = engine;
+    this.#corpus = corpus;
+    this.id = id;
+    /** The run's full config (defaults filled in). */
+    this.config = info.config;
+    this.vocabSize = info.vocabSize;
+    this.paramCount = info.paramCount;
+    this.tokensPerStep = info.tokensPerStep;
+    /** Steps taken. */
+    this.stepCount = info.step;
+    /** The last progress record. */
+    this.last = null;
+  }
+
+  #req(op, args = {}, onText) {
+    if (this.#disposed) return Promise.reject(new Error(`run ${this.id} was disposed`));
+    return this.#engine._request({ op, runId: this.id, ...args }, onText);
+  }
+
+  _progress(p) {
+    this.stepCount = p.step;
+    this.last = p;
+    this.emit('progress', p);
+  }
+
+  _snapshot(bytes, step) {
+    this.#snapshot = { bytes, step };
+  }
+
+  /** After an engine restart: the run comes back at its last snapshot (or fresh from its config). */
+  async _restore(call) {
+    const s = this.#snapshot;
+    const info = s
+      ? await call({ op: 'load', runId: this.id, bytes: new Uint8Array(s.bytes), corpus: this.#corpus })
+      : await call({ op: 'create', runId: this.id, config: JSON.stringify(this.config), corpus: this.#corpus });
+    this.stepCount = info.step;
+    this.emit('restored', { step: info.step });
+  }
+
+  /** Trains `steps` more steps (one progress event each); resolves { step, stopped: 'done' | 'paused' }. */
+  train({ steps } = {}) {
+    return this.#req('train', { steps: steps ?? this.config.train.steps - this.stepCount });
+  }
+
+  /** Stops training after the current step; resolves { step }. */
+  pause() {
+    return this.#req('pause');
+  }
+
+  /** One training step (when not training); resolves its progress record. */
+  step() {
+    return this.#req('step');
+  }
+
+  /** Mean train and val loss over eval_iters batches: { train, val }. */
+  evaluate() {
+    return this.#req('evaluate');
+  }
+
+  /** GPT: continues `prompt`; `onText(piece)` is called as text is sampled. Resolves the whole new text. */
+  generate(prompt, opts = {}, onText) {
+    return this.#req('generate', { prompt, options: sampleOptions(opts) }, onText);
+  }
+
+  /** BERT: top-k fillers for each [MASK]: [{ position, candidates: [[token, p], …] }]. */
+  fillMask(text, { k = 5 } = {}) {
+    return this.#req('fillMask', { text, k });
+  }
+
+  /** Encoder-decoder: { output, answer } for an input of the run's task. */
+  decode(input, opts = {}) {
+    return this.#req('decode', { input, options: sampleOptions(opts) });
+  }
+
+  /** Attention probabilities per layer and head for `text` (and the decoder `target` of an encoder-decoder). */
+  attention(text, { target } = {}) {
+    return this.#req('attention', { text, target });
+  }
+
+  /** The shape-flow table for this run's config and batch. */
+  shapes() {
+    return this.#req('shapes');
+  }
+
+  /** A safetensors checkpoint (Uint8Array): config, tokenizer, step, parameters, optimizer state. */
+  save() {
+    return this.#req('save');
+  }
+
+  /** Frees the run inside the engine. */
+  async dispose() {
+    const r = await this.#req('dispose');
+    this.#disposed = true;
+    this.#engine._forget(this.id);
+    return r;
+  }
+}

@@ -1,0 +1,77 @@
+// The message protocol between the page (index.js, the Engine) and the engine Worker (worker.js). One module so
+// both sides agree; nothing else posts messages to the Worker.
+//
+// Page → Worker, requests: { id, op, ...args }. Every request gets exactly one reply:
+//   { id, ok: true, result }            or  { id, ok: false, error: { message } }
+// Worker → Page, events (no id):       { event, runId?, ... }
+//
+// Requests (op: arguments → result)
+//   init        { build, threads }                → { build, threads, simd128, relaxedSimd, version }
+//   validate    { config }                        → full config (JSON string) — or the core's error
+//   shapeFlow   { config, vocab }                 → shape-flow table
+//   create      { runId, config, corpus }         → run info { runId, step, config, vocabSize, paramCount, tokensPerStep }
+//   load        { runId, bytes, corpus }          → run info (from a checkpoint)
+//   train       { runId, steps }                  → { step, stopped: 'done' | 'paused' }  (replies when it stops)
+//   pause       { runId }                         → { step }
+//   step        { runId }                         → one progress record
+//   evaluate    { runId }                         → { train, val }
+//   generate    { runId, prompt, options }        → text; streams `text` events { id, piece } on the way
+//   fillMask    { runId, text, k }                → [{ position, candidates: [[token, p], …] }]
+//   decode      { runId, input, options }         → { output, answer }
+//   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...] }
+//   shapes      { runId }                         → shape-flow table
+//   save        { runId }                         → Uint8Array (safetensors)
+//   dispose     { runId }                         → true
+//   panic       { runId }                         → never replies ok: forces a Rust panic (tests only)
+//
+// Events
+//   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep }
+//   snapshot    { runId, step, bytes }            — last good state, kept by the page for crash recovery
+//   runError    { runId, message }                — the run stopped (e.g. diverged: its last good state is kept)
+//   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it
+//   text        { id, piece }                     — a piece of streamed generation for request `id`
+
+export const OPS = Object.freeze([
+  'init', 'validate', 'shapeFlow', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic',
+]);
+
+export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text']);
+
+/** A reply carrying an error: only the message crosses (Errors do not clone with their class). */
+export function errorReply(id, err) {
+  const message = err && err.message ? err.message : String(err);
+  return { id, ok: false, error: { message } };
+}
+
+/** The Error the caller sees for an error reply: a plain JS Error with the core's message. */
+export function toError(error) {
+  return new Error(error.message);
+}
+
+/** Smallest wasm module using a relaxed-SIMD instruction (from wasm-feature-detect): valid iff the engine has it. */
+const RELAXED_SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 15, 1, 13, 0, 65, 1, 253, 15, 65, 2, 253,
+  15, 253, 128, 2, 11,
+]);
+/** Smallest wasm module using a SIMD128 instruction. */
+const SIMD_PROBE = new Uint8Array([
+  0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11,
+]);
+
+export function hasSimd() {
+  return WebAssembly.validate(SIMD_PROBE);
+}
+
+export function hasRelaxedSimd() {
+  return WebAssembly.validate(RELAXED_SIMD_PROBE);
+}
+
+/**
+ * Which build this context can run: 'threads' needs cross-origin isolation (SharedArrayBuffer) and relaxed SIMD
+ * (the threaded build is compiled with it); otherwise 'single'.
+ */
+export function chooseBuild() {
+  const isolated = globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
+  return isolated && hasRelaxedSimd() ? 'threads' : 'single';
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the two browser builds of the crate into pkg/wasm/ (generated: never edit, never committed):
+#   threads — nightly (pinned below), atomics + shared memory, std rebuilt, simd128 + relaxed-simd; rayon on Web
+#             Workers through wasm-bindgen-rayon. Used when the page is cross-origin isolated.
+#   single  — stable, simd128, no atomics; rayon runs everything on the calling thread. Used otherwise.
+# Each goes through wasm-bindgen (--target web) and wasm-opt -O3; sizes (raw and gzipped) are printed.
+# Usage: scripts/build-wasm.sh [single|threads]...   (default: both)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+source scripts/tools.sh
+
+builds=("$@")
+[ ${#builds[@]} -eq 0 ] && builds=(single threads)
+
+ensure_wasm_tools
+
+size_line() { # name file
+  local raw gz
+  raw=$(stat -c %s "$2"); gz=$(gzip -9 -c "$2" | wc -c)
+  awk -v n="$1" -v f="$(basename "$2")" -v r="$raw" -v g="$gz" 'BEGIN { printf "%-8s %s: %8.1f KiB raw, %8.1f KiB gzipped\n", n, f, r / 1024, g / 1024 }'
+}
+
+build_one() {
+  local name=$1 target_dir out wasm
+  target_dir="$CARGO_TARGET_DIR/wasm-$name"
+  out=pkg/wasm/$name
+  case $name in
+    single)
+      RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR="$target_dir" \
+        cargo build --lib --release --target wasm32-unknown-unknown
+      ;;
+    threads)
+      # Since nightly-2025-10-03 rustc no longer adds the shared-memory linker arguments for +atomics: give them.
+      RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128,+relaxed-simd \
+-C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
+-C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
+-C link-arg=--export=__tls_base -C link-arg=--export=__heap_base" CARGO_TARGET_DIR="$target_dir" \
+        cargo "+$TP_NIGHTLY" build --lib --release --target wasm32-unknown-unknown --features threads \
+        -Z build-std=panic_abort,std
+      ;;
+    *) echo "unknown build '$name' (single|threads)" >&2; exit 2 ;;
+  esac
+  wasm="$target_dir/wasm32-unknown-unknown/release/transformer_playground.wasm"
+  rm -rf "$out" && mkdir -p "$out"
+  "$WASM_BINDGEN" --target web --out-dir "$out" --out-name tp "$wasm"
+  local before="$out/tp_bg.wasm"
+  cp "$before" "$out/.unoptimised.wasm"
+  "$WASM_OPT" -O3 --strip-debug --enable-threads --enable-simd --enable-relaxed-simd --enable-bulk-memory --enable-mutable-globals \
+    --enable-nontrapping-float-to-int --enable-sign-ext --enable-reference-types --enable-multivalue \
+    "$out/.unoptimised.wasm" -o "$before"
+  rm "$out/.unoptimised.wasm"
+  size_line "$name" "$before"
+}
+
+for b in "${builds[@]}"; do build_one "$b"; done

@@ -1,0 +1,33 @@
+# Tools the browser builds and tests need, installed once into caches outside the clone and reused.
+# Sourced by scripts/build-wasm.sh, run.sh and test.sh (after scripts/env.sh).
+
+# The nightly for the threaded build (atomics need -Z build-std). Pinned by date: a fresh machine builds the same.
+TP_NIGHTLY=nightly-2026-05-19
+# Must equal the wasm-bindgen crate version in Cargo.lock.
+WASM_BINDGEN_VERSION=0.2.130
+TP_TOOLS="${TP_TOOLS:-$HOME/.cache/transformer-playground/tools}"
+WASM_BINDGEN="$TP_TOOLS/bin/wasm-bindgen"
+WASM_OPT="$PWD/node_modules/.bin/wasm-opt"
+
+ensure_npm_packages() {
+  # binaryen (wasm-opt), playwright-core (drives Debian's chromium), vite (the consumer-project test); pinned by
+  # package-lock.json.
+  if [ ! -x node_modules/.bin/wasm-opt ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    command -v npm >/dev/null || { echo "error: npm (Node.js 20+) is needed: apt-get install nodejs npm" >&2; exit 1; }
+    npm ci --no-audit --no-fund
+  fi
+}
+
+ensure_wasm_tools() {
+  rustup target list --installed | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  if ! rustup run "$TP_NIGHTLY" rustc -V >/dev/null 2>&1 \
+    || ! rustup component list --toolchain "$TP_NIGHTLY" --installed | grep -q rust-src; then
+    # The wasm32 std of a dated nightly is not always published; build-std needs only rust-src.
+    rustup toolchain install "$TP_NIGHTLY" --profile minimal -c rust-src
+  fi
+  if [ "$("$WASM_BINDGEN" --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
+    # No --locked: the crates.io mirror here lacks one pinned transitive version (see TOOLCHAIN.md).
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TP_TOOLS" --force
+  fi
+  ensure_npm_packages
+}

@@ -1,0 +1,239 @@
+//! The browser facade: a thin `#[wasm_bindgen]` layer over `train::Run`, `generate`, `probe` and `checkpoint`.
+//!
+//! Everything crossing into JS is a string of JSON, a number or a byte array, so the JS side (pkg/worker.js)
+//! owns the object shapes and the facade stays small. Every user-caused failure is a core `Error`, returned as a
+//! JS `Error` carrying its message; nothing here panics on bad input. A panic (a bug) aborts the instance: the
+//! worker reports it for the run that hit it and the engine restarts itself (see pkg/engine.js).
+
+use wasm_bindgen::prelude::*;
+
+use crate::backend::BackendKind;
+use crate::checkpoint;
+use crate::config::Arch;
+use crate::data::{self, Dataset, Split};
+use crate::generate::{self, SampleOptions};
+use crate::probe;
+use crate::train::Run;
+use crate::{Config, Error};
+
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+fn js(e: Error) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn to_json<T: serde::Serialize>(x: &T) -> String {
+    serde_json::to_string(x).expect("plain data serialises")
+}
+
+/// Non-finite floats become `null` in JSON (serde_json writes them as null too; this keeps it explicit).
+fn num(x: f32) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+#[wasm_bindgen(inline_js = "export function report_panic(m) { const f = globalThis.__tpOnPanic; if (typeof f === 'function') f(m); }")]
+extern "C" {
+    /// Hands a panic's message to the worker (pkg/worker.js) before the instance aborts.
+    fn report_panic(message: &str);
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        report_panic(&info.to_string());
+        console_error_panic_hook::hook(info);
+    }));
+}
+
+/// What this build is: `{"threads": bool, "simd128": bool, "relaxed_simd": bool, "version": "…"}`.
+#[wasm_bindgen(js_name = buildInfo)]
+pub fn build_info() -> String {
+    serde_json::json!({
+        "threads": cfg!(feature = "threads"),
+        "simd128": cfg!(target_feature = "simd128"),
+        "relaxed_simd": cfg!(target_feature = "relaxed-simd"),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+    .to_string()
+}
+
+/// Threads in rayon's pool (1 in the single build).
+#[wasm_bindgen(js_name = numThreads)]
+pub fn num_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Parses and validates a config; returns it in full (defaults filled in) as JSON, or the core's error.
+#[wasm_bindgen(js_name = validateConfig)]
+pub fn validate_config(config: &str) -> Result<String, JsError> {
+    let cfg = Config::from_json(config).map_err(js)?;
+    cfg.validate().map_err(js)?;
+    Ok(cfg.to_json())
+}
+
+/// The shape-flow table, parameter count, FLOPs and memory for a config, with `vocab` tokens (the live
+/// numbers of the configuration panel). Validates first.
+#[wasm_bindgen(js_name = shapeFlow)]
+pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
+    let cfg = Config::from_json(config).map_err(js)?;
+    cfg.validate().map_err(js)?;
+    Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
+}
+
+/// Checks a user's text before it becomes a corpus: empty, binary or oversized input gets the core's message.
+#[wasm_bindgen(js_name = checkText)]
+pub fn check_text(bytes: &[u8]) -> Result<(), JsError> {
+    data::check_text(bytes).map(|_| ()).map_err(js)
+}
+
+/// One training run living in this instance.
+#[wasm_bindgen]
+pub struct WasmRun {
+    run: Run,
+}
+
+#[wasm_bindgen]
+impl WasmRun {
+    /// A fresh run: config JSON and, for gpt and bert, the corpus (the encoder-decoder trains on its task).
+    #[wasm_bindgen(constructor)]
+    pub fn new(config: &str, corpus: Option<String>) -> Result<WasmRun, JsError> {
+        let cfg = Config::from_json(config).map_err(js)?;
+        let run = Run::new(cfg, corpus.as_deref(), BackendKind::Cpu).map_err(js)?;
+        Ok(WasmRun { run })
+    }
+
+    /// A run continued from a checkpoint (model, optimizer state, step). Text models need their corpus again
+    /// to keep training; its characters must be in the checkpoint's vocabulary.
+    #[wasm_bindgen(js_name = fromCheckpoint)]
+    pub fn from_checkpoint(bytes: &[u8], corpus: Option<String>) -> Result<WasmRun, JsError> {
+        let ck = checkpoint::load(bytes).map_err(js)?;
+        let data = match ck.config.model.arch {
+            Arch::EncoderDecoder => Dataset::new(&ck.config, None),
+            _ => {
+                let text = corpus.ok_or_else(|| {
+                    Error::Invalid("this checkpoint is a text model: give its corpus to continue training".into())
+                });
+                text.and_then(|t| Dataset::from_text(&t, ck.tokenizer.clone(), &ck.config))
+            }
+        }
+        .map_err(js)?;
+        let run = Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu);
+        Ok(WasmRun { run })
+    }
+
+    /// The run's full config as JSON.
+    pub fn config(&self) -> String {
+        self.run.cfg.to_json()
+    }
+
+    /// Steps taken so far.
+    #[wasm_bindgen(getter, js_name = stepCount)]
+    pub fn step_count(&self) -> usize {
+        self.run.step
+    }
+
+    #[wasm_bindgen(getter, js_name = tokensPerStep)]
+    pub fn tokens_per_step(&self) -> usize {
+        self.run.tokens_per_step()
+    }
+
+    #[wasm_bindgen(getter, js_name = vocabSize)]
+    pub fn vocab_size(&self) -> usize {
+        self.run.data.tokenizer().vocab_size()
+    }
+
+    #[wasm_bindgen(getter, js_name = paramCount)]
+    pub fn param_count(&self) -> usize {
+        self.run.model.params.len()
+    }
+
+    /// One training step: `{"step", "loss", "lr", "grad_norm", "layer_grad_norms": [[name, norm], …]}`.
+    /// A non-finite loss or gradient is refused with an error and leaves the run at its last good state.
+    pub fn step(&mut self) -> Result<String, JsError> {
+        let r = self.run.step().map_err(js)?;
+        Ok(to_json(&r))
+    }
+
+    /// Mean loss over `eval_iters` batches of the train and val splits: `{"train", "val"}`.
+    pub fn eval(&self) -> String {
+        serde_json::json!({ "train": num(self.run.eval(Split::Train)), "val": num(self.run.eval(Split::Val)) })
+            .to_string()
+    }
+
+    /// GPT: continues `prompt`. `options` is SampleOptions JSON (`max_tokens`, `temperature`, `top_k`, `top_p`,
+    /// `seed`). `on_text`, when given, is called with each new piece of text as it is sampled.
+    pub fn generate(&self, prompt: &str, options: &str, on_text: Option<js_sys::Function>) -> Result<String, JsError> {
+        let o = sample_options(options)?;
+        let tok = self.run.data.tokenizer();
+        let be = self.run.backend.get();
+        generate::generate(&self.run.model, be, tok, prompt, &o, |piece| {
+            if let Some(f) = &on_text {
+                let _ = f.call1(&JsValue::NULL, &JsValue::from_str(piece));
+            }
+        })
+        .map_err(js)
+    }
+
+    /// BERT: the top-`k` fillers for every [MASK] in `text`: `[{"position", "candidates": [[token, p], …]}, …]`.
+    #[wasm_bindgen(js_name = fillMask)]
+    pub fn fill_mask(&self, text: &str, k: usize) -> Result<String, JsError> {
+        let fills = generate::fill_mask(&self.run.model, self.run.backend.get(), self.run.data.tokenizer(), text, k);
+        Ok(to_json(&fills.map_err(js)?))
+    }
+
+    /// Encoder-decoder: the output for `input`: `{"output", "answer"}` (answer: the task's right output, when
+    /// the input is valid for it). `options` as for generate; max_tokens 0 means the task's output length.
+    pub fn decode(&self, input: &str, options: &str) -> Result<String, JsError> {
+        let mut o = sample_options(options)?;
+        let answer = match &self.run.data {
+            Dataset::Task { task, .. } => data::task_answer(*task, input),
+            Dataset::Text { .. } => None,
+        };
+        if o.max_tokens == 0 {
+            o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
+        }
+        let out = generate::decode(&self.run.model, self.run.backend.get(), self.run.data.tokenizer(), input, &o);
+        Ok(serde_json::json!({ "output": out.map_err(js)?, "answer": answer }).to_string())
+    }
+
+    /// Attention maps (probabilities per layer and head) for `text` (and, for the encoder-decoder, the decoder
+    /// `target`): see `probe::AttentionMaps`.
+    pub fn attention(&self, text: &str, target: Option<String>) -> Result<String, JsError> {
+        let be = self.run.backend.get();
+        let maps = probe::attention_maps(&self.run.model, be, self.run.data.tokenizer(), text, target.as_deref());
+        Ok(to_json(&maps.map_err(js)?))
+    }
+
+    /// The shape-flow table for this run's config and batch.
+    pub fn shapes(&self) -> String {
+        let c = &self.run.cfg;
+        to_json(&probe::shape_flow(&c.model, self.vocab_size(), c.train.batch_size, c.model.ctx_len))
+    }
+
+    /// A safetensors checkpoint: config, tokenizer, step, parameters and optimizer state.
+    pub fn save(&self) -> Result<Vec<u8>, JsError> {
+        let r = &self.run;
+        checkpoint::save(&r.cfg, r.data.tokenizer(), r.step, &r.model, Some(&r.opt)).map_err(js)
+    }
+
+    /// For the engine's crash-recovery test only: a Rust panic inside this run.
+    #[wasm_bindgen(js_name = panicForTest)]
+    pub fn panic_for_test(&self) {
+        panic!("panic requested by a test (run at step {})", self.run.step);
+    }
+}
+
+fn sample_options(json: &str) -> Result<SampleOptions, JsError> {
+    let o: SampleOptions = if json.trim().is_empty() {
+        SampleOptions::default()
+    } else {
+        serde_json::from_str(json).map_err(|e| JsError::new(&format!("sampling options: {e}")))?
+    };
+    o.validate().map_err(js)?;
+    Ok(o)
+}
