@@ -1,6 +1,26 @@
 #!/usr/bin/env bash
-# Set up and run every test. Safe to run on a fresh machine: installs the pinned toolchain if missing.
+# Set up and run every test. Safe on a fresh machine: installs what is missing (the pinned toolchains, the wasm32
+# target, wasm-bindgen-cli, Chromium and chromedriver, npm packages) into caches outside the clone, and reuses them.
+#   1. native: cargo test (core, kernels, PyTorch fixtures, CLI)
+#   2. wasm kernels in headless Chromium (wasm-bindgen-test): simd128, simd128 + relaxed-simd, scalar
+#   3. both browser builds, then the engine, the page and a Vite consumer in headless Chromium (playwright-core)
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/env.sh
+source scripts/tools.sh
+
+ensure_system_packages
+ensure_wasm_tools
+
+echo "== native tests"
 cargo test --release --no-fail-fast "$@"
+cargo build --release --bin tp
+
+echo "== wasm kernels in Chromium"
+scripts/test-wasm-kernels.sh
+
+echo "== browser builds"
+scripts/build-wasm.sh
+
+echo "== engine, page and npm package in Chromium"
+node --test --test-concurrency=1 tests/browser/

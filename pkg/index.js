@@ -101,8 +101,12 @@ export class Engine extends Emitter {
       throw new Error("the threaded build needs a cross-origin isolated page (COOP/COEP headers); use build 'single'");
     }
     const threads = this.#opts.threads ?? navigator.hardwareConcurrency ?? 1;
-    const url = this.#opts.workerUrl ?? new URL('./worker.js', import.meta.url);
-    this.#worker = new Worker(url, { type: 'module', name: 'transformer-playground engine' });
+    const name = 'transformer-playground engine';
+    // The literal `new Worker(new URL('./worker.js', import.meta.url), …)` is the form bundlers (Vite, webpack)
+    // recognise and bundle; keep it literal.
+    this.#worker = this.#opts.workerUrl
+      ? new Worker(this.#opts.workerUrl, { type: 'module', name })
+      : new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name });
     this.#worker.onmessage = ({ data }) => this.#onMessage(data);
     this.#worker.onerror = (ev) => {
       ev.preventDefault?.();

@@ -13,7 +13,10 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 export async function startServer({ isolation = true, root = ROOT } = {}) {
   const server = await serve({ port: 0, root, isolation });
   const { port } = server.address();
-  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => server.close(ok)) };
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => {
+    server.close(ok);
+    server.closeAllConnections();
+  }) };
 }
 
 /** Launches headless Chromium with a fresh profile. */

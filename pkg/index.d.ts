@@ -1,0 +1,187 @@
+// Types for transformer-playground's JS API (index.js). Config fields use the core's snake_case names
+// (see the project README and docs/MODEL.md); the API's own options are camelCase.
+
+export type Arch = 'gpt' | 'bert' | 'encoder_decoder';
+export type Activation = 'relu' | 'gelu' | 'swish' | 'glu' | 'geglu' | 'swiglu';
+export type NormKind = 'layernorm' | 'rmsnorm';
+export type NormPlacement = 'post' | 'pre' | 'sandwich' | 'deepnorm';
+export type PositionKind = 'none' | 'learned' | 'sinusoidal' | 'relative' | 'rope' | 'alibi';
+export type Task = 'text' | 'reverse' | 'sort' | 'add';
+
+export interface ModelConfig {
+  arch: Arch;
+  d_model: number;
+  n_layers?: number;
+  n_encoder_layers?: number;
+  n_decoder_layers?: number;
+  n_heads: number;
+  /** = n_heads: MHA; 1: MQA; a divisor of n_heads: GQA. */
+  n_kv_heads: number;
+  ctx_len: number;
+  ffn: { activation: Activation; mult?: number; hidden?: number };
+  norm: { kind: NormKind; placement: NormPlacement; eps?: number; alpha?: number; beta?: number };
+  position: { kind: PositionKind; theta?: number; buckets?: number; max_distance?: number };
+  attention: { scale: 'inv_sqrt_dk' | 'none' };
+  dropout?: number;
+  bias?: boolean;
+  tie_embeddings?: boolean;
+  init_std?: number;
+}
+
+export interface TrainConfig {
+  batch_size?: number;
+  steps?: number;
+  lr?: number;
+  min_lr?: number;
+  warmup?: number;
+  schedule?: 'cosine' | 'constant';
+  betas?: [number, number];
+  eps?: number;
+  weight_decay?: number;
+  grad_clip?: number;
+  eval_interval?: number;
+  eval_iters?: number;
+}
+
+export interface Config {
+  model: ModelConfig;
+  train?: TrainConfig;
+  data?: { task?: Task; digits?: number };
+  seed?: number;
+}
+
+/** The config with every default filled in, as the core holds it. */
+export type FullConfig = Required<Config> & { model: Required<ModelConfig>; train: Required<TrainConfig> };
+
+export interface EngineOptions {
+  /** 'auto' (default): 'threads' when the page is cross-origin isolated and has relaxed SIMD, else 'single'. */
+  build?: 'auto' | 'threads' | 'single';
+  /** Threads in the pool of the threaded build (default: navigator.hardwareConcurrency). */
+  threads?: number;
+  /** Where worker.js is served, when not next to index.js. */
+  workerUrl?: string | URL;
+}
+
+export interface EngineInfo {
+  build: 'threads' | 'single';
+  backend: 'wasm-threads' | 'wasm-single';
+  threads: number;
+  simd128: boolean;
+  relaxedSimd: boolean;
+  version: string;
+}
+
+export interface RunOptions {
+  /** Training text for gpt and bert. */
+  corpus?: string;
+  /** Synthetic task for the encoder-decoder (overrides config.data.task). */
+  task?: Task;
+  /** Overrides config.seed. */
+  seed?: number;
+}
+
+export interface Progress {
+  runId: number;
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  /** [parameter group, gradient norm] per layer, before clipping. */
+  layerGradNorms: [string, number][];
+  /** Present at every eval_interval steps and at the end of a train() call. */
+  valLoss?: number | null;
+  trainLoss?: number | null;
+  tokensPerSec: number;
+  msPerStep: number;
+  backend: EngineInfo['backend'];
+}
+
+export interface SampleOptions {
+  maxTokens?: number;
+  /** 0 = greedy. */
+  temperature?: number;
+  /** 0 = off. */
+  topK?: number;
+  /** 1 = off. */
+  topP?: number;
+  seed?: number;
+}
+
+export interface MaskFill {
+  position: number;
+  candidates: [token: string, probability: number][];
+}
+
+export interface AttentionMap {
+  stack: string;
+  kind: string;
+  layer: number;
+  heads: number;
+  t: number;
+  s: number;
+  /** heads × t × s probabilities, row-major. */
+  probs: number[];
+}
+
+export interface AttentionMaps {
+  tokens: string[];
+  source_tokens: string[];
+  maps: AttentionMap[];
+}
+
+export interface Stage {
+  name: string;
+  shape: string[];
+  dims: number[];
+  params: number;
+  repeat: number;
+}
+
+export interface ShapeFlow {
+  stages: Stage[];
+  n_params: number;
+  forward_flops_per_token: number;
+  train_flops_per_token: number;
+  memory_bytes: number;
+}
+
+type Unsubscribe = () => void;
+
+export class Engine {
+  static start(opts?: EngineOptions): Promise<Engine>;
+  readonly info: EngineInfo;
+  readonly runs: Run[];
+  createRun(config: Config | string, opts?: RunOptions): Promise<Run>;
+  loadRun(bytes: Uint8Array, opts?: { corpus?: string }): Promise<Run>;
+  validate(config: Config | string): Promise<FullConfig>;
+  shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
+  /** Resolves once a restart in progress (after a crash) has finished. */
+  ready(): Promise<void>;
+  on(event: 'restart', fn: (e: { message: string; runId?: number }) => void): Unsubscribe;
+  on(event: 'error', fn: (e: Error) => void): Unsubscribe;
+  terminate(): void;
+}
+
+export class Run {
+  readonly id: number;
+  readonly config: FullConfig;
+  readonly vocabSize: number;
+  readonly paramCount: number;
+  readonly tokensPerStep: number;
+  readonly stepCount: number;
+  readonly last: Progress | null;
+  on(event: 'progress', fn: (p: Progress) => void): Unsubscribe;
+  on(event: 'error', fn: (e: Error) => void): Unsubscribe;
+  on(event: 'restored', fn: (e: { step: number }) => void): Unsubscribe;
+  train(opts?: { steps?: number }): Promise<{ step: number; stopped: 'done' | 'paused' | 'disposed' }>;
+  pause(): Promise<{ step: number }>;
+  step(): Promise<Progress>;
+  evaluate(): Promise<{ train: number | null; val: number | null }>;
+  generate(prompt: string, opts?: SampleOptions, onText?: (piece: string) => void): Promise<string>;
+  fillMask(text: string, opts?: { k?: number }): Promise<MaskFill[]>;
+  decode(input: string, opts?: SampleOptions): Promise<{ output: string; answer: string | null }>;
+  attention(text: string, opts?: { target?: string }): Promise<AttentionMaps>;
+  shapes(): Promise<ShapeFlow>;
+  save(): Promise<Uint8Array>;
+  dispose(): Promise<boolean>;
+}
