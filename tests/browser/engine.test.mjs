@@ -199,3 +199,64 @@ test('a Rust panic in one run reports an error for it; the engine restarts and e
     await page.close();
   }
 });
+
+test('the threaded build gives bit-identical losses with 1 and 2 threads', async () => {
+  const { page } = await harness(isolated);
+  const losses = await page.evaluate(async (config) => {
+    const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
+    const out = [];
+    for (const threads of [1, 2]) {
+      const engine = await window.tp.Engine.start({ build: 'threads', threads });
+      const run = await engine.createRun(config, { corpus });
+      const l = [];
+      run.on('progress', (p) => l.push(p.loss));
+      await run.train({ steps: 8 });
+      out.push({ threads: engine.info.threads, l });
+      engine.terminate();
+    }
+    return out;
+  }, SMALL);
+  assert.deepEqual(losses.map((x) => x.threads), [1, 2]);
+  assert.deepEqual(losses[0].l, losses[1].l);
+  await page.close();
+});
+
+test('several runs train in turn in one worker while the page stays responsive', async () => {
+  const { page, problems } = await harness(isolated);
+  const r = await page.evaluate(async (config) => {
+    const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
+    const engine = await window.tp.Engine.start();
+    const runs = await Promise.all([1, 2, 3].map((seed) => engine.createRun(config, { corpus, seed })));
+    const order = [];
+    runs.forEach((run) => run.on('progress', () => order.push(run.id)));
+    // The main thread's event loop: the longest gap between timer callbacks while three runs train.
+    let last = performance.now();
+    let worst = 0;
+    let ticking = true;
+    const tick = () => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+      if (ticking) setTimeout(tick, 0);
+    };
+    setTimeout(tick, 0);
+    const results = await Promise.all(runs.map((run) => run.train({ steps: 6 })));
+    // Pausing one run mid-way leaves the others going.
+    const long = runs[0].train({ steps: 1000 });
+    await runs[1].step();
+    const paused = await runs[0].pause();
+    const longResult = await long;
+    ticking = false;
+    engine.terminate();
+    return { order, results, worst, paused, longResult, steps: runs.map((r) => r.stepCount) };
+  }, SMALL);
+  assert.deepEqual(r.results.map((x) => x.stopped), ['done', 'done', 'done']);
+  // Round-robin: the first nine progress events come from the three runs in turn.
+  assert.deepEqual(r.order.slice(0, 9), [1, 2, 3, 1, 2, 3, 1, 2, 3]);
+  assert.ok(r.worst < 250, `the page's event loop stalled for ${r.worst.toFixed(0)} ms`);
+  assert.equal(r.longResult.stopped, 'paused');
+  assert.equal(r.longResult.step, r.paused.step);
+  assert.ok(r.paused.step < 6 + 1000);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
