@@ -260,3 +260,35 @@ test('several runs train in turn in one worker while the page stays responsive',
   assert.deepEqual(problems, []);
   await page.close();
 });
+
+test('save and loadRun continue a run exactly; a corrupt checkpoint is refused with a message', async () => {
+  const { page, problems } = await harness(isolated);
+  const r = await page.evaluate(async (config) => {
+    const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
+    const engine = await window.tp.Engine.start();
+    const a = await engine.createRun(config, { corpus });
+    await a.train({ steps: 4 });
+    const bytes = await a.save();
+    const b = await engine.loadRun(bytes, { corpus });
+    const losses = { a: [], b: [] };
+    a.on('progress', (p) => losses.a.push(p.loss));
+    b.on('progress', (p) => losses.b.push(p.loss));
+    await a.train({ steps: 3 });
+    await b.train({ steps: 3 });
+    const header = bytes.slice();
+    header[10] = 0x7b;
+    const errors = [];
+    for (const bad of [header, bytes.slice(0, 100), new Uint8Array([1, 2, 3])]) {
+      errors.push(await engine.loadRun(bad, { corpus }).then(() => null, (e) => e.message));
+    }
+    const noCorpus = await engine.loadRun(bytes).then(() => null, (e) => e.message);
+    engine.terminate();
+    return { losses, b0: b.stepCount, errors, noCorpus, magic: [...bytes.slice(0, 8)] };
+  }, SMALL);
+  assert.equal(r.b0, 7);
+  assert.deepEqual(r.losses.a, r.losses.b);
+  assert.ok(r.errors.every((e) => typeof e === 'string' && /checkpoint/i.test(e)), JSON.stringify(r.errors));
+  assert.match(r.noCorpus, /corpus/);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
