@@ -1,6 +1,16 @@
 //! The CPU backend against the scalar reference, op by op, on seeded random data of awkward sizes (not multiples
 //! of the SIMD width or of any tile), with `atol + rtol·|ref|` tolerances; and the CPU backend against itself
 //! inside 1- and 2-thread rayon pools, where its results must be bit-identical.
+//!
+//! The same tests run in headless Chromium on wasm32 (`scripts/test-wasm-kernels.sh`: with simd128, with
+//! simd128 + relaxed-simd, and without either, i.e. the scalar fallback), through wasm-bindgen-test. There the
+//! build has no thread pool: the 1- and 2-thread runs are two runs on the calling thread (still checking that a
+//! result does not change from one run to the next), and the test of the native `gemm` crate is left out.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use transformer_playground::backend::cpu::{portable, Cpu};
 use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Reference};
@@ -25,8 +35,17 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     assert!(got.iter().any(|x| *x != 0.0) || want.iter().all(|x| *x == 0.0), "{what}: all zero");
 }
 
+/// Runs `f` in a rayon pool of `threads` threads; on wasm32 (no thread pool in this build), on the calling thread.
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = threads;
+        f()
+    }
 }
 
 fn bits(x: &[f32]) -> Vec<u32> {
@@ -78,7 +97,8 @@ fn matmul_case(
     vec![out, dinp, dw, db]
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn matmul_forward_and_backward_match_the_reference_on_awkward_sizes() {
     for (n, c, oc) in [(7, 36, 13), (1, 5, 3), (33, 17, 70), (100, 67, 70), (130, 36, 9)] {
         for (bias, need_dinp) in [(true, true), (false, true), (true, false)] {
@@ -92,7 +112,8 @@ fn matmul_forward_and_backward_match_the_reference_on_awkward_sizes() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn portable_matmul_kernels_match_the_reference_serial_and_parallel() {
     for (n, c, oc) in [(7, 36, 13), (1, 3, 1), (45, 300, 19), (66, 9, 33)] {
         let mut rng = Rng::new(7 + n as u64);
@@ -123,7 +144,8 @@ fn portable_matmul_kernels_match_the_reference_serial_and_parallel() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn matmuls_give_the_same_bits_on_one_and_two_threads_at_w1_sizes() {
     for (n, c, oc) in [(768, 128, 512), (768, 512, 128), (768, 128, 65), (7, 36, 13)] {
         assert_same_bits_on_1_and_2_threads("cpu matmul", || matmul_case(&Cpu, 11, n, c, oc, true, true));
@@ -176,7 +198,8 @@ fn norm_case(be: &dyn Backend, kind: NormKind, bias: bool, n: usize, c: usize) -
     vec![out, mean, rstd, dinp, dw, db]
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn layernorm_and_rmsnorm_match_the_reference_with_and_without_bias() {
     for kind in [NormKind::Layernorm, NormKind::Rmsnorm] {
         for bias in [true, false] {
@@ -212,7 +235,8 @@ fn activation_case(be: &dyn Backend, act: Activation, n: usize, f: usize) -> Vec
     vec![out, dinp]
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn every_activation_matches_the_reference_forward_and_backward() {
     for act in ACTIVATIONS {
         for (n, f) in [(7, 10), (3, 1), (50, 333)] {
@@ -280,7 +304,8 @@ fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, hs: usize, causal:
     AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt() }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn attention_matches_the_reference_for_every_mask_head_layout_and_bias() {
     let mut cases = Vec::new();
     for nkv in [6, 3, 2, 1] {
@@ -308,7 +333,8 @@ fn attention_matches_the_reference_for_every_mask_head_layout_and_bias() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn attention_gives_the_same_bits_on_one_and_two_threads_at_w1_size() {
     for (sh, bias) in [
         (shape(12, 64, 64, 4, 4, 32, true, 0), Bias::None),
@@ -332,7 +358,8 @@ fn cross_entropy_case(be: &dyn Backend, n: usize, v: usize) -> (f64, usize, Vec<
     (loss, count, dlogits)
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn cross_entropy_matches_the_reference_and_ignores_minus_one_targets() {
     for (n, v) in [(9, 13), (1, 1), (768, 65), (5, 1000)] {
         let (gl, gc, gd) = cross_entropy_case(&Cpu, n, v);
@@ -357,7 +384,8 @@ fn adamw_case(be: &dyn Backend, n: usize, decay: bool) -> Vec<Vec<f32>> {
     vec![p, m, v]
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn adamw_matches_the_reference_with_and_without_decay() {
     for n in [37, 100_003] {
         for decay in [true, false] {
@@ -370,7 +398,8 @@ fn adamw_matches_the_reference_with_and_without_decay() {
     assert_same_bits_on_1_and_2_threads("adamw", || adamw_case(&Cpu, 100_003, true));
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn sum_squares_matches_the_reference_and_is_the_same_on_one_and_two_threads() {
     for n in [0, 37, 100_003] {
         let g = randn(&mut Rng::new(61), n, 1.0);
@@ -382,7 +411,8 @@ fn sum_squares_matches_the_reference_and_is_the_same_on_one_and_two_threads() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn norms_and_activations_give_the_same_bits_on_one_and_two_threads() {
     assert_same_bits_on_1_and_2_threads("layernorm", || norm_case(&Cpu, NormKind::Layernorm, true, 768, 128));
     assert_same_bits_on_1_and_2_threads("rmsnorm", || norm_case(&Cpu, NormKind::Rmsnorm, false, 768, 128));

@@ -1,5 +1,10 @@
 //! The native command line: train, sample, fill-mask, decode, logits, bench.
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
+//!
+//! Native only. Cargo also builds every binary for a crate's integration tests, so on wasm32 (the browser tests,
+//! `scripts/test-wasm-kernels.sh`) this crate compiles to nothing.
+#![cfg_attr(target_arch = "wasm32", no_main)]
+#![cfg(not(target_arch = "wasm32"))]
 
 use clap::{Parser, Subcommand};
 

@@ -65,11 +65,7 @@ impl Inputs<'_> {
     fn finish_scores(&self, srow: &mut [f32], h: usize, i: usize, j0: usize) {
         let sh = self.sh;
         match self.bias {
-            AttnBias::None => {
-                for x in srow.iter_mut() {
-                    *x *= sh.scale;
-                }
-            }
+            AttnBias::None => math::scale(srow, sh.scale),
             AttnBias::Alibi { slopes } => {
                 let (slope, pos) = (slopes[h], (sh.q_offset + i) as f32);
                 for (jj, x) in srow.iter_mut().enumerate() {
@@ -211,25 +207,18 @@ multiversion! {
                     // A row with every key so far masked keeps m = −∞; exponentiate against 0 so p = 0, not NaN.
                     let m_use = if m_new == f32::NEG_INFINITY { 0.0 } else { m_new };
                     let corr = math::exp(m[r] - m_use);
-                    for x in prow.iter_mut() {
-                        *x = math::exp(*x - m_use);
-                    }
+                    math::exp_sub_in_place(prow, m_use);
                     l[r] = l[r] * corr + math::sum(prow);
                     m[r] = m_new;
                     if corr != 1.0 {
-                        for x in oh[r * c..][..hs].iter_mut() {
-                            *x *= corr;
-                        }
+                        math::scale(&mut oh[r * c..][..hs], corr);
                     }
                 }
                 tile::gemm(oh, c, true, Rows { data: &p, ld: KB }, Rows { data: &vh[j0 * hs..], ld: hs }, rows, hs, kb);
             }
             for r in 0..rows {
                 if l[r] > 0.0 {
-                    let inv = 1.0 / l[r];
-                    for x in oh[r * c..][..hs].iter_mut() {
-                        *x *= inv;
-                    }
+                    math::scale(&mut oh[r * c..][..hs], 1.0 / l[r]);
                     lse[h * rows + r] = m[r] + l[r].ln();
                 }
             }
@@ -326,20 +315,14 @@ multiversion! {
                         let i = i0 + r;
                         let (prow, dsrow) = (&mut p[r * KB..][..kb], &mut ds[r * KB..][..kb]);
                         inp.finish_scores(prow, h, i, j0);
-                        for x in prow.iter_mut() {
-                            *x = math::exp(*x - lr[r]);
-                        }
-                        for (x, &pj) in dsrow.iter_mut().zip(prow.iter()) {
-                            *x = pj * (*x - dd[r]);
-                        }
+                        math::exp_sub_in_place(prow, lr[r]);
+                        math::dsoftmax(dsrow, prow, dd[r]);
                         if let (Some(dt), AttnBias::Relative { bucket, .. }) = (dtab.as_mut(), inp.bias) {
                             for (jj, &x) in dsrow[..inp.unmasked(i, j0, kb)].iter().enumerate() {
                                 dt[bucket[i * s + j0 + jj] as usize * sh.nh + h] += x;
                             }
                         }
-                        for x in dsrow.iter_mut() {
-                            *x *= sh.scale;
-                        }
+                        math::scale(dsrow, sh.scale);
                         for jj in 0..kb {
                             pt[jj * TQ + r] = prow[jj];
                             dst[jj * TQ + r] = dsrow[jj];

@@ -6,15 +6,27 @@
 //! - `phi`, the standard normal CDF: Φ(x) = ½·erfc(−x/√2), with erfc from the Chebyshev fit of Numerical Recipes
 //!   §6.2 (`erfcc`, fractional error < 1.2e-7 everywhere), so the left tail keeps its relative accuracy.
 //! - `gelu`, `gelu_grad`, `sigmoid` built from those, matching the reference definitions in `ops::act`.
+//!
+//! And the slice kernels of the hot loops (reductions with LANES partial sums, e^(x − m) over a row, scaling,
+//! the softmax backward): `math::dot` etc. name the explicit simd128 versions in `wasm128` on wasm32 with simd128,
+//! and the plain-Rust versions in `math::scalar` everywhere else (natively, where LLVM vectorises them, and on
+//! wasm32 without simd128). `scalar` is compiled on every target: the simd128 tests compare against it.
 
 /// Width of the fixed-size accumulators in the CPU kernels: one AVX-512 register, four simd128 ones.
 pub const LANES: usize = 16;
 
-const LOG2E: f32 = std::f32::consts::LOG2_E;
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
+pub(super) const LOG2E: f32 = std::f32::consts::LOG2_E;
+pub(super) const LN2_HI: f32 = 0.693_359_4;
+pub(super) const LN2_LO: f32 = -2.121_944_4e-4;
 /// Adding then subtracting 1.5·2²³ rounds to the nearest integer, and leaves that integer in the low mantissa bits.
-const ROUND: f32 = 12_582_912.0;
+pub(super) const ROUND: f32 = 12_582_912.0;
+/// `exp`'s inputs are clamped to [EXP_LO, EXP_HI]; below EXP_LO the result is 0.
+pub(super) const EXP_LO: f32 = -87.0;
+pub(super) const EXP_HI: f32 = 88.0;
+/// Cephes' polynomial for e^r on |r| ≤ ln2/2, highest degree first (Horner from EXP_P[0]).
+#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
+pub(super) const EXP_P: [f32; 6] =
+    [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
 
 /// Independent values evaluated together by the `*_k` functions: the kernels run K streams through each step
 /// (stage by stage, so the K dependency chains interleave and the out-of-order core overlaps them) instead of one
@@ -22,20 +34,19 @@ const ROUND: f32 = 12_582_912.0;
 pub const K: usize = 4;
 
 /// e^x of K values; 0 below −87 (so a masked −∞ score gives exactly 0), saturates at e^88.
-#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
 #[inline(always)]
 pub fn exp_k<const N: usize>(x: [f32; N]) -> [f32; N] {
     let mut r = [0.0f32; N];
     let mut ni = [0i32; N];
     for k in 0..N {
-        let xc = x[k].clamp(-87.0, 88.0);
+        let xc = x[k].clamp(EXP_LO, EXP_HI);
         let t = xc * LOG2E + ROUND;
         let n = t - ROUND;
         ni[k] = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
         r[k] = xc - n * LN2_HI - n * LN2_LO;
     }
-    let mut p = [1.987_569_1e-4f32; N];
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+    let mut p = [EXP_P[0]; N];
+    for c in &EXP_P[1..] {
         for k in 0..N {
             p[k] = p[k] * r[k] + c;
         }
@@ -44,7 +55,7 @@ pub fn exp_k<const N: usize>(x: [f32; N]) -> [f32; N] {
     for k in 0..N {
         let er = p[k] * r[k] * r[k] + r[k] + 1.0;
         let scale = f32::from_bits((ni[k].wrapping_add(127) as u32) << 23);
-        out[k] = if x[k] < -87.0 { 0.0 } else { er * scale };
+        out[k] = if x[k] < EXP_LO { 0.0 } else { er * scale };
     }
     out
 }
@@ -151,102 +162,158 @@ pub fn gelu_grad(x: f32) -> f32 {
     gelu_grad_k([x])[0]
 }
 
-/// Σ a·b with LANES partial sums (fixed order, so the same inputs always give the same bits).
-#[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        acc[l] += x * y;
-    }
-    hsum(&acc)
-}
+// ---------------------------------------------------------------------------------------------------------------
+// Slice kernels
 
-/// Sum of a lane array as a balanced tree (fixed order).
-#[inline(always)]
-pub fn hsum(acc: &[f32; LANES]) -> f32 {
-    let mut h = [0.0f32; LANES / 2];
-    for l in 0..LANES / 2 {
-        h[l] = acc[l] + acc[l + LANES / 2];
-    }
-    let mut q = [0.0f32; LANES / 4];
-    for l in 0..LANES / 4 {
-        q[l] = h[l] + h[l + LANES / 4];
-    }
-    (q[0] + q[2]) + (q[1] + q[3])
-}
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use super::wasm128::{dot, dsoftmax, exp_sub, exp_sub_in_place, max, scale, sum, sum_sq_dev};
+pub use scalar::hsum;
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub use scalar::{dot, dsoftmax, exp_sub, exp_sub_in_place, max, scale, sum, sum_sq_dev};
 
-/// Σ x with LANES partial sums.
-#[inline(always)]
-pub fn sum(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let mut c = x.chunks_exact(LANES);
-    for v in &mut c {
-        for l in 0..LANES {
-            acc[l] += v[l];
-        }
-    }
-    for (l, v) in c.remainder().iter().enumerate() {
-        acc[l] += v;
-    }
-    hsum(&acc)
-}
+/// The plain-Rust slice kernels: fixed-width lane loops that LLVM vectorises. The scalar fallback of `wasm128`
+/// (natively and on wasm32 without simd128), and its reference in the simd128 tests.
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub mod scalar {
+    use super::{exp, LANES};
 
-/// Σ (x − m)² with LANES partial sums.
-#[inline(always)]
-pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let mut c = x.chunks_exact(LANES);
-    for v in &mut c {
-        for l in 0..LANES {
-            acc[l] += (v[l] - m) * (v[l] - m);
-        }
-    }
-    for (l, v) in c.remainder().iter().enumerate() {
-        acc[l] += (v - m) * (v - m);
-    }
-    hsum(&acc)
-}
-
-/// max x (−∞ for an empty slice; NaNs are not propagated), LANES partial maxima folded as a tree.
-#[inline(always)]
-pub fn max(x: &[f32]) -> f32 {
-    // `a > b ? a : b` is one vector max instruction; `f32::max` adds NaN fix-ups to every step.
+    /// Σ a·b with LANES partial sums (fixed order, so the same inputs always give the same bits).
     #[inline(always)]
-    fn mx(a: f32, b: f32) -> f32 {
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        let mut acc = [0.0f32; LANES];
+        let mut ca = a.chunks_exact(LANES);
+        let mut cb = b.chunks_exact(LANES);
+        for (x, y) in (&mut ca).zip(&mut cb) {
+            for l in 0..LANES {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+            acc[l] += x * y;
+        }
+        hsum(&acc)
+    }
+
+    /// Sum of a lane array as a balanced tree (fixed order).
+    #[inline(always)]
+    pub fn hsum(acc: &[f32; LANES]) -> f32 {
+        let mut h = [0.0f32; LANES / 2];
+        for l in 0..LANES / 2 {
+            h[l] = acc[l] + acc[l + LANES / 2];
+        }
+        let mut q = [0.0f32; LANES / 4];
+        for l in 0..LANES / 4 {
+            q[l] = h[l] + h[l + LANES / 4];
+        }
+        (q[0] + q[2]) + (q[1] + q[3])
+    }
+
+    /// Σ x with LANES partial sums.
+    #[inline(always)]
+    pub fn sum(x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut c = x.chunks_exact(LANES);
+        for v in &mut c {
+            for l in 0..LANES {
+                acc[l] += v[l];
+            }
+        }
+        for (l, v) in c.remainder().iter().enumerate() {
+            acc[l] += v;
+        }
+        hsum(&acc)
+    }
+
+    /// Σ (x − m)² with LANES partial sums.
+    #[inline(always)]
+    pub fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let mut c = x.chunks_exact(LANES);
+        for v in &mut c {
+            for l in 0..LANES {
+                acc[l] += (v[l] - m) * (v[l] - m);
+            }
+        }
+        for (l, v) in c.remainder().iter().enumerate() {
+            acc[l] += (v - m) * (v - m);
+        }
+        hsum(&acc)
+    }
+
+    /// `a > b ? a : b`: one vector max instruction (simd128's `f32x4.pmax` with the operands swapped);
+    /// `f32::max` adds NaN fix-ups to every step.
+    #[inline(always)]
+    pub fn mx(a: f32, b: f32) -> f32 {
         if a > b {
             a
         } else {
             b
         }
     }
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let mut c = x.chunks_exact(LANES);
-    for v in &mut c {
-        for l in 0..LANES {
-            acc[l] = mx(acc[l], v[l]);
+
+    /// max x (−∞ for an empty slice; NaNs are not propagated), LANES partial maxima folded as a tree.
+    #[inline(always)]
+    pub fn max(x: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let mut c = x.chunks_exact(LANES);
+        for v in &mut c {
+            for l in 0..LANES {
+                acc[l] = mx(acc[l], v[l]);
+            }
+        }
+        for (l, v) in c.remainder().iter().enumerate() {
+            acc[l] = mx(acc[l], *v);
+        }
+        hmax(&acc)
+    }
+
+    /// Max of a lane array as a balanced tree (the same shape as `hsum`).
+    #[inline(always)]
+    pub fn hmax(acc: &[f32; LANES]) -> f32 {
+        let mut h = [0.0f32; LANES / 2];
+        for l in 0..LANES / 2 {
+            h[l] = mx(acc[l], acc[l + LANES / 2]);
+        }
+        let mut q = [0.0f32; LANES / 4];
+        for l in 0..LANES / 4 {
+            q[l] = mx(h[l], h[l + LANES / 4]);
+        }
+        mx(mx(q[0], q[2]), mx(q[1], q[3]))
+    }
+
+    /// x[i] = e^(x[i] − m)
+    #[inline(always)]
+    pub fn exp_sub_in_place(x: &mut [f32], m: f32) {
+        for v in x.iter_mut() {
+            *v = exp(*v - m);
         }
     }
-    for (l, v) in c.remainder().iter().enumerate() {
-        acc[l] = mx(acc[l], *v);
+
+    /// out[i] = e^(x[i] − m)
+    #[inline(always)]
+    pub fn exp_sub(out: &mut [f32], x: &[f32], m: f32) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = exp(v - m);
+        }
     }
-    let mut h = [0.0f32; LANES / 2];
-    for l in 0..LANES / 2 {
-        h[l] = mx(acc[l], acc[l + LANES / 2]);
+
+    /// x[i] *= s
+    #[inline(always)]
+    pub fn scale(x: &mut [f32], s: f32) {
+        for v in x.iter_mut() {
+            *v *= s;
+        }
     }
-    let mut q = [0.0f32; LANES / 4];
-    for l in 0..LANES / 4 {
-        q[l] = mx(h[l], h[l + LANES / 4]);
+
+    /// The softmax backward of one row: ds[j] = p[j]·(ds[j] − d), with dP in ds on entry and d = Σ_j p_j·dP_j.
+    #[inline(always)]
+    pub fn dsoftmax(ds: &mut [f32], p: &[f32], d: f32) {
+        for (x, &pj) in ds.iter_mut().zip(p) {
+            *x = pj * (*x - d);
+        }
     }
-    mx(mx(q[0], q[2]), mx(q[1], q[3]))
 }
 
 #[cfg(test)]

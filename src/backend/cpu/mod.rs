@@ -1,5 +1,13 @@
-//! The fast CPU backend: rayon over rows / output channels / (batch, head) groups, with SIMD-friendly inner
-//! loops (fixed-width lane accumulators that LLVM vectorises; `gemm` for native matmuls).
+//! The fast CPU backend: rayon over rows / output channels / (batch, head) groups, with SIMD inner loops.
+//!
+//! SIMD: natively, fixed-width lane accumulators that LLVM vectorises (`simd::multiversion!` compiles them for
+//! AVX2 and AVX-512 too) and the `gemm` crate for matmuls. In the browser (wasm32 built with simd128) the
+//! building blocks of the hot ops are explicit `core::arch::wasm32` kernels (`wasm128`: the matmul micro-kernel,
+//! the attention tiles, reductions, exp, norm rows, AdamW), multiply-adds fused under `+relaxed-simd`. Each
+//! caller picks its kernel by `cfg(all(target_arch = "wasm32", target_feature = "simd128"))`; the plain-Rust code
+//! (`math::scalar`, `tile::gemm_lanes`, `portable::micro_scalar`, the `_scalar` functions of `norm` and
+//! `pointwise`) is the fallback everywhere else and stays compiled on every target, as the kernels' test
+//! reference. Without relaxed-simd the kernels give the same bits as that code.
 //!
 //! Determinism: every op cuts its work into pieces whose sizes depend only on the shapes, never on
 //! `rayon::current_num_threads()`; each piece is one task that owns what it writes, and any sum across pieces
@@ -17,6 +25,8 @@ mod pointwise;
 pub mod portable;
 mod simd;
 mod tile;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm128;
 
 use super::{AdamW, AttnBias, AttnShape, Backend};
 use crate::config::{Activation, NormKind};

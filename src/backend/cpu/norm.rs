@@ -81,9 +81,54 @@ pub fn norm_backward(
     }
 }
 
+// Per-row kernels: explicit simd128 (`wasm128`) on wasm32 with simd128, the `_scalar` plain-Rust loops elsewhere.
+
+/// o = (x − μ)·r·w [+ b] over one row.
+#[inline(always)]
+fn normalize_row(o: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, mu: f32, rs: f32) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        super::wasm128::normalize_row(o, x, w, b, mu, rs)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        normalize_row_scalar(o, x, w, b, mu, rs)
+    }
+}
+
+#[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn normalize_row_scalar(o: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, mu: f32, rs: f32) {
+    match b {
+        Some(b) => {
+            for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                *o = (v - mu) * rs * w + b;
+            }
+        }
+        None => {
+            for ((o, &v), &w) in o.iter_mut().zip(x).zip(w) {
+                *o = (v - mu) * rs * w;
+            }
+        }
+    }
+}
+
 /// (Σ g, Σ g·x̂) over a row, g = dout·w, x̂ = (x − μ)·r, with LANES partial sums.
 #[inline(always)]
 fn row_sums(d: &[f32], w: &[f32], x: &[f32], mu: f32, rs: f32) -> (f32, f32) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        super::wasm128::norm_row_sums(d, w, x, mu, rs)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        row_sums_scalar(d, w, x, mu, rs)
+    }
+}
+
+#[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn row_sums_scalar(d: &[f32], w: &[f32], x: &[f32], mu: f32, rs: f32) -> (f32, f32) {
     const L: usize = math::LANES;
     let (mut ag, mut agx) = ([0.0f32; L], [0.0f32; L]);
     let (mut cd, mut cw, mut cx) = (d.chunks_exact(L), w.chunks_exact(L), x.chunks_exact(L));
@@ -102,6 +147,55 @@ fn row_sums(d: &[f32], w: &[f32], x: &[f32], mu: f32, rs: f32) -> (f32, f32) {
     (math::hsum(&ag), math::hsum(&agx))
 }
 
+/// One row of the backward, given its (Σg/C, Σg·x̂/C) as g_mean, gx_mean: di += r·(d·w − g_mean − x̂·gx_mean),
+/// pw += d·x̂, pb += d.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn backward_row(
+    di: &mut [f32],
+    pw: &mut [f32],
+    pb: &mut [f32],
+    d: &[f32],
+    w: &[f32],
+    x: &[f32],
+    mu: f32,
+    rs: f32,
+    g_mean: f32,
+    gx_mean: f32,
+) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        super::wasm128::norm_backward_row(di, pw, pb, d, w, x, mu, rs, g_mean, gx_mean)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        backward_row_scalar(di, pw, pb, d, w, x, mu, rs, g_mean, gx_mean)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn backward_row_scalar(
+    di: &mut [f32],
+    pw: &mut [f32],
+    pb: &mut [f32],
+    d: &[f32],
+    w: &[f32],
+    x: &[f32],
+    mu: f32,
+    rs: f32,
+    g_mean: f32,
+    gx_mean: f32,
+) {
+    for ((((di, &d), &w), &x), (pw, pb)) in di.iter_mut().zip(d).zip(w).zip(x).zip(pw.iter_mut().zip(pb.iter_mut())) {
+        let xhat = (x - mu) * rs;
+        *di += rs * (d * w - g_mean - xhat * gx_mean);
+        *pw += d * xhat;
+        *pb += d;
+    }
+}
+
 multiversion! {
     /// Rows of the forward: o (rows, C), mu, rs (rows) from x (rows, C).
     fn forward_rows(kind: NormKind, o: &mut [f32], mu: &mut [f32], rs: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, c: usize) {
@@ -114,18 +208,7 @@ multiversion! {
             let var = math::sum_sq_dev(x, m) * inv_c;
             let r = 1.0 / (var + eps).sqrt();
             (*mu, *rs) = (m, r);
-            match b {
-                Some(b) => {
-                    for (((o, &v), &w), &b) in o.iter_mut().zip(x).zip(w).zip(&b[..c]) {
-                        *o = (v - m) * r * w + b;
-                    }
-                }
-                None => {
-                    for ((o, &v), &w) in o.iter_mut().zip(x).zip(w) {
-                        *o = (v - m) * r * w;
-                    }
-                }
-            }
+            normalize_row(o, x, w, b.map(|b| &b[..c]), m, r);
         }
     }
 }
@@ -143,12 +226,7 @@ multiversion! {
                 NormKind::Rmsnorm => 0.0,
             };
             let gx_mean = sgx * inv_c;
-            for ((((di, &d), &w), &x), (pw, pb)) in di.iter_mut().zip(d).zip(w).zip(x).zip(pw.iter_mut().zip(pb.iter_mut())) {
-                let xhat = (x - mu) * rs;
-                *di += rs * (d * w - g_mean - xhat * gx_mean);
-                *pw += d * xhat;
-                *pb += d;
-            }
+            backward_row(di, pw, pb, d, w, x, mu, rs, g_mean, gx_mean);
         }
     }
 }

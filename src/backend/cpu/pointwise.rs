@@ -178,12 +178,11 @@ multiversion! {
                 continue;
             }
             let max = math::max(l);
-            d.iter_mut().zip(l).for_each(|(e, &x)| *e = math::exp(x - max));
+            math::exp_sub(d, l, max);
             let sum = math::sum(d);
             let lse = max as f64 + (sum as f64).ln();
             *loss = Some(lse - l[t as usize] as f64);
-            let inv = dscale / sum;
-            d.iter_mut().for_each(|e| *e *= inv);
+            math::scale(d, dscale / sum);
             d[t as usize] -= dscale;
         }
     }
@@ -216,16 +215,41 @@ pub fn cross_entropy(
 }
 
 multiversion! {
-    /// One chunk of AdamW, operation for operation as `ops::adamw`.
+    /// One chunk of AdamW, operation for operation as `ops::adamw`: `wasm128::adamw` on wasm32 with simd128,
+    /// `adamw_scalar` elsewhere.
     fn adamw_chunk(p: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], h: &AdamW, shrink: f32, bc1: f32, bc2: f32) {
-        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-            *p *= shrink;
-            *m = h.beta1 * *m + (1.0 - h.beta1) * g;
-            *v = h.beta2 * *v + (1.0 - h.beta2) * g * g;
-            let mhat = *m / bc1;
-            let vhat = *v / bc2;
-            *p -= h.lr * mhat / (vhat.sqrt() + h.eps);
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            super::wasm128::adamw(p, m, v, g, h, shrink, bc1, bc2)
         }
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        {
+            adamw_scalar(p, m, v, g, h, shrink, bc1, bc2)
+        }
+    }
+}
+
+/// AdamW over slices in plain Rust (shrink = 1 − lr·wd, bc1, bc2 the bias corrections).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn adamw_scalar(
+    p: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    g: &[f32],
+    h: &AdamW,
+    shrink: f32,
+    bc1: f32,
+    bc2: f32,
+) {
+    for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+        *p *= shrink;
+        *m = h.beta1 * *m + (1.0 - h.beta1) * g;
+        *v = h.beta2 * *v + (1.0 - h.beta2) * g * g;
+        let mhat = *m / bc1;
+        let vhat = *v / bc2;
+        *p -= h.lr * mhat / (vhat.sqrt() + h.eps);
     }
 }
 
@@ -246,20 +270,40 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, 
 }
 
 multiversion! {
-    /// Σ x² of one chunk in f64, 8 lanes summed as a fixed tree.
+    /// Σ x² of one chunk in f64: `wasm128::sum_squares` on wasm32 with simd128, `sum_squares_scalar` elsewhere.
     fn chunk_sum_squares(x: &[f32]) -> f64 {
-        let mut acc = [0.0f64; 8];
-        let mut c = x.chunks_exact(8);
-        for v in &mut c {
-            for l in 0..8 {
-                acc[l] += v[l] as f64 * v[l] as f64;
-            }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        {
+            super::wasm128::sum_squares(x)
         }
-        for (l, &v) in c.remainder().iter().enumerate() {
-            acc[l] += v as f64 * v as f64;
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        {
+            sum_squares_scalar(x)
         }
-        ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
     }
+}
+
+/// Σ x² in f64, 8 lanes summed as a fixed tree (`tree8`).
+#[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn sum_squares_scalar(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let mut c = x.chunks_exact(8);
+    for v in &mut c {
+        for l in 0..8 {
+            acc[l] += v[l] as f64 * v[l] as f64;
+        }
+    }
+    for (l, &v) in c.remainder().iter().enumerate() {
+        acc[l] += v as f64 * v as f64;
+    }
+    tree8(&acc)
+}
+
+/// The sum of 8 lanes as a fixed tree.
+#[inline(always)]
+pub(super) fn tree8(acc: &[f64; 8]) -> f64 {
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
 /// Σ g² in f64: fixed chunks, chunk sums added in order.

@@ -1,5 +1,6 @@
-//! Portable matmul: plain Rust, cache-blocked, written so LLVM autovectorises it. The browser build uses it
-//! (simd128); natively the backend calls the `gemm` crate instead, but this kernel is compiled and tested there too.
+//! Portable matmul: plain Rust, cache-blocked, written so LLVM autovectorises it. The browser build uses it, with
+//! the micro-kernel in explicit simd128 (`wasm128::micro`) when built with simd128; natively the backend calls the
+//! `gemm` crate instead, but this kernel is compiled and tested there too.
 //!
 //! C (m×n, contiguous) += A (m×k) · B (k×n), where A and B are strided views, so one kernel serves
 //! out = x·wᵀ, dx = dy·w and dw = dyᵀ·x without copies. Blocking after Goto & van de Geijn (2008):
@@ -95,9 +96,25 @@ fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) 
     }
 }
 
-/// The MR×NR register tile Σ_kk a[kk]ᵀ·b[kk] over one packed slab.
+/// The MR×NR register tile Σ_kk a[kk]ᵀ·b[kk] over one packed slab: `wasm128::micro` on wasm32 with simd128,
+/// `micro_scalar` elsewhere.
 #[inline(always)]
 fn micro(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        super::wasm128::micro(a, b)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        micro_scalar(a, b)
+    }
+}
+
+/// `micro` in plain Rust: a is kc × MR (the MR rows of A for each k), b is kc × NR; every element of the tile sums
+/// its kc products in k order.
+#[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn micro_scalar(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     let mut acc = [[0.0f32; NR]; MR];
     for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for r in 0..MR {

@@ -10,6 +10,7 @@ const MR: usize = 4;
 #[cfg(not(target_arch = "wasm32"))]
 const NL: usize = 16;
 #[cfg(target_arch = "wasm32")]
+#[cfg_attr(target_feature = "simd128", allow(dead_code))] // `wasm128::tile_gemm` has its own tiles
 const NL: usize = 8;
 
 /// A strided row-major matrix view: row i starts at `data[i·ld]`.
@@ -19,17 +20,26 @@ pub struct Rows<'a> {
     pub ld: usize,
 }
 
-/// C (m×n, rows at c[i·ldc]) = C·[accumulate] + A (m×k) · B (k×n).
+/// C (m×n, rows at c[i·ldc]) = C·[accumulate] + A (m×k) · B (k×n). On wasm32 with simd128 this is
+/// `wasm128::tile_gemm` (the same tiles in explicit v128 registers), elsewhere `gemm_lanes`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
-    gemm_lanes::<NL>(c, ldc, accumulate, a, b, m, n, k)
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        super::wasm128::tile_gemm(c, ldc, accumulate, a, b, m, n, k)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        gemm_lanes::<NL>(c, ldc, accumulate, a, b, m, n, k)
+    }
 }
 
-/// `gemm` with NL columns per register tile (generic so native tests also run the browser's width).
+/// `gemm` in plain Rust with NL columns per register tile (generic so native tests also run the browser's width).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gemm_lanes<const NL: usize>(
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+pub(super) fn gemm_lanes<const NL: usize>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
@@ -116,7 +126,7 @@ fn rows4<const NL: usize>(
 
 /// The last columns j0..j0+w (w < NL ≤ 64) of one row of C: cw = cw·[accumulate] + Σ_k arow[k]·B[k, j0..j0+w].
 #[inline(always)]
-fn narrow_piece(cw: &mut [f32], accumulate: bool, arow: &[f32], b: Rows, j0: usize) {
+pub(super) fn narrow_piece(cw: &mut [f32], accumulate: bool, arow: &[f32], b: Rows, j0: usize) {
     let w = cw.len();
     if w == 0 {
         return;
