@@ -50,13 +50,19 @@ try {
           await fresh.train({ steps: config.train.steps });
           reach = { reached: reach, evals: vals, totalSeconds: (performance.now() - t1) / 1000 };
         }
+        const matmul = [];
+        for (const [m, n, k] of [[768, 512, 128], [768, 128, 512], [512, 512, 512]]) {
+          const ms = await engine._benchMatmul(m, n, k, 10);
+          matmul.push(`${m}x${n}x${k} ${((2 * m * n * k) / ms / 1e6).toFixed(1)} GFLOPS`);
+        }
         const info = engine.info;
         engine.terminate();
-        return { info, median, tokS: (config.train.batch_size * config.model.ctx_len) / (median / 1000), genTokS, reach };
+        return { info, matmul, median, tokS: (config.train.batch_size * config.model.ctx_len) / (median / 1000), genTokS, reach };
       },
       { build, config, steps, warmup, full },
     );
     console.log(`RESULT browser-${build} threads=${r.info.threads}: ${r.median.toFixed(2)} ms/iter (median of ${steps}), ${r.tokS.toFixed(0)} tok/s, generation ${r.genTokS.toFixed(0)} tok/s`);
+    console.log(`RESULT browser-${build} matmul: ${r.matmul.join(', ')}`);
     if (r.reach) console.log(`RESULT browser-${build} full W1: ${JSON.stringify(r.reach)}`);
     await page.close();
   }

@@ -240,6 +240,11 @@ export class Engine extends Emitter {
     return this._request({ op: 'panic', runId: run.id });
   }
 
+  /** For benchmarks: ms per CPU-backend matmul (m×k)·(k×n), the mean of `reps` after a warm-up. */
+  async _benchMatmul(m, n, k, reps = 10) {
+    return this._request({ op: 'benchMatmul', m, n, k, reps });
+  }
+
   /** Stops the Worker; every run ends. */
   terminate() {
     this.#worker?.terminate();

@@ -23,6 +23,7 @@
 //   save        { runId }                         → Uint8Array (safetensors)
 //   dispose     { runId }                         → true
 //   panic       { runId }                         → never replies ok: forces a Rust panic (tests only)
+//   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
 //
 // Events
 //   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep }
@@ -33,7 +34,7 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'benchMatmul',
 ]);
 
 export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text']);

@@ -185,6 +185,12 @@ const handlers = {
     return true;
   },
   panic: ({ runId }) => runOf(runId).wr.panicForTest(),
+  benchMatmul({ m, n, k, reps }) {
+    wasm.benchMatmul(m, n, k, 1); // warm up
+    const t0 = performance.now();
+    wasm.benchMatmul(m, n, k, reps);
+    return (performance.now() - t0) / reps;
+  },
 };
 
 self.onmessage = async ({ data }) => {

@@ -237,3 +237,17 @@ fn sample_options(json: &str) -> Result<SampleOptions, JsError> {
     o.validate().map_err(js)?;
     Ok(o)
 }
+
+/// For benchmarks: runs `reps` matmul forwards out (m×n) = x (m×k) · w (n×k)ᵀ on the CPU backend (the caller
+/// times it). Returns a checksum so the work cannot be skipped.
+#[wasm_bindgen(js_name = benchMatmul)]
+pub fn bench_matmul(m: usize, n: usize, k: usize, reps: usize) -> f32 {
+    use crate::backend::{cpu::Cpu, Backend};
+    let x: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.01).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.01).collect();
+    let mut out = vec![0.0f32; m * n];
+    for _ in 0..reps {
+        Cpu.matmul_forward(&mut out, &x, &w, None, m, k, n);
+    }
+    out.iter().sum()
+}

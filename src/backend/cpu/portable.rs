@@ -28,13 +28,6 @@ pub struct View<'a> {
     pub cs: usize,
 }
 
-impl View<'_> {
-    #[inline(always)]
-    fn at(&self, i: usize, j: usize) -> f32 {
-        self.data[i * self.rs + j * self.cs]
-    }
-}
-
 /// C (m×n) += A (m×k) · B (k×n). `parallel` only chooses the executor: the split, and so the result, is fixed.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
@@ -42,7 +35,7 @@ pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, p
         return;
     }
     let c = &mut c[..m * n];
-    let bp = pack_b(b, k, n);
+    let bp = pack_b(b, k, n, parallel);
     let task = |(blk, rows): (usize, &mut [f32])| gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k);
     if parallel {
         c.par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
@@ -51,23 +44,39 @@ pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, p
     }
 }
 
-/// B (k×n) as ceil(n/NR) panels, each k rows of NR contiguous columns, zero beyond n.
-fn pack_b(b: View, k: usize, n: usize) -> Vec<f32> {
+/// B (k×n) as ceil(n/NR) panels, each k rows of NR contiguous columns, zero beyond n. Panels are packed in
+/// parallel (each task owns one), reading B along its contiguous direction.
+fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
     let panels = n.div_ceil(NR);
     let mut bp = vec![0.0f32; panels * k * NR];
-    for (p, panel) in bp.chunks_exact_mut(k * NR).enumerate() {
+    let pack = |(p, panel): (usize, &mut [f32])| {
         let j0 = p * NR;
         let w = NR.min(n - j0);
-        for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-            for (jj, x) in row[..w].iter_mut().enumerate() {
-                *x = b.at(kk, j0 + jj);
+        if b.cs == 1 {
+            // Rows of B are contiguous: copy w floats per k.
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                row[..w].copy_from_slice(&b.data[kk * b.rs + j0..][..w]);
+            }
+        } else {
+            // Columns of B are contiguous (B = Wᵀ): walk each column, scattering into the panel.
+            for jj in 0..w {
+                let col = &b.data[(j0 + jj) * b.cs..];
+                for (kk, x) in panel.chunks_exact_mut(NR).enumerate() {
+                    x[jj] = col[kk * b.rs];
+                }
             }
         }
+    };
+    if parallel {
+        bp.par_chunks_exact_mut(k * NR).enumerate().for_each(pack);
+    } else {
+        bp.chunks_exact_mut(k * NR).enumerate().for_each(pack);
     }
     bp
 }
 
-/// The rows r0.. of C held in `c` (len rows·n) += A[r0.., :] · B.
+/// The rows r0.. of C held in `c` (len rows·n) += A[r0.., :] · B. Full MR-row strips read A in place; a last
+/// partial strip is packed into a zero-padded copy first.
 fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) {
     let rows = c.len() / n;
     let mut ap = [0.0f32; KC * MR];
@@ -75,14 +84,21 @@ fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) 
         let kc = KC.min(k - k0);
         for i0 in (0..rows).step_by(MR) {
             let h = MR.min(rows - i0);
-            // Pack the A strip (kc × MR), zero rows past the end.
-            for kk in 0..kc {
-                for r in 0..MR {
-                    ap[kk * MR + r] = if r < h { a.at(r0 + i0 + r, k0 + kk) } else { 0.0 };
+            let a_tile = &a.data[(r0 + i0) * a.rs + k0 * a.cs..];
+            if h < MR {
+                for kk in 0..kc {
+                    for r in 0..MR {
+                        ap[kk * MR + r] = if r < h { a_tile[r * a.rs + kk * a.cs] } else { 0.0 };
+                    }
                 }
             }
             for (p, panel) in bp.chunks_exact(k * NR).enumerate() {
-                let tile = micro(&ap[..kc * MR], &panel[k0 * NR..(k0 + kc) * NR]);
+                let b_slab = &panel[k0 * NR..(k0 + kc) * NR];
+                let tile = if h == MR {
+                    micro_strided(a_tile, a.rs, a.cs, kc, b_slab)
+                } else {
+                    micro(&ap[..kc * MR], b_slab)
+                };
                 let j0 = p * NR;
                 let w = NR.min(n - j0);
                 for (r, trow) in tile.iter().enumerate().take(h) {
@@ -93,6 +109,29 @@ fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) 
                 }
             }
         }
+    }
+}
+
+/// `micro` with A read in place: row r, depth kk at a[r·rs + kk·cs]. `wasm128::micro_strided` on wasm32 with
+/// simd128, plain Rust elsewhere; the same sums in the same order as `micro` on a packed strip.
+#[inline(always)]
+fn micro_strided(a: &[f32], rs: usize, cs: usize, kc: usize, b: &[f32]) -> [[f32; NR]; MR] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        super::wasm128::micro_strided(a, rs, cs, kc, b)
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    {
+        let mut acc = [[0.0f32; NR]; MR];
+        for (kk, bv) in b.chunks_exact(NR).take(kc).enumerate() {
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = a[r * rs + kk * cs];
+                for l in 0..NR {
+                    acc_r[l] += x * bv[l];
+                }
+            }
+        }
+        acc
     }
 }
 

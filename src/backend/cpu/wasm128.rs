@@ -281,6 +281,33 @@ pub fn micro(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     out
 }
 
+/// `micro` reading A in place instead of from a packed strip: row r, depth kk of the tile is a[r·rs + kk·cs].
+/// The same operations in the same order as `micro`, so the same bits; it saves packing A.
+#[inline(always)]
+pub fn micro_strided(a: &[f32], rs: usize, cs: usize, kc: usize, b: &[f32]) -> [[f32; NR]; MR] {
+    assert!(kc == 0 || (MR - 1) * rs + (kc - 1) * cs < a.len(), "A tile out of bounds");
+    let (b8, _) = b.as_chunks::<NR>();
+    let mut acc = [[splat(0.0); 2]; MR];
+    let ap = a.as_ptr();
+    for (kk, bv) in b8[..kc].iter().enumerate() {
+        let (bh, _) = bv.as_chunks::<4>();
+        let (b0, b1) = (ld(&bh[0]), ld(&bh[1]));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            // SAFETY: r·rs + kk·cs ≤ (MR−1)·rs + (kc−1)·cs < a.len(), asserted above.
+            let ar = splat(unsafe { *ap.add(r * rs + kk * cs) });
+            acc_r[0] = madd(ar, b0, acc_r[0]);
+            acc_r[1] = madd(ar, b1, acc_r[1]);
+        }
+    }
+    let mut out = [[0.0f32; NR]; MR];
+    for (o, t) in out.iter_mut().zip(acc) {
+        let (oh, _) = o.as_chunks_mut::<4>();
+        st(&mut oh[0], t[0]);
+        st(&mut oh[1], t[1]);
+    }
+    out
+}
+
 /// `tile::gemm`: C (m×n, rows at c[i·ldc]) = C·[accumulate] + A (m×k) · B (k×n). Strips of 4 rows (then single
 /// rows), each cut into register tiles of 8 columns, then 4, then the last 1–3 columns in plain Rust
 /// (`tile::narrow_piece`). Every element of C sums its k terms in k order, as `tile::gemm_lanes`.
