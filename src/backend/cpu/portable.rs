@@ -35,12 +35,38 @@ pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, p
         return;
     }
     let c = &mut c[..m * n];
+    if m < MR && a.cs == 1 && b.rs == 1 {
+        // A row or two against B = Wᵀ (token-by-token generation): dot products along contiguous rows of W.
+        // Packing B would cost as much as the product itself.
+        return gemv_rows(c, a, b, m, n, k, parallel);
+    }
     let bp = pack_b(b, k, n, parallel);
     let task = |(blk, rows): (usize, &mut [f32])| gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k);
     if parallel {
         c.par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
     } else {
         c.chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
+    }
+}
+
+/// C (m×n) += A (m×k) · B (k×n) for m < MR, with A's rows and B's columns contiguous: every element one `dot`.
+/// Columns are split into fixed blocks of GEMV_COLS (one task each) when parallel.
+#[allow(clippy::too_many_arguments)]
+fn gemv_rows(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+    const GEMV_COLS: usize = 64;
+    for i in 0..m {
+        let x = &a.data[i * a.rs..][..k];
+        let row = &mut c[i * n..(i + 1) * n];
+        let task = |(blk, out): (usize, &mut [f32])| {
+            for (jj, y) in out.iter_mut().enumerate() {
+                *y += super::math::dot(x, &b.data[(blk * GEMV_COLS + jj) * b.cs..][..k]);
+            }
+        };
+        if parallel {
+            row.par_chunks_mut(GEMV_COLS).enumerate().for_each(task);
+        } else {
+            row.chunks_mut(GEMV_COLS).enumerate().for_each(task);
+        }
     }
 }
 
