@@ -440,14 +440,14 @@ impl ModelConfig {
         if m.ctx_len > 8192 {
             return Err(bad("model.ctx_len", m.ctx_len, "must be at most 8192"));
         }
-        if m.d_model % m.n_heads != 0 {
+        if !m.d_model.is_multiple_of(m.n_heads) {
             return Err(bad(
                 "model.n_heads",
                 m.n_heads,
                 &format!("must divide model.d_model = {} (head size = d_model / n_heads)", m.d_model),
             ));
         }
-        if m.n_kv_heads > m.n_heads || m.n_heads % m.n_kv_heads != 0 {
+        if m.n_kv_heads > m.n_heads || !m.n_heads.is_multiple_of(m.n_kv_heads) {
             return Err(bad(
                 "model.n_kv_heads",
                 m.n_kv_heads,
@@ -456,7 +456,7 @@ impl ModelConfig {
         }
         match &m.position {
             Position::Rope { theta } => {
-                if m.head_size() % 2 != 0 {
+                if !m.head_size().is_multiple_of(2) {
                     return Err(bad(
                         "model.position.kind",
                         "rope",
@@ -467,7 +467,7 @@ impl ModelConfig {
                     return Err(bad("model.position.theta", theta, "must be a number > 1"));
                 }
             }
-            Position::Sinusoidal if m.d_model % 2 != 0 => {
+            Position::Sinusoidal if !m.d_model.is_multiple_of(2) => {
                 return Err(bad("model.position.kind", "sinusoidal", &format!("needs an even d_model, got {}", m.d_model)));
             }
             Position::Relative { buckets, max_distance } => {

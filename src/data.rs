@@ -194,7 +194,7 @@ impl Dataset {
                 // Validation examples come from their own stream, so they are not the training examples.
                 let mut vrng;
                 let rng = if split == Split::Val {
-                    vrng = rng.fork(0x7661_6c);
+                    vrng = rng.fork(0x76_616c);
                     &mut vrng
                 } else {
                     rng
