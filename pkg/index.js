@@ -7,7 +7,7 @@
 //   await run.train({ steps: 500 });
 //   const text = await run.generate('ROMEO:', { maxTokens: 200, temperature: 0.8, topK: 40, topP: 0.95 });
 
-import { chooseBuild, hasSimd, toError } from './protocol.js';
+import { PANIC_CHANNEL, chooseBuild, hasSimd, toError } from './protocol.js';
 
 const BACKENDS = { threads: 'wasm-threads', single: 'wasm-single' };
 
@@ -69,6 +69,8 @@ export class Engine extends Emitter {
   #runs = new Map(); // runId → Run
   #info = null;
   #restarting = null;
+  #instanceId = (Math.random() * 2 ** 32) >>> 0;
+  #panics = null; // BroadcastChannel for panics on pool threads
 
   /**
    * Starts the engine Worker and loads the core.
@@ -112,7 +114,11 @@ export class Engine extends Emitter {
       ev.preventDefault?.();
       this.#onCrash({ message: `the engine worker failed: ${ev.message || 'could not load'}` });
     };
-    const info = await this.#call({ op: 'init', build, threads });
+    this.#panics ??= new BroadcastChannel(PANIC_CHANNEL);
+    this.#panics.onmessage = ({ data }) => {
+      if (data?.id === this.#instanceId) this.#onCrash({ message: `the engine aborted: ${data.message}` });
+    };
+    const info = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId });
     this.#info = { ...info, backend: BACKENDS[build] };
   }
 
@@ -120,7 +126,7 @@ export class Engine extends Emitter {
     if (!this.#worker) return Promise.reject(new Error('the engine was terminated'));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, onText });
+      this.#pending.set(id, { resolve, reject, onText, runId: msg.runId });
       this.#worker.postMessage({ ...msg, id });
     });
   }
@@ -168,11 +174,13 @@ export class Engine extends Emitter {
   #onCrash({ runId, message }) {
     if (this.#restarting || !this.#worker) return;
     const err = new Error(message);
+    // The run that hit it, or (a panic on a pool thread, which names no run) every run with a request in flight.
+    const hit = runId !== undefined ? [runId] : [...new Set([...this.#pending.values()].map((p) => p.runId))];
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
     this.#worker.terminate();
     this.#worker = null;
-    this.#runs.get(runId)?.emit('error', err);
+    for (const id of hit) this.#runs.get(id)?.emit('error', err);
     this.#restarting = (async () => {
       try {
         await this.#boot();
@@ -235,9 +243,12 @@ export class Engine extends Emitter {
     this.#runs.delete(runId);
   }
 
-  /** For tests: forces a Rust panic inside run `run` (the engine then restarts itself). */
-  async _panicForTest(run) {
-    return this._request({ op: 'panic', runId: run.id });
+  /**
+   * For tests: forces a Rust panic inside run `run`, on the engine Worker's thread or (`inPool`, threaded build)
+   * on a thread of the pool. The engine then restarts itself.
+   */
+  async _panicForTest(run, { inPool = false } = {}) {
+    return this._request({ op: 'panic', runId: run.id, inPool });
   }
 
   /** For benchmarks: ms per CPU-backend matmul (m×k)·(k×n), the mean of `reps` after a warm-up. */
@@ -247,6 +258,8 @@ export class Engine extends Emitter {
 
   /** Stops the Worker; every run ends. */
   terminate() {
+    this.#panics?.close();
+    this.#panics = null;
     this.#worker?.terminate();
     this.#worker = null;
     for (const p of this.#pending.values()) p.reject(new Error('the engine was terminated'));

@@ -6,7 +6,7 @@
 // Worker → Page, events (no id):       { event, runId?, ... }
 //
 // Requests (op: arguments → result)
-//   init        { build, threads }                → { build, threads, simd128, relaxedSimd, version }
+//   init        { build, threads, instanceId }    → { build, threads, simd128, relaxedSimd, version }
 //   validate    { config }                        → full config (JSON string) — or the core's error
 //   shapeFlow   { config, vocab }                 → shape-flow table
 //   create      { runId, config, corpus }         → run info { runId, step, config, vocabSize, paramCount, tokensPerStep }
@@ -22,7 +22,7 @@
 //   shapes      { runId }                         → shape-flow table
 //   save        { runId }                         → Uint8Array (safetensors)
 //   dispose     { runId }                         → true
-//   panic       { runId }                         → never replies ok: forces a Rust panic (tests only)
+//   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
 //   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
 //
 // Events
@@ -36,6 +36,12 @@ export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
   'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'benchMatmul',
 ]);
+
+/**
+ * A panic on a pool thread of the threaded build is broadcast on this channel as { id, message } (id: the
+ * engine's instanceId): the engine Worker is blocked waiting for the pool and cannot report it.
+ */
+export const PANIC_CHANNEL = 'transformer-playground-panic';
 
 export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text']);
 

@@ -125,9 +125,10 @@ function crash(runId, e) {
   postMessage({ event: 'crashed', runId, message });
 }
 
-async function init({ build, threads }) {
+async function init({ build, threads, instanceId }) {
   wasm = build === 'threads' ? await import('./wasm/threads/tp.js') : await import('./wasm/single/tp.js');
   await wasm.default();
+  wasm.setInstanceId(instanceId);
   if (build === 'threads') await wasm.initThreadPool(threads);
   const b = JSON.parse(wasm.buildInfo());
   info = { build, threads: wasm.numThreads(), simd128: b.simd128, relaxedSimd: b.relaxed_simd, version: b.version };
@@ -184,7 +185,7 @@ const handlers = {
     runs.delete(runId);
     return true;
   },
-  panic: ({ runId }) => runOf(runId).wr.panicForTest(),
+  panic: ({ runId, inPool }) => runOf(runId).wr.panicForTest(Boolean(inPool)),
   benchMatmul({ m, n, k, reps }) {
     wasm.benchMatmul(m, n, k, 1); // warm up
     const t0 = performance.now();

@@ -36,16 +36,35 @@ fn num(x: f32) -> serde_json::Value {
     }
 }
 
-#[wasm_bindgen(inline_js = "export function report_panic(m) { const f = globalThis.__tpOnPanic; if (typeof f === 'function') f(m); }")]
+// A panic on the engine Worker's own thread goes to the handler worker.js installs (`__tpOnPanic`); a panic on a
+// thread of the pool (threaded build) cannot reach that Worker, which is blocked waiting for the pool, so it is
+// broadcast to the page (pkg/index.js listens, tagged with its instance id, and restarts the engine).
+#[wasm_bindgen(inline_js = "export function report_panic(id, m) {
+  const f = globalThis.__tpOnPanic;
+  if (typeof f === 'function') return f(m);
+  try {
+    const c = new BroadcastChannel('transformer-playground-panic');
+    c.postMessage({ id, message: m });
+    c.close();
+  } catch (e) {}
+}")]
 extern "C" {
-    /// Hands a panic's message to the worker (pkg/worker.js) before the instance aborts.
-    fn report_panic(message: &str);
+    /// Hands a panic's message to the worker (pkg/worker.js) or the page before the instance aborts.
+    fn report_panic(instance: u32, message: &str);
+}
+
+/// This instance's id, given by the engine (pkg/index.js): it tags panics broadcast from pool threads.
+static INSTANCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+#[wasm_bindgen(js_name = setInstanceId)]
+pub fn set_instance_id(id: u32) {
+    INSTANCE.store(id, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[wasm_bindgen(start)]
 fn start() {
     std::panic::set_hook(Box::new(|info| {
-        report_panic(&info.to_string());
+        report_panic(INSTANCE.load(std::sync::atomic::Ordering::Relaxed), &info.to_string());
         console_error_panic_hook::hook(info);
     }));
 }
@@ -60,6 +79,20 @@ pub fn build_info() -> String {
         "version": env!("CARGO_PKG_VERSION"),
     })
     .to_string()
+}
+
+/// Runs `f` on a thread of rayon's pool (threaded build) and waits for it. Ops that start on a pool thread
+/// hand work to the other threads directly; started from outside the pool, every op would inject its work and
+/// wake the pool afresh (the same reason the CLI runs inside its pool). JS callbacks must not run inside.
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "threads")]
+    {
+        rayon::scope(|_| f())
+    }
+    #[cfg(not(feature = "threads"))]
+    {
+        f()
+    }
 }
 
 /// Threads in rayon's pool (1 in the single build).
@@ -155,14 +188,16 @@ impl WasmRun {
     /// One training step: `{"step", "loss", "lr", "grad_norm", "layer_grad_norms": [[name, norm], …]}`.
     /// A non-finite loss or gradient is refused with an error and leaves the run at its last good state.
     pub fn step(&mut self) -> Result<String, JsError> {
-        let r = self.run.step().map_err(js)?;
+        let run = &mut self.run;
+        let r = on_pool(|| run.step()).map_err(js)?;
         Ok(to_json(&r))
     }
 
     /// Mean loss over `eval_iters` batches of the train and val splits: `{"train", "val"}`.
     pub fn eval(&self) -> String {
-        serde_json::json!({ "train": num(self.run.eval(Split::Train)), "val": num(self.run.eval(Split::Val)) })
-            .to_string()
+        let run = &self.run;
+        let (train, val) = on_pool(|| (run.eval(Split::Train), run.eval(Split::Val)));
+        serde_json::json!({ "train": num(train), "val": num(val) }).to_string()
     }
 
     /// GPT: continues `prompt`. `options` is SampleOptions JSON (`max_tokens`, `temperature`, `top_k`, `top_p`,
@@ -223,8 +258,15 @@ impl WasmRun {
 
     /// For the engine's crash-recovery test only: a Rust panic inside this run.
     #[wasm_bindgen(js_name = panicForTest)]
-    pub fn panic_for_test(&self) {
-        panic!("panic requested by a test (run at step {})", self.run.step);
+    /// `in_pool`: panic on a thread of the pool (threaded build) rather than on the engine Worker's thread.
+    pub fn panic_for_test(&self, in_pool: bool) {
+        let step = self.run.step;
+        let boom = move || -> () { panic!("panic requested by a test (run at step {step})") };
+        if in_pool {
+            on_pool(boom)
+        } else {
+            boom()
+        }
     }
 }
 
