@@ -1,122 +1,97 @@
-// The minimal page: pick a preset, train it, watch the loss, use the model. It talks only to the engine API
-// (pkg/index.js); all model maths runs in the engine's Worker.
-import { Engine } from '../pkg/index.js';
+// The playground page: wires the panels together and starts things in an order that makes the page usable at
+// once — strings and controls first, the engine (wasm, thread pool) in the background, the model after it.
+// Panels talk through the event bus (bus.js); all model computation is in the engine's Worker.
+import { $ } from './dom.js';
+import { setLang, initialLang, getLang, translate } from './i18n.js';
+import { on, emit } from './bus.js';
+import * as state from './state.js';
+import * as runs from './runs.js';
+import * as autosave from './autosave.js';
+import * as options from './options.js';
+import * as data from './data.js';
+import { startEngine, getEngine } from './engine.js';
+import { loadPresets, presetValues } from './presets.js';
+import * as configPanel from './panels/config.js';
+import * as dataPanel from './panels/data.js';
+import * as summaryPanel from './panels/summary.js';
+import * as controlsPanel from './panels/controls.js';
+import * as runsPanel from './panels/runs.js';
+import * as chartsPanel from './panels/charts.js';
+import * as attentionPanel from './panels/attention.js';
+import * as shapesPanel from './panels/shapes.js';
+import * as usePanel from './panels/use.js';
+import * as checkpointPanel from './panels/checkpoint.js';
+import * as noticesPanel from './panels/notices.js';
 
-const $ = (id) => document.getElementById(id);
-const CORPUS_URL = 'www/data/tinyshakespeare.txt';
-let engine = null;
-let run = null;
-let corpus = null;
-let target = 0;
+const params = new URLSearchParams(location.search);
 
-function setStatus(text) {
-  $('status').textContent = text;
-}
-
-function buttons({ training }) {
-  const ready = engine && run;
-  $('train').disabled = !ready || training;
-  $('pause').disabled = !ready || !training;
-  $('step').disabled = !ready || training;
-  $('reset').disabled = !ready;
-  $('generate').disabled = !ready;
-}
-
-function fmt(x, digits = 4) {
-  return x === undefined || x === null ? '' : Number(x).toFixed(digits);
-}
-
-function logRow(p) {
-  const tr = document.createElement('tr');
-  for (const v of [p.step, fmt(p.loss), fmt(p.valLoss), p.lr.toExponential(2), Math.round(p.tokensPerSec)]) {
-    const td = document.createElement('td');
-    td.textContent = String(v);
-    tr.append(td);
+/** Offline after the first visit: a service worker keeps the app shell and the engine. `?nosw` turns it off. */
+async function serviceWorker() {
+  if (!('serviceWorker' in navigator)) return;
+  if (params.has('nosw')) {
+    for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
+    return;
   }
-  const body = $('log').tBodies[0];
-  body.prepend(tr);
-  while (body.rows.length > 12) body.deleteRow(-1);
-}
-
-async function newRun() {
-  if (run) await run.dispose();
-  run = null;
-  $('log').tBodies[0].replaceChildren();
-  $('output').textContent = '';
-  const name = $('preset').value;
-  const config = await (await fetch(`configs/${name}.json`)).json();
-  const text = config.data?.task && config.data.task !== 'text' ? undefined : (corpus ??= await (await fetch(CORPUS_URL)).text());
-  run = await engine.createRun(config, { corpus: text });
-  $('steps').value = config.train.steps;
-  $('prompt').value = config.model.arch === 'gpt' ? 'ROMEO:' : '';
-  if (config.model.arch === 'bert') $('prompt').value = 'To be, or not to [MASK]e, that is the question';
-  if (config.model.arch === 'encoder_decoder') $('prompt').value = '31415926'.slice(0, config.data.digits ?? 6);
-  run.on('progress', (p) => {
-    logRow(p);
-    $('progress').value = target ? Math.min(1, p.step / target) : 0;
-    setStatus(`step ${p.step} · loss ${fmt(p.loss)}${p.valLoss !== undefined ? ` · val ${fmt(p.valLoss)}` : ''} · ${Math.round(p.tokensPerSec)} tokens/s`);
-  });
-  run.on('error', (e) => setStatus(`Stopped: ${e.message}`));
-  setStatus(`${name}: ${run.paramCount.toLocaleString()} parameters. Press Train.`);
-  buttons({ training: false });
-}
-
-async function train() {
-  const steps = Math.max(1, Number($('steps').value) - run.stepCount);
-  target = run.stepCount + steps;
-  buttons({ training: true });
   try {
-    const r = await run.train({ steps });
-    setStatus(`${r.stopped === 'done' ? 'Done' : 'Paused'} at step ${r.step}.`);
+    await navigator.serviceWorker.register('sw.js');
   } catch (e) {
-    setStatus(`Stopped: ${e.message}`);
+    console.warn('service worker not registered:', e.message);
   }
-  buttons({ training: false });
 }
 
-async function use() {
-  const out = $('output');
-  out.textContent = '';
-  const arch = run.config.model.arch;
-  try {
-    if (arch === 'gpt') {
-      await run.generate($('prompt').value, { maxTokens: 300, temperature: 0.8 }, (piece) => out.append(piece));
-    } else if (arch === 'bert') {
-      const fills = await run.fillMask($('prompt').value, { k: 5 });
-      out.textContent = fills.map((f) => `#${f.position}: ${f.candidates.map(([t, p]) => `${JSON.stringify(t)} ${(p * 100).toFixed(1)}%`).join('  ')}`).join('\n');
-    } else {
-      const r = await run.decode($('prompt').value);
-      out.textContent = `${r.output}${r.answer != null ? `   (expected ${r.answer})` : ''}`;
-    }
-  } catch (e) {
-    out.textContent = `Error: ${e.message}`;
-  }
+function mountPanels() {
+  const customBox = dataPanel.create();
+  configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel]) p.mount();
+  translate(document);
+  $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }
 
 async function main() {
-  try {
-    engine = await Engine.start();
-  } catch (e) {
-    setStatus(`The engine could not start: ${e.message}`);
-    return;
+  setLang(initialLang(), { remember: false });
+  mountPanels();
+  on('values', ({ values }) => state.writeHash(values, data.getCustomText()));
+  on('data', () => runs.selectedRun() && state.writeHash(runs.selectedRun().values, data.getCustomText()));
+
+  const [, saved] = await Promise.all([loadPresets(), autosave.load()]);
+  const link = state.readHash(presetValues());
+  const restoring = saved && (!link || state.currentHash() === saved.hash);
+
+  if (restoring) {
+    if (saved.customText) dataPanel.useText(saved.customText);
+    // Show the saved settings at once; the runs come back when the engine is up.
+    runs.init(saved.runs.find((r) => r.no === saved.selected)?.values ?? saved.runs[0].values, { build: false });
+    runs.restore(saved).then(
+      () => emit('notice', { key: 'notice.restored', vars: { n: saved.runs.length } }),
+      (e) => {
+        emit('notice', { key: 'notice.restoreFailed', vars: { msg: e.message }, kind: 'error' });
+        runs.init(link?.values ?? presetValues());
+      },
+    ).finally(() => autosave.enable());
+  } else {
+    if (link?.text) dataPanel.useText(link.text);
+    else if (link?.values.corpus === 'custom' && saved?.customText) dataPanel.useText(saved.customText);
+    else if (link?.values.corpus === 'custom') dataPanel.sayNotInLink();
+    runs.init(link?.values ?? presetValues());
+    autosave.enable();
   }
-  const i = engine.info;
-  $('backend').textContent = i.build === 'threads' ? `WASM threads × ${i.threads}` : 'WASM single';
-  engine.on('restart', ({ message }) => setStatus(`The engine restarted after an error: ${message}`));
-  $('preset').addEventListener('change', () => newRun().catch((e) => setStatus(e.message)));
-  $('train').addEventListener('click', train);
-  $('pause').addEventListener('click', () => run.pause());
-  $('step').addEventListener('click', async () => {
-    try {
-      await run.step();
-    } catch (e) {
-      setStatus(`Stopped: ${e.message}`);
-    }
-  });
-  $('reset').addEventListener('click', () => newRun().catch((e) => setStatus(e.message)));
-  $('generate').addEventListener('click', use);
-  await newRun();
-  window.__tp = { engine, get run() { return run; } };
+  state.onHashChange((setup) => {
+    if (setup.text) dataPanel.useText(setup.text);
+    runs.applyValues(setup.values, 'hash');
+  }, () => presetValues());
+
+  document.documentElement.dataset.ui = 'ready';
+  window.__tp.uiReadyMs = performance.now();
+  // The page is usable now; the engine (wasm, thread pool) loads behind it.
+  startEngine().catch((e) => emit('notice', { key: 'notice.engineFailed', vars: { msg: e.message }, kind: 'error' }));
+  chartsPanel.preload();
+  serviceWorker();
 }
 
-main();
+// For the browser tests and the curious: the page's modules.
+window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk };
+
+main().catch((e) => {
+  console.error(e);
+  emit('notice', { key: 'notice.engineFailed', vars: { msg: e.message }, kind: 'error' });
+});

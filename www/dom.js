@@ -1,0 +1,75 @@
+// DOM helpers. Text is always set as text (textContent / text nodes), never parsed as HTML: user and model text
+// go through here unchanged and cannot become markup.
+
+/**
+ * h('div', { class: 'x', id: 'y', on: { click: fn }, dataset: { k: 'v' }, attrs: { 'aria-label': '…' } }, …children)
+ * Children: strings (→ text nodes), nodes, arrays, null/false (skipped). Other props are set as properties.
+ */
+export function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(props ?? {})) {
+    if (v === undefined || v === null) continue;
+    if (k === 'class') el.className = v;
+    else if (k === 'on') for (const [ev, fn] of Object.entries(v)) el.addEventListener(ev, fn);
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (k === 'attrs') {
+      for (const [a, av] of Object.entries(v)) {
+        if (av !== null && av !== undefined) el.setAttribute(a, String(av));
+      }
+    } else if (k === 'style') throw new Error('set styles through classes or el.style, not a style attribute (CSP)');
+    else el[k] = v;
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    if (Array.isArray(c)) append(el, c);
+    else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+}
+
+/** Replaces the children of `el` (text children become text nodes). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+export const $ = (sel, root = document) => root.querySelector(sel);
+export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
+
+/** A token as it should be read in a label: whitespace made visible. */
+export function showToken(t) {
+  if (t === ' ') return '␣';
+  if (t === '\n') return '↵';
+  if (t === '\t') return '⇥';
+  if (t === '\r') return '␍';
+  return t;
+}
+
+/** Runs `fn` at most once per animation frame, with the latest arguments. */
+export function perFrame(fn) {
+  let pending = false;
+  let args = [];
+  return (...a) => {
+    args = a;
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      fn(...args);
+    });
+  };
+}
+
+/** Debounce: `fn` runs `ms` after the last call. */
+export function debounce(fn, ms) {
+  let timer = null;
+  return (...a) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...a), ms);
+  };
+}

@@ -1,0 +1,56 @@
+// The page's link to the engine (pkg/index.js): starts it in the background, so the page is usable before any
+// wasm is loaded, and checks the draft configuration (validation, parameters, FLOPs, memory, shape flow) with
+// only the latest answer counting. Every model computation happens in the engine's Worker.
+import { Engine } from '../pkg/index.js';
+import { emit } from './bus.js';
+
+let engine = null;
+let starting = null;
+
+/** Starts the engine once; resolves it (or rejects with its error, also announced as an 'engine' event). */
+export function startEngine() {
+  starting ??= Engine.start().then(
+    (e) => {
+      engine = e;
+      emit('engine', { engine: e });
+      return e;
+    },
+    (error) => {
+      emit('engine', { error });
+      throw error;
+    },
+  );
+  return starting;
+}
+
+/** The engine, or null while it starts. */
+export function getEngine() {
+  return engine;
+}
+
+/** [string key, vars] naming the backend for the badge. */
+export function backendKey(info) {
+  if (!info) return ['backend.loading', {}];
+  if (info.backend === 'webgpu') return ['backend.webgpu', {}];
+  if (info.backend === 'wasm-threads') return ['backend.wasm-threads', { n: info.threads }];
+  return ['backend.wasm-single', {}];
+}
+
+let checkSeq = 0;
+
+/**
+ * Validates `config` with the core and computes its shape flow for a vocabulary of `vocab` tokens. Emits
+ * 'check' { flow, error, config, vocab } — only for the latest call, so a slow answer never overwrites a newer one.
+ */
+export async function check(config, vocab) {
+  const seq = ++checkSeq;
+  const e = engine ?? (await startEngine().catch(() => null));
+  if (!e) return;
+  let result;
+  try {
+    result = { flow: await e.shapeFlow(config, vocab), error: null };
+  } catch (err) {
+    result = { flow: null, error: err.message };
+  }
+  if (seq === checkSeq) emit('check', { ...result, config, vocab });
+}

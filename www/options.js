@@ -1,0 +1,138 @@
+// Every knob of a run, declared once: the configuration panel draws its controls from this table, the URL state
+// (state.js) serialises it, and the runs panel diffs it. `path` is the field in the core's config (README
+// "Configuration", src/config.rs); options without a path are part of the run's setup but not of the config
+// (the corpus). `when` lists the values other options must have for this one to apply; an option that does not
+// apply is left out of the config. Labels and explanations are in strings/*.js under opt.<key>.*.
+// This module touches no DOM, so the Node tests can import it too.
+
+export const GROUPS = ['model', 'size', 'attention', 'norm', 'position', 'ffn', 'optim', 'data'];
+
+const TEXT_ARCHS = ['gpt', 'bert'];
+
+/** @type {Array<{key:string, path:string|null, group:string, type:'choice'|'int'|'float'|'bool'|'optint'|'optfloat', choices?:string[], min?:number, max?:number, step?:number|'any', dflt:any, when?:Record<string,string[]>}>} */
+export const OPTIONS = [
+  { key: 'arch', path: 'model.arch', group: 'model', type: 'choice', choices: ['gpt', 'bert', 'encoder_decoder'], dflt: 'gpt' },
+
+  { key: 'd_model', path: 'model.d_model', group: 'size', type: 'int', min: 1, max: 8192, step: 8, dflt: 128 },
+  { key: 'n_layers', path: 'model.n_layers', group: 'size', type: 'int', min: 1, max: 64, dflt: 4, when: { arch: TEXT_ARCHS } },
+  { key: 'n_encoder_layers', path: 'model.n_encoder_layers', group: 'size', type: 'int', min: 1, max: 64, dflt: 2, when: { arch: ['encoder_decoder'] } },
+  { key: 'n_decoder_layers', path: 'model.n_decoder_layers', group: 'size', type: 'int', min: 1, max: 64, dflt: 2, when: { arch: ['encoder_decoder'] } },
+  { key: 'ctx_len', path: 'model.ctx_len', group: 'size', type: 'int', min: 1, max: 8192, step: 8, dflt: 64 },
+  { key: 'dropout', path: 'model.dropout', group: 'size', type: 'float', min: 0, max: 0.9, step: 0.05, dflt: 0 },
+  { key: 'bias', path: 'model.bias', group: 'size', type: 'bool', dflt: true },
+  { key: 'tie_embeddings', path: 'model.tie_embeddings', group: 'size', type: 'bool', dflt: true },
+  { key: 'init_std', path: 'model.init_std', group: 'size', type: 'float', min: 0.001, max: 1, step: 0.005, dflt: 0.02 },
+
+  { key: 'n_heads', path: 'model.n_heads', group: 'attention', type: 'int', min: 1, max: 64, dflt: 4 },
+  { key: 'n_kv_heads', path: 'model.n_kv_heads', group: 'attention', type: 'int', min: 1, max: 64, dflt: 4 },
+  { key: 'scale', path: 'model.attention.scale', group: 'attention', type: 'choice', choices: ['inv_sqrt_dk', 'none'], dflt: 'inv_sqrt_dk' },
+
+  { key: 'norm', path: 'model.norm.kind', group: 'norm', type: 'choice', choices: ['layernorm', 'rmsnorm'], dflt: 'layernorm' },
+  { key: 'placement', path: 'model.norm.placement', group: 'norm', type: 'choice', choices: ['post', 'pre', 'sandwich', 'deepnorm'], dflt: 'pre' },
+  { key: 'alpha', path: 'model.norm.alpha', group: 'norm', type: 'optfloat', min: 0, step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
+  { key: 'beta', path: 'model.norm.beta', group: 'norm', type: 'optfloat', min: 0, step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
+  { key: 'norm_eps', path: 'model.norm.eps', group: 'norm', type: 'float', min: 0, step: 'any', dflt: 1e-5 },
+
+  { key: 'position', path: 'model.position.kind', group: 'position', type: 'choice', choices: ['none', 'learned', 'sinusoidal', 'relative', 'rope', 'alibi'], dflt: 'learned' },
+  { key: 'theta', path: 'model.position.theta', group: 'position', type: 'float', min: 1, step: 'any', dflt: 10000, when: { position: ['rope'] } },
+  { key: 'buckets', path: 'model.position.buckets', group: 'position', type: 'int', min: 4, max: 1024, step: 2, dflt: 32, when: { position: ['relative'] } },
+  { key: 'max_distance', path: 'model.position.max_distance', group: 'position', type: 'int', min: 1, dflt: 128, when: { position: ['relative'] } },
+
+  { key: 'activation', path: 'model.ffn.activation', group: 'ffn', type: 'choice', choices: ['relu', 'gelu', 'swish', 'glu', 'geglu', 'swiglu'], dflt: 'gelu' },
+  { key: 'mult', path: 'model.ffn.mult', group: 'ffn', type: 'int', min: 1, max: 64, dflt: 4 },
+  { key: 'hidden', path: 'model.ffn.hidden', group: 'ffn', type: 'optint', min: 1, max: 65536, dflt: null },
+
+  { key: 'batch_size', path: 'train.batch_size', group: 'optim', type: 'int', min: 1, max: 4096, dflt: 12 },
+  { key: 'steps', path: 'train.steps', group: 'optim', type: 'int', min: 1, dflt: 2000 },
+  { key: 'lr', path: 'train.lr', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1e-3 },
+  { key: 'min_lr', path: 'train.min_lr', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1e-4 },
+  { key: 'warmup', path: 'train.warmup', group: 'optim', type: 'int', min: 0, dflt: 100 },
+  { key: 'schedule', path: 'train.schedule', group: 'optim', type: 'choice', choices: ['cosine', 'constant'], dflt: 'cosine' },
+  { key: 'beta1', path: 'train.betas.0', group: 'optim', type: 'float', min: 0, max: 0.9999, step: 'any', dflt: 0.9 },
+  { key: 'beta2', path: 'train.betas.1', group: 'optim', type: 'float', min: 0, max: 0.9999, step: 'any', dflt: 0.99 },
+  { key: 'adam_eps', path: 'train.eps', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1e-8 },
+  { key: 'weight_decay', path: 'train.weight_decay', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 0.1 },
+  { key: 'grad_clip', path: 'train.grad_clip', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1 },
+  { key: 'eval_interval', path: 'train.eval_interval', group: 'optim', type: 'int', min: 1, dflt: 250 },
+  { key: 'eval_iters', path: 'train.eval_iters', group: 'optim', type: 'int', min: 1, dflt: 20 },
+
+  { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: { arch: TEXT_ARCHS } },
+  { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: ['reverse', 'sort', 'add'], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
+  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', min: 1, max: 32, dflt: 6, when: { arch: ['encoder_decoder'] } },
+  { key: 'seed', path: 'seed', group: 'data', type: 'int', min: 0, dflt: 1337 },
+];
+
+export const BY_KEY = Object.fromEntries(OPTIONS.map((o) => [o.key, o]));
+
+/** Does option `o` apply, given the other values? */
+export function applies(o, values) {
+  return !o.when || Object.entries(o.when).every(([k, allowed]) => allowed.includes(values[k]));
+}
+
+/** The default value of every option. */
+export function defaults() {
+  return Object.fromEntries(OPTIONS.map((o) => [o.key, o.dflt]));
+}
+
+function get(obj, path) {
+  return path.split('.').reduce((x, k) => (x === undefined || x === null ? undefined : x[k]), obj);
+}
+
+function set(obj, path, value) {
+  const keys = path.split('.');
+  let x = obj;
+  keys.slice(0, -1).forEach((k, i) => {
+    if (x[k] === undefined) x[k] = /^\d+$/.test(keys[i + 1]) ? [] : {};
+    x = x[k];
+  });
+  x[keys.at(-1)] = value;
+}
+
+/** Option values from a core config (a preset file, a checkpoint's config); missing fields take the defaults. */
+export function valuesFromConfig(cfg, corpus = 'shakespeare') {
+  const v = defaults();
+  for (const o of OPTIONS) {
+    if (!o.path) continue;
+    const x = get(cfg, o.path);
+    if (x !== undefined && x !== null) v[o.key] = x;
+  }
+  const m = cfg.model ?? {};
+  if (m.arch === 'encoder_decoder') {
+    v.n_encoder_layers = m.n_encoder_layers ?? m.n_layers ?? v.n_encoder_layers;
+    v.n_decoder_layers = m.n_decoder_layers ?? m.n_layers ?? v.n_decoder_layers;
+    if (v.task === 'text') v.task = 'reverse';
+  } else {
+    if (v.task === 'text' || !BY_KEY.task.choices.includes(v.task)) v.task = BY_KEY.task.dflt;
+    if (!m.n_layers && m.n_encoder_layers) v.n_layers = m.n_encoder_layers;
+  }
+  v.corpus = corpus;
+  return v;
+}
+
+/** The core config of a set of option values: options that do not apply, and empty optional ones, are left out. */
+export function configFromValues(values) {
+  const cfg = {};
+  for (const o of OPTIONS) {
+    if (!o.path || !applies(o, values)) continue;
+    const x = values[o.key];
+    if (x === null || x === undefined) continue;
+    set(cfg, o.path, x);
+  }
+  if (!cfg.data) cfg.data = { task: 'text' };
+  return cfg;
+}
+
+/** Keys whose values differ between two sets of values, among the options that apply to both (an option that
+ * applies to only one of them differs because another option does, and that one is listed). */
+export function diffKeys(a, b) {
+  return OPTIONS.filter((o) => applies(o, a) && applies(o, b) && a[o.key] !== b[o.key]).map((o) => o.key);
+}
+
+/** The number of queries sharing one key/value head, and the attention variant that makes. */
+export function kvLayout(values) {
+  const { n_heads: nh, n_kv_heads: nkv } = values;
+  if (!(nh > 0 && nkv > 0) || nh % nkv !== 0 || nkv > nh) return { kind: 'invalid', group: 0 };
+  if (nkv === nh) return { kind: 'mha', group: 1 };
+  if (nkv === 1) return { kind: 'mqa', group: nh };
+  return { kind: 'gqa', group: nh / nkv };
+}

@@ -1,0 +1,329 @@
+// Attention heatmaps of the selected run for a sample text: every layer and head as a thumbnail, one enlarged with
+// its tokens; hovering (or moving with the arrow keys) tells the token pair and the weight. Self-attention of
+// each stack and the decoder's cross-attention. Refreshed while the run trains.
+import { $, h, fill, showToken, debounce, perFrame } from '../dom.js';
+import { t } from '../i18n.js';
+import { on } from '../bus.js';
+import * as runs from '../runs.js';
+import { getCustomText, taskSample } from '../data.js';
+
+const RAMP = [[0, 255, 255, 255], [0.15, 219, 234, 254], [0.35, 147, 197, 253], [0.6, 59, 130, 246], [0.85, 30, 64, 175], [1, 23, 23, 72]];
+
+/** The colour of a weight: the ramp follows √w, so that the many small weights of a long row stay visible. */
+function color(w) {
+  const x = Math.sqrt(Math.max(0, Math.min(1, w)));
+  let i = 1;
+  while (i < RAMP.length - 1 && RAMP[i][0] < x) i++;
+  const [a, b] = [RAMP[i - 1], RAMP[i]];
+  const f = (x - a[0]) / (b[0] - a[0]);
+  const c = [1, 2, 3].map((k) => Math.round(a[k] + f * (b[k] - a[k])));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+let data = null; // the engine's AttentionMaps
+let which = null; // 'decoder/self' …
+let focus = { layer: 0, head: 0 };
+let cursor = null; // { i, j } in the detail map
+let inflight = false;
+let again = false;
+let lastAt = 0;
+let sampleFor = null; // the setup the sample text was chosen for
+
+function defaultSample(values) {
+  let s;
+  if (values.arch === 'encoder_decoder') return taskSample(values.task, values.digits);
+  if (values.corpus === 'sums') s = '12+34=46';
+  else if (values.corpus === 'custom') s = (getCustomText() ?? '').split('\n').find((l) => l.trim()) ?? '';
+  else s = 'To be, or not to be';
+  return [...s].slice(0, Math.min(24, Number(values.ctx_len) || 24)).join('');
+}
+
+function sampleKey(values) {
+  return JSON.stringify([values.arch, values.corpus, values.task, values.digits]);
+}
+
+/** The maps of the chosen kind, by layer. */
+function chosen() {
+  if (!data) return [];
+  return data.maps.filter((m) => `${m.stack}/${m.kind}` === which);
+}
+
+function axisTokens(m) {
+  const src = data.source_tokens;
+  const tgt = data.tokens;
+  if (m.stack === 'encoder' && src.length) return { rows: src, cols: src };
+  if (m.kind === 'cross') return { rows: tgt, cols: src };
+  return { rows: tgt, cols: tgt };
+}
+
+function paint(canvas, m, head, cell, margin = { left: 0, top: 0 }, labels = null) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = margin.left + cell * m.s;
+  const hgt = margin.top + cell * m.t;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(hgt * dpr);
+  canvas.style.width = `${w}px`;
+  canvas.style.height = `${hgt}px`;
+  const ctx = canvas.getContext('2d');
+  ctx.scale(dpr, dpr);
+  ctx.fillStyle = '#fff';
+  ctx.fillRect(0, 0, w, hgt);
+  const base = head * m.t * m.s;
+  for (let i = 0; i < m.t; i++) {
+    for (let j = 0; j < m.s; j++) {
+      ctx.fillStyle = color(m.probs[base + i * m.s + j]);
+      ctx.fillRect(margin.left + j * cell, margin.top + i * cell, cell, cell);
+    }
+  }
+  if (labels) {
+    ctx.fillStyle = '#334155';
+    ctx.font = `${Math.min(13, cell - 2)}px ui-monospace, monospace`;
+    ctx.textBaseline = 'middle';
+    ctx.textAlign = 'right';
+    labels.rows.forEach((tok, i) => ctx.fillText(showToken(tok), margin.left - 4, margin.top + (i + 0.5) * cell));
+    ctx.save();
+    labels.cols.forEach((tok, j) => {
+      ctx.save();
+      ctx.translate(margin.left + (j + 0.5) * cell, margin.top - 4);
+      ctx.rotate(-Math.PI / 2);
+      ctx.textAlign = 'left';
+      ctx.fillText(showToken(tok), 0, 0);
+      ctx.restore();
+    });
+    ctx.restore();
+  }
+  if (cursor && labels) {
+    ctx.strokeStyle = '#f97316';
+    ctx.lineWidth = 2;
+    ctx.strokeRect(margin.left + cursor.j * cell + 1, margin.top + cursor.i * cell + 1, cell - 2, cell - 2);
+  }
+}
+
+function describe(m, head, i, j) {
+  const { rows, cols } = axisTokens(m);
+  const w = m.probs[head * m.t * m.s + i * m.s + j];
+  return {
+    short: t('att.hover', { q: showToken(rows[i]), k: showToken(cols[j]), w: w.toFixed(3) }),
+    long: t('att.cell', { layer: m.layer, head, q: showToken(rows[i]), i, k: showToken(cols[j]), j, w: w.toFixed(3) }),
+  };
+}
+
+function showTip(ev, text) {
+  const tip = $('#att-tip');
+  tip.textContent = text;
+  tip.hidden = false;
+  const box = $('#sec-attention').getBoundingClientRect();
+  tip.style.left = `${ev.clientX - box.left + 12}px`;
+  tip.style.top = `${ev.clientY - box.top + 12}px`;
+}
+
+function hideTip() {
+  $('#att-tip').hidden = true;
+}
+
+/** Hover and keyboard handling on a map canvas. */
+function interactive(canvas, m, head, cell, margin, onCell) {
+  const at = (ev) => {
+    const r = canvas.getBoundingClientRect();
+    const j = Math.floor((ev.clientX - r.left - margin.left) / cell);
+    const i = Math.floor((ev.clientY - r.top - margin.top) / cell);
+    return i >= 0 && j >= 0 && i < m.t && j < m.s ? { i, j } : null;
+  };
+  canvas.addEventListener('mousemove', (ev) => {
+    const c = at(ev);
+    if (!c) return hideTip();
+    const d = describe(m, head, c.i, c.j);
+    showTip(ev, d.short);
+    $('#att-readout').textContent = d.long;
+    onCell?.(c);
+  });
+  canvas.addEventListener('mouseleave', hideTip);
+}
+
+function renderDetail() {
+  const maps = chosen();
+  const m = maps.find((x) => x.layer === focus.layer) ?? maps[0];
+  const box = $('#att-detail');
+  if (!m) return box.replaceChildren();
+  const head = Math.min(focus.head, m.heads - 1);
+  const labels = axisTokens(m);
+  const longest = Math.max(...[...labels.rows, ...labels.cols].map((x) => showToken(x).length));
+  const margin = { left: 10 + 8 * longest, top: 10 + 8 * longest };
+  // Beside the thumbnails when there is room, else below them at the panel's width.
+  const view = $('#sec-attention .att-view').clientWidth;
+  let avail = view - $('#att-grid').offsetWidth - 18;
+  if (avail < 240) avail = view;
+  const cell = Math.max(8, Math.min(24, Math.floor((avail - margin.left) / m.s), Math.floor(420 / m.t)));
+  const canvas = h('canvas', {
+    class: 'att-big',
+    tabIndex: 0,
+    attrs: { role: 'img', 'aria-label': t('att.map', { layer: m.layer, head }) },
+  });
+  paint(canvas, m, head, cell, margin, labels);
+  interactive(canvas, m, head, cell, margin, (c) => {
+    cursor = c;
+  });
+  canvas.addEventListener('keydown', (ev) => {
+    const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
+    if (!moves[ev.key]) return;
+    ev.preventDefault();
+    cursor ??= { i: 0, j: 0 };
+    cursor = { i: Math.max(0, Math.min(m.t - 1, cursor.i + moves[ev.key][0])), j: Math.max(0, Math.min(m.s - 1, cursor.j + moves[ev.key][1])) };
+    paint(canvas, m, head, cell, margin, labels);
+    $('#att-readout').textContent = describe(m, head, cursor.i, cursor.j).long;
+  });
+  fill(box,
+    h('div', { class: 'att-detail-title' }, `${t('att.layer', { n: m.layer })} · ${t('att.head', { n: head })}`),
+    h('div', { class: 'att-axes' }, h('span', { class: 'axis-q' }, `↓ ${t('att.query')}`), h('span', { class: 'axis-k' }, `→ ${t('att.key')}`)),
+    canvas);
+}
+
+function renderGrid() {
+  const maps = chosen();
+  const grid = $('#att-grid');
+  if (!maps.length) return grid.replaceChildren();
+  const size = Math.max(...maps.map((m) => Math.max(m.t, m.s)));
+  // Thumbnails of about 84 px, smaller when the heads would not fit across the panel (phones).
+  const heads = maps[0].heads;
+  const across = Math.floor(($('#sec-attention .att-view').clientWidth - 70 - 6 * heads) / (heads * size));
+  const cell = Math.max(1, Math.min(8, Math.floor(84 / size), across));
+  fill(grid, maps.map((m) => h('div', { class: 'att-row' },
+    h('div', { class: 'att-row-label' }, t('att.layer', { n: m.layer })),
+    Array.from({ length: m.heads }, (_, head) => {
+      const canvas = h('canvas', {
+        class: `att-thumb${m.layer === focus.layer && head === focus.head ? ' focused' : ''}`,
+        tabIndex: 0,
+        attrs: { role: 'button', 'aria-label': `${t('att.layer', { n: m.layer })} · ${t('att.head', { n: head })}`, 'aria-pressed': String(m.layer === focus.layer && head === focus.head) },
+      });
+      paint(canvas, m, head, cell);
+      interactive(canvas, m, head, cell, { left: 0, top: 0 });
+      const pick = () => {
+        focus = { layer: m.layer, head };
+        cursor = null;
+        renderGrid();
+        renderDetail();
+        $(`#att-grid .att-row:nth-child(${maps.indexOf(m) + 1}) canvas:nth-of-type(${head + 1})`)?.focus();
+      };
+      canvas.addEventListener('click', pick);
+      canvas.addEventListener('keydown', (ev) => {
+        if (ev.key === 'Enter' || ev.key === ' ') {
+          ev.preventDefault();
+          pick();
+        }
+      });
+      return canvas;
+    }))));
+}
+
+function renderWhich() {
+  const sel = $('#att-which');
+  const kinds = data ? [...new Set(data.maps.map((m) => `${m.stack}/${m.kind}`))] : [];
+  if (!kinds.includes(which)) which = kinds[0] ?? null;
+  const label = (k) => {
+    const [stack, kind] = k.split('/');
+    const arch = runs.selectedRun()?.values.arch;
+    return arch === 'encoder_decoder' ? t(`att.kind.${stack}.${kind}`) : t('att.kind.self');
+  };
+  fill(sel, kinds.map((k) => h('option', { value: k }, label(k))));
+  sel.value = which ?? '';
+  sel.disabled = kinds.length < 2;
+}
+
+function render() {
+  renderWhich();
+  renderGrid();
+  renderDetail();
+  const rec = runs.selectedRun();
+  $('#att-empty').hidden = !!data;
+  $('#att-target-row').hidden = rec?.values.arch !== 'encoder_decoder';
+}
+
+async function refresh() {
+  const rec = runs.selectedRun();
+  if (!rec?.ready) {
+    data = null;
+    $('#att-msg').textContent = '';
+    return render();
+  }
+  if (inflight) {
+    again = true;
+    return;
+  }
+  inflight = true;
+  const text = $('#att-text').value;
+  const target = $('#att-target').value;
+  try {
+    const useTarget = rec.values.arch === 'encoder_decoder' && target !== '';
+    const maps = await rec.handle.attention(text, useTarget ? { target } : {});
+    if (rec === runs.selectedRun()) {
+      data = maps;
+      $('#att-msg').textContent = '';
+      $('#att-msg').classList.remove('bad');
+      render();
+      document.getElementById('sec-attention').dataset.step = String(rec.stepCount);
+    }
+  } catch (e) {
+    data = null;
+    $('#att-msg').textContent = t('use.error', { msg: e.message });
+    $('#att-msg').classList.add('bad');
+    render();
+  } finally {
+    inflight = false;
+    lastAt = performance.now();
+  }
+  if (again) {
+    again = false;
+    refresh();
+  }
+}
+
+function onValues(values) {
+  const key = sampleKey(values);
+  if (key !== sampleFor) {
+    sampleFor = key;
+    $('#att-text').value = defaultSample(values);
+    $('#att-target').value = '';
+  }
+}
+
+export function mount() {
+  const later = debounce(refresh, 400);
+  $('#att-text').addEventListener('input', later);
+  $('#att-target').addEventListener('input', later);
+  $('#att-which').addEventListener('change', (ev) => {
+    which = ev.target.value;
+    focus = { layer: 0, head: 0 };
+    cursor = null;
+    render();
+  });
+  $('#att-refresh').addEventListener('click', refresh);
+  on('values', ({ values }) => {
+    onValues(values);
+    refresh();
+  });
+  on('data', () => {
+    sampleFor = null;
+    const rec = runs.selectedRun();
+    if (rec) onValues(rec.values);
+  });
+  on('built', ({ rec }) => rec === runs.selectedRun() && refresh());
+  on('stopped', ({ rec }) => rec === runs.selectedRun() && refresh());
+  on('runs', () => {
+    const rec = runs.selectedRun();
+    if (!rec?.ready && data) {
+      data = null;
+      render();
+    }
+  });
+  on('progress', ({ rec }) => {
+    if (rec === runs.selectedRun() && performance.now() - lastAt > 1000) refresh();
+  });
+  on('lang', render);
+  let width = 0;
+  new ResizeObserver(perFrame(() => {
+    const w = $('#sec-attention .att-view').clientWidth;
+    if (data && Math.abs(w - width) > 4) renderDetail();
+    width = w;
+  })).observe($('#sec-attention .att-view'));
+  render();
+}

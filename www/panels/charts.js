@@ -1,0 +1,148 @@
+// Training curves with uPlot: loss (training batch and validation) of every run overlaid in its colour, the
+// learning rate of every run, and the gradient norm of each layer of the selected run.
+import { $, perFrame } from '../dom.js';
+import { t } from '../i18n.js';
+import { on } from '../bus.js';
+import * as runs from '../runs.js';
+
+// uPlot is loaded when the first curve is drawn, not before the page is usable.
+const UPLOT = '../vendor/uplot/uPlot.esm.js';
+let uPlot = null;
+let loading = null;
+
+const HEIGHT = 190;
+const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000];
+const charts = {}; // name → { plot, signature }
+
+/** Union of the steps of these histories, and each history's values aligned to it (null where absent). */
+function align(histories, pick) {
+  const steps = [...new Set(histories.flatMap((h) => h.step))].sort((a, b) => a - b);
+  const index = new Map(steps.map((s, i) => [s, i]));
+  const series = histories.map((hist) => {
+    const out = new Array(steps.length).fill(null);
+    const ys = pick(hist);
+    hist.step.forEach((s, i) => {
+      out[index.get(s)] = ys[i] ?? null;
+    });
+    return out;
+  });
+  return [steps, ...series];
+}
+
+/** Colours from light to dark along the depth of the network. */
+function depthColor(i, n) {
+  const f = n <= 1 ? 1 : i / (n - 1);
+  const hue = 200 - 170 * f;
+  return `hsl(${hue.toFixed(0)} 70% ${(52 - 10 * f).toFixed(0)}%)`;
+}
+
+/** Tick labels that stay readable from 1e-5 (learning rates) to thousands. */
+function tick(v) {
+  if (v === null || v === undefined) return '';
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-2 || a >= 1e5)) return v.toExponential(1).replace('.0e', 'e').replace('e-', 'e−').replace('e+', 'e');
+  return String(Number(v.toPrecision(4)));
+}
+
+function baseOptions(width, series, { log = false } = {}) {
+  const axis = { stroke: '#555', grid: { stroke: '#eee' }, ticks: { stroke: '#ddd' }, font: '11px system-ui, sans-serif' };
+  return {
+    width,
+    height: HEIGHT,
+    series: [{ label: t('chart.step') }, ...series],
+    scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
+    axes: [
+      // Steps are whole numbers: no ticks in between.
+      { ...axis, label: t('chart.step'), labelSize: 14, labelFont: '11px system-ui, sans-serif', size: 30, incrs: STEP_INCRS },
+      { ...axis, size: 58, values: (u, splits) => splits.map(tick) },
+    ],
+    legend: { show: true, live: true },
+    cursor: { sync: { key: 'tp' }, drag: { x: true, y: false } },
+  };
+}
+
+function lossSeries(list) {
+  return list.flatMap((rec) => [
+    { label: t('chart.train', { n: rec.no }), stroke: rec.color, width: 1.5, spanGaps: true, points: { show: false } },
+    { label: t('chart.val', { n: rec.no }), stroke: rec.color, width: 0, dash: [4, 4], spanGaps: true, points: { show: true, size: 7, fill: '#fff', stroke: rec.color, width: 2 } },
+  ]);
+}
+
+function draw(name, signature, makeOpts, data) {
+  const box = $(`#chart-${name}`);
+  const width = Math.max(200, box.clientWidth);
+  let c = charts[name];
+  if (!c || c.signature !== signature) {
+    c?.plot.destroy();
+    box.replaceChildren();
+    c = charts[name] = { plot: new uPlot(makeOpts(width), data, box), signature };
+  } else {
+    c.plot.setData(data);
+  }
+}
+
+const render = perFrame(() => {
+  const list = runs.list();
+  const any = list.some((r) => r.history.step.length > 0);
+  $('#charts').classList.toggle('empty', !any);
+  if (!any && !uPlot) return;
+  if (!uPlot) {
+    loading ??= import(UPLOT).then((m) => {
+      uPlot = m.default;
+      render();
+    });
+    return;
+  }
+  const lang = document.documentElement.lang;
+  const ids = list.map((r) => `${r.no}:${r.color}`).join(',');
+
+  draw('loss', `${lang}|${ids}`, (w) => baseOptions(w, lossSeries(list)),
+    (() => {
+      const hists = list.map((r) => r.history);
+      const [x, ...train] = align(hists, (hist) => hist.loss);
+      const [, ...val] = align(hists, (hist) => hist.val);
+      return [x, ...train.flatMap((col, i) => [col, val[i]])];
+    })());
+
+  draw('lr', `${lang}|${ids}`,
+    (w) => baseOptions(w, list.map((rec) => ({ label: t('chart.train', { n: rec.no }), stroke: rec.color, width: 1.5, spanGaps: true }))),
+    align(list.map((r) => r.history), (hist) => hist.lr));
+
+  const sel = runs.selectedRun();
+  const hist = sel?.history;
+  const names = hist?.layerNames ?? [];
+  $('#grad-note').textContent = sel ? t('chart.grad.note', { n: sel.no }) : '';
+  draw('grad', `${lang}|${sel?.no}|${names.join(',')}`,
+    (w) => baseOptions(w, [
+      ...names.map((n, i) => ({ label: n, stroke: depthColor(i, names.length), width: 1.25, spanGaps: true })),
+      { label: t('chart.total'), stroke: '#333', width: 1, dash: [5, 3], spanGaps: true },
+    ], { log: true }),
+    hist ? [hist.step, ...hist.layers, hist.grad] : [[], []]);
+});
+
+export function mount() {
+  on('runs', render);
+  on('progress', render);
+  on('lang', render);
+  on('values', render);
+  const ro = new ResizeObserver(() => {
+    for (const [name, c] of Object.entries(charts)) {
+      const w = Math.max(200, $(`#chart-${name}`).clientWidth);
+      if (Math.abs(c.plot.width - w) > 2) c.plot.setSize({ width: w, height: HEIGHT });
+    }
+  });
+  ro.observe($('#charts'));
+  render();
+}
+
+/** Loads uPlot ahead of the first curve (called once the page is up). */
+export function preload() {
+  loading ??= import(UPLOT).then((m) => {
+    uPlot = m.default;
+  });
+}
+
+/** For the tests: how many points each chart holds. */
+export function pointCounts() {
+  return Object.fromEntries(Object.entries(charts).map(([k, c]) => [k, c.plot.data[0].length]));
+}

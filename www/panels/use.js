@@ -1,0 +1,157 @@
+// Use the selected run's model: a GPT continues a prompt (streamed; temperature, top-k, top-p, length, seed), a
+// BERT ranks the five likeliest characters for each [MASK], an encoder-decoder maps an input of its task to an
+// output (with the right answer beside it). Model text is inserted as text only.
+import { $, h, fill, showToken } from '../dom.js';
+import { t } from '../i18n.js';
+import { on } from '../bus.js';
+import * as runs from '../runs.js';
+import { getCustomText, taskExample, taskSample } from '../data.js';
+
+let shownFor = null; // the setup the default inputs were chosen for
+
+function defaults(values) {
+  if (values.arch === 'encoder_decoder') return { input: taskSample(values.task, values.digits) };
+  if (values.corpus === 'sums') return { prompt: '12+', mask: '12+34=[MASK]6' };
+  if (values.corpus === 'custom') {
+    const line = (getCustomText() ?? '').split('\n').find((l) => l.trim().length > 3) ?? '';
+    const s = [...line].slice(0, 24);
+    return { prompt: s.slice(0, 8).join(''), mask: s.length > 4 ? [...s.slice(0, 3), '[MASK]', ...s.slice(4)].join('') : '[MASK]' };
+  }
+  return { prompt: 'ROMEO:', mask: 'To be, or not to [MASK]e: that is' };
+}
+
+function mode(values) {
+  return values?.arch === 'encoder_decoder' ? 'decode' : values?.arch === 'bert' ? 'mask' : 'generate';
+}
+
+function setBusy(button, busy) {
+  button.disabled = busy;
+  button.setAttribute('aria-busy', String(busy));
+}
+
+function fail(out, e) {
+  fill(out, h('span', { class: 'bad' }, t('use.error', { msg: e.message })));
+}
+
+async function handleFor() {
+  const rec = runs.selectedRun();
+  if (!rec) throw new Error(t('use.noModel'));
+  return runs.ensureBuilt(rec);
+}
+
+async function generate() {
+  const out = $('#gen-out');
+  const btn = $('#gen-go');
+  setBusy(btn, true);
+  const prompt = $('#gen-prompt').value;
+  const gen = h('span', { class: 'generated' });
+  fill(out, h('span', { class: 'prompt-echo' }, prompt), gen);
+  try {
+    const run = await handleFor();
+    const opts = {
+      maxTokens: Number($('#gen-length').value),
+      temperature: Number($('#gen-temperature').value),
+      topK: Number($('#gen-topk').value),
+      topP: Number($('#gen-topp').value),
+      seed: Number($('#gen-seed').value),
+    };
+    // Streamed pieces are appended as text nodes.
+    const text = await run.generate(prompt, opts, (piece) => gen.append(piece));
+    gen.textContent = text;
+    out.dataset.done = '1';
+  } catch (e) {
+    fail(out, e);
+  } finally {
+    setBusy(btn, false);
+  }
+}
+
+async function fillMask() {
+  const out = $('#mask-out');
+  const btn = $('#mask-go');
+  const text = $('#mask-text').value;
+  if (!text.includes('[MASK]')) {
+    fill(out, h('span', { class: 'bad' }, t('use.noMask')));
+    return;
+  }
+  setBusy(btn, true);
+  try {
+    const run = await handleFor();
+    const fills = await run.fillMask(text, { k: 5 });
+    fill(out, fills.map((f) => h('div', { class: 'mask-fill' },
+      h('div', { class: 'mask-title' }, t('use.maskAt', { p: f.position })),
+      h('ol', { class: 'cands' }, f.candidates.map(([tok, p]) => {
+        const bar = h('span', { class: 'pbar' });
+        bar.style.width = `${Math.max(1, p * 100).toFixed(1)}%`;
+        return h('li', {}, h('span', { class: 'tok' }, showToken(tok)), h('span', { class: 'barbox' }, bar), h('span', { class: 'p' }, `${(p * 100).toFixed(1)}%`));
+      })))));
+  } catch (e) {
+    fail(out, e);
+  } finally {
+    setBusy(btn, false);
+  }
+}
+
+async function decode() {
+  const out = $('#dec-out');
+  const btn = $('#dec-go');
+  setBusy(btn, true);
+  try {
+    const run = await handleFor();
+    // maxTokens 0: as many as the task's answer has (greedy decoding).
+    const r = await run.decode($('#dec-input').value, { temperature: 0, maxTokens: 0 });
+    const ok = r.answer !== null && r.answer !== undefined && r.output === r.answer;
+    fill(out,
+      h('dl', { class: 'dec' },
+        h('dt', {}, t('use.output')), h('dd', { class: 'mono', id: 'dec-output' }, r.output),
+        r.answer !== null && r.answer !== undefined ? [h('dt', {}, t('use.expected')), h('dd', { class: 'mono' }, r.answer)] : null),
+      r.answer !== null && r.answer !== undefined ? h('span', { class: `verdict ${ok ? 'good' : 'bad'}` }, ok ? `✓ ${t('use.correct')}` : `✗ ${t('use.wrong')}`) : null);
+  } catch (e) {
+    fail(out, e);
+  } finally {
+    setBusy(btn, false);
+  }
+}
+
+function render() {
+  const rec = runs.selectedRun();
+  const values = rec?.values;
+  const m = mode(values);
+  for (const [id, k] of [['use-generate', 'generate'], ['use-mask', 'mask'], ['use-decode', 'decode']]) $(`#${id}`).hidden = m !== k;
+  if (!values) return;
+  const key = JSON.stringify([values.arch, values.corpus, values.task, values.digits]);
+  if (key !== shownFor) {
+    shownFor = key;
+    const d = defaults(values);
+    if (d.prompt !== undefined) $('#gen-prompt').value = d.prompt;
+    if (d.mask !== undefined) $('#mask-text').value = d.mask;
+    if (d.input !== undefined) $('#dec-input').value = d.input;
+    for (const id of ['#gen-out', '#mask-out', '#dec-out']) $(id).replaceChildren();
+  }
+  if (m === 'decode') $('#dec-help').textContent = t(`use.input.help.${values.task}`, { ex: taskSample(values.task, values.digits) });
+}
+
+export function mount() {
+  $('#gen-go').addEventListener('click', generate);
+  $('#mask-go').addEventListener('click', fillMask);
+  $('#dec-go').addEventListener('click', decode);
+  $('#dec-random').addEventListener('click', () => {
+    const v = runs.selectedRun()?.values;
+    if (v) $('#dec-input').value = taskExample(v.task, v.digits);
+  });
+  for (const id of ['temperature', 'topp']) {
+    const input = $(`#gen-${id}`);
+    const show = () => {
+      $(`#gen-${id}-value`).textContent = Number(input.value).toFixed(2);
+    };
+    input.addEventListener('input', show);
+    show();
+  }
+  on('values', render);
+  on('data', () => {
+    shownFor = null;
+    render();
+  });
+  on('lang', render);
+  render();
+}

@@ -1,0 +1,444 @@
+// The runs: each is a setup (option values: configuration, seed, data) with a colour, its engine Run once built,
+// and the history of its progress for the charts. The selected run's values are what the configuration panel
+// shows and the URL holds. Editing a run that has not trained changes it; editing one that has trained starts a
+// new run with the edit, so that the two can be compared (a run is a config and a seed).
+import { emit, on } from './bus.js';
+import { configFromValues, valuesFromConfig } from './options.js';
+import { startEngine } from './engine.js';
+import { corpusText } from './data.js';
+
+export const COLORS = ['#2563eb', '#ea580c', '#059669', '#9333ea', '#db2777', '#0891b2'];
+export const MAX_RUNS = COLORS.length;
+
+const runs = [];
+let selected = null;
+
+function emptyHistory() {
+  // One entry per progress event; val is null where no validation loss was measured. layers[j] is the series of
+  // layerNames[j].
+  return { step: [], loss: [], lr: [], grad: [], val: [], layerNames: [], layers: [] };
+}
+
+class RunRecord {
+  constructor(values, no, color) {
+    this.no = no;
+    this.color = color;
+    this.values = { ...values };
+    this.handle = null; // the engine's Run
+    this.builtKey = null; // the values it was built from
+    this.status = 'new';
+    this.message = null; // { key, vars } or { text }
+    this.history = emptyHistory();
+    this.stepCount = 0;
+    this.last = null;
+    this.rate = 0; // steps per second while training (wall clock, so shared time counts)
+    this.lastAt = 0;
+    this.queue = Promise.resolve();
+    this.buildTimer = null;
+    this.removed = false;
+  }
+
+  get key() {
+    return JSON.stringify(this.values);
+  }
+
+  get config() {
+    return configFromValues(this.values);
+  }
+
+  get training() {
+    return this.status === 'training';
+  }
+
+  /** Built and current: the engine's run matches the values. */
+  get ready() {
+    return this.handle !== null && this.builtKey === this.key;
+  }
+}
+
+export function list() {
+  return runs;
+}
+
+export function selectedRun() {
+  return selected;
+}
+
+export function byNo(no) {
+  return runs.find((r) => r.no === no) ?? null;
+}
+
+function emitRuns() {
+  emit('runs', { runs, selected });
+}
+
+function notice(key, vars, kind = 'info') {
+  emit('notice', { key, vars, kind });
+}
+
+function nextColor() {
+  return COLORS.find((c) => !runs.some((r) => r.color === c)) ?? COLORS[runs.length % COLORS.length];
+}
+
+function add(values, { no, color, select: sel = true } = {}) {
+  const rec = new RunRecord(values, no ?? Math.max(0, ...runs.map((r) => r.no)) + 1, color ?? nextColor());
+  runs.push(rec);
+  if (sel) selected = rec;
+  return rec;
+}
+
+function sameValues(a, b) {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Starts with one run of `values` (built once the engine is up, unless `build` is false). */
+export function init(values, { build = true } = {}) {
+  runs.length = 0;
+  const rec = add(values);
+  emitRuns();
+  emit('values', { values: rec.values, source: 'init' });
+  if (build) scheduleBuild(rec, 0);
+  return rec;
+}
+
+/**
+ * The user changed the setup of the selected run. Returns 'same' | 'applied' | 'forked' | 'refused'; for
+ * 'refused' the selected run's values are announced again, so the controls go back.
+ */
+export function applyValues(values, source = 'edit') {
+  const rec = selected;
+  if (!rec) {
+    init(values);
+    return 'applied';
+  }
+  if (sameValues(rec.values, values)) return 'same';
+  if (rec.stepCount === 0 && !rec.training) {
+    rec.values = { ...values };
+    if (rec.status !== 'building') rec.status = 'new';
+    rec.message = null;
+    emit('values', { values: rec.values, source });
+    emitRuns();
+    scheduleBuild(rec);
+    return 'applied';
+  }
+  if (runs.length >= MAX_RUNS) {
+    notice('runs.max', { n: MAX_RUNS }, 'warn');
+    emit('values', { values: rec.values, source: 'revert' });
+    return 'refused';
+  }
+  const fork = add(values);
+  notice('runs.forked', { old: rec.no, new: fork.no });
+  emit('values', { values: fork.values, source });
+  emitRuns();
+  scheduleBuild(fork);
+  return 'forked';
+}
+
+export function select(rec) {
+  if (!rec || rec === selected) return;
+  selected = rec;
+  emit('values', { values: rec.values, source: 'select' });
+  emitRuns();
+}
+
+/** Builds the run's model soon (after edits settle), so that its attention and shapes can be shown. */
+function scheduleBuild(rec, ms = 300) {
+  clearTimeout(rec.buildTimer);
+  rec.buildTimer = setTimeout(() => ensureBuilt(rec).catch(() => {}), ms);
+}
+
+/** Resolves the run's engine Run, building (or rebuilding, after an edit) it first. Builds of a run go in turn. */
+export function ensureBuilt(rec) {
+  const p = rec.queue.then(() => buildNow(rec));
+  rec.queue = p.catch(() => {});
+  return p;
+}
+
+async function buildNow(rec) {
+  if (rec.removed) throw new Error('removed');
+  if (rec.ready) return rec.handle;
+  const key = rec.key;
+  const values = rec.values;
+  const engine = await startEngine();
+  await dropHandle(rec);
+  rec.status = 'building';
+  rec.message = null;
+  emitRuns();
+  try {
+    const config = configFromValues(values);
+    const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(values.corpus);
+    const handle = await engine.createRun(config, { corpus });
+    if (rec.removed) {
+      await handle.dispose();
+      throw new Error('removed');
+    }
+    attach(rec, handle, key);
+    rec.status = 'ready';
+    rec.history = emptyHistory();
+    emitRuns();
+    emit('built', { rec });
+    return handle;
+  } catch (e) {
+    if (!rec.removed) {
+      rec.status = 'invalid';
+      rec.message = e.key ? { key: e.key } : { text: e.message };
+      emitRuns();
+    }
+    throw e;
+  }
+}
+
+function attach(rec, handle, key) {
+  rec.handle = handle;
+  rec.builtKey = key;
+  rec.stepCount = handle.stepCount;
+  rec.last = null;
+  const offs = [
+    handle.on('progress', (p) => onProgress(rec, handle, p)),
+    handle.on('error', (e) => {
+      if (rec.handle !== handle) return;
+      rec.status = 'error';
+      rec.message = { text: e.message };
+      notice('notice.runError', { n: rec.no, msg: e.message }, 'error');
+      emitRuns();
+    }),
+    handle.on('restored', ({ step }) => {
+      // After an engine restart the run is back at its last snapshot: forget the steps after it.
+      const h = rec.history;
+      const keep = h.step.findIndex((s) => s > step);
+      if (keep >= 0) {
+        for (const k of ['step', 'loss', 'lr', 'grad', 'val']) h[k].length = keep;
+        for (const l of h.layers) l.length = keep;
+      }
+      rec.stepCount = step;
+      if (rec.training) rec.status = 'paused';
+      emitRuns();
+    }),
+  ];
+  rec.detach = () => offs.forEach((off) => off());
+}
+
+async function dropHandle(rec) {
+  const h = rec.handle;
+  if (!h) return;
+  rec.detach?.();
+  rec.handle = null;
+  rec.builtKey = null;
+  rec.stepCount = 0;
+  await h.dispose().catch(() => {});
+}
+
+function onProgress(rec, handle, p) {
+  if (rec.handle !== handle) return;
+  const h = rec.history;
+  if (h.layerNames.length === 0) {
+    h.layerNames = p.layerGradNorms.map(([name]) => name);
+    h.layers = h.layerNames.map(() => new Array(h.step.length).fill(null));
+  }
+  h.step.push(p.step);
+  h.loss.push(p.loss);
+  h.lr.push(p.lr);
+  h.grad.push(p.gradNorm);
+  h.val.push(p.valLoss ?? null);
+  p.layerGradNorms.forEach(([, v], j) => h.layers[j]?.push(v));
+  rec.stepCount = p.step;
+  rec.last = p;
+  const now = performance.now();
+  if (rec.training && rec.lastAt) {
+    const inst = 1000 / Math.max(1, now - rec.lastAt);
+    rec.rate = rec.rate ? 0.85 * rec.rate + 0.15 * inst : inst;
+  }
+  rec.lastAt = now;
+  emit('progress', { rec, p });
+}
+
+/** Trains the run to its last step (its `steps` option). */
+export async function train(rec = selected) {
+  if (!rec || rec.training) return;
+  const handle = await ensureBuilt(rec);
+  const left = rec.values.steps - rec.stepCount;
+  if (left <= 0) {
+    notice('runs.done', { n: rec.no, steps: rec.values.steps }, 'warn');
+    return;
+  }
+  rec.status = 'training';
+  rec.lastAt = 0;
+  rec.rate = 0;
+  emitRuns();
+  try {
+    const r = await handle.train({ steps: left });
+    if (rec.handle !== handle || r.stopped === 'disposed') return;
+    rec.stepCount = r.step;
+    rec.status = r.step >= rec.values.steps ? 'done' : 'paused';
+  } catch (e) {
+    if (rec.handle !== handle) return;
+    rec.status = 'error';
+    rec.message = { text: e.message };
+  }
+  emitRuns();
+  emit('stopped', { rec });
+}
+
+export async function pause(rec = selected) {
+  if (!rec?.training || !rec.handle) return;
+  await rec.handle.pause();
+}
+
+/** One training step. */
+export async function step(rec = selected) {
+  if (!rec || rec.training) return;
+  const handle = await ensureBuilt(rec);
+  try {
+    await handle.step();
+    rec.status = rec.stepCount >= rec.values.steps ? 'done' : 'paused';
+  } catch (e) {
+    rec.status = 'error';
+    rec.message = { text: e.message };
+  }
+  emitRuns();
+  emit('stopped', { rec });
+}
+
+/** Back to step 0 with fresh weights from the same seed. */
+export async function reset(rec = selected) {
+  if (!rec) return;
+  clearTimeout(rec.buildTimer);
+  await dropHandle(rec);
+  rec.status = 'new';
+  rec.message = null;
+  rec.history = emptyHistory();
+  rec.rate = 0;
+  emitRuns();
+  emit('stopped', { rec });
+  await ensureBuilt(rec).catch(() => {});
+}
+
+/** A new run with the selected run's setup (to change one knob and compare). */
+export function newRun(values = selected?.values) {
+  if (runs.length >= MAX_RUNS) {
+    notice('runs.max', { n: MAX_RUNS }, 'warn');
+    return null;
+  }
+  const rec = add(values);
+  emit('values', { values: rec.values, source: 'select' });
+  emitRuns();
+  scheduleBuild(rec, 0);
+  return rec;
+}
+
+export async function remove(rec) {
+  if (!rec || runs.length <= 1) return;
+  rec.removed = true;
+  clearTimeout(rec.buildTimer);
+  runs.splice(runs.indexOf(rec), 1);
+  if (selected === rec) {
+    selected = runs.at(-1);
+    emit('values', { values: selected.values, source: 'select' });
+  }
+  emitRuns();
+  emit('stopped', { rec });
+  await dropHandle(rec);
+}
+
+/**
+ * A run from a checkpoint. Text models need a corpus whose characters the checkpoint knows: the selected run's
+ * corpus is tried first, then the other built-in ones. Resolves the new run; rejects with the engine's message.
+ */
+export async function loadCheckpoint(bytes) {
+  if (runs.length >= MAX_RUNS) throw Object.assign(new Error('runs.max'), { key: 'runs.max', vars: { n: MAX_RUNS } });
+  const engine = await startEngine();
+  const order = [...new Set([selected?.values.corpus ?? 'shakespeare', 'shakespeare', 'sums', 'custom'])];
+  let handle = null;
+  let corpus = null;
+  let firstError = null;
+  for (const id of order) {
+    const text = await corpusText(id).catch(() => null);
+    if (text === null) continue;
+    try {
+      handle = await engine.loadRun(bytes, { corpus: text });
+      corpus = id;
+      break;
+    } catch (e) {
+      firstError ??= e;
+      // A checkpoint that is not a text model, or not a checkpoint at all, fails the same way for every corpus.
+      if (!/vocabulary|corpus/i.test(e.message)) break;
+    }
+  }
+  if (!handle) throw firstError ?? new Error('no corpus');
+  const values = valuesFromConfig(handle.config, corpus);
+  const rec = add(values);
+  attach(rec, handle, rec.key);
+  rec.status = handle.stepCount >= values.steps ? 'done' : handle.stepCount > 0 ? 'paused' : 'ready';
+  emit('values', { values: rec.values, source: 'select' });
+  emitRuns();
+  emit('built', { rec });
+  emit('stopped', { rec });
+  return rec;
+}
+
+/** What the autosave keeps: every run's setup, colour, history, status and (once trained) checkpoint bytes. */
+export async function snapshot() {
+  const out = [];
+  for (const rec of [...runs]) {
+    let bytes = null;
+    if (rec.handle && rec.stepCount > 0) bytes = await rec.handle.save().catch(() => null);
+    out.push({
+      no: rec.no,
+      color: rec.color,
+      values: rec.values,
+      history: rec.history,
+      stepCount: rec.stepCount,
+      status: rec.training ? 'paused' : rec.status,
+      message: rec.message,
+      bytes,
+    });
+  }
+  return { runs: out, selected: selected?.no ?? null };
+}
+
+/** Brings back the runs of an autosave: trained ones from their checkpoints, the others rebuilt from their setup. */
+export async function restore(saved) {
+  const engine = await startEngine();
+  runs.length = 0;
+  selected = null;
+  for (const s of saved.runs) {
+    const rec = add(s.values, { no: s.no, color: s.color, select: false });
+    rec.history = s.history ?? emptyHistory();
+    if (s.bytes) {
+      const config = configFromValues(s.values);
+      const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(s.values.corpus).catch(() => undefined);
+      try {
+        const handle = await engine.loadRun(s.bytes, { corpus });
+        attach(rec, handle, rec.key);
+        rec.status = s.status === 'training' || s.status === 'building' ? 'paused' : s.status;
+        rec.message = s.message;
+        continue;
+      } catch (e) {
+        rec.message = { text: e.message };
+      }
+    }
+    rec.history = emptyHistory();
+    scheduleBuild(rec, 0);
+  }
+  selected = byNo(saved.selected) ?? runs[0];
+  emit('values', { values: selected.values, source: 'restore' });
+  emitRuns();
+  for (const rec of runs) if (rec.handle) emit('built', { rec });
+}
+
+// The engine restarted after a crash: runs come back by themselves ('restored'); say what happened.
+on('engine', ({ engine }) => {
+  engine?.on('restart', ({ message }) => notice('notice.engineRestart', { msg: message }, 'error'));
+});
+
+/** The pasted text changed: runs on it that have not trained are rebuilt with it (trained ones keep theirs). */
+export function customTextChanged() {
+  for (const rec of runs) {
+    if (rec.values.corpus !== 'custom' || rec.values.arch === 'encoder_decoder' || rec.stepCount > 0 || rec.training) continue;
+    rec.builtKey = null;
+    rec.status = 'new';
+    rec.message = null;
+    scheduleBuild(rec, 0);
+  }
+  emitRuns();
+}
