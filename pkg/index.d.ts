@@ -173,6 +173,8 @@ export class Run {
   on(event: 'progress', fn: (p: Progress) => void): Unsubscribe;
   on(event: 'error', fn: (e: Error) => void): Unsubscribe;
   on(event: 'restored', fn: (e: { step: number }) => void): Unsubscribe;
+  /** The engine's last-good-state checkpoint of this run (taken when training stops and every 20 s while it runs). */
+  on(event: 'snapshot', fn: (e: { step: number; bytes: Uint8Array }) => void): Unsubscribe;
   train(opts?: { steps?: number }): Promise<{ step: number; stopped: 'done' | 'paused' | 'disposed' }>;
   pause(): Promise<{ step: number }>;
   step(): Promise<Progress>;

@@ -303,6 +303,7 @@ export class Run extends Emitter {
 
   _snapshot(bytes, step) {
     this.#snapshot = { bytes, step };
+    this.emit('snapshot', { step, bytes });
   }
 
   /** After an engine restart: the run comes back at its last snapshot (or fresh from its config). */
