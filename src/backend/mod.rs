@@ -7,6 +7,8 @@
 //! Backward methods ACCUMULATE (`+=`) into parameter gradients and into input gradients; callers zero them.
 
 pub mod cpu;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod ops;
 
 use crate::config::{Activation, NormKind};

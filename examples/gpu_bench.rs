@@ -1,0 +1,126 @@
+//! Timings of the WebGPU backend's kernels on the adapter wgpu picks natively: matmul GFLOP/s (forward, and the
+//! backward's dinp + dw) at square sizes, and fused attention forward + backward for T = 64 … 1024, with the
+//! memory the fused kernels hold against the (B,NH,T,T) probabilities a naive version would store.
+//! Times are wall-clock from submit to completion (median of repeats), so they include the submission overhead.
+//!
+//!   cargo run --release --features gpu --example gpu_bench [-- --quick]
+//!
+//! `--quick` uses small sizes (for lavapipe or SwiftShader, which are CPU emulations: record their figures, do not
+//! tune to them).
+
+#[cfg(not(feature = "gpu"))]
+fn main() {
+    eprintln!("gpu_bench needs the gpu feature: cargo run --release --features gpu --example gpu_bench");
+    std::process::exit(2);
+}
+
+#[cfg(feature = "gpu")]
+fn main() {
+    if let Err(e) = bench::run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(feature = "gpu")]
+mod bench {
+    use std::time::Instant;
+    use transformer_playground::backend::gpu::{Encoder, Gpu, GpuAttnBias};
+    use transformer_playground::backend::AttnShape;
+    use transformer_playground::rng::Rng;
+    use transformer_playground::Result;
+
+    fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.normal() as f32).collect()
+    }
+
+    /// Median ms of recording, submitting and completing `f`, over enough repeats to fill ~0.5 s (3 ..= 50).
+    fn median_ms(g: &Gpu, mut f: impl FnMut(&mut Encoder) -> Result<()>) -> Result<f64> {
+        let mut once = || -> Result<f64> {
+            let t = Instant::now();
+            let mut e = g.encoder();
+            f(&mut e)?;
+            g.submit(e)?;
+            g.wait()?;
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        };
+        once()?; // warm-up: compiles the pipelines
+        let first = once()?;
+        let reps = ((500.0 / first.max(1e-3)) as usize).clamp(3, 50);
+        let mut times = (0..reps).map(|_| once()).collect::<Result<Vec<f64>>>()?;
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(times[reps / 2])
+    }
+
+    pub fn run() -> Result<()> {
+        let quick = std::env::args().any(|a| a == "--quick");
+        let g = Gpu::new_blocking()?;
+        println!("adapter: {}", g.adapter_name());
+        let mut rng = Rng::new(1);
+
+        println!("\nmatmul  (N = C = OC)            forward ms   GFLOP/s   backward ms   GFLOP/s");
+        let sizes: &[usize] = if quick { &[128, 256] } else { &[256, 512, 1024, 2048, 4096] };
+        for &n in sizes {
+            let (x, w, b) = (
+                g.upload(&randn(&mut rng, n * n))?,
+                g.upload(&randn(&mut rng, n * n))?,
+                g.upload(&randn(&mut rng, n))?,
+            );
+            let (out, dx, dw, db) =
+                (g.zeros::<f32>(n * n)?, g.zeros::<f32>(n * n)?, g.zeros::<f32>(n * n)?, g.zeros::<f32>(n)?);
+            let fwd = median_ms(&g, |e| g.matmul_forward(e, out.all(), x.all(), w.all(), Some(b.all()), n, n, n))?;
+            let bwd = median_ms(&g, |e| {
+                g.matmul_backward(e, Some(dx.all()), dw.all(), Some(db.all()), out.all(), x.all(), w.all(), n, n, n)
+            })?;
+            let flops = 2.0 * (n * n * n) as f64;
+            println!(
+                "{n:>6}                          {fwd:>10.3} {:>9.1} {bwd:>13.3} {:>9.1}",
+                flops / fwd / 1e6,
+                2.0 * flops / bwd / 1e6
+            );
+        }
+
+        let (b, nh, hs) = if quick { (1, 4, 32) } else { (4, 8, 64) };
+        println!("\nattention  B={b} NH={nh} HS={hs}, causal      fwd ms    fwd+bwd ms   fused MiB   naive (T×T) MiB");
+        let lens: &[usize] = if quick { &[64, 128] } else { &[64, 128, 256, 512, 1024] };
+        for &t in lens {
+            let sh =
+                AttnShape { b, t, s: t, nh, nkv: nh, hs, causal: true, q_offset: 0, scale: 1.0 / (hs as f32).sqrt() };
+            let n = b * nh * t * hs;
+            let (q, k, v, dout) = (
+                g.upload(&randn(&mut rng, n))?,
+                g.upload(&randn(&mut rng, n))?,
+                g.upload(&randn(&mut rng, n))?,
+                g.upload(&randn(&mut rng, n))?,
+            );
+            let (out, lse) = (g.zeros::<f32>(n)?, g.zeros::<f32>(b * nh * t)?);
+            let (dq, dk, dv) = (g.zeros::<f32>(n)?, g.zeros::<f32>(n)?, g.zeros::<f32>(n)?);
+            let fwd = median_ms(&g, |e| {
+                g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), GpuAttnBias::None, &sh)
+            })?;
+            let both = median_ms(&g, |e| {
+                g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), GpuAttnBias::None, &sh)?;
+                g.attention_backward(
+                    e,
+                    dq.all(),
+                    dk.all(),
+                    dv.all(),
+                    None,
+                    dout.all(),
+                    q.all(),
+                    k.all(),
+                    v.all(),
+                    out.all(),
+                    lse.all(),
+                    GpuAttnBias::None,
+                    &sh,
+                )
+            })?;
+            // Fused: lse saved, plus the backward's (lse, δ) scratch. Naive: the probabilities, kept for the backward.
+            let fused = (b * nh * t * 3 * 4) as f64 / (1 << 20) as f64;
+            let naive = (b * nh * t * t * 4) as f64 / (1 << 20) as f64;
+            println!("T={t:<5}                                {fwd:>9.3} {both:>13.3} {fused:>11.3} {naive:>17.1}");
+        }
+        Ok(())
+    }
+}

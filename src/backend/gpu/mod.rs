@@ -1,0 +1,344 @@
+//! The WebGPU backend: every op of the `Backend` trait as a WGSL compute kernel, run through wgpu (Vulkan natively,
+//! Mesa's lavapipe where there is no GPU; the browser's WebGPU on wasm32). Same op names and argument order as the
+//! trait (llm.c order: outputs, saved caches, inputs, parameters, sizes); backward ops ACCUMULATE like the trait's.
+//!
+//! The ops work on device buffers (`GpuBuffer`, viewed through `GpuSlice`) and are recorded into an `Encoder`;
+//! nothing is read back unless asked (`Gpu::read`). A training step can therefore be recorded into one submission
+//! with its parameters, gradients, optimizer state and activations resident on the device, and only scalars (loss,
+//! grad norm) read back. The model integration (phase 2 of issue 5) builds on this API; `tests/gpu_kernels.rs`
+//! holds every kernel to the scalar reference through an upload-run-readback adapter of the `Backend` trait.
+//!
+//! Kernels (`wgsl/`, one file per op family, each opening with its bindings, shapes and invocation→element map):
+//! - `matmul`: C (+)= A·B over strided A and B, 64×64 tiles in workgroup memory, 4×4 outputs per thread;
+//!   forward, dinp and dw are three stridings of it, db a column sum (`reduce`).
+//! - `norm`: LayerNorm / RMSNorm, one workgroup per row; backward as a row kernel (dinp) and a column kernel (dw, db).
+//! - `attention_forward`, `attention_backward`, `attention_delta`: FlashAttention-2 (Dao 2023): online softmax over
+//!   K/V tiles in workgroup memory, lse saved; the backward recomputes p = exp(s − lse) in a query-parallel dq kernel
+//!   and a key-parallel dk/dv kernel, so nothing (T,S)-sized is stored and nothing is written by two invocations.
+//! - `activation`, `cross_entropy`, `adamw`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
+//!
+//! Determinism: every output element is written by exactly one invocation and every sum is formed in an order fixed
+//! by the shapes; no atomics. Errors: shapes that do not fit the buffers, requests beyond the adapter's limits and
+//! shader compile errors are `crate::Error`s, never panics.
+
+mod attention;
+mod buffer;
+mod context;
+mod matmul;
+mod norm;
+mod pointwise;
+mod reduce;
+
+pub use attention::GpuAttnBias;
+pub use buffer::{Element, GpuBuffer, GpuSlice};
+pub use context::GpuContext;
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// The error for anything the GPU path refuses or fails at. (One `Error::Invalid` with a "gpu:" prefix for now;
+/// a dedicated `Error::Gpu` variant is proposed for phase 2.)
+pub(crate) fn gpu_error(msg: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("gpu: {msg}"))
+}
+
+/// Shared by every WGSL file: helpers prepended to each source.
+const COMMON_WGSL: &str = include_str!("wgsl/common.wgsl");
+
+/// One compute kernel: a WGSL source, its entry point, and its bindings after the uniform parameters (binding 0).
+pub(crate) struct Kernel {
+    /// The file name, for labels and messages.
+    pub name: &'static str,
+    pub src: &'static str,
+    pub entry: &'static str,
+    /// Bindings 1.. in order: storage buffers, read-only or read-write.
+    pub binds: &'static [Access],
+}
+
+/// A kernel with its compile-time constants (`const NAME: u32 = value;` before the source).
+pub(crate) type KernelWith = (&'static Kernel, Vec<(&'static str, u32)>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// A compiled kernel: its pipeline and the layout its bind groups are made for.
+pub(crate) struct Compiled {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+/// Commands being recorded: dispatches and copies, plus the small buffers they use (uniform parameters, scratch)
+/// kept alive until the encoder is submitted.
+pub struct Encoder {
+    pub(crate) enc: wgpu::CommandEncoder,
+    keep: Vec<wgpu::Buffer>,
+}
+
+/// The GPU backend: a device context and its compiled kernels.
+pub struct Gpu {
+    pub ctx: GpuContext,
+    kernels: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Bound where a kernel's optional input (a bias, say) is absent, and where an output is unused: two buffers,
+    /// since one buffer may not be bound both read-only and read-write in one dispatch.
+    dummy_read: wgpu::Buffer,
+    dummy_write: wgpu::Buffer,
+}
+
+/// A buffer range to bind: (buffer, byte offset, byte size).
+#[derive(Clone, Copy)]
+pub(crate) struct Binding<'a> {
+    buf: &'a wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+impl Gpu {
+    /// Opens the default adapter (high performance) and its device. Fails with a clear error when there is none.
+    pub async fn new() -> Result<Gpu> {
+        Ok(Gpu::with_context(GpuContext::new().await?))
+    }
+
+    /// `new`, blocking (native only; in the browser, await `new`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking() -> Result<Gpu> {
+        pollster::block_on(Gpu::new())
+    }
+
+    pub fn with_context(ctx: GpuContext) -> Gpu {
+        let dummy = |label| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (dummy_read, dummy_write) = (dummy("unused input"), dummy("unused output"));
+        Gpu { ctx, kernels: Mutex::new(HashMap::new()), dummy_read, dummy_write }
+    }
+
+    /// The binding of an absent input.
+    pub(crate) fn no_input(&self) -> Binding<'_> {
+        Binding { buf: &self.dummy_read, offset: 0, size: 16 }
+    }
+
+    /// The binding of an unused output.
+    pub(crate) fn no_output(&self) -> Binding<'_> {
+        Binding { buf: &self.dummy_write, offset: 0, size: 16 }
+    }
+
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) on Vulkan", "swiftshader on BrowserWebGpu", …
+    pub fn adapter_name(&self) -> String {
+        format!("{} on {:?}", self.ctx.info.name, self.ctx.info.backend)
+    }
+
+    pub fn encoder(&self) -> Encoder {
+        let enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tp") });
+        Encoder { enc, keep: vec![] }
+    }
+
+    /// Submits the recorded commands. Returns the first device error seen since the last check (validation errors
+    /// outside a scope, a lost device) so a failed step is not mistaken for a good one.
+    pub fn submit(&self, enc: Encoder) -> Result<()> {
+        self.ctx.queue.submit([enc.enc.finish()]);
+        drop(enc.keep);
+        self.ctx.take_error()
+    }
+
+    /// Blocks until everything submitted so far has run (native only; benchmarks and tests).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| gpu_error(format!("waiting for the device: {e}")))?;
+        self.ctx.take_error()
+    }
+
+    /// Compiles (and validates, inside error scopes) every kernel whose compile-time constants do not depend on
+    /// the model, plus the attention kernels for each (head size, relative-bias buckets) pair given. In the
+    /// browser this must be awaited before the first op (ops cannot block on validation there); natively, kernels
+    /// not prepared are compiled on first use.
+    pub async fn prepare(&self, attention: &[(usize, usize)]) -> Result<()> {
+        for (k, consts) in self.fixed_kernels().into_iter().chain(attention::kernels_for(attention)?) {
+            self.compile(k, &consts).await?;
+        }
+        Ok(())
+    }
+
+    fn fixed_kernels(&self) -> Vec<KernelWith> {
+        let mut v: Vec<_> = matmul::KERNELS
+            .iter()
+            .chain(norm::KERNELS)
+            .chain(pointwise::KERNELS)
+            .chain(reduce::KERNELS)
+            .map(|k| (*k, vec![]))
+            .collect();
+        v.push((&attention::DELTA, vec![]));
+        v
+    }
+
+    fn key(k: &Kernel, consts: &[(&str, u32)]) -> String {
+        let c: Vec<String> = consts.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        format!("{}:{}:{}", k.name, k.entry, c.join(","))
+    }
+
+    /// Compiles a kernel with its compile-time constants (`const NAME: u32 = v;` lines put before the source),
+    /// reporting WGSL and pipeline errors as `Error`s.
+    async fn compile(&self, k: &Kernel, consts: &[(&str, u32)]) -> Result<Arc<Compiled>> {
+        let key = Gpu::key(k, consts);
+        if let Some(c) = self.lock_kernels().get(&key) {
+            return Ok(c.clone());
+        }
+        let header: String = consts.iter().map(|(n, v)| format!("const {n}: u32 = {v}u;\n")).collect();
+        let src = format!("{header}{COMMON_WGSL}\n{}", k.src);
+        let layout = self.bind_group_layout(k);
+        let c = Arc::new(
+            self.ctx.compile(&key, &src, k.entry, Some(&layout)).await.map(|pipeline| Compiled { pipeline, layout })?,
+        );
+        self.lock_kernels().insert(key, c.clone());
+        Ok(c)
+    }
+
+    fn lock_kernels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Compiled>>> {
+        // A panic while holding the lock leaves the map intact (entries are inserted whole), so poisoning is ignored.
+        self.kernels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The compiled kernel: from the cache, else compiled now (natively; in the browser `prepare` must have run).
+    fn kernel(&self, k: &Kernel, consts: &[(&str, u32)]) -> Result<Arc<Compiled>> {
+        if let Some(c) = self.lock_kernels().get(&Gpu::key(k, consts)) {
+            return Ok(c.clone());
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.compile(k, consts))
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            Err(gpu_error(format!(
+                "kernel {} was not prepared: await Gpu::prepare before running ops",
+                Gpu::key(k, consts)
+            )))
+        }
+    }
+
+    fn bind_group_layout(&self, k: &Kernel) -> wgpu::BindGroupLayout {
+        let uniform = wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let entries: Vec<_> = std::iter::once(uniform)
+            .chain(k.binds.iter().enumerate().map(|(i, a)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: *a == Access::Read },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            }))
+            .collect();
+        self.ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(k.name), entries: &entries })
+    }
+
+    /// Records one dispatch of kernel `k` over `groups` workgroups: `params` go to a fresh uniform buffer at
+    /// binding 0, `bufs` to bindings 1.. in order. Binding offsets and sizes are checked against the limits first.
+    pub(crate) fn dispatch<P: bytemuck::Pod>(
+        &self,
+        enc: &mut Encoder,
+        k: &Kernel,
+        consts: &[(&str, u32)],
+        params: &P,
+        bufs: &[Binding],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        if bufs.len() != k.binds.len() {
+            return Err(gpu_error(format!(
+                "{}: {} buffers bound, the kernel has {}",
+                k.name,
+                bufs.len(),
+                k.binds.len()
+            )));
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            self.ctx.check_binding(k.name, i + 1, b.offset, b.size)?;
+        }
+        let compiled = self.kernel(k, consts)?;
+        let uniform = self.uniform(params);
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in bufs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.buf,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
+            });
+        }
+        let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(k.name),
+            layout: &compiled.layout,
+            entries: &entries,
+        });
+        {
+            let mut pass = enc
+                .enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(k.entry), timestamp_writes: None });
+            pass.set_pipeline(&compiled.pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        enc.keep.push(uniform);
+        Ok(())
+    }
+
+    fn uniform<P: bytemuck::Pod>(&self, params: &P) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// `n` workgroups as a grid within the per-dimension limit: (n, 1, 1), or (max, ⌈n/max⌉, 1); kernels rebuild
+    /// the linear index with `group_index` (common.wgsl) and skip indices ≥ n.
+    pub(crate) fn grid(&self, n: usize) -> Result<[u32; 3]> {
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
+        if n <= max {
+            Ok([n as u32, 1, 1])
+        } else if n.div_ceil(max) <= max {
+            Ok([max as u32, n.div_ceil(max) as u32, 1])
+        } else {
+            Err(gpu_error(format!("{n} workgroups exceed the adapter's grid ({max}² per dispatch)")))
+        }
+    }
+}
+
+/// u32 from a size, or an error naming it (WGSL indexes with u32).
+pub(crate) fn u32_of(what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| gpu_error(format!("{what} = {n} does not fit the kernels' 32-bit indices")))
+}
+
+/// Checks that `s` holds at least `need` elements.
+pub(crate) fn need<T: Element>(what: &str, s: &GpuSlice<T>, need: usize) -> Result<()> {
+    if s.len() < need {
+        return Err(gpu_error(format!("{what} has {} elements, the op needs {need}", s.len())));
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Reductions and scaling (`wgsl/reduce.wgsl`): column sums (bias gradients, the relative-bias table gradient),
+//! Σx and Σx² of a buffer (loss, grad norm) left on the device, and gradient clipping from a device-side norm.
+
+use super::{need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use crate::error::Result;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    cols: u32,
+    chunk: u32,
+    flags: u32,
+    factor: f32,
+    out_index: u32,
+    _pad: [u32; 2],
+}
+
+const ACCUMULATE: u32 = 1;
+const SQUARE: u32 = 2;
+/// Elements summed by one workgroup of `sum` (256 threads × 16).
+const CHUNK: usize = 4096;
+
+const SRC: &str = include_str!("wgsl/reduce.wgsl");
+const BINDS: &[Access] = &[Access::Read, Access::Write];
+pub(crate) static COL_SUM: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "col_sum", binds: BINDS };
+pub(crate) static SUM: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "sum", binds: BINDS };
+pub(crate) static SCALE: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "scale", binds: BINDS };
+pub(crate) static CLIP: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "clip", binds: BINDS };
+pub(crate) static KERNELS: &[&Kernel] = &[&COL_SUM, &SUM, &SCALE, &CLIP];
+
+impl Gpu {
+    /// out (cols) (+)= Σ_rows x (rows, cols).
+    pub fn col_sum(
+        &self,
+        enc: &mut Encoder,
+        out: GpuSlice<f32>,
+        x: GpuSlice<f32>,
+        rows: usize,
+        cols: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        need("col_sum out", &out, cols)?;
+        need("col_sum x", &x, rows * cols)?;
+        if cols == 0 {
+            return Ok(());
+        }
+        let p = Params {
+            n: u32_of("rows", rows)?,
+            cols: u32_of("columns", cols)?,
+            flags: if accumulate { ACCUMULATE } else { 0 },
+            ..Default::default()
+        };
+        let x = if rows == 0 { self.no_input() } else { x.bind(rows * cols) };
+        self.dispatch(enc, &COL_SUM, &[], &p, &[x, out.bind(cols)], self.grid(cols.div_ceil(32))?)
+    }
+
+    /// out[index] = Σ x² (the squared global grad norm), on the device.
+    pub fn sum_squares(&self, enc: &mut Encoder, out: GpuSlice<f32>, index: usize, x: GpuSlice<f32>) -> Result<()> {
+        self.sum_into(enc, out, index, x, true)
+    }
+
+    /// out[index] = Σ x (a total loss from per-row losses), on the device.
+    pub fn sum(&self, enc: &mut Encoder, out: GpuSlice<f32>, index: usize, x: GpuSlice<f32>) -> Result<()> {
+        self.sum_into(enc, out, index, x, false)
+    }
+
+    /// Sums chunk by chunk into partials, then the partials likewise, until one chunk is left for out[index].
+    fn sum_into(
+        &self,
+        enc: &mut Encoder,
+        out: GpuSlice<f32>,
+        index: usize,
+        x: GpuSlice<f32>,
+        square: bool,
+    ) -> Result<()> {
+        need("sum out", &out, index + 1)?;
+        let mut n = x.len();
+        if n == 0 {
+            self.clear(enc, out.sub(index, 1)?);
+            return Ok(());
+        }
+        let mut sizes = vec![];
+        while n > CHUNK {
+            n = n.div_ceil(CHUNK);
+            sizes.push(n);
+        }
+        let parts = sizes.iter().map(|&s| self.zeros::<f32>(s)).collect::<Result<Vec<_>>>()?;
+        let (mut src, mut n) = (x.bind(x.len()), x.len());
+        let mut flags = if square { SQUARE } else { 0 };
+        for part in &parts {
+            let p = Params { n: u32_of("elements", n)?, chunk: CHUNK as u32, flags, ..Default::default() };
+            self.dispatch(enc, &SUM, &[], &p, &[src, part.all().bind(part.len())], self.grid(part.len())?)?;
+            (src, n) = (part.all().bind(part.len()), part.len());
+            flags &= !SQUARE;
+        }
+        let p = Params {
+            n: u32_of("elements", n)?,
+            chunk: CHUNK as u32,
+            flags,
+            out_index: u32_of("index", index)?,
+            ..Default::default()
+        };
+        self.dispatch(enc, &SUM, &[], &p, &[src, out.bind(out.len())], [1, 1, 1])?;
+        // The partials live until the encoder is submitted.
+        enc.keep.extend(parts.into_iter().map(|b| b.buf));
+        Ok(())
+    }
+
+    /// x *= factor.
+    pub fn scale(&self, enc: &mut Encoder, x: GpuSlice<f32>, factor: f32) -> Result<()> {
+        if x.is_empty() {
+            return Ok(());
+        }
+        let p = Params { n: u32_of("elements", x.len())?, factor, ..Default::default() };
+        self.dispatch(enc, &SCALE, &[], &p, &[self.no_input(), x.bind(x.len())], self.grid(x.len().div_ceil(256))?)
+    }
+
+    /// PyTorch's clip_grad_norm_ with the norm on the device: g *= clip / (sqrt(sum_sq[0]) + 1e-6) when that is
+    /// below 1. `sum_sq` holds Σg² (from `sum_squares`) at its first element.
+    pub fn clip_grads(&self, enc: &mut Encoder, g: GpuSlice<f32>, sum_sq: GpuSlice<f32>, clip: f32) -> Result<()> {
+        need("clip sum_sq", &sum_sq, 1)?;
+        if g.is_empty() || clip <= 0.0 {
+            return Ok(());
+        }
+        let p = Params { n: u32_of("elements", g.len())?, factor: clip, ..Default::default() };
+        self.dispatch(enc, &CLIP, &[], &p, &[sum_sq.bind(1), g.bind(g.len())], self.grid(g.len().div_ceil(256))?)
+    }
+}

@@ -1,0 +1,46 @@
+// adamw.wgsl: one AdamW step (Loshchilov & Hutter 2019) as PyTorch's: decoupled decay p ← p·(1 − lr·wd), then
+// m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², p ← p − lr·(m/bc1) / (sqrt(v/bc2) + eps).
+// bc1 = 1 − β1^t and bc2 = 1 − β2^t come from the host (computed as the reference does); wd is 0 for tensors
+// without decay.
+//
+// Bindings (group 0):
+//   0 uniform Params   n, lr, beta1, beta2, eps, wd, bc1, bc2
+//   1 read    g: f32   (n) gradients
+//   2 rw      w: f32   (n) parameters
+//   3 rw      m: f32   (n) first moments
+//   4 rw      v: f32   (n) second moments
+// Invocation → element: invocation i < n (256 per workgroup) updates element i of w, m, v.
+
+struct Params {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    wd: f32,
+    bc1: f32,
+    bc2: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    let i = group_index(wg, nwg) * 256u + t;
+    if (i >= p.n) {
+        return;
+    }
+    let gi = g[i];
+    var wi = w[i] * (1.0 - p.lr * p.wd);
+    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * gi;
+    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    wi -= p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    w[i] = wi;
+}

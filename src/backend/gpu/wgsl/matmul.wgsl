@@ -1,0 +1,120 @@
+// matmul.wgsl: C (+)= A·B (+ bias), the one tiled kernel behind the linear layer's forward and backward.
+//
+// Bindings (group 0):
+//   0 uniform Params         m, n, k; strides of A and B; flags (ACCUMULATE, BIAS)
+//   1 read    a: f32         A (M,K): element (i, kk) at a[i*a_rs + kk*a_cs]
+//   2 read    b: f32         B (K,N): element (kk, j) at b[kk*b_rs + j*b_cs]
+//   3 read    bias: f32      (N), read only with BIAS
+//   4 rw      c: f32         C (M,N), row-major: c[i*N + j]
+// The linear layer, inp (N,C), w (OC,C), dout (N,OC), is three stridings of it:
+//   forward  out = inp·wᵀ + b   M=N,  N=OC, K=C   A=inp   (a_rs=C, a_cs=1)   B=wᵀ  (b_rs=1, b_cs=C)
+//   dinp += dout·w              M=N,  N=C,  K=OC  A=dout  (a_rs=OC, a_cs=1)  B=w   (b_rs=C, b_cs=1)
+//   dw   += doutᵀ·inp           M=OC, N=C,  K=N   A=doutᵀ (a_rs=1, a_cs=OC)  B=inp (b_rs=C, b_cs=1)
+//
+// Invocation → element: workgroup (x, y) owns the 64×64 tile of C at rows 64y.., columns 64x..; thread (tx, ty)
+// of its 16×16 owns the 4×4 elements C[64y + ty + 16r, 64x + tx + 16s], r, s < 4 (strided, so neighbouring
+// threads store neighbouring columns). For each step of 16 along K the 256 threads stage A (64×16) and B (16×64)
+// in workgroup memory, 4 elements of each per thread, walking along whichever dimension has stride 1 so that
+// neighbouring threads read neighbouring addresses; then each thread makes 16 rank-1 updates of its 4×4 block
+// from registers (8 workgroup loads per 16 multiply-adds). Rows of the staged tiles are padded to 65 so that the
+// column-wise stores do not all fall in one memory bank.
+// Edges: elements outside M, N or K are staged as 0 and not stored, so any sizes work.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+}
+
+const ACCUMULATE: u32 = 1u;
+const BIAS: u32 = 2u;
+
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+const PAD: u32 = 65u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+// as_t[kk*PAD + i]: A tile, K-major; bs_t[kk*PAD + j]: B tile, K-major.
+var<workgroup> as_t: array<f32, 1040>;
+var<workgroup> bs_t: array<f32, 1040>;
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let m0 = wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let tx = lid.x;
+    let ty = lid.y;
+    var acc: array<vec4<f32>, 4>;
+    for (var r = 0u; r < 4u; r++) {
+        acc[r] = vec4<f32>(0.0);
+    }
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var q = 0u; q < 4u; q++) {
+            let e = li + q * 256u;
+            var i: u32;
+            var kk: u32;
+            if (p.a_cs == 1u) {
+                kk = e % TK;
+                i = e / TK;
+            } else {
+                i = e % TILE;
+                kk = e / TILE;
+            }
+            var v = 0.0;
+            if (m0 + i < p.m && k0 + kk < p.k) {
+                v = a[(m0 + i) * p.a_rs + (k0 + kk) * p.a_cs];
+            }
+            as_t[kk * PAD + i] = v;
+            var j: u32;
+            if (p.b_rs == 1u) {
+                kk = e % TK;
+                j = e / TK;
+            } else {
+                j = e % TILE;
+                kk = e / TILE;
+            }
+            var w = 0.0;
+            if (n0 + j < p.n && k0 + kk < p.k) {
+                w = b[(k0 + kk) * p.b_rs + (n0 + j) * p.b_cs];
+            }
+            bs_t[kk * PAD + j] = w;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            let ar = vec4<f32>(as_t[kk * PAD + ty], as_t[kk * PAD + ty + 16u], as_t[kk * PAD + ty + 32u], as_t[kk * PAD + ty + 48u]);
+            let br = vec4<f32>(bs_t[kk * PAD + tx], bs_t[kk * PAD + tx + 16u], bs_t[kk * PAD + tx + 32u], bs_t[kk * PAD + tx + 48u]);
+            acc[0] += ar.x * br;
+            acc[1] += ar.y * br;
+            acc[2] += ar.z * br;
+            acc[3] += ar.w * br;
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 4u; r++) {
+        let i = m0 + ty + 16u * r;
+        for (var s = 0u; s < 4u; s++) {
+            let j = n0 + tx + 16u * s;
+            if (i < p.m && j < p.n) {
+                var v = acc[r][s];
+                if ((p.flags & BIAS) != 0u) {
+                    v += bias[j];
+                }
+                if ((p.flags & ACCUMULATE) != 0u) {
+                    v += c[i * p.n + j];
+                }
+                c[i * p.n + j] = v;
+            }
+        }
+    }
+}
