@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run every test. Safe on a fresh machine: installs what is missing (the pinned toolchains, the wasm32
 # target, wasm-bindgen-cli, Chromium and chromedriver, npm packages) into caches outside the clone, and reuses them.
-#   1. native: cargo test (core, kernels, PyTorch fixtures, CLI)
+#   1. native: cargo test (core, kernels, PyTorch fixtures, CLI); the WebGPU kernels on Mesa's lavapipe
 #   2. wasm kernels in headless Chromium (wasm-bindgen-test): simd128, simd128 + relaxed-simd, scalar
 #   3. both browser builds, then the engine, the page and a Vite consumer in headless Chromium (playwright-core)
 set -euo pipefail
@@ -15,6 +15,9 @@ ensure_wasm_tools
 echo "== native tests"
 cargo test --release --no-fail-fast "$@"
 cargo build --release --bin tp
+
+echo "== WebGPU kernels natively (wgpu on Mesa's lavapipe)"
+XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels
 
 echo "== wasm kernels in Chromium"
 scripts/test-wasm-kernels.sh

@@ -33,7 +33,7 @@ ensure_wasm_tools() {
 }
 
 # Debian packages: Node.js (npm), Chromium and its driver for the browser tests, Mesa's software Vulkan for native
-# GPU tests. Installed only where missing.
+# GPU tests, CJK fonts. Installed only where missing.
 ensure_system_packages() {
   local missing=()
   command -v node >/dev/null || missing+=(nodejs)
@@ -42,6 +42,9 @@ ensure_system_packages() {
   command -v chromedriver >/dev/null || missing+=(chromium-driver)
   # CJK glyphs for the 中文 interface in screenshots (the tests pass without them).
   dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing+=(fonts-noto-cjk)
+  # Vulkan on the CPU (llvmpipe) for the native WebGPU tests.
+  dpkg -s mesa-vulkan-drivers >/dev/null 2>&1 || missing+=(mesa-vulkan-drivers)
+  dpkg -s libvulkan1 >/dev/null 2>&1 || missing+=(libvulkan1)
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     local sudo=()
