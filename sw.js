@@ -14,7 +14,7 @@ const WWW = [
 ].map((f) => `www/${f}`);
 const CONFIGS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini'].map((c) => `configs/${c}.json`);
 const ENGINE = ['pkg/index.js', 'pkg/worker.js', 'pkg/protocol.js',
-  ...['single', 'threads'].flatMap((b) => [`pkg/wasm/${b}/tp.js`, `pkg/wasm/${b}/tp_bg.wasm`])];
+  ...['threads', 'single', 'baseline'].flatMap((b) => [`pkg/wasm/${b}/tp.js`, `pkg/wasm/${b}/tp_bg.wasm`])];
 const SHELL = ['./', 'index.html', ...WWW, ...CONFIGS, ...ENGINE];
 
 /** Caches `url`; for wasm-bindgen's glue also the snippet modules it imports (their names carry a hash). */

@@ -1,7 +1,7 @@
 // W1 in headless Chromium through the engine (pkg/): ms/iter and tokens/s of the threaded and single builds,
 // generation tokens/s with the KV cache, and (--full) the time to reach val loss 1.89.
 // Prints `RESULT browser-<build>: …` lines. Used by bench/browser.sh, which adds native, PyTorch and tf.js.
-//   node bench/browser.mjs [--steps 40] [--warmup 5] [--builds threads,single] [--full]
+//   node bench/browser.mjs [--steps 40] [--warmup 5] [--builds threads,single,baseline] [--full]
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, startServer, launch, open } from '../tests/browser/util.mjs';
@@ -10,7 +10,7 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
 const steps = Number(opt('--steps', 40));
 const warmup = Number(opt('--warmup', 5));
-const builds = opt('--builds', 'threads,single').split(',');
+const builds = opt('--builds', 'threads,single,baseline').split(',');
 const full = args.includes('--full');
 const config = JSON.parse(readFileSync(join(ROOT, 'configs/gpt-shakespeare.json'), 'utf8'));
 

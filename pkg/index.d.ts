@@ -54,8 +54,11 @@ export interface Config {
 export type FullConfig = Required<Config> & { model: Required<ModelConfig>; train: Required<TrainConfig> };
 
 export interface EngineOptions {
-  /** 'auto' (default): 'threads' when the page is cross-origin isolated and has relaxed SIMD, else 'single'. */
-  build?: 'auto' | 'threads' | 'single';
+  /**
+   * 'auto' (default): 'threads' when the page is cross-origin isolated, else 'single' (both use relaxed SIMD);
+   * 'baseline' (SIMD128 only, one thread) in browsers without relaxed SIMD.
+   */
+  build?: 'auto' | 'threads' | 'single' | 'baseline';
   /** Threads in the pool of the threaded build (default: navigator.hardwareConcurrency). */
   threads?: number;
   /** Where worker.js is served, when not next to index.js. */
@@ -63,7 +66,7 @@ export interface EngineOptions {
 }
 
 export interface EngineInfo {
-  build: 'threads' | 'single';
+  build: 'threads' | 'single' | 'baseline';
   backend: 'wasm-threads' | 'wasm-single';
   threads: number;
   simd128: boolean;

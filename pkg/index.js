@@ -9,7 +9,8 @@
 
 import { PANIC_CHANNEL, chooseBuild, hasSimd, toError } from './protocol.js';
 
-const BACKENDS = { threads: 'wasm-threads', single: 'wasm-single' };
+/** The backend each build reports: the threaded build, or one thread (with or without relaxed SIMD). */
+const BACKENDS = { threads: 'wasm-threads', single: 'wasm-single', baseline: 'wasm-single' };
 
 /** Config as a JSON string, with the seed and task of `opts` applied when given. */
 function configJson(config, { seed, task } = {}) {
@@ -74,7 +75,8 @@ export class Engine extends Emitter {
 
   /**
    * Starts the engine Worker and loads the core.
-   * opts.build: 'auto' (default: 'threads' when cross-origin isolated, else 'single') | 'threads' | 'single'
+   * opts.build: 'auto' (default: 'threads' when cross-origin isolated, else 'single'; 'baseline' in browsers
+   *   without relaxed SIMD) | 'threads' | 'single' | 'baseline'
    * opts.threads: size of the rayon pool in the threaded build (default navigator.hardwareConcurrency)
    * opts.workerUrl: where worker.js is served, if not next to this module
    */
@@ -98,7 +100,7 @@ export class Engine extends Emitter {
     if (!hasSimd()) throw new Error('this browser has no WebAssembly SIMD, which transformer-playground needs');
     const want = this.#opts.build ?? 'auto';
     const build = want === 'auto' ? chooseBuild() : want;
-    if (!(build in BACKENDS)) throw new Error(`build = '${want}': must be 'auto', 'threads' or 'single'`);
+    if (!(build in BACKENDS)) throw new Error(`build = '${want}': must be 'auto', 'threads', 'single' or 'baseline'`);
     if (build === 'threads' && !globalThis.crossOriginIsolated) {
       throw new Error("the threaded build needs a cross-origin isolated page (COOP/COEP headers); use build 'single'");
     }

@@ -75,10 +75,12 @@ export function hasRelaxedSimd() {
 }
 
 /**
- * Which build this context can run: 'threads' needs cross-origin isolation (SharedArrayBuffer) and relaxed SIMD
- * (the threaded build is compiled with it); otherwise 'single'.
+ * Which build this context can run. 'threads' and 'single' are compiled with relaxed SIMD (fused multiply-add);
+ * 'threads' also needs cross-origin isolation (SharedArrayBuffer). 'baseline' (SIMD128 only, one thread) is for
+ * browsers without relaxed SIMD.
  */
 export function chooseBuild() {
+  if (!hasRelaxedSimd()) return 'baseline';
   const isolated = globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
-  return isolated && hasRelaxedSimd() ? 'threads' : 'single';
+  return isolated ? 'threads' : 'single';
 }

@@ -126,7 +126,10 @@ function crash(runId, e) {
 }
 
 async function init({ build, threads, instanceId }) {
-  wasm = build === 'threads' ? await import('./wasm/threads/tp.js') : await import('./wasm/single/tp.js');
+  // Literal paths, so bundlers see (and split) each build.
+  if (build === 'threads') wasm = await import('./wasm/threads/tp.js');
+  else if (build === 'single') wasm = await import('./wasm/single/tp.js');
+  else wasm = await import('./wasm/baseline/tp.js');
   await wasm.default();
   wasm.setInstanceId(instanceId);
   if (build === 'threads') await wasm.initThreadPool(threads);

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Builds the two browser builds of the crate into pkg/wasm/ (generated: never edit, never committed):
-#   threads — nightly (pinned below), atomics + shared memory, std rebuilt, simd128 + relaxed-simd; rayon on Web
-#             Workers through wasm-bindgen-rayon. Used when the page is cross-origin isolated.
-#   single  — stable, simd128, no atomics; rayon runs everything on the calling thread. Used otherwise.
+# Builds the browser builds of the crate into pkg/wasm/ (generated: never edit, never committed):
+#   threads  — nightly (pinned in tools.sh), atomics + shared memory, std rebuilt, simd128 + relaxed-simd; rayon on
+#              Web Workers through wasm-bindgen-rayon. Used when the page is cross-origin isolated.
+#   single   — stable, simd128 + relaxed-simd, no atomics; rayon runs everything on the calling thread. Used when
+#              the page is not isolated.
+#   baseline — stable, simd128 only: for browsers without relaxed SIMD (a module using it does not even load there).
+# The choice is made at run time by pkg/protocol.js (chooseBuild).
 # Each goes through wasm-bindgen (--target web) and wasm-opt -O3; sizes (raw and gzipped) are printed.
-# Usage: scripts/build-wasm.sh [single|threads]...   (default: both)
+# Usage: scripts/build-wasm.sh [threads|single|baseline]...   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 source scripts/tools.sh
 
 builds=("$@")
-[ ${#builds[@]} -eq 0 ] && builds=(single threads)
+[ ${#builds[@]} -eq 0 ] && builds=(threads single baseline)
 
 ensure_wasm_tools
 
@@ -27,6 +30,10 @@ build_one() {
   out=pkg/wasm/$name
   case $name in
     single)
+      RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR="$target_dir" \
+        cargo build --lib --release --target wasm32-unknown-unknown
+      ;;
+    baseline)
       RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR="$target_dir" \
         cargo build --lib --release --target wasm32-unknown-unknown
       ;;
@@ -39,7 +46,7 @@ build_one() {
         cargo "+$TP_NIGHTLY" build --lib --release --target wasm32-unknown-unknown --features threads \
         -Z build-std=panic_abort,std
       ;;
-    *) echo "unknown build '$name' (single|threads)" >&2; exit 2 ;;
+    *) echo "unknown build '$name' (threads|single|baseline)" >&2; exit 2 ;;
   esac
   wasm="$target_dir/wasm32-unknown-unknown/release/transformer_playground.wasm"
   rm -rf "$out" && mkdir -p "$out"

@@ -45,11 +45,11 @@ async function harness(server) {
 }
 
 /** In the page: start the engine, train SMALL for `steps` steps, return losses, info and a sample. */
-async function trainInPage(page, steps) {
+async function trainInPage(page, steps, build = 'auto') {
   return page.evaluate(
-    async ({ config, steps }) => {
+    async ({ config, steps, build }) => {
       const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
-      const engine = await window.tp.Engine.start();
+      const engine = await window.tp.Engine.start({ build });
       const run = await engine.createRun(config, { corpus });
       const progress = [];
       run.on('progress', (p) => progress.push(p));
@@ -60,7 +60,7 @@ async function trainInPage(page, steps) {
       engine.terminate();
       return { info, done, progress, text, pieces };
     },
-    { config: SMALL, steps },
+    { config: SMALL, steps, build },
   );
 }
 
@@ -125,6 +125,18 @@ test('a page without COOP/COEP uses the single build and still trains', async ()
   assert.equal(r.info.threads, 1);
   assert.ok(r.progress.at(-1).loss < r.progress[0].loss - 0.5);
   assert.equal(r.text.length, 40);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
+
+test('the baseline build (SIMD128 without relaxed SIMD, for browsers that lack it) trains to the native losses', async () => {
+  const { page, problems } = await harness(plain);
+  const r = await trainInPage(page, 12, 'baseline');
+  assert.equal(r.info.build, 'baseline');
+  assert.equal(r.info.relaxedSimd, false);
+  assert.equal(r.info.simd128, true);
+  const native = nativeLosses(STEPS); // the same config (train.steps sets the schedule); the first 12 steps
+  r.progress.forEach((p, i) => assert.ok(Math.abs(p.loss - native[i]) <= 1e-4 * native[i], `step ${i}: ${p.loss} vs ${native[i]}`));
   assert.deepEqual(problems, []);
   await page.close();
 });
