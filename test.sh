@@ -16,8 +16,8 @@ echo "== native tests"
 cargo test --release --no-fail-fast "$@"
 cargo build --release --bin tp
 
-echo "== WebGPU kernels natively (wgpu on Mesa's lavapipe)"
-XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels
+echo "== WebGPU kernels and training natively (wgpu on Mesa's lavapipe)"
+XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels --test gpu_training
 
 echo "== wasm kernels in Chromium"
 scripts/test-wasm-kernels.sh

@@ -2,6 +2,8 @@
 //! backward's dinp + dw) at square sizes, and fused attention forward + backward for T = 64 … 1024, with the
 //! memory the fused kernels hold against the (B,NH,T,T) probabilities a naive version would store.
 //! Times are wall-clock from submit to completion (median of repeats), so they include the submission overhead.
+//! Then whole training steps (`train::Run`, gpt, 4 layers, HS = 64) on the gpu and on the cpu backend for
+//! d_model = 64 … 512: ms/step and the cpu/gpu ratio.
 //!
 //!   cargo run --release --features gpu --example gpu_bench [-- --quick]
 //!
@@ -27,8 +29,10 @@ mod bench {
     use std::time::Instant;
     use transformer_playground::backend::gpu::{Encoder, Gpu, GpuAttnBias};
     use transformer_playground::backend::AttnShape;
+    use transformer_playground::backend::BackendKind;
     use transformer_playground::rng::Rng;
-    use transformer_playground::Result;
+    use transformer_playground::train::Run;
+    use transformer_playground::{Config, Result};
 
     fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.normal() as f32).collect()
@@ -120,6 +124,48 @@ mod bench {
             let fused = (b * nh * t * 3 * 4) as f64 / (1 << 20) as f64;
             let naive = (b * nh * t * t * 4) as f64 / (1 << 20) as f64;
             println!("T={t:<5}                                {fwd:>9.3} {both:>13.3} {fused:>11.3} {naive:>17.1}");
+        }
+        drop(g);
+        train_steps(quick)
+    }
+
+    /// Median ms of `steps` training steps after `warmup`.
+    fn step_ms(run: &mut Run, warmup: usize, steps: usize) -> Result<f64> {
+        for _ in 0..warmup {
+            run.step()?;
+        }
+        let mut times = vec![];
+        for _ in 0..steps {
+            let t = Instant::now();
+            run.step()?;
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(times[steps / 2])
+    }
+
+    fn train_steps(quick: bool) -> Result<()> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt"))
+            .map_err(|e| transformer_playground::Error::Io(e.to_string()))?;
+        let (t, b, sizes): (usize, usize, &[usize]) = if quick { (64, 4, &[64]) } else { (256, 8, &[64, 128, 192, 256, 384, 512]) };
+        println!("\ntraining step  gpt, 4 layers, HS=64, B={b} T={t}   gpu ms/step   cpu ms/step   cpu/gpu   gpu run on");
+        for &c in sizes {
+            let json = format!(
+                r#"{{ "model": {{ "arch": "gpt", "d_model": {c}, "n_layers": 4, "n_heads": {h}, "n_kv_heads": {h}, "ctx_len": {t},
+                     "ffn": {{ "activation": "gelu", "mult": 4 }}, "norm": {{ "kind": "layernorm", "placement": "pre" }},
+                     "position": {{ "kind": "learned" }}, "attention": {{ "scale": "inv_sqrt_dk" }} }},
+                     "train": {{ "batch_size": {b}, "steps": 1000, "lr": 0.0003 }}, "seed": 1 }}"#,
+                h = c / 64
+            );
+            let cfg = Config::from_json(&json)?;
+            let mut gpu = Run::new(cfg.clone(), Some(&text), BackendKind::Gpu)?;
+            gpu.sync_every = 0;
+            let g = step_ms(&mut gpu, 2, if quick { 3 } else { 5 })?;
+            let ran_on = gpu.backend_name();
+            drop(gpu);
+            let mut cpu = Run::new(cfg, Some(&text), BackendKind::Cpu)?;
+            let cms = step_ms(&mut cpu, 1, 3)?;
+            println!("d_model={c:<4}                                {g:>11.2} {cms:>13.2} {:>9.2}   {ran_on}", cms / g);
         }
         Ok(())
     }

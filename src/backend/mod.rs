@@ -209,20 +209,27 @@ impl Backend for Reference {
 pub enum BackendKind {
     Reference,
     Cpu,
+    /// Training on the GPU (feature `gpu`): `train::Run` keeps the parameters, gradients, optimizer state and
+    /// activations on the device (`gpu::GpuTrainer`). Asking for it in a build without the feature, or where
+    /// there is no adapter, is an error when the run is made.
+    Gpu,
 }
 
 impl BackendKind {
+    /// The host backend for this kind. A gpu run trains on the device; what it does on the host (generation,
+    /// fill-mask, decoding, attention probes, from its synced copy) runs on the CPU backend.
     pub fn get(self) -> &'static dyn Backend {
         match self {
             BackendKind::Reference => &Reference,
-            BackendKind::Cpu => &cpu::Cpu,
+            BackendKind::Cpu | BackendKind::Gpu => &cpu::Cpu,
         }
     }
     pub fn parse(s: &str) -> crate::Result<BackendKind> {
         match s {
             "reference" => Ok(BackendKind::Reference),
             "cpu" => Ok(BackendKind::Cpu),
-            _ => Err(crate::Error::Invalid(format!("unknown backend {s:?}: expected reference or cpu"))),
+            "gpu" => Ok(BackendKind::Gpu),
+            _ => Err(crate::Error::Invalid(format!("unknown backend {s:?}: expected reference, cpu or gpu"))),
         }
     }
 }

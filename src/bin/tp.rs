@@ -36,6 +36,7 @@ enum Cmd {
         /// Override train.steps.
         #[arg(long)]
         steps: Option<usize>,
+        /// cpu, reference, or gpu (build with --features gpu; natively wgpu over Vulkan, Mesa's lavapipe without a GPU).
         #[arg(long, default_value = "cpu")]
         backend: String,
         /// Write a checkpoint here at the end (and at divergence: the last good state).
@@ -137,9 +138,19 @@ fn json_f32(x: f32) -> serde_json::Value {
     }
 }
 
-fn save(run: &Run, path: &str) -> Result<()> {
+/// Writes a checkpoint of the run (a gpu run's state is read back first).
+fn save(run: &mut Run, path: &str) -> Result<()> {
+    sync(run);
     let bytes = checkpoint::save(&run.cfg, run.data.tokenizer(), run.step, &run.model, Some(&run.opt))?;
     std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{path}: {e}")))
+}
+
+/// Reads a gpu run's state back to the host (generation and checkpoints use the host copy). If the device has
+/// failed, the run is back on the cpu at its last read-back state; say so.
+fn sync(run: &mut Run) {
+    if let Err(e) = run.sync() {
+        eprintln!("notice: reading the model back from the gpu failed ({e}); using the last state read back");
+    }
 }
 
 /// A short demonstration of what the trained model does, as JSON.
@@ -190,13 +201,18 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     }
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
+    eprintln!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
     for step in 0..=total {
         let eval = step % run.cfg.train.eval_interval == 0 || step == total;
         let val_loss = eval.then(|| run.eval(Split::Val));
         if step == total {
-            println!("{}", serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "elapsed_s": t0.elapsed().as_secs_f32() }));
+            let line = serde_json::json!({
+                "step": step, "val_loss": val_loss.map(json_f32), "elapsed_s": t0.elapsed().as_secs_f32(),
+                "backend": run.backend_name(),
+            });
+            println!("{line}");
             break;
         }
         let t = Instant::now();
@@ -204,12 +220,15 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
             Ok(r) => r,
             Err(e) => {
                 if let Some(path) = out {
-                    save(&run, path)?;
+                    save(&mut run, path)?;
                     eprintln!("saved the last good state (step {}) to {path}", run.step);
                 }
                 return Err(e);
             }
         };
+        if let Some(n) = &r.notice {
+            eprintln!("notice: {n}");
+        }
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if step % log_every == 0 || eval {
             let line = serde_json::json!({
@@ -220,10 +239,11 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
         }
     }
     if sample_tokens > 0 {
+        sync(&mut run);
         println!("{}", demo(&run, sample_tokens)?);
     }
     if let Some(path) = out {
-        save(&run, path)?;
+        save(&mut run, path)?;
         eprintln!("saved {path}");
     }
     Ok(())
@@ -233,6 +253,8 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let cfg = read_config(config)?;
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
+    run.sync_every = 0; // time the steps, not the read-backs
+    eprintln!("benchmarking on {}", run.backend_name());
     let mut times = vec![];
     for i in 0..warmup + steps {
         let t = Instant::now();
@@ -246,7 +268,8 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let tok = run.tokens_per_step() as f64;
     let threads = rayon::current_num_threads();
     debug_assert!(rayon::current_thread_index().is_some(), "bench runs inside the pool");
-    println!("{}", serde_json::json!({ "backend": backend, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
+    let ran_on = run.backend_name();
+    println!("{}", serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
     println!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3);
     Ok(())
 }
@@ -259,7 +282,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Sample { checkpoint, prompt, tokens, temperature, top_k, top_p, seed, backend } => {
             let ck = read_checkpoint(&checkpoint)?;
             let o = SampleOptions { max_tokens: tokens, temperature, top_k, top_p, seed };
-            let be = BackendKind::parse(&backend)?.get();
+            let kind = BackendKind::parse(&backend)?;
+            if kind == BackendKind::Gpu {
+                eprintln!("notice: generation runs on the cpu backend (the gpu backend trains)");
+            }
+            let be = kind.get();
             use std::io::Write;
             print!("{prompt}");
             generate::generate(&ck.model, be, &ck.tokenizer, &prompt, &o, |s| {

@@ -3,11 +3,18 @@
 //! the encoder output's cross-attention keys and values once per input. The result must equal the full forward
 //! (tested: `incremental_decoding_equals_the_full_forward`).
 
-use super::block::{self, linear_forward, split_heads};
+use super::block::{self, linear_forward};
+use super::device::on_host;
 use super::layout::StackParams;
 use super::{Ctx, Model, StackCtx};
 use crate::backend::{AttnBias, Backend};
 use crate::config::Position;
+use crate::error::Result;
+
+/// (B,T,stride) columns off.. → (B,H,T,HS) on the host.
+fn split_heads(be: &dyn Backend, src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Vec<f32> {
+    on_host(block::split_heads(be, src, b, t, stride, off, nh, hs))
+}
 
 /// Keys and values of one layer: (NKV, len, HS) each.
 #[derive(Clone, Default)]
@@ -58,8 +65,8 @@ impl<'a> Decoder<'a> {
             .iter()
             .map(|bp| {
                 let cp = bp.cross.as_ref().expect("decoder blocks have cross-attention");
-                let kv = linear_forward(&ctx, &cp.kv, &memory, s);
-                LayerKv { k: split_heads(&kv, 1, s, 2 * nkv * hs, 0, nkv, hs), v: split_heads(&kv, 1, s, 2 * nkv * hs, nkv * hs, nkv, hs) }
+                let kv = on_host(linear_forward(&ctx, &cp.kv, &memory, s));
+                LayerKv { k: split_heads(be, &kv, 1, s, 2 * nkv * hs, 0, nkv, hs), v: split_heads(be, &kv, 1, s, 2 * nkv * hs, nkv * hs, nkv, hs) }
             })
             .collect();
         d.src_len = s;
@@ -80,32 +87,32 @@ impl<'a> Decoder<'a> {
         let (n, pos0) = (ids.len(), self.len);
         let mut ctx = Ctx { be: self.be, cfg: m, params: &model.params, grads: None, dropout: None };
         let st = StackCtx::new(m, sp, 1, n, pos0, None);
-        let mut x = model.embed(sp, ids, 1, n, pos0);
+        let mut x = on_host(model.embed(&ctx, sp, ids, 1, n, pos0));
         for (li, bp) in sp.blocks.iter().enumerate() {
             let kv = &mut self.kv[li];
-            let (_, y) = block::sublayer_forward(&mut ctx, &st, &bp.attn_norms, x, |ctx, h| (cached_self_attention(ctx, &st, bp, h, kv, pos0), ()));
+            let (_, y) = on_host(block::sublayer_forward(&mut ctx, &st, &bp.attn_norms, x, |ctx, h| Ok((cached_self_attention(ctx, &st, bp, h, kv, pos0)?, ()))));
             x = y;
             if let Some(cp) = &bp.cross {
                 let ckv = &self.cross[li];
                 let s = self.src_len;
-                let (_, y) = block::sublayer_forward(&mut ctx, &st, &cp.norms, x, |ctx, h| {
+                let (_, y) = on_host(block::sublayer_forward(&mut ctx, &st, &cp.norms, x, |ctx, h| {
                     let (nh, hs) = (m.n_heads, m.head_size());
-                    let q = split_heads(&linear_forward(ctx, &cp.q, h, n), 1, n, nh * hs, 0, nh, hs);
+                    let q = split_heads(ctx.be, &linear_forward(ctx, &cp.q, h, n)?, 1, n, nh * hs, 0, nh, hs);
                     let sh = block::attn_shape(ctx, 1, n, s, false, 0);
                     let (mut att, mut lse) = (vec![0.0; n * nh * hs], vec![0.0; nh * n]);
                     ctx.be.attention_forward(&mut att, &mut lse, &q, &ckv.k, &ckv.v, AttnBias::None, &sh);
-                    (linear_forward(ctx, &cp.proj, &att, n), ())
-                });
+                    Ok((linear_forward(ctx, &cp.proj, &att, n)?, ()))
+                }));
                 x = y;
             }
-            let (_, y) = block::sublayer_forward(&mut ctx, &st, &bp.ffn_norms, x, |ctx, h| {
-                let (y, _) = block::ffn_forward(ctx, &st, bp, h);
-                (y, ())
-            });
+            let (_, y) = on_host(block::sublayer_forward(&mut ctx, &st, &bp.ffn_norms, x, |ctx, h| {
+                let (y, _) = block::ffn_forward(ctx, &st, bp, h)?;
+                Ok((y, ()))
+            }));
             x = y;
         }
         if let Some(nf) = &sp.ln_f {
-            x = block::norm_forward(&ctx, nf, &x).out;
+            x = on_host(block::norm_forward(&ctx, nf, &x)).out;
         }
         self.len += n;
         let (c, v) = (m.d_model, model.vocab());
@@ -116,14 +123,21 @@ impl<'a> Decoder<'a> {
 }
 
 /// Self-attention of n new rows against the cache plus themselves; appends their keys and values to the cache.
-fn cached_self_attention(ctx: &mut Ctx, st: &StackCtx, bp: &super::layout::BlockParams, h: &[f32], kv: &mut LayerKv, pos0: usize) -> Vec<f32> {
-    let m = ctx.cfg;
+fn cached_self_attention<'x>(
+    ctx: &mut Ctx<dyn Backend + 'x>,
+    st: &StackCtx<dyn Backend + 'x>,
+    bp: &super::layout::BlockParams,
+    h: &[f32],
+    kv: &mut LayerKv,
+    pos0: usize,
+) -> Result<Vec<f32>> {
+    let (m, be) = (ctx.cfg, ctx.be);
     let (nh, nkv, hs, n) = (m.n_heads, m.n_kv_heads, m.head_size(), st.t);
-    let qkv = linear_forward(ctx, &bp.qkv, h, n);
+    let qkv = linear_forward(ctx, &bp.qkv, h, n)?;
     let w = bp.qkv.out;
-    let mut q = split_heads(&qkv, 1, n, w, 0, nh, hs);
-    let mut k = split_heads(&qkv, 1, n, w, nh * hs, nkv, hs);
-    let v = split_heads(&qkv, 1, n, w, (nh + nkv) * hs, nkv, hs);
+    let mut q = split_heads(be, &qkv, 1, n, w, 0, nh, hs);
+    let mut k = split_heads(be, &qkv, 1, n, w, nh * hs, nkv, hs);
+    let v = split_heads(be, &qkv, 1, n, w, (nh + nkv) * hs, nkv, hs);
     if let Position::Rope { theta } = m.position {
         ctx.be.rope(&mut q, n, hs, pos0, theta, false);
         ctx.be.rope(&mut k, n, hs, pos0, theta, false);
@@ -142,6 +156,6 @@ impl Model {
         let e = self.layout.encoder.as_ref().expect("an encoder stack");
         let mut ctx = Ctx { be, cfg: &self.cfg, params: &self.params, grads: None, dropout: None };
         let st = StackCtx::new(&self.cfg, e, 1, src.len(), 0, None);
-        self.stack_forward(&mut ctx, e, &st, src).out
+        on_host(self.stack_forward(&mut ctx, e, &st, src)).out
     }
 }

@@ -1,34 +1,42 @@
-//! The Transformer, written once over the `Backend` op set: GPT (causal decoder), BERT (bidirectional encoder) and
-//! the encoder-decoder (T5/BART), assembled from the same blocks. docs/MODEL.md is the exact specification.
+//! The Transformer, written once over the `Device` op set (`device`): GPT (causal decoder), BERT (bidirectional
+//! encoder) and the encoder-decoder (T5/BART), assembled from the same blocks. docs/MODEL.md is the exact
+//! specification. The same code runs on the host backends (`Model::forward`, `Model::backward` over a `Backend`)
+//! and on the GPU (`forward_on`, `backward_on` over `backend::gpu::GpuStep`, recording one submission).
 //!
 //! `forward` returns every activation the backward needs (`Forward`); `backward` walks them in exact reverse,
 //! accumulating into a gradient buffer laid out like the parameters.
 
 pub mod block;
+pub mod device;
 pub mod infer;
 pub mod layout;
 pub mod position;
 
+pub use device::{Bias, Device};
 pub use layout::{Layout, TensorInfo, View};
 
 use crate::backend::Backend;
 use crate::config::{ModelConfig, Placement, Position};
+use crate::error::Result;
 use crate::rng::Rng;
 use block::BlockCache;
+use device::on_host;
 use layout::StackParams;
 
-/// Everything an op call needs: the backend, the config, the parameters, and (in backward) the gradients.
-pub struct Ctx<'a> {
-    pub be: &'a dyn Backend,
+/// Everything an op call needs: the device (on the host, the backend), the config, the parameters, and (in
+/// backward) the gradients.
+pub struct Ctx<'a, D: ?Sized + Device = dyn Backend> {
+    pub be: &'a D,
     pub cfg: &'a ModelConfig,
-    pub params: &'a [f32],
-    pub grads: Option<&'a mut [f32]>,
+    pub params: &'a D::Params,
+    pub grads: Option<&'a mut D::Params>,
     /// (p, rng) while training with dropout.
     pub dropout: Option<(f32, &'a mut Rng)>,
 }
 
-impl Ctx<'_> {
-    /// A fresh inverted-dropout mask (values 0 or 1/(1−p)), or empty when not dropping.
+impl<D: ?Sized + Device> Ctx<'_, D> {
+    /// A fresh inverted-dropout mask (values 0 or 1/(1−p)), or empty when not dropping. Always drawn on the
+    /// host, so every device sees the masks the CPU sees.
     pub fn dropout_mask(&mut self, n: usize) -> Vec<f32> {
         match self.dropout.as_mut() {
             Some((p, rng)) if *p > 0.0 => {
@@ -41,7 +49,7 @@ impl Ctx<'_> {
 }
 
 /// Per-call facts about one stack: sizes, positions, masks, and the encoder output for cross-attention.
-pub struct StackCtx<'m> {
+pub struct StackCtx<'m, D: ?Sized + Device + 'm = dyn Backend> {
     pub b: usize,
     pub t: usize,
     /// Absolute position of row 0 (0 in training).
@@ -53,11 +61,11 @@ pub struct StackCtx<'m> {
     /// T5 buckets (T, T) for this stack's direction.
     pub buckets: Vec<u32>,
     /// Encoder output (B,S,C) and S.
-    pub memory: Option<(&'m [f32], usize)>,
+    pub memory: Option<(D::In<'m>, usize)>,
 }
 
-impl<'m> StackCtx<'m> {
-    pub fn new(cfg: &ModelConfig, sp: &StackParams, b: usize, t: usize, pos0: usize, memory: Option<(&'m [f32], usize)>) -> Self {
+impl<'m, D: ?Sized + Device + 'm> StackCtx<'m, D> {
+    pub fn on(cfg: &ModelConfig, sp: &StackParams, b: usize, t: usize, pos0: usize, memory: Option<(D::In<'m>, usize)>) -> Self {
         let alibi = if cfg.position == Position::Alibi { position::alibi_slopes(cfg.n_heads) } else { vec![] };
         let buckets = match cfg.position {
             Position::Relative { buckets, max_distance } => {
@@ -69,17 +77,24 @@ impl<'m> StackCtx<'m> {
     }
 }
 
+impl<'m, 'x: 'm> StackCtx<'m, dyn Backend + 'x> {
+    /// On the host.
+    pub fn new(cfg: &ModelConfig, sp: &StackParams, b: usize, t: usize, pos0: usize, memory: Option<(&'m [f32], usize)>) -> Self {
+        StackCtx::on(cfg, sp, b, t, pos0, memory)
+    }
+}
+
 /// Saved activations of one stack.
-pub struct StackCache {
-    pub blocks: Vec<BlockCache>,
+pub struct StackCache<B = Vec<f32>> {
+    pub blocks: Vec<BlockCache<B>>,
     /// Input of ln_f (the last block's output) and its stats, when the stack has ln_f.
-    pub pre_lnf: Vec<f32>,
-    pub lnf_mean: Vec<f32>,
-    pub lnf_rstd: Vec<f32>,
-    /// Embedding dropout mask (empty when not dropping).
-    pub emb_mask: Vec<f32>,
+    pub pre_lnf: Option<B>,
+    pub lnf_mean: Option<B>,
+    pub lnf_rstd: Option<B>,
+    /// Embedding dropout mask (None when not dropping).
+    pub emb_mask: Option<B>,
     /// Stack output (B,T,C).
-    pub out: Vec<f32>,
+    pub out: B,
 }
 
 /// A batch of token ids. For gpt and bert `idx` is (B,T); for the encoder-decoder `src` (B,S) feeds the encoder
@@ -94,17 +109,18 @@ pub struct Batch {
     pub src: Vec<u32>,
 }
 
-/// What a forward pass keeps for the backward pass, and its results.
-pub struct Forward {
-    pub enc: Option<StackCache>,
-    pub dec: Option<StackCache>,
+/// What a forward pass keeps for the backward pass, and its results. B is the device's buffer, L its loss (on the
+/// host: `Vec<f32>` and `f32`).
+pub struct Forward<B = Vec<f32>, L = f32> {
+    pub enc: Option<StackCache<B>>,
+    pub dec: Option<StackCache<B>>,
     /// Input of the LM head (B,T,C).
-    pub head_in: Vec<f32>,
-    pub logits: Vec<f32>, // (B,T,V)
+    pub head_in: B,
+    pub logits: B, // (B,T,V)
     /// Mean cross-entropy over counted targets (NaN if none are counted).
-    pub loss: f32,
+    pub loss: L,
     pub count: usize,
-    pub dlogits: Vec<f32>, // (B,T,V), ∂loss/∂logits
+    pub dlogits: B, // (B,T,V), ∂loss/∂logits
 }
 
 #[derive(Clone, Debug)]
@@ -164,149 +180,165 @@ impl Model {
     }
 
     /// Embedding of ids (B,T) at positions pos0..: wte + learned or sinusoidal positions.
-    fn embed(&self, sp: &StackParams, idx: &[u32], b: usize, t: usize, pos0: usize) -> Vec<f32> {
-        let c = self.cfg.d_model;
-        let wte = self.layout.wte.of(&self.params);
-        let mut x = vec![0.0f32; b * t * c];
+    fn embed<D: ?Sized + Device>(&self, ctx: &Ctx<D>, sp: &StackParams, idx: &[u32], b: usize, t: usize, pos0: usize) -> Result<D::Buf> {
+        let (d, c) = (ctx.be, self.cfg.d_model);
+        let mut x = d.zeros(b * t * c)?;
         let sin = if self.cfg.position == Position::Sinusoidal { position::sinusoidal_table(t, c, pos0) } else { vec![] };
-        for r in 0..b * t {
-            let row = &mut x[r * c..(r + 1) * c];
-            row.copy_from_slice(&wte[idx[r] as usize * c..][..c]);
-            let tp = r % t;
-            if let Some(wpe) = sp.wpe {
-                let wpe = wpe.of(&self.params);
-                row.iter_mut().zip(&wpe[(pos0 + tp) * c..][..c]).for_each(|(a, b)| *a += b);
-            }
-            if !sin.is_empty() {
-                row.iter_mut().zip(&sin[tp * c..][..c]).for_each(|(a, b)| *a += b);
-            }
-        }
-        x
+        let (wte, wpe) = (D::param(ctx.params, self.layout.wte), sp.wpe.map(|w| D::param(ctx.params, w)));
+        d.embedding_forward(D::view_mut(&mut x), idx, wte, wpe, &sin, t, pos0, c)?;
+        Ok(x)
     }
 
-    fn embed_backward(&self, sp: &StackParams, grads: &mut [f32], dx: &[f32], idx: &[u32], t: usize) {
-        let c = self.cfg.d_model;
-        for (r, d) in dx.chunks_exact(c).enumerate() {
-            let g = &mut self.layout.wte.of_mut(grads)[idx[r] as usize * c..][..c];
-            g.iter_mut().zip(d).for_each(|(a, b)| *a += b);
-            if let Some(wpe) = sp.wpe {
-                let g = &mut wpe.of_mut(grads)[(r % t) * c..][..c];
-                g.iter_mut().zip(d).for_each(|(a, b)| *a += b);
-            }
-        }
+    fn embed_backward<D: ?Sized + Device>(&self, ctx: &mut Ctx<D>, sp: &StackParams, dx: &D::Buf, idx: &[u32], t: usize) -> Result<()> {
+        let (d, c) = (ctx.be, self.cfg.d_model);
+        let (dwte, dwpe) = D::grad_pair(ctx.grads.as_deref_mut().expect("grads"), self.layout.wte, sp.wpe);
+        d.embedding_backward(dwte, dwpe, D::view(dx), idx, t, c)
     }
 
-    pub(crate) fn stack_forward(&self, ctx: &mut Ctx, sp: &StackParams, st: &StackCtx, idx: &[u32]) -> StackCache {
-        let mut x = self.embed(sp, idx, st.b, st.t, st.pos0);
-        let emb_mask = ctx.dropout_mask(x.len());
-        if !emb_mask.is_empty() {
-            x.iter_mut().zip(&emb_mask).for_each(|(a, m)| *a *= m);
+    pub(crate) fn stack_forward<D: ?Sized + Device>(&self, ctx: &mut Ctx<D>, sp: &StackParams, st: &StackCtx<D>, idx: &[u32]) -> Result<StackCache<D::Buf>> {
+        let d = ctx.be;
+        let mut x = self.embed(ctx, sp, idx, st.b, st.t, st.pos0)?;
+        let mask = ctx.dropout_mask(block::len::<D>(&x));
+        let emb_mask = if mask.is_empty() { None } else { Some(d.upload(mask)?) };
+        if let Some(m) = &emb_mask {
+            d.mul_into(D::view_mut(&mut x), D::view(m))?;
         }
         let mut blocks = Vec::with_capacity(sp.blocks.len());
         for bp in &sp.blocks {
-            let (cache, out) = block::block_forward(ctx, st, bp, x);
+            let (cache, out) = block::block_forward(ctx, st, bp, x)?;
             blocks.push(cache);
             x = out;
         }
         let (pre_lnf, lnf_mean, lnf_rstd, out) = match &sp.ln_f {
             Some(n) => {
-                let o = block::norm_forward(ctx, n, &x);
-                (x, o.mean, o.rstd, o.out)
+                let o = block::norm_forward(ctx, n, D::view(&x))?;
+                (Some(x), Some(o.mean), Some(o.rstd), o.out)
             }
-            None => (vec![], vec![], vec![], x),
+            None => (None, None, None, x),
         };
-        StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, out }
+        Ok(StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, out })
     }
 
-    /// Returns d memory (B,S,C) accumulated by cross-attention (empty for stacks without it).
-    fn stack_backward(&self, ctx: &mut Ctx, sp: &StackParams, st: &StackCtx, sc: &StackCache, dout: Vec<f32>, idx: &[u32]) -> Vec<f32> {
+    /// Returns d memory (B,S,C) accumulated by cross-attention (None for stacks without it).
+    fn stack_backward<D: ?Sized + Device>(
+        &self,
+        ctx: &mut Ctx<D>,
+        sp: &StackParams,
+        st: &StackCtx<D>,
+        sc: &StackCache<D::Buf>,
+        dout: D::Buf,
+        idx: &[u32],
+    ) -> Result<Option<D::Buf>> {
+        let d = ctx.be;
         let mut dmem = match st.memory {
-            Some((m, _)) => vec![0.0; m.len()],
-            None => vec![],
+            Some((m, _)) => Some(d.zeros(D::len(m))?),
+            None => None,
         };
-        let mut dx = match &sp.ln_f {
-            Some(n) => {
-                let mut dx = vec![0.0; dout.len()];
-                block::norm_backward(ctx, n, &mut dx, &dout, &sc.pre_lnf, &sc.lnf_mean, &sc.lnf_rstd);
+        let mut dx = match (&sp.ln_f, &sc.pre_lnf, &sc.lnf_mean, &sc.lnf_rstd) {
+            (Some(n), Some(x), Some(mean), Some(rstd)) => {
+                let mut dx = d.zeros(block::len::<D>(&dout))?;
+                block::norm_backward(ctx, n, D::view_mut(&mut dx), D::view(&dout), D::view(x), D::view(mean), D::view(rstd))?;
                 dx
             }
-            None => dout,
+            _ => dout,
         };
         for (bp, bc) in sp.blocks.iter().zip(&sc.blocks).rev() {
-            dx = block::block_backward(ctx, st, bp, bc, &dx, &mut dmem);
+            dx = block::block_backward(ctx, st, bp, bc, &dx, dmem.as_mut())?;
         }
-        if !sc.emb_mask.is_empty() {
-            dx.iter_mut().zip(&sc.emb_mask).for_each(|(a, m)| *a *= m);
+        if let Some(m) = &sc.emb_mask {
+            d.mul_into(D::view_mut(&mut dx), D::view(m))?;
         }
-        self.embed_backward(sp, ctx.grads.as_deref_mut().expect("grads"), &dx, idx, st.t);
-        dmem
+        self.embed_backward(ctx, sp, &dx, idx, st.t)?;
+        Ok(dmem)
     }
 
-    /// Full forward pass with loss. `dropout` = Some(rng) while training (ignored when config dropout is 0).
+    /// Full forward pass with loss on the host. `dropout` = Some(rng) while training (ignored when config dropout
+    /// is 0).
     pub fn forward(&self, be: &dyn Backend, batch: &Batch, dropout: Option<&mut Rng>) -> Forward {
+        on_host(self.forward_on(be, &self.params[..], batch, dropout))
+    }
+
+    /// Full forward pass with loss on a device, with `params` laid out like `self.params` (which it ignores).
+    pub fn forward_on<D: ?Sized + Device>(&self, d: &D, params: &D::Params, batch: &Batch, dropout: Option<&mut Rng>) -> Result<Forward<D::Buf, D::Loss>> {
         let p = self.cfg.dropout;
-        let mut ctx = Ctx { be, cfg: &self.cfg, params: &self.params, grads: None, dropout: dropout.filter(|_| p > 0.0).map(|r| (p, r)) };
+        let mut ctx = Ctx { be: d, cfg: &self.cfg, params, grads: None, dropout: dropout.filter(|_| p > 0.0).map(|r| (p, r)) };
         let (b, t) = (batch.b, batch.t);
         let (enc, dec) = match (&self.layout.encoder, &self.layout.decoder) {
-            (Some(e), Some(d)) => {
-                let est = StackCtx::new(&self.cfg, e, b, batch.s, 0, None);
-                let enc = self.stack_forward(&mut ctx, e, &est, &batch.src);
-                let dst = StackCtx::new(&self.cfg, d, b, t, 0, Some((&enc.out, batch.s)));
-                let dec = self.stack_forward(&mut ctx, d, &dst, &batch.idx);
+            (Some(e), Some(dl)) => {
+                let est = StackCtx::on(&self.cfg, e, b, batch.s, 0, None);
+                let enc = self.stack_forward(&mut ctx, e, &est, &batch.src)?;
+                let dst = StackCtx::on(&self.cfg, dl, b, t, 0, Some((D::view(&enc.out), batch.s)));
+                let dec = self.stack_forward(&mut ctx, dl, &dst, &batch.idx)?;
+                drop(dst); // it borrows enc
                 (Some(enc), Some(dec))
             }
             (Some(e), None) => {
-                let est = StackCtx::new(&self.cfg, e, b, t, 0, None);
-                (Some(self.stack_forward(&mut ctx, e, &est, &batch.idx)), None)
+                let est = StackCtx::on(&self.cfg, e, b, t, 0, None);
+                (Some(self.stack_forward(&mut ctx, e, &est, &batch.idx)?), None)
             }
-            (None, Some(d)) => {
-                let dst = StackCtx::new(&self.cfg, d, b, t, 0, None);
-                (None, Some(self.stack_forward(&mut ctx, d, &dst, &batch.idx)))
+            (None, Some(dl)) => {
+                let dst = StackCtx::on(&self.cfg, dl, b, t, 0, None);
+                (None, Some(self.stack_forward(&mut ctx, dl, &dst, &batch.idx)?))
             }
             (None, None) => unreachable!("a model has at least one stack"),
         };
-        let head_in = dec.as_ref().or(enc.as_ref()).expect("a stack").out.clone();
-        let (logits, loss, count, dlogits) = self.head_and_loss(be, &head_in, &batch.targets, b * t);
-        Forward { enc, dec, head_in, logits, loss, count, dlogits }
+        let head_in = d.copy_of(D::view(&dec.as_ref().or(enc.as_ref()).expect("a stack").out))?;
+        let (logits, loss, count, dlogits) = self.head_and_loss(&ctx, D::view(&head_in), &batch.targets, b * t)?;
+        Ok(Forward { enc, dec, head_in, logits, loss, count, dlogits })
     }
 
     /// logits = x·Wᵀ (tied or lm_head); mean cross-entropy and its gradient.
-    fn head_and_loss(&self, be: &dyn Backend, x: &[f32], targets: &[i32], n: usize) -> (Vec<f32>, f32, usize, Vec<f32>) {
-        let (c, v) = (self.cfg.d_model, self.vocab());
-        let mut logits = vec![0.0; n * v];
-        be.matmul_forward(&mut logits, x, self.layout.head().of(&self.params), None, n, c, v);
+    #[allow(clippy::type_complexity)]
+    fn head_and_loss<D: ?Sized + Device>(&self, ctx: &Ctx<D>, x: D::In<'_>, targets: &[i32], n: usize) -> Result<(D::Buf, D::Loss, usize, D::Buf)> {
+        let (d, c, v) = (ctx.be, self.cfg.d_model, self.vocab());
+        let mut logits = d.zeros(n * v)?;
+        d.matmul_forward(D::view_mut(&mut logits), x, D::param(ctx.params, self.layout.head()), None, n, c, v)?;
         let count = targets.iter().filter(|&&t| t >= 0).count();
-        let mut dlogits = vec![0.0; n * v];
-        let (total, count2) = be.cross_entropy(&mut dlogits, &logits, targets, v, 1.0 / count.max(1) as f32);
-        debug_assert_eq!(count, count2);
-        let loss = if count == 0 { f32::NAN } else { (total / count as f64) as f32 };
-        (logits, loss, count, dlogits)
+        let mut dlogits = d.zeros(n * v)?;
+        let loss = d.mean_cross_entropy(D::view_mut(&mut dlogits), D::view(&logits), targets, v, count)?;
+        Ok((logits, loss, count, dlogits))
     }
 
-    /// Accumulates ∂loss/∂params into `grads` (same layout as params).
+    /// Accumulates ∂loss/∂params into `grads` (same layout as params), on the host.
     pub fn backward(&self, be: &dyn Backend, fwd: &Forward, batch: &Batch, grads: &mut [f32]) {
+        on_host(self.backward_on(be, &self.params[..], fwd, batch, grads))
+    }
+
+    /// Accumulates ∂loss/∂params into `grads` on a device.
+    pub fn backward_on<D: ?Sized + Device>(
+        &self,
+        d: &D,
+        params: &D::Params,
+        fwd: &Forward<D::Buf, D::Loss>,
+        batch: &Batch,
+        grads: &mut D::Params,
+    ) -> Result<()> {
         let (c, v, n) = (self.cfg.d_model, self.vocab(), batch.b * batch.t);
-        let mut dx = vec![0.0; n * c];
-        be.matmul_backward(Some(&mut dx), self.layout.head().of_mut(grads), None, &fwd.dlogits, &fwd.head_in, self.layout.head().of(&self.params), n, c, v);
-        let mut ctx = Ctx { be, cfg: &self.cfg, params: &self.params, grads: Some(grads), dropout: None };
+        let head = self.layout.head();
+        let mut dx = d.zeros(n * c)?;
+        let (dl, hi) = (D::view(&fwd.dlogits), D::view(&fwd.head_in));
+        d.matmul_backward(Some(D::view_mut(&mut dx)), D::grad(grads, head), None, dl, hi, D::param(params, head), n, c, v)?;
+        let mut ctx = Ctx { be: d, cfg: &self.cfg, params, grads: Some(grads), dropout: None };
         let (b, t) = (batch.b, batch.t);
         match (&self.layout.encoder, &self.layout.decoder) {
-            (Some(e), Some(d)) => {
+            (Some(e), Some(dl)) => {
                 let (enc, dec) = (fwd.enc.as_ref().expect("enc"), fwd.dec.as_ref().expect("dec"));
-                let dst = StackCtx::new(&self.cfg, d, b, t, 0, Some((&enc.out, batch.s)));
-                let dmem = self.stack_backward(&mut ctx, d, &dst, dec, dx, &batch.idx);
-                let est = StackCtx::new(&self.cfg, e, b, batch.s, 0, None);
-                self.stack_backward(&mut ctx, e, &est, enc, dmem, &batch.src);
+                let dst = StackCtx::on(&self.cfg, dl, b, t, 0, Some((D::view(&enc.out), batch.s)));
+                let dmem = self.stack_backward(&mut ctx, dl, &dst, dec, dx, &batch.idx)?;
+                let dmem = dmem.expect("cross-attention gives the memory a gradient");
+                let est = StackCtx::on(&self.cfg, e, b, batch.s, 0, None);
+                self.stack_backward(&mut ctx, e, &est, enc, dmem, &batch.src)?;
             }
             (Some(e), None) => {
-                let est = StackCtx::new(&self.cfg, e, b, t, 0, None);
-                self.stack_backward(&mut ctx, e, &est, fwd.enc.as_ref().expect("enc"), dx, &batch.idx);
+                let est = StackCtx::on(&self.cfg, e, b, t, 0, None);
+                self.stack_backward(&mut ctx, e, &est, fwd.enc.as_ref().expect("enc"), dx, &batch.idx)?;
             }
-            (None, Some(d)) => {
-                let dst = StackCtx::new(&self.cfg, d, b, t, 0, None);
-                self.stack_backward(&mut ctx, d, &dst, fwd.dec.as_ref().expect("dec"), dx, &batch.idx);
+            (None, Some(dl)) => {
+                let dst = StackCtx::on(&self.cfg, dl, b, t, 0, None);
+                self.stack_backward(&mut ctx, dl, &dst, fwd.dec.as_ref().expect("dec"), dx, &batch.idx)?;
             }
             (None, None) => unreachable!(),
         }
+        Ok(())
     }
 }

@@ -2,29 +2,79 @@
 //! `OnGpu`, an adapter of the `Backend` trait over the gpu kernels that uploads its slices, records and submits the
 //! kernel, and reads the results back. The kernels' own API keeps everything on the device; this exists so that the
 //! reference backend and the model code can drive them unchanged in tests. It panics on any GPU error.
+//! Also the tiny config and seeded batches the training tests share (`config`, `lab_batch`), and `new_gpu` for
+//! tests whose training engine owns its device.
+
+#![allow(dead_code)] // each test file uses part of it
 
 use std::sync::OnceLock;
 use transformer_playground::backend::gpu::{Element, Encoder, Gpu, GpuAttnBias, GpuBuffer};
 use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend};
-use transformer_playground::config::{Activation, NormKind};
+use transformer_playground::config::{Activation, Config, NormKind};
+use transformer_playground::model::Batch;
+use transformer_playground::rng::Rng;
 
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        // Mesa's shader cache goes to a temporary directory, not ~/.cache (set before the driver loads).
-        let cache = std::env::temp_dir().join("tp-gpu-kernels-cache");
-        std::env::set_var("XDG_CACHE_HOME", &cache);
-        match Gpu::new_blocking() {
-            Ok(g) => {
-                eprintln!("gpu kernel tests on: {}", g.adapter_name());
-                g
-            }
-            Err(e) => panic!(
-                "{e}\n\nThese tests need a GPU adapter and do not skip without one. Without a GPU, install Mesa's \
-                 software Vulkan driver: apt-get install mesa-vulkan-drivers libvulkan1"
-            ),
+    GPU.get_or_init(new_gpu)
+}
+
+/// A fresh device (each training engine owns its own): fails, not skips, without an adapter.
+pub fn new_gpu() -> Gpu {
+    // Mesa's shader cache goes to a temporary directory, not ~/.cache (set before the driver loads).
+    let cache = std::env::temp_dir().join("tp-gpu-kernels-cache");
+    std::env::set_var("XDG_CACHE_HOME", &cache);
+    match Gpu::new_blocking() {
+        Ok(g) => {
+            eprintln!("gpu tests on: {}", g.adapter_name());
+            g
         }
-    })
+        Err(e) => panic!(
+            "{e}\n\nThese tests need a GPU adapter and do not skip without one. Without a GPU, install Mesa's \
+             software Vulkan driver: apt-get install mesa-vulkan-drivers libvulkan1"
+        ),
+    }
+}
+
+/// The tiny config of the gpu tests (C = 36, 6 heads sharing 2 kv heads, 2 layers), with `patch` over its model.
+#[allow(dead_code)]
+pub fn config(arch: &str, patch: serde_json::Value) -> Config {
+    let layers = if arch == "encoder_decoder" { r#""n_encoder_layers": 2, "n_decoder_layers": 2,"# } else { "" };
+    let data = if arch == "encoder_decoder" { r#""data": {"task": "reverse", "digits": 4},"# } else { "" };
+    let json = format!(
+        r#"{{ "model": {{ "arch": "{arch}", "d_model": 36, "n_layers": 2, {layers} "n_heads": 6, "n_kv_heads": 2, "ctx_len": 16,
+             "ffn": {{ "activation": "gelu", "mult": 2 }}, "norm": {{ "kind": "layernorm", "placement": "pre" }},
+             "position": {{ "kind": "learned" }}, "attention": {{ "scale": "inv_sqrt_dk" }} }},
+             "train": {{ "batch_size": 2, "steps": 100, "lr": 0.01, "warmup": 0, "schedule": "constant", "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 2 }},
+             {data} "seed": 1 }}"#
+    );
+    let c = Config::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
+    let mut v = serde_json::to_value(&c).unwrap();
+    for (k, x) in patch.as_object().unwrap() {
+        v["model"][k] = x.clone();
+    }
+    let c: Config = serde_json::from_value(v).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+/// A seeded batch of random ids (B,T) (and a source (B,S) for the encoder-decoder); bert: masked-LM targets.
+#[allow(dead_code)]
+pub fn lab_batch(arch: &str, b: usize, t: usize, s: usize, vocab: usize, seed: u64) -> Batch {
+    let mut r = Rng::new(seed);
+    let mut ids = |n: usize| (0..n).map(|_| r.below(vocab - 1) as u32).collect::<Vec<u32>>();
+    let (mut idx, src) = (ids(b * t), ids(b * s));
+    let mut targets: Vec<i32> = idx.iter().map(|&x| ((x as usize + 1) % vocab) as i32).collect();
+    if arch == "bert" {
+        // Masked LM: every third position is masked (the last id) and predicts its original; the rest are ignored.
+        for i in 0..idx.len() {
+            targets[i] = if i % 3 == 0 { idx[i] as i32 } else { -1 };
+            if i % 3 == 0 {
+                idx[i] = (vocab - 1) as u32;
+            }
+        }
+    }
+    Batch { b, t, idx, targets, s, src }
 }
 
 /// The `Backend` trait over the gpu kernels: every call uploads, runs and reads back.

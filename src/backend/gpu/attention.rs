@@ -3,7 +3,7 @@
 //! size and the number of relative-bias buckets are compile-time constants of the kernels (register arrays and
 //! workgroup tiles are sized by them), so each (HS, buckets) pair has its own pipelines.
 
-use super::{gpu_error, need, u32_of, Access, Binding, Encoder, Gpu, GpuBuffer, GpuSlice, Kernel, KernelWith};
+use super::{gpu_error, need, u32_of, Access, Binding, Encoder, Gpu, GpuSlice, Kernel, KernelWith, Pooled};
 use crate::backend::AttnShape;
 use crate::error::Result;
 
@@ -142,7 +142,7 @@ impl Gpu {
         enc: &mut Encoder,
         bias: &GpuAttnBias<'a>,
         sh: &AttnShape,
-        scratch: &'a mut Option<GpuBuffer<u32>>,
+        scratch: &'a mut Option<Pooled<u32>>,
     ) -> Result<PackedBias<'a>> {
         match *bias {
             GpuAttnBias::None => Ok(PackedBias { kind: 0, binding: self.no_input(), bucket_off: 0, buckets: 0 }),
@@ -157,7 +157,7 @@ impl Gpu {
                     return Err(gpu_error("a relative-bias table with no buckets"));
                 }
                 let (tl, bl) = (buckets * sh.nh, sh.t * sh.s);
-                let packed = self.zeros::<u32>(tl + bl)?;
+                let packed = self.pooled::<u32>(tl + bl)?;
                 let (tb, bb) = (table.bind(tl), bucket.bind(bl));
                 enc.enc.copy_buffer_to_buffer(tb.buf, tb.offset, &packed.buf, 0, tb.size);
                 enc.enc.copy_buffer_to_buffer(bb.buf, bb.offset, &packed.buf, tb.size, bb.size);
@@ -218,9 +218,7 @@ impl Gpu {
         let p = Gpu::attn_params(sh, &pb, false)?;
         let groups = sh.b * sh.nh * sh.t.div_ceil(ROWS);
         let bufs = [q.bind(nq), k.bind(nkv), v.bind(nkv), pb.binding, out.bind(nq), lse.bind(sh.b * sh.nh * sh.t)];
-        self.dispatch(enc, &FORWARD, &forward_consts(sh.hs), &p, &bufs, self.grid(groups)?)?;
-        enc.keep.extend(scratch.map(|b| b.buf));
-        Ok(())
+        self.dispatch(enc, &FORWARD, &forward_consts(sh.hs), &p, &bufs, self.grid(groups)?)
     }
 
     /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) +=; dtable (buckets,NH) += for a relative bias. Probabilities are
@@ -254,7 +252,7 @@ impl Gpu {
             need(&format!("attention {what}"), s, n)?;
         }
         // (lse, δ) per query row.
-        let stats = self.zeros::<f32>(2 * nl)?;
+        let stats = self.pooled::<f32>(2 * nl)?;
         let dp = DeltaParams {
             b: u32_of("B", sh.b)?,
             t: u32_of("T", sh.t)?,
@@ -274,7 +272,7 @@ impl Gpu {
         if let (true, Some(dt)) = (want_dtable, &dtable) {
             need("attention dtable", dt, cols)?;
         }
-        let partials = if want_dtable { Some(self.zeros::<f32>(sh.b * sh.t * cols)?) } else { None };
+        let partials = if want_dtable { Some(self.pooled::<f32>(sh.b * sh.t * cols)?) } else { None };
         let part_binding = partials.as_ref().map_or(self.no_output(), |b| b.all().bind(b.len()));
         let [a, b, c, d, e] = [q.bind(nq), k.bind(nkv), v.bind(nkv), dout.bind(nq), stats.all().bind(2 * nl)];
         let dq_bufs = [a, b, c, d, e, pb.binding, dq.bind(nq), part_binding];
@@ -284,9 +282,7 @@ impl Gpu {
         if let (Some(part), Some(dt)) = (&partials, dtable) {
             self.col_sum(enc, dt, part.all(), sh.b * sh.t, cols, true)?;
         }
-        enc.keep.push(stats.buf);
-        enc.keep.extend(scratch.map(|b| b.buf));
-        enc.keep.extend(partials.map(|b| b.buf));
+        // The pooled scratch buffers (stats, packed bias, partials) stay alive in the pool until the submission.
         Ok(())
     }
 }

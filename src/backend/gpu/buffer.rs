@@ -1,10 +1,19 @@
-//! Device buffers of f32, u32 or i32 elements, views into them, upload and (asynchronous) readback.
+//! Device buffers of f32, u32 or i32 elements, views into them, upload and (asynchronous) readback, and the pool
+//! that lets a training step allocate its activations and scratch buffers once per shape.
 //!
 //! Readback copies into a MAP_READ staging buffer and awaits `map_async`: natively the device is polled until the
 //! copy is done (so awaiting it never stalls), in the browser the callback arrives from the event loop.
+//!
+//! The pool: `Gpu::pooled` hands out a buffer of the exact size asked for, reusing one that is free. A buffer is
+//! free when its `Pooled` handle has been dropped AND a submission has happened since it was handed out (the
+//! epoch counts submissions). So within one recorded encoder every handed-out buffer is distinct — uploads with
+//! `queue.write_buffer`, which land before the whole submission runs, can never overwrite data a command of the
+//! same submission still needs — and the next step with the same shapes reuses exactly the same buffers.
+//! Rule for callers: do not submit another encoder (a readback, say) while one is being recorded.
 
 use super::{gpu_error, Binding, Encoder, Gpu};
 use crate::error::Result;
+use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -22,6 +31,50 @@ pub struct GpuBuffer<T: Element> {
     pub(crate) buf: wgpu::Buffer,
     len: usize,
     _t: PhantomData<T>,
+}
+
+impl<T: Element> Clone for GpuBuffer<T> {
+    /// Another handle to the same device memory.
+    fn clone(&self) -> Self {
+        GpuBuffer { buf: self.buf.clone(), len: self.len, _t: PhantomData }
+    }
+}
+
+/// A buffer lent by the pool (`Gpu::pooled`); dropping it gives it back (usable after the next submission).
+pub struct Pooled<T: Element> {
+    buf: GpuBuffer<T>,
+    _lease: Arc<()>,
+}
+
+impl<T: Element> std::ops::Deref for Pooled<T> {
+    type Target = GpuBuffer<T>;
+    fn deref(&self) -> &GpuBuffer<T> {
+        &self.buf
+    }
+}
+
+struct PoolEntry {
+    buf: wgpu::Buffer,
+    /// Held by the `Pooled` handle while lent.
+    lease: Arc<()>,
+    /// The epoch it was last handed out in.
+    epoch: u64,
+}
+
+/// Buffers by byte size, and the epoch (submissions so far).
+#[derive(Default)]
+pub(crate) struct Pool {
+    by_size: HashMap<u64, Vec<PoolEntry>>,
+    epoch: u64,
+    /// Bytes held.
+    bytes: u64,
+}
+
+impl Pool {
+    /// A submission happened: buffers lent before it are free once their handles are dropped.
+    pub(crate) fn next_epoch(&mut self) {
+        self.epoch += 1;
+    }
 }
 
 /// Elements `offset .. offset + len` of a buffer. Bound with a byte offset, so `offset` must be a multiple of
@@ -133,6 +186,68 @@ impl Gpu {
         Ok(GpuBuffer { buf, len, _t: PhantomData })
     }
 
+    /// A buffer of `len` elements from the pool, contents unspecified (the caller writes every element it reads).
+    pub fn pooled<T: Element>(&self, len: usize) -> Result<Pooled<T>> {
+        let bytes = (len.max(1) * 4) as u64;
+        let mut pool = self.lock_pool();
+        let epoch = pool.epoch;
+        let free = pool
+            .by_size
+            .get_mut(&bytes)
+            .and_then(|v| v.iter_mut().find(|e| e.epoch < epoch && Arc::strong_count(&e.lease) == 1));
+        if let Some(e) = free {
+            e.epoch = epoch;
+            return Ok(Pooled { buf: GpuBuffer { buf: e.buf.clone(), len, _t: PhantomData }, _lease: e.lease.clone() });
+        }
+        drop(pool);
+        let fresh = self.zeros::<T>(len)?;
+        let lease = Arc::new(());
+        let mut pool = self.lock_pool();
+        pool.bytes += bytes;
+        pool.by_size.entry(bytes).or_default().push(PoolEntry { buf: fresh.buf.clone(), lease: lease.clone(), epoch });
+        Ok(Pooled { buf: fresh, _lease: lease })
+    }
+
+    /// A pooled buffer of zeros: the clear is recorded into `enc`.
+    pub fn pooled_zeros<T: Element>(&self, enc: &mut Encoder, len: usize) -> Result<Pooled<T>> {
+        let b = self.pooled::<T>(len)?;
+        self.clear(enc, b.all());
+        Ok(b)
+    }
+
+    /// A pooled buffer holding `data` (written with the queue, before the next submission runs).
+    pub fn pooled_upload<T: Element>(&self, data: &[T]) -> Result<Pooled<T>> {
+        let b = self.pooled::<T>(data.len())?;
+        self.write(b.all(), data)?;
+        Ok(b)
+    }
+
+    /// Bytes the pool holds (lent or free).
+    pub fn pool_bytes(&self) -> u64 {
+        self.lock_pool().bytes
+    }
+
+    /// Frees every pooled buffer not lent out (after a change of shapes, say).
+    pub fn trim_pool(&self) {
+        let mut pool = self.lock_pool();
+        let mut freed = 0;
+        for v in pool.by_size.values_mut() {
+            v.retain(|e| {
+                let keep = Arc::strong_count(&e.lease) > 1;
+                if !keep {
+                    freed += e.buf.size();
+                }
+                keep
+            });
+        }
+        pool.bytes -= freed;
+    }
+
+    pub(crate) fn lock_pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // Entries are pushed whole, so a panic while holding the lock leaves the pool consistent.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Overwrites `dst` with `data` (same length), ordered before the next submission.
     pub fn write<T: Element>(&self, dst: GpuSlice<T>, data: &[T]) -> Result<()> {
         if data.len() != dst.len {
@@ -166,9 +281,18 @@ impl Gpu {
 
     /// Reads a slice back, after everything submitted so far. Submits a copy of its own.
     pub async fn read<T: Element>(&self, src: GpuSlice<'_, T>) -> Result<Vec<T>> {
+        let mut enc = self.encoder();
+        let rb = self.read_after(&mut enc, src);
+        self.submit(enc)?;
+        rb.wait(self).await
+    }
+
+    /// Records a copy of `src` into a staging buffer at this point of `enc`; once `enc` is submitted, `wait` on
+    /// the result gives the data (so a step and the readback of its scalars are one submission).
+    pub fn read_after<T: Element>(&self, enc: &mut Encoder, src: GpuSlice<'_, T>) -> Readback<T> {
         let (off, size) = src.bytes();
         if size == 0 {
-            return Ok(vec![]);
+            return Readback { staging: None, _t: PhantomData };
         }
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -176,13 +300,34 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.encoder();
         enc.enc.copy_buffer_to_buffer(&src.buf.buf, off, &staging, 0, size);
-        self.submit(enc)?;
+        Readback { staging: Some(staging), _t: PhantomData }
+    }
+
+    /// `read`, blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_blocking<T: Element>(&self, src: GpuSlice<'_, T>) -> Result<Vec<T>> {
+        pollster::block_on(self.read(src))
+    }
+}
+
+/// A copy recorded by `Gpu::read_after`, to be waited for after its encoder is submitted.
+pub struct Readback<T: Element> {
+    staging: Option<wgpu::Buffer>,
+    _t: PhantomData<T>,
+}
+
+impl<T: Element> Readback<T> {
+    /// The data, once the submission holding the copy has run: natively the device is polled until then; in the
+    /// browser the map callback arrives from the event loop.
+    pub async fn wait(self, gpu: &Gpu) -> Result<Vec<T>> {
+        let Some(staging) = self.staging else {
+            return Ok(vec![]);
+        };
         let (tx, rx) = oneshot();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| tx.send(r));
         #[cfg(not(target_arch = "wasm32"))]
-        self.ctx
+        gpu.ctx
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| gpu_error(format!("waiting for the device: {e}")))?;
@@ -192,14 +337,14 @@ impl Gpu {
             bytemuck::pod_collect_to_vec(&view)
         };
         staging.unmap();
-        self.ctx.take_error()?;
+        gpu.ctx.take_error()?;
         Ok(out)
     }
 
-    /// `read`, blocking (native only).
+    /// `wait`, blocking (native only).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn read_blocking<T: Element>(&self, src: GpuSlice<'_, T>) -> Result<Vec<T>> {
-        pollster::block_on(self.read(src))
+    pub fn wait_blocking(self, gpu: &Gpu) -> Result<Vec<T>> {
+        pollster::block_on(self.wait(gpu))
     }
 }
 

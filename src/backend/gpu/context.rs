@@ -14,6 +14,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// The first error reported since the last `take_error`.
     error: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it is: every later `take_error` reports it.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 /// Said when there is no adapter at all.
@@ -41,14 +43,24 @@ impl GpuContext {
         let error = Arc::new(Mutex::new(None));
         let slot = error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&slot, e.to_string())));
-        let slot = error.clone();
+        let lost = Arc::new(Mutex::new(None));
+        let slot = lost.clone();
         device.set_device_lost_callback(move |reason, msg| record(&slot, format!("device lost ({reason:?}): {msg}")));
-        Ok(GpuContext { device, queue, info: adapter.get_info(), limits, error })
+        Ok(GpuContext { device, queue, info: adapter.get_info(), limits, error, lost })
     }
 
-    /// The first device error since the last call, as an `Error`.
+    /// The first device error since the last call, as an `Error`; once the device is lost, always that.
     pub fn take_error(&self) -> Result<()> {
+        self.check_lost()?;
         match self.error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(msg) => Err(gpu_error(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// An error once the device is lost (destroyed, reset by the driver, …): nothing recorded on it runs.
+    pub fn check_lost(&self) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             Some(msg) => Err(gpu_error(msg)),
             None => Ok(()),
         }

@@ -3,10 +3,15 @@
 //! trait (llm.c order: outputs, saved caches, inputs, parameters, sizes); backward ops ACCUMULATE like the trait's.
 //!
 //! The ops work on device buffers (`GpuBuffer`, viewed through `GpuSlice`) and are recorded into an `Encoder`;
-//! nothing is read back unless asked (`Gpu::read`). A training step can therefore be recorded into one submission
-//! with its parameters, gradients, optimizer state and activations resident on the device, and only scalars (loss,
-//! grad norm) read back. The model integration (phase 2 of issue 5) builds on this API; `tests/gpu_kernels.rs`
-//! holds every kernel to the scalar reference through an upload-run-readback adapter of the `Backend` trait.
+//! nothing is read back unless asked (`Gpu::read`, `Gpu::read_after`). `tests/gpu_kernels.rs` holds every kernel
+//! to the scalar reference through an upload-run-readback adapter of the `Backend` trait.
+//!
+//! Training (phase 2 of issue 5) is the model's own code on the device: `GpuStep` implements the model's `Device`
+//! (`model::device`), so `Model::forward_on` / `backward_on` record every op of a step into one encoder;
+//! `GpuTrainer` keeps the parameters, gradients and AdamW moments resident, adds the gradient norms, clipping and
+//! a guarded AdamW to the same encoder, and reads back only the scalars, with a copy in that same submission.
+//! Activations and scratch buffers come from a pool (`Gpu::pooled`): allocated at the first step of a shape,
+//! reused after. `train::Run` drives it for `BackendKind::Gpu`.
 //!
 //! Kernels (`wgsl/`, one file per op family, each opening with its bindings, shapes and invocation→element map):
 //! - `matmul`: C (+)= A·B over strided A and B, 64×64 tiles in workgroup memory, 4×4 outputs per thread;
@@ -16,29 +21,41 @@
 //!   K/V tiles in workgroup memory, lse saved; the backward recomputes p = exp(s − lse) in a query-parallel dq kernel
 //!   and a key-parallel dk/dv kernel, so nothing (T,S)-sized is stored and nothing is written by two invocations.
 //! - `activation`, `cross_entropy`, `adamw`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
+//! - The model's glue (`glue.rs`): `embedding` and `embedding_backward` (row lists made on the host, so no
+//!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (split/merge of attention
+//!   heads), `reduce`'s `segment_sum` (per-tensor Σg²) and `adamw`'s `flat` (the whole buffer, skipping the update
+//!   when the loss or Σg² is not finite).
 //!
 //! Determinism: every output element is written by exactly one invocation and every sum is formed in an order fixed
 //! by the shapes; no atomics. Errors: shapes that do not fit the buffers, requests beyond the adapter's limits and
 //! shader compile errors are `crate::Error`s, never panics.
 
 mod attention;
+mod bound;
 mod buffer;
 mod context;
+mod glue;
 mod matmul;
 mod norm;
 mod pointwise;
 mod reduce;
+mod step;
+mod trainer;
 
 pub use attention::GpuAttnBias;
-pub use buffer::{Element, GpuBuffer, GpuSlice};
+pub use bound::{lock, ThreadBound};
+pub use buffer::{Element, GpuBuffer, GpuSlice, Pooled, Readback};
 pub use context::GpuContext;
+pub use step::{GpuStep, PendingLoss};
+pub use trainer::{GpuTrainer, PendingStep, StepScalars};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The error for anything the GPU path refuses or fails at. (One `Error::Invalid` with a "gpu:" prefix for now;
-/// a dedicated `Error::Gpu` variant is proposed for phase 2.)
+/// The error for anything the GPU path refuses or fails at. (One `Error::Invalid` with a "gpu:" prefix: a
+/// dedicated `Error::Gpu` variant belongs in `error.rs`.)
 pub(crate) fn gpu_error(msg: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("gpu: {msg}"))
 }
@@ -86,6 +103,12 @@ pub struct Gpu {
     /// since one buffer may not be bound both read-only and read-write in one dispatch.
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
+    /// Activations and scratch buffers, reused step after step (`Gpu::pooled`).
+    pool: Mutex<buffer::Pool>,
+    /// Submissions so far (tests assert that the GPU really ran).
+    submissions: AtomicU64,
+    /// Dispatches recorded so far.
+    dispatches: AtomicU64,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -118,7 +141,15 @@ impl Gpu {
             })
         };
         let (dummy_read, dummy_write) = (dummy("unused input"), dummy("unused output"));
-        Gpu { ctx, kernels: Mutex::new(HashMap::new()), dummy_read, dummy_write }
+        Gpu {
+            ctx,
+            kernels: Mutex::new(HashMap::new()),
+            dummy_read,
+            dummy_write,
+            pool: Mutex::new(buffer::Pool::default()),
+            submissions: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
+        }
     }
 
     /// The binding of an absent input.
@@ -146,7 +177,19 @@ impl Gpu {
     pub fn submit(&self, enc: Encoder) -> Result<()> {
         self.ctx.queue.submit([enc.enc.finish()]);
         drop(enc.keep);
+        self.submissions.fetch_add(1, Ordering::Relaxed);
+        self.lock_pool().next_epoch();
         self.ctx.take_error()
+    }
+
+    /// Submissions so far.
+    pub fn submissions(&self) -> u64 {
+        self.submissions.load(Ordering::Relaxed)
+    }
+
+    /// Compute dispatches recorded so far.
+    pub fn dispatches(&self) -> u64 {
+        self.dispatches.load(Ordering::Relaxed)
     }
 
     /// Blocks until everything submitted so far has run (native only; benchmarks and tests).
@@ -176,6 +219,7 @@ impl Gpu {
             .chain(norm::KERNELS)
             .chain(pointwise::KERNELS)
             .chain(reduce::KERNELS)
+            .chain(glue::KERNELS)
             .map(|k| (*k, vec![]))
             .collect();
         v.push((&attention::DELTA, vec![]));
@@ -304,16 +348,21 @@ impl Gpu {
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         }
         enc.keep.push(uniform);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn uniform<P: bytemuck::Pod>(&self, params: &P) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        self.ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        // Not `create_buffer_init`: wgpu's helper panics when the device is lost; this path reports it instead.
+        let bytes = bytemuck::bytes_of(params);
+        let b = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+            size: (bytes.len() as u64).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.ctx.queue.write_buffer(&b, 0, bytes);
+        b
     }
 
     /// `n` workgroups as a grid within the per-dimension limit: (n, 1, 1), or (max, ⌈n/max⌉, 1); kernels rebuild

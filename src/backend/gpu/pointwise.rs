@@ -215,7 +215,7 @@ impl Gpu {
             return Ok(());
         }
         let rows = x.len() / hs;
-        let table = self.upload(&rope_table(t, hs, pos0, theta))?;
+        let table = self.pooled_upload(&rope_table(t, hs, pos0, theta))?;
         let p = RopeParams {
             rows: u32_of("rows", rows)?,
             t: u32_of("T", t)?,
@@ -231,9 +231,7 @@ impl Gpu {
             &p,
             &[table.all().bind(table.len()), x.bind(rows * hs)],
             self.grid((rows * half).div_ceil(256))?,
-        )?;
-        enc.keep.push(table.buf);
-        Ok(())
+        )
     }
 }
 

@@ -85,7 +85,7 @@ impl Gpu {
             n = n.div_ceil(CHUNK);
             sizes.push(n);
         }
-        let parts = sizes.iter().map(|&s| self.zeros::<f32>(s)).collect::<Result<Vec<_>>>()?;
+        let parts = sizes.iter().map(|&s| self.pooled::<f32>(s)).collect::<Result<Vec<_>>>()?;
         let (mut src, mut n) = (x.bind(x.len()), x.len());
         let mut flags = if square { SQUARE } else { 0 };
         for part in &parts {
@@ -102,8 +102,7 @@ impl Gpu {
             ..Default::default()
         };
         self.dispatch(enc, &SUM, &[], &p, &[src, out.bind(out.len())], [1, 1, 1])?;
-        // The partials live until the encoder is submitted.
-        enc.keep.extend(parts.into_iter().map(|b| b.buf));
+        // The pooled partials are not lent again before this encoder is submitted.
         Ok(())
     }
 

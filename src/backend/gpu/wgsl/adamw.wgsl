@@ -10,6 +10,13 @@
 //   3 rw      m: f32   (n) first moments
 //   4 rw      v: f32   (n) second moments
 // Invocation → element: invocation i < n (256 per workgroup) updates element i of w, m, v.
+//
+// Entry `flat`: the whole parameter buffer in one dispatch, as a training step on the device runs it. Two more
+// bindings:
+//   5 read    decay: u32   (n / 64) 1 where the 64-float block belongs to a tensor with weight decay (the layout
+//                          aligns every tensor to 64 floats), else 0; wd is the config's weight decay
+//   6 read    guard: f32   [Σ g², loss sum]: when either is not finite (overflow, NaN) the step diverged and
+//                          nothing is updated, so the model and the optimizer keep their last good state
 
 struct Params {
     n: u32,
@@ -27,6 +34,34 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(5) var<storage, read> decay: array<u32>;
+@group(0) @binding(6) var<storage, read> guard: array<f32>;
+
+fn update(i: u32, wd: f32) {
+    let gi = g[i];
+    var wi = w[i] * (1.0 - p.lr * wd);
+    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * gi;
+    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    wi -= p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
+    w[i] = wi;
+}
+
+// Not NaN and not ±infinity, by the exponent bits (WGSL does not promise IEEE comparisons with NaN).
+fn is_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+@compute @workgroup_size(256)
+fn flat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) t: u32) {
+    let i = group_index(wg, nwg) * 256u + t;
+    if (i >= p.n || !is_finite(guard[0]) || !is_finite(guard[1])) {
+        return;
+    }
+    update(i, select(0.0, p.wd, decay[i / 64u] != 0u));
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -35,12 +70,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (i >= p.n) {
         return;
     }
-    let gi = g[i];
-    var wi = w[i] * (1.0 - p.lr * p.wd);
-    let mi = p.beta1 * m[i] + (1.0 - p.beta1) * gi;
-    let vi = p.beta2 * v[i] + (1.0 - p.beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    wi -= p.lr * (mi / p.bc1) / (sqrt(vi / p.bc2) + p.eps);
-    w[i] = wi;
+    update(i, p.wd);
 }

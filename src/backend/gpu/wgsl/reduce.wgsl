@@ -15,6 +15,9 @@
 //   scale     out[i] *= factor; one element per invocation, 256 per workgroup.
 //   clip      out[i] *= min(1, factor / (sqrt(x[0]) + 1e-6)) when that is below 1 (x[0] = Σ g², factor = the
 //             clip norm): PyTorch's clip_grad_norm_ without reading the norm back.
+//   segment_sum  (binding 3: segs (2·n) u32, segment g = x[segs[2g] .. segs[2g+1]])
+//             out[out_index + g] = Σ over segment g of x (or x² with SQUARE); workgroup g, 256 threads as `sum`.
+//             Gradient norms per tensor: chunks of each tensor, then each tensor's chunks, in one pass each.
 
 struct Params {
     n: u32,
@@ -33,6 +36,7 @@ const SQUARE: u32 = 2u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> segs: array<u32>;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -113,5 +117,35 @@ fn clip(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let coef = p.factor / (sqrt(x[0]) + 1e-6);
     if (i < p.n && coef < 1.0) {
         out[i] *= coef;
+    }
+}
+
+@compute @workgroup_size(256)
+fn segment_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) t: u32) {
+    let g = group_index(wg, nwg);
+    if (g >= p.n) {
+        return;
+    }
+    let end = segs[2u * g + 1u];
+    var acc = 0.0;
+    for (var i = segs[2u * g] + t; i < end; i += 256u) {
+        let v = x[i];
+        if ((p.flags & SQUARE) != 0u) {
+            acc += v * v;
+        } else {
+            acc += v;
+        }
+    }
+    red[t] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red[t] += red[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (t == 0u) {
+        out[p.out_index + g] = red[0];
     }
 }

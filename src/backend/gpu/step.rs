@@ -1,0 +1,310 @@
+//! `GpuStep`: the model's `Device` on the GPU. Every op the model code calls is recorded into one command encoder
+//! over buffers that stay on the device: the parameters and gradients (the trainer's flat buffers, cut into
+//! tensors by the layout's views, each starting on a 64-float boundary so it binds as a storage view) and the
+//! activations (pooled: allocated at the first step of a shape, reused after). Host data the model passes —
+//! token ids, targets, dropout masks, ALiBi slopes, T5 buckets, the sinusoidal table, the embedding-gradient row
+//! lists — is uploaded into pooled buffers as it comes. Nothing is read back here: the mean loss is left in a
+//! device scalar (`PendingLoss`).
+
+use super::glue::csr;
+use super::{Encoder, Gpu, GpuAttnBias, GpuBuffer, GpuSlice, Pooled};
+use crate::backend::AttnShape;
+use crate::config::{Activation, NormKind};
+use crate::error::Result;
+use crate::model::layout::View;
+use crate::model::{Bias, Device};
+use std::cell::{Cell, RefCell};
+
+/// A mean cross-entropy still on the device: the sum of the row losses is in the scalars buffer at `slot`; the
+/// mean is sum / count (NaN when count = 0), formed on the host after the readback, as the CPU forms it.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingLoss {
+    pub slot: usize,
+    pub count: usize,
+}
+
+impl PendingLoss {
+    /// The mean loss from the scalars read back.
+    pub fn mean(&self, scalars: &[f32]) -> f32 {
+        match (self.count, scalars.get(self.slot)) {
+            (0, _) | (_, None) => f32::NAN,
+            (n, Some(&total)) => (total as f64 / n as f64) as f32,
+        }
+    }
+}
+
+/// Records the model's ops for one submission.
+pub struct GpuStep<'g> {
+    gpu: &'g Gpu,
+    enc: RefCell<Encoder>,
+    /// Where loss sums go, from `next_slot` on.
+    scalars: GpuSlice<'g, f32>,
+    next_slot: Cell<usize>,
+}
+
+impl<'g> GpuStep<'g> {
+    /// Loss sums land in `scalars` at `first_slot`, `first_slot + 1`, … (one per forward pass recorded).
+    pub fn new(gpu: &'g Gpu, scalars: GpuSlice<'g, f32>, first_slot: usize) -> GpuStep<'g> {
+        GpuStep { gpu, enc: RefCell::new(gpu.encoder()), scalars, next_slot: Cell::new(first_slot) }
+    }
+
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Runs `f` on the encoder (to record the trainer's own ops between the model's).
+    pub fn record<R>(&self, f: impl FnOnce(&Gpu, &mut Encoder) -> Result<R>) -> Result<R> {
+        f(self.gpu, &mut self.enc.borrow_mut())
+    }
+
+    /// The recorded commands, ready to submit.
+    pub fn finish(self) -> Encoder {
+        self.enc.into_inner()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&Gpu, &mut Encoder) -> Result<R>) -> Result<R> {
+        f(self.gpu, &mut self.enc.borrow_mut())
+    }
+
+    fn upload_u32(&self, data: &[u32]) -> Result<Pooled<u32>> {
+        self.gpu.pooled_upload(data)
+    }
+}
+
+/// A view of the flat parameter or gradient buffer (the layout keeps views inside it; a view that were not would
+/// be refused when bound).
+fn view_of(b: &GpuBuffer<f32>, v: View) -> GpuSlice<'_, f32> {
+    b.slice(v.offset, v.len).unwrap_or_else(|_| b.all().sub(0, 0).expect("an empty view"))
+}
+
+impl<'g> Device for GpuStep<'g> {
+    type Buf = Pooled<f32>;
+    type In<'a>
+        = GpuSlice<'a, f32>
+    where
+        Self: 'a;
+    type Out<'a>
+        = GpuSlice<'a, f32>
+    where
+        Self: 'a;
+    type Params = GpuBuffer<f32>;
+    type Loss = PendingLoss;
+
+    fn zeros(&self, n: usize) -> Result<Pooled<f32>> {
+        self.with(|g, e| g.pooled_zeros(e, n))
+    }
+    fn upload(&self, data: Vec<f32>) -> Result<Pooled<f32>> {
+        self.gpu.pooled_upload(&data)
+    }
+    fn copy_of(&self, x: GpuSlice<f32>) -> Result<Pooled<f32>> {
+        let out = self.gpu.pooled::<f32>(x.len())?;
+        self.with(|g, e| g.copy(e, out.all(), x))?;
+        Ok(out)
+    }
+    fn view(x: &Pooled<f32>) -> GpuSlice<'_, f32> {
+        x.all()
+    }
+    fn len(x: GpuSlice<f32>) -> usize {
+        x.len()
+    }
+    fn view_mut(x: &mut Pooled<f32>) -> GpuSlice<'_, f32> {
+        x.all()
+    }
+    fn param(p: &GpuBuffer<f32>, v: View) -> GpuSlice<'_, f32> {
+        view_of(p, v)
+    }
+    fn grad(g: &mut GpuBuffer<f32>, v: View) -> GpuSlice<'_, f32> {
+        view_of(g, v)
+    }
+    fn grad_pair(g: &mut GpuBuffer<f32>, a: View, b: Option<View>) -> (GpuSlice<'_, f32>, Option<GpuSlice<'_, f32>>) {
+        let g: &GpuBuffer<f32> = g;
+        (view_of(g, a), b.map(|b| view_of(g, b)))
+    }
+
+    fn matmul_forward(&self, out: GpuSlice<f32>, inp: GpuSlice<f32>, w: GpuSlice<f32>, b: Option<GpuSlice<f32>>, n: usize, c: usize, oc: usize) -> Result<()> {
+        self.with(|g, e| g.matmul_forward(e, out, inp, w, b, n, c, oc))
+    }
+
+    fn matmul_backward(
+        &self,
+        dinp: Option<GpuSlice<f32>>,
+        dw: GpuSlice<f32>,
+        db: Option<GpuSlice<f32>>,
+        dout: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.matmul_backward(e, dinp, dw, db, dout, inp, w, n, c, oc))
+    }
+
+    fn norm_forward(
+        &self,
+        kind: NormKind,
+        out: GpuSlice<f32>,
+        mean: GpuSlice<f32>,
+        rstd: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        b: Option<GpuSlice<f32>>,
+        eps: f32,
+        c: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.norm_forward(e, kind, out, mean, rstd, inp, w, b, eps, c))
+    }
+
+    fn norm_backward(
+        &self,
+        kind: NormKind,
+        dinp: GpuSlice<f32>,
+        dw: GpuSlice<f32>,
+        db: Option<GpuSlice<f32>>,
+        dout: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        mean: GpuSlice<f32>,
+        rstd: GpuSlice<f32>,
+        c: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.norm_backward(e, kind, dinp, dw, db, dout, inp, w, mean, rstd, c))
+    }
+
+    fn attention_forward(
+        &self,
+        out: GpuSlice<f32>,
+        lse: GpuSlice<f32>,
+        q: GpuSlice<f32>,
+        k: GpuSlice<f32>,
+        v: GpuSlice<f32>,
+        bias: Bias<GpuSlice<f32>>,
+        sh: &AttnShape,
+    ) -> Result<()> {
+        let bufs = BiasBufs::upload(self, &bias)?;
+        self.with(|g, e| g.attention_forward(e, out, lse, q, k, v, bufs.get(&bias), sh))
+    }
+
+    fn attention_backward(
+        &self,
+        dq: GpuSlice<f32>,
+        dk: GpuSlice<f32>,
+        dv: GpuSlice<f32>,
+        dtable: Option<GpuSlice<f32>>,
+        dout: GpuSlice<f32>,
+        q: GpuSlice<f32>,
+        k: GpuSlice<f32>,
+        v: GpuSlice<f32>,
+        out: GpuSlice<f32>,
+        lse: GpuSlice<f32>,
+        bias: Bias<GpuSlice<f32>>,
+        sh: &AttnShape,
+    ) -> Result<()> {
+        let bufs = BiasBufs::upload(self, &bias)?;
+        self.with(|g, e| g.attention_backward(e, dq, dk, dv, dtable, dout, q, k, v, out, lse, bufs.get(&bias), sh))
+    }
+
+    fn activation_forward(&self, act: Activation, out: GpuSlice<f32>, inp: GpuSlice<f32>, f: usize) -> Result<()> {
+        self.with(|g, e| g.activation_forward(e, act, out, inp, f))
+    }
+
+    fn activation_backward(&self, act: Activation, dinp: GpuSlice<f32>, dout: GpuSlice<f32>, inp: GpuSlice<f32>, f: usize) -> Result<()> {
+        self.with(|g, e| g.activation_backward(e, act, dinp, dout, inp, f))
+    }
+
+    fn rope(&self, x: GpuSlice<f32>, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        self.with(|g, e| g.rope(e, x, t, hs, pos0, theta, inverse))
+    }
+
+    fn mean_cross_entropy(&self, dlogits: GpuSlice<f32>, logits: GpuSlice<f32>, targets: &[i32], v: usize, count: usize) -> Result<PendingLoss> {
+        let slot = self.next_slot.get();
+        self.next_slot.set(slot + 1);
+        let tg = self.gpu.pooled_upload(targets)?;
+        let losses = self.gpu.pooled::<f32>(targets.len())?;
+        let dscale = 1.0 / count.max(1) as f32;
+        self.with(|g, e| {
+            g.cross_entropy(e, dlogits, losses.all(), logits, tg.all(), v, dscale)?;
+            g.sum(e, self.scalars, slot, losses.all())
+        })?;
+        Ok(PendingLoss { slot, count })
+    }
+
+    fn embedding_forward(
+        &self,
+        out: GpuSlice<f32>,
+        ids: &[u32],
+        wte: GpuSlice<f32>,
+        wpe: Option<GpuSlice<f32>>,
+        sin: &[f32],
+        t: usize,
+        pos0: usize,
+        c: usize,
+    ) -> Result<()> {
+        let idb = self.upload_u32(ids)?;
+        let pe = if sin.is_empty() { None } else { Some(self.gpu.pooled_upload(sin)?) };
+        self.with(|g, e| g.embedding_forward(e, out, idb.all(), wte, wpe, pe.as_ref().map(|p| p.all()), t, pos0, c))
+    }
+
+    fn embedding_backward(&self, dwte: GpuSlice<f32>, dwpe: Option<GpuSlice<f32>>, dx: GpuSlice<f32>, ids: &[u32], t: usize, c: usize) -> Result<()> {
+        let vocab = dwte.len() / c.max(1);
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(super::gpu_error(format!("token id {bad} is outside the vocabulary ({vocab})")));
+        }
+        let tokens = self.upload_u32(&csr(ids.len(), vocab, |r| ids[r] as usize))?;
+        self.with(|g, e| g.table_gradient(e, dwte, tokens.all(), dx, vocab, c))?;
+        if let Some(dwpe) = dwpe {
+            let positions = self.upload_u32(&csr(ids.len(), t, |r| r % t))?;
+            self.with(|g, e| g.table_gradient(e, dwpe, positions.all(), dx, t, c))?;
+        }
+        Ok(())
+    }
+
+    fn add_scaled(&self, out: GpuSlice<f32>, a: GpuSlice<f32>, b: GpuSlice<f32>, alpha: f32) -> Result<()> {
+        self.with(|g, e| g.add_scaled(e, out, a, b, alpha))
+    }
+
+    fn scale(&self, out: GpuSlice<f32>, a: GpuSlice<f32>, alpha: f32) -> Result<()> {
+        self.with(|g, e| g.scale_into(e, out, a, alpha))
+    }
+
+    fn add_into(&self, a: GpuSlice<f32>, b: GpuSlice<f32>) -> Result<()> {
+        self.with(|g, e| g.add_into(e, a, b))
+    }
+
+    fn mul_into(&self, a: GpuSlice<f32>, m: GpuSlice<f32>) -> Result<()> {
+        self.with(|g, e| g.mul_into(e, a, m))
+    }
+
+    fn split_heads(&self, out: GpuSlice<f32>, src: GpuSlice<f32>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        self.with(|g, e| g.heads(e, false, out, src, b, t, stride, off, nh, hs))
+    }
+
+    fn merge_heads(&self, dst: GpuSlice<f32>, src: GpuSlice<f32>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        self.with(|g, e| g.heads(e, true, dst, src, b, t, stride, off, nh, hs))
+    }
+}
+
+/// The host parts of a bias (ALiBi slopes, T5 buckets), uploaded.
+enum BiasBufs {
+    None,
+    Alibi(Pooled<f32>),
+    Relative(Pooled<u32>),
+}
+
+impl BiasBufs {
+    fn upload(s: &GpuStep, b: &Bias<GpuSlice<f32>>) -> Result<BiasBufs> {
+        Ok(match b {
+            Bias::None => BiasBufs::None,
+            Bias::Alibi { slopes } => BiasBufs::Alibi(s.gpu.pooled_upload(slopes)?),
+            Bias::Relative { bucket, .. } => BiasBufs::Relative(s.upload_u32(bucket)?),
+        })
+    }
+
+    fn get<'a>(&'a self, b: &Bias<GpuSlice<'a, f32>>) -> GpuAttnBias<'a> {
+        match (self, b) {
+            (BiasBufs::Alibi(s), _) => GpuAttnBias::Alibi { slopes: s.all() },
+            (BiasBufs::Relative(bk), Bias::Relative { table, .. }) => GpuAttnBias::Relative { table: *table, bucket: bk.all() },
+            _ => GpuAttnBias::None,
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Training on the GPU (phase 2 of the WebGPU backend): parameters, gradients, AdamW moments and activations
+//! resident on the device, a whole step recorded by the model's own code into one submission, only scalars read
+//! back. Held to the CPU backend with `atol + rtol·|ref|` on tiny shapes (lavapipe is a CPU emulation).
+//!
+//! No adapter is a FAILURE, not a skip: `cargo test --release --features gpu --test gpu_training`.
+#![cfg(feature = "gpu")]
+
+mod gpu_harness;
+
+use gpu_harness::{config, lab_batch, new_gpu};
+use serde_json::json;
+use transformer_playground::backend::cpu::Cpu;
+use transformer_playground::backend::gpu::GpuTrainer;
+use transformer_playground::backend::{AdamW, BackendKind};
+use transformer_playground::config::Config;
+use transformer_playground::data::Split;
+use transformer_playground::model::Model;
+use transformer_playground::rng::Rng;
+use transformer_playground::train::{train_step, OptState, Run, StepReport};
+use transformer_playground::Error;
+
+const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt");
+
+fn text() -> String {
+    std::fs::read_to_string(SHAKESPEARE).expect("the corpus")[..20_000].to_string()
+}
+
+/// A run of `c` on `backend` (text for gpt and bert; the encoder-decoder trains on its task).
+fn run(c: &Config, backend: BackendKind) -> Run {
+    let text = text();
+    let t = (c.model.arch != transformer_playground::config::Arch::EncoderDecoder).then_some(&text[..]);
+    let mut r = Run::new(c.clone(), t, backend).unwrap_or_else(|e| panic!("{e}"));
+    r.sync_every = 0;
+    r
+}
+
+fn steps(r: &mut Run, n: usize) -> Vec<StepReport> {
+    (0..n).map(|_| r.step().unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+/// Trains `c` for `n` steps on the gpu and on the cpu; holds the gpu's losses, gradient norms (global and per
+/// layer), evaluation, parameters and AdamW moments to the cpu's.
+fn gpu_trains_like_cpu(c: &Config, n: usize, what: &str) {
+    let (mut g, mut cpu) = (run(c, BackendKind::Gpu), run(c, BackendKind::Cpu));
+    assert!(g.backend_name().starts_with("gpu ("), "{what}: trained on {}", g.backend_name());
+    let (rg, rc) = (steps(&mut g, n), steps(&mut cpu, n));
+    for (a, b) in rg.iter().zip(&rc) {
+        let s = a.step;
+        assert!((a.loss - b.loss).abs() <= 2e-4 * b.loss.abs(), "{what} step {s}: loss gpu {} cpu {}", a.loss, b.loss);
+        assert!((a.grad_norm - b.grad_norm).abs() <= 2e-3 * b.grad_norm, "{what} step {s}: grad norm {} vs {}", a.grad_norm, b.grad_norm);
+        assert_eq!(a.lr, b.lr);
+        for ((ka, na), (kb, nb)) in a.layer_grad_norms.iter().zip(&b.layer_grad_norms) {
+            assert_eq!(ka, kb);
+            assert!((na - nb).abs() <= 1e-6 + 2e-3 * nb, "{what} step {s}: {ka} grad norm {na} vs {nb}");
+        }
+    }
+    let (eg, ec) = (g.eval(Split::Val), cpu.eval(Split::Val));
+    assert!((eg - ec).abs() <= 2e-4 * ec.abs(), "{what}: val loss {eg} vs {ec}");
+    g.sync().unwrap();
+    assert_eq!(g.opt.t, cpu.opt.t, "{what}: AdamW steps");
+    assert_close(&format!("{what}: parameters after {n} steps"), &g.model.params, &cpu.model.params, 3e-4, 2e-3);
+    let mscale = cpu.opt.m.iter().fold(0f32, |a, x| a.max(x.abs()));
+    assert_close(&format!("{what}: AdamW m"), &g.opt.m, &cpu.opt.m, 2e-3 * mscale, 2e-3);
+    let vscale = cpu.opt.v.iter().fold(0f32, |a, x| a.max(x.abs()));
+    assert_close(&format!("{what}: AdamW v"), &g.opt.v, &cpu.opt.v, 2e-3 * vscale, 5e-3);
+    eprintln!("{what}: {n} steps, final loss gpu {} cpu {}", rg[n - 1].loss, rc[n - 1].loss);
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        assert!(err <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, want {w} (|err| {err})");
+    }
+}
+
+#[test]
+fn trainer_steps_match_the_cpu_train_step() {
+    use serde_json::json;
+    let cases = [
+        ("gpt", json!({"position": {"kind": "rope"}, "dropout": 0.1})),
+        ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
+        ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}})),
+        ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "tie_embeddings": false, "norm": {"kind": "layernorm", "placement": "post"}})),
+    ];
+    for (arch, patch) in cases {
+        let c = config(arch, patch.clone());
+        let what = format!("{arch} {patch}");
+        let vocab = 13;
+        let mut cpu_model = Model::new(&c.model, vocab, 7);
+        let mut opt = OptState::new(cpu_model.params.len());
+        let mut tr = GpuTrainer::new(new_gpu(), &cpu_model, &[], &[], 0).unwrap();
+        let (mut rc, mut rg) = (Rng::new(9), Rng::new(9));
+        for step in 0..3 {
+            let batch = lab_batch(arch, 2, 7, 5, vocab, 3 + step as u64);
+            let r = train_step(&Cpu, &mut cpu_model, &mut opt, &c.train, &batch, step, Some(&mut rc)).unwrap();
+            let h = AdamW { lr: r.lr, beta1: c.train.betas[0], beta2: c.train.betas[1], eps: c.train.eps, weight_decay: c.train.weight_decay, t: tr.t + 1 };
+            let s = tr.step(&cpu_model, &batch, Some(&mut rg), &h, c.train.grad_clip).unwrap();
+            eprintln!("{what} step {step}: loss gpu {} cpu {}, norm gpu {} cpu {}", s.loss, r.loss, s.grad_sq.sqrt(), r.grad_norm);
+            assert!((s.loss - r.loss).abs() <= 1e-4 * r.loss.abs(), "{what}: loss {} vs {}", s.loss, r.loss);
+            assert!((s.grad_sq.sqrt() - r.grad_norm).abs() <= 1e-3 * r.grad_norm, "{what}: grad norm");
+        }
+        let (p, _, _) = pollster::block_on(tr.download()).unwrap();
+        assert_close(&format!("{what}: parameters after 3 steps"), &p, &cpu_model.params, 2e-4, 1e-3);
+    }
+}
+
+#[test]
+fn a_gpu_run_trains_like_the_cpu_run_for_every_architecture() {
+    for arch in ["gpt", "bert", "encoder_decoder"] {
+        gpu_trains_like_cpu(&config(arch, json!({})), 5, arch);
+    }
+}
+
+#[test]
+fn every_config_option_trains_on_the_gpu_like_the_cpu() {
+    let cases = [
+        ("gpt", json!({"position": {"kind": "rope"}, "dropout": 0.1, "n_kv_heads": 1, "ffn": {"activation": "swiglu", "mult": 2}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "bias": false})),
+        ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "layernorm", "placement": "sandwich"}, "ffn": {"activation": "geglu", "mult": 2}, "tie_embeddings": false})),
+        ("gpt", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "layernorm", "placement": "post"}, "ffn": {"activation": "relu", "mult": 2}, "n_kv_heads": 6})),
+        ("gpt", json!({"position": {"kind": "none"}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "swish", "mult": 2}, "attention": {"scale": "none"}})),
+        ("bert", json!({"position": {"kind": "sinusoidal"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "glu", "mult": 2}, "dropout": 0.1})),
+        ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "layernorm", "placement": "deepnorm"}, "tie_embeddings": false, "n_kv_heads": 3})),
+        ("bert", json!({"position": {"kind": "alibi"}, "norm": {"kind": "layernorm", "placement": "post"}, "ffn": {"activation": "swiglu", "mult": 2}})),
+        ("encoder_decoder", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "ffn": {"activation": "geglu", "mult": 2}, "dropout": 0.1})),
+        ("encoder_decoder", json!({"position": {"kind": "rope"}, "norm": {"kind": "layernorm", "placement": "deepnorm"}, "n_kv_heads": 1, "tie_embeddings": false, "bias": false})),
+        ("encoder_decoder", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "relu", "mult": 2}, "attention": {"scale": "none"}})),
+    ];
+    for (arch, patch) in cases {
+        gpu_trains_like_cpu(&config(arch, patch.clone()), 3, &format!("{arch} {patch}"));
+    }
+}
+
+#[test]
+fn a_gpu_step_is_one_submission_and_really_runs_on_the_gpu() {
+    let c = config("gpt", json!({}));
+    let mut r = run(&c, BackendKind::Gpu);
+    assert_eq!(r.backend, BackendKind::Gpu);
+    let name = r.backend_name();
+    assert!(name.starts_with("gpu (") && !name.contains("Noop"), "{name}");
+    let before = r.with_gpu(|g| (g.submissions(), g.dispatches())).expect("a gpu run holds its gpu");
+    steps(&mut r, 3);
+    let after = r.with_gpu(|g| (g.submissions(), g.dispatches())).expect("still on the gpu");
+    assert_eq!(after.0 - before.0, 3, "one submission per step, readback included");
+    eprintln!("{} dispatches per step ({} tensors)", (after.1 - before.1) / 3, r.model.layout.tensors.len());
+    // The host copy is the initial model until it is synced: the steps ran on the device, not on the host.
+    let initial = Model::new(&c.model, r.model.vocab(), c.seed);
+    assert_eq!(r.model.params, initial.params, "the host copy was not trained");
+    r.sync().unwrap();
+    assert_ne!(r.model.params, initial.params, "the device's parameters were trained");
+    assert_eq!(r.opt.t, 3);
+}
+
+#[test]
+fn the_step_buffers_are_allocated_once_and_reused() {
+    let c = config("encoder_decoder", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "dropout": 0.1}));
+    let mut r = run(&c, BackendKind::Gpu);
+    steps(&mut r, 2);
+    let held = r.with_gpu(|g| g.pool_bytes()).unwrap();
+    steps(&mut r, 3);
+    assert_eq!(r.with_gpu(|g| g.pool_bytes()).unwrap(), held, "later steps of the same shapes allocate nothing");
+}
+
+#[test]
+fn a_diverging_gpu_step_keeps_the_last_good_state() {
+    let c = config("gpt", json!({}));
+    let mut r = run(&c, BackendKind::Gpu);
+    steps(&mut r, 3);
+    r.sync().unwrap();
+    // Blow up the token embedding (as a far too high learning rate would) and put that state on a fresh device.
+    let wte = r.model.layout.wte;
+    wte.of_mut(&mut r.model.params).iter_mut().for_each(|x| *x = x.signum() * f32::MAX);
+    r.attach_gpu(new_gpu()).unwrap();
+    let last_good = (r.model.params.clone(), r.opt.m.clone(), r.opt.v.clone(), r.opt.t, r.step);
+    match r.step() {
+        Ok(rep) => panic!("a step with overflowing logits must be refused, got loss {}", rep.loss),
+        Err(e) => {
+            assert!(matches!(e, Error::Diverged { .. }), "{e}");
+            assert!(e.to_string().contains("the last good state is kept"), "{e}");
+        }
+    }
+    assert_eq!(r.step, last_good.4, "the failed step is not counted");
+    assert!(r.on_gpu(), "a divergence is not a device failure");
+    r.sync().unwrap();
+    assert_eq!(r.model.params, last_good.0, "parameters on the device untouched by the failed step");
+    assert_eq!(r.opt.m, last_good.1, "first moments untouched");
+    assert_eq!(r.opt.v, last_good.2, "second moments untouched");
+    assert_eq!(r.opt.t, last_good.3, "the AdamW step count untouched");
+}
+
+#[test]
+fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
+    let c = config("gpt", json!({"dropout": 0.1}));
+    let mut r = run(&c, BackendKind::Gpu);
+    let mut reference = run(&c, BackendKind::Gpu);
+    let before = steps(&mut r, 3);
+    r.sync().unwrap(); // the state at step 3 is on the host
+    let synced_params = r.model.params.clone();
+    let lost = steps(&mut r, 2); // steps 3 and 4 happen on the device only
+    r.with_gpu(|g| g.ctx.device.destroy()).expect("on the gpu");
+    let rep = r.step().expect("the run continues on the cpu");
+    let notice = rep.notice.clone().expect("a notice says what happened");
+    assert!(notice.contains("continues on the cpu from step 3") && notice.contains("2 steps lost"), "{notice}");
+    assert_eq!(r.backend, BackendKind::Cpu);
+    assert!(!r.on_gpu() && r.backend_name() == "cpu");
+    assert_eq!(rep.step, 3, "the step after the last read-back is taken again");
+    // Same batch, same dropout masks, same parameters as the device's step 3: the same loss up to rounding.
+    assert!((rep.loss - lost[0].loss).abs() <= 2e-4 * lost[0].loss, "cpu {} vs gpu {}", rep.loss, lost[0].loss);
+    assert_ne!(r.model.params, synced_params, "the cpu step trained the read-back state");
+    // The continuation goes on like an uninterrupted run.
+    let rest = steps(&mut r, 2);
+    assert!(rest.iter().all(|x| x.notice.is_none()), "the notice is said once");
+    let uninterrupted = steps(&mut reference, 6);
+    for x in before.iter().chain(std::iter::once(&rep)).chain(&rest) {
+        let y = &uninterrupted[x.step];
+        assert!((x.loss - y.loss).abs() <= 1e-3 * y.loss, "step {}: {} vs {}", x.step, x.loss, y.loss);
+    }
+}
+
+#[test]
+fn a_gpu_run_resumed_from_its_checkpoint_continues_like_the_uninterrupted_run() {
+    use transformer_playground::checkpoint;
+    use transformer_playground::data::Dataset;
+    let c = config("encoder_decoder", json!({}));
+    let mut whole = run(&c, BackendKind::Gpu);
+    let all = steps(&mut whole, 5);
+    let mut first = run(&c, BackendKind::Gpu);
+    steps(&mut first, 3);
+    first.sync().unwrap();
+    let bytes = checkpoint::save(&first.cfg, first.data.tokenizer(), first.step, &first.model, Some(&first.opt)).unwrap();
+    let ck = checkpoint::load(&bytes).unwrap();
+    let data = Dataset::new(&ck.config, None).unwrap();
+    let mut resumed = Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Gpu);
+    assert!(resumed.on_gpu(), "{}", resumed.backend_name());
+    let rest = steps(&mut resumed, 2);
+    for (a, b) in rest.iter().zip(&all[3..]) {
+        assert_eq!(a.step, b.step);
+        assert!((a.loss - b.loss).abs() <= 1e-5 * b.loss, "step {}: {} vs {}", a.step, a.loss, b.loss);
+    }
+}
+
+#[test]
+fn a_gpu_run_reads_its_state_back_every_sync_every_steps() {
+    let c = config("bert", json!({}));
+    let mut r = run(&c, BackendKind::Gpu);
+    r.sync_every = 2;
+    let initial = r.model.params.clone();
+    steps(&mut r, 1);
+    assert_eq!(r.model.params, initial);
+    steps(&mut r, 1);
+    assert_ne!(r.model.params, initial, "read back after step 2");
+    assert_eq!(r.opt.t, 2);
+}
+
+#[test]
+fn the_cli_trains_and_benchmarks_on_the_gpu() {
+    let dir = std::env::temp_dir().join(format!("tp-gpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gpt.json");
+    let mut c = config("gpt", json!({"position": {"kind": "rope"}}));
+    c.train.steps = 4;
+    c.train.eval_interval = 2;
+    std::fs::write(&cfg, c.to_json()).unwrap();
+    let ck = dir.join("gpt.safetensors");
+    let tp = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tp")).args(args).output().expect("run tp");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (cfg, ck) = (cfg.to_str().unwrap(), ck.to_str().unwrap());
+    let (ok, out, err) = tp(&["train", "--config", cfg, "--data", SHAKESPEARE, "--backend", "gpu", "--out", ck, "--log-every", "1", "--sample-tokens", "10"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    assert_eq!(lines.iter().filter(|l| l.get("loss").is_some()).count(), 4);
+    let end = lines.iter().find(|l| l.get("elapsed_s").is_some()).expect("the final line");
+    assert!(end["backend"].as_str().unwrap().starts_with("gpu ("), "trained on {}", end["backend"]);
+    assert!(err.contains("training on gpu ("), "{err}");
+    // The checkpoint holds the trained (read-back) state: it differs from the initial model.
+    let ckpt = transformer_playground::checkpoint::load(&std::fs::read(ck).unwrap()).unwrap();
+    assert_eq!(ckpt.step, 4);
+    let initial = Model::new(&c.model, ckpt.model.vocab(), c.seed);
+    assert_ne!(ckpt.model.params, initial.params);
+    assert_eq!(ckpt.opt.expect("optimizer state").t, 4);
+
+    let (ok, out, err) = tp(&["bench", "--config", cfg, "--data", SHAKESPEARE, "--backend", "gpu", "--steps", "3", "--warmup", "1"]);
+    assert!(ok, "{err}");
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(line["ran_on"].as_str().unwrap().starts_with("gpu ("), "{line}");
+    assert!(line["median_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn no_adapter_is_a_clear_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("tp-gpu-none-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("gpt.json");
+    std::fs::write(&cfg, config("gpt", json!({})).to_json()).unwrap();
+    // No Vulkan driver to find: wgpu has no adapter.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tp"))
+        .args(["train", "--config", cfg.to_str().unwrap(), "--data", SHAKESPEARE, "--backend", "gpu"])
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .output()
+        .expect("run tp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("error: gpu: no GPU adapter found") && err.contains("mesa-vulkan-drivers"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
