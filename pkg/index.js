@@ -42,6 +42,12 @@ function sampleOptions(o = {}) {
   return out;
 }
 
+/** The backend option of createRun / loadRun. */
+function checkBackend(backend = 'cpu') {
+  if (backend !== 'cpu' && backend !== 'webgpu') throw new Error(`backend = '${backend}': must be 'cpu' or 'webgpu'`);
+  return backend;
+}
+
 class Emitter {
   #listeners = new Map();
   /** Subscribes `fn` to `event`; returns the function that unsubscribes it. */
@@ -152,7 +158,7 @@ export class Engine extends Emitter {
     const run = this.#runs.get(e.runId);
     switch (e.event) {
       case 'progress':
-        run?._progress({ ...e, backend: this.#info?.backend });
+        run?._progress({ ...e, backend: e.backend ?? this.#info?.backend });
         break;
       case 'snapshot':
         run?._snapshot(e.bytes, e.step);
@@ -203,13 +209,15 @@ export class Engine extends Emitter {
 
   /**
    * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert);
-   * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed.
+   * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed;
+   * opts.backend: 'cpu' (default: WebAssembly) or 'webgpu' (rejects with the reason when there is no usable GPU).
    * Throws the core's message for a bad config or text.
    */
   async createRun(config, opts = {}) {
     const json = configJson(config, opts);
+    const backend = checkBackend(opts.backend);
     const runId = this.#nextRun++;
-    const info = await this._request({ op: 'create', runId, config: json, corpus: opts.corpus });
+    const info = await this._request({ op: 'create', runId, config: json, corpus: opts.corpus, backend });
     const run = new Run(this, runId, info, opts.corpus);
     this.#runs.set(runId, run);
     return run;
@@ -217,9 +225,10 @@ export class Engine extends Emitter {
 
   /** A run continued from a checkpoint (.safetensors bytes); text models need opts.corpus to keep training. */
   async loadRun(bytes, opts = {}) {
+    const backend = checkBackend(opts.backend);
     const runId = this.#nextRun++;
     const copy = new Uint8Array(bytes); // ours to transfer
-    const info = await this._request({ op: 'load', runId, bytes: copy, corpus: opts.corpus });
+    const info = await this._request({ op: 'load', runId, bytes: copy, corpus: opts.corpus, backend });
     const run = new Run(this, runId, info, opts.corpus);
     run._snapshot(new Uint8Array(bytes), info.step);
     this.#runs.set(runId, run);
@@ -251,6 +260,11 @@ export class Engine extends Emitter {
    */
   async _panicForTest(run, { inPool = false } = {}) {
     return this._request({ op: 'panic', runId: run.id, inPool });
+  }
+
+  /** For tests: destroys the GPU device of a WebGPU run, as a lost device would be. */
+  async _loseGpuForTest(run) {
+    return this._request({ op: 'loseGpu', runId: run.id });
   }
 
   /** For benchmarks: ms per CPU-backend matmul (m×k)·(k×n), the mean of `reps` after a warm-up. */
@@ -286,6 +300,8 @@ export class Run extends Emitter {
     this.vocabSize = info.vocabSize;
     this.paramCount = info.paramCount;
     this.tokensPerStep = info.tokensPerStep;
+    /** What trains it: 'webgpu', 'wasm-threads' or 'wasm-single' (progress events say it per step). */
+    this.backend = info.backend;
     /** Steps taken. */
     this.stepCount = info.step;
     /** The last progress record. */
@@ -299,6 +315,7 @@ export class Run extends Emitter {
 
   _progress(p) {
     this.stepCount = p.step;
+    this.backend = p.backend;
     this.last = p;
     this.emit('progress', p);
   }
@@ -311,9 +328,10 @@ export class Run extends Emitter {
   /** After an engine restart: the run comes back at its last snapshot (or fresh from its config). */
   async _restore(call) {
     const s = this.#snapshot;
+    const backend = this.backend === 'webgpu' ? 'webgpu' : 'cpu';
     const info = s
-      ? await call({ op: 'load', runId: this.id, bytes: new Uint8Array(s.bytes), corpus: this.#corpus })
-      : await call({ op: 'create', runId: this.id, config: JSON.stringify(this.config), corpus: this.#corpus });
+      ? await call({ op: 'load', runId: this.id, bytes: new Uint8Array(s.bytes), corpus: this.#corpus, backend })
+      : await call({ op: 'create', runId: this.id, config: JSON.stringify(this.config), corpus: this.#corpus, backend });
     this.stepCount = info.step;
     this.emit('restored', { step: info.step });
   }

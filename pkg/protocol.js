@@ -9,8 +9,9 @@
 //   init        { build, threads, instanceId }    → { build, threads, simd128, relaxedSimd, version }
 //   validate    { config }                        → full config (JSON string) — or the core's error
 //   shapeFlow   { config, vocab }                 → shape-flow table
-//   create      { runId, config, corpus }         → run info { runId, step, config, vocabSize, paramCount, tokensPerStep }
-//   load        { runId, bytes, corpus }          → run info (from a checkpoint)
+//   create      { runId, config, corpus, backend } → run info { runId, step, config, vocabSize, paramCount,
+//                                                   tokensPerStep, backend }; backend 'cpu' | 'webgpu'
+//   load        { runId, bytes, corpus, backend } → run info (from a checkpoint)
 //   train       { runId, steps }                  → { step, stopped: 'done' | 'paused' }  (replies when it stops)
 //   pause       { runId }                         → { step }
 //   step        { runId }                         → one progress record
@@ -23,10 +24,12 @@
 //   save        { runId }                         → Uint8Array (safetensors)
 //   dispose     { runId }                         → true
 //   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
+//   loseGpu     { runId }                         → whether the run's GPU device was destroyed (tests only)
 //   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
 //
 // Events
-//   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep }
+//   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep,
+//                 backend, notice? }           — notice: e.g. the GPU was lost and the run continues on the cpu
 //   snapshot    { runId, step, bytes }            — last good state, kept by the page for crash recovery
 //   runError    { runId, message }                — the run stopped (e.g. diverged: its last good state is kept)
 //   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it
@@ -34,7 +37,7 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'benchMatmul',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul',
 ]);
 
 /**

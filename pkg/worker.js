@@ -1,6 +1,10 @@
 // The engine Worker: owns the wasm instance (and, in the threaded build, its rayon pool of Web Workers) and hosts
 // several runs, stepping the ones that are training in turn, one step per task, so requests (pause, generate,
 // a new run) are answered between steps. The protocol is in protocol.js.
+//
+// A run may train on WebGPU (created with backend 'webgpu'): its steps are awaited (the device's scalars come back
+// asynchronously) and its host copy is brought up to date (syncAsync) before anything that reads the parameters
+// on the cpu (save, generate, fill-mask, decode, attention). Each run's requests run one at a time (`exclusive`).
 
 import { errorReply } from './protocol.js';
 
@@ -13,7 +17,7 @@ globalThis.__tpOnPanic = (message) => {
   lastPanic = message;
 };
 
-/** runId → { wr, training, stepsLeft, trainId, emaTokS, lastSnapshot } */
+/** runId → { wr, training, stepsLeft, trainId, emaTokS, lastSnapshot, queue } */
 const runs = new Map();
 let turn = 0; // round-robin position among training runs
 let scheduled = false;
@@ -39,16 +43,40 @@ function runInfo(runId, wr) {
   };
 }
 
-function snapshot(runId, r) {
-  const bytes = r.wr.save();
+/** Runs `fn` after the run's earlier requests have finished (its async GPU calls must not interleave). */
+async function exclusive(r, fn) {
+  const before = r.queue;
+  let done;
+  r.queue = new Promise((resolve) => (done = resolve));
+  await before;
+  try {
+    return await fn();
+  } finally {
+    done();
+  }
+}
+
+/** Brings a WebGPU run's host copy up to date (a no-op on the cpu). */
+async function synced(r) {
+  if (r.wr.onGpu) await r.wr.syncAsync();
+  return r.wr;
+}
+
+/** The backend a run trains on, as reported to the page. */
+function backendOf(r) {
+  return r.wr.onGpu ? 'webgpu' : info.build === 'threads' ? 'wasm-threads' : 'wasm-single';
+}
+
+async function snapshot(runId, r) {
+  const bytes = (await synced(r)).save();
   r.lastSnapshot = performance.now();
   postMessage({ event: 'snapshot', runId, step: r.wr.stepCount, bytes }, [bytes.buffer]);
 }
 
 /** One training step of run `runId` with its progress record (and evaluation at the config's interval). */
-function stepOnce(runId, r, evalEvery) {
+async function stepOnce(runId, r, evalEvery) {
   const t0 = performance.now();
-  const rep = JSON.parse(r.wr.step());
+  const rep = JSON.parse(r.wr.onGpu ? await r.wr.stepAsync() : r.wr.step());
   const ms = performance.now() - t0;
   const tokS = (r.wr.tokensPerStep / ms) * 1000;
   r.emaTokS = r.emaTokS ? 0.9 * r.emaTokS + 0.1 * tokS : tokS;
@@ -61,9 +89,11 @@ function stepOnce(runId, r, evalEvery) {
     layerGradNorms: rep.layer_grad_norms,
     tokensPerSec: r.emaTokS,
     msPerStep: ms,
+    backend: backendOf(r),
   };
+  if (rep.notice) p.notice = rep.notice;
   if (evalEvery && (p.step % evalEvery === 0 || r.stepsLeft === 1)) {
-    const e = JSON.parse(r.wr.eval());
+    const e = JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval());
     p.valLoss = e.val;
     p.trainLoss = e.train;
   }
@@ -71,27 +101,30 @@ function stepOnce(runId, r, evalEvery) {
   return p;
 }
 
-function stopTraining(runId, r, stopped) {
+async function stopTraining(runId, r, stopped) {
   const id = r.trainId;
   r.training = false;
   r.trainId = null;
   if (id !== null) reply(id, { step: r.wr.stepCount, stopped });
-  snapshot(runId, r);
+  await snapshot(runId, r);
 }
 
 /** Runs one step of the next training run, then yields to the message queue. */
-function tick() {
+async function tick() {
   scheduled = false;
   if (crashed) return;
   const active = [...runs.entries()].filter(([, r]) => r.training);
   if (active.length === 0) return;
   const [runId, r] = active[turn++ % active.length];
   try {
-    const evalEvery = JSON.parse(r.wr.config()).train.eval_interval;
-    stepOnce(runId, r, evalEvery);
-    r.stepsLeft -= 1;
-    if (r.stepsLeft <= 0) stopTraining(runId, r, 'done');
-    else if (performance.now() - r.lastSnapshot > SNAPSHOT_EVERY_MS) snapshot(runId, r);
+    await exclusive(r, async () => {
+      if (!r.training) return; // paused while waiting for its turn
+      const evalEvery = JSON.parse(r.wr.config()).train.eval_interval;
+      await stepOnce(runId, r, evalEvery);
+      r.stepsLeft -= 1;
+      if (r.stepsLeft <= 0) await stopTraining(runId, r, 'done');
+      else if (performance.now() - r.lastSnapshot > SNAPSHOT_EVERY_MS) await snapshot(runId, r);
+    });
   } catch (e) {
     if (isAbort(e)) return crash(runId, e);
     // The core refused the step (e.g. divergence): the run pauses at its last good state.
@@ -134,23 +167,48 @@ async function init({ build, threads, instanceId }) {
   wasm.setInstanceId(instanceId);
   if (build === 'threads') await wasm.initThreadPool(threads);
   const b = JSON.parse(wasm.buildInfo());
-  info = { build, threads: wasm.numThreads(), simd128: b.simd128, relaxedSimd: b.relaxed_simd, version: b.version };
+  info = {
+    build, threads: wasm.numThreads(), simd128: b.simd128, relaxedSimd: b.relaxed_simd, version: b.version,
+    backend: build === 'threads' ? 'wasm-threads' : 'wasm-single', webgpu: b.gpu && 'gpu' in navigator,
+  };
   return info;
+}
+
+/** Registers a run; with backend 'webgpu' moves it onto this Worker's GPU first (or rejects with the reason). */
+async function host(runId, wr, backend) {
+  if (backend === 'webgpu') {
+    try {
+      await wr.attachGpu();
+    } catch (e) {
+      wr.free();
+      throw new Error(`WebGPU is not available for this run: ${e.message}`);
+    }
+  }
+  runs.set(runId, { wr, training: false, stepsLeft: 0, trainId: null, emaTokS: 0, lastSnapshot: performance.now(), queue: Promise.resolve() });
+  return { ...runInfo(runId, wr), backend: wr.onGpu ? 'webgpu' : info.backend };
+}
+
+/** `fn(wr)` after the run's earlier requests (every use of a run goes through `exclusive`). */
+function onRun(runId, fn) {
+  const r = runOf(runId);
+  return exclusive(r, () => fn(r.wr));
+}
+
+/** `fn(wr)` on the run's up-to-date host copy, after its earlier requests. */
+function onHost(runId, fn) {
+  const r = runOf(runId);
+  return exclusive(r, async () => fn(await synced(r)));
 }
 
 const handlers = {
   init,
   validate: ({ config }) => wasm.validateConfig(config),
   shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(config, vocab)),
-  create({ runId, config, corpus }) {
-    const wr = new wasm.WasmRun(config, corpus ?? undefined);
-    runs.set(runId, { wr, training: false, stepsLeft: 0, trainId: null, emaTokS: 0, lastSnapshot: performance.now() });
-    return runInfo(runId, wr);
+  async create({ runId, config, corpus, backend }) {
+    return host(runId, new wasm.WasmRun(config, corpus ?? undefined), backend);
   },
-  load({ runId, bytes, corpus }) {
-    const wr = wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined);
-    runs.set(runId, { wr, training: false, stepsLeft: 0, trainId: null, emaTokS: 0, lastSnapshot: performance.now() });
-    return runInfo(runId, wr);
+  async load({ runId, bytes, corpus, backend }) {
+    return host(runId, wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined), backend);
   },
   train({ runId, steps }, id) {
     const r = runOf(runId);
@@ -162,33 +220,44 @@ const handlers = {
   },
   pause({ runId }) {
     const r = runOf(runId);
-    if (r.training) stopTraining(runId, r, 'paused');
-    return { step: r.wr.stepCount };
+    return exclusive(r, async () => {
+      if (r.training) await stopTraining(runId, r, 'paused');
+      return { step: r.wr.stepCount };
+    });
   },
   step({ runId }) {
     const r = runOf(runId);
     if (r.training) throw new Error(`run ${runId} is training: pause it first`);
-    r.stepsLeft = 0;
-    return stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+    return exclusive(r, () => {
+      r.stepsLeft = 0;
+      return stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+    });
   },
-  evaluate: ({ runId }) => JSON.parse(runOf(runId).wr.eval()),
+  evaluate({ runId }) {
+    const r = runOf(runId);
+    return exclusive(r, async () => JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval()));
+  },
   generate({ runId, prompt, options }, id) {
     const onText = (piece) => postMessage({ event: 'text', id, piece });
-    return runOf(runId).wr.generate(prompt, JSON.stringify(options ?? {}), onText);
+    return onHost(runId, (wr) => wr.generate(prompt, JSON.stringify(options ?? {}), onText));
   },
-  fillMask: ({ runId, text, k }) => JSON.parse(runOf(runId).wr.fillMask(text, k ?? 5)),
-  decode: ({ runId, input, options }) => JSON.parse(runOf(runId).wr.decode(input, JSON.stringify(options ?? {}))),
-  attention: ({ runId, text, target }) => JSON.parse(runOf(runId).wr.attention(text, target ?? undefined)),
-  shapes: ({ runId }) => JSON.parse(runOf(runId).wr.shapes()),
-  save: ({ runId }) => runOf(runId).wr.save(),
+  fillMask: ({ runId, text, k }) => onHost(runId, (wr) => JSON.parse(wr.fillMask(text, k ?? 5))),
+  decode: ({ runId, input, options }) => onHost(runId, (wr) => JSON.parse(wr.decode(input, JSON.stringify(options ?? {})))),
+  attention: ({ runId, text, target }) => onHost(runId, (wr) => JSON.parse(wr.attention(text, target ?? undefined))),
+  shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
+  save: ({ runId }) => onHost(runId, (wr) => wr.save()),
   dispose({ runId }) {
     const r = runOf(runId);
     if (r.trainId !== null) reply(r.trainId, { step: r.wr.stepCount, stopped: 'disposed' });
-    r.wr.free();
+    r.training = false;
     runs.delete(runId);
-    return true;
+    return exclusive(r, () => {
+      r.wr.free();
+      return true;
+    });
   },
-  panic: ({ runId, inPool }) => runOf(runId).wr.panicForTest(Boolean(inPool)),
+  panic: ({ runId, inPool }) => onRun(runId, (wr) => wr.panicForTest(Boolean(inPool))),
+  loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
   benchMatmul({ m, n, k, reps }) {
     wasm.benchMatmul(m, n, k, 1); // warm up
     const t0 = performance.now();

@@ -6,7 +6,8 @@
 #              the page is not isolated.
 #   baseline — stable, simd128 only: for browsers without relaxed SIMD (a module using it does not even load there).
 # The choice is made at run time by pkg/protocol.js (chooseBuild).
-# Each goes through wasm-bindgen (--target web) and wasm-opt -O3; sizes (raw and gzipped) are printed.
+# All three carry the WebGPU backend (feature gpu: wgpu over the browser's WebGPU) for runs created with
+# backend 'webgpu'. Each goes through wasm-bindgen (--target web) and wasm-opt -O3; sizes are printed.
 # Usage: scripts/build-wasm.sh [threads|single|baseline]...   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +32,11 @@ build_one() {
   case $name in
     single)
       RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR="$target_dir" \
-        cargo build --lib --release --target wasm32-unknown-unknown
+        cargo build --lib --release --target wasm32-unknown-unknown --features gpu
       ;;
     baseline)
       RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR="$target_dir" \
-        cargo build --lib --release --target wasm32-unknown-unknown
+        cargo build --lib --release --target wasm32-unknown-unknown --features gpu
       ;;
     threads)
       # Since nightly-2025-10-03 rustc no longer adds the shared-memory linker arguments for +atomics: give them.
@@ -43,7 +44,7 @@ build_one() {
 -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
 -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
 -C link-arg=--export=__tls_base -C link-arg=--export=__heap_base" CARGO_TARGET_DIR="$target_dir" \
-        cargo "+$TP_NIGHTLY" build --lib --release --target wasm32-unknown-unknown --features threads \
+        cargo "+$TP_NIGHTLY" build --lib --release --target wasm32-unknown-unknown --features threads,gpu \
         -Z build-std=panic_abort,std
       ;;
     *) echo "unknown build '$name' (threads|single|baseline)" >&2; exit 2 ;;

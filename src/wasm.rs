@@ -5,6 +5,8 @@
 //! JS `Error` carrying its message; nothing here panics on bad input. A panic (a bug) aborts the instance: the
 //! worker reports it for the run that hit it and the engine restarts itself (see pkg/engine.js).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::BackendKind;
@@ -76,6 +78,7 @@ pub fn build_info() -> String {
         "threads": cfg!(feature = "threads"),
         "simd128": cfg!(target_feature = "simd128"),
         "relaxed_simd": cfg!(target_feature = "relaxed-simd"),
+        "gpu": cfg!(feature = "gpu"),
         "version": env!("CARGO_PKG_VERSION"),
     })
     .to_string()
@@ -124,12 +127,21 @@ pub fn check_text(bytes: &[u8]) -> Result<(), JsError> {
     data::check_text(bytes).map(|_| ()).map_err(js)
 }
 
-/// One training run living in this instance.
+/// One training run living in this instance. Shared with the futures of its async methods (the WebGPU path),
+/// which the engine Worker never runs two at a time for one run (pkg/worker.js queues each run's requests).
 #[wasm_bindgen]
 pub struct WasmRun {
-    run: Run,
+    run: Rc<RefCell<Run>>,
 }
 
+impl WasmRun {
+    fn wrap(run: Run) -> WasmRun {
+        WasmRun { run: Rc::new(RefCell::new(run)) }
+    }
+}
+
+// The async methods hold the run's RefCell across awaits: the Worker runs one request per run at a time.
+#[allow(clippy::await_holding_refcell_ref)]
 #[wasm_bindgen]
 impl WasmRun {
     /// A fresh run: config JSON and, for gpt and bert, the corpus (the encoder-decoder trains on its task).
@@ -137,7 +149,7 @@ impl WasmRun {
     pub fn new(config: &str, corpus: Option<String>) -> Result<WasmRun, JsError> {
         let cfg = Config::from_json(config).map_err(js)?;
         let run = Run::new(cfg, corpus.as_deref(), BackendKind::Cpu).map_err(js)?;
-        Ok(WasmRun { run })
+        Ok(WasmRun::wrap(run))
     }
 
     /// A run continued from a checkpoint (model, optimizer state, step). Text models need their corpus again
@@ -156,46 +168,48 @@ impl WasmRun {
         }
         .map_err(js)?;
         let run = Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu);
-        Ok(WasmRun { run })
+        Ok(WasmRun::wrap(run))
     }
 
     /// The run's full config as JSON.
     pub fn config(&self) -> String {
-        self.run.cfg.to_json()
+        self.run.borrow().cfg.to_json()
     }
 
     /// Steps taken so far.
     #[wasm_bindgen(getter, js_name = stepCount)]
     pub fn step_count(&self) -> usize {
-        self.run.step
+        self.run.borrow().step
     }
 
     #[wasm_bindgen(getter, js_name = tokensPerStep)]
     pub fn tokens_per_step(&self) -> usize {
-        self.run.tokens_per_step()
+        self.run.borrow().tokens_per_step()
     }
 
     #[wasm_bindgen(getter, js_name = vocabSize)]
     pub fn vocab_size(&self) -> usize {
-        self.run.data.tokenizer().vocab_size()
+        self.run.borrow().data.tokenizer().vocab_size()
     }
 
     #[wasm_bindgen(getter, js_name = paramCount)]
     pub fn param_count(&self) -> usize {
-        self.run.model.params.len()
+        self.run.borrow().model.params.len()
     }
 
     /// One training step: `{"step", "loss", "lr", "grad_norm", "layer_grad_norms": [[name, norm], …]}`.
     /// A non-finite loss or gradient is refused with an error and leaves the run at its last good state.
     pub fn step(&mut self) -> Result<String, JsError> {
-        let run = &mut self.run;
+        let mut run = self.run.borrow_mut();
+        let run = &mut *run;
         let r = on_pool(|| run.step()).map_err(js)?;
         Ok(to_json(&r))
     }
 
     /// Mean loss over `eval_iters` batches of the train and val splits: `{"train", "val"}`.
     pub fn eval(&self) -> String {
-        let run = &self.run;
+        let run = self.run.borrow();
+        let run = &*run;
         let (train, val) = on_pool(|| (run.eval(Split::Train), run.eval(Split::Val)));
         serde_json::json!({ "train": num(train), "val": num(val) }).to_string()
     }
@@ -204,9 +218,10 @@ impl WasmRun {
     /// `seed`). `on_text`, when given, is called with each new piece of text as it is sampled.
     pub fn generate(&self, prompt: &str, options: &str, on_text: Option<js_sys::Function>) -> Result<String, JsError> {
         let o = sample_options(options)?;
-        let tok = self.run.data.tokenizer();
-        let be = self.run.backend.get();
-        generate::generate(&self.run.model, be, tok, prompt, &o, |piece| {
+        let run = self.run.borrow();
+        let tok = run.data.tokenizer();
+        let be = run.backend.get();
+        generate::generate(&run.model, be, tok, prompt, &o, |piece| {
             if let Some(f) = &on_text {
                 let _ = f.call1(&JsValue::NULL, &JsValue::from_str(piece));
             }
@@ -217,7 +232,8 @@ impl WasmRun {
     /// BERT: the top-`k` fillers for every [MASK] in `text`: `[{"position", "candidates": [[token, p], …]}, …]`.
     #[wasm_bindgen(js_name = fillMask)]
     pub fn fill_mask(&self, text: &str, k: usize) -> Result<String, JsError> {
-        let fills = generate::fill_mask(&self.run.model, self.run.backend.get(), self.run.data.tokenizer(), text, k);
+        let run = self.run.borrow();
+        let fills = generate::fill_mask(&run.model, run.backend.get(), run.data.tokenizer(), text, k);
         Ok(to_json(&fills.map_err(js)?))
     }
 
@@ -225,34 +241,100 @@ impl WasmRun {
     /// the input is valid for it). `options` as for generate; max_tokens 0 means the task's output length.
     pub fn decode(&self, input: &str, options: &str) -> Result<String, JsError> {
         let mut o = sample_options(options)?;
-        let answer = match &self.run.data {
+        let run = self.run.borrow();
+        let answer = match &run.data {
             Dataset::Task { task, .. } => data::task_answer(*task, input),
             Dataset::Text { .. } => None,
         };
         if o.max_tokens == 0 {
             o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
         }
-        let out = generate::decode(&self.run.model, self.run.backend.get(), self.run.data.tokenizer(), input, &o);
+        let out = generate::decode(&run.model, run.backend.get(), run.data.tokenizer(), input, &o);
         Ok(serde_json::json!({ "output": out.map_err(js)?, "answer": answer }).to_string())
     }
 
     /// Attention maps (probabilities per layer and head) for `text` (and, for the encoder-decoder, the decoder
     /// `target`): see `probe::AttentionMaps`.
     pub fn attention(&self, text: &str, target: Option<String>) -> Result<String, JsError> {
-        let be = self.run.backend.get();
-        let maps = probe::attention_maps(&self.run.model, be, self.run.data.tokenizer(), text, target.as_deref());
+        let run = self.run.borrow();
+        let maps = probe::attention_maps(&run.model, run.backend.get(), run.data.tokenizer(), text, target.as_deref());
         Ok(to_json(&maps.map_err(js)?))
     }
 
     /// The shape-flow table for this run's config and batch.
     pub fn shapes(&self) -> String {
-        let c = &self.run.cfg;
-        to_json(&probe::shape_flow(&c.model, self.vocab_size(), c.train.batch_size, c.model.ctx_len))
+        let run = self.run.borrow();
+        let c = &run.cfg;
+        to_json(&probe::shape_flow(&c.model, run.data.tokenizer().vocab_size(), c.train.batch_size, c.model.ctx_len))
+    }
+
+    /// What trains this run now: "cpu" or "gpu (<adapter>)" (a gpu run falls back to the cpu if its device is lost).
+    #[wasm_bindgen(getter, js_name = backendName)]
+    pub fn backend_name(&self) -> String {
+        self.run.borrow().backend_name()
+    }
+
+    /// Whether steps run on WebGPU (then use stepAsync / evalAsync, and syncAsync before save, generate, probes).
+    #[wasm_bindgen(getter, js_name = onGpu)]
+    pub fn on_gpu(&self) -> bool {
+        self.run.borrow().on_gpu()
+    }
+
+    /// Moves the run onto WebGPU (this thread's device): compiles its kernels and uploads the parameters and
+    /// optimizer state. Resolves to the adapter's name; rejects with the reason when there is no usable GPU.
+    #[cfg(feature = "gpu")]
+    #[wasm_bindgen(js_name = attachGpu)]
+    pub async fn attach_gpu(&self) -> Result<String, JsError> {
+        let run = self.run.clone();
+        let gpu = crate::backend::gpu::Gpu::new().await.map_err(js)?;
+        let kernels = crate::backend::gpu::GpuTrainer::attention_kernels(&run.borrow().model);
+        gpu.prepare(&kernels).await.map_err(js)?;
+        run.borrow_mut().attach_gpu(gpu).map_err(js)?;
+        let name = run.borrow().backend_name();
+        Ok(name)
+    }
+
+    /// `step` for a run on WebGPU (awaits the device's scalars); JSON as `step`, with `notice` when the device was
+    /// lost and the run continued on the cpu.
+    #[wasm_bindgen(js_name = stepAsync)]
+    pub async fn step_async(&self) -> Result<String, JsError> {
+        let run = self.run.clone();
+        let mut r = run.borrow_mut();
+        let rep = r.step_async().await.map_err(js)?;
+        Ok(to_json(&rep))
+    }
+
+    /// `eval` for a run on WebGPU.
+    #[wasm_bindgen(js_name = evalAsync)]
+    pub async fn eval_async(&self) -> String {
+        let run = self.run.clone();
+        let r = run.borrow();
+        let (train, val) = (r.eval_async(Split::Train).await, r.eval_async(Split::Val).await);
+        serde_json::json!({ "train": num(train), "val": num(val) }).to_string()
+    }
+
+    /// Brings the host copy of a WebGPU run (parameters, optimizer state) up to date: call before save,
+    /// generate, fill-mask, decode and attention, which run on the cpu from that copy.
+    #[wasm_bindgen(js_name = syncAsync)]
+    pub async fn sync_async(&self) -> Result<(), JsError> {
+        let run = self.run.clone();
+        let mut r = run.borrow_mut();
+        r.sync_async().await.map_err(js)
+    }
+
+    /// For the engine's device-loss test only: destroys this run's GPU device (as a lost device would be). The next
+    /// step continues on the cpu from the last synced state, with a notice. Returns whether there was a device.
+    #[wasm_bindgen(js_name = loseGpuForTest)]
+    pub fn lose_gpu_for_test(&self) -> bool {
+        #[cfg(feature = "gpu")]
+        return self.run.borrow().with_gpu(|g| g.ctx.device.destroy()).is_some();
+        #[cfg(not(feature = "gpu"))]
+        false
     }
 
     /// A safetensors checkpoint: config, tokenizer, step, parameters and optimizer state.
     pub fn save(&self) -> Result<Vec<u8>, JsError> {
-        let r = &self.run;
+        let r = self.run.borrow();
         checkpoint::save(&r.cfg, r.data.tokenizer(), r.step, &r.model, Some(&r.opt)).map_err(js)
     }
 
@@ -260,7 +342,7 @@ impl WasmRun {
     #[wasm_bindgen(js_name = panicForTest)]
     /// `in_pool`: panic on a thread of the pool (threaded build) rather than on the engine Worker's thread.
     pub fn panic_for_test(&self, in_pool: bool) {
-        let step = self.run.step;
+        let step = self.run.borrow().step;
         let boom = move || -> () { panic!("panic requested by a test (run at step {step})") };
         if in_pool {
             on_pool(boom)
