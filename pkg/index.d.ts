@@ -72,9 +72,13 @@ export interface EngineInfo {
   simd128: boolean;
   relaxedSimd: boolean;
   version: string;
+  /** Whether runs can use WebGPU here (the build has it and the browser has navigator.gpu). */
+  webgpu: boolean;
 }
 
 export interface RunOptions {
+  /** 'cpu' (default), 'webgpu', or 'auto': WebGPU when available and measured faster for this config. */
+  backend?: 'cpu' | 'webgpu' | 'auto';
   /** Training text for gpt and bert. */
   corpus?: string;
   /** Synthetic task for the encoder-decoder (overrides config.data.task). */
@@ -96,7 +100,10 @@ export interface Progress {
   trainLoss?: number | null;
   tokensPerSec: number;
   msPerStep: number;
-  backend: EngineInfo['backend'];
+  /** What ran this step. */
+  backend: 'webgpu' | 'wasm-threads' | 'wasm-single';
+  /** Set when something changed, e.g. the GPU was lost and the run continues on the CPU. */
+  notice?: string;
 }
 
 export interface SampleOptions {
@@ -155,7 +162,7 @@ export class Engine {
   readonly info: EngineInfo;
   readonly runs: Run[];
   createRun(config: Config | string, opts?: RunOptions): Promise<Run>;
-  loadRun(bytes: Uint8Array, opts?: { corpus?: string }): Promise<Run>;
+  loadRun(bytes: Uint8Array, opts?: { corpus?: string; backend?: 'cpu' | 'webgpu' | 'auto' }): Promise<Run>;
   validate(config: Config | string): Promise<FullConfig>;
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
   /** Resolves once a restart in progress (after a crash) has finished. */
@@ -172,6 +179,10 @@ export class Run {
   readonly paramCount: number;
   readonly tokensPerStep: number;
   readonly stepCount: number;
+  /** What trains the run now. */
+  readonly backend: 'webgpu' | 'wasm-threads' | 'wasm-single';
+  /** With backend 'auto': what was chosen and why. */
+  readonly backendChoice: { backend: 'cpu' | 'webgpu'; reason: string; ms?: { webgpu: number; cpu: number } } | null;
   readonly last: Progress | null;
   on(event: 'progress', fn: (p: Progress) => void): Unsubscribe;
   on(event: 'error', fn: (e: Error) => void): Unsubscribe;

@@ -44,7 +44,7 @@ function sampleOptions(o = {}) {
 
 /** The backend option of createRun / loadRun. */
 function checkBackend(backend = 'cpu') {
-  if (backend !== 'cpu' && backend !== 'webgpu') throw new Error(`backend = '${backend}': must be 'cpu' or 'webgpu'`);
+  if (!['cpu', 'webgpu', 'auto'].includes(backend)) throw new Error(`backend = '${backend}': must be 'cpu', 'webgpu' or 'auto'`);
   return backend;
 }
 
@@ -210,7 +210,8 @@ export class Engine extends Emitter {
   /**
    * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert);
    * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed;
-   * opts.backend: 'cpu' (default: WebAssembly) or 'webgpu' (rejects with the reason when there is no usable GPU).
+   * opts.backend: 'cpu' (default: WebAssembly), 'webgpu' (rejects with the reason when there is no usable GPU) or
+   * 'auto' (WebGPU when it is there and measured faster for this config; run.backendChoice says why).
    * Throws the core's message for a bad config or text.
    */
   async createRun(config, opts = {}) {
@@ -302,6 +303,8 @@ export class Run extends Emitter {
     this.tokensPerStep = info.tokensPerStep;
     /** What trains it: 'webgpu', 'wasm-threads' or 'wasm-single' (progress events say it per step). */
     this.backend = info.backend;
+    /** With backend 'auto': { backend, reason, ms? } — what was chosen and why. */
+    this.backendChoice = info.choice ?? null;
     /** Steps taken. */
     this.stepCount = info.step;
     /** The last progress record. */

@@ -174,8 +174,39 @@ async function init({ build, threads, instanceId }) {
   return info;
 }
 
+/**
+ * 'auto': WebGPU or the CPU, whichever trains this config faster here. Tiny models are often faster on WASM SIMD
+ * than on a GPU (dispatch and readback costs), and software GPUs are slow: so measure, on two throwaway runs of
+ * the same config and data (1 warm-up step, then the median of 3). Returns the choice and the two timings.
+ */
+async function chooseBackend(make) {
+  if (!info.webgpu) return { backend: 'cpu', reason: 'no WebGPU in this browser or build' };
+  const ms = {};
+  for (const backend of ['webgpu', 'cpu']) {
+    const wr = make();
+    try {
+      if (backend === 'webgpu') await wr.attachGpu();
+      const t = [];
+      for (let i = 0; i < 4; i++) {
+        const t0 = performance.now();
+        if (wr.onGpu) await wr.stepAsync();
+        else wr.step();
+        if (i > 0) t.push(performance.now() - t0);
+      }
+      ms[backend] = t.sort((a, b) => a - b)[1];
+    } catch (e) {
+      if (backend === 'webgpu') return { backend: 'cpu', reason: `WebGPU failed: ${e.message}` };
+      throw e;
+    } finally {
+      wr.free();
+    }
+  }
+  const backend = ms.webgpu < ms.cpu ? 'webgpu' : 'cpu';
+  return { backend, reason: `measured ${ms.webgpu.toFixed(1)} ms/step on WebGPU, ${ms.cpu.toFixed(1)} on the CPU`, ms };
+}
+
 /** Registers a run; with backend 'webgpu' moves it onto this Worker's GPU first (or rejects with the reason). */
-async function host(runId, wr, backend) {
+async function host(runId, wr, backend, choice) {
   if (backend === 'webgpu') {
     try {
       await wr.attachGpu();
@@ -185,7 +216,7 @@ async function host(runId, wr, backend) {
     }
   }
   runs.set(runId, { wr, training: false, stepsLeft: 0, trainId: null, emaTokS: 0, lastSnapshot: performance.now(), queue: Promise.resolve() });
-  return { ...runInfo(runId, wr), backend: wr.onGpu ? 'webgpu' : info.backend };
+  return { ...runInfo(runId, wr), backend: wr.onGpu ? 'webgpu' : info.backend, choice };
 }
 
 /** `fn(wr)` after the run's earlier requests (every use of a run goes through `exclusive`). */
@@ -205,10 +236,14 @@ const handlers = {
   validate: ({ config }) => wasm.validateConfig(config),
   shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(config, vocab)),
   async create({ runId, config, corpus, backend }) {
-    return host(runId, new wasm.WasmRun(config, corpus ?? undefined), backend);
+    const make = () => new wasm.WasmRun(config, corpus ?? undefined);
+    const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
+    return host(runId, make(), choice?.backend ?? backend, choice);
   },
   async load({ runId, bytes, corpus, backend }) {
-    return host(runId, wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined), backend);
+    const make = () => wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined);
+    const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
+    return host(runId, make(), choice?.backend ?? backend, choice);
   },
   train({ runId, steps }, id) {
     const r = runOf(runId);

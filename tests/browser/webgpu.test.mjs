@@ -86,3 +86,27 @@ for (const build of ['threads', 'single']) {
     await page.close();
   });
 }
+
+test("backend 'auto' measures WebGPU and the CPU for the config and runs on the faster", async () => {
+  const { page, problems } = await open(browser.context, `${server.url}/tests/browser/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  const r = await page.evaluate(async (config) => {
+    const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
+    const engine = await window.tp.Engine.start();
+    const run = await engine.createRun(config, { corpus, backend: 'auto' });
+    const progress = [];
+    run.on('progress', (p) => progress.push(p.backend));
+    await run.train({ steps: 2 });
+    engine.terminate();
+    return { choice: run.backendChoice, backend: run.backend, progress, step: run.stepCount };
+  }, TINY);
+  assert.ok(r.choice.ms.webgpu > 0 && r.choice.ms.cpu > 0, JSON.stringify(r.choice));
+  assert.match(r.choice.reason, /measured/);
+  // Whatever it chose is what runs, and the measurement left the run at step 0 before training.
+  const expected = r.choice.backend === 'webgpu' ? 'webgpu' : 'wasm-threads';
+  assert.equal(r.choice.backend, r.choice.ms.webgpu < r.choice.ms.cpu ? 'webgpu' : 'cpu');
+  assert.deepEqual(r.progress, [expected, expected]);
+  assert.equal(r.step, 2);
+  assert.deepEqual(problems, []);
+  await page.close();
+});
