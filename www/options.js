@@ -60,6 +60,7 @@ export const OPTIONS = [
   { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: ['reverse', 'sort', 'add'], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
   { key: 'digits', path: 'data.digits', group: 'data', type: 'int', min: 1, max: 32, dflt: 6, when: { arch: ['encoder_decoder'] } },
   { key: 'seed', path: 'seed', group: 'data', type: 'int', min: 0, dflt: 1337 },
+  { key: 'backend', path: null, group: 'optim', type: 'choice', choices: ['cpu', 'auto', 'webgpu'], dflt: 'cpu' },
 ];
 
 export const BY_KEY = Object.fromEntries(OPTIONS.map((o) => [o.key, o]));

@@ -167,7 +167,7 @@ async function buildNow(rec) {
   try {
     const config = configFromValues(values);
     const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(values.corpus);
-    const handle = await engine.createRun(config, { corpus });
+    const handle = await engine.createRun(config, { corpus, backend: values.backend ?? 'cpu' });
     if (rec.removed) {
       await handle.dispose();
       throw new Error('removed');
@@ -408,7 +408,7 @@ export async function restore(saved) {
       const config = configFromValues(s.values);
       const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(s.values.corpus).catch(() => undefined);
       try {
-        const handle = await engine.loadRun(s.bytes, { corpus });
+        const handle = await engine.loadRun(s.bytes, { corpus, backend: s.values.backend ?? 'cpu' });
         attach(rec, handle, rec.key);
         rec.status = s.status === 'training' || s.status === 'building' ? 'paused' : s.status;
         rec.message = s.message;
