@@ -56,7 +56,7 @@ const MAX_HS: usize = 256;
 /// q, k, v, bias (read); out, lse (read-write).
 pub(crate) static FORWARD: Kernel = Kernel {
     name: "attention_forward.wgsl",
-    src: include_str!("wgsl/attention_forward.wgsl"),
+    src: concat!(include_str!("wgsl/attention_common.wgsl"), include_str!("wgsl/attention_forward.wgsl")),
     entry: "main",
     binds: &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Write, Access::Write],
 };
@@ -67,7 +67,8 @@ pub(crate) static DELTA: Kernel = Kernel {
     entry: "main",
     binds: &[Access::Read, Access::Read, Access::Read, Access::Write],
 };
-const BACKWARD_SRC: &str = include_str!("wgsl/attention_backward.wgsl");
+const BACKWARD_SRC: &str =
+    concat!(include_str!("wgsl/attention_common.wgsl"), include_str!("wgsl/attention_backward.wgsl"));
 /// q, k, v, dout, stats, bias (read); o1, o2 (read-write).
 const BACKWARD_BINDS: &[Access] =
     &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Read, Access::Read, Access::Write, Access::Write];

@@ -62,35 +62,7 @@ var<workgroup> qs: array<vec4<f32>, BQ2 * HS4>;
 var<workgroup> dos: array<vec4<f32>, BQ2 * HS4>;
 var<workgroup> sts: array<vec2<f32>, BQ2>;
 
-fn q4(base: u32, d4: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (d4 * 4u + c < p.hs) {
-            r[c] = q[base + d4 * 4u + c];
-        }
-    }
-    return r;
-}
-
-fn k4(base: u32, d4: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (d4 * 4u + c < p.hs) {
-            r[c] = k[base + d4 * 4u + c];
-        }
-    }
-    return r;
-}
-
-fn v4(base: u32, d4: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (d4 * 4u + c < p.hs) {
-            r[c] = v[base + d4 * 4u + c];
-        }
-    }
-    return r;
-}
+// q4, k4, v4 and bias_at are in attention_common.wgsl, prepended to this file.
 
 fn dout4(base: u32, d4: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
@@ -102,21 +74,6 @@ fn dout4(base: u32, d4: u32) -> vec4<f32> {
     return r;
 }
 
-fn bias_at(h: u32, i: u32, j: u32) -> f32 {
-    if (p.bias_kind == ALIBI) {
-        let d = f32(p.q_offset + i) - f32(j);
-        let slope = bitcast<f32>(bias[h]);
-        if (p.causal != 0u) {
-            return -slope * d;
-        }
-        return -slope * abs(d);
-    }
-    if (p.bias_kind == RELATIVE) {
-        let bucket = bias[p.bucket_off + i * p.s + j];
-        return bitcast<f32>(bias[bucket * p.nh + h]);
-    }
-    return 0.0;
-}
 
 fn hsum(x: vec4<f32>) -> f32 {
     return x.x + x.y + x.z + x.w;

@@ -50,53 +50,7 @@ const RELATIVE: u32 = 2u;
 var<workgroup> ks: array<vec4<f32>, BK * HS4>;
 var<workgroup> vs: array<vec4<f32>, BK * HS4>;
 
-// Elements 4·d4 .. 4·d4+3 of the head row at `base` (0 past HS).
-fn q4(base: u32, d4: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (d4 * 4u + c < p.hs) {
-            r[c] = q[base + d4 * 4u + c];
-        }
-    }
-    return r;
-}
-
-fn k4(base: u32, d4: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (d4 * 4u + c < p.hs) {
-            r[c] = k[base + d4 * 4u + c];
-        }
-    }
-    return r;
-}
-
-fn v4(base: u32, d4: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        if (d4 * 4u + c < p.hs) {
-            r[c] = v[base + d4 * 4u + c];
-        }
-    }
-    return r;
-}
-
-// The additive score bias of head h, query i (of this call), key j.
-fn bias_at(h: u32, i: u32, j: u32) -> f32 {
-    if (p.bias_kind == ALIBI) {
-        let d = f32(p.q_offset + i) - f32(j);
-        let slope = bitcast<f32>(bias[h]);
-        if (p.causal != 0u) {
-            return -slope * d;
-        }
-        return -slope * abs(d);
-    }
-    if (p.bias_kind == RELATIVE) {
-        let bucket = bias[p.bucket_off + i * p.s + j];
-        return bitcast<f32>(bias[bucket * p.nh + h]);
-    }
-    return 0.0;
-}
+// q4, k4, v4 and bias_at are in attention_common.wgsl, prepended to this file.
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
