@@ -29,9 +29,95 @@ pub fn gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: us
     {
         super::wasm128::tile_gemm(c, ldc, accumulate, a, b, m, n, k)
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::level() == super::simd::Level::Avx512 {
+        return avx512::gemm(c, ldc, accumulate, a, b, m, n, k);
+    }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     {
         gemm_lanes::<NL>(c, ldc, accumulate, a, b, m, n, k)
+    }
+}
+
+/// `gemm` with AVX-512 registers and fused multiply-adds: tiles of up to 4 rows × 32 columns (8 accumulators,
+/// enough independent chains to keep both FMA pipes busy), column tails by masked loads and stores. Fused
+/// multiply-adds round once where `gemm_lanes` rounds twice, so its bits differ from the plain code's (as the
+/// `gemm` crate's do); every element still sums its k terms in k order, whatever the thread count.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::Rows;
+    use core::arch::x86_64::*;
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        // The bounds that make every access below (the masked ones included) fall inside the slices.
+        assert!(c.len() >= (m - 1) * ldc + n, "tile gemm: C too short");
+        assert!(k == 0 || a.data.len() >= (m - 1) * a.ld + k, "tile gemm: A too short");
+        assert!(k == 0 || b.data.len() >= (k - 1) * b.ld + n, "tile gemm: B too short");
+        // SAFETY: the caller (`tile::gemm`) checked that the CPU has AVX-512F; the asserts bound the accesses.
+        unsafe { gemm_512(c, ldc, accumulate, a, b, m, n, k) }
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_512(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
+        let mut i = 0;
+        while i + 4 <= m {
+            rows::<4>(c, ldc, accumulate, a, b, i, n, k);
+            i += 4;
+        }
+        match m - i {
+            3 => rows::<3>(c, ldc, accumulate, a, b, i, n, k),
+            2 => rows::<2>(c, ldc, accumulate, a, b, i, n, k),
+            1 => rows::<1>(c, ldc, accumulate, a, b, i, n, k),
+            _ => {}
+        }
+    }
+
+    /// Mask of the lanes of a 16-wide piece starting at column j that lie before column n.
+    #[inline(always)]
+    fn lanes(j: usize, n: usize) -> __mmask16 {
+        let w = n.saturating_sub(j).min(16);
+        ((1u32 << w) - 1) as __mmask16
+    }
+
+    /// Rows i0..i0+R of C, 32 columns at a time.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rows<const R: usize>(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, i0: usize, n: usize, k: usize) {
+        let (cp, ap, bp) = (c.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
+        let mut j0 = 0;
+        while j0 < n {
+            let (m0, m1) = (lanes(j0, n), lanes(j0 + 16, n));
+            let mut t0 = [_mm512_setzero_ps(); R];
+            let mut t1 = [_mm512_setzero_ps(); R];
+            if accumulate {
+                for r in 0..R {
+                    let row = cp.add((i0 + r) * ldc + j0);
+                    t0[r] = _mm512_maskz_loadu_ps(m0, row);
+                    t1[r] = _mm512_maskz_loadu_ps(m1, row.wrapping_add(16));
+                }
+            }
+            for kk in 0..k {
+                let brow = bp.add(kk * b.ld + j0);
+                let (b0, b1) = (_mm512_maskz_loadu_ps(m0, brow), _mm512_maskz_loadu_ps(m1, brow.wrapping_add(16)));
+                for r in 0..R {
+                    let x = _mm512_set1_ps(*ap.add((i0 + r) * a.ld + kk));
+                    t0[r] = _mm512_fmadd_ps(x, b0, t0[r]);
+                    t1[r] = _mm512_fmadd_ps(x, b1, t1[r]);
+                }
+            }
+            for r in 0..R {
+                let row = cp.add((i0 + r) * ldc + j0);
+                _mm512_mask_storeu_ps(row, m0, t0[r]);
+                _mm512_mask_storeu_ps(row.wrapping_add(16), m1, t1[r]);
+            }
+            j0 += 32;
+        }
     }
 }
 
@@ -153,7 +239,7 @@ mod tests {
     #[test]
     fn tile_products_of_both_widths_match_a_plain_triple_loop() {
         let mut rng = Rng::new(17);
-        for (m, n, k) in [(7, 37, 5), (4, 16, 1), (1, 9, 33), (13, 64, 32), (5, 3, 0)] {
+        for (m, n, k) in [(7, 37, 5), (4, 16, 1), (1, 9, 33), (13, 64, 32), (5, 3, 0), (16, 32, 64), (3, 33, 2), (6, 70, 9)] {
             let (lda, ldb, ldc) = (k + 3, n + 2, n + 5);
             let a: Vec<f32> = (0..m * lda).map(|_| rng.normal() as f32).collect();
             let b: Vec<f32> = (0..k.max(1) * ldb).map(|_| rng.normal() as f32).collect();
@@ -176,6 +262,23 @@ mod tests {
                 // The same k order as the loop above, so the same bits.
                 assert_eq!(c16, want, "NL=16 m={m} n={n} k={k} accumulate={accumulate}");
                 assert_eq!(c8, want, "NL=8 m={m} n={n} k={k} accumulate={accumulate}");
+                // The dispatching product (AVX-512 with fused multiply-adds where the CPU has it): one rounding
+                // per term instead of two, so equal within a few ulps of the sum of |terms|.
+                let mut got = c0.clone();
+                gemm(&mut got, ldc, accumulate, ar, br, m, n, k);
+                for i in 0..m {
+                    for j in 0..n {
+                        let mag: f32 = (0..k).map(|kk| (a[i * lda + kk] * b[kk * ldb + j]).abs()).sum::<f32>() + c0[i * ldc + j].abs();
+                        let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
+                        assert!((g - w).abs() <= 1e-6 * mag + 1e-30, "dispatch m={m} n={n} k={k} ({i},{j}): {g} vs {w}");
+                    }
+                }
+                // Outside the m×n window C is untouched.
+                for (idx, (&g, &o)) in got.iter().zip(&c0).enumerate() {
+                    if idx / ldc >= m || idx % ldc >= n {
+                        assert_eq!(g, o, "dispatch wrote outside C at {idx}");
+                    }
+                }
             }
         }
     }
