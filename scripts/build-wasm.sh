@@ -9,6 +9,7 @@
 # All three carry the WebGPU backend (feature gpu: wgpu over the browser's WebGPU) for runs created with
 # backend 'webgpu'. Each goes through wasm-bindgen (--target web) and wasm-opt -O3; sizes are printed.
 # Usage: scripts/build-wasm.sh [threads|single|baseline]...   (default: all three)
+#   TP_WASM_OUT=DIR puts the builds in DIR/<name> instead of pkg/wasm/<name> (for A/B comparisons of two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -28,7 +29,7 @@ size_line() { # name file
 build_one() {
   local name=$1 target_dir out wasm
   target_dir="$CARGO_TARGET_DIR/wasm-$name"
-  out=pkg/wasm/$name
+  out=${TP_WASM_OUT:-pkg/wasm}/$name
   case $name in
     single)
       RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR="$target_dir" \

@@ -40,13 +40,26 @@ pub fn grad_norm(be: &dyn Backend, grads: &[f32]) -> f32 {
 /// PyTorch's clip_grad_norm_: scale by clip/(norm + 1e-6) when that is below 1. Returns the norm before clipping.
 pub fn clip_grads(be: &dyn Backend, grads: &mut [f32], clip: f32) -> f32 {
     let norm = grad_norm(be, grads);
-    if clip > 0.0 {
-        let coef = clip / (norm + 1e-6);
-        if coef < 1.0 {
-            grads.iter_mut().for_each(|g| *g *= coef);
-        }
-    }
+    scale_grads(grads, clip_coef(norm, clip));
     norm
+}
+
+/// The factor clipping multiplies the gradients by: clip/(norm + 1e-6) when that is below 1, else 1.
+fn clip_coef(norm: f32, clip: f32) -> f32 {
+    let coef = clip / (norm + 1e-6);
+    if clip > 0.0 && coef < 1.0 {
+        coef
+    } else {
+        1.0
+    }
+}
+
+/// grads *= coef, element by element (so the split does not change a bit).
+fn scale_grads(grads: &mut [f32], coef: f32) {
+    use rayon::prelude::*;
+    if coef != 1.0 {
+        grads.par_chunks_mut(1 << 15).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+    }
 }
 
 /// Adam moments, laid out like the parameters.
@@ -104,15 +117,17 @@ pub fn train_step(
     if !fwd.loss.is_finite() {
         return Err(Error::Diverged { step, what: format!("loss is {}", fwd.loss) });
     }
-    let mut grads = vec![0.0f32; model.params.len()];
+    let mut grads = crate::model::device::host_zeros(model.params.len());
     model.backward(be, &fwd, batch, &mut grads);
-    // Grad norms per layer are reported before clipping, like the global norm.
-    let norm = grad_norm(be, &grads);
+    // Σg² of each tensor, in one pass: the global norm and the per-layer norms (both before clipping) come from
+    // these, added in tensor order.
+    let sq: Vec<f64> = model.layout.tensors.iter().map(|ti| be.sum_squares(ti.view.of(&grads))).collect();
+    let norm = sq.iter().sum::<f64>().sqrt() as f32;
     if !norm.is_finite() {
         return Err(Error::Diverged { step, what: format!("gradient norm is {norm}") });
     }
-    let layers = layer_grad_norms(model, &grads);
-    clip_grads(be, &mut grads, t.grad_clip);
+    let layers = group_grad_norms(model, |i, _| sq[i]);
+    scale_grads(&mut grads, clip_coef(norm, t.grad_clip));
     let lr = lr_at(t, step);
     adamw_update(be, model, &grads, opt, t, lr);
     Ok(StepReport { step, loss: fwd.loss, lr, grad_norm: norm, layer_grad_norms: layers, notice: None })
@@ -335,7 +350,8 @@ impl Run {
         let batch = self.data.batch(Split::Train, self.cfg.train.batch_size, self.cfg.model.ctx_len, &mut self.batches);
         let be = self.backend.get();
         let drop = (self.cfg.model.dropout > 0.0).then_some(&mut self.dropout);
-        let mut r = train_step(be, &mut self.model, &mut self.opt, &self.cfg.train, &batch, self.step, drop)?;
+        let (model, opt, t, step) = (&mut self.model, &mut self.opt, &self.cfg.train, self.step);
+        let mut r = crate::backend::cpu::with_pool_awake(|| train_step(be, model, opt, t, &batch, step, drop))?;
         self.step += 1;
         r.notice = self.notice.take();
         Ok(r)

@@ -17,6 +17,7 @@ use super::layout::View;
 use crate::backend::{AttnBias, AttnShape, Backend};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
+use rayon::prelude::*;
 
 /// The additive attention bias as the model describes it: ALiBi slopes and T5 buckets are host data fixed by the
 /// shapes; the relative-bias table (buckets, NH) is a parameter, a view on the device.
@@ -248,6 +249,20 @@ fn two_mut(g: &mut [f32], a: View, b: View) -> (&mut [f32], &mut [f32]) {
     }
 }
 
+/// n zeros. Large buffers (activations, the gradients) are zeroed by the pool in fixed pieces rather than by one
+/// `memset` on the calling thread, which at 2 threads was the longest stretch of the step with one core idle.
+pub fn host_zeros(n: usize) -> Vec<f32> {
+    const PIECE: usize = 1 << 15;
+    if n < 2 * PIECE {
+        return vec![0.0; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(PIECE).for_each(|c| c.iter_mut().for_each(|x| _ = x.write(0.0)));
+    // SAFETY: the loop above initialised all n elements of the capacity.
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// The host: a `Backend` over `Vec<f32>` buffers. Each element-wise op is the loop the model always ran.
 impl<'x> Device for dyn Backend + 'x {
     type Buf = Vec<f32>;
@@ -263,7 +278,7 @@ impl<'x> Device for dyn Backend + 'x {
     type Loss = f32;
 
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; n])
+        Ok(host_zeros(n))
     }
     fn upload(&self, data: Vec<f32>) -> Result<Vec<f32>> {
         Ok(data)
@@ -423,47 +438,82 @@ impl<'x> Device for dyn Backend + 'x {
 
     fn add_scaled(&self, out: &mut [f32], a: &[f32], b: &[f32], alpha: f32) -> Result<()> {
         // α = 1 gives a + b exactly (1·a = a in IEEE arithmetic).
-        out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = alpha * a + b);
+        zip_pieces(out, a, Some(b), |o, a, b| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = alpha * a + b));
         Ok(())
     }
 
     fn scale(&self, out: &mut [f32], a: &[f32], alpha: f32) -> Result<()> {
-        out.iter_mut().zip(a).for_each(|(o, a)| *o = alpha * a);
+        zip_pieces(out, a, None, |o, a, _| o.iter_mut().zip(a).for_each(|(o, a)| *o = alpha * a));
         Ok(())
     }
 
     fn add_into(&self, a: &mut [f32], b: &[f32]) -> Result<()> {
-        a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+        zip_pieces(a, b, None, |a, b, _| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
         Ok(())
     }
 
     fn mul_into(&self, a: &mut [f32], m: &[f32]) -> Result<()> {
-        a.iter_mut().zip(m).for_each(|(a, m)| *a *= m);
+        zip_pieces(a, m, None, |a, m, _| a.iter_mut().zip(m).for_each(|(a, m)| *a *= m));
         Ok(())
     }
 
     fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        for bi in 0..b {
+        // One piece per batch row: it owns out[bi] (NH·T·HS).
+        let one = |(bi, out): (usize, &mut [f32])| {
             for ti in 0..t {
                 let row = &src[(bi * t + ti) * stride + off..];
                 for h in 0..nh {
-                    out[((bi * nh + h) * t + ti) * hs..][..hs].copy_from_slice(&row[h * hs..(h + 1) * hs]);
+                    out[(h * t + ti) * hs..][..hs].copy_from_slice(&row[h * hs..(h + 1) * hs]);
                 }
             }
+        };
+        let out = &mut out[..b * nh * t * hs];
+        if out.len() >= HOST_PAR_ELEMS {
+            out.par_chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
+        } else {
+            out.chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
         }
         Ok(())
     }
 
     fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        for bi in 0..b {
+        // One piece per batch row: it owns dst's rows bi·T .. (bi+1)·T.
+        let one = |(bi, rows): (usize, &mut [f32])| {
             for ti in 0..t {
-                let row = &mut dst[(bi * t + ti) * stride + off..];
+                let row = &mut rows[ti * stride + off..];
                 for h in 0..nh {
                     row[h * hs..(h + 1) * hs].copy_from_slice(&src[((bi * nh + h) * t + ti) * hs..][..hs]);
                 }
             }
+        };
+        let dst = &mut dst[..b * t * stride];
+        if b * nh * t * hs >= HOST_PAR_ELEMS {
+            dst.par_chunks_mut((t * stride).max(1)).enumerate().for_each(one);
+        } else {
+            dst.chunks_mut((t * stride).max(1)).enumerate().for_each(one);
         }
         Ok(())
+    }
+}
+
+/// Elements from which the host's element-wise ops run in parallel pieces.
+const HOST_PAR_ELEMS: usize = 1 << 16;
+/// Elements per piece.
+const HOST_PIECE: usize = 1 << 14;
+
+/// f(out piece, a piece, b piece) over fixed pieces of out, a (and b): in parallel when large. Element-wise, so the
+/// pieces never change a result.
+fn zip_pieces(out: &mut [f32], a: &[f32], b: Option<&[f32]>, f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+    let n = out.len().min(a.len()).min(b.map_or(usize::MAX, |b| b.len()));
+    let (out, a, b) = (&mut out[..n], &a[..n], b.map_or(&[][..], |b| &b[..n]));
+    let piece = |(i, o): (usize, &mut [f32])| {
+        let r = i * HOST_PIECE..i * HOST_PIECE + o.len();
+        f(o, &a[r.clone()], if b.is_empty() { b } else { &b[r] })
+    };
+    if n >= HOST_PAR_ELEMS {
+        out.par_chunks_mut(HOST_PIECE).enumerate().for_each(piece);
+    } else {
+        out.chunks_mut(HOST_PIECE).enumerate().for_each(piece);
     }
 }
 

@@ -22,7 +22,7 @@ pub fn matmul_forward(
     {
         let out = &mut out[..n * oc];
         if let Some(b) = b {
-            out.chunks_exact_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc]));
+            fill_rows(out, &b[..oc], parallel);
         }
         let x = View { data: inp, rs: c, cs: 1 };
         let wt = View { data: w, rs: 1, cs: c };
@@ -62,11 +62,39 @@ pub fn matmul_backward(
         }
         portable::matmul_backward_weight(dw, dout, inp, n, c, oc, parallel);
     }
-    // Rows added in order, one vector add per row: the same sums, in the same order, as the reference.
     if let Some(db) = db {
-        let db = &mut db[..oc];
-        for row in dout[..n * oc].chunks_exact(oc) {
-            db.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
+        bias_grad(&mut db[..oc], &dout[..n * oc], parallel);
+    }
+}
+
+/// Columns of db (and of the rows it sums) per task.
+const DB_COLS: usize = 64;
+
+/// db (OC) += Σ_rows dout (N,OC): rows added in order, one vector add per row, the same sums in the same order as
+/// the reference; tasks own DB_COLS columns each.
+fn bias_grad(db: &mut [f32], dout: &[f32], parallel: bool) {
+    use rayon::prelude::*;
+    let oc = db.len();
+    let task = |(j, d): (usize, &mut [f32])| {
+        for row in dout.chunks_exact(oc) {
+            d.iter_mut().zip(&row[j * DB_COLS..]).for_each(|(d, &x)| *d += x);
         }
+    };
+    if parallel {
+        db.par_chunks_mut(DB_COLS).enumerate().for_each(task);
+    } else {
+        db.chunks_mut(DB_COLS).enumerate().for_each(task);
+    }
+}
+
+/// Every row of out (rows × b.len()) = b: the bias a forward matmul then accumulates onto, in fixed row blocks.
+pub(super) fn fill_rows(out: &mut [f32], b: &[f32], parallel: bool) {
+    use rayon::prelude::*;
+    const ROWS: usize = 32;
+    let task = |rows: &mut [f32]| rows.chunks_exact_mut(b.len()).for_each(|row| row.copy_from_slice(b));
+    if parallel {
+        out.par_chunks_mut(ROWS * b.len()).for_each(task);
+    } else {
+        out.chunks_mut(ROWS * b.len()).for_each(task);
     }
 }

@@ -166,3 +166,44 @@ impl Backend for Cpu {
 fn attention_work(sh: &AttnShape) -> usize {
     2 * sh.b * sh.nh * sh.t * sh.s * sh.hs
 }
+
+/// Runs `f` (a training step, a forward pass: many short parallel ops in a row) with the pool's other threads kept
+/// awake between its ops. A rayon worker that finds no work soon sleeps on a futex (natively) or `Atomics.wait`
+/// (in the browser), and the next op pays for waking it: once per op, hundreds of times a step. Here each other
+/// worker runs a job that keeps asking the pool for work (`rayon::yield_now` steals and runs pending jobs) while
+/// `f` runs, as OpenMP's active wait policy does, but gives up after IDLE_POLLS polls in a row find nothing (a
+/// long serial stretch, or a busy machine where spinning would only take a core from someone else), and then
+/// sleeps as usual. Results do not change: the ops split their work as before; only who runs a piece differs.
+pub fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Polls that found no work, in a row, before a worker stops spinning (each is a failed steal attempt,
+    /// ≈ 0.1–1 µs).
+    const IDLE_POLLS: u32 = 1 << 11;
+    if rayon::current_num_threads() <= 1 {
+        return f();
+    }
+    let done = &AtomicBool::new(false);
+    rayon::scope(|s| {
+        let me = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(move |_| {
+                // The caller's thread may itself pick up one of these while it waits inside `f`: it must not spin.
+                if rayon::current_thread_index() == me {
+                    return;
+                }
+                let mut idle = 0;
+                while idle < IDLE_POLLS && !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle = 0;
+                    } else {
+                        idle += 1;
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let r = f();
+        done.store(true, Ordering::Release);
+        r
+    })
+}

@@ -205,7 +205,7 @@ pub fn matmul_forward(
 ) {
     let out = &mut out[..n * oc];
     match b {
-        Some(b) => out.chunks_exact_mut(oc).for_each(|row| row.copy_from_slice(&b[..oc])),
+        Some(b) => super::matmul::fill_rows(out, &b[..oc], parallel),
         None => out.fill(0.0),
     }
     let a = View { data: inp, rs: c, cs: 1 };
