@@ -289,9 +289,8 @@ multiversion! {
             AttnBias::Relative { table, .. } if sv.want_dtable => Some(vec![0.0f32; table.len()]),
             _ => None,
         };
-        // Per tile and block: p (rows × KB), ds (rows × KB) and their transposes (KB × TQ).
+        // Per tile and block: p (rows × KB), ds (rows × KB).
         let (mut p, mut ds) = ([0.0f32; TQ * KB], [0.0f32; TQ * KB]);
-        let (mut pt, mut dst) = ([0.0f32; KB * TQ], [0.0f32; KB * TQ]);
         let (mut dd, mut lr) = ([0.0f32; TQ], [0.0f32; TQ]);
         for hl in 0..sh.group() {
             let h = g * sh.group() + hl;
@@ -323,15 +322,12 @@ multiversion! {
                             }
                         }
                         math::scale(dsrow, sh.scale);
-                        for jj in 0..kb {
-                            pt[jj * TQ + r] = prow[jj];
-                            dst[jj * TQ + r] = dsrow[jj];
-                        }
                     }
-                    let (p_, ds_) = (Rows { data: &pt, ld: TQ }, Rows { data: &dst, ld: TQ });
-                    tile::gemm(&mut dq_h[i0 * hs..], hs, true, Rows { data: &ds, ld: KB }, Rows { data: &kh[j0 * hs..], ld: hs }, rows, hs, kb);
-                    tile::gemm(&mut dv_g[j0 * hs..], hs, true, p_, dout_t, kb, hs, rows);
-                    tile::gemm(&mut dk_g[j0 * hs..], hs, true, ds_, q, kb, hs, rows);
+                    let (p_, ds_) = (Rows { data: &p, ld: KB }, Rows { data: &ds, ld: KB });
+                    tile::gemm(&mut dq_h[i0 * hs..], hs, true, ds_, Rows { data: &kh[j0 * hs..], ld: hs }, rows, hs, kb);
+                    // dV += Pᵀ·dO, dK += dSᵀ·Q: P and dS are (rows × kb), read as the transposes of (kb × rows).
+                    tile::gemm_tn(&mut dv_g[j0 * hs..], hs, true, p_, dout_t, kb, hs, rows);
+                    tile::gemm_tn(&mut dk_g[j0 * hs..], hs, true, ds_, q, kb, hs, rows);
                 }
             }
         }

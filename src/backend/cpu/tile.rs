@@ -39,6 +39,27 @@ pub fn gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: us
     }
 }
 
+/// C (m×n) = C·[accumulate] + A (m×k) · B (k×n) with A given transposed: `at` holds Aᵀ (k×m, row kk is A's
+/// column kk), as the attention backward has P and dS (dV += Pᵀ·dO, dK += dSᵀ·Q). The AVX-512 kernel reads A's
+/// columns in place; elsewhere Aᵀ is transposed into a local tile first (m·k ≤ 1024, the attention's KB × TQ) and
+/// `gemm` runs on it.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m: usize, n: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::level() == super::simd::Level::Avx512 {
+        return avx512::gemm_tn(c, ldc, accumulate, at, b, m, n, k);
+    }
+    assert!(m * k <= 1024, "gemm_tn: A larger than its local tile");
+    let mut a = [0.0f32; 1024];
+    for kk in 0..k {
+        for (i, &x) in at.data[kk * at.ld..][..m].iter().enumerate() {
+            a[i * k + kk] = x;
+        }
+    }
+    gemm(c, ldc, accumulate, Rows { data: &a, ld: k }, b, m, n, k)
+}
+
 /// `gemm` with AVX-512 registers and fused multiply-adds: tiles of up to 4 rows × 32 columns (8 accumulators,
 /// enough independent chains to keep both FMA pipes busy), column tails by masked loads and stores. Fused
 /// multiply-adds round once where `gemm_lanes` rounds twice, so its bits differ from the plain code's (as the
@@ -58,21 +79,35 @@ mod avx512 {
         assert!(k == 0 || a.data.len() >= (m - 1) * a.ld + k, "tile gemm: A too short");
         assert!(k == 0 || b.data.len() >= (k - 1) * b.ld + n, "tile gemm: B too short");
         // SAFETY: the caller (`tile::gemm`) checked that the CPU has AVX-512F; the asserts bound the accesses.
-        unsafe { gemm_512(c, ldc, accumulate, a, b, m, n, k) }
+        unsafe { gemm_512::<false>(c, ldc, accumulate, a, b, m, n, k) }
     }
 
+    /// `gemm` with A given as Aᵀ (k×m).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m: usize, n: usize, k: usize) {
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(c.len() >= (m - 1) * ldc + n, "tile gemm: C too short");
+        assert!(k == 0 || at.data.len() >= (k - 1) * at.ld + m, "tile gemm: Aᵀ too short");
+        assert!(k == 0 || b.data.len() >= (k - 1) * b.ld + n, "tile gemm: B too short");
+        // SAFETY: as `gemm`.
+        unsafe { gemm_512::<true>(c, ldc, accumulate, at, b, m, n, k) }
+    }
+
+    /// AT: `a` holds Aᵀ, so A (i, kk) is a[kk·ld + i]; otherwise a[i·ld + kk].
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_512(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
+    unsafe fn gemm_512<const AT: bool>(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
         let mut i = 0;
         while i + 4 <= m {
-            rows::<4>(c, ldc, accumulate, a, b, i, n, k);
+            rows::<4, AT>(c, ldc, accumulate, a, b, i, n, k);
             i += 4;
         }
         match m - i {
-            3 => rows::<3>(c, ldc, accumulate, a, b, i, n, k),
-            2 => rows::<2>(c, ldc, accumulate, a, b, i, n, k),
-            1 => rows::<1>(c, ldc, accumulate, a, b, i, n, k),
+            3 => rows::<3, AT>(c, ldc, accumulate, a, b, i, n, k),
+            2 => rows::<2, AT>(c, ldc, accumulate, a, b, i, n, k),
+            1 => rows::<1, AT>(c, ldc, accumulate, a, b, i, n, k),
             _ => {}
         }
     }
@@ -88,7 +123,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn rows<const R: usize>(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, i0: usize, n: usize, k: usize) {
+    unsafe fn rows<const R: usize, const AT: bool>(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, i0: usize, n: usize, k: usize) {
         let (cp, ap, bp) = (c.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
         let mut j0 = 0;
         while j0 < n {
@@ -106,7 +141,7 @@ mod avx512 {
                 let brow = bp.add(kk * b.ld + j0);
                 let (b0, b1) = (_mm512_maskz_loadu_ps(m0, brow), _mm512_maskz_loadu_ps(m1, brow.wrapping_add(16)));
                 for r in 0..R {
-                    let x = _mm512_set1_ps(*ap.add((i0 + r) * a.ld + kk));
+                    let x = _mm512_set1_ps(*ap.add(if AT { kk * a.ld + i0 + r } else { (i0 + r) * a.ld + kk }));
                     t0[r] = _mm512_fmadd_ps(x, b0, t0[r]);
                     t1[r] = _mm512_fmadd_ps(x, b1, t1[r]);
                 }
@@ -273,6 +308,17 @@ mod tests {
                         assert!((g - w).abs() <= 1e-6 * mag + 1e-30, "dispatch m={m} n={n} k={k} ({i},{j}): {g} vs {w}");
                     }
                 }
+                // gemm_tn with Aᵀ laid out (k × m, leading dimension m + 2).
+                let ldt = m + 2;
+                let mut at = vec![0.0f32; k.max(1) * ldt];
+                for i in 0..m {
+                    for kk in 0..k {
+                        at[kk * ldt + i] = a[i * lda + kk];
+                    }
+                }
+                let mut got_tn = c0.clone();
+                gemm_tn(&mut got_tn, ldc, accumulate, Rows { data: &at, ld: ldt }, br, m, n, k);
+                assert_eq!(got_tn, got, "gemm_tn vs gemm m={m} n={n} k={k}");
                 // Outside the m×n window C is untouched.
                 for (idx, (&g, &o)) in got.iter().zip(&c0).enumerate() {
                     if idx / ldc >= m || idx % ldc >= n {
