@@ -1,8 +1,15 @@
 // WebGPU vs WebAssembly (threads) in headless Chromium, through the engine: ms/iter of each preset and of W1 at
 // d_model 64…512 (head size 32), 1 warm-up then the median of `--steps` steps each. In headless Chromium WebGPU is
 // SwiftShader, a CPU emulation: record its figures, do not tune to them. Prints a markdown table.
-//   node bench/webgpu.mjs [--steps 3] [--dmodels 64,128,256,512]
-import { readFileSync } from 'node:fs';
+//   node bench/webgpu.mjs [--steps 3] [--dmodels 64,128,256,512] [--cases w1,llama,512] [--out FILE]
+//                         [--timeout 600]
+// Each row is printed as soon as it is measured and, with --out, appended to FILE at once (the header when the
+// run starts), so a run cut short keeps every row it finished. --cases keeps the cases whose name contains one
+// of the comma-separated words (case-insensitive; "512" picks "W1 at d_model 512"). --timeout: seconds per
+// measurement (one backend of one case); past it the cell says "not measured (> N s)" and the page is reopened.
+// With --steps 1 each cell is the one step after the warm-up.
+import { appendFileSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, startServer, launch, open } from '../tests/browser/util.mjs';
 
@@ -10,38 +17,81 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
 const steps = Number(opt('--steps', 3));
 const dmodels = opt('--dmodels', '64,128,256').split(',').map(Number);
+const filter = opt('--cases', '').toLowerCase().split(',').filter(Boolean);
+const outFile = opt('--out', null);
+const timeoutS = Number(opt('--timeout', 600));
+if (!(steps >= 1) || dmodels.some((d) => !(d > 0 && d % 32 === 0))) {
+  console.error('usage: --steps N (≥ 1), --dmodels multiples of 32 (head size 32)');
+  process.exit(2);
+}
+
 const preset = (name) => JSON.parse(readFileSync(join(ROOT, `configs/${name}.json`), 'utf8'));
-const cases = ['gpt-shakespeare', 'llama-style', 'bert-mini', 'original-transformer', 't5-mini'].map((n) => [n, preset(n)]);
+let cases = ['gpt-shakespeare', 'llama-style', 'bert-mini', 'original-transformer', 't5-mini'].map((n) => [n, preset(n)]);
 for (const d of dmodels) {
   const c = preset('gpt-shakespeare');
   c.model.d_model = d;
   c.model.n_heads = c.model.n_kv_heads = d / 32;
   cases.push([`W1 at d_model ${d}`, c]);
 }
+if (filter.length) cases = cases.filter(([name]) => filter.some((f) => name.toLowerCase().includes(f)));
+// The last step of a train() call evaluates (outside the timed step): one validation batch is enough here.
+for (const [, c] of cases) c.train.eval_iters = 1;
+
+/** A line to stdout and, with --out, to the file at once. */
+function emit(line) {
+  console.log(line);
+  if (outFile) appendFileSync(outFile, `${line}\n`);
+}
 
 const server = await startServer({ isolation: true });
 const browser = await launch();
-const { page } = await open(browser.context, `${server.url}/bench/browser.html`);
-await page.waitForFunction(() => window.benchReady === true);
-console.log('| config | WebGPU (SwiftShader) ms/iter | WASM threads ms/iter | WASM / WebGPU |');
-console.log('|---|---:|---:|---:|');
-for (const [name, config] of cases) {
-  const r = await page.evaluate(async ({ config, steps }) => {
+let page = null;
+async function freshPage() {
+  if (page) await page.close().catch(() => {});
+  ({ page } = await open(browser.context, `${server.url}/bench/browser.html`));
+  await page.waitForFunction(() => window.benchReady === true);
+}
+await freshPage();
+
+/** Median ms/iter of one backend on one config, and what it trained on; or { error } (time limit, failure). */
+async function measure(config, backend) {
+  const work = page.evaluate(async ({ config, steps, backend }) => {
     const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
     window.engine ??= await window.tp.Engine.start();
-    const ms = {};
-    for (const backend of ['webgpu', 'cpu']) {
-      const run = await window.engine.createRun(config, { corpus, backend });
-      const t = [];
-      run.on('progress', (p) => t.push(p.msPerStep));
-      await run.train({ steps: steps + 1 });
-      await run.dispose();
-      const s = t.slice(1).sort((a, b) => a - b);
-      ms[backend] = s[s.length >> 1];
-    }
-    return ms;
-  }, { config, steps });
-  console.log(`| ${name} | ${r.webgpu.toFixed(1)} | ${r.cpu.toFixed(1)} | ${(r.cpu / r.webgpu).toFixed(2)} |`);
+    const run = await window.engine.createRun(config, { corpus, backend });
+    const t = [];
+    const on = new Set();
+    run.on('progress', (p) => {
+      t.push(p.msPerStep);
+      on.add(p.backend);
+    });
+    await run.train({ steps: steps + 1 });
+    await run.dispose();
+    const s = t.slice(1).sort((a, b) => a - b);
+    return { ms: s[s.length >> 1], on: [...on].join('+') };
+  }, { config, steps, backend });
+  let timer;
+  const limit = new Promise((ok) => {
+    timer = setTimeout(() => ok({ error: `not measured (> ${timeoutS} s)` }), timeoutS * 1000);
+  });
+  const r = await Promise.race([work.catch((e) => ({ error: `failed: ${e.message.split('\n')[0]}` })), limit]);
+  clearTimeout(timer);
+  if (r.error) await freshPage(); // the engine may still be busy with the abandoned run
+  return r;
+}
+
+emit(`<!-- node bench/webgpu.mjs ${args.join(' ')} — ${new Date().toISOString()} -->`);
+emit('| config | WebGPU (SwiftShader) ms/iter | WASM threads ms/iter | WASM / WebGPU |');
+emit('|---|---:|---:|---:|');
+const cell = (r, want) => (r.error ? r.error : `${r.ms.toFixed(1)}${r.on === want ? '' : ` (ran on ${r.on})`}`);
+for (const [name, config] of cases) {
+  const t0 = Date.now();
+  const gpu = await measure(config, 'webgpu');
+  const cpu = await measure(config, 'cpu');
+  const ratio = gpu.error || cpu.error ? '–' : (cpu.ms / gpu.ms).toFixed(2);
+  emit(`| ${name} | ${cell(gpu, 'webgpu')} | ${cell(cpu, 'wasm-threads')} | ${ratio} |`);
+  console.error(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s, load average ${loadavg()[0].toFixed(2)})`);
 }
 await browser.close();
 await server.close();
+process.exit(0);

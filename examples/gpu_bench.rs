@@ -1,14 +1,14 @@
 //! Timings of the WebGPU backend's kernels on the adapter wgpu picks natively: matmul GFLOP/s (forward, and the
-//! backward's dinp + dw) at square sizes, and fused attention forward + backward for T = 64 … 1024, with the
-//! memory the fused kernels hold against the (B,NH,T,T) probabilities a naive version would store.
+//! backward's dinp + dw) at square sizes; attention forward and forward + backward for T = 64 … 1024, fused
+//! (FlashAttention-2, `attention.rs`) against naive (the (B,NH,T,T) matrices materialised, `attention_naive.rs`),
+//! with the memory each allocates beyond q, k, v, out and the gradients; then whole training steps (`train::Run`,
+//! gpt, 4 layers, HS = 64) on the gpu and on the cpu backend for d_model = 64 … 512: ms/step and the cpu/gpu ratio.
 //! Times are wall-clock from submit to completion (median of repeats), so they include the submission overhead.
-//! Then whole training steps (`train::Run`, gpt, 4 layers, HS = 64) on the gpu and on the cpu backend for
-//! d_model = 64 … 512: ms/step and the cpu/gpu ratio.
 //!
-//!   cargo run --release --features gpu --example gpu_bench [-- --quick]
+//!   cargo run --release --features gpu --example gpu_bench [-- --quick] [--attention-only] [--lens 64,128,256]
 //!
 //! `--quick` uses small sizes (for lavapipe or SwiftShader, which are CPU emulations: record their figures, do not
-//! tune to them).
+//! tune to them). `--attention-only` prints only the attention table; `--lens` sets its sequence lengths.
 
 #[cfg(not(feature = "gpu"))]
 fn main() {
@@ -58,22 +58,39 @@ mod bench {
 
     pub fn run() -> Result<()> {
         let quick = std::env::args().any(|a| a == "--quick");
+        let attention_only = std::env::args().any(|a| a == "--attention-only");
         let g = Gpu::new_blocking()?;
         println!("adapter: {}", g.adapter_name());
         let mut rng = Rng::new(1);
+        if !attention_only {
+            matmuls(&g, &mut rng, quick)?;
+        }
 
+        let lens: Vec<usize> = match arg_value("--lens") {
+            Some(v) => v
+                .split(',')
+                .map(|x| x.trim().parse().map_err(|_| transformer_playground::Error::Invalid(format!("--lens {v}"))))
+                .collect::<Result<_>>()?,
+            None if quick => vec![64, 128],
+            None => vec![64, 128, 256, 512, 1024],
+        };
+        attention(&g, &mut rng, quick, &lens)?;
+        if attention_only {
+            return Ok(());
+        }
+        drop(g);
+        train_steps(quick)
+    }
+
+    fn matmuls(g: &Gpu, rng: &mut Rng, quick: bool) -> Result<()> {
         println!("\nmatmul  (N = C = OC)            forward ms   GFLOP/s   backward ms   GFLOP/s");
         let sizes: &[usize] = if quick { &[128, 256] } else { &[256, 512, 1024, 2048, 4096] };
         for &n in sizes {
-            let (x, w, b) = (
-                g.upload(&randn(&mut rng, n * n))?,
-                g.upload(&randn(&mut rng, n * n))?,
-                g.upload(&randn(&mut rng, n))?,
-            );
+            let (x, w, b) = (g.upload(&randn(rng, n * n))?, g.upload(&randn(rng, n * n))?, g.upload(&randn(rng, n))?);
             let (out, dx, dw, db) =
                 (g.zeros::<f32>(n * n)?, g.zeros::<f32>(n * n)?, g.zeros::<f32>(n * n)?, g.zeros::<f32>(n)?);
-            let fwd = median_ms(&g, |e| g.matmul_forward(e, out.all(), x.all(), w.all(), Some(b.all()), n, n, n))?;
-            let bwd = median_ms(&g, |e| {
+            let fwd = median_ms(g, |e| g.matmul_forward(e, out.all(), x.all(), w.all(), Some(b.all()), n, n, n))?;
+            let bwd = median_ms(g, |e| {
                 g.matmul_backward(e, Some(dx.all()), dw.all(), Some(db.all()), out.all(), x.all(), w.all(), n, n, n)
             })?;
             let flops = 2.0 * (n * n * n) as f64;
@@ -83,27 +100,49 @@ mod bench {
                 2.0 * flops / bwd / 1e6
             );
         }
+        Ok(())
+    }
 
+    /// The value after `flag` on the command line.
+    fn arg_value(flag: &str) -> Option<String> {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+    }
+
+    fn mib(bytes: u64) -> f64 {
+        bytes as f64 / (1u64 << 20) as f64
+    }
+
+    /// Fused against naive attention, causal, for each T: forward and forward + backward ms, and the bytes each
+    /// allocates beyond its inputs, outputs and gradients — fused: lse (B,NH,T) kept for the backward plus the
+    /// backward's (lse, δ) scratch; naive: the probabilities (B,NH,T,T) kept for the backward plus the backward's
+    /// dP/dS scratch of the same size. The scratch is measured as the pool's growth over the first run.
+    fn attention(g: &Gpu, rng: &mut Rng, quick: bool, lens: &[usize]) -> Result<()> {
         let (b, nh, hs) = if quick { (1, 4, 32) } else { (4, 8, 64) };
-        println!("\nattention  B={b} NH={nh} HS={hs}, causal      fwd ms    fwd+bwd ms   fused MiB   naive (T×T) MiB");
-        let lens: &[usize] = if quick { &[64, 128] } else { &[64, 128, 256, 512, 1024] };
+        println!(
+            "\nattention  B={b} NH={nh} HS={hs}, causal    fused fwd ms  fused fwd+bwd ms  naive fwd ms  naive fwd+bwd ms  \
+             fused MiB  naive MiB"
+        );
         for &t in lens {
             let sh =
                 AttnShape { b, t, s: t, nh, nkv: nh, hs, causal: true, q_offset: 0, scale: 1.0 / (hs as f32).sqrt() };
             let n = b * nh * t * hs;
             let (q, k, v, dout) = (
-                g.upload(&randn(&mut rng, n))?,
-                g.upload(&randn(&mut rng, n))?,
-                g.upload(&randn(&mut rng, n))?,
-                g.upload(&randn(&mut rng, n))?,
+                g.upload(&randn(rng, n))?,
+                g.upload(&randn(rng, n))?,
+                g.upload(&randn(rng, n))?,
+                g.upload(&randn(rng, n))?,
             );
             let (out, lse) = (g.zeros::<f32>(n)?, g.zeros::<f32>(b * nh * t)?);
             let (dq, dk, dv) = (g.zeros::<f32>(n)?, g.zeros::<f32>(n)?, g.zeros::<f32>(n)?);
-            let fwd = median_ms(&g, |e| {
+            g.trim_pool();
+            let fused_fwd = |e: &mut Encoder| {
                 g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), GpuAttnBias::None, &sh)
-            })?;
-            let both = median_ms(&g, |e| {
-                g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), GpuAttnBias::None, &sh)?;
+            };
+            let fwd = median_ms(g, &fused_fwd)?;
+            let pool0 = g.pool_bytes();
+            let both = median_ms(g, |e| {
+                fused_fwd(e)?;
                 g.attention_backward(
                     e,
                     dq.all(),
@@ -120,13 +159,36 @@ mod bench {
                     &sh,
                 )
             })?;
-            // Fused: lse saved, plus the backward's (lse, δ) scratch. Naive: the probabilities, kept for the backward.
-            let fused = (b * nh * t * 3 * 4) as f64 / (1 << 20) as f64;
-            let naive = (b * nh * t * t * 4) as f64 / (1 << 20) as f64;
-            println!("T={t:<5}                                {fwd:>9.3} {both:>13.3} {fused:>11.3} {naive:>17.1}");
+            let fused_bytes = (lse.len() * 4) as u64 + (g.pool_bytes() - pool0);
+
+            let probs = g.zeros::<f32>(Gpu::attention_naive_probs_len(&sh))?;
+            let naive_fwd =
+                |e: &mut Encoder| g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), &sh);
+            let nfwd = median_ms(g, &naive_fwd)?;
+            let pool1 = g.pool_bytes();
+            let nboth = median_ms(g, |e| {
+                naive_fwd(e)?;
+                g.attention_naive_backward(
+                    e,
+                    dq.all(),
+                    dk.all(),
+                    dv.all(),
+                    dout.all(),
+                    q.all(),
+                    k.all(),
+                    v.all(),
+                    probs.all(),
+                    &sh,
+                )
+            })?;
+            let naive_bytes = (probs.len() * 4) as u64 + (g.pool_bytes() - pool1);
+            println!(
+                "T={t:<5}                             {fwd:>12.2} {both:>17.2} {nfwd:>13.2} {nboth:>17.2} {:>10.3} {:>10.3}",
+                mib(fused_bytes),
+                mib(naive_bytes)
+            );
         }
-        drop(g);
-        train_steps(quick)
+        Ok(())
     }
 
     /// Median ms of `steps` training steps after `warmup`.
@@ -147,8 +209,11 @@ mod bench {
     fn train_steps(quick: bool) -> Result<()> {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt"))
             .map_err(|e| transformer_playground::Error::Io(e.to_string()))?;
-        let (t, b, sizes): (usize, usize, &[usize]) = if quick { (64, 4, &[64]) } else { (256, 8, &[64, 128, 192, 256, 384, 512]) };
-        println!("\ntraining step  gpt, 4 layers, HS=64, B={b} T={t}   gpu ms/step   cpu ms/step   cpu/gpu   gpu run on");
+        let (t, b, sizes): (usize, usize, &[usize]) =
+            if quick { (64, 4, &[64]) } else { (256, 8, &[64, 128, 192, 256, 384, 512]) };
+        println!(
+            "\ntraining step  gpt, 4 layers, HS=64, B={b} T={t}   gpu ms/step   cpu ms/step   cpu/gpu   gpu run on"
+        );
         for &c in sizes {
             let json = format!(
                 r#"{{ "model": {{ "arch": "gpt", "d_model": {c}, "n_layers": 4, "n_heads": {h}, "n_kv_heads": {h}, "ctx_len": {t},

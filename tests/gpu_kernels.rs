@@ -14,7 +14,7 @@
 mod gpu_harness;
 
 use gpu_harness::{gpu, run, up, zeros, OnGpu};
-use transformer_playground::backend::gpu::GpuAttnBias;
+use transformer_playground::backend::gpu::{Gpu, GpuAttnBias};
 use transformer_playground::backend::{cpu::Cpu, AdamW, AttnBias, AttnShape, Backend, Reference};
 use transformer_playground::config::{Activation, Config, NormKind};
 use transformer_playground::model::{Batch, Model};
@@ -161,8 +161,23 @@ enum Bias {
     Relative,
 }
 
-/// [out, lse, dq, dk, dv, dtable] of one forward and one accumulating backward.
-fn attention_case(be: &dyn Backend, sh: &AttnShape, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
+/// The seeded inputs of one attention case: q, k, v, the two biases' data, dout, and the gradients the backward
+/// accumulates into (nonzero, so `+=` is checked).
+struct AttnInputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    slopes: Vec<f32>,
+    table: Vec<f32>,
+    bucket: Vec<u32>,
+    dout: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dtable: Vec<f32>,
+}
+
+fn attention_inputs(sh: &AttnShape, seed: u64) -> AttnInputs {
     let mut rng = Rng::new(seed);
     let (nq, nkv) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs);
     let (q, k, v) = (randn(&mut rng, nq, 1.0), randn(&mut rng, nkv, 1.0), randn(&mut rng, nkv, 1.0));
@@ -170,26 +185,33 @@ fn attention_case(be: &dyn Backend, sh: &AttnShape, bias: Bias, seed: u64) -> Ve
     let slopes: Vec<f32> = (0..sh.nh).map(|h| 0.5f32.powi(h as i32 + 1)).collect();
     let table = randn(&mut rng, buckets * sh.nh, 1.0);
     let bucket: Vec<u32> = (0..sh.t * sh.s).map(|_| rng.below(buckets) as u32).collect();
+    let dout = randn(&mut rng, nq, 1.0);
+    let (dq, dk, dv) = (randn(&mut rng, nq, 1.0), randn(&mut rng, nkv, 1.0), randn(&mut rng, nkv, 1.0));
+    let dtable = randn(&mut rng, table.len(), 1.0);
+    AttnInputs { q, k, v, slopes, table, bucket, dout, dq, dk, dv, dtable }
+}
+
+/// [out, lse, dq, dk, dv, dtable] of one forward and one accumulating backward.
+fn attention_case(be: &dyn Backend, sh: &AttnShape, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
+    let x = attention_inputs(sh, seed);
     let ab = match bias {
         Bias::None => AttnBias::None,
-        Bias::Alibi => AttnBias::Alibi { slopes: &slopes },
-        Bias::Relative => AttnBias::Relative { table: &table, bucket: &bucket },
+        Bias::Alibi => AttnBias::Alibi { slopes: &x.slopes },
+        Bias::Relative => AttnBias::Relative { table: &x.table, bucket: &x.bucket },
     };
-    let (mut out, mut lse) = (vec![f32::NAN; nq], vec![f32::NAN; sh.b * sh.nh * sh.t]);
-    be.attention_forward(&mut out, &mut lse, &q, &k, &v, ab, sh);
-    let dout = randn(&mut rng, nq, 1.0);
-    let (mut dq, mut dk, mut dv) = (randn(&mut rng, nq, 1.0), randn(&mut rng, nkv, 1.0), randn(&mut rng, nkv, 1.0));
-    let mut dtable = randn(&mut rng, table.len(), 1.0);
+    let (mut out, mut lse) = (vec![f32::NAN; x.q.len()], vec![f32::NAN; sh.b * sh.nh * sh.t]);
+    be.attention_forward(&mut out, &mut lse, &x.q, &x.k, &x.v, ab, sh);
+    let (mut dq, mut dk, mut dv, mut dtable) = (x.dq.clone(), x.dk.clone(), x.dv.clone(), x.dtable.clone());
     let with_table = matches!(bias, Bias::Relative);
     be.attention_backward(
         &mut dq,
         &mut dk,
         &mut dv,
         with_table.then_some(&mut dtable[..]),
-        &dout,
-        &q,
-        &k,
-        &v,
+        &x.dout,
+        &x.q,
+        &x.k,
+        &x.v,
         &out,
         &lse,
         ab,
@@ -243,6 +265,73 @@ fn attention_matches_the_reference_across_query_tiles_and_key_tiles() {
         shape(1, 19, 19, 1, 1, 128, true, 0),  // HS 128: the smallest tiles
         shape(1, 9, 9, 1, 1, 256, false, 0),   // the largest head size
     ]);
+}
+
+/// [out, dq, dk, dv, probs] of the naive (materialising) kernels on `attention_case`'s inputs (no bias).
+fn naive_attention_case(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
+    let (g, x) = (gpu(), attention_inputs(sh, seed));
+    let (q, k, v, dout) = (up(&x.q), up(&x.k), up(&x.v), up(&x.dout));
+    let (dq, dk, dv) = (up(&x.dq), up(&x.dk), up(&x.dv));
+    let (out, probs) = (up(&vec![f32::NAN; x.q.len()]), up(&vec![f32::NAN; Gpu::attention_naive_probs_len(sh)]));
+    run(|e| {
+        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), sh)?;
+        g.attention_naive_backward(
+            e,
+            dq.all(),
+            dk.all(),
+            dv.all(),
+            dout.all(),
+            q.all(),
+            k.all(),
+            v.all(),
+            probs.all(),
+            sh,
+        )
+    });
+    [&out, &dq, &dk, &dv, &probs].iter().map(|b| g.read_blocking(b.all()).unwrap()).collect()
+}
+
+#[test]
+fn naive_attention_equals_the_fused_kernels_and_the_reference() {
+    let cases = [
+        shape(2, 7, 7, 3, 3, 12, true, 0),   // causal, MHA, awkward sizes
+        shape(2, 7, 7, 3, 3, 12, false, 0),  // bidirectional
+        shape(1, 70, 70, 2, 2, 16, true, 0), // more rows than a workgroup
+        shape(2, 7, 5, 6, 2, 12, false, 0),  // cross-attention (S < T), GQA
+        shape(2, 3, 8, 4, 1, 12, true, 5),   // decoding after 5 cached keys, MQA
+    ];
+    for (ci, sh) in cases.iter().enumerate() {
+        let seed = 300 + ci as u64;
+        let naive = naive_attention_case(sh, seed);
+        let fused = attention_case(&OnGpu, sh, Bias::None, seed);
+        let reference = attention_case(&Reference, sh, Bias::None, seed);
+        // naive [out, dq, dk, dv] against [out, lse, dq, dk, dv, dtable]
+        for (n, (name, r)) in [("out", 0), ("dq", 2), ("dk", 3), ("dv", 4)].into_iter().enumerate() {
+            assert_close(&format!("naive vs reference {name} {sh:?}"), &naive[n], &reference[r], 5e-5, 5e-4);
+            assert_close(&format!("naive vs fused {name} {sh:?}"), &naive[n], &fused[r], 5e-5, 5e-4);
+        }
+        // What the naive forward keeps: a probability per (query, key), 0 where masked, each row summing to 1.
+        let probs = &naive[4];
+        for (row, p) in probs.chunks(sh.s).enumerate() {
+            let i = row % sh.t;
+            for (j, &pj) in p.iter().enumerate() {
+                let masked = sh.causal && j > sh.q_offset + i;
+                assert!(if masked { pj == 0.0 } else { pj > 0.0 }, "probs row {row} key {j}: {pj} ({sh:?})");
+            }
+            let sum: f32 = p.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "probs row {row} sums to {sum} ({sh:?})");
+        }
+    }
+}
+
+#[test]
+fn naive_attention_refuses_buffers_too_small_for_its_probabilities() {
+    let g = gpu();
+    let sh = shape(1, 4, 4, 2, 2, 8, true, 0);
+    let (x, small) = (zeros(64), zeros(31));
+    let mut e = g.encoder();
+    let err = g.attention_naive_forward(&mut e, x.all(), small.all(), x.all(), x.all(), x.all(), &sh).unwrap_err();
+    assert!(err.to_string().contains("probs has 31 elements, the op needs 32"), "{err}");
 }
 
 #[test]

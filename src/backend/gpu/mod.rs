@@ -20,6 +20,9 @@
 //! - `attention_forward`, `attention_backward`, `attention_delta`: FlashAttention-2 (Dao 2023): online softmax over
 //!   K/V tiles in workgroup memory, lse saved; the backward recomputes p = exp(s − lse) in a query-parallel dq kernel
 //!   and a key-parallel dk/dv kernel, so nothing (T,S)-sized is stored and nothing is written by two invocations.
+//! - `attention_naive_forward`, `attention_naive_backward` (`attention_naive.rs`): the textbook, materialising
+//!   version — scores and probabilities in a (B,NH,T,S) matrix, one invocation per element — for teaching and the
+//!   fused-vs-naive benchmark only; training does not use it.
 //! - `activation`, `cross_entropy`, `adamw`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
 //! - The model's glue (`glue.rs`): `embedding` and `embedding_backward` (row lists made on the host, so no
 //!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (split/merge of attention
@@ -31,6 +34,7 @@
 //! shader compile errors are `crate::Error`s, never panics.
 
 mod attention;
+mod attention_naive;
 mod bound;
 mod buffer;
 mod context;
