@@ -465,9 +465,14 @@ impl Run {
         if self.gpu.is_some() {
             return f32::NAN;
         }
+        self.cpu_eval(split)
+    }
+
+    fn cpu_eval(&self, split: Split) -> f32 {
         let mut rng = Rng::new(self.cfg.seed ^ 0x5EED_E7A1);
-        let t = &self.cfg.train;
-        evaluate(self.backend.get(), &self.model, &self.data, split, t.eval_iters, t.batch_size, &mut rng)
+        let (t, be) = (&self.cfg.train, self.backend.get());
+        let (model, data) = (&self.model, &self.data);
+        crate::backend::cpu::with_pool_awake(|| evaluate(be, model, data, split, t.eval_iters, t.batch_size, &mut rng))
     }
 
     /// `eval`, awaiting the device on a gpu run.
@@ -486,9 +491,7 @@ impl Run {
                 Err(_) => f32::NAN,
             };
         }
-        let mut rng = Rng::new(self.cfg.seed ^ 0x5EED_E7A1);
-        let t = &self.cfg.train;
-        evaluate(self.backend.get(), &self.model, &self.data, split, t.eval_iters, t.batch_size, &mut rng)
+        self.cpu_eval(split)
     }
 
     pub fn tokens_per_step(&self) -> usize {
