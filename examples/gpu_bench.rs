@@ -6,9 +6,11 @@
 //! Times are wall-clock from submit to completion (median of repeats), so they include the submission overhead.
 //!
 //!   cargo run --release --features gpu --example gpu_bench [-- --quick] [--attention-only] [--lens 64,128,256]
+//!                                                           [--train-only] [--dmodels 64,128,256,512]
 //!
 //! `--quick` uses small sizes (for lavapipe or SwiftShader, which are CPU emulations: record their figures, do not
 //! tune to them). `--attention-only` prints only the attention table; `--lens` sets its sequence lengths.
+//! `--train-only` prints only the training-step table; `--dmodels` sets its widths (with `--quick`: B = 4, T = 64).
 
 #[cfg(not(feature = "gpu"))]
 fn main() {
@@ -59,6 +61,9 @@ mod bench {
     pub fn run() -> Result<()> {
         let quick = std::env::args().any(|a| a == "--quick");
         let attention_only = std::env::args().any(|a| a == "--attention-only");
+        if std::env::args().any(|a| a == "--train-only") {
+            return train_steps(quick);
+        }
         let g = Gpu::new_blocking()?;
         println!("adapter: {}", g.adapter_name());
         let mut rng = Rng::new(1);
@@ -66,14 +71,7 @@ mod bench {
             matmuls(&g, &mut rng, quick)?;
         }
 
-        let lens: Vec<usize> = match arg_value("--lens") {
-            Some(v) => v
-                .split(',')
-                .map(|x| x.trim().parse().map_err(|_| transformer_playground::Error::Invalid(format!("--lens {v}"))))
-                .collect::<Result<_>>()?,
-            None if quick => vec![64, 128],
-            None => vec![64, 128, 256, 512, 1024],
-        };
+        let lens = list_arg("--lens")?.unwrap_or(if quick { vec![64, 128] } else { vec![64, 128, 256, 512, 1024] });
         attention(&g, &mut rng, quick, &lens)?;
         if attention_only {
             return Ok(());
@@ -104,6 +102,13 @@ mod bench {
     }
 
     /// The value after `flag` on the command line.
+    /// A comma-separated list of sizes given after `flag`, if any.
+    fn list_arg(flag: &str) -> Result<Option<Vec<usize>>> {
+        let Some(v) = arg_value(flag) else { return Ok(None) };
+        let bad = || transformer_playground::Error::Invalid(format!("{flag} {v}: expected sizes like 64,128"));
+        v.split(',').map(|x| x.trim().parse().map_err(|_| bad())).collect::<Result<_>>().map(Some)
+    }
+
     fn arg_value(flag: &str) -> Option<String> {
         let args: Vec<String> = std::env::args().collect();
         args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
@@ -209,12 +214,13 @@ mod bench {
     fn train_steps(quick: bool) -> Result<()> {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt"))
             .map_err(|e| transformer_playground::Error::Io(e.to_string()))?;
-        let (t, b, sizes): (usize, usize, &[usize]) =
+        let (t, b, default): (usize, usize, &[usize]) =
             if quick { (64, 4, &[64]) } else { (256, 8, &[64, 128, 192, 256, 384, 512]) };
+        let sizes = list_arg("--dmodels")?.unwrap_or(default.to_vec());
         println!(
             "\ntraining step  gpt, 4 layers, HS=64, B={b} T={t}   gpu ms/step   cpu ms/step   cpu/gpu   gpu run on"
         );
-        for &c in sizes {
+        for &c in &sizes {
             let json = format!(
                 r#"{{ "model": {{ "arch": "gpt", "d_model": {c}, "n_layers": 4, "n_heads": {h}, "n_kv_heads": {h}, "ctx_len": {t},
                      "ffn": {{ "activation": "gelu", "mult": 4 }}, "norm": {{ "kind": "layernorm", "placement": "pre" }},
