@@ -7,10 +7,13 @@
 //!
 //!   cargo run --release --features gpu --example gpu_bench [-- --quick] [--attention-only] [--lens 64,128,256]
 //!                                                           [--train-only] [--dmodels 64,128,256,512]
+//!                                                           [--peak-gflops 66900]
 //!
 //! `--quick` uses small sizes (for lavapipe or SwiftShader, which are CPU emulations: record their figures, do not
 //! tune to them). `--attention-only` prints only the attention table; `--lens` sets its sequence lengths.
 //! `--train-only` prints only the training-step table; `--dmodels` sets its widths (with `--quick`: B = 4, T = 64).
+//! `--peak-gflops` is the adapter's fp32 peak from its data sheet: the matmul figures are then also printed as a %
+//! of it (`bench/gpu_device.sh` runs the whole benchmark on a machine with a GPU).
 
 #[cfg(not(feature = "gpu"))]
 fn main() {
@@ -81,7 +84,9 @@ mod bench {
     }
 
     fn matmuls(g: &Gpu, rng: &mut Rng, quick: bool) -> Result<()> {
-        println!("\nmatmul  (N = C = OC)            forward ms   GFLOP/s   backward ms   GFLOP/s");
+        // `--peak-gflops P`: the adapter's fp32 peak (from its data sheet), to print each figure as a % of it.
+        let peak: Option<f64> = arg_value("--peak-gflops").and_then(|v| v.parse().ok());
+        println!("\nmatmul  (N = C = OC)            forward ms   GFLOP/s   backward ms   GFLOP/s   (% of peak fwd / bwd)");
         let sizes: &[usize] = if quick { &[128, 256] } else { &[256, 512, 1024, 2048, 4096] };
         for &n in sizes {
             let (x, w, b) = (g.upload(&randn(rng, n * n))?, g.upload(&randn(rng, n * n))?, g.upload(&randn(rng, n))?);
@@ -92,16 +97,13 @@ mod bench {
                 g.matmul_backward(e, Some(dx.all()), dw.all(), Some(db.all()), out.all(), x.all(), w.all(), n, n, n)
             })?;
             let flops = 2.0 * (n * n * n) as f64;
-            println!(
-                "{n:>6}                          {fwd:>10.3} {:>9.1} {bwd:>13.3} {:>9.1}",
-                flops / fwd / 1e6,
-                2.0 * flops / bwd / 1e6
-            );
+            let (gf, gb) = (flops / fwd / 1e6, 2.0 * flops / bwd / 1e6);
+            let pct = peak.map_or(String::new(), |p| format!("   ({:.1}% / {:.1}%)", 100.0 * gf / p, 100.0 * gb / p));
+            println!("{n:>6}                          {fwd:>10.3} {gf:>9.1} {bwd:>13.3} {gb:>9.1}{pct}");
         }
         Ok(())
     }
 
-    /// The value after `flag` on the command line.
     /// A comma-separated list of sizes given after `flag`, if any.
     fn list_arg(flag: &str) -> Result<Option<Vec<usize>>> {
         let Some(v) = arg_value(flag) else { return Ok(None) };
@@ -109,6 +111,7 @@ mod bench {
         v.split(',').map(|x| x.trim().parse().map_err(|_| bad())).collect::<Result<_>>().map(Some)
     }
 
+    /// The value after `flag` on the command line.
     fn arg_value(flag: &str) -> Option<String> {
         let args: Vec<String> = std::env::args().collect();
         args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
