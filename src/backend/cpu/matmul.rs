@@ -21,12 +21,9 @@ pub fn matmul_forward(
     #[cfg(not(target_arch = "wasm32"))]
     {
         let out = &mut out[..n * oc];
-        if let Some(b) = b {
-            fill_rows(out, &b[..oc], parallel);
-        }
         let x = View { data: inp, rs: c, cs: 1 };
         let wt = View { data: w, rs: 1, cs: c };
-        super::native::gemm(out, b.is_some(), x, wt, n, oc, c, parallel);
+        super::native::gemm_init(out, false, b.map(|b| &b[..oc]), x, wt, n, oc, c, parallel);
     }
     #[cfg(target_arch = "wasm32")]
     portable::matmul_forward(out, inp, w, b, n, c, oc, parallel);
@@ -84,17 +81,5 @@ fn bias_grad(db: &mut [f32], dout: &[f32], parallel: bool) {
         db.par_chunks_mut(DB_COLS).enumerate().for_each(task);
     } else {
         db.chunks_mut(DB_COLS).enumerate().for_each(task);
-    }
-}
-
-/// Every row of out (rows × b.len()) = b: the bias a forward matmul then accumulates onto, in fixed row blocks.
-pub(super) fn fill_rows(out: &mut [f32], b: &[f32], parallel: bool) {
-    use rayon::prelude::*;
-    const ROWS: usize = 32;
-    let task = |rows: &mut [f32]| rows.chunks_exact_mut(b.len()).for_each(|row| row.copy_from_slice(b));
-    if parallel {
-        out.par_chunks_mut(ROWS * b.len()).for_each(task);
-    } else {
-        out.chunks_mut(ROWS * b.len()).for_each(task);
     }
 }

@@ -65,6 +65,13 @@ fn row_block(m: usize, n: usize, k: usize) -> usize {
 /// C (m×n) = [C +] A (m×k) · B (k×n), split over fixed row blocks of C.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+    gemm_init(c, accumulate, None, a, b, m, n, k, parallel)
+}
+
+/// `gemm`, where `init` (n values), when given, is first copied into every row of C by the task that owns the row
+/// (out = bias + x·wᵀ without a separate pass over out).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -73,7 +80,10 @@ pub fn gemm(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usiz
         let r0 = blk * rb;
         let rows = cb.len() / n;
         let a = View { data: &a.data[r0 * a.rs..], ..a };
-        gemm_serial(cb, accumulate, a, b, rows, n, k);
+        if let Some(init) = init {
+            cb.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&init[..n]));
+        }
+        gemm_serial(cb, accumulate || init.is_some(), a, b, rows, n, k);
     };
     let c = &mut c[..m * n];
     if parallel {

@@ -31,17 +31,36 @@ pub struct View<'a> {
 /// C (m×n) += A (m×k) · B (k×n). `parallel` only chooses the executor: the split, and so the result, is fixed.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
-    if m == 0 || n == 0 || k == 0 {
+    gemm_init(c, None, a, b, m, n, k, parallel)
+}
+
+/// `gemm_acc`, where `init` (n values), when given, first replaces every row of C (set by the task that owns the
+/// row, so out = bias + x·wᵀ needs no separate pass over out).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_init(c: &mut [f32], init: Option<&[f32]>, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+    if m == 0 || n == 0 {
         return;
     }
     let c = &mut c[..m * n];
+    let fill = |rows: &mut [f32]| {
+        if let Some(init) = init {
+            rows.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&init[..n]));
+        }
+    };
+    if k == 0 {
+        return c.chunks_mut(ROW_BLOCK * n).for_each(fill);
+    }
     if m < MR && a.cs == 1 && b.rs == 1 {
         // A row or two against B = Wᵀ (token-by-token generation): dot products along contiguous rows of W.
         // Packing B would cost as much as the product itself.
+        fill(c);
         return gemv_rows(c, a, b, m, n, k, parallel);
     }
     let bp = pack_b(b, k, n, parallel);
-    let task = |(blk, rows): (usize, &mut [f32])| gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k);
+    let task = |(blk, rows): (usize, &mut [f32])| {
+        fill(rows);
+        gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k)
+    };
     if parallel {
         c.par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
     } else {
@@ -204,13 +223,10 @@ pub fn matmul_forward(
     parallel: bool,
 ) {
     let out = &mut out[..n * oc];
-    match b {
-        Some(b) => super::matmul::fill_rows(out, &b[..oc], parallel),
-        None => out.fill(0.0),
-    }
+    let zero = vec![0.0f32; oc];
     let a = View { data: inp, rs: c, cs: 1 };
     let wt = View { data: w, rs: 1, cs: c };
-    gemm_acc(out, a, wt, n, oc, c, parallel);
+    gemm_init(out, Some(b.map_or(&zero[..], |b| &b[..oc])), a, wt, n, oc, c, parallel);
 }
 
 /// dinp (N,C) += dout (N,OC) · w (OC,C)
