@@ -158,7 +158,7 @@ fn main() {
         be.activation_forward(Activation::Gelu, &mut h, &a, f)
     });
     report("gelu bwd", 30.0 * (n * f) as f64, &backends, |be| {
-        be.activation_backward(Activation::Gelu, &mut da, &dh, &a, f)
+        be.activation_backward(Activation::Gelu, &mut da, &dh, &a, &h, f)
     });
 
     let vocab = 65;

@@ -232,7 +232,7 @@ fn activation_case(be: &dyn Backend, act: Activation, n: usize, f: usize) -> Vec
     be.activation_forward(act, &mut out, &inp, f);
     let dout = randn(&mut rng, n * f, 1.0);
     let mut dinp = randn(&mut rng, n * width, 1.0);
-    be.activation_backward(act, &mut dinp, &dout, &inp, f);
+    be.activation_backward(act, &mut dinp, &dout, &inp, &out, f);
     vec![out, dinp]
 }
 

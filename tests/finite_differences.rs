@@ -408,7 +408,9 @@ fn check_activation(act: Activation, seed: u64) {
         dot(&g, &out)
     };
     let (mut dinp, fill) = prefilled(&mut rng, n * width);
-    Reference.activation_backward(act, &mut dinp, &g, &inp, f);
+    let mut out = vec![0.0; n * f];
+    Reference.activation_forward(act, &mut out, &inp, f);
+    Reference.activation_backward(act, &mut dinp, &g, &inp, &out, f);
     assert_grad(&op, "inp", &added(&dinp, &fill), &fd_grad(&inp, EPS, loss));
 }
 

@@ -144,7 +144,7 @@ fn every_activation_matches_the_reference_forward_and_backward() {
                 be.activation_forward(act, &mut out, &inp, f);
                 let dout = randn(&mut Rng::new(9), n * f, 1.0);
                 let mut dinp = randn(&mut Rng::new(10), n * width, 1.0);
-                be.activation_backward(act, &mut dinp, &dout, &inp, f);
+                be.activation_backward(act, &mut dinp, &dout, &inp, &out, f);
                 [out, dinp]
             };
             let (got, want) = (case(&OnGpu), case(&Reference));

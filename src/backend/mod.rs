@@ -168,8 +168,11 @@ pub trait Backend: Sync {
         ops::activation_forward(act, out, inp, f)
     }
 
-    /// dinp (N,F or 2F) += ∂L/∂inp.
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize) {
+    /// dinp (N,F or 2F) += ∂L/∂inp. out (N,F) is the forward's output, which a backend may use (the cpu backend
+    /// forms GELU's derivative from it); the reference works from inp alone.
+    #[allow(clippy::too_many_arguments)]
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) {
+        let _ = out;
         ops::activation_backward(act, dinp, dout, inp, f)
     }
 

@@ -382,7 +382,7 @@ pub fn ffn_backward<D: ?Sized + Device>(
     let (d, n, f) = (ctx.be, st.b * st.t, ctx.cfg.ffn_hidden());
     let dact = linear_backward(ctx, &p.fc_proj, D::view(dy), D::view(&c.act), n)?;
     let mut da = d.zeros(len::<D>(&c.a))?;
-    d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), f)?;
+    d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), D::view(&c.act), f)?;
     linear_backward(ctx, &p.fc, D::view(&da), D::view(h), n)
 }
 

@@ -151,13 +151,15 @@ pub trait Device {
     /// out (N,F) = act(inp (N,F or 2F)).
     fn activation_forward(&self, act: Activation, out: Self::Out<'_>, inp: Self::In<'_>, f: usize) -> Result<()>;
 
-    /// dinp (N,F or 2F) += ∂L/∂inp.
+    /// dinp (N,F or 2F) += ∂L/∂inp; out (N,F) is the forward's output (see `Backend::activation_backward`).
+    #[allow(clippy::too_many_arguments)]
     fn activation_backward(
         &self,
         act: Activation,
         dinp: Self::Out<'_>,
         dout: Self::In<'_>,
         inp: Self::In<'_>,
+        out: Self::In<'_>,
         f: usize,
     ) -> Result<()>;
 
@@ -394,8 +396,8 @@ impl<'x> Device for dyn Backend + 'x {
         Ok(())
     }
 
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize) -> Result<()> {
-        Backend::activation_backward(self, act, dinp, dout, inp, f);
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) -> Result<()> {
+        Backend::activation_backward(self, act, dinp, dout, inp, out, f);
         Ok(())
     }
 

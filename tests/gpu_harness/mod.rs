@@ -314,7 +314,7 @@ impl Backend for OnGpu {
         down(&o, out);
     }
 
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize) {
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], _out: &[f32], f: usize) {
         let (di, d, x) = (up(dinp), up(dout), up(inp));
         run(|e| gpu().activation_backward(e, act, di.all(), d.all(), x.all(), f));
         down(&di, dinp);

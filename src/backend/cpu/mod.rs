@@ -138,8 +138,8 @@ impl Backend for Cpu {
         pointwise::activation_forward(act, out, inp, f, inp.len() >= PAR_ELEMS)
     }
 
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize) {
-        pointwise::activation_backward(act, dinp, dout, inp, f, inp.len() >= PAR_ELEMS)
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) {
+        pointwise::activation_backward(act, dinp, dout, inp, out, f, inp.len() >= PAR_ELEMS)
     }
 
     fn cross_entropy(

@@ -77,21 +77,24 @@ multiversion! {
 }
 
 multiversion! {
-    /// One chunk of a plain activation's backward: di += d·act'(x).
-    fn plain_backward(act: Activation, di: &mut [f32], d: &[f32], x: &[f32]) {
-        let n = di.len().min(d.len()).min(x.len());
-        let (di, d, x) = (&mut di[..n], &d[..n], &x[..n]);
+    /// One chunk of a plain activation's backward: di += d·act'(x); y = act(x), the forward's output (GELU's
+    /// derivative is formed from it: `math::gelu_grad_from_out_k`).
+    fn plain_backward(act: Activation, di: &mut [f32], d: &[f32], x: &[f32], y: &[f32]) {
+        let n = di.len().min(d.len()).min(x.len()).min(y.len());
+        let (di, d, x, y) = (&mut di[..n], &d[..n], &x[..n], &y[..n]);
         match act {
             Activation::Relu => for i in 0..n { di[i] += d[i] * if x[i] > 0.0 { 1.0 } else { 0.0 } },
             Activation::Gelu => {
                 let q = n / math::K;
                 for i in 0..q {
-                    let g = math::gelu_grad_k(std::array::from_fn::<f32, { math::K }, _>(|k| x[k * q + i]));
+                    let xs = std::array::from_fn::<f32, { math::K }, _>(|k| x[k * q + i]);
+                    let ys = std::array::from_fn::<f32, { math::K }, _>(|k| y[k * q + i]);
+                    let g = math::gelu_grad_from_out_k(xs, ys);
                     for k in 0..math::K {
                         di[k * q + i] += d[k * q + i] * g[k];
                     }
                 }
-                for i in math::K * q..n { di[i] += d[i] * math::gelu_grad(x[i]) }
+                for i in math::K * q..n { di[i] += d[i] * math::gelu_grad_from_out_k([x[i]], [y[i]])[0] }
             }
             _ => for i in 0..n { di[i] += d[i] * swish_grad(x[i]) },
         }
@@ -151,8 +154,9 @@ pub fn activation_forward(act: Activation, out: &mut [f32], inp: &[f32], f: usiz
     }
 }
 
-/// dinp (N,F or 2F) += ∂L/∂inp.
-pub fn activation_backward(act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], f: usize, parallel: bool) {
+/// dinp (N,F or 2F) += ∂L/∂inp; out (N,F) is the forward's output.
+#[allow(clippy::too_many_arguments)]
+pub fn activation_backward(act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize, parallel: bool) {
     if act.is_gated() {
         let rows = rows_per_chunk(2 * f);
         let n = inp.len() / (2 * f);
@@ -163,7 +167,7 @@ pub fn activation_backward(act: Activation, dinp: &mut [f32], dout: &[f32], inp:
         let n = inp.len();
         for_chunks(&mut dinp[..n], CHUNK, parallel, |ci, di| {
             let r = ci * CHUNK..ci * CHUNK + di.len();
-            plain_backward(act, di, &dout[r.clone()], &inp[r])
+            plain_backward(act, di, &dout[r.clone()], &inp[r.clone()], &out[r])
         });
     }
 }

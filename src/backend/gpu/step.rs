@@ -208,7 +208,7 @@ impl<'g> Device for GpuStep<'g> {
         self.with(|g, e| g.activation_forward(e, act, out, inp, f))
     }
 
-    fn activation_backward(&self, act: Activation, dinp: GpuSlice<f32>, dout: GpuSlice<f32>, inp: GpuSlice<f32>, f: usize) -> Result<()> {
+    fn activation_backward(&self, act: Activation, dinp: GpuSlice<f32>, dout: GpuSlice<f32>, inp: GpuSlice<f32>, _out: GpuSlice<f32>, f: usize) -> Result<()> {
         self.with(|g, e| g.activation_backward(e, act, dinp, dout, inp, f))
     }
 
