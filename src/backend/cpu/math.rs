@@ -72,8 +72,25 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// ½·erfc(|x|/√2) = Φ(−|x|) of K values (Numerical Recipes `erfcc`), and z² = x²/2.
+/// Numerical Recipes' `erfcc` polynomial in t = 1/(1 + z/2), highest degree first: erfc(z) = t·e^(P(t) − z²).
 #[allow(clippy::excessive_precision)] // Numerical Recipes' coefficients as published
+pub(super) const ERFC_P: [f32; 10] = [
+    0.170_872_77,
+    -0.822_152_23,
+    1.488_515_9,
+    -1.135_203_98,
+    0.278_868_07,
+    -0.186_288_06,
+    0.096_784_18,
+    0.374_091_96,
+    1.000_023_68,
+    -1.265_512_23,
+];
+
+/// φ(0) = 1/√(2π).
+pub(super) const PHI0: f32 = 0.398_942_3;
+
+/// ½·erfc(|x|/√2) = Φ(−|x|) of K values (Numerical Recipes `erfcc`), and z² = x²/2.
 #[inline(always)]
 fn half_tail_k<const N: usize>(x: [f32; N]) -> ([f32; N], [f32; N]) {
     let mut z = [0.0f32; N];
@@ -82,18 +99,8 @@ fn half_tail_k<const N: usize>(x: [f32; N]) -> ([f32; N], [f32; N]) {
         z[k] = x[k].abs() * std::f32::consts::FRAC_1_SQRT_2;
         t[k] = 1.0 / (1.0 + 0.5 * z[k]);
     }
-    let mut p = [0.170_872_77f32; N];
-    for c in [
-        -0.822_152_23,
-        1.488_515_9,
-        -1.135_203_98,
-        0.278_868_07,
-        -0.186_288_06,
-        0.096_784_18,
-        0.374_091_96,
-        1.000_023_68,
-        -1.265_512_23,
-    ] {
+    let mut p = [ERFC_P[0]; N];
+    for &c in &ERFC_P[1..] {
         for k in 0..N {
             p[k] = p[k] * t[k] + c;
         }
@@ -151,7 +158,7 @@ pub fn gelu_grad_k<const N: usize>(x: [f32; N]) -> [f32; N] {
     let e = exp_k(a);
     let mut out = [0.0f32; N];
     for k in 0..N {
-        out[k] = p[k] + x[k] * e[k] * 0.398_942_3;
+        out[k] = p[k] + x[k] * e[k] * PHI0;
     }
     out
 }
@@ -167,7 +174,6 @@ pub fn gelu_grad(x: f32) -> f32 {
 /// (the next term, x⁵/40·φ(0), is below 1e-11 for |x| < 1e-2).
 #[inline(always)]
 pub fn gelu_grad_from_out_k<const N: usize>(x: [f32; N], y: [f32; N]) -> [f32; N] {
-    const PHI0: f32 = 0.398_942_3;
     let mut a = [0.0f32; N];
     for k in 0..N {
         a[k] = -0.5 * x[k] * x[k];

@@ -60,6 +60,9 @@ multiversion! {
         let (o, x) = (&mut o[..n], &x[..n]);
         match act {
             Activation::Relu => for i in 0..n { o[i] = x[i].max(0.0) },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Activation::Gelu => super::wasm128::gelu_forward(o, x),
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
             Activation::Gelu => {
                 // K interleaved streams (see `math::K`), then the tail one by one.
                 let q = n / math::K;
@@ -84,6 +87,9 @@ multiversion! {
         let (di, d, x, y) = (&mut di[..n], &d[..n], &x[..n], &y[..n]);
         match act {
             Activation::Relu => for i in 0..n { di[i] += d[i] * if x[i] > 0.0 { 1.0 } else { 0.0 } },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Activation::Gelu => super::wasm128::gelu_backward(di, d, x, y),
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
             Activation::Gelu => {
                 let q = n / math::K;
                 for i in 0..q {

@@ -198,6 +198,58 @@ pub fn exp4(x: v128) -> v128 {
     v128_andnot(f32x4_mul(er, scale), f32x4_lt(x, splat(math::EXP_LO)))
 }
 
+/// GELU(x) = x·Φ(x) of four lanes: `math::gelu_k` step for step (Φ from Numerical Recipes' erfcc, see `math`).
+#[inline(always)]
+fn gelu4(x: v128) -> v128 {
+    let z = f32x4_mul(f32x4_abs(x), splat(std::f32::consts::FRAC_1_SQRT_2));
+    let t = f32x4_div(splat(1.0), madd(splat(0.5), z, splat(1.0)));
+    let mut p = splat(math::ERFC_P[0]);
+    for &c in &math::ERFC_P[1..] {
+        p = madd(p, t, splat(c));
+    }
+    let h = f32x4_mul(splat(0.5), f32x4_mul(t, exp4(f32x4_sub(p, f32x4_mul(z, z)))));
+    // Φ(x) = h for x < 0, 1 − h otherwise.
+    let phi = v128_bitselect(h, f32x4_sub(splat(1.0), h), f32x4_lt(x, splat(0.0)));
+    f32x4_mul(x, phi)
+}
+
+/// d/dx GELU of four lanes from x and y = GELU(x): `math::gelu_grad_from_out_k` step for step.
+#[inline(always)]
+fn gelu_grad_from_out4(x: v128, y: v128) -> v128 {
+    let e = exp4(f32x4_mul(f32x4_mul(splat(-0.5), x), x));
+    let x2_6 = f32x4_mul(f32x4_mul(x, x), splat(1.0 / 6.0));
+    let near0 = f32x4_add(splat(0.5), f32x4_mul(f32x4_mul(splat(math::PHI0), x), f32x4_sub(splat(1.0), x2_6)));
+    let cdf = v128_bitselect(near0, f32x4_div(y, x), f32x4_lt(f32x4_abs(x), splat(1e-2)));
+    f32x4_add(cdf, f32x4_mul(f32x4_mul(x, e), splat(math::PHI0)))
+}
+
+/// o[i] = GELU(x[i]) over the common length (`pointwise` on wasm32 with simd128).
+pub fn gelu_forward(o: &mut [f32], x: &[f32]) {
+    let n = o.len().min(x.len());
+    let ((o4, ot), (x4, xt)) = (o[..n].as_chunks_mut::<4>(), x[..n].as_chunks::<4>());
+    for (o, x) in o4.iter_mut().zip(x4) {
+        st(o, gelu4(ld(x)));
+    }
+    if !ot.is_empty() {
+        st_tail(ot, gelu4(ld_tail(xt)));
+    }
+}
+
+/// di[i] += d[i]·GELU'(x[i]), the derivative formed from y = GELU(x) (`pointwise` on wasm32 with simd128).
+pub fn gelu_backward(di: &mut [f32], d: &[f32], x: &[f32], y: &[f32]) {
+    let n = di.len().min(d.len()).min(x.len()).min(y.len());
+    let (di4, dit) = di[..n].as_chunks_mut::<4>();
+    let ((d4, dt), (x4, xt), (y4, yt)) = (d[..n].as_chunks::<4>(), x[..n].as_chunks::<4>(), y[..n].as_chunks::<4>());
+    for (((di, d), x), y) in di4.iter_mut().zip(d4).zip(x4).zip(y4) {
+        st(di, f32x4_add(ld(di), f32x4_mul(ld(d), gelu_grad_from_out4(ld(x), ld(y)))));
+    }
+    if !dit.is_empty() {
+        // Tail lanes past n hold x = y = 0 (the near-0 branch, no 0/0 in a lane that is kept) and are not stored.
+        let g = gelu_grad_from_out4(ld_tail(xt), ld_tail(yt));
+        st_tail(dit, f32x4_add(ld_tail(dit), f32x4_mul(ld_tail(dt), g)));
+    }
+}
+
 /// x[i] = e^(x[i] − m)
 pub fn exp_sub_in_place(x: &mut [f32], m: f32) {
     let mv = splat(m);
@@ -637,6 +689,32 @@ mod tests {
             }
         }
         assert_eq!(got[20_000], 0.0); // e^−∞ is exactly 0
+    }
+
+    #[wasm_bindgen_test]
+    fn gelu_forward_and_backward_match_the_scalar_maths() {
+        let mut rng = Rng::new(4);
+        for n in lengths() {
+            let mut x = randn(&mut rng, n, 3.0);
+            // Both sides of the near-0 switch, 0 itself and the far tails.
+            for (i, v) in [0.0, 0.009, -0.011, 1e-30, -14.0, 12.0].into_iter().enumerate() {
+                if i < n {
+                    x[i] = v;
+                }
+            }
+            let d = randn(&mut rng, n, 1.0);
+            let mut y = vec![0.0; n];
+            gelu_forward(&mut y, &x);
+            let want_y: Vec<f32> = x.iter().map(|&v| math::gelu(v)).collect();
+            check(&format!("gelu n={n}"), &y, &want_y, 0.0);
+            let mut di = randn(&mut rng, n, 1.0);
+            let mut want_di = di.clone();
+            gelu_backward(&mut di, &d, &x, &y);
+            for i in 0..n {
+                want_di[i] += d[i] * math::gelu_grad_from_out_k([x[i]], [y[i]])[0];
+            }
+            check(&format!("gelu backward n={n}"), &di, &want_di, 1.0);
+        }
     }
 
     #[wasm_bindgen_test]
