@@ -175,37 +175,38 @@ fn attention_work(sh: &AttnShape) -> usize {
 /// long serial stretch, or a busy machine where spinning would only take a core from someone else), and then
 /// sleeps as usual. Results do not change: the ops split their work as before; only who runs a piece differs.
 /// Natively this took W1's 2-thread step from 30.5 to 28.4 ms; in Chromium's threaded build it measured no
-/// different (104 vs 103 ms), so there the workers keep sleeping between ops rather than burn a laptop's battery.
+/// different (104 vs 103 ms with spawned spinners, 117 vs 114 with broadcast ones, within that build's run-to-run
+/// spread), so there the workers keep sleeping between ops rather than burn a laptop's battery.
 pub fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     /// Polls that found no work, in a row, before a worker stops spinning (each is a failed steal attempt,
     /// ≈ 0.1–1 µs).
     const IDLE_POLLS: u32 = 1 << 11;
     if rayon::current_num_threads() <= 1 || cfg!(target_arch = "wasm32") {
         return f();
     }
-    let done = &AtomicBool::new(false);
-    rayon::scope(|s| {
-        let me = rayon::current_thread_index();
-        for _ in 1..rayon::current_num_threads() {
-            s.spawn(move |_| {
-                // The caller's thread may itself pick up one of these while it waits inside `f`: it must not spin.
-                if rayon::current_thread_index() == me {
-                    return;
-                }
-                let mut idle = 0;
-                while idle < IDLE_POLLS && !done.load(Ordering::Acquire) {
-                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
-                        idle = 0;
-                    } else {
-                        idle += 1;
-                        std::hint::spin_loop();
-                    }
-                }
-            });
+    let done = Arc::new(AtomicBool::new(false));
+    let me = rayon::current_thread_index();
+    // A broadcast job reaches every worker through its own queue, so the caller's thread cannot take another
+    // worker's spinner off a shared deque before that worker has woken (a spawned job could be, and then nobody
+    // spins). The caller's own copy returns at once.
+    let flag = Arc::clone(&done);
+    rayon::spawn_broadcast(move |ctx| {
+        if Some(ctx.index()) == me {
+            return;
         }
-        let r = f();
-        done.store(true, Ordering::Release);
-        r
-    })
+        let mut idle = 0;
+        while idle < IDLE_POLLS && !flag.load(Ordering::Acquire) {
+            if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                idle = 0;
+            } else {
+                idle += 1;
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let r = f();
+    done.store(true, Ordering::Release);
+    r
 }
