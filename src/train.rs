@@ -133,12 +133,8 @@ pub fn train_step(
     Ok(StepReport { step, loss: fwd.loss, lr, grad_norm: norm, layer_grad_norms: layers, notice: None })
 }
 
-/// Gradient norm of every block (and "embeddings" / "head") for the UI's per-layer chart.
-pub fn layer_grad_norms(model: &Model, grads: &[f32]) -> Vec<(String, f32)> {
-    group_grad_norms(model, |_, ti| ti.view.of(grads).iter().map(|&g| (g as f64).powi(2)).sum())
-}
-
-/// The per-layer norms from each tensor's Σg² (`tensor_sq(index, tensor)`, tensors in layout order).
+/// Gradient norm of every block (and "embeddings & head") for the UI's per-layer chart, from each tensor's Σg²
+/// (`tensor_sq(index, tensor)`, tensors in layout order).
 pub fn group_grad_norms(model: &Model, tensor_sq: impl Fn(usize, &crate::model::TensorInfo) -> f64) -> Vec<(String, f32)> {
     let mut groups: Vec<(String, f64)> = vec![];
     for (i, ti) in model.layout.tensors.iter().enumerate() {
