@@ -31,6 +31,7 @@ pub(super) const EXP_P: [f32; 6] =
 /// Independent values evaluated together by the `*_k` functions: the kernels run K streams through each step
 /// (stage by stage, so the K dependency chains interleave and the out-of-order core overlaps them) instead of one
 /// long latency-bound chain per vector. Every element still sees exactly the scalar function's operations.
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))] // wasm128 has its own
 pub const K: usize = 4;
 
 /// e^x of K values; 0 below −87 (so a masked −∞ score gives exactly 0), saturates at e^88.
@@ -173,6 +174,7 @@ pub fn gelu_grad(x: f32) -> f32 {
 /// erfc fit again (half the backward's work). Near 0, where y/x loses its digits, Φ(x) = ½ + x·φ(0)·(1 − x²/6)
 /// (the next term, x⁵/40·φ(0), is below 1e-11 for |x| < 1e-2).
 #[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))] // wasm128 has its own
 pub fn gelu_grad_from_out_k<const N: usize>(x: [f32; N], y: [f32; N]) -> [f32; N] {
     let mut a = [0.0f32; N];
     for k in 0..N {

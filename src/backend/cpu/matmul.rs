@@ -54,10 +54,20 @@ pub fn matmul_backward(
     }
     #[cfg(target_arch = "wasm32")]
     {
-        if let Some(dinp) = dinp {
-            portable::matmul_backward_input(dinp, dout, w, n, c, oc, parallel);
+        // The two products write different buffers: run them side by side, so the threads that finish one product's
+        // last tasks early take tasks of the other instead of waiting.
+        let dinp_task = || {
+            if let Some(dinp) = dinp {
+                portable::matmul_backward_input(dinp, dout, w, n, c, oc, parallel);
+            }
+        };
+        let mut dw_task = || portable::matmul_backward_weight(dw, dout, inp, n, c, oc, parallel);
+        if parallel {
+            rayon::join(dinp_task, dw_task);
+        } else {
+            dinp_task();
+            dw_task();
         }
-        portable::matmul_backward_weight(dw, dout, inp, n, c, oc, parallel);
     }
     if let Some(db) = db {
         bias_grad(&mut db[..oc], &dout[..n * oc], parallel);
