@@ -57,8 +57,14 @@ fn clip_coef(norm: f32, clip: f32) -> f32 {
 /// grads *= coef, element by element (so the split does not change a bit).
 fn scale_grads(grads: &mut [f32], coef: f32) {
     use rayon::prelude::*;
-    if coef != 1.0 {
-        grads.par_chunks_mut(1 << 15).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+    if coef == 1.0 {
+        return;
+    }
+    let scale = |c: &mut [f32]| c.iter_mut().for_each(|g| *g *= coef);
+    if crate::backend::cpu::PAR_MEMORY_BOUND {
+        grads.par_chunks_mut(1 << 15).for_each(scale);
+    } else {
+        scale(grads);
     }
 }
 

@@ -252,10 +252,11 @@ fn two_mut(g: &mut [f32], a: View, b: View) -> (&mut [f32], &mut [f32]) {
 }
 
 /// n zeros. Large buffers (activations, the gradients) are zeroed by the pool in fixed pieces rather than by one
-/// `memset` on the calling thread, which at 2 threads was the longest stretch of the step with one core idle.
+/// `memset` on the calling thread, which at 2 threads was the longest stretch of the step with one core idle
+/// natively (not in the browser: see `cpu::PAR_MEMORY_BOUND`).
 pub fn host_zeros(n: usize) -> Vec<f32> {
     const PIECE: usize = 1 << 15;
-    if n < 2 * PIECE {
+    if n < 2 * PIECE || !crate::backend::cpu::PAR_MEMORY_BOUND {
         return vec![0.0; n];
     }
     let mut v: Vec<f32> = Vec::with_capacity(n);
@@ -498,8 +499,9 @@ impl<'x> Device for dyn Backend + 'x {
     }
 }
 
-/// Elements from which the host's element-wise ops run in parallel pieces.
-const HOST_PAR_ELEMS: usize = 1 << 16;
+/// Elements from which the host's element-wise ops and head split/merge run in parallel pieces (never in the
+/// browser: `cpu::PAR_MEMORY_BOUND`).
+const HOST_PAR_ELEMS: usize = if crate::backend::cpu::PAR_MEMORY_BOUND { 1 << 16 } else { usize::MAX };
 /// Elements per piece.
 const HOST_PIECE: usize = 1 << 14;
 

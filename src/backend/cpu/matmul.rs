@@ -70,7 +70,7 @@ pub fn matmul_backward(
         }
     }
     if let Some(db) = db {
-        bias_grad(&mut db[..oc], &dout[..n * oc], parallel);
+        bias_grad(&mut db[..oc], &dout[..n * oc], parallel && super::PAR_MEMORY_BOUND);
     }
 }
 

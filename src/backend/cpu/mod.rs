@@ -38,6 +38,13 @@ const PAR_FLOPS: usize = 1 << 17;
 /// Elements below which an element-wise or row-wise op runs on the calling thread.
 const PAR_ELEMS: usize = 1 << 14;
 
+/// Whether memory-bound work (zeroing and copying buffers, element-wise adds, norms, AdamW, Σg², clipping) may be
+/// split over the pool. Not in the browser: timed op by op inside W1's step in Chromium's threaded build, each of
+/// these took longer on 2 threads than on 1 (zeroing 6.4 vs 4.0 ms a step, head split/merge 1.9 vs 0.9, AdamW 1.6
+/// vs 1.0, Σg² 0.9 vs 0.5, norm backward 1.5 vs 1.0): waking the sleeping worker for a short pass over memory costs
+/// more than it saves. Compute-bound ops (matmul, attention, activations) are split everywhere.
+pub const PAR_MEMORY_BOUND: bool = !cfg!(target_arch = "wasm32");
+
 impl Backend for Cpu {
     fn name(&self) -> &'static str {
         "cpu"
@@ -83,7 +90,7 @@ impl Backend for Cpu {
         eps: f32,
         c: usize,
     ) {
-        norm::norm_forward(kind, out, mean, rstd, inp, w, b, eps, c, inp.len() >= PAR_ELEMS)
+        norm::norm_forward(kind, out, mean, rstd, inp, w, b, eps, c, PAR_MEMORY_BOUND && inp.len() >= PAR_ELEMS)
     }
 
     fn norm_backward(
@@ -99,7 +106,7 @@ impl Backend for Cpu {
         rstd: &[f32],
         c: usize,
     ) {
-        norm::norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c, inp.len() >= PAR_ELEMS)
+        norm::norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c, PAR_MEMORY_BOUND && inp.len() >= PAR_ELEMS)
     }
 
     fn attention_forward(
@@ -154,11 +161,11 @@ impl Backend for Cpu {
     }
 
     fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
-        pointwise::adamw(p, g, m, v, h, decay, p.len() >= 2 * PAR_ELEMS)
+        pointwise::adamw(p, g, m, v, h, decay, PAR_MEMORY_BOUND && p.len() >= 2 * PAR_ELEMS)
     }
 
     fn sum_squares(&self, g: &[f32]) -> f64 {
-        pointwise::sum_squares(g, g.len() >= 4 * PAR_ELEMS)
+        pointwise::sum_squares(g, PAR_MEMORY_BOUND && g.len() >= 4 * PAR_ELEMS)
     }
 }
 
