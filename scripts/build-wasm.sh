@@ -10,6 +10,8 @@
 # backend 'webgpu'. Each goes through wasm-bindgen (--target web) and wasm-opt -O3; sizes are printed.
 # Usage: scripts/build-wasm.sh [threads|single|baseline]...   (default: all three)
 #   TP_WASM_OUT=DIR puts the builds in DIR/<name> instead of pkg/wasm/<name> (for A/B comparisons of two builds).
+#   TP_WASM_EXAMPLE=NAME builds examples/NAME.rs (a cdylib over the crate) instead of the library: the browser
+#   kernel benchmark (bench/kernels.sh) uses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -27,17 +29,20 @@ size_line() { # name file
 }
 
 build_one() {
-  local name=$1 target_dir out wasm
+  local name=$1 target_dir out wasm what=(--lib) artefact=transformer_playground
+  if [ -n "${TP_WASM_EXAMPLE:-}" ]; then
+    what=(--example "$TP_WASM_EXAMPLE"); artefact="examples/$TP_WASM_EXAMPLE"
+  fi
   target_dir="$CARGO_TARGET_DIR/wasm-$name"
   out=${TP_WASM_OUT:-pkg/wasm}/$name
   case $name in
     single)
       RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR="$target_dir" \
-        cargo build --lib --release --target wasm32-unknown-unknown --features gpu
+        cargo build "${what[@]}" --release --target wasm32-unknown-unknown --features gpu
       ;;
     baseline)
       RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR="$target_dir" \
-        cargo build --lib --release --target wasm32-unknown-unknown --features gpu
+        cargo build "${what[@]}" --release --target wasm32-unknown-unknown --features gpu
       ;;
     threads)
       # Since nightly-2025-10-03 rustc no longer adds the shared-memory linker arguments for +atomics: give them.
@@ -45,12 +50,12 @@ build_one() {
 -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
 -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
 -C link-arg=--export=__tls_base -C link-arg=--export=__heap_base" CARGO_TARGET_DIR="$target_dir" \
-        cargo "+$TP_NIGHTLY" build --lib --release --target wasm32-unknown-unknown --features threads,gpu \
+        cargo "+$TP_NIGHTLY" build "${what[@]}" --release --target wasm32-unknown-unknown --features threads,gpu \
         -Z build-std=panic_abort,std
       ;;
     *) echo "unknown build '$name' (threads|single|baseline)" >&2; exit 2 ;;
   esac
-  wasm="$target_dir/wasm32-unknown-unknown/release/transformer_playground.wasm"
+  wasm="$target_dir/wasm32-unknown-unknown/release/$artefact.wasm"
   rm -rf "$out" && mkdir -p "$out"
   "$WASM_BINDGEN" --target web --out-dir "$out" --out-name tp "$wasm"
   local before="$out/tp_bg.wasm"

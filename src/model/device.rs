@@ -471,7 +471,7 @@ impl<'x> Device for dyn Backend + 'x {
             }
         };
         let out = &mut out[..b * nh * t * hs];
-        if out.len() >= HOST_PAR_ELEMS {
+        if host_parallel(out.len()) {
             out.par_chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
         } else {
             out.chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
@@ -490,7 +490,7 @@ impl<'x> Device for dyn Backend + 'x {
             }
         };
         let dst = &mut dst[..b * t * stride];
-        if b * nh * t * hs >= HOST_PAR_ELEMS {
+        if host_parallel(b * nh * t * hs) {
             dst.par_chunks_mut((t * stride).max(1)).enumerate().for_each(one);
         } else {
             dst.chunks_mut((t * stride).max(1)).enumerate().for_each(one);
@@ -499,9 +499,13 @@ impl<'x> Device for dyn Backend + 'x {
     }
 }
 
-/// Elements from which the host's element-wise ops and head split/merge run in parallel pieces (never in the
-/// browser: `cpu::PAR_MEMORY_BOUND`).
-const HOST_PAR_ELEMS: usize = if crate::backend::cpu::PAR_MEMORY_BOUND { 1 << 16 } else { usize::MAX };
+/// Elements from which the host's element-wise ops and head split/merge run in parallel pieces.
+const HOST_PAR_ELEMS: usize = 1 << 16;
+
+/// Whether a host op over n elements runs in parallel pieces (never in the browser: `cpu::PAR_MEMORY_BOUND`).
+fn host_parallel(n: usize) -> bool {
+    crate::backend::cpu::PAR_MEMORY_BOUND && n >= HOST_PAR_ELEMS
+}
 /// Elements per piece.
 const HOST_PIECE: usize = 1 << 14;
 
@@ -514,7 +518,7 @@ fn zip_pieces(out: &mut [f32], a: &[f32], b: Option<&[f32]>, f: impl Fn(&mut [f3
         let r = i * HOST_PIECE..i * HOST_PIECE + o.len();
         f(o, &a[r.clone()], if b.is_empty() { b } else { &b[r] })
     };
-    if n >= HOST_PAR_ELEMS {
+    if host_parallel(n) {
         out.par_chunks_mut(HOST_PIECE).enumerate().for_each(piece);
     } else {
         out.chunks_mut(HOST_PIECE).enumerate().for_each(piece);

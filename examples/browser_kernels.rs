@@ -1,0 +1,264 @@
+//! Kernel timings in the browser, for workload W1 (GPT, B=12, T=64, C=128, 4 heads, FFN 512, vocab 65): the
+//! browser's counterpart of `cpu_kernels`. Built for wasm32 by `bench/kernels.sh` (the threaded build's flags, so
+//! one page can time each op on 1 and on N threads) and run in headless Chromium by `bench/kernels.mjs`. Exports:
+//!
+//! - `Kernels::run(op, reps)`: one hot op of the step at W1's shapes on the cpu backend, `reps` times, on rayon's
+//!   pool (`OPS` lists them, with their FLOPs and calls per step);
+//! - `peakFma(iters)`: ten independent chains of `f32x4.relaxed_madd`, the most multiply-adds V8 issues per
+//!   second on this CPU (the ceiling of any simd128 kernel);
+//! - `StepProfile`: W1 training steps with every backend op timed (`performance.now`) inside the real step, so
+//!   the ops' share and the rest (allocation, zeroing, head split/merge, residual adds, the optimizer loop) show.
+//!
+//! Natively this example compiles to nothing.
+
+#[cfg(target_arch = "wasm32")]
+mod browser {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use transformer_playground::backend::cpu::Cpu;
+    use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, BackendKind};
+    use transformer_playground::config::{Activation, NormKind};
+    use transformer_playground::data::Split;
+    use transformer_playground::rng::Rng;
+    use transformer_playground::train::{train_step, Run};
+    use wasm_bindgen::prelude::*;
+
+    #[wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(js_namespace = performance)]
+        fn now() -> f64;
+    }
+
+    const N: usize = 12 * 64; // B·T rows
+    const C: usize = 128;
+    const F: usize = 512;
+    const V: usize = 65;
+
+    /// (op, multiply-adds ×2 per call or 0, calls per W1 step)
+    const OPS: &[(&str, usize, usize)] = &[
+        ("matmul_fwd qkv 128→384", 2 * N * C * 384, 4),
+        ("matmul_fwd proj 128→128", 2 * N * C * C, 4),
+        ("matmul_fwd fc 128→512", 2 * N * C * F, 4),
+        ("matmul_fwd fc_proj 512→128", 2 * N * C * F, 4),
+        ("matmul_fwd head 128→65", 2 * N * C * V, 1),
+        ("matmul_bwd qkv 128→384", 4 * N * C * 384, 4),
+        ("matmul_bwd proj 128→128", 4 * N * C * C, 4),
+        ("matmul_bwd fc 128→512", 4 * N * C * F, 4),
+        ("matmul_bwd fc_proj 512→128", 4 * N * C * F, 4),
+        ("matmul_bwd head 128→65", 4 * N * C * V, 1),
+        ("attention_fwd", 0, 4),
+        ("attention_bwd", 0, 4),
+        ("layernorm_fwd", 0, 9),
+        ("layernorm_bwd", 0, 9),
+        ("gelu_fwd", 0, 4),
+        ("gelu_bwd", 0, 4),
+        ("cross_entropy", 0, 1),
+        ("adamw (0.79M values, ≈ all of W1)", 0, 1),
+    ];
+
+    /// The ops' names, FLOPs per call and calls per step, as JSON `[[name, flops, calls], …]`.
+    #[wasm_bindgen(js_name = kernelOps)]
+    pub fn kernel_ops() -> String {
+        serde_json::to_string(OPS).expect("plain data")
+    }
+
+    /// Threads in rayon's pool.
+    #[wasm_bindgen]
+    pub fn threads() -> usize {
+        rayon::current_num_threads()
+    }
+
+    fn data(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        (0..n).map(|_| rng.normal() as f32 * scale).collect()
+    }
+
+    /// Inputs and outputs for every op, allocated once.
+    #[wasm_bindgen]
+    pub struct Kernels {
+        bufs: Vec<Vec<f32>>,
+        targets: Vec<i32>,
+    }
+
+    #[wasm_bindgen]
+    impl Kernels {
+        #[wasm_bindgen(constructor)]
+        pub fn new() -> Kernels {
+            let bufs = (0..8).map(|i| data(N * 2 * F, 0.5, 1 + i)).collect();
+            Kernels { bufs, targets: (0..N as i32).map(|i| i % V as i32).collect() }
+        }
+
+        /// Runs `op` (a name from `kernelOps`) `reps` times on rayon's pool.
+        pub fn run(&mut self, op: &str, reps: usize) -> Result<(), JsError> {
+            rayon::scope(|_| (0..reps).try_for_each(|_| self.run_once(op))).map_err(|e| JsError::new(&e))
+        }
+
+        fn run_once(&mut self, op: &str) -> Result<(), String> {
+            let cpu = Cpu;
+            let [o, a, b, d, e, f, g, h] = &mut self.bufs[..] else { unreachable!("eight buffers") };
+            let linear = |name: &str| -> (usize, usize) {
+                match name.rsplit(' ').next() {
+                    Some("128→384") => (C, 3 * C),
+                    Some("128→128") => (C, C),
+                    Some("128→512") => (C, F),
+                    Some("512→128") => (F, C),
+                    _ => (C, V),
+                }
+            };
+            let sh = AttnShape { b: 12, t: 64, s: 64, nh: 4, nkv: 4, hs: 32, causal: true, q_offset: 0, scale: 0.176_776_7 };
+            let m = N * C;
+            match op {
+                _ if op.starts_with("matmul_fwd") => {
+                    let (c, oc) = linear(op);
+                    cpu.matmul_forward(o, a, b, Some(&d[..oc]), N, c, oc)
+                }
+                _ if op.starts_with("matmul_bwd") => {
+                    let (c, oc) = linear(op);
+                    let bias = (oc != V).then_some(&mut f[..oc]);
+                    cpu.matmul_backward(Some(&mut o[..]), &mut e[..oc * c], bias, &a[..N * oc], &b[..N * c], &d[..oc * c], N, c, oc)
+                }
+                "attention_fwd" => cpu.attention_forward(&mut o[..m], &mut h[..12 * 4 * 64], &a[..m], &b[..m], &d[..m], AttnBias::None, &sh),
+                "attention_bwd" => {
+                    let (dq, rest) = e.split_at_mut(m);
+                    let (dk, rest) = rest.split_at_mut(m);
+                    let lse = &g[..12 * 4 * 64];
+                    cpu.attention_backward(dq, dk, &mut rest[..m], None, &f[..m], &a[..m], &b[..m], &d[..m], &o[..m], lse, AttnBias::None, &sh)
+                }
+                "layernorm_fwd" => {
+                    let (mean, rstd) = h.split_at_mut(N);
+                    cpu.norm_forward(NormKind::Layernorm, &mut o[..m], mean, &mut rstd[..N], &a[..m], &b[..C], Some(&d[..C]), 1e-5, C)
+                }
+                "layernorm_bwd" => {
+                    let (mean, rstd) = (&g[..N], &h[..N]);
+                    cpu.norm_backward(NormKind::Layernorm, &mut o[..m], &mut e[..C], Some(&mut f[..C]), &a[..m], &b[..m], &d[..C], mean, rstd, C)
+                }
+                "gelu_fwd" => cpu.activation_forward(Activation::Gelu, &mut o[..N * F], &a[..N * F], F),
+                "gelu_bwd" => cpu.activation_backward(Activation::Gelu, &mut o[..N * F], &a[..N * F], &b[..N * F], &d[..N * F], F),
+                "cross_entropy" => _ = cpu.cross_entropy(&mut o[..N * V], &a[..N * V], &self.targets, V, 1.0 / N as f32),
+                "adamw (0.79M values, ≈ all of W1)" => {
+                    let hp = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, t: 5 };
+                    let p = N * 2 * F;
+                    cpu.adamw(&mut o[..p], &a[..p], &mut e[..p], &mut f[..p], &hp, true)
+                }
+                _ => return Err(format!("unknown op '{op}'")),
+            }
+            Ok(())
+        }
+    }
+
+    impl Default for Kernels {
+        fn default() -> Self {
+            Kernels::new()
+        }
+    }
+
+    /// Ten independent chains of `iters` multiply-adds on four lanes (80 FLOPs per iteration): the most V8
+    /// issues per second here. The chains are as many as x86's two FMA ports × four cycles of latency need.
+    #[wasm_bindgen(js_name = peakFma)]
+    pub fn peak_fma(iters: usize) -> f32 {
+        use core::arch::wasm32::*;
+        let b = f32x4_splat(std::hint::black_box(0.999_999_9f32));
+        let c = f32x4_splat(std::hint::black_box(1e-7f32));
+        let mut acc = [f32x4_splat(std::hint::black_box(1.0f32)); 10];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = f32x4_relaxed_madd(*x, b, c);
+            }
+        }
+        acc.iter().map(|x| f32x4_extract_lane::<0>(*x)).sum()
+    }
+
+    /// Per-op time inside the step: (ms, calls) by op.
+    static TIMES: Mutex<BTreeMap<String, (f64, usize)>> = Mutex::new(BTreeMap::new());
+
+    fn timed<R>(name: String, f: impl FnOnce() -> R) -> R {
+        let t0 = now();
+        let r = f();
+        let dt = now() - t0;
+        let mut t = TIMES.lock().unwrap_or_else(|e| e.into_inner());
+        let e = t.entry(name).or_insert((0.0, 0));
+        e.0 += dt;
+        e.1 += 1;
+        r
+    }
+
+    /// The cpu backend with every op timed.
+    struct Timed;
+
+    impl Backend for Timed {
+        fn name(&self) -> &'static str {
+            "cpu (timed)"
+        }
+        fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) {
+            timed(format!("matmul_fwd {c}→{oc}"), || Cpu.matmul_forward(out, inp, w, b, n, c, oc))
+        }
+        fn matmul_backward(&self, dinp: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], w: &[f32], n: usize, c: usize, oc: usize) {
+            timed(format!("matmul_bwd {c}→{oc}"), || Cpu.matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc))
+        }
+        fn norm_forward(&self, kind: NormKind, out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, c: usize) {
+            timed("norm_fwd".into(), || Cpu.norm_forward(kind, out, mean, rstd, inp, w, b, eps, c))
+        }
+        fn norm_backward(&self, kind: NormKind, dinp: &mut [f32], dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], w: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
+            timed("norm_bwd".into(), || Cpu.norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c))
+        }
+        fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) {
+            timed("attention_fwd".into(), || Cpu.attention_forward(out, lse, q, k, v, bias, sh))
+        }
+        fn attention_backward(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dtable: Option<&mut [f32]>, dout: &[f32], q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) {
+            timed("attention_bwd".into(), || Cpu.attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
+        }
+        fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) {
+            timed("activation_fwd".into(), || Cpu.activation_forward(act, out, inp, f))
+        }
+        fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) {
+            timed("activation_bwd".into(), || Cpu.activation_backward(act, dinp, dout, inp, out, f))
+        }
+        fn cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, dscale: f32) -> (f64, usize) {
+            timed("cross_entropy".into(), || Cpu.cross_entropy(dlogits, logits, targets, v, dscale))
+        }
+        fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
+            timed("adamw".into(), || Cpu.adamw(p, g, m, v, h, decay))
+        }
+        fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) {
+            timed("rope".into(), || Cpu.rope(x, t, hs, pos0, theta, inverse))
+        }
+        fn sum_squares(&self, g: &[f32]) -> f64 {
+            timed("sum_squares".into(), || Cpu.sum_squares(g))
+        }
+    }
+
+    /// A training run whose steps are timed op by op.
+    #[wasm_bindgen]
+    pub struct StepProfile {
+        run: Run,
+        rng: Rng,
+    }
+
+    #[wasm_bindgen]
+    impl StepProfile {
+        /// `config`: a Config as JSON; `text`: the corpus.
+        #[wasm_bindgen(constructor)]
+        pub fn new(config: &str, text: &str) -> Result<StepProfile, JsError> {
+            let cfg = transformer_playground::Config::from_json(config).map_err(|e| JsError::new(&e.to_string()))?;
+            let run = Run::new(cfg, Some(text), BackendKind::Cpu).map_err(|e| JsError::new(&e.to_string()))?;
+            Ok(StepProfile { run, rng: Rng::new(5) })
+        }
+
+        /// `steps` training steps on one batch: JSON `{"step_ms", "ops": {op: [ms per step, calls per step]}}`.
+        pub fn profile(&mut self, steps: usize) -> Result<String, JsError> {
+            let (b, t) = (self.run.cfg.train.batch_size, self.run.cfg.model.ctx_len);
+            let batch = self.run.data.batch(Split::Train, b, t, &mut self.rng);
+            TIMES.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            let (model, opt, tc) = (&mut self.run.model, &mut self.run.opt, &self.run.cfg.train);
+            let t0 = now();
+            rayon::scope(|_| (0..steps).try_for_each(|s| train_step(&Timed, model, opt, tc, &batch, s, None).map(drop)))
+                .map_err(|e| JsError::new(&e.to_string()))?;
+            let per = steps.max(1) as f64;
+            let step_ms = (now() - t0) / per;
+            let times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
+            let ops: serde_json::Map<_, _> =
+                times.iter().map(|(k, (ms, n))| (k.clone(), serde_json::json!([ms / per, *n as f64 / per]))).collect();
+            Ok(serde_json::json!({ "step_ms": step_ms, "ops": ops }).to_string())
+        }
+    }
+}
