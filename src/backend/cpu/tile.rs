@@ -40,15 +40,19 @@ pub fn gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: us
 }
 
 /// C (m×n) = C·[accumulate] + A (m×k) · B (k×n) with A given transposed: `at` holds Aᵀ (k×m, row kk is A's
-/// column kk), as the attention backward has P and dS (dV += Pᵀ·dO, dK += dSᵀ·Q). The AVX-512 kernel reads A's
-/// columns in place; elsewhere Aᵀ is transposed into a local tile first (m·k ≤ 1024, the attention's KB × TQ) and
-/// `gemm` runs on it.
+/// column kk), as the attention backward has P and dS (dV += Pᵀ·dO, dK += dSᵀ·Q). The AVX-512 kernel and the simd128
+/// one (n a multiple of 4, as every head size is) read A's columns in place; elsewhere Aᵀ is transposed into a local
+/// tile first (m·k ≤ 1024, the attention's KB × TQ) and `gemm` runs on it.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m: usize, n: usize, k: usize) {
     #[cfg(target_arch = "x86_64")]
     if super::simd::level() == super::simd::Level::Avx512 {
         return avx512::gemm_tn(c, ldc, accumulate, at, b, m, n, k);
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if n % 4 == 0 {
+        return super::wasm128::tile_gemm_tn(c, ldc, accumulate, at, b, m, n, k);
     }
     assert!(m * k <= 1024, "gemm_tn: A larger than its local tile");
     let mut a = [0.0f32; 1024];

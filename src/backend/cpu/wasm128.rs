@@ -442,18 +442,33 @@ pub fn micro_strided(a: &[f32], rs: usize, cs: usize, kc: usize, b: &[f32]) -> [
 pub fn tile_gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
     let mut i0 = 0;
     while i0 + 4 <= m {
-        row_strip::<4>(c, ldc, accumulate, a, b, i0, n, k);
+        row_strip::<4, false>(c, ldc, accumulate, a, b, i0, n, k);
         i0 += 4;
     }
     for i in i0..m {
-        row_strip::<1>(c, ldc, accumulate, a, b, i, n, k);
+        row_strip::<1, false>(c, ldc, accumulate, a, b, i, n, k);
     }
 }
 
-/// Rows i0..i0+R of `tile_gemm`, all n columns.
+/// `tile::gemm_tn` for n a multiple of 4: `tile_gemm` with A given as Aᵀ (`at`, k×m: A(i, kk) = at[kk·ld + i]) and
+/// read in place, so the attention backward's dV += Pᵀ·dO and dK += dSᵀ·Q need no transposed copy. The same
+/// operations in the same order as `tile_gemm` on the transposed A, so the same bits.
+pub fn tile_gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m: usize, n: usize, k: usize) {
+    assert!(n % 4 == 0, "tile_gemm_tn: n must be a multiple of 4");
+    let mut i0 = 0;
+    while i0 + 4 <= m {
+        row_strip::<4, true>(c, ldc, accumulate, at, b, i0, n, k);
+        i0 += 4;
+    }
+    for i in i0..m {
+        row_strip::<1, true>(c, ldc, accumulate, at, b, i, n, k);
+    }
+}
+
+/// Rows i0..i0+R of `tile_gemm` (AT: of `tile_gemm_tn`, whose n has no tail), all n columns.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn row_strip<const R: usize>(
+fn row_strip<const R: usize, const AT: bool>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
@@ -465,11 +480,11 @@ fn row_strip<const R: usize>(
 ) {
     let mut j0 = 0;
     while j0 + 8 <= n {
-        tile_rv::<R, 2>(c, ldc, accumulate, a, b, i0, j0, k);
+        tile_rv::<R, 2, AT>(c, ldc, accumulate, a, b, i0, j0, k);
         j0 += 8;
     }
     if j0 + 4 <= n {
-        tile_rv::<R, 1>(c, ldc, accumulate, a, b, i0, j0, k);
+        tile_rv::<R, 1, AT>(c, ldc, accumulate, a, b, i0, j0, k);
         j0 += 4;
     }
     if j0 < n {
@@ -481,10 +496,11 @@ fn row_strip<const R: usize>(
 }
 
 /// One register tile: rows i0..i0+R, columns j0..j0+4V of C in R·V accumulators (acc[r][v] holds row i0 + r,
-/// columns j0+4v..j0+4v+4). Per k step: V vectors of B's row k, R broadcasts of A[i, k], R·V multiply-adds.
+/// columns j0+4v..j0+4v+4). Per k step: V vectors of B's row k, R broadcasts of A[i, k] (AT: read from Aᵀ's row
+/// k, where the R values are contiguous), R·V multiply-adds.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // kk indexes R rows of A at once
-fn tile_rv<const R: usize, const V: usize>(
+fn tile_rv<const R: usize, const V: usize, const AT: bool>(
     c: &mut [f32],
     ldc: usize,
     accumulate: bool,
@@ -494,7 +510,10 @@ fn tile_rv<const R: usize, const V: usize>(
     j0: usize,
     k: usize,
 ) {
-    let arow: [&[f32]; R] = std::array::from_fn(|r| &a.data[(i0 + r) * a.ld..][..k]);
+    let arow: [&[f32]; R] = std::array::from_fn(|r| if AT { &[][..] } else { &a.data[(i0 + r) * a.ld..][..k] });
+    if AT && k > 0 {
+        assert!(a.data.len() >= (k - 1) * a.ld + i0 + R, "tile gemm: Aᵀ too short");
+    }
     let mut acc = [[splat(0.0); V]; R];
     if accumulate {
         for (r, acc) in acc.iter_mut().enumerate() {
@@ -508,7 +527,7 @@ fn tile_rv<const R: usize, const V: usize>(
         let (bq, _) = b.data[kk * b.ld + j0..][..4 * V].as_chunks::<4>();
         let bv: [v128; V] = std::array::from_fn(|v| ld(&bq[v]));
         for r in 0..R {
-            let ar = splat(arow[r][kk]);
+            let ar = splat(if AT { a.data[kk * a.ld + i0 + r] } else { arow[r][kk] });
             for v in 0..V {
                 acc[r][v] = madd(ar, bv[v], acc[r][v]);
             }
@@ -833,6 +852,28 @@ mod tests {
                 tile_gemm(&mut got, ldc, accumulate, ar, br, m, n, k);
                 tile::gemm_lanes::<8>(&mut want, ldc, accumulate, ar, br, m, n, k);
                 check(&format!("tile m={m} n={n} k={k} acc={accumulate}"), &got, &want, k as f32);
+            }
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn the_transposed_tile_product_matches_the_tile_product_bit_for_bit() {
+        // A given as Aᵀ (k×m, rows ld apart) and read in place gives exactly tile_gemm on the transposed copy, and
+        // tile::gemm_tn takes this path for n a multiple of 4 (and its transposing fallback otherwise).
+        let mut rng = Rng::new(6);
+        for (m, n, k) in [(64, 32, 16), (7, 8, 5), (4, 4, 1), (13, 12, 9), (5, 16, 0), (3, 6, 7), (64, 9, 16)] {
+            let (ldat, ldb, ldc) = (m + 3, n + 2, n + 5);
+            let at = randn(&mut rng, k.max(1) * ldat, 1.0);
+            let b = randn(&mut rng, k.max(1) * ldb, 1.0);
+            let c0 = randn(&mut rng, m * ldc, 1.0);
+            let a: Vec<f32> = (0..m * k.max(1)).map(|x| if k == 0 { 0.0 } else { at[(x % k) * ldat + x / k] }).collect();
+            for accumulate in [false, true] {
+                let (atr, ar, br) = (Rows { data: &at, ld: ldat }, Rows { data: &a, ld: k.max(1) }, Rows { data: &b, ld: ldb });
+                let (mut got, mut want) = (c0.clone(), c0.clone());
+                tile::gemm_tn(&mut got, ldc, accumulate, atr, br, m, n, k);
+                tile_gemm(&mut want, ldc, accumulate, ar, br, m, n, k);
+                let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "gemm_tn m={m} n={n} k={k} acc={accumulate}");
             }
         }
     }
