@@ -103,7 +103,27 @@ pub fn generate(
     tok: &Tokenizer,
     prompt: &str,
     o: &SampleOptions,
+    on_text: impl FnMut(&str),
+) -> Result<String> {
+    generate_with(model, be, tok, prompt, o, on_text, &|feed| feed())
+}
+
+/// Runs a piece of work where it should run (`generate_with`): the browser's threaded build passes one that runs it
+/// on rayon's pool and waits.
+pub type Exec<'e> = &'e (dyn Fn(&mut (dyn FnMut() + Send)) + Sync);
+
+/// `generate`, with the multi-token feeds (the prompt, and the restarts past ctx_len) run by `exec`. Their ops are
+/// large enough to split over threads, and an op started outside rayon's pool pays to inject its work and wake the
+/// pool, every op; in the browser's threaded build the caller is outside the pool and must stay there to call
+/// `on_text` (a JS function), so it hands the feeds to the pool. Single-token steps are serial work: they run here.
+pub fn generate_with(
+    model: &Model,
+    be: &dyn Backend,
+    tok: &Tokenizer,
+    prompt: &str,
+    o: &SampleOptions,
     mut on_text: impl FnMut(&str),
+    exec: Exec,
 ) -> Result<String> {
     if model.cfg.arch != Arch::Gpt {
         return Err(Error::Invalid("text generation needs a gpt model; use fill-mask for bert and decode for encoder_decoder".into()));
@@ -116,7 +136,8 @@ pub fn generate(
     let ctx = model.cfg.ctx_len;
     let start = ids.len().saturating_sub(ctx);
     let mut dec = Decoder::new(model, be);
-    let mut logits = dec.feed(&ids[start..]);
+    let mut logits = vec![];
+    exec(&mut || logits = dec.feed(&ids[start..]));
     let v = model.vocab();
     let mut rng = Rng::new(o.seed);
     let mut out = String::new();
@@ -130,7 +151,8 @@ pub fn generate(
         if dec.len >= ctx {
             dec.reset();
             let keep = (ctx / 2).max(1);
-            logits = dec.feed(&ids[ids.len() - keep..]);
+            let recent = &ids[ids.len() - keep..];
+            exec(&mut || logits = dec.feed(recent));
         } else {
             logits = dec.feed(&[next]);
         }

@@ -221,12 +221,12 @@ impl WasmRun {
         let run = self.run.borrow();
         let tok = run.data.tokenizer();
         let be = run.backend.get();
-        generate::generate(&run.model, be, tok, prompt, &o, |piece| {
+        let on_text = |piece: &str| {
             if let Some(f) = &on_text {
                 let _ = f.call1(&JsValue::NULL, &JsValue::from_str(piece));
             }
-        })
-        .map_err(js)
+        };
+        generate::generate_with(&run.model, be, tok, prompt, &o, on_text, &|feed| on_pool(feed)).map_err(js)
     }
 
     /// BERT: the top-`k` fillers for every [MASK] in `text`: `[{"position", "candidates": [[token, p], …]}, …]`.

@@ -51,7 +51,7 @@ pub fn gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m
         return avx512::gemm_tn(c, ldc, accumulate, at, b, m, n, k);
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         return super::wasm128::tile_gemm_tn(c, ldc, accumulate, at, b, m, n, k);
     }
     assert!(m * k <= 1024, "gemm_tn: A larger than its local tile");

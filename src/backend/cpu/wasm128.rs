@@ -454,7 +454,7 @@ pub fn tile_gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, 
 /// read in place, so the attention backward's dV += Pᵀ·dO and dK += dSᵀ·Q need no transposed copy. The same
 /// operations in the same order as `tile_gemm` on the transposed A, so the same bits.
 pub fn tile_gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m: usize, n: usize, k: usize) {
-    assert!(n % 4 == 0, "tile_gemm_tn: n must be a multiple of 4");
+    assert!(n.is_multiple_of(4), "tile_gemm_tn: n must be a multiple of 4");
     let mut i0 = 0;
     while i0 + 4 <= m {
         row_strip::<4, true>(c, ldc, accumulate, at, b, i0, n, k);
