@@ -6,8 +6,9 @@
 //! out = x·wᵀ, dx = dy·w and dw = dyᵀ·x without copies. Blocking after Goto & van de Geijn (2008):
 //! B is packed once into NR-wide column panels (k × NR each, zero-padded); for every KC-deep slab, an MR-row strip
 //! of A (read in place when its rows are contiguous, else packed kc × MR) is multiplied into every panel by a
-//! micro-kernel that keeps an MR×NR tile of C in registers (MR·NR/4 = 8 simd128 registers). Rows of C are split into fixed ROW_BLOCK blocks, one rayon task each:
-//! each task owns its rows, and every element of C sums its k terms in the same order whatever the thread count.
+//! micro-kernel that keeps an MR×NR tile of C in registers (MR·NR/4 = 8 simd128 registers). Rows of C are split
+//! into fixed ROW_BLOCK blocks, one rayon task each: each task owns its rows, and every element of C sums its k
+//! terms in the same order whatever the thread count.
 
 use rayon::prelude::*;
 
@@ -137,7 +138,7 @@ fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) 
             // GFLOP/s in Chromium, W1 shapes).
             let pack_a = h < MR || a.cs != 1;
             if pack_a && h == MR && a.rs == 1 {
-                // A read down its columns (dw = dyᵀ·x): each k's MR values are contiguous.
+                // The strip's MR values at each k are contiguous: one copy per k.
                 for (kk, ak) in ap[..kc * MR].chunks_exact_mut(MR).enumerate() {
                     ak.copy_from_slice(&a_tile[kk * a.cs..][..MR]);
                 }
