@@ -193,6 +193,7 @@ export class Run {
   pause(): Promise<{ step: number }>;
   step(): Promise<Progress>;
   evaluate(): Promise<{ train: number | null; val: number | null }>;
+  /** `onText` gets the text sampled since its last call: every 4 tokens, sooner after 16 ms, and at the end. */
   generate(prompt: string, opts?: SampleOptions, onText?: (piece: string) => void): Promise<string>;
   fillMask(text: string, opts?: { k?: number }): Promise<MaskFill[]>;
   decode(input: string, opts?: SampleOptions): Promise<{ output: string; answer: string | null }>;

@@ -359,7 +359,8 @@ export class Run extends Emitter {
     return this.#req('evaluate');
   }
 
-  /** GPT: continues `prompt`; `onText(piece)` is called as text is sampled. Resolves the whole new text. */
+  /** GPT: continues `prompt`; `onText(piece)` is called with the text sampled since its last call (every 4 tokens,
+   * sooner after 16 ms, and at the end). Resolves the whole new text. */
   generate(prompt, opts = {}, onText) {
     return this.#req('generate', { prompt, options: sampleOptions(opts) }, onText);
   }
