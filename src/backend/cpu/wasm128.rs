@@ -440,14 +440,7 @@ pub fn micro_strided(a: &[f32], rs: usize, cs: usize, kc: usize, b: &[f32]) -> [
 /// (`tile::narrow_piece`). Every element of C sums its k terms in k order, as `tile::gemm_lanes`.
 #[allow(clippy::too_many_arguments)]
 pub fn tile_gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
-    let mut i0 = 0;
-    while i0 + 4 <= m {
-        row_strip::<4, false>(c, ldc, accumulate, a, b, i0, n, k);
-        i0 += 4;
-    }
-    for i in i0..m {
-        row_strip::<1, false>(c, ldc, accumulate, a, b, i, n, k);
-    }
+    strips::<false>(c, ldc, accumulate, a, b, m, n, k)
 }
 
 /// `tile::gemm_tn` for n a multiple of 4: `tile_gemm` with A given as Aᵀ (`at`, k×m: A(i, kk) = at[kk·ld + i]) and
@@ -455,13 +448,20 @@ pub fn tile_gemm(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, 
 /// operations in the same order as `tile_gemm` on the transposed A, so the same bits.
 pub fn tile_gemm_tn(c: &mut [f32], ldc: usize, accumulate: bool, at: Rows, b: Rows, m: usize, n: usize, k: usize) {
     assert!(n.is_multiple_of(4), "tile_gemm_tn: n must be a multiple of 4");
+    strips::<true>(c, ldc, accumulate, at, b, m, n, k)
+}
+
+/// Strips of 4 rows, then single rows, of `tile_gemm` (AT: `tile_gemm_tn`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn strips<const AT: bool>(c: &mut [f32], ldc: usize, accumulate: bool, a: Rows, b: Rows, m: usize, n: usize, k: usize) {
     let mut i0 = 0;
     while i0 + 4 <= m {
-        row_strip::<4, true>(c, ldc, accumulate, at, b, i0, n, k);
+        row_strip::<4, AT>(c, ldc, accumulate, a, b, i0, n, k);
         i0 += 4;
     }
     for i in i0..m {
-        row_strip::<1, true>(c, ldc, accumulate, at, b, i, n, k);
+        row_strip::<1, AT>(c, ldc, accumulate, a, b, i, n, k);
     }
 }
 
