@@ -152,6 +152,17 @@ pub fn gelu(x: f32) -> f32 {
 #[inline(always)]
 pub fn gelu_grad_k<const N: usize>(x: [f32; N]) -> [f32; N] {
     let (p, _) = phi_k(x);
+    let xd = x_density_k(x);
+    let mut out = [0.0f32; N];
+    for k in 0..N {
+        out[k] = p[k] + xd[k];
+    }
+    out
+}
+
+/// x·φ(x) = x·e^(−x²/2)·φ(0) of K values: the second term of GELU's derivative.
+#[inline(always)]
+fn x_density_k<const N: usize>(x: [f32; N]) -> [f32; N] {
     let mut a = [0.0f32; N];
     for k in 0..N {
         a[k] = -0.5 * x[k] * x[k];
@@ -159,7 +170,7 @@ pub fn gelu_grad_k<const N: usize>(x: [f32; N]) -> [f32; N] {
     let e = exp_k(a);
     let mut out = [0.0f32; N];
     for k in 0..N {
-        out[k] = p[k] + x[k] * e[k] * PHI0;
+        out[k] = x[k] * e[k] * PHI0;
     }
     out
 }
@@ -176,16 +187,12 @@ pub fn gelu_grad(x: f32) -> f32 {
 #[inline(always)]
 #[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))] // wasm128 has its own
 pub fn gelu_grad_from_out_k<const N: usize>(x: [f32; N], y: [f32; N]) -> [f32; N] {
-    let mut a = [0.0f32; N];
-    for k in 0..N {
-        a[k] = -0.5 * x[k] * x[k];
-    }
-    let e = exp_k(a);
+    let xd = x_density_k(x);
     let mut out = [0.0f32; N];
     for k in 0..N {
         let near0 = 0.5 + PHI0 * x[k] * (1.0 - x[k] * x[k] * (1.0 / 6.0));
         let cdf = if x[k].abs() < 1e-2 { near0 } else { y[k] / x[k] };
-        out[k] = cdf + x[k] * e[k] * PHI0;
+        out[k] = cdf + xd[k];
     }
     out
 }
