@@ -15,7 +15,7 @@
 mod browser {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
-    use transformer_playground::backend::cpu::Cpu;
+    use transformer_playground::backend::cpu::{portable, Cpu};
     use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, BackendKind};
     use transformer_playground::config::{Activation, NormKind};
     use transformer_playground::data::Split;
@@ -46,6 +46,13 @@ mod browser {
         ("matmul_bwd fc 128→512", 4 * N * C * F, 4),
         ("matmul_bwd fc_proj 512→128", 4 * N * C * F, 4),
         ("matmul_bwd head 128→65", 4 * N * C * V, 1),
+        // The two products of matmul_bwd on their own (counted there, so 0 calls per step here).
+        ("matmul_dx qkv 128→384", 2 * N * C * 384, 0),
+        ("matmul_dw qkv 128→384", 2 * N * C * 384, 0),
+        ("matmul_dx fc 128→512", 2 * N * C * F, 0),
+        ("matmul_dw fc 128→512", 2 * N * C * F, 0),
+        ("matmul_dx fc_proj 512→128", 2 * N * C * F, 0),
+        ("matmul_dw fc_proj 512→128", 2 * N * C * F, 0),
         ("attention_fwd", 0, 4),
         ("attention_bwd", 0, 4),
         ("layernorm_fwd", 0, 9),
@@ -116,6 +123,14 @@ mod browser {
                     let (c, oc) = linear(op);
                     let bias = (oc != V).then_some(&mut f[..oc]);
                     cpu.matmul_backward(Some(&mut o[..]), &mut e[..oc * c], bias, &a[..N * oc], &b[..N * c], &d[..oc * c], N, c, oc)
+                }
+                _ if op.starts_with("matmul_dx") => {
+                    let (c, oc) = linear(op);
+                    portable::matmul_backward_input(&mut o[..N * c], &a[..N * oc], &d[..oc * c], N, c, oc, true)
+                }
+                _ if op.starts_with("matmul_dw") => {
+                    let (c, oc) = linear(op);
+                    portable::matmul_backward_weight(&mut e[..oc * c], &a[..N * oc], &b[..N * c], N, c, oc, true)
                 }
                 "attention_fwd" => cpu.attention_forward(&mut o[..m], &mut h[..12 * 4 * 64], &a[..m], &b[..m], &d[..m], AttnBias::None, &sh),
                 "attention_bwd" => {

@@ -37,11 +37,11 @@ build_one() {
   out=${TP_WASM_OUT:-pkg/wasm}/$name
   case $name in
     single)
-      RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR="$target_dir" \
+      RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd $TP_WASM_RUSTFLAGS" CARGO_TARGET_DIR="$target_dir" \
         cargo build "${what[@]}" --release --target wasm32-unknown-unknown --features gpu
       ;;
     baseline)
-      RUSTFLAGS="-C target-feature=+simd128" CARGO_TARGET_DIR="$target_dir" \
+      RUSTFLAGS="-C target-feature=+simd128 $TP_WASM_RUSTFLAGS" CARGO_TARGET_DIR="$target_dir" \
         cargo build "${what[@]}" --release --target wasm32-unknown-unknown --features gpu
       ;;
     threads)
@@ -49,7 +49,7 @@ build_one() {
       RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128,+relaxed-simd \
 -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
 -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
--C link-arg=--export=__tls_base -C link-arg=--export=__heap_base" CARGO_TARGET_DIR="$target_dir" \
+-C link-arg=--export=__tls_base -C link-arg=--export=__heap_base $TP_WASM_RUSTFLAGS" CARGO_TARGET_DIR="$target_dir" \
         cargo "+$TP_NIGHTLY" build "${what[@]}" --release --target wasm32-unknown-unknown --features threads,gpu \
         -Z build-std=panic_abort,std
       ;;

@@ -14,6 +14,7 @@
 //! flat buffer each (`Params`), cut into tensors by `layout::View`s.
 
 use super::layout::View;
+use crate::backend::cpu::math::copy;
 use crate::backend::{AttnBias, AttnShape, Backend};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
@@ -415,7 +416,7 @@ impl<'x> Device for dyn Backend + 'x {
 
     fn embedding_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<&[f32]>, sin: &[f32], t: usize, pos0: usize, c: usize) -> Result<()> {
         for (r, row) in out.chunks_exact_mut(c).enumerate() {
-            row.copy_from_slice(&wte[ids[r] as usize * c..][..c]);
+            copy(row, &wte[ids[r] as usize * c..][..c]);
             let tp = r % t;
             if let Some(wpe) = wpe {
                 row.iter_mut().zip(&wpe[(pos0 + tp) * c..][..c]).for_each(|(a, b)| *a += b);
@@ -466,7 +467,7 @@ impl<'x> Device for dyn Backend + 'x {
             for ti in 0..t {
                 let row = &src[(bi * t + ti) * stride + off..];
                 for h in 0..nh {
-                    out[(h * t + ti) * hs..][..hs].copy_from_slice(&row[h * hs..(h + 1) * hs]);
+                    copy(&mut out[(h * t + ti) * hs..][..hs], &row[h * hs..(h + 1) * hs]);
                 }
             }
         };
@@ -485,7 +486,7 @@ impl<'x> Device for dyn Backend + 'x {
             for ti in 0..t {
                 let row = &mut rows[ti * stride + off..];
                 for h in 0..nh {
-                    row[h * hs..(h + 1) * hs].copy_from_slice(&src[((bi * nh + h) * t + ti) * hs..][..hs]);
+                    copy(&mut row[h * hs..(h + 1) * hs], &src[((bi * nh + h) * t + ti) * hs..][..hs]);
                 }
             }
         };

@@ -169,7 +169,7 @@ pub fn attention_forward(
         let (b, i0) = (task / tiles_per_b, task % tiles_per_b * TQ);
         let rows = tl.len() / sh.nh;
         for (h, l) in tl.chunks_exact(rows).enumerate() {
-            lse[(b * sh.nh + h) * t + i0..][..rows].copy_from_slice(l);
+            math::copy(&mut lse[(b * sh.nh + h) * t + i0..][..rows], l);
         }
     }
 }
@@ -194,7 +194,7 @@ multiversion! {
             m.fill(f32::NEG_INFINITY);
             l.fill(0.0);
             for r in 0..rows {
-                oh[r * c..][..hs].fill(0.0);
+                math::fill(&mut oh[r * c..][..hs], 0.0);
             }
             for j0 in (0..kend).step_by(KB) {
                 let kb = KB.min(kend - j0);

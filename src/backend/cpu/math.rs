@@ -201,10 +201,10 @@ pub fn gelu_grad_from_out_k<const N: usize>(x: [f32; N], y: [f32; N]) -> [f32; N
 // Slice kernels
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-pub use super::wasm128::{dot, dsoftmax, exp_sub, exp_sub_in_place, max, scale, sum, sum_sq_dev};
+pub use super::wasm128::{copy, dot, dsoftmax, exp_sub, exp_sub_in_place, fill, max, scale, sum, sum_sq_dev};
 pub use scalar::hsum;
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-pub use scalar::{dot, dsoftmax, exp_sub, exp_sub_in_place, max, scale, sum, sum_sq_dev};
+pub use scalar::{copy, dot, dsoftmax, exp_sub, exp_sub_in_place, fill, max, scale, sum, sum_sq_dev};
 
 /// The plain-Rust slice kernels: fixed-width lane loops that LLVM vectorises. The scalar fallback of `wasm128`
 /// (natively and on wasm32 without simd128), and its reference in the simd128 tests.
@@ -332,6 +332,18 @@ pub mod scalar {
         for (o, &v) in out.iter_mut().zip(x) {
             *o = exp(v - m);
         }
+    }
+
+    /// dst = src (equal lengths).
+    #[inline(always)]
+    pub fn copy(dst: &mut [f32], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
+
+    /// x[i] = v
+    #[inline(always)]
+    pub fn fill(x: &mut [f32], v: f32) {
+        x.fill(v);
     }
 
     /// x[i] *= s

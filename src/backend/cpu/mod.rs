@@ -16,7 +16,7 @@
 //! sequentially (the threshold is a work size), which gives the same bits again.
 
 mod attention;
-mod math;
+pub(crate) mod math;
 mod matmul;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
