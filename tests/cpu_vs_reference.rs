@@ -115,8 +115,10 @@ fn matmul_forward_and_backward_match_the_reference_on_awkward_sizes() {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn portable_matmul_kernels_match_the_reference_serial_and_parallel() {
-    // n < 4 with w read along its rows is the GEMV path (generation); 130 output channels make 3 column blocks.
-    for (n, c, oc) in [(7, 36, 13), (1, 3, 1), (2, 37, 130), (3, 200, 65), (45, 300, 19), (66, 9, 33)] {
+    // n < 4 with w read along its rows is the GEMV path (generation); 130 output channels make 3 column blocks;
+    // n > 256 gives dw (k = n) more than one KC slab, in tasks of whole strips (36 = 16 + 16 + 4 channels) and
+    // with a partial strip (22 = 16 + 6).
+    for (n, c, oc) in [(7, 36, 13), (1, 3, 1), (2, 37, 130), (3, 200, 65), (45, 300, 19), (66, 9, 33), (300, 20, 36), (517, 12, 22)] {
         let mut rng = Rng::new(7 + n as u64);
         let (inp, w, b) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 0.3), randn(&mut rng, oc, 1.0));
         let dout = randn(&mut rng, n * oc, 1.0);
