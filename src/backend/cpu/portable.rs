@@ -47,7 +47,7 @@ pub fn gemm_init(c: &mut [f32], init: Option<&[f32]>, a: View, b: View, m: usize
     let c = &mut c[..m * n];
     let fill = |rows: &mut [f32]| {
         if let Some(init) = init {
-            rows.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&init[..n]));
+            rows.chunks_exact_mut(n).for_each(|row| super::math::copy(row, &init[..n]));
         }
     };
     if k == 0 {
@@ -101,9 +101,15 @@ fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
         let j0 = p * NR;
         let w = NR.min(n - j0);
         if b.cs == 1 {
-            // Rows of B are contiguous: copy w floats per k.
-            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                row[..w].copy_from_slice(&b.data[kk * b.rs + j0..][..w]);
+            // Rows of B are contiguous: copy w floats per k (NR of them a fixed-size copy: two vector moves, where
+            // a variable-length one is a `memory.copy`, a call into V8's runtime, see `math::copy`).
+            for (kk, row) in panel.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
+                let src = &b.data[kk * b.rs + j0..];
+                if w == NR {
+                    *row = *src.first_chunk::<NR>().unwrap();
+                } else {
+                    super::math::copy(&mut row[..w], &src[..w]);
+                }
             }
         } else {
             // Columns of B are contiguous (B = Wᵀ): walk each column, scattering into the panel.
