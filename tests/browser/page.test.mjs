@@ -44,9 +44,7 @@ test('the page is usable at once, trains the default preset from the keyboard an
   await waitTrainable(page);
   // Watch the attention panel refresh while the run trains, and the readouts move.
   await page.evaluate(() => {
-    window.seen = { attention: [], eta: [], tokps: [] };
-    new MutationObserver(() => window.seen.attention.push(Number(document.getElementById('sec-attention').dataset.step)))
-      .observe(document.getElementById('sec-attention'), { attributes: true, attributeFilter: ['data-step'] });
+    window.seen = { eta: [], tokps: [] };
     new MutationObserver(() => {
       window.seen.eta.push(document.getElementById('readout-eta').textContent);
       window.seen.tokps.push(document.getElementById('readout-tokps').textContent);
@@ -71,10 +69,9 @@ test('the page is usable at once, trains the default preset from the keyboard an
   assert.ok(after.seen.eta.some((s) => /\d+ s/.test(s)), `an ETA while training: ${after.seen.eta}`);
   assert.ok(after.seen.tokps.some((s) => /^[\d,]+$/.test(s)), `tokens/s while training: ${after.seen.tokps}`);
 
-  // Attention of the trained run: 4 layers × 4 heads of the sample text, refreshed on the way.
+  // Attention of the trained run: 4 layers × 4 heads of the sample text (their refresh while a run trains is
+  // checked on a long run, in playground-state's pause test: 14 steps can take under the refresh interval).
   await page.waitForFunction((n) => document.getElementById('sec-attention').dataset.step === String(n), STEPS, { timeout: 10000 });
-  const attSteps = await page.evaluate(() => window.seen.attention);
-  assert.ok(attSteps.some((s) => s > 0 && s < STEPS), `the heatmaps refresh during training: ${attSteps}`);
   assert.equal(await page.locator('#att-grid canvas').count(), 16);
   // Hovering a cell tells the token pair and the weight.
   await page.locator('.att-big').scrollIntoViewIfNeeded();

@@ -239,13 +239,20 @@ test('every control has a label, and the page fits a phone', async () => {
   assert.deepEqual(problems, []);
 });
 
-test('pause stops a long run between steps; Step takes one; Reset starts it again from fresh weights', async () => {
+test('the heatmaps refresh while a long run trains; pause stops it between steps; Step takes one; Reset starts it again from fresh weights', async () => {
   const url = await origin();
   const { page, problems } = await openPlayground(browser.context, url);
   await makeSmall(page, { steps: 100000 });
   await waitTrainable(page);
   await page.click('#train');
   await page.waitForFunction(() => window.__tp.runs.selectedRun().stepCount >= 5, null, { timeout: 30000 });
+  // The attention panel redraws from the training run (about once a second), not only when it stops.
+  await page.waitForFunction(() => Number(document.getElementById('sec-attention').dataset.step) > 0, null, { timeout: 30000 });
+  const during = await page.evaluate(() => ({
+    shown: Number(document.getElementById('sec-attention').dataset.step),
+    training: window.__tp.runs.selectedRun().training,
+  }));
+  assert.ok(during.training && during.shown > 0 && during.shown < 100000, `the heatmaps refresh during training: ${JSON.stringify(during)}`);
   await page.click('#pause');
   await page.waitForFunction(() => window.__tp.runs.selectedRun().status === 'paused', null, { timeout: 10000 });
   const paused = await page.evaluate(() => window.__tp.runs.selectedRun().stepCount);
