@@ -17,15 +17,15 @@ ms_of() { sed -n 's/^RESULT .*: \([0-9.]*\) ms\/iter.*/\1/p' | tail -1; }
 
 bash "$SHARED/bench/wait_idle.sh"
 declare -A R
-out=$(node bench/browser.mjs --steps 40 | tee /dev/stderr)
+out=$(node bench/browser.mjs --steps 40 | tee >(cat >&2))
 R[threads]=$(echo "$out" | grep '^RESULT browser-threads' | ms_of)
 R[single]=$(echo "$out" | grep '^RESULT browser-single' | ms_of)
 R[baseline]=$(echo "$out" | grep '^RESULT browser-baseline' | ms_of)
 gen_single=$(echo "$out" | sed -n 's/^RESULT browser-single.*generation \([0-9]*\) tok\/s.*/\1/p')
 gen=$(echo "$out" | sed -n 's/^RESULT browser-threads.*generation \([0-9]*\) tok\/s.*/\1/p')
-R[native]=$("$CARGO_TARGET_DIR/release/tp" bench --config $CFG --data $DATA --steps 60 --warmup 10 | tee /dev/stderr | ms_of)
-R[torch]=$(THREADS=2 bash "$SHARED/bench/run_torch.sh" --iters 60 | tee /dev/stderr | ms_of)
-R[tfjs]=$( (cd "$SHARED/bench" && node tfjs/run.mjs --backend wasm --fastmm 1) | tee /dev/stderr | ms_of)
+R[native]=$("$CARGO_TARGET_DIR/release/tp" bench --config $CFG --data $DATA --steps 60 --warmup 10 | tee >(cat >&2) | ms_of)
+R[torch]=$(THREADS=2 bash "$SHARED/bench/run_torch.sh" --iters 60 | tee >(cat >&2) | ms_of)
+R[tfjs]=$( (cd "$SHARED/bench" && node tfjs/run.mjs --backend wasm --fastmm 1) | tee >(cat >&2) | ms_of)
 
 echo
 echo "| W1, 2 cores | ms/iter (median) | tokens/s | / PyTorch |"

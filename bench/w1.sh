@@ -21,8 +21,8 @@ ROUNDS=${ROUNDS:-3}
 declare -A R
 for threads in 2 1; do
   for round in $(seq "$ROUNDS"); do
-    R[ours$threads]+=" $(RAYON_NUM_THREADS=$threads "$TP" bench --config $CFG --data $DATA --steps 60 --warmup 10 | tee /dev/stderr | ms_of)"
-    R[torch$threads]+=" $(THREADS=$threads bash "$SHARED/bench/run_torch.sh" --iters 60 | tee /dev/stderr | ms_of)"
+    R[ours$threads]+=" $(RAYON_NUM_THREADS=$threads "$TP" bench --config $CFG --data $DATA --steps 60 --warmup 10 | tee >(cat >&2) | ms_of)"
+    R[torch$threads]+=" $(THREADS=$threads bash "$SHARED/bench/run_torch.sh" --iters 60 | tee >(cat >&2) | ms_of)"
   done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
