@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 use transformer_playground::backend::cpu::{portable, Cpu};
-use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Reference};
+use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Reference, Segment, View};
 use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::rng::Rng;
 
@@ -32,42 +32,52 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
     times[reps / 2]
 }
 
-fn report(name: &str, flops: f64, backends: &[&dyn Backend], mut run: impl FnMut(&dyn Backend)) {
+/// Whether a benchmark's name passes the command line's filter.
+fn selected(name: &str) -> bool {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_default();
-    if !name.contains(&filter) {
-        return;
-    }
-    let mut line = format!("{name:<44}");
-    let mut times = Vec::new();
-    for be in backends {
-        let ms = median_ms(|| run(*be));
-        times.push(ms);
-        line += &format!(" | {:>9}: {ms:8.3} ms {:7.1} GFLOP/s", be.name(), flops / ms / 1e6);
-    }
-    if backends[0].name() == "reference" {
-        for (be, t) in backends.iter().zip(&times).skip(1) {
-            line += &format!(" | {} ×{:.1}", be.name(), times[0] / t);
-        }
-    }
-    println!("{line}");
+    name.contains(&filter)
 }
 
-/// The cpu backend with its matmuls on the portable kernel (the browser's), to time that kernel natively.
+/// Times `$body` with `$be` bound to each backend in turn (the reference first, when listed: the others are
+/// reported as its multiple) and prints one line: median ms and GFLOP/s per backend.
+macro_rules! report {
+    ($name:expr, $flops:expr, [$($backend:expr),+], |$be:ident| $body:expr) => {{
+        let (name, flops): (String, f64) = ($name.to_string(), $flops);
+        if selected(&name) {
+            let mut line = format!("{name:<44}");
+            let mut times: Vec<(&str, f64)> = Vec::new();
+            $(
+                if include($backend.name()) {
+                    let $be = &$backend;
+                    let ms = median_ms(|| {
+                        let _ = std::hint::black_box($body);
+                    });
+                    line += &format!(" | {:>9}: {ms:8.3} ms {:7.1} GFLOP/s", $be.name(), flops / ms / 1e6);
+                    times.push(($be.name(), ms));
+                }
+            )+
+            if times[0].0 == "reference" {
+                for (be, t) in times.iter().skip(1) {
+                    line += &format!(" | {be} ×{:.1}", times[0].1 / t);
+                }
+            }
+            println!("{line}");
+        }
+    }};
+}
+
+/// Whether to time a backend (`--no-reference` leaves the reference out).
+fn include(name: &str) -> bool {
+    name != "reference" || !std::env::args().any(|a| a == "--no-reference")
+}
+
+/// The cpu backend's matmuls on the portable kernel (the browser's), to time that kernel natively.
 struct Portable;
-impl Backend for Portable {
+impl Portable {
     fn name(&self) -> &'static str {
         "portable"
     }
-    fn matmul_forward(
-        &self,
-        out: &mut [f32],
-        inp: &[f32],
-        w: &[f32],
-        b: Option<&[f32]>,
-        n: usize,
-        c: usize,
-        oc: usize,
-    ) {
+    fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) {
         portable::matmul_forward(out, inp, w, b, n, c, oc, true)
     }
     fn matmul_backward(
@@ -95,11 +105,7 @@ impl Backend for Portable {
 }
 
 fn main() {
-    let with_ref = !std::env::args().any(|a| a == "--no-reference");
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or_default();
-    let backends: Vec<&dyn Backend> = if with_ref { vec![&Reference, &Cpu] } else { vec![&Cpu] };
-    let mut mm_backends = backends.clone();
-    mm_backends.push(&Portable);
     println!("rayon threads: {}", rayon::current_num_threads());
     let mut rng = Rng::new(1);
     let n = 12 * 64;
@@ -112,15 +118,15 @@ fn main() {
             (randn(&mut rng, n * c), randn(&mut rng, oc * c), randn(&mut rng, oc), randn(&mut rng, n * oc));
         let (mut y, mut dx, mut dw, mut db) = (vec![0.0; n * oc], vec![0.0; n * c], vec![0.0; oc * c], vec![0.0; oc]);
         let f = 2.0 * (n * c * oc) as f64;
-        report(&format!("matmul fwd {what} ({n}x{c})·({oc}x{c})ᵀ"), f, &mm_backends, |be| {
+        report!(format!("matmul fwd {what} ({n}x{c})·({oc}x{c})ᵀ"), f, [Reference, Cpu, Portable], |be| {
             be.matmul_forward(&mut y, &x, &w, Some(&b), n, c, oc)
         });
-        report(&format!("matmul bwd {what} (dx, dw, db)"), 2.0 * f, &mm_backends, |be| {
+        report!(format!("matmul bwd {what} (dx, dw, db)"), 2.0 * f, [Reference, Cpu, Portable], |be| {
             be.matmul_backward(Some(&mut dx), &mut dw, Some(&mut db), &dy, &x, &w, n, c, oc)
         });
         if filter.is_empty() {
-            total_cpu += median_ms(|| Cpu.matmul_forward(&mut y, &x, &w, Some(&b), n, c, oc))
-                + median_ms(|| Cpu.matmul_backward(Some(&mut dx), &mut dw, Some(&mut db), &dy, &x, &w, n, c, oc));
+            total_cpu += median_ms(|| Cpu.matmul_forward(&mut y, &x, &w, Some(&b), n, c, oc).unwrap())
+                + median_ms(|| Cpu.matmul_backward(Some(&mut dx), &mut dw, Some(&mut db), &dy, &x, &w, n, c, oc).unwrap());
         }
     }
 
@@ -132,11 +138,11 @@ fn main() {
     let (mut dq, mut dk, mut dv) = (vec![0.0; n * 128], vec![0.0; n * 128], vec![0.0; n * 128]);
     // Useful flops of causal attention: half the (T,S) scores; forward 2 products, backward 5 (s, dp, dq, dk, dv).
     let pairs = (sh.b * sh.nh * sh.t * (sh.t + 1) / 2 * sh.hs) as f64;
-    report("attention fwd B12 NH4 T64 HS32 causal", 2.0 * 2.0 * pairs, &backends, |be| {
+    report!("attention fwd B12 NH4 T64 HS32 causal", 2.0 * 2.0 * pairs, [Reference, Cpu], |be| {
         be.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, &sh)
     });
-    Cpu.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, &sh);
-    report("attention bwd", 2.0 * 5.0 * pairs, &backends, |be| {
+    Cpu.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, &sh).unwrap();
+    report!("attention bwd", 2.0 * 5.0 * pairs, [Reference, Cpu], |be| {
         be.attention_backward(&mut dq, &mut dk, &mut dv, None, &dout, &q, &k, &v, &out, &lse, AttnBias::None, &sh)
     });
 
@@ -144,20 +150,20 @@ fn main() {
     let (x, w, b) = (randn(&mut rng, n * c), randn(&mut rng, c), randn(&mut rng, c));
     let (mut y, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
     let (mut dx, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
-    report("layernorm fwd (768x128)", 8.0 * (n * c) as f64, &backends, |be| {
+    report!("layernorm fwd (768x128)", 8.0 * (n * c) as f64, [Reference, Cpu], |be| {
         be.norm_forward(NormKind::Layernorm, &mut y, &mut mean, &mut rstd, &x, &w, Some(&b), 1e-5, c)
     });
-    report("layernorm bwd", 12.0 * (n * c) as f64, &backends, |be| {
+    report!("layernorm bwd", 12.0 * (n * c) as f64, [Reference, Cpu], |be| {
         be.norm_backward(NormKind::Layernorm, &mut dx, &mut dw, Some(&mut db), &y, &x, &w, &mean, &rstd, c)
     });
 
     let f = 512;
     let (a, dh) = (randn(&mut rng, n * f), randn(&mut rng, n * f));
     let (mut h, mut da) = (vec![0.0; n * f], vec![0.0; n * f]);
-    report("gelu fwd (768x512)", 20.0 * (n * f) as f64, &backends, |be| {
+    report!("gelu fwd (768x512)", 20.0 * (n * f) as f64, [Reference, Cpu], |be| {
         be.activation_forward(Activation::Gelu, &mut h, &a, f)
     });
-    report("gelu bwd", 30.0 * (n * f) as f64, &backends, |be| {
+    report!("gelu bwd", 30.0 * (n * f) as f64, [Reference, Cpu], |be| {
         be.activation_backward(Activation::Gelu, &mut da, &dh, &a, &h, f)
     });
 
@@ -165,17 +171,17 @@ fn main() {
     let logits = randn(&mut rng, n * vocab);
     let targets: Vec<i32> = (0..n).map(|i| (i % vocab) as i32).collect();
     let mut dlogits = vec![0.0; n * vocab];
-    report("cross entropy (768x65)", 10.0 * (n * vocab) as f64, &backends, |be| {
-        be.cross_entropy(&mut dlogits, &logits, &targets, vocab, 1.0 / n as f32);
+    report!("cross entropy (768x65)", 10.0 * (n * vocab) as f64, [Reference, Cpu], |be| {
+        be.mean_cross_entropy(&mut dlogits, &logits, &targets, vocab, n)
     });
 
     let np = 818_560; // ≈ W1's parameter count
     let (mut p, g, mut m, mut vv) = (randn(&mut rng, np), randn(&mut rng, np), vec![0.0; np], vec![0.0; np]);
     let hp = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, t: 1 };
-    report("adamw (818k params)", 12.0 * np as f64, &backends, |be| be.adamw(&mut p, &g, &mut m, &mut vv, &hp, true));
-    report("sum_squares (818k)", 2.0 * np as f64, &backends, |be| {
-        std::hint::black_box(be.sum_squares(&g));
-    });
+    let all = [Segment { view: View { offset: 0, len: np }, decay: true }];
+    report!("adamw (818k params)", 12.0 * np as f64, [Reference, Cpu], |be| be.adamw(&mut p, &g, &mut m, &mut vv, &all, &[1.0], 1.0, &hp));
+    let mut sums = [0.0f32; 2];
+    report!("sum_squares (818k)", 2.0 * np as f64, [Reference, Cpu], |be| be.sums_of_squares(&mut sums, &g, &all));
 
     if !filter.is_empty() {
         return;

@@ -20,6 +20,9 @@ pub enum Error {
     /// Training stopped because the loss or the gradients stopped being finite.
     #[error("training diverged at step {step}: {what}; the last good state is kept")]
     Diverged { step: usize, what: String },
+    /// Something the GPU refused or failed at (limits, a lost device, no adapter).
+    #[error("gpu: {0}")]
+    Gpu(String),
     /// Anything else the caller asked for that cannot be done (an unknown token, an empty prompt, …).
     #[error("{0}")]
     Invalid(String),

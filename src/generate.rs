@@ -2,7 +2,7 @@
 //! al. 2020 — seeded), BERT fill-mask (top-k candidates per [MASK] with probabilities), and encoder-decoder
 //! decoding (greedy or sampled) with the encoder output cached.
 
-use crate::backend::Backend;
+use crate::backend::Host;
 use crate::config::Arch;
 use crate::data::{Tokenizer, MASK};
 use crate::error::{Error, Result};
@@ -97,9 +97,9 @@ pub fn argmax(x: &[f32]) -> u32 {
 
 /// GPT: continues `prompt`, calling `on_text` with each new piece. Past ctx_len the cache restarts from the
 /// last half-context of tokens.
-pub fn generate(
+pub fn generate<H: Host>(
     model: &Model,
-    be: &dyn Backend,
+    be: &H,
     tok: &Tokenizer,
     prompt: &str,
     o: &SampleOptions,
@@ -116,9 +116,9 @@ pub type Exec<'e> = &'e (dyn Fn(&mut (dyn FnMut() + Send)) + Sync);
 /// large enough to split over threads, and an op started outside rayon's pool pays to inject its work and wake the
 /// pool, every op; in the browser's threaded build the caller is outside the pool and must stay there to call
 /// `on_text` (a JS function), so it hands the feeds to the pool. Single-token steps are serial work: they run here.
-pub fn generate_with(
+pub fn generate_with<H: Host>(
     model: &Model,
-    be: &dyn Backend,
+    be: &H,
     tok: &Tokenizer,
     prompt: &str,
     o: &SampleOptions,
@@ -169,7 +169,7 @@ pub struct MaskFill {
 }
 
 /// BERT: the top-k fillers for every [MASK] in `text`.
-pub fn fill_mask(model: &Model, be: &dyn Backend, tok: &Tokenizer, text: &str, k: usize) -> Result<Vec<MaskFill>> {
+pub fn fill_mask<H: Host>(model: &Model, be: &H, tok: &Tokenizer, text: &str, k: usize) -> Result<Vec<MaskFill>> {
     if model.cfg.arch != Arch::Bert {
         return Err(Error::Invalid("fill-mask needs a bert model".into()));
     }
@@ -200,7 +200,7 @@ pub fn fill_mask(model: &Model, be: &dyn Backend, tok: &Tokenizer, text: &str, k
 }
 
 /// Encoder-decoder: decodes `max_tokens` tokens for the source text (greedy when temperature is 0).
-pub fn decode(model: &Model, be: &dyn Backend, tok: &Tokenizer, src: &str, o: &SampleOptions) -> Result<String> {
+pub fn decode<H: Host>(model: &Model, be: &H, tok: &Tokenizer, src: &str, o: &SampleOptions) -> Result<String> {
     if model.cfg.arch != Arch::EncoderDecoder {
         return Err(Error::Invalid("decode needs an encoder_decoder model".into()));
     }

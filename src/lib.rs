@@ -3,8 +3,9 @@
 //! Shape letters used throughout: B batch, T sequence length, S encoder (memory) length, C d_model, NH query heads,
 //! NKV key/value heads, HS = C/NH head size, F FFN hidden width, V vocabulary, L layers.
 //!
-//! Modules follow the data flow (see DESIGN.md): `config` → `data` → `model` (over a `backend`) → `train`,
-//! `generate`, `probe`, `checkpoint`.
+//! Layers, each using only the ones before it (docs/ARCHITECTURE.md): `config` → `backend` (the op trait and its
+//! reference, CPU and GPU implementations) → `model` (written once over the op trait) → `train` / `generate` /
+//! `probe` (with `data`) → `checkpoint` → the CLI (`bin/tp`) and the browser facade (`wasm`).
 
 // Kernels take outputs, caches, inputs, parameters and sizes as separate arguments (llm.c's convention).
 #![allow(clippy::too_many_arguments)]

@@ -2,7 +2,7 @@
 //! and the shape flow of a config — the tensor shape at each stage for a batch B×T, the parameters of each
 //! stage, FLOPs per token and a memory estimate.
 
-use crate::backend::{ops, Backend};
+use crate::backend::{on_host, ops, Host};
 use crate::config::{Arch, ModelConfig, Position};
 use crate::data::{Tokenizer, BOS};
 use crate::error::{Error, Result};
@@ -36,10 +36,10 @@ pub struct AttentionMaps {
     pub maps: Vec<AttentionMap>,
 }
 
-fn stack_maps(model: &Model, be: &dyn Backend, sp: &StackParams, sc: &StackCache, t: usize, memory: Option<(&[f32], usize)>, name: &str) -> Vec<AttentionMap> {
+fn stack_maps<H: Host>(model: &Model, be: &H, sp: &StackParams, sc: &StackCache, t: usize, memory: Option<(&[f32], usize)>, name: &str) -> Vec<AttentionMap> {
     let m = &model.cfg;
-    let ctx = Ctx { be, cfg: m, params: &model.params, grads: None, dropout: None };
-    let st = StackCtx::new(m, sp, 1, t, 0, memory);
+    let ctx = Ctx { be, cfg: m, params: &model.params[..], grads: None, dropout: None };
+    let st = StackCtx::on(m, sp, 1, t, 0, memory);
     let mut out = vec![];
     let map = |c: &AttnCache, kind: &str, layer: usize, s: usize, bias| {
         let sh = block::attn_shape(&ctx, 1, t, s, kind == "self" && sp.causal, 0);
@@ -54,7 +54,7 @@ fn stack_maps(model: &Model, be: &dyn Backend, sp: &StackParams, sc: &StackCache
         }
     };
     for (i, bc) in sc.blocks.iter().enumerate() {
-        out.push(map(&bc.attn.f, "self", i, t, block::self_bias(&ctx, &st)));
+        out.push(map(&bc.attn.f, "self", i, t, on_host(block::bias_of(&ctx, &st))));
         if let (Some(cc), Some((_, s))) = (&bc.cross, memory) {
             out.push(map(&cc.f, "cross", i, s, crate::backend::AttnBias::None));
         }
@@ -64,7 +64,7 @@ fn stack_maps(model: &Model, be: &dyn Backend, sp: &StackParams, sc: &StackCache
 
 /// Attention maps for `text` (gpt, bert), or for the source `text` of an encoder-decoder, whose decoder input is
 /// [BOS] followed by `target` (or, without one, by the model's own greedy decoding).
-pub fn attention_maps(model: &Model, be: &dyn Backend, tok: &Tokenizer, text: &str, target: Option<&str>) -> Result<AttentionMaps> {
+pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, text: &str, target: Option<&str>) -> Result<AttentionMaps> {
     let ids = tok.encode(text)?;
     if ids.is_empty() || ids.len() > model.cfg.ctx_len {
         return Err(Error::Invalid(format!("the text must have 1..={} tokens, got {}", model.cfg.ctx_len, ids.len())));

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
-use crate::backend::BackendKind;
+use crate::backend::{cpu::Cpu, BackendKind};
 use crate::checkpoint;
 use crate::config::Arch;
 use crate::data::{self, Dataset, Split};
@@ -206,12 +206,13 @@ impl WasmRun {
         Ok(to_json(&r))
     }
 
-    /// Mean loss over `eval_iters` batches of the train and val splits: `{"train", "val"}`.
-    pub fn eval(&self) -> String {
+    /// Mean loss over `eval_iters` batches of the train and val splits: `{"train", "val"}` (null when not finite:
+    /// the model has diverged).
+    pub fn eval(&self) -> Result<String, JsError> {
         let run = self.run.borrow();
         let run = &*run;
         let (train, val) = on_pool(|| (run.eval(Split::Train), run.eval(Split::Val)));
-        serde_json::json!({ "train": num(train), "val": num(val) }).to_string()
+        Ok(serde_json::json!({ "train": num(train.map_err(js)?), "val": num(val.map_err(js)?) }).to_string())
     }
 
     /// GPT: continues `prompt`. `options` is SampleOptions JSON (`max_tokens`, `temperature`, `top_k`, `top_p`,
@@ -220,7 +221,7 @@ impl WasmRun {
         let o = sample_options(options)?;
         let run = self.run.borrow();
         let tok = run.data.tokenizer();
-        let be = run.backend.get();
+        let be = &Cpu; // a gpu run's host work runs on the cpu, from its synced copy
         let on_text = |piece: &str| {
             if let Some(f) = &on_text {
                 let _ = f.call1(&JsValue::NULL, &JsValue::from_str(piece));
@@ -233,7 +234,7 @@ impl WasmRun {
     #[wasm_bindgen(js_name = fillMask)]
     pub fn fill_mask(&self, text: &str, k: usize) -> Result<String, JsError> {
         let run = self.run.borrow();
-        let fills = generate::fill_mask(&run.model, run.backend.get(), run.data.tokenizer(), text, k);
+        let fills = generate::fill_mask(&run.model, &Cpu, run.data.tokenizer(), text, k);
         Ok(to_json(&fills.map_err(js)?))
     }
 
@@ -249,7 +250,7 @@ impl WasmRun {
         if o.max_tokens == 0 {
             o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
         }
-        let out = generate::decode(&run.model, run.backend.get(), run.data.tokenizer(), input, &o);
+        let out = generate::decode(&run.model, &Cpu, run.data.tokenizer(), input, &o);
         Ok(serde_json::json!({ "output": out.map_err(js)?, "answer": answer }).to_string())
     }
 
@@ -257,7 +258,7 @@ impl WasmRun {
     /// `target`): see `probe::AttentionMaps`.
     pub fn attention(&self, text: &str, target: Option<String>) -> Result<String, JsError> {
         let run = self.run.borrow();
-        let maps = probe::attention_maps(&run.model, run.backend.get(), run.data.tokenizer(), text, target.as_deref());
+        let maps = probe::attention_maps(&run.model, &Cpu, run.data.tokenizer(), text, target.as_deref());
         Ok(to_json(&maps.map_err(js)?))
     }
 
@@ -287,7 +288,7 @@ impl WasmRun {
     pub async fn attach_gpu(&self) -> Result<String, JsError> {
         let run = self.run.clone();
         let gpu = crate::backend::gpu::Gpu::new().await.map_err(js)?;
-        let kernels = crate::backend::gpu::GpuTrainer::attention_kernels(&run.borrow().model);
+        let kernels = crate::train::gpu::GpuTrainer::attention_kernels(&run.borrow().model);
         gpu.prepare(&kernels).await.map_err(js)?;
         run.borrow_mut().attach_gpu(gpu).map_err(js)?;
         let name = run.borrow().backend_name();

@@ -12,7 +12,7 @@
 //! Inputs are small (N = 3, C = 5, T = 4, HS = 4 …) and seeded with `transformer_playground::rng::Rng`, so every run
 //! checks the same numbers.
 
-use transformer_playground::backend::{AttnBias, AttnShape, Backend, Reference};
+use transformer_playground::backend::{ops, AttnBias, AttnShape, Reference};
 use transformer_playground::config::{Activation, ModelConfig, NormKind};
 use transformer_playground::model::position::{alibi_slopes, t5_bucket_table};
 use transformer_playground::model::{Batch, Model};
@@ -143,13 +143,13 @@ fn check_matmul(with_bias: bool, seed: u64) {
     let bias = |b: &[f32]| -> Option<Vec<f32>> { with_bias.then(|| b.to_vec()) };
     let loss = |inp: &[f32], w: &[f32], b: &[f32]| {
         let mut out = vec![0.0; n * oc];
-        Reference.matmul_forward(&mut out, inp, w, bias(b).as_deref(), n, c, oc);
+        ops::matmul_forward(&mut out, inp, w, bias(b).as_deref(), n, c, oc);
         dot(&g, &out)
     };
     let (mut dinp, f_inp) = prefilled(&mut rng, n * c);
     let (mut dw, f_w) = prefilled(&mut rng, oc * c);
     let (mut db, f_b) = prefilled(&mut rng, oc);
-    Reference.matmul_backward(Some(&mut dinp), &mut dw, with_bias.then_some(&mut db[..]), &g, &inp, &w, n, c, oc);
+    ops::matmul_backward(Some(&mut dinp), &mut dw, with_bias.then_some(&mut db[..]), &g, &inp, &w, n, c, oc);
     assert_grad(&op, "inp", &added(&dinp, &f_inp), &fd_grad(&inp, EPS, |x| loss(x, &w, &b)));
     assert_grad(&op, "w", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&inp, x, &b)));
     if with_bias {
@@ -160,7 +160,7 @@ fn check_matmul(with_bias: bool, seed: u64) {
 
     // dinp = None leaves dw and db as with Some.
     let (mut dw2, mut db2) = (f_w.clone(), f_b.clone());
-    Reference.matmul_backward(None, &mut dw2, with_bias.then_some(&mut db2[..]), &g, &inp, &w, n, c, oc);
+    ops::matmul_backward(None, &mut dw2, with_bias.then_some(&mut db2[..]), &g, &inp, &w, n, c, oc);
     assert_eq!((dw2, db2), (dw, db), "{op}: dw, db without dinp");
 }
 
@@ -184,15 +184,15 @@ fn check_norm(kind: NormKind, with_bias: bool, seed: u64) {
     let g = randn(&mut rng, n * c, 1.0);
     let loss = |inp: &[f32], w: &[f32], b: &[f32]| {
         let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-        Reference.norm_forward(kind, &mut out, &mut mean, &mut rstd, inp, w, with_bias.then_some(b), eps, c);
+        ops::norm_forward(kind, &mut out, &mut mean, &mut rstd, inp, w, with_bias.then_some(b), eps, c);
         dot(&g, &out)
     };
     let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-    Reference.norm_forward(kind, &mut out, &mut mean, &mut rstd, &inp, &w, with_bias.then_some(&b[..]), eps, c);
+    ops::norm_forward(kind, &mut out, &mut mean, &mut rstd, &inp, &w, with_bias.then_some(&b[..]), eps, c);
     let (mut dinp, f_inp) = prefilled(&mut rng, n * c);
     let (mut dw, f_w) = prefilled(&mut rng, c);
     let (mut db, f_b) = prefilled(&mut rng, c);
-    Reference.norm_backward(kind, &mut dinp, &mut dw, with_bias.then_some(&mut db[..]), &g, &inp, &w, &mean, &rstd, c);
+    ops::norm_backward(kind, &mut dinp, &mut dw, with_bias.then_some(&mut db[..]), &g, &inp, &w, &mean, &rstd, c);
     assert_grad(&op, "inp", &added(&dinp, &f_inp), &fd_grad(&inp, EPS, |x| loss(x, &w, &b)));
     assert_grad(&op, "w", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&inp, x, &b)));
     if with_bias {
@@ -258,7 +258,7 @@ fn check_attention(name: &str, sh: AttnShape, kind: BiasKind, seed: u64) {
     let table = randn(&mut rng, nbuckets * sh.nh, 0.5);
     let forward = |q: &[f32], k: &[f32], v: &[f32], table: &[f32]| {
         let (mut out, mut lse) = (vec![0.0; sh.b * sh.t * c], vec![0.0; sh.b * sh.nh * sh.t]);
-        Reference.attention_forward(&mut out, &mut lse, q, k, v, make_bias(kind, &slopes, table, &bucket), &sh);
+        ops::attention_forward(&mut out, &mut lse, q, k, v, make_bias(kind, &slopes, table, &bucket), &sh);
         (out, lse)
     };
     let loss = |q: &[f32], k: &[f32], v: &[f32], table: &[f32]| dot(&g, &forward(q, k, v, table).0);
@@ -270,7 +270,7 @@ fn check_attention(name: &str, sh: AttnShape, kind: BiasKind, seed: u64) {
     let (mut dv, f_v) = prefilled(&mut rng, nk);
     let (mut dtable, f_t) = prefilled(&mut rng, table.len());
     let relative = matches!(kind, BiasKind::Relative(..));
-    Reference.attention_backward(
+    ops::attention_backward(
         &mut dq,
         &mut dk,
         &mut dv,
@@ -360,18 +360,18 @@ fn check_rope(bh: usize, t: usize, hs: usize, pos0: usize, theta: f32, seed: u64
     let g = randn(&mut rng, bh * t * hs, 1.0);
     let loss = |x: &[f32]| {
         let mut y = x.to_vec();
-        Reference.rope(&mut y, t, hs, pos0, theta, false);
+        ops::rope_apply(&mut y, t, hs, pos0, theta, false);
         dot(&g, &y)
     };
     // The backward: the inverse rotation applied to the upstream gradient is Jᵀ·G.
     let mut dx = g.clone();
-    Reference.rope(&mut dx, t, hs, pos0, theta, true);
+    ops::rope_apply(&mut dx, t, hs, pos0, theta, true);
     assert_grad(&op, "x", &dx, &fd_grad(&x, EPS, loss));
     // And it is an inverse: rope(rope(x), inverse) = x.
     let mut y = x.clone();
-    Reference.rope(&mut y, t, hs, pos0, theta, false);
+    ops::rope_apply(&mut y, t, hs, pos0, theta, false);
     assert_ne!(y, x, "{op}: the rotation must move something");
-    Reference.rope(&mut y, t, hs, pos0, theta, true);
+    ops::rope_apply(&mut y, t, hs, pos0, theta, true);
     for (i, (a, b)) in y.iter().zip(&x).enumerate() {
         assert!((a - b).abs() < 1e-5, "{op}: inverse(forward(x))[{i}] = {a}, x = {b}");
     }
@@ -404,13 +404,13 @@ fn check_activation(act: Activation, seed: u64) {
     let g = randn(&mut rng, n * f, 1.0);
     let loss = |inp: &[f32]| {
         let mut out = vec![0.0; n * f];
-        Reference.activation_forward(act, &mut out, inp, f);
+        ops::activation_forward(act, &mut out, inp, f);
         dot(&g, &out)
     };
     let (mut dinp, fill) = prefilled(&mut rng, n * width);
     let mut out = vec![0.0; n * f];
-    Reference.activation_forward(act, &mut out, &inp, f);
-    Reference.activation_backward(act, &mut dinp, &g, &inp, &out, f);
+    ops::activation_forward(act, &mut out, &inp, f);
+    ops::activation_backward(act, &mut dinp, &g, &inp, f);
     assert_grad(&op, "inp", &added(&dinp, &fill), &fd_grad(&inp, EPS, loss));
 }
 
@@ -434,12 +434,12 @@ fn cross_entropy_gradient_matches_finite_differences_of_its_loss() {
     let logits = randn(&mut rng, n * v, 2.0);
     let loss = |logits: &[f32]| {
         let mut d = vec![0.0; n * v];
-        let (total, _) = Reference.cross_entropy(&mut d, logits, &targets, v, dscale);
+        let (total, _) = ops::cross_entropy(&mut d, logits, &targets, v, dscale);
         total * dscale as f64
     };
     // dlogits is written (not accumulated): garbage in the buffer must not survive.
     let mut dlogits = vec![7.0f32; n * v];
-    let (total, count) = Reference.cross_entropy(&mut dlogits, &logits, &targets, v, dscale);
+    let (total, count) = ops::cross_entropy(&mut dlogits, &logits, &targets, v, dscale);
     assert_eq!(count, 3, "rows with target -1 are not counted");
     assert!(total.is_finite() && total > 0.0);
     assert!(dlogits[v..2 * v].iter().all(|&d| d == 0.0), "ignored row must have zero gradient: {:?}", &dlogits[v..2 * v]);
@@ -487,7 +487,7 @@ fn loss64(model: &Model, batch: &Batch) -> f64 {
     let fwd = model.forward(&Reference, batch, None);
     let v = model.vocab();
     let mut d = vec![0.0; fwd.logits.len()];
-    let (total, count) = Reference.cross_entropy(&mut d, &fwd.logits, &batch.targets, v, 1.0);
+    let (total, count) = ops::cross_entropy(&mut d, &fwd.logits, &batch.targets, v, 1.0);
     let l = total / count as f64;
     assert_eq!(l as f32, fwd.loss, "the f64 loss rounds to the model's loss");
     l

@@ -104,7 +104,7 @@ fn fill_mask_returns_top_k_probabilities_for_every_mask() {
 #[test]
 fn an_encoder_decoder_learns_to_reverse_and_decodes_greedily() {
     let run = tiny_run_with("encoder_decoder", "learned", r#", "data": {"task": "reverse", "digits": 4}"#, 400);
-    eprintln!("val loss {}", run.eval(transformer_playground::data::Split::Val));
+    eprintln!("val loss {}", run.eval(transformer_playground::data::Split::Val).unwrap());
     let tok = run.data.tokenizer();
     let o = SampleOptions { max_tokens: 4, temperature: 0.0, ..Default::default() };
     let mut rng = Rng::new(99);

@@ -4,7 +4,7 @@
 
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
-use transformer_playground::backend::{Backend, Reference};
+use transformer_playground::backend::{Host, Reference};
 use transformer_playground::backend::cpu::Cpu;
 use transformer_playground::config::{Config, Position};
 use transformer_playground::model::{Batch, Model};
@@ -100,7 +100,7 @@ fn noisy_rows(fx: &Fixture, name: &str) -> Option<std::ops::Range<usize>> {
     None
 }
 
-fn run_fixture(name: &str, be: &dyn Backend) {
+fn run_fixture(name: &str, be: &impl Host) {
     let fx = load(name);
     let batch = batch_from(&fx);
     let mut model = model_from(&fx, "param.");

@@ -1,10 +1,19 @@
-//! The op set the model is written against. One model, several backends: `ops/` is the scalar reference
-//! ("version 1": obviously correct, slow), `cpu/` the fast rayon + SIMD-friendly versions (same names, same
-//! argument order). Every method has the reference as its default, so a backend overrides only what it speeds up,
-//! and tests hold each override to the reference.
+//! The op set the model is written against: ONE trait, `Backend`, implemented directly by three backends.
+//!
+//! - `Reference` (`ops/`): the scalar reference ("version 1": obviously correct, slow), over host `Vec<f32>`s.
+//! - `cpu::Cpu` (`cpu/`): the fast versions, rayon + SIMD, over the same host buffers.
+//! - `gpu::GpuStep` (`gpu/`, feature `gpu`): WGSL kernels; buffers live on the device and every op is recorded
+//!   into one command encoder, so a whole training step is one submission.
+//!
+//! A backend owns its tensors (`Buf`) and runs each op over views of them (`In`, `Out`); parameters and gradients
+//! are one flat buffer each (`Params`), cut into tensors by `View`s. Host data fixed by the batch or the shapes
+//! (token ids, targets, dropout masks, ALiBi slopes, T5 buckets, the sinusoidal table) is passed as host slices;
+//! a device uploads it. Adding an op means: a method here, `ops::` (reference), `cpu::` (fast), a GPU kernel
+//! (`gpu::GpuStep`), and tests holding the fast versions to the reference.
 //!
 //! Argument order follows llm.c: outputs first, then saved caches, then inputs, then parameters, then sizes.
 //! Backward methods ACCUMULATE (`+=`) into parameter gradients and into input gradients; callers zero them.
+//! Every op returns a `Result`: a GPU can refuse (limits, a lost device); the host backends never do.
 
 pub mod cpu;
 #[cfg(feature = "gpu")]
@@ -12,6 +21,38 @@ pub mod gpu;
 pub mod ops;
 
 use crate::config::{Activation, NormKind};
+use crate::error::Result;
+
+/// A tensor's place in a flat buffer (the parameters, the gradients, AdamW's moments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl View {
+    /// An error unless the view lies inside a buffer of `len` elements.
+    pub fn check(self, len: usize) -> Result<()> {
+        match self.offset.checked_add(self.len) {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(crate::Error::Invalid(format!("tensor view {}..{} outside a buffer of {len} elements", self.offset, self.offset.saturating_add(self.len)))),
+        }
+    }
+
+    pub fn of<'a>(&self, buf: &'a [f32]) -> &'a [f32] {
+        &buf[self.offset..self.offset + self.len]
+    }
+    pub fn of_mut<'a>(&self, buf: &'a mut [f32]) -> &'a mut [f32] {
+        &mut buf[self.offset..self.offset + self.len]
+    }
+}
+
+/// One tensor of the flat parameter buffer, as the optimizer sees it: where it is and whether weight decay applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub view: View,
+    pub decay: bool,
+}
 
 /// Shape of one attention call. Queries are (B, NH, T, HS), keys and values (B, NKV, S, HS), all contiguous;
 /// the output is (B, T, NH·HS), heads concatenated head-major.
@@ -40,15 +81,17 @@ impl AttnShape {
     }
 }
 
-/// An additive bias on the attention scores, a function of (head, query position, key position).
+/// An additive bias on the attention scores, a function of (head, query position, key position). The ALiBi
+/// slopes and T5 buckets are host data fixed by the shapes; the relative-bias table is a parameter, so it is a
+/// view of the backend's own (`T`: a host slice, or a device view).
 #[derive(Clone, Copy, Debug)]
-pub enum AttnBias<'a> {
+pub enum AttnBias<'a, T = &'a [f32]> {
     None,
     /// ALiBi: `-slope[h] · (i - j)` (causal) or `-slope[h] · |i - j|` (bidirectional). slopes (NH)
     Alibi { slopes: &'a [f32] },
     /// T5 relative bias: `table[bucket[i·S + j] · NH + h]`. table (buckets, NH); bucket (T, S) holds the bucket
     /// of key j for query i (absolute query position q_offset + i).
-    Relative { table: &'a [f32], bucket: &'a [u32] },
+    Relative { table: T, bucket: &'a [u32] },
 }
 
 impl AttnBias<'_> {
@@ -77,134 +120,268 @@ pub struct AdamW {
     pub t: u32,
 }
 
-pub trait Backend: Sync {
+/// The op set. See the module docs for the conventions.
+pub trait Backend {
+    /// An owned f32 tensor.
+    type Buf;
+    /// A read-only view of a tensor or of a parameter.
+    type In<'a>: Copy;
+    /// A writable view.
+    type Out<'a>;
+    /// The flat parameter (and gradient, and optimizer-moment) buffer.
+    type Params: ?Sized;
+    /// The mean cross-entropy of a forward pass: a number on the host; on the GPU a device scalar read back later.
+    type Loss: Copy;
+    /// What `read` gives: the values on the host; on the GPU a readback to await once the work is submitted.
+    type Read;
+
     fn name(&self) -> &'static str;
 
-    /// out (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC)
-    fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) {
-        ops::matmul_forward(out, inp, w, b, n, c, oc)
-    }
+    // -- Buffers ------------------------------------------------------------------------------------------------
 
-    /// dinp (N,C) += dout·w; dw (OC,C) += doutᵀ·inp; db (OC) += Σ_n dout.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul_backward(
+    /// A tensor of n zeros.
+    fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A tensor holding host data (dropout masks).
+    fn upload(&self, data: Vec<f32>) -> Result<Self::Buf>;
+    /// A copy of x.
+    fn copy_of(&self, x: Self::In<'_>) -> Result<Self::Buf>;
+    /// x ← 0.
+    fn zero(&self, x: Self::Out<'_>) -> Result<()>;
+    /// The values of x once the work recorded so far has run.
+    fn read(&self, x: Self::In<'_>) -> Result<Self::Read>;
+    fn view(x: &Self::Buf) -> Self::In<'_>;
+    fn view_mut(x: &mut Self::Buf) -> Self::Out<'_>;
+    /// Elements of a view.
+    fn len(x: Self::In<'_>) -> usize;
+    /// The tensor `v` of a flat buffer (parameters); a view outside the buffer is an error.
+    fn param(p: &Self::Params, v: View) -> Result<Self::In<'_>>;
+    /// The tensor `v` of a flat buffer, writable (gradients).
+    fn grad(g: &mut Self::Params, v: View) -> Result<Self::Out<'_>>;
+    /// Two disjoint tensors of a flat buffer at once (a weight and its bias); overlapping views are an error.
+    fn grad_pair(g: &mut Self::Params, a: View, b: Option<View>) -> Result<(Self::Out<'_>, Option<Self::Out<'_>>)>;
+    /// The mean loss, given the values `read` gave for the scalars buffer the loss was summed into (see
+    /// `train::step`); the host's loss is the number itself.
+    fn loss_value(loss: Self::Loss, scalars: &[f32]) -> f32;
+
+    // -- The model's ops ---------------------------------------------------------------------------------------
+
+    /// out (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC)
+    fn matmul_forward(
         &self,
-        dinp: Option<&mut [f32]>,
-        dw: &mut [f32],
-        db: Option<&mut [f32]>,
-        dout: &[f32],
-        inp: &[f32],
-        w: &[f32],
+        out: Self::Out<'_>,
+        inp: Self::In<'_>,
+        w: Self::In<'_>,
+        b: Option<Self::In<'_>>,
         n: usize,
         c: usize,
         oc: usize,
-    ) {
-        ops::matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc)
-    }
+    ) -> Result<()>;
+
+    /// dinp (N,C) += dout·w; dw (OC,C) += doutᵀ·inp; db (OC) += Σ_n dout.
+    fn matmul_backward(
+        &self,
+        dinp: Option<Self::Out<'_>>,
+        dw: Self::Out<'_>,
+        db: Option<Self::Out<'_>>,
+        dout: Self::In<'_>,
+        inp: Self::In<'_>,
+        w: Self::In<'_>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()>;
 
     /// out (N,C) = norm(inp) · w + b; saves mean (N) (layernorm only) and rstd (N).
-    #[allow(clippy::too_many_arguments)]
     fn norm_forward(
         &self,
         kind: NormKind,
-        out: &mut [f32],
-        mean: &mut [f32],
-        rstd: &mut [f32],
-        inp: &[f32],
-        w: &[f32],
-        b: Option<&[f32]>,
+        out: Self::Out<'_>,
+        mean: Self::Out<'_>,
+        rstd: Self::Out<'_>,
+        inp: Self::In<'_>,
+        w: Self::In<'_>,
+        b: Option<Self::In<'_>>,
         eps: f32,
         c: usize,
-    ) {
-        ops::norm_forward(kind, out, mean, rstd, inp, w, b, eps, c)
-    }
+    ) -> Result<()>;
 
     /// dinp (N,C) += ∂L/∂inp; dw, db (C) +=.
-    #[allow(clippy::too_many_arguments)]
     fn norm_backward(
         &self,
         kind: NormKind,
-        dinp: &mut [f32],
-        dw: &mut [f32],
-        db: Option<&mut [f32]>,
-        dout: &[f32],
-        inp: &[f32],
-        w: &[f32],
-        mean: &[f32],
-        rstd: &[f32],
+        dinp: Self::Out<'_>,
+        dw: Self::Out<'_>,
+        db: Option<Self::Out<'_>>,
+        dout: Self::In<'_>,
+        inp: Self::In<'_>,
+        w: Self::In<'_>,
+        mean: Self::In<'_>,
+        rstd: Self::In<'_>,
         c: usize,
-    ) {
-        ops::norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c)
-    }
+    ) -> Result<()>;
 
     /// out (B,T,NH·HS) = softmax(scale·q·kᵀ + bias, masked) · v; lse (B,NH,T) = log-sum-exp of each score row.
-    fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) {
-        ops::attention_forward(out, lse, q, k, v, bias, sh)
-    }
+    /// q (B,NH,T,HS), k, v (B,NKV,S,HS).
+    fn attention_forward(
+        &self,
+        out: Self::Out<'_>,
+        lse: Self::Out<'_>,
+        q: Self::In<'_>,
+        k: Self::In<'_>,
+        v: Self::In<'_>,
+        bias: AttnBias<'_, Self::In<'_>>,
+        sh: &AttnShape,
+    ) -> Result<()>;
 
     /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) +=; dtable (buckets,NH) += for a relative bias. Probabilities are
     /// recomputed from lse, so no (T,S) matrix is kept between forward and backward.
-    #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
-        dtable: Option<&mut [f32]>,
-        dout: &[f32],
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        out: &[f32],
-        lse: &[f32],
-        bias: AttnBias,
+        dq: Self::Out<'_>,
+        dk: Self::Out<'_>,
+        dv: Self::Out<'_>,
+        dtable: Option<Self::Out<'_>>,
+        dout: Self::In<'_>,
+        q: Self::In<'_>,
+        k: Self::In<'_>,
+        v: Self::In<'_>,
+        out: Self::In<'_>,
+        lse: Self::In<'_>,
+        bias: AttnBias<'_, Self::In<'_>>,
         sh: &AttnShape,
-    ) {
-        ops::attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh)
-    }
+    ) -> Result<()>;
 
     /// out (N,F) = act(inp): inp is (N,F), or (N,2F) [gate | up] for gated activations.
-    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) {
-        ops::activation_forward(act, out, inp, f)
-    }
+    fn activation_forward(&self, act: Activation, out: Self::Out<'_>, inp: Self::In<'_>, f: usize) -> Result<()>;
 
     /// dinp (N,F or 2F) += ∂L/∂inp. out (N,F) is the forward's output, which a backend may use (the cpu backend
     /// forms GELU's derivative from it); the reference works from inp alone.
-    #[allow(clippy::too_many_arguments)]
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) {
-        let _ = out;
-        ops::activation_backward(act, dinp, dout, inp, f)
-    }
+    fn activation_backward(
+        &self,
+        act: Activation,
+        dinp: Self::Out<'_>,
+        dout: Self::In<'_>,
+        inp: Self::In<'_>,
+        out: Self::In<'_>,
+        f: usize,
+    ) -> Result<()>;
 
-    /// Fused softmax + cross-entropy + its gradient: returns Σ loss over rows whose target is not -1 and their
-    /// count; dlogits (N,V) = (softmax − onehot) · dscale on those rows, 0 on ignored rows.
-    fn cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, dscale: f32) -> (f64, usize) {
-        ops::cross_entropy(dlogits, logits, targets, v, dscale)
-    }
+    /// RoPE in place on x (B·H, T, HS) at positions pos0..; `inverse` applies the transpose (for the backward).
+    fn rope(&self, x: Self::Out<'_>, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()>;
 
-    /// One AdamW step over a flat buffer; `decay` multiplies weight_decay per element-range (1 or 0).
-    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
-        ops::adamw(p, g, m, v, h, decay)
-    }
+    /// Fused softmax + cross-entropy over rows whose target is not −1 (`count` of them, counted by the caller):
+    /// dlogits (N,V) = (softmax − onehot)/count on those rows, 0 elsewhere; the mean loss (NaN when count = 0).
+    fn mean_cross_entropy(
+        &self,
+        dlogits: Self::Out<'_>,
+        logits: Self::In<'_>,
+        targets: &[i32],
+        v: usize,
+        count: usize,
+    ) -> Result<Self::Loss>;
 
-    /// RoPE in place on x (B·H, T, HS), positions pos0.. ; `inverse` applies the transpose (for the backward).
-    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) {
-        ops::rope_apply(x, t, hs, pos0, theta, inverse)
-    }
+    /// out (B·T, C) = wte[ids] + wpe[pos0 + t] (learned) + sin[t] (sinusoidal table (T, C), empty when unused).
+    fn embedding_forward(
+        &self,
+        out: Self::Out<'_>,
+        ids: &[u32],
+        wte: Self::In<'_>,
+        wpe: Option<Self::In<'_>>,
+        sin: &[f32],
+        t: usize,
+        pos0: usize,
+        c: usize,
+    ) -> Result<()>;
 
-    /// Σ g² in f64 (for the global grad norm).
-    fn sum_squares(&self, g: &[f32]) -> f64 {
-        ops::sum_squares(g)
+    /// dwte[ids[r]] += dx[r]; dwpe[r mod T] += dx[r], row by row in order.
+    fn embedding_backward(
+        &self,
+        dwte: Self::Out<'_>,
+        dwpe: Option<Self::Out<'_>>,
+        dx: Self::In<'_>,
+        ids: &[u32],
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    /// out = α·a + b (residual connections; α is DeepNorm's, 1 otherwise).
+    fn add_scaled(&self, out: Self::Out<'_>, a: Self::In<'_>, b: Self::In<'_>, alpha: f32) -> Result<()>;
+    /// out = α·a.
+    fn scale(&self, out: Self::Out<'_>, a: Self::In<'_>, alpha: f32) -> Result<()>;
+    /// a += b.
+    fn add_into(&self, a: Self::Out<'_>, b: Self::In<'_>) -> Result<()>;
+    /// a ⊙= m (a dropout mask).
+    fn mul_into(&self, a: Self::Out<'_>, m: Self::In<'_>) -> Result<()>;
+
+    /// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d.
+    fn split_heads(
+        &self,
+        out: Self::Out<'_>,
+        src: Self::In<'_>,
+        b: usize,
+        t: usize,
+        stride: usize,
+        off: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()>;
+
+    /// Inverse of `split_heads`: dst (B,T,stride) columns [off, off + H·HS) ← src (B,H,T,HS).
+    fn merge_heads(
+        &self,
+        dst: Self::Out<'_>,
+        src: Self::In<'_>,
+        b: usize,
+        t: usize,
+        stride: usize,
+        off: usize,
+        nh: usize,
+        hs: usize,
+    ) -> Result<()>;
+
+    /// out (H, len+n, HS) ← old (H, len, HS) then new (H, n, HS), head by head (a KV cache growing by n rows).
+    fn append_heads(&self, out: Self::Out<'_>, old: Self::In<'_>, new: Self::In<'_>, h: usize, len: usize, n: usize, hs: usize) -> Result<()>;
+
+    // -- The optimizer's ops -----------------------------------------------------------------------------------
+
+    /// out[0] = Σ g² over every segment; out[1 + i] = Σ g² of segment i (each tensor's, for the per-layer norms).
+    fn sums_of_squares(&self, out: Self::Out<'_>, g: Self::In<'_>, segments: &[Segment]) -> Result<()>;
+
+    /// PyTorch's clip_grad_norm_: g ← g · clip/(√sq + 1e-6) when that is below 1 (sq: one value, Σ g²; clip 0:
+    /// nothing).
+    fn clip_grad_norm(&self, g: Self::Out<'_>, sq: Self::In<'_>, clip: f32) -> Result<()>;
+
+    /// AdamW as PyTorch over every segment of the flat buffers (decoupled decay p ← p(1 − lr·wd) where the
+    /// segment decays, then the bias-corrected Adam update) — and nothing at all unless the step is good: `sq`
+    /// (Σ g², one value) and `loss` are finite.
+    fn adamw(
+        &self,
+        p: Self::Out<'_>,
+        g: Self::In<'_>,
+        m: Self::Out<'_>,
+        v: Self::Out<'_>,
+        segments: &[Segment],
+        sq: Self::In<'_>,
+        loss: Self::Loss,
+        h: &AdamW,
+    ) -> Result<()>;
+}
+
+/// A backend over host memory (`Reference`, `cpu::Cpu`): buffers are `Vec<f32>`, views are slices, the loss a
+/// number. What the host does besides training (generation, probes, decoding) is written over this.
+pub trait Host: Sync + for<'a> Backend<Buf = Vec<f32>, Params = [f32], Loss = f32, Read = Vec<f32>, In<'a> = &'a [f32], Out<'a> = &'a mut [f32]> {}
+impl<T> Host for T where T: Sync + for<'a> Backend<Buf = Vec<f32>, Params = [f32], Loss = f32, Read = Vec<f32>, In<'a> = &'a [f32], Out<'a> = &'a mut [f32]> {}
+
+/// Unwraps a host backend's result: the host backends never fail.
+pub fn on_host<T>(r: Result<T>) -> T {
+    match r {
+        Ok(x) => x,
+        Err(e) => unreachable!("a host backend does not fail: {e}"),
     }
 }
 
-/// The scalar reference backend.
+/// The scalar reference backend (`ops/`).
 pub struct Reference;
-impl Backend for Reference {
-    fn name(&self) -> &'static str {
-        "reference"
-    }
-}
 
 /// Which backend a run uses (CLI `--backend`, JS `backend:`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -213,20 +390,12 @@ pub enum BackendKind {
     Reference,
     Cpu,
     /// Training on the GPU (feature `gpu`): `train::Run` keeps the parameters, gradients, optimizer state and
-    /// activations on the device (`gpu::GpuTrainer`). Asking for it in a build without the feature, or where
-    /// there is no adapter, is an error when the run is made.
+    /// activations on the device (`train::gpu::GpuTrainer`). Asking for it in a build without the feature, or
+    /// where there is no adapter, is an error when the run is made.
     Gpu,
 }
 
 impl BackendKind {
-    /// The host backend for this kind. A gpu run trains on the device; what it does on the host (generation,
-    /// fill-mask, decoding, attention probes, from its synced copy) runs on the CPU backend.
-    pub fn get(self) -> &'static dyn Backend {
-        match self {
-            BackendKind::Reference => &Reference,
-            BackendKind::Cpu | BackendKind::Gpu => &cpu::Cpu,
-        }
-    }
     pub fn parse(s: &str) -> crate::Result<BackendKind> {
         match s {
             "reference" => Ok(BackendKind::Reference),
@@ -236,3 +405,71 @@ impl BackendKind {
         }
     }
 }
+
+/// Runs `$body` with `$be` bound to the host backend of a `BackendKind`: the reference for `Reference`, the CPU
+/// backend otherwise (a gpu run's host work — generation, probes — runs on the CPU from its synced copy).
+#[macro_export]
+macro_rules! with_host {
+    ($kind:expr, |$be:ident| $body:expr) => {
+        match $kind {
+            $crate::backend::BackendKind::Reference => {
+                let $be = &$crate::backend::Reference;
+                $body
+            }
+            _ => {
+                let $be = &$crate::backend::cpu::Cpu;
+                $body
+            }
+        }
+    };
+}
+
+/// The buffer methods of a host backend (`Host`): identical for the reference and the CPU backend, so written once.
+macro_rules! host_buffers {
+    () => {
+        type Buf = Vec<f32>;
+        type In<'a> = &'a [f32];
+        type Out<'a> = &'a mut [f32];
+        type Params = [f32];
+        type Loss = f32;
+        type Read = Vec<f32>;
+
+        fn upload(&self, data: Vec<f32>) -> $crate::error::Result<Vec<f32>> {
+            Ok(data)
+        }
+        fn copy_of(&self, x: &[f32]) -> $crate::error::Result<Vec<f32>> {
+            Ok(x.to_vec())
+        }
+        fn read(&self, x: &[f32]) -> $crate::error::Result<Vec<f32>> {
+            Ok(x.to_vec())
+        }
+        fn view(x: &Vec<f32>) -> &[f32] {
+            x
+        }
+        fn view_mut(x: &mut Vec<f32>) -> &mut [f32] {
+            x
+        }
+        fn len(x: &[f32]) -> usize {
+            x.len()
+        }
+        fn param(p: &[f32], v: $crate::backend::View) -> $crate::error::Result<&[f32]> {
+            $crate::backend::View::check(v, p.len())?;
+            Ok(v.of(p))
+        }
+        fn grad(g: &mut [f32], v: $crate::backend::View) -> $crate::error::Result<&mut [f32]> {
+            $crate::backend::View::check(v, g.len())?;
+            Ok(v.of_mut(g))
+        }
+        fn grad_pair(
+            g: &mut [f32],
+            a: $crate::backend::View,
+            b: Option<$crate::backend::View>,
+        ) -> $crate::error::Result<(&mut [f32], Option<&mut [f32]>)> {
+            $crate::backend::ops::two_mut(g, a, b)
+        }
+        fn loss_value(loss: f32, _scalars: &[f32]) -> f32 {
+            loss
+        }
+    };
+}
+pub(crate) use host_buffers;

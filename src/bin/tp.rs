@@ -9,7 +9,7 @@
 use clap::{Parser, Subcommand};
 
 use std::time::Instant;
-use transformer_playground::backend::BackendKind;
+use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
 use transformer_playground::data::{Dataset, Split};
 use transformer_playground::generate::{self, SampleOptions};
@@ -155,7 +155,10 @@ fn sync(run: &mut Run) {
 
 /// A short demonstration of what the trained model does, as JSON.
 fn demo(run: &Run, tokens: usize) -> Result<serde_json::Value> {
-    let be = run.backend.get();
+    transformer_playground::with_host!(run.backend, |be| demo_on(be, run, tokens))
+}
+
+fn demo_on<H: Host>(be: &H, run: &Run, tokens: usize) -> Result<serde_json::Value> {
     let tok = run.data.tokenizer();
     Ok(match &run.data {
         Dataset::Text { mlm: false, val, .. } => {
@@ -206,7 +209,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     let t0 = Instant::now();
     for step in 0..=total {
         let eval = step % run.cfg.train.eval_interval == 0 || step == total;
-        let val_loss = eval.then(|| run.eval(Split::Val));
+        let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
         if step == total {
             let line = serde_json::json!({
                 "step": step, "val_loss": val_loss.map(json_f32), "elapsed_s": t0.elapsed().as_secs_f32(),
@@ -286,19 +289,19 @@ fn run(cli: Cli) -> Result<()> {
             if kind == BackendKind::Gpu {
                 eprintln!("notice: generation runs on the cpu backend (the gpu backend trains)");
             }
-            let be = kind.get();
             use std::io::Write;
             print!("{prompt}");
-            generate::generate(&ck.model, be, &ck.tokenizer, &prompt, &o, |s| {
+            let on_text = |s: &str| {
                 print!("{s}");
                 let _ = std::io::stdout().flush();
-            })?;
+            };
+            transformer_playground::with_host!(kind, |be| generate::generate(&ck.model, be, &ck.tokenizer, &prompt, &o, on_text))?;
             println!();
             Ok(())
         }
         Cmd::FillMask { checkpoint, text, top_k } => {
             let ck = read_checkpoint(&checkpoint)?;
-            let fills = generate::fill_mask(&ck.model, BackendKind::Cpu.get(), &ck.tokenizer, &text, top_k)?;
+            let fills = generate::fill_mask(&ck.model, &Cpu, &ck.tokenizer, &text, top_k)?;
             println!("{}", serde_json::to_string(&fills).expect("serializes"));
             Ok(())
         }
@@ -306,7 +309,7 @@ fn run(cli: Cli) -> Result<()> {
             let ck = read_checkpoint(&checkpoint)?;
             let n = tokens.unwrap_or_else(|| transformer_playground::data::task_lengths(ck.config.data.task, ck.config.data.digits).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
-            println!("{}", generate::decode(&ck.model, BackendKind::Cpu.get(), &ck.tokenizer, &input, &o)?);
+            println!("{}", generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?);
             Ok(())
         }
         Cmd::Logits { checkpoint, text, source } => {
@@ -321,7 +324,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(Error::Invalid("--source is required for an encoder_decoder and only for it".into()));
             }
             let batch = Batch { b: 1, t, targets: vec![-1; t], idx, s: src.len(), src };
-            let logits = ck.model.forward(BackendKind::Cpu.get(), &batch, None).logits;
+            let logits = ck.model.forward(&Cpu, &batch, None).logits;
             let v = ck.model.vocab();
             let rows: Vec<&[f32]> = logits.chunks(v).collect();
             println!("{}", serde_json::json!({ "vocab": (0..v as u32).map(|i| ck.tokenizer.token(i)).collect::<Vec<_>>(), "logits": rows }));

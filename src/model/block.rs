@@ -1,9 +1,9 @@
 //! One Transformer block, forward and backward: three kinds of sub-layer (self-attention, cross-attention, FFN),
 //! each wrapped by the residual/norm arrangement of its placement. `*_backward` mirrors `*_forward` line by line
-//! in reverse. Written once over `Device` (`model::device`): the same code runs on the host backends and,
-//! recorded into one submission, on the GPU.
+//! in reverse. Written once over the op trait: the same code runs on the host backends and, recorded into one
+//! submission, on the GPU. Decoding with a KV cache runs the same forward with a cache argument (`BlockKv`): the
+//! new rows' keys and values are appended to the cache and the queries attend to all of them.
 
-use super::device::{Bias, Device};
 use super::layout::{BlockParams, CrossParams, Linear, Norm, SubNorms};
 use super::{Ctx, StackCtx};
 use crate::backend::{AttnBias, AttnShape, Backend};
@@ -43,6 +43,21 @@ pub struct FfnCache<B = Vec<f32>> {
     pub act: B, // (B,T,F)
 }
 
+/// Keys and values of one attention layer kept between decoding calls: (NKV, len, HS) each.
+pub struct KvCache<B = Vec<f32>> {
+    pub k: B,
+    pub v: B,
+    /// Positions held.
+    pub len: usize,
+}
+
+/// A block's KV cache: its self-attention's (growing with every call) and, in an encoder-decoder, its
+/// cross-attention's (the source's keys and values, computed once per source).
+pub struct BlockKv<B = Vec<f32>> {
+    pub self_kv: KvCache<B>,
+    pub cross: Option<KvCache<B>>,
+}
+
 pub struct BlockCache<B = Vec<f32>> {
     pub attn: SubCache<AttnCache<B>, B>,
     pub cross: Option<SubCache<AttnCache<B>, B>>,
@@ -50,7 +65,7 @@ pub struct BlockCache<B = Vec<f32>> {
 }
 
 /// Elements of a buffer.
-pub fn len<D: ?Sized + Device>(x: &D::Buf) -> usize {
+pub fn len<D: Backend>(x: &D::Buf) -> usize {
     D::len(D::view(x))
 }
 
@@ -58,21 +73,21 @@ pub fn len<D: ?Sized + Device>(x: &D::Buf) -> usize {
 // Small helpers over the device: a linear layer and a norm reading their parameters from the flat buffer.
 
 /// out (N, out) = x (N, inp) · Wᵀ + b.
-pub fn linear_forward<D: ?Sized + Device>(ctx: &Ctx<D>, l: &Linear, x: D::In<'_>, n: usize) -> Result<D::Buf> {
+pub fn linear_forward<D: Backend>(ctx: &Ctx<D>, l: &Linear, x: D::In<'_>, n: usize) -> Result<D::Buf> {
     let d = ctx.be;
     let mut out = d.zeros(n * l.out)?;
-    let b = l.b.map(|b| D::param(ctx.params, b));
-    d.matmul_forward(D::view_mut(&mut out), x, D::param(ctx.params, l.w), b, n, l.inp, l.out)?;
+    let b = l.b.map(|b| D::param(ctx.params, b)).transpose()?;
+    d.matmul_forward(D::view_mut(&mut out), x, D::param(ctx.params, l.w)?, b, n, l.inp, l.out)?;
     Ok(out)
 }
 
 /// Returns dx (N, inp); accumulates dW, db into ctx.grads.
-pub fn linear_backward<D: ?Sized + Device>(ctx: &mut Ctx<D>, l: &Linear, dout: D::In<'_>, x: D::In<'_>, n: usize) -> Result<D::Buf> {
+pub fn linear_backward<D: Backend>(ctx: &mut Ctx<D>, l: &Linear, dout: D::In<'_>, x: D::In<'_>, n: usize) -> Result<D::Buf> {
     let d = ctx.be;
     let mut dx = d.zeros(n * l.inp)?;
     let grads = ctx.grads.as_deref_mut().expect("backward needs gradients");
-    let (dw, db) = D::grad_pair(grads, l.w, l.b);
-    d.matmul_backward(Some(D::view_mut(&mut dx)), dw, db, dout, x, D::param(ctx.params, l.w), n, l.inp, l.out)?;
+    let (dw, db) = D::grad_pair(grads, l.w, l.b)?;
+    d.matmul_backward(Some(D::view_mut(&mut dx)), dw, db, dout, x, D::param(ctx.params, l.w)?, n, l.inp, l.out)?;
     Ok(dx)
 }
 
@@ -82,19 +97,19 @@ pub struct NormOut<B = Vec<f32>> {
     pub rstd: B,
 }
 
-pub fn norm_forward<D: ?Sized + Device>(ctx: &Ctx<D>, nm: &Norm, x: D::In<'_>) -> Result<NormOut<D::Buf>> {
+pub fn norm_forward<D: Backend>(ctx: &Ctx<D>, nm: &Norm, x: D::In<'_>) -> Result<NormOut<D::Buf>> {
     let (d, c) = (ctx.be, ctx.cfg.d_model);
     let len = D::len(x);
     let n = len / c;
     let (mut out, mut mean, mut rstd) = (d.zeros(len)?, d.zeros(n)?, d.zeros(n)?);
-    let (w, b) = (D::param(ctx.params, nm.w), nm.b.map(|b| D::param(ctx.params, b)));
+    let (w, b) = (D::param(ctx.params, nm.w)?, nm.b.map(|b| D::param(ctx.params, b)).transpose()?);
     let (o, m, r) = (D::view_mut(&mut out), D::view_mut(&mut mean), D::view_mut(&mut rstd));
     d.norm_forward(ctx.cfg.norm.kind, o, m, r, x, w, b, ctx.cfg.norm.eps, c)?;
     Ok(NormOut { out, mean, rstd })
 }
 
 /// dx += norm backward; accumulates dw, db.
-pub fn norm_backward<D: ?Sized + Device>(
+pub fn norm_backward<D: Backend>(
     ctx: &mut Ctx<D>,
     nm: &Norm,
     dx: D::Out<'_>,
@@ -105,8 +120,8 @@ pub fn norm_backward<D: ?Sized + Device>(
 ) -> Result<()> {
     let (d, c, kind) = (ctx.be, ctx.cfg.d_model, ctx.cfg.norm.kind);
     let grads = ctx.grads.as_deref_mut().expect("backward needs gradients");
-    let (dw, db) = D::grad_pair(grads, nm.w, nm.b);
-    d.norm_backward(kind, dx, dw, db, dout, x, D::param(ctx.params, nm.w), mean, rstd, c)
+    let (dw, db) = D::grad_pair(grads, nm.w, nm.b)?;
+    d.norm_backward(kind, dx, dw, db, dout, x, D::param(ctx.params, nm.w)?, mean, rstd, c)
 }
 
 /// The saved statistics of a norm that ran.
@@ -122,7 +137,7 @@ pub type SubOut<F, B> = (SubCache<F, B>, B);
 
 /// Runs sub-layer f under the placement: post x←N(x+f(x)), pre x←x+f(N(x)), sandwich x←x+N₂(f(N(x))),
 /// deepnorm x←N(α·x+f(x)). Returns the cache; its output is `out`.
-pub fn sublayer_forward<D: ?Sized + Device, F>(
+pub fn sublayer_forward<D: Backend, F>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     norms: &SubNorms,
@@ -168,7 +183,7 @@ pub fn sublayer_forward<D: ?Sized + Device, F>(
 }
 
 /// Mirror of `sublayer_forward`: from d out returns d x_in. `f_back(ctx, dy, f_input)` returns d f_input.
-pub fn sublayer_backward<D: ?Sized + Device, F>(
+pub fn sublayer_backward<D: Backend, F>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     norms: &SubNorms,
@@ -216,7 +231,7 @@ pub fn sublayer_backward<D: ?Sized + Device, F>(
 // Head layout: projections produce rows (B·T, …, H·HS, …); attention wants (B, H, T, HS).
 
 /// (B,T,stride)[.., off + h·HS + d] → a new (B,H,T,HS)
-pub fn split_heads<D: ?Sized + Device>(d: &D, src: D::In<'_>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<D::Buf> {
+pub fn split_heads<D: Backend>(d: &D, src: D::In<'_>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<D::Buf> {
     let mut out = d.zeros(b * nh * t * hs)?;
     d.split_heads(D::view_mut(&mut out), src, b, t, stride, off, nh, hs)?;
     Ok(out)
@@ -225,7 +240,7 @@ pub fn split_heads<D: ?Sized + Device>(d: &D, src: D::In<'_>, b: usize, t: usize
 // ---------------------------------------------------------------------------------------------------------------
 // The three sub-layer functions.
 
-pub fn attn_shape<D: ?Sized + Device>(ctx: &Ctx<D>, b: usize, t: usize, s: usize, causal: bool, q_offset: usize) -> AttnShape {
+pub fn attn_shape<D: Backend>(ctx: &Ctx<D>, b: usize, t: usize, s: usize, causal: bool, q_offset: usize) -> AttnShape {
     let m = ctx.cfg;
     let scale = match m.attention.scale {
         crate::config::AttnScale::InvSqrtDk => 1.0 / (m.head_size() as f32).sqrt(),
@@ -234,28 +249,25 @@ pub fn attn_shape<D: ?Sized + Device>(ctx: &Ctx<D>, b: usize, t: usize, s: usize
     AttnShape { b, t, s, nh: m.n_heads, nkv: m.n_kv_heads, hs: m.head_size(), causal, q_offset, scale }
 }
 
-/// The self-attention bias of the position scheme (ALiBi, T5 relative) on the device.
-pub fn bias_of<'s, 'c, D: ?Sized + Device>(ctx: &Ctx<'c, D>, st: &'s StackCtx<D>) -> Bias<'s, D::In<'c>> {
-    match ctx.cfg.position {
-        Position::Alibi => Bias::Alibi { slopes: &st.alibi },
+/// The self-attention bias of the position scheme (ALiBi, T5 relative), the table a view of the parameters.
+pub fn bias_of<'s, 'c, D: Backend>(ctx: &Ctx<'c, D>, st: &'s StackCtx<D>) -> Result<AttnBias<'s, D::In<'c>>> {
+    Ok(match ctx.cfg.position {
+        Position::Alibi => AttnBias::Alibi { slopes: &st.alibi },
         Position::Relative { .. } => {
-            Bias::Relative { table: D::param(ctx.params, st.rel_table.expect("relative table")), bucket: &st.buckets }
+            AttnBias::Relative { table: D::param(ctx.params, st.rel_table.expect("relative table"))?, bucket: &st.buckets }
         }
-        _ => Bias::None,
-    }
+        _ => AttnBias::None,
+    })
 }
 
-/// The self-attention bias over host slices (for the probes).
-pub fn self_bias<'a, 'x>(ctx: &Ctx<'a, dyn Backend + 'x>, st: &'a StackCtx<'_, dyn Backend + 'x>) -> AttnBias<'a> {
-    super::device::host_bias(bias_of(ctx, st))
-}
-
-/// Self-attention: qkv = h·Wqkvᵀ → RoPE(q, k) → softmax(qkᵀ)v → proj.
-pub fn self_attention_forward<D: ?Sized + Device>(
+/// Self-attention: qkv = h·Wqkvᵀ → RoPE(q, k) → softmax(qkᵀ)v → proj. With a KV cache (batch 1), this call's keys
+/// and values are appended to it and the queries (at positions kv.len..) attend to every cached position.
+pub fn self_attention_forward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     p: &BlockParams,
     h: &D::Buf,
+    kv: Option<&mut KvCache<D::Buf>>,
 ) -> Result<(D::Buf, AttnCache<D::Buf>)> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
@@ -268,15 +280,29 @@ pub fn self_attention_forward<D: ?Sized + Device>(
         d.rope(D::view_mut(&mut q), t, hs, st.pos0, theta, false)?;
         d.rope(D::view_mut(&mut k), t, hs, st.pos0, theta, false)?;
     }
-    let sh = attn_shape(ctx, b, t, t, st.causal, 0);
     let (mut att, mut lse) = (d.zeros(b * t * nh * hs)?, d.zeros(b * nh * t)?);
     let (o, l) = (D::view_mut(&mut att), D::view_mut(&mut lse));
-    d.attention_forward(o, l, D::view(&q), D::view(&k), D::view(&v), bias_of(ctx, st), &sh)?;
+    match kv {
+        None => {
+            let sh = attn_shape(ctx, b, t, t, st.causal, 0);
+            d.attention_forward(o, l, D::view(&q), D::view(&k), D::view(&v), bias_of(ctx, st)?, &sh)?;
+        }
+        Some(kv) => {
+            debug_assert_eq!((b, kv.len), (1, st.pos0), "a KV cache holds one sequence, up to this call's first position");
+            let len = kv.len;
+            let (mut k_all, mut v_all) = (d.zeros(nkv * (len + t) * hs)?, d.zeros(nkv * (len + t) * hs)?);
+            d.append_heads(D::view_mut(&mut k_all), D::view(&kv.k), D::view(&k), nkv, len, t, hs)?;
+            d.append_heads(D::view_mut(&mut v_all), D::view(&kv.v), D::view(&v), nkv, len, t, hs)?;
+            *kv = KvCache { k: k_all, v: v_all, len: len + t };
+            let sh = attn_shape(ctx, 1, t, len + t, st.causal, len);
+            d.attention_forward(o, l, D::view(&q), D::view(&kv.k), D::view(&kv.v), bias_of(ctx, st)?, &sh)?;
+        }
+    }
     let y = linear_forward(ctx, &p.proj, D::view(&att), b * t)?;
     Ok((y, AttnCache { q, k, v, att, lse }))
 }
 
-pub fn self_attention_backward<D: ?Sized + Device>(
+pub fn self_attention_backward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     p: &BlockParams,
@@ -292,9 +318,9 @@ pub fn self_attention_backward<D: ?Sized + Device>(
     let mut dtable = st.rel_table.map(|v| d.zeros(v.len)).transpose()?;
     let (q, k, v, att, lse) = (D::view(&c.q), D::view(&c.k), D::view(&c.v), D::view(&c.att), D::view(&c.lse));
     let (gq, gk, gv, gt) = (D::view_mut(&mut dq), D::view_mut(&mut dk), D::view_mut(&mut dv), dtable.as_mut().map(D::view_mut));
-    d.attention_backward(gq, gk, gv, gt, D::view(&datt), q, k, v, att, lse, bias_of(ctx, st), &sh)?;
+    d.attention_backward(gq, gk, gv, gt, D::view(&datt), q, k, v, att, lse, bias_of(ctx, st)?, &sh)?;
     if let (Some(dt), Some(view)) = (&dtable, st.rel_table) {
-        let g = D::grad(ctx.grads.as_deref_mut().expect("grads"), view);
+        let g = D::grad(ctx.grads.as_deref_mut().expect("grads"), view)?;
         d.add_into(g, D::view(dt))?;
     }
     if let Position::Rope { theta } = m.position {
@@ -309,31 +335,52 @@ pub fn self_attention_backward<D: ?Sized + Device>(
     linear_backward(ctx, &p.qkv, D::view(&dqkv), D::view(h), b * t)
 }
 
+/// Cross-attention's keys and values from the encoder output `mem` (B,S,C): (B,NKV,S,HS) each.
+pub fn memory_kv<D: Backend>(ctx: &Ctx<D>, p: &CrossParams, mem: D::In<'_>, b: usize, s: usize) -> Result<(D::Buf, D::Buf)> {
+    let (d, m) = (ctx.be, ctx.cfg);
+    let (nkv, hs) = (m.n_kv_heads, m.head_size());
+    let kv = linear_forward(ctx, &p.kv, mem, b * s)?;
+    let k = split_heads(d, D::view(&kv), b, s, 2 * nkv * hs, 0, nkv, hs)?;
+    let v = split_heads(d, D::view(&kv), b, s, 2 * nkv * hs, nkv * hs, nkv, hs)?;
+    Ok((k, v))
+}
+
 /// Cross-attention: queries from h (B,T,C), keys and values from the encoder output (B,S,C); no mask, no bias.
-pub fn cross_attention_forward<D: ?Sized + Device>(
+/// With a cache (decoding), the keys and values are the cached ones of the source (`memory_kv`, once per source),
+/// and the returned cache holds no k, v (empty: inference has no backward).
+pub fn cross_attention_forward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     p: &CrossParams,
     h: &D::Buf,
+    kv: Option<&KvCache<D::Buf>>,
 ) -> Result<(D::Buf, AttnCache<D::Buf>)> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
-    let (mem, s) = st.memory.expect("decoder of an encoder-decoder has a memory");
-    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
+    let (nh, hs) = (m.n_heads, m.head_size());
     let qp = linear_forward(ctx, &p.q, D::view(h), b * t)?;
     let q = split_heads(d, D::view(&qp), b, t, nh * hs, 0, nh, hs)?;
-    let kv = linear_forward(ctx, &p.kv, mem, b * s)?;
-    let k = split_heads(d, D::view(&kv), b, s, 2 * nkv * hs, 0, nkv, hs)?;
-    let v = split_heads(d, D::view(&kv), b, s, 2 * nkv * hs, nkv * hs, nkv, hs)?;
-    let sh = attn_shape(ctx, b, t, s, false, 0);
     let (mut att, mut lse) = (d.zeros(b * t * nh * hs)?, d.zeros(b * nh * t)?);
     let (o, l) = (D::view_mut(&mut att), D::view_mut(&mut lse));
-    d.attention_forward(o, l, D::view(&q), D::view(&k), D::view(&v), Bias::None, &sh)?;
+    let (k, v) = match kv {
+        Some(kv) => {
+            let sh = attn_shape(ctx, b, t, kv.len, false, 0);
+            d.attention_forward(o, l, D::view(&q), D::view(&kv.k), D::view(&kv.v), AttnBias::None, &sh)?;
+            (d.zeros(0)?, d.zeros(0)?)
+        }
+        None => {
+            let (mem, s) = st.memory.expect("decoder of an encoder-decoder has a memory");
+            let (k, v) = memory_kv(ctx, p, mem, b, s)?;
+            let sh = attn_shape(ctx, b, t, s, false, 0);
+            d.attention_forward(o, l, D::view(&q), D::view(&k), D::view(&v), AttnBias::None, &sh)?;
+            (k, v)
+        }
+    };
     let y = linear_forward(ctx, &p.proj, D::view(&att), b * t)?;
     Ok((y, AttnCache { q, k, v, att, lse }))
 }
 
 /// Returns dh; accumulates d memory into `dmem` (B,S,C).
-pub fn cross_attention_backward<D: ?Sized + Device>(
+pub fn cross_attention_backward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     p: &CrossParams,
@@ -350,7 +397,7 @@ pub fn cross_attention_backward<D: ?Sized + Device>(
     let sh = attn_shape(ctx, b, t, s, false, 0);
     let (q, k, v, att, lse) = (D::view(&c.q), D::view(&c.k), D::view(&c.v), D::view(&c.att), D::view(&c.lse));
     let (gq, gk, gv) = (D::view_mut(&mut dq), D::view_mut(&mut dk), D::view_mut(&mut dv));
-    d.attention_backward(gq, gk, gv, None, D::view(&datt), q, k, v, att, lse, Bias::None, &sh)?;
+    d.attention_backward(gq, gk, gv, None, D::view(&datt), q, k, v, att, lse, AttnBias::None, &sh)?;
     let mut dkv = d.zeros(b * s * 2 * nkv * hs)?;
     d.merge_heads(D::view_mut(&mut dkv), D::view(&dk), b, s, 2 * nkv * hs, 0, nkv, hs)?;
     d.merge_heads(D::view_mut(&mut dkv), D::view(&dv), b, s, 2 * nkv * hs, nkv * hs, nkv, hs)?;
@@ -362,7 +409,7 @@ pub fn cross_attention_backward<D: ?Sized + Device>(
 }
 
 /// FFN: act(h·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up).
-pub fn ffn_forward<D: ?Sized + Device>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<(D::Buf, FfnCache<D::Buf>)> {
+pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<(D::Buf, FfnCache<D::Buf>)> {
     let (d, n, f) = (ctx.be, st.b * st.t, ctx.cfg.ffn_hidden());
     let a = linear_forward(ctx, &p.fc, D::view(h), n)?;
     let mut act = d.zeros(n * f)?;
@@ -371,7 +418,7 @@ pub fn ffn_forward<D: ?Sized + Device>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &B
     Ok((y, FfnCache { a, act }))
 }
 
-pub fn ffn_backward<D: ?Sized + Device>(
+pub fn ffn_backward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     p: &BlockParams,
@@ -388,11 +435,20 @@ pub fn ffn_backward<D: ?Sized + Device>(
 
 // ---------------------------------------------------------------------------------------------------------------
 
-pub fn block_forward<D: ?Sized + Device>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, x: D::Buf) -> Result<(BlockCache<D::Buf>, D::Buf)> {
-    let (attn, x) = sublayer_forward(ctx, st, &p.attn_norms, x, |ctx, h| self_attention_forward(ctx, st, p, h))?;
+/// One block forward; with `kv` (decoding, batch 1) its attention reads and extends the block's KV cache.
+pub fn block_forward<D: Backend>(
+    ctx: &mut Ctx<D>,
+    st: &StackCtx<D>,
+    p: &BlockParams,
+    x: D::Buf,
+    mut kv: Option<&mut BlockKv<D::Buf>>,
+) -> Result<(BlockCache<D::Buf>, D::Buf)> {
+    let self_kv = kv.as_deref_mut().map(|kv| &mut kv.self_kv);
+    let (attn, x) = sublayer_forward(ctx, st, &p.attn_norms, x, |ctx, h| self_attention_forward(ctx, st, p, h, self_kv))?;
     let (cross, x) = match &p.cross {
         Some(cp) => {
-            let (c, x) = sublayer_forward(ctx, st, &cp.norms, x, |ctx, h| cross_attention_forward(ctx, st, cp, h))?;
+            let cross_kv = kv.as_deref().and_then(|kv| kv.cross.as_ref());
+            let (c, x) = sublayer_forward(ctx, st, &cp.norms, x, |ctx, h| cross_attention_forward(ctx, st, cp, h, cross_kv))?;
             (Some(c), x)
         }
         None => (None, x),
@@ -402,7 +458,7 @@ pub fn block_forward<D: ?Sized + Device>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: 
 }
 
 /// From d out returns d x; accumulates d memory into `dmem` when the block has cross-attention.
-pub fn block_backward<D: ?Sized + Device>(
+pub fn block_backward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
     p: &BlockParams,

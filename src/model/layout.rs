@@ -6,21 +6,7 @@ use crate::config::{Arch, ModelConfig, NormKind, Placement, Position};
 
 const ALIGN: usize = 64;
 
-/// A tensor's place in the flat buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct View {
-    pub offset: usize,
-    pub len: usize,
-}
-
-impl View {
-    pub fn of<'a>(&self, buf: &'a [f32]) -> &'a [f32] {
-        &buf[self.offset..self.offset + self.len]
-    }
-    pub fn of_mut<'a>(&self, buf: &'a mut [f32]) -> &'a mut [f32] {
-        &mut buf[self.offset..self.offset + self.len]
-    }
-}
+pub use crate::backend::View;
 
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
@@ -186,6 +172,11 @@ impl Layout {
             }
         };
         Layout { vocab, wte, lm_head, encoder, decoder, tensors: bd.tensors, n_params: bd.n_params, size: bd.size }
+    }
+
+    /// Every tensor as the optimizer sees it (in layout order).
+    pub fn segments(&self) -> Vec<crate::backend::Segment> {
+        self.tensors.iter().map(|t| crate::backend::Segment { view: t.view, decay: t.decay }).collect()
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {

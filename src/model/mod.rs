@@ -1,31 +1,27 @@
-//! The Transformer, written once over the `Device` op set (`device`): GPT (causal decoder), BERT (bidirectional
-//! encoder) and the encoder-decoder (T5/BART), assembled from the same blocks. docs/MODEL.md is the exact
-//! specification. The same code runs on the host backends (`Model::forward`, `Model::backward` over a `Backend`)
-//! and on the GPU (`forward_on`, `backward_on` over `backend::gpu::GpuStep`, recording one submission).
+//! The Transformer, written once over the op trait (`backend::Backend`): GPT (causal decoder), BERT
+//! (bidirectional encoder) and the encoder-decoder (T5/BART), assembled from the same blocks. docs/MODEL.md is the
+//! exact specification. The same code runs on the host backends (`Model::forward`, `Model::backward`) and on the
+//! GPU (`forward_on`, `backward_on` over `backend::gpu::GpuStep`, recording one submission).
 //!
 //! `forward` returns every activation the backward needs (`Forward`); `backward` walks them in exact reverse,
 //! accumulating into a gradient buffer laid out like the parameters.
 
 pub mod block;
-pub mod device;
 pub mod infer;
 pub mod layout;
 pub mod position;
 
-pub use device::{Bias, Device};
 pub use layout::{Layout, TensorInfo, View};
 
-use crate::backend::Backend;
+use crate::backend::{on_host, Backend, Host};
 use crate::config::{ModelConfig, Placement, Position};
 use crate::error::Result;
 use crate::rng::Rng;
 use block::BlockCache;
-use device::on_host;
 use layout::StackParams;
 
-/// Everything an op call needs: the device (on the host, the backend), the config, the parameters, and (in
-/// backward) the gradients.
-pub struct Ctx<'a, D: ?Sized + Device = dyn Backend> {
+/// Everything an op call needs: the backend, the config, the parameters, and (in backward) the gradients.
+pub struct Ctx<'a, D: Backend> {
     pub be: &'a D,
     pub cfg: &'a ModelConfig,
     pub params: &'a D::Params,
@@ -34,7 +30,7 @@ pub struct Ctx<'a, D: ?Sized + Device = dyn Backend> {
     pub dropout: Option<(f32, &'a mut Rng)>,
 }
 
-impl<D: ?Sized + Device> Ctx<'_, D> {
+impl<D: Backend> Ctx<'_, D> {
     /// A fresh inverted-dropout mask (values 0 or 1/(1−p)), or empty when not dropping. Always drawn on the
     /// host, so every device sees the masks the CPU sees.
     pub fn dropout_mask(&mut self, n: usize) -> Vec<f32> {
@@ -49,7 +45,7 @@ impl<D: ?Sized + Device> Ctx<'_, D> {
 }
 
 /// Per-call facts about one stack: sizes, positions, masks, and the encoder output for cross-attention.
-pub struct StackCtx<'m, D: ?Sized + Device + 'm = dyn Backend> {
+pub struct StackCtx<'m, D: Backend + 'm> {
     pub b: usize,
     pub t: usize,
     /// Absolute position of row 0 (0 in training).
@@ -64,7 +60,7 @@ pub struct StackCtx<'m, D: ?Sized + Device + 'm = dyn Backend> {
     pub memory: Option<(D::In<'m>, usize)>,
 }
 
-impl<'m, D: ?Sized + Device + 'm> StackCtx<'m, D> {
+impl<'m, D: Backend + 'm> StackCtx<'m, D> {
     pub fn on(cfg: &ModelConfig, sp: &StackParams, b: usize, t: usize, pos0: usize, memory: Option<(D::In<'m>, usize)>) -> Self {
         let alibi = if cfg.position == Position::Alibi { position::alibi_slopes(cfg.n_heads) } else { vec![] };
         let buckets = match cfg.position {
@@ -74,13 +70,6 @@ impl<'m, D: ?Sized + Device + 'm> StackCtx<'m, D> {
             _ => vec![],
         };
         StackCtx { b, t, pos0, causal: sp.causal, alpha: sp.alpha, alibi, rel_table: sp.rel_bias, buckets, memory }
-    }
-}
-
-impl<'m, 'x: 'm> StackCtx<'m, dyn Backend + 'x> {
-    /// On the host.
-    pub fn new(cfg: &ModelConfig, sp: &StackParams, b: usize, t: usize, pos0: usize, memory: Option<(&'m [f32], usize)>) -> Self {
-        StackCtx::on(cfg, sp, b, t, pos0, memory)
     }
 }
 
@@ -180,22 +169,22 @@ impl Model {
     }
 
     /// Embedding of ids (B,T) at positions pos0..: wte + learned or sinusoidal positions.
-    fn embed<D: ?Sized + Device>(&self, ctx: &Ctx<D>, sp: &StackParams, idx: &[u32], b: usize, t: usize, pos0: usize) -> Result<D::Buf> {
+    fn embed<D: Backend>(&self, ctx: &Ctx<D>, sp: &StackParams, idx: &[u32], b: usize, t: usize, pos0: usize) -> Result<D::Buf> {
         let (d, c) = (ctx.be, self.cfg.d_model);
         let mut x = d.zeros(b * t * c)?;
         let sin = if self.cfg.position == Position::Sinusoidal { position::sinusoidal_table(t, c, pos0) } else { vec![] };
-        let (wte, wpe) = (D::param(ctx.params, self.layout.wte), sp.wpe.map(|w| D::param(ctx.params, w)));
+        let (wte, wpe) = (D::param(ctx.params, self.layout.wte)?, sp.wpe.map(|w| D::param(ctx.params, w)).transpose()?);
         d.embedding_forward(D::view_mut(&mut x), idx, wte, wpe, &sin, t, pos0, c)?;
         Ok(x)
     }
 
-    fn embed_backward<D: ?Sized + Device>(&self, ctx: &mut Ctx<D>, sp: &StackParams, dx: &D::Buf, idx: &[u32], t: usize) -> Result<()> {
+    fn embed_backward<D: Backend>(&self, ctx: &mut Ctx<D>, sp: &StackParams, dx: &D::Buf, idx: &[u32], t: usize) -> Result<()> {
         let (d, c) = (ctx.be, self.cfg.d_model);
-        let (dwte, dwpe) = D::grad_pair(ctx.grads.as_deref_mut().expect("grads"), self.layout.wte, sp.wpe);
+        let (dwte, dwpe) = D::grad_pair(ctx.grads.as_deref_mut().expect("grads"), self.layout.wte, sp.wpe)?;
         d.embedding_backward(dwte, dwpe, D::view(dx), idx, t, c)
     }
 
-    pub(crate) fn stack_forward<D: ?Sized + Device>(&self, ctx: &mut Ctx<D>, sp: &StackParams, st: &StackCtx<D>, idx: &[u32]) -> Result<StackCache<D::Buf>> {
+    pub(crate) fn stack_forward<D: Backend>(&self, ctx: &mut Ctx<D>, sp: &StackParams, st: &StackCtx<D>, idx: &[u32]) -> Result<StackCache<D::Buf>> {
         let d = ctx.be;
         let mut x = self.embed(ctx, sp, idx, st.b, st.t, st.pos0)?;
         let mask = ctx.dropout_mask(block::len::<D>(&x));
@@ -205,7 +194,7 @@ impl Model {
         }
         let mut blocks = Vec::with_capacity(sp.blocks.len());
         for bp in &sp.blocks {
-            let (cache, out) = block::block_forward(ctx, st, bp, x)?;
+            let (cache, out) = block::block_forward(ctx, st, bp, x, None)?;
             blocks.push(cache);
             x = out;
         }
@@ -220,7 +209,7 @@ impl Model {
     }
 
     /// Returns d memory (B,S,C) accumulated by cross-attention (None for stacks without it).
-    fn stack_backward<D: ?Sized + Device>(
+    fn stack_backward<D: Backend>(
         &self,
         ctx: &mut Ctx<D>,
         sp: &StackParams,
@@ -252,14 +241,14 @@ impl Model {
         Ok(dmem)
     }
 
-    /// Full forward pass with loss on the host. `dropout` = Some(rng) while training (ignored when config dropout
-    /// is 0).
-    pub fn forward(&self, be: &dyn Backend, batch: &Batch, dropout: Option<&mut Rng>) -> Forward {
+    /// Full forward pass with loss on a host backend. `dropout` = Some(rng) while training (ignored when config
+    /// dropout is 0).
+    pub fn forward<H: Host>(&self, be: &H, batch: &Batch, dropout: Option<&mut Rng>) -> Forward {
         on_host(self.forward_on(be, &self.params[..], batch, dropout))
     }
 
     /// Full forward pass with loss on a device, with `params` laid out like `self.params` (which it ignores).
-    pub fn forward_on<D: ?Sized + Device>(&self, d: &D, params: &D::Params, batch: &Batch, dropout: Option<&mut Rng>) -> Result<Forward<D::Buf, D::Loss>> {
+    pub fn forward_on<D: Backend>(&self, d: &D, params: &D::Params, batch: &Batch, dropout: Option<&mut Rng>) -> Result<Forward<D::Buf, D::Loss>> {
         let p = self.cfg.dropout;
         let mut ctx = Ctx { be: d, cfg: &self.cfg, params, grads: None, dropout: dropout.filter(|_| p > 0.0).map(|r| (p, r)) };
         let (b, t) = (batch.b, batch.t);
@@ -289,23 +278,23 @@ impl Model {
 
     /// logits = x·Wᵀ (tied or lm_head); mean cross-entropy and its gradient.
     #[allow(clippy::type_complexity)]
-    fn head_and_loss<D: ?Sized + Device>(&self, ctx: &Ctx<D>, x: D::In<'_>, targets: &[i32], n: usize) -> Result<(D::Buf, D::Loss, usize, D::Buf)> {
+    fn head_and_loss<D: Backend>(&self, ctx: &Ctx<D>, x: D::In<'_>, targets: &[i32], n: usize) -> Result<(D::Buf, D::Loss, usize, D::Buf)> {
         let (d, c, v) = (ctx.be, self.cfg.d_model, self.vocab());
         let mut logits = d.zeros(n * v)?;
-        d.matmul_forward(D::view_mut(&mut logits), x, D::param(ctx.params, self.layout.head()), None, n, c, v)?;
+        d.matmul_forward(D::view_mut(&mut logits), x, D::param(ctx.params, self.layout.head())?, None, n, c, v)?;
         let count = targets.iter().filter(|&&t| t >= 0).count();
         let mut dlogits = d.zeros(n * v)?;
         let loss = d.mean_cross_entropy(D::view_mut(&mut dlogits), D::view(&logits), targets, v, count)?;
         Ok((logits, loss, count, dlogits))
     }
 
-    /// Accumulates ∂loss/∂params into `grads` (same layout as params), on the host.
-    pub fn backward(&self, be: &dyn Backend, fwd: &Forward, batch: &Batch, grads: &mut [f32]) {
+    /// Accumulates ∂loss/∂params into `grads` (same layout as params), on a host backend.
+    pub fn backward<H: Host>(&self, be: &H, fwd: &Forward, batch: &Batch, grads: &mut [f32]) {
         on_host(self.backward_on(be, &self.params[..], fwd, batch, grads))
     }
 
     /// Accumulates ∂loss/∂params into `grads` on a device.
-    pub fn backward_on<D: ?Sized + Device>(
+    pub fn backward_on<D: Backend>(
         &self,
         d: &D,
         params: &D::Params,
@@ -317,7 +306,7 @@ impl Model {
         let head = self.layout.head();
         let mut dx = d.zeros(n * c)?;
         let (dl, hi) = (D::view(&fwd.dlogits), D::view(&fwd.head_in));
-        d.matmul_backward(Some(D::view_mut(&mut dx)), D::grad(grads, head), None, dl, hi, D::param(params, head), n, c, v)?;
+        d.matmul_backward(Some(D::view_mut(&mut dx)), D::grad(grads, head)?, None, dl, hi, D::param(params, head)?, n, c, v)?;
         let mut ctx = Ctx { be: d, cfg: &self.cfg, params, grads: Some(grads), dropout: None };
         let (b, t) = (batch.b, batch.t);
         match (&self.layout.encoder, &self.layout.decoder) {

@@ -16,6 +16,7 @@
 //! sequentially (the threshold is a work size), which gives the same bits again.
 
 mod attention;
+mod glue;
 pub(crate) mod math;
 mod matmul;
 #[cfg(not(target_arch = "wasm32"))]
@@ -28,8 +29,9 @@ mod tile;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm128;
 
-use super::{AdamW, AttnBias, AttnShape, Backend};
+use super::{ops, AdamW, AttnBias, AttnShape, Backend, Segment};
 use crate::config::{Activation, NormKind};
+use crate::error::Result;
 
 pub struct Cpu;
 
@@ -46,21 +48,23 @@ const PAR_ELEMS: usize = 1 << 14;
 pub const PAR_MEMORY_BOUND: bool = !cfg!(target_arch = "wasm32");
 
 impl Backend for Cpu {
+    super::host_buffers!();
+
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn matmul_forward(
-        &self,
-        out: &mut [f32],
-        inp: &[f32],
-        w: &[f32],
-        b: Option<&[f32]>,
-        n: usize,
-        c: usize,
-        oc: usize,
-    ) {
-        matmul::matmul_forward(out, inp, w, b, n, c, oc, n * c * oc >= PAR_FLOPS)
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(glue::zeros(n))
+    }
+    fn zero(&self, x: &mut [f32]) -> Result<()> {
+        glue::zero(x);
+        Ok(())
+    }
+
+    fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
+        matmul::matmul_forward(out, inp, w, b, n, c, oc, n * c * oc >= PAR_FLOPS);
+        Ok(())
     }
 
     fn matmul_backward(
@@ -74,8 +78,9 @@ impl Backend for Cpu {
         n: usize,
         c: usize,
         oc: usize,
-    ) {
-        matmul::matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc, n * c * oc >= PAR_FLOPS)
+    ) -> Result<()> {
+        matmul::matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc, n * c * oc >= PAR_FLOPS);
+        Ok(())
     }
 
     fn norm_forward(
@@ -89,8 +94,9 @@ impl Backend for Cpu {
         b: Option<&[f32]>,
         eps: f32,
         c: usize,
-    ) {
-        norm::norm_forward(kind, out, mean, rstd, inp, w, b, eps, c, PAR_MEMORY_BOUND && inp.len() >= PAR_ELEMS)
+    ) -> Result<()> {
+        norm::norm_forward(kind, out, mean, rstd, inp, w, b, eps, c, PAR_MEMORY_BOUND && inp.len() >= PAR_ELEMS);
+        Ok(())
     }
 
     fn norm_backward(
@@ -105,21 +111,14 @@ impl Backend for Cpu {
         mean: &[f32],
         rstd: &[f32],
         c: usize,
-    ) {
-        norm::norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c, PAR_MEMORY_BOUND && inp.len() >= PAR_ELEMS)
+    ) -> Result<()> {
+        norm::norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c, PAR_MEMORY_BOUND && inp.len() >= PAR_ELEMS);
+        Ok(())
     }
 
-    fn attention_forward(
-        &self,
-        out: &mut [f32],
-        lse: &mut [f32],
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        bias: AttnBias,
-        sh: &AttnShape,
-    ) {
-        attention::attention_forward(out, lse, q, k, v, bias, sh, attention_work(sh) >= PAR_FLOPS)
+    fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
+        attention::attention_forward(out, lse, q, k, v, bias, sh, attention_work(sh) >= PAR_FLOPS);
+        Ok(())
     }
 
     fn attention_backward(
@@ -136,36 +135,108 @@ impl Backend for Cpu {
         lse: &[f32],
         bias: AttnBias,
         sh: &AttnShape,
-    ) {
+    ) -> Result<()> {
         let par = attention_work(sh) >= PAR_FLOPS;
-        attention::attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh, par)
+        attention::attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh, par);
+        Ok(())
     }
 
-    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) {
-        pointwise::activation_forward(act, out, inp, f, inp.len() >= PAR_ELEMS)
+    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) -> Result<()> {
+        pointwise::activation_forward(act, out, inp, f, inp.len() >= PAR_ELEMS);
+        Ok(())
     }
 
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) {
-        pointwise::activation_backward(act, dinp, dout, inp, out, f, inp.len() >= PAR_ELEMS)
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) -> Result<()> {
+        pointwise::activation_backward(act, dinp, dout, inp, out, f, inp.len() >= PAR_ELEMS);
+        Ok(())
     }
 
-    fn cross_entropy(
-        &self,
-        dlogits: &mut [f32],
-        logits: &[f32],
-        targets: &[i32],
-        v: usize,
-        dscale: f32,
-    ) -> (f64, usize) {
-        pointwise::cross_entropy(dlogits, logits, targets, v, dscale, targets.len() * v >= PAR_ELEMS)
+    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        ops::rope_apply(x, t, hs, pos0, theta, inverse);
+        Ok(())
     }
 
-    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
-        pointwise::adamw(p, g, m, v, h, decay, PAR_MEMORY_BOUND && p.len() >= 2 * PAR_ELEMS)
+    fn mean_cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, count: usize) -> Result<f32> {
+        let par = targets.len() * v >= PAR_ELEMS;
+        let (total, n) = pointwise::cross_entropy(dlogits, logits, targets, v, 1.0 / count.max(1) as f32, par);
+        debug_assert_eq!(n, count);
+        Ok(ops::mean_loss(total, count))
     }
 
-    fn sum_squares(&self, g: &[f32]) -> f64 {
-        pointwise::sum_squares(g, PAR_MEMORY_BOUND && g.len() >= 4 * PAR_ELEMS)
+    fn embedding_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<&[f32]>, sin: &[f32], t: usize, pos0: usize, c: usize) -> Result<()> {
+        glue::embedding_forward(out, ids, wte, wpe, sin, t, pos0, c);
+        Ok(())
+    }
+
+    fn embedding_backward(&self, dwte: &mut [f32], dwpe: Option<&mut [f32]>, dx: &[f32], ids: &[u32], t: usize, c: usize) -> Result<()> {
+        // Rows scatter into the tables in order: the reference loop is already what the CPU runs.
+        ops::embedding_backward(dwte, dwpe, dx, ids, t, c);
+        Ok(())
+    }
+
+    fn add_scaled(&self, out: &mut [f32], a: &[f32], b: &[f32], alpha: f32) -> Result<()> {
+        glue::add_scaled(out, a, b, alpha);
+        Ok(())
+    }
+
+    fn scale(&self, out: &mut [f32], a: &[f32], alpha: f32) -> Result<()> {
+        glue::scale(out, a, alpha);
+        Ok(())
+    }
+
+    fn add_into(&self, a: &mut [f32], b: &[f32]) -> Result<()> {
+        glue::add_into(a, b);
+        Ok(())
+    }
+
+    fn mul_into(&self, a: &mut [f32], m: &[f32]) -> Result<()> {
+        glue::mul_into(a, m);
+        Ok(())
+    }
+
+    fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        glue::split_heads(out, src, b, t, stride, off, nh, hs);
+        Ok(())
+    }
+
+    fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        glue::merge_heads(dst, src, b, t, stride, off, nh, hs);
+        Ok(())
+    }
+
+    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+        // Whole rows of a head at a time: the reference's copies are what the CPU runs.
+        ops::append_heads(out, old, new, h, len, n, hs);
+        Ok(())
+    }
+
+    fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {
+        let sums: Vec<f64> = segments
+            .iter()
+            .map(|s| pointwise::sum_squares(s.view.of(g), PAR_MEMORY_BOUND && s.view.len >= 4 * PAR_ELEMS))
+            .collect();
+        out[0] = sums.iter().sum::<f64>() as f32;
+        out[1..].iter_mut().zip(&sums).for_each(|(o, s)| *o = *s as f32);
+        Ok(())
+    }
+
+    fn clip_grad_norm(&self, g: &mut [f32], sq: &[f32], clip: f32) -> Result<()> {
+        let coef = ops::clip_coef(sq[0], clip);
+        if coef != 1.0 {
+            glue::scale_in_place(g, coef);
+        }
+        Ok(())
+    }
+
+    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], segments: &[Segment], sq: &[f32], loss: f32, h: &AdamW) -> Result<()> {
+        if ops::step_is_good(sq[0], loss) {
+            for s in segments {
+                let r = s.view;
+                let par = PAR_MEMORY_BOUND && r.len >= 2 * PAR_ELEMS;
+                pointwise::adamw(r.of_mut(p), r.of(g), r.of_mut(m), r.of_mut(v), h, s.decay, par);
+            }
+        }
+        Ok(())
     }
 }
 

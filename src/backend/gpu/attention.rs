@@ -4,23 +4,8 @@
 //! workgroup tiles are sized by them), so each (HS, buckets) pair has its own pipelines.
 
 use super::{gpu_error, need, u32_of, Access, Binding, Encoder, Gpu, GpuSlice, Kernel, KernelWith, Pooled};
-use crate::backend::AttnShape;
+use crate::backend::{AttnBias, AttnShape};
 use crate::error::Result;
-
-/// The additive score bias, as `backend::AttnBias` but over device buffers.
-#[derive(Clone, Copy)]
-pub enum GpuAttnBias<'a> {
-    None,
-    /// ALiBi slopes (NH).
-    Alibi {
-        slopes: GpuSlice<'a, f32>,
-    },
-    /// T5 relative bias: table (buckets, NH) and bucket (T, S), the bucket of key j for query i at i·S + j.
-    Relative {
-        table: GpuSlice<'a, f32>,
-        bucket: GpuSlice<'a, u32>,
-    },
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -137,32 +122,47 @@ struct PackedBias<'a> {
     buckets: usize,
 }
 
+/// The pooled buffers a packed bias binds.
+#[derive(Default)]
+struct Scratch {
+    slopes: Option<Pooled<f32>>,
+    packed: Option<Pooled<u32>>,
+}
+
 impl Gpu {
+    /// Uploads the host parts of the bias (ALiBi slopes, T5 buckets) into `scratch` (pooled: alive until the
+    /// submission) and packs it for the kernels.
     fn pack_bias<'a>(
         &'a self,
         enc: &mut Encoder,
-        bias: &GpuAttnBias<'a>,
+        bias: &AttnBias<'_, GpuSlice<'a, f32>>,
         sh: &AttnShape,
-        scratch: &'a mut Option<Pooled<u32>>,
+        scratch: &'a mut Scratch,
     ) -> Result<PackedBias<'a>> {
         match *bias {
-            GpuAttnBias::None => Ok(PackedBias { kind: 0, binding: self.no_input(), bucket_off: 0, buckets: 0 }),
-            GpuAttnBias::Alibi { slopes } => {
-                need("attention ALiBi slopes", &slopes, sh.nh)?;
-                Ok(PackedBias { kind: 1, binding: slopes.bind(sh.nh), bucket_off: 0, buckets: 0 })
+            AttnBias::None => Ok(PackedBias { kind: 0, binding: self.no_input(), bucket_off: 0, buckets: 0 }),
+            AttnBias::Alibi { slopes } => {
+                if slopes.len() < sh.nh {
+                    return Err(gpu_error(format!("attention ALiBi slopes has {} elements, the op needs {}", slopes.len(), sh.nh)));
+                }
+                let slopes = scratch.slopes.insert(self.pooled_upload(&slopes[..sh.nh])?);
+                Ok(PackedBias { kind: 1, binding: slopes.all().bind(sh.nh), bucket_off: 0, buckets: 0 })
             }
-            GpuAttnBias::Relative { table, bucket } => {
+            AttnBias::Relative { table, bucket } => {
                 let buckets = table.len() / sh.nh;
-                need("attention relative buckets", &bucket, sh.t * sh.s)?;
+                if bucket.len() < sh.t * sh.s {
+                    return Err(gpu_error(format!("attention relative buckets has {} elements, the op needs {}", bucket.len(), sh.t * sh.s)));
+                }
                 if buckets == 0 {
                     return Err(gpu_error("a relative-bias table with no buckets"));
                 }
                 let (tl, bl) = (buckets * sh.nh, sh.t * sh.s);
+                let uploaded = self.pooled_upload(&bucket[..bl])?;
                 let packed = self.pooled::<u32>(tl + bl)?;
-                let (tb, bb) = (table.bind(tl), bucket.bind(bl));
+                let (tb, bb) = (table.bind(tl), uploaded.all().bind(bl));
                 enc.enc.copy_buffer_to_buffer(tb.buf, tb.offset, &packed.buf, 0, tb.size);
                 enc.enc.copy_buffer_to_buffer(bb.buf, bb.offset, &packed.buf, tb.size, bb.size);
-                let packed = scratch.insert(packed);
+                let packed = scratch.packed.insert(packed);
                 Ok(PackedBias {
                     kind: 2,
                     binding: packed.all().bind(tl + bl),
@@ -201,7 +201,7 @@ impl Gpu {
         q: GpuSlice<f32>,
         k: GpuSlice<f32>,
         v: GpuSlice<f32>,
-        bias: GpuAttnBias,
+        bias: AttnBias<'_, GpuSlice<f32>>,
         sh: &AttnShape,
     ) -> Result<()> {
         if sh.b == 0 || sh.t == 0 {
@@ -214,7 +214,7 @@ impl Gpu {
         need("attention q", &q, nq)?;
         need("attention k", &k, nkv)?;
         need("attention v", &v, nkv)?;
-        let mut scratch = None;
+        let mut scratch = Scratch::default();
         let pb = self.pack_bias(enc, &bias, sh, &mut scratch)?;
         let p = Gpu::attn_params(sh, &pb, false)?;
         let groups = sh.b * sh.nh * sh.t.div_ceil(ROWS);
@@ -238,7 +238,7 @@ impl Gpu {
         v: GpuSlice<f32>,
         out: GpuSlice<f32>,
         lse: GpuSlice<f32>,
-        bias: GpuAttnBias,
+        bias: AttnBias<'_, GpuSlice<f32>>,
         sh: &AttnShape,
     ) -> Result<()> {
         if sh.b == 0 || sh.t == 0 || sh.s == 0 {
@@ -263,7 +263,7 @@ impl Gpu {
         let bufs = [dout.bind(nq), out.bind(nq), lse.bind(nl), stats.all().bind(2 * nl)];
         self.dispatch(enc, &DELTA, &[], &dp, &bufs, self.grid(nl.div_ceil(256))?)?;
 
-        let mut scratch = None;
+        let mut scratch = Scratch::default();
         let pb = self.pack_bias(enc, &bias, sh, &mut scratch)?;
         let want_dtable = dtable.is_some() && pb.kind == 2;
         let consts = backward_consts(sh.hs, if pb.kind == 2 { pb.buckets } else { 0 });

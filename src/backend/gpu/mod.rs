@@ -2,16 +2,12 @@
 //! Mesa's lavapipe where there is no GPU; the browser's WebGPU on wasm32). Same op names and argument order as the
 //! trait (llm.c order: outputs, saved caches, inputs, parameters, sizes); backward ops ACCUMULATE like the trait's.
 //!
-//! The ops work on device buffers (`GpuBuffer`, viewed through `GpuSlice`) and are recorded into an `Encoder`;
-//! nothing is read back unless asked (`Gpu::read`, `Gpu::read_after`). `tests/gpu_kernels.rs` holds every kernel
-//! to the scalar reference through an upload-run-readback adapter of the `Backend` trait.
-//!
-//! Training (phase 2 of issue 5) is the model's own code on the device: `GpuStep` implements the model's `Device`
-//! (`model::device`), so `Model::forward_on` / `backward_on` record every op of a step into one encoder;
-//! `GpuTrainer` keeps the parameters, gradients and AdamW moments resident, adds the gradient norms, clipping and
-//! a guarded AdamW to the same encoder, and reads back only the scalars, with a copy in that same submission.
-//! Activations and scratch buffers come from a pool (`Gpu::pooled`): allocated at the first step of a shape,
-//! reused after. `train::Run` drives it for `BackendKind::Gpu`.
+//! The kernels work on device buffers (`GpuBuffer`, viewed through `GpuSlice`) and are recorded into an `Encoder`;
+//! nothing is read back unless asked (`Gpu::read_after`). `GpuStep` is the op trait on the GPU: it records every op
+//! the model's code calls into one encoder, so a whole training step (`train::step`, driven by
+//! `train::gpu::GpuTrainer`) is one submission and one readback of its scalars. Activations and scratch buffers
+//! come from a pool (`Gpu::pooled`): allocated at the first step of a shape, reused after.
+//! `tests/gpu_kernels.rs` holds every kernel to the scalar reference.
 //!
 //! Kernels (`wgsl/`, one file per op family, each opening with its bindings, shapes and invocation→element map):
 //! - `matmul`: C (+)= A·B over strided A and B, 64×64 tiles in workgroup memory, 4×4 outputs per thread;
@@ -44,24 +40,20 @@ mod norm;
 mod pointwise;
 mod reduce;
 mod step;
-mod trainer;
 
-pub use attention::GpuAttnBias;
 pub use bound::{lock, ThreadBound};
 pub use buffer::{Element, GpuBuffer, GpuSlice, Pooled, Readback};
 pub use context::GpuContext;
 pub use step::{GpuStep, PendingLoss};
-pub use trainer::{GpuTrainer, PendingStep, StepScalars};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The error for anything the GPU path refuses or fails at. (One `Error::Invalid` with a "gpu:" prefix: a
-/// dedicated `Error::Gpu` variant belongs in `error.rs`.)
+/// The error for anything the GPU path refuses or fails at.
 pub(crate) fn gpu_error(msg: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("gpu: {msg}"))
+    Error::Gpu(msg.to_string())
 }
 
 /// Shared by every WGSL file: helpers prepended to each source.

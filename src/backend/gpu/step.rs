@@ -1,18 +1,16 @@
-//! `GpuStep`: the model's `Device` on the GPU. Every op the model code calls is recorded into one command encoder
-//! over buffers that stay on the device: the parameters and gradients (the trainer's flat buffers, cut into
-//! tensors by the layout's views, each starting on a 64-float boundary so it binds as a storage view) and the
-//! activations (pooled: allocated at the first step of a shape, reused after). Host data the model passes —
-//! token ids, targets, dropout masks, ALiBi slopes, T5 buckets, the sinusoidal table, the embedding-gradient row
-//! lists — is uploaded into pooled buffers as it comes. Nothing is read back here: the mean loss is left in a
-//! device scalar (`PendingLoss`).
+//! `GpuStep`: the op trait on the GPU. Every op the model code calls is recorded into one command encoder over
+//! buffers that stay on the device: the flat parameter, gradient and moment buffers (cut into tensors by the
+//! layout's views, each starting on a 64-float boundary so it binds as a storage view) and the activations
+//! (pooled: allocated at the first step of a shape, reused after). Host data the model passes — token ids,
+//! targets, dropout masks, ALiBi slopes, T5 buckets, the sinusoidal table, the embedding-gradient row lists, the
+//! optimizer's segments — is uploaded into pooled buffers as it comes. Nothing is read back until the caller
+//! submits (`finish`): the mean loss is left in a device scalar (`PendingLoss`), and `read` schedules a copy.
 
 use super::glue::csr;
-use super::{Encoder, Gpu, GpuAttnBias, GpuBuffer, GpuSlice, Pooled};
-use crate::backend::AttnShape;
+use super::{gpu_error, Encoder, Gpu, GpuBuffer, GpuSlice, Pooled, Readback};
+use crate::backend::{AdamW, AttnBias, AttnShape, Backend, Segment, View};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
-use crate::model::layout::View;
-use crate::model::{Bias, Device};
 use std::cell::{Cell, RefCell};
 
 /// A mean cross-entropy still on the device: the sum of the row losses is in the scalars buffer at `slot`; the
@@ -26,26 +24,29 @@ pub struct PendingLoss {
 impl PendingLoss {
     /// The mean loss from the scalars read back.
     pub fn mean(&self, scalars: &[f32]) -> f32 {
-        match (self.count, scalars.get(self.slot)) {
-            (0, _) | (_, None) => f32::NAN,
-            (n, Some(&total)) => (total as f64 / n as f64) as f32,
+        match scalars.get(self.slot) {
+            None => f32::NAN,
+            Some(&total) => crate::backend::ops::mean_loss(total as f64, self.count),
         }
     }
 }
+
+/// Floats per chunk of the first pass of `sums_of_squares`.
+const CHUNK: usize = 8192;
 
 /// Records the model's ops for one submission.
 pub struct GpuStep<'g> {
     gpu: &'g Gpu,
     enc: RefCell<Encoder>,
-    /// Where loss sums go, from `next_slot` on.
-    scalars: GpuSlice<'g, f32>,
+    /// Where loss sums go, from `next_slot` on (a handle to the caller's buffer).
+    scalars: GpuBuffer<f32>,
     next_slot: Cell<usize>,
 }
 
 impl<'g> GpuStep<'g> {
     /// Loss sums land in `scalars` at `first_slot`, `first_slot + 1`, … (one per forward pass recorded).
-    pub fn new(gpu: &'g Gpu, scalars: GpuSlice<'g, f32>, first_slot: usize) -> GpuStep<'g> {
-        GpuStep { gpu, enc: RefCell::new(gpu.encoder()), scalars, next_slot: Cell::new(first_slot) }
+    pub fn new(gpu: &'g Gpu, scalars: &GpuBuffer<f32>, first_slot: usize) -> GpuStep<'g> {
+        GpuStep { gpu, enc: RefCell::new(gpu.encoder()), scalars: scalars.clone(), next_slot: Cell::new(first_slot) }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -71,24 +72,22 @@ impl<'g> GpuStep<'g> {
     }
 }
 
-/// A view of the flat parameter or gradient buffer (the layout keeps views inside it; a view that were not would
-/// be refused when bound).
-fn view_of(b: &GpuBuffer<f32>, v: View) -> GpuSlice<'_, f32> {
-    b.slice(v.offset, v.len).unwrap_or_else(|_| b.all().sub(0, 0).expect("an empty view"))
+/// The tensor `v` of a flat buffer; a view outside it is an error (never a shorter or empty view).
+fn view_of(b: &GpuBuffer<f32>, v: View) -> Result<GpuSlice<'_, f32>> {
+    b.slice(v.offset, v.len)
 }
 
-impl<'g> Device for GpuStep<'g> {
+impl<'g> Backend for GpuStep<'g> {
     type Buf = Pooled<f32>;
-    type In<'a>
-        = GpuSlice<'a, f32>
-    where
-        Self: 'a;
-    type Out<'a>
-        = GpuSlice<'a, f32>
-    where
-        Self: 'a;
+    type In<'a> = GpuSlice<'a, f32>;
+    type Out<'a> = GpuSlice<'a, f32>;
     type Params = GpuBuffer<f32>;
     type Loss = PendingLoss;
+    type Read = Readback<f32>;
+
+    fn name(&self) -> &'static str {
+        "gpu"
+    }
 
     fn zeros(&self, n: usize) -> Result<Pooled<f32>> {
         self.with(|g, e| g.pooled_zeros(e, n))
@@ -101,6 +100,18 @@ impl<'g> Device for GpuStep<'g> {
         self.with(|g, e| g.copy(e, out.all(), x))?;
         Ok(out)
     }
+    fn zero(&self, x: GpuSlice<f32>) -> Result<()> {
+        self.with(|g, e| {
+            g.clear(e, x);
+            Ok(())
+        })
+    }
+    fn read(&self, x: GpuSlice<f32>) -> Result<Readback<f32>> {
+        self.with(|g, e| Ok(g.read_after(e, x)))
+    }
+    fn loss_value(loss: PendingLoss, scalars: &[f32]) -> f32 {
+        loss.mean(scalars)
+    }
     fn view(x: &Pooled<f32>) -> GpuSlice<'_, f32> {
         x.all()
     }
@@ -110,15 +121,20 @@ impl<'g> Device for GpuStep<'g> {
     fn view_mut(x: &mut Pooled<f32>) -> GpuSlice<'_, f32> {
         x.all()
     }
-    fn param(p: &GpuBuffer<f32>, v: View) -> GpuSlice<'_, f32> {
+    fn param(p: &GpuBuffer<f32>, v: View) -> Result<GpuSlice<'_, f32>> {
         view_of(p, v)
     }
-    fn grad(g: &mut GpuBuffer<f32>, v: View) -> GpuSlice<'_, f32> {
+    fn grad(g: &mut GpuBuffer<f32>, v: View) -> Result<GpuSlice<'_, f32>> {
         view_of(g, v)
     }
-    fn grad_pair(g: &mut GpuBuffer<f32>, a: View, b: Option<View>) -> (GpuSlice<'_, f32>, Option<GpuSlice<'_, f32>>) {
+    fn grad_pair(g: &mut GpuBuffer<f32>, a: View, b: Option<View>) -> Result<(GpuSlice<'_, f32>, Option<GpuSlice<'_, f32>>)> {
         let g: &GpuBuffer<f32> = g;
-        (view_of(g, a), b.map(|b| view_of(g, b)))
+        if let Some(b) = b {
+            if a.offset < b.offset + b.len && b.offset < a.offset + a.len {
+                return Err(gpu_error(format!("overlapping tensors {a:?} and {b:?}")));
+            }
+        }
+        Ok((view_of(g, a)?, b.map(|b| view_of(g, b)).transpose()?))
     }
 
     fn matmul_forward(&self, out: GpuSlice<f32>, inp: GpuSlice<f32>, w: GpuSlice<f32>, b: Option<GpuSlice<f32>>, n: usize, c: usize, oc: usize) -> Result<()> {
@@ -178,11 +194,10 @@ impl<'g> Device for GpuStep<'g> {
         q: GpuSlice<f32>,
         k: GpuSlice<f32>,
         v: GpuSlice<f32>,
-        bias: Bias<GpuSlice<f32>>,
+        bias: AttnBias<GpuSlice<f32>>,
         sh: &AttnShape,
     ) -> Result<()> {
-        let bufs = BiasBufs::upload(self, &bias)?;
-        self.with(|g, e| g.attention_forward(e, out, lse, q, k, v, bufs.get(&bias), sh))
+        self.with(|g, e| g.attention_forward(e, out, lse, q, k, v, bias, sh))
     }
 
     fn attention_backward(
@@ -197,11 +212,10 @@ impl<'g> Device for GpuStep<'g> {
         v: GpuSlice<f32>,
         out: GpuSlice<f32>,
         lse: GpuSlice<f32>,
-        bias: Bias<GpuSlice<f32>>,
+        bias: AttnBias<GpuSlice<f32>>,
         sh: &AttnShape,
     ) -> Result<()> {
-        let bufs = BiasBufs::upload(self, &bias)?;
-        self.with(|g, e| g.attention_backward(e, dq, dk, dv, dtable, dout, q, k, v, out, lse, bufs.get(&bias), sh))
+        self.with(|g, e| g.attention_backward(e, dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
     }
 
     fn activation_forward(&self, act: Activation, out: GpuSlice<f32>, inp: GpuSlice<f32>, f: usize) -> Result<()> {
@@ -224,7 +238,7 @@ impl<'g> Device for GpuStep<'g> {
         let dscale = 1.0 / count.max(1) as f32;
         self.with(|g, e| {
             g.cross_entropy(e, dlogits, losses.all(), logits, tg.all(), v, dscale)?;
-            g.sum(e, self.scalars, slot, losses.all())
+            g.sum(e, self.scalars.all(), slot, losses.all())
         })?;
         Ok(PendingLoss { slot, count })
     }
@@ -282,29 +296,83 @@ impl<'g> Device for GpuStep<'g> {
     fn merge_heads(&self, dst: GpuSlice<f32>, src: GpuSlice<f32>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
         self.with(|g, e| g.heads(e, true, dst, src, b, t, stride, off, nh, hs))
     }
-}
 
-/// The host parts of a bias (ALiBi slopes, T5 buckets), uploaded.
-enum BiasBufs {
-    None,
-    Alibi(Pooled<f32>),
-    Relative(Pooled<u32>),
-}
-
-impl BiasBufs {
-    fn upload(s: &GpuStep, b: &Bias<GpuSlice<f32>>) -> Result<BiasBufs> {
-        Ok(match b {
-            Bias::None => BiasBufs::None,
-            Bias::Alibi { slopes } => BiasBufs::Alibi(s.gpu.pooled_upload(slopes)?),
-            Bias::Relative { bucket, .. } => BiasBufs::Relative(s.upload_u32(bucket)?),
+    fn append_heads(&self, out: GpuSlice<f32>, old: GpuSlice<f32>, new: GpuSlice<f32>, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+        self.with(|g, e| {
+            for gi in 0..h {
+                let o = out.sub(gi * (len + n) * hs, (len + n) * hs)?;
+                g.copy(e, o.sub(0, len * hs)?, old.sub(gi * len * hs, len * hs)?)?;
+                g.copy(e, o.sub(len * hs, n * hs)?, new.sub(gi * n * hs, n * hs)?)?;
+            }
+            Ok(())
         })
     }
 
-    fn get<'a>(&'a self, b: &Bias<GpuSlice<'a, f32>>) -> GpuAttnBias<'a> {
-        match (self, b) {
-            (BiasBufs::Alibi(s), _) => GpuAttnBias::Alibi { slopes: s.all() },
-            (BiasBufs::Relative(bk), Bias::Relative { table, .. }) => GpuAttnBias::Relative { table: *table, bucket: bk.all() },
-            _ => GpuAttnBias::None,
+    fn sums_of_squares(&self, out: GpuSlice<f32>, grads: GpuSlice<f32>, segments: &[Segment]) -> Result<()> {
+        // Chunks of ≤ CHUNK floats of each segment (Σx²), then each segment's chunks, then all segments.
+        let (mut chunks, mut per_segment) = (vec![], vec![]);
+        for s in segments {
+            let (start, end) = (s.view.offset, s.view.offset + s.view.len);
+            let first = chunks.len() / 2;
+            for c in (start..end).step_by(CHUNK) {
+                chunks.extend([c as u32, (c + CHUNK).min(end) as u32]);
+            }
+            per_segment.extend([first as u32, (chunks.len() / 2) as u32]);
         }
+        let ns = segments.len();
+        let (chunks, per_segment) = (self.upload_u32(&chunks)?, self.upload_u32(&per_segment)?);
+        let all = self.upload_u32(&[0, ns as u32])?;
+        let partials = self.gpu.pooled::<f32>((chunks.len() / 2).max(1))?;
+        let (sums, total) = (self.gpu.pooled::<f32>(ns.max(1))?, self.gpu.pooled::<f32>(1)?);
+        // Bound buffers start at offset 0 of their own; `out` (anywhere) is only copied into.
+        self.with(|g, e| {
+            g.segment_sum(e, partials.all(), 0, grads, chunks.all(), true)?;
+            g.segment_sum(e, sums.all(), 0, partials.all(), per_segment.all(), false)?;
+            g.segment_sum(e, total.all(), 0, sums.all(), all.all(), false)?;
+            g.copy(e, out.sub(0, 1)?, total.all())?;
+            g.copy(e, out.sub(1, ns)?, sums.all().sub(0, ns)?)
+        })
+    }
+
+    fn clip_grad_norm(&self, grads: GpuSlice<f32>, sq: GpuSlice<f32>, clip: f32) -> Result<()> {
+        if clip <= 0.0 {
+            return Ok(());
+        }
+        // A copy of Σg², so the bound buffer starts on the storage alignment whatever `sq`'s offset.
+        let norm = self.gpu.pooled::<f32>(1)?;
+        self.with(|g, e| {
+            g.copy(e, norm.all(), sq.sub(0, 1)?)?;
+            g.clip_grads(e, grads, norm.all(), clip)
+        })
+    }
+
+    fn adamw(
+        &self,
+        p: GpuSlice<f32>,
+        grads: GpuSlice<f32>,
+        m: GpuSlice<f32>,
+        v: GpuSlice<f32>,
+        segments: &[Segment],
+        sq: GpuSlice<f32>,
+        loss: PendingLoss,
+        h: &AdamW,
+    ) -> Result<()> {
+        // The kernel decays per 64-float block (every tensor starts on one) and reads its guard, [Σg², loss sum],
+        // from the device; a step with no counted target has a NaN mean loss but a zero sum, so it is refused here.
+        if loss.count == 0 {
+            return Ok(());
+        }
+        let mut decay = vec![0u32; p.len().div_ceil(64)];
+        for s in segments.iter().filter(|s| s.decay) {
+            let (start, end) = (s.view.offset, s.view.offset + s.view.len);
+            decay[start / 64..end.div_ceil(64)].iter_mut().for_each(|d| *d = 1);
+        }
+        let decay = self.upload_u32(&decay)?;
+        let guard = self.gpu.pooled::<f32>(2)?;
+        self.with(|g, e| {
+            g.copy(e, guard.all().sub(0, 1)?, sq.sub(0, 1)?)?;
+            g.copy(e, guard.all().sub(1, 1)?, self.scalars.slice(loss.slot, 1)?)?;
+            g.adamw_flat(e, p, grads, m, v, decay.all(), guard.all(), h)
+        })
     }
 }

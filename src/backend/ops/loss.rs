@@ -1,6 +1,4 @@
-//! Cross-entropy (fused with softmax and its gradient) and AdamW.
-
-use crate::backend::AdamW;
+//! Cross-entropy, fused with softmax and its gradient.
 
 /// Rows with target −1 are ignored. Returns (Σ loss, count of counted rows); dlogits = (softmax − onehot)·dscale.
 pub fn cross_entropy(dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, dscale: f32) -> (f64, usize) {
@@ -22,23 +20,4 @@ pub fn cross_entropy(dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: us
         }
     }
     (total, count)
-}
-
-/// AdamW as PyTorch: decoupled decay p ← p(1 − lr·wd) (only when `decay`), then the bias-corrected Adam update.
-pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
-    let bc1 = 1.0 - h.beta1.powi(h.t as i32);
-    let bc2 = 1.0 - h.beta2.powi(h.t as i32);
-    let wd = if decay { h.weight_decay } else { 0.0 };
-    for i in 0..p.len() {
-        p[i] *= 1.0 - h.lr * wd;
-        m[i] = h.beta1 * m[i] + (1.0 - h.beta1) * g[i];
-        v[i] = h.beta2 * v[i] + (1.0 - h.beta2) * g[i] * g[i];
-        let mhat = m[i] / bc1;
-        let vhat = v[i] / bc2;
-        p[i] -= h.lr * mhat / (vhat.sqrt() + h.eps);
-    }
-}
-
-pub fn sum_squares(g: &[f32]) -> f64 {
-    g.iter().map(|&x| (x as f64) * (x as f64)).sum()
 }

@@ -1,8 +1,10 @@
 //! The scalar reference ops: direct loops over the maths, written to be read, not to be fast. Every fast kernel
-//! is tested against these, and these are tested by finite differences and against PyTorch.
+//! is tested against these, and these are tested by finite differences and against PyTorch. `Reference`
+//! implements the op trait with them.
 
 mod act;
 mod attention;
+mod glue;
 mod linear;
 mod loss;
 mod norm;
@@ -10,7 +12,204 @@ mod rope;
 
 pub use act::{activation_backward, activation_forward, gelu, gelu_grad, sigmoid};
 pub use attention::{attention_backward, attention_forward, attention_probs};
+pub use glue::{
+    add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, merge_heads, mul_into,
+    scale, split_heads, step_is_good, sum_squares, sums_of_squares, two_mut,
+};
 pub use linear::{matmul_backward, matmul_forward};
-pub use loss::{adamw, cross_entropy, sum_squares};
+pub use loss::cross_entropy;
 pub use norm::{norm_backward, norm_forward};
 pub use rope::rope_apply;
+
+use super::{AdamW, AttnBias, AttnShape, Backend, Reference, Segment};
+use crate::config::{Activation, NormKind};
+use crate::error::Result;
+
+/// The mean of a loss sum over `count` rows (NaN when there are none), as every backend forms it.
+pub fn mean_loss(total: f64, count: usize) -> f32 {
+    if count == 0 {
+        f32::NAN
+    } else {
+        (total / count as f64) as f32
+    }
+}
+
+impl Backend for Reference {
+    super::host_buffers!();
+
+    fn name(&self) -> &'static str {
+        "reference"
+    }
+
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; n])
+    }
+    fn zero(&self, x: &mut [f32]) -> Result<()> {
+        x.fill(0.0);
+        Ok(())
+    }
+
+    fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
+        matmul_forward(out, inp, w, b, n, c, oc);
+        Ok(())
+    }
+
+    fn matmul_backward(
+        &self,
+        dinp: Option<&mut [f32]>,
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc);
+        Ok(())
+    }
+
+    fn norm_forward(
+        &self,
+        kind: NormKind,
+        out: &mut [f32],
+        mean: &mut [f32],
+        rstd: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        eps: f32,
+        c: usize,
+    ) -> Result<()> {
+        norm_forward(kind, out, mean, rstd, inp, w, b, eps, c);
+        Ok(())
+    }
+
+    fn norm_backward(
+        &self,
+        kind: NormKind,
+        dinp: &mut [f32],
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        w: &[f32],
+        mean: &[f32],
+        rstd: &[f32],
+        c: usize,
+    ) -> Result<()> {
+        norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c);
+        Ok(())
+    }
+
+    fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
+        attention_forward(out, lse, q, k, v, bias, sh);
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        dtable: Option<&mut [f32]>,
+        dout: &[f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &[f32],
+        lse: &[f32],
+        bias: AttnBias,
+        sh: &AttnShape,
+    ) -> Result<()> {
+        attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh);
+        Ok(())
+    }
+
+    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) -> Result<()> {
+        activation_forward(act, out, inp, f);
+        Ok(())
+    }
+
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], _out: &[f32], f: usize) -> Result<()> {
+        activation_backward(act, dinp, dout, inp, f);
+        Ok(())
+    }
+
+    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        rope_apply(x, t, hs, pos0, theta, inverse);
+        Ok(())
+    }
+
+    fn mean_cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, count: usize) -> Result<f32> {
+        let (total, n) = cross_entropy(dlogits, logits, targets, v, 1.0 / count.max(1) as f32);
+        debug_assert_eq!(n, count);
+        Ok(mean_loss(total, count))
+    }
+
+    fn embedding_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<&[f32]>, sin: &[f32], t: usize, pos0: usize, c: usize) -> Result<()> {
+        embedding_forward(out, ids, wte, wpe, sin, t, pos0, c);
+        Ok(())
+    }
+
+    fn embedding_backward(&self, dwte: &mut [f32], dwpe: Option<&mut [f32]>, dx: &[f32], ids: &[u32], t: usize, c: usize) -> Result<()> {
+        embedding_backward(dwte, dwpe, dx, ids, t, c);
+        Ok(())
+    }
+
+    fn add_scaled(&self, out: &mut [f32], a: &[f32], b: &[f32], alpha: f32) -> Result<()> {
+        add_scaled(out, a, b, alpha);
+        Ok(())
+    }
+
+    fn scale(&self, out: &mut [f32], a: &[f32], alpha: f32) -> Result<()> {
+        scale(out, a, alpha);
+        Ok(())
+    }
+
+    fn add_into(&self, a: &mut [f32], b: &[f32]) -> Result<()> {
+        add_into(a, b);
+        Ok(())
+    }
+
+    fn mul_into(&self, a: &mut [f32], m: &[f32]) -> Result<()> {
+        mul_into(a, m);
+        Ok(())
+    }
+
+    fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        split_heads(out, src, b, t, stride, off, nh, hs);
+        Ok(())
+    }
+
+    fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        merge_heads(dst, src, b, t, stride, off, nh, hs);
+        Ok(())
+    }
+
+    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+        append_heads(out, old, new, h, len, n, hs);
+        Ok(())
+    }
+
+    fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {
+        sums_of_squares(out, g, segments);
+        Ok(())
+    }
+
+    fn clip_grad_norm(&self, g: &mut [f32], sq: &[f32], clip: f32) -> Result<()> {
+        clip_grad_norm(g, sq[0], clip);
+        Ok(())
+    }
+
+    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], segments: &[Segment], sq: &[f32], loss: f32, h: &AdamW) -> Result<()> {
+        if step_is_good(sq[0], loss) {
+            for s in segments {
+                let r = s.view;
+                adamw(r.of_mut(p), r.of(g), r.of_mut(m), r.of_mut(v), h, s.decay);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,136 @@
+//! The model's glue ops on the CPU (embedding, residual adds, dropout masks, head split/merge, the KV cache's
+//! append, zeroing): the reference's loops (`ops::glue`) cut into fixed pieces that run on the pool when large
+//! (natively; not in the browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result.
+
+use super::math::copy;
+use super::PAR_MEMORY_BOUND;
+use rayon::prelude::*;
+
+/// Elements from which these ops run in parallel pieces.
+const PAR_ELEMS: usize = 1 << 16;
+/// Elements per piece.
+const PIECE: usize = 1 << 14;
+
+/// Whether an op over n elements runs in parallel pieces.
+fn parallel(n: usize) -> bool {
+    PAR_MEMORY_BOUND && n >= PAR_ELEMS
+}
+
+/// n zeros. Large buffers (activations, the gradients) are zeroed by the pool in fixed pieces rather than by one
+/// `memset` on the calling thread (natively: with 2 threads that stretch left one core idle).
+pub fn zeros(n: usize) -> Vec<f32> {
+    const ZERO_PIECE: usize = 1 << 15;
+    if n < 2 * ZERO_PIECE || !PAR_MEMORY_BOUND {
+        return vec![0.0; n];
+    }
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    v.spare_capacity_mut().par_chunks_mut(ZERO_PIECE).for_each(|c| c.iter_mut().for_each(|x| _ = x.write(0.0)));
+    // SAFETY: the loop above initialised all n elements of the capacity.
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// x ← 0.
+pub fn zero(x: &mut [f32]) {
+    if parallel(x.len()) {
+        x.par_chunks_mut(PIECE).for_each(|c| c.fill(0.0));
+    } else {
+        x.fill(0.0);
+    }
+}
+
+/// f(out piece, a piece, b piece) over fixed pieces of out, a (and b): in parallel when large.
+fn zip_pieces(out: &mut [f32], a: &[f32], b: Option<&[f32]>, f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+    let n = out.len().min(a.len()).min(b.map_or(usize::MAX, |b| b.len()));
+    let (out, a, b) = (&mut out[..n], &a[..n], b.map_or(&[][..], |b| &b[..n]));
+    let piece = |(i, o): (usize, &mut [f32])| {
+        let r = i * PIECE..i * PIECE + o.len();
+        f(o, &a[r.clone()], if b.is_empty() { b } else { &b[r] })
+    };
+    if parallel(n) {
+        out.par_chunks_mut(PIECE).enumerate().for_each(piece);
+    } else {
+        out.chunks_mut(PIECE).enumerate().for_each(piece);
+    }
+}
+
+/// out = α·a + b. α = 1 gives a + b exactly (1·a = a in IEEE arithmetic).
+pub fn add_scaled(out: &mut [f32], a: &[f32], b: &[f32], alpha: f32) {
+    zip_pieces(out, a, Some(b), |o, a, b| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = alpha * a + b));
+}
+
+/// out = α·a.
+pub fn scale(out: &mut [f32], a: &[f32], alpha: f32) {
+    zip_pieces(out, a, None, |o, a, _| o.iter_mut().zip(a).for_each(|(o, a)| *o = alpha * a));
+}
+
+/// a += b.
+pub fn add_into(a: &mut [f32], b: &[f32]) {
+    zip_pieces(a, b, None, |a, b, _| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+/// a ⊙= m.
+pub fn mul_into(a: &mut [f32], m: &[f32]) {
+    zip_pieces(a, m, None, |a, m, _| a.iter_mut().zip(m).for_each(|(a, m)| *a *= m));
+}
+
+/// g *= coef, in fixed pieces.
+pub fn scale_in_place(g: &mut [f32], coef: f32) {
+    let f = |c: &mut [f32]| c.iter_mut().for_each(|x| *x *= coef);
+    if PAR_MEMORY_BOUND {
+        g.par_chunks_mut(1 << 15).for_each(f);
+    } else {
+        f(g);
+    }
+}
+
+/// out (B·T, C) = wte[ids] + wpe[pos0 + t] + sin[t], row by row with row copies.
+pub fn embedding_forward(out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<&[f32]>, sin: &[f32], t: usize, pos0: usize, c: usize) {
+    for (r, row) in out.chunks_exact_mut(c).enumerate() {
+        copy(row, &wte[ids[r] as usize * c..][..c]);
+        let tp = r % t;
+        if let Some(wpe) = wpe {
+            row.iter_mut().zip(&wpe[(pos0 + tp) * c..][..c]).for_each(|(a, b)| *a += b);
+        }
+        if !sin.is_empty() {
+            row.iter_mut().zip(&sin[tp * c..][..c]).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d; one piece per batch row (it owns out[bi]).
+pub fn split_heads(out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
+    let one = |(bi, out): (usize, &mut [f32])| {
+        for ti in 0..t {
+            let row = &src[(bi * t + ti) * stride + off..];
+            for h in 0..nh {
+                copy(&mut out[(h * t + ti) * hs..][..hs], &row[h * hs..(h + 1) * hs]);
+            }
+        }
+    };
+    let out = &mut out[..b * nh * t * hs];
+    if parallel(out.len()) {
+        out.par_chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
+    } else {
+        out.chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
+    }
+}
+
+/// dst (B,T,stride) columns [off, off + H·HS) ← src (B,H,T,HS); one piece per batch row (it owns dst's rows
+/// bi·T .. (bi+1)·T).
+pub fn merge_heads(dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
+    let one = |(bi, rows): (usize, &mut [f32])| {
+        for ti in 0..t {
+            let row = &mut rows[ti * stride + off..];
+            for h in 0..nh {
+                copy(&mut row[h * hs..(h + 1) * hs], &src[((bi * nh + h) * t + ti) * hs..][..hs]);
+            }
+        }
+    };
+    let dst = &mut dst[..b * t * stride];
+    if parallel(b * nh * t * hs) {
+        dst.par_chunks_mut((t * stride).max(1)).enumerate().for_each(one);
+    } else {
+        dst.chunks_mut((t * stride).max(1)).enumerate().for_each(one);
+    }
+}

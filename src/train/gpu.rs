@@ -1,0 +1,132 @@
+//! The GPU training engine: parameters, gradients and AdamW's moments live in device buffers for the whole run; a
+//! training step — `train::step::record_step`, the same step every backend runs — is recorded over
+//! `backend::gpu::GpuStep` into ONE submission, and only its scalars buffer is read back, by a copy in that same
+//! submission.
+//!
+//! Divergence never touches the state: the recorded AdamW reads the loss sum and Σg² on the device and updates
+//! nothing when either is not finite, so the host only has to report it (`step::finish_step` turns it into
+//! `Error::Diverged`, as on the CPU). The host copies of the parameters and moments are read back on demand
+//! (`download`).
+
+use super::step::{self, Recorded, StepBuffers, StepReport};
+use crate::backend::gpu::{Gpu, GpuBuffer, GpuStep, PendingLoss, Readback};
+use crate::backend::{AdamW, Backend};
+use crate::error::Result;
+use crate::model::{Batch, Model};
+use crate::rng::Rng;
+
+pub struct GpuTrainer {
+    pub gpu: Gpu,
+    params: GpuBuffer<f32>,
+    grads: GpuBuffer<f32>,
+    m: GpuBuffer<f32>,
+    v: GpuBuffer<f32>,
+    /// The step's scalars (`train::step`'s slots).
+    scalars: GpuBuffer<f32>,
+    /// AdamW steps taken on the device.
+    pub t: u32,
+}
+
+/// A step submitted and not yet read back.
+pub struct PendingStep {
+    loss: PendingLoss,
+    scalars: Readback<f32>,
+    step: usize,
+    lr: f32,
+}
+
+impl GpuTrainer {
+    /// Uploads the model's parameters and the optimizer state (`m`, `v` laid out like the parameters; empty or
+    /// mismatched means zeros).
+    pub fn new(gpu: Gpu, model: &Model, m: &[f32], v: &[f32], t: u32) -> Result<GpuTrainer> {
+        let n = model.params.len();
+        let state = |x: &[f32]| if x.len() == n { gpu.upload(x) } else { gpu.zeros(n) };
+        Ok(GpuTrainer {
+            params: gpu.upload(&model.params)?,
+            grads: gpu.zeros(n)?,
+            m: state(m)?,
+            v: state(v)?,
+            scalars: gpu.zeros(step::scalars_len(model))?,
+            t,
+            gpu,
+        })
+    }
+
+    /// (head size, relative-bias buckets) of the model's attention kernels: in the browser, await
+    /// `gpu.prepare(&GpuTrainer::attention_kernels(model))` before the first step.
+    pub fn attention_kernels(model: &Model) -> Vec<(usize, usize)> {
+        let buckets = match model.cfg.position {
+            crate::config::Position::Relative { buckets, .. } => buckets,
+            _ => 0,
+        };
+        vec![(model.cfg.head_size(), buckets)]
+    }
+
+    /// Records step `step` (`train::step::record_step`, AdamW with `h`: h.t = the step number from 1, clipping to
+    /// `clip`) and submits it. Returns before the device has run it.
+    pub fn submit_step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32, step: usize) -> Result<PendingStep> {
+        self.gpu.ctx.check_lost()?;
+        let rec = GpuStep::new(&self.gpu, &self.scalars, step::loss_slot(model));
+        let bufs = StepBuffers { params: &mut self.params, grads: &mut self.grads, m: &mut self.m, v: &mut self.v, scalars: &mut self.scalars };
+        let Recorded { loss, scalars } = step::record_step(&rec, model, bufs, batch, dropout, h, clip)?;
+        self.gpu.submit(rec.finish())?;
+        Ok(PendingStep { loss, scalars, step, lr: h.lr })
+    }
+
+    /// Waits for a submitted step and reads its scalars back: its report, or `Error::Diverged` (nothing was
+    /// updated). Counts the AdamW step when it was taken.
+    pub async fn finish_step(&mut self, model: &Model, p: PendingStep) -> Result<StepReport> {
+        let s = p.scalars.wait(&self.gpu).await?;
+        let report = step::finish_step::<GpuStep>(model, p.loss, &s, p.step, p.lr)?;
+        self.t += 1;
+        Ok(report)
+    }
+
+    /// `submit_step` then `finish_step`, blocking (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32, step: usize) -> Result<StepReport> {
+        let p = self.submit_step(model, batch, dropout, h, clip, step)?;
+        pollster::block_on(self.finish_step(model, p))
+    }
+
+    /// Each batch's (mean loss, counted targets), no dropout, no gradients: one submission per batch, one readback
+    /// for all.
+    pub async fn eval_losses(&self, model: &Model, batches: &[Batch]) -> Result<Vec<(f32, usize)>> {
+        let slots = self.gpu.zeros::<f32>(batches.len().max(1))?;
+        let mut losses = Vec::with_capacity(batches.len());
+        let mut last = None;
+        for (i, batch) in batches.iter().enumerate() {
+            let rec = GpuStep::new(&self.gpu, &slots, i);
+            let fwd = model.forward_on(&rec, &self.params, batch, None)?;
+            losses.push(fwd.loss);
+            drop(fwd);
+            if i + 1 == batches.len() {
+                last = Some(rec.read(slots.all())?);
+            }
+            self.gpu.submit(rec.finish())?;
+        }
+        let s = match last {
+            Some(rb) => rb.wait(&self.gpu).await?,
+            None => vec![],
+        };
+        Ok(losses.iter().map(|l| (l.mean(&s), l.count)).collect())
+    }
+
+    /// The device's parameters and AdamW moments (m, v), read back (one submission).
+    pub async fn download(&self) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+        self.gpu.ctx.check_lost()?;
+        let mut enc = self.gpu.encoder();
+        let [p, m, v] = [&self.params, &self.m, &self.v].map(|b| self.gpu.read_after(&mut enc, b.all()));
+        self.gpu.submit(enc)?;
+        Ok((p.wait(&self.gpu).await?, m.wait(&self.gpu).await?, v.wait(&self.gpu).await?))
+    }
+
+    /// Overwrites the device state with host copies (after loading a checkpoint, say).
+    pub fn upload(&mut self, params: &[f32], m: &[f32], v: &[f32], t: u32) -> Result<()> {
+        self.gpu.write(self.params.all(), params)?;
+        self.gpu.write(self.m.all(), m)?;
+        self.gpu.write(self.v.all(), v)?;
+        self.t = t;
+        Ok(())
+    }
+}
