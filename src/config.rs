@@ -225,6 +225,17 @@ pub enum Task {
     Add,
 }
 
+impl Task {
+    /// (source length, target length) in tokens with `digits` digits per operand: "0042+0917" → "00959" for add.
+    pub fn lengths(self, digits: usize) -> (usize, usize) {
+        match self {
+            Task::Text => (0, 0),
+            Task::Reverse | Task::Sort => (digits, digits),
+            Task::Add => (2 * digits + 1, digits + 1),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -327,7 +338,7 @@ impl Config {
             if d == 0 || d > 32 {
                 return Err(bad("data.digits", d, "must be in 1..=32"));
             }
-            let (src, tgt) = crate::data::task_lengths(self.data.task, d);
+            let (src, tgt) = self.data.task.lengths(d);
             let need = src.max(tgt + 1);
             if need > self.model.ctx_len {
                 return Err(bad(

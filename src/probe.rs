@@ -75,7 +75,7 @@ pub fn attention_maps(model: &Model, be: &dyn Backend, tok: &Tokenizer, text: &s
             Some(t) => t.to_string(),
             None => {
                 let o = crate::generate::SampleOptions { temperature: 0.0, max_tokens: model.cfg.ctx_len - 1, ..Default::default() };
-                let n = crate::data::task_lengths(crate::config::Task::Reverse, ids.len()).1.min(o.max_tokens);
+                let n = crate::config::Task::Reverse.lengths(ids.len()).1.min(o.max_tokens);
                 crate::generate::decode(model, be, tok, text, &crate::generate::SampleOptions { max_tokens: n, ..o })?
             }
         };
