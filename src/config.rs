@@ -234,6 +234,15 @@ impl Task {
             Task::Add => (2 * digits + 1, digits + 1),
         }
     }
+
+    /// Digits per operand of a source of `len` tokens: the inverse of `lengths(digits).0`, rounding down.
+    pub fn digits_in(self, len: usize) -> usize {
+        match self {
+            Task::Text => 0,
+            Task::Reverse | Task::Sort => len,
+            Task::Add => len.saturating_sub(1) / 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

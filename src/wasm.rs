@@ -257,7 +257,7 @@ impl WasmRun {
     /// `target`): see `probe::AttentionMaps`.
     pub fn attention(&self, text: &str, target: Option<String>) -> Result<String, JsError> {
         let run = self.run.borrow();
-        let maps = probe::attention_maps(&run.model, run.backend.get(), run.data.tokenizer(), text, target.as_deref());
+        let maps = probe::attention_maps(&run.model, run.backend.get(), run.data.tokenizer(), run.cfg.data.task, text, target.as_deref());
         Ok(to_json(&maps.map_err(js)?))
     }
 
