@@ -281,9 +281,6 @@ fn bad(field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
     Error::Config { field: field.to_string(), value: value.to_string(), rule: rule.to_string() }
 }
 
-/// Largest total parameter count we accept (keeps a browser tab alive: 4 bytes × 4 copies × this ≈ 1.6 GB).
-pub const MAX_PARAMS: usize = 100_000_000;
-
 impl Config {
     pub fn from_json(text: &str) -> Result<Config> {
         let cfg: Config = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
@@ -530,10 +527,6 @@ impl ModelConfig {
                     return Err(bad(f, v, "must be a positive number"));
                 }
             }
-        }
-        let n = crate::model::Layout::new(m, 256).n_params;
-        if n > MAX_PARAMS {
-            return Err(bad("model", format!("{n} parameters"), &format!("must have at most {MAX_PARAMS} parameters")));
         }
         Ok(())
     }

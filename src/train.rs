@@ -221,6 +221,7 @@ impl Run {
     pub fn new(cfg: Config, text: Option<&str>, backend: BackendKind) -> Result<Run> {
         cfg.validate()?;
         let data = Dataset::new(&cfg, text)?;
+        crate::model::Layout::check_size(&cfg.model, data.tokenizer().vocab_size())?;
         let model = Model::new(&cfg.model, data.tokenizer().vocab_size(), cfg.seed);
         let mut run = Run::assemble(cfg, model, OptState::new(0), data, 0, backend);
         if backend == BackendKind::Gpu {
