@@ -143,8 +143,9 @@ pub fn save(cfg: &Config, tok: &Tokenizer, step: usize, model: &Model, opt: Opti
 /// Reads and validates a checkpoint written by [`save`] (or by any tool following docs/CHECKPOINT.md).
 ///
 /// The checks run in this order, and the first that fails is reported: the safetensors container; our metadata
-/// and its version; the config; the tokenizer and the step; the vocabulary against `wte`; the optimizer state being
-/// all there or absent; every tensor name (missing, then unexpected); each tensor's dtype, shape and values.
+/// and its version; the config; the tokenizer and the step; the vocabulary against `wte`; the model's size with
+/// that vocabulary; the optimizer state being all there or absent; every tensor name (missing, then unexpected);
+/// each tensor's dtype, shape and values.
 pub fn load(bytes: &[u8]) -> Result<Checkpoint> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| container_error(bytes, e))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| container_error(bytes, e))?;
@@ -159,6 +160,7 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint> {
             return Err(bad(format!("vocabulary mismatch: the tokenizer has {vocab} tokens but wte has {rows} rows")));
         }
     }
+    Layout::check_size(&config.model, vocab).map_err(|e| bad(format!("the config in the metadata is invalid: {e}")))?;
     let layout = Layout::new(&config.model, vocab);
     let optim_t = read_optim_t(&meta, &tensors)?;
     let prefixes: &[&str] = if optim_t.is_some() { &["", OPTIM_M, OPTIM_V] } else { &[""] };

@@ -189,7 +189,7 @@ impl Dataset {
                 batch
             }
             Dataset::Task { tok, task, digits } => {
-                let (s, t) = task_lengths(*task, *digits);
+                let (s, t) = task.lengths(*digits);
                 let mut batch = Batch { b, t, s, ..Default::default() };
                 // Validation examples come from their own stream, so they are not the training examples.
                 let mut vrng;
@@ -238,15 +238,6 @@ pub fn mask_tokens(x: &[u32], tok: &Tokenizer, rng: &mut Rng) -> (Vec<u32>, Vec<
         }
     }
     (inp, tgt)
-}
-
-/// (source length, target length) of a synthetic task with `d` digits per operand.
-pub fn task_lengths(task: Task, d: usize) -> (usize, usize) {
-    match task {
-        Task::Text => (0, 0),
-        Task::Reverse | Task::Sort => (d, d),
-        Task::Add => (2 * d + 1, d + 1),
-    }
 }
 
 fn digits(rng: &mut Rng, d: usize) -> String {

@@ -3,7 +3,7 @@
 //! stage, FLOPs per token and a memory estimate.
 
 use crate::backend::{on_host, ops, Host};
-use crate::config::{Arch, ModelConfig, Position};
+use crate::config::{Arch, ModelConfig, Position, Task};
 use crate::data::{Tokenizer, BOS};
 use crate::error::{Error, Result};
 use crate::model::block::{self, AttnCache};
@@ -63,8 +63,9 @@ fn stack_maps<H: Host>(model: &Model, be: &H, sp: &StackParams, sc: &StackCache,
 }
 
 /// Attention maps for `text` (gpt, bert), or for the source `text` of an encoder-decoder, whose decoder input is
-/// [BOS] followed by `target` (or, without one, by the model's own greedy decoding).
-pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, text: &str, target: Option<&str>) -> Result<AttentionMaps> {
+/// [BOS] followed by `target` (or, without one, by the model's own greedy decoding of `task`'s target length for
+/// a source as long as `text`).
+pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, task: Task, text: &str, target: Option<&str>) -> Result<AttentionMaps> {
     let ids = tok.encode(text)?;
     if ids.is_empty() || ids.len() > model.cfg.ctx_len {
         return Err(Error::Invalid(format!("the text must have 1..={} tokens, got {}", model.cfg.ctx_len, ids.len())));
@@ -75,7 +76,7 @@ pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, text: &st
             Some(t) => t.to_string(),
             None => {
                 let o = crate::generate::SampleOptions { temperature: 0.0, max_tokens: model.cfg.ctx_len - 1, ..Default::default() };
-                let n = crate::data::task_lengths(crate::config::Task::Reverse, ids.len()).1.min(o.max_tokens);
+                let n = task.lengths(task.digits_in(ids.len())).1.min(o.max_tokens);
                 crate::generate::decode(model, be, tok, text, &crate::generate::SampleOptions { max_tokens: n, ..o })?
             }
         };

@@ -113,11 +113,12 @@ pub fn validate_config(config: &str) -> Result<String, JsError> {
 }
 
 /// The shape-flow table, parameter count, FLOPs and memory for a config, with `vocab` tokens (the live
-/// numbers of the configuration panel). Validates first.
+/// numbers of the configuration panel). Validates first, the model's size with this vocabulary included.
 #[wasm_bindgen(js_name = shapeFlow)]
 pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     let cfg = Config::from_json(config).map_err(js)?;
     cfg.validate().map_err(js)?;
+    crate::model::Layout::check_size(&cfg.model, vocab).map_err(js)?;
     Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
 }
 
@@ -258,7 +259,7 @@ impl WasmRun {
     /// `target`): see `probe::AttentionMaps`.
     pub fn attention(&self, text: &str, target: Option<String>) -> Result<String, JsError> {
         let run = self.run.borrow();
-        let maps = probe::attention_maps(&run.model, &Cpu, run.data.tokenizer(), text, target.as_deref());
+        let maps = probe::attention_maps(&run.model, &Cpu, run.data.tokenizer(), run.cfg.data.task, text, target.as_deref());
         Ok(to_json(&maps.map_err(js)?))
     }
 

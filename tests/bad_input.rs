@@ -3,6 +3,7 @@
 
 use transformer_playground::backend::BackendKind;
 use transformer_playground::config::Config;
+use transformer_playground::model::Layout;
 use transformer_playground::train::Run;
 use transformer_playground::Error;
 
@@ -46,7 +47,6 @@ fn every_impossible_config_is_refused_with_a_message_naming_field_and_rule() {
         ("/model/position", json!({"kind": "relative", "buckets": 32, "max_distance": 1u64 << 40}), "model.position.max_distance = 1099511627776: must be at most 1048576"),
         ("/model/ffn/mult", json!(1u64 << 40), "model.ffn.mult = 1099511627776: must be at most 64"),
         ("/model/ffn/hidden", json!(1u64 << 40), "model.ffn.hidden = 1099511627776: must be at most 65536"),
-        ("/model/d_model", json!(8192), "parameters: must have at most 100000000 parameters"),
         ("/model/position", json!({"kind": "relative", "buckets": 32, "max_distance": 8}), "model.position.max_distance = 8: must exceed buckets / 4 = 8"),
         ("/model/position", json!({"kind": "rope", "theta": 0.5}), "model.position.theta = 0.5: must be a number > 1"),
         ("/model/position", json!({"kind": "wavelet"}), "unknown variant `wavelet`"),
@@ -92,6 +92,25 @@ fn every_impossible_config_is_refused_with_a_message_naming_field_and_rule() {
         messages.insert(msg);
     }
     assert_eq!(messages.len(), cases.len(), "each case has its own message");
+}
+
+#[test]
+fn a_model_over_the_parameter_limit_with_its_corpus_vocabulary_is_refused_naming_the_field() {
+    // One layer of width 3840 holds about 88.5 M parameters; a corpus of 4000 distinct characters adds a token
+    // embedding of 4000 · 3840 = 15.4 M, over the 100 M limit; a vocabulary of 256 would keep it under.
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    v["model"]["d_model"] = 3840.into();
+    v["model"]["n_layers"] = 1.into();
+    v["model"]["ffn"]["mult"] = 1.into();
+    let cfg = Config::from_json(&v.to_string()).expect("the size is not checked without a vocabulary");
+    Layout::check_size(&cfg.model, 256).expect("under the limit with 256 tokens");
+    let text: String = (0x100..).filter_map(char::from_u32).take(4000).collect::<String>().repeat(2);
+    let err = Run::new(cfg, Some(&text), BackendKind::Cpu).err().expect("refused");
+    let Error::Config { field, value, rule } = &err else { panic!("{err}") };
+    assert_eq!(field, "model");
+    assert!(value.ends_with(" parameters"), "{err}");
+    assert!(value.trim_end_matches(" parameters").parse::<usize>().unwrap() > 100_000_000, "{err}");
+    assert!(rule.contains("must have at most 100000000 parameters; with a vocabulary of 4000 tokens"), "{err}");
 }
 
 #[test]

@@ -310,6 +310,20 @@ fn a_config_that_fails_validation_is_refused_with_the_config_error() {
 }
 
 #[test]
+fn a_config_too_large_for_the_limit_with_the_checkpoints_vocabulary_is_refused_naming_the_field() {
+    let m = gpt();
+    let v = m.tok.vocab_size();
+    let bytes = retouch(&saved(&m, None), |meta, _| {
+        let cfg = meta["config"].replace("\"d_model\":16", "\"d_model\":8192");
+        assert_ne!(cfg, meta["config"]);
+        meta.insert("config".into(), cfg);
+    });
+    let msg = refusal(&bytes);
+    let vocab = format!("with a vocabulary of {v} tokens");
+    assert_mentions(&msg, &["config in the metadata is invalid", "model = ", "must have at most 100000000 parameters", &vocab]);
+}
+
+#[test]
 fn a_config_that_is_not_json_or_is_missing_is_refused() {
     let bytes = retouch(&saved(&gpt(), None), |meta, _| {
         meta.insert("config".into(), "{\"model\": ".into());

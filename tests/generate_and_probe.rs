@@ -2,7 +2,7 @@
 //! the probes the UI draws: attention maps and the shape flow.
 
 use transformer_playground::backend::{cpu::Cpu, BackendKind};
-use transformer_playground::config::Config;
+use transformer_playground::config::{Config, Task};
 use transformer_playground::generate::{self, sample_next, SampleOptions};
 use transformer_playground::probe;
 use transformer_playground::rng::Rng;
@@ -121,7 +121,7 @@ fn an_encoder_decoder_learns_to_reverse_and_decodes_greedily() {
 #[test]
 fn attention_maps_are_distributions_causal_where_they_should_be_and_include_cross_attention() {
     let gpt = tiny_run("gpt", "", 1);
-    let maps = probe::attention_maps(&gpt.model, &Cpu, gpt.data.tokenizer(), "To be or not", None).unwrap();
+    let maps = probe::attention_maps(&gpt.model, &Cpu, gpt.data.tokenizer(), Task::Text, "To be or not", None).unwrap();
     assert_eq!(maps.tokens.len(), 12);
     assert_eq!(maps.maps.len(), 2);
     for m in &maps.maps {
@@ -133,7 +133,7 @@ fn attention_maps_are_distributions_causal_where_they_should_be_and_include_cros
         }
     }
     let t5 = tiny_run("encoder_decoder", r#", "data": {"task": "reverse", "digits": 4}"#, 1);
-    let maps = probe::attention_maps(&t5.model, &Cpu, t5.data.tokenizer(), "1234", Some("4321")).unwrap();
+    let maps = probe::attention_maps(&t5.model, &Cpu, t5.data.tokenizer(), Task::Reverse, "1234", Some("4321")).unwrap();
     let kinds: Vec<(String, String)> = maps.maps.iter().map(|m| (m.stack.clone(), m.kind.clone())).collect();
     assert_eq!(kinds.iter().filter(|k| k.0 == "encoder" && k.1 == "self").count(), 2);
     assert_eq!(kinds.iter().filter(|k| k.0 == "decoder" && k.1 == "cross").count(), 2);
@@ -142,6 +142,17 @@ fn attention_maps_are_distributions_causal_where_they_should_be_and_include_cros
     assert_eq!(maps.source_tokens, vec!["1", "2", "3", "4"]);
     let enc = maps.maps.iter().find(|m| m.stack == "encoder").unwrap();
     assert!(enc.probs[..4].iter().all(|&p| p > 0.0), "the encoder is bidirectional");
+}
+
+#[test]
+fn attention_maps_of_an_add_model_decode_the_add_tasks_target_length() {
+    // 4 digits per operand: the source "0042+0917" has 9 tokens, the sum "00959" 5 (not 9, as a reversal would).
+    let run = tiny_run("encoder_decoder", r#", "data": {"task": "add", "digits": 4}"#, 1);
+    let maps = probe::attention_maps(&run.model, &Cpu, run.data.tokenizer(), Task::Add, "0042+0917", None).unwrap();
+    assert_eq!(maps.source_tokens.len(), 9);
+    assert_eq!(maps.tokens.len(), 1 + 5, "[BOS] and the 5 decoded digits of the sum: {:?}", maps.tokens);
+    let cross = maps.maps.iter().find(|m| m.kind == "cross").unwrap();
+    assert_eq!((cross.t, cross.s), (6, 9));
 }
 
 #[test]

@@ -307,7 +307,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
             let ck = read_checkpoint(&checkpoint)?;
-            let n = tokens.unwrap_or_else(|| transformer_playground::data::task_lengths(ck.config.data.task, ck.config.data.digits).1);
+            let n = tokens.unwrap_or_else(|| ck.config.data.task.lengths(ck.config.data.digits).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
             println!("{}", generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?);
             Ok(())

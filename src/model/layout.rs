@@ -3,10 +3,14 @@
 //! and whether weight decay applies. Offsets are aligned to 64 floats (256 bytes, the GPU's storage-offset rule).
 
 use crate::config::{Arch, ModelConfig, NormKind, Placement, Position};
+use crate::error::{Error, Result};
 
 const ALIGN: usize = 64;
 
 pub use crate::backend::View;
+
+/// Largest total parameter count we build (keeps a browser tab alive: 4 bytes × 4 copies × this ≈ 1.6 GB).
+pub const MAX_PARAMS: usize = 100_000_000;
 
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
@@ -179,6 +183,26 @@ impl Layout {
         self.tensors.iter().map(|t| crate::backend::Segment { view: t.view, decay: t.decay }).collect()
     }
 
+    /// Refuses a model of more than [`MAX_PARAMS`] parameters with this vocabulary. Checked where a model is built
+    /// from a config and a tokenizer: `config.validate()` does not know the vocabulary, and the token embedding
+    /// (and an untied lm_head) grow with it.
+    pub fn check_size(m: &ModelConfig, vocab: usize) -> Result<()> {
+        let n = Layout::new(m, vocab).n_params;
+        if n <= MAX_PARAMS {
+            return Ok(());
+        }
+        let embeddings = vocab * m.d_model * if m.tie_embeddings { 1 } else { 2 };
+        Err(Error::Config {
+            field: "model".into(),
+            value: format!("{n} parameters"),
+            rule: format!(
+                "must have at most {MAX_PARAMS} parameters; with a vocabulary of {vocab} tokens, {embeddings} of them \
+                 are token embeddings{}",
+                if m.tie_embeddings { "" } else { " and lm_head" }
+            ),
+        })
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }
@@ -186,5 +210,34 @@ impl Layout {
     /// The output projection: lm_head when untied, else the token embedding.
     pub fn head(&self) -> View {
         self.lm_head.unwrap_or(self.wte)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// One gpt layer of width 3840 (FFN width F = C): about 88.5 M parameters before the token embedding.
+    fn wide_one_layer_gpt() -> ModelConfig {
+        let json = r#"{ "model": { "arch": "gpt", "d_model": 3840, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4,
+          "ctx_len": 16, "ffn": { "activation": "gelu", "mult": 1 }, "norm": { "kind": "layernorm", "placement": "pre" },
+          "position": { "kind": "rope" }, "attention": { "scale": "inv_sqrt_dk" } },
+          "train": { "batch_size": 1, "steps": 1, "lr": 0.001 } }"#;
+        Config::from_json(json).unwrap().model
+    }
+
+    #[test]
+    fn the_size_limit_counts_the_real_vocabulary() {
+        let m = wide_one_layer_gpt();
+        Layout::check_size(&m, 65).unwrap();
+        // 4000 tokens add 4000 · 3840 = 15.4 M embedding parameters: over the limit.
+        let err = Layout::check_size(&m, 4000).unwrap_err();
+        let Error::Config { field, value, rule } = &err else { panic!("{err}") };
+        assert_eq!(field, "model");
+        let n = Layout::new(&m, 4000).n_params;
+        assert!(n > MAX_PARAMS && value == &format!("{n} parameters"), "{value}");
+        assert!(rule.contains("at most 100000000 parameters") && rule.contains("vocabulary of 4000 tokens"), "{rule}");
+        assert!(rule.contains("15360000 of them are token embeddings"), "{rule}");
     }
 }

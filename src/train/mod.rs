@@ -117,6 +117,7 @@ impl Run {
     pub fn new(cfg: Config, text: Option<&str>, backend: BackendKind) -> Result<Run> {
         cfg.validate()?;
         let data = Dataset::new(&cfg, text)?;
+        crate::model::Layout::check_size(&cfg.model, data.tokenizer().vocab_size())?;
         let model = Model::new(&cfg.model, data.tokenizer().vocab_size(), cfg.seed);
         let mut run = Run::assemble(cfg, model, OptState::new(0), data, 0, backend);
         if backend == BackendKind::Gpu {
@@ -383,7 +384,7 @@ impl Run {
 
     pub fn tokens_per_step(&self) -> usize {
         let (s, t) = match &self.data {
-            Dataset::Task { task, digits, .. } => crate::data::task_lengths(*task, *digits),
+            Dataset::Task { task, digits, .. } => task.lengths(*digits),
             Dataset::Text { .. } => (0, self.cfg.model.ctx_len),
         };
         self.cfg.train.batch_size * (s + t)
