@@ -294,3 +294,28 @@ fn a_run_resumed_from_a_checkpoint_continues_with_the_same_losses() {
     let rest: Vec<f32> = (0..4).map(|_| resumed.step().unwrap().loss).collect();
     assert_eq!(&all[4..], &rest[..]);
 }
+
+#[test]
+fn a_model_whose_loss_is_not_finite_on_some_batches_reports_a_non_finite_validation_loss() {
+    // One token's embedding row is NaN: batches that contain that token have a NaN loss, the others a finite one.
+    // Averaging only the finite batches (as evaluation once did) would report a finite validation loss.
+    // Untied, so the NaN row is not also the output projection of every position.
+    let c = with(&cfg("gpt"), serde_json::json!({ "ctx_len": 16, "tie_embeddings": false }));
+    let mut c = c;
+    (c.train.batch_size, c.train.eval_iters) = (2, 8);
+    let text = shakespeare();
+    let mut run = transformer_playground::train::Run::new(c.clone(), Some(&text), transformer_playground::backend::BackendKind::Cpu).unwrap();
+    let healthy = run.eval(transformer_playground::data::Split::Val).unwrap();
+    assert!(healthy.is_finite());
+    // The batches the evaluation draws; a token that some of them contain and some do not.
+    let mut rng = Rng::new(c.seed ^ 0x5EED_E7A1);
+    let batches: Vec<Vec<u32>> = (0..c.train.eval_iters)
+        .map(|_| run.data.batch(transformer_playground::data::Split::Val, c.train.batch_size, c.model.ctx_len, &mut rng).idx)
+        .collect();
+    let splits = |id: u32| batches.iter().any(|b| b.contains(&id)) && !batches.iter().all(|b| b.contains(&id));
+    let rare = (0..run.model.vocab() as u32).find(|&id| splits(id)).expect("a token in some evaluation batches only");
+    let d = run.model.cfg.d_model;
+    run.model.layout.wte.of_mut(&mut run.model.params)[rare as usize * d] = f32::NAN;
+    let val = run.eval(transformer_playground::data::Split::Val).unwrap();
+    assert!(!val.is_finite(), "a model with a NaN on some batches reported a finite validation loss {val}");
+}
