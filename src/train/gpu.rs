@@ -67,6 +67,7 @@ impl GpuTrainer {
     pub fn submit_step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32, step: usize) -> Result<PendingStep> {
         self.gpu.ctx.check_lost()?;
         let rec = GpuStep::new(&self.gpu, &self.scalars, step::loss_slot(model));
+        rec.zero(self.grads.all())?;
         let bufs = StepBuffers { params: &mut self.params, grads: &mut self.grads, m: &mut self.m, v: &mut self.v, scalars: &mut self.scalars };
         let Recorded { loss, scalars } = step::record_step(&rec, model, bufs, batch, dropout, h, clip)?;
         self.gpu.submit(rec.finish())?;

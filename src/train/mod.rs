@@ -50,7 +50,7 @@ pub fn train_step<H: Host>(
 ) -> Result<StepReport> {
     let lr = lr_at(t, step);
     let h = adamw_at(t, lr, opt.t + 1);
-    let mut grads = crate::backend::on_host(be.zeros(model.params.len()));
+    let mut grads = crate::backend::on_host(be.zeros(model.params.len())); // zeroed once a step, here
     let mut scalars = vec![0.0; step::scalars_len(model)];
     // The step reads the layout from `model` and updates its parameters, lent for the step.
     let mut params = std::mem::take(&mut model.params);

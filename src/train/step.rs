@@ -66,7 +66,8 @@ pub struct Recorded<D: Backend> {
     pub scalars: D::Read,
 }
 
-/// Runs or records one training step on `d`: zero the gradients, forward with loss, backward, Σ g² of each tensor
+/// Runs or records one training step on `d`: forward with loss, backward into `bufs.grads` (which must hold zeros:
+/// the caller zeroes them once a step, a fresh buffer on the host, a recorded clear on the GPU), Σ g² of each tensor
 /// and of all, clipping to `clip` (0: none), and AdamW with `h` — applied only when the loss and Σ g² are finite,
 /// decided where the values are (on the device for the GPU). `model` gives the config and the layout; its own
 /// parameters are not read (`bufs.params` are).
@@ -82,7 +83,6 @@ pub fn record_step<D: Backend>(
     let StepBuffers { params, grads, m, v, scalars } = bufs;
     let segments = model.layout.segments();
     let all = View { offset: 0, len: model.layout.size };
-    d.zero(D::grad(grads, all)?)?;
     let fwd = model.forward_on(d, params, batch, dropout)?;
     model.backward_on(d, params, &fwd, batch, grads)?;
     let loss = fwd.loss;
