@@ -306,13 +306,13 @@ impl WasmRun {
         Ok(to_json(&rep))
     }
 
-    /// `eval` for a run on WebGPU.
+    /// `eval` for a run on WebGPU; a device that fails is an error.
     #[wasm_bindgen(js_name = evalAsync)]
-    pub async fn eval_async(&self) -> String {
+    pub async fn eval_async(&self) -> Result<String, JsError> {
         let run = self.run.clone();
         let r = run.borrow();
-        let (train, val) = (r.eval_async(Split::Train).await, r.eval_async(Split::Val).await);
-        serde_json::json!({ "train": num(train), "val": num(val) }).to_string()
+        let (train, val) = (r.eval_async(Split::Train).await.map_err(js)?, r.eval_async(Split::Val).await.map_err(js)?);
+        Ok(serde_json::json!({ "train": num(train), "val": num(val) }).to_string())
     }
 
     /// Brings the host copy of a WebGPU run (parameters, optimizer state) up to date: call before save,
