@@ -6,8 +6,9 @@
 //!   pool (`OPS` lists them, with their FLOPs and calls per step);
 //! - `peakFma(iters)`: ten independent chains of `f32x4.relaxed_madd`, the most multiply-adds V8 issues per
 //!   second on this CPU (the ceiling of any simd128 kernel);
-//! - `StepProfile`: W1 training steps with every backend op timed (`performance.now`) inside the real step, so
-//!   the ops' share and the rest (allocation, zeroing, head split/merge, residual adds, the optimizer loop) show.
+//! - `StepProfile`: W1 training steps with every backend op timed (`performance.now`) inside the real step — the
+//!   model's glue (zeroing, head split/merge, residual adds) and the optimizer's ops (Σg², clipping, AdamW) are
+//!   ops of the trait too — so each op's share, and what is left outside them, show.
 //!
 //! Natively this example compiles to nothing.
 
@@ -16,7 +17,7 @@ mod browser {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use transformer_playground::backend::cpu::{portable, Cpu};
-    use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, BackendKind};
+    use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, BackendKind, Segment, View};
     use transformer_playground::config::{Activation, NormKind};
     use transformer_playground::data::Split;
     use transformer_playground::rng::Rng;
@@ -101,6 +102,10 @@ mod browser {
         }
 
         fn run_once(&mut self, op: &str) -> Result<(), String> {
+            self.op(op).map_err(|e| e.to_string())
+        }
+
+        fn op(&mut self, op: &str) -> transformer_playground::Result<()> {
             let cpu = Cpu;
             let [o, a, b, d, e, f, g, h] = &mut self.bufs[..] else { unreachable!("eight buffers") };
             let linear = |name: &str| -> (usize, usize) {
@@ -126,11 +131,13 @@ mod browser {
                 }
                 _ if op.starts_with("matmul_dx") => {
                     let (c, oc) = linear(op);
-                    portable::matmul_backward_input(&mut o[..N * c], &a[..N * oc], &d[..oc * c], N, c, oc, true)
+                    portable::matmul_backward_input(&mut o[..N * c], &a[..N * oc], &d[..oc * c], N, c, oc, true);
+                    Ok(())
                 }
                 _ if op.starts_with("matmul_dw") => {
                     let (c, oc) = linear(op);
-                    portable::matmul_backward_weight(&mut e[..oc * c], &a[..N * oc], &b[..N * c], N, c, oc, true)
+                    portable::matmul_backward_weight(&mut e[..oc * c], &a[..N * oc], &b[..N * c], N, c, oc, true);
+                    Ok(())
                 }
                 "attention_fwd" => cpu.attention_forward(&mut o[..m], &mut h[..12 * 4 * 64], &a[..m], &b[..m], &d[..m], AttnBias::None, &sh),
                 "attention_bwd" => {
@@ -149,15 +156,15 @@ mod browser {
                 }
                 "gelu_fwd" => cpu.activation_forward(Activation::Gelu, &mut o[..N * F], &a[..N * F], F),
                 "gelu_bwd" => cpu.activation_backward(Activation::Gelu, &mut o[..N * F], &a[..N * F], &b[..N * F], &d[..N * F], F),
-                "cross_entropy" => _ = cpu.cross_entropy(&mut o[..N * V], &a[..N * V], &self.targets, V, 1.0 / N as f32),
+                "cross_entropy" => cpu.mean_cross_entropy(&mut o[..N * V], &a[..N * V], &self.targets, V, N).map(drop),
                 "adamw (0.79M values, ≈ all of W1)" => {
                     let hp = AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, t: 5 };
                     let p = N * 2 * F;
-                    cpu.adamw(&mut o[..p], &a[..p], &mut e[..p], &mut f[..p], &hp, true)
+                    let all = [Segment { view: View { offset: 0, len: p }, decay: true }];
+                    cpu.adamw(&mut o[..p], &a[..p], &mut e[..p], &mut f[..p], &all, &[1.0], 1.0, &hp)
                 }
-                _ => return Err(format!("unknown op '{op}'")),
+                _ => Err(transformer_playground::Error::Invalid(format!("unknown op '{op}'"))),
             }
-            Ok(())
         }
     }
 
@@ -197,50 +204,132 @@ mod browser {
         r
     }
 
-    /// The cpu backend with every op timed.
-    struct Timed;
+    /// The cpu backend with every op timed, its buffers included (allocation and zeroing).
+    mod timed_backend {
+        use super::timed;
+        use transformer_playground::backend::cpu::Cpu;
+        use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Segment, View};
+        use transformer_playground::config::{Activation, NormKind};
+        use transformer_playground::Result;
 
-    impl Backend for Timed {
-        fn name(&self) -> &'static str {
-            "cpu (timed)"
-        }
-        fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) {
-            timed(format!("matmul_fwd {c}→{oc}"), || Cpu.matmul_forward(out, inp, w, b, n, c, oc))
-        }
-        fn matmul_backward(&self, dinp: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], w: &[f32], n: usize, c: usize, oc: usize) {
-            timed(format!("matmul_bwd {c}→{oc}"), || Cpu.matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc))
-        }
-        fn norm_forward(&self, kind: NormKind, out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, c: usize) {
-            timed("norm_fwd".into(), || Cpu.norm_forward(kind, out, mean, rstd, inp, w, b, eps, c))
-        }
-        fn norm_backward(&self, kind: NormKind, dinp: &mut [f32], dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], w: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
-            timed("norm_bwd".into(), || Cpu.norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c))
-        }
-        fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) {
-            timed("attention_fwd".into(), || Cpu.attention_forward(out, lse, q, k, v, bias, sh))
-        }
-        fn attention_backward(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dtable: Option<&mut [f32]>, dout: &[f32], q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) {
-            timed("attention_bwd".into(), || Cpu.attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
-        }
-        fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) {
-            timed("activation_fwd".into(), || Cpu.activation_forward(act, out, inp, f))
-        }
-        fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) {
-            timed("activation_bwd".into(), || Cpu.activation_backward(act, dinp, dout, inp, out, f))
-        }
-        fn cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, dscale: f32) -> (f64, usize) {
-            timed("cross_entropy".into(), || Cpu.cross_entropy(dlogits, logits, targets, v, dscale))
-        }
-        fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
-            timed("adamw".into(), || Cpu.adamw(p, g, m, v, h, decay))
-        }
-        fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) {
-            timed("rope".into(), || Cpu.rope(x, t, hs, pos0, theta, inverse))
-        }
-        fn sum_squares(&self, g: &[f32]) -> f64 {
-            timed("sum_squares".into(), || Cpu.sum_squares(g))
+        pub struct Timed;
+
+        impl Backend for Timed {
+            type Buf = Vec<f32>;
+            type In<'a> = &'a [f32];
+            type Out<'a> = &'a mut [f32];
+            type Params = [f32];
+            type Loss = f32;
+            type Read = Vec<f32>;
+
+            fn name(&self) -> &'static str {
+                "cpu (timed)"
+            }
+            fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+                timed("zeros (allocation)".into(), || Cpu.zeros(n))
+            }
+            fn upload(&self, data: Vec<f32>) -> Result<Vec<f32>> {
+                Cpu.upload(data)
+            }
+            fn copy_of(&self, x: &[f32]) -> Result<Vec<f32>> {
+                timed("copy_of".into(), || Cpu.copy_of(x))
+            }
+            fn zero(&self, x: &mut [f32]) -> Result<()> {
+                timed("zero".into(), || Cpu.zero(x))
+            }
+            fn read(&self, x: &[f32]) -> Result<Vec<f32>> {
+                Cpu.read(x)
+            }
+            fn view(x: &Vec<f32>) -> &[f32] {
+                x
+            }
+            fn view_mut(x: &mut Vec<f32>) -> &mut [f32] {
+                x
+            }
+            fn len(x: &[f32]) -> usize {
+                x.len()
+            }
+            fn param(p: &[f32], v: View) -> Result<&[f32]> {
+                <Cpu as Backend>::param(p, v)
+            }
+            fn grad(g: &mut [f32], v: View) -> Result<&mut [f32]> {
+                <Cpu as Backend>::grad(g, v)
+            }
+            fn grad_pair(g: &mut [f32], a: View, b: Option<View>) -> Result<(&mut [f32], Option<&mut [f32]>)> {
+                <Cpu as Backend>::grad_pair(g, a, b)
+            }
+            fn loss_value(loss: f32, scalars: &[f32]) -> f32 {
+                <Cpu as Backend>::loss_value(loss, scalars)
+            }
+            fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
+                timed(format!("matmul_fwd {c}→{oc}"), || Cpu.matmul_forward(out, inp, w, b, n, c, oc))
+            }
+            fn matmul_backward(&self, dinp: Option<&mut [f32]>, dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], w: &[f32], n: usize, c: usize, oc: usize) -> Result<()> {
+                timed(format!("matmul_bwd {c}→{oc}"), || Cpu.matmul_backward(dinp, dw, db, dout, inp, w, n, c, oc))
+            }
+            fn norm_forward(&self, kind: NormKind, out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, eps: f32, c: usize) -> Result<()> {
+                timed("norm_fwd".into(), || Cpu.norm_forward(kind, out, mean, rstd, inp, w, b, eps, c))
+            }
+            fn norm_backward(&self, kind: NormKind, dinp: &mut [f32], dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], w: &[f32], mean: &[f32], rstd: &[f32], c: usize) -> Result<()> {
+                timed("norm_bwd".into(), || Cpu.norm_backward(kind, dinp, dw, db, dout, inp, w, mean, rstd, c))
+            }
+            fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
+                timed("attention_fwd".into(), || Cpu.attention_forward(out, lse, q, k, v, bias, sh))
+            }
+            fn attention_backward(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dtable: Option<&mut [f32]>, dout: &[f32], q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
+                timed("attention_bwd".into(), || Cpu.attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
+            }
+            fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) -> Result<()> {
+                timed("activation_fwd".into(), || Cpu.activation_forward(act, out, inp, f))
+            }
+            fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) -> Result<()> {
+                timed("activation_bwd".into(), || Cpu.activation_backward(act, dinp, dout, inp, out, f))
+            }
+            fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+                timed("rope".into(), || Cpu.rope(x, t, hs, pos0, theta, inverse))
+            }
+            fn mean_cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, count: usize) -> Result<f32> {
+                timed("cross_entropy".into(), || Cpu.mean_cross_entropy(dlogits, logits, targets, v, count))
+            }
+            fn embedding_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<&[f32]>, sin: &[f32], t: usize, pos0: usize, c: usize) -> Result<()> {
+                timed("embedding_fwd".into(), || Cpu.embedding_forward(out, ids, wte, wpe, sin, t, pos0, c))
+            }
+            fn embedding_backward(&self, dwte: &mut [f32], dwpe: Option<&mut [f32]>, dx: &[f32], ids: &[u32], t: usize, c: usize) -> Result<()> {
+                timed("embedding_bwd".into(), || Cpu.embedding_backward(dwte, dwpe, dx, ids, t, c))
+            }
+            fn add_scaled(&self, out: &mut [f32], a: &[f32], b: &[f32], alpha: f32) -> Result<()> {
+                timed("residual add".into(), || Cpu.add_scaled(out, a, b, alpha))
+            }
+            fn scale(&self, out: &mut [f32], a: &[f32], alpha: f32) -> Result<()> {
+                timed("scale".into(), || Cpu.scale(out, a, alpha))
+            }
+            fn add_into(&self, a: &mut [f32], b: &[f32]) -> Result<()> {
+                timed("add_into".into(), || Cpu.add_into(a, b))
+            }
+            fn mul_into(&self, a: &mut [f32], m: &[f32]) -> Result<()> {
+                timed("dropout mask".into(), || Cpu.mul_into(a, m))
+            }
+            fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+                timed("split_heads".into(), || Cpu.split_heads(out, src, b, t, stride, off, nh, hs))
+            }
+            fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+                timed("merge_heads".into(), || Cpu.merge_heads(dst, src, b, t, stride, off, nh, hs))
+            }
+            fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+                timed("append_heads".into(), || Cpu.append_heads(out, old, new, h, len, n, hs))
+            }
+            fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {
+                timed("sums_of_squares".into(), || Cpu.sums_of_squares(out, g, segments))
+            }
+            fn clip_grad_norm(&self, g: &mut [f32], sq: &[f32], clip: f32) -> Result<()> {
+                timed("clip_grad_norm".into(), || Cpu.clip_grad_norm(g, sq, clip))
+            }
+            fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], segments: &[Segment], sq: &[f32], loss: f32, h: &AdamW) -> Result<()> {
+                timed("adamw".into(), || Cpu.adamw(p, g, m, v, segments, sq, loss, h))
+            }
         }
     }
+    use timed_backend::Timed;
 
     /// A training run whose steps are timed op by op.
     #[wasm_bindgen]

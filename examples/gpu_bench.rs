@@ -32,8 +32,8 @@ fn main() {
 #[cfg(feature = "gpu")]
 mod bench {
     use std::time::Instant;
-    use transformer_playground::backend::gpu::{Encoder, Gpu, GpuAttnBias};
-    use transformer_playground::backend::AttnShape;
+    use transformer_playground::backend::gpu::{Encoder, Gpu};
+    use transformer_playground::backend::{AttnBias, AttnShape};
     use transformer_playground::backend::BackendKind;
     use transformer_playground::rng::Rng;
     use transformer_playground::train::Run;
@@ -145,7 +145,7 @@ mod bench {
             let (dq, dk, dv) = (g.zeros::<f32>(n)?, g.zeros::<f32>(n)?, g.zeros::<f32>(n)?);
             g.trim_pool();
             let fused_fwd = |e: &mut Encoder| {
-                g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), GpuAttnBias::None, &sh)
+                g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), AttnBias::None, &sh)
             };
             let fwd = median_ms(g, &fused_fwd)?;
             let pool0 = g.pool_bytes();
@@ -163,7 +163,7 @@ mod bench {
                     v.all(),
                     out.all(),
                     lse.all(),
-                    GpuAttnBias::None,
+                    AttnBias::None,
                     &sh,
                 )
             })?;

@@ -1,22 +1,23 @@
-//! Training on the GPU (phase 2 of the WebGPU backend): parameters, gradients, AdamW moments and activations
-//! resident on the device, a whole step recorded by the model's own code into one submission, only scalars read
-//! back. Held to the CPU backend with `atol + rtol·|ref|` on tiny shapes (lavapipe is a CPU emulation).
+//! Training on the GPU: parameters, gradients, AdamW moments and activations resident on the device, a whole step
+//! (`train::step::record_step`, the step every backend runs) recorded over `GpuStep` into one submission, only the
+//! scalars read back (`train::gpu::GpuTrainer`). Held to the CPU backend with `atol + rtol·|ref|` on tiny shapes
+//! (lavapipe is a CPU emulation); and the same step run op by op through `gpu_harness::OnGpu`.
 //!
 //! No adapter is a FAILURE, not a skip: `cargo test --release --features gpu --test gpu_training`.
 #![cfg(feature = "gpu")]
 
 mod gpu_harness;
 
-use gpu_harness::{config, lab_batch, new_gpu};
+use gpu_harness::{config, lab_batch, new_gpu, OnGpu};
 use serde_json::json;
 use transformer_playground::backend::cpu::Cpu;
-use transformer_playground::backend::gpu::GpuTrainer;
-use transformer_playground::backend::{AdamW, BackendKind};
+use transformer_playground::backend::{BackendKind, Host};
 use transformer_playground::config::Config;
 use transformer_playground::data::Split;
 use transformer_playground::model::Model;
 use transformer_playground::rng::Rng;
-use transformer_playground::train::{train_step, OptState, Run, StepReport};
+use transformer_playground::train::gpu::GpuTrainer;
+use transformer_playground::train::{adamw_at, train_step, OptState, Run, StepReport};
 use transformer_playground::Error;
 
 const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt");
@@ -54,7 +55,7 @@ fn gpu_trains_like_cpu(c: &Config, n: usize, what: &str) {
             assert!((na - nb).abs() <= 1e-6 + 2e-3 * nb, "{what} step {s}: {ka} grad norm {na} vs {nb}");
         }
     }
-    let (eg, ec) = (g.eval(Split::Val), cpu.eval(Split::Val));
+    let (eg, ec) = (g.eval(Split::Val).unwrap(), cpu.eval(Split::Val).unwrap());
     assert!((eg - ec).abs() <= 2e-4 * ec.abs(), "{what}: val loss {eg} vs {ec}");
     g.sync().unwrap();
     assert_eq!(g.opt.t, cpu.opt.t, "{what}: AdamW steps");
@@ -75,9 +76,50 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     }
 }
 
+/// Loss, raw gradients, and the parameters after one whole training step (clipping, AdamW), on `be`.
+fn one_step(be: &impl Host, c: &Config, arch: &str) -> (f32, Vec<f32>, Vec<f32>) {
+    let vocab = 13;
+    let mut model = Model::new(&c.model, vocab, 7);
+    let batch = lab_batch(arch, 2, 7, 5, vocab, 3);
+    let fwd = model.forward(be, &batch, None);
+    let mut grads = vec![0.0; model.params.len()];
+    model.backward(be, &fwd, &batch, &mut grads);
+    let mut opt = OptState::new(model.params.len());
+    let r = train_step(be, &mut model, &mut opt, &c.train, &batch, 0, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!((r.loss - fwd.loss).abs() <= 1e-6 * fwd.loss, "{}: the step's forward is the forward", be.name());
+    (fwd.loss, grads, model.params)
+}
+
+#[test]
+fn a_training_step_of_every_architecture_through_the_gpu_ops_matches_the_cpu_backend() {
+    // (Adam's first step moves every parameter by ±lr·sign(g), so the comparison of the parameters skips those
+    // whose gradient is within rounding of 0, where the sign is noise.)
+    let cases = [
+        ("gpt", json!({"position": {"kind": "rope"}})),
+        ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
+        ("gpt", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "ffn": {"activation": "relu", "mult": 2}, "n_kv_heads": 1})),
+        ("bert", json!({"norm": {"kind": "layernorm", "placement": "post"}, "ffn": {"activation": "geglu", "mult": 2}})),
+        ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}, "attention": {"scale": "none"}})),
+        ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "ffn": {"activation": "swish", "mult": 2}, "n_kv_heads": 6})),
+        ("encoder_decoder", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "layernorm", "placement": "sandwich"}, "bias": false})),
+    ];
+    for (arch, patch) in cases {
+        let c = config(arch, patch.clone());
+        let ((gl, gg, gp), (cl, cg, cp)) = (one_step(&OnGpu, &c, arch), one_step(&Cpu, &c, arch));
+        let what = format!("{arch} {patch}");
+        assert!((gl - cl).abs() <= 1e-4 * cl.abs(), "{what}: loss {gl} vs {cl}");
+        let scale = cg.iter().fold(0.0f32, |a, &g| a.max(g.abs()));
+        assert_close(&format!("{what}: gradients"), &gg, &cg, 1e-4 * scale, 1e-3);
+        let (sure_p, sure_c): (Vec<f32>, Vec<f32>) =
+            gp.iter().zip(&cp).zip(&cg).filter(|(_, g)| g.abs() > 2e-4 * scale).map(|((a, b), _)| (*a, *b)).unzip();
+        eprintln!("{what}: {} of {} parameters compared after AdamW", sure_p.len(), gp.len());
+        assert!(sure_p.len() > 1000, "{what}: only {} of {} gradients are clear of 0", sure_p.len(), gp.len());
+        assert_close(&format!("{what}: parameters after AdamW"), &sure_p, &sure_c, 1e-5, 1e-4);
+    }
+}
+
 #[test]
 fn trainer_steps_match_the_cpu_train_step() {
-    use serde_json::json;
     let cases = [
         ("gpt", json!({"position": {"kind": "rope"}, "dropout": 0.1})),
         ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
@@ -95,14 +137,42 @@ fn trainer_steps_match_the_cpu_train_step() {
         for step in 0..3 {
             let batch = lab_batch(arch, 2, 7, 5, vocab, 3 + step as u64);
             let r = train_step(&Cpu, &mut cpu_model, &mut opt, &c.train, &batch, step, Some(&mut rc)).unwrap();
-            let h = AdamW { lr: r.lr, beta1: c.train.betas[0], beta2: c.train.betas[1], eps: c.train.eps, weight_decay: c.train.weight_decay, t: tr.t + 1 };
-            let s = tr.step(&cpu_model, &batch, Some(&mut rg), &h, c.train.grad_clip).unwrap();
-            eprintln!("{what} step {step}: loss gpu {} cpu {}, norm gpu {} cpu {}", s.loss, r.loss, s.grad_sq.sqrt(), r.grad_norm);
+            let h = adamw_at(&c.train, r.lr, tr.t + 1);
+            // The trainer reads the config and the layout from the model, its parameters from the device.
+            let s = tr.step(&cpu_model, &batch, Some(&mut rg), &h, c.train.grad_clip, step).unwrap();
+            eprintln!("{what} step {step}: loss gpu {} cpu {}, norm gpu {} cpu {}", s.loss, r.loss, s.grad_norm, r.grad_norm);
+            assert_eq!((s.step, s.lr), (step, r.lr));
             assert!((s.loss - r.loss).abs() <= 1e-4 * r.loss.abs(), "{what}: loss {} vs {}", s.loss, r.loss);
-            assert!((s.grad_sq.sqrt() - r.grad_norm).abs() <= 1e-3 * r.grad_norm, "{what}: grad norm");
+            assert!((s.grad_norm - r.grad_norm).abs() <= 1e-3 * r.grad_norm, "{what}: grad norm {} vs {}", s.grad_norm, r.grad_norm);
+            assert_eq!(s.layer_grad_norms.len(), r.layer_grad_norms.len());
+            for ((ka, na), (kb, nb)) in s.layer_grad_norms.iter().zip(&r.layer_grad_norms) {
+                assert_eq!(ka, kb);
+                assert!((na - nb).abs() <= 1e-6 + 1e-3 * nb, "{what} step {step}: {ka} grad norm {na} vs {nb}");
+            }
         }
-        let (p, _, _) = pollster::block_on(tr.download()).unwrap();
+        assert_eq!((tr.t, opt.t), (3, 3), "{what}: AdamW steps counted");
+        let (p, m, v) = pollster::block_on(tr.download()).unwrap();
         assert_close(&format!("{what}: parameters after 3 steps"), &p, &cpu_model.params, 2e-4, 1e-3);
+        let mscale = opt.m.iter().fold(0f32, |a, x| a.max(x.abs()));
+        assert_close(&format!("{what}: AdamW m"), &m, &opt.m, 2e-3 * mscale, 2e-3);
+        let vscale = opt.v.iter().fold(0f32, |a, x| a.max(x.abs()));
+        assert_close(&format!("{what}: AdamW v"), &v, &opt.v, 2e-3 * vscale, 5e-3);
+    }
+}
+
+#[test]
+fn the_trainers_evaluation_matches_the_cpu_forward() {
+    let c = config("bert", json!({"position": {"kind": "alibi"}}));
+    let vocab = 13;
+    let model = Model::new(&c.model, vocab, 7);
+    let tr = GpuTrainer::new(new_gpu(), &model, &[], &[], 0).unwrap();
+    let batches: Vec<_> = (0..3).map(|i| lab_batch("bert", 2, 7, 5, vocab, 20 + i)).collect();
+    let got = pollster::block_on(tr.eval_losses(&model, &batches)).unwrap();
+    assert_eq!(got.len(), 3);
+    for (b, (loss, count)) in batches.iter().zip(&got) {
+        let f = model.forward(&Cpu, b, None);
+        assert_eq!(*count, f.count);
+        assert!((loss - f.loss).abs() <= 1e-4 * f.loss, "eval loss {loss} vs {}", f.loss);
     }
 }
 
@@ -150,6 +220,30 @@ fn a_gpu_step_is_one_submission_and_really_runs_on_the_gpu() {
     r.sync().unwrap();
     assert_ne!(r.model.params, initial.params, "the device's parameters were trained");
     assert_eq!(r.opt.t, 3);
+}
+
+#[test]
+fn a_trainer_step_is_one_submission_that_carries_its_own_readback() {
+    let c = config("gpt", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "dropout": 0.1}));
+    let vocab = 13;
+    let model = Model::new(&c.model, vocab, 7);
+    let mut tr = GpuTrainer::new(new_gpu(), &model, &[], &[], 0).unwrap();
+    let mut masks = Rng::new(4);
+    for step in 0..2 {
+        let batch = lab_batch("gpt", 2, 7, 5, vocab, 3 + step as u64);
+        let h = adamw_at(&c.train, c.train.lr, tr.t + 1);
+        let before = (tr.gpu.submissions(), tr.gpu.dispatches());
+        let pending = tr.submit_step(&model, &batch, Some(&mut masks), &h, c.train.grad_clip, step).unwrap();
+        let submitted = (tr.gpu.submissions(), tr.gpu.dispatches());
+        assert_eq!(submitted.0 - before.0, 1, "step {step}: the whole step is one submission");
+        assert!(submitted.1 > before.1, "step {step}: the step's kernels were recorded");
+        let report = pollster::block_on(tr.finish_step(&model, pending)).unwrap();
+        // The scalars' readback was recorded in the step's submission: finishing only waits for it.
+        assert_eq!((tr.gpu.submissions(), tr.gpu.dispatches()), submitted, "step {step}: finishing submits nothing");
+        assert!(report.loss.is_finite() && report.grad_norm > 0.0, "step {step}: {report:?}");
+        assert_eq!(report.layer_grad_norms.len(), 3, "embeddings & head, blocks.0, blocks.1");
+    }
+    assert_eq!(tr.t, 2);
 }
 
 #[test]

@@ -1,22 +1,63 @@
 //! The test harness of the gpu backend: the shared device (failing, not skipping, without an adapter) and
-//! `OnGpu`, an adapter of the `Backend` trait over the gpu kernels that uploads its slices, records and submits the
-//! kernel, and reads the results back. The kernels' own API keeps everything on the device; this exists so that the
-//! reference backend and the model code can drive them unchanged in tests. It panics on any GPU error.
+//! `OnGpu`, the op trait over host memory (a `Host` backend, like `Reference` and `Cpu`) whose every op uploads
+//! its slices, records the op through a fresh `GpuStep` — the GPU's own implementation of the trait, bias uploads,
+//! optimizer ops and all — submits, and reads the outputs back. The GPU keeps everything on the device; this exists
+//! so that the tests and the model code can drive `GpuStep` op by op against the reference. It panics when a
+//! submission or a readback fails; an op's own error (a shape the kernel refuses) is returned.
 //! Also the tiny config and seeded batches the training tests share (`config`, `lab_batch`), and `new_gpu` for
 //! tests whose training engine owns its device.
 
 #![allow(dead_code)] // each test file uses part of it
 
-use std::sync::OnceLock;
-use transformer_playground::backend::gpu::{Element, Encoder, Gpu, GpuAttnBias, GpuBuffer};
-use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend};
+use std::cell::Cell;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use transformer_playground::backend::gpu::{Element, Encoder, Gpu, GpuBuffer, GpuSlice, GpuStep, PendingLoss};
+use transformer_playground::backend::{ops, AdamW, AttnBias, AttnShape, Backend, Segment, View};
 use transformer_playground::config::{Activation, Config, NormKind};
 use transformer_playground::model::Batch;
 use transformer_playground::rng::Rng;
+use transformer_playground::Result;
 
-pub fn gpu() -> &'static Gpu {
+/// The shared device, held by this thread until the guard drops (re-entrant: a thread holding it may ask again).
+/// The device's pool lends a scratch buffer again once a submission has happened after it was given back, so a
+/// submission from another thread while this one records could hand this recording's buffers to a third: the
+/// test threads take turns.
+pub fn gpu() -> Turn {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(new_gpu)
+    static TURN: Mutex<()> = Mutex::new(());
+    let gpu = GPU.get_or_init(new_gpu);
+    if HOLDING.get() {
+        return Turn { gpu, _guard: None };
+    }
+    // A test that panicked while holding the turn left the device as usable as any other failed test does.
+    let guard = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    HOLDING.set(true);
+    Turn { gpu, _guard: Some(guard) }
+}
+
+thread_local! {
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread's turn on the shared device (`gpu`).
+pub struct Turn {
+    gpu: &'static Gpu,
+    _guard: Option<MutexGuard<'static, ()>>,
+}
+
+impl std::ops::Deref for Turn {
+    type Target = Gpu;
+    fn deref(&self) -> &Gpu {
+        self.gpu
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self._guard.is_some() {
+            HOLDING.set(false);
+        }
+    }
 }
 
 /// A fresh device (each training engine owns its own): fails, not skips, without an adapter.
@@ -37,7 +78,6 @@ pub fn new_gpu() -> Gpu {
 }
 
 /// The tiny config of the gpu tests (C = 36, 6 heads sharing 2 kv heads, 2 layers), with `patch` over its model.
-#[allow(dead_code)]
 pub fn config(arch: &str, patch: serde_json::Value) -> Config {
     let layers = if arch == "encoder_decoder" { r#""n_encoder_layers": 2, "n_decoder_layers": 2,"# } else { "" };
     let data = if arch == "encoder_decoder" { r#""data": {"task": "reverse", "digits": 4},"# } else { "" };
@@ -59,7 +99,6 @@ pub fn config(arch: &str, patch: serde_json::Value) -> Config {
 }
 
 /// A seeded batch of random ids (B,T) (and a source (B,S) for the encoder-decoder); bert: masked-LM targets.
-#[allow(dead_code)]
 pub fn lab_batch(arch: &str, b: usize, t: usize, s: usize, vocab: usize, seed: u64) -> Batch {
     let mut r = Rng::new(seed);
     let mut ids = |n: usize| (0..n).map(|_| r.below(vocab - 1) as u32).collect::<Vec<u32>>();
@@ -77,8 +116,7 @@ pub fn lab_batch(arch: &str, b: usize, t: usize, s: usize, vocab: usize, seed: u
     Batch { b, t, idx, targets, s, src }
 }
 
-/// The `Backend` trait over the gpu kernels: every call uploads, runs and reads back.
-pub struct OnGpu;
+// -- The kernels' own API, for the kernel-level tests ----------------------------------------------------------
 
 pub fn up<T: Element>(x: &[T]) -> GpuBuffer<T> {
     gpu().upload(x).expect("upload")
@@ -88,58 +126,133 @@ pub fn zeros(n: usize) -> GpuBuffer<f32> {
     gpu().zeros(n).expect("allocate")
 }
 
-pub fn run(f: impl FnOnce(&mut Encoder) -> transformer_playground::Result<()>) {
-    let mut e = gpu().encoder();
+/// Records `f` into one encoder and submits it.
+pub fn run(f: impl FnOnce(&mut Encoder) -> Result<()>) {
+    let g = gpu();
+    let mut e = g.encoder();
     f(&mut e).expect("record");
-    gpu().submit(e).expect("submit");
+    g.submit(e).expect("submit");
 }
 
-pub fn down(b: &GpuBuffer<f32>, dst: &mut [f32]) {
-    dst.copy_from_slice(&gpu().read_blocking(b.all()).expect("read back"));
+/// The buffer's values, after everything submitted so far.
+pub fn read(b: &GpuBuffer<f32>) -> Vec<f32> {
+    gpu().read_blocking(b.all()).expect("read back")
 }
 
-/// Device copies of an `AttnBias`'s buffers.
-enum BiasBufs {
-    None,
-    Alibi(GpuBuffer<f32>),
-    Relative(GpuBuffer<f32>, GpuBuffer<u32>),
-}
+// -- `OnGpu`: the op trait through `GpuStep`, over host memory -----------------------------------------------
 
-impl BiasBufs {
-    fn new(b: &AttnBias) -> BiasBufs {
-        match *b {
-            AttnBias::None => BiasBufs::None,
-            AttnBias::Alibi { slopes } => BiasBufs::Alibi(up(slopes)),
-            AttnBias::Relative { table, bucket } => BiasBufs::Relative(up(table), up(bucket)),
+/// The op trait over host slices, each op run by `GpuStep` (see the module docs).
+pub struct OnGpu;
+
+/// Uploads `ins` and `outs` (outputs too: backward ops accumulate into them) with the step's own `upload`, records
+/// `op` over them through a fresh `GpuStep` whose scalars buffer holds `scalar` (a loss sum), reads every output and
+/// the scalars back in the same submission, and copies the outputs into the host's slices. Absent buffers (`None`)
+/// are passed to `op` as `None`. Returns what `op` returned and the scalars buffer's value after the op.
+fn on_gpu<R, const I: usize, const O: usize>(
+    scalar: f32,
+    ins: [Option<&[f32]>; I],
+    outs: [Option<&mut [f32]>; O],
+    op: impl FnOnce(&GpuStep, [Option<GpuSlice<f32>>; I], [Option<GpuSlice<f32>>; O]) -> Result<R>,
+) -> Result<(R, f32)> {
+    let g = gpu();
+    let scalars = g.upload(&[scalar]).expect("upload");
+    let step = GpuStep::new(&g, &scalars, 0);
+    let upload = |x: &[f32]| step.upload(x.to_vec()).expect("upload");
+    let in_bufs = ins.map(|x| x.map(upload));
+    let out_bufs = outs.each_ref().map(|x| x.as_deref().map(upload));
+    let r = op(&step, in_bufs.each_ref().map(|b| b.as_ref().map(|b| b.all())), out_bufs.each_ref().map(|b| b.as_ref().map(|b| b.all())))?;
+    let reads = out_bufs.each_ref().map(|b| b.as_ref().map(|b| step.read(b.all()).expect("read")));
+    let scalars_read = step.read(scalars.all()).expect("read");
+    g.submit(step.finish()).expect("submit");
+    for (host, rb) in outs.into_iter().zip(reads) {
+        if let (Some(host), Some(rb)) = (host, rb) {
+            host.copy_from_slice(&rb.wait_blocking(&g).expect("read back"));
         }
     }
-    fn get(&self) -> GpuAttnBias<'_> {
-        match self {
-            BiasBufs::None => GpuAttnBias::None,
-            BiasBufs::Alibi(s) => GpuAttnBias::Alibi { slopes: s.all() },
-            BiasBufs::Relative(t, b) => GpuAttnBias::Relative { table: t.all(), bucket: b.all() },
-        }
+    let s = scalars_read.wait_blocking(&g).expect("read back");
+    Ok((r, s[0]))
+}
+
+/// A buffer `on_gpu` was given.
+fn d(x: Option<GpuSlice<'_, f32>>) -> GpuSlice<'_, f32> {
+    x.expect("a buffer on_gpu was given")
+}
+
+/// `AttnBias` over the device's copy of a relative-bias table (the slopes and buckets stay host slices: `GpuStep`
+/// uploads them itself).
+fn device_bias<'a>(bias: AttnBias<'a>, table: Option<GpuSlice<'a, f32>>) -> AttnBias<'a, GpuSlice<'a, f32>> {
+    match bias {
+        AttnBias::None => AttnBias::None,
+        AttnBias::Alibi { slopes } => AttnBias::Alibi { slopes },
+        AttnBias::Relative { bucket, .. } => AttnBias::Relative { table: d(table), bucket },
+    }
+}
+
+fn table_of<'a>(bias: &AttnBias<'a>) -> Option<&'a [f32]> {
+    match *bias {
+        AttnBias::Relative { table, .. } => Some(table),
+        _ => None,
     }
 }
 
 impl Backend for OnGpu {
+    type Buf = Vec<f32>;
+    type In<'a> = &'a [f32];
+    type Out<'a> = &'a mut [f32];
+    type Params = [f32];
+    type Loss = f32;
+    type Read = Vec<f32>;
+
     fn name(&self) -> &'static str {
-        "gpu (upload, run, read back)"
+        "gpu (GpuStep: upload, record, submit, read back)"
     }
 
-    fn matmul_forward(
-        &self,
-        out: &mut [f32],
-        inp: &[f32],
-        w: &[f32],
-        b: Option<&[f32]>,
-        n: usize,
-        c: usize,
-        oc: usize,
-    ) {
-        let (o, x, wb, bb) = (zeros(out.len()), up(inp), up(w), b.map(up));
-        run(|e| gpu().matmul_forward(e, o.all(), x.all(), wb.all(), bb.as_ref().map(|b| b.all()), n, c, oc));
-        down(&o, out);
+    fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; n])
+    }
+    fn upload(&self, data: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(data)
+    }
+    fn copy_of(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let mut out = vec![f32::NAN; x.len()];
+        on_gpu(0.0, [Some(x)], [Some(&mut out)], |s, [x], [out]| {
+            let copy = s.copy_of(d(x))?;
+            s.record(|g, e| g.copy(e, d(out), copy.all()))
+        })?;
+        Ok(out)
+    }
+    fn zero(&self, x: &mut [f32]) -> Result<()> {
+        on_gpu(0.0, [], [Some(x)], |s, [], [x]| s.zero(d(x))).map(drop)
+    }
+    fn read(&self, x: &[f32]) -> Result<Vec<f32>> {
+        Ok(x.to_vec())
+    }
+    fn view(x: &Vec<f32>) -> &[f32] {
+        x
+    }
+    fn view_mut(x: &mut Vec<f32>) -> &mut [f32] {
+        x
+    }
+    fn len(x: &[f32]) -> usize {
+        x.len()
+    }
+    fn param(p: &[f32], v: View) -> Result<&[f32]> {
+        v.check(p.len())?;
+        Ok(v.of(p))
+    }
+    fn grad(g: &mut [f32], v: View) -> Result<&mut [f32]> {
+        v.check(g.len())?;
+        Ok(v.of_mut(g))
+    }
+    fn grad_pair(g: &mut [f32], a: View, b: Option<View>) -> Result<(&mut [f32], Option<&mut [f32]>)> {
+        ops::two_mut(g, a, b)
+    }
+    fn loss_value(loss: f32, _scalars: &[f32]) -> f32 {
+        loss
+    }
+
+    fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
+        on_gpu(0.0, [Some(inp), Some(w), b], [Some(out)], |s, [inp, w, b], [out]| s.matmul_forward(d(out), d(inp), d(w), b, n, c, oc)).map(drop)
     }
 
     fn matmul_backward(
@@ -153,30 +266,11 @@ impl Backend for OnGpu {
         n: usize,
         c: usize,
         oc: usize,
-    ) {
-        let (di, dwb, dbb) = (dinp.as_deref().map(up), up(dw), db.as_deref().map(up));
-        let (d, x, wb) = (up(dout), up(inp), up(w));
-        run(|e| {
-            gpu().matmul_backward(
-                e,
-                di.as_ref().map(|b| b.all()),
-                dwb.all(),
-                dbb.as_ref().map(|b| b.all()),
-                d.all(),
-                x.all(),
-                wb.all(),
-                n,
-                c,
-                oc,
-            )
-        });
-        if let (Some(dst), Some(b)) = (dinp, &di) {
-            down(b, dst);
-        }
-        down(&dwb, dw);
-        if let (Some(dst), Some(b)) = (db, &dbb) {
-            down(b, dst);
-        }
+    ) -> Result<()> {
+        on_gpu(0.0, [Some(dout), Some(inp), Some(w)], [dinp, Some(dw), db], |s, [dout, inp, w], [dinp, dw, db]| {
+            s.matmul_backward(dinp, d(dw), db, d(dout), d(inp), d(w), n, c, oc)
+        })
+        .map(drop)
     }
 
     fn norm_forward(
@@ -190,26 +284,11 @@ impl Backend for OnGpu {
         b: Option<&[f32]>,
         eps: f32,
         c: usize,
-    ) {
-        let (o, m, r) = (zeros(out.len()), zeros(mean.len()), zeros(rstd.len()));
-        let (x, wb, bb) = (up(inp), up(w), b.map(up));
-        run(|e| {
-            gpu().norm_forward(
-                e,
-                kind,
-                o.all(),
-                m.all(),
-                r.all(),
-                x.all(),
-                wb.all(),
-                bb.as_ref().map(|b| b.all()),
-                eps,
-                c,
-            )
-        });
-        down(&o, out);
-        down(&m, mean);
-        down(&r, rstd);
+    ) -> Result<()> {
+        on_gpu(0.0, [Some(inp), Some(w), b], [Some(out), Some(mean), Some(rstd)], |s, [inp, w, b], [out, mean, rstd]| {
+            s.norm_forward(kind, d(out), d(mean), d(rstd), d(inp), d(w), b, eps, c)
+        })
+        .map(drop)
     }
 
     fn norm_backward(
@@ -224,45 +303,19 @@ impl Backend for OnGpu {
         mean: &[f32],
         rstd: &[f32],
         c: usize,
-    ) {
-        let (di, dwb, dbb) = (up(dinp), up(dw), db.as_deref().map(up));
-        let (d, x, wb, m, r) = (up(dout), up(inp), up(w), up(mean), up(rstd));
-        run(|e| {
-            gpu().norm_backward(
-                e,
-                kind,
-                di.all(),
-                dwb.all(),
-                dbb.as_ref().map(|b| b.all()),
-                d.all(),
-                x.all(),
-                wb.all(),
-                m.all(),
-                r.all(),
-                c,
-            )
-        });
-        down(&di, dinp);
-        down(&dwb, dw);
-        if let (Some(dst), Some(b)) = (db, &dbb) {
-            down(b, dst);
-        }
+    ) -> Result<()> {
+        let ins = [Some(dout), Some(inp), Some(w), Some(mean), Some(rstd)];
+        on_gpu(0.0, ins, [Some(dinp), Some(dw), db], |s, [dout, inp, w, mean, rstd], [dinp, dw, db]| {
+            s.norm_backward(kind, d(dinp), d(dw), db, d(dout), d(inp), d(w), d(mean), d(rstd), c)
+        })
+        .map(drop)
     }
 
-    fn attention_forward(
-        &self,
-        out: &mut [f32],
-        lse: &mut [f32],
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        bias: AttnBias,
-        sh: &AttnShape,
-    ) {
-        let (o, l, qb, kb, vb, bb) = (zeros(out.len()), zeros(lse.len()), up(q), up(k), up(v), BiasBufs::new(&bias));
-        run(|e| gpu().attention_forward(e, o.all(), l.all(), qb.all(), kb.all(), vb.all(), bb.get(), sh));
-        down(&o, out);
-        down(&l, lse);
+    fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
+        on_gpu(0.0, [Some(q), Some(k), Some(v), table_of(&bias)], [Some(out), Some(lse)], |s, [q, k, v, table], [out, lse]| {
+            s.attention_forward(d(out), d(lse), d(q), d(k), d(v), device_bias(bias, table), sh)
+        })
+        .map(drop)
     }
 
     fn attention_backward(
@@ -279,86 +332,89 @@ impl Backend for OnGpu {
         lse: &[f32],
         bias: AttnBias,
         sh: &AttnShape,
-    ) {
-        let (dqb, dkb, dvb, dtb) = (up(dq), up(dk), up(dv), dtable.as_deref().map(up));
-        let (d, qb, kb, vb, ob, lb, bb) = (up(dout), up(q), up(k), up(v), up(out), up(lse), BiasBufs::new(&bias));
-        run(|e| {
-            let dt = dtb.as_ref().map(|b| b.all());
-            gpu().attention_backward(
-                e,
-                dqb.all(),
-                dkb.all(),
-                dvb.all(),
-                dt,
-                d.all(),
-                qb.all(),
-                kb.all(),
-                vb.all(),
-                ob.all(),
-                lb.all(),
-                bb.get(),
-                sh,
-            )
-        });
-        down(&dqb, dq);
-        down(&dkb, dk);
-        down(&dvb, dv);
-        if let (Some(dst), Some(b)) = (dtable, &dtb) {
-            down(b, dst);
-        }
+    ) -> Result<()> {
+        let ins = [Some(dout), Some(q), Some(k), Some(v), Some(out), Some(lse), table_of(&bias)];
+        on_gpu(0.0, ins, [Some(dq), Some(dk), Some(dv), dtable], |s, [dout, q, k, v, out, lse, table], [dq, dk, dv, dtable]| {
+            s.attention_backward(d(dq), d(dk), d(dv), dtable, d(dout), d(q), d(k), d(v), d(out), d(lse), device_bias(bias, table), sh)
+        })
+        .map(drop)
     }
 
-    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) {
-        let (o, x) = (zeros(out.len()), up(inp));
-        run(|e| gpu().activation_forward(e, act, o.all(), x.all(), f));
-        down(&o, out);
+    fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) -> Result<()> {
+        on_gpu(0.0, [Some(inp)], [Some(out)], |s, [inp], [out]| s.activation_forward(act, d(out), d(inp), f)).map(drop)
     }
 
-    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], _out: &[f32], f: usize) {
-        let (di, d, x) = (up(dinp), up(dout), up(inp));
-        run(|e| gpu().activation_backward(e, act, di.all(), d.all(), x.all(), f));
-        down(&di, dinp);
+    fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) -> Result<()> {
+        on_gpu(0.0, [Some(dout), Some(inp), Some(out)], [Some(dinp)], |s, [dout, inp, out], [dinp]| {
+            s.activation_backward(act, d(dinp), d(dout), d(inp), d(out), f)
+        })
+        .map(drop)
     }
 
-    fn cross_entropy(
-        &self,
-        dlogits: &mut [f32],
-        logits: &[f32],
-        targets: &[i32],
-        v: usize,
-        dscale: f32,
-    ) -> (f64, usize) {
-        let (dl, losses, l, t) = (zeros(dlogits.len()), zeros(targets.len()), up(logits), up(targets));
-        let total = zeros(1);
-        run(|e| {
-            gpu().cross_entropy(e, dl.all(), losses.all(), l.all(), t.all(), v, dscale)?;
-            gpu().sum(e, total.all(), 0, losses.all())
-        });
-        down(&dl, dlogits);
-        let mut sum = [0.0f32];
-        down(&total, &mut sum);
-        (sum[0] as f64, targets.iter().filter(|&&t| t >= 0).count())
+    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        on_gpu(0.0, [], [Some(x)], |s, [], [x]| s.rope(d(x), t, hs, pos0, theta, inverse)).map(drop)
     }
 
-    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW, decay: bool) {
-        let (pb, gb, mb, vb) = (up(p), up(g), up(m), up(v));
-        run(|e| gpu().adamw(e, pb.all(), gb.all(), mb.all(), vb.all(), h, decay));
-        down(&pb, p);
-        down(&mb, m);
-        down(&vb, v);
+    /// The loss sum lands in the step's scalars buffer; the mean is formed from it as the trainer forms it.
+    fn mean_cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, count: usize) -> Result<f32> {
+        let (pending, sum) = on_gpu(f32::NAN, [Some(logits)], [Some(dlogits)], |s, [logits], [dlogits]| {
+            s.mean_cross_entropy(d(dlogits), d(logits), targets, v, count)
+        })?;
+        assert_eq!((pending.slot, pending.count), (0, count), "the first loss of a step goes to its first slot");
+        Ok(pending.mean(&[sum]))
     }
 
-    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) {
-        let xb = up(x);
-        run(|e| gpu().rope(e, xb.all(), t, hs, pos0, theta, inverse));
-        down(&xb, x);
+    fn embedding_forward(&self, out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<&[f32]>, sin: &[f32], t: usize, pos0: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(wte), wpe], [Some(out)], |s, [wte, wpe], [out]| s.embedding_forward(d(out), ids, d(wte), wpe, sin, t, pos0, c)).map(drop)
     }
 
-    fn sum_squares(&self, g: &[f32]) -> f64 {
-        let (gb, out) = (up(g), zeros(1));
-        run(|e| gpu().sum_squares(e, out.all(), 0, gb.all()));
-        let mut s = [0.0f32];
-        down(&out, &mut s);
-        s[0] as f64
+    fn embedding_backward(&self, dwte: &mut [f32], dwpe: Option<&mut [f32]>, dx: &[f32], ids: &[u32], t: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(dx)], [Some(dwte), dwpe], |s, [dx], [dwte, dwpe]| s.embedding_backward(d(dwte), dwpe, d(dx), ids, t, c)).map(drop)
+    }
+
+    fn add_scaled(&self, out: &mut [f32], a: &[f32], b: &[f32], alpha: f32) -> Result<()> {
+        on_gpu(0.0, [Some(a), Some(b)], [Some(out)], |s, [a, b], [out]| s.add_scaled(d(out), d(a), d(b), alpha)).map(drop)
+    }
+
+    fn scale(&self, out: &mut [f32], a: &[f32], alpha: f32) -> Result<()> {
+        on_gpu(0.0, [Some(a)], [Some(out)], |s, [a], [out]| s.scale(d(out), d(a), alpha)).map(drop)
+    }
+
+    fn add_into(&self, a: &mut [f32], b: &[f32]) -> Result<()> {
+        on_gpu(0.0, [Some(b)], [Some(a)], |s, [b], [a]| s.add_into(d(a), d(b))).map(drop)
+    }
+
+    fn mul_into(&self, a: &mut [f32], m: &[f32]) -> Result<()> {
+        on_gpu(0.0, [Some(m)], [Some(a)], |s, [m], [a]| s.mul_into(d(a), d(m))).map(drop)
+    }
+
+    fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        on_gpu(0.0, [Some(src)], [Some(out)], |s, [src], [out]| s.split_heads(d(out), d(src), b, t, stride, off, nh, hs)).map(drop)
+    }
+
+    fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
+        on_gpu(0.0, [Some(src)], [Some(dst)], |s, [src], [dst]| s.merge_heads(d(dst), d(src), b, t, stride, off, nh, hs)).map(drop)
+    }
+
+    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+        on_gpu(0.0, [Some(old), Some(new)], [Some(out)], |s, [old, new], [out]| s.append_heads(d(out), d(old), d(new), h, len, n, hs)).map(drop)
+    }
+
+    fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {
+        on_gpu(0.0, [Some(g)], [Some(out)], |s, [g], [out]| s.sums_of_squares(d(out), d(g), segments)).map(drop)
+    }
+
+    fn clip_grad_norm(&self, g: &mut [f32], sq: &[f32], clip: f32) -> Result<()> {
+        on_gpu(0.0, [Some(sq)], [Some(g)], |s, [sq], [g]| s.clip_grad_norm(d(g), d(sq), clip)).map(drop)
+    }
+
+    /// The host's mean loss goes into the step's scalars buffer as the sum over one counted row, where the guard
+    /// of `GpuStep::adamw` reads it on the device.
+    fn adamw(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], segments: &[Segment], sq: &[f32], loss: f32, h: &AdamW) -> Result<()> {
+        let pending = PendingLoss { slot: 0, count: 1 };
+        on_gpu(loss, [Some(g), Some(sq)], [Some(p), Some(m), Some(v)], |s, [g, sq], [p, m, v]| {
+            s.adamw(d(p), d(g), d(m), d(v), segments, d(sq), pending, h)
+        })
+        .map(drop)
     }
 }
