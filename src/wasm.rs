@@ -373,7 +373,7 @@ pub fn bench_matmul(m: usize, n: usize, k: usize, reps: usize) -> f32 {
     let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.01).collect();
     let mut out = vec![0.0f32; m * n];
     for _ in 0..reps {
-        Cpu.matmul_forward(&mut out, &x, &w, None, m, k, n);
+        let _ = Cpu.matmul_forward(&mut out, &x, &w, None, m, k, n); // the host backend never fails
     }
     out.iter().sum()
 }

@@ -353,7 +353,8 @@ pub trait Backend {
 
     /// AdamW as PyTorch over every segment of the flat buffers (decoupled decay p ← p(1 − lr·wd) where the
     /// segment decays, then the bias-corrected Adam update) — and nothing at all unless the step is good: `sq`
-    /// (Σ g², one value) and `loss` are finite.
+    /// (Σ g², one value) and `loss` are finite. Segments start on 64-float blocks and what lies between them is
+    /// zero padding with zero gradients (the layout's), so a backend may run the update over the whole buffer.
     fn adamw(
         &self,
         p: Self::Out<'_>,

@@ -357,8 +357,13 @@ impl<'g> Backend for GpuStep<'g> {
         loss: PendingLoss,
         h: &AdamW,
     ) -> Result<()> {
-        // The kernel decays per 64-float block (every tensor starts on one) and reads its guard, [Σg², loss sum],
+        // The kernel runs over the whole flat buffer and decays per 64-float block, which is the trait's AdamW when
+        // every segment starts on a block (the layout aligns each tensor so) and what lies between segments is the
+        // layout's zero padding with zero gradients (the update leaves it zero). It reads its guard, [Σg², loss sum],
         // from the device; a step with no counted target has a NaN mean loss but a zero sum, so it is refused here.
+        if let Some(s) = segments.iter().find(|s| s.view.offset % 64 != 0) {
+            return Err(gpu_error(format!("adamw: segment at {} does not start on a 64-float block", s.view.offset)));
+        }
         if loss.count == 0 {
             return Ok(());
         }
