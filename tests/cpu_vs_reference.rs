@@ -176,12 +176,12 @@ fn gemm_crates_own_rayon_split_gives_the_same_bits_on_one_and_two_threads() {
         assert_same_bits_on_1_and_2_threads("gemm Rayon(0)", || {
             let mut rng = Rng::new(5);
             let (a, b) = (randn(&mut rng, m * k, 1.0), randn(&mut rng, k * n, 1.0));
-            let av = portable::View { data: &a, rs: k, cs: 1 };
+            let av = portable::Strided { data: &a, rs: k, cs: 1 };
             // C += A·B with B row-major (k×n), and C = A·Bᵀ with B read as (n×k), as in x·wᵀ.
             let mut c = randn(&mut rng, m * n, 1.0);
-            native::gemm_rayon(&mut c, true, av, portable::View { data: &b, rs: n, cs: 1 }, m, n, k);
+            native::gemm_rayon(&mut c, true, av, portable::Strided { data: &b, rs: n, cs: 1 }, m, n, k);
             let mut ct = vec![0.0; m * n];
-            native::gemm_rayon(&mut ct, false, av, portable::View { data: &b, rs: 1, cs: k }, m, n, k);
+            native::gemm_rayon(&mut ct, false, av, portable::Strided { data: &b, rs: 1, cs: k }, m, n, k);
             vec![c, ct]
         });
     }

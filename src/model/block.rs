@@ -411,10 +411,10 @@ pub fn cross_attention_backward<D: Backend>(
 /// FFN: act(h·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up).
 pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<(D::Buf, FfnCache<D::Buf>)> {
     let (d, n, f) = (ctx.be, st.b * st.t, ctx.cfg.ffn_hidden());
-    let a = linear_forward(ctx, &p.fc, D::view(h), n)?;
+    let a = linear_forward(ctx, &p.mlp_fc, D::view(h), n)?;
     let mut act = d.zeros(n * f)?;
     d.activation_forward(ctx.cfg.ffn.activation, D::view_mut(&mut act), D::view(&a), f)?;
-    let y = linear_forward(ctx, &p.fc_proj, D::view(&act), n)?;
+    let y = linear_forward(ctx, &p.mlp_proj, D::view(&act), n)?;
     Ok((y, FfnCache { a, act }))
 }
 
@@ -427,10 +427,10 @@ pub fn ffn_backward<D: Backend>(
     h: &D::Buf,
 ) -> Result<D::Buf> {
     let (d, n, f) = (ctx.be, st.b * st.t, ctx.cfg.ffn_hidden());
-    let dact = linear_backward(ctx, &p.fc_proj, D::view(dy), D::view(&c.act), n)?;
+    let dact = linear_backward(ctx, &p.mlp_proj, D::view(dy), D::view(&c.act), n)?;
     let mut da = d.zeros(len::<D>(&c.a))?;
     d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), D::view(&c.act), f)?;
-    linear_backward(ctx, &p.fc, D::view(&da), D::view(h), n)
+    linear_backward(ctx, &p.mlp_fc, D::view(&da), D::view(h), n)
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ pub struct BlockParams {
     pub proj: Linear, // (C, C)
     pub cross: Option<CrossParams>,
     pub ffn_norms: SubNorms,
-    pub fc: Linear,      // (F or 2F, C)
-    pub fc_proj: Linear, // (C, F)
+    pub mlp_fc: Linear,   // (F or 2F, C)
+    pub mlp_proj: Linear, // (C, F)
 }
 
 /// One stack of blocks: the encoder (bidirectional) or the decoder (causal; with cross-attention in an
@@ -148,9 +148,9 @@ impl Builder {
                     proj: self.linear(&format!("{p}cross.proj"), c, c, m.bias),
                 });
                 let ffn_norms = self.sub_norms(&format!("{p}ln2"), m);
-                let fc = self.linear(&format!("{p}mlp.fc"), fc_out, c, m.bias);
-                let fc_proj = self.linear(&format!("{p}mlp.proj"), c, f, m.bias);
-                BlockParams { attn_norms, qkv, proj, cross, ffn_norms, fc, fc_proj }
+                let mlp_fc = self.linear(&format!("{p}mlp.fc"), fc_out, c, m.bias);
+                let mlp_proj = self.linear(&format!("{p}mlp.proj"), c, f, m.bias);
+                BlockParams { attn_norms, qkv, proj, cross, ffn_norms, mlp_fc, mlp_proj }
             })
             .collect();
         let ln_f = matches!(m.norm.placement, Placement::Pre | Placement::Sandwich).then(|| self.norm(&format!("{prefix}ln_f"), m));

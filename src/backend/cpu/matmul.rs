@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use super::portable;
 #[cfg(not(target_arch = "wasm32"))]
-use super::portable::View;
+use super::portable::Strided;
 
 /// out (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC)
 #[allow(clippy::too_many_arguments)]
@@ -21,8 +21,8 @@ pub fn matmul_forward(
     #[cfg(not(target_arch = "wasm32"))]
     {
         let out = &mut out[..n * oc];
-        let x = View { data: inp, rs: c, cs: 1 };
-        let wt = View { data: w, rs: 1, cs: c };
+        let x = Strided { data: inp, rs: c, cs: 1 };
+        let wt = Strided { data: w, rs: 1, cs: c };
         super::native::gemm_init(out, false, b.map(|b| &b[..oc]), x, wt, n, oc, c, parallel);
     }
     #[cfg(target_arch = "wasm32")]
@@ -46,11 +46,11 @@ pub fn matmul_backward(
     #[cfg(not(target_arch = "wasm32"))]
     {
         if let Some(dinp) = dinp {
-            let dy = View { data: dout, rs: oc, cs: 1 };
-            super::native::gemm(dinp, true, dy, View { data: w, rs: c, cs: 1 }, n, c, oc, parallel);
+            let dy = Strided { data: dout, rs: oc, cs: 1 };
+            super::native::gemm(dinp, true, dy, Strided { data: w, rs: c, cs: 1 }, n, c, oc, parallel);
         }
-        let dyt = View { data: dout, rs: 1, cs: oc };
-        super::native::gemm(dw, true, dyt, View { data: inp, rs: c, cs: 1 }, oc, c, n, parallel);
+        let dyt = Strided { data: dout, rs: 1, cs: oc };
+        super::native::gemm(dw, true, dyt, Strided { data: inp, rs: c, cs: 1 }, oc, c, n, parallel);
     }
     #[cfg(target_arch = "wasm32")]
     {

@@ -5,18 +5,18 @@
 //! rayon task calling `gemm` single-threaded (`Parallelism::None`). A block's result does not depend on which thread
 //! runs it, so the output is the same for every thread count (tested in `tests/cpu_vs_reference.rs`).
 
-use super::portable::View;
+use super::portable::Strided;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// C (m×n, contiguous) = [C +] A (m×k) · B (k×n) on one thread.
-fn gemm_serial(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize) {
+fn gemm_serial(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize) {
     gemm_with(c, accumulate, a, b, m, n, k, Parallelism::None)
 }
 
 /// The checked call into gemm, with the parallelism gemm itself should use.
 #[allow(clippy::too_many_arguments)]
-fn gemm_with(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize, par: Parallelism) {
+fn gemm_with(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize, par: Parallelism) {
     if m == 0 || n == 0 {
         return;
     }
@@ -64,14 +64,14 @@ fn row_block(m: usize, n: usize, k: usize) -> usize {
 
 /// C (m×n) = [C +] A (m×k) · B (k×n), split over fixed row blocks of C.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+pub fn gemm(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
     gemm_init(c, accumulate, None, a, b, m, n, k, parallel)
 }
 
 /// `gemm`, where `init` (n values), when given, is first copied into every row of C by the task that owns the row
 /// (out = bias + x·wᵀ without a separate pass over out).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -79,7 +79,7 @@ pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: View,
     let task = |(blk, cb): (usize, &mut [f32])| {
         let r0 = blk * rb;
         let rows = cb.len() / n;
-        let a = View { data: &a.data[r0 * a.rs..], ..a };
+        let a = Strided { data: &a.data[r0 * a.rs..], ..a };
         if let Some(init) = init {
             cb.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&init[..n]));
         }
@@ -95,6 +95,6 @@ pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: View,
 
 /// The same product with gemm's own rayon split (`Parallelism::Rayon(0)`: one share per pool thread). Not used by
 /// the backend; kept so a test can show whether gemm's split is itself thread-count independent.
-pub fn gemm_rayon(c: &mut [f32], accumulate: bool, a: View, b: View, m: usize, n: usize, k: usize) {
+pub fn gemm_rayon(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize) {
     gemm_with(c, accumulate, a, b, m, n, k, Parallelism::Rayon(0))
 }

@@ -25,7 +25,7 @@ pub const ROW_BLOCK: usize = 16;
 
 /// A read-only strided matrix view: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
-pub struct View<'a> {
+pub struct Strided<'a> {
     pub data: &'a [f32],
     pub rs: usize,
     pub cs: usize,
@@ -33,14 +33,14 @@ pub struct View<'a> {
 
 /// C (m×n) += A (m×k) · B (k×n). `parallel` only chooses the executor: the split, and so the result, is fixed.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_acc(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+pub fn gemm_acc(c: &mut [f32], a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
     gemm_init(c, None, a, b, m, n, k, parallel)
 }
 
 /// `gemm_acc`, where `init` (n values), when given, first replaces every row of C (set by the task that owns the
 /// row, so out = bias + x·wᵀ needs no separate pass over out).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_init(c: &mut [f32], init: Option<&[f32]>, a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+pub fn gemm_init(c: &mut [f32], init: Option<&[f32]>, a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -74,7 +74,7 @@ pub fn gemm_init(c: &mut [f32], init: Option<&[f32]>, a: View, b: View, m: usize
 /// C (m×n) += A (m×k) · B (k×n) for m < MR, with A's rows and B's columns contiguous: every element one `dot`.
 /// Columns are split into fixed blocks of GEMV_COLS (one task each) when parallel.
 #[allow(clippy::too_many_arguments)]
-fn gemv_rows(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, parallel: bool) {
+fn gemv_rows(c: &mut [f32], a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
     const GEMV_COLS: usize = 64;
     for i in 0..m {
         let x = &a.data[i * a.rs..][..k];
@@ -94,7 +94,7 @@ fn gemv_rows(c: &mut [f32], a: View, b: View, m: usize, n: usize, k: usize, para
 
 /// B (k×n) as ceil(n/NR) panels, each k rows of NR contiguous columns, zero beyond n. Panels are packed in
 /// parallel (each task owns one), reading B along its contiguous direction.
-fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
+fn pack_b(b: Strided, k: usize, n: usize, parallel: bool) -> Vec<f32> {
     let panels = n.div_ceil(NR);
     let mut bp = vec![0.0f32; panels * k * NR];
     let pack = |(p, panel): (usize, &mut [f32])| {
@@ -131,7 +131,7 @@ fn pack_b(b: View, k: usize, n: usize, parallel: bool) -> Vec<f32> {
 
 /// The rows r0.. of C held in `c` (len rows·n) += A[r0.., :] · B. Full MR-row strips of row-major A read it in
 /// place; a last partial strip (zero-padded) and strips of a column-read A are packed first.
-fn gemm_rows(c: &mut [f32], a: View, r0: usize, bp: &[f32], n: usize, k: usize) {
+fn gemm_rows(c: &mut [f32], a: Strided, r0: usize, bp: &[f32], n: usize, k: usize) {
     let rows = c.len() / n;
     let mut ap = [0.0f32; KC * MR];
     for k0 in (0..k).step_by(KC) {
@@ -242,15 +242,15 @@ pub fn matmul_forward(
 ) {
     let out = &mut out[..n * oc];
     let zero = vec![0.0f32; oc];
-    let a = View { data: inp, rs: c, cs: 1 };
-    let wt = View { data: w, rs: 1, cs: c };
+    let a = Strided { data: inp, rs: c, cs: 1 };
+    let wt = Strided { data: w, rs: 1, cs: c };
     gemm_init(out, Some(b.map_or(&zero[..], |b| &b[..oc])), a, wt, n, oc, c, parallel);
 }
 
 /// dinp (N,C) += dout (N,OC) · w (OC,C)
 pub fn matmul_backward_input(dinp: &mut [f32], dout: &[f32], w: &[f32], n: usize, c: usize, oc: usize, parallel: bool) {
-    let a = View { data: dout, rs: oc, cs: 1 };
-    let b = View { data: w, rs: c, cs: 1 };
+    let a = Strided { data: dout, rs: oc, cs: 1 };
+    let b = Strided { data: w, rs: c, cs: 1 };
     gemm_acc(dinp, a, b, n, c, oc, parallel);
 }
 
@@ -264,7 +264,7 @@ pub fn matmul_backward_weight(
     oc: usize,
     parallel: bool,
 ) {
-    let a = View { data: dout, rs: 1, cs: oc };
-    let b = View { data: inp, rs: c, cs: 1 };
+    let a = Strided { data: dout, rs: 1, cs: oc };
+    let b = Strided { data: inp, rs: c, cs: 1 };
     gemm_acc(dw, a, b, oc, c, n, parallel);
 }
