@@ -165,23 +165,54 @@ fn matmuls_give_the_same_bits_on_one_and_two_threads_at_w1_sizes() {
     }
 }
 
-/// Evidence for the choice in `cpu::native`: gemm's own rayon split (one share per pool thread) also gives the
-/// same bits at these sizes, because it splits only the output tiles, never the k sum. The backend still uses a
-/// fixed split of its own, which is deterministic by construction.
+/// C (m×n) = [C +] A (m×k) · B with the `gemm` crate's own rayon split (`Parallelism::Rayon(0)`: one share per
+/// pool thread). A is row-major; B is (k×n) row-major, or (n×k) row-major read as its transpose when `b_t`.
+#[cfg(not(target_arch = "wasm32"))]
+fn gemm_crate_rayon(c: &mut [f32], accumulate: bool, a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize), b_t: bool) {
+    assert!(c.len() == m * n && a.len() == m * k && b.len() == k * n, "gemm_crate_rayon: sizes");
+    let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+    // SAFETY: the assert above makes every index gemm reads or writes lie inside its slice; `c` is borrowed
+    // mutably, `a` and `b` shared, so nothing aliases the destination.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
+/// Evidence for the choice in the CPU backend's native matmul: gemm's own rayon split also gives the same bits at
+/// these sizes, because it splits only the output tiles, never the k sum. The backend still uses a fixed split of
+/// its own (gemm single-threaded on fixed row blocks), which is deterministic by construction.
 #[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn gemm_crates_own_rayon_split_gives_the_same_bits_on_one_and_two_threads() {
-    use transformer_playground::backend::cpu::native;
     for (m, n, k) in [(768, 512, 128), (768, 128, 512), (512, 128, 768), (65, 128, 768)] {
         assert_same_bits_on_1_and_2_threads("gemm Rayon(0)", || {
             let mut rng = Rng::new(5);
             let (a, b) = (randn(&mut rng, m * k, 1.0), randn(&mut rng, k * n, 1.0));
-            let av = portable::Strided { data: &a, rs: k, cs: 1 };
             // C += A·B with B row-major (k×n), and C = A·Bᵀ with B read as (n×k), as in x·wᵀ.
             let mut c = randn(&mut rng, m * n, 1.0);
-            native::gemm_rayon(&mut c, true, av, portable::Strided { data: &b, rs: n, cs: 1 }, m, n, k);
+            gemm_crate_rayon(&mut c, true, &a, &b, (m, n, k), false);
             let mut ct = vec![0.0; m * n];
-            native::gemm_rayon(&mut ct, false, av, portable::Strided { data: &b, rs: 1, cs: k }, m, n, k);
+            gemm_crate_rayon(&mut ct, false, &a, &b, (m, n, k), true);
             vec![c, ct]
         });
     }

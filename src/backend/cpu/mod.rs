@@ -20,7 +20,7 @@ mod glue;
 pub(crate) mod math;
 mod matmul;
 #[cfg(not(target_arch = "wasm32"))]
-pub mod native;
+mod native;
 mod norm;
 mod pointwise;
 pub mod portable;

@@ -9,14 +9,8 @@ use super::portable::Strided;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// C (m×n, contiguous) = [C +] A (m×k) · B (k×n) on one thread.
+/// C (m×n, contiguous) = [C +] A (m×k) · B (k×n) on one thread: the checked call into gemm.
 fn gemm_serial(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize) {
-    gemm_with(c, accumulate, a, b, m, n, k, Parallelism::None)
-}
-
-/// The checked call into gemm, with the parallelism gemm itself should use.
-#[allow(clippy::too_many_arguments)]
-fn gemm_with(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize, par: Parallelism) {
     if m == 0 || n == 0 {
         return;
     }
@@ -46,7 +40,7 @@ fn gemm_with(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, 
             false,
             false,
             false,
-            par,
+            Parallelism::None,
         )
     }
 }
@@ -91,10 +85,4 @@ pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: Strid
     } else {
         c.chunks_mut(rb * n).enumerate().for_each(task);
     }
-}
-
-/// The same product with gemm's own rayon split (`Parallelism::Rayon(0)`: one share per pool thread). Not used by
-/// the backend; kept so a test can show whether gemm's split is itself thread-count independent.
-pub fn gemm_rayon(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n: usize, k: usize) {
-    gemm_with(c, accumulate, a, b, m, n, k, Parallelism::Rayon(0))
 }
