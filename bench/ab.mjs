@@ -1,8 +1,8 @@
 // Interleaved A/B of two builds of the engine in headless Chromium (bench/ab.sh makes the two roots): W1 steps
-// through the engine, rounds alternating A, B, A, B… so that the host's slow spells hit both. This machine's
-// speed swings by 10–60% within minutes, so a per-run median can mislead: each round reports the median, the
-// minimum and the 10th percentile of its per-step times, and the summary the median of the per-round p10s (the
-// figure least moved by a burst of load).
+// through the engine, rounds alternating A, B, A, B… so that the host's slow spells hit both. A shared machine's
+// speed can swing by tens of percent within minutes (docs/BENCHMARKS.md), so a per-run median can mislead: each
+// round reports the median, the minimum and the 10th percentile of its per-step times, and the summary the median
+// of the per-round p10s (the figure least moved by a burst of load).
 //   node bench/ab.mjs ROOT_A ROOT_B [--build threads|single|baseline] [--rounds 5] [--steps 30] [--warmup 5]
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';

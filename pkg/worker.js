@@ -276,7 +276,7 @@ const handlers = {
   },
   generate({ runId, prompt, options }, id) {
     // Sampled text goes out every TEXT_PIECES tokens, or sooner when TEXT_EVERY_MS have passed, and at the end: a
-    // message per token took 13–17% of the generation's time.
+    // message per token costs the engine thread a noticeable share of the generation's time (docs/BENCHMARKS.md).
     let text = '';
     let pieces = 0;
     let sent = performance.now();

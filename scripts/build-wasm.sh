@@ -45,7 +45,7 @@ build_one() {
         cargo build "${what[@]}" --release --target wasm32-unknown-unknown --features gpu
       ;;
     threads)
-      # Since nightly-2025-10-03 rustc no longer adds the shared-memory linker arguments for +atomics: give them.
+      # rustc (from nightly-2025-10-03 on) does not add the shared-memory linker arguments for +atomics: give them.
       RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128,+relaxed-simd \
 -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
 -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
@@ -62,7 +62,8 @@ build_one() {
   cp "$before" "$out/.unoptimised.wasm"
   # --low-memory-unused: the first 1 KiB of memory holds no object (rustc puts the 1 MiB main stack first, growing
   # down towards 0, then the data), so wasm-opt may fold constant address offsets into the loads' and stores'
-  # offset fields; V8 then addresses [base + index + offset] directly instead of adding first (W1: −5%).
+  # offset fields; V8 then addresses [base + index + offset] directly instead of adding first (the W1 step's
+  # gain: docs/BENCHMARKS.md).
   "$WASM_OPT" -O3 --low-memory-unused --strip-debug --enable-threads --enable-simd --enable-relaxed-simd --enable-bulk-memory --enable-mutable-globals \
     --enable-nontrapping-float-to-int --enable-sign-ext --enable-reference-types --enable-multivalue \
     "$out/.unoptimised.wasm" -o "$before"

@@ -15,6 +15,6 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 # Code-generation flags of every wasm32 build (the shipped builds and the kernel tests). LLVM turns a copy or fill
 # loop over slices into memcpy/memset, which become `memory.copy`/`memory.fill`, and V8 runs those as calls into the
-# runtime: ≈ 9 ns for 32 bytes against ≈ 1.5 ns for two v128 loads and stores. The hot loops copy rows of 8–128
-# floats (packing, head split/merge), so the loops stay loops.
+# runtime, several times slower for a short row than two v128 loads and stores (docs/BENCHMARKS.md). The hot loops
+# copy rows of 8–128 floats (packing, head split/merge), so the loops stay loops.
 TP_WASM_RUSTFLAGS="-C llvm-args=-disable-loop-idiom-memcpy -C llvm-args=-disable-loop-idiom-memset"

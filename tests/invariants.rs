@@ -298,7 +298,7 @@ fn a_run_resumed_from_a_checkpoint_continues_with_the_same_losses() {
 #[test]
 fn a_model_whose_loss_is_not_finite_on_some_batches_reports_a_non_finite_validation_loss() {
     // One token's embedding row is NaN: batches that contain that token have a NaN loss, the others a finite one.
-    // Averaging only the finite batches (as evaluation once did) would report a finite validation loss.
+    // Averaging only the finite batches would report a finite validation loss and hide the divergence.
     // Untied, so the NaN row is not also the output projection of every position.
     let c = with(&cfg("gpt"), serde_json::json!({ "ctx_len": 16, "tie_embeddings": false }));
     let mut c = c;

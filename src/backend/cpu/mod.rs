@@ -41,10 +41,10 @@ const PAR_FLOPS: usize = 1 << 17;
 const PAR_ELEMS: usize = 1 << 14;
 
 /// Whether memory-bound work (zeroing and copying buffers, element-wise adds, norms, AdamW, Σg², clipping) may be
-/// split over the pool. Not in the browser: timed op by op inside W1's step in Chromium's threaded build, each of
-/// these took longer on 2 threads than on 1 (zeroing 6.4 vs 4.0 ms a step, head split/merge 1.9 vs 0.9, AdamW 1.6
-/// vs 1.0, Σg² 0.9 vs 0.5, norm backward 1.5 vs 1.0): waking the sleeping worker for a short pass over memory costs
-/// more than it saves. Compute-bound ops (matmul, attention, activations) are split everywhere.
+/// split over the pool. Not in the browser: there, timed op by op inside W1's step in Chromium's threaded build,
+/// each of these takes longer on 2 threads than on 1 (docs/BENCHMARKS.md): waking a sleeping worker for a short
+/// pass over memory costs more than it saves. Compute-bound ops (matmul, attention, activations) are split
+/// everywhere.
 pub const PAR_MEMORY_BOUND: bool = !cfg!(target_arch = "wasm32");
 
 impl Backend for Cpu {
@@ -251,10 +251,10 @@ fn attention_work(sh: &AttnShape) -> usize {
 /// worker runs a job that keeps asking the pool for work (`rayon::yield_now` steals and runs pending jobs) while
 /// `f` runs, as OpenMP's active wait policy does, but gives up after IDLE_POLLS polls in a row find nothing (a
 /// long serial stretch, or a busy machine where spinning would only take a core from someone else), and then
-/// sleeps as usual. Results do not change: the ops split their work as before; only who runs a piece differs.
-/// Natively this took W1's 2-thread step from 30.5 to 28.4 ms; in Chromium's threaded build it measured no
-/// different (104 vs 103 ms with spawned spinners, 117 vs 114 with broadcast ones, within that build's run-to-run
-/// spread), so there the workers keep sleeping between ops rather than burn a laptop's battery.
+/// sleeps as usual. Results do not change: the ops split their work the same way; only who runs a piece differs.
+/// Natively this shortens W1's 2-thread step; in Chromium's threaded build it measures no different, within that
+/// build's run-to-run spread (both in docs/BENCHMARKS.md), so there the workers keep sleeping between ops rather
+/// than burn a laptop's battery.
 pub fn with_pool_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Native matmuls through the `gemm` crate (runtime-dispatched micro-kernels: AVX2+FMA or NEON; AVX-512 only when
-//! gemm's `x86-v4` feature is on, which is worth about a fifth of a W1 training step on an AVX-512 machine).
+//! gemm's `x86-v4` feature is on, as Cargo.toml sets it; on an AVX-512 machine they take a good part off W1's
+//! training step, measured in docs/BENCHMARKS.md).
 //!
 //! Determinism: rows of C are split into blocks whose size depends only on the matrix sizes; each block is one
 //! rayon task calling `gemm` single-threaded (`Parallelism::None`). A block's result does not depend on which thread

@@ -19,8 +19,8 @@ pub const NR: usize = 8;
 /// Depth of one packed slab (an MR×KC strip of A is 4 KiB, a KC×NR panel of B 8 KiB: both stay in L1).
 const KC: usize = 256;
 /// Rows of C per task (a multiple of MR). 16 rather than 32: in the browser's threaded build the last task of each
-/// matmul leaves the other thread waiting, and halving the task halves that wait (W1: 100 vs 116 ms, 5 interleaved
-/// rounds; 8 rows measured 102); the single build is the same either way (149.5 vs 147.9 ms).
+/// matmul leaves the other thread waiting, and halving the task halves that wait; 8 rows gain nothing more, and the
+/// single build is the same either way (the A/B runs: docs/BENCHMARKS.md, `ROW_BLOCK`).
 pub const ROW_BLOCK: usize = 16;
 
 /// A read-only strided matrix view: element (i, j) is `data[i·rs + j·cs]`.
@@ -140,8 +140,8 @@ fn gemm_rows(c: &mut [f32], a: Strided, r0: usize, bp: &[f32], n: usize, k: usiz
             let h = MR.min(rows - i0);
             let a_tile = &a.data[(r0 + i0) * a.rs + k0 * a.cs..];
             // A strip is packed when it is partial, and when A is read down its columns (dw = dyᵀ·x, a new
-            // cache line per k): packed, it is gathered once per slab rather than once per panel (dw 28 → 32
-            // GFLOP/s in Chromium, W1 shapes).
+            // cache line per k): packed, it is gathered once per slab rather than once per panel, which makes dw
+            // faster in Chromium at W1's shapes (docs/BENCHMARKS.md).
             let pack_a = h < MR || a.cs != 1;
             if pack_a && h == MR && a.rs == 1 {
                 // The strip's MR values at each k are contiguous: one copy per k.

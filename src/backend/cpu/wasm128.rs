@@ -179,8 +179,8 @@ pub fn max(x: &[f32]) -> f32 {
 /// A lane-splat of x that LLVM cannot see as a constant (read through `read_volatile`), so it stays a value made once
 /// per call rather than a `v128.const` at every use: V8 builds each non-zero `v128.const` with several instructions
 /// where it is used and does not hoist it out of loops, and the ~30 constants of GELU's inner loop cost more than its
-/// arithmetic (GELU forward 1.8 → 1.3 ms, backward 1.2 → 0.8 ms on W1's 768×512 in Chromium). A value made once lives
-/// in a register or a spill slot (one load).
+/// arithmetic (the per-call times with and without, in Chromium at W1's shapes: docs/BENCHMARKS.md, `ExpK`/`GeluK`).
+/// A value made once lives in a register or a spill slot (one load).
 #[inline(always)]
 fn opaque(x: f32) -> v128 {
     // SAFETY: reads a local f32 through a valid reference.
@@ -406,9 +406,10 @@ pub fn scale(x: &mut [f32], s: f32) {
 }
 
 /// dst = src (equal lengths), four lanes at a time. A variable-length `copy_from_slice` becomes `memory.copy`,
-/// which V8 runs as a call into the runtime: ≈ 9 ns for 32 bytes against ≈ 1.5 for two v128 loads and stores,
-/// and the hot loops copy rows of 8–128 floats (packing B, head split/merge, embeddings). LLVM would turn this
-/// loop back into `memory.copy` too; the wasm builds tell it not to (`TP_WASM_RUSTFLAGS` in scripts/env.sh).
+/// which V8 runs as a call into the runtime, several times slower for a short row than two v128 loads and stores
+/// (docs/BENCHMARKS.md, `math::copy`), and the hot loops copy rows of 8–128 floats (packing B, head split/merge,
+/// embeddings). LLVM would turn this loop back into `memory.copy` too; the wasm builds tell it not to
+/// (`TP_WASM_RUSTFLAGS` in scripts/env.sh).
 pub fn copy(dst: &mut [f32], src: &[f32]) {
     assert_eq!(dst.len(), src.len(), "copy: lengths differ");
     let ((d4, dt), (s4, st_)) = (dst.as_chunks_mut::<4>(), src.as_chunks::<4>());

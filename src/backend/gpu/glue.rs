@@ -1,4 +1,4 @@
-//! The model's glue on the device, the ops that were host loops in the model before it ran on a GPU: the input
+//! The model's glue between the layers on the device (on the host: `ops::glue`, `cpu::glue`): the input
 //! embedding and its gradient (`wgsl/embedding.wgsl`, `embedding_backward.wgsl`), residual adds, scaling and
 //! dropout masks (`elementwise.wgsl`), and the head split/merge between the projections' rows and attention's
 //! head-major layout (`heads.wgsl`). Plus what a training step needs at its end: per-tensor sums of squares
