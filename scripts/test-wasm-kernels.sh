@@ -38,7 +38,7 @@ for v in "${variants[@]}"; do
   esac
   echo "== wasm32 kernels, $v (target-feature=${features:-none})"
   # One build directory per variant: RUSTFLAGS differ, and sharing one would rebuild everything on each switch.
-  # RUSTFLAGS replaces any rustflags from .cargo/config.toml, so the threaded build's flags do not leak in.
+  # RUSTFLAGS replaces any rustflags from a Cargo config file, so each variant builds with exactly these flags.
   if ! RUSTFLAGS="-C target-feature=$features $TP_WASM_RUSTFLAGS" cargo test --release --no-fail-fast --target wasm32-unknown-unknown \
     --target-dir "$CARGO_TARGET_DIR/wasm-kernels-$v" "${targets[@]}"; then
     failed+=("$v")

@@ -26,7 +26,7 @@ ensure_wasm_tools() {
     rustup toolchain install "$TP_NIGHTLY" --profile minimal -c rust-src
   fi
   if [ "$("$WASM_BINDGEN" --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
-    # No --locked: the crates.io mirror here lacks one pinned transitive version (see TOOLCHAIN.md).
+    # No --locked: the crates.io mirror here lacks one pinned transitive version of wasm-bindgen-cli's lock file.
     cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TP_TOOLS" --force
   fi
   ensure_npm_packages

@@ -12,7 +12,7 @@
 // Backward: plain dinp += dout·act'(x); gated d gate += dout·up·act'(gate), d up += dout·act(gate).
 //
 // Φ is ½·erfc(−x/√2) with erfc from Numerical Recipes' Chebyshev fit (`erfcc`, fractional error < 1.2e-7
-// everywhere), as in the CPU backend's `math::phi`: WGSL has no erf.
+// everywhere), as in the CPU backend's `math::phi_k`: WGSL has no erf.
 
 struct Params {
     n: u32,
