@@ -2,7 +2,7 @@
 //! it, so a sampled token costs one row of every matmul instead of a full forward. It runs the training forward
 //! (`block::block_forward`) with each block's cache (`BlockKv`); the encoder-decoder also caches the source's
 //! cross-attention keys and values once per input. The result equals the full forward (tested in
-//! `tests/invariants.rs`: `incremental_decoding_equals_the_full_forward`).
+//! `tests/invariants.rs`: `incremental_decoding_with_the_kv_cache_equals_the_full_forward`).
 
 use super::block::{self, BlockKv, KvCache};
 use super::layout::StackParams;
