@@ -313,6 +313,17 @@ fn a_lost_device_continues_on_the_cpu_from_the_last_state_read_back() {
 }
 
 #[test]
+fn evaluation_on_a_lost_device_is_an_error_not_a_nan() {
+    let c = config("gpt", json!({}));
+    let mut r = run(&c, BackendKind::Gpu);
+    steps(&mut r, 1);
+    assert!(r.eval(Split::Val).unwrap().is_finite());
+    r.with_gpu(|g| g.ctx.device.destroy()).expect("on the gpu");
+    let err = r.eval(Split::Val).expect_err("a lost device cannot evaluate");
+    assert!(matches!(err, transformer_playground::Error::Gpu(_)), "{err:?}");
+}
+
+#[test]
 fn a_gpu_run_resumed_from_its_checkpoint_continues_like_the_uninterrupted_run() {
     use transformer_playground::checkpoint;
     use transformer_playground::data::Dataset;
