@@ -121,6 +121,29 @@ fn bad_text_is_refused_before_training() {
 }
 
 #[test]
+fn the_text_check_refuses_what_making_a_run_refuses_for_the_same_reason() {
+    use transformer_playground::data::{text_stats, TextStats, MAX_CHARS};
+    use transformer_playground::error::DataIssue;
+    let cfg = Config::from_json(BASE).unwrap();
+    let many: String = (0..5000u32).filter_map(char::from_u32).filter(|c| !c.is_control()).collect();
+    let cases: Vec<(String, DataIssue)> = vec![
+        (String::new(), DataIssue::Empty),
+        (" \n\t ".repeat(50), DataIssue::Empty),
+        ("ab\u{1}\u{2}\u{3}".repeat(100), DataIssue::ControlCharacters),
+        (many.clone(), DataIssue::TooManyCharacters { distinct: many.chars().count(), limit: MAX_CHARS }),
+    ];
+    for (text, issue) in cases {
+        let checked = text_stats(text.as_bytes()).unwrap_err();
+        let made = Run::new(cfg.clone(), Some(&text), BackendKind::Cpu).err().expect("refused");
+        assert_eq!(checked, Error::Data(issue.clone()), "{text:?}");
+        assert_eq!(made, checked, "{text:?}");
+    }
+    let not_utf8 = text_stats(&[b'a', b'b', 0xff, 0xfe]).unwrap_err();
+    assert_eq!(not_utf8, Error::Data(DataIssue::NotUtf8 { at: 2 }));
+    assert_eq!(text_stats("héllo\n".as_bytes()).unwrap(), TextStats { bytes: 7, chars: 6, distinct: 5 });
+}
+
+#[test]
 fn a_diverging_run_stops_and_keeps_its_last_good_state() {
     let cfg = Config::from_json(BASE).unwrap();
     let text = "All the world's a stage, and all the men and women merely players. ".repeat(40);

@@ -58,10 +58,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The error for anything the GPU path refuses or fails at. (One `Error::Invalid` with a "gpu:" prefix: a
-/// dedicated `Error::Gpu` variant belongs in `error.rs`.)
+/// The error for anything the GPU path refuses or fails at.
 pub(crate) fn gpu_error(msg: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!("gpu: {msg}"))
+    Error::Gpu(msg.to_string())
 }
 
 /// Shared by every WGSL file: helpers prepended to each source.
