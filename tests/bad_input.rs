@@ -143,6 +143,72 @@ fn the_text_check_refuses_what_making_a_run_refuses_for_the_same_reason() {
     assert_eq!(text_stats("héllo\n".as_bytes()).unwrap(), TextStats { bytes: 7, chars: 6, distinct: 5 });
 }
 
+/// BASE, changed so that `field` applies (RoPE for theta, an encoder-decoder for its layer counts and digits, …).
+fn base_for(field: &str) -> serde_json::Value {
+    use serde_json::json;
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    match field {
+        "model.position.theta" => v["model"]["position"] = json!({"kind": "rope"}),
+        "model.position.buckets" | "model.position.max_distance" => v["model"]["position"] = json!({"kind": "relative"}),
+        "model.norm.alpha" | "model.norm.beta" => v["model"]["norm"]["placement"] = json!("deepnorm"),
+        "model.n_encoder_layers" | "model.n_decoder_layers" | "data.digits" => {
+            v["model"]["arch"] = json!("encoder_decoder");
+            v["data"] = json!({"task": "reverse", "digits": 4});
+        }
+        f if f.starts_with("train.betas") => v["train"]["betas"] = json!([0.9, 0.99]),
+        _ => {}
+    }
+    v
+}
+
+/// `v` with the field named as the core names it ("train.betas[1]") set to `x`.
+fn with_field(mut v: serde_json::Value, field: &str, x: serde_json::Value) -> String {
+    let mut at = &mut v;
+    for key in field.replace('[', ".").replace(']', "").split('.') {
+        at = match key.parse::<usize>() {
+            Ok(i) => &mut at[i],
+            Err(_) => &mut at[key],
+        };
+    }
+    *at = x;
+    v.to_string()
+}
+
+#[test]
+fn every_exported_bound_is_enforced_with_an_error_naming_its_field() {
+    use serde_json::json;
+    use transformer_playground::config::bounds;
+    const REAL: &[&str] = &[
+        "model.norm.eps", "model.norm.alpha", "model.norm.beta", "model.position.theta", "model.dropout",
+        "model.init_std", "train.lr", "train.min_lr", "train.betas[0]", "train.betas[1]", "train.eps",
+        "train.weight_decay", "train.grad_clip",
+    ];
+    let mut checked = 0;
+    for (field, b) in bounds() {
+        let real = REAL.contains(&field);
+        // Just outside each end: one step past an inclusive end, the end itself where it is exclusive.
+        let past = if real { 1e-3 } else { 1.0 };
+        let mut outside: Vec<f64> = vec![];
+        outside.extend(b.minimum.map(|m| m - past));
+        outside.extend(b.exclusive_minimum);
+        outside.extend(b.maximum.map(|m| m + past));
+        outside.extend(b.exclusive_maximum);
+        assert!(!outside.is_empty(), "{field}: a bound with no end");
+        for x in outside {
+            let value = if real { json!(x) } else { json!(x as i64) };
+            let json = with_field(base_for(field), field, value.clone());
+            match Config::from_json(&json) {
+                Err(Error::Config { field: named, .. }) => assert_eq!(named, field, "{field} = {value}"),
+                // Below 0 for an unsigned field: the JSON type refuses it.
+                Err(Error::ConfigParse(msg)) if x < 0.0 && !real => assert!(msg.contains("invalid value"), "{msg}"),
+                other => panic!("{field} = {value} should be refused naming {field}, got {other:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} ends checked");
+}
+
 #[test]
 fn a_diverging_run_stops_and_keeps_its_last_good_state() {
     let cfg = Config::from_json(BASE).unwrap();
