@@ -301,7 +301,11 @@ pub struct Bound {
 /// Rules that tie one field to another (n_heads divides d_model, min_lr ≤ lr, max_distance > buckets / 4, …) are
 /// not ranges; a field they bound is given the widest range any config allows.
 pub fn bounds() -> Vec<(&'static str, Bound)> {
-    let ints = |min: usize, max: Option<usize>| Bound { minimum: Some(min as f64), maximum: max.map(|m| m as f64), ..Bound::default() };
+    let ints = |min: usize, max: Option<usize>| Bound {
+        minimum: Some(min as f64),
+        maximum: max.map(|m| m as f64),
+        ..Bound::default()
+    };
     let positive = Bound { exclusive_minimum: Some(0.0), ..Bound::default() };
     let non_negative = Bound { minimum: Some(0.0), ..Bound::default() };
     let fraction = Bound { minimum: Some(0.0), exclusive_maximum: Some(1.0), ..Bound::default() };
@@ -567,7 +571,8 @@ impl ModelConfig {
                     return Err(bad("model.position.buckets", buckets, &rule));
                 }
                 if *max_distance > MAX_DISTANCE {
-                    return Err(bad("model.position.max_distance", max_distance, &format!("must be at most {MAX_DISTANCE}")));
+                    let rule = format!("must be at most {MAX_DISTANCE}");
+                    return Err(bad("model.position.max_distance", max_distance, &rule));
                 }
                 if *max_distance <= buckets / 4 {
                     return Err(bad(

@@ -117,6 +117,7 @@ mod tests {
         assert_eq!(j, serde_json::json!({"reason": "too_large", "bytes": 40 << 20, "limit": 32 << 20}));
         let j = serde_json::to_value(DataIssue::NotInVocabulary { character: 'é' }).unwrap();
         assert_eq!(j, serde_json::json!({"reason": "not_in_vocabulary", "character": "é"}));
-        assert_eq!(Error::from(DataIssue::TooLarge { bytes: 5, limit: 32 << 20 }).to_string(), "bad data: the text is 5 bytes; the limit is 32 MiB");
+        let e = Error::from(DataIssue::TooLarge { bytes: 5, limit: 32 << 20 });
+        assert_eq!(e.to_string(), "bad data: the text is 5 bytes; the limit is 32 MiB");
     }
 }
