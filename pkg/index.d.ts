@@ -139,8 +139,12 @@ export interface AttentionMaps {
   maps: AttentionMap[];
 }
 
+/** What a stage of the shape flow is (its `name` is English, for people). */
+export type StageKind = 'input' | 'embedding' | 'position' | 'norm' | 'attention' | 'cross_attention' | 'ffn' | 'head';
+
 export interface Stage {
   name: string;
+  kind: StageKind;
   shape: string[];
   dims: number[];
   params: number;
@@ -155,20 +159,94 @@ export interface ShapeFlow {
   memory_bytes: number;
 }
 
+/** The kinds of EngineError: the core's error kinds (src/error.rs), and 'runtime' when the engine itself failed. */
+export type ErrorKind = 'config' | 'data' | 'checkpoint' | 'gpu' | 'diverged' | 'invalid' | 'io' | 'runtime';
+
+/** Why a text cannot be trained on (an EngineError of kind 'data'). */
+export type DataReason =
+  | 'no_text'
+  | 'empty'
+  | 'too_large'
+  | 'not_utf8'
+  | 'control_characters'
+  | 'too_many_characters'
+  | 'too_short'
+  | 'not_in_vocabulary';
+
+/**
+ * What every call rejects with (and every 'error' event carries): an Error with the core's message, and properties
+ * to act on instead of the message.
+ *   config      (bad config) field, value, rule: `createRun({ …, n_heads: 3, d_model: 64 })` rejects with field
+ *               'model.n_heads', value '3', rule 'must divide model.d_model = 64 …'. A config that does not parse
+ *               as the schema is a config error without a field.
+ *   data        (the text) reason, and its numbers: too_large { bytes, limit }, not_utf8 { at },
+ *               too_many_characters { distinct, limit }, too_short { chars, need }, not_in_vocabulary { character }.
+ *   checkpoint  not a checkpoint of this format, or one that does not match itself
+ *   gpu         no usable WebGPU, or the GPU failed
+ *   diverged    the loss or gradients stopped being finite; the run keeps its last good state
+ *   invalid     a request that cannot be done (an unknown character in a prompt, a run that is training, …)
+ *   io          reading or writing failed
+ *   runtime     the engine itself failed (a Rust panic: the engine restarts and restores its runs)
+ */
+export class EngineError extends Error {
+  readonly name: 'EngineError';
+  readonly kind: ErrorKind;
+  /** kind 'config': the field as the core names it ('model.n_heads', 'train.betas[0]'), its value and the rule. */
+  readonly field?: string;
+  readonly value?: string;
+  readonly rule?: string;
+  /** kind 'data': why the text cannot be used; the numbers below go with some reasons. */
+  readonly reason?: DataReason;
+  readonly bytes?: number;
+  readonly limit?: number;
+  readonly at?: number;
+  readonly distinct?: number;
+  readonly chars?: number;
+  readonly need?: number;
+  readonly character?: string;
+}
+
+/** The range of a numeric config field: up to two of the four ends (JSON Schema's names). */
+export interface Bound {
+  minimum?: number;
+  exclusive_minimum?: number;
+  maximum?: number;
+  exclusive_maximum?: number;
+}
+
+/** The limits the core enforces (engine.limits), so a front end need not copy them. */
+export interface Limits {
+  /** By field, named as config errors name them: 'model.d_model', 'train.betas[0]', … */
+  fields: Record<string, Bound>;
+  text: { max_bytes: number; max_chars: number };
+  max_params: number;
+}
+
+/** A text the core accepts (engine.checkText). */
+export interface TextStats {
+  bytes: number;
+  chars: number;
+  /** Distinct characters: the vocabulary before special tokens. */
+  distinct: number;
+}
+
 type Unsubscribe = () => void;
 
 export class Engine {
   static start(opts?: EngineOptions): Promise<Engine>;
   readonly info: EngineInfo;
+  readonly limits: Limits;
   readonly runs: Run[];
   createRun(config: Config | string, opts?: RunOptions): Promise<Run>;
   loadRun(bytes: Uint8Array, opts?: { corpus?: string; backend?: 'cpu' | 'webgpu' | 'auto' }): Promise<Run>;
   validate(config: Config | string): Promise<FullConfig>;
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
+  /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
+  checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
   /** Resolves once a restart in progress (after a crash) has finished. */
   ready(): Promise<void>;
   on(event: 'restart', fn: (e: { message: string; runId?: number }) => void): Unsubscribe;
-  on(event: 'error', fn: (e: Error) => void): Unsubscribe;
+  on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   terminate(): void;
 }
 
@@ -185,7 +263,7 @@ export class Run {
   readonly backendChoice: { backend: 'cpu' | 'webgpu'; reason: string; ms?: { webgpu: number; cpu: number } } | null;
   readonly last: Progress | null;
   on(event: 'progress', fn: (p: Progress) => void): Unsubscribe;
-  on(event: 'error', fn: (e: Error) => void): Unsubscribe;
+  on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   on(event: 'restored', fn: (e: { step: number }) => void): Unsubscribe;
   /** The engine's last-good-state checkpoint of this run (taken when training stops and every 20 s while it runs). */
   on(event: 'snapshot', fn: (e: { step: number; bytes: Uint8Array }) => void): Unsubscribe;

@@ -7,7 +7,9 @@
 //   await run.train({ steps: 500 });
 //   const text = await run.generate('ROMEO:', { maxTokens: 200, temperature: 0.8, topK: 40, topP: 0.95 });
 
-import { PANIC_CHANNEL, chooseBuild, hasSimd, toError } from './protocol.js';
+import { EngineError, PANIC_CHANNEL, chooseBuild, hasSimd, toError } from './protocol.js';
+
+export { EngineError };
 
 /** The backend each build reports: the threaded build, or one thread (with or without relaxed SIMD). */
 const BACKENDS = { threads: 'wasm-threads', single: 'wasm-single', baseline: 'wasm-single' };
@@ -19,12 +21,12 @@ function configJson(config, { seed, task } = {}) {
     try {
       cfg = JSON.parse(config);
     } catch (e) {
-      throw new Error(`config is not valid JSON: ${e.message}`);
+      throw new EngineError(`config is not valid JSON: ${e.message}`, { kind: 'config' });
     }
   } else if (config && typeof config === 'object') {
     cfg = structuredClone(config);
   } else {
-    throw new Error('config must be an object or a JSON string');
+    throw new EngineError('config must be an object or a JSON string', { kind: 'invalid' });
   }
   if (seed !== undefined) cfg.seed = seed;
   if (task !== undefined) cfg.data = { ...(cfg.data || {}), task };
@@ -44,7 +46,9 @@ function sampleOptions(o = {}) {
 
 /** The backend option of createRun / loadRun. */
 function checkBackend(backend = 'cpu') {
-  if (!['cpu', 'webgpu', 'auto'].includes(backend)) throw new Error(`backend = '${backend}': must be 'cpu', 'webgpu' or 'auto'`);
+  if (!['cpu', 'webgpu', 'auto'].includes(backend)) {
+    throw new EngineError(`backend = '${backend}': must be 'cpu', 'webgpu' or 'auto'`, { kind: 'invalid' });
+  }
   return backend;
 }
 
@@ -75,6 +79,7 @@ export class Engine extends Emitter {
   #nextRun = 1;
   #runs = new Map(); // runId → Run
   #info = null;
+  #limits = null;
   #restarting = null;
   #instanceId = (Math.random() * 2 ** 32) >>> 0;
   #panics = null; // BroadcastChannel for panics on pool threads
@@ -102,13 +107,25 @@ export class Engine extends Emitter {
     return this.#info;
   }
 
+  /**
+   * The limits the core enforces, for drawing controls: { fields: { 'model.d_model': { minimum, maximum }, … },
+   * text: { max_bytes, max_chars }, max_params }. A field's range has up to two of minimum, exclusive_minimum,
+   * maximum, exclusive_maximum; fields are named as config errors name them ('train.betas[0]').
+   */
+  get limits() {
+    return this.#limits;
+  }
+
   async #boot() {
-    if (!hasSimd()) throw new Error('this browser has no WebAssembly SIMD, which transformer-playground needs');
+    if (!hasSimd()) throw new EngineError('this browser has no WebAssembly SIMD, which transformer-playground needs');
     const want = this.#opts.build ?? 'auto';
     const build = want === 'auto' ? chooseBuild() : want;
-    if (!(build in BACKENDS)) throw new Error(`build = '${want}': must be 'auto', 'threads', 'single' or 'baseline'`);
+    if (!(build in BACKENDS)) {
+      throw new EngineError(`build = '${want}': must be 'auto', 'threads', 'single' or 'baseline'`, { kind: 'invalid' });
+    }
     if (build === 'threads' && !globalThis.crossOriginIsolated) {
-      throw new Error("the threaded build needs a cross-origin isolated page (COOP/COEP headers); use build 'single'");
+      const message = "the threaded build needs a cross-origin isolated page (COOP/COEP headers); use build 'single'";
+      throw new EngineError(message, { kind: 'invalid' });
     }
     const threads = this.#opts.threads ?? navigator.hardwareConcurrency ?? 1;
     const name = 'transformer-playground engine';
@@ -126,12 +143,13 @@ export class Engine extends Emitter {
     this.#panics.onmessage = ({ data }) => {
       if (data?.id === this.#instanceId) this.#onCrash({ message: `the engine aborted: ${data.message}` });
     };
-    const info = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId });
+    const { limits, ...info } = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId });
     this.#info = { ...info, backend: BACKENDS[build] };
+    this.#limits = limits;
   }
 
   #call(msg, onText) {
-    if (!this.#worker) return Promise.reject(new Error('the engine was terminated'));
+    if (!this.#worker) return Promise.reject(new EngineError('the engine was terminated'));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, onText, runId: msg.runId });
@@ -164,7 +182,7 @@ export class Engine extends Emitter {
         run?._snapshot(e.bytes, e.step);
         break;
       case 'runError':
-        run?.emit('error', new Error(e.message));
+        run?.emit('error', toError(e.error));
         break;
       case 'text':
         this.#pending.get(e.id)?.onText?.(e.piece);
@@ -181,7 +199,7 @@ export class Engine extends Emitter {
    */
   #onCrash({ runId, message }) {
     if (this.#restarting || !this.#worker) return;
-    const err = new Error(message);
+    const err = new EngineError(message, { kind: 'runtime' });
     // The run that hit it, or (a panic on a pool thread, which names no run) every run with a request in flight.
     const hit = runId !== undefined ? [runId] : [...new Set([...this.#pending.values()].map((p) => p.runId))];
     for (const p of this.#pending.values()) p.reject(err);
@@ -195,7 +213,7 @@ export class Engine extends Emitter {
         for (const run of this.#runs.values()) await run._restore((msg) => this.#call(msg));
         this.emit('restart', { message, runId });
       } catch (e) {
-        this.emit('error', new Error(`the engine could not restart: ${e.message}`));
+        this.emit('error', new EngineError(`the engine could not restart: ${e.message}`));
       } finally {
         this.#restarting = null;
       }
@@ -212,7 +230,8 @@ export class Engine extends Emitter {
    * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed;
    * opts.backend: 'cpu' (default: WebAssembly), 'webgpu' (rejects with the reason when there is no usable GPU) or
    * 'auto' (WebGPU when it is there and measured faster for this config; run.backendChoice says why).
-   * Throws the core's message for a bad config or text.
+   * Rejects with an EngineError for a bad config (kind 'config', with field, value and rule) or text (kind 'data',
+   * with its reason).
    */
   async createRun(config, opts = {}) {
     const json = configJson(config, opts);
@@ -244,6 +263,16 @@ export class Engine extends Emitter {
   /** Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size. */
   async shapeFlow(config, vocab) {
     return this._request({ op: 'shapeFlow', config: configJson(config), vocab });
+  }
+
+  /**
+   * The core's check of a text (a string, or a file's bytes) before it becomes a corpus: what createRun would
+   * refuse in it whatever the config. Resolves { bytes, chars, distinct }; rejects with a 'data' EngineError whose
+   * `reason` says why (empty, not_utf8, control_characters, too_large, too_many_characters).
+   */
+  async checkText(text) {
+    const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : new Uint8Array(text);
+    return this._request({ op: 'checkText', bytes });
   }
 
   /** Live runs. */
@@ -279,7 +308,7 @@ export class Engine extends Emitter {
     this.#panics = null;
     this.#worker?.terminate();
     this.#worker = null;
-    for (const p of this.#pending.values()) p.reject(new Error('the engine was terminated'));
+    for (const p of this.#pending.values()) p.reject(new EngineError('the engine was terminated'));
     this.#pending.clear();
     this.#runs.clear();
   }
@@ -312,7 +341,7 @@ export class Run extends Emitter {
   }
 
   #req(op, args = {}, onText) {
-    if (this.#disposed) return Promise.reject(new Error(`run ${this.id} was disposed`));
+    if (this.#disposed) return Promise.reject(new EngineError(`run ${this.id} was disposed`, { kind: 'invalid' }));
     return this.#engine._request({ op, runId: this.id, ...args }, onText);
   }
 

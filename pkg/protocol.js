@@ -2,13 +2,15 @@
 // both sides agree; nothing else posts messages to the Worker.
 //
 // Page → Worker, requests: { id, op, ...args }. Every request gets exactly one reply:
-//   { id, ok: true, result }            or  { id, ok: false, error: { message } }
+//   { id, ok: true, result }            or  { id, ok: false, error: { message, kind, ...details } }
 // Worker → Page, events (no id):       { event, runId?, ... }
+// An error crosses as plain data (errorData) and becomes an EngineError again on the page (toError).
 //
 // Requests (op: arguments → result)
-//   init        { build, threads, instanceId }    → { build, threads, simd128, relaxedSimd, version }
+//   init        { build, threads, instanceId }    → { build, threads, simd128, relaxedSimd, version, limits }
 //   validate    { config }                        → full config (JSON string) — or the core's error
 //   shapeFlow   { config, vocab }                 → shape-flow table
+//   checkText   { bytes }                         → { bytes, chars, distinct } — or the core's data error
 //   create      { runId, config, corpus, backend } → run info { runId, step, config, vocabSize, paramCount,
 //                                                   tokensPerStep, backend }; backend 'cpu' | 'webgpu'
 //   load        { runId, bytes, corpus, backend } → run info (from a checkpoint)
@@ -31,12 +33,12 @@
 //   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep,
 //                 backend, notice? }           — notice: e.g. the GPU was lost and the run continues on the cpu
 //   snapshot    { runId, step, bytes }            — last good state, kept by the page for crash recovery
-//   runError    { runId, message }                — the run stopped (e.g. diverged: its last good state is kept)
+//   runError    { runId, error }                  — the run stopped (e.g. diverged: its last good state is kept)
 //   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it
 //   text        { id, piece }                     — a piece of streamed generation for request `id`
 
 export const OPS = Object.freeze([
-  'init', 'validate', 'shapeFlow', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
+  'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
   'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul',
 ]);
 
@@ -48,15 +50,45 @@ export const PANIC_CHANNEL = 'transformer-playground-panic';
 
 export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text']);
 
-/** A reply carrying an error: only the message crosses (Errors do not clone with their class). */
-export function errorReply(id, err) {
-  const message = err && err.message ? err.message : String(err);
-  return { id, ok: false, error: { message } };
+/**
+ * What every call of the engine rejects with: an Error with the core's message and its `kind`: 'config', 'data',
+ * 'checkpoint', 'gpu', 'diverged', 'invalid', 'io' (the core's errors, src/error.rs), or 'runtime' (the engine
+ * itself failed: a Rust panic, a Worker that did not load, a bug in this package). A config error also carries
+ * `field`, `value` and `rule`; a data error its `reason` and the numbers that go with it (see index.d.ts).
+ */
+export class EngineError extends Error {
+  constructor(message, details = {}) {
+    super(message);
+    Object.assign(this, details);
+    this.kind ??= 'runtime';
+  }
+}
+EngineError.prototype.name = 'EngineError';
+
+/**
+ * An error as data that survives postMessage (an Error loses its own properties there): its message and its own
+ * enumerable plain properties — the core's errors carry kind, field, value, rule, reason … as such. An error
+ * without a kind (a bug in the Worker's own code) is a 'runtime' one.
+ */
+export function errorData(err) {
+  const data = { message: err && err.message ? err.message : String(err) };
+  if (err && typeof err === 'object') {
+    for (const [k, v] of Object.entries(err)) {
+      if (v === null || ['string', 'number', 'boolean'].includes(typeof v)) data[k] = v;
+    }
+  }
+  data.kind ??= 'runtime';
+  return data;
 }
 
-/** The Error the caller sees for an error reply: a plain JS Error with the core's message. */
-export function toError(error) {
-  return new Error(error.message);
+/** A reply carrying an error. */
+export function errorReply(id, err) {
+  return { id, ok: false, error: errorData(err) };
+}
+
+/** The error the caller sees for an error that crossed (errorData): an EngineError with every property back. */
+export function toError({ message, ...details }) {
+  return new EngineError(message, details);
 }
 
 /** Smallest wasm module using a relaxed-SIMD instruction (from wasm-feature-detect): valid iff the engine has it. */

@@ -6,7 +6,7 @@
 // asynchronously) and its host copy is brought up to date (syncAsync) before anything that reads the parameters
 // on the cpu (save, generate, fill-mask, decode, attention). Each run's requests run one at a time (`exclusive`).
 
-import { errorReply } from './protocol.js';
+import { EngineError, errorData, errorReply } from './protocol.js';
 
 let wasm = null; // the wasm-bindgen module of the chosen build
 let info = null;
@@ -30,7 +30,7 @@ const reply = (id, result, transfer = []) => postMessage({ id, ok: true, result 
 
 function runOf(runId) {
   const r = runs.get(runId);
-  if (!r) throw new Error(`no run with id ${runId} (disposed?)`);
+  if (!r) throw new EngineError(`no run with id ${runId} (disposed?)`, { kind: 'invalid' });
   return r;
 }
 
@@ -133,7 +133,7 @@ async function tick() {
     const id = r.trainId;
     r.training = false;
     r.trainId = null;
-    postMessage({ event: 'runError', runId, message: e.message });
+    postMessage({ event: 'runError', runId, error: errorData(e) });
     if (id !== null) postMessage(errorReply(id, e));
   }
   schedule();
@@ -173,7 +173,7 @@ async function init({ build, threads, instanceId }) {
     build, threads: wasm.numThreads(), simd128: b.simd128, relaxedSimd: b.relaxed_simd, version: b.version,
     backend: build === 'threads' ? 'wasm-threads' : 'wasm-single', webgpu: b.gpu && 'gpu' in navigator,
   };
-  return info;
+  return { ...info, limits: JSON.parse(wasm.limits()) };
 }
 
 /**
@@ -214,7 +214,7 @@ async function host(runId, wr, backend, choice) {
       await wr.attachGpu();
     } catch (e) {
       wr.free();
-      throw new Error(`WebGPU is not available for this run: ${e.message}`);
+      throw new EngineError(`WebGPU is not available for this run: ${e.message}`, { kind: 'gpu' });
     }
   }
   runs.set(runId, { wr, training: false, stepsLeft: 0, trainId: null, emaTokS: 0, lastSnapshot: performance.now(), queue: Promise.resolve() });
@@ -237,6 +237,7 @@ const handlers = {
   init,
   validate: ({ config }) => wasm.validateConfig(config),
   shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(config, vocab)),
+  checkText: ({ bytes }) => JSON.parse(wasm.checkText(bytes)),
   async create({ runId, config, corpus, backend }) {
     const make = () => new wasm.WasmRun(config, corpus ?? undefined);
     const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
@@ -249,8 +250,10 @@ const handlers = {
   },
   train({ runId, steps }, id) {
     const r = runOf(runId);
-    if (r.training) throw new Error(`run ${runId} is already training`);
-    if (!(Number.isInteger(steps) && steps > 0)) throw new Error(`steps = ${steps}: must be a positive integer`);
+    if (r.training) throw new EngineError(`run ${runId} is already training`, { kind: 'invalid' });
+    if (!(Number.isInteger(steps) && steps > 0)) {
+      throw new EngineError(`steps = ${steps}: must be a positive integer`, { kind: 'invalid' });
+    }
     Object.assign(r, { training: true, stepsLeft: steps, trainId: id });
     schedule();
     return undefined; // replied when training stops
@@ -264,7 +267,7 @@ const handlers = {
   },
   step({ runId }) {
     const r = runOf(runId);
-    if (r.training) throw new Error(`run ${runId} is training: pause it first`);
+    if (r.training) throw new EngineError(`run ${runId} is training: pause it first`, { kind: 'invalid' });
     return exclusive(r, () => {
       r.stepsLeft = 0;
       return stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
@@ -325,17 +328,17 @@ const handlers = {
 
 self.onmessage = async ({ data }) => {
   const { id, op } = data;
-  if (crashed) return postMessage(errorReply(id, new Error('the engine aborted and is restarting')));
+  if (crashed) return postMessage(errorReply(id, new EngineError('the engine aborted and is restarting')));
   const handler = handlers[op];
   try {
-    if (!handler) throw new Error(`unknown request '${op}'`);
-    if (op !== 'init' && !wasm) throw new Error('the engine is not initialised');
+    if (!handler) throw new EngineError(`unknown request '${op}'`, { kind: 'invalid' });
+    if (op !== 'init' && !wasm) throw new EngineError('the engine is not initialised');
     const result = await handler(data, id);
     if (op === 'train') return;
     const transfer = result instanceof Uint8Array ? [result.buffer] : [];
     reply(id, result, transfer);
   } catch (e) {
     if (isAbort(e)) crash(data.runId, e);
-    postMessage(errorReply(id, isAbort(e) ? new Error(`the engine aborted: ${lastPanic || e.message}`) : e));
+    postMessage(errorReply(id, isAbort(e) ? new EngineError(`the engine aborted: ${lastPanic || e.message}`) : e));
   }
 };

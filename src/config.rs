@@ -281,6 +281,87 @@ fn bad(field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
     Error::Config { field: field.to_string(), value: value.to_string(), rule: rule.to_string() }
 }
 
+/// Largest d_model and ctx_len: past these a tab runs out of memory long before the parameter limit matters.
+pub const MAX_D_MODEL: usize = 8192;
+pub const MAX_CTX_LEN: usize = 8192;
+/// Most layers in one stack.
+pub const MAX_LAYERS: usize = 64;
+/// Most query heads (and so key/value heads).
+pub const MAX_HEADS: usize = 64;
+pub const MAX_FFN_MULT: usize = 64;
+pub const MAX_FFN_HIDDEN: usize = 65536;
+pub const MAX_BATCH_SIZE: usize = 4096;
+pub const MAX_LR: f32 = 10.0;
+/// Relative-position buckets: bidirectional stacks split them in two halves, each with an exact and a log-spaced
+/// part, so at least 4, and even.
+pub const MIN_BUCKETS: usize = 4;
+pub const MAX_BUCKETS: usize = 1024;
+pub const MAX_DISTANCE: usize = 1 << 20;
+/// Digits per operand of the synthetic tasks.
+pub const MAX_DIGITS: usize = 32;
+
+/// The range of a numeric field. An end is either inclusive (`minimum`, `maximum`) or exclusive; serialised with
+/// JSON Schema's names, absent ends left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Bound {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_minimum: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maximum: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclusive_maximum: Option<f64>,
+}
+
+/// The range of every numeric field, as `validate` enforces it (and, for an unsigned field without a rule, as its
+/// JSON type does), for front ends to draw their controls with: the wasm export `limits` hands it to the page.
+/// Rules that tie one field to another (n_heads divides d_model, min_lr ≤ lr, max_distance > buckets / 4, …) are
+/// not ranges; a field they bound is given the widest range any config allows.
+pub fn bounds() -> Vec<(&'static str, Bound)> {
+    let ints = |min: usize, max: Option<usize>| Bound {
+        minimum: Some(min as f64),
+        maximum: max.map(|m| m as f64),
+        ..Bound::default()
+    };
+    let positive = Bound { exclusive_minimum: Some(0.0), ..Bound::default() };
+    let non_negative = Bound { minimum: Some(0.0), ..Bound::default() };
+    let fraction = Bound { minimum: Some(0.0), exclusive_maximum: Some(1.0), ..Bound::default() };
+    vec![
+        ("model.d_model", ints(1, Some(MAX_D_MODEL))),
+        ("model.n_layers", ints(1, Some(MAX_LAYERS))),
+        ("model.n_encoder_layers", ints(1, Some(MAX_LAYERS))),
+        ("model.n_decoder_layers", ints(1, Some(MAX_LAYERS))),
+        ("model.n_heads", ints(1, Some(MAX_HEADS))),
+        ("model.n_kv_heads", ints(1, Some(MAX_HEADS))),
+        ("model.ctx_len", ints(1, Some(MAX_CTX_LEN))),
+        ("model.ffn.mult", ints(1, Some(MAX_FFN_MULT))),
+        ("model.ffn.hidden", ints(1, Some(MAX_FFN_HIDDEN))),
+        ("model.norm.eps", positive),
+        ("model.norm.alpha", positive),
+        ("model.norm.beta", positive),
+        ("model.position.theta", Bound { exclusive_minimum: Some(1.0), ..Bound::default() }),
+        ("model.position.buckets", ints(MIN_BUCKETS, Some(MAX_BUCKETS))),
+        ("model.position.max_distance", ints(MIN_BUCKETS / 4 + 1, Some(MAX_DISTANCE))),
+        ("model.dropout", fraction),
+        ("model.init_std", Bound { exclusive_minimum: Some(0.0), maximum: Some(1.0), ..Bound::default() }),
+        ("train.batch_size", ints(1, Some(MAX_BATCH_SIZE))),
+        ("train.steps", ints(1, None)),
+        ("train.lr", Bound { exclusive_minimum: Some(0.0), maximum: Some(MAX_LR as f64), ..Bound::default() }),
+        ("train.min_lr", non_negative),
+        ("train.warmup", ints(0, None)),
+        ("train.betas[0]", fraction),
+        ("train.betas[1]", fraction),
+        ("train.eps", positive),
+        ("train.weight_decay", non_negative),
+        ("train.grad_clip", non_negative),
+        ("train.eval_interval", ints(1, None)),
+        ("train.eval_iters", ints(1, None)),
+        ("data.digits", ints(1, Some(MAX_DIGITS))),
+        ("seed", ints(0, None)),
+    ]
+}
+
 impl Config {
     pub fn from_json(text: &str) -> Result<Config> {
         let cfg: Config = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
@@ -299,11 +380,14 @@ impl Config {
         if t.batch_size == 0 {
             return Err(bad("train.batch_size", t.batch_size, "must be at least 1"));
         }
-        if t.batch_size > 4096 {
-            return Err(bad("train.batch_size", t.batch_size, "must be at most 4096"));
+        if t.batch_size > MAX_BATCH_SIZE {
+            return Err(bad("train.batch_size", t.batch_size, &format!("must be at most {MAX_BATCH_SIZE}")));
         }
-        if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 10.0) {
-            return Err(bad("train.lr", t.lr, "must be a number in (0, 10]"));
+        if t.steps == 0 {
+            return Err(bad("train.steps", 0, "must be at least 1"));
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= MAX_LR) {
+            return Err(bad("train.lr", t.lr, &format!("must be a number in (0, {MAX_LR}]")));
         }
         if !(t.min_lr.is_finite() && t.min_lr >= 0.0 && t.min_lr <= t.lr) {
             return Err(bad("train.min_lr", t.min_lr, "must be in [0, train.lr]"));
@@ -325,6 +409,9 @@ impl Config {
         if t.eval_interval == 0 {
             return Err(bad("train.eval_interval", 0, "must be at least 1"));
         }
+        if t.eval_iters == 0 {
+            return Err(bad("train.eval_iters", 0, "must be at least 1"));
+        }
         let a = self.model.arch;
         match (a, self.data.task) {
             (Arch::EncoderDecoder, Task::Text) => {
@@ -341,8 +428,8 @@ impl Config {
         }
         if self.data.task != Task::Text {
             let d = self.data.digits;
-            if d == 0 || d > 32 {
-                return Err(bad("data.digits", d, "must be in 1..=32"));
+            if d == 0 || d > MAX_DIGITS {
+                return Err(bad("data.digits", d, &format!("must be in 1..={MAX_DIGITS}")));
             }
             let (src, tgt) = self.data.task.lengths(d);
             let need = src.max(tgt + 1);
@@ -440,22 +527,31 @@ impl ModelConfig {
             }
         }
         let (e, d) = m.stack_layers();
-        if e > 64 || d > 64 {
-            return Err(bad("model.n_layers", e.max(d), "must be at most 64"));
-        }
-        if m.ffn.mult > 64 {
-            return Err(bad("model.ffn.mult", m.ffn.mult, "must be at most 64"));
-        }
-        if let Some(h) = m.ffn.hidden {
-            if h > 65536 {
-                return Err(bad("model.ffn.hidden", h, "must be at most 65536"));
+        let (e_field, d_field) = match m.arch {
+            Arch::EncoderDecoder => ("model.n_encoder_layers", "model.n_decoder_layers"),
+            _ => ("model.n_layers", "model.n_layers"),
+        };
+        for (field, n) in [(e_field, e), (d_field, d)] {
+            if n > MAX_LAYERS {
+                return Err(bad(field, n, &format!("must be at most {MAX_LAYERS}")));
             }
         }
-        if m.d_model > 8192 {
-            return Err(bad("model.d_model", m.d_model, "must be at most 8192"));
+        if m.ffn.mult > MAX_FFN_MULT {
+            return Err(bad("model.ffn.mult", m.ffn.mult, &format!("must be at most {MAX_FFN_MULT}")));
         }
-        if m.ctx_len > 8192 {
-            return Err(bad("model.ctx_len", m.ctx_len, "must be at most 8192"));
+        if let Some(h) = m.ffn.hidden {
+            if h > MAX_FFN_HIDDEN {
+                return Err(bad("model.ffn.hidden", h, &format!("must be at most {MAX_FFN_HIDDEN}")));
+            }
+        }
+        if m.d_model > MAX_D_MODEL {
+            return Err(bad("model.d_model", m.d_model, &format!("must be at most {MAX_D_MODEL}")));
+        }
+        if m.ctx_len > MAX_CTX_LEN {
+            return Err(bad("model.ctx_len", m.ctx_len, &format!("must be at most {MAX_CTX_LEN}")));
+        }
+        if m.n_heads > MAX_HEADS {
+            return Err(bad("model.n_heads", m.n_heads, &format!("must be at most {MAX_HEADS}")));
         }
         if !m.d_model.is_multiple_of(m.n_heads) {
             return Err(bad(
@@ -488,12 +584,13 @@ impl ModelConfig {
                 return Err(bad("model.position.kind", "sinusoidal", &format!("needs an even d_model, got {}", m.d_model)));
             }
             Position::Relative { buckets, max_distance } => {
-                // Bidirectional stacks split the buckets in two halves, each with an exact and a log-spaced part.
-                if *buckets < 4 || buckets % 2 != 0 || *buckets > 1024 {
-                    return Err(bad("model.position.buckets", buckets, "must be an even number in 4..=1024"));
+                if *buckets < MIN_BUCKETS || buckets % 2 != 0 || *buckets > MAX_BUCKETS {
+                    let rule = format!("must be an even number in {MIN_BUCKETS}..={MAX_BUCKETS}");
+                    return Err(bad("model.position.buckets", buckets, &rule));
                 }
-                if *max_distance > 1 << 20 {
-                    return Err(bad("model.position.max_distance", max_distance, "must be at most 1048576"));
+                if *max_distance > MAX_DISTANCE {
+                    let rule = format!("must be at most {MAX_DISTANCE}");
+                    return Err(bad("model.position.max_distance", max_distance, &rule));
                 }
                 if *max_distance <= buckets / 4 {
                     return Err(bad(

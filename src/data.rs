@@ -3,7 +3,7 @@
 //! become [MASK], 10% a random token, 10% stay), and synthetic sequence-to-sequence tasks (reverse, sort, add).
 
 use crate::config::{Arch, Config, Task};
-use crate::error::{Error, Result};
+use crate::error::{DataIssue, Error, Result};
 use crate::model::Batch;
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -31,13 +31,7 @@ impl Tokenizer {
 
     /// The vocabulary of a text corpus, with the specials the architecture needs.
     pub fn for_text(text: &str, arch: Arch) -> Result<Tokenizer> {
-        let chars: std::collections::BTreeSet<char> = text.chars().collect();
-        if chars.len() > MAX_CHARS {
-            return Err(Error::Data(format!(
-                "the text has {} distinct characters; a character-level vocabulary holds at most {MAX_CHARS}",
-                chars.len()
-            )));
-        }
+        let chars = distinct_chars(text)?;
         let specials: &[&str] = match arch {
             Arch::Bert => &[MASK],
             Arch::EncoderDecoder => &[BOS],
@@ -65,6 +59,11 @@ impl Tokenizer {
 
     /// Encodes text; special tokens written literally (e.g. "[MASK]") become their ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_known(text).map_err(|c| Error::Invalid(format!("character {c:?} is not in the model's vocabulary")))
+    }
+
+    /// `encode`, or the first character the vocabulary lacks.
+    fn encode_known(&self, text: &str) -> std::result::Result<Vec<u32>, char> {
         let mut out = Vec::with_capacity(text.len());
         let mut rest = text;
         'outer: while let Some(c) = rest.chars().next() {
@@ -75,10 +74,7 @@ impl Tokenizer {
                     continue 'outer;
                 }
             }
-            match self.char_id(c) {
-                Some(id) => out.push(id),
-                None => return Err(Error::Invalid(format!("character {c:?} is not in the model's vocabulary"))),
-            }
+            out.push(self.char_id(c).ok_or(c)?);
             rest = &rest[c.len_utf8()..];
         }
         Ok(out)
@@ -98,22 +94,47 @@ impl Tokenizer {
     }
 }
 
-/// Checks a corpus given as bytes: refuses empty, non-UTF-8, binary-looking and oversized input.
+/// The distinct characters of a text (its character-level vocabulary), refused past MAX_CHARS.
+fn distinct_chars(text: &str) -> Result<std::collections::BTreeSet<char>> {
+    let chars: std::collections::BTreeSet<char> = text.chars().collect();
+    if chars.len() > MAX_CHARS {
+        return Err(DataIssue::TooManyCharacters { distinct: chars.len(), limit: MAX_CHARS }.into());
+    }
+    Ok(chars)
+}
+
+/// Checks a corpus given as bytes: refuses empty (or only whitespace), non-UTF-8, binary-looking and oversized
+/// input.
 pub fn check_text(bytes: &[u8]) -> Result<&str> {
-    if bytes.is_empty() {
-        return Err(Error::Data("the text is empty".into()));
-    }
     if bytes.len() > MAX_TEXT_BYTES {
-        return Err(Error::Data(format!("the text is {} bytes; the limit is {} MiB", bytes.len(), MAX_TEXT_BYTES >> 20)));
+        return Err(DataIssue::TooLarge { bytes: bytes.len(), limit: MAX_TEXT_BYTES }.into());
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        Error::Data(format!("the text is not valid UTF-8 (byte {}): is it a binary file?", e.valid_up_to()))
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| DataIssue::NotUtf8 { at: e.valid_up_to() })?;
+    if text.trim().is_empty() {
+        return Err(DataIssue::Empty.into());
+    }
     let control = text.chars().filter(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')).count();
     if text.contains('\0') || control * 100 > text.chars().count() {
-        return Err(Error::Data("the text contains control characters: it looks like a binary file".into()));
+        return Err(DataIssue::ControlCharacters.into());
     }
     Ok(text)
+}
+
+/// What a checked text holds (what the page shows of the user's own text).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TextStats {
+    pub bytes: usize,
+    pub chars: usize,
+    /// Distinct characters: the vocabulary before the special tokens.
+    pub distinct: usize,
+}
+
+/// Everything the core refuses in a text whatever the config: `check_text`, and more distinct characters than a
+/// vocabulary holds. (Too short for the context length is refused when a run is made.)
+pub fn text_stats(bytes: &[u8]) -> Result<TextStats> {
+    let text = check_text(bytes)?;
+    let distinct = distinct_chars(text)?.len();
+    Ok(TextStats { bytes: bytes.len(), chars: text.chars().count(), distinct })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +157,7 @@ impl Dataset {
     pub fn new(cfg: &Config, text: Option<&str>) -> Result<Dataset> {
         match cfg.data.task {
             Task::Text => {
-                let text = text.ok_or_else(|| Error::Data("this config trains on text, and no text was given".into()))?;
+                let text = text.ok_or(DataIssue::NoText)?;
                 let text = check_text(text.as_bytes())?;
                 let tok = Tokenizer::for_text(text, cfg.model.arch)?;
                 Dataset::from_text(text, tok, cfg)
@@ -147,16 +168,11 @@ impl Dataset {
 
     /// Text with a given tokenizer (e.g. a checkpoint's); first 90% train, last 10% val (as nanoGPT).
     pub fn from_text(text: &str, tok: Tokenizer, cfg: &Config) -> Result<Dataset> {
-        let ids = tok.encode(text)?;
+        let ids = tok.encode_known(text).map_err(|character| DataIssue::NotInVocabulary { character })?;
         let n = ids.len() * 9 / 10;
         let need = cfg.model.ctx_len + 2;
         if ids.len() - n < need {
-            return Err(Error::Data(format!(
-                "the text is too short: {} characters, and its 10% validation part must hold at least {need} \
-                 (model.ctx_len + 2), so at least {} characters are needed",
-                ids.len(),
-                need * 10
-            )));
+            return Err(DataIssue::TooShort { chars: ids.len(), need: need * 10 }.into());
         }
         let (train, val) = (ids[..n].to_vec(), ids[n..].to_vec());
         Ok(Dataset::Text { tok, train, val, mlm: cfg.model.arch == Arch::Bert })

@@ -101,9 +101,30 @@ pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, task: Tas
     Ok(AttentionMaps { tokens, source_tokens, maps })
 }
 
+/// What a stage of the shape flow is, for a front end to group and colour them by (its `name` is for people).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    /// The token ids.
+    Input,
+    /// The token embedding.
+    Embedding,
+    /// Positions added to the embedding, or the relative-position bias table.
+    Position,
+    Norm,
+    /// Self-attention: Q, K and V, the scores, the heads concatenated, the output projection.
+    Attention,
+    /// The decoder's attention over the encoder's output.
+    CrossAttention,
+    Ffn,
+    /// The logits over the vocabulary.
+    Head,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
     pub name: String,
+    pub kind: StageKind,
     /// Symbolic shape, e.g. ["B", "NH", "T", "HS"].
     pub shape: Vec<String>,
     /// The same with numbers.
@@ -137,11 +158,13 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
         _ => c,
     };
     let mut stages = vec![];
-    let mut st = |name: &str, shape: &[&str], dims: &[usize], params: usize, repeat: usize| {
-        stages.push(Stage { name: name.into(), shape: shape.iter().map(|s| s.to_string()).collect(), dims: dims.to_vec(), params, repeat });
+    let mut st = |kind: StageKind, name: &str, shape: &[&str], dims: &[usize], params: usize, repeat: usize| {
+        let shape = shape.iter().map(|s| s.to_string()).collect();
+        stages.push(Stage { name: name.into(), kind, shape, dims: dims.to_vec(), params, repeat });
     };
-    st("input ids", &["B", "T"], &[b, t], 0, 1);
-    st("token embedding", &["B", "T", "C"], &[b, t, c], v * c, 1);
+    use StageKind as K;
+    st(K::Input, "input ids", &["B", "T"], &[b, t], 0, 1);
+    st(K::Embedding, "token embedding", &["B", "T", "C"], &[b, t, c], v * c, 1);
     let (ne, nd) = m.stack_layers();
     let stacks: Vec<(&str, usize, bool)> = match m.arch {
         Arch::Gpt => vec![("", nd, false)],
@@ -152,41 +175,41 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
     let mut act_floats = 0.0f64;
     for (prefix, layers, cross) in stacks {
         match m.position {
-            Position::Learned => st(&format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
-            Position::Sinusoidal => st(&format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
-            Position::Relative { buckets, .. } => st(&format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
+            Position::Learned => st(K::Position, &format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
+            Position::Sinusoidal => st(K::Position, &format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
+            Position::Relative { buckets, .. } => st(K::Position, &format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
             _ => {}
         }
         let l = layers;
         let norms = (if cross { 3 } else { 2 }) * if m.norm.placement == crate::config::Placement::Sandwich { 2 } else { 1 };
-        st(&format!("{prefix}norm ({norms} per layer)"), &["B", "T", "C"], &[b, t, c], norms * norm_p, l);
-        st(&format!("{prefix}Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * nh * hs + bias(nh * hs), l);
-        st(&format!("{prefix}K, V"), &["B", "NKV", "T", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
-        st(&format!("{prefix}scores"), &["B", "NH", "T", "T"], &[b, nh, t, t], 0, l);
-        st(&format!("{prefix}heads concatenated"), &["B", "T", "C"], &[b, t, c], 0, l);
-        st(&format!("{prefix}attention output projection"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
+        st(K::Norm, &format!("{prefix}norm ({norms} per layer)"), &["B", "T", "C"], &[b, t, c], norms * norm_p, l);
+        st(K::Attention, &format!("{prefix}Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * nh * hs + bias(nh * hs), l);
+        st(K::Attention, &format!("{prefix}K, V"), &["B", "NKV", "T", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
+        st(K::Attention, &format!("{prefix}scores"), &["B", "NH", "T", "T"], &[b, nh, t, t], 0, l);
+        st(K::Attention, &format!("{prefix}heads concatenated"), &["B", "T", "C"], &[b, t, c], 0, l);
+        st(K::Attention, &format!("{prefix}attention output projection"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
         let mut per_layer_mm = (nh + 2 * nkv) * hs * c + c * c;
         fwd_flops += (l * 2 * 2 * t * nh * hs) as f64; // q·k and p·v
         if cross {
-            st(&format!("{prefix}cross-attention Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * c + bias(c), l);
-            st(&format!("{prefix}cross-attention K, V (from encoder)"), &["B", "NKV", "S", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
-            st(&format!("{prefix}cross-attention output"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
+            st(K::CrossAttention, &format!("{prefix}cross-attention Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * c + bias(c), l);
+            st(K::CrossAttention, &format!("{prefix}cross-attention K, V (from encoder)"), &["B", "NKV", "S", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
+            st(K::CrossAttention, &format!("{prefix}cross-attention output"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
             per_layer_mm += 2 * c * c + 2 * nkv * hs * c;
             fwd_flops += (l * 2 * 2 * t * nh * hs) as f64;
         }
         let up = if gated { 2 * f } else { f };
-        st(&format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
-        st(&format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
-        st(&format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
+        st(K::Ffn, &format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
+        st(K::Ffn, &format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
+        st(K::Ffn, &format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
         per_layer_mm += up * c + f * c;
         fwd_flops += (l * 2 * per_layer_mm) as f64;
         // Saved per layer: ~6 (B,T,C) tensors, q/k/v, the FFN pre/post activation.
         act_floats += (l * b * t * (6 * c + (nh + 2 * nkv) * hs + up + f)) as f64;
         if matches!(m.norm.placement, crate::config::Placement::Pre | crate::config::Placement::Sandwich) {
-            st(&format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
+            st(K::Norm, &format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
         }
     }
-    st("logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
+    st(K::Head, "logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
     fwd_flops += (2 * v * c) as f64;
     act_floats += (3 * b * t * v) as f64;
     ShapeFlow {
@@ -214,5 +237,25 @@ mod tests {
             assert_eq!(total, sf.n_params, "{json}");
             assert!(sf.forward_flops_per_token > 2.0 * (sf.n_params - 65 * 32) as f64 * 0.5);
         }
+    }
+
+    #[test]
+    fn every_stage_carries_its_kind_as_one_word() {
+        let json = r#"{"arch":"encoder_decoder","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{"activation":"gelu","mult":4},"norm":{"kind":"layernorm","placement":"pre"},"position":{"kind":"learned"},"attention":{"scale":"inv_sqrt_dk"}}"#;
+        let m: ModelConfig = serde_json::from_str(json).unwrap();
+        let sf = shape_flow(&m, 12, 4, 16);
+        let of = |k: StageKind| sf.stages.iter().filter(move |s| s.kind == k);
+        assert_eq!(sf.stages.first().map(|s| s.kind), Some(StageKind::Input));
+        assert_eq!(sf.stages.last().map(|s| s.kind), Some(StageKind::Head));
+        assert_eq!(of(StageKind::CrossAttention).count(), 3);
+        assert!(of(StageKind::CrossAttention).all(|s| s.name.starts_with("decoder ")), "only the decoder attends to the encoder");
+        assert_eq!(of(StageKind::Ffn).count(), 6, "up, activation, down in each stack");
+        // Two stacks, each with its learned positions, per-layer norms and final norm (pre-norm).
+        assert_eq!(of(StageKind::Position).count(), 2);
+        assert_eq!(of(StageKind::Norm).count(), 4);
+        let j = serde_json::to_value(&sf.stages).unwrap();
+        let words: std::collections::BTreeSet<&str> = j.as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
+        let want = ["attention", "cross_attention", "embedding", "ffn", "head", "input", "norm", "position"];
+        assert_eq!(words.into_iter().collect::<Vec<_>>(), want);
     }
 }

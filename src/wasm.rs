@@ -1,9 +1,10 @@
 //! The browser facade: a thin `#[wasm_bindgen]` layer over `train::Run`, `generate`, `probe` and `checkpoint`.
 //!
 //! Everything crossing into JS is a string of JSON, a number or a byte array, so the JS side (pkg/worker.js)
-//! owns the object shapes and the facade stays small. Every user-caused failure is a core `Error`, returned as a
-//! JS `Error` carrying its message; nothing here panics on bad input. A panic (a bug) aborts the instance: the
-//! worker reports it for the run that hit it and the engine restarts itself (see pkg/engine.js).
+//! owns the object shapes and the facade stays small. Every user-caused failure is a core `Error`, thrown as a
+//! JS `Error` carrying its message and its kind (see `JsError`); nothing here panics on bad input. A panic (a bug)
+//! aborts the instance: the worker reports it for the run that hit it and the engine restarts itself (see
+//! pkg/index.js).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,8 +22,35 @@ use crate::{Config, Error};
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
+/// What every export throws: a JS `Error` with the core error's message and `kind` (`Error::kind`); a config error
+/// also carries `field`, `value` and `rule`, a data error its `reason` and numbers (`DataIssue`). It takes the name
+/// of wasm-bindgen's `JsError`, which can carry only a message.
+pub struct JsError(JsValue);
+
+impl JsError {
+    /// An `invalid` error: a request the facade itself refuses.
+    fn new(message: &str) -> JsError {
+        js(Error::Invalid(message.into()))
+    }
+}
+
+impl From<JsError> for JsValue {
+    fn from(e: JsError) -> JsValue {
+        e.0
+    }
+}
+
 fn js(e: Error) -> JsError {
-    JsError::new(&e.to_string())
+    let mut props = match &e {
+        Error::Config { field, value, rule } => serde_json::json!({ "field": field, "value": value, "rule": rule }),
+        Error::Data(issue) => serde_json::to_value(issue).expect("plain data serialises"),
+        _ => serde_json::json!({}),
+    };
+    props["kind"] = e.kind().into();
+    let err = js_sys::Error::new(&e.to_string());
+    let props = js_sys::JSON::parse(&props.to_string()).expect("serde_json writes JSON");
+    js_sys::Object::assign(&err, props.unchecked_ref());
+    JsError(err.into())
 }
 
 fn to_json<T: serde::Serialize>(x: &T) -> String {
@@ -122,10 +150,26 @@ pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
 }
 
-/// Checks a user's text before it becomes a corpus: empty, binary or oversized input gets the core's message.
+/// Checks a user's text before it becomes a corpus, as making a run would: `{"bytes", "chars", "distinct"}`, or the
+/// core's `data` error (empty, not UTF-8, binary, too large, too many distinct characters).
 #[wasm_bindgen(js_name = checkText)]
-pub fn check_text(bytes: &[u8]) -> Result<(), JsError> {
-    data::check_text(bytes).map(|_| ()).map_err(js)
+pub fn check_text(bytes: &[u8]) -> Result<String, JsError> {
+    data::text_stats(bytes).map(|s| to_json(&s)).map_err(js)
+}
+
+/// The limits the core enforces, for a page to draw its controls with instead of copying them:
+/// `{"fields": {"model.d_model": {"minimum": 1, "maximum": 8192}, …}, "text": {"max_bytes", "max_chars"},
+/// "max_params"}` (fields as `config::bounds`, named as the core's errors name them).
+#[wasm_bindgen]
+pub fn limits() -> String {
+    let fields: serde_json::Map<String, serde_json::Value> =
+        crate::config::bounds().into_iter().map(|(f, b)| (f.to_string(), serde_json::json!(b))).collect();
+    serde_json::json!({
+        "fields": fields,
+        "text": { "max_bytes": data::MAX_TEXT_BYTES, "max_chars": data::MAX_CHARS },
+        "max_params": crate::model::layout::MAX_PARAMS,
+    })
+    .to_string()
 }
 
 /// One training run living in this instance. Shared with the futures of its async methods (the WebGPU path),

@@ -140,6 +140,95 @@ fn bad_text_is_refused_before_training() {
 }
 
 #[test]
+fn the_text_check_refuses_what_making_a_run_refuses_for_the_same_reason() {
+    use transformer_playground::data::{text_stats, TextStats, MAX_CHARS};
+    use transformer_playground::error::DataIssue;
+    let cfg = Config::from_json(BASE).unwrap();
+    let many: String = (0..5000u32).filter_map(char::from_u32).filter(|c| !c.is_control()).collect();
+    let cases: Vec<(String, DataIssue)> = vec![
+        (String::new(), DataIssue::Empty),
+        (" \n\t ".repeat(50), DataIssue::Empty),
+        ("ab\u{1}\u{2}\u{3}".repeat(100), DataIssue::ControlCharacters),
+        (many.clone(), DataIssue::TooManyCharacters { distinct: many.chars().count(), limit: MAX_CHARS }),
+    ];
+    for (text, issue) in cases {
+        let checked = text_stats(text.as_bytes()).unwrap_err();
+        let made = Run::new(cfg.clone(), Some(&text), BackendKind::Cpu).err().expect("refused");
+        assert_eq!(checked, Error::Data(issue.clone()), "{text:?}");
+        assert_eq!(made, checked, "{text:?}");
+    }
+    let not_utf8 = text_stats(&[b'a', b'b', 0xff, 0xfe]).unwrap_err();
+    assert_eq!(not_utf8, Error::Data(DataIssue::NotUtf8 { at: 2 }));
+    assert_eq!(text_stats("héllo\n".as_bytes()).unwrap(), TextStats { bytes: 7, chars: 6, distinct: 5 });
+}
+
+/// BASE, changed so that `field` applies (RoPE for theta, an encoder-decoder for its layer counts and digits, …).
+fn base_for(field: &str) -> serde_json::Value {
+    use serde_json::json;
+    let mut v: serde_json::Value = serde_json::from_str(BASE).unwrap();
+    match field {
+        "model.position.theta" => v["model"]["position"] = json!({"kind": "rope"}),
+        "model.position.buckets" | "model.position.max_distance" => v["model"]["position"] = json!({"kind": "relative"}),
+        "model.norm.alpha" | "model.norm.beta" => v["model"]["norm"]["placement"] = json!("deepnorm"),
+        "model.n_encoder_layers" | "model.n_decoder_layers" | "data.digits" => {
+            v["model"]["arch"] = json!("encoder_decoder");
+            v["data"] = json!({"task": "reverse", "digits": 4});
+        }
+        f if f.starts_with("train.betas") => v["train"]["betas"] = json!([0.9, 0.99]),
+        _ => {}
+    }
+    v
+}
+
+/// `v` with the field named as the core names it ("train.betas[1]") set to `x`.
+fn with_field(mut v: serde_json::Value, field: &str, x: serde_json::Value) -> String {
+    let mut at = &mut v;
+    for key in field.replace('[', ".").replace(']', "").split('.') {
+        at = match key.parse::<usize>() {
+            Ok(i) => &mut at[i],
+            Err(_) => &mut at[key],
+        };
+    }
+    *at = x;
+    v.to_string()
+}
+
+#[test]
+fn every_exported_bound_is_enforced_with_an_error_naming_its_field() {
+    use serde_json::json;
+    use transformer_playground::config::bounds;
+    const REAL: &[&str] = &[
+        "model.norm.eps", "model.norm.alpha", "model.norm.beta", "model.position.theta", "model.dropout",
+        "model.init_std", "train.lr", "train.min_lr", "train.betas[0]", "train.betas[1]", "train.eps",
+        "train.weight_decay", "train.grad_clip",
+    ];
+    let mut checked = 0;
+    for (field, b) in bounds() {
+        let real = REAL.contains(&field);
+        // Just outside each end: one step past an inclusive end, the end itself where it is exclusive.
+        let past = if real { 1e-3 } else { 1.0 };
+        let mut outside: Vec<f64> = vec![];
+        outside.extend(b.minimum.map(|m| m - past));
+        outside.extend(b.exclusive_minimum);
+        outside.extend(b.maximum.map(|m| m + past));
+        outside.extend(b.exclusive_maximum);
+        assert!(!outside.is_empty(), "{field}: a bound with no end");
+        for x in outside {
+            let value = if real { json!(x) } else { json!(x as i64) };
+            let json = with_field(base_for(field), field, value.clone());
+            match Config::from_json(&json) {
+                Err(Error::Config { field: named, .. }) => assert_eq!(named, field, "{field} = {value}"),
+                // Below 0 for an unsigned field: the JSON type refuses it.
+                Err(Error::ConfigParse(msg)) if x < 0.0 && !real => assert!(msg.contains("invalid value"), "{msg}"),
+                other => panic!("{field} = {value} should be refused naming {field}, got {other:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "{checked} ends checked");
+}
+
+#[test]
 fn a_diverging_run_stops_and_keeps_its_last_good_state() {
     let cfg = Config::from_json(BASE).unwrap();
     let text = "All the world's a stage, and all the men and women merely players. ".repeat(40);

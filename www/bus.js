@@ -4,6 +4,7 @@
 //   'progress'  a training step of a run                                     detail: { rec, p }
 //   'engine'    the engine started or failed                                  detail: { engine, error }
 //   'check'     a validation / shape-flow result for the draft                detail: { flow, error, vocab }
+//               (error: the engine's EngineError, with kind and, for a config error, field)
 //   'lang'      the language changed
 //   'notice'    a message for the user                                        detail: { text, kind }
 const target = new EventTarget();

@@ -1,12 +1,8 @@
 // The data a run learns from: built-in corpora (Tiny Shakespeare, generated sums), the user's own text (pasted or
-// uploaded, checked here first so that empty, binary or oversized input gets a clear message), and examples of
-// the synthetic tasks for the encoder-decoder. Only data: tokenisation and training happen in the engine.
+// uploaded; the engine checks it), and examples of the synthetic tasks for the encoder-decoder. Only data:
+// checking, tokenisation and training happen in the engine.
 
 export const SHAKESPEARE_URL = 'www/data/tinyshakespeare.txt';
-/** Largest text the page accepts from a user (the core accepts up to 32 MiB; a tab and IndexedDB like less). */
-export const MAX_USER_BYTES = 8 << 20;
-/** The core's limit on distinct characters (src/data.rs MAX_CHARS). */
-export const MAX_CHARS = 4096;
 
 const cache = new Map(); // corpus id → Promise<string>
 let customText = null;
@@ -63,33 +59,23 @@ export async function distinctChars(id) {
 }
 
 /**
- * Checks a user's text, given as bytes (an uploaded file) or a string (pasted). Returns { text } or
- * { error: key, vars } — the same rules as the core's check_text: empty, not UTF-8, control characters
- * (binary), too large, too many distinct characters.
+ * What to say, as { key, vars } for t(), about a data error of the engine (kind 'data'): its reason and numbers
+ * (see pkg/index.d.ts, EngineError).
  */
-export function checkUserText(input) {
-  const bytes = typeof input === 'string' ? new TextEncoder().encode(input) : input;
-  const limit = formatBytes(MAX_USER_BYTES);
-  if (bytes.length > MAX_USER_BYTES) return { error: 'data.err.size', vars: { size: formatBytes(bytes.length), limit } };
-  let text;
-  try {
-    text = typeof input === 'string' ? input : new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    return { error: 'data.err.binary' };
+export function dataErrorMessage(e) {
+  const key = `data.err.${e.reason}`;
+  switch (e.reason) {
+    case 'too_large':
+      return { key, vars: { size: formatBytes(e.bytes), limit: formatBytes(e.limit) } };
+    case 'too_many_characters':
+      return { key, vars: { n: e.distinct, max: e.limit } };
+    case 'too_short':
+      return { key, vars: { chars: e.chars, need: e.need } };
+    case 'not_in_vocabulary':
+      return { key, vars: { char: e.character } };
+    default:
+      return { key, vars: {} };
   }
-  if (text.trim().length === 0) return { error: 'data.err.empty' };
-  let control = 0;
-  let count = 0;
-  for (const c of text) {
-    count++;
-    const code = c.codePointAt(0);
-    if (code === 0) return { error: 'data.err.control' };
-    if ((code < 32 && c !== '\n' && c !== '\r' && c !== '\t') || (code >= 0x7f && code < 0xa0)) control++;
-  }
-  if (control * 100 > count) return { error: 'data.err.control' };
-  const distinct = new Set(text).size;
-  if (distinct > MAX_CHARS) return { error: 'data.err.vocab', vars: { n: distinct, max: MAX_CHARS } };
-  return { text, chars: count, distinct };
 }
 
 export function formatBytes(n) {

@@ -1,8 +1,10 @@
 // The page's link to the engine (pkg/index.js): starts it in the background, so the page is usable before any
 // wasm is loaded, and checks the draft configuration (validation, parameters, FLOPs, memory, shape flow) with
-// only the latest answer counting. Every model computation happens in the engine's Worker.
+// only the latest answer counting. Every model computation happens in the engine's Worker. Once it is up, the
+// options table takes its bounds from the core's limits.
 import { Engine } from '../pkg/index.js';
 import { emit } from './bus.js';
+import { applyLimits } from './options.js';
 
 let engine = null;
 let starting = null;
@@ -12,6 +14,7 @@ export function startEngine() {
   starting ??= Engine.start().then(
     (e) => {
       engine = e;
+      applyLimits(e.limits.fields);
       emit('engine', { engine: e });
       return e;
     },
@@ -40,7 +43,8 @@ let checkSeq = 0;
 
 /**
  * Validates `config` with the core and computes its shape flow for a vocabulary of `vocab` tokens. Emits
- * 'check' { flow, error, config, vocab } — only for the latest call, so a slow answer never overwrites a newer one.
+ * 'check' { flow, error, config, vocab } (error: the engine's EngineError) — only for the latest call, so a slow
+ * answer never overwrites a newer one.
  */
 export async function check(config, vocab) {
   const seq = ++checkSeq;
@@ -50,7 +54,7 @@ export async function check(config, vocab) {
   try {
     result = { flow: await e.shapeFlow(config, vocab), error: null };
   } catch (err) {
-    result = { flow: null, error: err.message };
+    result = { flow: null, error: err };
   }
   if (seq === checkSeq) emit('check', { ...result, config, vocab });
 }

@@ -57,11 +57,12 @@ async function main() {
   const link = state.readHash(presetValues());
   const restoring = saved && (!link || state.currentHash() === saved.hash);
 
+  // The engine checks a text before it becomes the corpus (dataPanel.useText); runs on it are built once it has.
   if (restoring) {
-    if (saved.customText) dataPanel.useText(saved.customText);
-    // Show the saved settings at once; the runs come back when the engine is up.
+    const text = saved.customText ? dataPanel.useText(saved.customText) : Promise.resolve();
+    // Show the saved settings at once; the runs come back when the engine is up and the text is back.
     runs.init(saved.runs.find((r) => r.no === saved.selected)?.values ?? saved.runs[0].values, { build: false });
-    runs.restore(saved).then(
+    text.then(() => runs.restore(saved)).then(
       () => emit('notice', { key: 'notice.restored', vars: { n: saved.runs.length } }),
       (e) => {
         emit('notice', { key: 'notice.restoreFailed', vars: { msg: e.message }, kind: 'error' });
@@ -69,10 +70,10 @@ async function main() {
       },
     ).finally(() => autosave.enable());
   } else {
-    if (link?.text) dataPanel.useText(link.text);
-    else if (link?.values.corpus === 'custom' && saved?.customText) dataPanel.useText(saved.customText);
+    const text = link?.text ?? (link?.values.corpus === 'custom' ? saved?.customText : null);
+    if (text) dataPanel.useText(text); // builds the runs on it once accepted (runs.customTextChanged)
     else if (link?.values.corpus === 'custom') dataPanel.sayNotInLink();
-    runs.init(link?.values ?? presetValues());
+    runs.init(link?.values ?? presetValues(), { build: !text });
     autosave.enable();
   }
   state.onHashChange((setup) => {

@@ -2,7 +2,8 @@
 // (state.js) serialises it, and the runs panel diffs it. `path` is the field in the core's config (README
 // "Configuration", src/config.rs); options without a path are part of the run's setup but not of the config
 // (the corpus). `when` lists the values other options must have for this one to apply; an option that does not
-// apply is left out of the config. Labels and explanations are in strings/*.js under opt.<key>.*.
+// apply is left out of the config. The bounds of the numbers (min, max) are the core's: applyLimits takes them
+// from the engine's limits once it has started. Labels and explanations are in strings/*.js under opt.<key>.*.
 // This module touches no DOM, so the Node tests can import it too.
 
 export const GROUPS = ['model', 'size', 'attention', 'norm', 'position', 'ffn', 'optim', 'data'];
@@ -13,57 +14,71 @@ const TEXT_ARCHS = ['gpt', 'bert'];
 export const OPTIONS = [
   { key: 'arch', path: 'model.arch', group: 'model', type: 'choice', choices: ['gpt', 'bert', 'encoder_decoder'], dflt: 'gpt' },
 
-  { key: 'd_model', path: 'model.d_model', group: 'size', type: 'int', min: 1, max: 8192, step: 8, dflt: 128 },
-  { key: 'n_layers', path: 'model.n_layers', group: 'size', type: 'int', min: 1, max: 64, dflt: 4, when: { arch: TEXT_ARCHS } },
-  { key: 'n_encoder_layers', path: 'model.n_encoder_layers', group: 'size', type: 'int', min: 1, max: 64, dflt: 2, when: { arch: ['encoder_decoder'] } },
-  { key: 'n_decoder_layers', path: 'model.n_decoder_layers', group: 'size', type: 'int', min: 1, max: 64, dflt: 2, when: { arch: ['encoder_decoder'] } },
-  { key: 'ctx_len', path: 'model.ctx_len', group: 'size', type: 'int', min: 1, max: 8192, step: 8, dflt: 64 },
-  { key: 'dropout', path: 'model.dropout', group: 'size', type: 'float', min: 0, max: 0.9, step: 0.05, dflt: 0 },
+  { key: 'd_model', path: 'model.d_model', group: 'size', type: 'int', step: 8, dflt: 128 },
+  { key: 'n_layers', path: 'model.n_layers', group: 'size', type: 'int', dflt: 4, when: { arch: TEXT_ARCHS } },
+  { key: 'n_encoder_layers', path: 'model.n_encoder_layers', group: 'size', type: 'int', dflt: 2, when: { arch: ['encoder_decoder'] } },
+  { key: 'n_decoder_layers', path: 'model.n_decoder_layers', group: 'size', type: 'int', dflt: 2, when: { arch: ['encoder_decoder'] } },
+  { key: 'ctx_len', path: 'model.ctx_len', group: 'size', type: 'int', step: 8, dflt: 64 },
+  { key: 'dropout', path: 'model.dropout', group: 'size', type: 'float', step: 0.05, dflt: 0 },
   { key: 'bias', path: 'model.bias', group: 'size', type: 'bool', dflt: true },
   { key: 'tie_embeddings', path: 'model.tie_embeddings', group: 'size', type: 'bool', dflt: true },
-  { key: 'init_std', path: 'model.init_std', group: 'size', type: 'float', min: 0.001, max: 1, step: 0.005, dflt: 0.02 },
+  { key: 'init_std', path: 'model.init_std', group: 'size', type: 'float', step: 0.005, dflt: 0.02 },
 
-  { key: 'n_heads', path: 'model.n_heads', group: 'attention', type: 'int', min: 1, max: 64, dflt: 4 },
-  { key: 'n_kv_heads', path: 'model.n_kv_heads', group: 'attention', type: 'int', min: 1, max: 64, dflt: 4 },
+  { key: 'n_heads', path: 'model.n_heads', group: 'attention', type: 'int', dflt: 4 },
+  { key: 'n_kv_heads', path: 'model.n_kv_heads', group: 'attention', type: 'int', dflt: 4 },
   { key: 'scale', path: 'model.attention.scale', group: 'attention', type: 'choice', choices: ['inv_sqrt_dk', 'none'], dflt: 'inv_sqrt_dk' },
 
   { key: 'norm', path: 'model.norm.kind', group: 'norm', type: 'choice', choices: ['layernorm', 'rmsnorm'], dflt: 'layernorm' },
   { key: 'placement', path: 'model.norm.placement', group: 'norm', type: 'choice', choices: ['post', 'pre', 'sandwich', 'deepnorm'], dflt: 'pre' },
-  { key: 'alpha', path: 'model.norm.alpha', group: 'norm', type: 'optfloat', min: 0, step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
-  { key: 'beta', path: 'model.norm.beta', group: 'norm', type: 'optfloat', min: 0, step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
-  { key: 'norm_eps', path: 'model.norm.eps', group: 'norm', type: 'float', min: 0, step: 'any', dflt: 1e-5 },
+  { key: 'alpha', path: 'model.norm.alpha', group: 'norm', type: 'optfloat', step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
+  { key: 'beta', path: 'model.norm.beta', group: 'norm', type: 'optfloat', step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
+  { key: 'norm_eps', path: 'model.norm.eps', group: 'norm', type: 'float', step: 'any', dflt: 1e-5 },
 
   { key: 'position', path: 'model.position.kind', group: 'position', type: 'choice', choices: ['none', 'learned', 'sinusoidal', 'relative', 'rope', 'alibi'], dflt: 'learned' },
-  { key: 'theta', path: 'model.position.theta', group: 'position', type: 'float', min: 1, step: 'any', dflt: 10000, when: { position: ['rope'] } },
-  { key: 'buckets', path: 'model.position.buckets', group: 'position', type: 'int', min: 4, max: 1024, step: 2, dflt: 32, when: { position: ['relative'] } },
-  { key: 'max_distance', path: 'model.position.max_distance', group: 'position', type: 'int', min: 1, dflt: 128, when: { position: ['relative'] } },
+  { key: 'theta', path: 'model.position.theta', group: 'position', type: 'float', step: 'any', dflt: 10000, when: { position: ['rope'] } },
+  { key: 'buckets', path: 'model.position.buckets', group: 'position', type: 'int', step: 2, dflt: 32, when: { position: ['relative'] } },
+  { key: 'max_distance', path: 'model.position.max_distance', group: 'position', type: 'int', dflt: 128, when: { position: ['relative'] } },
 
   { key: 'activation', path: 'model.ffn.activation', group: 'ffn', type: 'choice', choices: ['relu', 'gelu', 'swish', 'glu', 'geglu', 'swiglu'], dflt: 'gelu' },
-  { key: 'mult', path: 'model.ffn.mult', group: 'ffn', type: 'int', min: 1, max: 64, dflt: 4 },
-  { key: 'hidden', path: 'model.ffn.hidden', group: 'ffn', type: 'optint', min: 1, max: 65536, dflt: null },
+  { key: 'mult', path: 'model.ffn.mult', group: 'ffn', type: 'int', dflt: 4 },
+  { key: 'hidden', path: 'model.ffn.hidden', group: 'ffn', type: 'optint', dflt: null },
 
-  { key: 'batch_size', path: 'train.batch_size', group: 'optim', type: 'int', min: 1, max: 4096, dflt: 12 },
-  { key: 'steps', path: 'train.steps', group: 'optim', type: 'int', min: 1, dflt: 2000 },
-  { key: 'lr', path: 'train.lr', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1e-3 },
-  { key: 'min_lr', path: 'train.min_lr', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1e-4 },
-  { key: 'warmup', path: 'train.warmup', group: 'optim', type: 'int', min: 0, dflt: 100 },
+  { key: 'batch_size', path: 'train.batch_size', group: 'optim', type: 'int', dflt: 12 },
+  { key: 'steps', path: 'train.steps', group: 'optim', type: 'int', dflt: 2000 },
+  { key: 'lr', path: 'train.lr', group: 'optim', type: 'float', step: 'any', dflt: 1e-3 },
+  { key: 'min_lr', path: 'train.min_lr', group: 'optim', type: 'float', step: 'any', dflt: 1e-4 },
+  { key: 'warmup', path: 'train.warmup', group: 'optim', type: 'int', dflt: 100 },
   { key: 'schedule', path: 'train.schedule', group: 'optim', type: 'choice', choices: ['cosine', 'constant'], dflt: 'cosine' },
-  { key: 'beta1', path: 'train.betas.0', group: 'optim', type: 'float', min: 0, max: 0.9999, step: 'any', dflt: 0.9 },
-  { key: 'beta2', path: 'train.betas.1', group: 'optim', type: 'float', min: 0, max: 0.9999, step: 'any', dflt: 0.99 },
-  { key: 'adam_eps', path: 'train.eps', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1e-8 },
-  { key: 'weight_decay', path: 'train.weight_decay', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 0.1 },
-  { key: 'grad_clip', path: 'train.grad_clip', group: 'optim', type: 'float', min: 0, step: 'any', dflt: 1 },
-  { key: 'eval_interval', path: 'train.eval_interval', group: 'optim', type: 'int', min: 1, dflt: 250 },
-  { key: 'eval_iters', path: 'train.eval_iters', group: 'optim', type: 'int', min: 1, dflt: 20 },
+  { key: 'beta1', path: 'train.betas.0', group: 'optim', type: 'float', step: 'any', dflt: 0.9 },
+  { key: 'beta2', path: 'train.betas.1', group: 'optim', type: 'float', step: 'any', dflt: 0.99 },
+  { key: 'adam_eps', path: 'train.eps', group: 'optim', type: 'float', step: 'any', dflt: 1e-8 },
+  { key: 'weight_decay', path: 'train.weight_decay', group: 'optim', type: 'float', step: 'any', dflt: 0.1 },
+  { key: 'grad_clip', path: 'train.grad_clip', group: 'optim', type: 'float', step: 'any', dflt: 1 },
+  { key: 'eval_interval', path: 'train.eval_interval', group: 'optim', type: 'int', dflt: 250 },
+  { key: 'eval_iters', path: 'train.eval_iters', group: 'optim', type: 'int', dflt: 20 },
 
   { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: { arch: TEXT_ARCHS } },
   { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: ['reverse', 'sort', 'add'], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
-  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', min: 1, max: 32, dflt: 6, when: { arch: ['encoder_decoder'] } },
-  { key: 'seed', path: 'seed', group: 'data', type: 'int', min: 0, dflt: 1337 },
+  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', dflt: 6, when: { arch: ['encoder_decoder'] } },
+  { key: 'seed', path: 'seed', group: 'data', type: 'int', dflt: 1337 },
   { key: 'backend', path: null, group: 'optim', type: 'choice', choices: ['cpu', 'auto', 'webgpu'], dflt: 'cpu' },
 ];
 
 export const BY_KEY = Object.fromEntries(OPTIONS.map((o) => [o.key, o]));
+
+/**
+ * Sets the min and max of every numeric option from the core's limits (Engine#limits.fields: ranges keyed by the
+ * core's field names, 'train.betas[0]' for the path 'train.betas.0'). An exclusive end is given as the end
+ * itself: a control cannot say "above 0", and the core's message explains a value on it.
+ */
+export function applyLimits(fields) {
+  for (const o of OPTIONS) {
+    const b = o.path && fields[o.path.replace(/\.(\d+)$/, '[$1]')];
+    if (!b) continue;
+    o.min = b.minimum ?? b.exclusive_minimum;
+    o.max = b.maximum ?? b.exclusive_maximum;
+  }
+}
 
 /** Does option `o` apply, given the other values? */
 export function applies(o, values) {

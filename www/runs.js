@@ -5,7 +5,7 @@
 import { emit, on } from './bus.js';
 import { configFromValues, valuesFromConfig } from './options.js';
 import { startEngine } from './engine.js';
-import { corpusText } from './data.js';
+import { corpusText, dataErrorMessage } from './data.js';
 
 export const COLORS = ['#2563eb', '#ea580c', '#059669', '#9333ea', '#db2777', '#0891b2'];
 export const MAX_RUNS = COLORS.length;
@@ -181,7 +181,7 @@ async function buildNow(rec) {
   } catch (e) {
     if (!rec.removed) {
       rec.status = 'invalid';
-      rec.message = e.key ? { key: e.key } : { text: e.message };
+      rec.message = e.key ? { key: e.key } : e.kind === 'data' ? dataErrorMessage(e) : { text: e.message };
       emitRuns();
     }
     throw e;
@@ -360,8 +360,9 @@ export async function loadCheckpoint(bytes) {
       break;
     } catch (e) {
       firstError ??= e;
-      // A checkpoint that is not a text model, or not a checkpoint at all, fails the same way for every corpus.
-      if (!/vocabulary|corpus/i.test(e.message)) break;
+      // Only a data error (a character the checkpoint does not know, a text too short) depends on the corpus:
+      // anything else (not a checkpoint at all, …) fails the same way for every one.
+      if (e.kind !== 'data') break;
     }
   }
   if (!handle) throw firstError ?? new Error('no corpus');

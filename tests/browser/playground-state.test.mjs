@@ -1,6 +1,7 @@
 // State and safety in the page: English / 中文 (remembered), autosave restored after a reload, checkpoints
 // downloaded and loaded back, several runs with their colours and differences, the user's own text (empty,
-// binary and oversized refused with a message; HTML stays text), labels for every control, phone width.
+// binary and oversized refused by the engine's check with a message; HTML stays text), labels for every control,
+// phone width.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs';
@@ -171,22 +172,22 @@ test('your own text: empty, binary and oversized input get a clear message; HTML
   assert.equal(await page.isDisabled('#train'), true);
   await page.fill('#custom-text', '   \n  ');
   await page.click('#custom-use');
-  assert.equal(await page.textContent('#custom-msg'), 'The text is empty.');
+  await page.waitForFunction(() => document.getElementById('custom-msg').textContent === 'The text is empty.');
   const dir = mkdtempSync(join(tmpdir(), 'tp-text-'));
   const binary = join(dir, 'image.bin');
   writeFileSync(binary, Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13, 0xff, 0xfe, 0x00, 0x01]));
   await page.setInputFiles('#custom-file', binary);
   await page.waitForFunction(() => /binary/.test(document.getElementById('custom-msg').textContent));
   const big = join(dir, 'big.txt');
-  writeFileSync(big, 'a'.repeat(9 * 1024 * 1024));
+  writeFileSync(big, 'a'.repeat(33 * 1024 * 1024));
   await page.setInputFiles('#custom-file', big);
-  await page.waitForFunction(() => /limit is 8\.0 MiB/.test(document.getElementById('custom-msg').textContent));
-  assert.match(await page.textContent('#custom-msg'), /The text is 9\.0 MiB/);
+  await page.waitForFunction(() => /limit is 32\.0 MiB/.test(document.getElementById('custom-msg').textContent));
+  assert.match(await page.textContent('#custom-msg'), /The text is 33\.0 MiB/);
 
   const evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b> & "quotes"\n';
   await page.fill('#custom-text', evil.repeat(60));
   await page.click('#custom-use');
-  assert.match(await page.textContent('#custom-msg'), /Using your text/);
+  await page.waitForFunction(() => /Using your text/.test(document.getElementById('custom-msg').textContent));
   await makeSmall(page, { steps: 2 });
   await trainTo(page, 2);
   // The model's text, the attention labels and the pasted text all show the characters, never markup.

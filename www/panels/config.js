@@ -1,6 +1,7 @@
 // The configuration panel: one control per option of options.js, grouped, each with its one-line explanation and
 // origin; the explanation of a choice follows the value chosen. Edits go to runs.applyValues; the panel redraws
-// from the 'values' event (so a refused edit springs back).
+// from the 'values' event (so a refused edit springs back). The numbers' min and max are the core's, set once
+// the engine is up (options.applyLimits).
 import { h, $, fill, debounce } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
@@ -57,7 +58,7 @@ function control(o) {
       id,
       type: 'number',
       inputMode: o.type.endsWith('int') ? 'numeric' : 'decimal',
-      attrs: { min: o.min, max: o.max, step: o.step ?? (o.type.endsWith('int') ? 1 : 'any'), 'aria-describedby': described },
+      attrs: { step: o.step ?? (o.type.endsWith('int') ? 1 : 'any'), 'aria-describedby': described },
     });
     const commit = () => edit(o.key, parseControl(o, el));
     const later = debounce(commit, 400);
@@ -93,8 +94,22 @@ export function mount(root, { slots = {} } = {}) {
     root.append(details);
   }
   mountPreset();
+  setBounds();
+  on('engine', ({ engine }) => engine && setBounds());
   on('values', ({ values, source }) => render(values, source));
   on('lang', () => current && render(current, 'lang'));
+}
+
+/** The min and max of the number controls, from the options table (which has the core's once it has started). */
+function setBounds() {
+  for (const o of OPTIONS) {
+    const el = rows.get(o.key).control;
+    if (el.type !== 'number') continue;
+    for (const a of ['min', 'max']) {
+      if (o[a] === undefined) el.removeAttribute(a);
+      else el.setAttribute(a, String(o[a]));
+    }
+  }
 }
 
 function mountPreset() {

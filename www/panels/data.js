@@ -1,9 +1,12 @@
-// Your own text: paste it or upload a file. It is checked here (size, empty, binary) with a clear message before
-// it becomes the corpus of the runs that use "Your own text". Shown under the corpus choice when that is chosen.
+// Your own text: paste it or upload a file. The engine checks it (the core's own check: empty, not UTF-8, binary,
+// too large, too many distinct characters), and the page says what is wrong in its own words from the error's
+// reason, before the text becomes the corpus of the runs that use "Your own text". Shown under the corpus choice
+// when that is chosen.
 import { h } from '../dom.js';
 import { t } from '../i18n.js';
 import { on, emit } from '../bus.js';
-import { checkUserText, setCustomText, getCustomText, MAX_USER_BYTES, formatBytes } from '../data.js';
+import { setCustomText, getCustomText, formatBytes, dataErrorMessage } from '../data.js';
+import { startEngine, getEngine } from '../engine.js';
 import * as runs from '../runs.js';
 
 let box;
@@ -11,6 +14,7 @@ let area;
 let file;
 let msg;
 let state = { key: 'data.none', vars: {}, bad: false };
+let checking = 0; // the latest check: an older one that answers late is ignored
 
 function say(key, vars = {}, bad = false) {
   state = { key, vars, bad };
@@ -19,16 +23,36 @@ function say(key, vars = {}, bad = false) {
   msg.classList.toggle('good', !bad && key === 'data.ok');
 }
 
-/** Makes `text` the corpus of "Your own text" (after the checks); returns whether it was accepted. */
-export function useText(input) {
-  const r = checkUserText(input);
-  if (r.error) {
-    say(r.error, r.vars, true);
+function sayError(e) {
+  if (e.kind === 'data') {
+    const m = dataErrorMessage(e);
+    say(m.key, m.vars, true);
+  } else {
+    say('use.error', { msg: e.message }, true);
+  }
+}
+
+/**
+ * Makes `input` (a string, or a file's bytes) the corpus of "Your own text" once the engine has checked it;
+ * resolves whether it was accepted.
+ */
+export async function useText(input) {
+  const mine = ++checking;
+  // Text from a link or the autosave shows at once, while it is checked.
+  if (typeof input === 'string' && area.value !== input) area.value = input;
+  say('data.checking');
+  let stats;
+  try {
+    stats = await (await startEngine()).checkText(input);
+  } catch (e) {
+    if (mine === checking) sayError(e);
     return false;
   }
-  setCustomText(r.text);
-  if (area.value !== r.text) area.value = r.text;
-  say('data.ok', { chars: r.chars.toLocaleString('en-US'), vocab: r.distinct });
+  if (mine !== checking) return false;
+  const text = typeof input === 'string' ? input : new TextDecoder().decode(input);
+  setCustomText(text);
+  if (area.value !== text) area.value = text;
+  say('data.ok', { chars: stats.chars.toLocaleString('en-US'), vocab: stats.distinct });
   runs.customTextChanged();
   emit('data', { corpus: 'custom' });
   return true;
@@ -37,12 +61,15 @@ export function useText(input) {
 async function onFile() {
   const f = file.files?.[0];
   if (!f) return;
-  if (f.size > MAX_USER_BYTES) {
-    say('data.err.size', { size: formatBytes(f.size), limit: formatBytes(MAX_USER_BYTES) }, true);
-  } else {
-    useText(new Uint8Array(await f.arrayBuffer()));
-  }
   file.value = '';
+  const limit = (await startEngine().catch(() => null))?.limits.text.max_bytes;
+  // A file over the core's limit is not read at all.
+  if (limit !== undefined && f.size > limit) {
+    ++checking;
+    sayError({ kind: 'data', reason: 'too_large', bytes: f.size, limit });
+  } else {
+    await useText(new Uint8Array(await f.arrayBuffer()));
+  }
 }
 
 /** The box (returned, to be placed under the corpus choice by the config panel). */
@@ -64,13 +91,16 @@ export function create() {
 
 function render(values) {
   box.hidden = !(values.corpus === 'custom' && values.arch !== 'encoder_decoder');
-  box.querySelector('#custom-limit').textContent = t('data.limit', { limit: formatBytes(MAX_USER_BYTES) });
+  const limit = getEngine()?.limits.text.max_bytes;
+  box.querySelector('#custom-limit').textContent = limit ? t('data.limit', { limit: formatBytes(limit) }) : '';
   msg.textContent = t(state.key, state.vars);
 }
 
 export function mount() {
+  const again = () => runs.selectedRun() && render(runs.selectedRun().values);
   on('values', ({ values }) => render(values));
-  on('lang', () => runs.selectedRun() && render(runs.selectedRun().values));
+  on('lang', again);
+  on('engine', again);
   const text = getCustomText();
   if (text) {
     area.value = text;

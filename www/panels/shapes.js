@@ -1,7 +1,7 @@
 // Shape flow: the Transformer's dimension table made live for the current configuration and batch — input (B,T) →
 // embedding (B,T,C) → Q (B,NH,T,HS), K/V (B,NKV,T,HS) → scores (B,NH,T,T) → concat (B,T,C) → FFN up (B,T,F) →
 // down (B,T,C) → logits (B,T,V) — with the parameters of every stage. The numbers come from the engine's
-// shapeFlow (the same check as the live summary).
+// shapeFlow (the same check as the live summary); each row is coloured by its stage's kind (attention, ffn, …).
 import { $, h, fill } from '../dom.js';
 import { t, getLang } from '../i18n.js';
 import { on } from '../bus.js';
@@ -43,14 +43,6 @@ function stageName(name) {
   return prefix + (ZH[rest] ?? rest);
 }
 
-function kindOf(name) {
-  if (/cross/.test(name)) return 'cross';
-  if (/FFN/.test(name)) return 'ffn';
-  if (/\bQ\b|K, V|scores|heads|attention/.test(name)) return 'attn';
-  if (/norm/.test(name)) return 'norm';
-  return 'io';
-}
-
 let flow = null;
 
 function render() {
@@ -59,7 +51,7 @@ function render() {
   $('#shape-empty').hidden = !!flow;
   $('#shape-table').hidden = !flow;
   if (!flow) return;
-  fill(body, flow.stages.map((s) => h('tr', { class: `k-${kindOf(s.name)}` },
+  fill(body, flow.stages.map((s) => h('tr', { class: `k-${s.kind}` },
     h('th', { scope: 'row' }, stageName(s.name)),
     h('td', {}, h('span', { class: 'shape' }, `(${s.shape.join(', ')})`), h('span', { class: 'dims' }, s.dims.join(' × '))),
     h('td', { class: 'num' }, s.params ? grouped(s.params) : '·',

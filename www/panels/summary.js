@@ -70,7 +70,8 @@ function render() {
   const msg = $('#validation');
   msg.classList.toggle('bad', !verdict.ok && !verdict.pending);
   msg.classList.toggle('good', verdict.ok);
-  const runMsg = rec?.status === 'invalid' && rec.message ? (rec.message.key ? t(rec.message.key) : rec.message.text) : null;
+  const m = rec?.status === 'invalid' ? rec.message : null;
+  const runMsg = m ? (m.key ? t(m.key, m.vars) : m.text) : null;
   if (verdict.pending) fill(msg, getEngine() ? t('sum.checking') : t('app.engineStarting'));
   else if (verdict.ok && runMsg) {
     msg.classList.replace('good', 'bad');
@@ -96,9 +97,8 @@ export function mount() {
     const rec = runs.selectedRun();
     if (!rec || JSON.stringify(config) !== JSON.stringify(configFromValues(rec.values))) return;
     if (error) {
-      const field = /^invalid config: ([\w.[\]]+) = /.exec(error)?.[1] ?? null;
-      markInvalid(field);
-      set({ ok: false, pending: false, flow: null, message: error });
+      markInvalid(error.kind === 'config' ? error.field : null);
+      set({ ok: false, pending: false, flow: null, message: error.message });
     } else {
       markInvalid(null);
       set({ ok: true, pending: false, flow, message: null });
