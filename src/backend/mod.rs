@@ -408,7 +408,10 @@ impl BackendKind {
 }
 
 /// Runs `$body` with `$be` bound to the host backend of a `BackendKind`: the reference for `Reference`, the CPU
-/// backend otherwise (a gpu run's host work — generation, probes — runs on the CPU from its synced copy).
+/// backend otherwise (a gpu run's host work — generation, probes — runs on the CPU from its synced copy). The
+/// browser builds make no run on the reference, so there every kind is the CPU backend: the model's code is not
+/// compiled a second time for a backend that cannot be reached.
+#[cfg(not(target_arch = "wasm32"))]
 #[macro_export]
 macro_rules! with_host {
     ($kind:expr, |$be:ident| $body:expr) => {
@@ -423,6 +426,16 @@ macro_rules! with_host {
             }
         }
     };
+}
+
+#[cfg(target_arch = "wasm32")]
+#[macro_export]
+macro_rules! with_host {
+    ($kind:expr, |$be:ident| $body:expr) => {{
+        let _ = $kind;
+        let $be = &$crate::backend::cpu::Cpu;
+        $body
+    }};
 }
 
 /// The buffer methods of a host backend (`Host`): identical for the reference and the CPU backend, so written once.
