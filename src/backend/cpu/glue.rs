@@ -98,6 +98,17 @@ pub fn embedding_forward(out: &mut [f32], ids: &[u32], wte: &[f32], wpe: Option<
     }
 }
 
+/// dwte[ids[r]] += dx[r]; dwpe[r mod T] += dx[r], row by row in order (rows scatter into the tables, so serially),
+/// each row added as a whole slice.
+pub fn embedding_backward(dwte: &mut [f32], mut dwpe: Option<&mut [f32]>, dx: &[f32], ids: &[u32], t: usize, c: usize) {
+    for (r, d) in dx.chunks_exact(c).enumerate() {
+        dwte[ids[r] as usize * c..][..c].iter_mut().zip(d).for_each(|(a, b)| *a += b);
+        if let Some(wpe) = dwpe.as_deref_mut() {
+            wpe[(r % t) * c..][..c].iter_mut().zip(d).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
 /// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d; one piece per batch row (it owns out[bi]).
 pub fn split_heads(out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
     let one = |(bi, out): (usize, &mut [f32])| {

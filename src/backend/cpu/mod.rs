@@ -169,8 +169,7 @@ impl Backend for Cpu {
     }
 
     fn embedding_backward(&self, dwte: &mut [f32], dwpe: Option<&mut [f32]>, dx: &[f32], ids: &[u32], t: usize, c: usize) -> Result<()> {
-        // Rows scatter into the tables in order: the reference loop is already what the CPU runs.
-        ops::embedding_backward(dwte, dwpe, dx, ids, t, c);
+        glue::embedding_backward(dwte, dwpe, dx, ids, t, c);
         Ok(())
     }
 
