@@ -123,7 +123,17 @@ pub enum StageKind {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Stage {
+    /// The stage in English, for people (the CLI's JSON); a front end names it from `id`, `stack` and `per_layer`.
     pub name: String,
+    /// Which stage this is, one stable word: input_ids, token_embedding, learned_positions, sinusoidal_positions,
+    /// relative_bias_table, norm, q, kv, scores, heads_concatenated, attention_output, cross_q, cross_kv,
+    /// cross_output, ffn_up, ffn_activation, ffn_down, final_norm, logits.
+    pub id: &'static str,
+    /// The stack it belongs to in an encoder-decoder ("encoder", "decoder"); absent for gpt and bert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stack: Option<&'static str>,
+    /// How many of it each layer has (the norms: 2 to 6, by placement and cross-attention); 1 otherwise.
+    pub per_layer: usize,
     pub kind: StageKind,
     /// Symbolic shape, e.g. ["B", "NH", "T", "HS"].
     pub shape: Vec<String>,
@@ -158,15 +168,18 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
         _ => c,
     };
     let mut stages = vec![];
-    let mut st = |kind: StageKind, name: &str, shape: &[&str], dims: &[usize], params: usize, repeat: usize| {
+    // (stack, norms per layer) of the stage being added.
+    let mut at: (Option<&'static str>, usize) = (None, 1);
+    let mut st = |at: (Option<&'static str>, usize), kind: StageKind, id: &'static str, name: &str, shape: &[&str], dims: &[usize], params: usize, repeat: usize| {
         let shape = shape.iter().map(|s| s.to_string()).collect();
-        stages.push(Stage { name: name.into(), kind, shape, dims: dims.to_vec(), params, repeat });
+        let (stack, per_layer) = at;
+        stages.push(Stage { name: name.into(), id, stack, per_layer, kind, shape, dims: dims.to_vec(), params, repeat });
     };
     use StageKind as K;
-    st(K::Input, "input ids", &["B", "T"], &[b, t], 0, 1);
-    st(K::Embedding, "token embedding", &["B", "T", "C"], &[b, t, c], v * c, 1);
+    st(at, K::Input, "input_ids", "input ids", &["B", "T"], &[b, t], 0, 1);
+    st(at, K::Embedding, "token_embedding", "token embedding", &["B", "T", "C"], &[b, t, c], v * c, 1);
     let (ne, nd) = m.stack_layers();
-    let stacks: Vec<(&str, usize, bool)> = match m.arch {
+    let stacks: Vec<(&'static str, usize, bool)> = match m.arch {
         Arch::Gpt => vec![("", nd, false)],
         Arch::Bert => vec![("", ne, false)],
         Arch::EncoderDecoder => vec![("encoder ", ne, false), ("decoder ", nd, true)],
@@ -174,42 +187,44 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
     let mut fwd_flops = 0.0f64;
     let mut act_floats = 0.0f64;
     for (prefix, layers, cross) in stacks {
+        at = (prefix.strip_suffix(' ').filter(|p| !p.is_empty()), 1);
         match m.position {
-            Position::Learned => st(K::Position, &format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
-            Position::Sinusoidal => st(K::Position, &format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
-            Position::Relative { buckets, .. } => st(K::Position, &format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
+            Position::Learned => st(at, K::Position, "learned_positions", &format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
+            Position::Sinusoidal => st(at, K::Position, "sinusoidal_positions", &format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
+            Position::Relative { buckets, .. } => st(at, K::Position, "relative_bias_table", &format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
             _ => {}
         }
         let l = layers;
         let norms = (if cross { 3 } else { 2 }) * if m.norm.placement == crate::config::Placement::Sandwich { 2 } else { 1 };
-        st(K::Norm, &format!("{prefix}norm ({norms} per layer)"), &["B", "T", "C"], &[b, t, c], norms * norm_p, l);
-        st(K::Attention, &format!("{prefix}Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * nh * hs + bias(nh * hs), l);
-        st(K::Attention, &format!("{prefix}K, V"), &["B", "NKV", "T", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
-        st(K::Attention, &format!("{prefix}scores"), &["B", "NH", "T", "T"], &[b, nh, t, t], 0, l);
-        st(K::Attention, &format!("{prefix}heads concatenated"), &["B", "T", "C"], &[b, t, c], 0, l);
-        st(K::Attention, &format!("{prefix}attention output projection"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
+        st((at.0, norms), K::Norm, "norm", &format!("{prefix}norm ({norms} per layer)"), &["B", "T", "C"], &[b, t, c], norms * norm_p, l);
+        st(at, K::Attention, "q", &format!("{prefix}Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * nh * hs + bias(nh * hs), l);
+        st(at, K::Attention, "kv", &format!("{prefix}K, V"), &["B", "NKV", "T", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
+        st(at, K::Attention, "scores", &format!("{prefix}scores"), &["B", "NH", "T", "T"], &[b, nh, t, t], 0, l);
+        st(at, K::Attention, "heads_concatenated", &format!("{prefix}heads concatenated"), &["B", "T", "C"], &[b, t, c], 0, l);
+        st(at, K::Attention, "attention_output", &format!("{prefix}attention output projection"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
         let mut per_layer_mm = (nh + 2 * nkv) * hs * c + c * c;
         fwd_flops += (l * 2 * 2 * t * nh * hs) as f64; // q·k and p·v
         if cross {
-            st(K::CrossAttention, &format!("{prefix}cross-attention Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * c + bias(c), l);
-            st(K::CrossAttention, &format!("{prefix}cross-attention K, V (from encoder)"), &["B", "NKV", "S", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
-            st(K::CrossAttention, &format!("{prefix}cross-attention output"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
+            st(at, K::CrossAttention, "cross_q", &format!("{prefix}cross-attention Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * c + bias(c), l);
+            st(at, K::CrossAttention, "cross_kv", &format!("{prefix}cross-attention K, V (from encoder)"), &["B", "NKV", "S", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
+            st(at, K::CrossAttention, "cross_output", &format!("{prefix}cross-attention output"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
             per_layer_mm += 2 * c * c + 2 * nkv * hs * c;
             fwd_flops += (l * 2 * 2 * t * nh * hs) as f64;
         }
         let up = if gated { 2 * f } else { f };
-        st(K::Ffn, &format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
-        st(K::Ffn, &format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
-        st(K::Ffn, &format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
+        st(at, K::Ffn, "ffn_up", &format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
+        st(at, K::Ffn, "ffn_activation", &format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
+        st(at, K::Ffn, "ffn_down", &format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
         per_layer_mm += up * c + f * c;
         fwd_flops += (l * 2 * per_layer_mm) as f64;
         // Saved per layer: ~6 (B,T,C) tensors, q/k/v, the FFN pre/post activation.
         act_floats += (l * b * t * (6 * c + (nh + 2 * nkv) * hs + up + f)) as f64;
         if matches!(m.norm.placement, crate::config::Placement::Pre | crate::config::Placement::Sandwich) {
-            st(K::Norm, &format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
+            st(at, K::Norm, "final_norm", &format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
         }
     }
-    st(K::Head, "logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
+    at = (None, 1);
+    st(at, K::Head, "logits", "logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
     fwd_flops += (2 * v * c) as f64;
     act_floats += (3 * b * t * v) as f64;
     ShapeFlow {
@@ -257,5 +272,35 @@ mod tests {
         let words: std::collections::BTreeSet<&str> = j.as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
         let want = ["attention", "cross_attention", "embedding", "ffn", "head", "input", "norm", "position"];
         assert_eq!(words.into_iter().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn every_stage_is_named_by_a_stable_id_its_stack_and_its_count() {
+        let ids = [
+            "input_ids", "token_embedding", "learned_positions", "sinusoidal_positions", "relative_bias_table", "norm", "q", "kv",
+            "scores", "heads_concatenated", "attention_output", "cross_q", "cross_kv", "cross_output", "ffn_up", "ffn_activation",
+            "ffn_down", "final_norm", "logits",
+        ];
+        for (arch, placement) in [("gpt", "pre"), ("encoder_decoder", "sandwich")] {
+            let json = format!(
+                r#"{{"arch":"{arch}","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{{"activation":"gelu","mult":4}},"norm":{{"kind":"layernorm","placement":"{placement}"}},"position":{{"kind":"learned"}},"attention":{{"scale":"inv_sqrt_dk"}}}}"#
+            );
+            let m: ModelConfig = serde_json::from_str(&json).unwrap();
+            for s in shape_flow(&m, 12, 4, 16).stages {
+                assert!(ids.contains(&s.id), "{}: unknown id {}", s.name, s.id);
+                // The English name is the id's, after its stack.
+                match s.stack {
+                    Some(stack) => assert!(arch == "encoder_decoder" && s.name.starts_with(&format!("{stack} ")), "{}", s.name),
+                    None => assert!(arch == "gpt" || ["input_ids", "token_embedding", "logits"].contains(&s.id), "{}", s.name),
+                }
+                if s.id == "norm" {
+                    assert!(s.name.ends_with(&format!("norm ({} per layer)", s.per_layer)), "{}", s.name);
+                    let want = match (arch, s.stack) { ("gpt", _) => 2, (_, Some("encoder")) => 4, _ => 6 };
+                    assert_eq!(s.per_layer, want, "{}", s.name);
+                } else {
+                    assert_eq!(s.per_layer, 1, "{}", s.name);
+                }
+            }
+        }
     }
 }

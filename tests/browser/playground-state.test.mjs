@@ -31,7 +31,16 @@ test('the language switch changes every label and is remembered', async () => {
   await waitTrainable(page);
   assert.equal(await page.textContent('#h-config'), 'Configure');
   assert.equal(await page.textContent('label[for="opt-arch"]'), 'Architecture');
+  // The shape table names each stage from the core's stage id and count, in the page's language.
+  const stages = () => page.$$eval('#shape-table tbody th', (ths) => ths.map((th) => th.textContent));
+  await page.waitForFunction(() => document.querySelectorAll('#shape-table tbody th').length > 5);
+  const en = await stages();
+  assert.equal(en[0], 'input ids');
+  assert.ok(en.includes('norm (2 per layer)') && en.includes('FFN up'), en.join(' | '));
   await page.click('#lang');
+  const zh = await stages();
+  assert.equal(zh[0], '输入 id');
+  assert.ok(zh.includes('归一化（每层 2 个）') && zh.includes('前馈升维'), zh.join(' | '));
   assert.equal(await page.textContent('#h-config'), '配置');
   assert.equal(await page.textContent('label[for="opt-arch"]'), '架构');
   assert.equal(await page.textContent('#train span'), '训练');
