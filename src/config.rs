@@ -292,6 +292,15 @@ pub const MAX_FFN_MULT: usize = 64;
 pub const MAX_FFN_HIDDEN: usize = 65536;
 pub const MAX_BATCH_SIZE: usize = 4096;
 pub const MAX_LR: f32 = 10.0;
+/// Most optimizer steps in one run: ten million is days of training even for the smallest model, and keeps the
+/// schedule's arithmetic (`warmup + 1`, `steps − warmup`) far from overflowing.
+pub const MAX_STEPS: usize = 10_000_000;
+/// Longest warmup, the same as the longest run; a warmup longer than `steps` is allowed (the run ends before the
+/// learning rate reaches `lr`, as in PyTorch or Hugging Face), one past this is a typo.
+pub const MAX_WARMUP: usize = MAX_STEPS;
+/// Most batches per split in one evaluation: every evaluation runs `2 · eval_iters` forward passes, and PyTorch's
+/// own figure is 200; past ten thousand an evaluation outlasts the training it measures.
+pub const MAX_EVAL_ITERS: usize = 10_000;
 /// Relative-position buckets: bidirectional stacks split them in two halves, each with an exact and a log-spaced
 /// part, so at least 4, and even.
 pub const MIN_BUCKETS: usize = 4;
@@ -346,17 +355,17 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("model.dropout", fraction),
         ("model.init_std", Bound { exclusive_minimum: Some(0.0), maximum: Some(1.0), ..Bound::default() }),
         ("train.batch_size", ints(1, Some(MAX_BATCH_SIZE))),
-        ("train.steps", ints(1, None)),
+        ("train.steps", ints(1, Some(MAX_STEPS))),
         ("train.lr", Bound { exclusive_minimum: Some(0.0), maximum: Some(MAX_LR as f64), ..Bound::default() }),
         ("train.min_lr", non_negative),
-        ("train.warmup", ints(0, None)),
+        ("train.warmup", ints(0, Some(MAX_WARMUP))),
         ("train.betas[0]", fraction),
         ("train.betas[1]", fraction),
         ("train.eps", positive),
         ("train.weight_decay", non_negative),
         ("train.grad_clip", non_negative),
         ("train.eval_interval", ints(1, None)),
-        ("train.eval_iters", ints(1, None)),
+        ("train.eval_iters", ints(1, Some(MAX_EVAL_ITERS))),
         ("data.digits", ints(1, Some(MAX_DIGITS))),
         ("seed", ints(0, None)),
     ]
@@ -386,6 +395,12 @@ impl Config {
         if t.steps == 0 {
             return Err(bad("train.steps", 0, "must be at least 1"));
         }
+        if t.steps > MAX_STEPS {
+            return Err(bad("train.steps", t.steps, &format!("must be in 1..={MAX_STEPS}")));
+        }
+        if t.warmup > MAX_WARMUP {
+            return Err(bad("train.warmup", t.warmup, &format!("must be in 0..={MAX_WARMUP}")));
+        }
         if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= MAX_LR) {
             return Err(bad("train.lr", t.lr, &format!("must be a number in (0, {MAX_LR}]")));
         }
@@ -411,6 +426,10 @@ impl Config {
         }
         if t.eval_iters == 0 {
             return Err(bad("train.eval_iters", 0, "must be at least 1"));
+        }
+        if t.eval_iters > MAX_EVAL_ITERS {
+            let rule = format!("must be in 1..={MAX_EVAL_ITERS} (each evaluation runs eval_iters batches of each split)");
+            return Err(bad("train.eval_iters", t.eval_iters, &rule));
         }
         let a = self.model.arch;
         match (a, self.data.task) {

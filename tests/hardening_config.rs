@@ -1,0 +1,84 @@
+//! Issue 20, config findings: values that `validate()` used to accept and that then hung the run (eval_iters),
+//! overflowed the schedule (warmup), destroyed the weights (weight_decay) or meant nothing (eps, alpha, beta,
+//! grad_clip, steps). Each is refused naming the field, the value and the range; each range is exported by
+//! `config::bounds()`; and every shipped config stays valid.
+
+use serde_json::{json, Value};
+use transformer_playground::config::{bounds, Bound};
+use transformer_playground::{Config, Error};
+
+const BASE: &str = r#"{ "model": { "arch": "gpt", "d_model": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 16,
+  "ffn": { "activation": "gelu", "mult": 4 }, "norm": { "kind": "layernorm", "placement": "deepnorm" },
+  "position": { "kind": "learned" }, "attention": { "scale": "inv_sqrt_dk" } },
+  "train": { "batch_size": 4, "steps": 10, "lr": 0.001 }, "seed": 1 }"#;
+
+/// BASE with `section.key` (and any further pairs) set.
+fn with(pairs: &[(&str, &str, Value)]) -> String {
+    let mut v: Value = serde_json::from_str(BASE).unwrap();
+    for (section, key, x) in pairs {
+        match section.split_once('.') {
+            Some((a, b)) => v[a][b][key] = x.clone(),
+            None => v[section][key] = x.clone(),
+        }
+    }
+    v.to_string()
+}
+
+/// The config error for `json`, as (field, value, rule); panics when the config is accepted.
+fn refused(json: &str) -> (String, String, String) {
+    match Config::from_json(json) {
+        Err(Error::Config { field, value, rule }) => (field, value, rule),
+        other => panic!("should be refused with a config error, got {other:?}\n{json}"),
+    }
+}
+
+fn bound(field: &str) -> Bound {
+    bounds().into_iter().find(|(f, _)| *f == field).unwrap_or_else(|| panic!("{field} not exported")).1
+}
+
+#[test]
+fn a_billion_eval_iters_is_refused_naming_the_field_value_and_range() {
+    let (field, value, rule) = refused(&with(&[("train", "eval_iters", json!(1_000_000_000u64))]));
+    assert_eq!((field.as_str(), value.as_str()), ("train.eval_iters", "1000000000"));
+    assert!(rule.contains("1..=10000"), "{rule}");
+    Config::from_json(&with(&[("train", "eval_iters", json!(10_000))])).expect("the maximum is allowed");
+    assert_eq!(bound("train.eval_iters").maximum, Some(10_000.0));
+}
+
+#[test]
+fn a_warmup_that_overflows_the_schedule_is_refused_and_every_allowed_one_gives_a_finite_lr() {
+    let (field, value, rule) = refused(&with(&[("train", "warmup", json!(u64::MAX))]));
+    assert_eq!((field.as_str(), value.as_str()), ("train.warmup", "18446744073709551615"));
+    assert!(rule.contains("0..=10000000"), "{rule}");
+    assert_eq!(bound("train.warmup").maximum, Some(10_000_000.0));
+    // The largest warmup, longer than the run (allowed: the run ends before lr reaches train.lr), keeps lr finite.
+    let cfg = Config::from_json(&with(&[("train", "warmup", json!(10_000_000))])).expect("the maximum is allowed");
+    for it in [0, 1, 9, 9_999_999, 10_000_000, 20_000_000] {
+        let lr = transformer_playground::train::lr_at(&cfg.train, it);
+        assert!(lr.is_finite() && lr >= cfg.train.min_lr && lr <= cfg.train.lr, "lr_at({it}) = {lr}");
+    }
+}
+
+#[test]
+fn steps_past_ten_million_are_refused_naming_the_field_value_and_range() {
+    let (field, value, rule) = refused(&with(&[("train", "steps", json!(u64::MAX))]));
+    assert_eq!((field.as_str(), value.as_str()), ("train.steps", "18446744073709551615"));
+    assert!(rule.contains("1..=10000000"), "{rule}");
+    assert_eq!(bound("train.steps").maximum, Some(10_000_000.0));
+    Config::from_json(&with(&[("train", "steps", json!(10_000_000))])).expect("the maximum is allowed");
+}
+
+#[test]
+fn every_shipped_config_is_still_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} configs");
+}
