@@ -301,6 +301,9 @@ pub const MAX_WARMUP: usize = MAX_STEPS;
 /// Most batches per split in one evaluation: every evaluation runs `2 · eval_iters` forward passes, and PyTorch's
 /// own figure is 200; past ten thousand an evaluation outlasts the training it measures.
 pub const MAX_EVAL_ITERS: usize = 10_000;
+/// Largest AdamW weight decay: common values are 0–0.1, grokking runs use up to 1–5. The rule that matters is
+/// `lr · weight_decay < 1` (checked beside it): the decoupled step scales weights by `1 − lr·wd`.
+pub const MAX_WEIGHT_DECAY: f32 = 10.0;
 /// Relative-position buckets: bidirectional stacks split them in two halves, each with an exact and a log-spaced
 /// part, so at least 4, and even.
 pub const MIN_BUCKETS: usize = 4;
@@ -362,7 +365,7 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("train.betas[0]", fraction),
         ("train.betas[1]", fraction),
         ("train.eps", positive),
-        ("train.weight_decay", non_negative),
+        ("train.weight_decay", Bound { minimum: Some(0.0), maximum: Some(MAX_WEIGHT_DECAY as f64), ..Bound::default() }),
         ("train.grad_clip", non_negative),
         ("train.eval_interval", ints(1, None)),
         ("train.eval_iters", ints(1, Some(MAX_EVAL_ITERS))),
@@ -415,8 +418,19 @@ impl Config {
         if !(t.eps.is_finite() && t.eps > 0.0) {
             return Err(bad("train.eps", t.eps, "must be positive"));
         }
-        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return Err(bad("train.weight_decay", t.weight_decay, "must be >= 0"));
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0 && t.weight_decay <= MAX_WEIGHT_DECAY) {
+            let rule = format!("must be >= 0 and at most {MAX_WEIGHT_DECAY} (range [0, {MAX_WEIGHT_DECAY}])");
+            return Err(bad("train.weight_decay", t.weight_decay, &rule));
+        }
+        // AdamW's decoupled decay p ← p(1 − lr·wd) runs at the schedule's lr, never above train.lr.
+        let decay = t.lr as f64 * t.weight_decay as f64;
+        if decay >= 1.0 {
+            let rule = format!(
+                "train.lr · train.weight_decay must be < 1, here {} · {} = {decay:.3} (each step scales the weights by \
+                 1 − lr·weight_decay: at 1 that zeroes them, past 1 it flips their sign)",
+                t.lr, t.weight_decay
+            );
+            return Err(bad("train.weight_decay", t.weight_decay, &rule));
         }
         if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
             return Err(bad("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)"));

@@ -69,6 +69,27 @@ fn steps_past_ten_million_are_refused_naming_the_field_value_and_range() {
 }
 
 #[test]
+fn a_huge_weight_decay_is_refused_naming_the_field_value_and_range() {
+    let (field, value, rule) = refused(&with(&[("train", "weight_decay", json!(1e19))]));
+    assert_eq!(field, "train.weight_decay");
+    assert_eq!(value, 1e19f32.to_string());
+    assert!(rule.contains("[0, 10]"), "{rule}");
+    assert_eq!(bound("train.weight_decay").maximum, Some(10.0));
+    Config::from_json(&with(&[("train", "weight_decay", json!(10.0))])).expect("10 with lr 1e-3 is allowed");
+}
+
+#[test]
+fn a_weight_decay_whose_product_with_lr_reaches_one_is_refused_because_the_decay_overshoots_zero() {
+    // p ← p(1 − lr·wd): at lr·wd = 1 every decayed weight is zeroed each step, past it flips sign.
+    let (field, value, rule) = refused(&with(&[("train", "lr", json!(0.5)), ("train", "weight_decay", json!(2.0))]));
+    assert_eq!((field.as_str(), value.as_str()), ("train.weight_decay", "2"));
+    assert!(rule.contains("train.lr") && rule.contains("< 1"), "{rule}");
+    let (field, ..) = refused(&with(&[("train", "lr", json!(10.0)), ("train", "weight_decay", json!(0.5))]));
+    assert_eq!(field, "train.weight_decay");
+    Config::from_json(&with(&[("train", "lr", json!(0.5)), ("train", "weight_decay", json!(1.5))])).expect("0.75 < 1");
+}
+
+#[test]
 fn every_shipped_config_is_still_valid() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
     let mut n = 0;
