@@ -20,7 +20,9 @@ use crate::model::{Layout, Model, TensorInfo};
 use crate::train::OptState;
 use safetensors::tensor::{SafeTensorError, TensorView};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
 
 /// The value of the `format` metadata key.
 pub const FORMAT: &str = "transformer-playground";
@@ -147,6 +149,11 @@ pub fn save(cfg: &Config, tok: &Tokenizer, step: usize, model: &Model, opt: Opti
 /// that vocabulary; the optimizer state being all there or absent; every tensor name (missing, then unexpected);
 /// each tensor's dtype, shape and values.
 pub fn load(bytes: &[u8]) -> Result<Checkpoint> {
+    if let Some(what) = repeated_name(bytes) {
+        return Err(bad(format!(
+            "corrupt safetensors header: {what} is listed twice (a reader would silently keep only the last entry)"
+        )));
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| container_error(bytes, e))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| container_error(bytes, e))?;
     let tensors: HashMap<String, TensorView> = st.tensors().into_iter().collect();
@@ -422,15 +429,84 @@ fn container_error(bytes: &[u8], e: SafeTensorError) -> Error {
     bad(msg)
 }
 
+/// The header's bytes, when the file is long enough to hold the length it declares.
+fn raw_header(bytes: &[u8]) -> Option<&[u8]> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    bytes.get(8..8usize.checked_add(n)?)
+}
+
 /// The end of the tensor data that a (well-formed JSON) header describes, from the largest `data_offsets` end.
 fn data_extent(bytes: &[u8]) -> Option<usize> {
-    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
-    let header = bytes.get(8..8usize.checked_add(n)?)?;
-    let v: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(raw_header(bytes)?).ok()?;
     v.as_object()?
         .iter()
         .filter(|(k, _)| k.as_str() != "__metadata__")
         .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
         .map(|e| usize::try_from(e).ok())
         .try_fold(0usize, |m, e| e.map(|e| m.max(e)))
+}
+
+/// The first name the header lists twice: a tensor ("tensor wte") or a metadata key ("metadata key \"step\""). JSON
+/// parsers, the safetensors crate's included, keep the last entry of a repeated key and drop the others silently, so
+/// this reads the raw header. `None` also when the header is not JSON (the container check says why).
+fn repeated_name(bytes: &[u8]) -> Option<String> {
+    serde_json::from_slice::<RepeatedKey>(raw_header(bytes)?).ok()?.0
+}
+
+/// The first key a JSON object repeats, read without building the object. The header's `__metadata__` object is
+/// checked the same way, one level down; other values are skipped.
+struct RepeatedKey(Option<String>);
+
+impl<'de> Deserialize<'de> for RepeatedKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(KeysVisitor { top: true })
+    }
+}
+
+struct KeysVisitor {
+    /// The header itself (its keys are tensor names), not its metadata.
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for KeysVisitor {
+    type Value = RepeatedKey;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    /// No metadata (`"__metadata__": null`).
+    fn visit_unit<E>(self) -> std::result::Result<RepeatedKey, E> {
+        Ok(RepeatedKey(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<RepeatedKey, A::Error> {
+        let mut seen = HashSet::new();
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let inner = if self.top && key == "__metadata__" {
+                map.next_value_seed(KeysVisitor { top: false })?.0
+            } else {
+                map.next_value::<IgnoredAny>().map(|_| None)?
+            };
+            let what = || match (self.top, key.as_str()) {
+                (true, "__metadata__") => "the metadata".to_string(),
+                (true, name) => format!("tensor {name}"),
+                (false, k) => format!("metadata key {k:?}"),
+            };
+            if found.is_none() {
+                found = if seen.contains(&key) { Some(what()) } else { inner };
+            }
+            seen.insert(key);
+        }
+        Ok(RepeatedKey(found))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeysVisitor {
+    type Value = RepeatedKey;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<RepeatedKey, D::Error> {
+        d.deserialize_any(self)
+    }
 }

@@ -1,0 +1,112 @@
+//! Issue 20's checkpoint and tokenizer findings: a header that names a tensor twice, a tokenizer with specials its
+//! architecture does not use, a corpus whose literal "[MASK]" became the special token, and refusals that counted
+//! one thing and named another (or named the wrong tensor, or none).
+
+use safetensors::tensor::TensorView;
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use transformer_playground::checkpoint::{load, save};
+use transformer_playground::config::Config;
+use transformer_playground::data::Tokenizer;
+use transformer_playground::model::Model;
+
+fn config_json(arch: &str) -> String {
+    format!(
+        r#"{{"model": {{"arch": "{arch}", "d_model": 16, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 8,
+            "ffn": {{"activation": "gelu", "mult": 2}}, "norm": {{"kind": "layernorm", "placement": "pre"}},
+            "position": {{"kind": "learned"}}, "attention": {{"scale": "inv_sqrt_dk"}}}},
+            "train": {{"batch_size": 2, "steps": 5, "lr": 0.01, "min_lr": 0.001, "warmup": 2,
+            "betas": [0.9, 0.95], "weight_decay": 0.1, "grad_clip": 1.0}}, "seed": 1}}"#
+    )
+}
+
+fn config(arch: &str) -> Config {
+    Config::from_json(&config_json(arch)).unwrap()
+}
+
+/// A checkpoint of a fresh model of `arch` with the vocabulary of `text`.
+fn saved(arch: &str, text: &str) -> Vec<u8> {
+    let cfg = config(arch);
+    let tok = Tokenizer::for_text(text, cfg.model.arch).unwrap();
+    let model = Model::new(&cfg.model, tok.vocab_size(), 3);
+    save(&cfg, &tok, 42, &model, None).unwrap()
+}
+
+/// The message `load` refuses these bytes with.
+fn refusal(bytes: &[u8]) -> String {
+    match load(bytes) {
+        Ok(_) => panic!("load accepted bytes it should refuse"),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.starts_with("bad checkpoint: "), "not a checkpoint error: {msg}");
+            msg
+        }
+    }
+}
+
+fn assert_mentions(msg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(msg.contains(p), "message {msg:?} does not mention {p:?}");
+    }
+}
+
+/// The header of a safetensors file as text (with its padding), and the data after it.
+fn split(bytes: &[u8]) -> (String, &[u8]) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    (String::from_utf8(bytes[8..8 + n].to_vec()).unwrap(), &bytes[8 + n..])
+}
+
+/// A safetensors file from a header text and data, the header padded to 8 bytes.
+fn join(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = header.trim_end().to_string();
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The file with the metadata rewritten by `edit` (tensors unchanged).
+fn with_metadata(bytes: &[u8], edit: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
+    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap_or_default();
+    edit(&mut meta);
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let views: Vec<(String, TensorView)> = st.tensors();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// 1. A name listed twice in the header
+
+/// The header's entry for `name`, as text: `"name":{...}`.
+fn entry(header: &str, name: &str) -> String {
+    let key = format!("\"{name}\":{{");
+    let at = header.find(&key).unwrap_or_else(|| panic!("no entry {name}"));
+    let end = at + header[at..].find('}').unwrap() + 1;
+    header[at..end].to_string()
+}
+
+#[test]
+fn a_header_that_lists_a_tensor_twice_is_refused_naming_the_tensor() {
+    let bytes = saved("gpt", "To be, or not to be: that is the question.");
+    let (header, data) = split(&bytes);
+    // The same entry again: the offsets still tile the data, so only the repetition is wrong.
+    let twice = entry(&header, "ln_f.bias");
+    let forged = join(&format!("{},{twice}}}", header.trim_end().strip_suffix('}').unwrap()), data);
+    assert_mentions(&refusal(&forged), &["tensor ln_f.bias", "twice"]);
+    // Listed first with other offsets (those of a tensor of the same shape), the real entry last.
+    let other = entry(&header, "ln_f.weight").replacen("ln_f.weight", "ln_f.bias", 1);
+    let forged = join(&header.replacen("{\"__metadata__\"", &format!("{{{other},\"__metadata__\""), 1), data);
+    assert_mentions(&refusal(&forged), &["tensor ln_f.bias", "twice"]);
+}
+
+#[test]
+fn a_header_that_lists_a_metadata_key_twice_is_refused_naming_the_key() {
+    let bytes = saved("gpt", "To be, or not to be: that is the question.");
+    let (header, data) = split(&bytes);
+    let forged = join(&header.replacen("{\"__metadata__\":{", "{\"__metadata__\":{\"step\":\"7\",", 1), data);
+    assert_mentions(&refusal(&forged), &["metadata key \"step\"", "twice"]);
+}
