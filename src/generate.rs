@@ -10,6 +10,7 @@ use crate::model::infer::Decoder;
 use crate::model::{Batch, Model};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -32,18 +33,30 @@ impl Default for SampleOptions {
 
 impl SampleOptions {
     pub fn validate(&self) -> Result<()> {
+        match self.problem() {
+            Some((field, value, rule)) => Err(Error::Invalid(format!("{field} = {value}: {rule}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The first option that breaks its rule, as (field, value, rule), for callers that name the field their own
+    /// way (the command line's `--temperature`).
+    pub fn problem(&self) -> Option<(&'static str, String, String)> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::Invalid(format!("temperature = {}: must be >= 0", self.temperature)));
+            return Some(("temperature", self.temperature.to_string(), "must be >= 0".into()));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Invalid(format!("top_p = {}: must be in (0, 1]", self.top_p)));
+            return Some(("top_p", self.top_p.to_string(), "must be in (0, 1]".into()));
         }
-        if self.max_tokens > 100_000 {
-            return Err(Error::Invalid(format!("max_tokens = {}: must be at most 100000", self.max_tokens)));
+        if self.max_tokens > MAX_TOKENS {
+            return Some(("max_tokens", self.max_tokens.to_string(), format!("must be at most {MAX_TOKENS}")));
         }
-        Ok(())
+        None
     }
 }
+
+/// Most tokens one call may generate.
+pub const MAX_TOKENS: usize = 100_000;
 
 /// Softmax of logits / temperature.
 pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
@@ -54,8 +67,12 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     e.iter().map(|&x| (x / s) as f32).collect()
 }
 
-/// Picks the next token from one row of logits.
+/// Picks the next token from one row of logits. Callers pass only the ids that may be emitted (the characters);
+/// an empty row has nothing to pick and gives 0, so check for one first (`emittable`).
 pub fn sample_next(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
+    if logits.is_empty() {
+        return 0;
+    }
     if o.temperature == 0.0 {
         return argmax(logits);
     }
@@ -73,7 +90,7 @@ pub fn sample_next(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
             }
         }
     }
-    let kept = &order[..keep];
+    let kept = &order[..keep.max(1)];
     let total: f64 = kept.iter().map(|&i| p[i] as f64).sum();
     let mut r = rng.uniform() * total;
     for &i in kept {
@@ -82,7 +99,16 @@ pub fn sample_next(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
             return i as u32;
         }
     }
-    kept[keep - 1] as u32
+    kept[kept.len() - 1] as u32
+}
+
+/// How many leading ids of a vocabulary of `v` may be emitted: the tokenizer's characters (special tokens follow
+/// them and are never emitted); an error when there is none.
+fn emittable(tok: &Tokenizer, v: usize) -> Result<usize> {
+    match tok.chars.len().min(v) {
+        0 => Err(Error::Invalid("the model's vocabulary has no character to emit (only special tokens)".into())),
+        n => Ok(n),
+    }
 }
 
 pub fn argmax(x: &[f32]) -> u32 {
@@ -125,6 +151,16 @@ pub fn generate_with<H: Host>(
     mut on_text: impl FnMut(&str),
     exec: Exec,
 ) -> Result<String> {
+    generate_until(model, be, tok, prompt, o, |s| {
+        on_text(s);
+        ControlFlow::Continue(())
+    }, exec)
+}
+
+/// Checks everything `generate` would refuse — the model, the options, the prompt, a vocabulary with something to
+/// emit — and returns the prompt's ids, without running the model. A caller that shows the prompt before the
+/// continuation checks first, so a refused prompt shows nothing.
+pub fn check_prompt(model: &Model, tok: &Tokenizer, prompt: &str, o: &SampleOptions) -> Result<Vec<u32>> {
     if model.cfg.arch != Arch::Gpt {
         return Err(Error::Invalid("text generation needs a gpt model; use fill-mask for bert and decode for encoder_decoder".into()));
     }
@@ -133,21 +169,41 @@ pub fn generate_with<H: Host>(
     if ids.is_empty() {
         ids = tok.encode("\n").map_err(|_| Error::Invalid("the prompt is empty".into()))?;
     }
+    emittable(tok, model.vocab())?;
+    Ok(ids)
+}
+
+/// `generate_with`, stopping early when `on_text` breaks (the command line's reader has gone away); returns the
+/// text generated until then.
+pub fn generate_until<H: Host>(
+    model: &Model,
+    be: &H,
+    tok: &Tokenizer,
+    prompt: &str,
+    o: &SampleOptions,
+    mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+    exec: Exec,
+) -> Result<String> {
+    let mut ids = check_prompt(model, tok, prompt, o)?;
     let ctx = model.cfg.ctx_len;
     let start = ids.len().saturating_sub(ctx);
     let mut dec = Decoder::new(model, be);
     let mut logits = vec![];
     exec(&mut || logits = dec.feed(&ids[start..]));
     let v = model.vocab();
+    let n_chars = emittable(tok, v)?;
     let mut rng = Rng::new(o.seed);
     let mut out = String::new();
     for _ in 0..o.max_tokens {
-        let last = &logits[logits.len() - v..];
+        // Special tokens are never emitted.
+        let last = &logits[logits.len() - v..][..n_chars];
         let next = sample_next(last, o, &mut rng);
         ids.push(next);
         let piece = tok.token(next);
-        on_text(&piece);
         out.push_str(&piece);
+        if on_text(&piece).is_break() {
+            break;
+        }
         if dec.len >= ctx {
             dec.reset();
             let keep = (ctx / 2).max(1);
@@ -210,6 +266,7 @@ pub fn decode<H: Host>(model: &Model, be: &H, tok: &Tokenizer, src: &str, o: &Sa
         return Err(Error::Invalid(format!("the input must have 1..={} tokens, got {}", model.cfg.ctx_len, ids.len())));
     }
     let bos = tok.special(crate::data::BOS).ok_or_else(|| Error::Invalid("the tokenizer has no [BOS] token".into()))?;
+    let n_chars = emittable(tok, model.vocab())?;
     let mut dec = Decoder::with_source(model, be, &ids);
     let mut rng = Rng::new(o.seed);
     let mut logits = dec.feed(&[bos]);
@@ -217,7 +274,7 @@ pub fn decode<H: Host>(model: &Model, be: &H, tok: &Tokenizer, src: &str, o: &Sa
     let n = o.max_tokens.min(model.cfg.ctx_len);
     for i in 0..n {
         // Special tokens are never emitted.
-        let next = sample_next(&logits[..tok.chars.len()], o, &mut rng);
+        let next = sample_next(&logits[..n_chars], o, &mut rng);
         out.push(next);
         if i + 1 < n {
             logits = dec.feed(&[next]);
