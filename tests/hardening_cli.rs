@@ -14,7 +14,6 @@ fn tp(args: &[&str]) -> (bool, String, String) {
 }
 
 /// Runs tp with its stdout a pipe whose reader has already gone (as after `| head -c 0`): (exit code, stderr).
-#[allow(dead_code)]
 fn tp_into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tp"))
         .args(args)
@@ -52,7 +51,6 @@ fn tiny(arch: &str, extra: &str) -> String {
 }
 
 /// A trained tiny gpt checkpoint, made once per test binary run and shared.
-#[allow(dead_code)]
 fn gpt_checkpoint() -> String {
     static CK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CK.get_or_init(|| {
@@ -79,6 +77,37 @@ fn encoder_decoder_checkpoint() -> String {
 
 fn assert_no_panic(err: &str) {
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+}
+
+// 1. A reader that goes away.
+
+#[test]
+fn logits_into_a_closed_pipe_exits_quietly() {
+    let ck = gpt_checkpoint();
+    let (code, err) = tp_into_closed_pipe(&["logits", "--checkpoint", &ck, "--text", "To be"]);
+    assert_no_panic(&err);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn sample_into_a_closed_pipe_exits_quietly() {
+    let ck = gpt_checkpoint();
+    let (code, err) = tp_into_closed_pipe(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "50"]);
+    assert_no_panic(&err);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn train_into_a_closed_pipe_keeps_training_and_writes_its_checkpoint() {
+    let cfg = write("gpt-pipe.json", &tiny("gpt", ""));
+    let ck = tmp("gpt-pipe.safetensors");
+    let (code, err) =
+        tp_into_closed_pipe(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--log-every", "1", "--sample-tokens", "10"]);
+    assert_no_panic(&err);
+    assert_eq!(code, Some(0), "{err}");
+    let bytes = std::fs::read(&ck).expect("the checkpoint was written");
+    let loaded = transformer_playground::checkpoint::load(&bytes).unwrap();
+    assert_eq!(loaded.step, 4, "all the steps ran");
 }
 
 // 2. A vocabulary with nothing to emit.
@@ -123,4 +152,57 @@ fn a_trained_encoder_decoder_still_decodes_only_characters() {
         assert!(ok, "{err}");
         assert!(!out.contains("[BOS]") && out.trim().chars().count() == 3, "{out:?}");
     }
+}
+
+// 3. Messages that name the option and the rule.
+
+#[test]
+fn logits_names_which_text_is_too_long() {
+    let ck = encoder_decoder_checkpoint();
+    let long = "1".repeat(40);
+    let (ok, _, err) = tp(&["logits", "--checkpoint", &ck, "--text", "12", "--source", &long]);
+    assert!(!ok && err.contains("--source") && err.contains("1..=16") && err.contains("40"), "{err}");
+    let (ok, _, err) = tp(&["logits", "--checkpoint", &ck, "--text", &long, "--source", "12"]);
+    assert!(!ok && err.contains("--text") && !err.contains("--source") && err.contains("1..=16"), "{err}");
+}
+
+#[test]
+fn sample_tokens_errors_name_the_option_and_come_before_training() {
+    let cfg = write("gpt-st.json", &tiny("gpt", ""));
+    let ck = tmp("gpt-st.safetensors");
+    let (ok, out, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--sample-tokens", "100001"]);
+    assert!(!ok && out.is_empty(), "nothing trained: {out}");
+    assert!(err.contains("--sample-tokens = 100001") && err.contains("at most 100000") && !err.contains("max_tokens"), "{err}");
+    assert!(!err.contains("training on"), "refused before training: {err}");
+    assert!(!std::path::Path::new(&ck).exists());
+}
+
+#[test]
+fn an_out_path_in_a_missing_folder_is_refused_before_training() {
+    let cfg = write("gpt-out.json", &tiny("gpt", ""));
+    let (ok, out, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", "/nonexistent-dir/x.safetensors"]);
+    assert!(!ok && out.is_empty() && err.contains("--out") && !err.contains("training on"), "{err}");
+}
+
+#[test]
+fn negative_numbers_reach_validation_which_names_the_option() {
+    let ck = gpt_checkpoint();
+    let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--temperature", "-1"]);
+    assert!(!ok && out.is_empty());
+    assert!(err.contains("--temperature = -1") && err.contains(">= 0") && !err.contains("unexpected argument"), "{err}");
+    let (ok, _, err) = tp(&["sample", "--checkpoint", &ck, "--top-p", "-0.5"]);
+    assert!(!ok && err.contains("--top-p = -0.5") && err.contains("(0, 1]"), "{err}");
+    let (ok, _, err) = tp(&["sample", "--checkpoint", &ck, "--tokens", "100001"]);
+    assert!(!ok && err.contains("--tokens = 100001") && !err.contains("max_tokens"), "{err}");
+    let t5 = encoder_decoder_checkpoint();
+    let (ok, _, err) = tp(&["decode", "--checkpoint", &t5, "--input", "12", "--temperature", "-1"]);
+    assert!(!ok && err.contains("--temperature = -1"), "{err}");
+}
+
+#[test]
+fn sample_refuses_an_unknown_character_before_printing_anything() {
+    let ck = gpt_checkpoint();
+    let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO\u{263A}", "--tokens", "5"]);
+    assert!(!ok && out.is_empty(), "{out:?}");
+    assert!(err.contains("not in the model's vocabulary"), "{err}");
 }

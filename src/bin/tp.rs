@@ -8,6 +8,7 @@
 
 use clap::{Parser, Subcommand};
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
@@ -57,11 +58,11 @@ enum Cmd {
         prompt: String,
         #[arg(long, default_value_t = 200)]
         tokens: usize,
-        #[arg(long, default_value_t = 0.8)]
+        #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         top_k: usize,
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         top_p: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -85,7 +86,7 @@ enum Cmd {
         input: String,
         #[arg(long)]
         tokens: Option<usize>,
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -128,6 +129,73 @@ fn read_config(path: &str) -> Result<Config> {
 fn read_checkpoint(path: &str) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
     checkpoint::load(&bytes)
+}
+
+/// Results on stdout. A reader that goes away (`tp … | head -c 1`) is no error: printing stops quietly and the
+/// command goes on with what it must still do (train still writes --out). Any other write error stops printing too
+/// and is reported at the end (`finish`), after that work.
+struct Out {
+    /// No more printing: the reader is gone, or writing failed.
+    closed: bool,
+    /// The first write error that was not a closed pipe.
+    error: Option<std::io::Error>,
+}
+
+impl Out {
+    fn new() -> Out {
+        Out { closed: false, error: None }
+    }
+
+    /// Writes and flushes `s`; false once stdout takes no more.
+    fn print(&mut self, s: &str) -> bool {
+        use std::io::Write;
+        if self.closed {
+            return false;
+        }
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
+            self.closed = true;
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                self.error = Some(e);
+            }
+        }
+        !self.closed
+    }
+
+    fn line(&mut self, s: impl std::fmt::Display) -> bool {
+        self.print(&format!("{s}\n"))
+    }
+
+    fn finish(self) -> Result<()> {
+        self.error.map_or(Ok(()), |e| Err(Error::Io(format!("stdout: {e}"))))
+    }
+}
+
+/// `o.validate()`, naming the command line's options; `tokens` is the option that sets max_tokens.
+fn check_options(o: &SampleOptions, tokens: &str) -> Result<()> {
+    match o.problem() {
+        Some((field, value, rule)) => {
+            let option = match field {
+                "max_tokens" => tokens,
+                "top_p" => "--top-p",
+                "top_k" => "--top-k",
+                "seed" => "--seed",
+                _ => "--temperature",
+            };
+            Err(Error::Invalid(format!("{option} = {value}: {rule}")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Refuses an --out whose folder does not exist, before any work is done that would be lost.
+fn check_out(out: Option<&str>) -> Result<()> {
+    let Some(path) = out else { return Ok(()) };
+    let parent = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty());
+    match parent {
+        Some(dir) if !dir.is_dir() => Err(Error::Invalid(format!("--out = {path}: the folder {} does not exist", dir.display()))),
+        _ => Ok(()),
+    }
 }
 
 fn json_f32(x: f32) -> serde_json::Value {
@@ -197,6 +265,9 @@ fn demo_on<H: Host>(be: &H, run: &Run, tokens: usize) -> Result<serde_json::Valu
 }
 
 fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, out: Option<&str>, log_every: usize, sample_tokens: usize) -> Result<()> {
+    // Every option is checked before training, so no run ends in a refusal that loses its work.
+    check_options(&SampleOptions { max_tokens: sample_tokens, ..Default::default() }, "--sample-tokens")?;
+    check_out(out)?;
     let mut cfg = read_config(config)?;
     if let Some(s) = steps {
         cfg.train.steps = s;
@@ -207,6 +278,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     eprintln!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
+    let mut stdout = Out::new();
     for step in 0..=total {
         let eval = step % run.cfg.train.eval_interval == 0 || step == total;
         let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
@@ -215,7 +287,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
                 "step": step, "val_loss": val_loss.map(json_f32), "elapsed_s": t0.elapsed().as_secs_f32(),
                 "backend": run.backend_name(),
             });
-            println!("{line}");
+            stdout.line(line);
             break;
         }
         let t = Instant::now();
@@ -238,18 +310,19 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
                 "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
                 "grad_norm": json_f32(r.grad_norm), "ms": (ms * 100.0).round() / 100.0,
             });
-            println!("{line}");
+            stdout.line(line);
         }
     }
-    if sample_tokens > 0 {
-        sync(&mut run);
-        println!("{}", demo(&run, sample_tokens)?);
-    }
+    // The checkpoint first: nothing after training may lose it.
     if let Some(path) = out {
         save(&mut run, path)?;
         eprintln!("saved {path}");
     }
-    Ok(())
+    if sample_tokens > 0 && !stdout.closed {
+        sync(&mut run);
+        stdout.line(demo(&run, sample_tokens)?);
+    }
+    stdout.finish()
 }
 
 fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: usize) -> Result<()> {
@@ -272,9 +345,10 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let threads = rayon::current_num_threads();
     debug_assert!(rayon::current_thread_index().is_some(), "bench runs inside the pool");
     let ran_on = run.backend_name();
-    println!("{}", serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
-    println!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3);
-    Ok(())
+    let mut stdout = Out::new();
+    stdout.line(serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
+    stdout.line(format!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3));
+    stdout.finish()
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -286,39 +360,48 @@ fn run(cli: Cli) -> Result<()> {
             let ck = read_checkpoint(&checkpoint)?;
             let o = SampleOptions { max_tokens: tokens, temperature, top_k, top_p, seed };
             let kind = BackendKind::parse(&backend)?;
+            check_options(&o, "--tokens")?;
+            // Everything generation would refuse is refused before the prompt is shown.
+            generate::check_prompt(&ck.model, &ck.tokenizer, &prompt, &o)?;
             if kind == BackendKind::Gpu {
                 eprintln!("notice: generation runs on the cpu backend (the gpu backend trains)");
             }
-            use std::io::Write;
-            print!("{prompt}");
-            let on_text = |s: &str| {
-                print!("{s}");
-                let _ = std::io::stdout().flush();
-            };
-            transformer_playground::with_host!(kind, |be| generate::generate(&ck.model, be, &ck.tokenizer, &prompt, &o, on_text))?;
-            println!();
-            Ok(())
+            let mut stdout = Out::new();
+            if stdout.print(&prompt) {
+                let on_text = |s: &str| if stdout.print(s) { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
+                transformer_playground::with_host!(kind, |be| generate::generate_until(&ck.model, be, &ck.tokenizer, &prompt, &o, on_text, &|feed| feed()))?;
+                stdout.line("");
+            }
+            stdout.finish()
         }
         Cmd::FillMask { checkpoint, text, top_k } => {
             let ck = read_checkpoint(&checkpoint)?;
             let fills = generate::fill_mask(&ck.model, &Cpu, &ck.tokenizer, &text, top_k)?;
-            println!("{}", serde_json::to_string(&fills).expect("serializes"));
-            Ok(())
+            let json = serde_json::to_string(&fills).map_err(|e| Error::Invalid(format!("fills as JSON: {e}")))?;
+            let mut stdout = Out::new();
+            stdout.line(json);
+            stdout.finish()
         }
         Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
             let ck = read_checkpoint(&checkpoint)?;
             let n = tokens.unwrap_or_else(|| ck.config.data.task.lengths(ck.config.data.digits).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
-            println!("{}", generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?);
-            Ok(())
+            check_options(&o, "--tokens")?;
+            let text = generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?;
+            let mut stdout = Out::new();
+            stdout.line(text);
+            stdout.finish()
         }
         Cmd::Logits { checkpoint, text, source } => {
             let ck = read_checkpoint(&checkpoint)?;
             let idx = ck.tokenizer.encode(&text)?;
             let src = source.as_deref().map(|s| ck.tokenizer.encode(s)).transpose()?.unwrap_or_default();
-            let t = idx.len();
-            if t == 0 || t > ck.config.model.ctx_len || src.len() > ck.config.model.ctx_len {
-                return Err(Error::Invalid(format!("the text must have 1..={} tokens", ck.config.model.ctx_len)));
+            let (t, ctx) = (idx.len(), ck.config.model.ctx_len);
+            if t == 0 || t > ctx {
+                return Err(Error::Invalid(format!("--text must have 1..={ctx} tokens, got {t}")));
+            }
+            if src.len() > ctx {
+                return Err(Error::Invalid(format!("--source must have 1..={ctx} tokens, got {}", src.len())));
             }
             if (ck.config.model.arch == transformer_playground::config::Arch::EncoderDecoder) == src.is_empty() {
                 return Err(Error::Invalid("--source is required for an encoder_decoder and only for it".into()));
@@ -327,8 +410,9 @@ fn run(cli: Cli) -> Result<()> {
             let logits = ck.model.forward(&Cpu, &batch, None).logits;
             let v = ck.model.vocab();
             let rows: Vec<&[f32]> = logits.chunks(v).collect();
-            println!("{}", serde_json::json!({ "vocab": (0..v as u32).map(|i| ck.tokenizer.token(i)).collect::<Vec<_>>(), "logits": rows }));
-            Ok(())
+            let mut stdout = Out::new();
+            stdout.line(serde_json::json!({ "vocab": (0..v as u32).map(|i| ck.tokenizer.token(i)).collect::<Vec<_>>(), "logits": rows }));
+            stdout.finish()
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
     }
