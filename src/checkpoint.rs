@@ -14,7 +14,7 @@
 //! no input makes it panic, and nothing is ever half-loaded.
 
 use crate::config::{Arch, Config};
-use crate::data::{Tokenizer, BOS, MASK, MAX_CHARS};
+use crate::data::{Tokenizer, MAX_CHARS};
 use crate::error::{Error, Result};
 use crate::model::{Layout, Model, TensorInfo};
 use crate::train::OptState;
@@ -313,7 +313,7 @@ fn check_tensor(name: &str, info: &TensorInfo, t: &TensorView) -> Result<()> {
 }
 
 /// A tokenizer we can use: a non-empty vocabulary of sorted, distinct characters (encode binary-searches them),
-/// distinct non-empty specials, and the special token the architecture needs.
+/// and exactly the special tokens the architecture has ([`Tokenizer::specials_for`]), each once.
 fn check_tokenizer(tok: &Tokenizer, arch: Arch) -> Result<()> {
     if tok.vocab_size() == 0 {
         return Err(bad("the tokenizer has an empty vocabulary"));
@@ -340,15 +340,23 @@ fn check_tokenizer(tok: &Tokenizer, arch: Arch) -> Result<()> {
             return Err(bad(format!("the tokenizer lists the special token {s:?} twice")));
         }
     }
-    let need = match arch {
-        Arch::Bert => Some((MASK, "a bert")),
-        Arch::EncoderDecoder => Some((BOS, "an encoder_decoder")),
-        Arch::Gpt => None,
+    let want = Tokenizer::specials_for(arch);
+    let model = match arch {
+        Arch::Bert => "a bert",
+        Arch::EncoderDecoder => "an encoder_decoder",
+        Arch::Gpt => "a gpt",
     };
-    if let Some((token, model)) = need {
-        if tok.special(token).is_none() {
-            return Err(bad(format!("the tokenizer lacks the {token} token that {model} model needs")));
-        }
+    if let Some(token) = want.iter().find(|t| tok.special(t).is_none()) {
+        return Err(bad(format!("the tokenizer lacks the {token} token that {model} model needs")));
+    }
+    // A special the architecture never uses would be a vocabulary row no batch trains and fill-mask or decoding
+    // could still meet, so the specials are exactly the architecture's.
+    if let Some(extra) = tok.specials.iter().find(|s| !want.contains(&s.as_str())) {
+        let exactly = if want.is_empty() { "none".to_string() } else { want.join(", ") };
+        return Err(bad(format!(
+            "the tokenizer has the special token {extra:?}, which {model} model does not use \
+             (its tokenizer's special tokens are exactly: {exactly})"
+        )));
     }
     Ok(())
 }

@@ -32,12 +32,17 @@ impl Tokenizer {
     /// The vocabulary of a text corpus, with the specials the architecture needs.
     pub fn for_text(text: &str, arch: Arch) -> Result<Tokenizer> {
         let chars = distinct_chars(text)?;
-        let specials: &[&str] = match arch {
+        Ok(Tokenizer::new(chars.into_iter().collect(), Tokenizer::specials_for(arch)))
+    }
+
+    /// The special tokens an architecture's tokenizer has, no more and no fewer: bert's masked-LM objective needs
+    /// [MASK], the encoder-decoder's decoder starts from [BOS], and gpt needs none.
+    pub fn specials_for(arch: Arch) -> &'static [&'static str] {
+        match arch {
             Arch::Bert => &[MASK],
             Arch::EncoderDecoder => &[BOS],
             Arch::Gpt => &[],
-        };
-        Ok(Tokenizer::new(chars.into_iter().collect(), specials))
+        }
     }
 
     /// Digits, '+', and [BOS] for the synthetic tasks.

@@ -110,3 +110,33 @@ fn a_header_that_lists_a_metadata_key_twice_is_refused_naming_the_key() {
     let forged = join(&header.replacen("{\"__metadata__\":{", "{\"__metadata__\":{\"step\":\"7\",", 1), data);
     assert_mentions(&refusal(&forged), &["metadata key \"step\"", "twice"]);
 }
+
+// ------------------------------------------------------------------------------------------------------------
+// 2. Each architecture's tokenizer has exactly its special tokens
+
+#[test]
+fn a_tokenizer_with_a_special_its_architecture_does_not_use_is_refused() {
+    // Each forged tokenizer keeps the vocabulary size (wte's rows), so only the specials are wrong.
+    let cases = [
+        ("bert", "abc", r#"{"chars": ["a", "b"], "specials": ["[MASK]", "[BOS]"]}"#, "\"[BOS]\""),
+        ("bert", "abc", r#"{"chars": ["a", "b"], "specials": ["[X]", "[MASK]"]}"#, "\"[X]\""),
+        ("gpt", "abcd", r#"{"chars": ["a", "b", "c"], "specials": ["[MASK]"]}"#, "\"[MASK]\""),
+        ("gpt", "abcd", r#"{"chars": ["a", "b", "c"], "specials": ["[BOS]"]}"#, "\"[BOS]\""),
+    ];
+    for (arch, text, tok, special) in cases {
+        let bytes = with_metadata(&saved(arch, text), |meta| {
+            meta.insert("tokenizer".into(), tok.into());
+        });
+        let msg = refusal(&bytes);
+        assert_mentions(&msg, &["tokenizer", special, arch]);
+    }
+}
+
+#[test]
+fn save_refuses_a_tokenizer_with_extra_specials() {
+    let cfg = config("gpt");
+    let tok = Tokenizer::new("abc".chars().collect(), &["[BOS]"]);
+    let model = Model::new(&cfg.model, tok.vocab_size(), 3);
+    let e = save(&cfg, &tok, 0, &model, None).err().expect("save refused").to_string();
+    assert_mentions(&e, &["cannot save", "\"[BOS]\""]);
+}
