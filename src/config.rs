@@ -304,6 +304,14 @@ pub const MAX_EVAL_ITERS: usize = 10_000;
 /// Largest AdamW weight decay: common values are 0–0.1, grokking runs use up to 1–5. The rule that matters is
 /// `lr · weight_decay < 1` (checked beside it): the decoupled step scales weights by `1 − lr·wd`.
 pub const MAX_WEIGHT_DECAY: f32 = 10.0;
+/// Largest global grad-norm clip: clipping is for norms of order 1 (0.5–5 in practice); a clip above every norm a
+/// run sees is no clip, which `grad_clip = 0` already says.
+pub const MAX_GRAD_CLIP: f32 = 1000.0;
+/// Largest norm eps: models use 1e-12 to 1e-5; an eps near the variance itself stops normalising.
+pub const MAX_NORM_EPS: f32 = 0.1;
+/// Range of a DeepNorm α or β set by hand: the paper's values for 1 to 64 layers lie in about [0.19, 3.7].
+pub const MIN_DEEPNORM: f32 = 1e-3;
+pub const MAX_DEEPNORM: f32 = 1e3;
 /// Relative-position buckets: bidirectional stacks split them in two halves, each with an exact and a log-spaced
 /// part, so at least 4, and even.
 pub const MIN_BUCKETS: usize = 4;
@@ -331,6 +339,8 @@ pub struct Bound {
 /// Rules that tie one field to another (n_heads divides d_model, min_lr ≤ lr, max_distance > buckets / 4, …) are
 /// not ranges; a field they bound is given the widest range any config allows.
 pub fn bounds() -> Vec<(&'static str, Bound)> {
+    // An f32 limit as the decimal it was written as (0.1, not 0.10000000149011612).
+    let wide = |x: f32| -> f64 { x.to_string().parse().expect("an f32 prints as a number") };
     let ints = |min: usize, max: Option<usize>| Bound {
         minimum: Some(min as f64),
         maximum: max.map(|m| m as f64),
@@ -338,6 +348,7 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
     };
     let positive = Bound { exclusive_minimum: Some(0.0), ..Bound::default() };
     let non_negative = Bound { minimum: Some(0.0), ..Bound::default() };
+    let deepnorm = Bound { minimum: Some(wide(MIN_DEEPNORM)), maximum: Some(wide(MAX_DEEPNORM)), ..Bound::default() };
     let fraction = Bound { minimum: Some(0.0), exclusive_maximum: Some(1.0), ..Bound::default() };
     vec![
         ("model.d_model", ints(1, Some(MAX_D_MODEL))),
@@ -349,9 +360,9 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("model.ctx_len", ints(1, Some(MAX_CTX_LEN))),
         ("model.ffn.mult", ints(1, Some(MAX_FFN_MULT))),
         ("model.ffn.hidden", ints(1, Some(MAX_FFN_HIDDEN))),
-        ("model.norm.eps", positive),
-        ("model.norm.alpha", positive),
-        ("model.norm.beta", positive),
+        ("model.norm.eps", Bound { exclusive_minimum: Some(0.0), maximum: Some(wide(MAX_NORM_EPS)), ..Bound::default() }),
+        ("model.norm.alpha", deepnorm),
+        ("model.norm.beta", deepnorm),
         ("model.position.theta", Bound { exclusive_minimum: Some(1.0), ..Bound::default() }),
         ("model.position.buckets", ints(MIN_BUCKETS, Some(MAX_BUCKETS))),
         ("model.position.max_distance", ints(MIN_BUCKETS / 4 + 1, Some(MAX_DISTANCE))),
@@ -366,7 +377,7 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("train.betas[1]", fraction),
         ("train.eps", positive),
         ("train.weight_decay", Bound { minimum: Some(0.0), maximum: Some(MAX_WEIGHT_DECAY as f64), ..Bound::default() }),
-        ("train.grad_clip", non_negative),
+        ("train.grad_clip", Bound { minimum: Some(0.0), maximum: Some(wide(MAX_GRAD_CLIP)), ..Bound::default() }),
         ("train.eval_interval", ints(1, None)),
         ("train.eval_iters", ints(1, Some(MAX_EVAL_ITERS))),
         ("data.digits", ints(1, Some(MAX_DIGITS))),
@@ -432,8 +443,9 @@ impl Config {
             );
             return Err(bad("train.weight_decay", t.weight_decay, &rule));
         }
-        if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
-            return Err(bad("train.grad_clip", t.grad_clip, "must be >= 0 (0 disables clipping)"));
+        if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0 && t.grad_clip <= MAX_GRAD_CLIP) {
+            let rule = format!("must be >= 0 and at most {MAX_GRAD_CLIP} (range [0, {MAX_GRAD_CLIP}]; 0 disables clipping)");
+            return Err(bad("train.grad_clip", t.grad_clip, &rule));
         }
         if t.eval_interval == 0 {
             return Err(bad("train.eval_interval", 0, "must be at least 1"));
@@ -641,8 +653,9 @@ impl ModelConfig {
         if !(m.init_std.is_finite() && m.init_std > 0.0 && m.init_std <= 1.0) {
             return Err(bad("model.init_std", m.init_std, "must be in (0, 1]"));
         }
-        if !(m.norm.eps.is_finite() && m.norm.eps > 0.0) {
-            return Err(bad("model.norm.eps", m.norm.eps, "must be positive"));
+        if !(m.norm.eps.is_finite() && m.norm.eps > 0.0 && m.norm.eps <= MAX_NORM_EPS) {
+            let rule = format!("must be positive and at most {MAX_NORM_EPS} (range (0, {MAX_NORM_EPS}])");
+            return Err(bad("model.norm.eps", m.norm.eps, &rule));
         }
         if m.norm.placement != Placement::Deepnorm && (m.norm.alpha.is_some() || m.norm.beta.is_some()) {
             return Err(bad(
@@ -653,8 +666,8 @@ impl ModelConfig {
         }
         for (f, v) in [("model.norm.alpha", m.norm.alpha), ("model.norm.beta", m.norm.beta)] {
             if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(bad(f, v, "must be a positive number"));
+                if !(v.is_finite() && (MIN_DEEPNORM..=MAX_DEEPNORM).contains(&v)) {
+                    return Err(bad(f, v, &format!("must be a positive number in [{MIN_DEEPNORM}, {MAX_DEEPNORM}]")));
                 }
             }
         }

@@ -90,6 +90,43 @@ fn a_weight_decay_whose_product_with_lr_reaches_one_is_refused_because_the_decay
 }
 
 #[test]
+fn a_norm_eps_past_a_tenth_is_refused_naming_the_field_value_and_range() {
+    let (field, value, rule) = refused(&with(&[("model.norm", "eps", json!(1e38))]));
+    assert_eq!(field, "model.norm.eps");
+    assert_eq!(value, 1e38f32.to_string());
+    assert!(rule.contains("(0, 0.1]"), "{rule}");
+    assert_eq!(bound("model.norm.eps").maximum, Some(0.1));
+    Config::from_json(&with(&[("model.norm", "eps", json!(0.1))])).expect("0.1 is allowed");
+}
+
+#[test]
+fn deepnorm_alpha_and_beta_outside_a_thousandth_to_a_thousand_are_refused() {
+    for key in ["alpha", "beta"] {
+        for x in [1e-30, 1e30, 9e-4, 1001.0] {
+            let (field, value, rule) = refused(&with(&[("model.norm", key, json!(x))]));
+            assert_eq!(field, format!("model.norm.{key}"));
+            assert_eq!(value, (x as f32).to_string());
+            assert!(rule.contains("[0.001, 1000]"), "{rule}");
+        }
+        for x in [1e-3, 1.0, 1e3] {
+            Config::from_json(&with(&[("model.norm", key, json!(x))])).unwrap_or_else(|e| panic!("{key} = {x}: {e}"));
+        }
+        let b = bound(&format!("model.norm.{key}"));
+        assert_eq!((b.minimum, b.maximum), (Some(1e-3), Some(1e3)));
+    }
+}
+
+#[test]
+fn a_grad_clip_past_a_thousand_is_refused_naming_the_field_value_and_range() {
+    let (field, value, rule) = refused(&with(&[("train", "grad_clip", json!(1.8e19))]));
+    assert_eq!(field, "train.grad_clip");
+    assert_eq!(value, 1.8e19f32.to_string());
+    assert!(rule.contains("[0, 1000]"), "{rule}");
+    assert_eq!(bound("train.grad_clip").maximum, Some(1e3));
+    Config::from_json(&with(&[("train", "grad_clip", json!(1e3))])).expect("1000 is allowed");
+}
+
+#[test]
 fn every_shipped_config_is_still_valid() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/configs");
     let mut n = 0;
