@@ -67,6 +67,16 @@ impl Tokenizer {
         self.encode_known(text).map_err(|c| Error::Invalid(format!("character {c:?} is not in the model's vocabulary")))
     }
 
+    /// A corpus: ordinary text, one token per character, specials never matched. A corpus's literal "[MASK]" is the
+    /// six characters it is written with: the specials are the objective's own tokens (masking puts [MASK] in,
+    /// decoding starts from [BOS]), and one read out of the corpus would be a masked-LM target, while the characters
+    /// it swallowed stayed in the vocabulary without ever being a token (as tiktoken's `encode_ordinary` reads
+    /// training text). Prompts and fill-mask inputs go through `encode`, where "[MASK]" is the token.
+    /// Err: the first character the vocabulary lacks.
+    fn encode_ordinary(&self, text: &str) -> std::result::Result<Vec<u32>, char> {
+        text.chars().map(|c| self.char_id(c).ok_or(c)).collect()
+    }
+
     /// `encode`, or the first character the vocabulary lacks.
     fn encode_known(&self, text: &str) -> std::result::Result<Vec<u32>, char> {
         let mut out = Vec::with_capacity(text.len());
@@ -171,9 +181,10 @@ impl Dataset {
         }
     }
 
-    /// Text with a given tokenizer (e.g. a checkpoint's); first 90% train, last 10% val (as nanoGPT).
+    /// Text with a given tokenizer (e.g. a checkpoint's), one token per character (see `encode_ordinary`); first
+    /// 90% train, last 10% val (as nanoGPT).
     pub fn from_text(text: &str, tok: Tokenizer, cfg: &Config) -> Result<Dataset> {
-        let ids = tok.encode_known(text).map_err(|character| DataIssue::NotInVocabulary { character })?;
+        let ids = tok.encode_ordinary(text).map_err(|character| DataIssue::NotInVocabulary { character })?;
         let n = ids.len() * 9 / 10;
         let need = cfg.model.ctx_len + 2;
         if ids.len() - n < need {

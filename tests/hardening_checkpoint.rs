@@ -7,7 +7,7 @@ use safetensors::SafeTensors;
 use std::collections::HashMap;
 use transformer_playground::checkpoint::{load, save};
 use transformer_playground::config::Config;
-use transformer_playground::data::Tokenizer;
+use transformer_playground::data::{Dataset, Tokenizer};
 use transformer_playground::model::Model;
 
 fn config_json(arch: &str) -> String {
@@ -139,4 +139,39 @@ fn save_refuses_a_tokenizer_with_extra_specials() {
     let model = Model::new(&cfg.model, tok.vocab_size(), 3);
     let e = save(&cfg, &tok, 0, &model, None).err().expect("save refused").to_string();
     assert_mentions(&e, &["cannot save", "\"[BOS]\""]);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// 3. A corpus is ordinary text: its literal "[MASK]" is six characters, not the special token
+
+fn text_tokens(d: &Dataset) -> (Vec<u32>, &Tokenizer) {
+    match d {
+        Dataset::Text { tok, train, val, .. } => (train.iter().chain(val).copied().collect(), tok),
+        Dataset::Task { .. } => panic!("not a text dataset"),
+    }
+}
+
+#[test]
+fn a_bert_corpus_made_of_mask_markers_trains_on_their_characters() {
+    let text = "[MASK]".repeat(17);
+    let d = Dataset::new(&config("bert"), Some(&text)).unwrap();
+    let (ids, tok) = text_tokens(&d);
+    assert_eq!(ids.len(), text.chars().count(), "one token per character");
+    assert!(ids.iter().all(|&i| (i as usize) < tok.chars.len()), "a corpus token became a special token");
+    // So every character fill-mask can propose occurs in the corpus as a token.
+    for (c, ch) in tok.chars.iter().enumerate() {
+        assert!(ids.contains(&(c as u32)), "{ch:?} is in the vocabulary but never a token");
+    }
+    assert_eq!(tok.decode(&ids), text);
+}
+
+#[test]
+fn a_corpus_with_a_literal_mask_counts_its_characters() {
+    let text = "to be [MASK] not to be ".repeat(5);
+    let d = Dataset::new(&config("bert"), Some(&text)).unwrap();
+    assert_eq!(text_tokens(&d).0.len(), text.chars().count());
+    // Too short: the count is of characters, the "[MASK]"s included.
+    let short = "[MASK]".repeat(14);
+    let e = Dataset::new(&config("bert"), Some(&short)).err().expect("refused").to_string();
+    assert_mentions(&e, &["84 characters"]);
 }
