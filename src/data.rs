@@ -185,11 +185,14 @@ impl Dataset {
     /// 90% train, last 10% val (as nanoGPT).
     pub fn from_text(text: &str, tok: Tokenizer, cfg: &Config) -> Result<Dataset> {
         let ids = tok.encode_ordinary(text).map_err(|character| DataIssue::NotInVocabulary { character })?;
-        let n = ids.len() * 9 / 10;
-        let need = cfg.model.ctx_len + 2;
-        if ids.len() - n < need {
-            return Err(DataIssue::TooShort { chars: ids.len(), need: need * 10 }.into());
+        // The last 10% must hold a sequence and its target (ctx_len + 2 tokens). The rule is on the whole text,
+        // 10 × that, so the length a refusal asks for is exactly the shortest accepted (the split rounds the
+        // validation part up, so it then holds at least ctx_len + 2).
+        let need = 10 * (cfg.model.ctx_len + 2);
+        if ids.len() < need {
+            return Err(DataIssue::TooShort { chars: ids.len(), need }.into());
         }
+        let n = ids.len() * 9 / 10;
         let (train, val) = (ids[..n].to_vec(), ids[n..].to_vec());
         Ok(Dataset::Text { tok, train, val, mlm: cfg.model.arch == Arch::Bert })
     }

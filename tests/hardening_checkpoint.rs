@@ -175,3 +175,23 @@ fn a_corpus_with_a_literal_mask_counts_its_characters() {
     let e = Dataset::new(&config("bert"), Some(&short)).err().expect("refused").to_string();
     assert_mentions(&e, &["84 characters"]);
 }
+
+// ------------------------------------------------------------------------------------------------------------
+// 4. Refusals that say what they count and name the right tensor
+
+fn letters(n: usize) -> String {
+    ('a'..='z').cycle().take(n).collect()
+}
+
+#[test]
+fn the_shortest_text_accepted_is_the_length_the_refusal_asks_for() {
+    // ctx_len 8: at least 10 × (8 + 2) = 100 characters.
+    let e = Dataset::new(&config("gpt"), Some(&letters(99))).err().expect("99 characters refused").to_string();
+    assert_mentions(&e, &["99 characters", "at least 100 characters"]);
+    for n in [91, 95] {
+        assert!(Dataset::new(&config("gpt"), Some(&letters(n))).is_err(), "{n} characters accepted");
+    }
+    assert!(Dataset::new(&config("gpt"), Some(&letters(100))).is_ok());
+    assert!(Dataset::new(&config("bert"), Some(&letters(100))).is_ok());
+}
+
