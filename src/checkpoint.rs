@@ -352,10 +352,11 @@ fn check_tokenizer(tok: &Tokenizer, arch: Arch) -> Result<()> {
     // A special the architecture never uses would be a vocabulary row no batch trains and fill-mask or decoding
     // could still meet, so the specials are exactly the architecture's.
     if let Some(extra) = tok.specials.iter().find(|s| !want.contains(&s.as_str())) {
-        let exactly = if want.is_empty() { "none".to_string() } else { want.join(", ") };
+        let exactly =
+            if want.is_empty() { "no special tokens".to_string() } else { format!("exactly {}", want.join(", ")) };
         return Err(bad(format!(
-            "the tokenizer has the special token {extra:?}, which {model} model does not use \
-             (its tokenizer's special tokens are exactly: {exactly})"
+            "the tokenizer has the special token {extra:?}, which {model} model does not use ({model} tokenizer has \
+             {exactly})"
         )));
     }
     Ok(())
@@ -388,6 +389,12 @@ fn list(items: Vec<&String>, max: usize) -> String {
 fn container_error(bytes: &[u8], e: SafeTensorError) -> Error {
     let len = bytes.len();
     let declared = bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let culprit = match e {
+        SafeTensorError::InvalidOffset(_)
+        | SafeTensorError::TensorInvalidInfo
+        | SafeTensorError::ValidationOverflow => offsets_culprit(bytes),
+        _ => None,
+    };
     let msg = match e {
         _ if len == 0 => "the file is empty (0 bytes); a checkpoint is a safetensors file".to_string(),
         SafeTensorError::HeaderTooSmall => format!(
@@ -422,6 +429,15 @@ fn container_error(bytes: &[u8], e: SafeTensorError) -> Error {
                 None => "truncated or corrupt: the tensor data does not match the header".to_string(),
             }
         }
+        // The crate names the tensor where the tiling of the data breaks in offset order (often the one after the
+        // corrupted entry) or none, so the header is read again for the entry that is wrong.
+        SafeTensorError::InvalidOffset(_)
+        | SafeTensorError::TensorInvalidInfo
+        | SafeTensorError::ValidationOverflow
+            if culprit.is_some() =>
+        {
+            format!("corrupt safetensors header: {}", culprit.unwrap_or_default())
+        }
         SafeTensorError::InvalidOffset(name) => format!(
             "corrupt safetensors header: the data offsets of tensor {name} overlap or leave a gap"
         ),
@@ -441,6 +457,50 @@ fn container_error(bytes: &[u8], e: SafeTensorError) -> Error {
 fn raw_header(bytes: &[u8]) -> Option<&[u8]> {
     let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
     bytes.get(8..8usize.checked_add(n)?)
+}
+
+/// What is wrong with the header's data offsets, naming the tensor: the first entry (by name) whose offsets run
+/// backwards or span other than the bytes of its shape and dtype; else, in the order of the data, the first that
+/// does not start where the one before it ends. `None` when the header is not readable as tensor entries.
+fn offsets_culprit(bytes: &[u8]) -> Option<String> {
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(raw_header(bytes)?).ok()?;
+    let mut spans = Vec::with_capacity(header.len());
+    for (name, entry) in header.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(entry.clone()).ok()?;
+        let (start, end) = info.data_offsets;
+        if end < start {
+            return Some(format!("the data offsets of tensor {name} run backwards ([{start}, {end}])"));
+        }
+        let elements = info.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let size = elements.and_then(|n| n.checked_mul(info.dtype.bitsize())).map(|bits| bits.div_ceil(8));
+        if size != Some(end - start) {
+            let size = size.map_or("more than fits in memory".to_string(), |b| format!("{b} bytes"));
+            return Some(format!(
+                "the data offsets of tensor {name} ([{start}, {end}]: {} bytes) do not match its shape {:?} and \
+                 dtype {:?} ({size})",
+                end - start,
+                info.shape,
+                info.dtype
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut prev: Option<(usize, &String)> = None;
+    for (start, end, name) in spans {
+        let (prev_end, after) = match prev {
+            Some((e, p)) => (e, format!("where tensor {p} ends")),
+            None => (0, "where the data begins".to_string()),
+        };
+        if start != prev_end {
+            return Some(format!(
+                "the data offsets of tensor {name} overlap or leave a gap: it starts at byte {start}, {after} at \
+                 byte {prev_end}"
+            ));
+        }
+        prev = Some((end, name));
+    }
+    None
 }
 
 /// The end of the tensor data that a (well-formed JSON) header describes, from the largest `data_offsets` end.

@@ -38,6 +38,7 @@ fn refusal(bytes: &[u8]) -> String {
         Ok(_) => panic!("load accepted bytes it should refuse"),
         Err(e) => {
             let msg = e.to_string();
+            eprintln!("{msg}");
             assert!(msg.starts_with("bad checkpoint: "), "not a checkpoint error: {msg}");
             msg
         }
@@ -195,3 +196,60 @@ fn the_shortest_text_accepted_is_the_length_the_refusal_asks_for() {
     assert!(Dataset::new(&config("bert"), Some(&letters(100))).is_ok());
 }
 
+/// The file with the header's JSON edited (a tensor's entry changed, offsets or shape).
+fn with_header(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Vec<u8> {
+    let (header, data) = split(bytes);
+    let mut v: serde_json::Value = serde_json::from_str(header.trim_end()).unwrap();
+    edit(v.as_object_mut().unwrap());
+    join(&v.to_string(), data)
+}
+
+/// The tensors in the order of their data, with their offsets.
+fn by_offset(bytes: &[u8]) -> Vec<(String, usize, usize)> {
+    let (header, _) = split(bytes);
+    let v: serde_json::Value = serde_json::from_str(header.trim_end()).unwrap();
+    let mut ts: Vec<(String, usize, usize)> = v
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__metadata__")
+        .map(|(k, t)| {
+            let o = &t["data_offsets"];
+            (k.clone(), o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize)
+        })
+        .collect();
+    ts.sort_by_key(|t| t.1);
+    ts
+}
+
+#[test]
+fn a_corrupted_offset_is_reported_against_its_own_tensor() {
+    let bytes = saved("gpt", "To be, or not to be: that is the question.");
+    let order = by_offset(&bytes);
+    for k in [0, 3, order.len() - 2] {
+        let (name, _, end) = order[k].clone();
+        let next = &order[k + 1].0;
+        // The start moved past the end (a flipped high bit): the tensor now sorts after its successors.
+        let forged = with_header(&bytes, |h| h[&name]["data_offsets"][0] = (end + 4096).into());
+        let msg = refusal(&forged);
+        assert_mentions(&msg, &[&format!("tensor {name} ")]);
+        assert!(!msg.contains(&format!("tensor {next} ")), "{msg:?} blames {next}, after the corrupted {name}");
+        // The end moved: its offsets no longer match its size.
+        let forged = with_header(&bytes, |h| h[&name]["data_offsets"][1] = (end + 4).into());
+        assert_mentions(&refusal(&forged), &[&format!("tensor {name} ")]);
+    }
+    // Both moved by the same amount: the size is right, the data overlaps the next tensor's.
+    let (name, start, end) = order[2].clone();
+    let forged = with_header(&bytes, |h| h[&name]["data_offsets"] = serde_json::json!([start + 4, end + 4]));
+    assert_mentions(&refusal(&forged), &[&format!("tensor {name} "), "overlap"]);
+}
+
+#[test]
+fn a_changed_shape_is_refused_naming_the_tensor_and_its_shape() {
+    let bytes = saved("gpt", "To be, or not to be: that is the question.");
+    let forged = with_header(&bytes, |h| h["blocks.0.mlp.fc.weight"]["shape"] = serde_json::json!([32, 15]));
+    let msg = refusal(&forged);
+    assert_mentions(&msg, &["tensor blocks.0.mlp.fc.weight", "[32, 15]", "F32", "2048 bytes"]);
+    let forged = with_header(&bytes, |h| h["wpe"]["dtype"] = "F64".into());
+    assert_mentions(&refusal(&forged), &["tensor wpe", "F64"]);
+}
