@@ -202,31 +202,33 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
         st(at, K::Attention, "scores", &format!("{prefix}scores"), &["B", "NH", "T", "T"], &[b, nh, t, t], 0, l);
         st(at, K::Attention, "heads_concatenated", &format!("{prefix}heads concatenated"), &["B", "T", "C"], &[b, t, c], 0, l);
         st(at, K::Attention, "attention_output", &format!("{prefix}attention output projection"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
-        let mut per_layer_mm = (nh + 2 * nkv) * hs * c + c * c;
-        fwd_flops += (l * 2 * 2 * t * nh * hs) as f64; // q·k and p·v
+        // Counts in f64: their products pass 2³² for configs a 32-bit usize (wasm32) cannot count.
+        let f64s = |x: &[usize]| x.iter().map(|&v| v as f64).product::<f64>();
+        let mut per_layer_mm = f64s(&[nh + 2 * nkv, hs, c]) + f64s(&[c, c]);
+        fwd_flops += 4.0 * f64s(&[l, t, nh, hs]); // q·k and p·v
         if cross {
             st(at, K::CrossAttention, "cross_q", &format!("{prefix}cross-attention Q"), &["B", "NH", "T", "HS"], &[b, nh, t, hs], c * c + bias(c), l);
             st(at, K::CrossAttention, "cross_kv", &format!("{prefix}cross-attention K, V (from encoder)"), &["B", "NKV", "S", "HS"], &[b, nkv, t, hs], 2 * (c * nkv * hs + bias(nkv * hs)), l);
             st(at, K::CrossAttention, "cross_output", &format!("{prefix}cross-attention output"), &["B", "T", "C"], &[b, t, c], c * c + bias(c), l);
-            per_layer_mm += 2 * c * c + 2 * nkv * hs * c;
-            fwd_flops += (l * 2 * 2 * t * nh * hs) as f64;
+            per_layer_mm += 2.0 * f64s(&[c, c]) + 2.0 * f64s(&[nkv, hs, c]);
+            fwd_flops += 4.0 * f64s(&[l, t, nh, hs]);
         }
         let up = if gated { 2 * f } else { f };
         st(at, K::Ffn, "ffn_up", &format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
         st(at, K::Ffn, "ffn_activation", &format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
         st(at, K::Ffn, "ffn_down", &format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
-        per_layer_mm += up * c + f * c;
-        fwd_flops += (l * 2 * per_layer_mm) as f64;
+        per_layer_mm += f64s(&[up, c]) + f64s(&[f, c]);
+        fwd_flops += 2.0 * l as f64 * per_layer_mm;
         // Saved per layer: ~6 (B,T,C) tensors, q/k/v, the FFN pre/post activation.
-        act_floats += (l * b * t * (6 * c + (nh + 2 * nkv) * hs + up + f)) as f64;
+        act_floats += f64s(&[l, b, t]) * ((6 * c + (nh + 2 * nkv) * hs + up + f) as f64);
         if matches!(m.norm.placement, crate::config::Placement::Pre | crate::config::Placement::Sandwich) {
             st(at, K::Norm, "final_norm", &format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
         }
     }
     at = (None, 1);
     st(at, K::Head, "logits", "logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
-    fwd_flops += (2 * v * c) as f64;
-    act_floats += (3 * b * t * v) as f64;
+    fwd_flops += 2.0 * (v as f64) * (c as f64);
+    act_floats += 3.0 * (b as f64) * (t as f64) * (v as f64);
     ShapeFlow {
         stages,
         n_params: layout.n_params,

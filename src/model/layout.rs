@@ -95,15 +95,22 @@ pub struct Layout {
 struct Builder {
     tensors: Vec<TensorInfo>,
     size: usize,
-    n_params: usize,
+    /// Counted in u64, so the count is right where usize is 32 bits (wasm32) and the layout would not fit.
+    n_params: u64,
+    /// A length or an offset did not fit in usize: the layout is not usable (`Layout::check_size` refuses it).
+    overflow: bool,
 }
 
 impl Builder {
     fn add(&mut self, name: String, shape: &[usize]) -> View {
-        let len: usize = shape.iter().product();
-        let view = View { offset: self.size, len };
-        self.size += len.div_ceil(ALIGN) * ALIGN;
-        self.n_params += len;
+        self.n_params = self.n_params.saturating_add(shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64)));
+        let len = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let end = len.and_then(|len| len.div_ceil(ALIGN).checked_mul(ALIGN)).and_then(|padded| self.size.checked_add(padded));
+        let view = View { offset: self.size, len: len.unwrap_or(0) };
+        match end {
+            Some(end) => self.size = end,
+            None => self.overflow = true,
+        }
         self.tensors.push(TensorInfo { name, shape: shape.to_vec(), view, decay: shape.len() >= 2 });
         view
     }
@@ -160,8 +167,15 @@ impl Builder {
 }
 
 impl Layout {
+    /// The layout of a model; build models only from configs that `check_size` accepts (a larger one may not fit
+    /// the address space: its views are then meaningless).
     pub fn new(m: &ModelConfig, vocab: usize) -> Layout {
-        let mut bd = Builder { tensors: vec![], size: 0, n_params: 0 };
+        Layout::counted(m, vocab).0
+    }
+
+    /// The layout, its exact parameter count, and whether it overflowed usize.
+    fn counted(m: &ModelConfig, vocab: usize) -> (Layout, u64, bool) {
+        let mut bd = Builder { tensors: vec![], size: 0, n_params: 0, overflow: false };
         let wte = bd.add("wte".into(), &[vocab, m.d_model]);
         let lm_head = (!m.tie_embeddings).then(|| bd.add("lm_head.weight".into(), &[vocab, m.d_model]));
         let (ne, nd) = m.stack_layers();
@@ -175,7 +189,9 @@ impl Layout {
                 (Some(e), Some(d))
             }
         };
-        Layout { vocab, wte, lm_head, encoder, decoder, tensors: bd.tensors, n_params: bd.n_params, size: bd.size }
+        let n_params = usize::try_from(bd.n_params).unwrap_or(usize::MAX);
+        let layout = Layout { vocab, wte, lm_head, encoder, decoder, tensors: bd.tensors, n_params, size: bd.size };
+        (layout, bd.n_params, bd.overflow)
     }
 
     /// Every tensor as the optimizer sees it (in layout order).
@@ -186,12 +202,14 @@ impl Layout {
     /// Refuses a model of more than [`MAX_PARAMS`] parameters with this vocabulary. Checked where a model is built
     /// from a config and a tokenizer: `config.validate()` does not know the vocabulary, and the token embedding
     /// (and an untied lm_head) grow with it.
+    /// The count is exact on every target (u64), so a model too large for a 32-bit address space is refused there
+    /// too rather than counted modulo 2³².
     pub fn check_size(m: &ModelConfig, vocab: usize) -> Result<()> {
-        let n = Layout::new(m, vocab).n_params;
-        if n <= MAX_PARAMS {
+        let (_, n, overflow) = Layout::counted(m, vocab);
+        if n <= MAX_PARAMS as u64 && !overflow {
             return Ok(());
         }
-        let embeddings = vocab * m.d_model * if m.tie_embeddings { 1 } else { 2 };
+        let embeddings = vocab as u64 * m.d_model as u64 * if m.tie_embeddings { 1 } else { 2 };
         Err(Error::Config {
             field: "model".into(),
             value: format!("{n} parameters"),
@@ -239,5 +257,24 @@ mod tests {
         assert!(n > MAX_PARAMS && value == &format!("{n} parameters"), "{value}");
         assert!(rule.contains("at most 100000000 parameters") && rule.contains("vocabulary of 4000 tokens"), "{rule}");
         assert!(rule.contains("15360000 of them are token embeddings"), "{rule}");
+    }
+
+    /// d_model 8192 and 64 layers pass `validate` (each within its own range) but hold ≈ 51.5 billion parameters: more
+    /// than a 32-bit usize counts. The count must be exact on every target, wasm32 included (it runs there too).
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    fn a_model_too_large_for_32_bits_is_refused_with_its_exact_count() {
+        let json = r#"{ "model": { "arch": "gpt", "d_model": 8192, "n_layers": 64, "n_heads": 64, "n_kv_heads": 64,
+          "ctx_len": 64, "ffn": { "activation": "gelu", "mult": 4 }, "norm": { "kind": "layernorm", "placement": "pre" },
+          "position": { "kind": "learned" }, "attention": { "scale": "inv_sqrt_dk" } },
+          "train": { "batch_size": 1, "steps": 1, "lr": 0.001 } }"#;
+        let m = Config::from_json(json).unwrap().model;
+        let (c, l, v, t) = (8192u64, 64u64, 65u64, 64u64);
+        // Per layer: two layernorms (2C each), qkv (3C² + 3C), proj (C² + C), fc (4C² + 4C), fc proj (4C² + C).
+        let want = l * (12 * c * c + 13 * c) + v * c + t * c + 2 * c;
+        let err = Layout::check_size(&m, 65).unwrap_err();
+        let Error::Config { field, value, .. } = &err else { panic!("{err}") };
+        assert_eq!(field, "model");
+        assert_eq!(value, &format!("{want} parameters"));
     }
 }
