@@ -185,7 +185,6 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
         Arch::EncoderDecoder => vec![("encoder ", ne, false), ("decoder ", nd, true)],
     };
     let mut fwd_flops = 0.0f64;
-    let mut act_floats = 0.0f64;
     for (prefix, layers, cross) in stacks {
         at = (prefix.strip_suffix(' ').filter(|p| !p.is_empty()), 1);
         match m.position {
@@ -219,8 +218,6 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
         st(at, K::Ffn, "ffn_down", &format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
         per_layer_mm += f64s(&[up, c]) + f64s(&[f, c]);
         fwd_flops += 2.0 * l as f64 * per_layer_mm;
-        // Saved per layer: ~6 (B,T,C) tensors, q/k/v, the FFN pre/post activation.
-        act_floats += f64s(&[l, b, t]) * ((6 * c + (nh + 2 * nkv) * hs + up + f) as f64);
         if matches!(m.norm.placement, crate::config::Placement::Pre | crate::config::Placement::Sandwich) {
             st(at, K::Norm, "final_norm", &format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
         }
@@ -228,13 +225,12 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
     at = (None, 1);
     st(at, K::Head, "logits", "logits", &["B", "T", "V"], &[b, t, v], if m.tie_embeddings { 0 } else { v * c }, 1);
     fwd_flops += 2.0 * (v as f64) * (c as f64);
-    act_floats += 3.0 * (b as f64) * (t as f64) * (v as f64);
     ShapeFlow {
         stages,
         n_params: layout.n_params,
         forward_flops_per_token: fwd_flops,
         train_flops_per_token: 3.0 * fwd_flops,
-        memory_bytes: 4.0 * (4.0 * layout.n_params as f64 + act_floats),
+        memory_bytes: crate::model::Layout::step_memory_bytes(m, vocab, b, t),
     }
 }
 

@@ -147,6 +147,7 @@ pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     let cfg = Config::from_json(config).map_err(js)?;
     cfg.validate().map_err(js)?;
     crate::model::Layout::check_size(&cfg.model, vocab).map_err(js)?;
+    crate::model::Layout::check_memory(&cfg.model, vocab, cfg.train.batch_size, crate::train::memory_budget()).map_err(js)?;
     Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
 }
 

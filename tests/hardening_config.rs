@@ -140,3 +140,54 @@ fn every_shipped_config_is_still_valid() {
     }
     assert!(n >= 5, "{n} configs");
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Memory: a config whose training step cannot fit is refused before anything is allocated.
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+#[test]
+fn a_batch_too_large_for_memory_is_refused_naming_the_batch_before_anything_is_allocated() {
+    // batch_size 4096 × ctx_len 8192 at d_model 32 used to pass validation and abort in the allocator.
+    let json = with(&[("model", "ctx_len", json!(8192)), ("train", "batch_size", json!(4096))]);
+    let c = Config::from_json(&json).unwrap();
+    let need = transformer_playground::model::Layout::step_memory_bytes(&c.model, 65, 4096, 8192);
+    assert!(need > 100.0 * GIB, "{need}");
+    let text = "To be, or not to be, that is the question. ".repeat(5000);
+    let err = transformer_playground::train::Run::new(c, Some(&text), transformer_playground::backend::BackendKind::Cpu)
+        .err()
+        .expect("refused");
+    let Error::Config { field, value, rule } = &err else { panic!("{err}") };
+    assert_eq!(field, "train.batch_size");
+    assert_eq!(value, "4096 × 8192 tokens");
+    assert!(rule.contains("over the memory budget") && rule.contains("lower train.batch_size or model.ctx_len"), "{rule}");
+}
+
+#[test]
+fn the_memory_check_names_the_batch_or_the_model_by_what_dominates_and_passes_what_fits() {
+    use transformer_playground::model::Layout;
+    let small = Config::from_json(BASE).unwrap().model;
+    Layout::check_memory(&small, 65, 12, 2.0 * GIB).unwrap();
+    let err = Layout::check_memory(&small, 65, 4096, 1e6).unwrap_err();
+    assert!(matches!(&err, Error::Config { field, .. } if field == "train.batch_size"), "{err}");
+    // A wide model with a batch of one: its parameters and their optimizer state are most of the step.
+    let wide = Config::from_json(&with(&[("model", "d_model", json!(2048)), ("model", "n_heads", json!(16)), ("model", "n_kv_heads", json!(16))])).unwrap().model;
+    let err = Layout::check_memory(&wide, 65, 1, 0.5 * GIB).unwrap_err();
+    assert!(matches!(&err, Error::Config { field, .. } if field == "model"), "{err}");
+    // The shape flow shows the same estimate the check uses.
+    let flow = transformer_playground::probe::shape_flow(&small, 65, 12, small.ctx_len);
+    assert_eq!(flow.memory_bytes, Layout::step_memory_bytes(&small, 65, 12, small.ctx_len));
+}
+
+#[test]
+fn the_native_memory_budget_is_half_the_machines_memory_unless_overridden() {
+    let b = transformer_playground::train::memory_budget();
+    match std::env::var("TP_MEMORY_BUDGET_GIB").ok().and_then(|v| v.parse::<f64>().ok()) {
+        Some(g) => assert_eq!(b, g * GIB),
+        None => {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+            let kib: f64 = meminfo.lines().find(|l| l.starts_with("MemTotal:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert_eq!(b, kib * 1024.0 / 2.0);
+        }
+    }
+}

@@ -221,6 +221,56 @@ impl Layout {
         })
     }
 
+    /// Bytes one training step holds at its peak, estimated: the parameters, their gradients and AdamW's two
+    /// moments (4 f32 copies), plus the activations the backward keeps for a batch of B sequences of T tokens (per
+    /// layer ≈ 6 (B,T,C) tensors, q, k and v, and the FFN's pre-activation and activation; at the head the logits,
+    /// their gradient and the probabilities). Formed in f64: the products pass 2³² where usize cannot count them.
+    pub fn step_memory_bytes(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> f64 {
+        let (_, n_params, _) = Layout::counted(m, vocab);
+        let (c, nh, nkv, hs, f) = (m.d_model, m.n_heads, m.n_kv_heads, m.head_size(), m.ffn_hidden());
+        let up = if m.ffn.activation.is_gated() { 2 * f } else { f };
+        let (ne, nd) = m.stack_layers();
+        let layers = match m.arch {
+            Arch::Gpt => nd,
+            Arch::Bert => ne,
+            Arch::EncoderDecoder => ne + nd,
+        };
+        let per_token_per_layer = (6 * c + (nh + 2 * nkv) * hs + up + f) as f64;
+        let tokens = b as f64 * t as f64;
+        let activations = layers as f64 * tokens * per_token_per_layer + 3.0 * tokens * vocab as f64;
+        4.0 * (4.0 * n_params as f64 + activations)
+    }
+
+    /// Refuses a config whose training step would hold more than `budget` bytes (`step_memory_bytes` for its
+    /// batch_size and ctx_len), naming what to lower: the batch (or context) when activations are most of it, the
+    /// model otherwise.
+    pub fn check_memory(m: &ModelConfig, vocab: usize, batch_size: usize, budget: f64) -> Result<()> {
+        let need = Layout::step_memory_bytes(m, vocab, batch_size, m.ctx_len);
+        if need <= budget {
+            return Ok(());
+        }
+        let (_, n_params, _) = Layout::counted(m, vocab);
+        let state = 16.0 * n_params as f64;
+        let gib = |x: f64| x / (1u64 << 30) as f64;
+        let (field, lower) = if state < need / 2.0 {
+            ("train.batch_size", "lower train.batch_size or model.ctx_len")
+        } else {
+            ("model", "make the model smaller (d_model, layers, ffn)")
+        };
+        Err(Error::Config {
+            field: field.into(),
+            value: format!("{batch_size} × {} tokens", m.ctx_len),
+            rule: format!(
+                "a training step would hold about {:.2} GiB ({:.2} GiB of parameters, gradients and AdamW state, {:.2} GiB \
+                 of activations), over the memory budget of {:.2} GiB: {lower}",
+                gib(need),
+                gib(state),
+                gib(need - state),
+                gib(budget)
+            ),
+        })
+    }
+
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }

@@ -36,6 +36,24 @@ impl OptState {
     }
 }
 
+/// The bytes a run may plan one training step to hold (`Layout::check_memory`). In the browser 2 GiB: a wasm32
+/// instance addresses at most 4 GiB, and the allocator, the corpus, the page's copies and the step's temporaries
+/// share them. Natively `TP_MEMORY_BUDGET_GIB` when set, else half of the machine's memory (`/proc/meminfo`), else
+/// 8 GiB.
+pub fn memory_budget() -> f64 {
+    const GIB: f64 = (1u64 << 30) as f64;
+    if cfg!(target_arch = "wasm32") {
+        return 2.0 * GIB;
+    }
+    if let Some(g) = std::env::var("TP_MEMORY_BUDGET_GIB").ok().and_then(|v| v.trim().parse::<f64>().ok()).filter(|g| *g > 0.0) {
+        return g * GIB;
+    }
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+    });
+    total_kib.map_or(8.0 * GIB, |kib| kib * 1024.0 / 2.0)
+}
+
 /// One training step on a host backend: forward, backward, clip, AdamW on one batch (`step::record_step`).
 /// Refuses (and leaves the model and the optimizer state untouched) when the loss or the gradient norm is not
 /// finite.
@@ -118,6 +136,7 @@ impl Run {
         cfg.validate()?;
         let data = Dataset::new(&cfg, text)?;
         crate::model::Layout::check_size(&cfg.model, data.tokenizer().vocab_size())?;
+        crate::model::Layout::check_memory(&cfg.model, data.tokenizer().vocab_size(), cfg.train.batch_size, memory_budget())?;
         let model = Model::new(&cfg.model, data.tokenizer().vocab_size(), cfg.seed);
         let mut run = Run::assemble(cfg, model, OptState::new(0), data, 0, backend);
         if backend == BackendKind::Gpu {
