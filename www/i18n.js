@@ -27,13 +27,17 @@ export function getLang() {
   return lang;
 }
 
-/** The string for `key` in the current language, with {name} placeholders filled from `vars`. */
+/**
+ * The string for `key` in the current language, with {name} placeholders filled from `vars`. English writes a
+ * count's noun as {name:one|other} (`{chars} {chars:character|characters}`): the first form when vars.name is 1.
+ */
 export function t(key, vars) {
   let s = TABLES[lang][key] ?? TABLES.en[key];
   if (s === undefined) {
     console.warn(`missing string: ${key}`);
     return key;
   }
+  if (vars) s = s.replace(/\{(\w+):([^|{}]*)\|([^{}]*)\}/g, (m, k, one, other) => (k in vars ? (Number(vars[k]) === 1 ? one : other) : m));
   if (vars) s = s.replace(/\{(\w+)\}/g, (m, k) => (k in vars ? String(vars[k]) : m));
   return s;
 }

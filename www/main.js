@@ -2,7 +2,7 @@
 // once — strings and controls first, the engine (wasm, thread pool) in the background, the model after it.
 // Panels talk through the event bus (bus.js); all model computation is in the engine's Worker.
 import { $ } from './dom.js';
-import { setLang, initialLang, getLang, translate } from './i18n.js';
+import { setLang, initialLang, getLang, translate, t } from './i18n.js';
 import { on, emit } from './bus.js';
 import * as state from './state.js';
 import * as runs from './runs.js';
@@ -47,6 +47,15 @@ function mountPanels() {
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }
 
+/** Says which values of a link were refused (state.decode), naming each option in the page's words. */
+function sayRefused(setup) {
+  for (const { key, raw, kept } of setup?.refused ?? []) {
+    const [rule, ruleVars] = state.ruleOf(options.BY_KEY[key]);
+    const vars = { name: t(`opt.${key}.label`), value: raw, rule: t(rule, ruleVars), dflt: kept };
+    emit('notice', { key: 'notice.badLink', vars, kind: 'warn' });
+  }
+}
+
 async function main() {
   setLang(initialLang(), { remember: false });
   mountPanels();
@@ -55,6 +64,7 @@ async function main() {
 
   const [, saved] = await Promise.all([loadPresets(), autosave.load()]);
   const link = state.readHash(presetValues());
+  sayRefused(link);
   const restoring = saved && (!link || state.currentHash() === saved.hash);
 
   // The engine checks a text before it becomes the corpus (dataPanel.useText); runs on it are built once it has.
@@ -77,6 +87,7 @@ async function main() {
     autosave.enable();
   }
   state.onHashChange((setup) => {
+    sayRefused(setup);
     if (setup.text) dataPanel.useText(setup.text);
     runs.applyValues(setup.values, 'hash');
   }, () => presetValues());

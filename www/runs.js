@@ -256,6 +256,8 @@ function onProgress(rec, handle, p) {
 export async function train(rec = selected) {
   if (!rec || rec.training) return;
   const handle = await ensureBuilt(rec);
+  // A second Train pressed while the first waited for the build: the first one trains.
+  if (rec.training) return;
   const left = rec.values.steps - rec.stepCount;
   if (left <= 0) {
     notice('runs.done', { n: rec.no, steps: rec.values.steps }, 'warn');
@@ -288,13 +290,17 @@ export async function pause(rec = selected) {
 export async function step(rec = selected) {
   if (!rec || rec.training) return;
   const handle = await ensureBuilt(rec);
+  if (rec.training) return;
   try {
     await handle.step();
-    rec.status = rec.stepCount >= rec.values.steps ? 'done' : 'paused';
   } catch (e) {
+    if (rec.handle !== handle) return;
     rec.status = 'error';
     rec.message = { text: e.message };
   }
+  // Train pressed while the step was under way is training now: its status stands, and its own end sets the next.
+  if (rec.handle !== handle) return;
+  if (rec.status !== 'error' && !rec.training) rec.status = rec.stepCount >= rec.values.steps ? 'done' : 'paused';
   emitRuns();
   emit('stopped', { rec });
 }

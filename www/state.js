@@ -13,19 +13,39 @@ function format(o, v) {
   return String(v);
 }
 
+const BOOL = { 1: true, true: true, 0: false, false: false };
+
+/**
+ * The value of option `o` written as `s` in a link, or undefined where the link asks for what no control could
+ * hold: a choice the option does not have, a boolean other than 1/0, an infinite or negative number (every numeric
+ * option counts or measures something). Empty and non-numeric text is kept, for the configuration panel to say
+ * what is wrong with it as it does for a typed value.
+ */
 function parse(o, s) {
   switch (o.type) {
+    case 'choice':
+      return o.choices.includes(s) ? s : undefined;
     case 'bool':
-      return s === '1' || s === 'true';
+      return BOOL[s];
     case 'int':
     case 'float':
-      return s.trim() === '' || Number.isNaN(Number(s)) ? s : Number(s);
     case 'optint':
-    case 'optfloat':
-      return s === '' ? null : Number.isNaN(Number(s)) ? s : Number(s);
+    case 'optfloat': {
+      if (s.trim() === '') return o.type.startsWith('opt') ? null : s;
+      const x = Number(s);
+      if (Number.isNaN(x)) return s;
+      return Number.isFinite(x) && x >= 0 ? x : undefined;
+    }
     default:
       return s;
   }
+}
+
+/** The rule a refused link value breaks, as [string key, vars]. */
+export function ruleOf(o) {
+  if (o.type === 'choice') return ['link.rule.choice', { choices: o.choices.join(', ') }];
+  if (o.type === 'bool') return ['link.rule.bool', {}];
+  return ['link.rule.number', {}];
 }
 
 /** The hash (without '#') for a setup: every option that applies, plus short pasted text. */
@@ -41,8 +61,9 @@ export function encode(values, text = null) {
 }
 
 /**
- * A setup from a hash: { values, text, keys } — `values` starts from `base` (the default preset's values) and takes
- * every known key in the hash; `keys` lists the keys found. null for an empty hash.
+ * A setup from a hash: { values, text, keys, refused } — `values` starts from `base` (the default preset's values)
+ * and takes every known key in the hash; `keys` lists the keys taken; `refused` lists { key, raw, kept } for each
+ * value that parse() refuses, which keeps `base`'s value. null for an empty hash.
  */
 export function decode(hash, base = defaults()) {
   const s = hash.replace(/^#/, '');
@@ -50,14 +71,20 @@ export function decode(hash, base = defaults()) {
   const p = new URLSearchParams(s);
   const values = { ...base };
   const keys = [];
+  const refused = [];
   for (const [k, raw] of p) {
     const o = BY_KEY[k];
     if (!o) continue;
-    values[k] = parse(o, raw);
+    const v = parse(o, raw);
+    if (v === undefined) {
+      refused.push({ key: k, raw, kept: format(o, values[k]) ?? '' });
+      continue;
+    }
+    values[k] = v;
     keys.push(k);
   }
   // Options that apply but are absent from the hash keep `base`'s values (an older or hand-written link).
-  return { values, text: p.get('text'), keys };
+  return { values, text: p.get('text'), keys, refused };
 }
 
 /** The setup in the current URL, or null. */

@@ -44,12 +44,19 @@ async function generate() {
   const btn = $('#gen-go');
   setBusy(btn, true);
   const prompt = $('#gen-prompt').value;
+  const maxTokens = Number($('#gen-length').value.trim() || NaN);
+  if (!(Number.isInteger(maxTokens) && maxTokens > 0)) {
+    // 0 would generate nothing and say nothing.
+    fill(out, h('span', { class: 'bad' }, t('use.noLength')));
+    setBusy(btn, false);
+    return;
+  }
   const gen = h('span', { class: 'generated' });
   fill(out, h('span', { class: 'prompt-echo' }, prompt), gen);
   try {
     const run = await handleFor();
     const opts = {
-      maxTokens: Number($('#gen-length').value),
+      maxTokens,
       temperature: Number($('#gen-temperature').value),
       topK: Number($('#gen-topk').value),
       topP: Number($('#gen-topp').value),

@@ -372,6 +372,7 @@ export const zh = {
   'use.wrong': '还不对',
   'use.noModel': '请先构建模型：点击“训练”或“单步”。',
   'use.error': '错误：{msg}',
+  'use.noLength': '“长度”为空或不是大于 0 的整数：请填写要生成多少个字符。',
   'use.outputLabel': '模型输出',
 
   'ckpt.save': '下载检查点',
@@ -387,5 +388,9 @@ export const zh = {
   'notice.engineRestart': '引擎出错后已重启：{msg}',
   'notice.engineFailed': '引擎无法启动：{msg}',
   'notice.runError': '运行 {n} 已停止：{msg}',
+  'notice.badLink': '链接把“{name}”设为“{value}”，但它必须是{rule}：保留为 {dflt}。',
+  'link.rule.choice': '以下之一：{choices}',
+  'link.rule.bool': '1 或 0',
+  'link.rule.number': '大于或等于 0 的有限数',
   'notice.close': '关闭',
 };
