@@ -106,6 +106,7 @@ export interface Progress {
   notice?: string;
 }
 
+/** maxTokens, topK and seed are integers ≥ 0, temperature and topP finite numbers: anything else is an 'invalid' EngineError. */
 export interface SampleOptions {
   maxTokens?: number;
   /** 0 = greedy. */
@@ -238,8 +239,9 @@ export class Engine {
   readonly limits: Limits;
   readonly runs: Run[];
   createRun(config: Config | string, opts?: RunOptions): Promise<Run>;
-  loadRun(bytes: Uint8Array, opts?: { corpus?: string; backend?: 'cpu' | 'webgpu' | 'auto' }): Promise<Run>;
+  loadRun(bytes: Uint8Array | ArrayBuffer, opts?: { corpus?: string; backend?: 'cpu' | 'webgpu' | 'auto' }): Promise<Run>;
   validate(config: Config | string): Promise<FullConfig>;
+  /** `vocab`: an integer from 1 to 2^24, else an 'invalid' EngineError. */
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;

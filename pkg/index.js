@@ -7,7 +7,10 @@
 //   await run.train({ steps: 500 });
 //   const text = await run.generate('ROMEO:', { maxTokens: 200, temperature: 0.8, topK: 40, topP: 0.95 });
 
-import { EngineError, PANIC_CHANNEL, chooseBuild, hasSimd, toError } from './protocol.js';
+import {
+  EngineError, PANIC_CHANNEL, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkNumber, checkOptions, checkString,
+  chooseBuild, hasSimd, toError,
+} from './protocol.js';
 
 export { EngineError };
 
@@ -28,26 +31,28 @@ function configJson(config, { seed, task } = {}) {
   } else {
     throw new EngineError('config must be an object or a JSON string', { kind: 'invalid' });
   }
-  if (seed !== undefined) cfg.seed = seed;
-  if (task !== undefined) cfg.data = { ...(cfg.data || {}), task };
+  if (checkInt('opts.seed', seed, { optional: true }) !== undefined) cfg.seed = seed;
+  if (checkString('opts.task', task, { optional: true }) !== undefined) cfg.data = { ...(cfg.data || {}), task };
   return JSON.stringify(cfg);
 }
 
 /** Sampling options in the core's names (snake_case), from the API's camelCase. */
-function sampleOptions(o = {}) {
+function sampleOptions(opts) {
+  const o = checkOptions('opts', opts);
   const out = {};
-  if (o.maxTokens !== undefined) out.max_tokens = o.maxTokens;
-  if (o.temperature !== undefined) out.temperature = o.temperature;
-  if (o.topK !== undefined) out.top_k = o.topK;
-  if (o.topP !== undefined) out.top_p = o.topP;
-  if (o.seed !== undefined) out.seed = o.seed;
+  // Integers cross as the core's usize (32 bits in wasm); the core checks the ranges that mean something.
+  if (checkInt('opts.maxTokens', o.maxTokens, { max: U32_MAX, optional: true }) !== undefined) out.max_tokens = o.maxTokens;
+  if (checkNumber('opts.temperature', o.temperature, { optional: true }) !== undefined) out.temperature = o.temperature;
+  if (checkInt('opts.topK', o.topK, { max: U32_MAX, optional: true }) !== undefined) out.top_k = o.topK;
+  if (checkNumber('opts.topP', o.topP, { optional: true }) !== undefined) out.top_p = o.topP;
+  if (checkInt('opts.seed', o.seed, { optional: true }) !== undefined) out.seed = o.seed;
   return out;
 }
 
 /** The backend option of createRun / loadRun. */
 function checkBackend(backend = 'cpu') {
   if (!['cpu', 'webgpu', 'auto'].includes(backend)) {
-    throw new EngineError(`backend = '${backend}': must be 'cpu', 'webgpu' or 'auto'`, { kind: 'invalid' });
+    throw new EngineError(`opts.backend = '${backend}': must be 'cpu', 'webgpu' or 'auto'`, { kind: 'invalid' });
   }
   return backend;
 }
@@ -127,7 +132,7 @@ export class Engine extends Emitter {
       const message = "the threaded build needs a cross-origin isolated page (COOP/COEP headers); use build 'single'";
       throw new EngineError(message, { kind: 'invalid' });
     }
-    const threads = this.#opts.threads ?? navigator.hardwareConcurrency ?? 1;
+    const threads = checkInt('opts.threads', this.#opts.threads ?? navigator.hardwareConcurrency ?? 1, { min: 1, max: 1024 });
     const name = 'transformer-playground engine';
     // The literal `new Worker(new URL('./worker.js', import.meta.url), …)` is the form bundlers (Vite, webpack)
     // recognise and bundle; keep it literal.
@@ -233,24 +238,28 @@ export class Engine extends Emitter {
    * Rejects with an EngineError for a bad config (kind 'config', with field, value and rule) or text (kind 'data',
    * with its reason).
    */
-  async createRun(config, opts = {}) {
+  async createRun(config, opts) {
+    opts = checkOptions('opts', opts);
     const json = configJson(config, opts);
     const backend = checkBackend(opts.backend);
+    const corpus = checkString('opts.corpus', opts.corpus, { optional: true });
     const runId = this.#nextRun++;
-    const info = await this._request({ op: 'create', runId, config: json, corpus: opts.corpus, backend });
-    const run = new Run(this, runId, info, opts.corpus);
+    const info = await this._request({ op: 'create', runId, config: json, corpus, backend });
+    const run = new Run(this, runId, info, corpus);
     this.#runs.set(runId, run);
     return run;
   }
 
   /** A run continued from a checkpoint (.safetensors bytes); text models need opts.corpus to keep training. */
-  async loadRun(bytes, opts = {}) {
+  async loadRun(bytes, opts) {
+    opts = checkOptions('opts', opts);
+    const kept = checkBytes('bytes', bytes); // ours: the caller may change theirs
     const backend = checkBackend(opts.backend);
+    const corpus = checkString('opts.corpus', opts.corpus, { optional: true });
     const runId = this.#nextRun++;
-    const copy = new Uint8Array(bytes); // ours to transfer
-    const info = await this._request({ op: 'load', runId, bytes: copy, corpus: opts.corpus, backend });
-    const run = new Run(this, runId, info, opts.corpus);
-    run._snapshot(new Uint8Array(bytes), info.step);
+    const info = await this._request({ op: 'load', runId, bytes: new Uint8Array(kept), corpus, backend });
+    const run = new Run(this, runId, info, corpus);
+    run._snapshot(kept, info.step);
     this.#runs.set(runId, run);
     return run;
   }
@@ -262,7 +271,7 @@ export class Engine extends Emitter {
 
   /** Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size. */
   async shapeFlow(config, vocab) {
-    return this._request({ op: 'shapeFlow', config: configJson(config), vocab });
+    return this._request({ op: 'shapeFlow', config: configJson(config), vocab: checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }) });
   }
 
   /**
@@ -271,7 +280,10 @@ export class Engine extends Emitter {
    * `reason` says why (empty, not_utf8, control_characters, too_large, too_many_characters).
    */
   async checkText(text) {
-    const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : new Uint8Array(text);
+    if (typeof text !== 'string' && !(text instanceof ArrayBuffer) && !ArrayBuffer.isView(text)) {
+      throw new EngineError(`text = ${text === null ? 'null' : typeof text}: must be a string, a Uint8Array or an ArrayBuffer`, { kind: 'invalid' });
+    }
+    const bytes = typeof text === 'string' ? new TextEncoder().encode(text) : checkBytes('text', text);
     return this._request({ op: 'checkText', bytes });
   }
 
@@ -369,8 +381,9 @@ export class Run extends Emitter {
   }
 
   /** Trains `steps` more steps (one progress event each); resolves { step, stopped: 'done' | 'paused' }. */
-  train({ steps } = {}) {
-    return this.#req('train', { steps: steps ?? this.config.train.steps - this.stepCount });
+  async train(opts) {
+    const { steps } = checkOptions('opts', opts);
+    return this.#req('train', { steps: checkInt('opts.steps', steps ?? this.config.train.steps - this.stepCount, { min: 1 }) });
   }
 
   /** Stops training after the current step; resolves { step }. */
@@ -390,23 +403,29 @@ export class Run extends Emitter {
 
   /** GPT: continues `prompt`; `onText(piece)` is called with the text sampled since its last call (every 4 tokens,
    * sooner after 16 ms, and at the end). Resolves the whole new text. */
-  generate(prompt, opts = {}, onText) {
+  async generate(prompt, opts, onText) {
+    checkString('prompt', prompt);
+    if (onText !== undefined && typeof onText !== 'function') {
+      throw new EngineError(`onText = ${onText === null ? 'null' : typeof onText}: must be a function, if given`, { kind: 'invalid' });
+    }
     return this.#req('generate', { prompt, options: sampleOptions(opts) }, onText);
   }
 
   /** BERT: top-k fillers for each [MASK]: [{ position, candidates: [[token, p], …] }]. */
-  fillMask(text, { k = 5 } = {}) {
-    return this.#req('fillMask', { text, k });
+  async fillMask(text, opts) {
+    const { k = 5 } = checkOptions('opts', opts);
+    return this.#req('fillMask', { text: checkString('text', text), k: checkInt('opts.k', k, { min: 1, max: U32_MAX }) });
   }
 
   /** Encoder-decoder: { output, answer } for an input of the run's task. */
-  decode(input, opts = {}) {
-    return this.#req('decode', { input, options: sampleOptions(opts) });
+  async decode(input, opts) {
+    return this.#req('decode', { input: checkString('input', input), options: sampleOptions(opts) });
   }
 
   /** Attention probabilities per layer and head for `text` (and the decoder `target` of an encoder-decoder). */
-  attention(text, { target } = {}) {
-    return this.#req('attention', { text, target });
+  async attention(text, opts) {
+    const { target } = checkOptions('opts', opts);
+    return this.#req('attention', { text: checkString('text', text), target: checkString('opts.target', target, { optional: true }) });
   }
 
   /** The shape-flow table for this run's config and batch. */

@@ -119,3 +119,56 @@ export function chooseBuild() {
   const isolated = globalThis.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function';
   return isolated ? 'threads' : 'single';
 }
+
+/**
+ * Argument checks, for the API (index.js, naming the caller's argument) and again where the Worker decodes a
+ * request (worker.js: nothing that reaches the core may be of a type it cannot take). Each returns the value or
+ * throws an 'invalid' EngineError naming the argument and what was expected.
+ */
+const invalid = (name, value, expected) => {
+  const shown = typeof value === 'string' ? `'${value}'` : typeof value === 'object' && value ? typeof value : String(value);
+  return new EngineError(`${name} = ${shown}: must be ${expected}`, { kind: 'invalid' });
+};
+
+export function checkString(name, value, { optional = false } = {}) {
+  if (optional && value == null) return undefined;
+  if (typeof value !== 'string') throw invalid(name, value, optional ? 'a string, if given' : 'a string');
+  return value;
+}
+
+/** An integer in [min, max] (both inclusive). */
+export function checkInt(name, value, { min = 0, max = Number.MAX_SAFE_INTEGER, optional = false } = {}) {
+  if (optional && value === undefined) return undefined;
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw invalid(name, value, `an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+export function checkNumber(name, value, { optional = false } = {}) {
+  if (optional && value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isFinite(value)) throw invalid(name, value, 'a finite number');
+  return value;
+}
+
+/** An options object (undefined → {}). */
+export function checkOptions(name, value) {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw invalid(name, value, 'an object');
+  return value;
+}
+
+/** Bytes: a Uint8Array (or ArrayBuffer, or another typed array's view), as a Uint8Array of our own. */
+export function checkBytes(name, value) {
+  if (value instanceof ArrayBuffer) return new Uint8Array(value.slice(0));
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer.slice(value.byteOffset, value.byteOffset + value.byteLength));
+  throw invalid(name, value, 'a Uint8Array or an ArrayBuffer');
+}
+
+/** The largest u32: the core's sizes and counts cross the wasm boundary as 32-bit integers. */
+export const U32_MAX = 2 ** 32 - 1;
+/**
+ * Largest vocabulary size shapeFlow takes: far above any vocabulary the core builds (at most limits.text.max_chars
+ * characters plus a few special tokens), and small enough that the shape arithmetic stays in range.
+ */
+export const VOCAB_MAX = 2 ** 24;

@@ -6,7 +6,9 @@
 // asynchronously) and its host copy is brought up to date (syncAsync) before anything that reads the parameters
 // on the cpu (save, generate, fill-mask, decode, attention). Each run's requests run one at a time (`exclusive`).
 
-import { EngineError, errorData, errorReply } from './protocol.js';
+import {
+  EngineError, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkOptions, checkString, errorData, errorReply,
+} from './protocol.js';
 
 let wasm = null; // the wasm-bindgen module of the chosen build
 let info = null;
@@ -235,15 +237,21 @@ function onHost(runId, fn) {
 
 const handlers = {
   init,
-  validate: ({ config }) => wasm.validateConfig(config),
-  shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(config, vocab)),
-  checkText: ({ bytes }) => JSON.parse(wasm.checkText(bytes)),
+  // Every value that reaches the core is checked here too: the Worker is the boundary to wasm, where a value of
+  // the wrong type can trap the instance instead of being refused.
+  validate: ({ config }) => wasm.validateConfig(checkString('config', config)),
+  shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(checkString('config', config), checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }))),
+  checkText: ({ bytes }) => JSON.parse(wasm.checkText(checkBytes('bytes', bytes))),
   async create({ runId, config, corpus, backend }) {
+    checkString('config', config);
+    checkString('corpus', corpus, { optional: true });
     const make = () => new wasm.WasmRun(config, corpus ?? undefined);
     const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
     return host(runId, make(), choice?.backend ?? backend, choice);
   },
   async load({ runId, bytes, corpus, backend }) {
+    checkBytes('bytes', bytes);
+    checkString('corpus', corpus, { optional: true });
     const make = () => wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined);
     const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
     return host(runId, make(), choice?.backend ?? backend, choice);
@@ -295,15 +303,18 @@ const handlers = {
     };
     return onHost(runId, (wr) => {
       try {
-        return wr.generate(prompt, JSON.stringify(options ?? {}), onText);
+        return wr.generate(checkString('prompt', prompt), JSON.stringify(checkOptions('options', options)), onText);
       } finally {
         flush();
       }
     });
   },
-  fillMask: ({ runId, text, k }) => onHost(runId, (wr) => JSON.parse(wr.fillMask(text, k ?? 5))),
-  decode: ({ runId, input, options }) => onHost(runId, (wr) => JSON.parse(wr.decode(input, JSON.stringify(options ?? {})))),
-  attention: ({ runId, text, target }) => onHost(runId, (wr) => JSON.parse(wr.attention(text, target ?? undefined))),
+  fillMask: ({ runId, text, k }) => onHost(runId, (wr) =>
+    JSON.parse(wr.fillMask(checkString('text', text), checkInt('k', k ?? 5, { min: 1, max: U32_MAX })))),
+  decode: ({ runId, input, options }) => onHost(runId, (wr) =>
+    JSON.parse(wr.decode(checkString('input', input), JSON.stringify(checkOptions('options', options))))),
+  attention: ({ runId, text, target }) => onHost(runId, (wr) =>
+    JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
   save: ({ runId }) => onHost(runId, (wr) => wr.save()),
   dispose({ runId }) {
