@@ -7,7 +7,9 @@
 // An error crosses as plain data (errorData) and becomes an EngineError again on the page (toError).
 //
 // Requests (op: arguments → result)
-//   init        { build, threads, instanceId }    → { build, threads, simd128, relaxedSimd, version, limits }
+//   init        { build, threads, instanceId, aliveLock?, snapshotEveryMs? }
+//                                                 → { build, threads, simd128, relaxedSimd, version, limits };
+//                                                   the Worker holds the Web Lock `aliveLock` until it ends
 //   validate    { config }                        → full config (JSON string) — or the core's error
 //   shapeFlow   { config, vocab }                 → shape-flow table
 //   checkText   { bytes }                         → { bytes, chars, distinct } — or the core's data error
@@ -28,6 +30,8 @@
 //   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
 //   loseGpu     { runId }                         → whether the run's GPU device was destroyed (tests only)
 //   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
+//   hang        {}                                → never replies: the Worker's thread loops for ever (tests only)
+//   ping        (no id)                           → a `pong` event at once, when the Worker's event loop is free
 //
 // Events
 //   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep,
@@ -36,10 +40,11 @@
 //   runError    { runId, error }                  — the run stopped (e.g. diverged: its last good state is kept)
 //   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it
 //   text        { id, piece }                     — a piece of streamed generation for request `id`
+//   pong        {}                                — the answer to a ping (the page's watchdog)
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul', 'hang', 'ping',
 ]);
 
 /**
@@ -48,7 +53,7 @@ export const OPS = Object.freeze([
  */
 export const PANIC_CHANNEL = 'transformer-playground-panic';
 
-export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text']);
+export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'pong']);
 
 /**
  * What every call of the engine rejects with: an Error with the core's message and its `kind`: 'config', 'data',

@@ -24,7 +24,7 @@ const runs = new Map();
 let turn = 0; // round-robin position among training runs
 let scheduled = false;
 
-const SNAPSHOT_EVERY_MS = 20000;
+let snapshotEveryMs = 20000; // set by init
 const TEXT_PIECES = 4;
 const TEXT_EVERY_MS = 16;
 
@@ -32,7 +32,7 @@ const reply = (id, result, transfer = []) => postMessage({ id, ok: true, result 
 
 function runOf(runId) {
   const r = runs.get(runId);
-  if (!r) throw new EngineError(`no run with id ${runId} (disposed?)`, { kind: 'invalid' });
+  if (!r) throw new EngineError('the engine has no such run (disposed?)', { kind: 'invalid', runId });
   return r;
 }
 
@@ -127,7 +127,7 @@ async function tick() {
       await stepOnce(runId, r, evalEvery);
       r.stepsLeft -= 1;
       if (r.stepsLeft <= 0) await stopTraining(runId, r, 'done');
-      else if (performance.now() - r.lastSnapshot > SNAPSHOT_EVERY_MS) await snapshot(runId, r);
+      else if (performance.now() - r.lastSnapshot > snapshotEveryMs) await snapshot(runId, r);
     });
   } catch (e) {
     if (isAbort(e)) return crash(runId, e);
@@ -158,11 +158,20 @@ function isAbort(e) {
 
 function crash(runId, e) {
   crashed = true;
-  const message = `the engine aborted${runId !== undefined ? ` in run ${runId}` : ''}: ${lastPanic || e.message}`;
+  // The run is named by its id (the page words it with its own number), not in the text.
+  const message = `the engine aborted: ${lastPanic || e.message}`;
   postMessage({ event: 'crashed', runId, message });
 }
 
-async function init({ build, threads, instanceId }) {
+async function init({ build, threads, instanceId, aliveLock, snapshotEveryMs: every }) {
+  if (Number.isInteger(every) && every > 0) snapshotEveryMs = every;
+  // Held until this Worker is gone: the page learns of its end by getting the lock (Engine #watchLock).
+  if (aliveLock && navigator.locks) {
+    await new Promise((held) => navigator.locks.request(checkString('aliveLock', aliveLock), () => {
+      held();
+      return new Promise(() => {});
+    }));
+  }
   // Literal paths, so bundlers see (and split) each build.
   if (build === 'threads') wasm = await import('./wasm/threads/tp.js');
   else if (build === 'single') wasm = await import('./wasm/single/tp.js');
@@ -258,7 +267,7 @@ const handlers = {
   },
   train({ runId, steps }, id) {
     const r = runOf(runId);
-    if (r.training) throw new EngineError(`run ${runId} is already training`, { kind: 'invalid' });
+    if (r.training) throw new EngineError('the run is already training', { kind: 'invalid', runId });
     if (!(Number.isInteger(steps) && steps > 0)) {
       throw new EngineError(`steps = ${steps}: must be a positive integer`, { kind: 'invalid' });
     }
@@ -275,10 +284,12 @@ const handlers = {
   },
   step({ runId }) {
     const r = runOf(runId);
-    if (r.training) throw new EngineError(`run ${runId} is training: pause it first`, { kind: 'invalid' });
-    return exclusive(r, () => {
+    if (r.training) throw new EngineError('the run is training: pause it first', { kind: 'invalid', runId });
+    return exclusive(r, async () => {
       r.stepsLeft = 0;
-      return stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+      const p = await stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+      await snapshot(runId, r); // a walkthrough's steps survive a restart too
+      return p;
     });
   },
   evaluate({ runId }) {
@@ -328,6 +339,9 @@ const handlers = {
     });
   },
   panic: ({ runId, inPool }) => onRun(runId, (wr) => wr.panicForTest(Boolean(inPool))),
+  hang() {
+    for (;;); // eslint-disable-line no-empty
+  },
   loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
   benchMatmul({ m, n, k, reps }) {
     wasm.benchMatmul(m, n, k, 1); // warm up
@@ -339,6 +353,8 @@ const handlers = {
 
 self.onmessage = async ({ data }) => {
   const { id, op } = data;
+  // The page's watchdog: an event loop that is free answers at once (a stuck one never does).
+  if (op === 'ping') return postMessage({ event: 'pong' });
   if (crashed) return postMessage(errorReply(id, new EngineError('the engine aborted and is restarting')));
   const handler = handlers[op];
   try {

@@ -36,6 +36,7 @@ class RunRecord {
     this.queue = Promise.resolve();
     this.buildTimer = null;
     this.removed = false;
+    this.resume = false; // training when the engine stopped: trains on once it is back
   }
 
   get key() {
@@ -198,6 +199,7 @@ function attach(rec, handle, key) {
     handle.on('error', (e) => {
       if (rec.handle !== handle) return;
       rec.status = 'error';
+      rec.resume = false;
       rec.message = { text: e.message };
       notice('notice.runError', { n: rec.no, msg: e.message }, 'error');
       emitRuns();
@@ -274,8 +276,14 @@ export async function train(rec = selected) {
     rec.status = r.step >= rec.values.steps ? 'done' : 'paused';
   } catch (e) {
     if (rec.handle !== handle) return;
-    rec.status = 'error';
-    rec.message = { text: e.message };
+    if (e.restart && rec.status !== 'error') {
+      // The engine stopped under it (no fault of this run's): it comes back at its last snapshot and goes on.
+      rec.status = 'paused';
+      rec.resume = true;
+    } else {
+      rec.status = 'error';
+      rec.message = { text: e.message };
+    }
   }
   emitRuns();
   emit('stopped', { rec });
@@ -295,8 +303,10 @@ export async function step(rec = selected) {
     await handle.step();
   } catch (e) {
     if (rec.handle !== handle) return;
-    rec.status = 'error';
-    rec.message = { text: e.message };
+    if (!e.restart || rec.status === 'error') {
+      rec.status = 'error';
+      rec.message = { text: e.message };
+    }
   }
   // Train pressed while the step was under way is training now: its status stands, and its own end sets the next.
   if (rec.handle !== handle) return;
@@ -433,9 +443,33 @@ export async function restore(saved) {
   for (const rec of runs) if (rec.handle) emit('built', { rec });
 }
 
-// The engine restarted after a crash: runs come back by themselves ('restored'); say what happened.
+/** Two restarts closer than this: the runs stay paused rather than risk a loop of restarts. */
+const RESTART_LOOP_MS = 120000;
+let lastRestart = -Infinity;
+
+/**
+ * The engine restarted (a panic, a Worker that died or stopped answering): every run is back at its last snapshot
+ * ('restored'). Say what happened with the page's run numbers, and let the runs that were training go on.
+ */
+function onRestart({ message, runId, cause }, engine) {
+  const now = performance.now();
+  const loop = now - lastRestart < RESTART_LOOP_MS;
+  lastRestart = now;
+  const hit = runs.find((r) => r.handle && r.handle.id === runId);
+  const s = Math.round(engine.snapshotEveryMs / 1000); // the most training a restart loses
+  if (cause === 'died') notice('notice.engineDied', { s }, 'error');
+  else if (cause === 'stuck') notice('notice.engineStuck', { msg: message, s }, 'error');
+  else if (hit) notice('notice.engineRestartRun', { n: hit.no, msg: message }, 'error');
+  else notice('notice.engineRestart', { msg: message }, 'error');
+  const waiting = runs.filter((r) => r.resume);
+  for (const rec of waiting) rec.resume = false;
+  if (loop && waiting.length) notice('notice.engineLoop', {}, 'warn');
+  else for (const rec of waiting) train(rec);
+  emitRuns();
+}
+
 on('engine', ({ engine }) => {
-  engine?.on('restart', ({ message }) => notice('notice.engineRestart', { msg: message }, 'error'));
+  engine?.on('restart', (e) => onRestart(e, engine));
 });
 
 /** The pasted text changed: runs on it that have not trained are rebuilt with it (trained ones keep theirs). */
