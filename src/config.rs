@@ -44,9 +44,42 @@ pub struct FfnConfig {
     /// Explicit hidden width F; overrides `mult`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<usize>,
+    /// A Mixture-of-Experts FFN (absent: one dense FFN). docs/MODEL.md "Mixture-of-Experts".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeConfig>,
 }
 fn default_mult() -> usize {
     4
+}
+
+/// A Mixture-of-Experts FFN (Shazeer et al. 2017; Switch Transformer, Fedus et al. 2021; Mixtral, Jiang et al.
+/// 2024): `experts` FFNs of the configured activation and width, each token sent to the `top_k` experts its router
+/// rates highest, their outputs mixed by the router's renormalised probabilities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeConfig {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Weight of the load-balancing loss added per layer (Switch Transformer's α); 0 disables it.
+    #[serde(default = "default_aux_loss")]
+    pub aux_loss: f32,
+    /// Each expert takes at most ceil(capacity_factor · top_k · tokens / experts) assignments per batch (in token
+    /// order; the rest are dropped). null: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_factor: Option<f32>,
+}
+fn default_aux_loss() -> f32 {
+    0.01
+}
+
+impl MoeConfig {
+    /// Assignments one expert takes from a batch of `tokens` tokens (all of them without a capacity factor).
+    pub fn capacity(&self, tokens: usize) -> usize {
+        match self.capacity_factor {
+            Some(f) => ((f as f64 * self.top_k as f64 * tokens as f64 / self.experts as f64).ceil() as usize).clamp(1, tokens.max(1)),
+            None => tokens,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -290,6 +323,13 @@ pub const MAX_LAYERS: usize = 64;
 pub const MAX_HEADS: usize = 64;
 pub const MAX_FFN_MULT: usize = 64;
 pub const MAX_FFN_HIDDEN: usize = 65536;
+/// Experts of a Mixture-of-Experts FFN.
+pub const MIN_EXPERTS: usize = 2;
+pub const MAX_EXPERTS: usize = 64;
+/// Largest load-balancing weight (Switch used 0.01; past 100 the balancing term is all the objective is).
+pub const MAX_AUX_LOSS: f32 = 100.0;
+/// Largest capacity factor: at top_k · tokens / experts · 64 a batch's assignments never reach it.
+pub const MAX_CAPACITY_FACTOR: f32 = 64.0;
 pub const MAX_BATCH_SIZE: usize = 4096;
 pub const MAX_LR: f32 = 10.0;
 /// Most optimizer steps in one run: ten million is days of training even for the smallest model, and keeps the
@@ -360,6 +400,10 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("model.ctx_len", ints(1, Some(MAX_CTX_LEN))),
         ("model.ffn.mult", ints(1, Some(MAX_FFN_MULT))),
         ("model.ffn.hidden", ints(1, Some(MAX_FFN_HIDDEN))),
+        ("model.ffn.moe.experts", ints(MIN_EXPERTS, Some(MAX_EXPERTS))),
+        ("model.ffn.moe.top_k", ints(1, Some(MAX_EXPERTS))),
+        ("model.ffn.moe.aux_loss", Bound { minimum: Some(0.0), maximum: Some(MAX_AUX_LOSS as f64), ..Bound::default() }),
+        ("model.ffn.moe.capacity_factor", Bound { minimum: Some(1.0), maximum: Some(MAX_CAPACITY_FACTOR as f64), ..Bound::default() }),
         ("model.norm.eps", Bound { exclusive_minimum: Some(0.0), maximum: Some(wide(MAX_NORM_EPS)), ..Bound::default() }),
         ("model.norm.alpha", deepnorm),
         ("model.norm.beta", deepnorm),
@@ -587,6 +631,24 @@ impl ModelConfig {
         if let Some(h) = m.ffn.hidden {
             if h > MAX_FFN_HIDDEN {
                 return Err(bad("model.ffn.hidden", h, &format!("must be at most {MAX_FFN_HIDDEN}")));
+            }
+        }
+        if let Some(moe) = &m.ffn.moe {
+            if !(MIN_EXPERTS..=MAX_EXPERTS).contains(&moe.experts) {
+                return Err(bad("model.ffn.moe.experts", moe.experts, &format!("must be in {MIN_EXPERTS}..={MAX_EXPERTS}")));
+            }
+            if !(1..=moe.experts).contains(&moe.top_k) {
+                let rule = format!("must be in 1..=model.ffn.moe.experts = {} (each token goes to top_k distinct experts)", moe.experts);
+                return Err(bad("model.ffn.moe.top_k", moe.top_k, &rule));
+            }
+            if !(moe.aux_loss.is_finite() && (0.0..=MAX_AUX_LOSS).contains(&moe.aux_loss)) {
+                return Err(bad("model.ffn.moe.aux_loss", moe.aux_loss, &format!("must be a number in [0, {MAX_AUX_LOSS}] (0 disables the balancing loss)")));
+            }
+            if let Some(f) = moe.capacity_factor {
+                if !(f.is_finite() && (1.0..=MAX_CAPACITY_FACTOR).contains(&f)) {
+                    let rule = format!("must be null (no limit) or a number in [1, {MAX_CAPACITY_FACTOR}]");
+                    return Err(bad("model.ffn.moe.capacity_factor", f, &rule));
+                }
             }
         }
         if m.d_model > MAX_D_MODEL {

@@ -306,10 +306,14 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
         }
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if step % log_every == 0 || eval {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
                 "grad_norm": json_f32(r.grad_norm), "ms": (ms * 100.0).round() / 100.0,
             });
+            if let Some(aux) = r.aux_loss {
+                line["aux_loss"] = json_f32(aux);
+                line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
+            }
             stdout.line(line);
         }
     }

@@ -112,6 +112,20 @@ pub struct Forward<B = Vec<f32>, L = f32> {
     pub dlogits: B, // (B,T,V), ∂loss/∂logits
 }
 
+impl<B, L> Forward<B, L> {
+    /// The statistics of every Mixture-of-Experts layer (`Backend::moe_route`), in layout order (encoder first).
+    pub fn moe_stats(&self) -> Vec<&B> {
+        let stacks = [&self.enc, &self.dec].into_iter().flatten();
+        stacks
+            .flat_map(|s| &s.blocks)
+            .filter_map(|b| match &b.ffn.f {
+                block::FfnCache::Moe(m) => Some(&m.stats),
+                block::FfnCache::Dense(_) => None,
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Model {
     pub cfg: ModelConfig,
@@ -138,7 +152,9 @@ impl Model {
                 continue;
             }
             let layers = if name.starts_with("encoder.") || (cfg.arch == crate::config::Arch::Bert) { ne } else { nd };
-            let residual_out = name.ends_with("attn.proj.weight") || name.ends_with("cross.proj.weight") || name.ends_with("mlp.proj.weight");
+            let expert_proj = name.contains(".mlp.experts.") && name.ends_with(".proj.weight");
+            let residual_out =
+                name.ends_with("attn.proj.weight") || name.ends_with("cross.proj.weight") || name.ends_with("mlp.proj.weight") || expert_proj;
             let mut std = cfg.init_std;
             if residual_out && !deep {
                 std /= (2.0 * layers.max(1) as f32).sqrt(); // GPT-2 scaled residual init
@@ -149,7 +165,8 @@ impl Model {
             if deep {
                 let stack = if name.starts_with("encoder.") || cfg.arch == crate::config::Arch::Bert { &layout.encoder } else { &layout.decoder };
                 let beta = stack.as_ref().map_or(1.0, |s| s.beta);
-                let ffn_or_out = name.contains(".mlp.") || residual_out;
+                // The FFN's weights (the experts', not the router's) and the output projections.
+                let ffn_or_out = (name.contains(".mlp.") && !name.contains(".mlp.router")) || residual_out;
                 if ffn_or_out {
                     p.iter_mut().for_each(|x| *x *= beta);
                 } else if name.ends_with("attn.qkv.weight") || name.ends_with("cross.kv.weight") {
