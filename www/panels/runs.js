@@ -1,6 +1,6 @@
 // The list of runs: colour, number, status, step, loss, and how each run's setup differs from the first run's.
 // Clicking a run shows it (its settings go to the configuration panel and the URL).
-import { $, h, fill, perFrame } from '../dom.js';
+import { $, h, fill, perFrame, paced } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import { BY_KEY, diffKeys } from '../options.js';
@@ -65,10 +65,13 @@ const render = perFrame(() => {
   if (focusRun) $(`#run-list li[data-run="${focusRun}"] .${focusClass}`)?.focus();
 });
 
+// Training steps come by the dozen a second: their counts and losses follow four times a second.
+const renderPaced = paced(render, 250);
+
 export function mount() {
   on('runs', render);
   on('values', render);
   on('lang', render);
-  on('progress', render);
+  on('progress', renderPaced);
   render();
 }
