@@ -81,11 +81,13 @@ function draw(name, signature, makeOpts, data) {
   }
 }
 
-/** Each chart in a frame of its own (then one frame's work stays small with six runs). */
-function inTurn(fns) {
+let turn = 0;
+/** Each chart in a frame of its own (then one frame's work stays small with six runs); a newer render takes over. */
+function inTurn(fns, mine = ++turn) {
+  if (mine !== turn) return;
   const [first, ...rest] = fns;
   first();
-  if (rest.length) requestAnimationFrame(() => inTurn(rest));
+  if (rest.length) requestAnimationFrame(() => inTurn(rest, mine));
 }
 
 function renderNow() {

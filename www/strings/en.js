@@ -394,7 +394,7 @@ export const en = {
   'notice.storageOff': 'Autosave is off: this browser does not let the page keep data ({msg}). Training goes on; download a checkpoint to keep a run.',
   'notice.storageFull': 'Autosave failed: the browser’s storage for this page is full ({msg}). Training goes on and the last autosave is kept; download a checkpoint to keep a run.',
   'notice.storageBack': 'Autosave works again.',
-  'notice.unknownLink': 'The link has a setting this page does not know, “{key}”: it is ignored.',
+  'notice.unknownLink': 'The link has {n:a setting|settings} this page does not know, ignored: {keys}.',
   'notice.engineFailed': 'The engine could not start: {msg}',
   'notice.runError': 'Run {n} stopped: {msg}',
   'notice.close': 'Dismiss',

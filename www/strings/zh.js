@@ -393,7 +393,7 @@ export const zh = {
   'notice.storageOff': '自动保存已关闭：此浏览器不允许页面保存数据（{msg}）。训练会继续；请下载检查点以保留运行。',
   'notice.storageFull': '自动保存失败：浏览器为此页面提供的存储空间已满（{msg}）。训练会继续，上一次自动保存会保留；请下载检查点以保留运行。',
   'notice.storageBack': '自动保存已恢复。',
-  'notice.unknownLink': '链接中有此页面不认识的设置“{key}”：已忽略。',
+  'notice.unknownLink': '链接中有此页面不认识的设置，已忽略：{keys}。',
   'notice.engineFailed': '引擎无法启动：{msg}',
   'notice.runError': '运行 {n} 已停止：{msg}',
   'notice.badLink': '链接把“{name}”设为“{value}”，但它必须是{rule}：保留为 {dflt}。',
