@@ -12,6 +12,7 @@
 #![cfg(feature = "gpu")]
 
 mod gpu_harness;
+mod moe_case;
 
 use gpu_harness::{gpu, read, run, up, zeros, OnGpu};
 use transformer_playground::backend::gpu::{Gpu, GpuStep};
@@ -680,4 +681,25 @@ fn every_kernel_compiles_ahead_of_time_for_the_head_sizes_and_buckets_given() {
     pollster::block_on(g.prepare(&[(6, 11), (64, 32), (256, 0)])).unwrap();
     let err = pollster::block_on(g.prepare(&[(257, 0)])).unwrap_err().to_string();
     assert!(err.contains("head size 257"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Mixture-of-Experts routing
+
+#[test]
+fn moe_routing_kernels_match_the_reference() {
+    // (tokens, experts, k, capacity): no drops; top-1 with drops; the most experts, top-3, a capacity of 2; more
+    // tokens than one workgroup.
+    for (n, e, k, cap) in [(37, 4, 2, 37), (37, 8, 1, 5), (20, 64, 3, 2), (300, 8, 2, 90)] {
+        let (got, want) = (moe_case::moe_case(&OnGpu, n, e, k, cap, 9, 5), moe_case::moe_case(&Reference, n, e, k, cap, 9, 5));
+        let what = format!("N={n} E={e} k={k} cap={cap}");
+        // The routing itself is exact: the same experts, rows and counts.
+        for (i, name) in [(1, "choice"), (2, "slot")] {
+            assert_eq!(got[i], want[i], "{name} {what}");
+        }
+        assert_eq!(got[4][1..], want[4][1..], "dropped and counts {what}");
+        for (i, name) in [(0, "probs"), (3, "weight"), (4, "stats"), (5, "out"), (6, "dx"), (7, "dweight"), (8, "dlogits")] {
+            assert_close(&format!("{name} {what}"), &got[i], &want[i], 1e-5, 1e-4);
+        }
+    }
 }

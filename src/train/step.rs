@@ -56,14 +56,19 @@ pub fn moe_layers(model: &Model) -> Vec<String> {
         .collect()
 }
 
-/// Slot of the statistics of MoE layer i (`moe_layers` order; `Backend::moe_route`'s `stats`): after the loss.
+/// Slot of the statistics of MoE layer i (`moe_layers` order; `Backend::moe_route`'s `stats`): after the loss, each
+/// layer's on a 64-float boundary (a device binds them as storage views).
 pub fn moe_slot(model: &Model, i: usize) -> usize {
-    loss_slot(model) + 1 + i * model.cfg.ffn.moe.as_ref().map_or(0, |m| moe_stats_len(m.experts))
+    let each = model.cfg.ffn.moe.as_ref().map_or(0, |m| moe_stats_len(m.experts).next_multiple_of(64));
+    (loss_slot(model) + 1).next_multiple_of(64) + i * each
 }
 
 /// Floats in a step's scalars buffer.
 pub fn scalars_len(model: &Model) -> usize {
-    moe_slot(model, moe_layers(model).len())
+    match moe_layers(model).len() {
+        0 => loss_slot(model) + 1,
+        n => moe_slot(model, n),
+    }
 }
 
 /// The flat buffers one step reads and updates, each laid out like the parameters; `scalars` as the slots above.

@@ -36,6 +36,7 @@ mod buffer;
 mod context;
 mod glue;
 mod matmul;
+mod moe;
 mod norm;
 mod pointwise;
 mod reduce;
@@ -216,6 +217,7 @@ impl Gpu {
             .chain(pointwise::KERNELS)
             .chain(reduce::KERNELS)
             .chain(glue::KERNELS)
+            .chain(moe::KERNELS)
             .map(|k| (*k, vec![]))
             .collect();
         v.push((&attention::DELTA, vec![]));
