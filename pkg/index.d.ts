@@ -63,6 +63,17 @@ export interface EngineOptions {
   threads?: number;
   /** Where worker.js is served, when not next to index.js. */
   workerUrl?: string | URL;
+  /**
+   * How often (ms) a training run's state is kept for recovery (default 20000; also when training stops and after
+   * a single step). After a restart a run loses at most this much of its training, plus the round of steps under way.
+   */
+  snapshotEveryMs?: number;
+  /**
+   * The watchdog: a Worker silent this long (ms) while a call is pending, pings unanswered, is taken to be stuck
+   * and replaced (default 60000; at least 10 × the longest silence seen from a Worker that then answered).
+   * A Worker that dies is noticed at once (it holds a Web Lock until it ends).
+   */
+  watchdogMs?: number;
 }
 
 export interface EngineInfo {
@@ -187,7 +198,11 @@ export type DataReason =
  *   diverged    the loss or gradients stopped being finite; the run keeps its last good state
  *   invalid     a request that cannot be done (an unknown character in a prompt, a run that is training, …)
  *   io          reading or writing failed
- *   runtime     the engine itself failed (a Rust panic: the engine restarts and restores its runs)
+ *   runtime     the engine itself failed (a Rust panic, a Worker that died or stopped answering: the engine
+ *               restarts and restores its runs; `restart` says which)
+ *
+ * An error about a run carries the run's `runId` (its `Run.id`); the message never names it, so a caller words it
+ * in its own terms (the playground: "Run 2").
  */
 export class EngineError extends Error {
   readonly name: 'EngineError';
@@ -205,6 +220,10 @@ export class EngineError extends Error {
   readonly chars?: number;
   readonly need?: number;
   readonly character?: string;
+  /** The run the error is about (`Run.id`), when it is about one. */
+  readonly runId?: number;
+  /** kind 'runtime': the call failed because the engine restarts — after a panic ('error'), or because its Worker died or stopped answering. */
+  readonly restart?: 'error' | 'died' | 'stuck';
 }
 
 /** The range of a numeric config field: up to two of the four ends (JSON Schema's names). */
@@ -245,9 +264,17 @@ export class Engine {
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
+  /** How often a training run's state is kept for recovery (opts.snapshotEveryMs). */
+  readonly snapshotEveryMs: number;
   /** Resolves once a restart in progress (after a crash) has finished. */
   ready(): Promise<void>;
-  on(event: 'restart', fn: (e: { message: string; runId?: number }) => void): Unsubscribe;
+  /**
+   * The engine restarted and every run is back at its last snapshot ('restored' on each run first). cause: 'error'
+   * (a Rust panic; runId: the run it hit, if one), 'died' (the Worker ended: killed by the browser, e.g. out of
+   * memory), 'stuck' (the watchdog: the Worker stopped answering). Calls pending at the time rejected (kind
+   * 'runtime', with `restart`); a run that was training is paused: call train() again.
+   */
+  on(event: 'restart', fn: (e: { message: string; runId?: number; cause: 'error' | 'died' | 'stuck' }) => void): Unsubscribe;
   on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   terminate(): void;
 }
@@ -267,7 +294,7 @@ export class Run {
   on(event: 'progress', fn: (p: Progress) => void): Unsubscribe;
   on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   on(event: 'restored', fn: (e: { step: number }) => void): Unsubscribe;
-  /** The engine's last-good-state checkpoint of this run (taken when training stops and every 20 s while it runs). */
+  /** The engine's last-good-state checkpoint of this run (when training stops, after step(), and every snapshotEveryMs while it trains). */
   on(event: 'snapshot', fn: (e: { step: number; bytes: Uint8Array }) => void): Unsubscribe;
   train(opts?: { steps?: number }): Promise<{ step: number; stopped: 'done' | 'paused' | 'disposed' }>;
   pause(): Promise<{ step: number }>;
