@@ -158,8 +158,12 @@ function isAbort(e) {
 
 function crash(runId, e) {
   crashed = true;
-  // The run is named by its id (the page words it with its own number), not in the text.
-  const message = `the engine aborted: ${lastPanic || e.message}`;
+  // The run is named by its id (the page words it with its own number), not in the text. A trap with no panic
+  // before it is an abort: in the core, a failed allocation (out of memory) is the one that comes without a message.
+  const why = lastPanic || (e.message === 'unreachable'
+    ? 'it stopped without a message, most likely out of memory (lower batch_size, ctx_len or the model size)'
+    : e.message);
+  const message = `the engine aborted: ${why}`;
   postMessage({ event: 'crashed', runId, message });
 }
 

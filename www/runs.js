@@ -180,6 +180,13 @@ async function buildNow(rec) {
     emit('built', { rec });
     return handle;
   } catch (e) {
+    if (e.restart && !rec.removed) {
+      // The engine stopped while building it: build it again once it is back.
+      rec.status = 'new';
+      emitRuns();
+      scheduleBuild(rec, 0);
+      throw e;
+    }
     if (!rec.removed) {
       rec.status = 'invalid';
       rec.message = e.key ? { key: e.key } : e.kind === 'data' ? dataErrorMessage(e) : { text: e.message };

@@ -149,7 +149,7 @@ test("a run's errors carry its id, not in the message: the caller words it", asy
   assert.deepEqual(problems, []);
 });
 
-test('the page: the engine killed mid-training says so in plain words, and its runs come back and go on training', async () => {
+test('the page: the engine killed mid-training says so in plain words, its runs come back and go on training; killed again at once, they stay paused', async () => {
   // A short snapshot interval, so that the test need not train for 20 s (this context's last test).
   await browser.context.addInitScript(() => {
     window.__tpEngineOptions = { snapshotEveryMs: 2000 };
@@ -187,6 +187,19 @@ test('the page: the engine killed mid-training says so in plain words, and its r
   assert.doesNotMatch(text, /stopped:/, 'no run is said to have failed');
   await page.evaluate(() => scrollTo(0, 0));
   await screenshot(page, 'faults-engine-died');
+
+  // A second stop within two minutes: no loop of restarts — the runs come back paused, and the page says so.
+  await page.evaluate(() => {
+    for (const l of window.__log) l.restored = null;
+    window.__tp.getEngine()._killWorkerForTest();
+  });
+  await page.waitForSelector('#notices .notice[data-key="notice.engineLoop"]', { timeout: 30000 });
+  await page.waitForFunction(() => window.__log.every((l) => l.restored !== null), null, { timeout: 30000 });
+  const paused = await page.evaluate(() => window.__tp.runs.list().map((r) => r.status));
+  assert.deepEqual(paused, ['paused', 'paused']);
+  // Train goes on from there.
+  await page.click('#train');
+  await page.waitForFunction(() => window.__tp.runs.selectedRun().training, null, { timeout: 10000 });
   await page.close();
   assert.deepEqual(problems, []);
 });

@@ -389,7 +389,7 @@ export const en = {
   'notice.engineRestart': 'The engine restarted after an error: {msg}',
   'notice.engineRestartRun': 'The engine restarted after an error in run {n}: {msg}',
   'notice.engineDied': 'The engine stopped (out of memory?) and was restarted. Every run is back at its last saved step — at most {s} s of training lost — and the ones that were training go on.',
-  'notice.engineStuck': 'The engine stopped answering and was restarted ({msg}). Every run is back at its last saved step — at most {s} s of training lost — and the ones that were training go on.',
+  'notice.engineStuck': 'The engine stopped answering (a fault in one of its threads, perhaps out of memory) and was restarted ({msg}). Every run is back at its last saved step — at most {s} s of training lost — and the ones that were training go on.',
   'notice.engineLoop': 'The engine stopped twice within two minutes: the runs stay paused at their last saved step. Press Train to go on, or lower batch_size or ctx_len.',
   'notice.storageOff': 'Autosave is off: this browser does not let the page keep data ({msg}). Training goes on; download a checkpoint to keep a run.',
   'notice.storageFull': 'Autosave failed: the browser’s storage for this page is full ({msg}). Training goes on and the last autosave is kept; download a checkpoint to keep a run.',

@@ -388,7 +388,7 @@ export const zh = {
   'notice.engineRestart': '引擎出错后已重启：{msg}',
   'notice.engineRestartRun': '引擎在运行 {n} 中出错后已重启：{msg}',
   'notice.engineDied': '引擎停止了（内存不足？），已重新启动。每个运行都回到了最后保存的步数——最多丢失 {s} 秒的训练——正在训练的运行会继续训练。',
-  'notice.engineStuck': '引擎没有响应（{msg}），已重新启动。每个运行都回到了最后保存的步数——最多丢失 {s} 秒的训练——正在训练的运行会继续训练。',
+  'notice.engineStuck': '引擎没有响应（某个线程出错，可能是内存不足；{msg}），已重新启动。每个运行都回到了最后保存的步数——最多丢失 {s} 秒的训练——正在训练的运行会继续训练。',
   'notice.engineLoop': '引擎在两分钟内停止了两次：运行暂停在最后保存的步数。按“训练”继续，或减小 batch_size 或 ctx_len。',
   'notice.storageOff': '自动保存已关闭：此浏览器不允许页面保存数据（{msg}）。训练会继续；请下载检查点以保留运行。',
   'notice.storageFull': '自动保存失败：浏览器为此页面提供的存储空间已满（{msg}）。训练会继续，上一次自动保存会保留；请下载检查点以保留运行。',
