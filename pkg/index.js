@@ -381,6 +381,11 @@ export class Engine extends Emitter {
     this.#worker?.terminate();
   }
 
+  /** For tests: run `run` traps with no panic before it, as the core does when an allocation fails. */
+  async _trapForTest(run) {
+    return this._request({ op: 'trap', runId: run.id });
+  }
+
   /** For tests: the Worker's thread loops for ever (a deadlock, as far as anyone can tell). */
   _hangForTest() {
     this.#worker?.postMessage({ op: 'hang' });

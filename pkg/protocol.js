@@ -30,6 +30,8 @@
 //   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
 //   loseGpu     { runId }                         → whether the run's GPU device was destroyed (tests only)
 //   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
+//   trap        { runId }                         → never replies ok: a trap with no panic, as a failed allocation
+//                                                   aborts the core (tests only)
 //   hang        {}                                → never replies: the Worker's thread loops for ever (tests only)
 //   ping        (no id)                           → a `pong` event at once, when the Worker's event loop is free
 //
@@ -44,7 +46,7 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul', 'hang', 'ping',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul', 'trap', 'hang', 'ping',
 ]);
 
 /**

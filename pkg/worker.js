@@ -343,6 +343,10 @@ const handlers = {
     });
   },
   panic: ({ runId, inPool }) => onRun(runId, (wr) => wr.panicForTest(Boolean(inPool))),
+  // What the Worker sees when the core aborts without a panic (a failed allocation): a trap, and no message.
+  trap: ({ runId }) => onRun(runId, () => {
+    throw new WebAssembly.RuntimeError('unreachable');
+  }),
   hang() {
     for (;;); // eslint-disable-line no-empty
   },

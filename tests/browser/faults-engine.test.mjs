@@ -120,6 +120,39 @@ test('a Worker that stops answering is restarted by the watchdog; every run come
   assert.deepEqual(problems, []);
 });
 
+test('a trap with no panic (a failed allocation) is said as most likely out of memory; the engine restarts, the runs come back', async () => {
+  const { page, problems } = await harness();
+  const r = await page.evaluate(async (config) => {
+    const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
+    const engine = await window.tp.Engine.start();
+    const a = await engine.createRun(config, { corpus });
+    const b = await engine.createRun(config, { corpus });
+    await a.train({ steps: 2 });
+    await b.step();
+    const restarted = new Promise((ok) => engine.on('restart', ok));
+    const runError = new Promise((ok) => a.on('error', (e) => ok({ message: e.message, runId: e.runId })));
+    const call = await engine._trapForTest(a).then(() => null, (e) => ({ message: e.message, kind: e.kind, restart: e.restart, runId: e.runId }));
+    const restart = await restarted;
+    await engine.ready();
+    const after = [a.stepCount, b.stepCount];
+    await a.train({ steps: 1 });
+    await b.train({ steps: 1 });
+    engine.terminate();
+    return { call, restart, runError: await runError, after, final: [a.stepCount, b.stepCount], ids: [a.id, b.id] };
+  }, SMALL);
+  assert.match(r.call.message, /the engine aborted: it stopped without a message, most likely out of memory \(lower batch_size, ctx_len or the model size\)/);
+  assert.equal(r.call.kind, 'runtime');
+  assert.equal(r.call.restart, 'error');
+  assert.equal(r.call.runId, r.ids[0]);
+  assert.equal(r.restart.cause, 'error');
+  assert.equal(r.restart.runId, r.ids[0]);
+  assert.equal(r.runError.runId, r.ids[0]);
+  assert.deepEqual(r.after, [2, 1], 'both back at their snapshots (a Step takes one too)');
+  assert.deepEqual(r.final, [3, 2]);
+  await page.close();
+  assert.deepEqual(problems, []);
+});
+
 test("a run's errors carry its id, not in the message: the caller words it", async () => {
   const { page, problems } = await harness();
   const r = await page.evaluate(async (config) => {
