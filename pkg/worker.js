@@ -348,7 +348,7 @@ const handlers = {
     throw new WebAssembly.RuntimeError('unreachable');
   }),
   hang() {
-    for (;;); // eslint-disable-line no-empty
+    for (;;);
   },
   loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
   benchMatmul({ m, n, k, reps }) {
