@@ -103,7 +103,8 @@ export class Engine extends Emitter {
    * opts.threads: size of the rayon pool in the threaded build (default navigator.hardwareConcurrency)
    * opts.workerUrl: where worker.js is served, if not next to this module
    * opts.snapshotEveryMs: how often a training run's state is kept for recovery (default 20000; also when training
-   *   stops and after a single step). A restart loses at most this much of a run's training, plus the step under way.
+   *   stops and after a single step). A restart loses at most this much of a run's training, plus the round of steps
+   *   under way (one step of each training run).
    * opts.watchdogMs: silence (no message while a request is pending, pings unanswered) after which the engine is
    *   taken to be stuck and restarted (default 60000; at least 10 × the longest silence seen while it answered)
    */
