@@ -163,6 +163,15 @@ fn a_gpt_round_trips_bit_for_bit_with_and_without_optimizer_state() {
 }
 
 #[test]
+fn a_mixture_of_experts_gpt_round_trips_bit_for_bit_with_its_router_and_experts() {
+    let json = gpt_json().replace(r#""mult": 2}"#, r#""mult": 2, "moe": {"experts": 3, "top_k": 2, "aux_loss": 0.02, "capacity_factor": 1.5}}"#);
+    let m = make(&json, "To be, or not to be: that is the question.", 4);
+    assert!(m.model.layout.tensor("blocks.1.mlp.router.weight").is_some() && m.model.layout.tensor("blocks.0.mlp.experts.2.proj.bias").is_some());
+    assert!(m.model.layout.tensor("blocks.0.mlp.fc.weight").is_none(), "no dense FFN beside the experts");
+    round_trip(&m);
+}
+
+#[test]
 fn a_bert_round_trips_bit_for_bit_with_and_without_optimizer_state() {
     round_trip(&make(&bert_json(), "the cat sat on the mat", 5));
 }

@@ -172,6 +172,37 @@ fn incremental_decoding_with_the_kv_cache_equals_the_full_forward() {
     }
 }
 
+/// Mixture-of-Experts: decoding with the KV cache routes every token as the full forward does (no capacity); with a
+/// capacity, the cache routes every token anyway (docs/MODEL.md), so it equals the full forward without one.
+#[test]
+fn incremental_decoding_of_a_moe_model_equals_the_full_forward_and_ignores_the_capacity() {
+    for arch in ["gpt", "encoder_decoder"] {
+        let moe = |cf: serde_json::Value| {
+            with(
+                &cfg(arch),
+                serde_json::json!({"position": {"kind": "rope", "theta": 10000.0}, "ffn": {"activation": "swiglu", "mult": 2,
+                    "moe": {"experts": 4, "top_k": 2, "capacity_factor": cf}}}),
+            )
+        };
+        let (free, capped) = (moe(serde_json::Value::Null), moe(serde_json::json!(1.0)));
+        let (m, mc) = (Model::new(&free.model, 12, 7), Model::new(&capped.model, 12, 7));
+        assert_eq!(m.params, mc.params);
+        let batch = random_batch(1, 11, 6, 12, 8);
+        let full = m.forward(&Cpu, &batch, None);
+        let dropped: f32 = mc.forward(&Cpu, &batch, None).moe_stats().iter().map(|s| s[1]).sum();
+        assert!(dropped > 0.0, "{arch}: the capacity drops something in the full forward");
+        for model in [&m, &mc] {
+            let mut dec = if arch == "gpt" { Decoder::new(model, &Cpu) } else { Decoder::with_source(model, &Cpu, &batch.src) };
+            let mut inc = dec.feed(&batch.idx[..4]);
+            for i in 4..batch.t {
+                inc.extend(dec.feed(&batch.idx[i..i + 1]));
+            }
+            let d = max_diff(&full.logits, &inc);
+            assert!(d < 2e-5, "{arch}: cached decoding differs from the uncapped full forward by {d}");
+        }
+    }
+}
+
 fn shakespeare() -> String {
     let p = format!("{}/www/data/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(p).unwrap()[..200_000].to_string()

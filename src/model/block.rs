@@ -460,20 +460,20 @@ fn routing<'a, D: Backend>(c: &'a MoeCache<D::Buf>, n: usize, k: usize) -> Routi
 /// expert runs its FFN over the rows routed to it (gathered), and its outputs are added back to their tokens,
 /// weighted. How many rows each expert gets is data: a host backend knows it and runs exactly those; a device
 /// runs every expert over its capacity (rows past its assignments are zeros, and no token reads them). The
-/// capacity limits a batch (training, evaluation); decoding with a KV cache (`full_batch` false) routes every
-/// token, so a token's output does not depend on what else is decoded with it.
+/// capacity limits a batch (training, evaluation); generating (`capacity` false: the KV cache, the encoder of a
+/// source) routes every token, so a token's output does not depend on what else is decoded with it.
 fn moe_forward<D: Backend>(
     ctx: &mut Ctx<D>,
     router: &Linear,
     experts: &[Mlp],
     h: &D::Buf,
     n: usize,
-    full_batch: bool,
+    capacity: bool,
 ) -> Result<(D::Buf, MoeCache<D::Buf>)> {
     let (d, c) = (ctx.be, ctx.cfg.d_model);
     let moe = ctx.cfg.ffn.moe.as_ref().expect("an MoE block has an MoE config");
     let (e, k) = (moe.experts, moe.top_k);
-    let cap = if full_batch { moe.capacity(n) } else { n };
+    let cap = if capacity { moe.capacity(n) } else { n };
     let logits = linear_forward(ctx, router, D::view(h), n)?;
     let (mut probs, mut choice, mut slot, mut weight) = (d.zeros(n * e)?, d.zeros(n * k)?, d.zeros(n * k)?, d.zeros(n * k)?);
     let mut stats = d.zeros(moe_stats_len(e))?;
@@ -524,7 +524,7 @@ fn moe_backward<D: Backend>(ctx: &mut Ctx<D>, router: &Linear, experts: &[Mlp], 
 }
 
 /// The FFN sub-layer: dense, or Mixture-of-Experts.
-pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf, full_batch: bool) -> Result<(D::Buf, FfnCache<D::Buf>)> {
+pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf, capacity: bool) -> Result<(D::Buf, FfnCache<D::Buf>)> {
     let n = st.b * st.t;
     match &p.ffn {
         FfnParams::Dense(mlp) => {
@@ -532,7 +532,7 @@ pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockPara
             Ok((y, FfnCache::Dense(c)))
         }
         FfnParams::Moe { router, experts } => {
-            let (y, c) = moe_forward(ctx, router, experts, h, n, full_batch)?;
+            let (y, c) = moe_forward(ctx, router, experts, h, n, capacity)?;
             Ok((y, FfnCache::Moe(c)))
         }
     }
@@ -574,8 +574,8 @@ pub fn block_forward<D: Backend>(
         }
         None => (None, x),
     };
-    let full_batch = kv.is_none();
-    let (ffn, x) = sublayer_forward(ctx, st, &p.ffn_norms, x, |ctx, h| ffn_forward(ctx, st, p, h, full_batch))?;
+    let capacity = kv.is_none() && st.capacity;
+    let (ffn, x) = sublayer_forward(ctx, st, &p.ffn_norms, x, |ctx, h| ffn_forward(ctx, st, p, h, capacity))?;
     Ok((BlockCache { attn, cross, ffn }, x))
 }
 

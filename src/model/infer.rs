@@ -79,7 +79,7 @@ impl Model {
     pub fn encode<H: Host>(&self, be: &H, src: &[u32]) -> Vec<f32> {
         let e = self.layout.encoder.as_ref().expect("an encoder stack");
         let mut ctx = Ctx { be, cfg: &self.cfg, params: &self.params[..], grads: None, dropout: None };
-        let st = StackCtx::on(&self.cfg, e, 1, src.len(), 0, None);
+        let st = StackCtx { capacity: false, ..StackCtx::on(&self.cfg, e, 1, src.len(), 0, None) };
         on_host(self.stack_forward(&mut ctx, e, &st, src)).out
     }
 }

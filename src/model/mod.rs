@@ -58,6 +58,9 @@ pub struct StackCtx<'m, D: Backend + 'm> {
     pub buckets: Vec<u32>,
     /// Encoder output (B,S,C) and S.
     pub memory: Option<(D::In<'m>, usize)>,
+    /// A Mixture-of-Experts layer limits each expert to its capacity (training, evaluation: a batch); false when
+    /// generating, where every token is routed (docs/MODEL.md).
+    pub capacity: bool,
 }
 
 impl<'m, D: Backend + 'm> StackCtx<'m, D> {
@@ -69,7 +72,7 @@ impl<'m, D: Backend + 'm> StackCtx<'m, D> {
             }
             _ => vec![],
         };
-        StackCtx { b, t, pos0, causal: sp.causal, alpha: sp.alpha, alibi, rel_table: sp.rel_bias, buckets, memory }
+        StackCtx { b, t, pos0, causal: sp.causal, alpha: sp.alpha, alibi, rel_table: sp.rel_bias, buckets, memory, capacity: true }
     }
 }
 

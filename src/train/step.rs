@@ -176,14 +176,13 @@ pub struct ExpertLoad {
 
 /// Every MoE layer's load from a step's scalars.
 pub fn expert_loads(model: &Model, scalars: &[f32]) -> Vec<ExpertLoad> {
-    if model.cfg.ffn.moe.is_none() {
-        return vec![];
-    }
+    let Some(experts) = model.cfg.ffn.moe.as_ref().map(|m| m.experts) else { return vec![] };
     moe_layers(model)
         .into_iter()
         .enumerate()
         .map(|(i, layer)| {
-            let s = scalars.get(moe_slot(model, i)..moe_slot(model, i + 1)).unwrap_or(&[]);
+            let start = moe_slot(model, i);
+            let s = scalars.get(start..start + moe_stats_len(experts)).unwrap_or(&[]);
             let counts = s.get(2..).unwrap_or(&[]);
             let total: f32 = counts.iter().sum();
             let load = counts.iter().map(|c| if total > 0.0 { c / total } else { 0.0 }).collect();
