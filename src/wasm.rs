@@ -142,6 +142,19 @@ pub fn validate_config(config: &str) -> Result<String, JsError> {
 
 /// The shape-flow table, parameter count, FLOPs and memory for a config, with `vocab` tokens (the live
 /// numbers of the configuration panel). Validates first, the model's size with this vocabulary included.
+/// Sets the memory budget of the runs made from now on, in GiB (0 restores the default of 2 GiB); refused outside
+/// (0, 3.5] with the range in the message (error kind "invalid").
+#[wasm_bindgen(js_name = setMemoryBudget)]
+pub fn set_memory_budget(gib: f64) -> Result<(), JsError> {
+    crate::train::set_memory_budget_gib((gib != 0.0).then_some(gib)).map_err(|rule| js(Error::Invalid(format!("memory budget {gib}: {rule}"))))
+}
+
+/// The memory budget runs are checked against now, in GiB.
+#[wasm_bindgen(js_name = memoryBudget)]
+pub fn memory_budget_gib() -> f64 {
+    crate::train::memory_budget() / (1u64 << 30) as f64
+}
+
 #[wasm_bindgen(js_name = shapeFlow)]
 pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     let cfg = Config::from_json(config).map_err(js)?;
@@ -213,6 +226,9 @@ impl WasmRun {
             }
         }
         .map_err(js)?;
+        // A checkpoint's config was valid where it was saved; its step must fit this tab's budget too.
+        crate::model::Layout::check_memory(&ck.config.model, ck.tokenizer.vocab_size(), ck.config.train.batch_size, crate::train::memory_budget())
+            .map_err(js)?;
         let run = Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu);
         Ok(WasmRun::wrap(run))
     }

@@ -18,11 +18,24 @@ use transformer_playground::model::Batch;
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
 
+/// A line on stderr, like `eprintln!` but never a panic: with stderr closed (`2>&-`) the message is lost, not the
+/// run (a training run still writes its `--out`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "tp", about = "transformer-playground: train and use small Transformers natively")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// The memory a training step may plan to hold, in GiB (default: TP_MEMORY_BUDGET_GIB, else half of the
+    /// machine's memory); a config over it is refused before anything is allocated.
+    #[arg(long, global = true, value_name = "GIB", allow_negative_numbers = true)]
+    memory_budget: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -217,7 +230,7 @@ fn save(run: &mut Run, path: &str) -> Result<()> {
 /// failed, the run is back on the cpu at its last read-back state; say so.
 fn sync(run: &mut Run) {
     if let Err(e) = run.sync() {
-        eprintln!("notice: reading the model back from the gpu failed ({e}); using the last state read back");
+        say!("notice: reading the model back from the gpu failed ({e}); using the last state read back");
     }
 }
 
@@ -275,7 +288,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     }
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
-    eprintln!("training on {}", run.backend_name());
+    say!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
     let mut stdout = Out::new();
@@ -296,13 +309,13 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
             Err(e) => {
                 if let Some(path) = out {
                     save(&mut run, path)?;
-                    eprintln!("saved the last good state (step {}) to {path}", run.step);
+                    say!("saved the last good state (step {}) to {path}", run.step);
                 }
                 return Err(e);
             }
         };
         if let Some(n) = &r.notice {
-            eprintln!("notice: {n}");
+            say!("notice: {n}");
         }
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if step % log_every == 0 || eval {
@@ -320,7 +333,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     // The checkpoint first: nothing after training may lose it.
     if let Some(path) = out {
         save(&mut run, path)?;
-        eprintln!("saved {path}");
+        say!("saved {path}");
     }
     if sample_tokens > 0 && !stdout.closed {
         sync(&mut run);
@@ -334,7 +347,7 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
     run.sync_every = 0; // time the steps, not the read-backs
-    eprintln!("benchmarking on {}", run.backend_name());
+    say!("benchmarking on {}", run.backend_name());
     let mut times = vec![];
     for i in 0..warmup + steps {
         let t = Instant::now();
@@ -356,6 +369,9 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(gib) = cli.memory_budget {
+        transformer_playground::train::set_memory_budget_gib(Some(gib)).map_err(|rule| Error::Invalid(format!("--memory-budget {gib}: {rule}")))?;
+    }
     match cli.cmd {
         Cmd::Train { config, data, steps, backend, out, log_every, sample_tokens } => {
             train(&config, data.as_deref(), steps, &backend, out.as_deref(), log_every.max(1), sample_tokens)
@@ -368,7 +384,7 @@ fn run(cli: Cli) -> Result<()> {
             // Everything generation would refuse is refused before the prompt is shown.
             generate::check_prompt(&ck.model, &ck.tokenizer, &prompt, &o)?;
             if kind == BackendKind::Gpu {
-                eprintln!("notice: generation runs on the cpu backend (the gpu backend trains)");
+                say!("notice: generation runs on the cpu backend (the gpu backend trains)");
             }
             let mut stdout = Out::new();
             if stdout.print(&prompt) {
@@ -429,12 +445,12 @@ fn main() {
     let pool = match rayon::ThreadPoolBuilder::new().build() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: cannot start the thread pool: {e}");
+            say!("error: cannot start the thread pool: {e}");
             std::process::exit(1);
         }
     };
     if let Err(e) = pool.install(|| run(cli)) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         std::process::exit(1);
     }
 }
