@@ -48,7 +48,13 @@ impl<'a, H: Host> Decoder<'a, H> {
         d
     }
 
-    /// Drops the self-attention cache (the cross-attention cache of the source is kept).
+    /// The recurrent position encoding's GRU state after the tokens fed so far (C); empty before the first token
+    /// and for other position schemes.
+    pub fn rnn_state(&self) -> &[f32] {
+        &self.rnn_h
+    }
+
+    /// Drops the self-attention cache and the GRU state (the cross-attention cache of the source is kept).
     pub fn reset(&mut self) {
         self.kv.iter_mut().for_each(|kv| kv.self_kv = empty());
         self.len = 0;
