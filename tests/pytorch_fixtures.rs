@@ -1,4 +1,4 @@
-//! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (9 configs that together
+//! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (11 configs that together
 //! cover every option value), load PyTorch's parameters and batch, then compare logits, loss, every gradient, and
 //! 5 AdamW steps (loss, grad norm, lr, every parameter after) — on every backend.
 
@@ -10,7 +10,7 @@ use transformer_playground::config::{Config, Position};
 use transformer_playground::model::{Batch, Model};
 use transformer_playground::train::{train_step, OptState};
 
-const FIXTURES: [&str; 9] = [
+const FIXTURES: [&str; 11] = [
     "gpt_nano",
     "gpt_llama",
     "gpt_original",
@@ -20,6 +20,8 @@ const FIXTURES: [&str; 9] = [
     "t5_mini",
     "encdec_deepnorm",
     "encdec_post_learned",
+    "gpt_recurrent",
+    "encdec_recurrent",
 ];
 
 struct Fixture {
@@ -175,5 +177,5 @@ fn fixtures_cover_every_option_value() {
             seen.insert(s);
         }
     }
-    assert_eq!(seen.len(), 3 + 2 + 4 + 6 + 6 + 2 + 3 + 2 + 2, "covered: {seen:?}");
+    assert_eq!(seen.len(), 3 + 2 + 4 + 7 + 6 + 2 + 3 + 2 + 2, "covered: {seen:?}");
 }
