@@ -5,7 +5,7 @@ export type Arch = 'gpt' | 'bert' | 'encoder_decoder';
 export type Activation = 'relu' | 'gelu' | 'swish' | 'glu' | 'geglu' | 'swiglu';
 export type NormKind = 'layernorm' | 'rmsnorm';
 export type NormPlacement = 'post' | 'pre' | 'sandwich' | 'deepnorm';
-export type PositionKind = 'none' | 'learned' | 'sinusoidal' | 'relative' | 'rope' | 'alibi';
+export type PositionKind = 'none' | 'learned' | 'sinusoidal' | 'relative' | 'rope' | 'alibi' | 'recurrent';
 export type Task = 'text' | 'reverse' | 'sort' | 'add';
 
 export interface ModelConfig {

@@ -134,6 +134,9 @@ pub enum Position {
         theta: f32,
     },
     Alibi,
+    /// A one-layer GRU (Cho et al. 2014) of width C over the token embeddings, added to them: x ← x + GRU(x).
+    /// Unidirectional in every stack (causal in gpt and the decoder; docs/MODEL.md says why the encoder too).
+    Recurrent,
 }
 fn default_buckets() -> usize {
     32

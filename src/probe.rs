@@ -233,6 +233,11 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
             Position::Learned => st(at, K::Position, "learned_positions", &format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
             Position::Sinusoidal => st(at, K::Position, "sinusoidal_positions", &format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
             Position::Relative { buckets, .. } => st(at, K::Position, "relative_bias_table", &format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
+            Position::Recurrent => {
+                // The GRU: W_ih and W_hh (3C, C) each, a matmul over every position plus the recurrence's mat-vec.
+                st(at, K::Position, "recurrent_positions", &format!("{prefix}+ GRU positions"), &["B", "T", "C"], &[b, t, c], 6 * c * c + bias(6 * c), 1);
+                fwd_flops += 2.0 * 6.0 * (c as f64) * (c as f64);
+            }
             _ => {}
         }
         let l = layers;
@@ -294,6 +299,7 @@ mod tests {
         for json in [
             r#"{"arch":"gpt","d_model":128,"n_layers":4,"n_heads":4,"n_kv_heads":4,"ctx_len":64,"ffn":{"activation":"gelu","mult":4},"norm":{"kind":"layernorm","placement":"pre"},"position":{"kind":"learned"},"attention":{"scale":"inv_sqrt_dk"}}"#,
             r#"{"arch":"encoder_decoder","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{"activation":"swiglu","mult":4},"norm":{"kind":"rmsnorm","placement":"sandwich"},"position":{"kind":"relative"},"attention":{"scale":"none"},"bias":false,"tie_embeddings":false}"#,
+            r#"{"arch":"encoder_decoder","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{"activation":"gelu","mult":4},"norm":{"kind":"layernorm","placement":"pre"},"position":{"kind":"recurrent"},"attention":{"scale":"inv_sqrt_dk"}}"#,
         ] {
             let m: ModelConfig = serde_json::from_str(json).unwrap();
             let sf = shape_flow(&m, 65, 12, 64);

@@ -130,3 +130,18 @@ fn bad_input_exits_non_zero_with_the_message_on_stderr() {
     let (ok, _, err) = tp(&["train", "--config", "/nonexistent.json"]);
     assert!(!ok && err.contains("/nonexistent.json"), "{err}");
 }
+
+#[test]
+fn tp_trains_the_shipped_recurrent_positions_config_and_samples_from_its_checkpoint() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/gpt-recurrent.json");
+    let ck = tmp("gpt-recurrent.safetensors");
+    let (ok, out, err) = tp(&["train", "--config", cfg, "--data", SHAKESPEARE, "--steps", "3", "--out", &ck, "--log-every", "1", "--sample-tokens", "10"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let losses: Vec<f64> = lines.iter().filter_map(|l| l.get("loss").and_then(|x| x.as_f64())).collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "12", "--seed", "4"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ROMEO:") && out.trim_end().chars().count() >= 6 + 6, "{out}");
+}

@@ -256,6 +256,42 @@ fn layernorm_and_rmsnorm_match_the_reference_with_and_without_bias() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// GRU recurrence (recurrent positions)
+
+fn gru_case(be: &impl Host, b: usize, t: usize, c: usize, bias: bool, with_h0: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(41 + c as u64);
+    let gi = randn(&mut rng, b * t * 3 * c, 1.0);
+    let w = randn(&mut rng, 3 * c * c, 1.0 / (c as f32).sqrt());
+    let bh = randn(&mut rng, 3 * c, 0.5);
+    let h0 = randn(&mut rng, b * c, 0.5);
+    let h0 = with_h0.then_some(&h0[..]);
+    let (mut h, mut gates) = (vec![0.0; b * t * c], vec![0.0; b * t * 4 * c]);
+    be.gru_forward(&mut h, &mut gates, &gi, &w, bias.then_some(&bh[..]), h0, b, t, c).unwrap();
+    let dh = randn(&mut rng, b * t * c, 1.0);
+    let (mut dgi, mut dw, mut db) = (randn(&mut rng, gi.len(), 1.0), randn(&mut rng, w.len(), 1.0), randn(&mut rng, 3 * c, 1.0));
+    be.gru_backward(&mut dgi, &mut dw, bias.then_some(&mut db[..]), &dh, &gates, &h, h0, &w, b, t, c).unwrap();
+    vec![h, gates, dgi, dw, db]
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn gru_forward_and_backward_through_time_match_the_reference_on_awkward_sizes() {
+    for (b, t, c, bias, h0) in [(3, 7, 36, true, false), (1, 5, 5, false, true), (5, 13, 129, true, true)] {
+        let (got, want) = (gru_case(&Cpu, b, t, c, bias, h0), gru_case(&Reference, b, t, c, bias, h0));
+        for (i, name) in ["h", "gates", "dgi", "dw_hh", "db_hh"].iter().enumerate() {
+            assert_close(&format!("gru {name} B={b} T={t} C={c} bias={bias} h0={h0}"), &got[i], &want[i], 1e-4, 1e-3);
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn gru_gives_the_same_bits_on_one_and_two_threads() {
+    // Large enough that the per-step and the final matmuls split over the pool.
+    assert_same_bits_on_1_and_2_threads("gru", || gru_case(&Cpu, 16, 9, 72, true, true));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Activations
 
 fn activation_case(be: &impl Host, act: Activation, n: usize, f: usize) -> Vec<Vec<f32>> {

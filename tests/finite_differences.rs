@@ -172,6 +172,46 @@ fn matmul_backward_matches_finite_differences() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// GRU recurrence (recurrent positions)
+
+fn check_gru(with_bias: bool, with_h0: bool, seed: u64) {
+    let (b, t, c) = (2, 4, 3);
+    let op = format!("gru (bias: {with_bias}, h0: {with_h0})");
+    let mut rng = Rng::new(seed);
+    let gi = randn(&mut rng, b * t * 3 * c, 1.0);
+    let w = randn(&mut rng, 3 * c * c, 0.6);
+    let bh = randn(&mut rng, 3 * c, 0.5);
+    let h0 = randn(&mut rng, b * c, 0.8);
+    let g = randn(&mut rng, b * t * c, 1.0);
+    let h0 = with_h0.then_some(&h0[..]);
+    let run = |gi: &[f32], w: &[f32], bh: &[f32]| {
+        let (mut h, mut gates) = (vec![0.0; b * t * c], vec![0.0; b * t * 4 * c]);
+        ops::gru_forward(&mut h, &mut gates, gi, w, with_bias.then_some(bh), h0, b, t, c);
+        (h, gates)
+    };
+    let loss = |gi: &[f32], w: &[f32], bh: &[f32]| dot(&g, &run(gi, w, bh).0);
+    let (h, gates) = run(&gi, &w, &bh);
+    let (mut dgi, f_gi) = prefilled(&mut rng, gi.len());
+    let (mut dw, f_w) = prefilled(&mut rng, w.len());
+    let (mut db, f_b) = prefilled(&mut rng, bh.len());
+    ops::gru_backward(&mut dgi, &mut dw, with_bias.then_some(&mut db[..]), &g, &gates, &h, h0, &w, b, t, c);
+    assert_grad(&op, "gi", &added(&dgi, &f_gi), &fd_grad(&gi, EPS, |x| loss(x, &w, &bh)));
+    assert_grad(&op, "w_hh", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&gi, x, &bh)));
+    if with_bias {
+        assert_grad(&op, "b_hh", &added(&db, &f_b), &fd_grad(&bh, EPS, |x| loss(&gi, &w, x)));
+    } else {
+        assert_eq!(db, f_b, "{op}: db_hh must be left alone when there is no bias");
+    }
+}
+
+#[test]
+fn gru_backward_through_time_matches_finite_differences() {
+    check_gru(true, false, 12);
+    check_gru(false, false, 13);
+    check_gru(true, true, 14);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // norm
 
 fn check_norm(kind: NormKind, with_bias: bool, seed: u64) {
@@ -687,4 +727,35 @@ fn moe_encoder_decoder_backward_matches_finite_differences_of_the_objective() {
     let idx = tokens(&mut rng, b * t, vocab);
     let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
     check_model("encoder_decoder/moe", &cfg, &Batch { b, t, idx, targets, s, src }, vocab, 95);
+}
+
+#[test]
+fn gpt_with_recurrent_positions_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 8,
+            "ffn": {"activation": "gelu", "mult": 2}, "norm": {"kind": "layernorm", "placement": "pre"},
+            "position": {"kind": "recurrent"}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": true, "tie_embeddings": true, "init_std": 0.3, "dropout": 0.0}"#,
+    );
+    let (vocab, b, t) = (11, 2, 6);
+    let mut rng = Rng::new(86);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    check_model("gpt/recurrent", &cfg, &Batch { b, t, idx, targets, s: 0, src: vec![] }, vocab, 87);
+}
+
+#[test]
+fn encoder_decoder_with_recurrent_positions_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "encoder_decoder", "d_model": 16, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 8,
+            "ffn": {"activation": "swiglu", "mult": 2}, "norm": {"kind": "rmsnorm", "placement": "post"},
+            "position": {"kind": "recurrent"}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": false, "tie_embeddings": false, "init_std": 0.3}"#,
+    );
+    let (vocab, b, s, t) = (11, 2, 5, 4);
+    let mut rng = Rng::new(88);
+    let src = tokens(&mut rng, b * s, vocab);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    check_model("encoder_decoder/recurrent", &cfg, &Batch { b, t, idx, targets, s, src }, vocab, 89);
 }

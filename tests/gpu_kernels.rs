@@ -54,6 +54,32 @@ fn the_tests_run_on_a_real_wgpu_adapter() {
 // ---------------------------------------------------------------------------------------------------------------
 // The model's ops.
 
+/// [h, gates, dgi, dw_hh, db_hh] of the GRU recurrence and its accumulating backward through time.
+fn gru_case(be: &impl Host, b: usize, t: usize, c: usize, bias: bool, with_h0: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(51 + c as u64);
+    let gi = randn(&mut rng, b * t * 3 * c, 1.0);
+    let w = randn(&mut rng, 3 * c * c, 1.0 / (c as f32).sqrt());
+    let (bh, h0) = (randn(&mut rng, 3 * c, 0.5), randn(&mut rng, b * c, 0.5));
+    let h0 = with_h0.then_some(&h0[..]);
+    let (mut h, mut gates) = (vec![f32::NAN; b * t * c], vec![f32::NAN; b * t * 4 * c]);
+    be.gru_forward(&mut h, &mut gates, &gi, &w, bias.then_some(&bh[..]), h0, b, t, c).unwrap();
+    let dh = randn(&mut rng, b * t * c, 1.0);
+    let (mut dgi, mut dw, mut db) = (randn(&mut rng, gi.len(), 1.0), randn(&mut rng, w.len(), 1.0), randn(&mut rng, 3 * c, 1.0));
+    be.gru_backward(&mut dgi, &mut dw, bias.then_some(&mut db[..]), &dh, &gates, &h, h0, &w, b, t, c).unwrap();
+    vec![h, gates, dgi, dw, db]
+}
+
+#[test]
+fn the_gru_recurrence_and_its_backward_through_time_match_the_reference() {
+    // C = 36 and 70: channels not a multiple of the 64 threads of a workgroup, and more channels than threads.
+    for (b, t, c, bias, h0) in [(3, 7, 36, true, false), (2, 5, 70, false, true), (1, 1, 3, true, true), (4, 9, 5, true, false)] {
+        let (got, want) = (gru_case(&OnGpu, b, t, c, bias, h0), gru_case(&Reference, b, t, c, bias, h0));
+        for (i, name) in ["h", "gates", "dgi", "dw_hh", "db_hh"].iter().enumerate() {
+            assert_close(&format!("gru {name} B={b} T={t} C={c} bias={bias} h0={h0}"), &got[i], &want[i], 1e-4, 1e-3);
+        }
+    }
+}
+
 /// [out, dinp, dw, db] of one forward and one accumulating backward.
 fn matmul_case(be: &impl Host, n: usize, c: usize, oc: usize, bias: bool, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(seed);

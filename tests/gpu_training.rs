@@ -424,3 +424,15 @@ fn no_adapter_is_a_clear_error_not_a_panic() {
     assert!(err.contains("error: gpu: no GPU adapter found") && err.contains("mesa-vulkan-drivers"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn recurrent_positions_train_on_the_gpu_like_the_cpu() {
+    let cases = [
+        ("gpt", json!({"position": {"kind": "recurrent"}, "dropout": 0.1})),
+        ("bert", json!({"position": {"kind": "recurrent"}, "norm": {"kind": "rmsnorm", "placement": "pre"}})),
+        ("encoder_decoder", json!({"position": {"kind": "recurrent"}, "bias": false, "tie_embeddings": false})),
+    ];
+    for (arch, patch) in cases {
+        gpu_trains_like_cpu(&config(arch, patch.clone()), 3, &format!("{arch} {patch}"));
+    }
+}

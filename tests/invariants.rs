@@ -140,6 +140,7 @@ fn positions() -> Vec<serde_json::Value> {
         serde_json::json!({"kind": "rope", "theta": 10000.0}),
         serde_json::json!({"kind": "alibi"}),
         serde_json::json!({"kind": "relative", "buckets": 8, "max_distance": 12}),
+        serde_json::json!({"kind": "recurrent"}),
     ]
 }
 
@@ -200,6 +201,39 @@ fn incremental_decoding_of_a_moe_model_equals_the_full_forward_and_ignores_the_c
             let d = max_diff(&full.logits, &inc);
             assert!(d < 2e-5, "{arch}: cached decoding differs from the uncapped full forward by {d}");
         }
+    }
+}
+
+/// The GRU's state passes from one `feed` to the next: with weights large enough that the recurrence matters
+/// (init_std 0.3), a prefill then token-by-token decoding gives the full forward's logits, and the decoder's GRU state
+/// after the last token is the full forward's last hidden state.
+#[test]
+fn decoding_with_recurrent_positions_carries_the_gru_state_between_calls() {
+    for arch in ["gpt", "encoder_decoder"] {
+        let c = with(&cfg(arch), serde_json::json!({"position": {"kind": "recurrent"}, "init_std": 0.3}));
+        let m = Model::new(&c.model, 12, 9);
+        let (t, s, cw) = (9, 5, c.model.d_model);
+        let batch = random_batch(1, t, s, 12, 10);
+        fn check<H: Host>(be: &H, m: &Model, batch: &Batch, arch: &str, cw: usize) {
+            let fwd = m.forward(be, batch, None);
+            let mut dec = if arch == "gpt" { Decoder::new(m, be) } else { Decoder::with_source(m, be, &batch.src) };
+            assert!(dec.rnn_state().is_empty());
+            let mut inc = dec.feed(&batch.idx[..3]);
+            for i in 3..batch.t {
+                inc.extend(dec.feed(&batch.idx[i..i + 1]));
+            }
+            let d = max_diff(&fwd.logits, &inc);
+            assert!(d < 2e-5, "{arch} recurrent on {}: cached decoding differs from the full forward by {d}", be.name());
+            let h = &fwd.dec.as_ref().unwrap().rnn.as_ref().expect("the decoder stack has a GRU").h;
+            let last = &h[(batch.t - 1) * cw..batch.t * cw];
+            assert!(last.iter().map(|x| x.abs()).fold(0.0, f32::max) > 1e-2, "{arch}: the GRU state is ~0; the test could not tell");
+            let d = max_diff(last, dec.rnn_state());
+            assert!(d < 1e-6, "{arch} on {}: the decoder's GRU state differs from h_(T-1) by {d}", be.name());
+            dec.reset();
+            assert!(dec.rnn_state().is_empty(), "reset drops the GRU state");
+        }
+        check(&Reference, &m, &batch, arch, cw);
+        check(&Cpu, &m, &batch, arch, cw);
     }
 }
 

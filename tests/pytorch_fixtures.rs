@@ -1,5 +1,6 @@
-//! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (12 configs that together
-//! cover every option value, Mixture-of-Experts FFNs included), load PyTorch's parameters and batch, then compare logits, loss, every gradient, and
+//! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (14 configs that together
+//! cover every option value, Mixture-of-Experts FFNs and recurrent positions included), load PyTorch's parameters
+//! and batch, then compare logits, loss, every gradient, and
 //! 5 AdamW steps (loss, grad norm, lr, every parameter after) — on every backend.
 
 use safetensors::{Dtype, SafeTensors};
@@ -10,7 +11,7 @@ use transformer_playground::config::{Config, Position};
 use transformer_playground::model::{Batch, Model};
 use transformer_playground::train::{train_step, OptState};
 
-const FIXTURES: [&str; 12] = [
+const FIXTURES: [&str; 14] = [
     "gpt_nano",
     "gpt_llama",
     "gpt_original",
@@ -23,6 +24,8 @@ const FIXTURES: [&str; 12] = [
     "gpt_moe_top2",
     "gpt_moe_top1_capacity",
     "encdec_moe_capacity",
+    "gpt_recurrent",
+    "encdec_recurrent",
 ];
 
 struct Fixture {
@@ -184,7 +187,7 @@ fn fixtures_cover_every_option_value() {
             seen.insert(s);
         }
     }
-    assert_eq!(seen.len(), 3 + 2 + 4 + 6 + 6 + 2 + 3 + 2 + 2, "covered: {seen:?}");
+    assert_eq!(seen.len(), 3 + 2 + 4 + 7 + 6 + 2 + 3 + 2 + 2, "covered: {seen:?}");
 }
 
 /// The MoE fixtures exercise what they are named for: top-1 and top-2, plain and gated experts, and a capacity

@@ -34,7 +34,7 @@ export const OPTIONS = [
   { key: 'beta', path: 'model.norm.beta', group: 'norm', type: 'optfloat', step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
   { key: 'norm_eps', path: 'model.norm.eps', group: 'norm', type: 'float', step: 'any', dflt: 1e-5 },
 
-  { key: 'position', path: 'model.position.kind', group: 'position', type: 'choice', choices: ['none', 'learned', 'sinusoidal', 'relative', 'rope', 'alibi'], dflt: 'learned' },
+  { key: 'position', path: 'model.position.kind', group: 'position', type: 'choice', choices: ['none', 'learned', 'sinusoidal', 'relative', 'rope', 'alibi', 'recurrent'], dflt: 'learned' },
   { key: 'theta', path: 'model.position.theta', group: 'position', type: 'float', step: 'any', dflt: 10000, when: { position: ['rope'] } },
   { key: 'buckets', path: 'model.position.buckets', group: 'position', type: 'int', step: 2, dflt: 32, when: { position: ['relative'] } },
   { key: 'max_distance', path: 'model.position.max_distance', group: 'position', type: 'int', dflt: 128, when: { position: ['relative'] } },

@@ -201,6 +201,7 @@ function attach(rec, handle, key) {
   rec.builtKey = key;
   rec.stepCount = handle.stepCount;
   rec.last = null;
+  rec.msPerStep = null;
   const offs = [
     handle.on('progress', (p) => onProgress(rec, handle, p)),
     handle.on('error', (e) => {
@@ -252,6 +253,8 @@ function onProgress(rec, handle, p) {
   p.layerGradNorms.forEach(([, v], j) => h.layers[j]?.push(v));
   rec.stepCount = p.step;
   rec.last = p;
+  // Time per step, smoothed: what the runs list shows, so two position schemes can be compared side by side.
+  if (Number.isFinite(p.msPerStep)) rec.msPerStep = rec.msPerStep ? 0.8 * rec.msPerStep + 0.2 * p.msPerStep : p.msPerStep;
   const now = performance.now();
   if (rec.training && rec.lastAt) {
     const inst = 1000 / Math.max(1, now - rec.lastAt);

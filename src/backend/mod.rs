@@ -424,6 +424,39 @@ pub trait Backend {
         c: usize,
     ) -> Result<()>;
 
+    /// The GRU recurrence (PyTorch's gate order r, z, n; `ops::gru`): h (B,T,C) the hidden states; gates (B,T,4C)
+    /// saved [r | z | n | W_hn·h_{t−1} + b_hn]; gi (B,T,3C) = x·W_ihᵀ + b_ih; w_hh (3C,C); b_hh (3C); h0 (B,C) the
+    /// state before position 0 (zeros when None).
+    fn gru_forward(
+        &self,
+        h: Self::Out<'_>,
+        gates: Self::Out<'_>,
+        gi: Self::In<'_>,
+        w_hh: Self::In<'_>,
+        b_hh: Option<Self::In<'_>>,
+        h0: Option<Self::In<'_>>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    /// Backpropagation through time: dgi (B,T,3C) +=, dw_hh (3C,C) +=, db_hh (3C) += from dh (B,T,C) = ∂L/∂h;
+    /// gates, h, h0 as the forward saved and took them.
+    fn gru_backward(
+        &self,
+        dgi: Self::Out<'_>,
+        dw_hh: Self::Out<'_>,
+        db_hh: Option<Self::Out<'_>>,
+        dh: Self::In<'_>,
+        gates: Self::In<'_>,
+        h: Self::In<'_>,
+        h0: Option<Self::In<'_>>,
+        w_hh: Self::In<'_>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+
     // -- The optimizer's ops -----------------------------------------------------------------------------------
 
     /// out[0] = Σ g² over every segment; out[1 + i] = Σ g² of segment i (each tensor's, for the per-layer norms).

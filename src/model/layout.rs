@@ -75,6 +75,15 @@ pub struct BlockParams {
     pub ffn: FfnParams,
 }
 
+/// The recurrent position encoding's GRU (PyTorch's `torch.nn.GRU` tensors, gate rows r, z, n).
+#[derive(Clone, Copy, Debug)]
+pub struct Rnn {
+    pub w_ih: View,         // (3C, C)
+    pub w_hh: View,         // (3C, C)
+    pub b_ih: Option<View>, // (3C), with `bias`
+    pub b_hh: Option<View>, // (3C), with `bias`
+}
+
 /// One stack of blocks: the encoder (bidirectional) or the decoder (causal; with cross-attention in an
 /// encoder-decoder). gpt has only a decoder stack, bert only an encoder stack.
 #[derive(Clone, Debug)]
@@ -83,6 +92,7 @@ pub struct StackParams {
     pub causal: bool,
     pub wpe: Option<View>,      // (ctx_len, C)
     pub rel_bias: Option<View>, // (buckets, NH)
+    pub rnn: Option<Rnn>,       // position `recurrent`
     pub blocks: Vec<BlockParams>,
     pub ln_f: Option<Norm>,
     /// DeepNorm α (1 for other placements).
@@ -160,6 +170,12 @@ impl Builder {
             Position::Relative { buckets, .. } => Some(self.add(format!("{prefix}rel_bias"), &[buckets, m.n_heads])),
             _ => None,
         };
+        let rnn = matches!(m.position, Position::Recurrent).then(|| Rnn {
+            w_ih: self.add(format!("{prefix}rnn.weight_ih"), &[3 * c, c]),
+            w_hh: self.add(format!("{prefix}rnn.weight_hh"), &[3 * c, c]),
+            b_ih: m.bias.then(|| self.add(format!("{prefix}rnn.bias_ih"), &[3 * c])),
+            b_hh: m.bias.then(|| self.add(format!("{prefix}rnn.bias_hh"), &[3 * c])),
+        });
         let blocks = (0..layers)
             .map(|i| {
                 let p = format!("{prefix}blocks.{i}.");
@@ -186,7 +202,7 @@ impl Builder {
             .collect();
         let ln_f = matches!(m.norm.placement, Placement::Pre | Placement::Sandwich).then(|| self.norm(&format!("{prefix}ln_f"), m));
         let (alpha, beta) = if m.norm.placement == Placement::Deepnorm { ab } else { (1.0, 1.0) };
-        StackParams { prefix: prefix.to_string(), causal, wpe, rel_bias, blocks, ln_f, alpha, beta }
+        StackParams { prefix: prefix.to_string(), causal, wpe, rel_bias, rnn, blocks, ln_f, alpha, beta }
     }
 }
 
@@ -267,7 +283,10 @@ impl Layout {
         };
         let per_token_per_layer = (6 * c + (nh + 2 * nkv) * hs + ffn) as f64;
         let tokens = b as f64 * t as f64;
-        let activations = layers as f64 * tokens * per_token_per_layer + 3.0 * tokens * vocab as f64;
+        // The recurrent positions keep per stack the GRU's input, gi (3C), the gates (4C) and h.
+        let stacks = if m.arch == Arch::EncoderDecoder { 2.0 } else { 1.0 };
+        let rnn = if m.position == Position::Recurrent { stacks * tokens * (9 * c) as f64 } else { 0.0 };
+        let activations = layers as f64 * tokens * per_token_per_layer + 3.0 * tokens * vocab as f64 + rnn;
         4.0 * (4.0 * n_params as f64 + activations)
     }
 

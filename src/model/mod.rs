@@ -10,6 +10,7 @@ pub mod block;
 pub mod infer;
 pub mod layout;
 pub mod position;
+pub mod recurrent;
 
 pub use layout::{Layout, TensorInfo, View};
 
@@ -85,6 +86,8 @@ pub struct StackCache<B = Vec<f32>> {
     pub lnf_rstd: Option<B>,
     /// Embedding dropout mask (None when not dropping).
     pub emb_mask: Option<B>,
+    /// The recurrent position encoding's activations (position `recurrent`).
+    pub rnn: Option<recurrent::RnnCache<B>>,
     /// Stack output (B,T,C).
     pub out: B,
 }
@@ -147,7 +150,7 @@ impl Model {
         for t in &layout.tensors {
             let name = t.name.as_str();
             let p = t.view.of_mut(&mut params);
-            if name.ends_with(".bias") {
+            if name.ends_with(".bias") || name.ends_with(".bias_ih") || name.ends_with(".bias_hh") {
                 continue; // zeros
             }
             if t.shape.len() == 1 {
@@ -207,6 +210,10 @@ impl Model {
     pub(crate) fn stack_forward<D: Backend>(&self, ctx: &mut Ctx<D>, sp: &StackParams, st: &StackCtx<D>, idx: &[u32]) -> Result<StackCache<D::Buf>> {
         let d = ctx.be;
         let mut x = self.embed(ctx, sp, idx, st.b, st.t, st.pos0)?;
+        let rnn = match &sp.rnn {
+            Some(r) => Some(recurrent::recurrent_forward(ctx, r, &mut x, None, st.b, st.t)?),
+            None => None,
+        };
         let mask = ctx.dropout_mask(block::len::<D>(&x));
         let emb_mask = if mask.is_empty() { None } else { Some(d.upload(mask)?) };
         if let Some(m) = &emb_mask {
@@ -225,7 +232,7 @@ impl Model {
             }
             None => (None, None, None, x),
         };
-        Ok(StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, out })
+        Ok(StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, rnn, out })
     }
 
     /// Returns d memory (B,S,C) accumulated by cross-attention (None for stacks without it).
@@ -256,6 +263,9 @@ impl Model {
         }
         if let Some(m) = &sc.emb_mask {
             d.mul_into(D::view_mut(&mut dx), D::view(m))?;
+        }
+        if let (Some(r), Some(rc)) = (&sp.rnn, &sc.rnn) {
+            recurrent::recurrent_backward(ctx, r, rc, &mut dx, st.b, st.t)?;
         }
         self.embed_backward(ctx, sp, &dx, idx, st.t)?;
         Ok(dmem)

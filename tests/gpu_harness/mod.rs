@@ -471,6 +471,33 @@ impl Backend for OnGpu {
         on_gpu(0.0, [Some(old), Some(new)], [Some(out)], |s, [old, new], [out]| s.append_heads(d(out), d(old), d(new), h, len, n, hs)).map(drop)
     }
 
+    fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(gi), Some(w_hh), b_hh, h0], [Some(h), Some(gates)], |s, [gi, w, bh, h0], [h, gates]| {
+            s.gru_forward(d(h), d(gates), d(gi), d(w), bh, h0, b, t, c)
+        })
+        .map(drop)
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: &mut [f32],
+        dw_hh: &mut [f32],
+        db_hh: Option<&mut [f32]>,
+        dh: &[f32],
+        gates: &[f32],
+        h: &[f32],
+        h0: Option<&[f32]>,
+        w_hh: &[f32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        on_gpu(0.0, [Some(dh), Some(gates), Some(h), h0, Some(w_hh)], [Some(dgi), Some(dw_hh), db_hh], |s, [dh, gates, h, h0, w], [dgi, dw, db]| {
+            s.gru_backward(d(dgi), d(dw), db, d(dh), d(gates), d(h), h0, d(w), b, t, c)
+        })
+        .map(drop)
+    }
+
     fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {
         on_gpu(0.0, [Some(g)], [Some(out)], |s, [g], [out]| s.sums_of_squares(d(out), d(g), segments)).map(drop)
     }

@@ -7,6 +7,9 @@ import { BY_KEY, diffKeys } from '../options.js';
 import * as runs from '../runs.js';
 import { loss as fmtLoss, grouped } from '../format.js';
 
+/** Milliseconds with three significant digits (0.912, 12.3, 145). */
+const fmtMs = (ms) => (ms >= 100 ? ms.toFixed(0) : ms.toPrecision(3));
+
 /** A value as a user reads it: a choice by its name, a switch as on/off, a number as is. */
 export function showValue(key, v) {
   const o = BY_KEY[key];
@@ -41,7 +44,8 @@ function item(rec, ref, sel) {
   selectBtn.querySelector('.swatch').style.background = rec.color;
   const stats = h('span', { class: 'run-stats' },
     t('runs.stepOf', { step: grouped(rec.stepCount), total: Number.isFinite(rec.values.steps) ? grouped(rec.values.steps) : '—' }),
-    rec.last ? ` · ${t('ctl.loss')} ${fmtLoss(rec.last.loss)}` : '');
+    rec.last ? ` · ${t('ctl.loss')} ${fmtLoss(rec.last.loss)}` : '',
+    rec.msPerStep ? h('span', { class: 'run-ms', attrs: { title: t('runs.msPerStepHelp') } }, ` · ${t('runs.msPerStep', { ms: fmtMs(rec.msPerStep) })}`) : '');
   const diff = h('div', { class: 'run-diff' },
     isRef ? t('runs.reference') : keys.length === 0 ? t('runs.same', { n: ref.no }) : lines.map((l) => h('div', {}, l)));
   const message = rec.message && (rec.status === 'invalid' || rec.status === 'error')

@@ -17,6 +17,7 @@
 
 mod attention;
 mod glue;
+mod gru;
 pub(crate) mod math;
 mod matmul;
 #[cfg(not(target_arch = "wasm32"))]
@@ -260,6 +261,29 @@ impl Backend for Cpu {
         c: usize,
     ) -> Result<()> {
         ops::moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+        gru::gru_forward(h, gates, gi, w_hh, b_hh, h0, b, t, c, b * c * 3 * c >= PAR_FLOPS);
+        Ok(())
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: &mut [f32],
+        dw_hh: &mut [f32],
+        db_hh: Option<&mut [f32]>,
+        dh: &[f32],
+        gates: &[f32],
+        h: &[f32],
+        h0: Option<&[f32]>,
+        w_hh: &[f32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        gru::gru_backward(dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, b, t, c, b * c * 3 * c >= PAR_FLOPS);
         Ok(())
     }
 

@@ -373,6 +373,41 @@ impl<'g> Backend for GpuStep<'g> {
         })
     }
 
+    fn gru_forward(
+        &self,
+        h: GpuSlice<f32>,
+        gates: GpuSlice<f32>,
+        gi: GpuSlice<f32>,
+        w_hh: GpuSlice<f32>,
+        b_hh: Option<GpuSlice<f32>>,
+        h0: Option<GpuSlice<f32>>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.gru_forward(e, h, gates, gi, w_hh, b_hh, h0, b, t, c))
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: GpuSlice<f32>,
+        dw_hh: GpuSlice<f32>,
+        db_hh: Option<GpuSlice<f32>>,
+        dh: GpuSlice<f32>,
+        gates: GpuSlice<f32>,
+        h: GpuSlice<f32>,
+        h0: Option<GpuSlice<f32>>,
+        w_hh: GpuSlice<f32>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        // Scratch for the kernels: every element is written before it is read.
+        let dgh = self.gpu.pooled::<f32>(b * t * 3 * c)?;
+        let carry = self.gpu.pooled::<f32>(b * c)?;
+        self.with(|g, e| g.gru_backward(e, dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, dgh.all(), carry.all(), b, t, c))
+    }
+
     fn sums_of_squares(&self, out: GpuSlice<f32>, grads: GpuSlice<f32>, segments: &[Segment]) -> Result<()> {
         // Chunks of ≤ CHUNK floats of each segment (Σx²), then each segment's chunks, then all segments.
         let (mut chunks, mut per_segment) = (vec![], vec![]);

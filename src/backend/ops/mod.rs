@@ -5,6 +5,7 @@
 mod act;
 mod attention;
 mod glue;
+mod gru;
 mod linear;
 mod loss;
 mod moe;
@@ -17,6 +18,7 @@ pub use glue::{
     add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, merge_heads, mul_into,
     scale, split_heads, step_is_good, sum_squares, sums_of_squares, two_mut,
 };
+pub use gru::{gru_backward, gru_forward, gru_prev};
 pub use linear::{matmul_backward, matmul_forward};
 pub use loss::cross_entropy;
 pub use moe::{moe_combine, moe_combine_backward, moe_gather, moe_route, moe_route_backward, moe_scatter};
@@ -244,6 +246,29 @@ impl Backend for Reference {
         c: usize,
     ) -> Result<()> {
         moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+        gru_forward(h, gates, gi, w_hh, b_hh, h0, b, t, c);
+        Ok(())
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: &mut [f32],
+        dw_hh: &mut [f32],
+        db_hh: Option<&mut [f32]>,
+        dh: &[f32],
+        gates: &[f32],
+        h: &[f32],
+        h0: Option<&[f32]>,
+        w_hh: &[f32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        gru_backward(dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, b, t, c);
         Ok(())
     }
 
