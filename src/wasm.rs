@@ -204,7 +204,7 @@ impl WasmRun {
     pub fn from_checkpoint(bytes: &[u8], corpus: Option<String>) -> Result<WasmRun, JsError> {
         let ck = checkpoint::load(bytes).map_err(js)?;
         let data = match ck.config.model.arch {
-            Arch::EncoderDecoder => Dataset::new(&ck.config, None),
+            Arch::EncoderDecoder if !ck.config.data.task.is_denoising() => Dataset::new(&ck.config, None),
             _ => {
                 let text = corpus.ok_or_else(|| {
                     Error::Invalid("this checkpoint is a text model: give its corpus to continue training".into())
@@ -291,13 +291,25 @@ impl WasmRun {
         let run = self.run.borrow();
         let answer = match &run.data {
             Dataset::Task { task, .. } => data::task_answer(*task, input),
-            Dataset::Text { .. } => None,
+            Dataset::Text { .. } | Dataset::Denoise { .. } => None,
         };
         if o.max_tokens == 0 {
             o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
         }
         let out = generate::decode(&run.model, &Cpu, run.data.tokenizer(), input, &o);
         Ok(serde_json::json!({ "output": out.map_err(js)?, "answer": answer }).to_string())
+    }
+
+    /// Denoising runs (span_corruption, text_infilling): a corrupted example drawn from the val split with `seed`,
+    /// and the model's greedy reconstruction of it: `generate::Reconstruction` as JSON (`task`, `source`,
+    /// `source_special`, `truth`, `target`, `output`, `reconstruction`, `spans`, `char_accuracy`); null for other
+    /// tasks.
+    #[wasm_bindgen(js_name = denoiseExample)]
+    pub fn denoise_example(&self, seed: u64) -> Result<String, JsError> {
+        let run = self.run.borrow();
+        let mut rng = crate::rng::Rng::new(seed);
+        let r = on_pool(|| generate::reconstruct(&run.model, &Cpu, &run.data, Split::Val, &mut rng)).map_err(js)?;
+        Ok(to_json(&r))
     }
 
     /// Attention maps (probabilities per layer and head) for `text` (and, for the encoder-decoder, the decoder

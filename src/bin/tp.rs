@@ -261,6 +261,20 @@ fn demo_on<H: Host>(be: &H, run: &Run, tokens: usize) -> Result<serde_json::Valu
             }
             serde_json::json!({ "exact_match": correct as f32 / n as f32, "examples": examples })
         }
+        Dataset::Denoise { .. } => {
+            // Val examples, the model's reconstruction beside the truth (characters right, in place).
+            let mut rng = transformer_playground::rng::Rng::new(run.cfg.seed ^ 77);
+            let mut examples = vec![];
+            for _ in 0..3 {
+                if let Some(r) = generate::reconstruct(&run.model, be, &run.data, Split::Val, &mut rng)? {
+                    examples.push(serde_json::json!({
+                        "input": r.source.concat(), "output": r.output.concat(), "reconstruction": r.reconstruction,
+                        "truth": r.truth, "char_accuracy": r.char_accuracy,
+                    }));
+                }
+            }
+            serde_json::json!({ "examples": examples })
+        }
     })
 }
 
@@ -384,7 +398,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
             let ck = read_checkpoint(&checkpoint)?;
-            let n = tokens.unwrap_or_else(|| ck.config.data.task.lengths(ck.config.data.digits).1);
+            let n = tokens.unwrap_or_else(|| ck.config.data.lengths(ck.config.model.ctx_len).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
             check_options(&o, "--tokens")?;
             let text = generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?;
