@@ -151,6 +151,15 @@ pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
 }
 
+/// The special tokens a run of this config has, in vocabulary order after the characters: the architecture's,
+/// then the denoising task's ([MASK], or the sentinels [S0]..): `["[BOS]", "[S0]", …]` (the page adds them to a
+/// corpus's characters for the vocabulary size).
+#[wasm_bindgen(js_name = specialTokens)]
+pub fn special_tokens(config: &str) -> Result<String, JsError> {
+    let cfg = Config::from_json(config).map_err(js)?;
+    Ok(to_json(&crate::data::Tokenizer::specials_for_config(&cfg)))
+}
+
 /// Checks a user's text before it becomes a corpus, as making a run would: `{"bytes", "chars", "distinct"}`, or the
 /// core's `data` error (empty, not UTF-8, binary, too large, too many distinct characters).
 #[wasm_bindgen(js_name = checkText)]
@@ -302,11 +311,13 @@ impl WasmRun {
 
     /// Denoising runs (span_corruption, text_infilling): a corrupted example drawn from the val split with `seed`,
     /// and the model's greedy reconstruction of it: `generate::Reconstruction` as JSON (`task`, `source`,
-    /// `source_special`, `truth`, `target`, `output`, `reconstruction`, `spans`, `char_accuracy`); null for other
+    /// `source_special`, `truth`, `target`, `target_special`, `output`, `output_special`, `reconstruction`,
+    /// `recon_tokens`, `recon_filled`, `recon_miss`, `spans`, `char_accuracy`); null for other
     /// tasks.
     #[wasm_bindgen(js_name = denoiseExample)]
     pub fn denoise_example(&self, seed: u64) -> Result<String, JsError> {
         let run = self.run.borrow();
+        let run = &*run;
         let mut rng = crate::rng::Rng::new(seed);
         let r = on_pool(|| generate::reconstruct(&run.model, &Cpu, &run.data, Split::Val, &mut rng)).map_err(js)?;
         Ok(to_json(&r))

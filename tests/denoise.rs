@@ -326,3 +326,33 @@ fn tp_trains_the_t5_and_bart_configs_and_the_loss_falls() {
         assert_eq!(ck.step, 60);
     }
 }
+
+#[test]
+fn reconstruct_draws_a_val_example_and_marks_what_the_model_wrote() {
+    use transformer_playground::backend::cpu::Cpu;
+    use transformer_playground::generate::reconstruct;
+    let text = shakespeare();
+    for task in ["span_corruption", "text_infilling"] {
+        let run = Run::new(config(task, 32), Some(&text), BackendKind::Cpu).unwrap();
+        let r = reconstruct(&run.model, &Cpu, &run.data, Split::Val, &mut Rng::new(4)).unwrap().unwrap();
+        let again = reconstruct(&run.model, &Cpu, &run.data, Split::Val, &mut Rng::new(4)).unwrap().unwrap();
+        assert_eq!(r, again, "{task}: same seed, same example and output");
+        let Dataset::Denoise { val, lens, .. } = &run.data else { panic!() };
+        assert_eq!(r.source.len(), lens.source);
+        let truth: Vec<u32> = run.data.tokenizer().encode(&r.truth).unwrap();
+        assert!(val.windows(truth.len()).any(|w| w == truth), "{task}: from the val text");
+        assert_eq!((r.recon_tokens.len(), r.recon_filled.len()), (r.recon_miss.len(), r.recon_miss.len()));
+        assert_eq!(r.recon_tokens.concat(), r.reconstruction);
+        assert!((0.0..=1.0).contains(&r.char_accuracy));
+        if task == "span_corruption" {
+            // The input's own characters come back unmarked and in order: the truth without its hidden spans.
+            let kept: String = r.recon_tokens.iter().zip(&r.recon_filled).filter(|(_, &f)| !f).map(|(t, _)| t.as_str()).collect();
+            let hidden: std::collections::HashSet<usize> = r.spans.iter().flat_map(|&(s, l)| s..s + l).collect();
+            let want: String = r.truth.chars().enumerate().filter(|(i, _)| !hidden.contains(i)).map(|(_, c)| c).collect();
+            assert_eq!(kept, want);
+            assert!(r.output.len() <= lens.target);
+        } else {
+            assert!(r.recon_filled.iter().all(|&f| f) && r.output.len() == r.truth.chars().count());
+        }
+    }
+}
