@@ -126,6 +126,7 @@ test('the task knob explains the denoising objectives in English and Chinese, ci
 });
 
 test('the engine API: specialTokens for a config, denoiseExample on a run (same seed, same example; null for a synthetic task)', async () => {
+  await waitTrainable(page); // the engine has started
   const r = await page.evaluate(async () => {
     const e = window.__tp.getEngine();
     const json = async (p) => (await fetch(p)).json();
@@ -141,6 +142,11 @@ test('the engine API: specialTokens for a config, denoiseExample on a run (same 
     out.same = JSON.stringify(out.a) === JSON.stringify(await run.denoiseExample({ seed: 5 }));
     out.other = JSON.stringify(out.a) !== JSON.stringify(await run.denoiseExample({ seed: 6 }));
     out.bad = await run.denoiseExample({ seed: -1 }).then(() => null, (err) => err.kind);
+    // Its checkpoint loads back with the corpus, at the same step, and reconstructs alike.
+    const back = await e.loadRun(await run.save(), { corpus });
+    out.loadedStep = back.stepCount;
+    out.loadedSame = JSON.stringify(await back.denoiseExample({ seed: 5 })) === JSON.stringify(out.a);
+    await back.dispose();
     await run.dispose();
     const synth = await e.createRun(await json('configs/t5-mini.json'));
     out.none = await synth.denoiseExample();
@@ -161,6 +167,8 @@ test('the engine API: specialTokens for a config, denoiseExample on a run (same 
   assert.ok(r.a.charAccuracy >= 0 && r.a.charAccuracy <= 1);
   assert.ok(r.same && r.other);
   assert.equal(r.bad, 'invalid');
+  assert.equal(r.loadedStep, 1);
+  assert.ok(r.loadedSame, 'the loaded checkpoint reconstructs the same example alike');
   assert.equal(r.none, null);
   assert.match(r.noCorpus, /text|corpus/i);
   assert.deepEqual(problems, []);
