@@ -52,6 +52,10 @@ for (const [name, expect] of Object.entries(PRESETS)) {
     const losses = await page.evaluate(() => window.__tp.runs.selectedRun().history.loss);
     assert.equal(losses.length, 3);
     assert.ok(losses.every((l) => Number.isFinite(l) && l > 0), JSON.stringify(losses));
+    // The attention panel reads a corrupted sample ([S0] / [MASK] in it) and the model's own decoding.
+    await page.waitForFunction(() => document.getElementById('sec-attention').dataset.step === '3', null, { timeout: 60000 });
+    const kinds = await page.evaluate(() => [...document.querySelectorAll('#att-which option')].map((o) => o.value));
+    assert.deepEqual(kinds, ['encoder/self', 'decoder/self', 'decoder/cross']);
 
     assert.equal(await page.isVisible('#use-denoise'), true);
     assert.equal(await page.isVisible('#use-decode'), false);
