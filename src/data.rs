@@ -320,14 +320,8 @@ impl Dataset {
                     // Decoder input [BOS] y[..t-1]. An infilling original shorter than t is followed by ignored
                     // targets (−1), and the decoder input there by token 0 (causal attention: what stands there
                     // never reaches a scored position).
-                    let y: Vec<u32> = match self {
-                        Dataset::Denoise { task: Task::TextInfilling, .. } => {
-                            let mut y = ex.target.clone();
-                            y.resize(t, 0);
-                            y
-                        }
-                        _ => ex.target.clone(),
-                    };
+                    let mut y = ex.target.clone();
+                    y.resize(t, 0);
                     batch.idx.push(bos);
                     batch.idx.extend_from_slice(&y[..t - 1]);
                     batch.targets.extend((0..t).map(|j| ex.target.get(j).map_or(-1, |&x| x as i32)));
