@@ -322,6 +322,11 @@ fn tp_trains_the_t5_and_bart_configs_and_the_loss_falls() {
         let demo = lines.last().unwrap();
         let ex = &demo["examples"][0];
         assert!(ex["truth"].as_str().unwrap().chars().count() > 10 && ex["reconstruction"].is_string(), "{demo}");
+        // `tp decode` on the checkpoint: a corrupted input gives the model's answer (span corruption: in sentinels).
+        let input = if name.starts_with("t5") { "To be, or[S0] to be: that[S1]" } else { "To be, or [MASK] to be" };
+        let (ok, out, err) = tp(&["decode", "--checkpoint", &ck, "--input", input, "--tokens", "12"]);
+        assert!(ok, "{name}: {err}");
+        assert!(!out.trim_end_matches('\n').is_empty(), "{name}: {out:?}");
         let ck = load(&std::fs::read(&ck).unwrap()).unwrap();
         assert_eq!(ck.step, 60);
     }

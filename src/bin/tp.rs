@@ -78,7 +78,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },
-    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0).
+    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0; span corruption: greedy, writing
+    /// sentinels).
     Decode {
         #[arg(long)]
         checkpoint: String,
@@ -401,7 +402,15 @@ fn run(cli: Cli) -> Result<()> {
             let n = tokens.unwrap_or_else(|| ck.config.data.lengths(ck.config.model.ctx_len).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
             check_options(&o, "--tokens")?;
-            let text = generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?;
+            // Span corruption answers in sentinels and spans: its decoding may write the sentinels (greedy), and stops
+            // after the last one.
+            let text = if ck.config.data.task == transformer_playground::config::Task::SpanCorruption {
+                let ids = ck.tokenizer.encode(&input)?;
+                let last = ck.tokenizer.specials.last().and_then(|s| ck.tokenizer.special(s));
+                ck.tokenizer.decode(&generate::decode_ids(&ck.model, &Cpu, &ck.tokenizer, &ids, n, last)?)
+            } else {
+                generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?
+            };
             let mut stdout = Out::new();
             stdout.line(text);
             stdout.finish()
