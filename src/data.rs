@@ -41,8 +41,9 @@ impl Tokenizer {
         Ok(Tokenizer::new(chars.into_iter().collect(), Tokenizer::specials_for(arch)))
     }
 
-    /// The special tokens an architecture's tokenizer has, no more and no fewer: bert's masked-LM objective needs
-    /// [MASK], the encoder-decoder's decoder starts from [BOS], and gpt needs none.
+    /// The special tokens every tokenizer of an architecture has: bert's masked-LM objective needs [MASK], the
+    /// encoder-decoder's decoder starts from [BOS], and gpt needs none. A run's exact set adds its denoising
+    /// task's (`specials_for_config`).
     pub fn specials_for(arch: Arch) -> &'static [&'static str] {
         match arch {
             Arch::Bert => &[MASK],
