@@ -12,7 +12,7 @@ const WWW = [
   'panels/attention.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
 ].map((f) => `www/${f}`);
-const CONFIGS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini'].map((c) => `configs/${c}.json`);
+const CONFIGS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini', 't5-span-corruption', 'bart-infilling'].map((c) => `configs/${c}.json`);
 const ENGINE = ['pkg/index.js', 'pkg/worker.js', 'pkg/protocol.js',
   ...['threads', 'single', 'baseline'].flatMap((b) => [`pkg/wasm/${b}/tp.js`, `pkg/wasm/${b}/tp_bg.wasm`])];
 const SHELL = ['./', 'index.html', ...WWW, ...CONFIGS, ...ENGINE];

@@ -6,7 +6,7 @@ export type Activation = 'relu' | 'gelu' | 'swish' | 'glu' | 'geglu' | 'swiglu';
 export type NormKind = 'layernorm' | 'rmsnorm';
 export type NormPlacement = 'post' | 'pre' | 'sandwich' | 'deepnorm';
 export type PositionKind = 'none' | 'learned' | 'sinusoidal' | 'relative' | 'rope' | 'alibi' | 'recurrent';
-export type Task = 'text' | 'reverse' | 'sort' | 'add';
+export type Task = 'text' | 'reverse' | 'sort' | 'add' | 'span_corruption' | 'text_infilling';
 
 export interface ModelConfig {
   arch: Arch;
@@ -90,7 +90,7 @@ export interface EngineInfo {
 export interface RunOptions {
   /** 'cpu' (default), 'webgpu', or 'auto': WebGPU when available and measured faster for this config. */
   backend?: 'cpu' | 'webgpu' | 'auto';
-  /** Training text for gpt and bert. */
+  /** Training text for gpt and bert, and for the encoder-decoder's denoising tasks (span_corruption, text_infilling). */
   corpus?: string;
   /** Synthetic task for the encoder-decoder (overrides config.data.task). */
   task?: Task;
@@ -262,6 +262,8 @@ export class Engine {
   validate(config: Config | string): Promise<FullConfig>;
   /** `vocab`: an integer from 1 to 2^24, else an 'invalid' EngineError. */
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
+  /** The special tokens of a run of this config, in vocabulary order after the characters ("[BOS]", "[S0]", …). */
+  specialTokens(config: Config | string): Promise<string[]>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
   /** How often a training run's state is kept for recovery (opts.snapshotEveryMs). */
@@ -304,8 +306,39 @@ export class Run {
   generate(prompt: string, opts?: SampleOptions, onText?: (piece: string) => void): Promise<string>;
   fillMask(text: string, opts?: { k?: number }): Promise<MaskFill[]>;
   decode(input: string, opts?: SampleOptions): Promise<{ output: string; answer: string | null }>;
+  /** Denoising runs: a corrupted val example (drawn with `opts.seed`, default 0) and the model's greedy reconstruction; null for other tasks. */
+  denoiseExample(opts?: { seed?: number }): Promise<DenoiseExample | null>;
   attention(text: string, opts?: { target?: string }): Promise<AttentionMaps>;
   shapes(): Promise<ShapeFlow>;
   save(): Promise<Uint8Array>;
   dispose(): Promise<boolean>;
+}
+
+/** A denoising example (T5 span corruption or BART text infilling) and what the model makes of it. */
+export interface DenoiseExample {
+  task: 'span_corruption' | 'text_infilling';
+  /** The corrupted input, token by token (sentinels and [MASK] as written). */
+  source: string[];
+  /** Which source tokens are sentinels or [MASK]. */
+  sourceSpecial: boolean[];
+  /** The uncorrupted text. */
+  truth: string;
+  /** What the decoder is trained to produce: span corruption's "[S0] span [S1] span … [Sk]", infilling's text. */
+  target: string[];
+  targetSpecial: boolean[];
+  /** The model's greedy output, token by token. */
+  output: string[];
+  outputSpecial: boolean[];
+  /** The text the output gives back (span corruption: the source with the output's spans in place). */
+  reconstruction: string;
+  /** `reconstruction` token by token; which tokens the model wrote, and which of those differ from the truth (span
+   * corruption: at the same offset of the same span; infilling: at the same position). */
+  reconTokens: string[];
+  reconFilled: boolean[];
+  reconMiss: boolean[];
+  /** [start, length] of each corrupted span in `truth`, in characters (length 0: an inserted [MASK]). */
+  spans: [number, number][];
+  /** Span corruption: hidden characters the model wrote at their offset in their span, over the hidden characters;
+   * infilling: output characters equal to the truth at the same position, over the length of the truth. */
+  charAccuracy: number;
 }

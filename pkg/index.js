@@ -299,7 +299,8 @@ export class Engine extends Emitter {
   }
 
   /**
-   * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert);
+   * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert, and the
+   * encoder-decoder's denoising tasks);
    * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed;
    * opts.backend: 'cpu' (default: WebAssembly), 'webgpu' (rejects with the reason when there is no usable GPU) or
    * 'auto' (WebGPU when it is there and measured faster for this config; run.backendChoice says why).
@@ -340,6 +341,16 @@ export class Engine extends Emitter {
   /** Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size. */
   async shapeFlow(config, vocab) {
     return this._request({ op: 'shapeFlow', config: configJson(config), vocab: checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }) });
+  }
+
+  /**
+   * The special tokens a run of this config has, after the corpus's characters in the vocabulary: the
+   * architecture's ([MASK] for bert, [BOS] for the encoder-decoder), then the denoising task's ([MASK] for
+   * text_infilling, the sentinels [S0], [S1], … for span_corruption). Rejects with the core's error for a config
+   * it cannot read.
+   */
+  async specialTokens(config) {
+    return this._request({ op: 'specialTokens', config: configJson(config) });
   }
 
   /**
@@ -508,6 +519,24 @@ export class Run extends Emitter {
   /** Encoder-decoder: { output, answer } for an input of the run's task. */
   async decode(input, opts) {
     return this.#req('decode', { input: checkString('input', input), options: sampleOptions(opts) });
+  }
+
+  /**
+   * Denoising runs (data.task span_corruption or text_infilling): draws a corrupted example from the val split with
+   * `opts.seed` (default 0) and decodes the model's greedy reconstruction of it. Resolves { task, source,
+   * sourceSpecial, truth, target, targetSpecial, output, outputSpecial, reconstruction, reconTokens, reconFilled,
+   * reconMiss, spans, charAccuracy }, or null for other tasks.
+   */
+  async denoiseExample(opts) {
+    opts = checkOptions('opts', opts);
+    const seed = checkInt('opts.seed', opts.seed ?? 0);
+    const r = await this.#req('denoiseExample', { seed });
+    return r && {
+      task: r.task, source: r.source, sourceSpecial: r.source_special, truth: r.truth, target: r.target,
+      targetSpecial: r.target_special, output: r.output, outputSpecial: r.output_special,
+      reconstruction: r.reconstruction, reconTokens: r.recon_tokens, reconFilled: r.recon_filled,
+      reconMiss: r.recon_miss, spans: r.spans, charAccuracy: r.char_accuracy,
+    };
   }
 
   /** Attention probabilities per layer and head for `text` (and the decoder `target` of an encoder-decoder). */

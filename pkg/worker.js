@@ -255,6 +255,7 @@ const handlers = {
   validate: ({ config }) => wasm.validateConfig(checkString('config', config)),
   shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(checkString('config', config), checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }))),
   checkText: ({ bytes }) => JSON.parse(wasm.checkText(checkBytes('bytes', bytes))),
+  specialTokens: ({ config }) => JSON.parse(wasm.specialTokens(checkString('config', config))),
   async create({ runId, config, corpus, backend }) {
     checkString('config', config);
     checkString('corpus', corpus, { optional: true });
@@ -328,6 +329,8 @@ const handlers = {
     JSON.parse(wr.fillMask(checkString('text', text), checkInt('k', k ?? 5, { min: 1, max: U32_MAX })))),
   decode: ({ runId, input, options }) => onHost(runId, (wr) =>
     JSON.parse(wr.decode(checkString('input', input), JSON.stringify(checkOptions('options', options))))),
+  denoiseExample: ({ runId, seed }) => onHost(runId, (wr) =>
+    JSON.parse(wr.denoiseExample(BigInt(checkInt('seed', seed))))),
   attention: ({ runId, text, target }) => onHost(runId, (wr) =>
     JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),

@@ -247,7 +247,8 @@ fn default_eval_iters() -> usize {
     20
 }
 
-/// What the model learns from: a text corpus (gpt, bert) or a synthetic sequence-to-sequence task.
+/// What the model learns from: a text corpus (gpt, bert), a synthetic sequence-to-sequence task, or a denoising
+/// objective over a text corpus (encoder-decoder).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
@@ -259,13 +260,40 @@ pub enum Task {
     Sort,
     /// Add two zero-padded numbers.
     Add,
+    /// T5's span corruption (Raffel et al. 2020) of the corpus: spans become sentinels, the target lists them.
+    SpanCorruption,
+    /// BART's text infilling (Lewis et al. 2020) of the corpus: spans become one [MASK], the target is the text.
+    TextInfilling,
 }
 
 impl Task {
+    /// Span corruption or text infilling: an encoder-decoder objective drawn from a text corpus
+    /// (`crate::denoise`).
+    pub fn is_denoising(self) -> bool {
+        matches!(self, Task::SpanCorruption | Task::TextInfilling)
+    }
+
+    /// Reverse, sort or add: generated digits, no corpus.
+    pub fn is_synthetic(self) -> bool {
+        matches!(self, Task::Reverse | Task::Sort | Task::Add)
+    }
+
+    /// The task's name in the config (`"span_corruption"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Text => "text",
+            Task::Reverse => "reverse",
+            Task::Sort => "sort",
+            Task::Add => "add",
+            Task::SpanCorruption => "span_corruption",
+            Task::TextInfilling => "text_infilling",
+        }
+    }
+
     /// (source length, target length) in tokens with `digits` digits per operand: "0042+0917" → "00959" for add.
     pub fn lengths(self, digits: usize) -> (usize, usize) {
         match self {
-            Task::Text => (0, 0),
+            Task::Text | Task::SpanCorruption | Task::TextInfilling => (0, 0),
             Task::Reverse | Task::Sort => (digits, digits),
             Task::Add => (2 * digits + 1, digits + 1),
         }
@@ -274,7 +302,7 @@ impl Task {
     /// Digits per operand of a source of `len` tokens: the inverse of `lengths(digits).0`, rounding down.
     pub fn digits_in(self, len: usize) -> usize {
         match self {
-            Task::Text => 0,
+            Task::Text | Task::SpanCorruption | Task::TextInfilling => 0,
             Task::Reverse | Task::Sort => len,
             Task::Add => len.saturating_sub(1) / 2,
         }
@@ -290,6 +318,91 @@ pub struct DataConfig {
     #[serde(default = "default_digits")]
     pub digits: usize,
 }
+/// Shortest context the denoising tasks accept: a shorter source leaves too few tokens to corrupt.
+pub const MIN_DENOISE_CTX_LEN: usize = 8;
+
+/// `x` rounded to the nearest integer, halves to even (as `tf.round` in T5's code), for `x = num / den` exactly.
+fn round_half_even(num: usize, den: usize) -> usize {
+    let (q, r) = (num / den, num % den);
+    match (2 * r).cmp(&den) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q % 2),
+    }
+}
+
+/// The fixed shape of every example of a denoising task for a model of context `ctx_len` (the rules in
+/// docs/MODEL.md, "Denoising objectives"): every source has exactly `source` tokens (the encoder has no padding
+/// mask, so sources are never padded), every target `target` positions (text infilling pads the end of shorter
+/// originals with ignored targets), and `window` corpus tokens are read per example.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenoiseLengths {
+    pub source: usize,
+    pub target: usize,
+    pub window: usize,
+    /// Span corruption: the sentinels `[S0]`..`[S{sentinels-1}]` the tokenizer holds (one per span, and the final
+    /// one that ends the target); 0 for text infilling.
+    pub sentinels: usize,
+}
+
+impl DenoiseLengths {
+    /// T5's noise tokens in an original of `n` tokens: round(0.15·n), at least 1 and at most n − 1.
+    pub fn span_noise(n: usize) -> usize {
+        round_half_even(3 * n, 20).clamp(1, n.saturating_sub(1).max(1))
+    }
+    /// T5's span count for `noise` noise tokens: round(noise / 3), at least 1 (mean span length 3).
+    pub fn span_count(noise: usize) -> usize {
+        round_half_even(noise, 3).max(1)
+    }
+    /// Span corruption's source length for an original of `n` tokens: kept tokens plus one sentinel a span.
+    pub fn span_source(n: usize) -> usize {
+        let noise = DenoiseLengths::span_noise(n);
+        n - noise + DenoiseLengths::span_count(noise)
+    }
+    /// BART's masked tokens in an original of `n` tokens: ceil(0.3·n) (fairseq's `num_to_mask`).
+    pub fn infill_masked(n: usize) -> usize {
+        (3 * n).div_ceil(10)
+    }
+
+    pub fn new(task: Task, ctx_len: usize) -> DenoiseLengths {
+        let c = ctx_len.max(MIN_DENOISE_CTX_LEN);
+        match task {
+            Task::SpanCorruption => {
+                // The longest original whose corrupted source is exactly c tokens (T5's random_spans_helper picks
+                // the longest too). span_source grows by 0 or 1 with n, so it takes every value.
+                let mut n = c;
+                while DenoiseLengths::span_source(n + 1) <= c {
+                    n += 1;
+                }
+                let noise = DenoiseLengths::span_noise(n);
+                let spans = DenoiseLengths::span_count(noise);
+                DenoiseLengths { source: c, target: noise + spans + 1, window: n, sentinels: spans + 1 }
+            }
+            _ => {
+                // Targets of at most c − 1 positions; a source of t − ceil(0.3·t) tokens keeps every original
+                // shorter than t (n − ceil(0.3·n) + spans = source, with at least one span).
+                let t = c - 1;
+                DenoiseLengths { source: t - DenoiseLengths::infill_masked(t), target: t, window: t, sentinels: 0 }
+            }
+        }
+    }
+}
+
+impl DataConfig {
+    /// (source length, target length) in tokens of every example of the task for a model of context `ctx_len`:
+    /// the synthetic tasks' `Task::lengths`, the denoising tasks' `denoise::Lengths` (text: (0, ctx_len)).
+    pub fn lengths(&self, ctx_len: usize) -> (usize, usize) {
+        match self.task {
+            Task::Text => (0, ctx_len),
+            t if t.is_denoising() => {
+                let l = DenoiseLengths::new(t, ctx_len);
+                (l.source, l.target)
+            }
+            t => t.lengths(self.digits),
+        }
+    }
+}
+
 fn default_task() -> Task {
     Task::Text
 }
@@ -507,18 +620,24 @@ impl Config {
         let a = self.model.arch;
         match (a, self.data.task) {
             (Arch::EncoderDecoder, Task::Text) => {
-                return Err(bad("data.task", "text", "encoder_decoder trains on a synthetic task: reverse, sort or add"))
-            }
-            (Arch::Bert | Arch::Gpt, t) if t != Task::Text => {
                 return Err(bad(
                     "data.task",
-                    format!("{t:?}").to_lowercase(),
-                    "gpt and bert train on text; the synthetic tasks are for encoder_decoder",
+                    "text",
+                    "encoder_decoder trains on a synthetic task (reverse, sort, add) or a denoising one \
+                     (span_corruption, text_infilling)",
                 ))
+            }
+            (Arch::Bert | Arch::Gpt, t) if t != Task::Text => {
+                let kind = if t.is_denoising() { "the denoising objectives" } else { "the synthetic tasks" };
+                return Err(bad(
+                    "data.task",
+                    t.name(),
+                    &format!("gpt and bert train on text; {kind} are for encoder_decoder (model.arch)"),
+                ));
             }
             _ => {}
         }
-        if self.data.task != Task::Text {
+        if self.data.task.is_synthetic() {
             let d = self.data.digits;
             if d == 0 || d > MAX_DIGITS {
                 return Err(bad("data.digits", d, &format!("must be in 1..={MAX_DIGITS}")));
@@ -532,6 +651,17 @@ impl Config {
                     &format!("the task needs sequences of {need} tokens, more than model.ctx_len = {}", self.model.ctx_len),
                 ));
             }
+        }
+        if self.data.task.is_denoising() && self.model.ctx_len < MIN_DENOISE_CTX_LEN {
+            return Err(bad(
+                "model.ctx_len",
+                self.model.ctx_len,
+                &format!(
+                    "data.task = {} needs model.ctx_len >= {} (a shorter source leaves too few tokens to corrupt)",
+                    self.data.task.name(),
+                    MIN_DENOISE_CTX_LEN
+                ),
+            ));
         }
         Ok(())
     }

@@ -110,7 +110,7 @@ pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, task: Tas
             Some(t) => t.to_string(),
             None => {
                 let o = crate::generate::SampleOptions { temperature: 0.0, max_tokens: model.cfg.ctx_len - 1, ..Default::default() };
-                let n = task.lengths(task.digits_in(ids.len())).1.min(o.max_tokens);
+                let n = if task.is_denoising() { o.max_tokens } else { task.lengths(task.digits_in(ids.len())).1.min(o.max_tokens) };
                 crate::generate::decode(model, be, tok, text, &crate::generate::SampleOptions { max_tokens: n, ..o })?
             }
         };

@@ -164,6 +164,15 @@ pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
 }
 
+/// The special tokens a run of this config has, in vocabulary order after the characters: the architecture's,
+/// then the denoising task's ([MASK], or the sentinels [S0]..): `["[BOS]", "[S0]", …]` (the page adds them to a
+/// corpus's characters for the vocabulary size).
+#[wasm_bindgen(js_name = specialTokens)]
+pub fn special_tokens(config: &str) -> Result<String, JsError> {
+    let cfg = Config::from_json(config).map_err(js)?;
+    Ok(to_json(&crate::data::Tokenizer::specials_for_config(&cfg)))
+}
+
 /// Checks a user's text before it becomes a corpus, as making a run would: `{"bytes", "chars", "distinct"}`, or the
 /// core's `data` error (empty, not UTF-8, binary, too large, too many distinct characters).
 #[wasm_bindgen(js_name = checkText)]
@@ -217,7 +226,7 @@ impl WasmRun {
     pub fn from_checkpoint(bytes: &[u8], corpus: Option<String>) -> Result<WasmRun, JsError> {
         let ck = checkpoint::load(bytes).map_err(js)?;
         let data = match ck.config.model.arch {
-            Arch::EncoderDecoder => Dataset::new(&ck.config, None),
+            Arch::EncoderDecoder if !ck.config.data.task.is_denoising() => Dataset::new(&ck.config, None),
             _ => {
                 let text = corpus.ok_or_else(|| {
                     Error::Invalid("this checkpoint is a text model: give its corpus to continue training".into())
@@ -307,13 +316,27 @@ impl WasmRun {
         let run = self.run.borrow();
         let answer = match &run.data {
             Dataset::Task { task, .. } => data::task_answer(*task, input),
-            Dataset::Text { .. } => None,
+            Dataset::Text { .. } | Dataset::Denoise { .. } => None,
         };
         if o.max_tokens == 0 {
             o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
         }
         let out = generate::decode(&run.model, &Cpu, run.data.tokenizer(), input, &o);
         Ok(serde_json::json!({ "output": out.map_err(js)?, "answer": answer }).to_string())
+    }
+
+    /// Denoising runs (span_corruption, text_infilling): a corrupted example drawn from the val split with `seed`,
+    /// and the model's greedy reconstruction of it: `generate::Reconstruction` as JSON (`task`, `source`,
+    /// `source_special`, `truth`, `target`, `target_special`, `output`, `output_special`, `reconstruction`,
+    /// `recon_tokens`, `recon_filled`, `recon_miss`, `spans`, `char_accuracy`); null for other
+    /// tasks.
+    #[wasm_bindgen(js_name = denoiseExample)]
+    pub fn denoise_example(&self, seed: u64) -> Result<String, JsError> {
+        let run = self.run.borrow();
+        let run = &*run;
+        let mut rng = crate::rng::Rng::new(seed);
+        let r = on_pool(|| generate::reconstruct(&run.model, &Cpu, &run.data, Split::Val, &mut rng)).map_err(js)?;
+        Ok(to_json(&r))
     }
 
     /// Attention maps (probabilities per layer and head) for `text` (and, for the encoder-decoder, the decoder

@@ -9,8 +9,11 @@
 export const GROUPS = ['model', 'size', 'attention', 'norm', 'position', 'ffn', 'optim', 'data'];
 
 const TEXT_ARCHS = ['gpt', 'bert'];
+/** The encoder-decoder's tasks: generated digits, or a denoising objective over the corpus (T5, BART). */
+export const SYNTHETIC_TASKS = ['reverse', 'sort', 'add'];
+export const DENOISE_TASKS = ['span_corruption', 'text_infilling'];
 
-/** @type {Array<{key:string, path:string|null, group:string, type:'choice'|'int'|'float'|'bool'|'optint'|'optfloat', choices?:string[], min?:number, max?:number, step?:number|'any', dflt:any, when?:Record<string,string[]>}>} */
+/** @type {Array<{key:string, path:string|null, group:string, type:'choice'|'int'|'float'|'bool'|'optint'|'optfloat', choices?:string[], min?:number, max?:number, step?:number|'any', dflt:any, when?:Record<string,string[]>|Array<Record<string,string[]>>}>} */
 export const OPTIONS = [
   { key: 'arch', path: 'model.arch', group: 'model', type: 'choice', choices: ['gpt', 'bert', 'encoder_decoder'], dflt: 'gpt' },
 
@@ -57,9 +60,9 @@ export const OPTIONS = [
   { key: 'eval_interval', path: 'train.eval_interval', group: 'optim', type: 'int', dflt: 250 },
   { key: 'eval_iters', path: 'train.eval_iters', group: 'optim', type: 'int', dflt: 20 },
 
-  { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: { arch: TEXT_ARCHS } },
-  { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: ['reverse', 'sort', 'add'], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
-  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', dflt: 6, when: { arch: ['encoder_decoder'] } },
+  { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: [{ arch: TEXT_ARCHS }, { arch: ['encoder_decoder'], task: DENOISE_TASKS }] },
+  { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: [...SYNTHETIC_TASKS, ...DENOISE_TASKS], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
+  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', dflt: 6, when: { arch: ['encoder_decoder'], task: SYNTHETIC_TASKS } },
   { key: 'seed', path: 'seed', group: 'data', type: 'int', dflt: 1337 },
   { key: 'backend', path: null, group: 'optim', type: 'choice', choices: ['cpu', 'auto', 'webgpu'], dflt: 'cpu' },
 ];
@@ -82,7 +85,14 @@ export function applyLimits(fields) {
 
 /** Does option `o` apply, given the other values? */
 export function applies(o, values) {
-  return !o.when || Object.entries(o.when).every(([k, allowed]) => allowed.includes(values[k]));
+  // `when` is one set of conditions, or a list of alternative sets (the corpus: a text model, or a denoising task).
+  const all = (w) => Object.entries(w).every(([k, allowed]) => allowed.includes(values[k]));
+  return !o.when || (Array.isArray(o.when) ? o.when.some(all) : all(o.when));
+}
+
+/** Whether a core config trains on a corpus: gpt and bert, and the encoder-decoder's denoising tasks. */
+export function configNeedsCorpus(cfg) {
+  return cfg.model?.arch !== 'encoder_decoder' || DENOISE_TASKS.includes(cfg.data?.task);
 }
 
 /** The default value of every option. */

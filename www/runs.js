@@ -3,7 +3,7 @@
 // shows and the URL holds. Editing a run that has not trained changes it; editing one that has trained starts a
 // new run with the edit, so that the two can be compared (a run is a config and a seed).
 import { emit, on } from './bus.js';
-import { configFromValues, valuesFromConfig } from './options.js';
+import { configFromValues, valuesFromConfig, configNeedsCorpus, applies, BY_KEY } from './options.js';
 import { startEngine } from './engine.js';
 import { corpusText, dataErrorMessage } from './data.js';
 
@@ -167,7 +167,7 @@ async function buildNow(rec) {
   emitRuns();
   try {
     const config = configFromValues(values);
-    const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(values.corpus);
+    const corpus = configNeedsCorpus(config) ? await corpusText(values.corpus) : undefined;
     const handle = await engine.createRun(config, { corpus, backend: values.backend ?? 'cpu' });
     if (rec.removed) {
       await handle.dispose();
@@ -433,7 +433,7 @@ export async function restore(saved) {
     rec.history = s.history ?? emptyHistory();
     if (s.bytes) {
       const config = configFromValues(s.values);
-      const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(s.values.corpus).catch(() => undefined);
+      const corpus = configNeedsCorpus(config) ? await corpusText(s.values.corpus).catch(() => undefined) : undefined;
       try {
         const handle = await engine.loadRun(s.bytes, { corpus, backend: s.values.backend ?? 'cpu' });
         attach(rec, handle, rec.key);
@@ -485,7 +485,7 @@ on('engine', ({ engine }) => {
 /** The pasted text changed: runs on it that have not trained are rebuilt with it (trained ones keep theirs). */
 export function customTextChanged() {
   for (const rec of runs) {
-    if (rec.values.corpus !== 'custom' || rec.values.arch === 'encoder_decoder' || rec.stepCount > 0 || rec.training) continue;
+    if (rec.values.corpus !== 'custom' || !applies(BY_KEY.corpus, rec.values) || rec.stepCount > 0 || rec.training) continue;
     rec.builtKey = null;
     rec.status = 'new';
     rec.message = null;

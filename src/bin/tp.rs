@@ -91,7 +91,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },
-    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0).
+    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0; span corruption: greedy, writing
+    /// sentinels).
     Decode {
         #[arg(long)]
         checkpoint: String,
@@ -274,6 +275,20 @@ fn demo_on<H: Host>(be: &H, run: &Run, tokens: usize) -> Result<serde_json::Valu
             }
             serde_json::json!({ "exact_match": correct as f32 / n as f32, "examples": examples })
         }
+        Dataset::Denoise { .. } => {
+            // Val examples, the model's reconstruction beside the truth (characters right, in place).
+            let mut rng = transformer_playground::rng::Rng::new(run.cfg.seed ^ 77);
+            let mut examples = vec![];
+            for _ in 0..3 {
+                if let Some(r) = generate::reconstruct(&run.model, be, &run.data, Split::Val, &mut rng)? {
+                    examples.push(serde_json::json!({
+                        "input": r.source.concat(), "output": r.output.concat(), "reconstruction": r.reconstruction,
+                        "truth": r.truth, "char_accuracy": r.char_accuracy,
+                    }));
+                }
+            }
+            serde_json::json!({ "examples": examples })
+        }
     })
 }
 
@@ -404,10 +419,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
             let ck = read_checkpoint(&checkpoint)?;
-            let n = tokens.unwrap_or_else(|| ck.config.data.task.lengths(ck.config.data.digits).1);
+            let n = tokens.unwrap_or_else(|| ck.config.data.lengths(ck.config.model.ctx_len).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
             check_options(&o, "--tokens")?;
-            let text = generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?;
+            // Span corruption answers in sentinels and spans: its decoding may write the sentinels (greedy), and stops
+            // after the last one.
+            let text = if ck.config.data.task == transformer_playground::config::Task::SpanCorruption {
+                let ids = ck.tokenizer.encode(&input)?;
+                let last = ck.tokenizer.specials.last().and_then(|s| ck.tokenizer.special(s));
+                ck.tokenizer.decode(&generate::decode_ids(&ck.model, &Cpu, &ck.tokenizer, &ids, n, last)?)
+            } else {
+                generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?
+            };
             let mut stdout = Out::new();
             stdout.line(text);
             stdout.finish()

@@ -424,10 +424,7 @@ impl Run {
     }
 
     pub fn tokens_per_step(&self) -> usize {
-        let (s, t) = match &self.data {
-            Dataset::Task { task, digits, .. } => task.lengths(*digits),
-            Dataset::Text { .. } => (0, self.cfg.model.ctx_len),
-        };
+        let (s, t) = self.data.lengths(self.cfg.model.ctx_len);
         self.cfg.train.batch_size * (s + t)
     }
 }

@@ -4,8 +4,8 @@
 import { $, fill, h, debounce } from '../dom.js';
 import { t } from '../i18n.js';
 import { on, emit } from '../bus.js';
-import { OPTIONS, applies, configFromValues } from '../options.js';
-import { check, getEngine } from '../engine.js';
+import { OPTIONS, applies, configFromValues, DENOISE_TASKS } from '../options.js';
+import { check, getEngine, startEngine } from '../engine.js';
 import { distinctChars } from '../data.js';
 import * as runs from '../runs.js';
 import { si, bytes, grouped } from '../format.js';
@@ -22,10 +22,16 @@ export function lastFlow() {
   return verdict.flow;
 }
 
-/** Vocabulary size for a setup: characters of the corpus plus the architecture's special token, or the task's. */
+/** Vocabulary size for a setup: characters of the corpus plus the architecture's special token, or the task's;
+ * a denoising task's specials ([BOS] and [MASK] or the sentinels) come from the core. */
 async function vocabFor(values) {
-  if (values.arch === 'encoder_decoder') return 12; // 0-9, '+', [BOS]
+  if (values.arch === 'encoder_decoder' && !DENOISE_TASKS.includes(values.task)) return 12; // 0-9, '+', [BOS]
   const n = await distinctChars(values.corpus);
+  if (values.arch === 'encoder_decoder') {
+    const e = getEngine() ?? (await startEngine().catch(() => null));
+    const specials = e ? await e.specialTokens(configFromValues(values)).catch(() => ['[BOS]']) : ['[BOS]'];
+    return n + specials.length;
+  }
   return n + (values.arch === 'bert' ? 1 : 0);
 }
 
