@@ -48,6 +48,12 @@ fn params(b: usize, t: usize, c: usize, bias: bool, h0: bool) -> Result<Params> 
 }
 
 impl Gpu {
+    /// Three distinct one-float buffers for the read-write bindings an entry point does not use: WebGPU refuses
+    /// two writable bindings of one buffer in a dispatch, so they cannot all be the shared `no_output`.
+    fn spares(&self) -> Result<[super::Pooled<f32>; 3]> {
+        Ok([self.pooled::<f32>(1)?, self.pooled::<f32>(1)?, self.pooled::<f32>(1)?])
+    }
+
     /// h (B,T,C), gates (B,T,4C) ← the GRU recurrence over gi (B,T,3C) with w_hh (3C,C), b_hh (3C), h0 (B,C).
     #[allow(clippy::too_many_arguments)]
     pub fn gru_forward(
@@ -77,6 +83,7 @@ impl Gpu {
             need("gru h0", x, b * c)?;
         }
         let p = params(b, t, c, b_hh.is_some(), h0.is_some())?;
+        let spare = self.spares()?;
         let bufs = [
             gi.bind(b * t * 3 * c),
             w_hh.bind(3 * c * c),
@@ -85,9 +92,9 @@ impl Gpu {
             self.no_input(),
             h.bind(b * t * c),
             gates.bind(b * t * 4 * c),
-            self.no_output(),
-            self.no_output(),
-            self.no_output(),
+            spare[0].all().bind(1),
+            spare[1].all().bind(1),
+            spare[2].all().bind(1),
         ];
         self.dispatch(enc, &FORWARD, &[], &p, &bufs, self.grid(b)?)
     }
@@ -143,6 +150,7 @@ impl Gpu {
             carry.bind(b * c),
         ];
         self.dispatch(enc, &BACKWARD, &[], &p, &steps, self.grid(b)?)?;
+        let spare = self.spares()?;
         let sums = [
             dgh.bind(b * t * 3 * c),
             self.no_input(),
@@ -150,10 +158,10 @@ impl Gpu {
             h0.map_or(self.no_input(), |x| x.bind(b * c)),
             self.no_input(),
             h.bind(b * t * c),
-            self.no_output(),
+            spare[0].all().bind(1),
             dw_hh.bind(3 * c * c),
-            db_hh.map_or(self.no_output(), |x| x.bind(3 * c)),
-            self.no_output(),
+            db_hh.map_or(spare[1].all().bind(1), |x| x.bind(3 * c)),
+            spare[2].all().bind(1),
         ];
         self.dispatch(enc, &PARAMS, &[], &p, &sums, self.grid((3 * c * c).div_ceil(64))?)
     }
