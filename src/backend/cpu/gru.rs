@@ -7,7 +7,7 @@
 use super::math::sigmoid;
 use super::matmul;
 
-/// Rows B whose state at step t feeds step t + 1: dst (B,C) ← h[b, t] (or h0, or zeros before position 0).
+/// dst (B,C) ← the state before position t of every batch row: h[b, t − 1], or h0 (zeros without one) at t = 0.
 fn gather_prev(dst: &mut [f32], h: &[f32], h0: Option<&[f32]>, b: usize, t: usize, tt: usize, c: usize) {
     for bi in 0..b {
         let d = &mut dst[bi * c..(bi + 1) * c];
