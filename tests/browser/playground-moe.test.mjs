@@ -229,6 +229,50 @@ test("top_k above experts shows the core's message naming the field, and Train s
   assert.deepEqual(problems, []);
 });
 
+test('the engine API: MoE progress carries auxLoss and expertLoad, shapeFlow active_params, attention routes; a dense run has none of them', async () => {
+  const { page, problems } = await openPlayground(browser.context, await origin());
+  await page.waitForFunction(() => !!window.__tp.getEngine(), null, { timeout: 60000 });
+  const r = await page.evaluate(async () => {
+    const engine = window.__tp.getEngine();
+    // The configs as the page makes them (options.js), small.
+    const { configFromValues, defaults } = window.__tp.options;
+    const small = { d_model: 32, n_layers: 2, n_heads: 2, n_kv_heads: 2, ctx_len: 16, batch_size: 2, eval_iters: 1, experts: 4, top_k: 2 };
+    const cfg = (moe) => configFromValues({ ...defaults(), ...small, moe: !!moe });
+    const corpus = 'to be or not to be, that is the question. '.repeat(20);
+    const out = {};
+    for (const [name, moe] of [['moe', true], ['dense', false]]) {
+      const run = await engine.createRun(cfg(moe), { corpus });
+      const p = await run.step();
+      const flow = await engine.shapeFlow(cfg(moe), run.vocabSize);
+      const att = await run.attention('to be');
+      out[name] = { p, flow: { n: flow.n_params, active: flow.active_params, ids: flow.stages.map((s) => s.id) }, routes: att.routes, keys: Object.keys(p) };
+      await run.dispose();
+    }
+    return out;
+  });
+  const { moe, dense } = r;
+  assert.ok(Number.isFinite(moe.p.auxLoss) && moe.p.auxLoss > 0);
+  assert.equal(moe.p.expertLoad.length, 2);
+  for (const l of moe.p.expertLoad) {
+    assert.match(l.layer, /^blocks\.\d$/);
+    assert.equal(l.load.length, 4);
+    assert.ok(Math.abs(l.load.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+    assert.equal(l.dropped, 0);
+    assert.ok(l.balance > 0);
+  }
+  assert.ok(moe.flow.active < moe.flow.n);
+  assert.ok(moe.flow.ids.includes('moe_router'));
+  assert.deepEqual(moe.routes.map((x) => [x.stack, x.layer, x.k, x.experts.length, x.weights.length, x.dropped.length]), [['decoder', 0, 2, 10, 10, 10], ['decoder', 1, 2, 10, 10, 10]]);
+  assert.equal(dense.p.auxLoss, undefined);
+  assert.equal(dense.p.expertLoad, undefined);
+  assert.ok(!dense.keys.includes('auxLoss') && !dense.keys.includes('expertLoad'));
+  assert.equal(dense.flow.active, dense.flow.n);
+  assert.ok(!dense.flow.ids.includes('moe_router'));
+  assert.deepEqual(dense.routes, []);
+  await page.close();
+  assert.deepEqual(problems, []);
+});
+
 test('every string has its 中文 twin, and every MoE key is there', () => {
   assert.deepEqual(Object.keys(en).filter((k) => !(k in zh)), [], 'keys without a 中文 string');
   assert.deepEqual(Object.keys(zh).filter((k) => !(k in en)), [], '中文 keys without an English string');

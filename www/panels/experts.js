@@ -38,7 +38,7 @@ function shade(share, n) {
   return { bg: `rgb(${c[0]},${c[1]},${c[2]})`, dark: x > 0.6 };
 }
 
-const pct = (x) => `${(100 * x).toFixed(x < 0.095 ? 1 : 0)}%`;
+const pct = (x) => (x === 0 ? '0%' : `${(100 * x).toFixed(x < 0.095 ? 1 : 0)}%`);
 
 function render() {
   const rec = runs.selectedRun();
