@@ -2,7 +2,8 @@
 // MoE layer's shares (summing to 1) and follows training, with the balancing loss beside the loss; the summary
 // and the shape flow give the parameters one token uses (fewer than all); the attention panel shows each token's
 // k experts; the MoE knobs travel in the URL; top_k > experts gets the core's message naming the field, and Train
-// stays off; every string has its 中文 twin.
+// stays off; the engine API carries it all (and a dense run none of it); an autosaved run's load comes back after a
+// reload, a checkpoint's MoE knobs after a load; every string has its 中文 twin.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launch } from './util.mjs';
@@ -143,7 +144,7 @@ test('the Mixtral-style preset trains; the expert load, the aux loss, active par
   assert.deepEqual(problems, []);
 });
 
-test('a capacity factor drops assignments, and the table counts them', async () => {
+test('a capacity factor drops assignments and the table counts them; after a reload the load is back; a checkpoint keeps the knobs', async () => {
   const { page, problems } = await openPlayground(browser.context, await origin());
   await page.selectOption('#preset', 'mixtral-moe');
   // Top-1 with the tightest capacity: an expert takes ⌈1·1·tokens/8⌉, so an uneven router must drop some.
@@ -160,6 +161,31 @@ test('a capacity factor drops assignments, and the table counts them', async () 
   await page.waitForFunction(() => document.getElementById('sec-attention').dataset.step === '2', null, { timeout: 15000 });
   const ks = await page.evaluate(() => [...document.querySelectorAll('#routes-tables tbody td')].map((td) => td.querySelectorAll('.xp').length));
   assert.ok(ks.length > 0 && ks.every((k) => k === 1), 'one expert per token');
+
+  // After a reload the autosaved runs come back with their expert load, balance and aux curves.
+  await page.evaluate(() => window.__tp.autosave.saveNow());
+  const before = await page.evaluate(() => {
+    const h = window.__tp.runs.selectedRun().history;
+    return { aux: h.aux, balance: h.balance, load: h.load };
+  });
+  await page.reload();
+  await page.waitForFunction(() => window.__tp.runs.list().length === 1 && window.__tp.runs.list().every((r) => r.ready), null, { timeout: 30000 });
+  await page.waitForFunction(() => /step 2/.test(document.getElementById('expert-note').textContent), null, { timeout: 10000 });
+  const after = await page.evaluate(() => {
+    const h = window.__tp.runs.selectedRun().history;
+    return { aux: h.aux, balance: h.balance, load: h.load };
+  });
+  assert.deepEqual(after, before);
+  assert.deepEqual((await loadTable(page)).map((r) => r.shares), before.load.layers.map((l) => l.load));
+  // A checkpoint of it loads back as an MoE run with the same knobs.
+  const loaded = await page.evaluate(async () => {
+    const bytes = await window.__tp.runs.selectedRun().handle.save();
+    const rec = await window.__tp.runs.loadCheckpoint(bytes);
+    const v = rec.values;
+    return [v.moe, v.experts, v.top_k, v.aux_loss, v.capacity_factor, rec.stepCount];
+  });
+  assert.deepEqual(loaded, [true, 8, 1, 0.01, 1, 2]);
+
   await page.close();
   assert.deepEqual(problems, []);
 });
