@@ -3,7 +3,7 @@
 // assignments dropped over the capacity and the layer's balance E·Σf·P (1 when even). It follows the progress
 // events of the selected run (runs.js keeps the last step's load); the balancing-loss curves are in charts.js.
 import { $, h, fill, paced } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, getLang } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { grouped } from '../format.js';
@@ -53,11 +53,43 @@ function render() {
     empty.hidden = false;
     table.hidden = true;
     table.replaceChildren();
+    delete table.dataset.shape;
     return;
   }
   empty.hidden = true;
   table.hidden = false;
-  const head = h('tr', {},
+  // The same layers, experts and language as the table shown: only the cells change (a step's update stays cheap
+  // with 64 experts); anything else draws it anew.
+  const shape = JSON.stringify([getLang(), n, load.layers.map((l) => l.layer)]);
+  if (table.dataset.shape !== shape) {
+    table.dataset.shape = shape;
+    fill(table, h('thead', {}, header(n)), h('tbody', {}, load.layers.map((l) => h('tr', { dataset: { layer: l.layer } },
+      h('th', { scope: 'row' }, layerName(l.layer)),
+      l.load.map(() => h('td', { class: 'share' })),
+      h('td', { class: 'num dropped' }),
+      h('td', { class: 'num balance' })))));
+  }
+  load.layers.forEach((l, i) => {
+    const tr = table.tBodies[0].rows[i];
+    l.load.forEach((share, e) => {
+      const cell = tr.cells[1 + e];
+      const { bg, dark } = shade(share, n);
+      cell.className = `share${dark ? ' dark' : ''}`;
+      cell.dataset.share = String(share);
+      cell.title = t('chart.experts.cell', { layer: layerName(l.layer), e, share: pct(share) });
+      cell.textContent = n <= 16 ? pct(share) : '';
+      cell.style.background = bg;
+    });
+    const dropped = tr.cells[1 + n];
+    dropped.textContent = grouped(l.dropped);
+    dropped.classList.toggle('some', l.dropped > 0);
+    tr.cells[2 + n].textContent = Number.isFinite(l.balance) ? l.balance.toFixed(3) : '—';
+  });
+}
+
+/** The header row: the layer column, one column per expert (with its colour), dropped, balance. */
+function header(n) {
+  return h('tr', {},
     h('th', { scope: 'col' }, t('chart.experts.layer')),
     Array.from({ length: n }, (_, e) => {
       const chip = h('span', { class: 'xp-chip', attrs: { 'aria-hidden': 'true' } });
@@ -66,21 +98,6 @@ function render() {
     }),
     h('th', { scope: 'col', class: 'num' }, t('chart.experts.dropped')),
     h('th', { scope: 'col', class: 'num' }, t('chart.experts.balance')));
-  const body = load.layers.map((l) => h('tr', { dataset: { layer: l.layer } },
-    h('th', { scope: 'row' }, layerName(l.layer)),
-    l.load.map((share, e) => {
-      const { bg, dark } = shade(share, n);
-      const cell = h('td', {
-        class: `share${dark ? ' dark' : ''}`,
-        dataset: { share: String(share) },
-        title: t('chart.experts.cell', { layer: layerName(l.layer), e, share: pct(share) }),
-      }, n <= 16 ? pct(share) : '');
-      cell.style.background = bg;
-      return cell;
-    }),
-    h('td', { class: `num dropped${l.dropped ? ' some' : ''}` }, grouped(l.dropped)),
-    h('td', { class: 'num' }, Number.isFinite(l.balance) ? l.balance.toFixed(3) : '—')));
-  fill(table, h('thead', {}, head), h('tbody', {}, body));
 }
 
 // Steps come by the dozen a second: the table follows four times a second.
