@@ -18,7 +18,8 @@ export interface ModelConfig {
   /** = n_heads: MHA; 1: MQA; a divisor of n_heads: GQA. */
   n_kv_heads: number;
   ctx_len: number;
-  ffn: { activation: Activation; mult?: number; hidden?: number };
+  /** `moe` (absent: a dense FFN) makes it a Mixture-of-Experts of `experts` FFNs of this activation and width. */
+  ffn: { activation: Activation; mult?: number; hidden?: number; moe?: MoeConfig };
   norm: { kind: NormKind; placement: NormPlacement; eps?: number; alpha?: number; beta?: number };
   position: { kind: PositionKind; theta?: number; buckets?: number; max_distance?: number };
   attention: { scale: 'inv_sqrt_dk' | 'none' };
@@ -26,6 +27,22 @@ export interface ModelConfig {
   bias?: boolean;
   tie_embeddings?: boolean;
   init_std?: number;
+}
+
+/**
+ * A Mixture-of-Experts FFN (Shazeer et al. 2017; Switch Transformer, Fedus et al. 2021; Mixtral, Jiang et al. 2024):
+ * each token goes to the `top_k` of `experts` FFNs its router rates highest, their outputs mixed by the router's
+ * probabilities renormalised over the k. Ranges in engine.limits.fields['model.ffn.moe.*'].
+ */
+export interface MoeConfig {
+  /** 2 to 64. */
+  experts: number;
+  /** 1 to `experts`. */
+  top_k: number;
+  /** Weight of the load-balancing loss (Switch) added per MoE layer; 0 turns it off (default 0.01). */
+  aux_loss?: number;
+  /** Each expert takes at most ceil(capacity_factor · top_k · tokens / experts) assignments of a batch, in token order; the rest are dropped. null or absent: no limit; else 1 to 64. */
+  capacity_factor?: number | null;
 }
 
 export interface TrainConfig {
@@ -113,8 +130,27 @@ export interface Progress {
   msPerStep: number;
   /** What ran this step. */
   backend: 'webgpu' | 'wasm-threads' | 'wasm-single';
+  /**
+   * Mixture-of-Experts models only: the load-balancing term added to the objective this step, Σ over MoE layers of
+   * aux_loss · E·Σ_e f_e·P_e (`loss` is the cross-entropy alone).
+   */
+  auxLoss?: number;
+  /** Mixture-of-Experts models only: how each MoE layer spread this step's tokens. */
+  expertLoad?: ExpertLoad[];
   /** Set when something changed, e.g. the GPU was lost and the run continues on the CPU. */
   notice?: string;
+}
+
+/** One Mixture-of-Experts layer's load in a training step. */
+export interface ExpertLoad {
+  /** The layer's parameter prefix: 'blocks.3', 'decoder.blocks.0'. */
+  layer: string;
+  /** Each expert's share of the (token, choice) assignments, before the capacity: E numbers summing to 1. */
+  load: number[];
+  /** Assignments over an expert's capacity, dropped (their tokens pass through the residual). */
+  dropped: number;
+  /** The balancing loss E·Σ_e f_e·P_e before its weight: 1 when perfectly balanced. */
+  balance: number;
 }
 
 /** maxTokens, topK and seed are integers ≥ 0, temperature and topP finite numbers: anything else is an 'invalid' EngineError. */
@@ -145,20 +181,49 @@ export interface AttentionMap {
   probs: number[];
 }
 
+/** Where one Mixture-of-Experts layer sent each token of the text. */
+export interface Routes {
+  /** 'encoder' or 'decoder', as for the attention maps (a gpt is a decoder, a bert an encoder). */
+  stack: string;
+  layer: number;
+  /** Experts per token. */
+  k: number;
+  /** tokens × k expert indices, row-major: each token's experts, best first. */
+  experts: number[];
+  /** tokens × k: their weights (summing to 1 per token). */
+  weights: number[];
+  /** tokens × k: the assignment was over its expert's capacity and dropped. */
+  dropped: boolean[];
+}
+
 export interface AttentionMaps {
   tokens: string[];
   source_tokens: string[];
   maps: AttentionMap[];
+  /** One entry per Mixture-of-Experts layer (empty for a dense FFN). */
+  routes: Routes[];
 }
 
 /** What a stage of the shape flow is (its `name` is English, for people). */
 export type StageKind = 'input' | 'embedding' | 'position' | 'norm' | 'attention' | 'cross_attention' | 'ffn' | 'head';
 
+/** A stage's stable id (name it in your own words from this, its stack and per_layer). */
+export type StageId =
+  | 'input_ids' | 'token_embedding' | 'learned_positions' | 'sinusoidal_positions' | 'relative_bias_table' | 'norm'
+  | 'q' | 'kv' | 'scores' | 'heads_concatenated' | 'attention_output' | 'cross_q' | 'cross_kv' | 'cross_output'
+  | 'moe_router' | 'ffn_up' | 'ffn_activation' | 'ffn_down' | 'final_norm' | 'logits';
+
 export interface Stage {
   name: string;
+  id: StageId;
+  /** 'encoder' or 'decoder' in an encoder-decoder; absent for gpt and bert. */
+  stack?: 'encoder' | 'decoder';
+  /** How many of it each layer has (the norms: 2 to 6); 1 otherwise. */
+  per_layer: number;
   kind: StageKind;
   shape: string[];
   dims: number[];
+  /** Parameters of the stage in one layer (a Mixture-of-Experts FFN's stages: all its experts). */
   params: number;
   repeat: number;
 }
@@ -166,6 +231,8 @@ export interface Stage {
 export interface ShapeFlow {
   stages: Stage[];
   n_params: number;
+  /** Parameters one token uses: all but the experts it is not sent to (Mixture-of-Experts); n_params otherwise. */
+  active_params: number;
   forward_flops_per_token: number;
   train_flops_per_token: number;
   memory_bytes: number;

@@ -23,7 +23,7 @@
 //   generate    { runId, prompt, options }        → text; streams `text` events { id, piece } on the way
 //   fillMask    { runId, text, k }                → [{ position, candidates: [[token, p], …] }]
 //   decode      { runId, input, options }         → { output, answer }
-//   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...] }
+//   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...], routes: [...] }
 //   shapes      { runId }                         → shape-flow table
 //   save        { runId }                         → Uint8Array (safetensors)
 //   dispose     { runId }                         → true
@@ -37,7 +37,9 @@
 //
 // Events
 //   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep,
-//                 backend, notice? }           — notice: e.g. the GPU was lost and the run continues on the cpu
+//                 backend, auxLoss?, expertLoad?, notice? }
+//                                              — auxLoss, expertLoad: Mixture-of-Experts models only;
+//                                                notice: e.g. the GPU was lost and the run continues on the cpu
 //   snapshot    { runId, step, bytes }            — last good state, kept by the page for crash recovery
 //   runError    { runId, error }                  — the run stopped (e.g. diverged: its last good state is kept)
 //   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it

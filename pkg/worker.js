@@ -95,6 +95,10 @@ async function stepOnce(runId, r, evalEvery) {
     msPerStep: ms,
     backend: backendOf(r),
   };
+  // Mixture-of-Experts models: the weighted balancing loss (already in the objective; `loss` is the cross-entropy)
+  // and each MoE layer's load, as the core reports them.
+  if (rep.aux_loss !== undefined) p.auxLoss = rep.aux_loss;
+  if (rep.expert_load?.length) p.expertLoad = rep.expert_load;
   if (rep.notice) p.notice = rep.notice;
   if (evalEvery && (p.step % evalEvery === 0 || r.stepsLeft === 1)) {
     const e = JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval());

@@ -22,6 +22,7 @@ import * as shapesPanel from './panels/shapes.js';
 import * as usePanel from './panels/use.js';
 import * as checkpointPanel from './panels/checkpoint.js';
 import * as noticesPanel from './panels/notices.js';
+import * as expertsPanel from './panels/experts.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -42,7 +43,7 @@ async function serviceWorker() {
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
-  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel]) p.mount();
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }

@@ -15,8 +15,9 @@ let selected = null;
 
 function emptyHistory() {
   // One entry per progress event; val is null where no validation loss was measured. layers[j] is the series of
-  // layerNames[j].
-  return { step: [], loss: [], lr: [], grad: [], val: [], layerNames: [], layers: [] };
+  // layerNames[j]. Mixture-of-Experts runs also keep aux (the balancing loss), balance[j] (E·Σf·P of MoE layer
+  // moeNames[j]) and load, the last step's expert load ({ step, layers }).
+  return { step: [], loss: [], lr: [], grad: [], val: [], layerNames: [], layers: [], aux: [], moeNames: [], balance: [], load: null };
 }
 
 class RunRecord {
@@ -217,8 +218,9 @@ function attach(rec, handle, key) {
       const h = rec.history;
       const keep = h.step.findIndex((s) => s > step);
       if (keep >= 0) {
-        for (const k of ['step', 'loss', 'lr', 'grad', 'val']) h[k].length = keep;
-        for (const l of h.layers) l.length = keep;
+        for (const k of ['step', 'loss', 'lr', 'grad', 'val', 'aux']) h[k].length = keep;
+        for (const l of [...h.layers, ...h.balance]) l.length = keep;
+        if (h.load && h.load.step > step) h.load = null;
       }
       rec.stepCount = step;
       if (rec.training) rec.status = 'paused';
@@ -251,6 +253,15 @@ function onProgress(rec, handle, p) {
   h.grad.push(p.gradNorm);
   h.val.push(p.valLoss ?? null);
   p.layerGradNorms.forEach(([, v], j) => h.layers[j]?.push(v));
+  h.aux.push(p.auxLoss ?? null);
+  if (p.expertLoad) {
+    if (h.moeNames.length === 0) {
+      h.moeNames = p.expertLoad.map((l) => l.layer);
+      h.balance = h.moeNames.map(() => new Array(h.step.length - 1).fill(null));
+    }
+    p.expertLoad.forEach((l, j) => h.balance[j]?.push(l.balance));
+    h.load = { step: p.step, layers: p.expertLoad };
+  }
   rec.stepCount = p.step;
   rec.last = p;
   // Time per step, smoothed: what the runs list shows, so two position schemes can be compared side by side.
@@ -430,7 +441,10 @@ export async function restore(saved) {
   selected = null;
   for (const s of saved.runs) {
     const rec = add(s.values, { no: s.no, color: s.color, select: false });
-    rec.history = s.history ?? emptyHistory();
+    // An autosave from before a history field existed lacks it: start that one empty.
+    rec.history = { ...emptyHistory(), ...s.history };
+    const h = rec.history;
+    if (h.aux.length < h.step.length) h.aux = [...new Array(h.step.length - h.aux.length).fill(null), ...h.aux];
     if (s.bytes) {
       const config = configFromValues(s.values);
       const corpus = configNeedsCorpus(config) ? await corpusText(s.values.corpus).catch(() => undefined) : undefined;

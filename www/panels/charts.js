@@ -1,5 +1,7 @@
 // Training curves with uPlot: loss (training batch and validation) of every run overlaid in its colour, the
-// learning rate of every run, and the gradient norm of each layer of the selected run.
+// learning rate of every run, and the gradient norm of each layer of the selected run. With Mixture-of-Experts
+// runs, also the balancing loss of each of them and the balance (E·Σf·P) of each MoE layer of the selected run
+// (the expert-load table beside them is experts.js).
 import { $, perFrame, paced } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
@@ -127,6 +129,21 @@ function renderNow() {
           { label: t('chart.total'), stroke: '#333', width: 1, dash: [5, 3], spanGaps: true },
         ], { log: true }),
         hist ? [hist.step, ...hist.layers, hist.grad] : [[], []]);
+    },
+    () => {
+      const moe = list.filter((r) => r.values.moe);
+      $('#moe-charts').hidden = moe.length === 0;
+      if (!moe.length) return;
+      draw('aux', `${lang}|${moe.map((r) => `${r.no}:${r.color}`).join(',')}`,
+        (w) => baseOptions(w, moe.map((rec) => ({ label: t('chart.train', { n: rec.no }), stroke: rec.color, width: 1.5, spanGaps: true }))),
+        align(moe.map((r) => r.history), (hist) => hist.aux));
+      const sel = runs.selectedRun();
+      const hist = sel?.values.moe ? sel.history : null;
+      const names = hist?.moeNames ?? [];
+      $('#balance-note').textContent = sel ? t('chart.balance.note', { n: sel.no }) : '';
+      draw('balance', `${lang}|${sel?.no}|${names.join(',')}`,
+        (w) => baseOptions(w, names.map((n, i) => ({ label: n, stroke: depthColor(i, names.length), width: 1.25, spanGaps: true }))),
+        hist && names.length ? [hist.step, ...hist.balance] : [[]]);
     },
   ]);
 }

@@ -1,7 +1,7 @@
 // The list of runs: colour, number, status, step, loss, and how each run's setup differs from the first run's.
 // Clicking a run shows it (its settings go to the configuration panel and the URL).
 import { $, h, fill, perFrame, paced } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, has } from '../i18n.js';
 import { on } from '../bus.js';
 import { BY_KEY, diffKeys } from '../options.js';
 import * as runs from '../runs.js';
@@ -15,7 +15,7 @@ export function showValue(key, v) {
   const o = BY_KEY[key];
   if (o.type === 'choice') return t(`opt.${key}.v.${v}`);
   if (o.type === 'bool') return v ? '✓' : '✗';
-  if (v === null || v === undefined) return t('opt.auto');
+  if (v === null || v === undefined) return t(has(`opt.${key}.empty`) ? `opt.${key}.empty` : 'opt.auto');
   return String(v);
 }
 

@@ -1,4 +1,5 @@
-// The live numbers of the configuration panel — parameters, FLOPs per token, memory, tokens per step — and the
+// The live numbers of the configuration panel — parameters (and, for a Mixture-of-Experts FFN, those one token
+// uses), FLOPs per token, memory, tokens per step — and the
 // core's verdict on the draft: its validation message, inline, naming field, value and rule. The same check
 // feeds the shape-flow panel and decides whether Train is enabled.
 import { $, fill, h, debounce } from '../dom.js';
@@ -73,6 +74,12 @@ function render() {
   $('#sum-memory').textContent = f ? bytes(f.memory_bytes) : '—';
   const rec = runs.selectedRun();
   $('#sum-tokens').textContent = f && rec ? grouped(rec.values.batch_size * rec.values.ctx_len) : '—';
+  // Mixture-of-Experts: every expert counts in the parameters; a token uses the router and top_k of them.
+  const moe = !!(f && rec?.values.moe);
+  $('#sum-active-box').hidden = !moe;
+  $('#sum-active').textContent = moe ? si(f.active_params) : '—';
+  $('#sum-active').title = moe ? grouped(f.active_params) : '';
+  $('#sum-active-note').textContent = moe ? t('sum.active.note', { total: si(f.n_params), k: rec.values.top_k, e: rec.values.experts }) : '';
   const msg = $('#validation');
   msg.classList.toggle('bad', !verdict.ok && !verdict.pending);
   msg.classList.toggle('good', verdict.ok);
