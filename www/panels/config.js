@@ -74,7 +74,8 @@ function buildRow(o) {
   const help = h('p', { class: 'help', id: `help-${o.key}` });
   const label = h('label', { htmlFor: ctl.id });
   // The fields of a switched-on part (the Mixture-of-Experts FFN) sit indented under their switch.
-  const sub = Object.keys(o.when ?? {}).some((k) => BY_KEY[k].type === 'bool') ? ' opt-sub' : '';
+  // (`when` is one condition or a list of alternatives.)
+  const sub = [o.when ?? {}].flat().some((w) => Object.keys(w).some((k) => BY_KEY[k]?.type === 'bool')) ? ' opt-sub' : '';
   const row = h('div', { class: `opt opt-${o.type}${sub}`, dataset: { key: o.key } }, label, h('div', { class: 'ctl' }, ctl, tag), help);
   rows.set(o.key, { row, control: ctl, help, tag, label });
   return row;
