@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod facade;
 pub mod generate;
 pub mod model;
 pub mod probe;
