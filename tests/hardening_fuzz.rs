@@ -2,8 +2,7 @@
 //! browser facade's request handling (`facade`, called by src/wasm.rs) refuses bad arguments with an error naming
 //! the argument, and each crash the fuzz targets (fuzz/) found has its regression test here.
 
-use transformer_playground::facade;
-use transformer_playground::Error;
+use transformer_playground::{facade, Config, Error};
 
 fn refused_options(json: &str) -> String {
     match facade::sample_options(json) {
@@ -47,4 +46,41 @@ fn sampling_options_out_of_range_unknown_or_repeated_are_refused_naming_the_opti
 fn empty_sampling_options_are_the_defaults() {
     assert_eq!(facade::sample_options(" ").unwrap(), Default::default());
     assert_eq!(facade::sample_options("{}").unwrap(), Default::default());
+}
+
+/// Found by fuzz target `config`: relative positions with max_distance ≤ buckets / 2 were accepted for causal
+/// attention, whose log-spaced buckets start at buckets / 2; log(max_distance / start) was then 0 or negative and
+/// the bucket overflowed (a panic with overflow checks, a wrong bucket index without).
+#[test]
+fn relative_positions_whose_log_spaced_buckets_cannot_start_are_refused_for_causal_attention() {
+    let config = |arch: &str, layers: &str, task: &str, max_distance: usize| {
+        format!(
+            r#"{{"model": {{"arch": "{arch}", "d_model": 4, {layers}, "n_heads": 2, "n_kv_heads": 2, "ctx_len": 8,
+            "ffn": {{"activation": "gelu", "mult": 1}}, "norm": {{"kind": "rmsnorm", "placement": "pre"}},
+            "position": {{"kind": "relative", "buckets": 6, "max_distance": {max_distance}}},
+            "attention": {{"scale": "inv_sqrt_dk"}}}}, "train": {{"batch_size": 2, "steps": 2, "lr": 0.01}}, {task}
+            "seed": 7}}"#
+        )
+    };
+    let encdec = |d| config("encoder_decoder", r#""n_encoder_layers": 1, "n_decoder_layers": 1"#, r#""data": {"task": "reverse", "digits": 5},"#, d);
+    let gpt = |d| config("gpt", r#""n_layers": 1"#, "", d);
+    let bert = |d| config("bert", r#""n_layers": 1"#, "", d);
+    for json in [encdec(3), gpt(3), gpt(2)] {
+        match Config::from_json(&json) {
+            Err(Error::Config { field, value, rule }) => {
+                assert_eq!(field, "model.position.max_distance");
+                assert!(rule.starts_with("must exceed buckets / 2 = 3"), "{value}: {rule}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+    // Bidirectional attention splits the buckets in two: its log-spaced ones start at buckets / 4.
+    Config::from_json(&bert(3)).expect("bert with max_distance 3 > 6 / 4");
+    // Past buckets / 2 every stack trains.
+    for json in [encdec(4), gpt(4), bert(4)] {
+        let cfg = Config::from_json(&json).expect("valid");
+        let text = (cfg.data.task == transformer_playground::config::Task::Text).then(|| "abcdefgh ".repeat(20));
+        let mut run = facade::new_run(&json, text.as_deref()).expect("builds");
+        run.step().expect("a step runs");
+    }
 }
