@@ -4,6 +4,8 @@
 // Prints `RESULT browser-<build>: …` lines. Used by bench/browser.sh, which adds native, PyTorch and tf.js.
 //   node bench/browser.mjs [--steps 40] [--warmup 5] [--builds threads,single,baseline]
 //                          [--full [--seeds 1337,1,2] [--eval-interval 100]]
+//                          [--config configs/gpt-shakespeare.json] [--step-only]
+// --config times another config (a path from the repository root); --step-only skips generation and the matmuls.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, startServer, launch, open } from '../tests/browser/util.mjs';
@@ -16,7 +18,9 @@ const builds = opt('--builds', 'threads,single,baseline').split(',');
 const full = args.includes('--full');
 const seeds = opt('--seeds', '1337,1,2').split(',').map(Number);
 const evalInterval = Number(opt('--eval-interval', 100));
-const config = JSON.parse(readFileSync(join(ROOT, 'configs/gpt-shakespeare.json'), 'utf8'));
+const configPath = opt('--config', 'configs/gpt-shakespeare.json');
+const config = JSON.parse(readFileSync(join(ROOT, configPath), 'utf8'));
+const stepOnly = args.includes('--step-only');
 
 const server = await startServer({ isolation: true });
 const browser = await launch();
@@ -25,7 +29,7 @@ try {
     const { page } = await open(browser.context, `${server.url}/bench/browser.html`);
     await page.waitForFunction(() => window.benchReady === true);
     const r = await page.evaluate(
-      async ({ build, config, steps, warmup, full, seeds, evalInterval }) => {
+      async ({ build, config, steps, warmup, full, seeds, evalInterval, stepOnly }) => {
         const corpus = await (await fetch('/www/data/tinyshakespeare.txt')).text();
         const engine = await window.tp.Engine.start({ build });
         const run = await engine.createRun(config, { corpus });
@@ -35,6 +39,12 @@ try {
         off();
         const timed = ms.slice(warmup).sort((a, b) => a - b);
         const median = timed[Math.floor(timed.length / 2)];
+        const tokS = (config.train.batch_size * config.model.ctx_len) / (median / 1000);
+        if (stepOnly) {
+          const info = engine.info;
+          engine.terminate();
+          return { info, matmul: [], median, tokS, genTokS: NaN, reach: [] };
+        }
         // Generation with the KV cache: 500 tokens from a short prompt (the cache restarts past ctx_len).
         await run.generate('ROMEO:', { maxTokens: 50 });
         const t0 = performance.now();
@@ -63,12 +73,14 @@ try {
         }
         const info = engine.info;
         engine.terminate();
-        return { info, matmul, median, tokS: (config.train.batch_size * config.model.ctx_len) / (median / 1000), genTokS, reach };
+        return { info, matmul, median, tokS, genTokS, reach };
       },
-      { build, config, steps, warmup, full, seeds, evalInterval },
+      { build, config, steps, warmup, full, seeds, evalInterval, stepOnly },
     );
-    console.log(`RESULT browser-${build} threads=${r.info.threads}: ${r.median.toFixed(2)} ms/iter (median of ${steps}), ${r.tokS.toFixed(0)} tok/s, generation ${r.genTokS.toFixed(0)} tok/s`);
-    console.log(`RESULT browser-${build} matmul: ${r.matmul.join(', ')}`);
+    const what = configPath === 'configs/gpt-shakespeare.json' ? '' : ` ${configPath}`;
+    const gen = stepOnly ? '' : `, generation ${r.genTokS.toFixed(0)} tok/s`;
+    console.log(`RESULT browser-${build}${what} threads=${r.info.threads}: ${r.median.toFixed(2)} ms/iter (median of ${steps}), ${r.tokS.toFixed(0)} tok/s${gen}`);
+    if (!stepOnly) console.log(`RESULT browser-${build} matmul: ${r.matmul.join(', ')}`);
     for (const f of r.reach) console.log(`RESULT browser-${build} full W1 seed ${f.seed}: ${JSON.stringify(f)}`);
     await page.close();
   }

@@ -5,8 +5,8 @@ export type Arch = 'gpt' | 'bert' | 'encoder_decoder';
 export type Activation = 'relu' | 'gelu' | 'swish' | 'glu' | 'geglu' | 'swiglu';
 export type NormKind = 'layernorm' | 'rmsnorm';
 export type NormPlacement = 'post' | 'pre' | 'sandwich' | 'deepnorm';
-export type PositionKind = 'none' | 'learned' | 'sinusoidal' | 'relative' | 'rope' | 'alibi';
-export type Task = 'text' | 'reverse' | 'sort' | 'add';
+export type PositionKind = 'none' | 'learned' | 'sinusoidal' | 'relative' | 'rope' | 'alibi' | 'recurrent';
+export type Task = 'text' | 'reverse' | 'sort' | 'add' | 'span_corruption' | 'text_infilling';
 
 export interface ModelConfig {
   arch: Arch;
@@ -18,7 +18,8 @@ export interface ModelConfig {
   /** = n_heads: MHA; 1: MQA; a divisor of n_heads: GQA. */
   n_kv_heads: number;
   ctx_len: number;
-  ffn: { activation: Activation; mult?: number; hidden?: number };
+  /** `moe` (absent: a dense FFN) makes it a Mixture-of-Experts of `experts` FFNs of this activation and width. */
+  ffn: { activation: Activation; mult?: number; hidden?: number; moe?: MoeConfig };
   norm: { kind: NormKind; placement: NormPlacement; eps?: number; alpha?: number; beta?: number };
   position: { kind: PositionKind; theta?: number; buckets?: number; max_distance?: number };
   attention: { scale: 'inv_sqrt_dk' | 'none' };
@@ -26,6 +27,22 @@ export interface ModelConfig {
   bias?: boolean;
   tie_embeddings?: boolean;
   init_std?: number;
+}
+
+/**
+ * A Mixture-of-Experts FFN (Shazeer et al. 2017; Switch Transformer, Fedus et al. 2021; Mixtral, Jiang et al. 2024):
+ * each token goes to the `top_k` of `experts` FFNs its router rates highest, their outputs mixed by the router's
+ * probabilities renormalised over the k. Ranges in engine.limits.fields['model.ffn.moe.*'].
+ */
+export interface MoeConfig {
+  /** 2 to 64. */
+  experts: number;
+  /** 1 to `experts`. */
+  top_k: number;
+  /** Weight of the load-balancing loss (Switch) added per MoE layer; 0 turns it off (default 0.01). */
+  aux_loss?: number;
+  /** Each expert takes at most ceil(capacity_factor · top_k · tokens / experts) assignments of a batch, in token order; the rest are dropped. null or absent: no limit; else 1 to 64. */
+  capacity_factor?: number | null;
 }
 
 export interface TrainConfig {
@@ -63,6 +80,17 @@ export interface EngineOptions {
   threads?: number;
   /** Where worker.js is served, when not next to index.js. */
   workerUrl?: string | URL;
+  /**
+   * How often (ms) a training run's state is kept for recovery (default 20000; also when training stops and after
+   * a single step). After a restart a run loses at most this much of its training, plus the round of steps under way.
+   */
+  snapshotEveryMs?: number;
+  /**
+   * The watchdog: a Worker silent this long (ms) while a call is pending, pings unanswered, is taken to be stuck
+   * and replaced (default 60000; at least 10 × the longest silence seen from a Worker that then answered).
+   * A Worker that dies is noticed at once (it holds a Web Lock until it ends).
+   */
+  watchdogMs?: number;
 }
 
 export interface EngineInfo {
@@ -79,7 +107,7 @@ export interface EngineInfo {
 export interface RunOptions {
   /** 'cpu' (default), 'webgpu', or 'auto': WebGPU when available and measured faster for this config. */
   backend?: 'cpu' | 'webgpu' | 'auto';
-  /** Training text for gpt and bert. */
+  /** Training text for gpt and bert, and for the encoder-decoder's denoising tasks (span_corruption, text_infilling). */
   corpus?: string;
   /** Synthetic task for the encoder-decoder (overrides config.data.task). */
   task?: Task;
@@ -102,8 +130,27 @@ export interface Progress {
   msPerStep: number;
   /** What ran this step. */
   backend: 'webgpu' | 'wasm-threads' | 'wasm-single';
+  /**
+   * Mixture-of-Experts models only: the load-balancing term added to the objective this step, Σ over MoE layers of
+   * aux_loss · E·Σ_e f_e·P_e (`loss` is the cross-entropy alone).
+   */
+  auxLoss?: number;
+  /** Mixture-of-Experts models only: how each MoE layer spread this step's tokens. */
+  expertLoad?: ExpertLoad[];
   /** Set when something changed, e.g. the GPU was lost and the run continues on the CPU. */
   notice?: string;
+}
+
+/** One Mixture-of-Experts layer's load in a training step. */
+export interface ExpertLoad {
+  /** The layer's parameter prefix: 'blocks.3', 'decoder.blocks.0'. */
+  layer: string;
+  /** Each expert's share of the (token, choice) assignments, before the capacity: E numbers summing to 1. */
+  load: number[];
+  /** Assignments over an expert's capacity, dropped (their tokens pass through the residual). */
+  dropped: number;
+  /** The balancing loss E·Σ_e f_e·P_e before its weight: 1 when perfectly balanced. */
+  balance: number;
 }
 
 /** maxTokens, topK and seed are integers ≥ 0, temperature and topP finite numbers: anything else is an 'invalid' EngineError. */
@@ -134,20 +181,49 @@ export interface AttentionMap {
   probs: number[];
 }
 
+/** Where one Mixture-of-Experts layer sent each token of the text. */
+export interface Routes {
+  /** 'encoder' or 'decoder', as for the attention maps (a gpt is a decoder, a bert an encoder). */
+  stack: string;
+  layer: number;
+  /** Experts per token. */
+  k: number;
+  /** tokens × k expert indices, row-major: each token's experts, best first. */
+  experts: number[];
+  /** tokens × k: their weights (summing to 1 per token). */
+  weights: number[];
+  /** tokens × k: the assignment was over its expert's capacity and dropped. */
+  dropped: boolean[];
+}
+
 export interface AttentionMaps {
   tokens: string[];
   source_tokens: string[];
   maps: AttentionMap[];
+  /** One entry per Mixture-of-Experts layer (empty for a dense FFN). */
+  routes: Routes[];
 }
 
 /** What a stage of the shape flow is (its `name` is English, for people). */
 export type StageKind = 'input' | 'embedding' | 'position' | 'norm' | 'attention' | 'cross_attention' | 'ffn' | 'head';
 
+/** A stage's stable id (name it in your own words from this, its stack and per_layer). */
+export type StageId =
+  | 'input_ids' | 'token_embedding' | 'learned_positions' | 'sinusoidal_positions' | 'relative_bias_table' | 'norm'
+  | 'q' | 'kv' | 'scores' | 'heads_concatenated' | 'attention_output' | 'cross_q' | 'cross_kv' | 'cross_output'
+  | 'moe_router' | 'ffn_up' | 'ffn_activation' | 'ffn_down' | 'final_norm' | 'logits';
+
 export interface Stage {
   name: string;
+  id: StageId;
+  /** 'encoder' or 'decoder' in an encoder-decoder; absent for gpt and bert. */
+  stack?: 'encoder' | 'decoder';
+  /** How many of it each layer has (the norms: 2 to 6); 1 otherwise. */
+  per_layer: number;
   kind: StageKind;
   shape: string[];
   dims: number[];
+  /** Parameters of the stage in one layer (a Mixture-of-Experts FFN's stages: all its experts). */
   params: number;
   repeat: number;
 }
@@ -155,6 +231,8 @@ export interface Stage {
 export interface ShapeFlow {
   stages: Stage[];
   n_params: number;
+  /** Parameters one token uses: all but the experts it is not sent to (Mixture-of-Experts); n_params otherwise. */
+  active_params: number;
   forward_flops_per_token: number;
   train_flops_per_token: number;
   memory_bytes: number;
@@ -187,7 +265,11 @@ export type DataReason =
  *   diverged    the loss or gradients stopped being finite; the run keeps its last good state
  *   invalid     a request that cannot be done (an unknown character in a prompt, a run that is training, …)
  *   io          reading or writing failed
- *   runtime     the engine itself failed (a Rust panic: the engine restarts and restores its runs)
+ *   runtime     the engine itself failed (a Rust panic, a Worker that died or stopped answering: the engine
+ *               restarts and restores its runs; `restart` says which)
+ *
+ * An error about a run carries the run's `runId` (its `Run.id`); the message never names it, so a caller words it
+ * in its own terms (the playground: "Run 2").
  */
 export class EngineError extends Error {
   readonly name: 'EngineError';
@@ -205,6 +287,10 @@ export class EngineError extends Error {
   readonly chars?: number;
   readonly need?: number;
   readonly character?: string;
+  /** The run the error is about (`Run.id`), when it is about one. */
+  readonly runId?: number;
+  /** kind 'runtime': the call failed because the engine restarts — after a panic ('error'), or because its Worker died or stopped answering. */
+  readonly restart?: 'error' | 'died' | 'stuck';
 }
 
 /** The range of a numeric config field: up to two of the four ends (JSON Schema's names). */
@@ -243,11 +329,21 @@ export class Engine {
   validate(config: Config | string): Promise<FullConfig>;
   /** `vocab`: an integer from 1 to 2^24, else an 'invalid' EngineError. */
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
+  /** The special tokens of a run of this config, in vocabulary order after the characters ("[BOS]", "[S0]", …). */
+  specialTokens(config: Config | string): Promise<string[]>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
+  /** How often a training run's state is kept for recovery (opts.snapshotEveryMs). */
+  readonly snapshotEveryMs: number;
   /** Resolves once a restart in progress (after a crash) has finished. */
   ready(): Promise<void>;
-  on(event: 'restart', fn: (e: { message: string; runId?: number }) => void): Unsubscribe;
+  /**
+   * The engine restarted and every run is back at its last snapshot ('restored' on each run first). cause: 'error'
+   * (a Rust panic; runId: the run it hit, if one), 'died' (the Worker ended: killed by the browser, e.g. out of
+   * memory), 'stuck' (the watchdog: the Worker stopped answering). Calls pending at the time rejected (kind
+   * 'runtime', with `restart`); a run that was training is paused: call train() again.
+   */
+  on(event: 'restart', fn: (e: { message: string; runId?: number; cause: 'error' | 'died' | 'stuck' }) => void): Unsubscribe;
   on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   terminate(): void;
 }
@@ -267,7 +363,7 @@ export class Run {
   on(event: 'progress', fn: (p: Progress) => void): Unsubscribe;
   on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   on(event: 'restored', fn: (e: { step: number }) => void): Unsubscribe;
-  /** The engine's last-good-state checkpoint of this run (taken when training stops and every 20 s while it runs). */
+  /** The engine's last-good-state checkpoint of this run (when training stops, after step(), and every snapshotEveryMs while it trains). */
   on(event: 'snapshot', fn: (e: { step: number; bytes: Uint8Array }) => void): Unsubscribe;
   train(opts?: { steps?: number }): Promise<{ step: number; stopped: 'done' | 'paused' | 'disposed' }>;
   pause(): Promise<{ step: number }>;
@@ -277,8 +373,39 @@ export class Run {
   generate(prompt: string, opts?: SampleOptions, onText?: (piece: string) => void): Promise<string>;
   fillMask(text: string, opts?: { k?: number }): Promise<MaskFill[]>;
   decode(input: string, opts?: SampleOptions): Promise<{ output: string; answer: string | null }>;
+  /** Denoising runs: a corrupted val example (drawn with `opts.seed`, default 0) and the model's greedy reconstruction; null for other tasks. */
+  denoiseExample(opts?: { seed?: number }): Promise<DenoiseExample | null>;
   attention(text: string, opts?: { target?: string }): Promise<AttentionMaps>;
   shapes(): Promise<ShapeFlow>;
   save(): Promise<Uint8Array>;
   dispose(): Promise<boolean>;
+}
+
+/** A denoising example (T5 span corruption or BART text infilling) and what the model makes of it. */
+export interface DenoiseExample {
+  task: 'span_corruption' | 'text_infilling';
+  /** The corrupted input, token by token (sentinels and [MASK] as written). */
+  source: string[];
+  /** Which source tokens are sentinels or [MASK]. */
+  sourceSpecial: boolean[];
+  /** The uncorrupted text. */
+  truth: string;
+  /** What the decoder is trained to produce: span corruption's "[S0] span [S1] span … [Sk]", infilling's text. */
+  target: string[];
+  targetSpecial: boolean[];
+  /** The model's greedy output, token by token. */
+  output: string[];
+  outputSpecial: boolean[];
+  /** The text the output gives back (span corruption: the source with the output's spans in place). */
+  reconstruction: string;
+  /** `reconstruction` token by token; which tokens the model wrote, and which of those differ from the truth (span
+   * corruption: at the same offset of the same span; infilling: at the same position). */
+  reconTokens: string[];
+  reconFilled: boolean[];
+  reconMiss: boolean[];
+  /** [start, length] of each corrupted span in `truth`, in characters (length 0: an inserted [MASK]). */
+  spans: [number, number][];
+  /** Span corruption: hidden characters the model wrote at their offset in their span, over the hidden characters;
+   * infilling: output characters equal to the truth at the same position, over the length of the truth. */
+  charAccuracy: number;
 }

@@ -88,6 +88,13 @@ export class Engine extends Emitter {
   #restarting = null;
   #instanceId = (Math.random() * 2 ** 32) >>> 0;
   #panics = null; // BroadcastChannel for panics on pool threads
+  #boots = 0;
+  #alive = null; // AbortController of the page's wait for the Worker's lock (see #watchLock)
+  #watchTimer = null;
+  #lastHeard = 0; // performance.now() of the Worker's last message while a request was pending
+  #lastTick = 0;
+  #longestGap = 0; // the longest silence seen between the Worker's messages while it answered
+  #pingSent = false;
 
   /**
    * Starts the engine Worker and loads the core.
@@ -95,6 +102,11 @@ export class Engine extends Emitter {
    *   without relaxed SIMD) | 'threads' | 'single' | 'baseline'
    * opts.threads: size of the rayon pool in the threaded build (default navigator.hardwareConcurrency)
    * opts.workerUrl: where worker.js is served, if not next to this module
+   * opts.snapshotEveryMs: how often a training run's state is kept for recovery (default 20000; also when training
+   *   stops and after a single step). A restart loses at most this much of a run's training, plus the round of steps
+   *   under way (one step of each training run).
+   * opts.watchdogMs: silence (no message while a request is pending, pings unanswered) after which the engine is
+   *   taken to be stuck and restarted (default 60000; at least 10 × the longest silence seen while it answered)
    */
   static async start(opts = {}) {
     const engine = new Engine(opts);
@@ -119,6 +131,11 @@ export class Engine extends Emitter {
    */
   get limits() {
     return this.#limits;
+  }
+
+  /** How often a training run's state is kept for recovery: a restart loses at most this much of its training. */
+  get snapshotEveryMs() {
+    return this.#opts.snapshotEveryMs ?? 20000;
   }
 
   async #boot() {
@@ -148,14 +165,52 @@ export class Engine extends Emitter {
     this.#panics.onmessage = ({ data }) => {
       if (data?.id === this.#instanceId) this.#onCrash({ message: `the engine aborted: ${data.message}` });
     };
-    const { limits, ...info } = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId });
+    const aliveLock = globalThis.navigator?.locks ? `transformer-playground engine ${this.#instanceId}.${++this.#boots}` : undefined;
+    const snapshotEveryMs = checkInt('opts.snapshotEveryMs', this.#opts.snapshotEveryMs ?? 20000, { min: 100 });
+    const { limits, ...info } = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId, aliveLock, snapshotEveryMs });
     this.#info = { ...info, backend: BACKENDS[build] };
     this.#limits = limits;
+    if (aliveLock) this.#watchLock(aliveLock, this.#worker);
+    this.#watchTimer ??= setInterval(() => this.#watch(), 1000);
+  }
+
+  /**
+   * The Worker holds a Web Lock from init on; the page asks for the same lock, which it gets only when the Worker
+   * is gone — terminated, or killed with its thread (e.g. out of memory) — however busy it was: no timeout needed.
+   */
+  #watchLock(name, worker) {
+    this.#alive = new AbortController();
+    navigator.locks.request(name, { signal: this.#alive.signal }, () => {
+      if (worker === this.#worker) this.#onCrash({ message: 'the engine stopped', restart: 'died' });
+    }).catch(() => {}); // aborted: we stopped the Worker ourselves
+  }
+
+  /**
+   * The watchdog for a Worker that is alive but stuck (a deadlock, a loop that never ends): while a request is
+   * pending, a Worker silent for 5 s is pinged (an idle event loop answers at once); one silent for the deadline
+   * is replaced. The deadline grows with the longest silence seen from a Worker that then answered (a long step).
+   */
+  #watch() {
+    const now = performance.now();
+    // The page slept or was throttled: the Worker's silence in that time says nothing.
+    if (now - this.#lastTick > 5000) this.#lastHeard = now;
+    this.#lastTick = now;
+    if (!this.#worker || this.#restarting || this.#pending.size === 0) return;
+    const silent = now - this.#lastHeard;
+    if (silent > 5000 && !this.#pingSent) {
+      this.#pingSent = true;
+      this.#worker.postMessage({ op: 'ping' });
+    }
+    const deadline = Math.max(this.#opts.watchdogMs ?? 60000, 10 * this.#longestGap);
+    if (silent > deadline) {
+      this.#onCrash({ message: `the engine stopped answering (nothing for ${Math.round(silent / 1000)} s)`, restart: 'stuck' });
+    }
   }
 
   #call(msg, onText) {
     if (!this.#worker) return Promise.reject(new EngineError('the engine was terminated'));
     const id = this.#nextId++;
+    if (this.#pending.size === 0) this.#lastHeard = performance.now();
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject, onText, runId: msg.runId });
       this.#worker.postMessage({ ...msg, id });
@@ -169,6 +224,10 @@ export class Engine extends Emitter {
   }
 
   #onMessage(data) {
+    const now = performance.now();
+    if (this.#pending.size > 0) this.#longestGap = Math.max(this.#longestGap, now - this.#lastHeard);
+    this.#lastHeard = now;
+    this.#pingSent = false;
     if (data.event) return this.#onEvent(data);
     const p = this.#pending.get(data.id);
     if (!p) return;
@@ -187,7 +246,7 @@ export class Engine extends Emitter {
         run?._snapshot(e.bytes, e.step);
         break;
       case 'runError':
-        run?.emit('error', toError(e.error));
+        run?.emit('error', toError({ ...e.error, runId: e.runId }));
         break;
       case 'text':
         this.#pending.get(e.id)?.onText?.(e.piece);
@@ -198,25 +257,34 @@ export class Engine extends Emitter {
     }
   }
 
-  /**
-   * The instance aborted (a Rust panic). Pending requests fail with the panic's message; the Worker is replaced
-   * and every run is restored from its last snapshot (taken whenever training stops, and every 20 s while it runs).
-   */
-  #onCrash({ runId, message }) {
-    if (this.#restarting || !this.#worker) return;
-    const err = new EngineError(message, { kind: 'runtime' });
-    // The run that hit it, or (a panic on a pool thread, which names no run) every run with a request in flight.
-    const hit = runId !== undefined ? [runId] : [...new Set([...this.#pending.values()].map((p) => p.runId))];
-    for (const p of this.#pending.values()) p.reject(err);
-    this.#pending.clear();
-    this.#worker.terminate();
+  #stopWorker() {
+    this.#alive?.abort();
+    this.#alive = null;
+    this.#worker?.terminate();
     this.#worker = null;
-    for (const id of hit) this.#runs.get(id)?.emit('error', err);
+  }
+
+  /**
+   * The engine failed: the instance aborted (restart 'error': a Rust panic, in run `runId` when it names one), the
+   * Worker is gone (restart 'died', #watchLock) or stuck ('stuck', #watch). Pending requests reject with an
+   * EngineError carrying `restart` (and `runId`); the Worker is replaced and every run is restored from its last
+   * snapshot (taken when training stops, after a single step, and every snapshotEveryMs while it trains).
+   */
+  #onCrash({ runId, message, restart = 'error' }) {
+    if (this.#restarting || !this.#worker) return;
+    // A panic hit the run it names, or (on a pool thread, naming none) every run with a request in flight. A Worker
+    // that died or stuck is no run's fault.
+    const hit = restart !== 'error' ? [] : runId !== undefined ? [runId] : [...new Set([...this.#pending.values()].map((p) => p.runId))];
+    // Each call's error names its own run (and none for an engine-wide call).
+    for (const p of this.#pending.values()) p.reject(new EngineError(message, { kind: 'runtime', restart, runId: p.runId }));
+    this.#pending.clear();
+    this.#stopWorker();
+    for (const id of hit) this.#runs.get(id)?.emit('error', new EngineError(message, { kind: 'runtime', restart, runId: id }));
     this.#restarting = (async () => {
       try {
         await this.#boot();
         for (const run of this.#runs.values()) await run._restore((msg) => this.#call(msg));
-        this.emit('restart', { message, runId });
+        this.emit('restart', { message, runId, cause: restart });
       } catch (e) {
         this.emit('error', new EngineError(`the engine could not restart: ${e.message}`));
       } finally {
@@ -231,7 +299,8 @@ export class Engine extends Emitter {
   }
 
   /**
-   * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert);
+   * A new run. config: the core config (object or JSON); opts.corpus: training text (gpt, bert, and the
+   * encoder-decoder's denoising tasks);
    * opts.task: synthetic task (encoder-decoder; overrides config.data.task); opts.seed overrides config.seed;
    * opts.backend: 'cpu' (default: WebAssembly), 'webgpu' (rejects with the reason when there is no usable GPU) or
    * 'auto' (WebGPU when it is there and measured faster for this config; run.backendChoice says why).
@@ -275,6 +344,16 @@ export class Engine extends Emitter {
   }
 
   /**
+   * The special tokens a run of this config has, after the corpus's characters in the vocabulary: the
+   * architecture's ([MASK] for bert, [BOS] for the encoder-decoder), then the denoising task's ([MASK] for
+   * text_infilling, the sentinels [S0], [S1], … for span_corruption). Rejects with the core's error for a config
+   * it cannot read.
+   */
+  async specialTokens(config) {
+    return this._request({ op: 'specialTokens', config: configJson(config) });
+  }
+
+  /**
    * The core's check of a text (a string, or a file's bytes) before it becomes a corpus: what createRun would
    * refuse in it whatever the config. Resolves { bytes, chars, distinct }; rejects with a 'data' EngineError whose
    * `reason` says why (empty, not_utf8, control_characters, too_large, too_many_characters).
@@ -309,6 +388,21 @@ export class Engine extends Emitter {
     return this._request({ op: 'loseGpu', runId: run.id });
   }
 
+  /** For tests: ends the Worker without telling the engine, as the browser does when it kills one (out of memory). */
+  _killWorkerForTest() {
+    this.#worker?.terminate();
+  }
+
+  /** For tests: run `run` traps with no panic before it, as the core does when an allocation fails. */
+  async _trapForTest(run) {
+    return this._request({ op: 'trap', runId: run.id });
+  }
+
+  /** For tests: the Worker's thread loops for ever (a deadlock, as far as anyone can tell). */
+  _hangForTest() {
+    this.#worker?.postMessage({ op: 'hang' });
+  }
+
   /** For benchmarks: ms per CPU-backend matmul (m×k)·(k×n), the mean of `reps` after a warm-up. */
   async _benchMatmul(m, n, k, reps = 10) {
     return this._request({ op: 'benchMatmul', m, n, k, reps });
@@ -318,8 +412,9 @@ export class Engine extends Emitter {
   terminate() {
     this.#panics?.close();
     this.#panics = null;
-    this.#worker?.terminate();
-    this.#worker = null;
+    clearInterval(this.#watchTimer);
+    this.#watchTimer = null;
+    this.#stopWorker();
     for (const p of this.#pending.values()) p.reject(new EngineError('the engine was terminated'));
     this.#pending.clear();
     this.#runs.clear();
@@ -353,8 +448,12 @@ export class Run extends Emitter {
   }
 
   #req(op, args = {}, onText) {
-    if (this.#disposed) return Promise.reject(new EngineError(`run ${this.id} was disposed`, { kind: 'invalid' }));
-    return this.#engine._request({ op, runId: this.id, ...args }, onText);
+    if (this.#disposed) return Promise.reject(new EngineError('the run was disposed', { kind: 'invalid', runId: this.id }));
+    // Errors carry the run's id, so that a caller with several runs can say which one (in its own words).
+    return this.#engine._request({ op, runId: this.id, ...args }, onText).catch((e) => {
+      if (e instanceof EngineError) e.runId ??= this.id;
+      throw e;
+    });
   }
 
   _progress(p) {
@@ -420,6 +519,24 @@ export class Run extends Emitter {
   /** Encoder-decoder: { output, answer } for an input of the run's task. */
   async decode(input, opts) {
     return this.#req('decode', { input: checkString('input', input), options: sampleOptions(opts) });
+  }
+
+  /**
+   * Denoising runs (data.task span_corruption or text_infilling): draws a corrupted example from the val split with
+   * `opts.seed` (default 0) and decodes the model's greedy reconstruction of it. Resolves { task, source,
+   * sourceSpecial, truth, target, targetSpecial, output, outputSpecial, reconstruction, reconTokens, reconFilled,
+   * reconMiss, spans, charAccuracy }, or null for other tasks.
+   */
+  async denoiseExample(opts) {
+    opts = checkOptions('opts', opts);
+    const seed = checkInt('opts.seed', opts.seed ?? 0);
+    const r = await this.#req('denoiseExample', { seed });
+    return r && {
+      task: r.task, source: r.source, sourceSpecial: r.source_special, truth: r.truth, target: r.target,
+      targetSpecial: r.target_special, output: r.output, outputSpecial: r.output_special,
+      reconstruction: r.reconstruction, reconTokens: r.recon_tokens, reconFilled: r.recon_filled,
+      reconMiss: r.recon_miss, spans: r.spans, charAccuracy: r.char_accuracy,
+    };
   }
 
   /** Attention probabilities per layer and head for `text` (and the decoder `target` of an encoder-decoder). */

@@ -7,7 +7,9 @@
 // An error crosses as plain data (errorData) and becomes an EngineError again on the page (toError).
 //
 // Requests (op: arguments → result)
-//   init        { build, threads, instanceId }    → { build, threads, simd128, relaxedSimd, version, limits }
+//   init        { build, threads, instanceId, aliveLock?, snapshotEveryMs? }
+//                                                 → { build, threads, simd128, relaxedSimd, version, limits };
+//                                                   the Worker holds the Web Lock `aliveLock` until it ends
 //   validate    { config }                        → full config (JSON string) — or the core's error
 //   shapeFlow   { config, vocab }                 → shape-flow table
 //   checkText   { bytes }                         → { bytes, chars, distinct } — or the core's data error
@@ -21,25 +23,32 @@
 //   generate    { runId, prompt, options }        → text; streams `text` events { id, piece } on the way
 //   fillMask    { runId, text, k }                → [{ position, candidates: [[token, p], …] }]
 //   decode      { runId, input, options }         → { output, answer }
-//   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...] }
+//   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...], routes: [...] }
 //   shapes      { runId }                         → shape-flow table
 //   save        { runId }                         → Uint8Array (safetensors)
 //   dispose     { runId }                         → true
 //   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
 //   loseGpu     { runId }                         → whether the run's GPU device was destroyed (tests only)
 //   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
+//   trap        { runId }                         → never replies ok: a trap with no panic, as a failed allocation
+//                                                   aborts the core (tests only)
+//   hang        {}                                → never replies: the Worker's thread loops for ever (tests only)
+//   ping        (no id)                           → a `pong` event at once, when the Worker's event loop is free
 //
 // Events
 //   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep,
-//                 backend, notice? }           — notice: e.g. the GPU was lost and the run continues on the cpu
+//                 backend, auxLoss?, expertLoad?, notice? }
+//                                              — auxLoss, expertLoad: Mixture-of-Experts models only;
+//                                                notice: e.g. the GPU was lost and the run continues on the cpu
 //   snapshot    { runId, step, bytes }            — last good state, kept by the page for crash recovery
 //   runError    { runId, error }                  — the run stopped (e.g. diverged: its last good state is kept)
 //   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it
 //   text        { id, piece }                     — a piece of streamed generation for request `id`
+//   pong        {}                                — the answer to a ping (the page's watchdog)
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul', 'trap', 'hang', 'ping',
 ]);
 
 /**
@@ -48,7 +57,7 @@ export const OPS = Object.freeze([
  */
 export const PANIC_CHANNEL = 'transformer-playground-panic';
 
-export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text']);
+export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'pong']);
 
 /**
  * What every call of the engine rejects with: an Error with the core's message and its `kind`: 'config', 'data',

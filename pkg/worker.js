@@ -24,7 +24,7 @@ const runs = new Map();
 let turn = 0; // round-robin position among training runs
 let scheduled = false;
 
-const SNAPSHOT_EVERY_MS = 20000;
+let snapshotEveryMs = 20000; // set by init
 const TEXT_PIECES = 4;
 const TEXT_EVERY_MS = 16;
 
@@ -32,7 +32,7 @@ const reply = (id, result, transfer = []) => postMessage({ id, ok: true, result 
 
 function runOf(runId) {
   const r = runs.get(runId);
-  if (!r) throw new EngineError(`no run with id ${runId} (disposed?)`, { kind: 'invalid' });
+  if (!r) throw new EngineError('the engine has no such run (disposed?)', { kind: 'invalid', runId });
   return r;
 }
 
@@ -95,6 +95,10 @@ async function stepOnce(runId, r, evalEvery) {
     msPerStep: ms,
     backend: backendOf(r),
   };
+  // Mixture-of-Experts models: the weighted balancing loss (already in the objective; `loss` is the cross-entropy)
+  // and each MoE layer's load, as the core reports them.
+  if (rep.aux_loss !== undefined) p.auxLoss = rep.aux_loss;
+  if (rep.expert_load?.length) p.expertLoad = rep.expert_load;
   if (rep.notice) p.notice = rep.notice;
   if (evalEvery && (p.step % evalEvery === 0 || r.stepsLeft === 1)) {
     const e = JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval());
@@ -127,7 +131,7 @@ async function tick() {
       await stepOnce(runId, r, evalEvery);
       r.stepsLeft -= 1;
       if (r.stepsLeft <= 0) await stopTraining(runId, r, 'done');
-      else if (performance.now() - r.lastSnapshot > SNAPSHOT_EVERY_MS) await snapshot(runId, r);
+      else if (performance.now() - r.lastSnapshot > snapshotEveryMs) await snapshot(runId, r);
     });
   } catch (e) {
     if (isAbort(e)) return crash(runId, e);
@@ -158,11 +162,24 @@ function isAbort(e) {
 
 function crash(runId, e) {
   crashed = true;
-  const message = `the engine aborted${runId !== undefined ? ` in run ${runId}` : ''}: ${lastPanic || e.message}`;
+  // The run is named by its id (the page words it with its own number), not in the text. A trap with no panic
+  // before it is an abort: in the core, a failed allocation (out of memory) is the one that comes without a message.
+  const why = lastPanic || (e.message === 'unreachable'
+    ? 'it stopped without a message, most likely out of memory (lower batch_size, ctx_len or the model size)'
+    : e.message);
+  const message = `the engine aborted: ${why}`;
   postMessage({ event: 'crashed', runId, message });
 }
 
-async function init({ build, threads, instanceId }) {
+async function init({ build, threads, instanceId, aliveLock, snapshotEveryMs: every }) {
+  if (Number.isInteger(every) && every > 0) snapshotEveryMs = every;
+  // Held until this Worker is gone: the page learns of its end by getting the lock (Engine #watchLock).
+  if (aliveLock && navigator.locks) {
+    await new Promise((held) => navigator.locks.request(checkString('aliveLock', aliveLock), () => {
+      held();
+      return new Promise(() => {});
+    }));
+  }
   // Literal paths, so bundlers see (and split) each build.
   if (build === 'threads') wasm = await import('./wasm/threads/tp.js');
   else if (build === 'single') wasm = await import('./wasm/single/tp.js');
@@ -242,6 +259,7 @@ const handlers = {
   validate: ({ config }) => wasm.validateConfig(checkString('config', config)),
   shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(checkString('config', config), checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }))),
   checkText: ({ bytes }) => JSON.parse(wasm.checkText(checkBytes('bytes', bytes))),
+  specialTokens: ({ config }) => JSON.parse(wasm.specialTokens(checkString('config', config))),
   async create({ runId, config, corpus, backend }) {
     checkString('config', config);
     checkString('corpus', corpus, { optional: true });
@@ -258,7 +276,7 @@ const handlers = {
   },
   train({ runId, steps }, id) {
     const r = runOf(runId);
-    if (r.training) throw new EngineError(`run ${runId} is already training`, { kind: 'invalid' });
+    if (r.training) throw new EngineError('the run is already training', { kind: 'invalid', runId });
     if (!(Number.isInteger(steps) && steps > 0)) {
       throw new EngineError(`steps = ${steps}: must be a positive integer`, { kind: 'invalid' });
     }
@@ -275,10 +293,12 @@ const handlers = {
   },
   step({ runId }) {
     const r = runOf(runId);
-    if (r.training) throw new EngineError(`run ${runId} is training: pause it first`, { kind: 'invalid' });
-    return exclusive(r, () => {
+    if (r.training) throw new EngineError('the run is training: pause it first', { kind: 'invalid', runId });
+    return exclusive(r, async () => {
       r.stepsLeft = 0;
-      return stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+      const p = await stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+      await snapshot(runId, r); // a walkthrough's steps survive a restart too
+      return p;
     });
   },
   evaluate({ runId }) {
@@ -313,6 +333,8 @@ const handlers = {
     JSON.parse(wr.fillMask(checkString('text', text), checkInt('k', k ?? 5, { min: 1, max: U32_MAX })))),
   decode: ({ runId, input, options }) => onHost(runId, (wr) =>
     JSON.parse(wr.decode(checkString('input', input), JSON.stringify(checkOptions('options', options))))),
+  denoiseExample: ({ runId, seed }) => onHost(runId, (wr) =>
+    JSON.parse(wr.denoiseExample(BigInt(checkInt('seed', seed))))),
   attention: ({ runId, text, target }) => onHost(runId, (wr) =>
     JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
@@ -328,6 +350,13 @@ const handlers = {
     });
   },
   panic: ({ runId, inPool }) => onRun(runId, (wr) => wr.panicForTest(Boolean(inPool))),
+  // What the Worker sees when the core aborts without a panic (a failed allocation): a trap, and no message.
+  trap: ({ runId }) => onRun(runId, () => {
+    throw new WebAssembly.RuntimeError('unreachable');
+  }),
+  hang() {
+    for (;;);
+  },
   loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
   benchMatmul({ m, n, k, reps }) {
     wasm.benchMatmul(m, n, k, 1); // warm up
@@ -339,6 +368,8 @@ const handlers = {
 
 self.onmessage = async ({ data }) => {
   const { id, op } = data;
+  // The page's watchdog: an event loop that is free answers at once (a stuck one never does).
+  if (op === 'ping') return postMessage({ event: 'pong' });
   if (crashed) return postMessage(errorReply(id, new EngineError('the engine aborted and is restarting')));
   const handler = handlers[op];
   try {

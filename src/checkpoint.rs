@@ -33,7 +33,8 @@ pub const OPTIM_M: &str = "optim.m.";
 pub const OPTIM_V: &str = "optim.v.";
 
 /// Most special tokens a tokenizer may have (with `MAX_CHARS`, this bounds the vocabulary a file can claim).
-const MAX_SPECIALS: usize = 64;
+/// Span corruption at ctx_len 8192 has 455 spans: 456 sentinels and [BOS].
+const MAX_SPECIALS: usize = 1024;
 
 /// Everything a checkpoint holds, fully validated.
 #[derive(Clone, Debug)]
@@ -62,7 +63,7 @@ pub fn save(cfg: &Config, tok: &Tokenizer, step: usize, model: &Model, opt: Opti
     if cfg.model != model.cfg {
         return Err(bad("cannot save: the config's model section does not describe this model"));
     }
-    check_tokenizer(tok, cfg.model.arch).map_err(|e| bad(format!("cannot save: {e}")))?;
+    check_tokenizer(tok, cfg).map_err(|e| bad(format!("cannot save: {e}")))?;
     if tok.vocab_size() != model.vocab() {
         return Err(bad(format!(
             "cannot save: the tokenizer has {} tokens but the model's vocabulary is {}",
@@ -231,18 +232,18 @@ fn read_metadata(meta: &HashMap<String, String>) -> Result<(Config, Tokenizer, u
     };
     let config = Config::from_json(get("config", " (the model config as JSON)")?)
         .map_err(|e| bad(format!("the config in the metadata is invalid: {e}")))?;
-    let tokenizer = read_tokenizer(get("tokenizer", " (the tokenizer as JSON)")?, config.model.arch)?;
+    let tokenizer = read_tokenizer(get("tokenizer", " (the tokenizer as JSON)")?, &config)?;
     let step = get("step", "")?;
     let step = step.parse().map_err(|_| bad(format!("metadata \"step\" = {step:?} is not a non-negative integer")))?;
     Ok((config, tokenizer, step))
 }
 
 /// A checkpoint's tokenizer from its metadata JSON (`{"chars": [...], "specials": [...]}`), checked against the
-/// model's architecture as loading checks it.
-pub fn read_tokenizer(json: &str, arch: Arch) -> Result<Tokenizer> {
+/// model's config as loading checks it.
+pub fn read_tokenizer(json: &str, config: &Config) -> Result<Tokenizer> {
     let tokenizer: Tokenizer = serde_json::from_str(json)
         .map_err(|e| bad(format!("the tokenizer in the metadata is not valid tokenizer JSON: {e}")))?;
-    check_tokenizer(&tokenizer, arch)?;
+    check_tokenizer(&tokenizer, config)?;
     Ok(tokenizer)
 }
 
@@ -320,8 +321,10 @@ fn check_tensor(name: &str, info: &TensorInfo, t: &TensorView) -> Result<()> {
 }
 
 /// A tokenizer we can use: a non-empty vocabulary of sorted, distinct characters (encode binary-searches them),
-/// and exactly the special tokens the architecture has ([`Tokenizer::specials_for`]), each once.
-fn check_tokenizer(tok: &Tokenizer, arch: Arch) -> Result<()> {
+/// and exactly the special tokens the architecture and task have ([`Tokenizer::specials_for_config`]: the
+/// architecture's, then [MASK] for text infilling or the sentinels for span corruption), each once.
+fn check_tokenizer(tok: &Tokenizer, cfg: &Config) -> Result<()> {
+    let arch = cfg.model.arch;
     if tok.vocab_size() == 0 {
         return Err(bad("the tokenizer has an empty vocabulary"));
     }
@@ -347,18 +350,21 @@ fn check_tokenizer(tok: &Tokenizer, arch: Arch) -> Result<()> {
             return Err(bad(format!("the tokenizer lists the special token {s:?} twice")));
         }
     }
-    let want = Tokenizer::specials_for(arch);
+    let want = Tokenizer::specials_for_config(cfg);
     let model = match arch {
-        Arch::Bert => "a bert",
-        Arch::EncoderDecoder => "an encoder_decoder",
-        Arch::Gpt => "a gpt",
+        Arch::Bert => "a bert".to_string(),
+        Arch::EncoderDecoder if cfg.data.task.is_denoising() => {
+            format!("an encoder_decoder with data.task = {} and model.ctx_len = {}", cfg.data.task.name(), cfg.model.ctx_len)
+        }
+        Arch::EncoderDecoder => "an encoder_decoder".to_string(),
+        Arch::Gpt => "a gpt".to_string(),
     };
     if let Some(token) = want.iter().find(|t| tok.special(t).is_none()) {
         return Err(bad(format!("the tokenizer lacks the {token} token that {model} model needs")));
     }
     // A special the architecture never uses would be a vocabulary row no batch trains and fill-mask or decoding
     // could still meet, so the specials are exactly the architecture's.
-    if let Some(extra) = tok.specials.iter().find(|s| !want.contains(&s.as_str())) {
+    if let Some(extra) = tok.specials.iter().find(|s| !want.contains(s)) {
         let exactly =
             if want.is_empty() { "no special tokens".to_string() } else { format!("exactly {}", want.join(", ")) };
         return Err(bad(format!(

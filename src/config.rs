@@ -44,9 +44,42 @@ pub struct FfnConfig {
     /// Explicit hidden width F; overrides `mult`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hidden: Option<usize>,
+    /// A Mixture-of-Experts FFN (absent: one dense FFN). docs/MODEL.md "Mixture-of-Experts".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeConfig>,
 }
 fn default_mult() -> usize {
     4
+}
+
+/// A Mixture-of-Experts FFN (Shazeer et al. 2017; Switch Transformer, Fedus et al. 2021; Mixtral, Jiang et al.
+/// 2024): `experts` FFNs of the configured activation and width, each token sent to the `top_k` experts its router
+/// rates highest, their outputs mixed by the router's renormalised probabilities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeConfig {
+    pub experts: usize,
+    pub top_k: usize,
+    /// Weight of the load-balancing loss added per layer (Switch Transformer's α); 0 disables it.
+    #[serde(default = "default_aux_loss")]
+    pub aux_loss: f32,
+    /// Each expert takes at most ceil(capacity_factor · top_k · tokens / experts) assignments per batch (in token
+    /// order; the rest are dropped). null: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_factor: Option<f32>,
+}
+fn default_aux_loss() -> f32 {
+    0.01
+}
+
+impl MoeConfig {
+    /// Assignments one expert takes from a batch of `tokens` tokens (all of them without a capacity factor).
+    pub fn capacity(&self, tokens: usize) -> usize {
+        match self.capacity_factor {
+            Some(f) => ((f as f64 * self.top_k as f64 * tokens as f64 / self.experts as f64).ceil() as usize).clamp(1, tokens.max(1)),
+            None => tokens,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +134,9 @@ pub enum Position {
         theta: f32,
     },
     Alibi,
+    /// A one-layer GRU (Cho et al. 2014) of width C over the token embeddings, added to them: x ← x + GRU(x).
+    /// Unidirectional in every stack (causal in gpt and the decoder; docs/MODEL.md says why the encoder too).
+    Recurrent,
 }
 fn default_buckets() -> usize {
     32
@@ -211,7 +247,8 @@ fn default_eval_iters() -> usize {
     20
 }
 
-/// What the model learns from: a text corpus (gpt, bert) or a synthetic sequence-to-sequence task.
+/// What the model learns from: a text corpus (gpt, bert), a synthetic sequence-to-sequence task, or a denoising
+/// objective over a text corpus (encoder-decoder).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
@@ -223,13 +260,40 @@ pub enum Task {
     Sort,
     /// Add two zero-padded numbers.
     Add,
+    /// T5's span corruption (Raffel et al. 2020) of the corpus: spans become sentinels, the target lists them.
+    SpanCorruption,
+    /// BART's text infilling (Lewis et al. 2020) of the corpus: spans become one [MASK], the target is the text.
+    TextInfilling,
 }
 
 impl Task {
+    /// Span corruption or text infilling: an encoder-decoder objective drawn from a text corpus
+    /// (`crate::denoise`).
+    pub fn is_denoising(self) -> bool {
+        matches!(self, Task::SpanCorruption | Task::TextInfilling)
+    }
+
+    /// Reverse, sort or add: generated digits, no corpus.
+    pub fn is_synthetic(self) -> bool {
+        matches!(self, Task::Reverse | Task::Sort | Task::Add)
+    }
+
+    /// The task's name in the config (`"span_corruption"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Text => "text",
+            Task::Reverse => "reverse",
+            Task::Sort => "sort",
+            Task::Add => "add",
+            Task::SpanCorruption => "span_corruption",
+            Task::TextInfilling => "text_infilling",
+        }
+    }
+
     /// (source length, target length) in tokens with `digits` digits per operand: "0042+0917" → "00959" for add.
     pub fn lengths(self, digits: usize) -> (usize, usize) {
         match self {
-            Task::Text => (0, 0),
+            Task::Text | Task::SpanCorruption | Task::TextInfilling => (0, 0),
             Task::Reverse | Task::Sort => (digits, digits),
             Task::Add => (2 * digits + 1, digits + 1),
         }
@@ -238,7 +302,7 @@ impl Task {
     /// Digits per operand of a source of `len` tokens: the inverse of `lengths(digits).0`, rounding down.
     pub fn digits_in(self, len: usize) -> usize {
         match self {
-            Task::Text => 0,
+            Task::Text | Task::SpanCorruption | Task::TextInfilling => 0,
             Task::Reverse | Task::Sort => len,
             Task::Add => len.saturating_sub(1) / 2,
         }
@@ -254,6 +318,91 @@ pub struct DataConfig {
     #[serde(default = "default_digits")]
     pub digits: usize,
 }
+/// Shortest context the denoising tasks accept: a shorter source leaves too few tokens to corrupt.
+pub const MIN_DENOISE_CTX_LEN: usize = 8;
+
+/// `x` rounded to the nearest integer, halves to even (as `tf.round` in T5's code), for `x = num / den` exactly.
+fn round_half_even(num: usize, den: usize) -> usize {
+    let (q, r) = (num / den, num % den);
+    match (2 * r).cmp(&den) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q % 2),
+    }
+}
+
+/// The fixed shape of every example of a denoising task for a model of context `ctx_len` (the rules in
+/// docs/MODEL.md, "Denoising objectives"): every source has exactly `source` tokens (the encoder has no padding
+/// mask, so sources are never padded), every target `target` positions (text infilling pads the end of shorter
+/// originals with ignored targets), and `window` corpus tokens are read per example.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenoiseLengths {
+    pub source: usize,
+    pub target: usize,
+    pub window: usize,
+    /// Span corruption: the sentinels `[S0]`..`[S{sentinels-1}]` the tokenizer holds (one per span, and the final
+    /// one that ends the target); 0 for text infilling.
+    pub sentinels: usize,
+}
+
+impl DenoiseLengths {
+    /// T5's noise tokens in an original of `n` tokens: round(0.15·n), at least 1 and at most n − 1.
+    pub fn span_noise(n: usize) -> usize {
+        round_half_even(3 * n, 20).clamp(1, n.saturating_sub(1).max(1))
+    }
+    /// T5's span count for `noise` noise tokens: round(noise / 3), at least 1 (mean span length 3).
+    pub fn span_count(noise: usize) -> usize {
+        round_half_even(noise, 3).max(1)
+    }
+    /// Span corruption's source length for an original of `n` tokens: kept tokens plus one sentinel a span.
+    pub fn span_source(n: usize) -> usize {
+        let noise = DenoiseLengths::span_noise(n);
+        n - noise + DenoiseLengths::span_count(noise)
+    }
+    /// BART's masked tokens in an original of `n` tokens: ceil(0.3·n) (fairseq's `num_to_mask`).
+    pub fn infill_masked(n: usize) -> usize {
+        (3 * n).div_ceil(10)
+    }
+
+    pub fn new(task: Task, ctx_len: usize) -> DenoiseLengths {
+        let c = ctx_len.max(MIN_DENOISE_CTX_LEN);
+        match task {
+            Task::SpanCorruption => {
+                // The longest original whose corrupted source is exactly c tokens (T5's random_spans_helper picks
+                // the longest too). span_source grows by 0 or 1 with n, so it takes every value.
+                let mut n = c;
+                while DenoiseLengths::span_source(n + 1) <= c {
+                    n += 1;
+                }
+                let noise = DenoiseLengths::span_noise(n);
+                let spans = DenoiseLengths::span_count(noise);
+                DenoiseLengths { source: c, target: noise + spans + 1, window: n, sentinels: spans + 1 }
+            }
+            _ => {
+                // Targets of at most c − 1 positions; a source of t − ceil(0.3·t) tokens keeps every original
+                // shorter than t (n − ceil(0.3·n) + spans = source, with at least one span).
+                let t = c - 1;
+                DenoiseLengths { source: t - DenoiseLengths::infill_masked(t), target: t, window: t, sentinels: 0 }
+            }
+        }
+    }
+}
+
+impl DataConfig {
+    /// (source length, target length) in tokens of every example of the task for a model of context `ctx_len`:
+    /// the synthetic tasks' `Task::lengths`, the denoising tasks' `denoise::Lengths` (text: (0, ctx_len)).
+    pub fn lengths(&self, ctx_len: usize) -> (usize, usize) {
+        match self.task {
+            Task::Text => (0, ctx_len),
+            t if t.is_denoising() => {
+                let l = DenoiseLengths::new(t, ctx_len);
+                (l.source, l.target)
+            }
+            t => t.lengths(self.digits),
+        }
+    }
+}
+
 fn default_task() -> Task {
     Task::Text
 }
@@ -290,6 +439,13 @@ pub const MAX_LAYERS: usize = 64;
 pub const MAX_HEADS: usize = 64;
 pub const MAX_FFN_MULT: usize = 64;
 pub const MAX_FFN_HIDDEN: usize = 65536;
+/// Experts of a Mixture-of-Experts FFN.
+pub const MIN_EXPERTS: usize = 2;
+pub const MAX_EXPERTS: usize = 64;
+/// Largest load-balancing weight (Switch used 0.01; past 100 the balancing term is all the objective is).
+pub const MAX_AUX_LOSS: f32 = 100.0;
+/// Largest capacity factor: at top_k · tokens / experts · 64 a batch's assignments never reach it.
+pub const MAX_CAPACITY_FACTOR: f32 = 64.0;
 pub const MAX_BATCH_SIZE: usize = 4096;
 pub const MAX_LR: f32 = 10.0;
 /// Most optimizer steps in one run: ten million is days of training even for the smallest model, and keeps the
@@ -360,6 +516,10 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("model.ctx_len", ints(1, Some(MAX_CTX_LEN))),
         ("model.ffn.mult", ints(1, Some(MAX_FFN_MULT))),
         ("model.ffn.hidden", ints(1, Some(MAX_FFN_HIDDEN))),
+        ("model.ffn.moe.experts", ints(MIN_EXPERTS, Some(MAX_EXPERTS))),
+        ("model.ffn.moe.top_k", ints(1, Some(MAX_EXPERTS))),
+        ("model.ffn.moe.aux_loss", Bound { minimum: Some(0.0), maximum: Some(MAX_AUX_LOSS as f64), ..Bound::default() }),
+        ("model.ffn.moe.capacity_factor", Bound { minimum: Some(1.0), maximum: Some(MAX_CAPACITY_FACTOR as f64), ..Bound::default() }),
         ("model.norm.eps", Bound { exclusive_minimum: Some(0.0), maximum: Some(wide(MAX_NORM_EPS)), ..Bound::default() }),
         ("model.norm.alpha", deepnorm),
         ("model.norm.beta", deepnorm),
@@ -460,18 +620,24 @@ impl Config {
         let a = self.model.arch;
         match (a, self.data.task) {
             (Arch::EncoderDecoder, Task::Text) => {
-                return Err(bad("data.task", "text", "encoder_decoder trains on a synthetic task: reverse, sort or add"))
-            }
-            (Arch::Bert | Arch::Gpt, t) if t != Task::Text => {
                 return Err(bad(
                     "data.task",
-                    format!("{t:?}").to_lowercase(),
-                    "gpt and bert train on text; the synthetic tasks are for encoder_decoder",
+                    "text",
+                    "encoder_decoder trains on a synthetic task (reverse, sort, add) or a denoising one \
+                     (span_corruption, text_infilling)",
                 ))
+            }
+            (Arch::Bert | Arch::Gpt, t) if t != Task::Text => {
+                let kind = if t.is_denoising() { "the denoising objectives" } else { "the synthetic tasks" };
+                return Err(bad(
+                    "data.task",
+                    t.name(),
+                    &format!("gpt and bert train on text; {kind} are for encoder_decoder (model.arch)"),
+                ));
             }
             _ => {}
         }
-        if self.data.task != Task::Text {
+        if self.data.task.is_synthetic() {
             let d = self.data.digits;
             if d == 0 || d > MAX_DIGITS {
                 return Err(bad("data.digits", d, &format!("must be in 1..={MAX_DIGITS}")));
@@ -485,6 +651,17 @@ impl Config {
                     &format!("the task needs sequences of {need} tokens, more than model.ctx_len = {}", self.model.ctx_len),
                 ));
             }
+        }
+        if self.data.task.is_denoising() && self.model.ctx_len < MIN_DENOISE_CTX_LEN {
+            return Err(bad(
+                "model.ctx_len",
+                self.model.ctx_len,
+                &format!(
+                    "data.task = {} needs model.ctx_len >= {} (a shorter source leaves too few tokens to corrupt)",
+                    self.data.task.name(),
+                    MIN_DENOISE_CTX_LEN
+                ),
+            ));
         }
         Ok(())
     }
@@ -587,6 +764,24 @@ impl ModelConfig {
         if let Some(h) = m.ffn.hidden {
             if h > MAX_FFN_HIDDEN {
                 return Err(bad("model.ffn.hidden", h, &format!("must be at most {MAX_FFN_HIDDEN}")));
+            }
+        }
+        if let Some(moe) = &m.ffn.moe {
+            if !(MIN_EXPERTS..=MAX_EXPERTS).contains(&moe.experts) {
+                return Err(bad("model.ffn.moe.experts", moe.experts, &format!("must be in {MIN_EXPERTS}..={MAX_EXPERTS}")));
+            }
+            if !(1..=moe.experts).contains(&moe.top_k) {
+                let rule = format!("must be in 1..=model.ffn.moe.experts = {} (each token goes to top_k distinct experts)", moe.experts);
+                return Err(bad("model.ffn.moe.top_k", moe.top_k, &rule));
+            }
+            if !(moe.aux_loss.is_finite() && (0.0..=MAX_AUX_LOSS).contains(&moe.aux_loss)) {
+                return Err(bad("model.ffn.moe.aux_loss", moe.aux_loss, &format!("must be a number in [0, {MAX_AUX_LOSS}] (0 disables the balancing loss)")));
+            }
+            if let Some(f) = moe.capacity_factor {
+                if !(f.is_finite() && (1.0..=MAX_CAPACITY_FACTOR).contains(&f)) {
+                    let rule = format!("must be null (no limit) or a number in [1, {MAX_CAPACITY_FACTOR}]");
+                    return Err(bad("model.ffn.moe.capacity_factor", f, &rule));
+                }
             }
         }
         if m.d_model > MAX_D_MODEL {

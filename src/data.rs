@@ -1,8 +1,9 @@
 //! Data: a character-level tokenizer built from the corpus (plus the special tokens each architecture needs),
 //! the 90/10 train/val split, seeded batches, BERT's masking (Devlin et al. 2019: 15% of positions, of which 80%
-//! become [MASK], 10% a random token, 10% stay), and synthetic sequence-to-sequence tasks (reverse, sort, add).
+//! become [MASK], 10% a random token, 10% stay), synthetic sequence-to-sequence tasks (reverse, sort, add), and
+//! the encoder-decoder's denoising batches (T5 span corruption, BART text infilling: `crate::denoise`).
 
-use crate::config::{Arch, Config, Task};
+use crate::config::{Arch, Config, DenoiseLengths, Task};
 use crate::error::{DataIssue, Error, Result};
 use crate::model::Batch;
 use crate::rng::Rng;
@@ -10,6 +11,11 @@ use serde::{Deserialize, Serialize};
 
 pub const MASK: &str = "[MASK]";
 pub const BOS: &str = "[BOS]";
+
+/// Span corruption's i-th sentinel, `[S{i}]` (T5's `<extra_id_{i}>`).
+pub fn sentinel(i: usize) -> String {
+    format!("[S{i}]")
+}
 /// Largest corpus accepted (bytes).
 pub const MAX_TEXT_BYTES: usize = 32 << 20;
 /// Most distinct characters a char-level vocabulary may have.
@@ -35,14 +41,33 @@ impl Tokenizer {
         Ok(Tokenizer::new(chars.into_iter().collect(), Tokenizer::specials_for(arch)))
     }
 
-    /// The special tokens an architecture's tokenizer has, no more and no fewer: bert's masked-LM objective needs
-    /// [MASK], the encoder-decoder's decoder starts from [BOS], and gpt needs none.
+    /// The special tokens every tokenizer of an architecture has: bert's masked-LM objective needs [MASK], the
+    /// encoder-decoder's decoder starts from [BOS], and gpt needs none. A run's exact set adds its denoising
+    /// task's (`specials_for_config`).
     pub fn specials_for(arch: Arch) -> &'static [&'static str] {
         match arch {
             Arch::Bert => &[MASK],
             Arch::EncoderDecoder => &[BOS],
             Arch::Gpt => &[],
         }
+    }
+
+    /// The special tokens of a config's tokenizer, no more and no fewer: the architecture's (`specials_for`), then
+    /// the denoising task's: `[MASK]` for text infilling, the sentinels `[S0]`..`[S{k}]` for span corruption (as
+    /// many as a source of `ctx_len` tokens has spans, and the final one: `DenoiseLengths::sentinels`).
+    pub fn specials_for_config(cfg: &Config) -> Vec<String> {
+        let mut out: Vec<String> = Tokenizer::specials_for(cfg.model.arch).iter().map(|s| s.to_string()).collect();
+        if cfg.model.arch == Arch::EncoderDecoder {
+            match cfg.data.task {
+                Task::TextInfilling => out.push(MASK.to_string()),
+                Task::SpanCorruption => {
+                    let n = DenoiseLengths::new(Task::SpanCorruption, cfg.model.ctx_len).sentinels;
+                    out.extend((0..n).map(sentinel));
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Digits, '+', and [BOS] for the synthetic tasks.
@@ -165,6 +190,9 @@ pub enum Dataset {
     Text { tok: Tokenizer, train: Vec<u32>, val: Vec<u32>, mlm: bool },
     /// A synthetic seq2seq task for the encoder-decoder.
     Task { tok: Tokenizer, task: Task, digits: usize },
+    /// A denoising objective over char-level text for the encoder-decoder (`crate::denoise`); `specials` are the
+    /// ids the corruption writes (the sentinels, or [MASK]).
+    Denoise { tok: Tokenizer, task: Task, train: Vec<u32>, val: Vec<u32>, lens: DenoiseLengths, specials: Vec<u32> },
 }
 
 impl Dataset {
@@ -175,6 +203,14 @@ impl Dataset {
                 let text = text.ok_or(DataIssue::NoText)?;
                 let text = check_text(text.as_bytes())?;
                 let tok = Tokenizer::for_text(text, cfg.model.arch)?;
+                Dataset::from_text(text, tok, cfg)
+            }
+            t if t.is_denoising() => {
+                let text = text.ok_or(DataIssue::NoText)?;
+                let text = check_text(text.as_bytes())?;
+                let chars = distinct_chars(text)?;
+                let specials = Tokenizer::specials_for_config(cfg);
+                let tok = Tokenizer { chars: chars.into_iter().collect(), specials };
                 Dataset::from_text(text, tok, cfg)
             }
             task => Ok(Dataset::Task { tok: Tokenizer::for_task(), task, digits: cfg.data.digits }),
@@ -188,19 +224,50 @@ impl Dataset {
         // The last 10% must hold a sequence and its target (ctx_len + 2 tokens). The rule is on the whole text,
         // 10 × that, so the length a refusal asks for is exactly the shortest accepted (the split rounds the
         // validation part up, so it then holds at least ctx_len + 2).
-        let need = 10 * (cfg.model.ctx_len + 2);
+        // A denoising example reads `window` tokens, so the same rule holds with window − 1 for ctx_len.
+        let denoise = cfg.data.task.is_denoising().then(|| DenoiseLengths::new(cfg.data.task, cfg.model.ctx_len));
+        let need = 10 * (denoise.map_or(cfg.model.ctx_len, |l| l.window.saturating_sub(1)) + 2);
         if ids.len() < need {
             return Err(DataIssue::TooShort { chars: ids.len(), need }.into());
         }
         let n = ids.len() * 9 / 10;
         let (train, val) = (ids[..n].to_vec(), ids[n..].to_vec());
+        if let Some(lens) = denoise {
+            let task = cfg.data.task;
+            let names = match task {
+                Task::SpanCorruption => (0..lens.sentinels).map(sentinel).collect(),
+                _ => vec![MASK.to_string()],
+            };
+            let specials = names
+                .iter()
+                .map(|s| tok.special(s).ok_or_else(|| Error::Invalid(format!("the tokenizer has no {s} token, which {} needs", task.name()))))
+                .collect::<Result<Vec<u32>>>()?;
+            return Ok(Dataset::Denoise { tok, task, train, val, lens, specials });
+        }
         Ok(Dataset::Text { tok, train, val, mlm: cfg.model.arch == Arch::Bert })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
         match self {
-            Dataset::Text { tok, .. } | Dataset::Task { tok, .. } => tok,
+            Dataset::Text { tok, .. } | Dataset::Task { tok, .. } | Dataset::Denoise { tok, .. } => tok,
         }
+    }
+
+    /// (source, target) tokens of every example: (0, `t`) for text.
+    pub fn lengths(&self, t: usize) -> (usize, usize) {
+        match self {
+            Dataset::Text { .. } => (0, t),
+            Dataset::Task { task, digits, .. } => task.lengths(*digits),
+            Dataset::Denoise { lens, .. } => (lens.source, lens.target),
+        }
+    }
+
+    /// A denoising example drawn from `split` (None for other datasets): what the batches hold, one row of it.
+    pub fn denoise_example(&self, split: Split, rng: &mut Rng) -> Option<crate::denoise::Corrupted> {
+        let Dataset::Denoise { task, train, val, lens, specials, .. } = self else { return None };
+        let d = if split == Split::Train { train } else { val };
+        let i = rng.below(d.len() - lens.window + 1);
+        Some(crate::denoise::corrupt(*task, lens, &d[i..i + lens.window], specials, rng))
     }
 
     /// A seeded batch of `b` rows of length `t` (text) or of the task's lengths.
@@ -241,6 +308,24 @@ impl Dataset {
                     batch.idx.push(tok.special(BOS).expect("task tokenizer has [BOS]"));
                     batch.idx.extend_from_slice(&y[..t - 1]);
                     batch.targets.extend(y.iter().map(|&x| x as i32));
+                }
+                batch
+            }
+            Dataset::Denoise { tok, lens, .. } => {
+                let bos = tok.special(BOS).expect("an encoder_decoder tokenizer has [BOS]");
+                let (s, t) = (lens.source, lens.target);
+                let mut batch = Batch { b, t, s, ..Default::default() };
+                for _ in 0..b {
+                    let ex = self.denoise_example(split, rng).expect("a denoising dataset");
+                    batch.src.extend_from_slice(&ex.source);
+                    // Decoder input [BOS] y[..t-1]. An infilling original shorter than t is followed by ignored
+                    // targets (−1), and the decoder input there by token 0 (causal attention: what stands there
+                    // never reaches a scored position).
+                    let mut y = ex.target.clone();
+                    y.resize(t, 0);
+                    batch.idx.push(bos);
+                    batch.idx.extend_from_slice(&y[..t - 1]);
+                    batch.targets.extend((0..t).map(|j| ex.target.get(j).map_or(-1, |&x| x as i32)));
                 }
                 batch
             }
@@ -297,7 +382,7 @@ pub fn task_example(task: Task, d: usize, rng: &mut Rng) -> (String, String) {
             let (a, b) = (digits(rng, d), digits(rng, d));
             (format!("{a}+{b}"), add_decimal(&a, &b))
         }
-        Task::Text => unreachable!("text is not a synthetic task"),
+        Task::Text | Task::SpanCorruption | Task::TextInfilling => unreachable!("not a synthetic task"),
     }
 }
 
@@ -328,7 +413,7 @@ pub fn task_answer(task: Task, src: &str) -> Option<String> {
             let (a, b) = src.split_once('+')?;
             (a.len() == b.len() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())).then(|| add_decimal(a, b))
         }
-        Task::Text => None,
+        Task::Text | Task::SpanCorruption | Task::TextInfilling => None,
     }
 }
 

@@ -50,7 +50,7 @@ pub fn new_run(config: &str, corpus: Option<&str>) -> Result<Run> {
 pub fn run_from_checkpoint(bytes: &[u8], corpus: Option<&str>) -> Result<Run> {
     let ck = checkpoint::load(bytes)?;
     let data = match ck.config.model.arch {
-        Arch::EncoderDecoder => Dataset::new(&ck.config, None)?,
+        Arch::EncoderDecoder if !ck.config.data.task.is_denoising() => Dataset::new(&ck.config, None)?,
         _ => {
             let text = corpus.ok_or_else(|| {
                 Error::Invalid("this checkpoint is a text model: give its corpus to continue training".into())
@@ -58,6 +58,13 @@ pub fn run_from_checkpoint(bytes: &[u8], corpus: Option<&str>) -> Result<Run> {
             Dataset::from_text(text, ck.tokenizer.clone(), &ck.config)?
         }
     };
+    // A checkpoint's config was valid where it was saved; its step must fit this machine's (or tab's) budget too.
+    crate::model::Layout::check_memory(
+        &ck.config.model,
+        ck.tokenizer.vocab_size(),
+        ck.config.train.batch_size,
+        crate::train::memory_budget(),
+    )?;
     Ok(Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu))
 }
 
@@ -104,7 +111,7 @@ pub fn decode(run: &Run, input: &str, options: &str) -> Result<String> {
     let mut o = sample_options(options)?;
     let answer = match &run.data {
         Dataset::Task { task, .. } => data::task_answer(*task, input),
-        Dataset::Text { .. } => None,
+        Dataset::Text { .. } | Dataset::Denoise { .. } => None,
     };
     if o.max_tokens == 0 {
         o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());

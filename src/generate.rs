@@ -282,3 +282,132 @@ pub fn decode<H: Host>(model: &Model, be: &H, tok: &Tokenizer, src: &str, o: &Sa
     }
     Ok(tok.decode(&out))
 }
+
+/// A denoising example and what the model makes of it (see [`reconstruct`]). Token lists are the tokens as text,
+/// special tokens (`[S0]`, `[MASK]`) as written.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Reconstruction {
+    /// `"span_corruption"` or `"text_infilling"`.
+    pub task: &'static str,
+    /// The corrupted input the encoder reads.
+    pub source: Vec<String>,
+    /// Which source tokens are sentinels or [MASK].
+    pub source_special: Vec<bool>,
+    /// The uncorrupted text.
+    pub truth: String,
+    /// What the decoder is trained to produce (span corruption: sentinels and spans; infilling: the text).
+    pub target: Vec<String>,
+    pub target_special: Vec<bool>,
+    /// The model's greedy output.
+    pub output: Vec<String>,
+    pub output_special: Vec<bool>,
+    /// The text the model's output gives back: span corruption's source with the output's spans put in place of
+    /// the sentinels; text infilling's output itself.
+    pub reconstruction: String,
+    /// `reconstruction` token by token, with which tokens the model wrote (span corruption: those of its spans;
+    /// infilling: all) and which of those differ from the truth at the same place (span corruption: the same
+    /// offset in the same span; infilling: the same position in the text).
+    pub recon_tokens: Vec<String>,
+    pub recon_filled: Vec<bool>,
+    pub recon_miss: Vec<bool>,
+    /// (start, length) of each corrupted span in `truth`, in characters.
+    pub spans: Vec<(usize, usize)>,
+    /// Span corruption: the hidden characters the model wrote at their offset in their span, over the hidden
+    /// characters; infilling: the characters of the output equal to the truth at the same position, over the
+    /// characters of the truth.
+    pub char_accuracy: f32,
+}
+
+/// Encoder-decoder: the greedy output for the source ids, at most `max_tokens` tokens, any token but [BOS]
+/// (span corruption's output is sentinels and text); stops after `stop` when it is emitted.
+pub fn decode_ids<H: Host>(model: &Model, be: &H, tok: &Tokenizer, source: &[u32], max_tokens: usize, stop: Option<u32>) -> Result<Vec<u32>> {
+    if model.cfg.arch != Arch::EncoderDecoder {
+        return Err(Error::Invalid("decoding needs an encoder_decoder model".into()));
+    }
+    if source.is_empty() || source.len() > model.cfg.ctx_len {
+        return Err(Error::Invalid(format!("the input must have 1..={} tokens, got {}", model.cfg.ctx_len, source.len())));
+    }
+    let bos = tok.special(crate::data::BOS).ok_or_else(|| Error::Invalid("the tokenizer has no [BOS] token".into()))?;
+    let v = model.vocab().min(tok.vocab_size());
+    let mut dec = Decoder::with_source(model, be, source);
+    let mut logits = dec.feed(&[bos]);
+    let mut out = vec![];
+    let n = max_tokens.min(model.cfg.ctx_len - 1);
+    for i in 0..n {
+        let mut l = logits[..v].to_vec();
+        l[bos as usize] = f32::NEG_INFINITY;
+        let next = argmax(&l);
+        out.push(next);
+        if Some(next) == stop {
+            break;
+        }
+        if i + 1 < n {
+            logits = dec.feed(&[next]);
+        }
+    }
+    Ok(out)
+}
+
+/// Draws a denoising example from `split` of `data` with `rng` and decodes the model's reconstruction of it
+/// (greedy). None when the run's task is not a denoising one.
+pub fn reconstruct<H: Host>(model: &Model, be: &H, data: &crate::data::Dataset, split: crate::data::Split, rng: &mut Rng) -> Result<Option<Reconstruction>> {
+    let Some(ex) = data.denoise_example(split, rng) else { return Ok(None) };
+    let crate::data::Dataset::Denoise { tok, task, specials, .. } = data else { return Ok(None) };
+    let is_special = |t: u32| specials.contains(&t);
+    let names = |ids: &[u32]| ids.iter().map(|&i| tok.token(i)).collect::<Vec<String>>();
+    // (token, written by the model, differs from the truth) for each token of the reconstruction.
+    let mut recon: Vec<(u32, bool, bool)> = vec![];
+    let (output, right, hidden) = match task {
+        crate::config::Task::SpanCorruption => {
+            let stop = specials.last().copied();
+            let out = decode_ids(model, be, tok, &ex.source, ex.target.len(), stop)?;
+            let fills = crate::denoise::target_spans(&out, is_special);
+            let mut k = 0;
+            for &t in &ex.source {
+                if !is_special(t) {
+                    recon.push((t, false, false));
+                    continue;
+                }
+                let (start, len) = ex.spans.get(k).copied().unwrap_or((0, 0));
+                let truth = &ex.original[start..start + len];
+                for (j, &f) in fills.get(k).map(|f| &f[..]).unwrap_or(&[]).iter().enumerate() {
+                    recon.push((f, true, truth.get(j) != Some(&f)));
+                }
+                k += 1;
+            }
+            let right: usize = ex
+                .spans
+                .iter()
+                .enumerate()
+                .map(|(i, &(s, l))| {
+                    let fill = fills.get(i).map(|f| &f[..]).unwrap_or(&[]);
+                    ex.original[s..s + l].iter().zip(fill).filter(|(a, b)| a == b).count()
+                })
+                .sum();
+            (out, right, ex.spans.iter().map(|s| s.1).sum::<usize>())
+        }
+        _ => {
+            let out = decode_ids(model, be, tok, &ex.source, ex.original.len(), None)?;
+            recon.extend(out.iter().enumerate().map(|(i, &t)| (t, true, ex.original.get(i) != Some(&t))));
+            let right = recon.iter().filter(|r| !r.2).count();
+            (out, right, ex.original.len())
+        }
+    };
+    let ids: Vec<u32> = recon.iter().map(|r| r.0).collect();
+    Ok(Some(Reconstruction {
+        task: task.name(),
+        source: names(&ex.source),
+        source_special: ex.source.iter().map(|&t| is_special(t)).collect(),
+        truth: tok.decode(&ex.original),
+        target: names(&ex.target),
+        target_special: ex.target.iter().map(|&t| is_special(t)).collect(),
+        output: names(&output),
+        output_special: output.iter().map(|&t| is_special(t)).collect(),
+        reconstruction: tok.decode(&ids),
+        recon_tokens: names(&ids),
+        recon_filled: recon.iter().map(|r| r.1).collect(),
+        recon_miss: recon.iter().map(|r| r.2).collect(),
+        spans: ex.spans,
+        char_accuracy: right as f32 / hidden.max(1) as f32,
+    }))
+}

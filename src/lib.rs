@@ -14,6 +14,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod denoise;
 pub mod error;
 pub mod facade;
 pub mod generate;

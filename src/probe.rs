@@ -34,6 +34,40 @@ pub struct AttentionMaps {
     /// Encoder tokens (encoder-decoder only): the key axis of cross-attention.
     pub source_tokens: Vec<String>,
     pub maps: Vec<AttentionMap>,
+    /// Where each Mixture-of-Experts layer sent each token (empty for a dense FFN).
+    pub routes: Vec<Routes>,
+}
+
+/// One Mixture-of-Experts layer's routing of the tokens of a text.
+#[derive(Clone, Debug, Serialize)]
+pub struct Routes {
+    /// "encoder" or "decoder", as for the attention maps.
+    pub stack: String,
+    pub layer: usize,
+    /// Experts per token.
+    pub k: usize,
+    /// (tokens, k): each token's experts, best first.
+    pub experts: Vec<u32>,
+    /// (tokens, k): their weights (summing to 1 per token).
+    pub weights: Vec<f32>,
+    /// (tokens, k): the assignment was over its expert's capacity and dropped.
+    pub dropped: Vec<bool>,
+}
+
+fn stack_routes(sc: &StackCache, k: usize, name: &str) -> Vec<Routes> {
+    let moe = sc.blocks.iter().enumerate().filter_map(|(i, b)| match &b.ffn.f {
+        block::FfnCache::Moe(m) => Some((i, m)),
+        block::FfnCache::Dense(_) => None,
+    });
+    moe.map(|(layer, m)| Routes {
+        stack: name.into(),
+        layer,
+        k,
+        experts: m.choice.iter().map(|&e| e as u32).collect(),
+        weights: m.weight.clone(),
+        dropped: m.slot.iter().map(|&s| s < 0.0).collect(),
+    })
+    .collect()
 }
 
 fn stack_maps<H: Host>(model: &Model, be: &H, sp: &StackParams, sc: &StackCache, t: usize, memory: Option<(&[f32], usize)>, name: &str) -> Vec<AttentionMap> {
@@ -76,7 +110,7 @@ pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, task: Tas
             Some(t) => t.to_string(),
             None => {
                 let o = crate::generate::SampleOptions { temperature: 0.0, max_tokens: model.cfg.ctx_len - 1, ..Default::default() };
-                let n = task.lengths(task.digits_in(ids.len())).1.min(o.max_tokens);
+                let n = if task.is_denoising() { o.max_tokens } else { task.lengths(task.digits_in(ids.len())).1.min(o.max_tokens) };
                 crate::generate::decode(model, be, tok, text, &crate::generate::SampleOptions { max_tokens: n, ..o })?
             }
         };
@@ -97,8 +131,14 @@ pub fn attention_maps<H: Host>(model: &Model, be: &H, tok: &Tokenizer, task: Tas
         let memory = fwd.enc.as_ref().filter(|_| batch.s > 0).map(|e| (&e.out[..], batch.s));
         maps.extend(stack_maps(model, be, sp, sc, batch.t, memory, "decoder"));
     }
+    let k = model.cfg.ffn.moe.as_ref().map_or(0, |m| m.top_k);
+    let routes: Vec<Routes> = [(&fwd.enc, "encoder"), (&fwd.dec, "decoder")]
+        .into_iter()
+        .filter_map(|(sc, name)| sc.as_ref().map(|sc| stack_routes(sc, k, name)))
+        .flatten()
+        .collect();
     let (tokens, source_tokens) = if batch.s > 0 { (names(&batch.idx), names(&batch.src)) } else { (names(&batch.idx), vec![]) };
-    Ok(AttentionMaps { tokens, source_tokens, maps })
+    Ok(AttentionMaps { tokens, source_tokens, maps, routes })
 }
 
 /// What a stage of the shape flow is, for a front end to group and colour them by (its `name` is for people).
@@ -127,7 +167,7 @@ pub struct Stage {
     pub name: String,
     /// Which stage this is, one stable word: input_ids, token_embedding, learned_positions, sinusoidal_positions,
     /// relative_bias_table, norm, q, kv, scores, heads_concatenated, attention_output, cross_q, cross_kv,
-    /// cross_output, ffn_up, ffn_activation, ffn_down, final_norm, logits.
+    /// cross_output, moe_router, ffn_up, ffn_activation, ffn_down, final_norm, logits.
     pub id: &'static str,
     /// The stack it belongs to in an encoder-decoder ("encoder", "decoder"); absent for gpt and bert.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,6 +189,8 @@ pub struct Stage {
 pub struct ShapeFlow {
     pub stages: Vec<Stage>,
     pub n_params: usize,
+    /// Parameters one token uses: all but the experts it is not sent to (Mixture-of-Experts); `n_params` otherwise.
+    pub active_params: usize,
     /// Forward FLOPs per token (2 per multiply-add of every matmul, attention scores and mixing at length T).
     pub forward_flops_per_token: f64,
     /// Forward + backward ≈ 3 × forward.
@@ -191,6 +233,11 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
             Position::Learned => st(at, K::Position, "learned_positions", &format!("{prefix}+ learned positions"), &["B", "T", "C"], &[b, t, c], m.ctx_len * c, 1),
             Position::Sinusoidal => st(at, K::Position, "sinusoidal_positions", &format!("{prefix}+ sinusoidal positions"), &["B", "T", "C"], &[b, t, c], 0, 1),
             Position::Relative { buckets, .. } => st(at, K::Position, "relative_bias_table", &format!("{prefix}relative bias table"), &["buckets", "NH"], &[buckets, nh], buckets * nh, 1),
+            Position::Recurrent => {
+                // The GRU: W_ih and W_hh (3C, C) each, a matmul over every position plus the recurrence's mat-vec.
+                st(at, K::Position, "recurrent_positions", &format!("{prefix}+ GRU positions"), &["B", "T", "C"], &[b, t, c], 6 * c * c + bias(6 * c), 1);
+                fwd_flops += 2.0 * 6.0 * (c as f64) * (c as f64);
+            }
             _ => {}
         }
         let l = layers;
@@ -213,10 +260,18 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
             fwd_flops += 4.0 * f64s(&[l, t, nh, hs]);
         }
         let up = if gated { 2 * f } else { f };
-        st(at, K::Ffn, "ffn_up", &format!("{prefix}FFN up"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], up * c + bias(up), l);
-        st(at, K::Ffn, "ffn_activation", &format!("{prefix}FFN activation"), &["B", "T", "F"], &[b, t, f], 0, l);
-        st(at, K::Ffn, "ffn_down", &format!("{prefix}FFN down"), &["B", "T", "C"], &[b, t, c], f * c + bias(c), l);
-        per_layer_mm += f64s(&[up, c]) + f64s(&[f, c]);
+        // A Mixture-of-Experts FFN: the router, then E experts of which each token runs k (parameters: all E; the
+        // FLOPs: k, and the router's).
+        let (experts, active) = m.ffn.moe.as_ref().map_or((1, 1), |moe| (moe.experts, moe.top_k));
+        let of = if experts > 1 { format!(" (×{experts} experts, {active} per token)") } else { String::new() };
+        if experts > 1 {
+            st(at, K::Ffn, "moe_router", &format!("{prefix}MoE router"), &["B", "T", "E"], &[b, t, experts], experts * c, l);
+            per_layer_mm += f64s(&[experts, c]);
+        }
+        st(at, K::Ffn, "ffn_up", &format!("{prefix}FFN up{of}"), &["B", "T", if gated { "2F" } else { "F" }], &[b, t, up], experts * (up * c + bias(up)), l);
+        st(at, K::Ffn, "ffn_activation", &format!("{prefix}FFN activation{of}"), &["B", "T", "F"], &[b, t, f], 0, l);
+        st(at, K::Ffn, "ffn_down", &format!("{prefix}FFN down{of}"), &["B", "T", "C"], &[b, t, c], experts * (f * c + bias(c)), l);
+        per_layer_mm += active as f64 * (f64s(&[up, c]) + f64s(&[f, c]));
         fwd_flops += 2.0 * l as f64 * per_layer_mm;
         if matches!(m.norm.placement, crate::config::Placement::Pre | crate::config::Placement::Sandwich) {
             st(at, K::Norm, "final_norm", &format!("{prefix}final norm"), &["B", "T", "C"], &[b, t, c], norm_p, 1);
@@ -228,6 +283,7 @@ pub fn shape_flow(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> ShapeFlo
     ShapeFlow {
         stages,
         n_params: layout.n_params,
+        active_params: layout.active_params(m),
         forward_flops_per_token: fwd_flops,
         train_flops_per_token: 3.0 * fwd_flops,
         memory_bytes: crate::model::Layout::step_memory_bytes(m, vocab, b, t),
@@ -243,6 +299,7 @@ mod tests {
         for json in [
             r#"{"arch":"gpt","d_model":128,"n_layers":4,"n_heads":4,"n_kv_heads":4,"ctx_len":64,"ffn":{"activation":"gelu","mult":4},"norm":{"kind":"layernorm","placement":"pre"},"position":{"kind":"learned"},"attention":{"scale":"inv_sqrt_dk"}}"#,
             r#"{"arch":"encoder_decoder","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{"activation":"swiglu","mult":4},"norm":{"kind":"rmsnorm","placement":"sandwich"},"position":{"kind":"relative"},"attention":{"scale":"none"},"bias":false,"tie_embeddings":false}"#,
+            r#"{"arch":"encoder_decoder","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":2,"ctx_len":16,"ffn":{"activation":"gelu","mult":4},"norm":{"kind":"layernorm","placement":"pre"},"position":{"kind":"recurrent"},"attention":{"scale":"inv_sqrt_dk"}}"#,
         ] {
             let m: ModelConfig = serde_json::from_str(json).unwrap();
             let sf = shape_flow(&m, 65, 12, 64);
@@ -250,6 +307,26 @@ mod tests {
             assert_eq!(total, sf.n_params, "{json}");
             assert!(sf.forward_flops_per_token > 2.0 * (sf.n_params - 65 * 32) as f64 * 0.5);
         }
+    }
+
+    #[test]
+    fn a_moe_shape_flow_counts_every_expert_and_the_active_ones() {
+        let dense = r#"{"arch":"gpt","d_model":32,"n_layers":2,"n_heads":4,"n_kv_heads":4,"ctx_len":16,"ffn":{"activation":"swiglu","mult":2},"norm":{"kind":"rmsnorm","placement":"pre"},"position":{"kind":"rope"},"attention":{"scale":"inv_sqrt_dk"}}"#;
+        let moe = dense.replace(r#""mult":2}"#, r#""mult":2,"moe":{"experts":8,"top_k":2}}"#);
+        let (d, m): (ModelConfig, ModelConfig) = (serde_json::from_str(dense).unwrap(), serde_json::from_str(&moe).unwrap());
+        let (sd, sm) = (shape_flow(&d, 65, 4, 16), shape_flow(&m, 65, 4, 16));
+        let total: usize = sm.stages.iter().map(|s| s.params * s.repeat).sum();
+        assert_eq!(total, sm.n_params, "the stages hold every parameter");
+        let layout = crate::model::Layout::new(&d, 65);
+        let ffn: usize = layout.tensors.iter().filter(|t| t.name.contains(".mlp.")).map(|t| t.view.len).sum();
+        // 8 experts instead of one FFN per layer, plus an 8 × 32 router; a token runs 2 of them.
+        assert_eq!(sm.n_params, sd.n_params + 7 * ffn + 2 * 8 * 32);
+        assert_eq!(sm.active_params, sd.n_params + ffn + 2 * 8 * 32);
+        assert_eq!(sd.active_params, sd.n_params);
+        let ffn_weights: usize = layout.tensors.iter().filter(|t| t.name.contains(".mlp.") && t.name.ends_with(".weight")).map(|t| t.view.len).sum();
+        let ffn_flops = 2.0 * ffn_weights as f64; // per token, forward: 2 per weight of the second active expert
+        let router = 2.0 * 2.0 * 8.0 * 32.0;
+        assert!((sm.forward_flops_per_token - sd.forward_flops_per_token - ffn_flops - router).abs() < 1e-6);
     }
 
     #[test]
@@ -276,7 +353,7 @@ mod tests {
     fn every_stage_is_named_by_a_stable_id_its_stack_and_its_count() {
         let ids = [
             "input_ids", "token_embedding", "learned_positions", "sinusoidal_positions", "relative_bias_table", "norm", "q", "kv",
-            "scores", "heads_concatenated", "attention_output", "cross_q", "cross_kv", "cross_output", "ffn_up", "ffn_activation",
+            "scores", "heads_concatenated", "attention_output", "cross_q", "cross_kv", "cross_output", "moe_router", "ffn_up", "ffn_activation",
             "ffn_down", "final_norm", "logits",
         ];
         for (arch, placement) in [("gpt", "pre"), ("encoder_decoder", "sandwich")] {

@@ -16,7 +16,7 @@ use crate::data::{self, Split};
 use crate::generate;
 use crate::probe;
 use crate::train::Run;
-use crate::{facade, Error};
+use crate::{facade, Config, Error};
 
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
@@ -132,9 +132,31 @@ pub fn validate_config(config: &str) -> Result<String, JsError> {
 
 /// The shape-flow table, parameter count, FLOPs and memory for a config, with `vocab` tokens (the live
 /// numbers of the configuration panel). Validates first, the model's size with this vocabulary included.
+/// Sets the memory budget of the runs made from now on, in GiB (0 restores the default of 2 GiB); refused outside
+/// (0, 3.5] with the range in the message (error kind "invalid").
+#[wasm_bindgen(js_name = setMemoryBudget)]
+pub fn set_memory_budget(gib: f64) -> Result<(), JsError> {
+    crate::train::set_memory_budget_gib((gib != 0.0).then_some(gib)).map_err(|rule| js(Error::Invalid(format!("memory budget {gib}: {rule}"))))
+}
+
+/// The memory budget runs are checked against now, in GiB.
+#[wasm_bindgen(js_name = memoryBudget)]
+pub fn memory_budget_gib() -> f64 {
+    crate::train::memory_budget() / (1u64 << 30) as f64
+}
+
 #[wasm_bindgen(js_name = shapeFlow)]
 pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
     facade::shape_flow(config, vocab).map_err(js)
+}
+
+/// The special tokens a run of this config has, in vocabulary order after the characters: the architecture's,
+/// then the denoising task's ([MASK], or the sentinels [S0]..): `["[BOS]", "[S0]", …]` (the page adds them to a
+/// corpus's characters for the vocabulary size).
+#[wasm_bindgen(js_name = specialTokens)]
+pub fn special_tokens(config: &str) -> Result<String, JsError> {
+    let cfg = Config::from_json(config).map_err(js)?;
+    Ok(to_json(&crate::data::Tokenizer::specials_for_config(&cfg)))
 }
 
 /// Checks a user's text before it becomes a corpus, as making a run would: `{"bytes", "chars", "distinct"}`, or the
@@ -258,6 +280,20 @@ impl WasmRun {
     /// the input is valid for it). `options` as for generate; max_tokens 0 means the task's output length.
     pub fn decode(&self, input: &str, options: &str) -> Result<String, JsError> {
         facade::decode(&self.run.borrow(), input, options).map_err(js)
+    }
+
+    /// Denoising runs (span_corruption, text_infilling): a corrupted example drawn from the val split with `seed`,
+    /// and the model's greedy reconstruction of it: `generate::Reconstruction` as JSON (`task`, `source`,
+    /// `source_special`, `truth`, `target`, `target_special`, `output`, `output_special`, `reconstruction`,
+    /// `recon_tokens`, `recon_filled`, `recon_miss`, `spans`, `char_accuracy`); null for other
+    /// tasks.
+    #[wasm_bindgen(js_name = denoiseExample)]
+    pub fn denoise_example(&self, seed: u64) -> Result<String, JsError> {
+        let run = self.run.borrow();
+        let run = &*run;
+        let mut rng = crate::rng::Rng::new(seed);
+        let r = on_pool(|| generate::reconstruct(&run.model, &Cpu, &run.data, Split::Val, &mut rng)).map_err(js)?;
+        Ok(to_json(&r))
     }
 
     /// Attention maps (probabilities per layer and head) for `text` (and, for the encoder-decoder, the decoder

@@ -175,6 +175,7 @@ fn base_for(field: &str) -> serde_json::Value {
             v["data"] = json!({"task": "reverse", "digits": 4});
         }
         f if f.starts_with("train.betas") => v["train"]["betas"] = json!([0.9, 0.99]),
+        f if f.starts_with("model.ffn.moe.") => v["model"]["ffn"]["moe"] = json!({"experts": 4, "top_k": 2}),
         _ => {}
     }
     v

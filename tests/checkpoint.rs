@@ -163,6 +163,15 @@ fn a_gpt_round_trips_bit_for_bit_with_and_without_optimizer_state() {
 }
 
 #[test]
+fn a_mixture_of_experts_gpt_round_trips_bit_for_bit_with_its_router_and_experts() {
+    let json = gpt_json().replace(r#""mult": 2}"#, r#""mult": 2, "moe": {"experts": 3, "top_k": 2, "aux_loss": 0.02, "capacity_factor": 1.5}}"#);
+    let m = make(&json, "To be, or not to be: that is the question.", 4);
+    assert!(m.model.layout.tensor("blocks.1.mlp.router.weight").is_some() && m.model.layout.tensor("blocks.0.mlp.experts.2.proj.bias").is_some());
+    assert!(m.model.layout.tensor("blocks.0.mlp.fc.weight").is_none(), "no dense FFN beside the experts");
+    round_trip(&m);
+}
+
+#[test]
 fn a_bert_round_trips_bit_for_bit_with_and_without_optimizer_state() {
     round_trip(&make(&bert_json(), "the cat sat on the mat", 5));
 }
@@ -513,4 +522,30 @@ fn save_refuses_what_load_would_refuse() {
     let short = OptState::new(3);
     let e = save(&m.cfg, &m.tok, 0, &m.model, Some(&short)).unwrap_err().to_string();
     assert_mentions(&e, &["cannot save", "optimizer", "3 floats"]);
+}
+
+/// Recurrent positions: each stack's GRU is saved under `{P}rnn.weight_ih`, `weight_hh` (3C, C) and, with biases,
+/// `bias_ih`, `bias_hh` (3C) (docs/CHECKPOINT.md), and the file round-trips bit for bit.
+#[test]
+fn recurrent_positions_round_trip_with_their_gru_tensors_under_the_documented_names() {
+    let recurrent = |json: String| json.replace(r#""position": {"kind": "learned"}"#, r#""position": {"kind": "recurrent"}"#);
+    let gpt_r = make(&recurrent(gpt_json()), "To be, or not to be: that is the question.", 3);
+    let enc_json = encdec_json().replace(r#""position": {"kind": "relative", "buckets": 8, "max_distance": 16}"#, r#""position": {"kind": "recurrent"}"#);
+    let enc_r = make(&enc_json, "0123456789+", 9);
+    for (m, prefixes, bias) in [(&gpt_r, vec![""], true), (&enc_r, vec!["encoder.", "decoder."], false)] {
+        assert_eq!(m.cfg.model.position, transformer_playground::config::Position::Recurrent);
+        round_trip(m);
+        let bytes = saved(m, None);
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let shape = |n: &str| st.tensor(n).map(|t| t.shape().to_vec()).ok();
+        let c = m.cfg.model.d_model;
+        for p in prefixes {
+            assert_eq!(shape(&format!("{p}rnn.weight_ih")), Some(vec![3 * c, c]));
+            assert_eq!(shape(&format!("{p}rnn.weight_hh")), Some(vec![3 * c, c]));
+            let b = if bias { Some(vec![3 * c]) } else { None };
+            assert_eq!(shape(&format!("{p}rnn.bias_ih")), b);
+            assert_eq!(shape(&format!("{p}rnn.bias_hh")), b);
+            assert_eq!(shape(&format!("{p}wpe")), None, "no other positional tensor");
+        }
+    }
 }

@@ -61,6 +61,33 @@ fn train_prints_json_lines_and_its_checkpoint_feeds_sample_and_logits() {
     assert_eq!(v["logits"][0].as_array().unwrap().len(), v["vocab"].as_array().unwrap().len());
 }
 
+/// A Mixture-of-Experts run logs its balancing term and each layer's expert load beside the loss, and its
+/// checkpoint samples.
+#[test]
+fn a_moe_run_logs_aux_loss_and_expert_load_and_its_checkpoint_samples() {
+    let json = tiny("gpt", "").replace(r#""mult": 2 }"#, r#""mult": 2, "moe": { "experts": 4, "top_k": 2, "capacity_factor": 1.0 } }"#);
+    let cfg = write_config("moe.json", &json);
+    let ck = tmp("moe.safetensors");
+    let (ok, out, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--log-every", "1"]);
+    assert!(ok, "{err}");
+    let steps: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect(l)).filter(|l: &serde_json::Value| l.get("loss").is_some()).collect();
+    assert_eq!(steps.len(), 6);
+    for s in &steps {
+        let aux = s["aux_loss"].as_f64().expect("aux_loss on every MoE step");
+        let load = s["expert_load"].as_array().expect("expert_load");
+        assert_eq!(load.len(), 1, "one MoE layer");
+        let shares: Vec<f64> = load[0]["load"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(shares.len(), 4);
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{shares:?}");
+        let balance = load[0]["balance"].as_f64().unwrap();
+        // The default weight 0.01 times E·Σ f·P, which is at least 1 (Cauchy–Schwarz-ish for balanced P) — here ≥ 0.5.
+        assert!((aux - 0.01 * balance).abs() < 1e-6 && balance > 0.5, "aux {aux}, balance {balance}");
+        assert!(load[0]["dropped"].as_u64().is_some());
+    }
+    let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "10", "--seed", "4"]);
+    assert!(ok && out.starts_with("ROMEO:"), "{err}");
+}
+
 #[test]
 fn bert_and_encoder_decoder_checkpoints_fill_masks_and_decode() {
     let cfg = write_config("bert.json", &tiny("bert", ""));
@@ -102,4 +129,19 @@ fn bad_input_exits_non_zero_with_the_message_on_stderr() {
     assert!(!ok && err.contains("unknown backend \"quantum\""), "{err}");
     let (ok, _, err) = tp(&["train", "--config", "/nonexistent.json"]);
     assert!(!ok && err.contains("/nonexistent.json"), "{err}");
+}
+
+#[test]
+fn tp_trains_the_shipped_recurrent_positions_config_and_samples_from_its_checkpoint() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/gpt-recurrent.json");
+    let ck = tmp("gpt-recurrent.safetensors");
+    let (ok, out, err) = tp(&["train", "--config", cfg, "--data", SHAKESPEARE, "--steps", "3", "--out", &ck, "--log-every", "1", "--sample-tokens", "10"]);
+    assert!(ok, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+    let losses: Vec<f64> = lines.iter().filter_map(|l| l.get("loss").and_then(|x| x.as_f64())).collect();
+    assert_eq!(losses.len(), 3);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "12", "--seed", "4"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("ROMEO:") && out.trim_end().chars().count() >= 6 + 6, "{out}");
 }

@@ -17,6 +17,9 @@ use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Host,
 use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::rng::Rng;
 
+mod moe_case;
+use moe_case::moe_case;
+
 const ACTIVATIONS: [Activation; 6] =
     [Activation::Relu, Activation::Gelu, Activation::Swish, Activation::Glu, Activation::Geglu, Activation::Swiglu];
 
@@ -250,6 +253,42 @@ fn layernorm_and_rmsnorm_match_the_reference_with_and_without_bias() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GRU recurrence (recurrent positions)
+
+fn gru_case(be: &impl Host, b: usize, t: usize, c: usize, bias: bool, with_h0: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(41 + c as u64);
+    let gi = randn(&mut rng, b * t * 3 * c, 1.0);
+    let w = randn(&mut rng, 3 * c * c, 1.0 / (c as f32).sqrt());
+    let bh = randn(&mut rng, 3 * c, 0.5);
+    let h0 = randn(&mut rng, b * c, 0.5);
+    let h0 = with_h0.then_some(&h0[..]);
+    let (mut h, mut gates) = (vec![0.0; b * t * c], vec![0.0; b * t * 4 * c]);
+    be.gru_forward(&mut h, &mut gates, &gi, &w, bias.then_some(&bh[..]), h0, b, t, c).unwrap();
+    let dh = randn(&mut rng, b * t * c, 1.0);
+    let (mut dgi, mut dw, mut db) = (randn(&mut rng, gi.len(), 1.0), randn(&mut rng, w.len(), 1.0), randn(&mut rng, 3 * c, 1.0));
+    be.gru_backward(&mut dgi, &mut dw, bias.then_some(&mut db[..]), &dh, &gates, &h, h0, &w, b, t, c).unwrap();
+    vec![h, gates, dgi, dw, db]
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn gru_forward_and_backward_through_time_match_the_reference_on_awkward_sizes() {
+    for (b, t, c, bias, h0) in [(3, 7, 36, true, false), (1, 5, 5, false, true), (5, 13, 129, true, true)] {
+        let (got, want) = (gru_case(&Cpu, b, t, c, bias, h0), gru_case(&Reference, b, t, c, bias, h0));
+        for (i, name) in ["h", "gates", "dgi", "dw_hh", "db_hh"].iter().enumerate() {
+            assert_close(&format!("gru {name} B={b} T={t} C={c} bias={bias} h0={h0}"), &got[i], &want[i], 1e-4, 1e-3);
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn gru_gives_the_same_bits_on_one_and_two_threads() {
+    // Large enough that the per-step and the final matmuls split over the pool.
+    assert_same_bits_on_1_and_2_threads("gru", || gru_case(&Cpu, 16, 9, 72, true, true));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -594,4 +633,90 @@ fn norms_and_activations_give_the_same_bits_on_one_and_two_threads() {
     for act in ACTIVATIONS {
         assert_same_bits_on_1_and_2_threads("activation", || activation_case(&Cpu, act, 768, 512));
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Mixture-of-Experts routing
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn moe_routing_ops_match_the_reference_exactly_and_keep_their_rules() {
+    // (tokens, experts, k, capacity): no drops; top-1 with drops; the most experts, top-3, a capacity of 2.
+    for (n, e, k, cap) in [(37, 4, 2, 37), (37, 8, 1, 5), (20, 64, 3, 2)] {
+        let (got, want) = (moe_case(&Cpu, n, e, k, cap, 9, 5), moe_case(&Reference, n, e, k, cap, 9, 5));
+        let names = ["probs", "choice", "slot", "weight", "stats", "out", "dx", "dweight", "dlogits"];
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(bits(&got[i]), bits(&want[i]), "{name} N={n} E={e} k={k} cap={cap}");
+        }
+        let [probs, choice, slot, weight, stats] = [&want[0], &want[1], &want[2], &want[3], &want[4]];
+        // Row 0's tie goes to the lower index.
+        assert_eq!((choice[0], choice.get(1).copied().filter(|_| k > 1)), (1.0, (k > 1).then_some((e - 1) as f32)));
+        for i in 0..n {
+            let w: f32 = weight[i * k..(i + 1) * k].iter().sum();
+            assert!((w - 1.0).abs() < 1e-5, "token {i}: weights sum to {w}");
+            let p: Vec<f32> = choice[i * k..(i + 1) * k].iter().map(|&x| probs[i * e + x as usize]).collect();
+            assert!(p.windows(2).all(|w| w[0] >= w[1]), "token {i}: choices best first");
+            let best_left_out = (0..e).filter(|x| !choice[i * k..(i + 1) * k].contains(&(*x as f32))).map(|x| probs[i * e + x]).fold(0.0, f32::max);
+            assert!(p[k - 1] >= best_left_out, "token {i}: a better expert was left out");
+        }
+        let counts = &stats[2..];
+        assert_eq!(counts.iter().sum::<f32>(), (n * k) as f32, "every assignment counted");
+        let dropped: f32 = counts.iter().map(|&c| (c - cap as f32).max(0.0)).sum();
+        assert_eq!((stats[1], slot.iter().filter(|&&s| s < 0.0).count() as f32), (dropped, dropped), "drops: the overflow of each expert");
+        assert!(slot.iter().all(|&s| s < cap as f32), "slots below the capacity");
+        // E·Σ f_e·P_e from its definition.
+        let balance: f64 = (0..e)
+            .map(|x| counts[x] as f64 / (n * k) as f64 * (0..n).map(|i| probs[i * e + x] as f64).sum::<f64>() / n as f64)
+            .sum::<f64>()
+            * e as f64;
+        assert!((stats[0] as f64 - balance).abs() < 1e-5, "balance {} vs {balance}", stats[0]);
+    }
+    assert_same_bits_on_1_and_2_threads("moe routing", || moe_case(&Cpu, 300, 8, 2, 90, 33, 6));
+}
+
+/// A whole Mixture-of-Experts model, forward and backward, on the CPU backend (its fast matmuls over each
+/// expert's rows) against the reference, and the same bits on 1 and 2 threads.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn a_moe_model_matches_the_reference_forward_and_backward() {
+    use transformer_playground::config::ModelConfig;
+    use transformer_playground::model::{Batch, Model};
+    let cfg: ModelConfig = serde_json::from_str(
+        r#"{"arch": "gpt", "d_model": 40, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 24,
+            "ffn": {"activation": "swiglu", "mult": 2, "moe": {"experts": 6, "top_k": 2, "aux_loss": 0.05, "capacity_factor": 1.25}},
+            "norm": {"kind": "rmsnorm", "placement": "pre"}, "position": {"kind": "rope"}, "attention": {"scale": "inv_sqrt_dk"}}"#,
+    )
+    .unwrap();
+    cfg.validate().unwrap();
+    let (vocab, b, t) = (17, 3, 24);
+    let model = Model::new(&cfg, vocab, 3);
+    let mut rng = Rng::new(4);
+    let idx: Vec<u32> = (0..b * t).map(|_| rng.below(vocab) as u32).collect();
+    let targets: Vec<i32> = (0..b * t).map(|_| rng.below(vocab) as i32).collect();
+    let batch = Batch { b, t, idx, targets, s: 0, src: vec![] };
+    let run = |be: &dyn Fn(&Model, &Batch) -> (Vec<f32>, Vec<f32>, Vec<f32>)| be(&model, &batch);
+    let cpu = |m: &Model, b: &Batch| {
+        let f = m.forward(&Cpu, b, None);
+        let mut g = vec![0.0; m.params.len()];
+        m.backward(&Cpu, &f, b, &mut g);
+        let stats = f.moe_stats().into_iter().flatten().copied().collect();
+        (f.logits, g, stats)
+    };
+    let reference = |m: &Model, b: &Batch| {
+        let f = m.forward(&Reference, b, None);
+        let mut g = vec![0.0; m.params.len()];
+        m.backward(&Reference, &f, b, &mut g);
+        let stats = f.moe_stats().into_iter().flatten().copied().collect();
+        (f.logits, g, stats)
+    };
+    let ((lc, gc, sc), (lr, gr, sr)) = (run(&cpu), run(&reference));
+    assert_eq!(sc[1..], sr[1..], "the same routing (drops, loads)");
+    assert!(sc[1] > 0.0 || sc[sc.len() / 2 + 1] > 0.0, "the capacity drops something in this batch");
+    assert_close("moe logits", &lc, &lr, 1e-5, 1e-4);
+    let scale = gr.iter().fold(0.0f32, |a, g| a.max(g.abs()));
+    assert_close("moe gradients", &gc, &gr, 1e-4 * scale, 1e-3);
+    assert_same_bits_on_1_and_2_threads("moe model", || {
+        let (l, g, _) = cpu(&model, &batch);
+        vec![l, g]
+    });
 }

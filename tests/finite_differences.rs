@@ -16,6 +16,7 @@ use transformer_playground::backend::{ops, AttnBias, AttnShape, Reference};
 use transformer_playground::config::{Activation, ModelConfig, NormKind};
 use transformer_playground::model::position::{alibi_slopes, t5_bucket_table};
 use transformer_playground::model::{Batch, Model};
+use transformer_playground::model::block::FfnCache;
 use transformer_playground::rng::Rng;
 
 /// Perturbation of each f32 input element for the op checks.
@@ -168,6 +169,46 @@ fn check_matmul(with_bias: bool, seed: u64) {
 fn matmul_backward_matches_finite_differences() {
     check_matmul(true, 10);
     check_matmul(false, 11);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// GRU recurrence (recurrent positions)
+
+fn check_gru(with_bias: bool, with_h0: bool, seed: u64) {
+    let (b, t, c) = (2, 4, 3);
+    let op = format!("gru (bias: {with_bias}, h0: {with_h0})");
+    let mut rng = Rng::new(seed);
+    let gi = randn(&mut rng, b * t * 3 * c, 1.0);
+    let w = randn(&mut rng, 3 * c * c, 0.6);
+    let bh = randn(&mut rng, 3 * c, 0.5);
+    let h0 = randn(&mut rng, b * c, 0.8);
+    let g = randn(&mut rng, b * t * c, 1.0);
+    let h0 = with_h0.then_some(&h0[..]);
+    let run = |gi: &[f32], w: &[f32], bh: &[f32]| {
+        let (mut h, mut gates) = (vec![0.0; b * t * c], vec![0.0; b * t * 4 * c]);
+        ops::gru_forward(&mut h, &mut gates, gi, w, with_bias.then_some(bh), h0, b, t, c);
+        (h, gates)
+    };
+    let loss = |gi: &[f32], w: &[f32], bh: &[f32]| dot(&g, &run(gi, w, bh).0);
+    let (h, gates) = run(&gi, &w, &bh);
+    let (mut dgi, f_gi) = prefilled(&mut rng, gi.len());
+    let (mut dw, f_w) = prefilled(&mut rng, w.len());
+    let (mut db, f_b) = prefilled(&mut rng, bh.len());
+    ops::gru_backward(&mut dgi, &mut dw, with_bias.then_some(&mut db[..]), &g, &gates, &h, h0, &w, b, t, c);
+    assert_grad(&op, "gi", &added(&dgi, &f_gi), &fd_grad(&gi, EPS, |x| loss(x, &w, &bh)));
+    assert_grad(&op, "w_hh", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&gi, x, &bh)));
+    if with_bias {
+        assert_grad(&op, "b_hh", &added(&db, &f_b), &fd_grad(&bh, EPS, |x| loss(&gi, &w, x)));
+    } else {
+        assert_eq!(db, f_b, "{op}: db_hh must be left alone when there is no bias");
+    }
+}
+
+#[test]
+fn gru_backward_through_time_matches_finite_differences() {
+    check_gru(true, false, 12);
+    check_gru(false, false, 13);
+    check_gru(true, true, 14);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -490,7 +531,21 @@ fn loss64(model: &Model, batch: &Batch) -> f64 {
     let (total, count) = ops::cross_entropy(&mut d, &fwd.logits, &batch.targets, v, 1.0);
     let l = total / count as f64;
     assert_eq!(l as f32, fwd.loss, "the f64 loss rounds to the model's loss");
-    l
+    // A Mixture-of-Experts model's objective adds each layer's weighted balancing loss (its statistics' first value).
+    let aux = model.cfg.ffn.moe.as_ref().map_or(0.0, |m| m.aux_loss as f64);
+    l + fwd.moe_stats().iter().map(|s| aux * s[0] as f64).sum::<f64>()
+}
+
+/// Every Mixture-of-Experts layer's routing (each assignment's expert and row) in a forward pass; empty for a dense
+/// model.
+fn routing(model: &Model, batch: &Batch) -> Vec<f32> {
+    let fwd = model.forward(&Reference, batch, None);
+    let stacks = [&fwd.enc, &fwd.dec].into_iter().flatten();
+    let caches = stacks.flat_map(|s| &s.blocks).filter_map(|b| match &b.ffn.f {
+        FfnCache::Moe(m) => Some(m),
+        FfnCache::Dense(_) => None,
+    });
+    caches.flat_map(|m| m.choice.iter().chain(&m.slot).copied()).collect()
 }
 
 fn check_model(name: &str, cfg: &ModelConfig, batch: &Batch, vocab: usize, seed: u64) {
@@ -528,16 +583,26 @@ fn check_model(name: &str, cfg: &ModelConfig, batch: &Batch, vocab: usize, seed:
         let old = params.params[flat];
         params.params[flat] = x;
         let l = loss64(&params, batch);
+        let r = routing(&params, batch);
         params.params[flat] = old;
-        l
+        (l, r)
     };
-    let (mut worst, mut nonzero) = (0.0f64, 0);
+    let center = routing(&model, batch);
+    let (mut worst, mut nonzero, mut rerouted) = (0.0f64, 0, 0);
+    let picked = picks.len();
     for (ti, i) in picks {
         let t = &tensors[ti];
         let flat = t.view.offset + i;
         let x = model.params[flat];
         let (plus, minus) = (x + MODEL_EPS, x - MODEL_EPS);
-        let fd = (loss_at(flat, plus) - loss_at(flat, minus)) / (plus as f64 - minus as f64);
+        let ((lp, rp), (lm, rm)) = (loss_at(flat, plus), loss_at(flat, minus));
+        if rp != center || rm != center {
+            // A Mixture-of-Experts router chose differently within ±eps: the objective jumps there (routing is
+            // piecewise constant), so a finite difference across it says nothing about the gradient.
+            rerouted += 1;
+            continue;
+        }
+        let fd = (lp - lm) / (plus as f64 - minus as f64);
         let g = grads[flat];
         let tol = MODEL_ATOL + MODEL_RTOL * fd.abs();
         let err = (g as f64 - fd).abs();
@@ -550,7 +615,13 @@ fn check_model(name: &str, cfg: &ModelConfig, batch: &Batch, vocab: usize, seed:
         worst = worst.max(err / tol);
         nonzero += (fd.abs() > 10.0 * MODEL_ATOL) as usize;
     }
-    eprintln!("model {name}: loss {:.4}, {} tensors, worst error/tolerance {worst:.3}, {nonzero} checks with |grad| > {}", fwd.loss, tensors.len(), 10.0 * MODEL_ATOL);
+    eprintln!(
+        "model {name}: loss {:.4}, {} tensors, worst error/tolerance {worst:.3}, {nonzero} checks with |grad| > {}, {rerouted} of {picked} skipped (rerouted)",
+        fwd.loss,
+        tensors.len(),
+        10.0 * MODEL_ATOL
+    );
+    assert!(rerouted * 5 <= picked, "model {name}: {rerouted} of {picked} checks changed the routing; the check is too weak");
     assert!(nonzero >= tensors.len() / 2, "model {name}: only {nonzero} checked gradients are clearly nonzero; the check is too weak");
 }
 
@@ -602,4 +673,89 @@ fn encoder_decoder_with_sandwich_norm_and_alibi_backward_matches_finite_differen
     let mut targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
     targets[7] = -1;
     check_model("encoder_decoder/sandwich/alibi", &cfg, &Batch { b, t, idx, targets, s, src }, vocab, 85);
+}
+
+fn moe_gpt(moe: &str, activation: &str) -> ModelConfig {
+    model_config(&format!(
+        r#"{{"arch": "gpt", "d_model": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 8,
+            "ffn": {{"activation": "{activation}", "mult": 2, "moe": {moe}}}, "norm": {{"kind": "rmsnorm", "placement": "pre"}},
+            "position": {{"kind": "rope", "theta": 10000.0}}, "attention": {{"scale": "inv_sqrt_dk"}},
+            "bias": true, "tie_embeddings": false, "init_std": 0.3}}"#
+    ))
+}
+
+fn gpt_batch(seed: u64, vocab: usize, b: usize, t: usize) -> Batch {
+    let mut rng = Rng::new(seed);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    Batch { b, t, idx, targets, s: 0, src: vec![] }
+}
+
+/// The router learns through the renormalised top-2 weights and the balancing loss (weighted 0.1 here, so its
+/// gradient is not lost in the tolerance); every expert's FFN through the rows routed to it.
+#[test]
+fn moe_top2_swiglu_backward_matches_finite_differences_of_the_objective() {
+    let cfg = moe_gpt(r#"{"experts": 4, "top_k": 2, "aux_loss": 0.1}"#, "swiglu");
+    check_model("gpt/moe top-2 swiglu", &cfg, &gpt_batch(90, 11, 2, 6), 11, 91);
+}
+
+/// Top-1 with a capacity factor of 1: some assignments are dropped (their tokens pass through the residual), and
+/// the router learns only through the balancing loss (a lone choice's renormalised weight is 1).
+#[test]
+fn moe_top1_with_capacity_backward_matches_finite_differences_of_the_objective() {
+    let cfg = moe_gpt(r#"{"experts": 3, "top_k": 1, "aux_loss": 0.2, "capacity_factor": 1.0}"#, "gelu");
+    let (vocab, batch) = (11, gpt_batch(92, 11, 2, 7));
+    let model = random_model(&cfg, vocab, 93);
+    let fwd = model.forward(&Reference, &batch, None);
+    let dropped: f32 = fwd.moe_stats().iter().map(|s| s[1]).sum();
+    assert!(dropped > 0.0, "the capacity drops something in this batch");
+    check_model("gpt/moe top-1 capacity 1", &cfg, &batch, vocab, 93);
+}
+
+#[test]
+fn moe_encoder_decoder_backward_matches_finite_differences_of_the_objective() {
+    let cfg = model_config(
+        r#"{"arch": "encoder_decoder", "d_model": 16, "n_layers": 2, "n_encoder_layers": 1, "n_decoder_layers": 1,
+            "n_heads": 4, "n_kv_heads": 4, "ctx_len": 8,
+            "ffn": {"activation": "gelu", "mult": 2, "moe": {"experts": 4, "top_k": 2, "aux_loss": 0.05, "capacity_factor": 1.25}},
+            "norm": {"kind": "layernorm", "placement": "post"}, "position": {"kind": "learned"}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": true, "tie_embeddings": true, "init_std": 0.3}"#,
+    );
+    let (vocab, b, s, t) = (11, 2, 5, 4);
+    let mut rng = Rng::new(94);
+    let src = tokens(&mut rng, b * s, vocab);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    check_model("encoder_decoder/moe", &cfg, &Batch { b, t, idx, targets, s, src }, vocab, 95);
+}
+
+#[test]
+fn gpt_with_recurrent_positions_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "gpt", "d_model": 16, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 8,
+            "ffn": {"activation": "gelu", "mult": 2}, "norm": {"kind": "layernorm", "placement": "pre"},
+            "position": {"kind": "recurrent"}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": true, "tie_embeddings": true, "init_std": 0.3, "dropout": 0.0}"#,
+    );
+    let (vocab, b, t) = (11, 2, 6);
+    let mut rng = Rng::new(86);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    check_model("gpt/recurrent", &cfg, &Batch { b, t, idx, targets, s: 0, src: vec![] }, vocab, 87);
+}
+
+#[test]
+fn encoder_decoder_with_recurrent_positions_backward_matches_finite_differences_of_the_loss() {
+    let cfg = model_config(
+        r#"{"arch": "encoder_decoder", "d_model": 16, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 8,
+            "ffn": {"activation": "swiglu", "mult": 2}, "norm": {"kind": "rmsnorm", "placement": "post"},
+            "position": {"kind": "recurrent"}, "attention": {"scale": "inv_sqrt_dk"},
+            "bias": false, "tie_embeddings": false, "init_std": 0.3}"#,
+    );
+    let (vocab, b, s, t) = (11, 2, 5, 4);
+    let mut rng = Rng::new(88);
+    let src = tokens(&mut rng, b * s, vocab);
+    let idx = tokens(&mut rng, b * t, vocab);
+    let targets: Vec<i32> = tokens(&mut rng, b * t, vocab).into_iter().map(|x| x as i32).collect();
+    check_model("encoder_decoder/recurrent", &cfg, &Batch { b, t, idx, targets, s, src }, vocab, 89);
 }

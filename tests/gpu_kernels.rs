@@ -12,6 +12,7 @@
 #![cfg(feature = "gpu")]
 
 mod gpu_harness;
+mod moe_case;
 
 use gpu_harness::{gpu, read, run, up, zeros, OnGpu};
 use transformer_playground::backend::gpu::{Gpu, GpuStep};
@@ -52,6 +53,32 @@ fn the_tests_run_on_a_real_wgpu_adapter() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The model's ops.
+
+/// [h, gates, dgi, dw_hh, db_hh] of the GRU recurrence and its accumulating backward through time.
+fn gru_case(be: &impl Host, b: usize, t: usize, c: usize, bias: bool, with_h0: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new(51 + c as u64);
+    let gi = randn(&mut rng, b * t * 3 * c, 1.0);
+    let w = randn(&mut rng, 3 * c * c, 1.0 / (c as f32).sqrt());
+    let (bh, h0) = (randn(&mut rng, 3 * c, 0.5), randn(&mut rng, b * c, 0.5));
+    let h0 = with_h0.then_some(&h0[..]);
+    let (mut h, mut gates) = (vec![f32::NAN; b * t * c], vec![f32::NAN; b * t * 4 * c]);
+    be.gru_forward(&mut h, &mut gates, &gi, &w, bias.then_some(&bh[..]), h0, b, t, c).unwrap();
+    let dh = randn(&mut rng, b * t * c, 1.0);
+    let (mut dgi, mut dw, mut db) = (randn(&mut rng, gi.len(), 1.0), randn(&mut rng, w.len(), 1.0), randn(&mut rng, 3 * c, 1.0));
+    be.gru_backward(&mut dgi, &mut dw, bias.then_some(&mut db[..]), &dh, &gates, &h, h0, &w, b, t, c).unwrap();
+    vec![h, gates, dgi, dw, db]
+}
+
+#[test]
+fn the_gru_recurrence_and_its_backward_through_time_match_the_reference() {
+    // C = 36 and 70: channels not a multiple of the 64 threads of a workgroup, and more channels than threads.
+    for (b, t, c, bias, h0) in [(3, 7, 36, true, false), (2, 5, 70, false, true), (1, 1, 3, true, true), (4, 9, 5, true, false)] {
+        let (got, want) = (gru_case(&OnGpu, b, t, c, bias, h0), gru_case(&Reference, b, t, c, bias, h0));
+        for (i, name) in ["h", "gates", "dgi", "dw_hh", "db_hh"].iter().enumerate() {
+            assert_close(&format!("gru {name} B={b} T={t} C={c} bias={bias} h0={h0}"), &got[i], &want[i], 1e-4, 1e-3);
+        }
+    }
+}
 
 /// [out, dinp, dw, db] of one forward and one accumulating backward.
 fn matmul_case(be: &impl Host, n: usize, c: usize, oc: usize, bias: bool, seed: u64) -> Vec<Vec<f32>> {
@@ -680,4 +707,25 @@ fn every_kernel_compiles_ahead_of_time_for_the_head_sizes_and_buckets_given() {
     pollster::block_on(g.prepare(&[(6, 11), (64, 32), (256, 0)])).unwrap();
     let err = pollster::block_on(g.prepare(&[(257, 0)])).unwrap_err().to_string();
     assert!(err.contains("head size 257"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Mixture-of-Experts routing
+
+#[test]
+fn moe_routing_kernels_match_the_reference() {
+    // (tokens, experts, k, capacity): no drops; top-1 with drops; the most experts, top-3, a capacity of 2; more
+    // tokens than one workgroup.
+    for (n, e, k, cap) in [(37, 4, 2, 37), (37, 8, 1, 5), (20, 64, 3, 2), (300, 8, 2, 90)] {
+        let (got, want) = (moe_case::moe_case(&OnGpu, n, e, k, cap, 9, 5), moe_case::moe_case(&Reference, n, e, k, cap, 9, 5));
+        let what = format!("N={n} E={e} k={k} cap={cap}");
+        // The routing itself is exact: the same experts, rows and counts.
+        for (i, name) in [(1, "choice"), (2, "slot")] {
+            assert_eq!(got[i], want[i], "{name} {what}");
+        }
+        assert_eq!(got[4][1..], want[4][1..], "dropped and counts {what}");
+        for (i, name) in [(0, "probs"), (3, "weight"), (4, "stats"), (5, "out"), (6, "dx"), (7, "dweight"), (8, "dlogits")] {
+            assert_close(&format!("{name} {what}"), &got[i], &want[i], 1e-5, 1e-4);
+        }
+    }
 }

@@ -102,6 +102,9 @@ fn a_training_step_of_every_architecture_through_the_gpu_ops_matches_the_cpu_bac
         ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}, "attention": {"scale": "none"}})),
         ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "ffn": {"activation": "swish", "mult": 2}, "n_kv_heads": 6})),
         ("encoder_decoder", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "layernorm", "placement": "sandwich"}, "bias": false})),
+        // Mixture-of-Experts: on the device every expert runs over its capacity (the host: over its rows).
+        ("gpt", json!({"ffn": {"activation": "swiglu", "mult": 2, "moe": {"experts": 4, "top_k": 2, "aux_loss": 0.05}}})),
+        ("encoder_decoder", json!({"ffn": {"activation": "gelu", "mult": 2, "moe": {"experts": 3, "top_k": 1, "aux_loss": 0.1, "capacity_factor": 1.0}}})),
     ];
     for (arch, patch) in cases {
         let c = config(arch, patch.clone());
@@ -125,6 +128,7 @@ fn trainer_steps_match_the_cpu_train_step() {
         ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
         ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}})),
         ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "tie_embeddings": false, "norm": {"kind": "layernorm", "placement": "post"}})),
+        ("gpt", json!({"ffn": {"activation": "gelu", "mult": 2, "moe": {"experts": 4, "top_k": 2, "aux_loss": 0.05, "capacity_factor": 1.25}}})),
     ];
     for (arch, patch) in cases {
         let c = config(arch, patch.clone());
@@ -148,6 +152,13 @@ fn trainer_steps_match_the_cpu_train_step() {
             for ((ka, na), (kb, nb)) in s.layer_grad_norms.iter().zip(&r.layer_grad_norms) {
                 assert_eq!(ka, kb);
                 assert!((na - nb).abs() <= 1e-6 + 1e-3 * nb, "{what} step {step}: {ka} grad norm {na} vs {nb}");
+            }
+            // The routing statistics come back in the step's one readback: the same routing, the same balance.
+            assert_eq!(s.expert_load.len(), r.expert_load.len(), "{what}: MoE layers reported");
+            assert_eq!(s.aux_loss.is_some(), c.model.ffn.moe.is_some());
+            for (a, b) in s.expert_load.iter().zip(&r.expert_load) {
+                assert_eq!((&a.layer, &a.load, a.dropped), (&b.layer, &b.load, b.dropped), "{what} step {step}: expert load");
+                assert!((a.balance - b.balance).abs() <= 1e-5 * b.balance, "{what}: balance {} vs {}", a.balance, b.balance);
             }
         }
         assert_eq!((tr.t, opt.t), (3, 3), "{what}: AdamW steps counted");
@@ -196,6 +207,7 @@ fn every_config_option_trains_on_the_gpu_like_the_cpu() {
         ("encoder_decoder", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "ffn": {"activation": "geglu", "mult": 2}, "dropout": 0.1})),
         ("encoder_decoder", json!({"position": {"kind": "rope"}, "norm": {"kind": "layernorm", "placement": "deepnorm"}, "n_kv_heads": 1, "tie_embeddings": false, "bias": false})),
         ("encoder_decoder", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "relu", "mult": 2}, "attention": {"scale": "none"}})),
+        ("gpt", json!({"position": {"kind": "rope"}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "ffn": {"activation": "swiglu", "mult": 2, "moe": {"experts": 4, "top_k": 2}}})),
     ];
     for (arch, patch) in cases {
         gpu_trains_like_cpu(&config(arch, patch.clone()), 3, &format!("{arch} {patch}"));
@@ -411,4 +423,16 @@ fn no_adapter_is_a_clear_error_not_a_panic() {
     assert!(!out.status.success());
     assert!(err.contains("error: gpu: no GPU adapter found") && err.contains("mesa-vulkan-drivers"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn recurrent_positions_train_on_the_gpu_like_the_cpu() {
+    let cases = [
+        ("gpt", json!({"position": {"kind": "recurrent"}, "dropout": 0.1})),
+        ("bert", json!({"position": {"kind": "recurrent"}, "norm": {"kind": "rmsnorm", "placement": "pre"}})),
+        ("encoder_decoder", json!({"position": {"kind": "recurrent"}, "bias": false, "tie_embeddings": false})),
+    ];
+    for (arch, patch) in cases {
+        gpu_trains_like_cpu(&config(arch, patch.clone()), 3, &format!("{arch} {patch}"));
+    }
 }

@@ -148,7 +148,7 @@ fn save_refuses_a_tokenizer_with_extra_specials() {
 fn text_tokens(d: &Dataset) -> (Vec<u32>, &Tokenizer) {
     match d {
         Dataset::Text { tok, train, val, .. } => (train.iter().chain(val).copied().collect(), tok),
-        Dataset::Task { .. } => panic!("not a text dataset"),
+        Dataset::Task { .. } | Dataset::Denoise { .. } => panic!("not a text dataset"),
     }
 }
 

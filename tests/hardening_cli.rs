@@ -206,3 +206,39 @@ fn sample_refuses_an_unknown_character_before_printing_anything() {
     assert!(!ok && out.is_empty(), "{out:?}");
     assert!(err.contains("not in the model's vocabulary"), "{err}");
 }
+
+/// Both outputs gone (stdout's reader has left, stderr closed): training still runs to the end and writes its
+/// checkpoint — the "training on …" and "saved …" lines are lost, not the run.
+#[test]
+fn train_with_stdout_and_stderr_closed_still_writes_its_checkpoint() {
+    let cfg = write("gpt-closed.json", &tiny("gpt", ""));
+    let ck = tmp("gpt-closed.safetensors");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tp"))
+        .args(["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--log-every", "1", "--sample-tokens", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tp");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let loaded = transformer_playground::checkpoint::load(&std::fs::read(&ck).expect("the checkpoint was written")).unwrap();
+    assert_eq!(loaded.step, 4, "all the steps ran");
+}
+
+/// `--memory-budget GIB` sets the budget a config is checked against (issue 20 §2): a small budget refuses the
+/// config naming the field and the budget; a bad value is refused naming the option and its range.
+#[test]
+fn the_memory_budget_flag_refuses_a_config_over_it_and_bad_values() {
+    let cfg = write("gpt-budget.json", &tiny("gpt", ""));
+    let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--memory-budget", "0.0001"]);
+    assert!(!ok && (err.contains("train.batch_size") || err.contains("model")), "{err}");
+    assert!(err.contains("over the memory budget of 0.00 GiB"), "{err}");
+    for bad in ["0", "-1", "NaN", "5000"] {
+        let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--memory-budget", bad]);
+        assert!(!ok && err.contains("--memory-budget") && err.contains("(0, 1024]"), "{bad}: {err}");
+        assert_no_panic(&err);
+    }
+    let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--memory-budget", "4", "--steps", "1", "--sample-tokens", "0"]);
+    assert!(ok, "{err}");
+}

@@ -191,3 +191,31 @@ fn the_native_memory_budget_is_half_the_machines_memory_unless_overridden() {
         }
     }
 }
+
+/// Issue 16: every Mixture-of-Experts field is refused outside its range, naming the field, the value and the rule,
+/// and the ranges are exported; an unknown MoE field is a parse error naming it.
+#[test]
+fn moe_fields_out_of_range_are_refused_naming_the_field_and_the_range() {
+    let moe = |m: Value| with(&[("model.ffn", "moe", m)]);
+    Config::from_json(&moe(json!({"experts": 8, "top_k": 2}))).expect("a valid MoE config (aux_loss defaults to 0.01)");
+    let cases = [
+        (json!({"experts": 1, "top_k": 1}), "model.ffn.moe.experts", "1", "2..=64"),
+        (json!({"experts": 65, "top_k": 1}), "model.ffn.moe.experts", "65", "2..=64"),
+        (json!({"experts": 4, "top_k": 0}), "model.ffn.moe.top_k", "0", "1..=model.ffn.moe.experts = 4"),
+        (json!({"experts": 4, "top_k": 5}), "model.ffn.moe.top_k", "5", "1..=model.ffn.moe.experts = 4"),
+        (json!({"experts": 4, "top_k": 2, "aux_loss": -0.5}), "model.ffn.moe.aux_loss", "-0.5", "[0, 100]"),
+        (json!({"experts": 4, "top_k": 2, "aux_loss": 1e9}), "model.ffn.moe.aux_loss", "1000000000", "[0, 100]"),
+        (json!({"experts": 4, "top_k": 2, "capacity_factor": 0.5}), "model.ffn.moe.capacity_factor", "0.5", "[1, 64]"),
+        (json!({"experts": 4, "top_k": 2, "capacity_factor": 100.0}), "model.ffn.moe.capacity_factor", "100", "[1, 64]"),
+    ];
+    for (m, field, value, range) in cases {
+        let (f, v, rule) = refused(&moe(m.clone()));
+        assert_eq!((f.as_str(), v.as_str()), (field, value), "{m}");
+        assert!(rule.contains(range), "{m}: {rule}");
+    }
+    assert_eq!((bound("model.ffn.moe.experts").minimum, bound("model.ffn.moe.experts").maximum), (Some(2.0), Some(64.0)));
+    assert_eq!(bound("model.ffn.moe.aux_loss").maximum, Some(100.0));
+    assert_eq!(bound("model.ffn.moe.capacity_factor").minimum, Some(1.0));
+    let err = Config::from_json(&moe(json!({"experts": 4, "top_k": 2, "expert": 3}))).unwrap_err();
+    assert!(matches!(err, Error::ConfigParse(_)) && err.to_string().contains("expert"), "{err}");
+}

@@ -140,6 +140,7 @@ fn positions() -> Vec<serde_json::Value> {
         serde_json::json!({"kind": "rope", "theta": 10000.0}),
         serde_json::json!({"kind": "alibi"}),
         serde_json::json!({"kind": "relative", "buckets": 8, "max_distance": 12}),
+        serde_json::json!({"kind": "recurrent"}),
     ]
 }
 
@@ -169,6 +170,70 @@ fn incremental_decoding_with_the_kv_cache_equals_the_full_forward() {
             check(&Reference, &m, &batch, arch, &what);
             check(&Cpu, &m, &batch, arch, &what);
         }
+    }
+}
+
+/// Mixture-of-Experts: decoding with the KV cache routes every token as the full forward does (no capacity); with a
+/// capacity, the cache routes every token anyway (docs/MODEL.md), so it equals the full forward without one.
+#[test]
+fn incremental_decoding_of_a_moe_model_equals_the_full_forward_and_ignores_the_capacity() {
+    for arch in ["gpt", "encoder_decoder"] {
+        let moe = |cf: serde_json::Value| {
+            with(
+                &cfg(arch),
+                serde_json::json!({"position": {"kind": "rope", "theta": 10000.0}, "ffn": {"activation": "swiglu", "mult": 2,
+                    "moe": {"experts": 4, "top_k": 2, "capacity_factor": cf}}}),
+            )
+        };
+        let (free, capped) = (moe(serde_json::Value::Null), moe(serde_json::json!(1.0)));
+        let (m, mc) = (Model::new(&free.model, 12, 7), Model::new(&capped.model, 12, 7));
+        assert_eq!(m.params, mc.params);
+        let batch = random_batch(1, 11, 6, 12, 8);
+        let full = m.forward(&Cpu, &batch, None);
+        let dropped: f32 = mc.forward(&Cpu, &batch, None).moe_stats().iter().map(|s| s[1]).sum();
+        assert!(dropped > 0.0, "{arch}: the capacity drops something in the full forward");
+        for model in [&m, &mc] {
+            let mut dec = if arch == "gpt" { Decoder::new(model, &Cpu) } else { Decoder::with_source(model, &Cpu, &batch.src) };
+            let mut inc = dec.feed(&batch.idx[..4]);
+            for i in 4..batch.t {
+                inc.extend(dec.feed(&batch.idx[i..i + 1]));
+            }
+            let d = max_diff(&full.logits, &inc);
+            assert!(d < 2e-5, "{arch}: cached decoding differs from the uncapped full forward by {d}");
+        }
+    }
+}
+
+/// The GRU's state passes from one `feed` to the next: with weights large enough that the recurrence matters
+/// (init_std 0.3), a prefill then token-by-token decoding gives the full forward's logits, and the decoder's GRU state
+/// after the last token is the full forward's last hidden state.
+#[test]
+fn decoding_with_recurrent_positions_carries_the_gru_state_between_calls() {
+    for arch in ["gpt", "encoder_decoder"] {
+        let c = with(&cfg(arch), serde_json::json!({"position": {"kind": "recurrent"}, "init_std": 0.3}));
+        let m = Model::new(&c.model, 12, 9);
+        let (t, s, cw) = (9, 5, c.model.d_model);
+        let batch = random_batch(1, t, s, 12, 10);
+        fn check<H: Host>(be: &H, m: &Model, batch: &Batch, arch: &str, cw: usize) {
+            let fwd = m.forward(be, batch, None);
+            let mut dec = if arch == "gpt" { Decoder::new(m, be) } else { Decoder::with_source(m, be, &batch.src) };
+            assert!(dec.rnn_state().is_empty());
+            let mut inc = dec.feed(&batch.idx[..3]);
+            for i in 3..batch.t {
+                inc.extend(dec.feed(&batch.idx[i..i + 1]));
+            }
+            let d = max_diff(&fwd.logits, &inc);
+            assert!(d < 2e-5, "{arch} recurrent on {}: cached decoding differs from the full forward by {d}", be.name());
+            let h = &fwd.dec.as_ref().unwrap().rnn.as_ref().expect("the decoder stack has a GRU").h;
+            let last = &h[(batch.t - 1) * cw..batch.t * cw];
+            assert!(last.iter().map(|x| x.abs()).fold(0.0, f32::max) > 1e-2, "{arch}: the GRU state is ~0; the test could not tell");
+            let d = max_diff(last, dec.rnn_state());
+            assert!(d < 1e-6, "{arch} on {}: the decoder's GRU state differs from h_(T-1) by {d}", be.name());
+            dec.reset();
+            assert!(dec.rnn_state().is_empty(), "reset drops the GRU state");
+        }
+        check(&Reference, &m, &batch, arch, cw);
+        check(&Cpu, &m, &batch, arch, cw);
     }
 }
 

@@ -1,5 +1,6 @@
-//! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (9 configs that together
-//! cover every option value), load PyTorch's parameters and batch, then compare logits, loss, every gradient, and
+//! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (14 configs that together
+//! cover every option value, Mixture-of-Experts FFNs and recurrent positions included), load PyTorch's parameters
+//! and batch, then compare logits, loss, every gradient, and
 //! 5 AdamW steps (loss, grad norm, lr, every parameter after) — on every backend.
 
 use safetensors::{Dtype, SafeTensors};
@@ -10,7 +11,7 @@ use transformer_playground::config::{Config, Position};
 use transformer_playground::model::{Batch, Model};
 use transformer_playground::train::{train_step, OptState};
 
-const FIXTURES: [&str; 9] = [
+const FIXTURES: [&str; 14] = [
     "gpt_nano",
     "gpt_llama",
     "gpt_original",
@@ -20,6 +21,11 @@ const FIXTURES: [&str; 9] = [
     "t5_mini",
     "encdec_deepnorm",
     "encdec_post_learned",
+    "gpt_moe_top2",
+    "gpt_moe_top1_capacity",
+    "encdec_moe_capacity",
+    "gpt_recurrent",
+    "encdec_recurrent",
 ];
 
 struct Fixture {
@@ -109,6 +115,12 @@ fn run_fixture(name: &str, be: &impl Host) {
     let fwd = model.forward(be, &batch, None);
     check(&format!("{name}/logits"), &fwd.logits, &fx.f32s["out.logits"], 1e-4, 1e-4, &mut worst[0]);
     check(&format!("{name}/loss"), &[fwd.loss], &fx.f32s["out.loss"], 1e-5, 1e-5, &mut worst[0]);
+    // Mixture-of-Experts: the weighted balancing loss added to the objective (the gradients below are the objective's).
+    if let Some(want) = fx.f32s.get("out.aux_loss") {
+        let coef = fx.cfg.model.ffn.moe.as_ref().expect("an MoE fixture").aux_loss;
+        let aux: f32 = fwd.moe_stats().iter().map(|s| coef * s[0]).sum();
+        check(&format!("{name}/aux_loss"), &[aux], want, 1e-6, 1e-4, &mut worst[0]);
+    }
 
     let mut grads = vec![0.0; model.params.len()];
     model.backward(be, &fwd, &batch, &mut grads);
@@ -175,5 +187,24 @@ fn fixtures_cover_every_option_value() {
             seen.insert(s);
         }
     }
-    assert_eq!(seen.len(), 3 + 2 + 4 + 6 + 6 + 2 + 3 + 2 + 2, "covered: {seen:?}");
+    assert_eq!(seen.len(), 3 + 2 + 4 + 7 + 6 + 2 + 3 + 2 + 2, "covered: {seen:?}");
+}
+
+/// The MoE fixtures exercise what they are named for: top-1 and top-2, plain and gated experts, and a capacity
+/// that really drops assignments in the batch.
+#[test]
+fn moe_fixtures_cover_top1_top2_gated_and_dropping() {
+    let mut seen = std::collections::BTreeSet::new();
+    for name in FIXTURES {
+        let fx = load(name);
+        let Some(moe) = fx.cfg.model.ffn.moe.clone() else { continue };
+        let model = model_from(&fx, "param.");
+        let fwd = model.forward(&Reference, &batch_from(&fx), None);
+        let dropped: f32 = fwd.moe_stats().iter().map(|s| s[1]).sum();
+        assert_eq!(dropped > 0.0, moe.capacity_factor.is_some(), "{name}: a capacity drops assignments here, none drop without one");
+        seen.insert(format!("top{}", moe.top_k));
+        seen.insert(format!("gated={}", fx.cfg.model.ffn.activation.is_gated()));
+        seen.insert(format!("capacity={}", moe.capacity_factor.is_some()));
+    }
+    assert_eq!(seen.len(), 6, "covered: {seen:?}");
 }

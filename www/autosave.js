@@ -1,7 +1,9 @@
 // Autosave: the session (every run's setup, colour, history and checkpoint, the selection, pasted text and the
 // link it belongs to) goes to IndexedDB when training stops and every 15 s while it runs, and comes back after a
-// reload. The store holds one session.
-import { on } from './bus.js';
+// reload. The store holds one session. Storage that is unavailable (blocked, a private mode without IndexedDB) or
+// full is said once in a notice; training goes on, and a full store keeps its last session (a failed write
+// changes nothing).
+import { on, emit } from './bus.js';
 import * as runs from './runs.js';
 import { getCustomText } from './data.js';
 import { currentHash } from './state.js';
@@ -40,6 +42,17 @@ async function tx(mode, fn) {
   }
 }
 
+let problem = null; // the storage failure last said: 'off' | 'full' | null
+
+/** Says once what is wrong with storage, and again when it changes or works again. */
+function storageState(e) {
+  const now = e ? (e.name === 'QuotaExceededError' ? 'full' : 'off') : null;
+  if (now === problem) return;
+  if (now) emit('notice', { key: now === 'full' ? 'notice.storageFull' : 'notice.storageOff', vars: { msg: e.message || e.name }, kind: 'warn' });
+  else emit('notice', { key: 'notice.storageBack', vars: {} });
+  problem = now;
+}
+
 /** The last session, or null (also when storage does not answer within 3 s: the page must not wait on it). */
 export async function load() {
   const timeout = new Promise((resolve) => {
@@ -48,7 +61,8 @@ export async function load() {
   try {
     const s = await Promise.race([tx('readonly', (st) => st.get(KEY)), timeout]);
     return s && s.version === VERSION ? s : null;
-  } catch {
+  } catch (e) {
+    storageState(e);
     return null;
   }
 }
@@ -73,8 +87,12 @@ export async function saveNow() {
       await tx('readwrite', (st) => st.put(session, KEY));
       lastSave = performance.now();
       document.documentElement.dataset.autosaved = String(session.savedAt);
+      storageState(null);
     } catch (e) {
       console.warn('autosave failed:', e);
+      // Tried again at the next change or interval, not at once.
+      lastSave = performance.now();
+      storageState(e);
     } finally {
       saving = null;
     }

@@ -92,6 +92,9 @@ export function taskExample(task, digits, rand = Math.random) {
 
 /** A fixed example for labels and defaults. */
 export function taskSample(task, digits) {
+  // The denoising tasks read corrupted text: [S0] and [S1] exist at every context length (docs/MODEL.md).
+  if (task === 'span_corruption') return 'To be, or[S0] to be: that[S1]';
+  if (task === 'text_infilling') return 'To be, or [MASK] to be: that[MASK] question';
   const pi = '31415926535897932384626433832795';
   const d = Math.max(1, Math.min(digits, 32));
   if (task === 'add') return `${pi.slice(0, d)}+${pi.slice(d, 2 * d).padEnd(d, '0')}`;

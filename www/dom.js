@@ -65,6 +65,27 @@ export function perFrame(fn) {
   };
 }
 
+/**
+ * Like perFrame, but at most once every `ms`: for views that follow every training step, so that six runs' steps
+ * (dozens a second) cost a few frames a second instead of every frame's time. The last call's arguments win, and a
+ * call always leads to a run.
+ */
+export function paced(fn, ms) {
+  let waiting = false;
+  let last = -Infinity;
+  let args = [];
+  return (...a) => {
+    args = a;
+    if (waiting) return;
+    waiting = true;
+    setTimeout(() => requestAnimationFrame(() => {
+      waiting = false;
+      last = performance.now();
+      fn(...args);
+    }), Math.max(0, last + ms - performance.now()));
+  };
+}
+
 /** Debounce: `fn` runs `ms` after the last call. */
 export function debounce(fn, ms) {
   let timer = null;

@@ -11,7 +11,8 @@ let starting = null;
 
 /** Starts the engine once; resolves it (or rejects with its error, also announced as an 'engine' event). */
 export function startEngine() {
-  starting ??= Engine.start().then(
+  // window.__tpEngineOptions: for tests only (e.g. a short snapshot interval), set before the page loads.
+  starting ??= Engine.start(globalThis.__tpEngineOptions ?? {}).then(
     (e) => {
       engine = e;
       applyLimits(e.limits.fields);

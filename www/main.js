@@ -22,6 +22,7 @@ import * as shapesPanel from './panels/shapes.js';
 import * as usePanel from './panels/use.js';
 import * as checkpointPanel from './panels/checkpoint.js';
 import * as noticesPanel from './panels/notices.js';
+import * as expertsPanel from './panels/experts.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -42,17 +43,28 @@ async function serviceWorker() {
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
-  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel]) p.mount();
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }
 
-/** Says which values of a link were refused (state.decode), naming each option in the page's words. */
+/** A link's text as a notice quotes it: at most 60 characters (a hostile link can be long). */
+const quote = (s) => (s.length > 60 ? `${s.slice(0, 60)}…` : s);
+
+/**
+ * Says which values of a link were refused (state.decode), naming each option in the page's words, and which of
+ * its keys are no option at all — a few notices at most, however many a link holds.
+ */
 function sayRefused(setup) {
-  for (const { key, raw, kept } of setup?.refused ?? []) {
+  for (const { key, raw, kept } of (setup?.refused ?? []).slice(0, 3)) {
     const [rule, ruleVars] = state.ruleOf(options.BY_KEY[key]);
-    const vars = { name: t(`opt.${key}.label`), value: raw, rule: t(rule, ruleVars), dflt: kept };
+    const vars = { name: t(`opt.${key}.label`), value: quote(raw), rule: t(rule, ruleVars), dflt: kept };
     emit('notice', { key: 'notice.badLink', vars, kind: 'warn' });
+  }
+  const unknown = setup?.unknown ?? [];
+  if (unknown.length) {
+    const keys = unknown.slice(0, 5).map((k) => `“${quote(k)}”`).join(', ') + (unknown.length > 5 ? ', …' : '');
+    emit('notice', { key: 'notice.unknownLink', vars: { keys, n: unknown.length }, kind: 'warn' });
   }
 }
 

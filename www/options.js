@@ -1,7 +1,8 @@
 // Every knob of a run, declared once: the configuration panel draws its controls from this table, the URL state
 // (state.js) serialises it, and the runs panel diffs it. `path` is the field in the core's config (README
 // "Configuration", src/config.rs); options without a path are part of the run's setup but not of the config
-// (the corpus). `when` lists the values other options must have for this one to apply; an option that does not
+// (the corpus); `presence` marks a switch whose value is whether the object at that path is in the config (the
+// Mixture-of-Experts FFN: its own fields are options that apply when it is on). `when` lists the values other options must have for this one to apply; an option that does not
 // apply is left out of the config. The bounds of the numbers (min, max) are the core's: applyLimits takes them
 // from the engine's limits once it has started. Labels and explanations are in strings/*.js under opt.<key>.*.
 // This module touches no DOM, so the Node tests can import it too.
@@ -9,8 +10,11 @@
 export const GROUPS = ['model', 'size', 'attention', 'norm', 'position', 'ffn', 'optim', 'data'];
 
 const TEXT_ARCHS = ['gpt', 'bert'];
+/** The encoder-decoder's tasks: generated digits, or a denoising objective over the corpus (T5, BART). */
+export const SYNTHETIC_TASKS = ['reverse', 'sort', 'add'];
+export const DENOISE_TASKS = ['span_corruption', 'text_infilling'];
 
-/** @type {Array<{key:string, path:string|null, group:string, type:'choice'|'int'|'float'|'bool'|'optint'|'optfloat', choices?:string[], min?:number, max?:number, step?:number|'any', dflt:any, when?:Record<string,string[]>}>} */
+/** @type {Array<{key:string, path:string|null, presence?:string, group:string, type:'choice'|'int'|'float'|'bool'|'optint'|'optfloat', choices?:string[], min?:number, max?:number, step?:number|'any', dflt:any, when?:Record<string,string[]>|Array<Record<string, string[]>>}>} */
 export const OPTIONS = [
   { key: 'arch', path: 'model.arch', group: 'model', type: 'choice', choices: ['gpt', 'bert', 'encoder_decoder'], dflt: 'gpt' },
 
@@ -34,7 +38,7 @@ export const OPTIONS = [
   { key: 'beta', path: 'model.norm.beta', group: 'norm', type: 'optfloat', step: 'any', dflt: null, when: { placement: ['deepnorm'] } },
   { key: 'norm_eps', path: 'model.norm.eps', group: 'norm', type: 'float', step: 'any', dflt: 1e-5 },
 
-  { key: 'position', path: 'model.position.kind', group: 'position', type: 'choice', choices: ['none', 'learned', 'sinusoidal', 'relative', 'rope', 'alibi'], dflt: 'learned' },
+  { key: 'position', path: 'model.position.kind', group: 'position', type: 'choice', choices: ['none', 'learned', 'sinusoidal', 'relative', 'rope', 'alibi', 'recurrent'], dflt: 'learned' },
   { key: 'theta', path: 'model.position.theta', group: 'position', type: 'float', step: 'any', dflt: 10000, when: { position: ['rope'] } },
   { key: 'buckets', path: 'model.position.buckets', group: 'position', type: 'int', step: 2, dflt: 32, when: { position: ['relative'] } },
   { key: 'max_distance', path: 'model.position.max_distance', group: 'position', type: 'int', dflt: 128, when: { position: ['relative'] } },
@@ -42,6 +46,12 @@ export const OPTIONS = [
   { key: 'activation', path: 'model.ffn.activation', group: 'ffn', type: 'choice', choices: ['relu', 'gelu', 'swish', 'glu', 'geglu', 'swiglu'], dflt: 'gelu' },
   { key: 'mult', path: 'model.ffn.mult', group: 'ffn', type: 'int', dflt: 4 },
   { key: 'hidden', path: 'model.ffn.hidden', group: 'ffn', type: 'optint', dflt: null },
+  // Mixture-of-Experts: on, the FFN is `experts` FFNs of the activation and width above and a router.
+  { key: 'moe', path: null, presence: 'model.ffn.moe', group: 'ffn', type: 'bool', dflt: false },
+  { key: 'experts', path: 'model.ffn.moe.experts', group: 'ffn', type: 'int', dflt: 8, when: { moe: [true] } },
+  { key: 'top_k', path: 'model.ffn.moe.top_k', group: 'ffn', type: 'int', dflt: 2, when: { moe: [true] } },
+  { key: 'aux_loss', path: 'model.ffn.moe.aux_loss', group: 'ffn', type: 'float', step: 'any', dflt: 0.01, when: { moe: [true] } },
+  { key: 'capacity_factor', path: 'model.ffn.moe.capacity_factor', group: 'ffn', type: 'optfloat', step: 'any', dflt: null, when: { moe: [true] } },
 
   { key: 'batch_size', path: 'train.batch_size', group: 'optim', type: 'int', dflt: 12 },
   { key: 'steps', path: 'train.steps', group: 'optim', type: 'int', dflt: 2000 },
@@ -57,9 +67,9 @@ export const OPTIONS = [
   { key: 'eval_interval', path: 'train.eval_interval', group: 'optim', type: 'int', dflt: 250 },
   { key: 'eval_iters', path: 'train.eval_iters', group: 'optim', type: 'int', dflt: 20 },
 
-  { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: { arch: TEXT_ARCHS } },
-  { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: ['reverse', 'sort', 'add'], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
-  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', dflt: 6, when: { arch: ['encoder_decoder'] } },
+  { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: [{ arch: TEXT_ARCHS }, { arch: ['encoder_decoder'], task: DENOISE_TASKS }] },
+  { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: [...SYNTHETIC_TASKS, ...DENOISE_TASKS], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
+  { key: 'digits', path: 'data.digits', group: 'data', type: 'int', dflt: 6, when: { arch: ['encoder_decoder'], task: SYNTHETIC_TASKS } },
   { key: 'seed', path: 'seed', group: 'data', type: 'int', dflt: 1337 },
   { key: 'backend', path: null, group: 'optim', type: 'choice', choices: ['cpu', 'auto', 'webgpu'], dflt: 'cpu' },
 ];
@@ -82,7 +92,14 @@ export function applyLimits(fields) {
 
 /** Does option `o` apply, given the other values? */
 export function applies(o, values) {
-  return !o.when || Object.entries(o.when).every(([k, allowed]) => allowed.includes(values[k]));
+  // `when` is one set of conditions, or a list of alternative sets (the corpus: a text model, or a denoising task).
+  const all = (w) => Object.entries(w).every(([k, allowed]) => allowed.includes(values[k]));
+  return !o.when || (Array.isArray(o.when) ? o.when.some(all) : all(o.when));
+}
+
+/** Whether a core config trains on a corpus: gpt and bert, and the encoder-decoder's denoising tasks. */
+export function configNeedsCorpus(cfg) {
+  return cfg.model?.arch !== 'encoder_decoder' || DENOISE_TASKS.includes(cfg.data?.task);
 }
 
 /** The default value of every option. */
@@ -108,6 +125,7 @@ function set(obj, path, value) {
 export function valuesFromConfig(cfg, corpus = 'shakespeare') {
   const v = defaults();
   for (const o of OPTIONS) {
+    if (o.presence) v[o.key] = get(cfg, o.presence) !== undefined && get(cfg, o.presence) !== null;
     if (!o.path) continue;
     const x = get(cfg, o.path);
     if (x !== undefined && x !== null) v[o.key] = x;
@@ -142,6 +160,17 @@ export function configFromValues(values) {
  * applies to only one of them differs because another option does, and that one is listed). */
 export function diffKeys(a, b) {
   return OPTIONS.filter((o) => applies(o, a) && applies(o, b) && a[o.key] !== b[o.key]).map((o) => o.key);
+}
+
+/**
+ * How a Mixture-of-Experts FFN routes, for the words beside top_k: 'dense' (off), 'top1' (Switch's one expert),
+ * 'topk' (k experts mixed by renormalised weights, Mixtral's k = 2), 'invalid' (k not in 1..E: the core says why).
+ */
+export function moeRouting(values) {
+  const { moe, experts: e, top_k: k } = values;
+  if (!moe) return 'dense';
+  if (!(Number.isInteger(k) && Number.isInteger(e) && k >= 1 && k <= e)) return 'invalid';
+  return k === 1 ? 'top1' : 'topk';
 }
 
 /** The number of queries sharing one key/value head, and the attention variant that makes. */

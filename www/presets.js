@@ -2,7 +2,7 @@
 // train on Tiny Shakespeare.
 import { valuesFromConfig } from './options.js';
 
-export const PRESETS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini'];
+export const PRESETS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini', 'mixtral-moe', 't5-span-corruption', 'bart-infilling'];
 export const DEFAULT_PRESET = 'gpt-shakespeare';
 
 const loaded = new Map(); // name → option values

@@ -3,7 +3,7 @@
 // shows and the URL holds. Editing a run that has not trained changes it; editing one that has trained starts a
 // new run with the edit, so that the two can be compared (a run is a config and a seed).
 import { emit, on } from './bus.js';
-import { configFromValues, valuesFromConfig } from './options.js';
+import { configFromValues, valuesFromConfig, configNeedsCorpus, applies, BY_KEY } from './options.js';
 import { startEngine } from './engine.js';
 import { corpusText, dataErrorMessage } from './data.js';
 
@@ -15,8 +15,9 @@ let selected = null;
 
 function emptyHistory() {
   // One entry per progress event; val is null where no validation loss was measured. layers[j] is the series of
-  // layerNames[j].
-  return { step: [], loss: [], lr: [], grad: [], val: [], layerNames: [], layers: [] };
+  // layerNames[j]. Mixture-of-Experts runs also keep aux (the balancing loss), balance[j] (E·Σf·P of MoE layer
+  // moeNames[j]) and load, the last step's expert load ({ step, layers }).
+  return { step: [], loss: [], lr: [], grad: [], val: [], layerNames: [], layers: [], aux: [], moeNames: [], balance: [], load: null };
 }
 
 class RunRecord {
@@ -36,6 +37,7 @@ class RunRecord {
     this.queue = Promise.resolve();
     this.buildTimer = null;
     this.removed = false;
+    this.resume = false; // training when the engine stopped: trains on once it is back
   }
 
   get key() {
@@ -166,7 +168,7 @@ async function buildNow(rec) {
   emitRuns();
   try {
     const config = configFromValues(values);
-    const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(values.corpus);
+    const corpus = configNeedsCorpus(config) ? await corpusText(values.corpus) : undefined;
     const handle = await engine.createRun(config, { corpus, backend: values.backend ?? 'cpu' });
     if (rec.removed) {
       await handle.dispose();
@@ -179,6 +181,13 @@ async function buildNow(rec) {
     emit('built', { rec });
     return handle;
   } catch (e) {
+    if (e.restart && !rec.removed) {
+      // The engine stopped while building it: build it again once it is back.
+      rec.status = 'new';
+      emitRuns();
+      scheduleBuild(rec, 0);
+      throw e;
+    }
     if (!rec.removed) {
       rec.status = 'invalid';
       rec.message = e.key ? { key: e.key } : e.kind === 'data' ? dataErrorMessage(e) : { text: e.message };
@@ -193,11 +202,13 @@ function attach(rec, handle, key) {
   rec.builtKey = key;
   rec.stepCount = handle.stepCount;
   rec.last = null;
+  rec.msPerStep = null;
   const offs = [
     handle.on('progress', (p) => onProgress(rec, handle, p)),
     handle.on('error', (e) => {
       if (rec.handle !== handle) return;
       rec.status = 'error';
+      rec.resume = false;
       rec.message = { text: e.message };
       notice('notice.runError', { n: rec.no, msg: e.message }, 'error');
       emitRuns();
@@ -207,8 +218,9 @@ function attach(rec, handle, key) {
       const h = rec.history;
       const keep = h.step.findIndex((s) => s > step);
       if (keep >= 0) {
-        for (const k of ['step', 'loss', 'lr', 'grad', 'val']) h[k].length = keep;
-        for (const l of h.layers) l.length = keep;
+        for (const k of ['step', 'loss', 'lr', 'grad', 'val', 'aux']) h[k].length = keep;
+        for (const l of [...h.layers, ...h.balance]) l.length = keep;
+        if (h.load && h.load.step > step) h.load = null;
       }
       rec.stepCount = step;
       if (rec.training) rec.status = 'paused';
@@ -241,8 +253,19 @@ function onProgress(rec, handle, p) {
   h.grad.push(p.gradNorm);
   h.val.push(p.valLoss ?? null);
   p.layerGradNorms.forEach(([, v], j) => h.layers[j]?.push(v));
+  h.aux.push(p.auxLoss ?? null);
+  if (p.expertLoad) {
+    if (h.moeNames.length === 0) {
+      h.moeNames = p.expertLoad.map((l) => l.layer);
+      h.balance = h.moeNames.map(() => new Array(h.step.length - 1).fill(null));
+    }
+    p.expertLoad.forEach((l, j) => h.balance[j]?.push(l.balance));
+    h.load = { step: p.step, layers: p.expertLoad };
+  }
   rec.stepCount = p.step;
   rec.last = p;
+  // Time per step, smoothed: what the runs list shows, so two position schemes can be compared side by side.
+  if (Number.isFinite(p.msPerStep)) rec.msPerStep = rec.msPerStep ? 0.8 * rec.msPerStep + 0.2 * p.msPerStep : p.msPerStep;
   const now = performance.now();
   if (rec.training && rec.lastAt) {
     const inst = 1000 / Math.max(1, now - rec.lastAt);
@@ -274,8 +297,14 @@ export async function train(rec = selected) {
     rec.status = r.step >= rec.values.steps ? 'done' : 'paused';
   } catch (e) {
     if (rec.handle !== handle) return;
-    rec.status = 'error';
-    rec.message = { text: e.message };
+    if (e.restart && rec.status !== 'error') {
+      // The engine stopped under it (no fault of this run's): it comes back at its last snapshot and goes on.
+      rec.status = 'paused';
+      rec.resume = true;
+    } else {
+      rec.status = 'error';
+      rec.message = { text: e.message };
+    }
   }
   emitRuns();
   emit('stopped', { rec });
@@ -295,8 +324,10 @@ export async function step(rec = selected) {
     await handle.step();
   } catch (e) {
     if (rec.handle !== handle) return;
-    rec.status = 'error';
-    rec.message = { text: e.message };
+    if (!e.restart || rec.status === 'error') {
+      rec.status = 'error';
+      rec.message = { text: e.message };
+    }
   }
   // Train pressed while the step was under way is training now: its status stands, and its own end sets the next.
   if (rec.handle !== handle) return;
@@ -410,10 +441,13 @@ export async function restore(saved) {
   selected = null;
   for (const s of saved.runs) {
     const rec = add(s.values, { no: s.no, color: s.color, select: false });
-    rec.history = s.history ?? emptyHistory();
+    // An autosave from before a history field existed lacks it: start that one empty.
+    rec.history = { ...emptyHistory(), ...s.history };
+    const h = rec.history;
+    if (h.aux.length < h.step.length) h.aux = [...new Array(h.step.length - h.aux.length).fill(null), ...h.aux];
     if (s.bytes) {
       const config = configFromValues(s.values);
-      const corpus = config.model.arch === 'encoder_decoder' ? undefined : await corpusText(s.values.corpus).catch(() => undefined);
+      const corpus = configNeedsCorpus(config) ? await corpusText(s.values.corpus).catch(() => undefined) : undefined;
       try {
         const handle = await engine.loadRun(s.bytes, { corpus, backend: s.values.backend ?? 'cpu' });
         attach(rec, handle, rec.key);
@@ -433,15 +467,39 @@ export async function restore(saved) {
   for (const rec of runs) if (rec.handle) emit('built', { rec });
 }
 
-// The engine restarted after a crash: runs come back by themselves ('restored'); say what happened.
+/** Two restarts closer than this: the runs stay paused rather than risk a loop of restarts. */
+const RESTART_LOOP_MS = 120000;
+let lastRestart = -Infinity;
+
+/**
+ * The engine restarted (a panic, a Worker that died or stopped answering): every run is back at its last snapshot
+ * ('restored'). Say what happened with the page's run numbers, and let the runs that were training go on.
+ */
+function onRestart({ message, runId, cause }, engine) {
+  const now = performance.now();
+  const loop = now - lastRestart < RESTART_LOOP_MS;
+  lastRestart = now;
+  const hit = runs.find((r) => r.handle && r.handle.id === runId);
+  const s = Math.round(engine.snapshotEveryMs / 1000); // the most training a restart loses
+  if (cause === 'died') notice('notice.engineDied', { s }, 'error');
+  else if (cause === 'stuck') notice('notice.engineStuck', { msg: message, s }, 'error');
+  else if (hit) notice('notice.engineRestartRun', { n: hit.no, msg: message }, 'error');
+  else notice('notice.engineRestart', { msg: message }, 'error');
+  const waiting = runs.filter((r) => r.resume);
+  for (const rec of waiting) rec.resume = false;
+  if (loop && waiting.length) notice('notice.engineLoop', {}, 'warn');
+  else for (const rec of waiting) train(rec);
+  emitRuns();
+}
+
 on('engine', ({ engine }) => {
-  engine?.on('restart', ({ message }) => notice('notice.engineRestart', { msg: message }, 'error'));
+  engine?.on('restart', (e) => onRestart(e, engine));
 });
 
 /** The pasted text changed: runs on it that have not trained are rebuilt with it (trained ones keep theirs). */
 export function customTextChanged() {
   for (const rec of runs) {
-    if (rec.values.corpus !== 'custom' || rec.values.arch === 'encoder_decoder' || rec.stepCount > 0 || rec.training) continue;
+    if (rec.values.corpus !== 'custom' || !applies(BY_KEY.corpus, rec.values) || rec.stepCount > 0 || rec.training) continue;
     rec.builtKey = null;
     rec.status = 'new';
     rec.message = null;

@@ -61,9 +61,10 @@ export function encode(values, text = null) {
 }
 
 /**
- * A setup from a hash: { values, text, keys, refused } — `values` starts from `base` (the default preset's values)
- * and takes every known key in the hash; `keys` lists the keys taken; `refused` lists { key, raw, kept } for each
- * value that parse() refuses, which keeps `base`'s value. null for an empty hash.
+ * A setup from a hash: { values, text, keys, refused, unknown } — `values` starts from `base` (the default preset's
+ * values) and takes every known key in the hash; `keys` lists the keys taken; `refused` lists { key, raw, kept } for
+ * each value that parse() refuses, which keeps `base`'s value; `unknown` lists the keys that are no option (each
+ * once). null for an empty hash.
  */
 export function decode(hash, base = defaults()) {
   const s = hash.replace(/^#/, '');
@@ -72,9 +73,14 @@ export function decode(hash, base = defaults()) {
   const values = { ...base };
   const keys = [];
   const refused = [];
+  const unknown = new Set();
   for (const [k, raw] of p) {
-    const o = BY_KEY[k];
-    if (!o) continue;
+    // Own keys only: a link's '__proto__', 'constructor' or 'toString' is no option.
+    const o = Object.hasOwn(BY_KEY, k) ? BY_KEY[k] : undefined;
+    if (!o) {
+      if (k !== 'text') unknown.add(k);
+      continue;
+    }
     const v = parse(o, raw);
     if (v === undefined) {
       refused.push({ key: k, raw, kept: format(o, values[k]) ?? '' });
@@ -84,7 +90,7 @@ export function decode(hash, base = defaults()) {
     keys.push(k);
   }
   // Options that apply but are absent from the hash keep `base`'s values (an older or hand-written link).
-  return { values, text: p.get('text'), keys, refused };
+  return { values, text: p.get('text'), keys, refused, unknown: [...unknown] };
 }
 
 /** The setup in the current URL, or null. */
@@ -92,19 +98,18 @@ export function readHash(base) {
   return decode(location.hash, base);
 }
 
-let lastWritten = null;
-
-/** Puts a setup into the URL without adding a history entry. */
+/** Puts a setup into the URL without adding a history entry (and without a hashchange event). */
 export function writeHash(values, text) {
   const hash = encode(values, text);
-  lastWritten = hash;
   if (location.hash.replace(/^#/, '') !== hash) history.replaceState(null, '', `#${hash}`);
 }
 
-/** Calls fn(setup) when the user changes the hash (pastes a link, goes back); not for our own writes. */
+/**
+ * Calls fn(setup) when the user changes the hash (pastes a link, goes back) — also to the link the page last wrote
+ * (going back to it is a change); our own writes send no event.
+ */
 export function onHashChange(fn, base) {
   addEventListener('hashchange', () => {
-    if (location.hash.replace(/^#/, '') === lastWritten) return;
     const setup = readHash(base());
     if (setup) fn(setup);
   });

@@ -29,7 +29,8 @@ fuzz_target!(|data: &[u8]| {
         1 => (Arch::Bert, BERT),
         _ => (Arch::EncoderDecoder, ENCDEC),
     };
-    let tok = match checkpoint::read_tokenizer(json, arch) {
+    let cfg = Config::from_json(config).expect("valid");
+    let tok = match checkpoint::read_tokenizer(json, &cfg) {
         Ok(tok) => tok,
         Err(e) => return check_error(&e, &["checkpoint"], &json),
     };
@@ -49,7 +50,6 @@ fuzz_target!(|data: &[u8]| {
             assert!(text.chars().any(|c| msg.contains(&format!("{c:?}"))), "the refusal names no character of the text: {msg}");
         }
     }
-    let cfg = Config::from_json(config).expect("valid");
     if let Err(e) = Dataset::from_text(text, tok.clone(), &cfg) {
         check_error(&e, &["data"], &text);
     }

@@ -109,6 +109,26 @@ impl AttnBias<'_> {
     }
 }
 
+/// Where the tokens of a Mixture-of-Experts layer go, as `moe_route` decided: for assignment a = token·k + j (the
+/// token's j-th choice), the expert `choice[a]`, the assignment's row among that expert's rows `slot[a]` (−1: over
+/// the capacity, dropped) and its weight `weight[a]`. Experts and rows are integers held exactly as f32.
+#[derive(Clone, Copy, Debug)]
+pub struct Routing<T> {
+    pub choice: T,
+    pub slot: T,
+    pub weight: T,
+    /// Tokens.
+    pub n: usize,
+    /// Experts per token.
+    pub k: usize,
+}
+
+/// Floats of a Mixture-of-Experts layer's statistics (`moe_route`): the balancing loss, the dropped assignments,
+/// then each expert's assignments.
+pub fn moe_stats_len(experts: usize) -> usize {
+    2 + experts
+}
+
 /// AdamW hyper-parameters for one step (t counts from 1).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamW {
@@ -159,6 +179,10 @@ pub trait Backend {
     fn grad(g: &mut Self::Params, v: View) -> Result<Self::Out<'_>>;
     /// Two disjoint tensors of a flat buffer at once (a weight and its bias); overlapping views are an error.
     fn grad_pair(g: &mut Self::Params, a: View, b: Option<View>) -> Result<(Self::Out<'_>, Option<Self::Out<'_>>)>;
+    /// The values of x now, where the backend holds them on the host (the host backends); None on a device, where
+    /// they exist only once the recorded work has run. Code that sizes work by data (the rows each expert of a
+    /// Mixture-of-Experts layer gets) uses the values where it can and a bound where it cannot.
+    fn known(&self, x: Self::In<'_>) -> Option<Vec<f32>>;
     /// The mean loss, given the values `read` gave for the scalars buffer the loss was summed into (see
     /// `train::step`); the host's loss is the number itself.
     fn loss_value(loss: Self::Loss, scalars: &[f32]) -> f32;
@@ -342,6 +366,97 @@ pub trait Backend {
     /// out (H, len+n, HS) ← old (H, len, HS) then new (H, n, HS), head by head (a KV cache growing by n rows).
     fn append_heads(&self, out: Self::Out<'_>, old: Self::In<'_>, new: Self::In<'_>, h: usize, len: usize, n: usize, hs: usize) -> Result<()>;
 
+    // -- Mixture-of-Experts routing (docs/MODEL.md "Mixture-of-Experts") ---------------------------------------
+
+    /// Routes n tokens among e experts from the router's logits (N,E): probs (N,E) = softmax(logits); each token's
+    /// k most probable experts (ties: the lower index), in descending order, weighted by their probabilities
+    /// renormalised over the k; assignments numbered per expert in token order, those from `cap` on dropped
+    /// (slot −1). Writes the routing (`choice`, `slot`, `weight`: N·k each) and `stats` (`moe_stats_len(e)`):
+    /// [E·Σ_e f_e·P_e, dropped, count_0 … count_{E−1}] with count_e the assignments to e before the capacity,
+    /// f_e = count_e/(N·k) and P_e the mean of probs[·, e].
+    fn moe_route(
+        &self,
+        probs: Self::Out<'_>,
+        choice: Self::Out<'_>,
+        slot: Self::Out<'_>,
+        weight: Self::Out<'_>,
+        stats: Self::Out<'_>,
+        logits: Self::In<'_>,
+        n: usize,
+        e: usize,
+        k: usize,
+        cap: usize,
+    ) -> Result<()>;
+
+    /// dlogits (N,E) += ∂/∂logits of the weights' gradient `dweight` (N·k) through the renormalised top-k and the
+    /// softmax, plus `aux` × the balancing loss's (E·f_e/N on probs[·, e], f_e held constant).
+    fn moe_route_backward(
+        &self,
+        dlogits: Self::Out<'_>,
+        dweight: Self::In<'_>,
+        probs: Self::In<'_>,
+        r: Routing<Self::In<'_>>,
+        stats: Self::In<'_>,
+        e: usize,
+        aux: f32,
+    ) -> Result<()>;
+
+    /// xe (rows,C) ← the rows of x (N,C) assigned to expert `ex`: xe[slot] = x[token]; rows no assignment fills
+    /// are 0.
+    fn moe_gather(&self, xe: Self::Out<'_>, x: Self::In<'_>, r: Routing<Self::In<'_>>, ex: usize, rows: usize, c: usize) -> Result<()>;
+
+    /// The gather's backward: dx[token] += dxe[slot] for each assignment to `ex`.
+    fn moe_scatter(&self, dx: Self::Out<'_>, dxe: Self::In<'_>, r: Routing<Self::In<'_>>, ex: usize, rows: usize, c: usize) -> Result<()>;
+
+    /// out[token] += weight · ye[slot] for each assignment to `ex` (ye: the expert's output, (rows,C)).
+    fn moe_combine(&self, out: Self::Out<'_>, ye: Self::In<'_>, r: Routing<Self::In<'_>>, ex: usize, rows: usize, c: usize) -> Result<()>;
+
+    /// The combine's backward: dye[slot] += weight · dout[token]; dweight[a] += dout[token] · ye[slot].
+    fn moe_combine_backward(
+        &self,
+        dye: Self::Out<'_>,
+        dweight: Self::Out<'_>,
+        dout: Self::In<'_>,
+        ye: Self::In<'_>,
+        r: Routing<Self::In<'_>>,
+        ex: usize,
+        rows: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    /// The GRU recurrence (PyTorch's gate order r, z, n; `ops::gru`): h (B,T,C) the hidden states; gates (B,T,4C)
+    /// saved [r | z | n | W_hn·h_{t−1} + b_hn]; gi (B,T,3C) = x·W_ihᵀ + b_ih; w_hh (3C,C); b_hh (3C); h0 (B,C) the
+    /// state before position 0 (zeros when None).
+    fn gru_forward(
+        &self,
+        h: Self::Out<'_>,
+        gates: Self::Out<'_>,
+        gi: Self::In<'_>,
+        w_hh: Self::In<'_>,
+        b_hh: Option<Self::In<'_>>,
+        h0: Option<Self::In<'_>>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+
+    /// Backpropagation through time: dgi (B,T,3C) +=, dw_hh (3C,C) +=, db_hh (3C) += from dh (B,T,C) = ∂L/∂h;
+    /// gates, h, h0 as the forward saved and took them.
+    fn gru_backward(
+        &self,
+        dgi: Self::Out<'_>,
+        dw_hh: Self::Out<'_>,
+        db_hh: Option<Self::Out<'_>>,
+        dh: Self::In<'_>,
+        gates: Self::In<'_>,
+        h: Self::In<'_>,
+        h0: Option<Self::In<'_>>,
+        w_hh: Self::In<'_>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+
     // -- The optimizer's ops -----------------------------------------------------------------------------------
 
     /// out[0] = Σ g² over every segment; out[1 + i] = Σ g² of segment i (each tensor's, for the per-layer norms).
@@ -480,6 +595,9 @@ macro_rules! host_buffers {
             b: Option<$crate::backend::View>,
         ) -> $crate::error::Result<(&mut [f32], Option<&mut [f32]>)> {
             $crate::backend::ops::two_mut(g, a, b)
+        }
+        fn known(&self, x: &[f32]) -> Option<Vec<f32>> {
+            Some(x.to_vec())
         }
         fn loss_value(loss: f32, _scalars: &[f32]) -> f32 {
             loss

@@ -18,11 +18,24 @@ use transformer_playground::model::Batch;
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
 
+/// A line on stderr, like `eprintln!` but never a panic: with stderr closed (`2>&-`) the message is lost, not the
+/// run (a training run still writes its `--out`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(name = "tp", about = "transformer-playground: train and use small Transformers natively")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// The memory a training step may plan to hold, in GiB (default: TP_MEMORY_BUDGET_GIB, else half of the
+    /// machine's memory); a config over it is refused before anything is allocated.
+    #[arg(long, global = true, value_name = "GIB", allow_negative_numbers = true)]
+    memory_budget: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -78,7 +91,8 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         top_k: usize,
     },
-    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0).
+    /// Decode an input with an encoder-decoder (greedy unless --temperature > 0; span corruption: greedy, writing
+    /// sentinels).
     Decode {
         #[arg(long)]
         checkpoint: String,
@@ -217,7 +231,7 @@ fn save(run: &mut Run, path: &str) -> Result<()> {
 /// failed, the run is back on the cpu at its last read-back state; say so.
 fn sync(run: &mut Run) {
     if let Err(e) = run.sync() {
-        eprintln!("notice: reading the model back from the gpu failed ({e}); using the last state read back");
+        say!("notice: reading the model back from the gpu failed ({e}); using the last state read back");
     }
 }
 
@@ -261,6 +275,20 @@ fn demo_on<H: Host>(be: &H, run: &Run, tokens: usize) -> Result<serde_json::Valu
             }
             serde_json::json!({ "exact_match": correct as f32 / n as f32, "examples": examples })
         }
+        Dataset::Denoise { .. } => {
+            // Val examples, the model's reconstruction beside the truth (characters right, in place).
+            let mut rng = transformer_playground::rng::Rng::new(run.cfg.seed ^ 77);
+            let mut examples = vec![];
+            for _ in 0..3 {
+                if let Some(r) = generate::reconstruct(&run.model, be, &run.data, Split::Val, &mut rng)? {
+                    examples.push(serde_json::json!({
+                        "input": r.source.concat(), "output": r.output.concat(), "reconstruction": r.reconstruction,
+                        "truth": r.truth, "char_accuracy": r.char_accuracy,
+                    }));
+                }
+            }
+            serde_json::json!({ "examples": examples })
+        }
     })
 }
 
@@ -275,7 +303,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     }
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
-    eprintln!("training on {}", run.backend_name());
+    say!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
     let mut stdout = Out::new();
@@ -296,27 +324,31 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
             Err(e) => {
                 if let Some(path) = out {
                     save(&mut run, path)?;
-                    eprintln!("saved the last good state (step {}) to {path}", run.step);
+                    say!("saved the last good state (step {}) to {path}", run.step);
                 }
                 return Err(e);
             }
         };
         if let Some(n) = &r.notice {
-            eprintln!("notice: {n}");
+            say!("notice: {n}");
         }
         let ms = t.elapsed().as_secs_f64() * 1e3;
         if step % log_every == 0 || eval {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
                 "grad_norm": json_f32(r.grad_norm), "ms": (ms * 100.0).round() / 100.0,
             });
+            if let Some(aux) = r.aux_loss {
+                line["aux_loss"] = json_f32(aux);
+                line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
+            }
             stdout.line(line);
         }
     }
     // The checkpoint first: nothing after training may lose it.
     if let Some(path) = out {
         save(&mut run, path)?;
-        eprintln!("saved {path}");
+        say!("saved {path}");
     }
     if sample_tokens > 0 && !stdout.closed {
         sync(&mut run);
@@ -330,7 +362,7 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
     run.sync_every = 0; // time the steps, not the read-backs
-    eprintln!("benchmarking on {}", run.backend_name());
+    say!("benchmarking on {}", run.backend_name());
     let mut times = vec![];
     for i in 0..warmup + steps {
         let t = Instant::now();
@@ -352,6 +384,9 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(gib) = cli.memory_budget {
+        transformer_playground::train::set_memory_budget_gib(Some(gib)).map_err(|rule| Error::Invalid(format!("--memory-budget {gib}: {rule}")))?;
+    }
     match cli.cmd {
         Cmd::Train { config, data, steps, backend, out, log_every, sample_tokens } => {
             train(&config, data.as_deref(), steps, &backend, out.as_deref(), log_every.max(1), sample_tokens)
@@ -364,7 +399,7 @@ fn run(cli: Cli) -> Result<()> {
             // Everything generation would refuse is refused before the prompt is shown.
             generate::check_prompt(&ck.model, &ck.tokenizer, &prompt, &o)?;
             if kind == BackendKind::Gpu {
-                eprintln!("notice: generation runs on the cpu backend (the gpu backend trains)");
+                say!("notice: generation runs on the cpu backend (the gpu backend trains)");
             }
             let mut stdout = Out::new();
             if stdout.print(&prompt) {
@@ -384,10 +419,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
             let ck = read_checkpoint(&checkpoint)?;
-            let n = tokens.unwrap_or_else(|| ck.config.data.task.lengths(ck.config.data.digits).1);
+            let n = tokens.unwrap_or_else(|| ck.config.data.lengths(ck.config.model.ctx_len).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
             check_options(&o, "--tokens")?;
-            let text = generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?;
+            // Span corruption answers in sentinels and spans: its decoding may write the sentinels (greedy), and stops
+            // after the last one.
+            let text = if ck.config.data.task == transformer_playground::config::Task::SpanCorruption {
+                let ids = ck.tokenizer.encode(&input)?;
+                let last = ck.tokenizer.specials.last().and_then(|s| ck.tokenizer.special(s));
+                ck.tokenizer.decode(&generate::decode_ids(&ck.model, &Cpu, &ck.tokenizer, &ids, n, last)?)
+            } else {
+                generate::decode(&ck.model, &Cpu, &ck.tokenizer, &input, &o)?
+            };
             let mut stdout = Out::new();
             stdout.line(text);
             stdout.finish()
@@ -425,12 +468,12 @@ fn main() {
     let pool = match rayon::ThreadPoolBuilder::new().build() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: cannot start the thread pool: {e}");
+            say!("error: cannot start the thread pool: {e}");
             std::process::exit(1);
         }
     };
     if let Err(e) = pool.install(|| run(cli)) {
-        eprintln!("error: {e}");
+        say!("error: {e}");
         std::process::exit(1);
     }
 }

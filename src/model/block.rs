@@ -4,9 +4,9 @@
 //! submission, on the GPU. Decoding with a KV cache runs the same forward with a cache argument (`BlockKv`): the
 //! new rows' keys and values are appended to the cache and the queries attend to all of them.
 
-use super::layout::{BlockParams, CrossParams, Linear, Norm, SubNorms};
+use super::layout::{BlockParams, CrossParams, FfnParams, Linear, Mlp, Norm, SubNorms};
 use super::{Ctx, StackCtx};
-use crate::backend::{AttnBias, AttnShape, Backend};
+use crate::backend::{moe_stats_len, AttnBias, AttnShape, Backend, Routing};
 use crate::config::{Placement, Position};
 use crate::error::Result;
 
@@ -38,9 +38,34 @@ pub struct AttnCache<B = Vec<f32>> {
     pub lse: B, // (B,NH,T)
 }
 
-pub struct FfnCache<B = Vec<f32>> {
-    pub a: B,   // (B,T,F) or (B,T,2F) pre-activation
-    pub act: B, // (B,T,F)
+/// One FFN's saved activations: the dense FFN's over every token, or an expert's over its rows.
+pub struct MlpCache<B = Vec<f32>> {
+    pub a: B,   // (N,F) or (N,2F) pre-activation
+    pub act: B, // (N,F)
+}
+
+/// One expert's rows of a Mixture-of-Experts layer: its input, activations and output, (rows, ·) each.
+pub struct ExpertCache<B = Vec<f32>> {
+    pub rows: usize,
+    pub xe: B,
+    pub mlp: MlpCache<B>,
+    pub ye: B,
+}
+
+/// A Mixture-of-Experts layer's routing (see `Backend::moe_route`) and its experts' caches (None: no rows).
+pub struct MoeCache<B = Vec<f32>> {
+    pub probs: B, // (N,E)
+    pub choice: B,
+    pub slot: B,
+    pub weight: B,
+    /// [balancing loss, dropped, assignments per expert]
+    pub stats: B,
+    pub experts: Vec<Option<ExpertCache<B>>>,
+}
+
+pub enum FfnCache<B = Vec<f32>> {
+    Dense(MlpCache<B>),
+    Moe(MoeCache<B>),
 }
 
 /// Keys and values of one attention layer kept between decoding calls: (NKV, len, HS) each.
@@ -408,14 +433,109 @@ pub fn cross_attention_backward<D: Backend>(
     linear_backward(ctx, &p.q, D::view(&dqp), D::view(h), b * t)
 }
 
-/// FFN: act(h·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up).
-pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<(D::Buf, FfnCache<D::Buf>)> {
-    let (d, n, f) = (ctx.be, st.b * st.t, ctx.cfg.ffn_hidden());
-    let a = linear_forward(ctx, &p.mlp_fc, D::view(h), n)?;
+/// One FFN over n rows: act(x·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up).
+fn mlp_forward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, x: D::In<'_>, n: usize) -> Result<(D::Buf, MlpCache<D::Buf>)> {
+    let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
+    let a = linear_forward(ctx, &p.fc, x, n)?;
     let mut act = d.zeros(n * f)?;
     d.activation_forward(ctx.cfg.ffn.activation, D::view_mut(&mut act), D::view(&a), f)?;
-    let y = linear_forward(ctx, &p.mlp_proj, D::view(&act), n)?;
-    Ok((y, FfnCache { a, act }))
+    let y = linear_forward(ctx, &p.proj, D::view(&act), n)?;
+    Ok((y, MlpCache { a, act }))
+}
+
+/// Returns dx (n, C).
+fn mlp_backward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, c: &MlpCache<D::Buf>, dy: D::In<'_>, x: D::In<'_>, n: usize) -> Result<D::Buf> {
+    let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
+    let dact = linear_backward(ctx, &p.proj, dy, D::view(&c.act), n)?;
+    let mut da = d.zeros(len::<D>(&c.a))?;
+    d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), D::view(&c.act), f)?;
+    linear_backward(ctx, &p.fc, D::view(&da), x, n)
+}
+
+fn routing<'a, D: Backend>(c: &'a MoeCache<D::Buf>, n: usize, k: usize) -> Routing<D::In<'a>> {
+    Routing { choice: D::view(&c.choice), slot: D::view(&c.slot), weight: D::view(&c.weight), n, k }
+}
+
+/// Mixture-of-Experts FFN: the router's logits h·Wrᵀ (N,E) pick each token's top-k experts (`moe_route`); each
+/// expert runs its FFN over the rows routed to it (gathered), and its outputs are added back to their tokens,
+/// weighted. How many rows each expert gets is data: a host backend knows it and runs exactly those; a device
+/// runs every expert over its capacity (rows past its assignments are zeros, and no token reads them). The
+/// capacity limits a batch (training, evaluation); generating (`capacity` false: the KV cache, the encoder of a
+/// source) routes every token, so a token's output does not depend on what else is decoded with it.
+fn moe_forward<D: Backend>(
+    ctx: &mut Ctx<D>,
+    router: &Linear,
+    experts: &[Mlp],
+    h: &D::Buf,
+    n: usize,
+    capacity: bool,
+) -> Result<(D::Buf, MoeCache<D::Buf>)> {
+    let (d, c) = (ctx.be, ctx.cfg.d_model);
+    let moe = ctx.cfg.ffn.moe.as_ref().expect("an MoE block has an MoE config");
+    let (e, k) = (moe.experts, moe.top_k);
+    let cap = if capacity { moe.capacity(n) } else { n };
+    let logits = linear_forward(ctx, router, D::view(h), n)?;
+    let (mut probs, mut choice, mut slot, mut weight) = (d.zeros(n * e)?, d.zeros(n * k)?, d.zeros(n * k)?, d.zeros(n * k)?);
+    let mut stats = d.zeros(moe_stats_len(e))?;
+    {
+        let (p, ch, sl, w) = (D::view_mut(&mut probs), D::view_mut(&mut choice), D::view_mut(&mut slot), D::view_mut(&mut weight));
+        d.moe_route(p, ch, sl, w, D::view_mut(&mut stats), D::view(&logits), n, e, k, cap)?;
+    }
+    let rows: Vec<usize> = match d.known(D::view(&stats)) {
+        Some(s) => (0..e).map(|x| (s[2 + x] as usize).min(cap)).collect(),
+        None => vec![cap; e],
+    };
+    let mut cache = MoeCache { probs, choice, slot, weight, stats, experts: Vec::with_capacity(e) };
+    let mut y = d.zeros(n * c)?;
+    for (ex, p) in experts.iter().enumerate() {
+        let rows = rows[ex];
+        if rows == 0 {
+            cache.experts.push(None);
+            continue;
+        }
+        let r = routing::<D>(&cache, n, k);
+        let mut xe = d.zeros(rows * c)?;
+        d.moe_gather(D::view_mut(&mut xe), D::view(h), r, ex, rows, c)?;
+        let (ye, mlp) = mlp_forward(ctx, p, D::view(&xe), rows)?;
+        d.moe_combine(D::view_mut(&mut y), D::view(&ye), r, ex, rows, c)?;
+        cache.experts.push(Some(ExpertCache { rows, xe, mlp, ye }));
+    }
+    Ok((y, cache))
+}
+
+fn moe_backward<D: Backend>(ctx: &mut Ctx<D>, router: &Linear, experts: &[Mlp], mc: &MoeCache<D::Buf>, dy: &D::Buf, h: &D::Buf, n: usize) -> Result<D::Buf> {
+    let (d, c) = (ctx.be, ctx.cfg.d_model);
+    let moe = ctx.cfg.ffn.moe.as_ref().expect("an MoE block has an MoE config");
+    let (e, k) = (moe.experts, moe.top_k);
+    let r = routing::<D>(mc, n, k);
+    let (mut dh, mut dweight) = (d.zeros(n * c)?, d.zeros(n * k)?);
+    for (ex, (p, cache)) in experts.iter().zip(&mc.experts).enumerate() {
+        let Some(ec) = cache else { continue };
+        let mut dye = d.zeros(ec.rows * c)?;
+        d.moe_combine_backward(D::view_mut(&mut dye), D::view_mut(&mut dweight), D::view(dy), D::view(&ec.ye), r, ex, ec.rows, c)?;
+        let dxe = mlp_backward(ctx, p, &ec.mlp, D::view(&dye), D::view(&ec.xe), ec.rows)?;
+        d.moe_scatter(D::view_mut(&mut dh), D::view(&dxe), r, ex, ec.rows, c)?;
+    }
+    let mut dlogits = d.zeros(n * e)?;
+    d.moe_route_backward(D::view_mut(&mut dlogits), D::view(&dweight), D::view(&mc.probs), r, D::view(&mc.stats), e, moe.aux_loss)?;
+    let dr = linear_backward(ctx, router, D::view(&dlogits), D::view(h), n)?;
+    d.add_into(D::view_mut(&mut dh), D::view(&dr))?;
+    Ok(dh)
+}
+
+/// The FFN sub-layer: dense, or Mixture-of-Experts.
+pub fn ffn_forward<D: Backend>(ctx: &mut Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf, capacity: bool) -> Result<(D::Buf, FfnCache<D::Buf>)> {
+    let n = st.b * st.t;
+    match &p.ffn {
+        FfnParams::Dense(mlp) => {
+            let (y, c) = mlp_forward(ctx, mlp, D::view(h), n)?;
+            Ok((y, FfnCache::Dense(c)))
+        }
+        FfnParams::Moe { router, experts } => {
+            let (y, c) = moe_forward(ctx, router, experts, h, n, capacity)?;
+            Ok((y, FfnCache::Moe(c)))
+        }
+    }
 }
 
 pub fn ffn_backward<D: Backend>(
@@ -426,11 +546,12 @@ pub fn ffn_backward<D: Backend>(
     dy: &D::Buf,
     h: &D::Buf,
 ) -> Result<D::Buf> {
-    let (d, n, f) = (ctx.be, st.b * st.t, ctx.cfg.ffn_hidden());
-    let dact = linear_backward(ctx, &p.mlp_proj, D::view(dy), D::view(&c.act), n)?;
-    let mut da = d.zeros(len::<D>(&c.a))?;
-    d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), D::view(&c.act), f)?;
-    linear_backward(ctx, &p.mlp_fc, D::view(&da), D::view(h), n)
+    let n = st.b * st.t;
+    match (&p.ffn, c) {
+        (FfnParams::Dense(mlp), FfnCache::Dense(mc)) => mlp_backward(ctx, mlp, mc, D::view(dy), D::view(h), n),
+        (FfnParams::Moe { router, experts }, FfnCache::Moe(mc)) => moe_backward(ctx, router, experts, mc, dy, h, n),
+        _ => unreachable!("a block's cache matches its parameters"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -453,7 +574,8 @@ pub fn block_forward<D: Backend>(
         }
         None => (None, x),
     };
-    let (ffn, x) = sublayer_forward(ctx, st, &p.ffn_norms, x, |ctx, h| ffn_forward(ctx, st, p, h))?;
+    let capacity = kv.is_none() && st.capacity;
+    let (ffn, x) = sublayer_forward(ctx, st, &p.ffn_norms, x, |ctx, h| ffn_forward(ctx, st, p, h, capacity))?;
     Ok((BlockCache { attn, cross, ffn }, x))
 }
 

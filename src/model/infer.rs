@@ -6,6 +6,7 @@
 
 use super::block::{self, BlockKv, KvCache};
 use super::layout::StackParams;
+use super::recurrent;
 use super::{Ctx, Model, StackCtx};
 use crate::backend::{on_host, Host};
 
@@ -17,6 +18,8 @@ pub struct Decoder<'a, H: Host> {
     kv: Vec<BlockKv>,
     /// Tokens in the cache.
     pub len: usize,
+    /// The recurrent position encoding's GRU state after the last token fed (C); empty before the first.
+    rnn_h: Vec<f32>,
 }
 
 fn empty() -> KvCache {
@@ -27,7 +30,7 @@ impl<'a, H: Host> Decoder<'a, H> {
     /// For gpt. For an encoder-decoder use `with_source`.
     pub fn new(model: &'a Model, be: &'a H) -> Decoder<'a, H> {
         let n = model.layout.decoder.as_ref().map_or(0, |d| d.blocks.len());
-        Decoder { model, be, kv: (0..n).map(|_| BlockKv { self_kv: empty(), cross: None }).collect(), len: 0 }
+        Decoder { model, be, kv: (0..n).map(|_| BlockKv { self_kv: empty(), cross: None }).collect(), len: 0, rnn_h: vec![] }
     }
 
     /// Encodes the source once and caches every decoder layer's cross-attention keys and values.
@@ -45,10 +48,17 @@ impl<'a, H: Host> Decoder<'a, H> {
         d
     }
 
-    /// Drops the self-attention cache (the cross-attention cache of the source is kept).
+    /// The recurrent position encoding's GRU state after the tokens fed so far (C); empty before the first token
+    /// and for other position schemes.
+    pub fn rnn_state(&self) -> &[f32] {
+        &self.rnn_h
+    }
+
+    /// Drops the self-attention cache and the GRU state (the cross-attention cache of the source is kept).
     pub fn reset(&mut self) {
         self.kv.iter_mut().for_each(|kv| kv.self_kv = empty());
         self.len = 0;
+        self.rnn_h.clear();
     }
 
     /// Feeds `ids` at positions len.. and returns their logits (n, V).
@@ -60,6 +70,15 @@ impl<'a, H: Host> Decoder<'a, H> {
         let mut ctx = Ctx { be: self.be, cfg: m, params: &model.params[..], grads: None, dropout: None };
         let st = StackCtx::on(m, sp, 1, n, pos0, None);
         let mut x = on_host(model.embed(&ctx, sp, ids, 1, n, pos0));
+        if let Some(r) = &sp.rnn {
+            // The GRU goes on from the state the previous tokens left, as the full forward's recurrence would.
+            let h0 = (!self.rnn_h.is_empty()).then_some(&self.rnn_h[..]);
+            let rc = on_host(recurrent::recurrent_forward(&ctx, r, &mut x, h0, 1, n));
+            let c = m.d_model;
+            if n > 0 {
+                self.rnn_h = rc.h[(n - 1) * c..n * c].to_vec();
+            }
+        }
         for (bp, kv) in sp.blocks.iter().zip(&mut self.kv) {
             x = on_host(block::block_forward(&mut ctx, &st, bp, x, Some(kv))).1;
         }
@@ -79,7 +98,7 @@ impl Model {
     pub fn encode<H: Host>(&self, be: &H, src: &[u32]) -> Vec<f32> {
         let e = self.layout.encoder.as_ref().expect("an encoder stack");
         let mut ctx = Ctx { be, cfg: &self.cfg, params: &self.params[..], grads: None, dropout: None };
-        let st = StackCtx::on(&self.cfg, e, 1, src.len(), 0, None);
+        let st = StackCtx { capacity: false, ..StackCtx::on(&self.cfg, e, 1, src.len(), 0, None) };
         on_host(self.stack_forward(&mut ctx, e, &st, src)).out
     }
 }

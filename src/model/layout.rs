@@ -51,15 +51,37 @@ pub struct CrossParams {
     pub proj: Linear, // (C, C)
 }
 
+/// One FFN: act(x·fcᵀ + b)·projᵀ + b.
 #[derive(Clone, Copy, Debug)]
+pub struct Mlp {
+    pub fc: Linear,   // (F or 2F, C)
+    pub proj: Linear, // (C, F)
+}
+
+/// A block's FFN: one dense FFN, or a router (E, C, no bias) and E experts (Mixture-of-Experts).
+#[derive(Clone, Debug)]
+pub enum FfnParams {
+    Dense(Mlp),
+    Moe { router: Linear, experts: Vec<Mlp> },
+}
+
+#[derive(Clone, Debug)]
 pub struct BlockParams {
     pub attn_norms: SubNorms,
     pub qkv: Linear,  // ((NH+2·NKV)·HS, C)
     pub proj: Linear, // (C, C)
     pub cross: Option<CrossParams>,
     pub ffn_norms: SubNorms,
-    pub mlp_fc: Linear,   // (F or 2F, C)
-    pub mlp_proj: Linear, // (C, F)
+    pub ffn: FfnParams,
+}
+
+/// The recurrent position encoding's GRU (PyTorch's `torch.nn.GRU` tensors, gate rows r, z, n).
+#[derive(Clone, Copy, Debug)]
+pub struct Rnn {
+    pub w_ih: View,         // (3C, C)
+    pub w_hh: View,         // (3C, C)
+    pub b_ih: Option<View>, // (3C), with `bias`
+    pub b_hh: Option<View>, // (3C), with `bias`
 }
 
 /// One stack of blocks: the encoder (bidirectional) or the decoder (causal; with cross-attention in an
@@ -70,6 +92,7 @@ pub struct StackParams {
     pub causal: bool,
     pub wpe: Option<View>,      // (ctx_len, C)
     pub rel_bias: Option<View>, // (buckets, NH)
+    pub rnn: Option<Rnn>,       // position `recurrent`
     pub blocks: Vec<BlockParams>,
     pub ln_f: Option<Norm>,
     /// DeepNorm α (1 for other placements).
@@ -127,6 +150,13 @@ impl Builder {
         Norm { w, b }
     }
 
+    /// An FFN: fc (F or 2F for gated activations, C) and proj (C, F).
+    fn mlp(&mut self, name: &str, m: &ModelConfig) -> Mlp {
+        let (c, f) = (m.d_model, m.ffn_hidden());
+        let fc_out = if m.ffn.activation.is_gated() { 2 * f } else { f };
+        Mlp { fc: self.linear(&format!("{name}.fc"), fc_out, c, m.bias), proj: self.linear(&format!("{name}.proj"), c, f, m.bias) }
+    }
+
     fn sub_norms(&mut self, name: &str, m: &ModelConfig) -> SubNorms {
         let n = self.norm(name, m);
         let post = (m.norm.placement == Placement::Sandwich).then(|| self.norm(&format!("{name}_post"), m));
@@ -140,8 +170,12 @@ impl Builder {
             Position::Relative { buckets, .. } => Some(self.add(format!("{prefix}rel_bias"), &[buckets, m.n_heads])),
             _ => None,
         };
-        let f = m.ffn_hidden();
-        let fc_out = if m.ffn.activation.is_gated() { 2 * f } else { f };
+        let rnn = matches!(m.position, Position::Recurrent).then(|| Rnn {
+            w_ih: self.add(format!("{prefix}rnn.weight_ih"), &[3 * c, c]),
+            w_hh: self.add(format!("{prefix}rnn.weight_hh"), &[3 * c, c]),
+            b_ih: m.bias.then(|| self.add(format!("{prefix}rnn.bias_ih"), &[3 * c])),
+            b_hh: m.bias.then(|| self.add(format!("{prefix}rnn.bias_hh"), &[3 * c])),
+        });
         let blocks = (0..layers)
             .map(|i| {
                 let p = format!("{prefix}blocks.{i}.");
@@ -155,14 +189,20 @@ impl Builder {
                     proj: self.linear(&format!("{p}cross.proj"), c, c, m.bias),
                 });
                 let ffn_norms = self.sub_norms(&format!("{p}ln2"), m);
-                let mlp_fc = self.linear(&format!("{p}mlp.fc"), fc_out, c, m.bias);
-                let mlp_proj = self.linear(&format!("{p}mlp.proj"), c, f, m.bias);
-                BlockParams { attn_norms, qkv, proj, cross, ffn_norms, mlp_fc, mlp_proj }
+                let ffn = match &m.ffn.moe {
+                    None => FfnParams::Dense(self.mlp(&format!("{p}mlp"), m)),
+                    Some(moe) => {
+                        let router = self.linear(&format!("{p}mlp.router"), moe.experts, c, false);
+                        let experts = (0..moe.experts).map(|e| self.mlp(&format!("{p}mlp.experts.{e}"), m)).collect();
+                        FfnParams::Moe { router, experts }
+                    }
+                };
+                BlockParams { attn_norms, qkv, proj, cross, ffn_norms, ffn }
             })
             .collect();
         let ln_f = matches!(m.norm.placement, Placement::Pre | Placement::Sandwich).then(|| self.norm(&format!("{prefix}ln_f"), m));
         let (alpha, beta) = if m.norm.placement == Placement::Deepnorm { ab } else { (1.0, 1.0) };
-        StackParams { prefix: prefix.to_string(), causal, wpe, rel_bias, blocks, ln_f, alpha, beta }
+        StackParams { prefix: prefix.to_string(), causal, wpe, rel_bias, rnn, blocks, ln_f, alpha, beta }
     }
 }
 
@@ -235,9 +275,18 @@ impl Layout {
             Arch::Bert => ne,
             Arch::EncoderDecoder => ne + nd,
         };
-        let per_token_per_layer = (6 * c + (nh + 2 * nkv) * hs + up + f) as f64;
+        // An MoE FFN keeps, per token, each of its k experts' input, activations and output, and the router's
+        // logits and probabilities.
+        let ffn = match &m.ffn.moe {
+            None => up + f,
+            Some(moe) => moe.top_k * (up + f + 2 * c) + 2 * moe.experts + 3 * moe.top_k,
+        };
+        let per_token_per_layer = (6 * c + (nh + 2 * nkv) * hs + ffn) as f64;
         let tokens = b as f64 * t as f64;
-        let activations = layers as f64 * tokens * per_token_per_layer + 3.0 * tokens * vocab as f64;
+        // The recurrent positions keep per stack the GRU's input, gi (3C), the gates (4C) and h.
+        let stacks = if m.arch == Arch::EncoderDecoder { 2.0 } else { 1.0 };
+        let rnn = if m.position == Position::Recurrent { stacks * tokens * (9 * c) as f64 } else { 0.0 };
+        let activations = layers as f64 * tokens * per_token_per_layer + 3.0 * tokens * vocab as f64 + rnn;
         4.0 * (4.0 * n_params as f64 + activations)
     }
 
@@ -269,6 +318,25 @@ impl Layout {
                 gib(budget)
             ),
         })
+    }
+
+    /// Parameters one token's forward pass uses: all of them except, in each Mixture-of-Experts FFN, the experts
+    /// the token is not sent to (experts − top_k of them).
+    pub fn active_params(&self, m: &ModelConfig) -> usize {
+        let k = m.ffn.moe.as_ref().map_or(0, |moe| moe.top_k);
+        let idle: usize = [&self.encoder, &self.decoder]
+            .into_iter()
+            .flatten()
+            .flat_map(|s| &s.blocks)
+            .map(|b| match &b.ffn {
+                FfnParams::Dense(_) => 0,
+                FfnParams::Moe { experts, .. } => {
+                    let size = |l: &Linear| l.w.len + l.b.map_or(0, |b| b.len);
+                    experts.iter().skip(k).map(|e| size(&e.fc) + size(&e.proj)).sum()
+                }
+            })
+            .sum();
+        self.n_params - idle
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {

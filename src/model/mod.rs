@@ -10,6 +10,7 @@ pub mod block;
 pub mod infer;
 pub mod layout;
 pub mod position;
+pub mod recurrent;
 
 pub use layout::{Layout, TensorInfo, View};
 
@@ -58,6 +59,9 @@ pub struct StackCtx<'m, D: Backend + 'm> {
     pub buckets: Vec<u32>,
     /// Encoder output (B,S,C) and S.
     pub memory: Option<(D::In<'m>, usize)>,
+    /// A Mixture-of-Experts layer limits each expert to its capacity (training, evaluation: a batch); false when
+    /// generating, where every token is routed (docs/MODEL.md).
+    pub capacity: bool,
 }
 
 impl<'m, D: Backend + 'm> StackCtx<'m, D> {
@@ -69,7 +73,7 @@ impl<'m, D: Backend + 'm> StackCtx<'m, D> {
             }
             _ => vec![],
         };
-        StackCtx { b, t, pos0, causal: sp.causal, alpha: sp.alpha, alibi, rel_table: sp.rel_bias, buckets, memory }
+        StackCtx { b, t, pos0, causal: sp.causal, alpha: sp.alpha, alibi, rel_table: sp.rel_bias, buckets, memory, capacity: true }
     }
 }
 
@@ -82,6 +86,8 @@ pub struct StackCache<B = Vec<f32>> {
     pub lnf_rstd: Option<B>,
     /// Embedding dropout mask (None when not dropping).
     pub emb_mask: Option<B>,
+    /// The recurrent position encoding's activations (position `recurrent`).
+    pub rnn: Option<recurrent::RnnCache<B>>,
     /// Stack output (B,T,C).
     pub out: B,
 }
@@ -112,6 +118,20 @@ pub struct Forward<B = Vec<f32>, L = f32> {
     pub dlogits: B, // (B,T,V), ∂loss/∂logits
 }
 
+impl<B, L> Forward<B, L> {
+    /// The statistics of every Mixture-of-Experts layer (`Backend::moe_route`), in layout order (encoder first).
+    pub fn moe_stats(&self) -> Vec<&B> {
+        let stacks = [&self.enc, &self.dec].into_iter().flatten();
+        stacks
+            .flat_map(|s| &s.blocks)
+            .filter_map(|b| match &b.ffn.f {
+                block::FfnCache::Moe(m) => Some(&m.stats),
+                block::FfnCache::Dense(_) => None,
+            })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Model {
     pub cfg: ModelConfig,
@@ -130,7 +150,7 @@ impl Model {
         for t in &layout.tensors {
             let name = t.name.as_str();
             let p = t.view.of_mut(&mut params);
-            if name.ends_with(".bias") {
+            if name.ends_with(".bias") || name.ends_with(".bias_ih") || name.ends_with(".bias_hh") {
                 continue; // zeros
             }
             if t.shape.len() == 1 {
@@ -138,7 +158,9 @@ impl Model {
                 continue;
             }
             let layers = if name.starts_with("encoder.") || (cfg.arch == crate::config::Arch::Bert) { ne } else { nd };
-            let residual_out = name.ends_with("attn.proj.weight") || name.ends_with("cross.proj.weight") || name.ends_with("mlp.proj.weight");
+            let expert_proj = name.contains(".mlp.experts.") && name.ends_with(".proj.weight");
+            let residual_out =
+                name.ends_with("attn.proj.weight") || name.ends_with("cross.proj.weight") || name.ends_with("mlp.proj.weight") || expert_proj;
             let mut std = cfg.init_std;
             if residual_out && !deep {
                 std /= (2.0 * layers.max(1) as f32).sqrt(); // GPT-2 scaled residual init
@@ -149,7 +171,8 @@ impl Model {
             if deep {
                 let stack = if name.starts_with("encoder.") || cfg.arch == crate::config::Arch::Bert { &layout.encoder } else { &layout.decoder };
                 let beta = stack.as_ref().map_or(1.0, |s| s.beta);
-                let ffn_or_out = name.contains(".mlp.") || residual_out;
+                // The FFN's weights (the experts', not the router's) and the output projections.
+                let ffn_or_out = (name.contains(".mlp.") && !name.contains(".mlp.router")) || residual_out;
                 if ffn_or_out {
                     p.iter_mut().for_each(|x| *x *= beta);
                 } else if name.ends_with("attn.qkv.weight") || name.ends_with("cross.kv.weight") {
@@ -187,6 +210,10 @@ impl Model {
     pub(crate) fn stack_forward<D: Backend>(&self, ctx: &mut Ctx<D>, sp: &StackParams, st: &StackCtx<D>, idx: &[u32]) -> Result<StackCache<D::Buf>> {
         let d = ctx.be;
         let mut x = self.embed(ctx, sp, idx, st.b, st.t, st.pos0)?;
+        let rnn = match &sp.rnn {
+            Some(r) => Some(recurrent::recurrent_forward(ctx, r, &mut x, None, st.b, st.t)?),
+            None => None,
+        };
         let mask = ctx.dropout_mask(block::len::<D>(&x));
         let emb_mask = if mask.is_empty() { None } else { Some(d.upload(mask)?) };
         if let Some(m) = &emb_mask {
@@ -205,7 +232,7 @@ impl Model {
             }
             None => (None, None, None, x),
         };
-        Ok(StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, out })
+        Ok(StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, rnn, out })
     }
 
     /// Returns d memory (B,S,C) accumulated by cross-attention (None for stacks without it).
@@ -236,6 +263,9 @@ impl Model {
         }
         if let Some(m) = &sc.emb_mask {
             d.mul_into(D::view_mut(&mut dx), D::view(m))?;
+        }
+        if let (Some(r), Some(rc)) = (&sp.rnn, &sc.rnn) {
+            recurrent::recurrent_backward(ctx, r, rc, &mut dx, st.b, st.t)?;
         }
         self.embed_backward(ctx, sp, &dx, idx, st.t)?;
         Ok(dmem)

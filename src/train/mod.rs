@@ -36,12 +36,34 @@ impl OptState {
     }
 }
 
+/// The budget set by `set_memory_budget_gib` (f64 bits; 0: none).
+static BUDGET_GIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The largest budget that can be set: in the browser 3.5 GiB of the wasm32 instance's 4 (the rest holds the
+/// allocator's own, the corpus and the code); natively 1 TiB.
+pub const MAX_MEMORY_BUDGET_GIB: f64 = if cfg!(target_arch = "wasm32") { 3.5 } else { 1024.0 };
+
+/// Sets the memory budget of the runs made from now on (the CLI's `--memory-budget`, the page's setting), in GiB;
+/// None restores the default. A value outside (0, `MAX_MEMORY_BUDGET_GIB`] is refused with the range.
+pub fn set_memory_budget_gib(gib: Option<f64>) -> std::result::Result<(), String> {
+    let g = gib.unwrap_or(0.0);
+    if gib.is_some() && !(g.is_finite() && g > 0.0 && g <= MAX_MEMORY_BUDGET_GIB) {
+        return Err(format!("the memory budget must be a number of GiB in (0, {MAX_MEMORY_BUDGET_GIB}]"));
+    }
+    BUDGET_GIB.store(g.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
 /// The bytes a run may plan one training step to hold (`Layout::check_memory`). In the browser 2 GiB: a wasm32
 /// instance addresses at most 4 GiB, and the allocator, the corpus, the page's copies and the step's temporaries
 /// share them. Natively `TP_MEMORY_BUDGET_GIB` when set, else half of the machine's memory (`/proc/meminfo`), else
-/// 8 GiB.
+/// 8 GiB. A budget set by `set_memory_budget_gib` overrides both.
 pub fn memory_budget() -> f64 {
     const GIB: f64 = (1u64 << 30) as f64;
+    let set = f64::from_bits(BUDGET_GIB.load(std::sync::atomic::Ordering::Relaxed));
+    if set > 0.0 {
+        return set * GIB;
+    }
     if cfg!(target_arch = "wasm32") {
         return 2.0 * GIB;
     }
@@ -402,10 +424,7 @@ impl Run {
     }
 
     pub fn tokens_per_step(&self) -> usize {
-        let (s, t) = match &self.data {
-            Dataset::Task { task, digits, .. } => task.lengths(*digits),
-            Dataset::Text { .. } => (0, self.cfg.model.ctx_len),
-        };
+        let (s, t) = self.data.lengths(self.cfg.model.ctx_len);
         self.cfg.train.batch_size * (s + t)
     }
 }

@@ -6,9 +6,10 @@
 //! On the host the ops run as they are called; on the GPU (`backend::gpu::GpuStep`) they are recorded, and the whole
 //! step is one submission whose only readback is the scalars buffer (`train::gpu`).
 
-use crate::backend::{AdamW, Backend, View};
+use crate::backend::{moe_stats_len, AdamW, Backend, View};
 use crate::config::{Schedule, TrainConfig};
 use crate::error::{Error, Result};
+use crate::model::layout::FfnParams;
 use crate::model::{Batch, Model, TensorInfo};
 use crate::rng::Rng;
 
@@ -46,9 +47,28 @@ pub fn loss_slot(model: &Model) -> usize {
     1 + model.layout.tensors.len()
 }
 
+/// The Mixture-of-Experts layers in layout order (encoder first), by name ("blocks.3", "decoder.blocks.0").
+pub fn moe_layers(model: &Model) -> Vec<String> {
+    let l = &model.layout;
+    let stacks = [&l.encoder, &l.decoder].into_iter().flatten();
+    stacks
+        .flat_map(|s| s.blocks.iter().enumerate().filter(|(_, b)| matches!(b.ffn, FfnParams::Moe { .. })).map(move |(i, _)| format!("{}blocks.{i}", s.prefix)))
+        .collect()
+}
+
+/// Slot of the statistics of MoE layer i (`moe_layers` order; `Backend::moe_route`'s `stats`): after the loss, each
+/// layer's on a 64-float boundary (a device binds them as storage views).
+pub fn moe_slot(model: &Model, i: usize) -> usize {
+    let each = model.cfg.ffn.moe.as_ref().map_or(0, |m| moe_stats_len(m.experts).next_multiple_of(64));
+    (loss_slot(model) + 1).next_multiple_of(64) + i * each
+}
+
 /// Floats in a step's scalars buffer.
 pub fn scalars_len(model: &Model) -> usize {
-    loss_slot(model) + 1
+    match moe_layers(model).len() {
+        0 => loss_slot(model) + 1,
+        n => moe_slot(model, n),
+    }
 }
 
 /// The flat buffers one step reads and updates, each laid out like the parameters; `scalars` as the slots above.
@@ -84,6 +104,11 @@ pub fn record_step<D: Backend>(
     let segments = model.layout.segments();
     let all = View { offset: 0, len: model.layout.size };
     let fwd = model.forward_on(d, params, batch, dropout)?;
+    for (i, stats) in fwd.moe_stats().into_iter().enumerate() {
+        let slot = View { offset: moe_slot(model, i), len: D::len(D::view(stats)) };
+        d.zero(D::grad(scalars, slot)?)?;
+        d.add_into(D::grad(scalars, slot)?, D::view(stats))?;
+    }
     model.backward_on(d, params, &fwd, batch, grads)?;
     let loss = fwd.loss;
     drop(fwd);
@@ -107,6 +132,13 @@ pub struct StepReport {
     pub grad_norm: f32,
     /// Gradient norm per block (before clipping), embeddings and head first.
     pub layer_grad_norms: Vec<(String, f32)>,
+    /// The load-balancing term added to the objective, Σ over MoE layers of aux_loss · E·Σ_e f_e·P_e (Mixture-of-
+    /// Experts models only; `loss` is the cross-entropy alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux_loss: Option<f32>,
+    /// Each MoE layer's expert load this step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expert_load: Vec<ExpertLoad>,
     /// Something the user should know, said once: e.g. the GPU failed and training continues on the CPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
@@ -124,7 +156,39 @@ pub fn finish_step<D: Backend>(model: &Model, loss: D::Loss, scalars: &[f32], st
         return Err(Error::Diverged { step, what: format!("gradient norm is {norm}") });
     }
     let layers = group_grad_norms(model, |i, _| scalars.get(tensor_slot(i)).map_or(f64::NAN, |&s| s as f64));
-    Ok(StepReport { step, loss, lr, grad_norm: norm, layer_grad_norms: layers, notice: None })
+    let expert_load = expert_loads(model, scalars);
+    let aux_loss = model.cfg.ffn.moe.as_ref().map(|m| expert_load.iter().map(|l| m.aux_loss * l.balance).sum());
+    Ok(StepReport { step, loss, lr, grad_norm: norm, layer_grad_norms: layers, aux_loss, expert_load, notice: None })
+}
+
+/// How one Mixture-of-Experts layer spread a step's tokens.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExpertLoad {
+    /// "blocks.3", "decoder.blocks.0".
+    pub layer: String,
+    /// Each expert's share of the (token, choice) assignments, before the capacity (sums to 1).
+    pub load: Vec<f32>,
+    /// Assignments over an expert's capacity, dropped (their tokens pass through the residual).
+    pub dropped: usize,
+    /// The balancing loss E·Σ_e f_e·P_e (1 when perfectly balanced), before its weight.
+    pub balance: f32,
+}
+
+/// Every MoE layer's load from a step's scalars.
+pub fn expert_loads(model: &Model, scalars: &[f32]) -> Vec<ExpertLoad> {
+    let Some(experts) = model.cfg.ffn.moe.as_ref().map(|m| m.experts) else { return vec![] };
+    moe_layers(model)
+        .into_iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let start = moe_slot(model, i);
+            let s = scalars.get(start..start + moe_stats_len(experts)).unwrap_or(&[]);
+            let counts = s.get(2..).unwrap_or(&[]);
+            let total: f32 = counts.iter().sum();
+            let load = counts.iter().map(|c| if total > 0.0 { c / total } else { 0.0 }).collect();
+            ExpertLoad { layer, load, dropped: s.get(1).map_or(0, |&d| d as usize), balance: s.first().copied().unwrap_or(f32::NAN) }
+        })
+        .collect()
 }
 
 /// Gradient norm of every block (and "embeddings & head") for the UI's per-layer chart, from each tensor's Σg²

@@ -55,6 +55,8 @@ test('the page is usable at once, trains the default preset from the keyboard an
   await page.waitForFunction(() => window.__tp.runs.selectedRun().training, null, { timeout: 10000 });
   assert.equal(await page.isDisabled('#pause'), false);
   await waitStopped(page, STEPS);
+  // The charts are drawn one a frame: let the last round finish.
+  await page.waitForFunction((n) => Object.values(window.__tp.charts()).every((c) => c === n), STEPS, { timeout: 5000 }).catch(() => {});
   const after = await page.evaluate(() => {
     const r = window.__tp.runs.selectedRun();
     return { status: r.status, losses: r.history.loss, val: r.history.val, points: window.__tp.charts(), step: document.getElementById('readout-step').textContent, progress: document.getElementById('progress').value, seen: window.seen };

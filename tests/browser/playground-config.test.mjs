@@ -58,7 +58,8 @@ test('each control changes the config and survives a URL round trip', async () =
   const changed = [];
   for (const o of OPTIONS) {
     // Make the option apply (e.g. RoPE for theta, encoder-decoder for the layer counts).
-    for (const [k, allowed] of Object.entries(o.when ?? {})) {
+    // (`when` may list alternatives: the first is made true.)
+    for (const [k, allowed] of Object.entries((Array.isArray(o.when) ? o.when[0] : o.when) ?? {})) {
       if (!allowed.includes((await values(page))[k])) await setOption(page, k, allowed[0]);
     }
     const before = await values(page);

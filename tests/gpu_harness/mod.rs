@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use transformer_playground::backend::gpu::{Element, Encoder, Gpu, GpuBuffer, GpuSlice, GpuStep, PendingLoss};
-use transformer_playground::backend::{ops, AdamW, AttnBias, AttnShape, Backend, Segment, View};
+use transformer_playground::backend::{ops, AdamW, AttnBias, AttnShape, Backend, Routing, Segment, View};
 use transformer_playground::config::{Activation, Config, NormKind};
 use transformer_playground::model::Batch;
 use transformer_playground::rng::Rng;
@@ -247,8 +247,79 @@ impl Backend for OnGpu {
     fn grad_pair(g: &mut [f32], a: View, b: Option<View>) -> Result<(&mut [f32], Option<&mut [f32]>)> {
         ops::two_mut(g, a, b)
     }
+    /// As on the device: the routing's values are not known while recording, so a Mixture-of-Experts layer runs
+    /// every expert over its capacity (the path `GpuStep` takes).
+    fn known(&self, _x: &[f32]) -> Option<Vec<f32>> {
+        None
+    }
     fn loss_value(loss: f32, _scalars: &[f32]) -> f32 {
         loss
+    }
+
+    fn moe_route(
+        &self,
+        probs: &mut [f32],
+        choice: &mut [f32],
+        slot: &mut [f32],
+        weight: &mut [f32],
+        stats: &mut [f32],
+        logits: &[f32],
+        n: usize,
+        e: usize,
+        k: usize,
+        cap: usize,
+    ) -> Result<()> {
+        let outs = [Some(probs), Some(choice), Some(slot), Some(weight), Some(stats)];
+        on_gpu(0.0, [Some(logits)], outs, |s, [l], [p, ch, sl, w, st]| s.moe_route(d(p), d(ch), d(sl), d(w), d(st), d(l), n, e, k, cap)).map(drop)
+    }
+
+    fn moe_route_backward(&self, dlogits: &mut [f32], dweight: &[f32], probs: &[f32], r: Routing<&[f32]>, stats: &[f32], e: usize, aux: f32) -> Result<()> {
+        let ins = [Some(dweight), Some(probs), Some(r.choice), Some(r.slot), Some(r.weight), Some(stats)];
+        on_gpu(0.0, ins, [Some(dlogits)], |s, [dw, p, ch, sl, w, st], [dl]| {
+            let r = Routing { choice: d(ch), slot: d(sl), weight: d(w), n: r.n, k: r.k };
+            s.moe_route_backward(d(dl), d(dw), d(p), r, d(st), e, aux)
+        })
+        .map(drop)
+    }
+
+    fn moe_gather(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(x), Some(r.choice), Some(r.slot), Some(r.weight)], [Some(xe)], |s, [x, ch, sl, w], [xe]| {
+            s.moe_gather(d(xe), d(x), Routing { choice: d(ch), slot: d(sl), weight: d(w), n: r.n, k: r.k }, ex, rows, c)
+        })
+        .map(drop)
+    }
+
+    fn moe_scatter(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(dxe), Some(r.choice), Some(r.slot), Some(r.weight)], [Some(dx)], |s, [dxe, ch, sl, w], [dx]| {
+            s.moe_scatter(d(dx), d(dxe), Routing { choice: d(ch), slot: d(sl), weight: d(w), n: r.n, k: r.k }, ex, rows, c)
+        })
+        .map(drop)
+    }
+
+    fn moe_combine(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(ye), Some(r.choice), Some(r.slot), Some(r.weight)], [Some(out)], |s, [ye, ch, sl, w], [out]| {
+            s.moe_combine(d(out), d(ye), Routing { choice: d(ch), slot: d(sl), weight: d(w), n: r.n, k: r.k }, ex, rows, c)
+        })
+        .map(drop)
+    }
+
+    fn moe_combine_backward(
+        &self,
+        dye: &mut [f32],
+        dweight: &mut [f32],
+        dout: &[f32],
+        ye: &[f32],
+        r: Routing<&[f32]>,
+        ex: usize,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        let ins = [Some(dout), Some(ye), Some(r.choice), Some(r.slot), Some(r.weight)];
+        on_gpu(0.0, ins, [Some(dye), Some(dweight)], |s, [dout, ye, ch, sl, w], [dye, dw]| {
+            let r = Routing { choice: d(ch), slot: d(sl), weight: d(w), n: r.n, k: r.k };
+            s.moe_combine_backward(d(dye), d(dw), d(dout), d(ye), r, ex, rows, c)
+        })
+        .map(drop)
     }
 
     fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
@@ -398,6 +469,33 @@ impl Backend for OnGpu {
 
     fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
         on_gpu(0.0, [Some(old), Some(new)], [Some(out)], |s, [old, new], [out]| s.append_heads(d(out), d(old), d(new), h, len, n, hs)).map(drop)
+    }
+
+    fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+        on_gpu(0.0, [Some(gi), Some(w_hh), b_hh, h0], [Some(h), Some(gates)], |s, [gi, w, bh, h0], [h, gates]| {
+            s.gru_forward(d(h), d(gates), d(gi), d(w), bh, h0, b, t, c)
+        })
+        .map(drop)
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: &mut [f32],
+        dw_hh: &mut [f32],
+        db_hh: Option<&mut [f32]>,
+        dh: &[f32],
+        gates: &[f32],
+        h: &[f32],
+        h0: Option<&[f32]>,
+        w_hh: &[f32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        on_gpu(0.0, [Some(dh), Some(gates), Some(h), h0, Some(w_hh)], [Some(dgi), Some(dw_hh), db_hh], |s, [dh, gates, h, h0, w], [dgi, dw, db]| {
+            s.gru_backward(d(dgi), d(dw), db, d(dh), d(gates), d(h), h0, d(w), b, t, c)
+        })
+        .map(drop)
     }
 
     fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {

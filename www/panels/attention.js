@@ -1,11 +1,13 @@
 // Attention heatmaps of the selected run for a sample text: every layer and head as a thumbnail, one enlarged with
 // its tokens; hovering (or moving with the arrow keys) tells the token pair and the weight. Self-attention of
-// each stack and the decoder's cross-attention. Refreshed while the run trains.
+// each stack and the decoder's cross-attention. Refreshed while the run trains. For a Mixture-of-Experts model, the
+// same text's routing: each MoE layer × token, the token's k experts (best first), shaded by weight.
 import { $, h, fill, showToken, debounce, perFrame } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { getCustomText, taskSample } from '../data.js';
+import { expertColor, layerName } from './experts.js';
 
 const RAMP = [[0, 255, 255, 255], [0.15, 219, 234, 254], [0.35, 147, 197, 253], [0.6, 59, 130, 246], [0.85, 30, 64, 175], [1, 23, 23, 72]];
 
@@ -229,10 +231,46 @@ function renderWhich() {
   sel.disabled = kinds.length < 2;
 }
 
+/**
+ * One table per stack: a row per MoE layer, a column per token; each cell holds the token's k experts, best first,
+ * each in its expert's colour with the opacity of its weight; a dropped assignment is struck through.
+ */
+function renderRoutes() {
+  const box = $('#att-routes');
+  const routes = data?.routes ?? [];
+  box.hidden = routes.length === 0;
+  if (!routes.length) return $('#routes-tables').replaceChildren();
+  const n = Number(runs.selectedRun()?.values.experts) || Math.max(...routes.flatMap((r) => r.experts)) + 1;
+  const stacks = [...new Set(routes.map((r) => r.stack))];
+  fill($('#routes-tables'), stacks.map((stack) => {
+    const tokens = stack === 'encoder' && data.source_tokens.length ? data.source_tokens : data.tokens;
+    const rows = routes.filter((r) => r.stack === stack).map((r) => {
+      const label = layerName(`${stacks.length > 1 ? `${stack}.` : ''}blocks.${r.layer}`);
+      return h('tr', { dataset: { stack, layer: String(r.layer) } },
+        h('th', { scope: 'row' }, label),
+        tokens.map((tok, i) => {
+          const picks = Array.from({ length: r.k }, (_, j) => ({ e: r.experts[i * r.k + j], w: r.weights[i * r.k + j], dropped: r.dropped[i * r.k + j] }));
+          const said = picks.map((p) => t(p.dropped ? 'att.routes.dropped' : 'att.routes.expert', { e: p.e, w: p.w.toFixed(2) })).join(', ');
+          return h('td', { title: t('att.routes.cell', { layer: label, tok: showToken(tok), i, experts: said }) },
+            picks.map((p) => {
+              const chip = h('span', { class: `xp${p.dropped ? ' dropped' : ''}`, dataset: { e: String(p.e), w: String(p.w) } }, String(p.e));
+              chip.style.background = expertColor(p.e, n);
+              chip.style.opacity = String(0.3 + 0.7 * Math.max(0, Math.min(1, p.w)));
+              return chip;
+            }));
+        }));
+    });
+    return h('table', { class: 'routes-table', dataset: { stack } },
+      h('thead', {}, h('tr', {}, h('th', {}), tokens.map((tok) => h('th', { scope: 'col', class: 'tok' }, showToken(tok))))),
+      h('tbody', {}, rows));
+  }));
+}
+
 function render() {
   renderWhich();
   renderGrid();
   renderDetail();
+  renderRoutes();
   const rec = runs.selectedRun();
   $('#att-empty').hidden = !!data;
   $('#att-target-row').hidden = rec?.values.arch !== 'encoder_decoder';

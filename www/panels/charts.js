@@ -1,6 +1,8 @@
 // Training curves with uPlot: loss (training batch and validation) of every run overlaid in its colour, the
-// learning rate of every run, and the gradient norm of each layer of the selected run.
-import { $, perFrame } from '../dom.js';
+// learning rate of every run, and the gradient norm of each layer of the selected run. With Mixture-of-Experts
+// runs, also the balancing loss of each of them and the balance (E·Σf·P) of each MoE layer of the selected run
+// (the expert-load table beside them is experts.js).
+import { $, perFrame, paced } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
@@ -81,7 +83,16 @@ function draw(name, signature, makeOpts, data) {
   }
 }
 
-const render = perFrame(() => {
+let turn = 0;
+/** Each chart in a frame of its own (then one frame's work stays small with six runs); a newer render takes over. */
+function inTurn(fns, mine = ++turn) {
+  if (mine !== turn) return;
+  const [first, ...rest] = fns;
+  first();
+  if (rest.length) requestAnimationFrame(() => inTurn(rest, mine));
+}
+
+function renderNow() {
   const list = runs.list();
   const any = list.some((r) => r.history.step.length > 0);
   $('#charts').classList.toggle('empty', !any);
@@ -96,33 +107,54 @@ const render = perFrame(() => {
   const lang = document.documentElement.lang;
   const ids = list.map((r) => `${r.no}:${r.color}`).join(',');
 
-  draw('loss', `${lang}|${ids}`, (w) => baseOptions(w, lossSeries(list)),
-    (() => {
-      const hists = list.map((r) => r.history);
-      const [x, ...train] = align(hists, (hist) => hist.loss);
-      const [, ...val] = align(hists, (hist) => hist.val);
-      return [x, ...train.flatMap((col, i) => [col, val[i]])];
-    })());
+  inTurn([
+    () => draw('loss', `${lang}|${ids}`, (w) => baseOptions(w, lossSeries(list)),
+      (() => {
+        const hists = list.map((r) => r.history);
+        const [x, ...train] = align(hists, (hist) => hist.loss);
+        const [, ...val] = align(hists, (hist) => hist.val);
+        return [x, ...train.flatMap((col, i) => [col, val[i]])];
+      })()),
+    () => draw('lr', `${lang}|${ids}`,
+      (w) => baseOptions(w, list.map((rec) => ({ label: t('chart.train', { n: rec.no }), stroke: rec.color, width: 1.5, spanGaps: true }))),
+      align(list.map((r) => r.history), (hist) => hist.lr)),
+    () => {
+      const sel = runs.selectedRun();
+      const hist = sel?.history;
+      const names = hist?.layerNames ?? [];
+      $('#grad-note').textContent = sel ? t('chart.grad.note', { n: sel.no }) : '';
+      draw('grad', `${lang}|${sel?.no}|${names.join(',')}`,
+        (w) => baseOptions(w, [
+          ...names.map((n, i) => ({ label: n, stroke: depthColor(i, names.length), width: 1.25, spanGaps: true })),
+          { label: t('chart.total'), stroke: '#333', width: 1, dash: [5, 3], spanGaps: true },
+        ], { log: true }),
+        hist ? [hist.step, ...hist.layers, hist.grad] : [[], []]);
+    },
+    () => {
+      const moe = list.filter((r) => r.values.moe);
+      $('#moe-charts').hidden = moe.length === 0;
+      if (!moe.length) return;
+      draw('aux', `${lang}|${moe.map((r) => `${r.no}:${r.color}`).join(',')}`,
+        (w) => baseOptions(w, moe.map((rec) => ({ label: t('chart.train', { n: rec.no }), stroke: rec.color, width: 1.5, spanGaps: true }))),
+        align(moe.map((r) => r.history), (hist) => hist.aux));
+      const sel = runs.selectedRun();
+      const hist = sel?.values.moe ? sel.history : null;
+      const names = hist?.moeNames ?? [];
+      $('#balance-note').textContent = sel ? t('chart.balance.note', { n: sel.no }) : '';
+      draw('balance', `${lang}|${sel?.no}|${names.join(',')}`,
+        (w) => baseOptions(w, names.map((n, i) => ({ label: n, stroke: depthColor(i, names.length), width: 1.25, spanGaps: true }))),
+        hist && names.length ? [hist.step, ...hist.balance] : [[]]);
+    },
+  ]);
+}
 
-  draw('lr', `${lang}|${ids}`,
-    (w) => baseOptions(w, list.map((rec) => ({ label: t('chart.train', { n: rec.no }), stroke: rec.color, width: 1.5, spanGaps: true }))),
-    align(list.map((r) => r.history), (hist) => hist.lr));
-
-  const sel = runs.selectedRun();
-  const hist = sel?.history;
-  const names = hist?.layerNames ?? [];
-  $('#grad-note').textContent = sel ? t('chart.grad.note', { n: sel.no }) : '';
-  draw('grad', `${lang}|${sel?.no}|${names.join(',')}`,
-    (w) => baseOptions(w, [
-      ...names.map((n, i) => ({ label: n, stroke: depthColor(i, names.length), width: 1.25, spanGaps: true })),
-      { label: t('chart.total'), stroke: '#333', width: 1, dash: [5, 3], spanGaps: true },
-    ], { log: true }),
-    hist ? [hist.step, ...hist.layers, hist.grad] : [[], []]);
-});
+const render = perFrame(renderNow);
+// Training steps come by the dozen a second: the curves follow four times a second.
+const renderPaced = paced(renderNow, 250);
 
 export function mount() {
   on('runs', render);
-  on('progress', render);
+  on('progress', renderPaced);
   on('lang', render);
   on('values', render);
   const ro = new ResizeObserver(() => {

@@ -3,9 +3,9 @@
 // from the 'values' event (so a refused edit springs back). The numbers' min and max are the core's, set once
 // the engine is up (options.applyLimits).
 import { h, $, fill, debounce } from '../dom.js';
-import { t } from '../i18n.js';
+import { t, has } from '../i18n.js';
 import { on } from '../bus.js';
-import { OPTIONS, GROUPS, BY_KEY, applies, kvLayout } from '../options.js';
+import { OPTIONS, GROUPS, BY_KEY, applies, kvLayout, moeRouting } from '../options.js';
 import * as runs from '../runs.js';
 import { PRESETS, presetValues, matchPreset } from '../presets.js';
 
@@ -73,7 +73,9 @@ function buildRow(o) {
   const tag = o.key === 'n_kv_heads' ? h('span', { class: 'tag', attrs: { 'aria-live': 'polite' } }) : null;
   const help = h('p', { class: 'help', id: `help-${o.key}` });
   const label = h('label', { htmlFor: ctl.id });
-  const row = h('div', { class: `opt opt-${o.type}`, dataset: { key: o.key } }, label, h('div', { class: 'ctl' }, ctl, tag), help);
+  // The fields of a switched-on part (the Mixture-of-Experts FFN) sit indented under their switch.
+  const sub = Object.keys(o.when ?? {}).some((k) => BY_KEY[k].type === 'bool') ? ' opt-sub' : '';
+  const row = h('div', { class: `opt opt-${o.type}${sub}`, dataset: { key: o.key } }, label, h('div', { class: 'ctl' }, ctl, tag), help);
   rows.set(o.key, { row, control: ctl, help, tag, label });
   return row;
 }
@@ -146,7 +148,8 @@ function render(values, source) {
     } else if (!(focused && source === 'edit')) {
       // Leave a field the user is typing in alone; anything else shows the value.
       r.control.value = v === null || v === undefined ? '' : String(v);
-      if (o.type.startsWith('opt')) r.control.placeholder = t('opt.auto');
+      // An empty optional field means "auto", or what the option says it means (opt.<key>.empty).
+      if (o.type.startsWith('opt')) r.control.placeholder = t(has(`opt.${o.key}.empty`) ? `opt.${o.key}.empty` : 'opt.auto');
     }
     const parts = [t(`opt.${o.key}.help`)];
     if (o.type === 'choice' && o.choices.includes(v)) parts.push(t(`opt.${o.key}.d.${v}`));
@@ -157,6 +160,10 @@ function render(values, source) {
   kvRow.tag.textContent = t(`kv.tag.${kv.kind}`);
   kvRow.tag.dataset.kind = kv.kind;
   fill(kvRow.help, t('opt.n_kv_heads.help'), h('span', { class: 'choice-help' }, ` ${t(`kv.${kv.kind}`, { group: kv.group })}`));
+  const routing = moeRouting(values);
+  if (routing === 'top1' || routing === 'topk') {
+    fill(rows.get('top_k').help, t('opt.top_k.help'), h('span', { class: 'choice-help' }, ` ${t(`opt.top_k.d.${routing}`, { k: values.top_k })}`));
+  }
   for (const [g, el] of groupEls) el.hidden = OPTIONS.filter((o) => o.group === g).every((o) => !applies(o, values));
   renderPreset(values);
 }

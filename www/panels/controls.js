@@ -21,6 +21,9 @@ function readouts() {
   bar.style.setProperty('--run', rec?.color ?? '#888');
   const last = rec?.last;
   $('#readout-loss').textContent = last ? fmtLoss(last.loss) : t('ctl.none');
+  // A Mixture-of-Experts run's balancing loss, beside the cross-entropy.
+  $('#readout-aux-box').hidden = !rec?.values.moe;
+  $('#readout-aux').textContent = last?.auxLoss !== undefined ? fmtLoss(last.auxLoss) : t('ctl.none');
   $('#readout-tokps').textContent = last && rec.training ? grouped(last.tokensPerSec) : t('ctl.none');
   const left = Number.isFinite(total) ? total - step : NaN;
   $('#readout-eta').textContent = rec?.training && rec.rate > 0 ? duration(left / rec.rate) : t('ctl.none');

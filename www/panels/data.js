@@ -8,6 +8,7 @@ import { on, emit } from '../bus.js';
 import { setCustomText, getCustomText, formatBytes, dataErrorMessage } from '../data.js';
 import { startEngine, getEngine } from '../engine.js';
 import * as runs from '../runs.js';
+import { applies, BY_KEY } from '../options.js';
 
 let box;
 let area;
@@ -90,7 +91,7 @@ export function create() {
 }
 
 function render(values) {
-  box.hidden = !(values.corpus === 'custom' && values.arch !== 'encoder_decoder');
+  box.hidden = !(values.corpus === 'custom' && applies(BY_KEY.corpus, values));
   const limit = getEngine()?.limits.text.max_bytes;
   box.querySelector('#custom-limit').textContent = limit ? t('data.limit', { limit: formatBytes(limit) }) : '';
   msg.textContent = t(state.key, state.vars);

@@ -1,18 +1,21 @@
 // The list of runs: colour, number, status, step, loss, and how each run's setup differs from the first run's.
 // Clicking a run shows it (its settings go to the configuration panel and the URL).
-import { $, h, fill, perFrame } from '../dom.js';
-import { t } from '../i18n.js';
+import { $, h, fill, perFrame, paced } from '../dom.js';
+import { t, has } from '../i18n.js';
 import { on } from '../bus.js';
 import { BY_KEY, diffKeys } from '../options.js';
 import * as runs from '../runs.js';
 import { loss as fmtLoss, grouped } from '../format.js';
+
+/** Milliseconds with three significant digits (0.912, 12.3, 145). */
+const fmtMs = (ms) => (ms >= 100 ? ms.toFixed(0) : ms.toPrecision(3));
 
 /** A value as a user reads it: a choice by its name, a switch as on/off, a number as is. */
 export function showValue(key, v) {
   const o = BY_KEY[key];
   if (o.type === 'choice') return t(`opt.${key}.v.${v}`);
   if (o.type === 'bool') return v ? '✓' : '✗';
-  if (v === null || v === undefined) return t('opt.auto');
+  if (v === null || v === undefined) return t(has(`opt.${key}.empty`) ? `opt.${key}.empty` : 'opt.auto');
   return String(v);
 }
 
@@ -41,7 +44,8 @@ function item(rec, ref, sel) {
   selectBtn.querySelector('.swatch').style.background = rec.color;
   const stats = h('span', { class: 'run-stats' },
     t('runs.stepOf', { step: grouped(rec.stepCount), total: Number.isFinite(rec.values.steps) ? grouped(rec.values.steps) : '—' }),
-    rec.last ? ` · ${t('ctl.loss')} ${fmtLoss(rec.last.loss)}` : '');
+    rec.last ? ` · ${t('ctl.loss')} ${fmtLoss(rec.last.loss)}` : '',
+    rec.msPerStep ? h('span', { class: 'run-ms', attrs: { title: t('runs.msPerStepHelp') } }, ` · ${t('runs.msPerStep', { ms: fmtMs(rec.msPerStep) })}`) : '');
   const diff = h('div', { class: 'run-diff' },
     isRef ? t('runs.reference') : keys.length === 0 ? t('runs.same', { n: ref.no }) : lines.map((l) => h('div', {}, l)));
   const message = rec.message && (rec.status === 'invalid' || rec.status === 'error')
@@ -65,10 +69,13 @@ const render = perFrame(() => {
   if (focusRun) $(`#run-list li[data-run="${focusRun}"] .${focusClass}`)?.focus();
 });
 
+// Training steps come by the dozen a second: their counts and losses follow four times a second.
+const renderPaced = paced(render, 250);
+
 export function mount() {
   on('runs', render);
   on('values', render);
   on('lang', render);
-  on('progress', render);
+  on('progress', renderPaced);
   render();
 }

@@ -1,11 +1,12 @@
-// The live numbers of the configuration panel — parameters, FLOPs per token, memory, tokens per step — and the
+// The live numbers of the configuration panel — parameters (and, for a Mixture-of-Experts FFN, those one token
+// uses), FLOPs per token, memory, tokens per step — and the
 // core's verdict on the draft: its validation message, inline, naming field, value and rule. The same check
 // feeds the shape-flow panel and decides whether Train is enabled.
 import { $, fill, h, debounce } from '../dom.js';
 import { t } from '../i18n.js';
 import { on, emit } from '../bus.js';
-import { OPTIONS, applies, configFromValues } from '../options.js';
-import { check, getEngine } from '../engine.js';
+import { OPTIONS, applies, configFromValues, DENOISE_TASKS } from '../options.js';
+import { check, getEngine, startEngine } from '../engine.js';
 import { distinctChars } from '../data.js';
 import * as runs from '../runs.js';
 import { si, bytes, grouped } from '../format.js';
@@ -22,10 +23,16 @@ export function lastFlow() {
   return verdict.flow;
 }
 
-/** Vocabulary size for a setup: characters of the corpus plus the architecture's special token, or the task's. */
+/** Vocabulary size for a setup: characters of the corpus plus the architecture's special token, or the task's;
+ * a denoising task's specials ([BOS] and [MASK] or the sentinels) come from the core. */
 async function vocabFor(values) {
-  if (values.arch === 'encoder_decoder') return 12; // 0-9, '+', [BOS]
+  if (values.arch === 'encoder_decoder' && !DENOISE_TASKS.includes(values.task)) return 12; // 0-9, '+', [BOS]
   const n = await distinctChars(values.corpus);
+  if (values.arch === 'encoder_decoder') {
+    const e = getEngine() ?? (await startEngine().catch(() => null));
+    const specials = e ? await e.specialTokens(configFromValues(values)).catch(() => ['[BOS]']) : ['[BOS]'];
+    return n + specials.length;
+  }
   return n + (values.arch === 'bert' ? 1 : 0);
 }
 
@@ -67,6 +74,12 @@ function render() {
   $('#sum-memory').textContent = f ? bytes(f.memory_bytes) : '—';
   const rec = runs.selectedRun();
   $('#sum-tokens').textContent = f && rec ? grouped(rec.values.batch_size * rec.values.ctx_len) : '—';
+  // Mixture-of-Experts: every expert counts in the parameters; a token uses the router and top_k of them.
+  const moe = !!(f && rec?.values.moe);
+  $('#sum-active-box').hidden = !moe;
+  $('#sum-active').textContent = moe ? si(f.active_params) : '—';
+  $('#sum-active').title = moe ? grouped(f.active_params) : '';
+  $('#sum-active-note').textContent = moe ? t('sum.active.note', { total: si(f.n_params), k: rec.values.top_k, e: rec.values.experts }) : '';
   const msg = $('#validation');
   msg.classList.toggle('bad', !verdict.ok && !verdict.pending);
   msg.classList.toggle('good', verdict.ok);

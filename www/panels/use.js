@@ -1,11 +1,13 @@
 // Use the selected run's model: a GPT continues a prompt (streamed; temperature, top-k, top-p, length, seed), a
 // BERT ranks the five likeliest characters for each [MASK], an encoder-decoder maps an input of its task to an
-// output (with the right answer beside it). Model text is inserted as text only.
+// output (with the right answer beside it), and on a denoising task (T5 span corruption, BART text infilling) shows a
+// corrupted val example, the model's reconstruction and the truth. Model text is inserted as text only.
 import { $, h, fill, showToken } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { getCustomText, taskExample, taskSample } from '../data.js';
+import { DENOISE_TASKS } from '../options.js';
 
 let shownFor = null; // the setup the default inputs were chosen for
 
@@ -21,7 +23,8 @@ function defaults(values) {
 }
 
 function mode(values) {
-  return values?.arch === 'encoder_decoder' ? 'decode' : values?.arch === 'bert' ? 'mask' : 'generate';
+  if (values?.arch === 'encoder_decoder') return DENOISE_TASKS.includes(values.task) ? 'denoise' : 'decode';
+  return values?.arch === 'bert' ? 'mask' : 'generate';
 }
 
 function setBusy(button, busy) {
@@ -120,11 +123,62 @@ async function decode() {
   }
 }
 
+/** Text as spans, the characters at `marked(i)` in a <mark> (runs of them together). */
+function marked(text, isMarked, cls) {
+  const chars = [...text];
+  const parts = [];
+  let i = 0;
+  while (i < chars.length) {
+    const m = isMarked(i);
+    let j = i;
+    while (j < chars.length && isMarked(j) === m) j++;
+    const s = chars.slice(i, j).join('');
+    parts.push(m ? h('mark', { class: cls }, s) : s);
+    i = j;
+  }
+  return parts;
+}
+
+/** Tokens, the special ones (sentinels, [MASK]) marked. */
+function tokens(list, special) {
+  return list.map((tok, i) => (special(tok, i) ? h('mark', { class: 'special' }, tok) : tok));
+}
+
+async function denoise() {
+  const out = $('#den-out');
+  const btn = $('#den-go');
+  setBusy(btn, true);
+  try {
+    const run = await handleFor();
+    const seed = Number($('#den-seed').value) || 0;
+    const r = await run.denoiseExample({ seed });
+    if (!r) throw new Error(t('use.noModel'));
+    const hidden = new Set(r.spans.flatMap(([s, l]) => Array.from({ length: l }, (_, k) => s + k)));
+    const pct = (100 * r.charAccuracy).toFixed(0);
+    fill(out,
+      h('dl', { class: 'dec denoise' },
+        h('dt', {}, t('use.den.source')), h('dd', { class: 'mono', id: 'den-source' }, tokens(r.source, (_, i) => r.sourceSpecial[i])),
+        r.task === 'span_corruption' ? [
+          h('dt', {}, t('use.den.target')), h('dd', { class: 'mono', id: 'den-target' }, tokens(r.target, (_, i) => r.targetSpecial[i])),
+          h('dt', {}, t('use.den.output')), h('dd', { class: 'mono', id: 'den-output' }, tokens(r.output, (_, i) => r.outputSpecial[i])),
+        ] : null,
+        h('dt', {}, t('use.den.recon')), h('dd', { class: 'mono', id: 'den-recon' }, r.reconTokens.map((tok, i) => (r.reconFilled[i]
+          ? h('mark', { class: r.reconMiss[i] ? 'miss' : 'filled' }, tok) : tok))),
+        h('dt', {}, t('use.den.truth')), h('dd', { class: 'mono', id: 'den-truth' }, marked(r.truth, (i) => hidden.has(i), 'hidden'))),
+      h('span', { class: `verdict ${r.charAccuracy === 1 ? 'good' : ''}`, id: 'den-accuracy' }, t(`use.den.accuracy.${r.task}`, { pct })));
+    out.dataset.done = '1';
+  } catch (e) {
+    fail(out, e);
+  } finally {
+    setBusy(btn, false);
+  }
+}
+
 function render() {
   const rec = runs.selectedRun();
   const values = rec?.values;
   const m = mode(values);
-  for (const [id, k] of [['use-generate', 'generate'], ['use-mask', 'mask'], ['use-decode', 'decode']]) $(`#${id}`).hidden = m !== k;
+  for (const [id, k] of [['use-generate', 'generate'], ['use-mask', 'mask'], ['use-decode', 'decode'], ['use-denoise', 'denoise']]) $(`#${id}`).hidden = m !== k;
   if (!values) return;
   const key = JSON.stringify([values.arch, values.corpus, values.task, values.digits]);
   if (key !== shownFor) {
@@ -133,7 +187,7 @@ function render() {
     if (d.prompt !== undefined) $('#gen-prompt').value = d.prompt;
     if (d.mask !== undefined) $('#mask-text').value = d.mask;
     if (d.input !== undefined) $('#dec-input').value = d.input;
-    for (const id of ['#gen-out', '#mask-out', '#dec-out']) $(id).replaceChildren();
+    for (const id of ['#gen-out', '#mask-out', '#dec-out', '#den-out']) $(id).replaceChildren();
   }
   if (m === 'decode') $('#dec-help').textContent = t(`use.input.help.${values.task}`, { ex: taskSample(values.task, values.digits) });
 }
@@ -142,6 +196,7 @@ export function mount() {
   $('#gen-go').addEventListener('click', generate);
   $('#mask-go').addEventListener('click', fillMask);
   $('#dec-go').addEventListener('click', decode);
+  $('#den-go').addEventListener('click', denoise);
   $('#dec-random').addEventListener('click', () => {
     const v = runs.selectedRun()?.values;
     if (v) $('#dec-input').value = taskExample(v.task, v.digits);

@@ -17,6 +17,7 @@
 
 mod attention;
 mod glue;
+mod gru;
 pub(crate) mod math;
 mod matmul;
 #[cfg(not(target_arch = "wasm32"))]
@@ -29,7 +30,7 @@ mod tile;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm128;
 
-use super::{ops, AdamW, AttnBias, AttnShape, Backend, Segment};
+use super::{ops, AdamW, AttnBias, AttnShape, Backend, Routing, Segment};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
 
@@ -206,6 +207,83 @@ impl Backend for Cpu {
     fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
         // Whole rows of a head at a time: the reference's copies are what the CPU runs.
         ops::append_heads(out, old, new, h, len, n, hs);
+        Ok(())
+    }
+
+    // Mixture-of-Experts routing: passes over N·k assignments and the routed rows, small beside the experts'
+    // matmuls (which are the fast ones); the reference's loops, sequential in token order as the capacity is.
+    fn moe_route(
+        &self,
+        probs: &mut [f32],
+        choice: &mut [f32],
+        slot: &mut [f32],
+        weight: &mut [f32],
+        stats: &mut [f32],
+        logits: &[f32],
+        n: usize,
+        e: usize,
+        k: usize,
+        cap: usize,
+    ) -> Result<()> {
+        ops::moe_route(probs, choice, slot, weight, stats, logits, n, e, k, cap);
+        Ok(())
+    }
+
+    fn moe_route_backward(&self, dlogits: &mut [f32], dweight: &[f32], probs: &[f32], r: Routing<&[f32]>, stats: &[f32], e: usize, aux: f32) -> Result<()> {
+        ops::moe_route_backward(dlogits, dweight, probs, r, stats, e, aux);
+        Ok(())
+    }
+
+    fn moe_gather(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        ops::moe_gather(xe, x, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_scatter(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        ops::moe_scatter(dx, dxe, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        ops::moe_combine(out, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine_backward(
+        &self,
+        dye: &mut [f32],
+        dweight: &mut [f32],
+        dout: &[f32],
+        ye: &[f32],
+        r: Routing<&[f32]>,
+        ex: usize,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        ops::moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+        gru::gru_forward(h, gates, gi, w_hh, b_hh, h0, b, t, c, b * c * 3 * c >= PAR_FLOPS);
+        Ok(())
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: &mut [f32],
+        dw_hh: &mut [f32],
+        db_hh: Option<&mut [f32]>,
+        dh: &[f32],
+        gates: &[f32],
+        h: &[f32],
+        h0: Option<&[f32]>,
+        w_hh: &[f32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        gru::gru_backward(dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, b, t, c, b * c * 3 * c >= PAR_FLOPS);
         Ok(())
     }
 

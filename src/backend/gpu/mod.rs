@@ -19,6 +19,8 @@
 //! - `attention_naive_forward`, `attention_naive_backward` (`attention_naive.rs`): the textbook, materialising
 //!   version — scores and probabilities in a (B,NH,T,S) matrix, one invocation per element — for teaching and the
 //!   fused-vs-naive benchmark only; training does not use it.
+//! - `gru` (`gru.rs`): the recurrent position encoding's GRU, a sequential kernel (one workgroup per batch row
+//!   looping over T), its backward through time, and the dW_hh / db_hh sums.
 //! - `activation`, `cross_entropy`, `adamw`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
 //! - The model's glue (`glue.rs`): `embedding` and `embedding_backward` (row lists made on the host, so no
 //!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (split/merge of attention
@@ -35,7 +37,9 @@ mod bound;
 mod buffer;
 mod context;
 mod glue;
+mod gru;
 mod matmul;
+mod moe;
 mod norm;
 mod pointwise;
 mod reduce;
@@ -216,6 +220,8 @@ impl Gpu {
             .chain(pointwise::KERNELS)
             .chain(reduce::KERNELS)
             .chain(glue::KERNELS)
+            .chain(moe::KERNELS)
+            .chain(gru::KERNELS)
             .map(|k| (*k, vec![]))
             .collect();
         v.push((&attention::DELTA, vec![]));

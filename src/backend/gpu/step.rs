@@ -8,7 +8,8 @@
 
 use super::glue::csr;
 use super::{gpu_error, Encoder, Gpu, GpuBuffer, GpuSlice, Pooled, Readback};
-use crate::backend::{AdamW, AttnBias, AttnShape, Backend, Segment, View};
+use super::moe::RowPass;
+use crate::backend::{AdamW, AttnBias, AttnShape, Backend, Routing, Segment, View};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
 use std::cell::{Cell, RefCell};
@@ -108,6 +109,9 @@ impl<'g> Backend for GpuStep<'g> {
     }
     fn read(&self, x: GpuSlice<f32>) -> Result<Readback<f32>> {
         self.with(|g, e| Ok(g.read_after(e, x)))
+    }
+    fn known(&self, _x: GpuSlice<f32>) -> Option<Vec<f32>> {
+        None
     }
     fn loss_value(loss: PendingLoss, scalars: &[f32]) -> f32 {
         loss.mean(scalars)
@@ -306,6 +310,102 @@ impl<'g> Backend for GpuStep<'g> {
             }
             Ok(())
         })
+    }
+
+    fn moe_route(
+        &self,
+        probs: GpuSlice<f32>,
+        choice: GpuSlice<f32>,
+        slot: GpuSlice<f32>,
+        weight: GpuSlice<f32>,
+        stats: GpuSlice<f32>,
+        logits: GpuSlice<f32>,
+        n: usize,
+        e: usize,
+        k: usize,
+        cap: usize,
+    ) -> Result<()> {
+        self.with(|g, enc| g.moe_route(enc, probs, choice, slot, weight, stats, logits, n, e, k, cap))
+    }
+
+    fn moe_route_backward(
+        &self,
+        dlogits: GpuSlice<f32>,
+        dweight: GpuSlice<f32>,
+        probs: GpuSlice<f32>,
+        r: Routing<GpuSlice<f32>>,
+        stats: GpuSlice<f32>,
+        e: usize,
+        aux: f32,
+    ) -> Result<()> {
+        self.with(|g, enc| g.moe_route_backward(enc, dlogits, dweight, probs, r, stats, e, aux))
+    }
+
+    fn moe_gather(&self, xe: GpuSlice<f32>, x: GpuSlice<f32>, r: Routing<GpuSlice<f32>>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        self.with(|g, enc| {
+            g.clear(enc, xe.sub(0, rows * c)?);
+            g.moe_rows(enc, RowPass::Gather, xe, x, None, r, ex, rows, c)
+        })
+    }
+
+    fn moe_scatter(&self, dx: GpuSlice<f32>, dxe: GpuSlice<f32>, r: Routing<GpuSlice<f32>>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        self.with(|g, enc| g.moe_rows(enc, RowPass::Scatter, dx, dxe, None, r, ex, rows, c))
+    }
+
+    fn moe_combine(&self, out: GpuSlice<f32>, ye: GpuSlice<f32>, r: Routing<GpuSlice<f32>>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        self.with(|g, enc| g.moe_rows(enc, RowPass::Combine, out, ye, None, r, ex, rows, c))
+    }
+
+    fn moe_combine_backward(
+        &self,
+        dye: GpuSlice<f32>,
+        dweight: GpuSlice<f32>,
+        dout: GpuSlice<f32>,
+        ye: GpuSlice<f32>,
+        r: Routing<GpuSlice<f32>>,
+        ex: usize,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        self.with(|g, enc| {
+            g.moe_rows(enc, RowPass::CombineRows, dye, dout.clone(), None, r, ex, rows, c)?;
+            g.moe_rows(enc, RowPass::CombineWeights, dweight, dout, Some(ye), r, ex, rows, c)
+        })
+    }
+
+    fn gru_forward(
+        &self,
+        h: GpuSlice<f32>,
+        gates: GpuSlice<f32>,
+        gi: GpuSlice<f32>,
+        w_hh: GpuSlice<f32>,
+        b_hh: Option<GpuSlice<f32>>,
+        h0: Option<GpuSlice<f32>>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.gru_forward(e, h, gates, gi, w_hh, b_hh, h0, b, t, c))
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: GpuSlice<f32>,
+        dw_hh: GpuSlice<f32>,
+        db_hh: Option<GpuSlice<f32>>,
+        dh: GpuSlice<f32>,
+        gates: GpuSlice<f32>,
+        h: GpuSlice<f32>,
+        h0: Option<GpuSlice<f32>>,
+        w_hh: GpuSlice<f32>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        // Scratch for the kernels: every element is written before it is read.
+        let dgh = self.gpu.pooled::<f32>(b * t * 3 * c)?;
+        let carry = self.gpu.pooled::<f32>(b * c)?;
+        self.with(|g, e| g.gru_backward(e, dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, dgh.all(), carry.all(), b, t, c))
     }
 
     fn sums_of_squares(&self, out: GpuSlice<f32>, grads: GpuSlice<f32>, segments: &[Segment]) -> Result<()> {

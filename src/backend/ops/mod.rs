@@ -5,8 +5,10 @@
 mod act;
 mod attention;
 mod glue;
+mod gru;
 mod linear;
 mod loss;
+mod moe;
 mod norm;
 mod rope;
 
@@ -16,12 +18,14 @@ pub use glue::{
     add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, merge_heads, mul_into,
     scale, split_heads, step_is_good, sum_squares, sums_of_squares, two_mut,
 };
+pub use gru::{gru_backward, gru_forward, gru_prev};
 pub use linear::{matmul_backward, matmul_forward};
 pub use loss::cross_entropy;
+pub use moe::{moe_combine, moe_combine_backward, moe_gather, moe_route, moe_route_backward, moe_scatter};
 pub use norm::{norm_backward, norm_forward};
 pub use rope::rope_apply;
 
-use super::{AdamW, AttnBias, AttnShape, Backend, Reference, Segment};
+use super::{AdamW, AttnBias, AttnShape, Backend, Reference, Routing, Segment};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
 
@@ -190,6 +194,81 @@ impl Backend for Reference {
 
     fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
         append_heads(out, old, new, h, len, n, hs);
+        Ok(())
+    }
+
+    fn moe_route(
+        &self,
+        probs: &mut [f32],
+        choice: &mut [f32],
+        slot: &mut [f32],
+        weight: &mut [f32],
+        stats: &mut [f32],
+        logits: &[f32],
+        n: usize,
+        e: usize,
+        k: usize,
+        cap: usize,
+    ) -> Result<()> {
+        moe_route(probs, choice, slot, weight, stats, logits, n, e, k, cap);
+        Ok(())
+    }
+
+    fn moe_route_backward(&self, dlogits: &mut [f32], dweight: &[f32], probs: &[f32], r: Routing<&[f32]>, stats: &[f32], e: usize, aux: f32) -> Result<()> {
+        moe_route_backward(dlogits, dweight, probs, r, stats, e, aux);
+        Ok(())
+    }
+
+    fn moe_gather(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        moe_gather(xe, x, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_scatter(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        moe_scatter(dx, dxe, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+        moe_combine(out, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine_backward(
+        &self,
+        dye: &mut [f32],
+        dweight: &mut [f32],
+        dout: &[f32],
+        ye: &[f32],
+        r: Routing<&[f32]>,
+        ex: usize,
+        rows: usize,
+        c: usize,
+    ) -> Result<()> {
+        moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+        gru_forward(h, gates, gi, w_hh, b_hh, h0, b, t, c);
+        Ok(())
+    }
+
+    fn gru_backward(
+        &self,
+        dgi: &mut [f32],
+        dw_hh: &mut [f32],
+        db_hh: Option<&mut [f32]>,
+        dh: &[f32],
+        gates: &[f32],
+        h: &[f32],
+        h0: Option<&[f32]>,
+        w_hh: &[f32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        gru_backward(dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, b, t, c);
         Ok(())
     }
 
