@@ -21,8 +21,9 @@ echo "== WebGPU kernels and training natively (wgpu on Mesa's lavapipe)"
 XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels --test gpu_training
 
 echo "== fuzzing (bounded)"
-# Every fuzz target for 20 s from its committed seeds (scripts/fuzz.sh, docs/RELIABILITY.md "Fuzzing"): ~2 min of
-# fuzzing after the build (first time: cargo-fuzz and the sanitizer build, ~8 min on 2 cores; cached after).
+# Every fuzz target for 20 s from its committed seeds (scripts/fuzz.sh, docs/RELIABILITY.md "Fuzzing"): ~2.5 min
+# once built. The first time also installs cargo-fuzz and builds the sanitized core on the nightly (21 min on a
+# 2-core machine busy with other builds); both are cached.
 scripts/fuzz.sh "${TP_FUZZ_SECONDS:-20}"
 
 echo "== wasm kernels in Chromium"
