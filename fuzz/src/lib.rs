@@ -70,10 +70,12 @@ pub fn check_error(e: &Error, kinds: &[&str], input: &dyn std::fmt::Debug) {
     }
 }
 
-/// A config field as the core's errors name them: a section and a key (`model.norm.eps`, `train.betas[0]`), or `seed`.
+/// A config field as the core's errors name them: a section and a key (`model.norm.eps`, `train.betas[0]`), `seed`,
+/// or `model` itself (a model too large as a whole: `Layout::check_size`).
 pub fn known_field(field: &str) -> bool {
     let sections = ["model.", "train.", "data."];
     field == "seed"
+        || field == "model"
         || sections.iter().any(|s| {
             field.strip_prefix(s).is_some_and(|rest| {
                 !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric() || "_.[]".contains(c))
