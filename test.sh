@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run every test. Safe on a fresh machine: installs what is missing (the pinned toolchains, the wasm32
 # target, wasm-bindgen-cli, Chromium and chromedriver, npm packages) into caches outside the clone, and reuses them.
-#   1. native: cargo test (core, kernels, PyTorch fixtures, CLI); the WebGPU kernels on Mesa's lavapipe
+#   1. native: cargo test (core, kernels, PyTorch fixtures, CLI); the WebGPU kernels on Mesa's lavapipe; each fuzz
+#      target for a bounded time (scripts/fuzz.sh)
 #   2. wasm kernels in headless Chromium (wasm-bindgen-test): simd128, simd128 + relaxed-simd, scalar
 #   3. both browser builds, then the engine, the page and a Vite consumer in headless Chromium (playwright-core)
 set -euo pipefail
@@ -18,6 +19,12 @@ cargo build --release --bin tp
 
 echo "== WebGPU kernels and training natively (wgpu on Mesa's lavapipe)"
 XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels --test gpu_training
+
+echo "== fuzzing (bounded)"
+# Every fuzz target for 20 s from its committed seeds (scripts/fuzz.sh, docs/RELIABILITY.md "Fuzzing"): ~2.5 min
+# once built. The first time also installs cargo-fuzz and builds the sanitized core on the nightly (21 min on a
+# 2-core machine busy with other builds); both are cached.
+scripts/fuzz.sh "${TP_FUZZ_SECONDS:-20}"
 
 echo "== wasm kernels in Chromium"
 scripts/test-wasm-kernels.sh

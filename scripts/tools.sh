@@ -9,6 +9,19 @@ TP_TOOLS="${TP_TOOLS:-$HOME/.cache/transformer-playground/tools}"
 WASM_BINDGEN="$TP_TOOLS/bin/wasm-bindgen"
 WASM_OPT="$PWD/node_modules/.bin/wasm-opt"
 
+# cargo-fuzz (libFuzzer driver) for scripts/fuzz.sh; the fuzz targets build on TP_NIGHTLY (-Z sanitizer).
+CARGO_FUZZ_VERSION=0.13.2
+CARGO_FUZZ="$TP_TOOLS/bin/cargo-fuzz"
+
+ensure_cargo_fuzz() {
+  if ! rustup run "$TP_NIGHTLY" rustc -V >/dev/null 2>&1; then
+    rustup toolchain install "$TP_NIGHTLY" --profile minimal -c rust-src
+  fi
+  if [ "$("$CARGO_FUZZ" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$TP_TOOLS" --force
+  fi
+}
+
 ensure_npm_packages() {
   # binaryen (wasm-opt), playwright-core (drives Debian's chromium), vite (the consumer-project test); pinned by
   # package-lock.json.

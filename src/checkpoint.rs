@@ -232,12 +232,19 @@ fn read_metadata(meta: &HashMap<String, String>) -> Result<(Config, Tokenizer, u
     };
     let config = Config::from_json(get("config", " (the model config as JSON)")?)
         .map_err(|e| bad(format!("the config in the metadata is invalid: {e}")))?;
-    let tokenizer: Tokenizer = serde_json::from_str(get("tokenizer", " (the tokenizer as JSON)")?)
-        .map_err(|e| bad(format!("the tokenizer in the metadata is not valid tokenizer JSON: {e}")))?;
-    check_tokenizer(&tokenizer, &config)?;
+    let tokenizer = read_tokenizer(get("tokenizer", " (the tokenizer as JSON)")?, &config)?;
     let step = get("step", "")?;
     let step = step.parse().map_err(|_| bad(format!("metadata \"step\" = {step:?} is not a non-negative integer")))?;
     Ok((config, tokenizer, step))
+}
+
+/// A checkpoint's tokenizer from its metadata JSON (`{"chars": [...], "specials": [...]}`), checked against the
+/// model's config as loading checks it.
+pub fn read_tokenizer(json: &str, config: &Config) -> Result<Tokenizer> {
+    let tokenizer: Tokenizer = serde_json::from_str(json)
+        .map_err(|e| bad(format!("the tokenizer in the metadata is not valid tokenizer JSON: {e}")))?;
+    check_tokenizer(&tokenizer, config)?;
+    Ok(tokenizer)
 }
 
 /// AdamW's step count when the file carries optimizer tensors; `optim_t` and `optim.*` tensors come together.

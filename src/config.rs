@@ -839,6 +839,19 @@ impl ModelConfig {
                         &format!("must exceed buckets / 4 = {} (where the log-spaced buckets start)", buckets / 4),
                     ));
                 }
+                // Causal attention (gpt, the encoder-decoder's decoder) does not split the buckets into two halves:
+                // its log-spaced buckets start at buckets / 2 (model::position::t5_bucket).
+                if m.arch != Arch::Bert && *max_distance <= buckets / 2 {
+                    return Err(bad(
+                        "model.position.max_distance",
+                        max_distance,
+                        &format!(
+                            "must exceed buckets / 2 = {} for causal attention (gpt, the encoder_decoder's decoder), \
+                             where its log-spaced buckets start",
+                            buckets / 2
+                        ),
+                    ));
+                }
             }
             _ => {}
         }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod data;
 pub mod denoise;
 pub mod error;
+pub mod facade;
 pub mod generate;
 pub mod model;
 pub mod probe;

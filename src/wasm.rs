@@ -10,14 +10,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
-use crate::backend::{cpu::Cpu, BackendKind};
+use crate::backend::cpu::Cpu;
 use crate::checkpoint;
-use crate::config::Arch;
-use crate::data::{self, Dataset, Split};
-use crate::generate::{self, SampleOptions};
+use crate::data::{self, Split};
+use crate::generate;
 use crate::probe;
 use crate::train::Run;
-use crate::{Config, Error};
+use crate::{facade, Config, Error};
 
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
@@ -26,13 +25,6 @@ pub use wasm_bindgen_rayon::init_thread_pool;
 /// also carries `field`, `value` and `rule`, a data error its `reason` and numbers (`DataIssue`). It takes the name
 /// of wasm-bindgen's `JsError`, which can carry only a message.
 pub struct JsError(JsValue);
-
-impl JsError {
-    /// An `invalid` error: a request the facade itself refuses.
-    fn new(message: &str) -> JsError {
-        js(Error::Invalid(message.into()))
-    }
-}
 
 impl From<JsError> for JsValue {
     fn from(e: JsError) -> JsValue {
@@ -135,9 +127,7 @@ pub fn num_threads() -> usize {
 /// Parses and validates a config; returns it in full (defaults filled in) as JSON, or the core's error.
 #[wasm_bindgen(js_name = validateConfig)]
 pub fn validate_config(config: &str) -> Result<String, JsError> {
-    let cfg = Config::from_json(config).map_err(js)?;
-    cfg.validate().map_err(js)?;
-    Ok(cfg.to_json())
+    facade::validate_config(config).map_err(js)
 }
 
 /// The shape-flow table, parameter count, FLOPs and memory for a config, with `vocab` tokens (the live
@@ -157,11 +147,7 @@ pub fn memory_budget_gib() -> f64 {
 
 #[wasm_bindgen(js_name = shapeFlow)]
 pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
-    let cfg = Config::from_json(config).map_err(js)?;
-    cfg.validate().map_err(js)?;
-    crate::model::Layout::check_size(&cfg.model, vocab).map_err(js)?;
-    crate::model::Layout::check_memory(&cfg.model, vocab, cfg.train.batch_size, crate::train::memory_budget()).map_err(js)?;
-    Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
+    facade::shape_flow(config, vocab).map_err(js)
 }
 
 /// The special tokens a run of this config has, in vocabulary order after the characters: the architecture's,
@@ -177,7 +163,7 @@ pub fn special_tokens(config: &str) -> Result<String, JsError> {
 /// core's `data` error (empty, not UTF-8, binary, too large, too many distinct characters).
 #[wasm_bindgen(js_name = checkText)]
 pub fn check_text(bytes: &[u8]) -> Result<String, JsError> {
-    data::text_stats(bytes).map(|s| to_json(&s)).map_err(js)
+    facade::check_text(bytes).map_err(js)
 }
 
 /// The limits the core enforces, for a page to draw its controls with instead of copying them:
@@ -215,31 +201,14 @@ impl WasmRun {
     /// A fresh run: config JSON and, for gpt and bert, the corpus (the encoder-decoder trains on its task).
     #[wasm_bindgen(constructor)]
     pub fn new(config: &str, corpus: Option<String>) -> Result<WasmRun, JsError> {
-        let cfg = Config::from_json(config).map_err(js)?;
-        let run = Run::new(cfg, corpus.as_deref(), BackendKind::Cpu).map_err(js)?;
-        Ok(WasmRun::wrap(run))
+        facade::new_run(config, corpus.as_deref()).map(WasmRun::wrap).map_err(js)
     }
 
     /// A run continued from a checkpoint (model, optimizer state, step). Text models need their corpus again
     /// to keep training; its characters must be in the checkpoint's vocabulary.
     #[wasm_bindgen(js_name = fromCheckpoint)]
     pub fn from_checkpoint(bytes: &[u8], corpus: Option<String>) -> Result<WasmRun, JsError> {
-        let ck = checkpoint::load(bytes).map_err(js)?;
-        let data = match ck.config.model.arch {
-            Arch::EncoderDecoder if !ck.config.data.task.is_denoising() => Dataset::new(&ck.config, None),
-            _ => {
-                let text = corpus.ok_or_else(|| {
-                    Error::Invalid("this checkpoint is a text model: give its corpus to continue training".into())
-                });
-                text.and_then(|t| Dataset::from_text(&t, ck.tokenizer.clone(), &ck.config))
-            }
-        }
-        .map_err(js)?;
-        // A checkpoint's config was valid where it was saved; its step must fit this tab's budget too.
-        crate::model::Layout::check_memory(&ck.config.model, ck.tokenizer.vocab_size(), ck.config.train.batch_size, crate::train::memory_budget())
-            .map_err(js)?;
-        let run = Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu);
-        Ok(WasmRun::wrap(run))
+        facade::run_from_checkpoint(bytes, corpus.as_deref()).map(WasmRun::wrap).map_err(js)
     }
 
     /// The run's full config as JSON.
@@ -289,7 +258,7 @@ impl WasmRun {
     /// GPT: continues `prompt`. `options` is SampleOptions JSON (`max_tokens`, `temperature`, `top_k`, `top_p`,
     /// `seed`). `on_text`, when given, is called with each new piece of text as it is sampled.
     pub fn generate(&self, prompt: &str, options: &str, on_text: Option<js_sys::Function>) -> Result<String, JsError> {
-        let o = sample_options(options)?;
+        let o = facade::sample_options(options).map_err(js)?;
         let run = self.run.borrow();
         let tok = run.data.tokenizer();
         let be = &Cpu; // a gpu run's host work runs on the cpu, from its synced copy
@@ -304,25 +273,13 @@ impl WasmRun {
     /// BERT: the top-`k` fillers for every [MASK] in `text`: `[{"position", "candidates": [[token, p], …]}, …]`.
     #[wasm_bindgen(js_name = fillMask)]
     pub fn fill_mask(&self, text: &str, k: usize) -> Result<String, JsError> {
-        let run = self.run.borrow();
-        let fills = generate::fill_mask(&run.model, &Cpu, run.data.tokenizer(), text, k);
-        Ok(to_json(&fills.map_err(js)?))
+        facade::fill_mask(&self.run.borrow(), text, k).map_err(js)
     }
 
     /// Encoder-decoder: the output for `input`: `{"output", "answer"}` (answer: the task's right output, when
     /// the input is valid for it). `options` as for generate; max_tokens 0 means the task's output length.
     pub fn decode(&self, input: &str, options: &str) -> Result<String, JsError> {
-        let mut o = sample_options(options)?;
-        let run = self.run.borrow();
-        let answer = match &run.data {
-            Dataset::Task { task, .. } => data::task_answer(*task, input),
-            Dataset::Text { .. } | Dataset::Denoise { .. } => None,
-        };
-        if o.max_tokens == 0 {
-            o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
-        }
-        let out = generate::decode(&run.model, &Cpu, run.data.tokenizer(), input, &o);
-        Ok(serde_json::json!({ "output": out.map_err(js)?, "answer": answer }).to_string())
+        facade::decode(&self.run.borrow(), input, options).map_err(js)
     }
 
     /// Denoising runs (span_corruption, text_infilling): a corrupted example drawn from the val split with `seed`,
@@ -342,9 +299,7 @@ impl WasmRun {
     /// Attention maps (probabilities per layer and head) for `text` (and, for the encoder-decoder, the decoder
     /// `target`): see `probe::AttentionMaps`.
     pub fn attention(&self, text: &str, target: Option<String>) -> Result<String, JsError> {
-        let run = self.run.borrow();
-        let maps = probe::attention_maps(&run.model, &Cpu, run.data.tokenizer(), run.cfg.data.task, text, target.as_deref());
-        Ok(to_json(&maps.map_err(js)?))
+        facade::attention(&self.run.borrow(), text, target.as_deref()).map_err(js)
     }
 
     /// The shape-flow table for this run's config and batch.
@@ -436,16 +391,6 @@ impl WasmRun {
             boom()
         }
     }
-}
-
-fn sample_options(json: &str) -> Result<SampleOptions, JsError> {
-    let o: SampleOptions = if json.trim().is_empty() {
-        SampleOptions::default()
-    } else {
-        serde_json::from_str(json).map_err(|e| JsError::new(&format!("sampling options: {e}")))?
-    };
-    o.validate().map_err(js)?;
-    Ok(o)
 }
 
 /// For benchmarks: runs `reps` matmul forwards out (m×n) = x (m×k) · w (n×k)ᵀ on the CPU backend (the caller

@@ -1,0 +1,150 @@
+//! What the browser facade (`src/wasm.rs`) does with each request of the engine Worker (pkg/worker.js,
+//! pkg/protocol.js), as plain Rust over the strings, numbers and bytes a request carries: decoding its JSON
+//! arguments, validating them and calling the core. `wasm.rs` only converts types and errors around these, so the
+//! native tests and the fuzz targets (`fuzz/fuzz_targets/protocol.rs`) run exactly the code the page reaches.
+//! Every function returns the core's `Error` for anything a caller can send; none panics.
+
+use crate::backend::{cpu::Cpu, BackendKind};
+use crate::checkpoint;
+use crate::config::Arch;
+use crate::data::{self, Dataset};
+use crate::generate::{self, SampleOptions};
+use crate::probe;
+use crate::train::Run;
+use crate::{Config, Error, Result};
+
+fn to_json<T: serde::Serialize>(x: &T) -> String {
+    serde_json::to_string(x).expect("plain data serialises")
+}
+
+/// `validate`: parses and validates a config; the config in full (defaults filled in) as JSON.
+pub fn validate_config(config: &str) -> Result<String> {
+    let cfg = Config::from_json(config)?;
+    cfg.validate()?;
+    Ok(cfg.to_json())
+}
+
+/// `shapeFlow`: the shape-flow table for a config with `vocab` tokens, after validating the config and the model's
+/// size and memory with that vocabulary.
+pub fn shape_flow(config: &str, vocab: usize) -> Result<String> {
+    let cfg = Config::from_json(config)?;
+    cfg.validate()?;
+    crate::model::Layout::check_size(&cfg.model, vocab)?;
+    crate::model::Layout::check_memory(&cfg.model, vocab, cfg.train.batch_size, crate::train::memory_budget())?;
+    Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
+}
+
+/// `checkText`: `{"bytes", "chars", "distinct"}` of a user's text, or the core's `data` error.
+pub fn check_text(bytes: &[u8]) -> Result<String> {
+    data::text_stats(bytes).map(|s| to_json(&s))
+}
+
+/// `create`: a fresh run on the cpu from config JSON and, for gpt and bert, the corpus.
+pub fn new_run(config: &str, corpus: Option<&str>) -> Result<Run> {
+    let cfg = Config::from_json(config)?;
+    Run::new(cfg, corpus, BackendKind::Cpu)
+}
+
+/// `load`: a run on the cpu continued from a checkpoint. Text models need their corpus again to keep training;
+/// its characters must be in the checkpoint's vocabulary.
+pub fn run_from_checkpoint(bytes: &[u8], corpus: Option<&str>) -> Result<Run> {
+    let ck = checkpoint::load(bytes)?;
+    let data = match ck.config.model.arch {
+        Arch::EncoderDecoder if !ck.config.data.task.is_denoising() => Dataset::new(&ck.config, None)?,
+        _ => {
+            let text = corpus.ok_or_else(|| {
+                Error::Invalid("this checkpoint is a text model: give its corpus to continue training".into())
+            })?;
+            Dataset::from_text(text, ck.tokenizer.clone(), &ck.config)?
+        }
+    };
+    // A checkpoint's config was valid where it was saved; its step must fit this machine's (or tab's) budget too.
+    crate::model::Layout::check_memory(
+        &ck.config.model,
+        ck.tokenizer.vocab_size(),
+        ck.config.train.batch_size,
+        crate::train::memory_budget(),
+    )?;
+    Ok(Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu))
+}
+
+/// The sampling options of `generate` and `decode`: SampleOptions JSON (`max_tokens`, `temperature`, `top_k`,
+/// `top_p`, `seed`); empty means the defaults. A refusal names the option (serde's own message names an unknown
+/// or repeated one, but gives only a line and column for a value of the wrong type).
+pub fn sample_options(json: &str) -> Result<SampleOptions> {
+    let o: SampleOptions = if json.trim().is_empty() {
+        SampleOptions::default()
+    } else {
+        serde_json::from_str(json).map_err(|e| {
+            let why = mistyped_option(json).unwrap_or_else(|| e.to_string());
+            Error::Invalid(format!("sampling options: {why}"))
+        })?
+    };
+    o.validate()?;
+    Ok(o)
+}
+
+/// The first option of a JSON object whose value is not of its option's type, as "name = value: serde's reason".
+/// Repeated options count each time (`{"top_k": 0.5, "top_k": 1}` is refused for its first `top_k`).
+fn mistyped_option(json: &str) -> Option<String> {
+    use serde_json::from_value;
+    let Ok(Entries(fields)) = serde_json::from_str::<Entries>(json) else { return None };
+    fields.iter().find_map(|(name, v)| {
+        let err = match name.as_str() {
+            "max_tokens" | "top_k" => from_value::<usize>(v.clone()).err(),
+            "temperature" | "top_p" => from_value::<f32>(v.clone()).err(),
+            "seed" => from_value::<u64>(v.clone()).err(),
+            _ => None,
+        };
+        err.map(|e| format!("{name} = {v}: {e}"))
+    })
+}
+
+/// `fillMask`: the top-`k` fillers for every [MASK] in `text`, as JSON.
+pub fn fill_mask(run: &Run, text: &str, k: usize) -> Result<String> {
+    Ok(to_json(&generate::fill_mask(&run.model, &Cpu, run.data.tokenizer(), text, k)?))
+}
+
+/// `decode`: the encoder-decoder's output for `input`, `{"output", "answer"}` (answer: the task's right output,
+/// when the input is valid for it). `options` as for generate; max_tokens 0 means the task's output length.
+pub fn decode(run: &Run, input: &str, options: &str) -> Result<String> {
+    let mut o = sample_options(options)?;
+    let answer = match &run.data {
+        Dataset::Task { task, .. } => data::task_answer(*task, input),
+        Dataset::Text { .. } | Dataset::Denoise { .. } => None,
+    };
+    if o.max_tokens == 0 {
+        o.max_tokens = answer.as_ref().map_or(input.chars().count(), |a| a.chars().count());
+    }
+    let out = generate::decode(&run.model, &Cpu, run.data.tokenizer(), input, &o)?;
+    Ok(serde_json::json!({ "output": out, "answer": answer }).to_string())
+}
+
+/// `attention`: attention maps for `text` (and, for the encoder-decoder, the decoder `target`), as JSON.
+pub fn attention(run: &Run, text: &str, target: Option<&str>) -> Result<String> {
+    let maps = probe::attention_maps(&run.model, &Cpu, run.data.tokenizer(), run.cfg.data.task, text, target)?;
+    Ok(to_json(&maps))
+}
+
+/// A JSON object's entries in order, repeated keys included (serde_json's `Map` keeps only the last).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
