@@ -85,6 +85,8 @@ export interface EngineOptions {
    * a single step). After a restart a run loses at most this much of its training, plus the round of steps under way.
    */
   snapshotEveryMs?: number;
+  /** The memory budget configs are checked against, in GiB ((0, 3.5]; default 2): see `setMemoryBudget`. */
+  memoryBudgetGiB?: number;
   /**
    * The watchdog: a Worker silent this long (ms) while a call is pending, pings unanswered, is taken to be stuck
    * and replaced (default 60000; at least 10 × the longest silence seen from a Worker that then answered).
@@ -331,6 +333,8 @@ export class Engine {
   shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
   /** The special tokens of a run of this config, in vocabulary order after the characters ("[BOS]", "[S0]", …). */
   specialTokens(config: Config | string): Promise<string[]>;
+  /** The memory budget configs are checked against from now on, in GiB ((0, 3.5], null: the default 2); survives a restart. Resolves the budget in force. */
+  setMemoryBudget(gib: number | null): Promise<number>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
   /** How often a training run's state is kept for recovery (opts.snapshotEveryMs). */

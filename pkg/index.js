@@ -167,7 +167,8 @@ export class Engine extends Emitter {
     };
     const aliveLock = globalThis.navigator?.locks ? `transformer-playground engine ${this.#instanceId}.${++this.#boots}` : undefined;
     const snapshotEveryMs = checkInt('opts.snapshotEveryMs', this.#opts.snapshotEveryMs ?? 20000, { min: 100 });
-    const { limits, ...info } = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId, aliveLock, snapshotEveryMs });
+    const memoryBudgetGiB = this.#opts.memoryBudgetGiB ?? 0;
+    const { limits, ...info } = await this.#call({ op: 'init', build, threads, instanceId: this.#instanceId, aliveLock, snapshotEveryMs, memoryBudgetGiB });
     this.#info = { ...info, backend: BACKENDS[build] };
     this.#limits = limits;
     if (aliveLock) this.#watchLock(aliveLock, this.#worker);
@@ -341,6 +342,20 @@ export class Engine extends Emitter {
   /** Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size. */
   async shapeFlow(config, vocab) {
     return this._request({ op: 'shapeFlow', config: configJson(config), vocab: checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }) });
+  }
+
+  /**
+   * Sets the memory budget that configs are checked against from now on (createRun, loadRun, shapeFlow), in GiB:
+   * a number in (0, 3.5] (a wasm32 instance addresses 4 GiB), or null for the default of 2 GiB. It survives an
+   * engine restart. Resolves the budget now in force, in GiB; rejects with an 'invalid' EngineError naming `gib`.
+   */
+  async setMemoryBudget(gib) {
+    if (gib !== null && (typeof gib !== 'number' || !Number.isFinite(gib) || gib <= 0 || gib > 3.5)) {
+      throw new EngineError(`gib = ${gib === null ? 'null' : String(gib)}: must be a number of GiB in (0, 3.5], or null for the default`, { kind: 'invalid' });
+    }
+    const budget = await this._request({ op: 'setMemoryBudget', gib: gib ?? 0 });
+    this.#opts = { ...this.#opts, memoryBudgetGiB: gib ?? undefined };
+    return budget;
   }
 
   /**

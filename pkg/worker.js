@@ -171,7 +171,7 @@ function crash(runId, e) {
   postMessage({ event: 'crashed', runId, message });
 }
 
-async function init({ build, threads, instanceId, aliveLock, snapshotEveryMs: every }) {
+async function init({ build, threads, instanceId, aliveLock, snapshotEveryMs: every, memoryBudgetGiB }) {
   if (Number.isInteger(every) && every > 0) snapshotEveryMs = every;
   // Held until this Worker is gone: the page learns of its end by getting the lock (Engine #watchLock).
   if (aliveLock && navigator.locks) {
@@ -187,6 +187,8 @@ async function init({ build, threads, instanceId, aliveLock, snapshotEveryMs: ev
   await wasm.default();
   wasm.setInstanceId(instanceId);
   if (build === 'threads') await wasm.initThreadPool(threads);
+  // A budget the page set (Engine#setMemoryBudget) outlives a restart: the new instance takes it at start.
+  if (typeof memoryBudgetGiB === 'number' && memoryBudgetGiB > 0) wasm.setMemoryBudget(memoryBudgetGiB);
   const b = JSON.parse(wasm.buildInfo());
   info = {
     build, threads: wasm.numThreads(), simd128: b.simd128, relaxedSimd: b.relaxed_simd, version: b.version,
@@ -259,6 +261,12 @@ const handlers = {
   validate: ({ config }) => wasm.validateConfig(checkString('config', config)),
   shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(checkString('config', config), checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }))),
   checkText: ({ bytes }) => JSON.parse(wasm.checkText(checkBytes('bytes', bytes))),
+  // gib 0: the default. The core refuses a value outside (0, 3.5] naming it.
+  setMemoryBudget: ({ gib }) => {
+    if (typeof gib !== 'number' || !Number.isFinite(gib)) throw new EngineError(`gib = ${String(gib)}: must be a finite number`, { kind: 'invalid' });
+    wasm.setMemoryBudget(gib);
+    return wasm.memoryBudget();
+  },
   specialTokens: ({ config }) => JSON.parse(wasm.specialTokens(checkString('config', config))),
   async create({ runId, config, corpus, backend }) {
     checkString('config', config);
