@@ -131,6 +131,7 @@ test('served without COOP/COEP, the page says it runs WASM on a single thread, a
     await waitTrainable(page);
     await page.click('#train');
     await waitStopped(page, 2);
+    await page.waitForFunction((n) => window.__tp.charts().loss === n, 2, { timeout: 10000 }).catch(() => {}); // the charts follow training a few times a second
     assert.equal(await page.evaluate(() => window.__tp.charts().loss), 2);
     await page.close();
     assert.deepEqual(problems, []);

@@ -92,6 +92,8 @@ test('the Mixtral-style preset trains; the expert load, the aux loss, active par
   assert.equal(rec.last.expertLoad.length, rec.n_layers);
   assert.equal(await page.textContent('#readout-aux'), rec.last.auxLoss.toFixed(4));
   assert.ok(rec.balance.length === rec.n_layers && rec.balance.every((s) => s.length === 4), 'balance per layer per step');
+  // The charts follow training a few times a second, each in a frame of its own: wait for them to draw step 4.
+  await page.waitForFunction(() => window.__tp.charts().aux === 4 && window.__tp.charts().balance === 4, null, { timeout: 10000 }).catch(() => {});
   const points = await page.evaluate(() => window.__tp.charts());
   assert.equal(points.aux, 4);
   assert.equal(points.balance, 4);

@@ -51,6 +51,7 @@ test('after the first visit the playground opens and trains without the server',
   assert.equal(build, 'threads');
   await makeSmall(page, { steps: 2 });
   await trainTo(page, 2);
+  await page.waitForFunction((n) => window.__tp.charts().loss === n, 2, { timeout: 10000 }).catch(() => {}); // the charts follow training a few times a second
   assert.equal(await page.evaluate(() => window.__tp.charts().loss), 2);
   await page.close();
   assert.deepEqual(problems, []);

@@ -43,6 +43,8 @@ for (const [name, expect] of Object.entries(PRESETS)) {
     await setOptions(page, { steps: 3, eval_iters: 1 });
     const before = await page.evaluate(() => window.__tp.charts().loss);
     await trainTo(page, 3);
+    // The charts follow training a few times a second, each in a frame of its own: wait until they all hold step 3.
+    await page.waitForFunction(() => { const p = window.__tp.charts(); return p.loss >= 3 && p.lr === p.loss; }, null, { timeout: 10000 }).catch(() => {});
     const r = await page.evaluate(() => {
       const run = window.__tp.runs.selectedRun();
       return { no: run.no, losses: run.history.loss, points: window.__tp.charts(), kinds: [...document.querySelectorAll('#att-which option')].map((o) => o.value) };

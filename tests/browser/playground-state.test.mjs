@@ -94,6 +94,7 @@ test('a reload restores the autosaved runs, their curves and their training stat
   assert.equal(await page.evaluate(() => location.hash), hash);
   assert.equal((await values(page)).norm, 'rmsnorm', 'the selected run is selected again');
   assert.match(await page.textContent('#notices'), /Restored 2 run/);
+  await page.waitForFunction((n) => window.__tp.charts().loss === n, 6, { timeout: 10000 }).catch(() => {}); // the charts follow training a few times a second
   assert.equal(await page.evaluate(() => window.__tp.charts().loss), 6);
   // It goes on from where it was: the third step of run 2.
   await page.click('#step');
