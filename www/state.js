@@ -109,8 +109,10 @@ export function writeHash(values, text) {
  * (going back to it is a change); our own writes send no event.
  */
 export function onHashChange(fn, base) {
-  addEventListener('hashchange', () => {
-    const setup = readHash(base());
+  // The event's own URL, not location.hash: a write of the page's pending values (writeHash) may have replaced the
+  // hash between the change and this event, and the link the user gave is the one to read.
+  addEventListener('hashchange', (e) => {
+    const setup = decode(new URL(e.newURL).hash, base());
     if (setup) fn(setup);
   });
 }
