@@ -124,7 +124,7 @@ fn transpose_into(t: &mut [f32], x: &[f32], rows: usize, cols: usize) {
 }
 
 /// (rows × cols) → (cols × rows)
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(super) fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; rows * cols];
     transpose_into(&mut t, x, rows, cols);
     t

@@ -16,6 +16,7 @@
 //! sequentially (the threshold is a work size), which gives the same bits again.
 
 mod attention;
+mod attention_naive;
 mod glue;
 mod gru;
 pub(crate) mod math;
@@ -29,6 +30,11 @@ mod simd;
 mod tile;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm128;
+
+// Naive (materialising) attention: a teaching and benchmark path beside the op trait, not an op of it.
+pub use attention_naive::{
+    attention_naive_backward, attention_naive_forward, attention_naive_probs_len, attention_naive_scratch_floats,
+};
 
 use super::{ops, AdamW, AttnBias, AttnShape, Backend, Routing, Segment};
 use crate::config::{Activation, NormKind};

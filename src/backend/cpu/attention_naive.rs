@@ -1,0 +1,216 @@
+//! Naive (materialising) attention on the CPU: the textbook counterpart of the fused FlashAttention-2 kernels in
+//! `attention.rs`, as `backend::gpu`'s `attention_naive.rs` is on the GPU. It is no op of the `Backend` trait:
+//! training never calls it; the attention-cost sweep (`crate::attention_cost`) and the tests do. It exists to show
+//! what FlashAttention (Dao et al. 2022) avoids: two (B,NH,T,S) matrices in memory.
+//!
+//! Forward, for each batch b and query head h (g = h / (NH/NKV) its kv head, so GQA and MQA share K, V):
+//!   S = scale·Q_h·K_gᵀ (T×S), −∞ where the mask hides key j from query i (causal: j > q_offset + i)
+//!   P = softmax of each row of S, in place: `probs` (B,NH,T,S) holds P afterwards and keeps it for the backward
+//!   O_h = P·V_g, written to out[b, :, h·HS..(h+1)·HS]
+//! Backward, the softmax Jacobian written out (Vaswani et al. 2017; the same terms as `ops::attention`):
+//!   dV_g += Σ_h Pᵀ·dO_h;  dP = dO_h·V_gᵀ;  dS_ij = P_ij·(dP_ij − Σ_k P_ik·dP_ik);
+//!   dQ_h += scale·dS·K_g;  dK_g += scale·Σ_h dSᵀ·Q_h
+//! with dP, then dS, in a second (B,NH,T,S) matrix. Same layouts, masks (causal with q_offset, bidirectional,
+//! cross S ≠ T) and head sharing as the fused op, so the same inputs give the same out, dq, dk, dv. No score bias
+//! (ALiBi, T5 relative) and no lse, as on the GPU.
+//!
+//! Every product is a `tile::gemm` (the fused kernels' own micro-kernel), so a timing of the two paths compares
+//! materialising against tiling, not two matmul qualities. The products need Kᵀ (forward) and Vᵀ (backward) as
+//! contiguous rows: one transposed copy (B,NKV,HS,S) each, made per call. `attention_naive_scratch_floats` counts all of it.
+//!
+//! Parallel split (each task owns what it writes; no result depends on the thread count):
+//! - forward: one task per (batch, head) fills its P; then one task per (batch, TQ query rows) writes those rows
+//!   of out, all heads.
+//! - backward: one task per (batch, head) forms its dS and dQ; then one task per (batch, kv head, KB keys) adds
+//!   dK and dV of those keys over the query heads that share them.
+
+use super::attention::transpose;
+use super::math;
+use super::tile::{self, Rows};
+use crate::backend::AttnShape;
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+
+/// Query rows per output task (forward) and per dK/dV product (backward).
+const TQ: usize = 16;
+/// Keys per dK/dV task: with TQ, a gemm_tn tile of KB × TQ = 1024 floats (its limit off AVX-512 and simd128).
+const KB: usize = 64;
+
+/// Elements of each of the two (B,NH,T,S) matrices: `probs` (the forward's P) and the backward's dS.
+pub fn attention_naive_probs_len(sh: &AttnShape) -> usize {
+    sh.b * sh.nh * sh.t * sh.s
+}
+
+/// Floats the naive path holds beyond q, k, v, out, dout and the gradients, at its peak (the backward):
+/// probs (B,NH,T,S), kept from the forward, + dS (B,NH,T,S) + Vᵀ (B,NKV,HS,S). The forward holds probs + Kᵀ, less.
+pub fn attention_naive_scratch_floats(sh: &AttnShape) -> usize {
+    2 * attention_naive_probs_len(sh) + sh.b * sh.nkv * sh.hs * sh.s
+}
+
+fn need(what: &str, len: usize, n: usize) -> Result<()> {
+    if len < n {
+        return Err(Error::Invalid(format!("naive attention {what} has {len} elements, the op needs {n}")));
+    }
+    Ok(())
+}
+
+fn check(sh: &AttnShape) -> Result<()> {
+    if sh.nkv == 0 || !sh.nh.is_multiple_of(sh.nkv) {
+        return Err(Error::Invalid(format!("naive attention: {} query heads cannot share {} kv heads", sh.nh, sh.nkv)));
+    }
+    Ok(())
+}
+
+/// Runs `f` on every task, on the pool when `parallel`.
+fn each<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
+    if parallel {
+        tasks.into_par_iter().for_each(f)
+    } else {
+        tasks.into_iter().for_each(f)
+    }
+}
+
+/// xᵀ of every (batch, kv head) of x (B,NKV,S,HS): (B,NKV,HS,S).
+fn transpose_heads(x: &[f32], sh: &AttnShape) -> Vec<f32> {
+    let n = sh.s * sh.hs;
+    x[..sh.b * sh.nkv * n].chunks(n).flat_map(|head| transpose(head, sh.s, sh.hs)).collect()
+}
+
+/// Keys query i (of this call) may see: a prefix of the S keys.
+fn visible(sh: &AttnShape, i: usize) -> usize {
+    if sh.causal {
+        sh.s.min(sh.q_offset + i + 1)
+    } else {
+        sh.s
+    }
+}
+
+/// out (B,T,NH·HS) = softmax(scale·q·kᵀ, masked)·v, with the probabilities left in probs (B,NH,T,S) for
+/// `attention_naive_backward`. q (B,NH,T,HS), k, v (B,NKV,S,HS).
+pub fn attention_naive_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], sh: &AttnShape) -> Result<()> {
+    check(sh)?;
+    let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
+    let (nq, nkv) = (sh.b * sh.nh * t * hs, sh.b * sh.nkv * s * hs);
+    for (what, len, n) in [("out", out.len(), nq), ("probs", probs.len(), attention_naive_probs_len(sh)), ("q", q.len(), nq)] {
+        need(what, len, n)?;
+    }
+    need("k", k.len(), nkv)?;
+    need("v", v.len(), nkv)?;
+    if sh.b == 0 || t == 0 {
+        return Ok(());
+    }
+    if s == 0 {
+        math::fill(&mut out[..nq], 0.0); // no keys: every output row is 0, as the fused op's
+        return Ok(());
+    }
+    let par = super::attention_work(sh) >= super::PAR_FLOPS;
+    let kt = transpose_heads(k, sh);
+    // P = softmax(S) of each (batch, head), in place in probs.
+    let heads: Vec<(usize, &mut [f32])> = probs[..attention_naive_probs_len(sh)].chunks_mut(t * s).enumerate().collect();
+    each(heads, par, |(bh, p)| {
+        let (b, h) = (bh / sh.nh, bh % sh.nh);
+        let g = h / sh.group();
+        let kt_g = Rows { data: &kt[(b * sh.nkv + g) * hs * s..], ld: s };
+        tile::gemm(p, s, false, Rows { data: &q[bh * t * hs..], ld: hs }, kt_g, t, s, hs);
+        for (i, row) in p.chunks_exact_mut(s).enumerate() {
+            let n = visible(sh, i);
+            math::scale(&mut row[..n], sh.scale);
+            let m = math::max(&row[..n]);
+            math::exp_sub_in_place(&mut row[..n], m);
+            let sum = math::sum(&row[..n]);
+            math::scale(&mut row[..n], 1.0 / sum);
+            row[n..].fill(0.0); // masked: exp(−∞) = 0
+        }
+    });
+    drop(kt);
+    // O_h = P·V_g for TQ query rows of one batch row at a time, all heads.
+    let probs = &*probs;
+    let blocks: Vec<(usize, usize, &mut [f32])> = out[..sh.b * t * c]
+        .chunks_mut(t * c)
+        .enumerate()
+        .flat_map(|(b, ob)| ob.chunks_mut(TQ * c).enumerate().map(move |(ti, o)| (b, ti * TQ, o)))
+        .collect();
+    each(blocks, par, |(b, i0, o)| {
+        let rows = o.len() / c;
+        for h in 0..sh.nh {
+            let g = h / sh.group();
+            let p = Rows { data: &probs[((b * sh.nh + h) * t + i0) * s..], ld: s };
+            let v_g = Rows { data: &v[(b * sh.nkv + g) * s * hs..], ld: hs };
+            tile::gemm(&mut o[h * hs..], c, false, p, v_g, rows, hs, s);
+        }
+    });
+    Ok(())
+}
+
+/// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += the gradients of `attention_naive_forward`, from the probabilities it
+/// left in probs (B,NH,T,S) and dout (B,T,NH·HS). Allocates the second (B,NH,T,S) matrix, dS, for the call.
+pub fn attention_naive_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &[f32],
+    sh: &AttnShape,
+) -> Result<()> {
+    check(sh)?;
+    let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
+    let (nq, nkv) = (sh.b * sh.nh * t * hs, sh.b * sh.nkv * s * hs);
+    for (what, len, n) in [("dq", dq.len(), nq), ("dout", dout.len(), nq), ("q", q.len(), nq), ("probs", probs.len(), attention_naive_probs_len(sh))] {
+        need(what, len, n)?;
+    }
+    for (what, len) in [("dk", dk.len()), ("dv", dv.len()), ("k", k.len()), ("v", v.len())] {
+        need(what, len, nkv)?;
+    }
+    if sh.b == 0 || t == 0 || s == 0 {
+        return Ok(());
+    }
+    let par = super::attention_work(sh) >= super::PAR_FLOPS;
+    let vt = transpose_heads(v, sh);
+    // dP = dO_h·V_gᵀ, turned into dS row by row; dQ_h += scale·dS·K_g. One task per (batch, head).
+    let mut ds = vec![0.0f32; attention_naive_probs_len(sh)];
+    let heads: Vec<(usize, (&mut [f32], &mut [f32]))> =
+        ds.chunks_mut(t * s).zip(dq[..nq].chunks_mut(t * hs)).enumerate().collect();
+    each(heads, par, |(bh, (ds_h, dq_h))| {
+        let (b, h) = (bh / sh.nh, bh % sh.nh);
+        let g = h / sh.group();
+        let dout_h = Rows { data: &dout[b * t * c + h * hs..], ld: c };
+        tile::gemm(ds_h, s, false, dout_h, Rows { data: &vt[(b * sh.nkv + g) * hs * s..], ld: s }, t, s, hs);
+        for (dsrow, prow) in ds_h.chunks_exact_mut(s).zip(probs[bh * t * s..][..t * s].chunks_exact(s)) {
+            let d = math::dot(prow, dsrow); // Σ_k P_ik·dP_ik
+            math::dsoftmax(dsrow, prow, d);
+            math::scale(dsrow, sh.scale);
+        }
+        tile::gemm(dq_h, hs, true, Rows { data: ds_h, ld: s }, Rows { data: &k[(b * sh.nkv + g) * s * hs..], ld: hs }, t, hs, s);
+    });
+    drop(vt);
+    // dV_g += Σ_h Pᵀ·dO_h and dK_g += Σ_h dSᵀ·Q_h over KB keys at a time: one task per (batch, kv head, key block).
+    let ds = &ds;
+    let blocks: Vec<(usize, usize, (&mut [f32], &mut [f32]))> = dk[..nkv]
+        .chunks_mut(s * hs)
+        .zip(dv[..nkv].chunks_mut(s * hs))
+        .enumerate()
+        .flat_map(|(bg, (dk_g, dv_g))| {
+            dk_g.chunks_mut(KB * hs).zip(dv_g.chunks_mut(KB * hs)).enumerate().map(move |(jb, d)| (bg, jb * KB, d))
+        })
+        .collect();
+    each(blocks, par, |(bg, j0, (dk_blk, dv_blk))| {
+        let (b, g) = (bg / sh.nkv, bg % sh.nkv);
+        let kb = dk_blk.len() / hs;
+        for h in g * sh.group()..(g + 1) * sh.group() {
+            let bh = b * sh.nh + h;
+            for i0 in (0..t).step_by(TQ) {
+                let rows = TQ.min(t - i0);
+                // P and dS rows i0.., columns j0..: read as the transposes of (kb × rows).
+                let p = Rows { data: &probs[(bh * t + i0) * s + j0..], ld: s };
+                let dsb = Rows { data: &ds[(bh * t + i0) * s + j0..], ld: s };
+                let dout_rows = Rows { data: &dout[(b * t + i0) * c + h * hs..], ld: c };
+                tile::gemm_tn(dv_blk, hs, true, p, dout_rows, kb, hs, rows);
+                tile::gemm_tn(dk_blk, hs, true, dsb, Rows { data: &q[(bh * t + i0) * hs..], ld: hs }, kb, hs, rows);
+            }
+        }
+    });
+    Ok(())
+}
