@@ -10,6 +10,7 @@
 // Kernels take outputs, caches, inputs, parameters and sizes as separate arguments (llm.c's convention).
 #![allow(clippy::too_many_arguments)]
 
+pub mod attention_cost;
 pub mod backend;
 pub mod checkpoint;
 pub mod config;

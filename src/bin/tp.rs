@@ -1,4 +1,4 @@
-//! The native command line: train, sample, fill-mask, decode, logits, bench.
+//! The native command line: train, sample, fill-mask, decode, logits, bench, attention-cost.
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
 //!
 //! Native only. Cargo also builds every binary for a crate's integration tests, so on wasm32 (the browser tests,
@@ -9,6 +9,7 @@
 use clap::{Parser, Subcommand};
 
 use std::ops::ControlFlow;
+use transformer_playground::attention_cost::{self, CostSpec};
 use std::time::Instant;
 use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
@@ -127,6 +128,34 @@ enum Cmd {
         steps: usize,
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+    },
+    /// Attention's cost: naive (T×T matrices materialised) against fused (FlashAttention) forward + backward for
+    /// each T — median ms and the bytes each holds beyond its inputs; one JSON row per T.
+    AttentionCost {
+        /// cpu, or gpu (build with --features gpu; natively wgpu over Vulkan, Mesa's lavapipe without a GPU).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Sequence lengths, comma-separated (default 64,128,256,512,1024,2048,4096).
+        #[arg(long, value_name = "T,...")]
+        t: Option<String>,
+        /// Query heads NH.
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        /// Key/value heads NKV (default: NH, i.e. MHA); must divide NH.
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        /// Head size HS.
+        #[arg(long, default_value_t = 64)]
+        head_size: usize,
+        /// Batch B.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Bidirectional attention (default: causal).
+        #[arg(long)]
+        bidirectional: bool,
+        /// The naive path runs only where its extra memory stays within this many MiB.
+        #[arg(long, default_value_t = 512)]
+        budget_mib: u64,
     },
 }
 
@@ -383,6 +412,55 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     stdout.finish()
 }
 
+/// `tp attention-cost`: every value is checked before the first row runs; then one JSON line per T.
+fn attention_cost(backend: &str, spec: &CostSpec, ts: Option<&str>) -> Result<()> {
+    let ts = match ts {
+        Some(list) => attention_cost::parse_ts(list)?,
+        None => attention_cost::DEFAULT_TS.to_vec(),
+    };
+    for &t in &ts {
+        spec.shape(t)?;
+    }
+    let started = Instant::now();
+    let clock = || started.elapsed().as_secs_f64() * 1e3;
+    let mut stdout = Out::new();
+    match BackendKind::parse(backend)? {
+        BackendKind::Gpu => attention_cost_gpu(spec, &ts, &clock, &mut stdout)?,
+        BackendKind::Cpu => {
+            say!("attention cost on the cpu backend, {} threads", rayon::current_num_threads());
+            for &t in &ts {
+                if !stdout.line(json_line(&attention_cost::cpu_row(spec, t, &clock)?)) {
+                    break;
+                }
+            }
+        }
+        BackendKind::Reference => return Err(Error::Invalid("--backend reference: attention-cost runs on cpu or gpu".into())),
+    }
+    stdout.finish()
+}
+
+/// A row as JSON with its fields in declaration order (`t` first).
+fn json_line(row: &attention_cost::CostRow) -> String {
+    serde_json::to_string(row).expect("plain data serialises")
+}
+
+#[cfg(feature = "gpu")]
+fn attention_cost_gpu(spec: &CostSpec, ts: &[usize], clock: &dyn Fn() -> f64, stdout: &mut Out) -> Result<()> {
+    let g = transformer_playground::backend::gpu::Gpu::new_blocking()?;
+    say!("attention cost on {}", g.adapter_name());
+    for &t in ts {
+        if !stdout.line(json_line(&pollster::block_on(attention_cost::gpu_row(&g, spec, t, clock))?)) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn attention_cost_gpu(_: &CostSpec, _: &[usize], _: &dyn Fn() -> f64, _: &mut Out) -> Result<()> {
+    Err(Error::Invalid("--backend gpu: this tp was built without the gpu feature (cargo build --release --features gpu)".into()))
+}
+
 fn run(cli: Cli) -> Result<()> {
     if let Some(gib) = cli.memory_budget {
         transformer_playground::train::set_memory_budget_gib(Some(gib)).map_err(|rule| Error::Invalid(format!("--memory-budget {gib}: {rule}")))?;
@@ -458,6 +536,10 @@ fn run(cli: Cli) -> Result<()> {
             stdout.finish()
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
+        Cmd::AttentionCost { backend, t, heads, kv_heads, head_size, batch, bidirectional, budget_mib } => {
+            let spec = CostSpec { batch, heads, kv_heads, head_size, causal: !bidirectional, budget_mib };
+            attention_cost(&backend, &spec, t.as_deref())
+        }
     }
 }
 

@@ -53,6 +53,9 @@ static SOFTMAX_BACKWARD: Kernel = backward("softmax_backward");
 static DQ: Kernel = backward("dq");
 static DK: Kernel = backward("dk");
 
+/// Every naive kernel (none has compile-time constants), for `Gpu::prepare_attention`.
+pub(crate) static KERNELS: &[&Kernel] = &[&SCORES, &SOFTMAX, &WEIGHTED_SUM, &DV, &DPROBS, &SOFTMAX_BACKWARD, &DQ, &DK];
+
 impl Gpu {
     /// Elements of the (B,NH,T,S) probability matrix `attention_naive_forward` fills and its backward reads.
     pub fn attention_naive_probs_len(sh: &AttnShape) -> usize {

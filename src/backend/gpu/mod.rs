@@ -213,6 +213,17 @@ impl Gpu {
         Ok(())
     }
 
+    /// Compiles the attention kernels alone — the fused ones for head size `hs` without a bias, and the naive ones —
+    /// which is all the attention-cost sweep (`crate::attention_cost`) runs; awaited before its first row in the
+    /// browser, as `prepare` before a training step.
+    pub async fn prepare_attention(&self, hs: usize) -> Result<()> {
+        let fused = attention::kernels_for(&[(hs, 0)])?.into_iter().chain([(&attention::DELTA, vec![])]);
+        for (k, consts) in fused.chain(attention_naive::KERNELS.iter().map(|k| (*k, vec![]))) {
+            self.compile(k, &consts).await?;
+        }
+        Ok(())
+    }
+
     fn fixed_kernels(&self) -> Vec<KernelWith> {
         let mut v: Vec<_> = matmul::KERNELS
             .iter()
