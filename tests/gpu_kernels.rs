@@ -709,6 +709,53 @@ fn every_kernel_compiles_ahead_of_time_for_the_head_sizes_and_buckets_given() {
     assert!(err.contains("head size 257"), "{err}");
 }
 
+#[test]
+fn the_attention_cost_rows_run_both_paths_and_their_byte_formulas_are_what_the_device_allocates() {
+    use transformer_playground::attention_cost::{flash_bytes, gpu_row, naive_bytes, CostBackend, CostSpec};
+    // A device of its own: the pool's growth is measured, and other tests share `gpu()`'s pool.
+    let g = Gpu::new_blocking().unwrap();
+    let spec = CostSpec { heads: 4, kv_heads: Some(2), head_size: 16, ..CostSpec::default() };
+    let start = std::time::Instant::now();
+    let clock = || start.elapsed().as_secs_f64() * 1e3;
+    let row = pollster::block_on(gpu_row(&g, &spec, 70, &clock)).unwrap();
+    assert!(row.naive_ms.unwrap() > 0.0 && row.flash_ms > 0.0 && row.note.is_none(), "{row:?}");
+    let sh = spec.shape(70).unwrap();
+    assert_eq!((row.naive_bytes, row.flash_bytes), (naive_bytes(CostBackend::Gpu, &sh), flash_bytes(CostBackend::Gpu, &sh, 1)));
+    assert_eq!(g.pool_bytes(), 0, "the row gives its scratch back");
+
+    // The formulas against the device: what each path keeps between forward and backward (lse; probs) plus the
+    // pool's growth over its first backward (the (lse, δ) stats; dscores).
+    let x = attention_inputs(&sh, 3);
+    let (q, k, v, dout) = (g.upload(&x.q).unwrap(), g.upload(&x.k).unwrap(), g.upload(&x.v).unwrap(), g.upload(&x.dout).unwrap());
+    let (out, lse) = (g.zeros::<f32>(x.q.len()).unwrap(), g.zeros::<f32>(sh.b * sh.nh * sh.t).unwrap());
+    let (dq, dk, dv) = (g.zeros::<f32>(x.q.len()).unwrap(), g.zeros::<f32>(x.k.len()).unwrap(), g.zeros::<f32>(x.v.len()).unwrap());
+    let probs = g.zeros::<f32>(Gpu::attention_naive_probs_len(&sh)).unwrap();
+    let submit = |f: &dyn Fn(&mut transformer_playground::backend::gpu::Encoder) -> transformer_playground::Result<()>| {
+        let mut e = g.encoder();
+        f(&mut e).unwrap();
+        g.submit(e).unwrap();
+        g.wait().unwrap();
+    };
+    submit(&|e| {
+        g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), AttnBias::None, &sh)?;
+        let none = AttnBias::None;
+        g.attention_backward(e, dq.all(), dk.all(), dv.all(), None, dout.all(), q.all(), k.all(), v.all(), out.all(), lse.all(), none, &sh)
+    });
+    assert_eq!(row.flash_bytes, (lse.len() * 4) as u64 + g.pool_bytes());
+    g.trim_pool();
+    submit(&|e| {
+        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), &sh)?;
+        g.attention_naive_backward(e, dq.all(), dk.all(), dv.all(), dout.all(), q.all(), k.all(), v.all(), probs.all(), &sh)
+    });
+    assert_eq!(row.naive_bytes, (probs.len() * 4) as u64 + g.pool_bytes());
+
+    // Over the budget: no naive time, a note, the fused path still timed.
+    let small = CostSpec { budget_mib: 1, ..spec };
+    let row = pollster::block_on(gpu_row(&g, &small, 512, &clock)).unwrap();
+    assert!(row.naive_ms.is_none() && row.flash_ms > 0.0, "{row:?}");
+    assert!(row.note.as_deref().unwrap().contains("over the budget of 1 MiB"), "{row:?}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Mixture-of-Experts routing
 
