@@ -13,6 +13,7 @@
 
 use crate::backend::cpu::{self, Cpu};
 use crate::backend::{AttnBias, AttnShape, Backend};
+use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
@@ -240,6 +241,53 @@ pub fn cpu_row(spec: &CostSpec, t: usize, clock: &dyn Fn() -> f64) -> Result<Cos
     };
     let flash_bytes = flash_bytes(CostBackend::Cpu, &sh, rayon::current_num_threads());
     Ok(CostRow { t, naive_ms, flash_ms, naive_bytes, flash_bytes, note })
+}
+
+/// Forward FLOPs per token of a model's attention and of its FFN at context length `t` (all layers), counted as
+/// `probe::shape_flow` counts them: 2 per multiply-add. Attention: the Q, K, V and output projections
+/// (2·((NH + 2·NKV)·HS·C + C²) per layer, plus a decoder's cross-attention projections) and the scores and mixing
+/// against `t` keys (q·k and p·v: 4·t·NH·HS per layer, and again for cross-attention). FFN: its matrices (2·(up + F)·C
+/// per layer and active expert, up = 2F when gated) and a Mixture-of-Experts router (2·E·C).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlopsRow {
+    pub t: usize,
+    pub attention: f64,
+    pub ffn: f64,
+}
+
+/// Attention's FLOPs per token as `a0 + a1·t` and the FFN's (constant in t), for `m`.
+fn flops_terms(m: &ModelConfig) -> (f64, f64, f64) {
+    let (c, nh, nkv, hs, f) = (m.d_model as f64, m.n_heads as f64, m.n_kv_heads as f64, m.head_size() as f64, m.ffn_hidden() as f64);
+    let up = if m.ffn.activation.is_gated() { 2.0 * f } else { f };
+    let (experts, active) = m.ffn.moe.as_ref().map_or((1.0, 1.0), |moe| (moe.experts as f64, moe.top_k as f64));
+    let router = if experts > 1.0 { experts * c } else { 0.0 };
+    let (enc, dec) = m.stack_layers();
+    let stacks: &[(usize, bool)] = match m.arch {
+        Arch::Gpt => &[(dec, false)],
+        Arch::Bert => &[(enc, false)],
+        Arch::EncoderDecoder => &[(enc, false), (dec, true)],
+    };
+    let (mut a0, mut a1, mut ffn) = (0.0, 0.0, 0.0);
+    for &(layers, cross) in stacks {
+        let (l, mixings) = (layers as f64, if cross { 2.0 } else { 1.0 });
+        let mut proj = (nh + 2.0 * nkv) * hs * c + c * c;
+        if cross {
+            proj += 2.0 * c * c + 2.0 * nkv * hs * c;
+        }
+        a0 += 2.0 * l * proj;
+        a1 += 4.0 * l * mixings * nh * hs;
+        ffn += 2.0 * l * (active * (up + f) * c + router);
+    }
+    (a0, a1, ffn)
+}
+
+/// Attention against FFN FLOPs per token for each `t`, and the shortest context at which attention's pass the
+/// FFN's (where the O(T) per-token term — O(T²) per sequence — starts to dominate).
+pub fn attention_vs_ffn(m: &ModelConfig, ts: &[usize]) -> (Vec<FlopsRow>, usize) {
+    let (a0, a1, ffn) = flops_terms(m);
+    let rows = ts.iter().map(|&t| FlopsRow { t, attention: a0 + a1 * t as f64, ffn }).collect();
+    let crossover = if a0 >= ffn { 1 } else { ((ffn - a0) / a1).ceil().max(1.0) as usize };
+    (rows, crossover)
 }
 
 #[cfg(feature = "gpu")]

@@ -88,3 +88,32 @@ fn the_byte_formulas_are_quadratic_for_naive_and_linear_for_fused() {
     assert_eq!(naive_bytes(CostBackend::Gpu, &CostSpec::default().shape(100).unwrap()), 2 * 4 * 100 * 100 * 4);
     assert_eq!(flash_bytes(CostBackend::Gpu, &CostSpec::default().shape(100).unwrap(), 2), 3 * 4 * 100 * 4);
 }
+
+#[test]
+fn attention_and_ffn_flops_add_up_to_the_shape_flows_forward_flops_for_every_architecture() {
+    use transformer_playground::attention_cost::attention_vs_ffn;
+    use transformer_playground::{probe, Config};
+    let model = |arch: &str, extra: &str| {
+        format!(
+            r#"{{ "model": {{ "arch": "{arch}", "d_model": 48, "n_layers": 3, "n_heads": 6, "n_kv_heads": 2, "ctx_len": 40,
+            "ffn": {{ "activation": "swiglu", "mult": 4 {extra} }}, "norm": {{ "kind": "rmsnorm", "placement": "pre" }},
+            "position": {{ "kind": "rope" }}, "attention": {{ "scale": "inv_sqrt_dk" }} }},
+            "train": {{ "batch_size": 2, "steps": 1, "lr": 0.001 }} {data} }}"#,
+            data = if arch == "encoder_decoder" { r#", "data": { "task": "reverse" }"# } else { "" }
+        )
+    };
+    let moe = r#", "moe": { "experts": 4, "top_k": 2 }"#;
+    for (arch, extra) in [("gpt", ""), ("bert", ""), ("encoder_decoder", ""), ("gpt", moe)] {
+        let cfg = Config::from_json(&model(arch, extra)).unwrap();
+        let (vocab, m) = (65, &cfg.model);
+        let flow = probe::shape_flow(m, vocab, 2, m.ctx_len);
+        let (rows, crossover) = attention_vs_ffn(m, &[m.ctx_len, 2 * m.ctx_len]);
+        let head = 2.0 * (vocab * m.d_model) as f64; // the logits
+        let total = rows[0].attention + rows[0].ffn + head;
+        assert!((total - flow.forward_flops_per_token).abs() < 1e-6 * total, "{arch}{extra}: {total} vs {}", flow.forward_flops_per_token);
+        // Attention grows with T, the FFN does not; attention passes the FFN at `crossover` and not one token before.
+        assert!(rows[1].attention > rows[0].attention && rows[1].ffn == rows[0].ffn);
+        let (at, before) = (attention_vs_ffn(m, &[crossover]).0, attention_vs_ffn(m, &[crossover - 1]).0);
+        assert!(at[0].attention >= at[0].ffn && before[0].attention < before[0].ffn, "{arch}{extra}: crossover {crossover}");
+    }
+}
