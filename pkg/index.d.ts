@@ -311,6 +311,35 @@ export interface Limits {
   max_params: number;
 }
 
+/** The attention a cost row measures (engine.attentionCost); every field optional. */
+export interface AttentionCostSpec {
+  /** B (default 1). */
+  batch?: number;
+  /** NH (default 4). */
+  heads?: number;
+  /** NKV, dividing NH (default NH). */
+  kv_heads?: number;
+  /** HS (default 64). */
+  head_size?: number;
+  /** Causal (default) or bidirectional. */
+  causal?: boolean;
+  /** The naive path runs only where its bytes stay within this many MiB (default 512). */
+  budget_mib?: number;
+}
+
+/** One sequence length of the attention-cost sweep: naive vs fused (FlashAttention) forward + backward. */
+export interface AttentionCostRow {
+  t: number;
+  /** Median ms; null where the naive path was skipped (see note). */
+  naive_ms: number | null;
+  flash_ms: number;
+  /** Bytes each path holds beyond its inputs, outputs and gradients (formulas: src/attention_cost.rs). */
+  naive_bytes: number;
+  flash_bytes: number;
+  note?: string;
+  backend: 'webgpu' | 'wasm-threads' | 'wasm-single';
+}
+
 /** A text the core accepts (engine.checkText). */
 export interface TextStats {
   bytes: number;
@@ -335,6 +364,15 @@ export class Engine {
   specialTokens(config: Config | string): Promise<string[]>;
   /** The memory budget configs are checked against from now on, in GiB ((0, 3.5], null: the default 2); survives a restart. Resolves the budget in force. */
   setMemoryBudget(gib: number | null): Promise<number>;
+  /**
+   * Attention's cost at length `t` on the CPU backend or WebGPU (one call per t, for progress); rejects with an
+   * 'invalid' EngineError naming a bad t or spec value, a 'gpu' one without WebGPU.
+   */
+  attentionCost(t: number, opts?: { spec?: AttentionCostSpec; backend?: 'cpu' | 'webgpu' }): Promise<AttentionCostRow>;
+  /** Only the core's checks of `t` and the spec (nothing runs). */
+  attentionCost(t: number, opts: { spec?: AttentionCostSpec; backend?: 'cpu' | 'webgpu'; check: true }): Promise<true>;
+  /** Forward FLOPs per token of the config's attention vs its FFN for T = 16 … 65536, and where attention's pass the FFN's. */
+  attentionFlops(config: Config | string): Promise<{ rows: { t: number; attention: number; ffn: number }[]; crossover_t: number; ctx_len: number }>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
   /** How often a training run's state is kept for recovery (opts.snapshotEveryMs). */

@@ -381,6 +381,36 @@ export class Engine extends Emitter {
     return this._request({ op: 'checkText', bytes });
   }
 
+  /**
+   * Attention's cost at sequence length `t`: one forward + backward of the naive attention (the (B,NH,T,T) scores
+   * and probabilities materialised) and of the fused one (FlashAttention: tiled, nothing T×T stored), timed (median
+   * of repeats) on this engine's CPU backend (WASM threads, or one thread) or, with backend 'webgpu', on WebGPU;
+   * and the bytes each holds beyond its inputs. spec: { batch, heads, kv_heads, head_size, causal, budget_mib },
+   * each optional (1, 4, heads, 64, true, 512); the naive path is skipped, with a note, where its bytes pass
+   * budget_mib. Resolves { t, naive_ms (null when skipped), flash_ms, naive_bytes, flash_bytes, note?, backend };
+   * rejects with an 'invalid' EngineError naming the value for a bad t or spec (the core's limits), a 'gpu' one
+   * when WebGPU is not available. Call it once per t to show progress; with opts.check, only the checks run
+   * (resolves true), so a sweep can refuse a bad value before its first row.
+   */
+  async attentionCost(t, opts = {}) {
+    const { spec = {}, backend = 'cpu', check = false } = checkOptions('opts', opts);
+    if (backend !== 'cpu' && backend !== 'webgpu') {
+      throw new EngineError(`opts.backend = '${backend}': must be 'cpu' or 'webgpu'`, { kind: 'invalid' });
+    }
+    const args = { t: checkInt('t', t, { max: U32_MAX }), spec: checkOptions('opts.spec', spec), backend, check: Boolean(check) };
+    return this._request({ op: 'attentionCost', ...args });
+  }
+
+  /**
+   * Forward FLOPs per token of a config's attention (projections, and scores and mixing against T keys) and of its
+   * FFN (the active experts of a Mixture-of-Experts one), all layers, for T = 16 … 65536: { rows: [{ t, attention,
+   * ffn }], crossover_t (the shortest T where attention's pass the FFN's), ctx_len }. Rejects with the core's error
+   * for a config it cannot read.
+   */
+  async attentionFlops(config) {
+    return this._request({ op: 'attentionFlops', config: configJson(config) });
+  }
+
   /** Live runs. */
   get runs() {
     return [...this.#runs.values()];

@@ -29,6 +29,11 @@
 //   dispose     { runId }                         → true
 //   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
 //   loseGpu     { runId }                         → whether the run's GPU device was destroyed (tests only)
+//   attentionCost { spec, t, backend, check }     → { t, naive_ms, flash_ms, naive_bytes, flash_bytes, note?, backend }:
+//                                                   naive vs fused attention at length t (src/attention_cost.rs);
+//                                                   backend 'cpu' | 'webgpu'; check: only the core's checks → true
+//   attentionFlops { config }                     → { rows: [{ t, attention, ffn }], crossover_t, ctx_len }: forward
+//                                                   FLOPs per token of attention and the FFN as T grows
 //   benchMatmul { m, n, k, reps }                 → ms per (m×k)·(k×n) matmul on the CPU backend (benchmarks only)
 //   trap        { runId }                         → never replies ok: a trap with no panic, as a failed allocation
 //                                                   aborts the core (tests only)
@@ -48,7 +53,8 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'benchMatmul', 'trap', 'hang', 'ping',
+  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost', 'attentionFlops', 'benchMatmul', 'trap',
+  'hang', 'ping',
 ]);
 
 /**

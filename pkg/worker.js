@@ -254,6 +254,52 @@ function onHost(runId, fn) {
   return exclusive(r, async () => fn(await synced(r)));
 }
 
+/**
+ * The attention-cost sweep (the page's "Attention cost" panel): one core AttentionCost per (spec, backend), kept
+ * while they stay the same so WebGPU compiles its kernels once. Requests run one at a time (`exclusive`): a row on
+ * WebGPU awaits the device.
+ */
+const cost = { key: null, ac: null, queue: Promise.resolve() };
+
+function attentionCost({ spec, t, backend, check }) {
+  const json = JSON.stringify(checkOptions('spec', spec));
+  checkInt('t', t, { max: U32_MAX });
+  if (backend !== 'cpu' && backend !== 'webgpu') {
+    throw new EngineError(`backend = ${String(backend)}: must be 'cpu' or 'webgpu'`, { kind: 'invalid' });
+  }
+  if (check) {
+    // Only the core's checks of the spec and t: nothing runs, no GPU is opened.
+    const ac = new wasm.AttentionCost(json);
+    try {
+      ac.checkT(t);
+    } finally {
+      ac.free();
+    }
+    return true;
+  }
+  return exclusive(cost, async () => {
+    const key = `${backend}|${json}`;
+    if (cost.key !== key) {
+      cost.ac?.free();
+      Object.assign(cost, { key: null, ac: null });
+      const ac = new wasm.AttentionCost(json);
+      if (backend === 'webgpu') {
+        try {
+          if (!info.webgpu) throw new Error('no WebGPU in this browser or build');
+          await ac.attachGpu();
+        } catch (e) {
+          ac.free();
+          throw new EngineError(`WebGPU is not available for the attention cost: ${e.message}`, { kind: 'gpu' });
+        }
+      }
+      Object.assign(cost, { key, ac });
+    }
+    cost.ac.checkT(t);
+    const row = JSON.parse(backend === 'webgpu' ? await cost.ac.rowAsync(t) : cost.ac.row(t));
+    return { ...row, backend: backend === 'webgpu' ? 'webgpu' : info.backend };
+  });
+}
+
 const handlers = {
   init,
   // Every value that reaches the core is checked here too: the Worker is the boundary to wasm, where a value of
@@ -366,6 +412,8 @@ const handlers = {
     for (;;);
   },
   loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
+  attentionCost,
+  attentionFlops: ({ config }) => JSON.parse(wasm.attentionFlops(checkString('config', config))),
   benchMatmul({ m, n, k, reps }) {
     wasm.benchMatmul(m, n, k, 1); // warm up
     const t0 = performance.now();

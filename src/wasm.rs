@@ -393,6 +393,85 @@ impl WasmRun {
     }
 }
 
+/// Forward FLOPs per token of the config's attention and FFN as the context grows (T = 16, 32, …, 65536):
+/// `{"rows": [{"t", "attention", "ffn"}, …], "crossover_t", "ctx_len"}` (`attention_cost::attention_vs_ffn`);
+/// crossover_t: the shortest T at which attention's pass the FFN's.
+#[wasm_bindgen(js_name = attentionFlops)]
+pub fn attention_flops(config: &str) -> Result<String, JsError> {
+    let cfg = Config::from_json(config).map_err(js)?;
+    let ts: Vec<usize> = (4..=16).map(|k| 1 << k).collect();
+    let (rows, crossover) = crate::attention_cost::attention_vs_ffn(&cfg.model, &ts);
+    Ok(serde_json::json!({ "rows": rows, "crossover_t": crossover, "ctx_len": cfg.model.ctx_len }).to_string())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `performance.now()` of the calling thread (the engine Worker, or a thread of the pool): ms.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// The attention-cost sweep (`attention_cost`) for the page's panel, one T per call so that the page can show
+/// progress: on the CPU backend (`row`: WASM threads on the pool, or the single thread), or on WebGPU (`attachGpu`,
+/// then `rowAsync`) with a device of its own. A row is `attention_cost::CostRow` as JSON.
+#[wasm_bindgen]
+pub struct AttentionCost {
+    spec: crate::attention_cost::CostSpec,
+    #[cfg(feature = "gpu")]
+    gpu: Rc<RefCell<Option<Rc<crate::backend::gpu::Gpu>>>>,
+}
+
+#[wasm_bindgen]
+impl AttentionCost {
+    /// `spec`: `attention_cost::CostSpec` as JSON (`batch`, `heads`, `kv_heads`, `head_size`, `causal`,
+    /// `budget_mib`, each optional); a bad value is an "invalid" error naming it.
+    #[wasm_bindgen(constructor)]
+    pub fn new(spec: &str) -> Result<AttentionCost, JsError> {
+        let spec: crate::attention_cost::CostSpec =
+            serde_json::from_str(spec).map_err(|e| js(Error::Invalid(format!("attention cost spec: {e}"))))?;
+        spec.validate().map_err(js)?;
+        Ok(AttentionCost {
+            spec,
+            #[cfg(feature = "gpu")]
+            gpu: Rc::new(RefCell::new(None)),
+        })
+    }
+
+    /// Refuses a T the sweep cannot run (0, over the limit, tensors too large) without running anything.
+    #[wasm_bindgen(js_name = checkT)]
+    pub fn check_t(&self, t: usize) -> Result<(), JsError> {
+        self.spec.shape(t).map(|_| ()).map_err(js)
+    }
+
+    /// One row on the CPU backend.
+    pub fn row(&self, t: usize) -> Result<String, JsError> {
+        let spec = &self.spec;
+        let row = on_pool(|| crate::attention_cost::cpu_row(spec, t, &performance_now)).map_err(js)?;
+        Ok(to_json(&row))
+    }
+
+    /// Opens a WebGPU device for `rowAsync` and compiles the attention kernels for the spec's head size. Resolves to
+    /// the adapter's name; rejects with the reason when there is no usable GPU.
+    #[cfg(feature = "gpu")]
+    #[wasm_bindgen(js_name = attachGpu)]
+    pub async fn attach_gpu(&self) -> Result<String, JsError> {
+        let gpu = crate::backend::gpu::Gpu::new().await.map_err(js)?;
+        gpu.prepare_attention(self.spec.head_size).await.map_err(js)?;
+        let name = gpu.adapter_name();
+        *self.gpu.borrow_mut() = Some(Rc::new(gpu));
+        Ok(name)
+    }
+
+    /// One row on WebGPU (after `attachGpu`).
+    #[cfg(feature = "gpu")]
+    #[wasm_bindgen(js_name = rowAsync)]
+    pub async fn row_async(&self, t: usize) -> Result<String, JsError> {
+        let gpu = self.gpu.borrow().clone().ok_or_else(|| js(Error::Gpu("attention cost: attachGpu first".into())))?;
+        let row = crate::attention_cost::gpu_row(&gpu, &self.spec, t, &performance_now).await.map_err(js)?;
+        Ok(to_json(&row))
+    }
+}
+
 /// For benchmarks: runs `reps` matmul forwards out (m×n) = x (m×k) · w (n×k)ᵀ on the CPU backend (the caller
 /// times it). Returns a checksum so the work cannot be skipped.
 #[wasm_bindgen(js_name = benchMatmul)]
