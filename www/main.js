@@ -23,6 +23,7 @@ import * as usePanel from './panels/use.js';
 import * as checkpointPanel from './panels/checkpoint.js';
 import * as noticesPanel from './panels/notices.js';
 import * as expertsPanel from './panels/experts.js';
+import * as costPanel from './panels/cost.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -43,7 +44,7 @@ async function serviceWorker() {
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
-  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel]) p.mount();
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }
@@ -113,7 +114,7 @@ async function main() {
 }
 
 // For the browser tests and the curious: the page's modules.
-window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk };
+window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk, cost: costPanel.state };
 
 main().catch((e) => {
   console.error(e);

@@ -39,7 +39,7 @@ function depthColor(i, n) {
 }
 
 /** Tick labels that stay readable from 1e-5 (learning rates) to thousands. */
-function tick(v) {
+export function tick(v) {
   if (v === null || v === undefined) return '';
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-2 || a >= 1e5)) return v.toExponential(1).replace('.0e', 'e').replace('e-', 'e−').replace('e+', 'e');
