@@ -26,6 +26,7 @@
 
 use super::attention::transpose;
 use super::math;
+use super::simd::multiversion;
 use super::tile::{self, Rows};
 use crate::backend::AttnShape;
 use crate::error::{Error, Result};
@@ -77,6 +78,7 @@ fn transpose_heads(x: &[f32], sh: &AttnShape) -> Vec<f32> {
 }
 
 /// Keys query i (of this call) may see: a prefix of the S keys.
+#[inline(always)]
 fn visible(sh: &AttnShape, i: usize) -> usize {
     if sh.causal {
         sh.s.min(sh.q_offset + i + 1)
@@ -107,21 +109,7 @@ pub fn attention_naive_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k:
     let kt = transpose_heads(k, sh);
     // P = softmax(S) of each (batch, head), in place in probs.
     let heads: Vec<(usize, &mut [f32])> = probs[..attention_naive_probs_len(sh)].chunks_mut(t * s).enumerate().collect();
-    each(heads, par, |(bh, p)| {
-        let (b, h) = (bh / sh.nh, bh % sh.nh);
-        let g = h / sh.group();
-        let kt_g = Rows { data: &kt[(b * sh.nkv + g) * hs * s..], ld: s };
-        tile::gemm(p, s, false, Rows { data: &q[bh * t * hs..], ld: hs }, kt_g, t, s, hs);
-        for (i, row) in p.chunks_exact_mut(s).enumerate() {
-            let n = visible(sh, i);
-            math::scale(&mut row[..n], sh.scale);
-            let m = math::max(&row[..n]);
-            math::exp_sub_in_place(&mut row[..n], m);
-            let sum = math::sum(&row[..n]);
-            math::scale(&mut row[..n], 1.0 / sum);
-            row[n..].fill(0.0); // masked: exp(−∞) = 0
-        }
-    });
+    each(heads, par, |(bh, p)| probs_head(p, q, &kt, sh, bh));
     drop(kt);
     // O_h = P·V_g for TQ query rows of one batch row at a time, all heads.
     let probs = &*probs;
@@ -130,15 +118,7 @@ pub fn attention_naive_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k:
         .enumerate()
         .flat_map(|(b, ob)| ob.chunks_mut(TQ * c).enumerate().map(move |(ti, o)| (b, ti * TQ, o)))
         .collect();
-    each(blocks, par, |(b, i0, o)| {
-        let rows = o.len() / c;
-        for h in 0..sh.nh {
-            let g = h / sh.group();
-            let p = Rows { data: &probs[((b * sh.nh + h) * t + i0) * s..], ld: s };
-            let v_g = Rows { data: &v[(b * sh.nkv + g) * s * hs..], ld: hs };
-            tile::gemm(&mut o[h * hs..], c, false, p, v_g, rows, hs, s);
-        }
-    });
+    each(blocks, par, |(b, i0, o)| output_rows(o, probs, v, sh, b, i0));
     Ok(())
 }
 
@@ -156,7 +136,7 @@ pub fn attention_naive_backward(
     sh: &AttnShape,
 ) -> Result<()> {
     check(sh)?;
-    let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
+    let (t, s, hs) = (sh.t, sh.s, sh.hs);
     let (nq, nkv) = (sh.b * sh.nh * t * hs, sh.b * sh.nkv * s * hs);
     for (what, len, n) in [("dq", dq.len(), nq), ("dout", dout.len(), nq), ("q", q.len(), nq), ("probs", probs.len(), attention_naive_probs_len(sh))] {
         need(what, len, n)?;
@@ -173,18 +153,7 @@ pub fn attention_naive_backward(
     let mut ds = vec![0.0f32; attention_naive_probs_len(sh)];
     let heads: Vec<(usize, (&mut [f32], &mut [f32]))> =
         ds.chunks_mut(t * s).zip(dq[..nq].chunks_mut(t * hs)).enumerate().collect();
-    each(heads, par, |(bh, (ds_h, dq_h))| {
-        let (b, h) = (bh / sh.nh, bh % sh.nh);
-        let g = h / sh.group();
-        let dout_h = Rows { data: &dout[b * t * c + h * hs..], ld: c };
-        tile::gemm(ds_h, s, false, dout_h, Rows { data: &vt[(b * sh.nkv + g) * hs * s..], ld: s }, t, s, hs);
-        for (dsrow, prow) in ds_h.chunks_exact_mut(s).zip(probs[bh * t * s..][..t * s].chunks_exact(s)) {
-            let d = math::dot(prow, dsrow); // Σ_k P_ik·dP_ik
-            math::dsoftmax(dsrow, prow, d);
-            math::scale(dsrow, sh.scale);
-        }
-        tile::gemm(dq_h, hs, true, Rows { data: ds_h, ld: s }, Rows { data: &k[(b * sh.nkv + g) * s * hs..], ld: hs }, t, hs, s);
-    });
+    each(heads, par, |(bh, (ds_h, dq_h))| grads_of_head(ds_h, dq_h, probs, dout, k, &vt, sh, bh));
     drop(vt);
     // dV_g += Σ_h Pᵀ·dO_h and dK_g += Σ_h dSᵀ·Q_h over KB keys at a time: one task per (batch, kv head, key block).
     let ds = &ds;
@@ -196,7 +165,71 @@ pub fn attention_naive_backward(
             dk_g.chunks_mut(KB * hs).zip(dv_g.chunks_mut(KB * hs)).enumerate().map(move |(jb, d)| (bg, jb * KB, d))
         })
         .collect();
-    each(blocks, par, |(bg, j0, (dk_blk, dv_blk))| {
+    each(blocks, par, |(bg, j0, (dk_blk, dv_blk))| grads_of_keys(dk_blk, dv_blk, probs, ds, dout, q, sh, bg, j0));
+    Ok(())
+}
+
+// The tasks' bodies, compiled for the widest instruction set the CPU has (`simd::multiversion!`), as the fused
+// kernels' are: the comparison of the two paths is then not one of instruction sets.
+
+multiversion! {
+    /// P of (batch, head) bh, (T × S), in p: S = scale·Q_h·K_gᵀ, masked, then a softmax per row. kt: Kᵀ of every
+    /// (batch, kv head).
+    fn probs_head(p: &mut [f32], q: &[f32], kt: &[f32], sh: &AttnShape, bh: usize) {
+        let (t, s, hs) = (sh.t, sh.s, sh.hs);
+        let (b, h) = (bh / sh.nh, bh % sh.nh);
+        let g = h / sh.group();
+        let kt_g = Rows { data: &kt[(b * sh.nkv + g) * hs * s..], ld: s };
+        tile::gemm(p, s, false, Rows { data: &q[bh * t * hs..], ld: hs }, kt_g, t, s, hs);
+        for (i, row) in p.chunks_exact_mut(s).enumerate() {
+            let n = visible(sh, i);
+            math::scale(&mut row[..n], sh.scale);
+            let m = math::max(&row[..n]);
+            math::exp_sub_in_place(&mut row[..n], m);
+            let sum = math::sum(&row[..n]);
+            math::scale(&mut row[..n], 1.0 / sum);
+            row[n..].fill(0.0); // masked: exp(−∞) = 0
+        }
+    }
+}
+
+multiversion! {
+    /// Query rows i0.. of batch row b of out, all heads (o: rows × C): O_h = P_h·V_g.
+    fn output_rows(o: &mut [f32], probs: &[f32], v: &[f32], sh: &AttnShape, b: usize, i0: usize) {
+        let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
+        let rows = o.len() / c;
+        for h in 0..sh.nh {
+            let g = h / sh.group();
+            let p = Rows { data: &probs[((b * sh.nh + h) * t + i0) * s..], ld: s };
+            let v_g = Rows { data: &v[(b * sh.nkv + g) * s * hs..], ld: hs };
+            tile::gemm(&mut o[h * hs..], c, false, p, v_g, rows, hs, s);
+        }
+    }
+}
+
+multiversion! {
+    /// dS (T × S) and dq (T × HS) += of (batch, head) bh: dP = dO_h·V_gᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)),
+    /// dQ_h += dS·K_g. vt: Vᵀ of every (batch, kv head).
+    fn grads_of_head(ds_h: &mut [f32], dq_h: &mut [f32], probs: &[f32], dout: &[f32], k: &[f32], vt: &[f32], sh: &AttnShape, bh: usize) {
+        let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
+        let (b, h) = (bh / sh.nh, bh % sh.nh);
+        let g = h / sh.group();
+        let dout_h = Rows { data: &dout[b * t * c + h * hs..], ld: c };
+        tile::gemm(ds_h, s, false, dout_h, Rows { data: &vt[(b * sh.nkv + g) * hs * s..], ld: s }, t, s, hs);
+        for (dsrow, prow) in ds_h.chunks_exact_mut(s).zip(probs[bh * t * s..][..t * s].chunks_exact(s)) {
+            let d = math::dot(prow, dsrow); // Σ_k P_ik·dP_ik
+            math::dsoftmax(dsrow, prow, d);
+            math::scale(dsrow, sh.scale);
+        }
+        tile::gemm(dq_h, hs, true, Rows { data: ds_h, ld: s }, Rows { data: &k[(b * sh.nkv + g) * s * hs..], ld: hs }, t, hs, s);
+    }
+}
+
+multiversion! {
+    /// dk, dv += of keys j0.. of (batch, kv head) bg (dk_blk, dv_blk: kb × HS), over the query heads sharing it:
+    /// dV += Pᵀ·dO_h, dK += dSᵀ·Q_h, TQ query rows at a time.
+    fn grads_of_keys(dk_blk: &mut [f32], dv_blk: &mut [f32], probs: &[f32], ds: &[f32], dout: &[f32], q: &[f32], sh: &AttnShape, bg: usize, j0: usize) {
+        let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
         let (b, g) = (bg / sh.nkv, bg % sh.nkv);
         let kb = dk_blk.len() / hs;
         for h in g * sh.group()..(g + 1) * sh.group() {
@@ -211,6 +244,5 @@ pub fn attention_naive_backward(
                 tile::gemm_tn(dk_blk, hs, true, dsb, Rows { data: &q[(bh * t + i0) * hs..], ld: hs }, kb, hs, rows);
             }
         }
-    });
-    Ok(())
+    }
 }
