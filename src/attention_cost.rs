@@ -24,10 +24,12 @@ pub const MAX_HEADS: usize = 64;
 /// The GPU's fused kernels' largest head size.
 pub const MAX_HEAD_SIZE: usize = 256;
 pub const MAX_BATCH: usize = 64;
-/// Largest memory of one row's inputs, outputs and gradients (q, k, v, dout, out, dq, dk, dv).
-pub const MAX_TENSOR_BYTES: u64 = 1 << 30;
-/// Largest naive-path budget a spec may give, in MiB.
-pub const MAX_BUDGET_MIB: u64 = 16 << 10;
+/// Largest memory of one row's inputs, outputs and gradients (q, k, v, dout, out, dq, dk, dv). Smaller in the
+/// browser, where a wasm32 instance addresses 4 GiB and the training runs share it: a failed allocation there
+/// aborts the instance instead of returning an error.
+pub const MAX_TENSOR_BYTES: u64 = if cfg!(target_arch = "wasm32") { 256 << 20 } else { 1 << 30 };
+/// Largest naive-path budget a spec may give, in MiB (in the browser, for the reason above, 1 GiB).
+pub const MAX_BUDGET_MIB: u64 = if cfg!(target_arch = "wasm32") { 1 << 10 } else { 16 << 10 };
 /// The sequence lengths of a sweep when none are given.
 pub const DEFAULT_TS: [usize; 7] = [64, 128, 256, 512, 1024, 2048, 4096];
 

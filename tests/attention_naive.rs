@@ -4,6 +4,14 @@
 //! (q_offset > 0); more query rows and keys than one task's block. Gradients start nonzero, so accumulation (`+=`)
 //! is checked too. Also what the forward keeps (a probability per query and key, 0 where masked, rows summing to 1),
 //! the same bits on 1 and 2 threads, and errors (not panics) for buffers too small and heads that cannot share.
+//!
+//! Also run in headless Chromium on wasm32 by `scripts/test-wasm-kernels.sh` (the simd128 kernels, relaxed-simd and
+//! the scalar fallback), where the thread-count test is left out: that build has no pool.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use transformer_playground::backend::cpu::{attention_naive_backward, attention_naive_forward, attention_naive_probs_len};
 use transformer_playground::backend::{AttnBias, AttnShape, Backend, Reference};
@@ -53,7 +61,8 @@ fn reference(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
     vec![out, dq, dk, dv]
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn naive_attention_equals_the_reference_forward_and_backward() {
     let mut cases = Vec::new();
     for nkv in [6, 3, 1] {
@@ -89,7 +98,8 @@ fn naive_attention_equals_the_reference_forward_and_backward() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn naive_attention_with_no_keys_outputs_zeros_and_leaves_the_gradients() {
     let sh = shape(1, 3, 0, 2, 1, 4, false, 0);
     let [q, k, v, dout, mut dq, mut dk, mut dv] = inputs(&sh, 1);
@@ -101,6 +111,7 @@ fn naive_attention_with_no_keys_outputs_zeros_and_leaves_the_gradients() {
     assert_eq!(dq, dq0);
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 #[test]
 fn naive_attention_gives_the_same_bits_on_one_and_two_threads() {
     // Big enough to run on the pool: (batch, head) tasks, query blocks, key blocks.
@@ -116,7 +127,8 @@ fn naive_attention_gives_the_same_bits_on_one_and_two_threads() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn naive_attention_refuses_buffers_too_small_and_heads_that_cannot_share() {
     let sh = shape(1, 4, 4, 2, 2, 8, true, 0);
     let [q, k, v, ..] = inputs(&sh, 2);

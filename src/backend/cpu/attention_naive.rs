@@ -62,6 +62,9 @@ fn check(sh: &AttnShape) -> Result<()> {
     Ok(())
 }
 
+/// Two buffers one task writes (dS and dq of a head; dk and dv of a key block).
+type Pair<'a> = (&'a mut [f32], &'a mut [f32]);
+
 /// Runs `f` on every task, on the pool when `parallel`.
 fn each<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
     if parallel {
@@ -151,13 +154,13 @@ pub fn attention_naive_backward(
     let vt = transpose_heads(v, sh);
     // dP = dO_h·V_gᵀ, turned into dS row by row; dQ_h += scale·dS·K_g. One task per (batch, head).
     let mut ds = vec![0.0f32; attention_naive_probs_len(sh)];
-    let heads: Vec<(usize, (&mut [f32], &mut [f32]))> =
+    let heads: Vec<(usize, Pair)> =
         ds.chunks_mut(t * s).zip(dq[..nq].chunks_mut(t * hs)).enumerate().collect();
     each(heads, par, |(bh, (ds_h, dq_h))| grads_of_head(ds_h, dq_h, probs, dout, k, &vt, sh, bh));
     drop(vt);
     // dV_g += Σ_h Pᵀ·dO_h and dK_g += Σ_h dSᵀ·Q_h over KB keys at a time: one task per (batch, kv head, key block).
     let ds = &ds;
-    let blocks: Vec<(usize, usize, (&mut [f32], &mut [f32]))> = dk[..nkv]
+    let blocks: Vec<(usize, usize, Pair)> = dk[..nkv]
         .chunks_mut(s * hs)
         .zip(dv[..nkv].chunks_mut(s * hs))
         .enumerate()
