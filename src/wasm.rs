@@ -270,6 +270,19 @@ impl WasmRun {
         generate::generate_with(&run.model, be, tok, prompt, &o, on_text, &|feed| on_pool(feed)).map_err(js)
     }
 
+    /// N continuations of `prompt` (gpt) or N decodings of it (encoder-decoder) over the paged KV cache, from a
+    /// copy of the weights now (a gpu run: sync first); `options` as for generate. Step the returned generation
+    /// one token at a time (`WasmGeneration.step`); training may run between steps. Continuation i samples with
+    /// seed + i.
+    #[wasm_bindgen(js_name = startGeneration)]
+    pub fn start_generation(&self, prompt: &str, options: &str, n: usize, block_size: usize) -> Result<WasmGeneration, JsError> {
+        let run = self.run.borrow();
+        let run = &*run;
+        let heads = (run.cfg.model.n_heads, run.cfg.model.n_kv_heads);
+        let c = on_pool(|| facade::start_generation(run, prompt, options, n, block_size)).map_err(js)?;
+        Ok(WasmGeneration { c, heads })
+    }
+
     /// BERT: the top-`k` fillers for every [MASK] in `text`: `[{"position", "candidates": [[token, p], …]}, …]`.
     #[wasm_bindgen(js_name = fillMask)]
     pub fn fill_mask(&self, text: &str, k: usize) -> Result<String, JsError> {
@@ -390,6 +403,43 @@ impl WasmRun {
         } else {
             boom()
         }
+    }
+}
+
+/// N continuations being generated (`WasmRun.startGeneration`); free it (or drop it) to cancel: its blocks go.
+#[wasm_bindgen]
+pub struct WasmGeneration {
+    c: generate::Continuations<'static>,
+    heads: (usize, usize),
+}
+
+#[wasm_bindgen]
+impl WasmGeneration {
+    /// One token for each continuation still going, decoded together: `[[index, piece], …]`.
+    pub fn step(&mut self) -> Result<String, JsError> {
+        let c = &mut self.c;
+        let pieces = on_pool(|| c.step(&Cpu)).map_err(js)?;
+        Ok(to_json(&pieces))
+    }
+
+    /// Every continuation has its tokens.
+    pub fn done(&self) -> bool {
+        self.c.done()
+    }
+
+    /// Continuations.
+    pub fn n(&self) -> usize {
+        self.c.n()
+    }
+
+    /// The texts so far, as a JSON array.
+    pub fn texts(&self) -> String {
+        to_json(&self.c.texts())
+    }
+
+    /// The KV cache: `{"now", "peak", "table", "done", "bytes_per_position_mha"}` (see `facade::generation_view`).
+    pub fn kv(&self) -> String {
+        facade::generation_view(self.heads, &self.c)
     }
 }
 

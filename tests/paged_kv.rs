@@ -225,3 +225,40 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// What the engine calls (`facade::start_generation`, `generation_view`): a copy of the run's weights, the cache's
+/// figures and block table as the page draws them, and refusals naming the field.
+#[test]
+fn the_engine_facade_steps_continuations_and_shows_the_block_table() {
+    use transformer_playground::facade;
+    let corpus = "the quick brown fox jumps over the lazy dog. ".repeat(40);
+    let json = r#"{ "model": { "arch": "gpt", "d_model": 16, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ctx_len": 32,
+        "ffn": { "activation": "gelu", "mult": 2 }, "norm": { "kind": "layernorm", "placement": "pre" },
+        "position": { "kind": "learned" }, "attention": { "scale": "inv_sqrt_dk" } },
+        "train": { "batch_size": 2, "steps": 10, "lr": 0.01, "warmup": 0, "schedule": "constant", "weight_decay": 0.0 }, "seed": 1 }"#;
+    let run = facade::new_run(json, Some(&corpus)).unwrap();
+    let mut c = facade::start_generation(&run, "the ", r#"{"max_tokens": 12, "seed": 5}"#, 3, 4).unwrap();
+    let view: serde_json::Value = serde_json::from_str(&facade::generation_view((4, 2), &c)).unwrap();
+    // "the " (4 tokens) prefilled once: one full block, shared by the three continuations.
+    assert_eq!(view["table"]["seqs"].as_array().unwrap().len(), 3);
+    assert_eq!(view["now"]["blocks_used"], 1);
+    assert_eq!(view["table"]["refs"][0], 3);
+    assert_eq!(view["bytes_per_position_mha"].as_u64().unwrap(), 2 * view["now"]["bytes_per_position"].as_u64().unwrap());
+    let mut steps = 0;
+    while !c.done() {
+        let pieces = c.step(&Cpu).unwrap();
+        assert_eq!(pieces.len(), 3);
+        steps += 1;
+    }
+    assert_eq!(steps, 12);
+    let view: serde_json::Value = serde_json::from_str(&facade::generation_view((4, 2), &c)).unwrap();
+    assert_eq!(view["done"], true);
+    assert_eq!(view["now"]["blocks_used"], 0);
+    // Peak: 4 + 11 positions fed, in blocks of 4: the shared first block and three of each continuation's own.
+    assert_eq!(view["peak"]["blocks_used"], 1 + 3 * 3);
+    for (n, bs, field) in [(0, 4, "n = 0"), (65, 4, "n = 65"), (2, 0, "block_size = 0")] {
+        let e = facade::start_generation(&run, "the ", "{}", n, bs).err().unwrap().to_string();
+        assert!(e.contains(field), "{e}");
+    }
+    assert!(facade::start_generation(&run, "the ", r#"{"temperature": "hot"}"#, 2, 4).is_err());
+}

@@ -411,7 +411,7 @@ fn paged_self_attention<H: Host>(
 }
 
 /// Cross-attention of every sequence's queries to the one source's cached keys and values.
-fn shared_cross_attention<H: Host>(ctx: &mut Ctx<H>, st: &StackCtx<H>, p: &CrossParams, h: &Vec<f32>, kv: &KvCache) -> Result<Vec<f32>> {
+fn shared_cross_attention<H: Host>(ctx: &mut Ctx<H>, st: &StackCtx<H>, p: &CrossParams, h: &[f32], kv: &KvCache) -> Result<Vec<f32>> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let (nh, hs) = (m.n_heads, m.head_size());
     let c = nh * hs;
