@@ -168,7 +168,8 @@ pub fn check_text(bytes: &[u8]) -> Result<String, JsError> {
 
 /// The limits the core enforces, for a page to draw its controls with instead of copying them:
 /// `{"fields": {"model.d_model": {"minimum": 1, "maximum": 8192}, …}, "text": {"max_bytes", "max_chars"},
-/// "max_params"}` (fields as `config::bounds`, named as the core's errors name them).
+/// "max_params", "generation": {"max_n", "max_block_size", "default_block_size"}}` (fields as `config::bounds`,
+/// named as the core's errors name them; generation: what `startGeneration` takes).
 #[wasm_bindgen]
 pub fn limits() -> String {
     let fields: serde_json::Map<String, serde_json::Value> =
@@ -177,6 +178,11 @@ pub fn limits() -> String {
         "fields": fields,
         "text": { "max_bytes": data::MAX_TEXT_BYTES, "max_chars": data::MAX_CHARS },
         "max_params": crate::model::layout::MAX_PARAMS,
+        "generation": {
+            "max_n": generate::MAX_N,
+            "max_block_size": crate::model::paged::MAX_BLOCK_SIZE,
+            "default_block_size": crate::model::paged::DEFAULT_BLOCK_SIZE,
+        },
     })
     .to_string()
 }
