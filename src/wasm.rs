@@ -424,7 +424,9 @@ impl WasmGeneration {
     /// One token for each continuation still going, decoded together: `[[index, piece], …]`.
     pub fn step(&mut self) -> Result<String, JsError> {
         let c = &mut self.c;
-        let pieces = on_pool(|| c.step(&Cpu)).map_err(js)?;
+        // A step of one row (one continuation, no restart) is serial work: run it here, as `generate_with` runs
+        // its one-token steps; more rows are worth the pool's threads.
+        let pieces = if c.next_rows() > 1 { on_pool(|| c.step(&Cpu)) } else { c.step(&Cpu) }.map_err(js)?;
         Ok(to_json(&pieces))
     }
 

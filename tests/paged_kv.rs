@@ -246,6 +246,8 @@ fn the_engine_facade_steps_continuations_and_shows_the_block_table() {
     assert_eq!(view["bytes_per_position_mha"].as_u64().unwrap(), 2 * view["now"]["bytes_per_position"].as_u64().unwrap());
     let mut steps = 0;
     while !c.done() {
+        // Three rows a step; the last step samples only (nothing is fed after the last token).
+        assert_eq!(c.next_rows(), if steps < 11 { 3 } else { 0 });
         let pieces = c.step(&Cpu).unwrap();
         assert_eq!(pieces.len(), 3);
         steps += 1;

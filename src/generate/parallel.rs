@@ -198,6 +198,17 @@ impl<'m> Continuations<'m> {
         Ok(pieces)
     }
 
+    /// Rows the next step feeds: one per continuation still going, or, when they restart past ctx_len, their last
+    /// half-context each. (The browser's threaded build runs a step of more than one row on its thread pool; a
+    /// one-row step is serial work and runs where it is called, as `generate_with` does.)
+    pub fn next_rows(&self) -> usize {
+        let going: Vec<&Continuation> = self.conts.iter().filter(|c| !c.done && c.out.len() + 1 < self.max).collect();
+        let Some(first) = going.first() else { return 0 };
+        let ctx = self.model.cfg.ctx_len;
+        let restart = !self.encdec && self.dec.seq(first.slot).is_ok_and(|s| s.len >= ctx);
+        going.len() * if restart { (ctx / 2).max(1) } else { 1 }
+    }
+
     /// Every continuation has its tokens.
     pub fn done(&self) -> bool {
         self.conts.iter().all(|c| c.done)
