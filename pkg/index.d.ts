@@ -167,6 +167,75 @@ export interface SampleOptions {
   seed?: number;
 }
 
+/**
+ * `run.generate({ … })`: N continuations of one prompt over the paged KV cache (PagedAttention, Kwon et al. 2023).
+ * The sampling options are SampleOptions' (for an encoder-decoder run, `prompt` is the source and maxTokens 0 means
+ * its length). Anything out of range is an 'invalid' EngineError naming the field ('n', 'blockSize', …).
+ */
+export interface GenerateOptions extends SampleOptions {
+  prompt: string;
+  /** Continuations, 1 (default) to engine.limits.generation.max_n (64). Continuation i samples with seed + i. */
+  n?: number;
+  /** Positions per cache block, 1 to engine.limits.generation.max_block_size (1024); default 16. */
+  blockSize?: number;
+  /** 'paged' (default), or 'contiguous': the reference path (n = 1), one call that holds the engine until it ends — no cancel, no kv. */
+  kvCache?: 'paged' | 'contiguous';
+  /** Aborting it stops the generation before its next token (as run.cancelGenerate()); it resolves with what it had. */
+  signal?: AbortSignal;
+  /** The text continuation `index` sampled since its last call: every 4 tokens, sooner after 16 ms, and at the end. */
+  onText?: (piece: string, index: number) => void;
+  /** The cache as it fills: at most every 50 ms, and the last view with live sequences before they end. */
+  onKv?: (view: KvView) => void;
+}
+
+/** What `run.generate({ … })` resolves. */
+export interface Generation {
+  /** Each continuation's new text, by index (seed + index). */
+  texts: string[];
+  /** texts[0]: the text when n = 1. */
+  text: string;
+  /** 'cancelled': by run.cancelGenerate() or the signal; texts hold what was generated until then. */
+  stopped: 'done' | 'cancelled';
+  /**
+   * The cache as the generation stopped (done: every sequence has finished and freed its blocks, so `now` is empty
+   * and `peak` says what it held; cancelled: the blocks the cancel then freed). null for kvCache 'contiguous' and
+   * for a generation whose signal was aborted before it began.
+   */
+  kv: KvView | null;
+}
+
+/** A paged KV cache's figures (the core's KvStats). */
+export interface KvStats {
+  /** Positions per block. */
+  blockSize: number;
+  /** Blocks held by at least one sequence. */
+  blocksUsed: number;
+  /** Bytes of those blocks: every layer's K and V, f32. */
+  bytesUsed: number;
+  /** What one contiguous cache of ctx_len positions per live sequence would take. */
+  bytesContiguous: number;
+  /** One position of one sequence, all layers' K and V (grows with the KV heads: n_kv_heads × head size). */
+  bytesPerPosition: number;
+}
+
+/** The cache of a generation: figures now and at their peak, and the block table. */
+export interface KvView {
+  now: KvStats;
+  /** When the cache held the most bytes. */
+  peak: KvStats;
+  table: {
+    blockSize: number;
+    /** Each live sequence (finished ones are gone): its continuation index, its physical blocks in position order, and the positions it holds (block j holds positions j·blockSize …). */
+    seqs: { index: number; blocks: number[]; positions: number }[];
+    /** Each physical block's reference count, by block number: 0 free, > 1 shared (the prompt's blocks after the fork). */
+    refs: number[];
+  };
+  /** Every continuation has its tokens. */
+  done: boolean;
+  /** What one position would take with as many KV heads as query heads (MHA): GQA's and MQA's saving is bytesPerPosition / this. */
+  bytesPerPositionMha: number;
+}
+
 export interface MaskFill {
   position: number;
   candidates: [token: string, probability: number][];
@@ -309,6 +378,8 @@ export interface Limits {
   fields: Record<string, Bound>;
   text: { max_bytes: number; max_chars: number };
   max_params: number;
+  /** What run.generate({ n, blockSize }) takes. */
+  generation: { max_n: number; max_block_size: number; default_block_size: number };
 }
 
 /** The attention a cost row measures (engine.attentionCost); every field optional. */
@@ -412,7 +483,18 @@ export class Run {
   step(): Promise<Progress>;
   evaluate(): Promise<{ train: number | null; val: number | null }>;
   /** `onText` gets the text sampled since its last call: every 4 tokens, sooner after 16 ms, and at the end. */
+  /**
+   * One continuation (as the object form with n = 1; opts.n other than 1 is refused). Resolves its text.
+   */
   generate(prompt: string, opts?: SampleOptions, onText?: (piece: string) => void): Promise<string>;
+  /**
+   * N continuations over the paged KV cache, decoded together from a copy of the weights as they are now: the
+   * engine takes their tokens in turns with the steps of training runs, so training goes on meanwhile. Resolves a
+   * Generation (also when cancelled); rejects with an EngineError ('invalid' for a bad option or prompt, naming it).
+   */
+  generate(opts: GenerateOptions): Promise<Generation>;
+  /** Stops this run's generations before their next token and frees their blocks; each resolves with `stopped: 'cancelled'`. Resolves how many stopped. */
+  cancelGenerate(): Promise<number>;
   fillMask(text: string, opts?: { k?: number }): Promise<MaskFill[]>;
   decode(input: string, opts?: SampleOptions): Promise<{ output: string; answer: string | null }>;
   /** Denoising runs: a corrupted val example (drawn with `opts.seed`, default 0) and the model's greedy reconstruction; null for other tasks. */

@@ -6,6 +6,7 @@
 //   run.on('progress', (p) => console.log(p.step, p.loss, p.valLoss, p.tokensPerSec, p.backend));
 //   await run.train({ steps: 500 });
 //   const text = await run.generate('ROMEO:', { maxTokens: 200, temperature: 0.8, topK: 40, topP: 0.95 });
+//   const { texts } = await run.generate({ prompt: 'ROMEO:', n: 4, maxTokens: 200, onText: (piece, i) => … });
 
 import {
   EngineError, PANIC_CHANNEL, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkNumber, checkOptions, checkString,
@@ -36,17 +37,51 @@ function configJson(config, { seed, task } = {}) {
   return JSON.stringify(cfg);
 }
 
-/** Sampling options in the core's names (snake_case), from the API's camelCase. */
-function sampleOptions(opts) {
+/** Sampling options in the core's names (snake_case), from the API's camelCase; `prefix` names where they came from. */
+function sampleOptions(opts, prefix = 'opts.') {
   const o = checkOptions('opts', opts);
   const out = {};
   // Integers cross as the core's usize (32 bits in wasm); the core checks the ranges that mean something.
-  if (checkInt('opts.maxTokens', o.maxTokens, { max: U32_MAX, optional: true }) !== undefined) out.max_tokens = o.maxTokens;
-  if (checkNumber('opts.temperature', o.temperature, { optional: true }) !== undefined) out.temperature = o.temperature;
-  if (checkInt('opts.topK', o.topK, { max: U32_MAX, optional: true }) !== undefined) out.top_k = o.topK;
-  if (checkNumber('opts.topP', o.topP, { optional: true }) !== undefined) out.top_p = o.topP;
-  if (checkInt('opts.seed', o.seed, { optional: true }) !== undefined) out.seed = o.seed;
+  if (checkInt(`${prefix}maxTokens`, o.maxTokens, { max: U32_MAX, optional: true }) !== undefined) out.max_tokens = o.maxTokens;
+  if (checkNumber(`${prefix}temperature`, o.temperature, { optional: true }) !== undefined) out.temperature = o.temperature;
+  if (checkInt(`${prefix}topK`, o.topK, { max: U32_MAX, optional: true }) !== undefined) out.top_k = o.topK;
+  if (checkNumber(`${prefix}topP`, o.topP, { optional: true }) !== undefined) out.top_p = o.topP;
+  if (checkInt(`${prefix}seed`, o.seed, { optional: true }) !== undefined) out.seed = o.seed;
   return out;
+}
+
+const SAMPLE_KEYS = ['maxTokens', 'temperature', 'topK', 'topP', 'seed'];
+const GENERATE_KEYS = new Set(['prompt', 'n', 'blockSize', 'kvCache', 'signal', 'onText', 'onKv', ...SAMPLE_KEYS]);
+
+function checkFunction(name, value) {
+  if (value !== undefined && typeof value !== 'function') {
+    throw new EngineError(`${name} = ${value === null ? 'null' : typeof value}: must be a function, if given`, { kind: 'invalid' });
+  }
+  return value;
+}
+
+/** The cache's figures (KvStats of the core) in the API's names. */
+function kvStats(s) {
+  return {
+    blockSize: s.block_size, blocksUsed: s.blocks_used, bytesUsed: s.bytes_used,
+    bytesContiguous: s.bytes_contiguous, bytesPerPosition: s.bytes_per_position,
+  };
+}
+
+/** The core's view of a paged cache (WasmGeneration.kv JSON) in the API's names (index.d.ts: KvView). */
+function kvView(json) {
+  const v = JSON.parse(json);
+  return {
+    now: kvStats(v.now),
+    peak: kvStats(v.peak),
+    table: {
+      blockSize: v.table.block_size,
+      seqs: v.table.seqs.map(([index, blocks, positions]) => ({ index, blocks, positions })),
+      refs: v.table.refs,
+    },
+    done: v.done,
+    bytesPerPositionMha: v.bytes_per_position_mha,
+  };
 }
 
 /** The backend option of createRun / loadRun. */
@@ -79,7 +114,7 @@ class Emitter {
 export class Engine extends Emitter {
   #opts;
   #worker = null;
-  #pending = new Map(); // request id → { resolve, reject, onText }
+  #pending = new Map(); // request id → { resolve, reject, listen, runId }
   #nextId = 1;
   #nextRun = 1;
   #runs = new Map(); // runId → Run
@@ -208,20 +243,30 @@ export class Engine extends Emitter {
     }
   }
 
-  #call(msg, onText) {
+  /** Sends a request; `listen` takes its streamed events: { text(pieces), kv(view) }. */
+  #call(msg, listen = {}) {
     if (!this.#worker) return Promise.reject(new EngineError('the engine was terminated'));
     const id = this.#nextId++;
     if (this.#pending.size === 0) this.#lastHeard = performance.now();
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject, onText, runId: msg.runId });
+      this.#pending.set(id, { resolve, reject, listen, runId: msg.runId });
       this.#worker.postMessage({ ...msg, id });
     });
   }
 
   /** Sends a request for run `runId`, waiting for a restart in progress first. */
-  async _request(msg, onText) {
+  async _request(msg, listen) {
     if (this.#restarting) await this.#restarting;
-    return this.#call(msg, onText);
+    return this.#call(msg, listen);
+  }
+
+  /** Hands a streamed event to its request's listener; a listener that throws is the caller's bug, not ours. */
+  #stream(id, kind, value) {
+    try {
+      this.#pending.get(id)?.listen[kind]?.(value);
+    } catch (e) {
+      console.error(e);
+    }
   }
 
   #onMessage(data) {
@@ -250,7 +295,10 @@ export class Engine extends Emitter {
         run?.emit('error', toError({ ...e.error, runId: e.runId }));
         break;
       case 'text':
-        this.#pending.get(e.id)?.onText?.(e.piece);
+        this.#stream(e.id, 'text', e.pieces);
+        break;
+      case 'kv':
+        this.#stream(e.id, 'kv', e.view);
         break;
       case 'crashed':
         this.#onCrash(e);
@@ -471,6 +519,7 @@ export class Run extends Emitter {
   #corpus;
   #snapshot = null; // last good state (safetensors bytes) kept here for crash recovery
   #disposed = false;
+  #tags = 0; // names each generation, for a cancel by its signal
 
   constructor(engine, id, info, corpus) {
     super();
@@ -492,10 +541,10 @@ export class Run extends Emitter {
     this.last = null;
   }
 
-  #req(op, args = {}, onText) {
+  #req(op, args = {}, listen) {
     if (this.#disposed) return Promise.reject(new EngineError('the run was disposed', { kind: 'invalid', runId: this.id }));
     // Errors carry the run's id, so that a caller with several runs can say which one (in its own words).
-    return this.#engine._request({ op, runId: this.id, ...args }, onText).catch((e) => {
+    return this.#engine._request({ op, runId: this.id, ...args }, listen).catch((e) => {
       if (e instanceof EngineError) e.runId ??= this.id;
       throw e;
     });
@@ -545,14 +594,89 @@ export class Run extends Emitter {
     return this.#req('evaluate');
   }
 
-  /** GPT: continues `prompt`; `onText(piece)` is called with the text sampled since its last call (every 4 tokens,
-   * sooner after 16 ms, and at the end). Resolves the whole new text. */
+  /**
+   * Two forms.
+   *
+   * `generate({ prompt, n, blockSize, maxTokens, temperature, topK, topP, seed, signal, onText, onKv, kvCache })`:
+   * N continuations of `prompt` (gpt; an encoder-decoder decodes N outputs of the source `prompt`), decoded
+   * together over the paged KV cache, from a copy of the weights as they are now: training goes on between their
+   * tokens. Continuation i samples with seed + i (so it is the n = 1 text of that seed). `onText(piece, index)` gets
+   * the text each continuation sampled since its last call (every 4 tokens, sooner after 16 ms, at the end);
+   * `onKv(view)` the cache as it fills (KvView: at most every 50 ms, and the last view with live sequences before they
+   * end). Resolves { texts, text (= texts[0]), stopped: 'done' | 'cancelled', kv } (kv: the cache as it stopped,
+   * with the peak; null for the contiguous path or a generation cancelled before it began): `run.cancelGenerate()` or the
+   * AbortSignal stops it before its next token and frees its blocks, and it resolves with what was generated,
+   * `stopped: 'cancelled'`. kvCache 'contiguous' (n = 1 only): the reference path, one call that holds the engine
+   * until it ends (no cancel, no kv).
+   *
+   * `generate(prompt, opts, onText)`: one continuation (opts: maxTokens, temperature, topK, topP, seed);
+   * `onText(piece)` as above. Resolves the new text.
+   */
   async generate(prompt, opts, onText) {
-    checkString('prompt', prompt);
-    if (onText !== undefined && typeof onText !== 'function') {
-      throw new EngineError(`onText = ${onText === null ? 'null' : typeof onText}: must be a function, if given`, { kind: 'invalid' });
+    if (prompt !== null && typeof prompt === 'object' && !Array.isArray(prompt)) {
+      if (opts !== undefined || onText !== undefined) {
+        throw new EngineError('run.generate({ … }) takes every option in its one object', { kind: 'invalid' });
+      }
+      return this.#generate(prompt);
     }
-    return this.#req('generate', { prompt, options: sampleOptions(opts) }, onText);
+    checkString('prompt', prompt);
+    checkFunction('onText', onText);
+    const o = checkOptions('opts', opts);
+    if (o.n !== undefined && o.n !== 1) {
+      throw new EngineError(`opts.n = ${String(o.n)}: run.generate(prompt, opts) makes one continuation; for more, run.generate({ prompt, n, … })`, { kind: 'invalid' });
+    }
+    const sampling = sampleOptions(o);
+    const r = await this.#generate({ prompt, onText: onText && ((piece) => onText(piece)) }, sampling);
+    return r.text;
+  }
+
+  /** The object form of generate; `sampling`: options already checked and in the core's names. */
+  async #generate(o, sampling) {
+    const prompt = checkString('prompt', o.prompt);
+    for (const k of Object.keys(o)) {
+      if (!GENERATE_KEYS.has(k)) throw new EngineError(`${k}: not an option of run.generate (${[...GENERATE_KEYS].join(', ')})`, { kind: 'invalid' });
+    }
+    const options = sampling ?? sampleOptions(o, '');
+    // The core's limits (engine.limits.generation); without them the core's own refusal names the value.
+    const lim = this.#engine.limits?.generation ?? { max_n: U32_MAX, max_block_size: U32_MAX, default_block_size: 16 };
+    const n = checkInt('n', o.n ?? 1, { min: 1, max: lim.max_n });
+    const blockSize = checkInt('blockSize', o.blockSize ?? lim.default_block_size, { min: 1, max: lim.max_block_size });
+    const kvCache = o.kvCache ?? 'paged';
+    if (kvCache !== 'paged' && kvCache !== 'contiguous') {
+      throw new EngineError(`kvCache = ${String(kvCache)}: must be 'paged' or 'contiguous'`, { kind: 'invalid' });
+    }
+    if (kvCache === 'contiguous' && n !== 1) {
+      throw new EngineError(`n = ${n}: the contiguous cache makes one continuation (n = 1)`, { kind: 'invalid' });
+    }
+    const { signal } = o;
+    if (signal !== undefined && !(signal && typeof signal.aborted === 'boolean' && typeof signal.addEventListener === 'function')) {
+      throw new EngineError(`signal = ${signal === null ? 'null' : typeof signal}: must be an AbortSignal, if given`, { kind: 'invalid' });
+    }
+    const onText = checkFunction('onText', o.onText);
+    const onKv = checkFunction('onKv', o.onKv);
+    if (signal?.aborted) return { texts: Array(n).fill(''), text: '', stopped: 'cancelled', kv: null };
+    const tag = ++this.#tags;
+    const cancel = () => this.#req('cancelGenerate', { tag }).catch(() => {});
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      const r = await this.#req('generate', { prompt, options, n, blockSize, kvCache, kv: Boolean(onKv), tag }, {
+        text: (pieces) => {
+          if (onText) for (const [i, piece] of pieces) onText(piece, i);
+        },
+        kv: (view) => onKv?.(kvView(view)),
+      });
+      return { texts: r.texts, text: r.texts[0], stopped: r.stopped, kv: r.kv && kvView(r.kv) };
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+    }
+  }
+
+  /**
+   * Stops this run's generations before their next token and frees their caches' blocks; each resolves with what
+   * it had generated (`stopped: 'cancelled'`). Resolves how many were stopped.
+   */
+  cancelGenerate() {
+    return this.#req('cancelGenerate');
   }
 
   /** BERT: top-k fillers for each [MASK]: [{ position, candidates: [[token, p], …] }]. */

@@ -20,7 +20,13 @@
 //   pause       { runId }                         → { step }
 //   step        { runId }                         → one progress record
 //   evaluate    { runId }                         → { train, val }
-//   generate    { runId, prompt, options }        → text; streams `text` events { id, piece } on the way
+//   generate    { runId, prompt, options, n, blockSize, kv?, tag?, kvCache? }
+//                                                 → { texts, stopped: 'done' | 'cancelled', kv } (kv: the core's
+//                                                   view of the cache at the end, JSON); N continuations over the
+//                                                   paged KV cache, stepped in turn with training; streams `text`
+//                                                   events, and `kv` events when kv is true. kvCache 'contiguous':
+//                                                   the reference path, one continuation in one call (kv null)
+//   cancelGenerate { runId, tag? }                → how many of the run's generations (those tagged `tag`) stopped
 //   fillMask    { runId, text, k }                → [{ position, candidates: [[token, p], …] }]
 //   decode      { runId, input, options }         → { output, answer }
 //   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...], routes: [...] }
@@ -48,13 +54,17 @@
 //   snapshot    { runId, step, bytes }            — last good state, kept by the page for crash recovery
 //   runError    { runId, error }                  — the run stopped (e.g. diverged: its last good state is kept)
 //   crashed     { runId, message }                — the wasm instance aborted (a Rust panic); the page restarts it
-//   text        { id, piece }                     — a piece of streamed generation for request `id`
+//   text        { id, pieces: [[index, text], …] } — the text each continuation of request `id` sampled since
+//                                                   the last event (every 4 tokens, sooner after 16 ms, at the end)
+//   kv          { id, view }                      — the paged cache of request `id` now (WasmGeneration.kv JSON:
+//                                                   now, peak, table, done, bytes_per_position_mha); at most every
+//                                                   50 ms, and the last view with live sequences before they end
 //   pong        {}                                — the answer to a ping (the page's watchdog)
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost', 'attentionFlops', 'benchMatmul', 'trap',
-  'hang', 'ping',
+  'cancelGenerate', 'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
+  'attentionFlops', 'benchMatmul', 'trap', 'hang', 'ping',
 ]);
 
 /**
@@ -63,7 +73,7 @@ export const OPS = Object.freeze([
  */
 export const PANIC_CHANNEL = 'transformer-playground-panic';
 
-export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'pong']);
+export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'kv', 'pong']);
 
 /**
  * What every call of the engine rejects with: an Error with the core's message and its `kind`: 'config', 'data',

@@ -1,6 +1,8 @@
 // The engine Worker: owns the wasm instance (and, in the threaded build, its rayon pool of Web Workers) and hosts
 // several runs, stepping the ones that are training in turn, one step per task, so requests (pause, generate,
-// a new run) are answered between steps. The protocol is in protocol.js.
+// a new run) are answered between steps. A generation over the paged KV cache (WasmGeneration, from a copy of the
+// weights) takes its turn among them: a slice of tokens per task, so training goes on while it runs and a cancel is
+// seen before the next token. The protocol is in protocol.js.
 //
 // A run may train on WebGPU (created with backend 'webgpu'): its steps are awaited (the device's scalars come back
 // asynchronously) and its host copy is brought up to date (syncAsync) before anything that reads the parameters
@@ -21,12 +23,23 @@ globalThis.__tpOnPanic = (message) => {
 
 /** runId → { wr, training, stepsLeft, trainId, emaTokS, lastSnapshot, queue } */
 const runs = new Map();
-let turn = 0; // round-robin position among training runs
+/**
+ * Generations in flight, by request id: { id, runId, tag, gen (WasmGeneration; null while it starts), kv (send
+ * the cache's view), cancelled, text (index → text not yet sent), tokens, sent, view, viewSent, kvSent, settle }.
+ */
+const gens = new Map();
+let turn = 0; // round-robin position among the jobs: training runs and generations
 let scheduled = false;
 
 let snapshotEveryMs = 20000; // set by init
 const TEXT_PIECES = 4;
 const TEXT_EVERY_MS = 16;
+// A generation's turn: tokens until this much time has passed (at least one). Short enough that a training run
+// beside it keeps its pace and a cancel is seen quickly; long enough that the turn's own cost (a task, a message)
+// stays small against the tokens' (docs/BENCHMARKS.md, "Paged KV cache in the browser").
+const GEN_SLICE_MS = 8;
+// The cache's view goes to the page at most this often (and once more before the sequences end).
+const KV_EVERY_MS = 50;
 
 const reply = (id, result, transfer = []) => postMessage({ id, ok: true, result }, transfer);
 
@@ -117,13 +130,20 @@ async function stopTraining(runId, r, stopped) {
   await snapshot(runId, r);
 }
 
-/** Runs one step of the next training run, then yields to the message queue. */
+/** Runs one step of the next training run, or a slice of the next generation, then yields to the message queue. */
 async function tick() {
   scheduled = false;
   if (crashed) return;
-  const active = [...runs.entries()].filter(([, r]) => r.training);
-  if (active.length === 0) return;
-  const [runId, r] = active[turn++ % active.length];
+  const jobs = [
+    ...[...runs.entries()].filter(([, r]) => r.training),
+    ...[...gens.values()].filter((g) => g.gen).map((g) => [null, g]),
+  ];
+  if (jobs.length === 0) return;
+  const [runId, r] = jobs[turn++ % jobs.length];
+  if (runId === null) {
+    generationSlice(r);
+    return schedule();
+  }
   try {
     await exclusive(r, async () => {
       if (!r.training) return; // paused while waiting for its turn
@@ -143,6 +163,115 @@ async function tick() {
     if (id !== null) postMessage(errorReply(id, e));
   }
   schedule();
+}
+
+/** Sends the text sampled since the last flush, as `text` { id, pieces: [[index, text], …] }. */
+function flushText(g) {
+  const pieces = [...g.text.entries()].filter(([, t]) => t);
+  if (pieces.length) postMessage({ event: 'text', id: g.id, pieces });
+  g.text.clear();
+  g.tokens = 0;
+  g.sent = performance.now();
+}
+
+/** Sends the cache's latest view (the core's JSON), when the page asked for it and has not had this one. */
+function flushView(g) {
+  if (g.kv && g.view && !g.viewSent) {
+    postMessage({ event: 'kv', id: g.id, view: g.view });
+    g.viewSent = true;
+    g.kvSent = performance.now();
+  }
+}
+
+/**
+ * Tokens of generation `g` for GEN_SLICE_MS (one step: one token of every continuation still going). Text goes
+ * out every TEXT_PIECES steps or TEXT_EVERY_MS, as for the contiguous path; the view after each step is kept (the
+ * last one with live sequences is what the page shows when they end and free their blocks).
+ */
+function generationSlice(g) {
+  const t0 = performance.now();
+  try {
+    while (!g.cancelled && !g.gen.done()) {
+      for (const [i, piece] of JSON.parse(g.gen.step())) g.text.set(i, (g.text.get(i) ?? '') + piece);
+      const now = performance.now();
+      if (g.kv && !g.gen.done()) {
+        g.view = g.gen.kv();
+        g.viewSent = false;
+        if (now - g.kvSent >= KV_EVERY_MS) flushView(g);
+      }
+      if (++g.tokens >= TEXT_PIECES || now - g.sent >= TEXT_EVERY_MS) flushText(g);
+      if (now - t0 >= GEN_SLICE_MS) break;
+    }
+  } catch (e) {
+    if (isAbort(e)) {
+      // The instance is gone: its request fails (the handler reports the crash); nothing of it can be read or freed.
+      gens.delete(g.id);
+      return g.settle(null, e);
+    }
+    return endGeneration(g, e);
+  }
+  if (g.cancelled || g.gen.done()) endGeneration(g);
+}
+
+/**
+ * Ends generation `g` — done, cancelled or failed: its last text and view go out, its blocks are freed, and its
+ * request is answered: { texts, stopped: 'done' | 'cancelled', kv } (kv: the core's view as it stopped, as JSON —
+ * done: every sequence has freed its blocks; cancelled: the blocks that free() then gives back), or the error.
+ */
+function endGeneration(g, error) {
+  gens.delete(g.id);
+  flushText(g);
+  flushView(g);
+  try {
+    const texts = JSON.parse(g.gen.texts());
+    const kv = g.gen.kv();
+    g.settle(error ? null : { texts, stopped: g.cancelled ? 'cancelled' : 'done', kv }, error);
+  } finally {
+    g.gen.free();
+  }
+}
+
+/** Cancels run `runId`'s generations (the one tagged `tag`, if given); returns how many. */
+function cancelGenerations(runId, tag) {
+  let n = 0;
+  for (const g of [...gens.values()]) {
+    if (g.runId !== runId || (tag !== undefined && g.tag !== tag) || g.cancelled) continue;
+    g.cancelled = true;
+    n++;
+    // Between tasks no step is under way: it ends now. One still starting ends when its start returns.
+    if (g.gen) endGeneration(g);
+  }
+  return n;
+}
+
+/**
+ * Starts N continuations of `prompt` (gpt; the encoder-decoder decodes N outputs of it) over the paged KV cache and
+ * resolves when they end. The start waits for the run's earlier requests (a GPU run syncs its host copy first);
+ * the steps then take their turns with the training runs, outside the run's queue.
+ */
+async function generatePaged({ runId, prompt, options, n, blockSize, kv, tag }, id) {
+  const g = {
+    id, runId, tag, gen: null, kv: Boolean(kv), cancelled: false, text: new Map(), tokens: 0,
+    sent: performance.now(), view: null, viewSent: true, kvSent: -Infinity, settle: null,
+  };
+  const done = new Promise((resolve, reject) => {
+    g.settle = (result, error) => (error ? reject(error) : resolve(result));
+  });
+  gens.set(id, g);
+  let gen;
+  try {
+    gen = await onHost(runId, (wr) => wr.startGeneration(prompt, options, n, blockSize));
+  } catch (e) {
+    gens.delete(id);
+    throw e;
+  }
+  if (g.cancelled) {
+    gen.free();
+    return { texts: Array(n).fill(''), stopped: 'cancelled', kv: null };
+  }
+  g.gen = gen;
+  schedule();
+  return done;
 }
 
 // A MessageChannel task runs after pending messages, unlike a microtask, and without setTimeout's clamping.
@@ -255,6 +384,35 @@ function onHost(runId, fn) {
 }
 
 /**
+ * The contiguous-cache reference path (`WasmRun.generate`): one continuation in one call, which holds the Worker
+ * until it ends (no cancel, no view). Sampled text goes out every TEXT_PIECES tokens, or sooner when TEXT_EVERY_MS
+ * have passed, and at the end: a message per token costs the engine thread a noticeable share of the generation's
+ * time (docs/BENCHMARKS.md).
+ */
+function generateContiguous(runId, prompt, options, id) {
+  let text = '';
+  let pieces = 0;
+  let sent = performance.now();
+  const flush = () => {
+    if (text) postMessage({ event: 'text', id, pieces: [[0, text]] });
+    text = '';
+    pieces = 0;
+    sent = performance.now();
+  };
+  const onText = (piece) => {
+    text += piece;
+    if (++pieces >= TEXT_PIECES || performance.now() - sent >= TEXT_EVERY_MS) flush();
+  };
+  return onHost(runId, (wr) => {
+    try {
+      return { texts: [wr.generate(prompt, options, onText)], stopped: 'done', kv: null };
+    } finally {
+      flush();
+    }
+  });
+}
+
+/**
  * The attention-cost sweep (the page's "Attention cost" panel): one core AttentionCost per (spec, backend), kept
  * while they stay the same so WebGPU compiles its kernels once. Requests run one at a time (`exclusive`): a row on
  * WebGPU awaits the device.
@@ -359,29 +517,19 @@ const handlers = {
     const r = runOf(runId);
     return exclusive(r, async () => JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval()));
   },
-  generate({ runId, prompt, options }, id) {
-    // Sampled text goes out every TEXT_PIECES tokens, or sooner when TEXT_EVERY_MS have passed, and at the end: a
-    // message per token costs the engine thread a noticeable share of the generation's time (docs/BENCHMARKS.md).
-    let text = '';
-    let pieces = 0;
-    let sent = performance.now();
-    const flush = () => {
-      if (text) postMessage({ event: 'text', id, piece: text });
-      text = '';
-      pieces = 0;
-      sent = performance.now();
-    };
-    const onText = (piece) => {
-      text += piece;
-      if (++pieces >= TEXT_PIECES || performance.now() - sent >= TEXT_EVERY_MS) flush();
-    };
-    return onHost(runId, (wr) => {
-      try {
-        return wr.generate(checkString('prompt', prompt), JSON.stringify(checkOptions('options', options)), onText);
-      } finally {
-        flush();
-      }
-    });
+  generate({ runId, prompt, options, n, blockSize, kvCache, kv, tag }, id) {
+    runOf(runId);
+    checkString('prompt', prompt);
+    const json = JSON.stringify(checkOptions('options', options));
+    if (kvCache === 'contiguous') return generateContiguous(runId, prompt, json, id);
+    // Types only (what crosses as a u32 must be one); the core refuses n and blockSize out of range, naming them.
+    checkInt('n', n, { max: U32_MAX });
+    checkInt('blockSize', blockSize, { max: U32_MAX });
+    return generatePaged({ runId, prompt, options: json, n, blockSize, kv, tag }, id);
+  },
+  cancelGenerate({ runId, tag }) {
+    runOf(runId);
+    return cancelGenerations(runId, tag);
   },
   fillMask: ({ runId, text, k }) => onHost(runId, (wr) =>
     JSON.parse(wr.fillMask(checkString('text', text), checkInt('k', k ?? 5, { min: 1, max: U32_MAX })))),
@@ -395,6 +543,7 @@ const handlers = {
   save: ({ runId }) => onHost(runId, (wr) => wr.save()),
   dispose({ runId }) {
     const r = runOf(runId);
+    cancelGenerations(runId);
     if (r.trainId !== null) reply(r.trainId, { step: r.wr.stepCount, stopped: 'disposed' });
     r.training = false;
     runs.delete(runId);

@@ -138,6 +138,28 @@ pub enum Position {
     /// Unidirectional in every stack (causal in gpt and the decoder; docs/MODEL.md says why the encoder too).
     Recurrent,
 }
+/// serde's `deny_unknown_fields` does not reach the variants without fields of an internally tagged enum, so
+/// `{"kind": "recurrent", "theta": 10000}` would parse and the theta be dropped without a word: refuse a field the
+/// position's kind does not take, naming it.
+fn check_position_fields(text: &str) -> Result<()> {
+    // Not JSON: serde's own parse says where.
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else { return Ok(()) };
+    let Some(p) = v.pointer("/model/position").and_then(|p| p.as_object()) else { return Ok(()) };
+    let kind = p.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    let takes: &[&str] = match kind {
+        "relative" => &["kind", "buckets", "max_distance"],
+        "rope" => &["kind", "theta"],
+        _ => &["kind"],
+    };
+    match p.keys().find(|k| !takes.contains(&k.as_str())) {
+        Some(field) => Err(Error::ConfigParse(format!(
+            "model.position.{field}: the position kind \"{kind}\" takes no {field} (its fields: {})",
+            takes.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn default_buckets() -> usize {
     32
 }
@@ -547,6 +569,7 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
 
 impl Config {
     pub fn from_json(text: &str) -> Result<Config> {
+        check_position_fields(text)?;
         let cfg: Config = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)

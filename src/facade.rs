@@ -6,6 +6,7 @@
 
 use crate::backend::{cpu::Cpu, BackendKind};
 use crate::checkpoint;
+use std::borrow::Cow;
 use crate::config::Arch;
 use crate::data::{self, Dataset};
 use crate::generate::{self, SampleOptions};
@@ -118,6 +119,36 @@ pub fn decode(run: &Run, input: &str, options: &str) -> Result<String> {
     }
     let out = generate::decode(&run.model, &Cpu, run.data.tokenizer(), input, &o)?;
     Ok(serde_json::json!({ "output": out, "answer": answer }).to_string())
+}
+
+/// `generate` with `n`/`blockSize` (and the encoder-decoder's `decode` with `n`): N continuations of `prompt` (gpt),
+/// or N decodings of it (encoder-decoder: max_tokens 0 means the input's length), decoded together over the paged
+/// KV cache, from a copy of the weights as they are now (training may go on while it runs). Step it with
+/// `Continuations::step`; `generation_view` gives the cache's figures and block table.
+pub fn start_generation(run: &Run, prompt: &str, options: &str, n: usize, block_size: usize) -> Result<generate::Continuations<'static>> {
+    let mut o = sample_options(options)?;
+    let (model, tok) = (Cow::Owned(run.model.clone()), Cow::Owned(run.data.tokenizer().clone()));
+    match run.cfg.model.arch {
+        Arch::EncoderDecoder => {
+            if o.max_tokens == 0 {
+                o.max_tokens = prompt.chars().count();
+            }
+            generate::Continuations::start_decode(model, tok, &Cpu, prompt, &o, n, block_size)
+        }
+        _ => generate::Continuations::start(model, tok, &Cpu, prompt, &o, n, block_size),
+    }
+}
+
+/// The cache of a generation for the page's view: `{"now", "peak"}` (`KvStats`: block_size, blocks_used,
+/// bytes_used, bytes_contiguous, bytes_per_position), `"table"` (`KvTable`: block_size, seqs [[index, blocks,
+/// positions]], refs per block, 0 = free), and `"bytes_per_position_mha"`: what one position would take with as many
+/// KV heads as query heads (GQA/MQA's saving is the ratio).
+pub fn generation_view(run_heads: (usize, usize), c: &generate::Continuations) -> String {
+    let now = c.stats();
+    let (nh, nkv) = run_heads;
+    serde_json::json!({ "now": now, "peak": c.peak(), "table": c.table(), "done": c.done(),
+        "bytes_per_position_mha": now.bytes_per_position / nkv * nh })
+    .to_string()
 }
 
 /// `attention`: attention maps for `text` (and, for the encoder-decoder, the decoder `target`), as JSON.

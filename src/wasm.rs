@@ -168,7 +168,8 @@ pub fn check_text(bytes: &[u8]) -> Result<String, JsError> {
 
 /// The limits the core enforces, for a page to draw its controls with instead of copying them:
 /// `{"fields": {"model.d_model": {"minimum": 1, "maximum": 8192}, …}, "text": {"max_bytes", "max_chars"},
-/// "max_params"}` (fields as `config::bounds`, named as the core's errors name them).
+/// "max_params", "generation": {"max_n", "max_block_size", "default_block_size"}}` (fields as `config::bounds`,
+/// named as the core's errors name them; generation: what `startGeneration` takes).
 #[wasm_bindgen]
 pub fn limits() -> String {
     let fields: serde_json::Map<String, serde_json::Value> =
@@ -177,6 +178,11 @@ pub fn limits() -> String {
         "fields": fields,
         "text": { "max_bytes": data::MAX_TEXT_BYTES, "max_chars": data::MAX_CHARS },
         "max_params": crate::model::layout::MAX_PARAMS,
+        "generation": {
+            "max_n": generate::MAX_N,
+            "max_block_size": crate::model::paged::MAX_BLOCK_SIZE,
+            "default_block_size": crate::model::paged::DEFAULT_BLOCK_SIZE,
+        },
     })
     .to_string()
 }
@@ -268,6 +274,19 @@ impl WasmRun {
             }
         };
         generate::generate_with(&run.model, be, tok, prompt, &o, on_text, &|feed| on_pool(feed)).map_err(js)
+    }
+
+    /// N continuations of `prompt` (gpt) or N decodings of it (encoder-decoder) over the paged KV cache, from a
+    /// copy of the weights now (a gpu run: sync first); `options` as for generate. Step the returned generation
+    /// one token at a time (`WasmGeneration.step`); training may run between steps. Continuation i samples with
+    /// seed + i.
+    #[wasm_bindgen(js_name = startGeneration)]
+    pub fn start_generation(&self, prompt: &str, options: &str, n: usize, block_size: usize) -> Result<WasmGeneration, JsError> {
+        let run = self.run.borrow();
+        let run = &*run;
+        let heads = (run.cfg.model.n_heads, run.cfg.model.n_kv_heads);
+        let c = on_pool(|| facade::start_generation(run, prompt, options, n, block_size)).map_err(js)?;
+        Ok(WasmGeneration { c, heads })
     }
 
     /// BERT: the top-`k` fillers for every [MASK] in `text`: `[{"position", "candidates": [[token, p], …]}, …]`.
@@ -390,6 +409,45 @@ impl WasmRun {
         } else {
             boom()
         }
+    }
+}
+
+/// N continuations being generated (`WasmRun.startGeneration`); free it (or drop it) to cancel: its blocks go.
+#[wasm_bindgen]
+pub struct WasmGeneration {
+    c: generate::Continuations<'static>,
+    heads: (usize, usize),
+}
+
+#[wasm_bindgen]
+impl WasmGeneration {
+    /// One token for each continuation still going, decoded together: `[[index, piece], …]`.
+    pub fn step(&mut self) -> Result<String, JsError> {
+        let c = &mut self.c;
+        // A step of one row (one continuation, no restart) is serial work: run it here, as `generate_with` runs
+        // its one-token steps; more rows are worth the pool's threads.
+        let pieces = if c.next_rows() > 1 { on_pool(|| c.step(&Cpu)) } else { c.step(&Cpu) }.map_err(js)?;
+        Ok(to_json(&pieces))
+    }
+
+    /// Every continuation has its tokens.
+    pub fn done(&self) -> bool {
+        self.c.done()
+    }
+
+    /// Continuations.
+    pub fn n(&self) -> usize {
+        self.c.n()
+    }
+
+    /// The texts so far, as a JSON array.
+    pub fn texts(&self) -> String {
+        to_json(&self.c.texts())
+    }
+
+    /// The KV cache: `{"now", "peak", "table", "done", "bytes_per_position_mha"}` (see `facade::generation_view`).
+    pub fn kv(&self) -> String {
+        facade::generation_view(self.heads, &self.c)
     }
 }
 

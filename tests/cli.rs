@@ -145,3 +145,42 @@ fn tp_trains_the_shipped_recurrent_positions_config_and_samples_from_its_checkpo
     assert!(ok, "{err}");
     assert!(out.starts_with("ROMEO:") && out.trim_end().chars().count() >= 6 + 6, "{out}");
 }
+
+/// `tp sample --n`: N continuations decoded together over the paged cache, one JSON object; each equals
+/// `--n 1 --seed seed+i`; `--kv-cache contiguous` gives the same texts; with `--n 1` the paged and the contiguous
+/// path print the same text. Bad flags are refused naming the flag.
+#[test]
+fn sample_n_continuations_over_the_paged_cache() {
+    let cfg = write_config("gpt-n.json", &tiny("gpt", ""));
+    let ck = tmp("gpt-n.safetensors");
+    let (ok, _, err) = tp(&["train", "--config", &cfg, "--data", SHAKESPEARE, "--out", &ck, "--sample-tokens", "1"]);
+    assert!(ok, "{err}");
+    let sample = |extra: &[&str]| {
+        let mut args = vec!["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", "--tokens", "40", "--temperature", "1"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = tp(&args);
+        assert!(ok, "{err}");
+        out
+    };
+    // 40 tokens at ctx_len 24: the continuations restart past ctx_len.
+    let paged = sample(&["--n", "3", "--seed", "7", "--block-size", "4"]);
+    let v: serde_json::Value = serde_json::from_str(&paged).expect(&paged);
+    let samples: Vec<&str> = v["samples"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert_eq!(samples.len(), 3);
+    for (i, s) in samples.iter().enumerate() {
+        let one = sample(&["--seed", &(7 + i).to_string()]);
+        assert_eq!(one, format!("ROMEO:{s}\n"), "continuation {i}");
+    }
+    let kv = &v["kv"];
+    assert_eq!((kv["kind"].as_str(), kv["block_size"].as_u64()), (Some("paged"), Some(4)));
+    assert!(kv["bytes_used"].as_u64().unwrap() > 0);
+    assert!(kv["bytes_used"].as_u64().unwrap() <= kv["bytes_contiguous"].as_u64().unwrap());
+    let contiguous: serde_json::Value = serde_json::from_str(&sample(&["--n", "3", "--seed", "7", "--kv-cache", "contiguous"])).unwrap();
+    assert_eq!(contiguous["samples"], v["samples"]);
+    assert_eq!(contiguous["kv"]["kind"], "contiguous");
+    assert_eq!(sample(&["--seed", "2"]), sample(&["--seed", "2", "--kv-cache", "contiguous"]));
+    for (flag, value, named) in [("--n", "0", "--n = 0"), ("--n", "65", "--n = 65"), ("--block-size", "0", "--block-size = 0"), ("--kv-cache", "ring", "--kv-cache = ring")] {
+        let (ok, out, err) = tp(&["sample", "--checkpoint", &ck, "--prompt", "ROMEO:", flag, value]);
+        assert!(!ok && out.is_empty() && err.contains(named), "{flag} {value}: {err}");
+    }
+}

@@ -219,3 +219,22 @@ fn moe_fields_out_of_range_are_refused_naming_the_field_and_the_range() {
     let err = Config::from_json(&moe(json!({"experts": 4, "top_k": 2, "expert": 3}))).unwrap_err();
     assert!(matches!(err, Error::ConfigParse(_)) && err.to_string().contains("expert"), "{err}");
 }
+
+/// A position field the kind does not take (`theta` on recurrent, `buckets` on rope…) is refused naming it,
+/// where serde's own check does not reach the kinds without fields; the fields a kind takes stay accepted.
+#[test]
+fn a_position_field_its_kind_does_not_take_is_refused_naming_it() {
+    for (position, field) in [
+        (json!({"kind": "recurrent", "theta": 10000.0}), "model.position.theta"),
+        (json!({"kind": "learned", "buckets": 8}), "model.position.buckets"),
+        (json!({"kind": "alibi", "theta": 1.0}), "model.position.theta"),
+        (json!({"kind": "rope", "buckets": 8}), "model.position.buckets"),
+        (json!({"kind": "relative", "buckets": 8, "theta": 1.0}), "model.position.theta"),
+    ] {
+        let e = Config::from_json(&with(&[("model", "position", position.clone())])).unwrap_err().to_string();
+        assert!(e.contains(field), "{position}: {e}");
+    }
+    for position in [json!({"kind": "rope", "theta": 500.0}), json!({"kind": "relative", "buckets": 8, "max_distance": 12}), json!({"kind": "recurrent"})] {
+        Config::from_json(&with(&[("model", "position", position.clone())])).unwrap_or_else(|e| panic!("{position}: {e}"));
+    }
+}

@@ -187,12 +187,40 @@ impl Session {
         Ok(Some(step.to_string()))
     }
 
+    /// `generate`: `kvCache: "contiguous"` runs the single-sequence path; otherwise N continuations over the paged
+    /// cache (`n`, `blockSize` checked as u32s by the Worker, their ranges by the core), stepped to the end with the
+    /// cache's view read after every step — or dropped halfway (a cancel) when the input's `cancel` is true.
     fn generate(&self, req: &Value) -> Result<Option<String>> {
         let run = self.run(req)?;
         let prompt = check_string(req, "prompt")?;
-        let o = facade::sample_options(&check_options(req, "options")?)?;
-        let o = SampleOptions { max_tokens: o.max_tokens.min(MAX_FUZZ_GENERATE), ..o };
-        generate::generate(&run.model, &Cpu, run.data.tokenizer(), prompt, &o, |_| {}).map(Some)
+        let options = check_options(req, "options")?;
+        if req.get("kvCache").and_then(Value::as_str) == Some("contiguous") {
+            let o = facade::sample_options(&options)?;
+            let o = SampleOptions { max_tokens: o.max_tokens.min(MAX_FUZZ_GENERATE), ..o };
+            return generate::generate(&run.model, &Cpu, run.data.tokenizer(), prompt, &o, |_| {}).map(Some);
+        }
+        let (n, block_size) = (check_int(req, "n", 0, U32_MAX, None)?, check_int(req, "blockSize", 0, U32_MAX, None)?);
+        let mut o = facade::sample_options(&options)?;
+        o.max_tokens = o.max_tokens.min(MAX_FUZZ_GENERATE);
+        let options = serde_json::to_string(&o).expect("options serialise");
+        let mut c = facade::start_generation(run, prompt, &options, n, block_size)?;
+        let heads = (run.cfg.model.n_heads, run.cfg.model.n_kv_heads);
+        let cancel = req.get("cancel").and_then(Value::as_bool) == Some(true);
+        let mut steps = 0;
+        while !c.done() {
+            let pieces = c.step(&Cpu)?;
+            assert!(!pieces.is_empty() && pieces.len() <= n, "a step samples one token per live continuation");
+            let _: Value = serde_json::from_str(&facade::generation_view(heads, &c)).expect("the view is JSON");
+            let now = c.stats();
+            // Each live continuation holds at most ctx_len positions, in blocks: at most block_size − 1 more.
+            assert!(now.bytes_used <= now.bytes_contiguous + now.bytes_per_position * block_size * n, "{now:?}");
+            steps += 1;
+            if cancel && steps == 2 {
+                return Ok(None);
+            }
+        }
+        assert_eq!(c.stats().blocks_used, 0, "finished continuations free every block");
+        Ok(Some(c.texts().concat()))
     }
 }
 

@@ -14,7 +14,8 @@ use std::time::Instant;
 use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
 use transformer_playground::data::{Dataset, Split};
-use transformer_playground::generate::{self, SampleOptions};
+use std::borrow::Cow;
+use transformer_playground::generate::{self, Continuations, SampleOptions};
 use transformer_playground::model::Batch;
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
@@ -82,6 +83,17 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value = "cpu")]
         backend: String,
+        /// Continuations of the prompt, decoded together (1..=64); over 1, one JSON object with every sample and
+        /// the cache's figures. Continuation i samples with seed + i.
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        /// Positions per block of the paged KV cache.
+        #[arg(long, default_value_t = transformer_playground::model::paged::DEFAULT_BLOCK_SIZE)]
+        block_size: usize,
+        /// `paged` (blocks shared between continuations, one batched step for all) or `contiguous` (one cache per
+        /// continuation, decoded one after the other: the reference path).
+        #[arg(long, default_value = "paged")]
+        kv_cache: String,
     },
     /// Top-k fillers for every [MASK] in the text (bert).
     FillMask {
@@ -215,6 +227,19 @@ impl Out {
 }
 
 /// `o.validate()`, naming the command line's options; `tokens` is the option that sets max_tokens.
+/// An error of the core naming a field (`n = …`) named as the command line's flag (`--n = …`).
+fn flag(e: Error, field: &str, option: &str) -> Error {
+    match e {
+        Error::Invalid(m) => Error::Invalid(m.replacen(field, option, 1)),
+        e => e,
+    }
+}
+
+/// Tokens of the prompt the model reads (the last ctx_len).
+fn check_prompt_len(ck: &Checkpoint, prompt: &str, o: &SampleOptions) -> Result<usize> {
+    Ok(generate::check_prompt(&ck.model, &ck.tokenizer, prompt, o)?.len().min(ck.model.cfg.ctx_len))
+}
+
 fn check_options(o: &SampleOptions, tokens: &str) -> Result<()> {
     match o.problem() {
         Some((field, value, rule)) => {
@@ -469,22 +494,58 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Train { config, data, steps, backend, out, log_every, sample_tokens } => {
             train(&config, data.as_deref(), steps, &backend, out.as_deref(), log_every.max(1), sample_tokens)
         }
-        Cmd::Sample { checkpoint, prompt, tokens, temperature, top_k, top_p, seed, backend } => {
+        Cmd::Sample { checkpoint, prompt, tokens, temperature, top_k, top_p, seed, backend, n, block_size, kv_cache } => {
             let ck = read_checkpoint(&checkpoint)?;
             let o = SampleOptions { max_tokens: tokens, temperature, top_k, top_p, seed };
             let kind = BackendKind::parse(&backend)?;
             check_options(&o, "--tokens")?;
+            let paged = match kv_cache.as_str() {
+                "paged" => true,
+                "contiguous" => false,
+                other => return Err(Error::Invalid(format!("--kv-cache = {other}: paged or contiguous"))),
+            };
+            generate::check_n(n).map_err(|e| flag(e, "n = ", "--n = "))?;
+            transformer_playground::model::paged::check_block_size(block_size).map_err(|e| flag(e, "block_size = ", "--block-size = "))?;
             // Everything generation would refuse is refused before the prompt is shown.
             generate::check_prompt(&ck.model, &ck.tokenizer, &prompt, &o)?;
             if kind == BackendKind::Gpu {
                 say!("notice: generation runs on the cpu backend (the gpu backend trains)");
             }
+            let (model, tok) = (Cow::Borrowed(&ck.model), Cow::Borrowed(&ck.tokenizer));
             let mut stdout = Out::new();
-            if stdout.print(&prompt) {
-                let on_text = |s: &str| if stdout.print(s) { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
-                transformer_playground::with_host!(kind, |be| generate::generate_until(&ck.model, be, &ck.tokenizer, &prompt, &o, on_text, &|feed| feed()))?;
-                stdout.line("");
+            if n == 1 {
+                if stdout.print(&prompt) {
+                    let mut on_text = |s: &str| if stdout.print(s) { ControlFlow::Continue(()) } else { ControlFlow::Break(()) };
+                    transformer_playground::with_host!(kind, |be| if paged {
+                        let mut c = Continuations::start(model, tok, be, &prompt, &o, 1, block_size)?;
+                        while !c.done() && c.step(be)?.iter().all(|(_, p)| on_text(p).is_continue()) {}
+                    } else {
+                        generate::generate_until(&ck.model, be, &ck.tokenizer, &prompt, &o, on_text, &|feed| feed())?;
+                    });
+                    stdout.line("");
+                }
+                return stdout.finish();
             }
+            let per_position = transformer_playground::model::paged::PagedDecoder::new(&ck.model, 1)?.stats().bytes_per_position;
+            let bytes_contiguous = n * ck.model.cfg.ctx_len * per_position;
+            let json = transformer_playground::with_host!(kind, |be| if paged {
+                let c = Continuations::start(model, tok, be, &prompt, &o, n, block_size)?.run(be, |_, _| {})?;
+                let p = c.peak();
+                serde_json::json!({ "samples": c.texts(), "kv": { "kind": "paged", "block_size": p.block_size,
+                    "blocks_used": p.blocks_used, "bytes_used": p.bytes_used, "bytes_contiguous": bytes_contiguous } })
+            } else {
+                let samples = (0..n)
+                    .map(|i| {
+                        let oi = SampleOptions { seed: o.seed.wrapping_add(i as u64), ..o.clone() };
+                        generate::generate(&ck.model, be, &ck.tokenizer, &prompt, &oi, |_| {})
+                    })
+                    .collect::<Result<Vec<String>>>()?;
+                // Each continuation's cache grows to at most ctx_len positions, one after the other.
+                let held = (check_prompt_len(&ck, &prompt, &o)? + o.max_tokens).min(ck.model.cfg.ctx_len);
+                serde_json::json!({ "samples": samples, "kv": { "kind": "contiguous", "block_size": null, "blocks_used": null,
+                    "bytes_used": n * held * per_position, "bytes_contiguous": bytes_contiguous } })
+            });
+            stdout.line(json);
             stdout.finish()
         }
         Cmd::FillMask { checkpoint, text, top_k } => {

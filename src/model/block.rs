@@ -285,15 +285,9 @@ pub fn bias_of<'s, 'c, D: Backend>(ctx: &Ctx<'c, D>, st: &'s StackCtx<D>) -> Res
     })
 }
 
-/// Self-attention: qkv = h·Wqkvᵀ → RoPE(q, k) → softmax(qkᵀ)v → proj. With a KV cache (batch 1), this call's keys
-/// and values are appended to it and the queries (at positions kv.len..) attend to every cached position.
-pub fn self_attention_forward<D: Backend>(
-    ctx: &mut Ctx<D>,
-    st: &StackCtx<D>,
-    p: &BlockParams,
-    h: &D::Buf,
-    kv: Option<&mut KvCache<D::Buf>>,
-) -> Result<(D::Buf, AttnCache<D::Buf>)> {
+/// Self-attention's queries (B,NH,T,HS), keys and values (B,NKV,T,HS) of h (B,T,C): qkv = h·Wqkvᵀ split into
+/// heads, RoPE applied to q and k at positions pos0.. (the same positions for every row of the batch).
+pub fn qkv_heads<D: Backend>(ctx: &Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<(D::Buf, D::Buf, D::Buf)> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
     let qkv = linear_forward(ctx, &p.qkv, D::view(h), b * t)?;
@@ -305,6 +299,21 @@ pub fn self_attention_forward<D: Backend>(
         d.rope(D::view_mut(&mut q), t, hs, st.pos0, theta, false)?;
         d.rope(D::view_mut(&mut k), t, hs, st.pos0, theta, false)?;
     }
+    Ok((q, k, v))
+}
+
+/// Self-attention: qkv = h·Wqkvᵀ → RoPE(q, k) → softmax(qkᵀ)v → proj. With a KV cache (batch 1), this call's keys
+/// and values are appended to it and the queries (at positions kv.len..) attend to every cached position.
+pub fn self_attention_forward<D: Backend>(
+    ctx: &mut Ctx<D>,
+    st: &StackCtx<D>,
+    p: &BlockParams,
+    h: &D::Buf,
+    kv: Option<&mut KvCache<D::Buf>>,
+) -> Result<(D::Buf, AttnCache<D::Buf>)> {
+    let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
+    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
+    let (q, k, v) = qkv_heads(ctx, st, p, h)?;
     let (mut att, mut lse) = (d.zeros(b * t * nh * hs)?, d.zeros(b * nh * t)?);
     let (o, l) = (D::view_mut(&mut att), D::view_mut(&mut lse));
     match kv {

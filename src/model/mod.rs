@@ -9,6 +9,7 @@
 pub mod block;
 pub mod infer;
 pub mod layout;
+pub mod paged;
 pub mod position;
 pub mod recurrent;
 

@@ -1,15 +1,19 @@
-// Use the selected run's model: a GPT continues a prompt (streamed; temperature, top-k, top-p, length, seed), a
-// BERT ranks the five likeliest characters for each [MASK], an encoder-decoder maps an input of its task to an
+// Use the selected run's model: a GPT continues a prompt (streamed; temperature, top-k, top-p, length, seed; N
+// continuations side by side over the paged KV cache, whose block table panels/kv.js draws as it fills; Cancel
+// stops them), a BERT ranks the five likeliest characters for each [MASK], an encoder-decoder maps an input of its task to an
 // output (with the right answer beside it), and on a denoising task (T5 span corruption, BART text infilling) shows a
 // corrupted val example, the model's reconstruction and the truth. Model text is inserted as text only.
-import { $, h, fill, showToken } from '../dom.js';
+import { $, h, fill, showToken, perFrame } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { getCustomText, taskExample, taskSample } from '../data.js';
 import { DENOISE_TASKS } from '../options.js';
+import { getEngine } from '../engine.js';
+import { showKv, endKv, clearKv, mount as mountKv } from './kv.js';
 
 let shownFor = null; // the setup the default inputs were chosen for
+let generating = null; // the Run whose generation is under way (for Cancel)
 
 function defaults(values) {
   if (values.arch === 'encoder_decoder') return { input: taskSample(values.task, values.digits) };
@@ -42,38 +46,102 @@ async function handleFor() {
   return runs.ensureBuilt(rec);
 }
 
+/** A number input's value: a number, or NaN when empty (the engine names the field it refuses). */
+const numberIn = (sel) => Number($(sel).value.trim() || NaN);
+
 async function generate() {
   const out = $('#gen-out');
+  const many = $('#gen-many');
   const btn = $('#gen-go');
+  const cancel = $('#gen-cancel');
   setBusy(btn, true);
   const prompt = $('#gen-prompt').value;
-  const maxTokens = Number($('#gen-length').value.trim() || NaN);
+  const maxTokens = numberIn('#gen-length');
+  out.hidden = false;
+  many.hidden = true;
+  delete out.dataset.done;
   if (!(Number.isInteger(maxTokens) && maxTokens > 0)) {
     // 0 would generate nothing and say nothing.
     fill(out, h('span', { class: 'bad' }, t('use.noLength')));
     setBusy(btn, false);
     return;
   }
+  const n = numberIn('#gen-n');
+  const seed = Number($('#gen-seed').value);
+  // One continuation in #gen-out as ever; several side by side, a column each, made as their text comes.
   const gen = h('span', { class: 'generated' });
   fill(out, h('span', { class: 'prompt-echo' }, prompt), gen);
+  many.replaceChildren();
+  const cols = [];
+  const column = (i) => {
+    while (cols.length <= i) {
+      const k = cols.length;
+      cols.push(h('span', { class: 'generated' }));
+      many.append(h('div', { class: 'gen-cont', dataset: { index: k } },
+        h('div', { class: 'cont-head' }, t('use.cont', { i: k, seed: seed + k })),
+        h('pre', { class: 'output' }, h('span', { class: 'prompt-echo' }, prompt), cols[k])));
+    }
+    return cols[i];
+  };
+  const textOf = (i) => (n > 1 ? column(i) : gen);
+  // Several continuations stream several times the text: their pieces go into the page once a frame.
+  const waiting = new Map();
+  const flush = perFrame(() => {
+    for (const [i, text] of waiting) textOf(i).append(text);
+    waiting.clear();
+  });
+  clearKv();
   try {
     const run = await handleFor();
-    const opts = {
+    const { n_heads: nh, n_kv_heads: nkv, ctx_len: ctx } = run.config.model;
+    generating = run;
+    cancel.disabled = false;
+    const r = await run.generate({
+      prompt,
+      n,
+      blockSize: numberIn('#gen-block'),
       maxTokens,
       temperature: Number($('#gen-temperature').value),
       topK: Number($('#gen-topk').value),
       topP: Number($('#gen-topp').value),
-      seed: Number($('#gen-seed').value),
-    };
-    // Streamed pieces are appended as text nodes.
-    const text = await run.generate(prompt, opts, (piece) => gen.append(piece));
-    gen.textContent = text;
+      seed,
+      // Streamed pieces are appended as text nodes.
+      onText: (piece, i) => {
+        if (n === 1) return gen.append(piece);
+        out.hidden = true;
+        many.hidden = false;
+        waiting.set(i, (waiting.get(i) ?? '') + piece);
+        flush();
+      },
+      onKv: (view) => showKv(view, { nh, nkv, ctx }),
+    });
+    waiting.clear();
+    r.texts.forEach((text, i) => {
+      textOf(i).textContent = text;
+    });
+    out.hidden = n > 1;
+    many.hidden = !(n > 1);
+    if (r.stopped === 'cancelled') (n > 1 ? many : out).append(h('span', { class: 'gen-note' }, t('use.cancelled')));
+    endKv(r.stopped, r.kv);
     out.dataset.done = '1';
+    out.dataset.stopped = r.stopped;
   } catch (e) {
+    out.hidden = false;
+    many.hidden = true;
     fail(out, e);
   } finally {
+    generating = null;
+    cancel.disabled = true;
     setBusy(btn, false);
   }
+}
+
+/** Draws the N and block-size inputs with the core's bounds. */
+function applyGenerationLimits(engine) {
+  const lim = engine?.limits?.generation;
+  if (!lim) return;
+  $('#gen-n').max = lim.max_n;
+  $('#gen-block').max = lim.max_block_size;
 }
 
 async function fillMask() {
@@ -187,13 +255,18 @@ function render() {
     if (d.prompt !== undefined) $('#gen-prompt').value = d.prompt;
     if (d.mask !== undefined) $('#mask-text').value = d.mask;
     if (d.input !== undefined) $('#dec-input').value = d.input;
-    for (const id of ['#gen-out', '#mask-out', '#dec-out', '#den-out']) $(id).replaceChildren();
+    for (const id of ['#gen-out', '#gen-many', '#mask-out', '#dec-out', '#den-out']) $(id).replaceChildren();
+    clearKv();
   }
   if (m === 'decode') $('#dec-help').textContent = t(`use.input.help.${values.task}`, { ex: taskSample(values.task, values.digits) });
 }
 
 export function mount() {
   $('#gen-go').addEventListener('click', generate);
+  $('#gen-cancel').addEventListener('click', () => generating?.cancelGenerate().catch(() => {}));
+  mountKv();
+  applyGenerationLimits(getEngine());
+  on('engine', ({ engine }) => applyGenerationLimits(engine));
   $('#mask-go').addEventListener('click', fillMask);
   $('#dec-go').addEventListener('click', decode);
   $('#den-go').addEventListener('click', denoise);

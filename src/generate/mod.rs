@@ -12,6 +12,9 @@ use crate::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 
+pub mod parallel;
+pub use parallel::{check_n, Continuations, MAX_N};
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SampleOptions {
@@ -104,7 +107,7 @@ pub fn sample_next(logits: &[f32], o: &SampleOptions, rng: &mut Rng) -> u32 {
 
 /// How many leading ids of a vocabulary of `v` may be emitted: the tokenizer's characters (special tokens follow
 /// them and are never emitted); an error when there is none.
-fn emittable(tok: &Tokenizer, v: usize) -> Result<usize> {
+pub(crate) fn emittable(tok: &Tokenizer, v: usize) -> Result<usize> {
     match tok.chars.len().min(v) {
         0 => Err(Error::Invalid("the model's vocabulary has no character to emit (only special tokens)".into())),
         n => Ok(n),
