@@ -24,10 +24,13 @@ let running = false;
 let uPlot = null;
 const charts = {}; // name → uPlot
 
-/** The backend the sweep runs on: WebGPU when the selected run trains there (or is set to), else the CPU. */
+/**
+ * The backend the sweep runs on: WebGPU when the selected run trains there ('auto' may have chosen it) or, while
+ * it is not built for its current values, is set to; else the CPU.
+ */
 function backend() {
   const rec = runs.selectedRun();
-  if (rec?.handle) return rec.handle.backend === 'webgpu' ? 'webgpu' : 'cpu';
+  if (rec?.ready) return rec.handle.backend === 'webgpu' ? 'webgpu' : 'cpu';
   return rec?.values.backend === 'webgpu' ? 'webgpu' : 'cpu';
 }
 
