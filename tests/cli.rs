@@ -108,6 +108,19 @@ fn bert_and_encoder_decoder_checkpoints_fill_masks_and_decode() {
     let (ok, out, err) = tp(&["decode", "--checkpoint", &ck, "--input", "12345"]);
     assert!(ok, "{err}");
     assert_eq!(out.trim().chars().count(), 5);
+    // --n: three sampled decodings together over the paged cache (the source's cross-attention keys and values
+    // computed once), each equal to --n 1 with seed + i.
+    let (ok, out, err) = tp(&["decode", "--checkpoint", &ck, "--input", "12345", "--temperature", "1", "--seed", "5", "--n", "3", "--block-size", "2"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect(&out);
+    for i in 0..3 {
+        let (ok, one, err) = tp(&["decode", "--checkpoint", &ck, "--input", "12345", "--temperature", "1", "--seed", &(5 + i).to_string()]);
+        assert!(ok, "{err}");
+        assert_eq!(v["samples"][i].as_str().unwrap(), one.trim_end_matches('\n'), "decoding {i}");
+    }
+    assert_eq!(v["kv"]["block_size"], 2);
+    let (ok, _, err) = tp(&["decode", "--checkpoint", &ck, "--input", "12345", "--n", "0"]);
+    assert!(!ok && err.contains("--n = 0"), "{err}");
 }
 
 #[test]

@@ -117,6 +117,12 @@ enum Cmd {
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Decodings of the input, decoded together over the paged KV cache (1..=64; decoding i samples with seed
+        /// + i); over 1, one JSON object `{"samples", "kv"}` as `sample --n` prints.
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        #[arg(long, default_value_t = transformer_playground::model::paged::DEFAULT_BLOCK_SIZE)]
+        block_size: usize,
     },
     /// The logits at every position of a text, as JSON (for outside cross-checks).
     Logits {
@@ -556,11 +562,26 @@ fn run(cli: Cli) -> Result<()> {
             stdout.line(json);
             stdout.finish()
         }
-        Cmd::Decode { checkpoint, input, tokens, temperature, seed } => {
+        Cmd::Decode { checkpoint, input, tokens, temperature, seed, n: copies, block_size } => {
             let ck = read_checkpoint(&checkpoint)?;
             let n = tokens.unwrap_or_else(|| ck.config.data.lengths(ck.config.model.ctx_len).1);
             let o = SampleOptions { max_tokens: n, temperature, seed, ..Default::default() };
             check_options(&o, "--tokens")?;
+            generate::check_n(copies).map_err(|e| flag(e, "n = ", "--n = "))?;
+            transformer_playground::model::paged::check_block_size(block_size).map_err(|e| flag(e, "block_size = ", "--block-size = "))?;
+            if copies > 1 {
+                if ck.config.data.task == transformer_playground::config::Task::SpanCorruption {
+                    return Err(Error::Invalid("--n: span corruption decodes greedily (one output); use --n 1".into()));
+                }
+                let (model, tok) = (Cow::Borrowed(&ck.model), Cow::Borrowed(&ck.tokenizer));
+                let c = Continuations::start_decode(model, tok, &Cpu, &input, &o, copies, block_size)?.run(&Cpu, |_, _| {})?;
+                let p = c.peak();
+                let json = serde_json::json!({ "samples": c.texts(), "kv": { "kind": "paged", "block_size": p.block_size,
+                    "blocks_used": p.blocks_used, "bytes_used": p.bytes_used, "bytes_contiguous": p.bytes_contiguous } });
+                let mut stdout = Out::new();
+                stdout.line(json);
+                return stdout.finish();
+            }
             // Span corruption answers in sentinels and spans: its decoding may write the sentinels (greedy), and stops
             // after the last one.
             let text = if ck.config.data.task == transformer_playground::config::Task::SpanCorruption {
