@@ -264,3 +264,39 @@ test('bad n, blockSize and options are refused as invalid naming the field; a fa
   assert.deepEqual(problems, []);
   await page.close();
 });
+
+// An encoder-decoder run: run.generate({ prompt, n }) decodes the prompt as the source N times together over the
+// paged cache (its cross-attention keys and values computed once); decoding i is run.decode's output with seed + i.
+test('encoder-decoder: N decodings of one source together, decoding i equal to run.decode with seed + i', { timeout: 180000 }, async () => {
+  const { page, problems } = await open(browser.context, `${isolated.url}/tests/browser/harness.html`);
+  await page.waitForFunction(() => window.harnessReady === true);
+  const r = await page.evaluate(async () => {
+    const engine = await window.tp.Engine.start();
+    const run = await engine.createRun({
+      model: {
+        arch: 'encoder_decoder', d_model: 32, n_layers: 2, n_encoder_layers: 2, n_decoder_layers: 2, n_heads: 4, n_kv_heads: 1,
+        ctx_len: 16, ffn: { activation: 'gelu', mult: 2 }, norm: { kind: 'layernorm', placement: 'pre' },
+        position: { kind: 'learned' }, attention: { scale: 'inv_sqrt_dk' },
+      },
+      train: { batch_size: 8, steps: 1000, lr: 3e-3, eval_interval: 1000, eval_iters: 1 },
+      data: { task: 'reverse', digits: 6 },
+      seed: 5,
+    });
+    await run.train({ steps: 5 });
+    const many = await run.generate({ prompt: '314159', n: 3, blockSize: 2, maxTokens: 6, temperature: 1, seed: 21 });
+    const one = [];
+    for (let i = 0; i < 3; i++) one.push(await run.decode('314159', { maxTokens: 6, temperature: 1, seed: 21 + i }));
+    engine.terminate();
+    return { many, one };
+  });
+  assert.equal(r.many.stopped, 'done');
+  assert.equal(r.many.texts.length, 3);
+  for (let i = 0; i < 3; i++) {
+    assert.equal([...r.many.texts[i]].length, 6);
+    assert.equal(r.many.texts[i], r.one[i].output, `decoding ${i} = run.decode with seed ${21 + i}`);
+  }
+  assert.equal(r.many.kv.now.blocksUsed, 0, 'every block freed');
+  assert.ok(r.many.kv.peak.blocksUsed >= 3, 'the [BOS] block shared, then a block of its own per decoding');
+  assert.deepEqual(problems, []);
+  await page.close();
+});
