@@ -12,7 +12,7 @@ let starting = null;
 /** Starts the engine once; resolves it (or rejects with its error, also announced as an 'engine' event). */
 export function startEngine() {
   // window.__tpEngineOptions: for tests only (e.g. a short snapshot interval), set before the page loads.
-  starting ??= Engine.start(globalThis.__tpEngineOptions ?? {}).then(
+  starting ??= Engine.start({ memoryBudgetGiB: savedBudget(), ...globalThis.__tpEngineOptions }).then(
     (e) => {
       engine = e;
       applyLimits(e.limits.fields);
@@ -25,6 +25,30 @@ export function startEngine() {
     },
   );
   return starting;
+}
+
+const BUDGET_KEY = 'tp.memoryBudgetGiB';
+
+/** The memory budget (GiB) this browser chose on the page, or undefined for the engine's default. */
+export function savedBudget() {
+  try {
+    const v = Number(localStorage.getItem(BUDGET_KEY));
+    return v > 0 && v <= 3.5 ? v : undefined;
+  } catch {
+    return undefined; // storage unavailable: the default
+  }
+}
+
+/** Sets the engine's memory budget (GiB) and remembers it; rejects with the engine's 'invalid' EngineError. */
+export async function setBudget(gib) {
+  const e = engine ?? (await startEngine());
+  const now = await e.setMemoryBudget(gib);
+  try {
+    localStorage.setItem(BUDGET_KEY, String(now));
+  } catch {
+    // storage unavailable: the budget holds until the page is closed
+  }
+  return now;
 }
 
 /** The engine, or null while it starts. */

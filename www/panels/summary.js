@@ -6,7 +6,7 @@ import { $, fill, h, debounce } from '../dom.js';
 import { t } from '../i18n.js';
 import { on, emit } from '../bus.js';
 import { OPTIONS, applies, configFromValues, DENOISE_TASKS } from '../options.js';
-import { check, getEngine, startEngine } from '../engine.js';
+import { check, getEngine, startEngine, savedBudget, setBudget } from '../engine.js';
 import { distinctChars } from '../data.js';
 import * as runs from '../runs.js';
 import { si, bytes, grouped } from '../format.js';
@@ -93,7 +93,26 @@ function render() {
   else fill(msg, h('strong', {}, `✗ ${t('sum.invalid')}: `), verdict.message ?? '');
 }
 
+/** The memory-budget field: the engine checks every config against it; a bad value is refused by the engine,
+ * naming it, in the validation line. */
+function mountBudget() {
+  const input = $('#mem-budget');
+  input.value = String(savedBudget() ?? 2);
+  input.addEventListener('change', async () => {
+    const gib = input.value.trim() === '' ? NaN : Number(input.value);
+    try {
+      input.value = String(await setBudget(gib));
+      input.removeAttribute('aria-invalid');
+      run();
+    } catch (e) {
+      input.setAttribute('aria-invalid', 'true');
+      set({ ok: false, pending: false, flow: null, message: `${t('sum.budget')}: ${e.message}` });
+    }
+  });
+}
+
 export function mount() {
+  mountBudget();
   on('values', () => {
     verdict = { ...verdict, pending: true };
     render();

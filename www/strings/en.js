@@ -84,6 +84,8 @@ export const en = {
   'sum.flops.note': 'forward; training ≈ 3×',
   'sum.memory': 'Memory',
   'sum.memory.note': 'weights, gradients, Adam, activations',
+  'sum.budget': 'Memory budget',
+  'sum.budget.note': 'configs over it are refused; (0, 3.5] GiB, kept in this browser',
   'sum.tokens': 'Tokens / step',
   'sum.active': 'Active / token',
   'sum.active.note': 'of {total}: the router and {k} of {e} experts',

@@ -83,6 +83,8 @@ export const zh = {
   'sum.flops.note': '前向；训练约为 3 倍',
   'sum.memory': '内存',
   'sum.memory.note': '权重、梯度、Adam 状态、激活',
+  'sum.budget': '内存预算',
+  'sum.budget.note': '超出预算的配置会被拒绝；(0, 3.5] GiB，保存在此浏览器',
   'sum.tokens': '每步词元数',
   'sum.active': '每词元激活参数',
   'sum.active.note': '共 {total}：路由器加 {e} 个专家中的 {k} 个',
