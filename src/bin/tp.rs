@@ -8,13 +8,13 @@
 
 use clap::{Parser, Subcommand};
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
-use transformer_playground::attention_cost::{self, CostSpec};
 use std::time::Instant;
+use transformer_playground::attention_cost::{self, CostSpec};
 use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
 use transformer_playground::data::{Dataset, Split};
-use std::borrow::Cow;
 use transformer_playground::generate::{self, Continuations, SampleOptions};
 use transformer_playground::model::Batch;
 use transformer_playground::train::Run;
@@ -232,7 +232,6 @@ impl Out {
     }
 }
 
-/// `o.validate()`, naming the command line's options; `tokens` is the option that sets max_tokens.
 /// An error of the core naming a field (`n = …`) named as the command line's flag (`--n = …`).
 fn flag(e: Error, field: &str, option: &str) -> Error {
     match e {
@@ -246,6 +245,14 @@ fn check_prompt_len(ck: &Checkpoint, prompt: &str, o: &SampleOptions) -> Result<
     Ok(generate::check_prompt(&ck.model, &ck.tokenizer, prompt, o)?.len().min(ck.model.cfg.ctx_len))
 }
 
+/// `sample --n` / `decode --n`: the texts and the paged cache at its fullest.
+fn paged_json(c: &Continuations) -> serde_json::Value {
+    let p = c.peak();
+    serde_json::json!({ "samples": c.texts(), "kv": { "kind": "paged", "block_size": p.block_size,
+        "blocks_used": p.blocks_used, "bytes_used": p.bytes_used, "bytes_contiguous": p.bytes_contiguous } })
+}
+
+/// `o.validate()`, naming the command line's options; `tokens` is the option that sets max_tokens.
 fn check_options(o: &SampleOptions, tokens: &str) -> Result<()> {
     match o.problem() {
         Some((field, value, rule)) => {
@@ -532,14 +539,11 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return stdout.finish();
             }
-            let per_position = transformer_playground::model::paged::PagedDecoder::new(&ck.model, 1)?.stats().bytes_per_position;
-            let bytes_contiguous = n * ck.model.cfg.ctx_len * per_position;
             let json = transformer_playground::with_host!(kind, |be| if paged {
-                let c = Continuations::start(model, tok, be, &prompt, &o, n, block_size)?.run(be, |_, _| {})?;
-                let p = c.peak();
-                serde_json::json!({ "samples": c.texts(), "kv": { "kind": "paged", "block_size": p.block_size,
-                    "blocks_used": p.blocks_used, "bytes_used": p.bytes_used, "bytes_contiguous": bytes_contiguous } })
+                paged_json(&Continuations::start(model, tok, be, &prompt, &o, n, block_size)?.run(be, |_, _| {})?)
             } else {
+                let per_position = transformer_playground::model::paged::PagedDecoder::new(&ck.model, 1)?.stats().bytes_per_position;
+                let bytes_contiguous = n * ck.model.cfg.ctx_len * per_position;
                 let samples = (0..n)
                     .map(|i| {
                         let oi = SampleOptions { seed: o.seed.wrapping_add(i as u64), ..o.clone() };
@@ -575,11 +579,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let (model, tok) = (Cow::Borrowed(&ck.model), Cow::Borrowed(&ck.tokenizer));
                 let c = Continuations::start_decode(model, tok, &Cpu, &input, &o, copies, block_size)?.run(&Cpu, |_, _| {})?;
-                let p = c.peak();
-                let json = serde_json::json!({ "samples": c.texts(), "kv": { "kind": "paged", "block_size": p.block_size,
-                    "blocks_used": p.blocks_used, "bytes_used": p.bytes_used, "bytes_contiguous": p.bytes_contiguous } });
                 let mut stdout = Out::new();
-                stdout.line(json);
+                stdout.line(paged_json(&c));
                 return stdout.finish();
             }
             // Span corruption answers in sentinels and spans: its decoding may write the sentinels (greedy), and stops

@@ -242,7 +242,8 @@ impl<'m> Continuations<'m> {
     pub fn table(&self) -> KvTable {
         let mut t = self.dec.table();
         for s in &mut t.seqs {
-            s.0 = self.conts.iter().position(|c| c.slot == s.0 && !c.done).unwrap_or(s.0);
+            // A finished continuation's slot has left the table, so each slot in it is one live continuation's.
+            s.0 = self.conts.iter().position(|c| c.slot == s.0).expect("a sequence in the cache is a continuation's");
         }
         t
     }
