@@ -9,6 +9,9 @@ use transformer_playground::model::{Batch, Model};
 use transformer_playground::rng::Rng;
 use transformer_playground::train::{train_step, OptState};
 
+mod positions;
+use positions::every_position;
+
 fn cfg(arch: &str) -> Config {
     let layers = if arch == "encoder_decoder" { r#""n_encoder_layers": 2, "n_decoder_layers": 2,"# } else { "" };
     let data = if arch == "encoder_decoder" { r#""data": {"task": "reverse", "digits": 4},"# } else { "" };
@@ -132,21 +135,9 @@ fn rope_at_position_zero_is_the_identity_and_rotations_keep_the_norm() {
     assert!(max_diff(&x, &z) < 1e-5);
 }
 
-fn positions() -> Vec<serde_json::Value> {
-    vec![
-        serde_json::json!({"kind": "none"}),
-        serde_json::json!({"kind": "learned"}),
-        serde_json::json!({"kind": "sinusoidal"}),
-        serde_json::json!({"kind": "rope", "theta": 10000.0}),
-        serde_json::json!({"kind": "alibi"}),
-        serde_json::json!({"kind": "relative", "buckets": 8, "max_distance": 12}),
-        serde_json::json!({"kind": "recurrent"}),
-    ]
-}
-
 #[test]
 fn incremental_decoding_with_the_kv_cache_equals_the_full_forward() {
-    for pos in positions() {
+    for pos in every_position() {
         for (arch, nkv, placement) in [("gpt", 2, "pre"), ("gpt", 1, "sandwich"), ("encoder_decoder", 2, "post")] {
             let c = with(
                 &cfg(arch),

@@ -12,6 +12,9 @@ use transformer_playground::model::infer::Decoder;
 use transformer_playground::model::paged::PagedDecoder;
 use transformer_playground::model::Model;
 
+mod positions;
+use positions::every_position;
+
 fn cfg(arch: &str, patch: serde_json::Value) -> Config {
     let layers = if arch == "encoder_decoder" { r#""n_encoder_layers": 2, "n_decoder_layers": 2,"# } else { "" };
     let data = if arch == "encoder_decoder" { r#""data": {"task": "reverse", "digits": 4},"# } else { "" };
@@ -32,18 +35,6 @@ fn cfg(arch: &str, patch: serde_json::Value) -> Config {
 
 fn tok() -> Tokenizer {
     Tokenizer::new("abcdefghijkl".chars().collect(), &[BOS])
-}
-
-fn positions() -> Vec<serde_json::Value> {
-    vec![
-        serde_json::json!({"kind": "none"}),
-        serde_json::json!({"kind": "learned"}),
-        serde_json::json!({"kind": "sinusoidal"}),
-        serde_json::json!({"kind": "rope", "theta": 10000.0}),
-        serde_json::json!({"kind": "alibi"}),
-        serde_json::json!({"kind": "relative", "buckets": 8, "max_distance": 12}),
-        serde_json::json!({"kind": "recurrent"}),
-    ]
 }
 
 fn sampled(seed: u64, max_tokens: usize) -> SampleOptions {
@@ -74,7 +65,7 @@ fn check_against_contiguous<H: Host>(be: &H, m: &Model, arch: &str, n: usize, bl
 
 #[test]
 fn each_paged_continuation_equals_the_contiguous_decoder_with_its_seed() {
-    for pos in positions() {
+    for pos in every_position() {
         for (arch, nkv) in [("gpt", 4), ("gpt", 2), ("gpt", 1), ("encoder_decoder", 2), ("encoder_decoder", 1)] {
             let c = cfg(arch, serde_json::json!({"position": pos, "n_kv_heads": nkv}));
             let m = Model::new(&c.model, tok().vocab_size(), 7);
