@@ -22,6 +22,7 @@ pub mod generate;
 pub mod model;
 pub mod probe;
 pub mod rng;
+pub mod trace;
 pub mod train;
 
 pub use config::Config;

@@ -197,3 +197,21 @@ fn sample_n_continuations_over_the_paged_cache() {
         assert!(!ok && out.is_empty() && err.contains(named), "{flag} {value}: {err}");
     }
 }
+
+#[test]
+fn trace_prints_one_step_in_slow_motion_and_refuses_a_bad_config() {
+    let cfg = write_config("trace.json", &tiny("gpt", ""));
+    let (ok, out, err) = tp(&["trace", "--config", &cfg, "--data", SHAKESPEARE, "--steps", "2"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["step"], 2);
+    let stages = v["stages"].as_array().unwrap();
+    let passes: Vec<&str> = stages.iter().map(|s| s["pass"].as_str().unwrap()).collect();
+    // forward … loss, backward …, update …, in that order.
+    let first = |p: &str| passes.iter().position(|&x| x == p).unwrap();
+    assert!(first("forward") < first("loss") && first("loss") < first("backward") && first("backward") < first("update"));
+    assert!(v["loss"].as_f64().unwrap() > 0.0 && stages[0]["heat"]["cells"].as_array().is_some());
+    let bad = write_config("trace-bad.json", &tiny("gpt", "").replace(r#""n_kv_heads": 2"#, r#""n_kv_heads": 3"#));
+    let (ok, _, err) = tp(&["trace", "--config", &bad, "--data", SHAKESPEARE]);
+    assert!(!ok && err.contains("n_kv_heads"), "{err}");
+}

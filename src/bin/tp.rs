@@ -147,6 +147,19 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         warmup: usize,
     },
+    /// One training step in slow motion: every tensor the run's next step makes — the forward pass stage by stage,
+    /// the loss, each parameter's gradient, AdamW's update — summarised (first values, mean, spread, norm, a small
+    /// heatmap), as one JSON object. The run is not advanced by it.
+    Trace {
+        #[arg(long)]
+        config: String,
+        /// Training text (gpt, bert).
+        #[arg(long)]
+        data: Option<String>,
+        /// Train this many steps first (on the cpu).
+        #[arg(long, default_value_t = 0)]
+        steps: usize,
+    },
     /// Attention's cost: naive (T×T matrices materialised) against fused (FlashAttention) forward + backward for
     /// each T — median ms and the bytes each holds beyond its inputs; one JSON row per T.
     AttentionCost {
@@ -616,6 +629,16 @@ fn run(cli: Cli) -> Result<()> {
             let rows: Vec<&[f32]> = logits.chunks(v).collect();
             let mut stdout = Out::new();
             stdout.line(serde_json::json!({ "vocab": (0..v as u32).map(|i| ck.tokenizer.token(i)).collect::<Vec<_>>(), "logits": rows }));
+            stdout.finish()
+        }
+        Cmd::Trace { config, data, steps } => {
+            let text = data.as_deref().map(read_text).transpose()?;
+            let mut run = Run::new(read_config(&config)?, text.as_deref(), BackendKind::Cpu)?;
+            for _ in 0..steps {
+                run.step()?;
+            }
+            let mut stdout = Out::new();
+            stdout.line(serde_json::to_string(&run.trace()?).map_err(|e| Error::Invalid(e.to_string()))?);
             stdout.finish()
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),

@@ -263,6 +263,15 @@ impl Run {
         }
     }
 
+    /// The trace of the step this run would take next (`trace::trace_step`): its next batch, on the host copy of
+    /// its state (a gpu run's as of its last sync), without dropout. The run is not advanced.
+    pub fn trace(&self) -> Result<crate::trace::StepTrace> {
+        let mut batches = self.batches.clone();
+        let batch = self.data.batch(Split::Train, self.cfg.train.batch_size, self.cfg.model.ctx_len, &mut batches);
+        let (cfg, model, opt, tok) = (&self.cfg, &self.model, &self.opt, self.data.tokenizer());
+        crate::with_host!(self.backend, |be| crate::backend::cpu::with_pool_awake(|| crate::trace::trace_step(be, cfg, model, opt, tok, &batch, self.step)))
+    }
+
     /// One training step. On divergence the model and optimizer are left as they were and an error is returned.
     /// A gpu run blocks on its device natively; in the browser await `step_async`.
     pub fn step(&mut self) -> Result<StepReport> {
