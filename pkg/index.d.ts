@@ -299,6 +299,71 @@ export interface Stage {
   repeat: number;
 }
 
+/** A tensor of the traced step reduced to what a person can look at (src/trace.rs). */
+export interface TraceSummary {
+  /** The first values (sequence 0, head 0 where the tensor has heads). */
+  values: number[];
+  mean: number;
+  std: number;
+  min: number;
+  max: number;
+  /** √Σx² over the whole tensor. */
+  norm: number;
+}
+
+/** A matrix averaged over blocks of cells to at most 32 × 32: `rows` × `cols` cells, row-major. */
+export interface TraceHeat {
+  rows: number;
+  cols: number;
+  /** What the rows and columns are, e.g. ["T", "C"]. */
+  axes: [string, string];
+  /** The matrix before averaging. */
+  of: [number, number];
+  cells: number[];
+}
+
+export interface TraceStage {
+  pass: 'forward' | 'loss' | 'backward' | 'update';
+  /** Forward: the shape flow's stage ids (plus k, v, residual, cross_k, cross_v, cross_scores,
+   *  cross_heads_concatenated); 'loss'; 'dlogits'; 'gradient' (backward); 'adamw' (update). */
+  id: string;
+  stack?: 'encoder' | 'decoder';
+  layer?: number;
+  /** The parameter tensor (backward, update). */
+  tensor?: string;
+  shape: number[];
+  summary: TraceSummary;
+  heat?: TraceHeat;
+  /** Backward, update: the parameter's norm. */
+  param_norm?: number;
+  /** Update: ‖m‖ and √(mean v) after the step, and ‖Δθ‖ / ‖θ‖. */
+  m_norm?: number;
+  v_rms?: number;
+  ratio?: number;
+  /** The function that computes it, e.g. "model::block::qkv_heads". */
+  source: string;
+  /** The section of docs/MODEL.md with its formula, e.g. "MODEL.md#attention". */
+  doc: string;
+}
+
+/** One training step in slow motion (Run.trace). */
+export interface StepTrace {
+  step: number;
+  lr: number;
+  b: number;
+  t: number;
+  /** The source length of an encoder-decoder (0 otherwise). */
+  s: number;
+  /** Sequence 0's tokens (the decoder's input for an encoder-decoder) and its source tokens. */
+  tokens: string[];
+  source_tokens: string[];
+  loss: number;
+  /** Global gradient norm before clipping, and the clip threshold (0: none). */
+  grad_norm: number;
+  grad_clip: number;
+  stages: TraceStage[];
+}
+
 export interface ShapeFlow {
   stages: Stage[];
   n_params: number;
@@ -501,6 +566,8 @@ export class Run {
   denoiseExample(opts?: { seed?: number }): Promise<DenoiseExample | null>;
   attention(text: string, opts?: { target?: string }): Promise<AttentionMaps>;
   shapes(): Promise<ShapeFlow>;
+  /** One training step in slow motion: the step this run would take next, stage by stage; the run is not advanced. */
+  trace(): Promise<StepTrace>;
   save(): Promise<Uint8Array>;
   dispose(): Promise<boolean>;
 }

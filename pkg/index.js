@@ -719,6 +719,15 @@ export class Run extends Emitter {
     return this.#req('shapes');
   }
 
+  /**
+   * One training step in slow motion: the step this run would take next — every forward stage (the live tensor's
+   * shape, first values, statistics and a small heatmap), the loss, each parameter's gradient (last layer first)
+   * and AdamW's update per tensor. The run is not advanced (pause it to step through a fixed step).
+   */
+  trace() {
+    return this.#req('trace');
+  }
+
   /** A safetensors checkpoint (Uint8Array): config, tokenizer, step, parameters, optimizer state. */
   save() {
     return this.#req('save');

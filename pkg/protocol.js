@@ -31,6 +31,9 @@
 //   decode      { runId, input, options }         → { output, answer }
 //   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...], routes: [...] }
 //   shapes      { runId }                         → shape-flow table
+//   trace       { runId }                         → the run's next step in slow motion (src/trace.rs StepTrace):
+//                                                   { step, lr, b, t, s, tokens, source_tokens, loss, grad_norm,
+//                                                   grad_clip, stages: [...] }; the run is not advanced
 //   save        { runId }                         → Uint8Array (safetensors)
 //   dispose     { runId }                         → true
 //   panic       { runId, inPool }                 → never replies ok: forces a Rust panic (tests only)
@@ -63,7 +66,7 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'cancelGenerate', 'fillMask', 'decode', 'attention', 'shapes', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
+  'cancelGenerate', 'fillMask', 'decode', 'attention', 'shapes', 'trace', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
   'attentionFlops', 'benchMatmul', 'trap', 'hang', 'ping',
 ]);
 

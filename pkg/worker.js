@@ -540,6 +540,7 @@ const handlers = {
   attention: ({ runId, text, target }) => onHost(runId, (wr) =>
     JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
+  trace: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.trace())),
   save: ({ runId }) => onHost(runId, (wr) => wr.save()),
   dispose({ runId }) {
     const r = runOf(runId);

@@ -321,6 +321,15 @@ impl WasmRun {
         facade::attention(&self.run.borrow(), text, target.as_deref()).map_err(js)
     }
 
+    /// One training step in slow motion: the trace of the step this run would take next (`trace::StepTrace` as
+    /// JSON: every forward stage, the loss, each parameter's gradient, AdamW's update, each with a summary and a
+    /// small heatmap). The run is not advanced; a gpu run is traced from its host copy (syncAsync first).
+    pub fn trace(&self) -> Result<String, JsError> {
+        let run = self.run.borrow();
+        let run = &*run;
+        on_pool(|| run.trace()).map(|t| to_json(&t)).map_err(js)
+    }
+
     /// The shape-flow table for this run's config and batch.
     pub fn shapes(&self) -> String {
         let run = self.run.borrow();
