@@ -292,20 +292,25 @@ fn stack_probs<H: Host>(model: &Model, be: &H, sp: &crate::model::layout::StackP
 /// Where each parameter tensor's gradient is made (the backward function of the stage that owns it).
 fn grad_source(name: &str) -> (&'static str, &'static str) {
     let has = |s: &str| name.contains(s);
+    let last = name.rsplit('.').nth(1).unwrap_or(name); // the tensor's owner: "qkv", "fc", "ln1", "router", …
     if has("wte") || has("wpe") {
         ("model::Model::embed_backward", "MODEL.md#embedding-and-positions")
-    } else if has(".rnn.") || has("relative") {
-        ("model::recurrent / position", "MODEL.md#embedding-and-positions")
+    } else if name.starts_with("rnn.") || has(".rnn.") {
+        ("model::recurrent::recurrent_backward", "MODEL.md#embedding-and-positions")
+    } else if has("rel_bias") {
+        ("model::block::self_attention_backward (the relative bias)", "MODEL.md#embedding-and-positions")
     } else if has(".router.") || has(".experts.") {
         ("model::block::moe_backward", "MODEL.md#mixture-of-experts")
     } else if has(".mlp.") {
         ("model::block::ffn_backward", "MODEL.md#feed-forward")
-    } else if has(".attn.") || has(".cross.") {
-        ("model::block::linear_backward", "MODEL.md#attention")
-    } else if has("ln") || has("norm") {
+    } else if has(".attn.") {
+        ("model::block::self_attention_backward", "MODEL.md#attention")
+    } else if has(".cross.") {
+        ("model::block::cross_attention_backward", "MODEL.md#attention")
+    } else if last.starts_with("ln") {
         ("model::block::norm_backward", "MODEL.md#norms-and-where-they-sit")
     } else {
-        ("model::Model::backward_on (the head)", "MODEL.md#loss-and-optimizer")
+        ("model::Model::backward_on (the output head)", "MODEL.md#loss-and-optimizer")
     }
 }
 

@@ -24,6 +24,11 @@ fn run(arch: &str, placement: &str, ffn: &str, data: &str, steps: usize) -> Run 
     run
 }
 
+fn run_with(cfg: Config) -> StepTrace {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt")).unwrap();
+    Run::new(cfg, Some(&text[..50_000]), BackendKind::Cpu).unwrap().trace().unwrap()
+}
+
 const DENSE: &str = r#"{ "activation": "gelu", "mult": 2 }"#;
 
 fn ids(tr: &StepTrace, pass: &str) -> Vec<String> {
@@ -126,6 +131,18 @@ fn bert_the_encoder_decoder_and_moe_are_traced() {
     assert!(f.contains(&"moe_router".to_string()) && !f.contains(&"ffn_up".to_string()), "{f:?}");
     let router = moe.stages.iter().find(|s| s.id == "moe_router").unwrap();
     close(router.summary.mean * 4.0, 1.0, "router probabilities sum to 1 per token");
+    // Each gradient names the backward function of its tensor's owner (the output head only for the head).
+    let recurrent = {
+        let mut r = run("gpt", "sandwich", DENSE, "", 0);
+        r.cfg.model.position = transformer_playground::config::Position::Recurrent;
+        run_with(r.cfg.clone())
+    };
+    for tr in [&bert, &ed, &moe, &recurrent] {
+        for s in tr.stages.iter().filter(|s| s.id == "gradient") {
+            let name = s.tensor.as_deref().unwrap();
+            assert_eq!(s.source.contains("output head"), name.starts_with("lm_head"), "{name}: {}", s.source);
+        }
+    }
 }
 
 #[test]
