@@ -7,10 +7,10 @@ const CACHE = 'transformer-playground-v1';
 
 const WWW = [
   'main.js', 'bus.js', 'dom.js', 'i18n.js', 'state.js', 'options.js', 'presets.js', 'runs.js', 'engine.js', 'data.js',
-  'autosave.js', 'format.js', 'style.css', 'strings/en.js', 'strings/zh.js',
+  'autosave.js', 'format.js', 'concepts.js', 'style.css', 'strings/en.js', 'strings/zh.js',
   'panels/config.js', 'panels/data.js', 'panels/summary.js', 'panels/controls.js', 'panels/runs.js', 'panels/charts.js',
   'panels/attention.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
-  'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js',
+  'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js', 'panels/concepts.js',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
 ].map((f) => `www/${f}`);
 const CONFIGS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini', 'mixtral-moe', 't5-span-corruption', 'bart-infilling'].map((c) => `configs/${c}.json`);

@@ -25,6 +25,7 @@ import * as noticesPanel from './panels/notices.js';
 import * as expertsPanel from './panels/experts.js';
 import * as costPanel from './panels/cost.js';
 import * as stepPanel from './panels/step.js';
+import * as conceptsPanel from './panels/concepts.js';
 
 const params = new URLSearchParams(location.search);
 
@@ -45,7 +46,7 @@ async function serviceWorker() {
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
-  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel]) p.mount();
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel, conceptsPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }

@@ -1,0 +1,69 @@
+// Every concept the playground teaches, declared once: the concept index (panels/concepts.js) lists them in the
+// page's language (strings concept.<id>.name and .def in strings/*.js) with a jump to where each can be seen or
+// changed. `knob`: the option (options.js key) that sets it; `view`: the page section that shows it; `lesson`:
+// the lesson that tests it (www/lessons/<id>.json). The test tests/browser/playground-concepts.test.mjs checks that
+// every knob, view and string exists. This module touches no DOM.
+
+/** @type {Array<{id: string, knob?: string, view?: string, lesson?: string}>} */
+export const CONCEPTS = [
+  // Architectures and objectives
+  { id: 'gpt', knob: 'arch', view: 'sec-use' },
+  { id: 'bert', knob: 'arch', view: 'sec-use' },
+  { id: 'encoder_decoder', knob: 'arch', view: 'sec-attention' },
+  { id: 't5_span_corruption', knob: 'task', view: 'sec-use' },
+  { id: 'bart_infilling', knob: 'task', view: 'sec-use' },
+  { id: 'causal_mask', knob: 'arch', view: 'sec-attention' },
+  // Embeddings and the residual stream
+  { id: 'token_embedding', knob: 'd_model', view: 'sec-shapes' },
+  { id: 'tied_embeddings', knob: 'tie_embeddings' },
+  { id: 'residual_stream', view: 'sec-step' },
+  // Attention
+  { id: 'self_attention', knob: 'n_heads', view: 'sec-attention' },
+  { id: 'scaled_dot_product', knob: 'scale', view: 'sec-step' },
+  { id: 'mha', knob: 'n_heads', view: 'sec-attention' },
+  { id: 'gqa', knob: 'n_kv_heads', view: 'sec-use' },
+  { id: 'mqa', knob: 'n_kv_heads', view: 'sec-use' },
+  { id: 'cross_attention', knob: 'arch', view: 'sec-attention' },
+  { id: 'flash_attention', view: 'sec-cost' },
+  { id: 'attention_cost', view: 'sec-cost' },
+  // Positions
+  { id: 'no_positions', knob: 'position' },
+  { id: 'learned_positions', knob: 'position' },
+  { id: 'sinusoidal_positions', knob: 'position' },
+  { id: 'rope', knob: 'position' },
+  { id: 'alibi', knob: 'position' },
+  { id: 't5_relative', knob: 'position' },
+  { id: 'recurrent_positions', knob: 'position' },
+  // Norms and where they sit
+  { id: 'layernorm', knob: 'norm' },
+  { id: 'rmsnorm', knob: 'norm' },
+  { id: 'post_ln', knob: 'placement' },
+  { id: 'pre_ln', knob: 'placement' },
+  { id: 'sandwich_ln', knob: 'placement' },
+  { id: 'deepnorm', knob: 'placement' },
+  // Feed-forward
+  { id: 'ffn', knob: 'mult', view: 'sec-shapes' },
+  { id: 'relu', knob: 'activation' },
+  { id: 'gelu', knob: 'activation' },
+  { id: 'swish', knob: 'activation' },
+  { id: 'glu_variants', knob: 'activation' },
+  { id: 'moe', knob: 'moe', view: 'sec-charts' },
+  { id: 'load_balancing', knob: 'aux_loss', view: 'sec-charts' },
+  { id: 'capacity_factor', knob: 'capacity_factor', view: 'sec-charts' },
+  // Training
+  { id: 'cross_entropy', view: 'sec-step' },
+  { id: 'backpropagation', view: 'sec-step' },
+  { id: 'adamw', knob: 'lr', view: 'sec-step' },
+  { id: 'weight_decay', knob: 'weight_decay' },
+  { id: 'warmup_cosine', knob: 'schedule', view: 'sec-charts' },
+  { id: 'grad_clipping', knob: 'grad_clip', view: 'sec-charts' },
+  { id: 'dropout', knob: 'dropout' },
+  { id: 'seed', knob: 'seed', view: 'sec-runs' },
+  // Inference
+  { id: 'sampling', view: 'sec-use' },
+  { id: 'kv_cache', view: 'sec-use' },
+  { id: 'paged_attention', view: 'sec-use' },
+  { id: 'parameters_flops', view: 'sec-shapes' },
+];
+
+export const BY_ID = Object.fromEntries(CONCEPTS.map((c) => [c.id, c]));
