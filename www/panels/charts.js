@@ -1,11 +1,14 @@
 // Training curves with uPlot: loss (training batch and validation) of every run overlaid in its colour, the
 // learning rate of every run, and the gradient norm of each layer of the selected run. With Mixture-of-Experts
 // runs, also the balancing loss of each of them and the balance (E·Σf·P) of each MoE layer of the selected run
-// (the expert-load table beside them is experts.js).
-import { $, perFrame, paced } from '../dom.js';
+// (the expert-load table beside them is experts.js). Each chart exports as PNG or SVG, and every run's metrics as
+// CSV (export.js).
+import { $, h, perFrame, paced } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
+import { chartSvg, chartPng, metricsCsv, download } from '../export.js';
+import { diffText } from './runs.js';
 
 // uPlot is loaded when the first curve is drawn, not before the page is usable.
 const UPLOT = '../vendor/uplot/uPlot.esm.js';
@@ -14,7 +17,9 @@ let loading = null;
 
 const HEIGHT = 190;
 const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000];
-const charts = {}; // name → { plot, signature }
+const charts = {}; // name → { plot, signature, opts }
+/** Each chart's title (string key). */
+const TITLES = { loss: 'chart.loss', lr: 'chart.lr', grad: 'chart.grad', aux: 'chart.aux', balance: 'chart.balance' };
 
 /** Union of the steps of these histories, and each history's values aligned to it (null where absent). */
 function align(histories, pick) {
@@ -77,7 +82,8 @@ function draw(name, signature, makeOpts, data) {
   if (!c || c.signature !== signature) {
     c?.plot.destroy();
     box.replaceChildren();
-    c = charts[name] = { plot: new uPlot(makeOpts(width), data, box), signature };
+    const opts = makeOpts(width);
+    c = charts[name] = { plot: new uPlot(opts, data, box), signature, opts };
   } else {
     c.plot.setData(data);
   }
@@ -148,11 +154,57 @@ function renderNow() {
   ]);
 }
 
+/** What a chart draws, for its export: title, series (their options as given to uPlot), data, log axis. */
+function chartOf(name) {
+  const c = charts[name];
+  if (!c) return null;
+  const note = name === 'grad' ? $('#grad-note').textContent : name === 'balance' ? $('#balance-note').textContent : '';
+  return {
+    title: `${t(TITLES[name])}${note ? ` ${note}` : ''}`,
+    xLabel: t('chart.step'),
+    data: c.plot.data,
+    series: c.opts.series.slice(1),
+    log: c.opts.scales.y.distr === 3,
+    fmt: tick,
+    canvas: c.plot.ctx.canvas,
+  };
+}
+
+/** Saves chart `name` as 'png' or 'svg'; false when it has not been drawn. */
+export async function exportChart(name, kind) {
+  const c = chartOf(name);
+  if (!c) return false;
+  const file = `transformer-playground-${name}`;
+  if (kind === 'svg') download(`${file}.svg`, chartSvg(c), 'image/svg+xml');
+  else download(`${file}.png`, await chartPng(c));
+  return true;
+}
+
+/** Every run's logged metrics as CSV, each run labelled by how its setup differs from the first run's. */
+export function exportCsv() {
+  const list = runs.list();
+  const rows = list.map((rec, i) => ({ ...rec, no: rec.no, history: rec.history, label: i === 0 ? t('runs.reference') : diffText(list[0], rec, Infinity).lines.join('; ') }));
+  download('transformer-playground-metrics.csv', metricsCsv(rows), 'text/csv');
+}
+
+/** PNG and SVG buttons in each chart's caption, and the CSV button. */
+function exportButtons() {
+  for (const name of Object.keys(TITLES)) {
+    const cap = $(`#chart-${name}`).closest('figure').querySelector('figcaption');
+    cap.append(h('span', { class: 'chart-export' }, ['png', 'svg'].map((kind) => h('button', {
+      type: 'button', class: 'link', dataset: { export: `${name}.${kind}` },
+      attrs: { 'data-i18n-attr': `title:chart.export.${kind}` }, on: { click: () => exportChart(name, kind) },
+    }, kind.toUpperCase()))));
+  }
+  $('#charts-csv').addEventListener('click', exportCsv);
+}
+
 const render = perFrame(renderNow);
 // Training steps come by the dozen a second: the curves follow four times a second.
 const renderPaced = paced(renderNow, 250);
 
 export function mount() {
+  exportButtons();
   on('runs', render);
   on('progress', renderPaced);
   on('lang', render);

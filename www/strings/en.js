@@ -716,4 +716,7 @@ export const en = {
   'concept.paged_attention.def': 'The KV cache in fixed-size blocks with a block table per sequence: no waste at ctx_len, prompts shared between samples. Kwon et al. 2023 (vLLM).',
   'concept.parameters_flops.name': 'Parameters and FLOPs',
   'concept.parameters_flops.def': 'What the model holds (parameters) and what a token costs (≈ 2 FLOPs per parameter forward, plus attention\'s T-dependent part).',
+  'chart.csv': 'Metrics (CSV)',
+  'chart.export.png': 'Save this chart as a PNG image',
+  'chart.export.svg': 'Save this chart as an SVG (vector) image',
 };

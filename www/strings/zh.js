@@ -715,4 +715,7 @@ export const zh = {
   'concept.paged_attention.def': '把 KV 缓存分成固定大小的块，每个序列一张块表：不必按 ctx_len 预留，提示词在多个样本间共享。Kwon 等 2023（vLLM）。',
   'concept.parameters_flops.name': '参数量与 FLOPs',
   'concept.parameters_flops.def': '模型存了什么（参数），一个词元要花多少（前向约每个参数 2 次浮点运算，加上注意力随 T 变化的部分）。',
+  'chart.csv': '指标（CSV）',
+  'chart.export.png': '把这张图保存为 PNG 图片',
+  'chart.export.svg': '把这张图保存为 SVG（矢量）图片',
 };
