@@ -157,6 +157,29 @@ pub fn attention(run: &Run, text: &str, target: Option<&str>) -> Result<String> 
     Ok(to_json(&maps))
 }
 
+/// `trace`: the run's next step in slow motion (`trace::StepTrace`), as JSON; the run is not advanced.
+pub fn trace(run: &Run) -> Result<String> {
+    Ok(to_json(&run.trace()?))
+}
+
+/// `attentionFlops`: forward FLOPs per token of the config's attention and FFN as the context grows (T = 16, 32,
+/// …, 65536): `{"rows": [{"t", "attention", "ffn"}, …], "crossover_t", "ctx_len"}` (`attention_cost::
+/// attention_vs_ffn`); crossover_t: the shortest T at which attention's pass the FFN's.
+pub fn attention_flops(config: &str) -> Result<String> {
+    let cfg = Config::from_json(config)?;
+    let ts: Vec<usize> = (4..=16).map(|k| 1 << k).collect();
+    let (rows, crossover) = crate::attention_cost::attention_vs_ffn(&cfg.model, &ts);
+    Ok(serde_json::json!({ "rows": rows, "crossover_t": crossover, "ctx_len": cfg.model.ctx_len }).to_string())
+}
+
+/// `attentionCost`'s spec (`attention_cost::CostSpec` as JSON, each field optional), validated; a bad value is an
+/// "invalid" error naming it.
+pub fn attention_cost_spec(spec: &str) -> Result<crate::attention_cost::CostSpec> {
+    let spec: crate::attention_cost::CostSpec = serde_json::from_str(spec).map_err(|e| Error::Invalid(format!("attention cost spec: {e}")))?;
+    spec.validate()?;
+    Ok(spec)
+}
+
 /// A JSON object's entries in order, repeated keys included (serde_json's `Map` keeps only the last).
 struct Entries(Vec<(String, serde_json::Value)>);
 

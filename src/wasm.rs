@@ -327,7 +327,7 @@ impl WasmRun {
     pub fn trace(&self) -> Result<String, JsError> {
         let run = self.run.borrow();
         let run = &*run;
-        on_pool(|| run.trace()).map(|t| to_json(&t)).map_err(js)
+        on_pool(|| facade::trace(run)).map_err(js)
     }
 
     /// The shape-flow table for this run's config and batch.
@@ -465,10 +465,7 @@ impl WasmGeneration {
 /// crossover_t: the shortest T at which attention's pass the FFN's.
 #[wasm_bindgen(js_name = attentionFlops)]
 pub fn attention_flops(config: &str) -> Result<String, JsError> {
-    let cfg = Config::from_json(config).map_err(js)?;
-    let ts: Vec<usize> = (4..=16).map(|k| 1 << k).collect();
-    let (rows, crossover) = crate::attention_cost::attention_vs_ffn(&cfg.model, &ts);
-    Ok(serde_json::json!({ "rows": rows, "crossover_t": crossover, "ctx_len": cfg.model.ctx_len }).to_string())
+    facade::attention_flops(config).map_err(js)
 }
 
 #[wasm_bindgen]
@@ -494,9 +491,7 @@ impl AttentionCost {
     /// `budget_mib`, each optional); a bad value is an "invalid" error naming it.
     #[wasm_bindgen(constructor)]
     pub fn new(spec: &str) -> Result<AttentionCost, JsError> {
-        let spec: crate::attention_cost::CostSpec =
-            serde_json::from_str(spec).map_err(|e| js(Error::Invalid(format!("attention cost spec: {e}"))))?;
-        spec.validate().map_err(js)?;
+        let spec = facade::attention_cost_spec(spec).map_err(js)?;
         Ok(AttentionCost {
             spec,
             #[cfg(feature = "gpu")]

@@ -70,6 +70,27 @@ fn check_bytes(v: &Value, name: &str) -> Result<Vec<u8>> {
     a.iter().map(|x| x.as_u64().filter(|&b| b < 256).map(|b| b as u8).ok_or_else(bad)).collect()
 }
 
+/// `attentionCost` as pkg/worker.js checks and runs it: the spec and t through the core's checks; with `check`
+/// nothing more; otherwise one CPU row, run by the harness only where it is small (T ≤ 64, B·NH·HS ≤ 512).
+fn attention_cost(req: &Value) -> Result<Option<String>> {
+    let spec = check_options(req, "spec")?;
+    let t = check_int(req, "t", 0, U32_MAX, None)?;
+    match req.get("backend").and_then(Value::as_str) {
+        Some("cpu") | Some("webgpu") => {}
+        _ => return Err(invalid("backend", "'cpu' or 'webgpu'")),
+    }
+    let spec = facade::attention_cost_spec(&spec)?;
+    spec.shape(t)?;
+    let check = req.get("check").is_some_and(|c| c.as_bool() == Some(true));
+    if check || req.get("backend").and_then(Value::as_str) == Some("webgpu") || t > 64 || spec.batch * spec.heads * spec.head_size > 512 {
+        return Ok(None);
+    }
+    let clock = std::time::Instant::now();
+    let now = move || clock.elapsed().as_secs_f64() * 1e3;
+    let row = transformer_playground::attention_cost::cpu_row(&spec, t, &now)?;
+    Ok(Some(serde_json::to_string(&row).expect("serialises")))
+}
+
 struct Session {
     runs: HashMap<String, Run>,
 }
@@ -135,6 +156,9 @@ impl Session {
                 });
                 (r, &["invalid"])
             }
+            "trace" => (self.run(req).and_then(facade::trace).map(Some), &["invalid"]),
+            "attentionFlops" => (check_string(req, "config").and_then(facade::attention_flops).map(Some), &["invalid", "config"]),
+            "attentionCost" => (attention_cost(req), &["invalid"]),
             "save" => {
                 let r = self.run(req).and_then(|r| {
                     let bytes = checkpoint::save(&r.cfg, r.data.tokenizer(), r.step, &r.model, Some(&r.opt))?;
