@@ -72,3 +72,6 @@ build_one() {
 }
 
 for b in "${builds[@]}"; do build_one "$b"; done
+
+# The package's generated data: the presets (from configs/) and the text presets' corpus.
+node scripts/pkg-assets.mjs
