@@ -8,17 +8,8 @@ import { PRESETS, presetConfig } from '../../pkg/presets.js';
 import { en, zh } from '../../pkg/strings.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { TINY } from './tiny.mjs';
 
-// A GPT small enough to take a few dozen steps in seconds on a busy 2-core machine.
-export const TINY = {
-  model: {
-    arch: 'gpt', d_model: 32, n_layers: 1, n_heads: 2, n_kv_heads: 2, ctx_len: 16,
-    ffn: { activation: 'gelu', mult: 4 }, norm: { kind: 'layernorm', placement: 'pre' },
-    position: { kind: 'learned' }, attention: { scale: 'inv_sqrt_dk' },
-  },
-  train: { batch_size: 8, steps: 40, lr: 3e-3, warmup: 2, eval_interval: 10, eval_iters: 2 },
-  seed: 5,
-};
 
 let server, browser;
 before(async () => {
