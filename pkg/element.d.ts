@@ -1,5 +1,5 @@
 // Types of the <transformer-playground> element (element.js) and the isolation helper (isolate.js).
-import type { Engine, Run, EngineError } from './index.js';
+import type { Engine, Run } from './index.js';
 
 /** detail of the `progress` event: one per training step. `val_loss` is null on steps without an evaluation. */
 export interface PlaygroundProgress { step: number; loss: number; val_loss: number | null }

@@ -94,7 +94,7 @@ test('every preset by name: the widget takes its config, checked by the core, an
   assert.deepEqual(problems, []);
 });
 
-test('a widget trains: progress events with finite, falling losses, then done', async () => {
+test('a widget trains: progress events with finite, falling losses, then done', async (t) => {
   const { page, problems } = await openPage();
   await add(page, 'w', { config: JSON.stringify(TINY), steps: '40' });
   await ready(page, 'w');
@@ -107,6 +107,7 @@ test('a widget trains: progress events with finite, falling losses, then done', 
   const losses = ev.progress.map((p) => p.loss);
   assert.ok(losses.every(Number.isFinite), `finite: ${losses}`);
   const mean = (a) => a.reduce((s, x) => s + x, 0) / a.length;
+  t.diagnostic(`loss: first 5 steps ${mean(losses.slice(0, 5)).toFixed(3)}, last 5 ${mean(losses.slice(-5)).toFixed(3)}`);
   assert.ok(mean(losses.slice(-5)) < mean(losses.slice(0, 5)) - 0.3, `the loss falls: ${losses.map((l) => l.toFixed(2))}`);
   // eval_interval 10: a validation loss at steps 10, 20, 30, 40 and null between.
   assert.deepEqual(ev.progress.filter((p) => p.val_loss !== null).map((p) => p.step), [10, 20, 30, 40]);
@@ -203,4 +204,24 @@ test('lang="zh" shows Chinese, and switching lang re-labels the widget; controls
   assert.deepEqual((await view(page, 'zh')).knobs, []);
   await page.close();
   assert.deepEqual(problems, []);
+});
+
+test('served with COOP/COEP, the same plain page trains its widgets on the threaded build', async () => {
+  const isolated = await startServer({ isolation: true });
+  try {
+    const { page, problems } = await open(browser.context, `${isolated.url}/tests/browser/element.html`);
+    await add(page, 'w', { config: JSON.stringify(TINY), steps: '5' });
+    await ready(page, 'w');
+    await page.evaluate(() => document.getElementById('w').train());
+    const got = await page.evaluate(async () => {
+      const { sharedEngine } = await import('/pkg/element.js');
+      return { build: (await sharedEngine()).info.build, steps: window.events.w.progress.length, backend: document.getElementById('w').run.backend };
+    });
+    assert.deepEqual(got, { build: 'threads', steps: 5, backend: 'wasm-threads' });
+    assert.match((await view(page, 'w')).backend, /^WASM threads × \d+$/);
+    await page.close();
+    assert.deepEqual(problems, []);
+  } finally {
+    await isolated.close();
+  }
 });
