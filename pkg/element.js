@@ -81,11 +81,15 @@ const STYLE = `
 header { display: flex; gap: 0.5rem; align-items: baseline; flex-wrap: wrap; }
 .title { font-weight: 600; }
 .desc { color: #5a6375; font-size: 0.85em; }
-svg { width: 100%; height: 9rem; display: block; margin: 0.5rem 0; background: #f6f8fb; border-radius: 4px; }
+.chart { position: relative; height: 9rem; margin: 0.5rem 0; background: #f6f8fb; border-radius: 4px; }
+svg { position: absolute; inset: 0; width: 100%; height: 100%; }
 .train { fill: none; stroke: #2f6fde; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
-.val circle { fill: #d9480f; }
-.axis { font-size: 10px; fill: #5a6375; }
-.empty { font-size: 11px; fill: #5a6375; }
+.val { stroke: #d9480f; stroke-width: 5; stroke-linecap: round; vector-effect: non-scaling-stroke; }
+.axis, .empty { position: absolute; font-size: 11px; color: #5a6375; }
+.top { top: 2px; left: 6px; }
+.bottom { bottom: 2px; left: 6px; }
+.empty { inset: 0; display: flex; align-items: center; justify-content: center; }
+.empty:empty { display: none; }
 .bar { display: flex; gap: 0.75rem; align-items: center; flex-wrap: wrap; }
 button { font: inherit; padding: 0.3rem 1rem; border-radius: 6px; border: 1px solid #2f6fde; background: #2f6fde; color: #fff; cursor: pointer; }
 button:disabled { opacity: 0.5; cursor: default; }
@@ -138,26 +142,23 @@ export class TransformerPlayground extends HTMLElement {
     this.#ui.title = el('span', { className: 'title' });
     this.#ui.desc = el('span', { className: 'desc' });
     header.append(this.#ui.title, this.#ui.desc);
+    // The chart: an SVG stretched to the box (lines and dots drawn with non-scaling strokes) under HTML labels.
+    const chart = el('div', { className: 'chart' });
+    chart.setAttribute('part', 'chart');
+    chart.setAttribute('role', 'img');
     const svg = el('svg', {}, SVG);
     svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
     svg.setAttribute('preserveAspectRatio', 'none');
-    svg.setAttribute('part', 'chart');
-    svg.setAttribute('role', 'img');
     this.#ui.line = el('polyline', {}, SVG);
     this.#ui.line.setAttribute('class', 'train');
-    this.#ui.dots = el('g', {}, SVG);
+    this.#ui.dots = el('path', {}, SVG); // one zero-length segment per validation loss: a round dot
     this.#ui.dots.setAttribute('class', 'val');
-    this.#ui.top = el('text', {}, SVG);
-    this.#ui.bottom = el('text', {}, SVG);
-    this.#ui.empty = el('text', {}, SVG);
-    for (const [t, x, y, cls] of [[this.#ui.top, 3, 10, 'axis'], [this.#ui.bottom, 3, H - 3, 'axis'], [this.#ui.empty, W / 2, H / 2, 'empty']]) {
-      t.setAttribute('x', x);
-      t.setAttribute('y', y);
-      t.setAttribute('class', cls);
-    }
-    this.#ui.empty.setAttribute('text-anchor', 'middle');
-    svg.append(this.#ui.line, this.#ui.dots, this.#ui.top, this.#ui.bottom, this.#ui.empty);
-    this.#ui.svg = svg;
+    svg.append(this.#ui.line, this.#ui.dots);
+    this.#ui.top = el('span', { className: 'axis top' });
+    this.#ui.bottom = el('span', { className: 'axis bottom' });
+    this.#ui.empty = el('span', { className: 'empty' });
+    chart.append(svg, this.#ui.top, this.#ui.bottom, this.#ui.empty);
+    this.#ui.chart = chart;
     const bar = el('div', { className: 'bar' });
     this.#ui.button = el('button', { type: 'button', disabled: true });
     this.#ui.button.setAttribute('part', 'button');
@@ -167,7 +168,7 @@ export class TransformerPlayground extends HTMLElement {
     bar.append(this.#ui.button, this.#ui.status, this.#ui.backend);
     this.#ui.knobs = el('div', { className: 'knobs' });
     this.#ui.error = el('p', { className: 'error', role: 'alert' });
-    box.append(header, svg, bar, this.#ui.knobs, this.#ui.error);
+    box.append(header, chart, bar, this.#ui.knobs, this.#ui.error);
     root.append(el('style', { textContent: STYLE }), box);
   }
 
@@ -427,10 +428,10 @@ export class TransformerPlayground extends HTMLElement {
     const ui = this.#ui;
     const all = [...this.#points, ...this.#val].map((p) => p[1]).filter(Number.isFinite);
     ui.empty.textContent = this.#points.length ? '' : this.#t('chart.empty');
-    ui.svg.setAttribute('aria-label', this.#t('chart.loss'));
+    ui.chart.setAttribute('aria-label', this.#t('chart.loss'));
     if (!all.length) {
       ui.line.setAttribute('points', '');
-      ui.dots.replaceChildren();
+      ui.dots.setAttribute('d', '');
       ui.top.textContent = ui.bottom.textContent = '';
       return;
     }
@@ -440,13 +441,7 @@ export class TransformerPlayground extends HTMLElement {
     const x = (s) => ((s / Math.max(1, steps ?? s)) * (W - 6) + 3).toFixed(1);
     const y = (v) => (14 + (1 - (v - lo) / span) * (H - 28)).toFixed(1);
     ui.line.setAttribute('points', this.#points.filter((p) => Number.isFinite(p[1])).map(([s, v]) => `${x(s)},${y(v)}`).join(' '));
-    ui.dots.replaceChildren(...this.#val.map(([s, v]) => {
-      const c = document.createElementNS(SVG, 'circle');
-      c.setAttribute('cx', x(s));
-      c.setAttribute('cy', y(v));
-      c.setAttribute('r', 2);
-      return c;
-    }));
+    ui.dots.setAttribute('d', this.#val.map(([s, v]) => `M${x(s)} ${y(v)}h0`).join(''));
     ui.top.textContent = `${this.#t('chart.loss')} ${hi.toFixed(2)}`;
     ui.bottom.textContent = `${lo.toFixed(2)} · ${this.#t('chart.step')} ${this.#points.at(-1)?.[0] ?? 0}`;
   }
