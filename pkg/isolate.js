@@ -81,10 +81,13 @@ function forget() {
   }
 }
 
-/** Resolves when `reg` has an active worker (the reload then goes through it). */
+/**
+ * Resolves when `reg`'s newest worker is active (the reload then goes through it): a worker being installed — the
+ * first, or an update of an older one that may not add the headers — is waited for.
+ */
 function activated(reg) {
-  if (reg.active) return Promise.resolve();
   const w = reg.installing ?? reg.waiting;
+  if (!w) return Promise.resolve();
   return new Promise((ok, fail) => {
     w.addEventListener('statechange', () => {
       if (w.state === 'activated') ok();
