@@ -400,7 +400,8 @@ export class TransformerPlayground extends HTMLElement {
     const ui = this.#ui;
     const name = this.getAttribute('preset') ?? DEFAULT_PRESET;
     const fromPreset = this.getAttribute('lesson') === null && this.getAttribute('config') === null;
-    ui.title.textContent = this.#lesson?.title ?? (fromPreset ? this.#t(`preset.${name}`) : this.#t('el.custom'));
+    const lesson = this.getAttribute('lesson');
+    ui.title.textContent = this.#lesson?.title ?? lesson ?? (fromPreset ? (STRINGS.en[`preset.${name}`] ? this.#t(`preset.${name}`) : name) : this.#t('el.custom'));
     ui.desc.textContent = this.#lesson?.text ?? (fromPreset && STRINGS.en[`preset.d.${name}`] ? this.#t(`preset.d.${name}`) : '');
     ui.button.textContent = this.#t(this.#training ? 'ctl.pause' : 'ctl.train');
     ui.button.disabled = !this.#config;

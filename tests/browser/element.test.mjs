@@ -167,6 +167,7 @@ test('bad attributes show the message in the widget and send an error event; fix
     assert.equal(errors[0].message, v.error, id);
   }
   assert.equal((await page.evaluate(() => window.events.core.error[0])).field, 'model.n_heads');
+  assert.deepEqual([(await view(page, 'preset')).title, (await view(page, 'lesson')).title], ['gpt-7', 'attention-1']);
   // The widget follows its attributes: a good preset clears the error.
   await page.evaluate(() => document.getElementById('preset').setAttribute('preset', 'llama-style'));
   await page.waitForFunction(() => document.getElementById('preset').config !== null, null, { timeout: 10000 });
