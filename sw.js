@@ -10,8 +10,9 @@ const WWW = [
   'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js', 'panels/concepts.js',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
 ].map((f) => `www/${f}`);
-const ENGINE = ['pkg/index.js', 'pkg/worker.js', 'pkg/protocol.js', 'pkg/presets.js', 'pkg/strings.js', 'pkg/element.js', 'pkg/isolate.js',
-  'pkg/data/tinyshakespeare.txt', ...['threads', 'single', 'baseline'].flatMap((b) => [`pkg/wasm/${b}/tp.js`, `pkg/wasm/${b}/tp_bg.wasm`])];
+const ENGINE = ['index.js', 'worker.js', 'protocol.js', 'presets.js', 'strings.js', 'element.js', 'chart.js', 'isolate.js',
+  'data/tinyshakespeare.txt', ...['threads', 'single', 'baseline'].flatMap((b) => [`wasm/${b}/tp.js`, `wasm/${b}/tp_bg.wasm`]),
+].map((f) => `pkg/${f}`);
 
 self.tpServiceWorker = { cache: 'transformer-playground-v1', shell: ['./', 'index.html', ...WWW, ...ENGINE] };
 importScripts('pkg/sw.js');

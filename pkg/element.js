@@ -3,9 +3,9 @@
 //   <script type="module">import 'transformer-playground/element';</script>
 //   <transformer-playground preset="llama-style" steps="200" controls="full" lang="zh"></transformer-playground>
 //
-// It shows the loss chart (its own small SVG: the package needs nothing else), a Train/Pause button and, with
-// controls="full", the main knobs; everything in its shadow DOM. Every widget on a page shares one Engine — one
-// Worker, and in the threaded build one pool of threads; their runs train in turn. Events: `progress`
+// It shows the loss chart (chart.js: its own small SVG, so the package needs nothing else), a Train/Pause button
+// and, with controls="full", the main knobs; everything in its shadow DOM. Every widget on a page shares one
+// Engine — one Worker, and in the threaded build one pool of threads; their runs train in turn. Events: `progress`
 // (detail { step, loss, val_loss }) each step, `done` when the run reached its steps, `error` (detail { kind,
 // message, field? }) for a bad attribute or a failed run — the message is also shown in the widget.
 // Attributes and the lesson extension point: pkg/README.md "The element".
@@ -13,6 +13,7 @@ import { Engine, EngineError, BACKEND_OPTIONS } from './index.js';
 import { PRESETS, DEFAULT_PRESET, presetConfig } from './presets.js';
 import * as STRINGS from './strings.js';
 import { isolation } from './isolate.js';
+import { LossChart, CHART_STYLE } from './chart.js';
 
 /** The attributes the element reads; a change of one of RESET starts its run again (fresh weights). */
 const ATTRIBUTES = ['preset', 'config', 'lesson', 'lang', 'controls', 'steps', 'backend', 'corpus'];
@@ -81,15 +82,6 @@ const STYLE = `
 header { display: flex; gap: 0.5rem; align-items: baseline; flex-wrap: wrap; }
 .title { font-weight: 600; }
 .desc { color: #5a6375; font-size: 0.85em; }
-.chart { position: relative; height: 9rem; margin: 0.5rem 0; background: #f6f8fb; border-radius: 4px; }
-svg { position: absolute; inset: 0; width: 100%; height: 100%; }
-.train { fill: none; stroke: #2f6fde; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
-.val { stroke: #d9480f; stroke-width: 5; stroke-linecap: round; vector-effect: non-scaling-stroke; }
-.axis, .empty { position: absolute; font-size: 11px; color: #5a6375; }
-.top { top: 2px; left: 6px; }
-.bottom { bottom: 2px; left: 6px; }
-.empty { inset: 0; display: flex; align-items: center; justify-content: center; }
-.empty:empty { display: none; }
 .bar { display: flex; gap: 0.75rem; align-items: center; flex-wrap: wrap; }
 button { font: inherit; padding: 0.3rem 1rem; border-radius: 6px; border: 1px solid #2f6fde; background: #2f6fde; color: #fff; cursor: pointer; }
 button:disabled { opacity: 0.5; cursor: default; }
@@ -101,10 +93,6 @@ button:disabled { opacity: 0.5; cursor: default; }
 .error { color: #b3261e; margin: 0.5rem 0 0; white-space: pre-wrap; }
 .error:empty, .knobs:empty { display: none; }
 `;
-
-const SVG = 'http://www.w3.org/2000/svg';
-const W = 300;
-const H = 100;
 
 /** The `<transformer-playground>` element (registered under that name when this module loads). */
 export class TransformerPlayground extends HTMLElement {
@@ -131,34 +119,19 @@ export class TransformerPlayground extends HTMLElement {
   #gen = 0; // which set-up is current: answers for an older one are dropped
   #scheduled = false;
   #frame = 0;
+  #chart;
 
   constructor() {
     super();
     const root = this.attachShadow({ mode: 'open' });
-    const el = (tag, attrs = {}, ns) => Object.assign(ns ? document.createElementNS(ns, tag) : document.createElement(tag), attrs);
+    const el = (tag, attrs = {}) => Object.assign(document.createElement(tag), attrs);
     const box = el('div', { className: 'box' });
     box.setAttribute('part', 'box');
     const header = el('header');
     this.#ui.title = el('span', { className: 'title' });
     this.#ui.desc = el('span', { className: 'desc' });
     header.append(this.#ui.title, this.#ui.desc);
-    // The chart: an SVG stretched to the box (lines and dots drawn with non-scaling strokes) under HTML labels.
-    const chart = el('div', { className: 'chart' });
-    chart.setAttribute('part', 'chart');
-    chart.setAttribute('role', 'img');
-    const svg = el('svg', {}, SVG);
-    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-    svg.setAttribute('preserveAspectRatio', 'none');
-    this.#ui.line = el('polyline', {}, SVG);
-    this.#ui.line.setAttribute('class', 'train');
-    this.#ui.dots = el('path', {}, SVG); // one zero-length segment per validation loss: a round dot
-    this.#ui.dots.setAttribute('class', 'val');
-    svg.append(this.#ui.line, this.#ui.dots);
-    this.#ui.top = el('span', { className: 'axis top' });
-    this.#ui.bottom = el('span', { className: 'axis bottom' });
-    this.#ui.empty = el('span', { className: 'empty' });
-    chart.append(svg, this.#ui.top, this.#ui.bottom, this.#ui.empty);
-    this.#ui.chart = chart;
+    this.#chart = new LossChart();
     const bar = el('div', { className: 'bar' });
     this.#ui.button = el('button', { type: 'button', disabled: true });
     this.#ui.button.setAttribute('part', 'button');
@@ -168,8 +141,8 @@ export class TransformerPlayground extends HTMLElement {
     bar.append(this.#ui.button, this.#ui.status, this.#ui.backend);
     this.#ui.knobs = el('div', { className: 'knobs' });
     this.#ui.error = el('p', { className: 'error', role: 'alert' });
-    box.append(header, chart, bar, this.#ui.knobs, this.#ui.error);
-    root.append(el('style', { textContent: STYLE }), box);
+    box.append(header, this.#chart.element, bar, this.#ui.knobs, this.#ui.error);
+    root.append(el('style', { textContent: STYLE + CHART_STYLE }), box);
   }
 
   connectedCallback() {
@@ -413,7 +386,7 @@ export class TransformerPlayground extends HTMLElement {
       ui.status.textContent = `${this.#t('ctl.step.readout')} ${last[0]}/${steps} · ${this.#t('ctl.loss')} ${last[1].toFixed(3)}`
         + (val ? ` · ${this.#t('el.val')} ${val[1].toFixed(3)}` : '') + (this.#done ? ` · ${this.#t('el.done', { steps: last[0] })}` : '');
     } else ui.status.textContent = '';
-    this.#chart(steps);
+    this.#chart.draw(this.#points, this.#val, steps, { title: this.#t('chart.loss'), step: this.#t('chart.step'), empty: this.#t('chart.empty') });
     this.#renderKnobs();
   }
 
@@ -422,29 +395,6 @@ export class TransformerPlayground extends HTMLElement {
     if (!b) return this.#t('backend.loading');
     if (b === 'wasm-threads') return this.#t('backend.wasm-threads', { n: this.#info.threads });
     return this.#t(b === 'webgpu' ? 'backend.webgpu' : 'backend.wasm-single');
-  }
-
-  /** The loss chart: the training batches' loss as a line, the validation loss as dots, over steps 0 … `steps`. */
-  #chart(steps) {
-    const ui = this.#ui;
-    const all = [...this.#points, ...this.#val].map((p) => p[1]).filter(Number.isFinite);
-    ui.empty.textContent = this.#points.length ? '' : this.#t('chart.empty');
-    ui.chart.setAttribute('aria-label', this.#t('chart.loss'));
-    if (!all.length) {
-      ui.line.setAttribute('points', '');
-      ui.dots.setAttribute('d', '');
-      ui.top.textContent = ui.bottom.textContent = '';
-      return;
-    }
-    const lo = Math.min(...all);
-    const hi = Math.max(...all);
-    const span = hi - lo || 1;
-    const x = (s) => ((s / Math.max(1, steps ?? s)) * (W - 6) + 3).toFixed(1);
-    const y = (v) => (14 + (1 - (v - lo) / span) * (H - 28)).toFixed(1);
-    ui.line.setAttribute('points', this.#points.filter((p) => Number.isFinite(p[1])).map(([s, v]) => `${x(s)},${y(v)}`).join(' '));
-    ui.dots.setAttribute('d', this.#val.map(([s, v]) => `M${x(s)} ${y(v)}h0`).join(''));
-    ui.top.textContent = `${this.#t('chart.loss')} ${hi.toFixed(2)}`;
-    ui.bottom.textContent = `${lo.toFixed(2)} · ${this.#t('chart.step')} ${this.#points.at(-1)?.[0] ?? 0}`;
   }
 
   /** controls="full": a number field for each knob the config has; a change makes a fresh run of the new config. */
