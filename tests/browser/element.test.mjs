@@ -226,3 +226,15 @@ test('served with COOP/COEP, the same plain page trains its widgets on the threa
     await isolated.close();
   }
 });
+
+test('backend="webgpu": the widget trains on WebGPU (SwiftShader here), its badge says so', async () => {
+  const { page, problems } = await openPage();
+  await add(page, 'g', { config: JSON.stringify(TINY), steps: '3', backend: 'webgpu' });
+  await ready(page, 'g');
+  await page.evaluate(() => document.getElementById('g').train());
+  const got = await page.evaluate(() => ({ steps: window.events.g.progress.length, done: window.events.g.done.length, errors: window.events.g.error, backend: document.getElementById('g').run.backend }));
+  assert.deepEqual(got, { steps: 3, done: 1, errors: [], backend: 'webgpu' });
+  assert.equal((await view(page, 'g')).backend, 'WebGPU');
+  await page.close();
+  assert.deepEqual(problems, []);
+});
