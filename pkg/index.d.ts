@@ -388,6 +388,9 @@ export type DataReason =
   | 'too_short'
   | 'not_in_vocabulary';
 
+/** The values of createRun's and loadRun's backend option. */
+export const BACKEND_OPTIONS: readonly ['cpu', 'webgpu', 'auto'];
+
 /**
  * What every call rejects with (and every 'error' event carries): an Error with the core's message, and properties
  * to act on instead of the message.

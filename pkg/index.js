@@ -84,9 +84,12 @@ function kvView(json) {
   };
 }
 
+/** The values of the backend option of createRun / loadRun ('cpu' is the default). */
+export const BACKEND_OPTIONS = Object.freeze(['cpu', 'webgpu', 'auto']);
+
 /** The backend option of createRun / loadRun. */
 function checkBackend(backend = 'cpu') {
-  if (!['cpu', 'webgpu', 'auto'].includes(backend)) {
+  if (!BACKEND_OPTIONS.includes(backend)) {
     throw new EngineError(`opts.backend = '${backend}': must be 'cpu', 'webgpu' or 'auto'`, { kind: 'invalid' });
   }
   return backend;

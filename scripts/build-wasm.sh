@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the browser builds of the crate into pkg/wasm/ (generated: never edit, never committed):
+# Builds the browser builds of the crate into pkg/wasm/ (generated: never edit, never committed), then the package's
+# generated data (scripts/pkg-assets.mjs: pkg/presets.js, pkg/data/):
 #   threads  — nightly (pinned in tools.sh), atomics + shared memory, std rebuilt, simd128 + relaxed-simd; rayon on
 #              Web Workers through wasm-bindgen-rayon. Used when the page is cross-origin isolated.
 #   single   — stable, simd128 + relaxed-simd, no atomics; rayon runs everything on the calling thread. Used when
@@ -72,3 +73,6 @@ build_one() {
 }
 
 for b in "${builds[@]}"; do build_one "$b"; done
+
+# The package's generated data: the presets (from configs/) and the text presets' corpus.
+node scripts/pkg-assets.mjs

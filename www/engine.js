@@ -3,6 +3,7 @@
 // only the latest answer counting. Every model computation happens in the engine's Worker. Once it is up, the
 // options table takes its bounds from the core's limits.
 import { Engine } from '../pkg/index.js';
+import { isolation } from '../pkg/isolate.js';
 import { emit } from './bus.js';
 import { applyLimits } from './options.js';
 
@@ -12,7 +13,9 @@ let starting = null;
 /** Starts the engine once; resolves it (or rejects with its error, also announced as an 'engine' event). */
 export function startEngine() {
   // window.__tpEngineOptions: for tests only (e.g. a short snapshot interval), set before the page loads.
-  starting ??= Engine.start({ memoryBudgetGiB: savedBudget(), ...globalThis.__tpEngineOptions }).then(
+  // After the service worker's isolation (main.js): a first visit without it reloads, and an engine started
+  // before would be lost with the page.
+  starting ??= isolation().then(() => Engine.start({ memoryBudgetGiB: savedBudget(), ...globalThis.__tpEngineOptions })).then(
     (e) => {
       engine = e;
       applyLimits(e.limits.fields);

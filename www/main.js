@@ -26,21 +26,18 @@ import * as expertsPanel from './panels/experts.js';
 import * as costPanel from './panels/cost.js';
 import * as stepPanel from './panels/step.js';
 import * as conceptsPanel from './panels/concepts.js';
+import { isolate } from '../pkg/isolate.js';
 
 const params = new URLSearchParams(location.search);
 
-/** Offline after the first visit: a service worker keeps the app shell and the engine. `?nosw` turns it off. */
-async function serviceWorker() {
-  if (!('serviceWorker' in navigator)) return;
-  if (params.has('nosw')) {
-    for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
-    return;
-  }
-  try {
-    await navigator.serviceWorker.register('sw.js');
-  } catch (e) {
-    console.warn('service worker not registered:', e.message);
-  }
+/**
+ * The service worker (sw.js): cross-origin isolation on a host that sends no COOP/COEP (the first visit reloads
+ * once), and the page offline after the first visit. `?nosw` turns it off. The engine waits for it (www/engine.js).
+ */
+function serviceWorker() {
+  isolate({ url: 'sw.js', off: params.has('nosw') }).then((how) => {
+    window.__tp.isolation = how;
+  });
 }
 
 function mountPanels() {
@@ -72,6 +69,7 @@ function sayRefused(setup) {
 }
 
 async function main() {
+  serviceWorker(); // first: on a first visit without isolation the page reloads as soon as the worker is installed
   setLang(initialLang(), { remember: false });
   mountPanels();
   on('values', ({ values }) => state.writeHash(values, data.getCustomText()));
@@ -112,7 +110,6 @@ async function main() {
   // The page is usable now; the engine (wasm, thread pool) loads behind it.
   startEngine().catch((e) => emit('notice', { key: 'notice.engineFailed', vars: { msg: e.message }, kind: 'error' }));
   chartsPanel.preload();
-  serviceWorker();
 }
 
 // For the browser tests and the curious: the page's modules.

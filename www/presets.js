@@ -1,19 +1,16 @@
-// The presets are the project's configs/*.json (also used by the command line and the benchmarks); text presets
-// train on Tiny Shakespeare.
+// The presets are the project's configs/*.json (also used by the command line and the benchmarks), which
+// scripts/pkg-assets.mjs turns into the package's pkg/presets.js: the one list, shared with the
+// <transformer-playground> element. Text presets train on Tiny Shakespeare.
 import { valuesFromConfig } from './options.js';
+import { PRESETS, DEFAULT_PRESET, presetConfig } from '../pkg/presets.js';
 
-export const PRESETS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini', 'mixtral-moe', 't5-span-corruption', 'bart-infilling'];
-export const DEFAULT_PRESET = 'gpt-shakespeare';
+export { PRESETS, DEFAULT_PRESET };
 
 const loaded = new Map(); // name → option values
 
-/** Fetches every preset's config (small files, in parallel) and turns each into option values. */
+/** Turns every preset's config into option values. */
 export async function loadPresets() {
-  await Promise.all(PRESETS.map(async (name) => {
-    const r = await fetch(`configs/${name}.json`);
-    if (!r.ok) throw new Error(`configs/${name}.json: HTTP ${r.status}`);
-    loaded.set(name, valuesFromConfig(await r.json(), 'shakespeare'));
-  }));
+  for (const name of PRESETS) loaded.set(name, valuesFromConfig(presetConfig(name), 'shakespeare'));
 }
 
 export function presetValues(name = DEFAULT_PRESET) {

@@ -25,7 +25,7 @@ test('after the first visit the playground opens and trains without the server',
   await page.waitForFunction(async () => {
     if (!navigator.serviceWorker.controller) return false;
     const cache = await caches.open('transformer-playground-v1');
-    const need = ['index.html', 'www/main.js', 'www/vendor/uplot/uPlot.esm.js', 'pkg/worker.js', 'pkg/wasm/threads/tp_bg.wasm', 'pkg/wasm/single/tp_bg.wasm', 'www/data/tinyshakespeare.txt', 'configs/t5-mini.json'];
+    const need = ['index.html', 'www/main.js', 'www/vendor/uplot/uPlot.esm.js', 'pkg/worker.js', 'pkg/wasm/threads/tp_bg.wasm', 'pkg/wasm/single/tp_bg.wasm', 'www/data/tinyshakespeare.txt', 'pkg/presets.js', 'pkg/element.js'];
     const hits = await Promise.all(need.map((u) => cache.match(u)));
     return hits.every(Boolean);
   }, null, { timeout: 30000, polling: 250 });

@@ -1,5 +1,7 @@
 // The npm package from a bundler: tests/vite-consumer imports 'transformer-playground' by name, Vite bundles it
-// (worker, both wasm builds), and the bundle trains and generates in Chromium, isolated and not.
+// (worker, both wasm builds), and the bundle trains and generates in Chromium, isolated and not. Its second page has
+// the <transformer-playground> element and the package's service worker: on a host without COOP/COEP it reloads
+// once and trains on the threaded build all the same.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -32,6 +34,26 @@ for (const isolation of [true, false]) {
       assert.equal(r.text.length, 12);
       assert.deepEqual(problems, []);
     } finally {
+      await server.close();
+    }
+  });
+}
+
+for (const isolation of [true, false]) {
+  test(`a Vite build of a page with the element trains it on the threaded build (${isolation ? 'isolated by the host' : 'isolated by the service worker'})`, async () => {
+    const server = await startServer({ isolation, root: dist });
+    const { context, close } = await launch(); // a fresh profile: no service worker from the other test
+    try {
+      const { page, problems } = await open(context, `${server.url}/element.html`);
+      await page.waitForFunction(() => window.result !== undefined, null, { timeout: 60000 });
+      const r = await page.evaluate(() => window.result);
+      assert.equal(r.error, undefined, r.error);
+      assert.deepEqual([r.build, r.isolated, r.isolation], ['threads', true, 'isolated']);
+      assert.equal(r.losses.length, 8);
+      assert.ok(r.losses.every(Number.isFinite), `${r.losses}`);
+      assert.deepEqual(problems, []);
+    } finally {
+      await close();
       await server.close();
     }
   });

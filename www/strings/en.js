@@ -1,6 +1,9 @@
 // English strings. Keys are shared with zh.js; opt.<key>.label / .help for every option of options.js, and
 // opt.<key>.v.<choice> (name) / opt.<key>.d.<choice> (what it does and where it comes from) for its choices.
+import { en as shared } from '../../pkg/strings.js';
+
 export const en = {
+  ...shared, // the presets, training controls, loss chart, backend and main knobs: shared with the element
   'app.title': 'Transformer Playground',
   'app.tagline': 'Build a Transformer knob by knob, train it in your browser and watch it learn.',
   'app.lang': '中文',
@@ -10,32 +13,10 @@ export const en = {
 
   'preset.label': 'Preset',
   'preset.custom': '— your own settings —',
-  'preset.gpt-shakespeare': 'GPT · Shakespeare',
-  'preset.original-transformer': 'Original Transformer',
-  'preset.llama-style': 'LLaMA-style',
-  'preset.bert-mini': 'BERT-mini',
-  'preset.t5-mini': 'T5-mini',
-  'preset.mixtral-moe': 'Mixtral-style MoE',
-  'preset.d.gpt-shakespeare': "nanoGPT's CPU config: Pre-LN, learned positions, GELU, on Tiny Shakespeare.",
-  'preset.d.original-transformer': 'Vaswani et al. 2017: encoder-decoder, Post-LN, sinusoidal positions, ReLU; reverses digits.',
-  'preset.d.llama-style': 'RMSNorm, SwiGLU, RoPE and grouped-query attention (4 heads, 2 KV heads), no biases.',
-  'preset.d.bert-mini': 'A bidirectional encoder trained as a masked language model on Shakespeare.',
-  'preset.d.t5-mini': 'Encoder-decoder with RMSNorm, GeGLU, T5 relative bias and no 1/√d_k; sorts digits.',
-  'preset.t5-span-corruption': 'T5 span corruption',
-  'preset.bart-infilling': 'BART infilling',
-  'preset.d.t5-span-corruption': 'A tiny T5-style encoder-decoder (RMSNorm, GeGLU, relative bias) pretrained as T5 was (Raffel et al. 2020): span corruption of Tiny Shakespeare.',
-  'preset.d.bart-infilling': 'A tiny BART-style encoder-decoder (Post-LN, GELU, learned positions) pretrained as BART was (Lewis et al. 2020): text infilling of Tiny Shakespeare.',
-  'preset.d.mixtral-moe': 'A Mixture-of-Experts GPT: 8 SwiGLU experts per layer, each token sent to its top 2 (Mixtral, Jiang et al. 2024); RMSNorm, RoPE, GQA.',
 
-  'backend.loading': 'starting…',
-  'backend.wasm-threads': 'WASM threads × {n}',
-  'backend.wasm-single': 'WASM single thread',
-  'backend.webgpu': 'WebGPU',
   'backend.failed': 'no engine',
   'backend.title': 'The backend that trains: WebGPU, WebAssembly on a pool of threads, or WebAssembly on one thread',
 
-  'ctl.train': 'Train',
-  'ctl.pause': 'Pause',
   'ctl.step': 'Step',
   'ctl.reset': 'Reset',
   'ctl.newRun': 'New run',
@@ -45,8 +26,6 @@ export const en = {
   'ctl.reset.title': 'Start the selected run again from fresh weights (same seed)',
   'ctl.newRun.title': 'Add a run with the same settings, to change a knob and compare',
   'ctl.progress': 'Training progress',
-  'ctl.step.readout': 'Step',
-  'ctl.loss': 'Loss',
   'ctl.aux': 'Aux loss',
   'ctl.aux.title': 'The load-balancing term of the last step (Mixture-of-Experts), added to the cross-entropy shown as Loss',
   'ctl.tokps': 'Tokens/s',
@@ -113,9 +92,7 @@ export const en = {
   'opt.arch.d.bert': 'Fills in masked characters; every token sees both sides. BERT: Devlin et al. 2019.',
   'opt.arch.d.encoder_decoder': 'An encoder reads the input; a decoder writes the output, attending to it (cross-attention). Vaswani et al. 2017.',
 
-  'opt.d_model.label': 'Width C (d_model)',
   'opt.d_model.help': "Length of each token's vector, the residual stream every layer reads and writes. Vaswani et al. 2017 used 512.",
-  'opt.n_layers.label': 'Layers L',
   'opt.n_layers.help': 'Transformer blocks stacked; each has attention and a feed-forward network.',
   'opt.n_encoder_layers.label': 'Encoder layers',
   'opt.n_encoder_layers.help': 'Blocks of the encoder: bidirectional self-attention and feed-forward.',
@@ -132,7 +109,6 @@ export const en = {
   'opt.init_std.label': 'Init std σ',
   'opt.init_std.help': 'Weights start as normal(0, σ); residual projections get σ/√(2L), as in GPT-2.',
 
-  'opt.n_heads.label': 'Heads NH',
   'opt.n_heads.help': 'Multi-head attention (MHA): attention runs as NH heads of size C/NH, each free to look at something else. Vaswani et al. 2017.',
   'opt.n_kv_heads.label': 'KV heads NKV',
   'opt.n_kv_heads.help': 'Key/value heads shared by groups of query heads: NKV = NH is multi-head attention (MHA), 1 < NKV < NH grouped-query attention (GQA, Ainslie et al. 2023), NKV = 1 multi-query attention (MQA, Shazeer 2019). Fewer heads, smaller KV cache.',
@@ -221,11 +197,8 @@ export const en = {
   'opt.capacity_factor.help': 'Each expert takes at most ⌈factor·k·tokens/E⌉ tokens of a batch, in order; the rest are dropped and pass by on the residual. Empty: no limit. Switch Transformer (Fedus et al. 2021) trained with 1 to 1.25.',
   'opt.capacity_factor.empty': 'none',
 
-  'opt.batch_size.label': 'Batch size B',
   'opt.batch_size.help': 'Sequences per step: more gives smoother gradients and takes longer.',
-  'opt.steps.label': 'Steps',
   'opt.steps.help': 'Training steps: Train stops here, and the cosine schedule ends here.',
-  'opt.lr.label': 'Learning rate',
   'opt.lr.help': 'The peak step size of AdamW.',
   'opt.min_lr.label': 'Min learning rate',
   'opt.min_lr.help': 'Where the cosine schedule ends.',
@@ -319,16 +292,12 @@ export const en = {
   'runs.msPerStep': '{ms} ms/step',
   'runs.msPerStepHelp': 'Time per training step, averaged over the last steps: compare position schemes on the same configuration.',
 
-  'chart.loss': 'Loss',
-  'chart.loss.note': 'solid: training batch · dots: validation',
   'chart.lr': 'Learning rate',
   'chart.grad': 'Gradient norm per layer',
   'chart.grad.note': 'run {n}, before clipping',
-  'chart.step': 'step',
   'chart.train': 'run {n}',
   'chart.val': 'run {n} val',
   'chart.total': 'total',
-  'chart.empty': 'Press Train: the curves appear here.',
   'chart.aux': 'Balancing loss (aux)',
   'chart.aux.note': 'α·E·Σ f·P summed over the MoE layers; 1·α per layer when balanced',
   'chart.balance': 'Balance per MoE layer',

@@ -1,5 +1,8 @@
 // 中文字符串。键与 en.js 相同。
+import { zh as shared } from '../../pkg/strings.js';
+
 export const zh = {
+  ...shared, // the presets, training controls, loss chart, backend and main knobs: shared with the element
   'app.title': 'Transformer 游乐场',
   'app.tagline': '逐个旋钮搭建 Transformer，在浏览器里训练它，看着它学习。',
   'app.lang': 'English',
@@ -9,32 +12,10 @@ export const zh = {
 
   'preset.label': '预设',
   'preset.custom': '— 自定义设置 —',
-  'preset.gpt-shakespeare': 'GPT · 莎士比亚',
-  'preset.original-transformer': '原始 Transformer',
-  'preset.llama-style': 'LLaMA 风格',
-  'preset.bert-mini': 'BERT-mini',
-  'preset.t5-mini': 'T5-mini',
-  'preset.mixtral-moe': 'Mixtral 风格 MoE',
-  'preset.d.gpt-shakespeare': 'nanoGPT 的 CPU 配置：Pre-LN、可学习位置、GELU，在 Tiny Shakespeare 上训练。',
-  'preset.d.original-transformer': 'Vaswani 等 2017：编码器-解码器、Post-LN、正弦位置编码、ReLU；学习把数字倒序。',
-  'preset.d.llama-style': 'RMSNorm、SwiGLU、RoPE 和分组查询注意力（4 个头、2 个 KV 头），无偏置。',
-  'preset.d.bert-mini': '双向编码器，以掩码语言模型方式在莎士比亚文本上训练。',
-  'preset.d.t5-mini': '编码器-解码器，RMSNorm、GeGLU、T5 相对位置偏置、不除以 √d_k；学习给数字排序。',
-  'preset.t5-span-corruption': 'T5 片段破坏',
-  'preset.bart-infilling': 'BART 文本填充',
-  'preset.d.t5-span-corruption': '一个小型 T5 式编码器-解码器（RMSNorm、GeGLU、相对位置偏置），按 T5 的方式预训练（Raffel 等，2020）：对 Tiny Shakespeare 做片段破坏。',
-  'preset.d.bart-infilling': '一个小型 BART 式编码器-解码器（Post-LN、GELU、可学习位置），按 BART 的方式预训练（Lewis 等，2020）：对 Tiny Shakespeare 做文本填充。',
-  'preset.d.mixtral-moe': '混合专家（MoE）GPT：每层 8 个 SwiGLU 专家，每个词元送往得分最高的 2 个（Mixtral，Jiang 等 2024）；RMSNorm、RoPE、GQA。',
 
-  'backend.loading': '启动中…',
-  'backend.wasm-threads': 'WASM 多线程 × {n}',
-  'backend.wasm-single': 'WASM 单线程',
-  'backend.webgpu': 'WebGPU',
   'backend.failed': '无引擎',
   'backend.title': '负责训练的后端：WebGPU、多线程 WebAssembly 或单线程 WebAssembly',
 
-  'ctl.train': '训练',
-  'ctl.pause': '暂停',
   'ctl.step': '单步',
   'ctl.reset': '重置',
   'ctl.newRun': '新建运行',
@@ -44,8 +25,6 @@ export const zh = {
   'ctl.reset.title': '用新的初始权重（相同种子）重新开始选中的运行',
   'ctl.newRun.title': '以相同设置添加一个运行，改一个旋钮来对比',
   'ctl.progress': '训练进度',
-  'ctl.step.readout': '步数',
-  'ctl.loss': '损失',
   'ctl.aux': '辅助损失',
   'ctl.aux.title': '上一步的负载均衡项（混合专家），加在“损失”所示的交叉熵之上',
   'ctl.tokps': '词元/秒',
@@ -112,9 +91,7 @@ export const zh = {
   'opt.arch.d.bert': '补全被掩盖的字符；每个词元能看到两侧。BERT：Devlin 等 2019。',
   'opt.arch.d.encoder_decoder': '编码器读取输入，解码器一边关注它（交叉注意力）一边写出输出。Vaswani 等 2017。',
 
-  'opt.d_model.label': '宽度 C（d_model）',
   'opt.d_model.help': '每个词元向量的长度，即每一层读写的残差流。Vaswani 等 2017 用的是 512。',
-  'opt.n_layers.label': '层数 L',
   'opt.n_layers.help': '堆叠的 Transformer 块数；每块含注意力和前馈网络。',
   'opt.n_encoder_layers.label': '编码器层数',
   'opt.n_encoder_layers.help': '编码器的块：双向自注意力和前馈网络。',
@@ -131,7 +108,6 @@ export const zh = {
   'opt.init_std.label': '初始化标准差 σ',
   'opt.init_std.help': '权重初始为 normal(0, σ)；残差输出投影用 σ/√(2L)，与 GPT-2 相同。',
 
-  'opt.n_heads.label': '头数 NH',
   'opt.n_heads.help': '多头注意力（MHA）：注意力分成 NH 个大小为 C/NH 的头，每个头可以关注不同的东西。Vaswani 等 2017。',
   'opt.n_kv_heads.label': 'KV 头数 NKV',
   'opt.n_kv_heads.help': '键/值头由若干查询头共享：NKV = NH 是多头注意力（MHA），1 < NKV < NH 是分组查询注意力（GQA，Ainslie 等 2023），NKV = 1 是多查询注意力（MQA，Shazeer 2019）。KV 头越少，KV 缓存越小。',
@@ -220,11 +196,8 @@ export const zh = {
   'opt.capacity_factor.help': '每个专家在一批中最多按顺序接收 ⌈因子·k·词元数/E⌉ 个词元，其余被丢弃，经残差连接直接通过。留空：不限。Switch Transformer（Fedus 等 2021）训练时用 1 到 1.25。',
   'opt.capacity_factor.empty': '不限',
 
-  'opt.batch_size.label': '批大小 B',
   'opt.batch_size.help': '每步的序列数：越多梯度越平滑，也越耗时。',
-  'opt.steps.label': '步数',
   'opt.steps.help': '训练步数：“训练”到此为止，余弦调度也在此结束。',
-  'opt.lr.label': '学习率',
   'opt.lr.help': 'AdamW 的峰值步长。',
   'opt.min_lr.label': '最小学习率',
   'opt.min_lr.help': '余弦调度的终点。',
@@ -318,16 +291,12 @@ export const zh = {
   'runs.msPerStep': '每步 {ms} 毫秒',
   'runs.msPerStepHelp': '每个训练步的用时（最近若干步的平均）：在同一配置上比较不同的位置编码。',
 
-  'chart.loss': '损失',
-  'chart.loss.note': '实线：训练批次 · 圆点：验证集',
   'chart.lr': '学习率',
   'chart.grad': '各层梯度范数',
   'chart.grad.note': '运行 {n}，裁剪前',
-  'chart.step': '步',
   'chart.train': '运行 {n}',
   'chart.val': '运行 {n} 验证',
   'chart.total': '总计',
-  'chart.empty': '点击“训练”，曲线会出现在这里。',
   'chart.aux': '均衡损失（辅助）',
   'chart.aux.note': '各 MoE 层 α·E·Σ f·P 之和；均衡时每层为 1·α',
   'chart.balance': '各 MoE 层的均衡度',
