@@ -527,15 +527,18 @@ fn finetune(a: FinetuneArgs) -> Result<()> {
         Ok(())
     };
     while run.step < total {
+        // An evaluation step measures the model before the step's update (as `tp train`'s val_loss does).
         let step = run.step;
-        let r = run.step()?;
-        let mut line = serde_json::json!({
-            "stage": "finetune", "step": step, "loss": json_f32(r.loss), "task_loss": json_f32(r.task_loss),
-            "lm_loss": json_f32(r.lm_loss), "lr": r.lr, "grad_norm": json_f32(r.grad_norm),
-        });
+        let mut line = serde_json::json!({ "stage": "finetune", "step": step });
         if (step - first) % a.eval_every == 0 {
             eval_line(&run, &mut line)?;
         }
+        let r = run.step()?;
+        line["loss"] = json_f32(r.loss);
+        line["task_loss"] = json_f32(r.task_loss);
+        line["lm_loss"] = json_f32(r.lm_loss);
+        line["lr"] = serde_json::json!(r.lr);
+        line["grad_norm"] = json_f32(r.grad_norm);
         stdout.line(line);
     }
     let mut line = serde_json::json!({ "stage": "finetune", "step": run.step, "elapsed_s": t0.elapsed().as_secs_f32() });

@@ -254,6 +254,7 @@ impl Finetune {
         cfg.model.classifier = Some(ClassifierConfig { classes: task.classes() });
         apply(&mut cfg, o, 0)?;
         let tok = Tokenizer::for_text(crate::data::check_text(text.as_bytes())?, cfg.model.arch)?;
+        check(&cfg, tok.vocab_size())?;
         let model = Model::new(&cfg.model, tok.vocab_size(), cfg.seed);
         let opt = OptState::new(model.params.len());
         Finetune::build(cfg, model, opt, tok, 0, text, backend)
@@ -287,8 +288,8 @@ impl Finetune {
             cfg.train.min_lr = 0.0;
         }
         apply(&mut cfg, o, start)?;
-        let seed = cfg.seed;
-        let mut model = Model::new(&cfg.model, ck.model.vocab(), seed);
+        check(&cfg, ck.model.vocab())?;
+        let mut model = Model::new(&cfg.model, ck.model.vocab(), cfg.seed);
         for t in &ck.model.layout.tensors {
             let keep_head = same || !t.name.starts_with("classifier.");
             if let Some(n) = model.layout.tensors.iter().find(|n| n.name == t.name && n.shape == t.shape && keep_head) {
@@ -303,7 +304,6 @@ impl Finetune {
     }
 
     fn build(cfg: Config, model: Model, opt: OptState, tok: Tokenizer, step: usize, text: &str, backend: BackendKind) -> Result<Finetune> {
-        cfg.validate()?;
         if backend == BackendKind::Gpu {
             return Err(Error::Invalid("--backend gpu: fine-tuning runs on the cpu or reference backend".into()));
         }
@@ -353,6 +353,14 @@ impl Finetune {
     pub fn save(&self) -> Result<Vec<u8>> {
         checkpoint::save(&self.cfg, &self.tok, self.step, &self.model, Some(&self.opt))
     }
+}
+
+/// The checks `train::Run` makes before building a model: the config's rules, the parameter count and the memory
+/// a step plans to hold.
+fn check(cfg: &Config, vocab: usize) -> Result<()> {
+    cfg.validate()?;
+    crate::model::Layout::check_size(&cfg.model, vocab)?;
+    crate::model::Layout::check_memory(&cfg.model, vocab, cfg.train.batch_size, crate::train::memory_budget())
 }
 
 /// Applies the options to `cfg`: aux_lm, steps (a run continued from step `start` > 0 takes `o.steps` or
