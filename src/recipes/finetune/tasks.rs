@@ -35,7 +35,7 @@ pub struct Speech<'a> {
 impl Speech<'_> {
     /// In the held-out split.
     pub fn is_val(&self) -> bool {
-        self.index % VAL_EVERY == 0
+        self.index.is_multiple_of(VAL_EVERY)
     }
 
     /// The example's input: the body, lines joined by `\n`, cut to its first `max_chars` characters.
