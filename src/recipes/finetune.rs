@@ -203,8 +203,8 @@ pub fn evaluate<H: Host>(be: &H, model: &Model, examples: &[(Vec<u32>, usize)]) 
     Ok(Evaluation { accuracy: (right as f64 / n) as f32, task_loss: (task / n) as f32, lm_loss })
 }
 
-/// Training examples the `accuracy` of an evaluation is measured on (the first this many; the held-out split is
-/// measured whole).
+/// Training examples the `accuracy` of an evaluation is measured on: this many, evenly spaced through the training
+/// split (so every play is in it); the held-out split is measured whole.
 pub const TRAIN_EVAL_EXAMPLES: usize = 256;
 
 /// The fine-tuning knobs a command line gives (`tp finetune`); None keeps the config's (or, from a pretrained
@@ -252,7 +252,7 @@ impl Finetune {
         let aux_lm = o.aux_lm.or(cfg.finetune.as_ref().map(|f| f.aux_lm)).unwrap_or(0.0);
         cfg.finetune = Some(FinetuneConfig { task, aux_lm });
         cfg.model.classifier = Some(ClassifierConfig { classes: task.classes() });
-        apply(&mut cfg, o, 0)?;
+        apply(&mut cfg, o, 0);
         let tok = Tokenizer::for_text(crate::data::check_text(text.as_bytes())?, cfg.model.arch)?;
         check(&cfg, tok.vocab_size())?;
         let model = Model::new(&cfg.model, tok.vocab_size(), cfg.seed);
@@ -287,7 +287,7 @@ impl Finetune {
             cfg.train.schedule = crate::config::Schedule::Constant;
             cfg.train.min_lr = 0.0;
         }
-        apply(&mut cfg, o, start)?;
+        apply(&mut cfg, o, start);
         check(&cfg, ck.model.vocab())?;
         let mut model = Model::new(&cfg.model, ck.model.vocab(), cfg.seed);
         for t in &ck.model.layout.tensors {
@@ -337,10 +337,11 @@ impl Finetune {
         Ok(r)
     }
 
-    /// (training accuracy on the first `TRAIN_EVAL_EXAMPLES`, the held-out split's evaluation).
+    /// (the evaluation of `TRAIN_EVAL_EXAMPLES` training examples evenly spaced, the held-out split's).
     pub fn eval(&self) -> Result<(Evaluation, Evaluation)> {
-        let n = self.train.len().min(TRAIN_EVAL_EXAMPLES);
-        crate::with_host!(self.backend, |be| Ok((evaluate(be, &self.model, &self.train[..n])?, evaluate(be, &self.model, &self.val)?)))
+        let every = self.train.len().div_ceil(TRAIN_EVAL_EXAMPLES).max(1);
+        let some: Vec<(Vec<u32>, usize)> = self.train.iter().step_by(every).cloned().collect();
+        crate::with_host!(self.backend, |be| Ok((evaluate(be, &self.model, &some)?, evaluate(be, &self.model, &self.val)?)))
     }
 
     /// The majority-class baseline on the held-out split.
@@ -365,7 +366,7 @@ fn check(cfg: &Config, vocab: usize) -> Result<()> {
 
 /// Applies the options to `cfg`: aux_lm, steps (a run continued from step `start` > 0 takes `o.steps` or
 /// `DEFAULT_STEPS` more: its total becomes start + that), lr (min_lr follows it down when above it), batch, seed.
-fn apply(cfg: &mut Config, o: &FinetuneOptions, start: usize) -> Result<()> {
+fn apply(cfg: &mut Config, o: &FinetuneOptions, start: usize) {
     if let (Some(a), Some(f)) = (o.aux_lm, cfg.finetune.as_mut()) {
         f.aux_lm = a;
     }
@@ -384,5 +385,4 @@ fn apply(cfg: &mut Config, o: &FinetuneOptions, start: usize) -> Result<()> {
     if let Some(s) = o.seed {
         cfg.seed = s;
     }
-    Ok(())
 }
