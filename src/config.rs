@@ -212,6 +212,77 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     #[serde(default = "default_init_std")]
     pub init_std: f32,
+    /// A classifier head on the last position (GPT-1's fine-tuning, `recipes::finetune`); gpt only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierConfig>,
+}
+
+/// The task head of a fine-tuned GPT (Radford et al. 2018): `classifier.weight` (classes, C) and
+/// `classifier.bias` (classes), a linear layer on the final hidden state (after the final norm) of the last
+/// position of each sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierConfig {
+    pub classes: usize,
+}
+
+/// Most classes a classifier head may have.
+pub const MAX_CLASSES: usize = 1024;
+
+/// A labelled task on Tiny Shakespeare for fine-tuning (`recipes::finetune` holds the labelling rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinetuneTask {
+    /// Who is speaking: the speaker of each speech, among the corpus's most frequent speakers.
+    Speaker,
+    /// Is this speech verse or prose: from the capitals that open its continuation lines.
+    VerseProse,
+}
+
+impl FinetuneTask {
+    /// Every task, in the order the CLI lists them.
+    pub const ALL: [FinetuneTask; 2] = [FinetuneTask::Speaker, FinetuneTask::VerseProse];
+
+    /// The task's name in the config and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinetuneTask::Speaker => "speaker",
+            FinetuneTask::VerseProse => "verse_prose",
+        }
+    }
+
+    /// The task named `s`; an error listing the known ones otherwise.
+    pub fn parse(s: &str) -> Result<FinetuneTask> {
+        FinetuneTask::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = FinetuneTask::ALL.iter().map(|t| t.name()).collect();
+            bad("finetune.task", format!("{s:?}"), &format!("unknown task; the known ones are {}", known.join(", ")))
+        })
+    }
+
+    /// Classes of the task: the speaker task's speakers, or verse and prose.
+    pub fn classes(self) -> usize {
+        match self {
+            FinetuneTask::Speaker => SPEAKERS,
+            FinetuneTask::VerseProse => 2,
+        }
+    }
+}
+
+/// Speakers of the speaker task: the corpus's this many most frequent.
+pub const SPEAKERS: usize = 4;
+
+/// Largest weight of the auxiliary LM loss.
+pub const MAX_AUX_LM: f32 = 100.0;
+
+/// Fine-tuning a GPT with a classifier head on a task (GPT-1): the objective is L_task + aux_lm · L_LM, with L_LM
+/// the next-character loss on the same inputs (0 disables it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    pub task: FinetuneTask,
+    /// λ, the weight of the auxiliary language-model loss (GPT-1 used 0.5).
+    #[serde(default)]
+    pub aux_lm: f32,
 }
 fn yes() -> bool {
     true
@@ -446,6 +517,9 @@ pub struct Config {
     pub data: DataConfig,
     #[serde(default)]
     pub seed: u64,
+    /// Fine-tuning with a classifier head (`recipes::finetune`); needs `model.classifier` with the task's classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneConfig>,
 }
 
 fn bad(field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
@@ -675,6 +749,17 @@ impl Config {
                 ));
             }
         }
+        if let Some(f) = &self.finetune {
+            if !(f.aux_lm.is_finite() && f.aux_lm >= 0.0 && f.aux_lm <= MAX_AUX_LM) {
+                return Err(bad("finetune.aux_lm", f.aux_lm, &format!("must be in [0, {MAX_AUX_LM}] (0 disables the LM loss)")));
+            }
+            let classes = self.model.classifier.map(|c| c.classes);
+            if classes != Some(f.task.classes()) {
+                let value = classes.map_or("none".to_string(), |c| c.to_string());
+                let rule = format!("finetune.task = {} needs model.classifier.classes = {}", f.task.name(), f.task.classes());
+                return Err(bad("model.classifier.classes", value, &rule));
+            }
+        }
         if self.data.task.is_denoising() && self.model.ctx_len < MIN_DENOISE_CTX_LEN {
             return Err(bad(
                 "model.ctx_len",
@@ -751,6 +836,14 @@ impl ModelConfig {
         pos("model.n_kv_heads", m.n_kv_heads)?;
         pos("model.ctx_len", m.ctx_len)?;
         pos("model.ffn.mult", if m.ffn.hidden.is_some() { 1 } else { m.ffn.mult })?;
+        if let Some(k) = m.classifier {
+            if m.arch != Arch::Gpt {
+                return Err(bad("model.classifier", "present", "a classifier head is for gpt (model.arch) only"));
+            }
+            if !(2..=MAX_CLASSES).contains(&k.classes) {
+                return Err(bad("model.classifier.classes", k.classes, &format!("must be in 2..={MAX_CLASSES}")));
+            }
+        }
         if let Some(h) = m.ffn.hidden {
             pos("model.ffn.hidden", h)?;
         }

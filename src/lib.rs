@@ -21,6 +21,7 @@ pub mod facade;
 pub mod generate;
 pub mod model;
 pub mod probe;
+pub mod recipes;
 pub mod rng;
 pub mod trace;
 pub mod train;

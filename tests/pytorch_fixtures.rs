@@ -1,7 +1,8 @@
 //! The model against PyTorch: for every fixture written by tests/fixtures/make_fixtures.py (14 configs that together
 //! cover every option value, Mixture-of-Experts FFNs and recurrent positions included), load PyTorch's parameters
 //! and batch, then compare logits, loss, every gradient, and
-//! 5 AdamW steps (loss, grad norm, lr, every parameter after) — on every backend.
+//! 5 AdamW steps (loss, grad norm, lr, every parameter after) — on every backend. The fine-tuning objective's
+//! fixture (`gpt_classifier`: a classifier head, L_task + λ·L_LM) is checked in tests/finetune.rs.
 
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;

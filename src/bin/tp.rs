@@ -1,4 +1,4 @@
-//! The native command line: train, sample, fill-mask, decode, logits, bench, attention-cost.
+//! The native command line: train, finetune, sample, fill-mask, decode, logits, bench, attention-cost.
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
 //!
 //! Native only. Cargo also builds every binary for a crate's integration tests, so on wasm32 (the browser tests,
@@ -16,7 +16,9 @@ use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
 use transformer_playground::data::{Dataset, Split};
 use transformer_playground::generate::{self, Continuations, SampleOptions};
+use transformer_playground::config::FinetuneTask;
 use transformer_playground::model::Batch;
+use transformer_playground::recipes::finetune::{Finetune, FinetuneOptions};
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
 
@@ -64,6 +66,42 @@ enum Cmd {
         /// Print a generated sample (gpt), fill-mask (bert) or decoding (encoder-decoder) at the end.
         #[arg(long, default_value_t = 200)]
         sample_tokens: usize,
+    },
+    /// Fine-tune a gpt with a classifier head on a Tiny Shakespeare task, L = L_task + λ·L_LM (GPT-1; docs/RECIPES.md);
+    /// one JSON object per logged step on stdout, with "stage": "finetune".
+    Finetune {
+        /// A gpt checkpoint to start from (pretrained, or fine-tuned: then it continues). Or --config.
+        #[arg(long, conflicts_with = "config")]
+        checkpoint: Option<String>,
+        /// Train from scratch: a gpt config (e.g. configs/recipes/finetune-speaker.json).
+        #[arg(long)]
+        config: Option<String>,
+        /// speaker or verse_prose (default: the config's or checkpoint's finetune.task).
+        #[arg(long)]
+        task: Option<String>,
+        /// λ, the weight of the auxiliary LM loss (0 disables it).
+        #[arg(long, allow_negative_numbers = true)]
+        aux_lm: Option<f32>,
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long, allow_negative_numbers = true)]
+        lr: Option<f32>,
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Evaluate (accuracy, val_accuracy, baseline) every K steps and at the end.
+        #[arg(long, default_value_t = 50)]
+        eval_every: usize,
+        /// The corpus the task's examples come from (default: the Tiny Shakespeare built into tp).
+        #[arg(long)]
+        data: Option<String>,
+        /// cpu or reference.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Write the fine-tuned checkpoint (with the head and AdamW's state) here at the end.
+        #[arg(long)]
+        out: Option<String>,
     },
     /// Continue a prompt with a trained gpt.
     Sample {
@@ -437,6 +475,82 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     stdout.finish()
 }
 
+/// Tiny Shakespeare, the corpus the fine-tuning tasks are defined on (`tp finetune` without --data).
+const SHAKESPEARE: &str = include_str!("../../www/data/tinyshakespeare.txt");
+
+/// `tp finetune`'s arguments.
+struct FinetuneArgs {
+    checkpoint: Option<String>,
+    config: Option<String>,
+    eval_every: usize,
+    data: Option<String>,
+    backend: String,
+    out: Option<String>,
+    options: FinetuneOptions,
+}
+
+fn finetune(a: FinetuneArgs) -> Result<()> {
+    check_out(a.out.as_deref())?;
+    if a.eval_every == 0 {
+        return Err(Error::Invalid("--eval-every = 0: must be at least 1".into()));
+    }
+    if let Some(l) = a.options.aux_lm {
+        if !(l.is_finite() && l >= 0.0) {
+            return Err(Error::Invalid(format!("--aux-lm = {l}: the LM loss's weight must be a number >= 0 (0 disables it)")));
+        }
+    }
+    let text = match &a.data {
+        Some(p) => read_text(p)?,
+        None => SHAKESPEARE.to_string(),
+    };
+    let backend = BackendKind::parse(&a.backend)?;
+    let mut run = match (&a.checkpoint, &a.config) {
+        (Some(ck), None) => Finetune::from_checkpoint(read_checkpoint(ck)?, &text, &a.options, backend)?,
+        (None, Some(cfg)) => Finetune::from_config(read_config(cfg)?, &text, &a.options, backend)?,
+        _ => return Err(Error::Invalid("give --checkpoint CK (fine-tune a trained gpt) or --config FILE (from scratch)".into())),
+    };
+    let d = &run.data;
+    say!(
+        "task {}: {} training and {} held-out examples; classes {:?}, held out {:?}; majority baseline {:.3}",
+        d.task.name(), run.train.len(), run.val.len(), d.classes, d.counts(&d.val), run.baseline()
+    );
+    let (first, total) = (run.step, run.cfg.train.steps);
+    let t0 = Instant::now();
+    let mut stdout = Out::new();
+    let eval_line = |run: &Finetune, line: &mut serde_json::Value| -> Result<()> {
+        let (tr, val) = run.eval()?;
+        line["accuracy"] = json_f32(tr.accuracy);
+        line["val_accuracy"] = json_f32(val.accuracy);
+        line["val_task_loss"] = json_f32(val.task_loss);
+        line["val_lm_loss"] = json_f32(val.lm_loss);
+        line["baseline"] = json_f32(run.baseline());
+        Ok(())
+    };
+    while run.step < total {
+        // An evaluation step measures the model before the step's update (as `tp train`'s val_loss does).
+        let step = run.step;
+        let mut line = serde_json::json!({ "stage": "finetune", "step": step });
+        if (step - first) % a.eval_every == 0 {
+            eval_line(&run, &mut line)?;
+        }
+        let r = run.step()?;
+        line["loss"] = json_f32(r.loss);
+        line["task_loss"] = json_f32(r.task_loss);
+        line["lm_loss"] = json_f32(r.lm_loss);
+        line["lr"] = serde_json::json!(r.lr);
+        line["grad_norm"] = json_f32(r.grad_norm);
+        stdout.line(line);
+    }
+    let mut line = serde_json::json!({ "stage": "finetune", "step": run.step, "elapsed_s": t0.elapsed().as_secs_f32() });
+    eval_line(&run, &mut line)?;
+    stdout.line(line);
+    if let Some(path) = &a.out {
+        std::fs::write(path, run.save()?).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+        say!("saved {path}");
+    }
+    stdout.finish()
+}
+
 fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: usize) -> Result<()> {
     let cfg = read_config(config)?;
     let text = data.map(read_text).transpose()?;
@@ -640,6 +754,11 @@ fn run(cli: Cli) -> Result<()> {
             let mut stdout = Out::new();
             stdout.line(serde_json::to_string(&run.trace()?).map_err(|e| Error::Invalid(e.to_string()))?);
             stdout.finish()
+        }
+        Cmd::Finetune { checkpoint, config, task, aux_lm, steps, lr, batch, seed, eval_every, data, backend, out } => {
+            let task = task.as_deref().map(|t| FinetuneTask::parse(t).map_err(|e| flag(e, "finetune.task", "--task"))).transpose()?;
+            let options = FinetuneOptions { task, aux_lm, steps, lr, batch, seed };
+            finetune(FinetuneArgs { checkpoint, config, eval_every, data, backend, out, options })
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
         Cmd::AttentionCost { backend, t, heads, kv_heads, head_size, batch, bidirectional, budget_mib } => {

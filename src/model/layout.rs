@@ -108,6 +108,8 @@ pub struct Layout {
     pub lm_head: Option<View>, // (V, C) when not tied
     pub encoder: Option<StackParams>,
     pub decoder: Option<StackParams>,
+    /// The classifier head (classes, C) + bias, last in the buffer, when `model.classifier` is set (gpt).
+    pub classifier: Option<Linear>,
     pub tensors: Vec<TensorInfo>,
     /// Real parameters (without alignment padding).
     pub n_params: usize,
@@ -229,8 +231,9 @@ impl Layout {
                 (Some(e), Some(d))
             }
         };
+        let classifier = m.classifier.map(|k| bd.linear("classifier", k.classes, m.d_model, true));
         let n_params = usize::try_from(bd.n_params).unwrap_or(usize::MAX);
-        let layout = Layout { vocab, wte, lm_head, encoder, decoder, tensors: bd.tensors, n_params, size: bd.size };
+        let layout = Layout { vocab, wte, lm_head, encoder, decoder, classifier, tensors: bd.tensors, n_params, size: bd.size };
         (layout, bd.n_params, bd.overflow)
     }
 

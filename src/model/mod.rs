@@ -333,11 +333,29 @@ impl Model {
         batch: &Batch,
         grads: &mut D::Params,
     ) -> Result<()> {
+        self.backward_with(d, params, fwd, batch, grads, None)
+    }
+
+    /// `backward_on` for an objective with another term on the stack's output: `dhead_in` (B,T,C), ∂/∂`head_in` of
+    /// that term (a classifier head's, `recipes::finetune`), is added to what the LM head's backward gives (from
+    /// `fwd.dlogits`, which the caller may have scaled).
+    pub fn backward_with<D: Backend>(
+        &self,
+        d: &D,
+        params: &D::Params,
+        fwd: &Forward<D::Buf, D::Loss>,
+        batch: &Batch,
+        grads: &mut D::Params,
+        dhead_in: Option<D::In<'_>>,
+    ) -> Result<()> {
         let (c, v, n) = (self.cfg.d_model, self.vocab(), batch.b * batch.t);
         let head = self.layout.head();
         let mut dx = d.zeros(n * c)?;
         let (dl, hi) = (D::view(&fwd.dlogits), D::view(&fwd.head_in));
         d.matmul_backward(Some(D::view_mut(&mut dx)), D::grad(grads, head)?, None, dl, hi, D::param(params, head)?, n, c, v)?;
+        if let Some(extra) = dhead_in {
+            d.add_into(D::view_mut(&mut dx), extra)?;
+        }
         let mut ctx = Ctx { be: d, cfg: &self.cfg, params, grads: Some(grads), dropout: None };
         let (b, t) = (batch.b, batch.t);
         match (&self.layout.encoder, &self.layout.decoder) {

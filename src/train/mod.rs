@@ -12,7 +12,7 @@
 pub mod gpu;
 pub mod step;
 
-pub use step::{adamw_at, eval_mean, finish_step, group_grad_norms, lr_at, record_step, StepBuffers, StepReport};
+pub use step::{adamw_at, eval_mean, finish_step, group_grad_norms, lr_at, record_step, record_update, StepBuffers, StepReport};
 
 use crate::backend::{BackendKind, Host};
 use crate::config::Config;

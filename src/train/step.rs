@@ -101,8 +101,6 @@ pub fn record_step<D: Backend>(
     clip: f32,
 ) -> Result<Recorded<D>> {
     let StepBuffers { params, grads, m, v, scalars } = bufs;
-    let segments = model.layout.segments();
-    let all = View { offset: 0, len: model.layout.size };
     let fwd = model.forward_on(d, params, batch, dropout)?;
     for (i, stats) in fwd.moe_stats().into_iter().enumerate() {
         let slot = View { offset: moe_slot(model, i), len: D::len(D::view(stats)) };
@@ -112,6 +110,16 @@ pub fn record_step<D: Backend>(
     model.backward_on(d, params, &fwd, batch, grads)?;
     let loss = fwd.loss;
     drop(fwd);
+    record_update(d, model, StepBuffers { params, grads, m, v, scalars }, loss, h, clip)
+}
+
+/// The second half of a step, once `bufs.grads` hold the gradients of the objective whose value is `loss`: Σ g² of
+/// each tensor and of all, clipping, the guarded AdamW, and the read of the scalars. `record_step` ends with it; an
+/// objective of its own (fine-tuning's, `recipes::finetune`) computes the gradients and calls it.
+pub fn record_update<D: Backend>(d: &D, model: &Model, bufs: StepBuffers<D>, loss: D::Loss, h: &AdamW, clip: f32) -> Result<Recorded<D>> {
+    let StepBuffers { params, grads, m, v, scalars } = bufs;
+    let segments = model.layout.segments();
+    let all = View { offset: 0, len: model.layout.size };
     let sums = View { offset: GRAD_SQ, len: 1 + segments.len() };
     let sq = View { offset: GRAD_SQ, len: 1 };
     d.sums_of_squares(D::grad(scalars, sums)?, D::param(grads, all)?, &segments)?;

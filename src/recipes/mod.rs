@@ -1,0 +1,7 @@
+//! Recipes: what made GPTs useful after pretraining, each a small end-to-end run on the project's own data
+//! (issue 18, docs/RECIPES.md). Each is written over the model and the op trait like training is.
+//!
+//! - `finetune`: GPT-1's supervised fine-tuning with a classifier head and an auxiliary LM loss (Radford et al.
+//!   2018), on labelled tasks derived from Tiny Shakespeare by documented rules (`finetune::tasks`).
+
+pub mod finetune;
