@@ -10,7 +10,7 @@ const WWW = [
   'autosave.js', 'format.js', 'style.css', 'strings/en.js', 'strings/zh.js',
   'panels/config.js', 'panels/data.js', 'panels/summary.js', 'panels/controls.js', 'panels/runs.js', 'panels/charts.js',
   'panels/attention.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
-  'panels/experts.js', 'panels/kv.js', 'panels/cost.js',
+  'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'lessons.js', 'panels/lessons.js', 'lessons/index.json',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
 ].map((f) => `www/${f}`);
 const CONFIGS = ['gpt-shakespeare', 'original-transformer', 'llama-style', 'bert-mini', 't5-mini', 'mixtral-moe', 't5-span-corruption', 'bart-infilling'].map((c) => `configs/${c}.json`);
@@ -18,11 +18,18 @@ const ENGINE = ['pkg/index.js', 'pkg/worker.js', 'pkg/protocol.js',
   ...['threads', 'single', 'baseline'].flatMap((b) => [`pkg/wasm/${b}/tp.js`, `pkg/wasm/${b}/tp_bg.wasm`])];
 const SHELL = ['./', 'index.html', ...WWW, ...CONFIGS, ...ENGINE];
 
-/** Caches `url`; for wasm-bindgen's glue also the snippet modules it imports (their names carry a hash). */
+/**
+ * Caches `url`; for wasm-bindgen's glue also the snippet modules it imports (their names carry a hash); for the
+ * lessons' index every lesson file it lists (www/lessons/<id>.json), so no second list of lessons is kept here.
+ */
 async function keep(cache, url) {
   const res = await fetch(url, { cache: 'no-cache' });
   if (!res.ok) return;
   await cache.put(url, res.clone());
+  if (url === 'www/lessons/index.json') {
+    const { lessons } = await res.json();
+    await Promise.all(lessons.map((id) => keep(cache, `www/lessons/${id}.json`).catch(() => {})));
+  }
   if (/pkg\/wasm\/\w+\/tp\.js$/.test(url)) {
     const glue = await res.text();
     const snippets = [...glue.matchAll(/from '(\.\/snippets\/[^']+)'/g)].map((m) => new URL(m[1], new URL(url, self.location)).href);
