@@ -42,6 +42,23 @@ test('the panel lists every lesson; a link opens one and sets up its runs, diffe
   assert.ok(without.every((c) => c === without[0]), 'the runs differ only in the placement');
   assert.equal(cfgs[0].model.n_layers, l.base.set['model.n_layers']);
   assert.match(page.url(), /#lesson=norm-placement/);
+
+  // The button trains the lesson at its page sizes, all runs at once; paused before the end, it has no result.
+  await page.click('#lesson-run');
+  await page.waitForFunction((n) => window.__tp.runs.list().filter((r) => r.training).length === n, l.runs.length, { timeout: 30000 });
+  assert.equal(await page.evaluate(() => window.__tp.lessons().lessons['norm-placement'].state), 'running');
+  assert.equal(await page.textContent('#lesson-list li[data-lesson="norm-placement"] .lesson-status'), 'running…');
+  assert.deepEqual(await page.evaluate(() => window.__tp.runs.list().map((r) => r.values.steps)), l.runs.map(() => l.base.set['train.steps']));
+  await page.evaluate(() => Promise.all(window.__tp.runs.list().map((r) => window.__tp.runs.pause(r))));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['norm-placement'].state === 'stopped', null, { timeout: 30000 });
+  assert.equal(await page.textContent('#lesson-list li[data-lesson="norm-placement"] .lesson-status'), 'stopped');
+  assert.deepEqual(problems, []);
+});
+
+test('a link to a lesson that does not exist says so', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=no-such-lesson' });
+  await page.waitForFunction(() => /no lesson “no-such-lesson”/.test(document.getElementById('notices').textContent), null, { timeout: 15000 });
+  assert.equal(await page.evaluate(() => window.__tp.lessons().open), null);
   assert.deepEqual(problems, []);
 });
 

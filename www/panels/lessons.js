@@ -140,7 +140,7 @@ export async function run(id, { sizes = 'page' } = {}) {
   status.set(id, s);
   render();
   // The worker steps the runs in turn: they train side by side.
-  await Promise.all(recs.map((rec) => runs.train(rec)));
+  await Promise.all(recs.map((rec) => runs.train(rec).catch(() => {}))); // a run that cannot build says so in the runs list
   if (recs.some((rec) => rec.removed || (rec.status !== 'done' && rec.status !== 'error'))) {
     s.state = 'stopped'; // removed, paused or replaced before the end: no result
   } else {
