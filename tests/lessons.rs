@@ -98,7 +98,8 @@ struct Lesson {
 
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `www/lessons.js`).
-const METRICS: &[&str] = &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "ms_per_step"];
+const METRICS: &[&str] =
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "ms_per_step"];
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step"];
 
@@ -233,6 +234,7 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     }
     let val = if diverged_at.is_some() { None } else { run.eval(Split::Val).ok().map(|v| v as f64).filter(|v| v.is_finite()) };
     let kv = PagedDecoder::new(&run.model, 1).map(|d| d.stats().bytes_per_position as f64).ok();
+    let attention = if metrics.iter().any(|m| m == "attention_entropy") && diverged_at.is_none() { Some(attention_entropy(&run, text)) } else { None };
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
@@ -243,6 +245,7 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "grad_norm_ratio_step0" => ratio0,
                 "kv_bytes_per_token" => kv,
                 "expert_load_entropy" => entropy,
+                "attention_entropy" => attention,
                 "ms_per_step" => Some(ms / done as f64),
                 other => panic!("unknown metric {other}"),
             };
@@ -250,6 +253,27 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
         })
         .collect();
     Measured { metrics, diverged_at }
+}
+
+/// The mean entropy of the attention rows (over layers, heads and query positions t ≥ 1), each over ln(t + 1),
+/// the entropy of attending evenly to the t + 1 keys a causal row has: 1 = spread evenly, 0 = on one key. The
+/// probe text is the first `ctx_len` characters of the corpus (the page uses the same).
+fn attention_entropy(run: &Run, corpus: &str) -> f64 {
+    let text: String = corpus.chars().take(run.cfg.model.ctx_len).collect();
+    assert_eq!(run.cfg.model.arch, transformer_playground::config::Arch::Gpt, "attention_entropy is defined for causal (gpt) attention");
+    let maps = transformer_playground::probe::attention_maps(&run.model, &transformer_playground::backend::cpu::Cpu, run.data.tokenizer(), run.cfg.data.task, &text, None).expect("attention maps");
+    let (mut sum, mut n) = (0.0, 0usize);
+    for m in maps.maps.iter().filter(|m| m.kind == "self") {
+        for h in 0..m.heads {
+            for t in 1..m.t {
+                let row = &m.probs[(h * m.t + t) * m.s..(h * m.t + t + 1) * m.s];
+                let ent: f64 = row.iter().filter(|p| **p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
+                sum += ent / ((t + 1) as f64).ln();
+                n += 1;
+            }
+        }
+    }
+    sum / n as f64
 }
 
 /// The entropy of an expert load, over that of a uniform load (1: every expert equally used; 0: one takes all).

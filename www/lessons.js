@@ -46,8 +46,45 @@ export const METRICS = {
       return layers.reduce((s, l) => s + ent(l.load), 0) / layers.length;
     },
   },
+  // Mean entropy of the attention rows on the probe text (see probeText), each over ln(t + 1): 1 = spread evenly
+  // over the t + 1 keys a causal row has, 0 = on one key. Measured by `probe` once the run has finished.
+  attention_entropy: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.attentionEntropy ?? null },
   ms_per_step: { digits: 1, comparable: false, of: (rec) => rec.msPerStep ?? null },
 };
+
+/** The text attention is probed on: the first ctx_len characters of the corpus (tests/lessons.rs uses the same). */
+export function probeText(corpus, ctxLen) {
+  return [...corpus].slice(0, ctxLen).join('');
+}
+
+/** attention_entropy of the core's attention maps (Run#attention) of a causal model. */
+export function attentionEntropy(maps) {
+  let sum = 0;
+  let n = 0;
+  for (const m of maps.maps.filter((x) => x.kind === 'self')) {
+    for (let h = 0; h < m.heads; h++) {
+      for (let t = 1; t < m.t; t++) {
+        const row = m.probs.slice((h * m.t + t) * m.s, (h * m.t + t + 1) * m.s);
+        sum += row.reduce((e, p) => (p > 0 ? e - p * Math.log(p) : e), 0) / Math.log(t + 1);
+        n += 1;
+      }
+    }
+  }
+  return n ? sum / n : null;
+}
+
+/**
+ * Measures the metrics that need a probe of the trained model (attention_entropy) on each finished run, keeping
+ * them on the record (`rec.lessonProbe`) for `result`. `corpus` is the corpus text.
+ */
+export async function probe(lesson, recs, corpus) {
+  if (!lesson.metrics.some((m) => METRICS[m].probe)) return;
+  for (const rec of recs) {
+    if (rec.status !== 'done' || !rec.handle) continue;
+    const maps = await rec.handle.attention(probeText(corpus, rec.values.ctx_len));
+    rec.lessonProbe = { attentionEntropy: attentionEntropy(maps) };
+  }
+}
 
 function last(xs) {
   for (let i = xs.length - 1; i >= 0; i--) if (xs[i] !== null && Number.isFinite(xs[i])) return xs[i];

@@ -95,3 +95,15 @@ test('a lesson run at its test sizes trains its runs side by side and shows the 
   assert.match(await page.textContent('#lesson-detail .lesson-result'), /最终验证损失/);
   assert.deepEqual(problems, []);
 });
+
+test('a lesson measured on the trained model (attention entropy, √d_k) gives the outcome the native test asserts', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=sqrt-dk' });
+  const l = lesson('sqrt-dk');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('sqrt-dk', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['sqrt-dk']?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['sqrt-dk'];
+  for (const r of result.runs) assert.ok(r.metrics.attention_entropy > 0 && r.metrics.attention_entropy <= 1, `entropy ${r.metrics.attention_entropy}`);
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});

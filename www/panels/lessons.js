@@ -9,6 +9,7 @@ import { on, emit } from '../bus.js';
 import * as runs from '../runs.js';
 import * as state from '../state.js';
 import * as lessons from '../lessons.js';
+import { corpusText } from '../data.js';
 
 const status = new Map(); // id → { state: 'running' | 'done' | 'stopped', recs, result }
 let openId = null;
@@ -144,6 +145,11 @@ export async function run(id, { sizes = 'page' } = {}) {
   if (recs.some((rec) => rec.removed || (rec.status !== 'done' && rec.status !== 'error'))) {
     s.state = 'stopped'; // removed, paused or replaced before the end: no result
   } else {
+    try {
+      await lessons.probe(l, recs, await corpusText(l.base.corpus));
+    } catch (e) {
+      emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' });
+    }
     s.state = 'done';
     s.result = lessons.result(l, recs);
   }

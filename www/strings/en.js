@@ -579,4 +579,6 @@ export const en = {
   'lessons.metric.expert_load_entropy.help': 'Entropy of each MoE layer’s share of tokens per expert at the last step, over ln E: 1 when every expert is used equally, 0 when one takes all. Averaged over the layers.',
   'lessons.metric.ms_per_step': 'ms / step',
   'lessons.metric.ms_per_step.help': 'Time per training step on this machine (runs share it, so compare within one lesson only).',
+  'lessons.metric.attention_entropy': 'attention entropy',
+  'lessons.metric.attention_entropy.help': 'Mean entropy of the attention weights on the first characters of the corpus, each row over that of attending evenly to all its keys: 1 = spread evenly, 0 = all on one key (peaked, saturated softmax).',
 };

@@ -578,4 +578,6 @@ export const zh = {
   'lessons.metric.expert_load_entropy.help': '最后一步每个 MoE 层各专家所得词元份额的熵，除以 ln E：各专家用得一样多时为 1，一个专家包揽全部时为 0。对各层取平均。',
   'lessons.metric.ms_per_step': '毫秒 / 步',
   'lessons.metric.ms_per_step.help': '在本机上每个训练步的用时（各运行共享机器，只在同一实验内比较）。',
+  'lessons.metric.attention_entropy': '注意力熵',
+  'lessons.metric.attention_entropy.help': '在语料开头几个字符上注意力权重的平均熵，每行除以均匀关注所有键时的熵：1 = 均匀分布，0 = 全部集中在一个键上（尖锐、饱和的 softmax）。',
 };
