@@ -10,7 +10,8 @@
 //!
 //! `TP_LESSONS_SIZE=page cargo test --release --test lessons -- --nocapture` trains at the page's sizes instead
 //! and prints each lesson's metrics without asserting: that is how the "measured" text of a lesson is written.
-//! `TP_LESSON=<id>` runs one lesson.
+//! `TP_LESSON=<id>` runs one lesson; `TP_LESSONS_SEED=<n>` trains every run with seed n instead (the noise between
+//! seeds, for the "measured" texts; the outcomes are then printed, not asserted).
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -389,7 +390,9 @@ fn a_misspelt_knob_or_a_bad_value_is_refused() {
 
 #[test]
 fn every_lesson_shows_at_its_test_sizes_what_it_says() {
-    let page = std::env::var("TP_LESSONS_SIZE").is_ok_and(|s| s == "page");
+    let seed: Option<u64> = std::env::var("TP_LESSONS_SEED").ok().map(|s| s.parse().expect("TP_LESSONS_SEED is a number"));
+    let page = std::env::var("TP_LESSONS_SIZE").is_ok_and(|s| s == "page") || seed.is_some();
+    let sizes = if std::env::var("TP_LESSONS_SIZE").is_ok_and(|s| s == "page") { "page" } else { "test" };
     let only = std::env::var("TP_LESSON").ok();
     let text = std::fs::read_to_string(format!("{}/www/data/tinyshakespeare.txt", root())).unwrap();
     let mut failures = vec![];
@@ -400,8 +403,13 @@ fn every_lesson_shows_at_its_test_sizes_what_it_says() {
         let l = parse(&id, &json);
         assert_eq!(l.base.corpus, "shakespeare", "lesson {id}: the test knows the shakespeare corpus only");
         let t0 = std::time::Instant::now();
-        let measured: BTreeMap<&str, Measured> = l.runs.iter().map(|r| (r.id.as_str(), measure(run_config(&l, r, !page), &text, &l.metrics))).collect();
-        eprintln!("lesson {id} ({:.1} s at {} sizes):", t0.elapsed().as_secs_f64(), if page { "page" } else { "test" });
+        let config = |r: &LessonRun| {
+            let mut c = run_config(&l, r, sizes == "test");
+            c.seed = seed.unwrap_or(c.seed);
+            c
+        };
+        let measured: BTreeMap<&str, Measured> = l.runs.iter().map(|r| (r.id.as_str(), measure(config(r), &text, &l.metrics))).collect();
+        eprintln!("lesson {id} ({:.1} s at {sizes} sizes{}):", t0.elapsed().as_secs_f64(), seed.map_or(String::new(), |s| format!(", seed {s}")));
         for r in &l.runs {
             let m = &measured[r.id.as_str()];
             let vals: Vec<String> = m.metrics.iter().map(|(k, v)| format!("{k} {}", v.map_or("—".into(), |x| format!("{x:.4}")))).collect();
