@@ -100,7 +100,7 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `www/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "ms_per_step"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "ms_per_step"];
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step"];
 
@@ -236,6 +236,7 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     let val = if diverged_at.is_some() { None } else { run.eval(Split::Val).ok().map(|v| v as f64).filter(|v| v.is_finite()) };
     let kv = PagedDecoder::new(&run.model, 1).map(|d| d.stats().bytes_per_position as f64).ok();
     let attention = if metrics.iter().any(|m| m == "attention_entropy") && diverged_at.is_none() { Some(attention_entropy(&run, text)) } else { None };
+    let gap = if metrics.iter().any(|m| m == "permutation_gap") && diverged_at.is_none() { Some(permutation_gap(&run, text)) } else { None };
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
@@ -247,6 +248,7 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "kv_bytes_per_token" => kv,
                 "expert_load_entropy" => entropy,
                 "attention_entropy" => attention,
+                "permutation_gap" => gap,
                 "ms_per_step" => Some(ms / done as f64),
                 other => panic!("unknown metric {other}"),
             };
@@ -275,6 +277,36 @@ fn attention_entropy(run: &Run, corpus: &str) -> f64 {
         }
     }
     sum / n as f64
+}
+
+/// How far self-attention is from permutation-equivariant: the largest |A'[h, T−1−i, T−1−j] − A[h, i, j]| over
+/// layers and heads, where A are the attention weights on the probe text (its first `ctx_len` characters) and A'
+/// those on the same text reversed (a permutation). 0 up to float rounding when nothing tells positions apart.
+/// Bidirectional (bert) attention only: a causal mask is itself a position signal.
+fn permutation_gap(run: &Run, corpus: &str) -> f64 {
+    assert_eq!(run.cfg.model.arch, transformer_playground::config::Arch::Bert, "permutation_gap is defined for bidirectional (bert) attention");
+    let text: String = corpus.chars().take(run.cfg.model.ctx_len).collect();
+    let reversed: String = text.chars().rev().collect();
+    let maps = |t: &str| {
+        transformer_playground::probe::attention_maps(&run.model, &transformer_playground::backend::cpu::Cpu, run.data.tokenizer(), run.cfg.data.task, t, None)
+            .expect("attention maps")
+            .maps
+    };
+    let (a, b) = (maps(&text), maps(&reversed));
+    let mut gap = 0f64;
+    for (ma, mb) in a.iter().zip(&b).filter(|(m, _)| m.kind == "self") {
+        let t = ma.t;
+        for h in 0..ma.heads {
+            for i in 0..t {
+                for j in 0..t {
+                    let x = ma.probs[(h * t + i) * t + j] as f64;
+                    let y = mb.probs[(h * t + (t - 1 - i)) * t + (t - 1 - j)] as f64;
+                    gap = gap.max((x - y).abs());
+                }
+            }
+        }
+    }
+    gap
 }
 
 /// The entropy of an expert load, over that of a uniform load (1: every expert equally used; 0: one takes all).

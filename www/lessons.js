@@ -49,6 +49,9 @@ export const METRICS = {
   // Mean entropy of the attention rows on the probe text (see probeText), each over ln(t + 1): 1 = spread evenly
   // over the t + 1 keys a causal row has, 0 = on one key. Measured by `probe` once the run has finished.
   attention_entropy: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.attentionEntropy ?? null },
+  // The largest change of an attention weight when the probe text is reversed (weights compared at the permuted
+  // positions): 0 up to rounding when nothing tells positions apart. Bidirectional (bert) attention.
+  permutation_gap: { digits: 6, probe: true, of: (rec) => rec.lessonProbe?.permutationGap ?? null },
   ms_per_step: { digits: 1, comparable: false, of: (rec) => rec.msPerStep ?? null },
 };
 
@@ -73,16 +76,36 @@ export function attentionEntropy(maps) {
   return n ? sum / n : null;
 }
 
+/** permutation_gap of the attention maps of a text (`a`) and of the text reversed (`b`). */
+export function permutationGap(a, b) {
+  let gap = 0;
+  a.maps.forEach((ma, k) => {
+    const mb = b.maps[k];
+    if (ma.kind !== 'self') return;
+    const t = ma.t;
+    for (let h = 0; h < ma.heads; h++) {
+      for (let i = 0; i < t; i++) {
+        for (let j = 0; j < t; j++) gap = Math.max(gap, Math.abs(ma.probs[(h * t + i) * t + j] - mb.probs[(h * t + t - 1 - i) * t + t - 1 - j]));
+      }
+    }
+  });
+  return gap;
+}
+
 /**
- * Measures the metrics that need a probe of the trained model (attention_entropy) on each finished run, keeping
- * them on the record (`rec.lessonProbe`) for `result`. `corpus` is the corpus text.
+ * Measures the metrics that need a probe of the trained model (attention_entropy, permutation_gap) on each
+ * finished run, keeping them on the record (`rec.lessonProbe`) for `result`. `corpus` is the corpus text.
  */
 export async function probe(lesson, recs, corpus) {
   if (!lesson.metrics.some((m) => METRICS[m].probe)) return;
   for (const rec of recs) {
     if (rec.status !== 'done' || !rec.handle) continue;
-    const maps = await rec.handle.attention(probeText(corpus, rec.values.ctx_len));
-    rec.lessonProbe = { attentionEntropy: attentionEntropy(maps) };
+    const text = probeText(corpus, rec.values.ctx_len);
+    const maps = await rec.handle.attention(text);
+    rec.lessonProbe = { attentionEntropy: rec.values.arch === 'gpt' ? attentionEntropy(maps) : null };
+    if (lesson.metrics.includes('permutation_gap')) {
+      rec.lessonProbe.permutationGap = permutationGap(maps, await rec.handle.attention([...text].reverse().join('')));
+    }
   }
 }
 

@@ -107,3 +107,17 @@ test('a lesson measured on the trained model (attention entropy, √d_k) gives t
   assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
   assert.deepEqual(problems, []);
 });
+
+test('the permutation lesson: without positions, reversing the text only reverses the attention (bert)', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=permutation' });
+  const l = lesson('permutation');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('permutation', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons.permutation?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons.permutation;
+  const gap = Object.fromEntries(result.runs.map((r) => [r.id, r.metrics.permutation_gap]));
+  assert.ok(gap.none < 1e-5, `no positions: gap ${gap.none} is rounding`);
+  assert.ok(gap.learned > 1e-3, `learned positions: gap ${gap.learned}`);
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});

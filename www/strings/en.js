@@ -581,4 +581,6 @@ export const en = {
   'lessons.metric.ms_per_step.help': 'Time per training step on this machine (runs share it, so compare within one lesson only).',
   'lessons.metric.attention_entropy': 'attention entropy',
   'lessons.metric.attention_entropy.help': 'Mean entropy of the attention weights on the first characters of the corpus, each row over that of attending evenly to all its keys: 1 = spread evenly, 0 = all on one key (peaked, saturated softmax).',
+  'lessons.metric.permutation_gap': 'permutation gap',
+  'lessons.metric.permutation_gap.help': 'Reverse the probe text (the first characters of the corpus): the largest change of any attention weight, compared at the reversed positions. 0 (up to float rounding) means the attention cannot tell positions apart.',
 };

@@ -580,4 +580,6 @@ export const zh = {
   'lessons.metric.ms_per_step.help': '在本机上每个训练步的用时（各运行共享机器，只在同一实验内比较）。',
   'lessons.metric.attention_entropy': '注意力熵',
   'lessons.metric.attention_entropy.help': '在语料开头几个字符上注意力权重的平均熵，每行除以均匀关注所有键时的熵：1 = 均匀分布，0 = 全部集中在一个键上（尖锐、饱和的 softmax）。',
+  'lessons.metric.permutation_gap': '排列差',
+  'lessons.metric.permutation_gap.help': '把探测文本（语料开头的几个字符）倒过来：在对应的倒置位置上比较，任一注意力权重的最大变化。为 0（在浮点舍入范围内）意味着注意力无法区分位置。',
 };
