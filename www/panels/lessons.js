@@ -96,17 +96,21 @@ const render = perFrame(() => {
 
 /** Opens lesson `id`: shows it, and puts it in the URL. With `setup`, its runs replace the page's runs (a link). */
 export async function open(id, { setup = false } = {}) {
-  await lessons.loadLessons();
-  const l = lessons.byId(id);
-  if (!l) {
-    emit('notice', { key: 'lessons.unknown', vars: { id }, kind: 'warn' });
-    state.setLesson(null);
-    return;
+  try {
+    await lessons.loadLessons();
+    const l = lessons.byId(id);
+    if (!l) {
+      emit('notice', { key: 'lessons.unknown', vars: { id }, kind: 'warn' });
+      state.setLesson(null);
+      return;
+    }
+    openId = id;
+    state.setLesson(id);
+    render();
+    if (setup) await setUp(l);
+  } catch (e) {
+    emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' });
   }
-  openId = id;
-  state.setLesson(id);
-  render();
-  if (setup) await setUp(l);
 }
 
 async function presetConfig(name) {
