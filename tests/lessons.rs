@@ -100,7 +100,7 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `www/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "ms_per_step"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "params_total", "params_active", "ms_per_step"];
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step"];
 
@@ -237,6 +237,8 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     let kv = PagedDecoder::new(&run.model, 1).map(|d| d.stats().bytes_per_position as f64).ok();
     let attention = if metrics.iter().any(|m| m == "attention_entropy") && diverged_at.is_none() { Some(attention_entropy(&run, text)) } else { None };
     let gap = if metrics.iter().any(|m| m == "permutation_gap") && diverged_at.is_none() { Some(permutation_gap(&run, text)) } else { None };
+    // The core's count (the summary's "Parameters" and "Active / token"): every parameter, and those one token uses.
+    let flow = transformer_playground::probe::shape_flow(&run.cfg.model, run.data.tokenizer().vocab_size(), 1, run.cfg.model.ctx_len);
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
@@ -249,6 +251,8 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "expert_load_entropy" => entropy,
                 "attention_entropy" => attention,
                 "permutation_gap" => gap,
+                "params_total" => Some(flow.n_params as f64),
+                "params_active" => Some(flow.active_params as f64),
                 "ms_per_step" => Some(ms / done as f64),
                 other => panic!("unknown metric {other}"),
             };

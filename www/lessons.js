@@ -52,6 +52,9 @@ export const METRICS = {
   // The largest change of an attention weight when the probe text is reversed (weights compared at the permuted
   // positions): 0 up to rounding when nothing tells positions apart. Bidirectional (bert) attention.
   permutation_gap: { digits: 6, probe: true, of: (rec) => rec.lessonProbe?.permutationGap ?? null },
+  // The core's parameter counts (Engine#shapeFlow, the summary's): all of them, and those one token uses.
+  params_total: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.params ?? null },
+  params_active: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.active ?? null },
   ms_per_step: { digits: 1, comparable: false, of: (rec) => rec.msPerStep ?? null },
 };
 
@@ -93,16 +96,18 @@ export function permutationGap(a, b) {
 }
 
 /**
- * Measures the metrics that need a probe of the trained model (attention_entropy, permutation_gap) on each
- * finished run, keeping them on the record (`rec.lessonProbe`) for `result`. `corpus` is the corpus text.
+ * Measures the metrics that need a probe of the trained model (attention_entropy, permutation_gap) or the core's
+ * shape flow (params_total, params_active) on each finished run, keeping them on the record (`rec.lessonProbe`)
+ * for `result`. `corpus` is the corpus text, `engine` the page's Engine.
  */
-export async function probe(lesson, recs, corpus) {
+export async function probe(lesson, recs, corpus, engine) {
   if (!lesson.metrics.some((m) => METRICS[m].probe)) return;
   for (const rec of recs) {
     if (rec.status !== 'done' || !rec.handle) continue;
     const text = probeText(corpus, rec.values.ctx_len);
     const maps = await rec.handle.attention(text);
-    rec.lessonProbe = { attentionEntropy: rec.values.arch === 'gpt' ? attentionEntropy(maps) : null };
+    const flow = await engine.shapeFlow(configFromValues(rec.values), rec.handle.vocabSize);
+    rec.lessonProbe = { attentionEntropy: rec.values.arch === 'gpt' ? attentionEntropy(maps) : null, params: flow.n_params, active: flow.active_params };
     if (lesson.metrics.includes('permutation_gap')) {
       rec.lessonProbe.permutationGap = permutationGap(maps, await rec.handle.attention([...text].reverse().join('')));
     }

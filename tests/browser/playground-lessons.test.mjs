@@ -121,3 +121,21 @@ test('the permutation lesson: without positions, reversing the text only reverse
   assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
   assert.deepEqual(problems, []);
 });
+
+test('the MoE lesson counts parameters with the core: more in all, the same per token (up to the router)', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=moe-vs-dense' });
+  const l = lesson('moe-vs-dense');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('moe-vs-dense', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['moe-vs-dense']?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['moe-vs-dense'];
+  const [dense, moe] = result.runs.map((r) => r.metrics);
+  const { experts } = l.runs[1].set['model.ffn.moe'];
+  const layers = await page.evaluate(() => window.__tp.runs.list()[1].values.n_layers);
+  const router = experts * l.test.set['model.d_model'] * layers; // one E×C router matrix in each layer
+  assert.equal(dense.params_active, dense.params_total);
+  assert.equal(moe.params_active - dense.params_active, router);
+  assert.ok(moe.params_total > 2.5 * dense.params_total, JSON.stringify([dense, moe]));
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});

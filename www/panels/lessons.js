@@ -10,6 +10,7 @@ import * as runs from '../runs.js';
 import * as state from '../state.js';
 import * as lessons from '../lessons.js';
 import { corpusText } from '../data.js';
+import { getEngine } from '../engine.js';
 
 const status = new Map(); // id → { state: 'running' | 'done' | 'stopped', recs, result }
 let openId = null;
@@ -150,7 +151,7 @@ export async function run(id, { sizes = 'page' } = {}) {
     s.state = 'stopped'; // removed, paused or replaced before the end: no result
   } else {
     try {
-      await lessons.probe(l, recs, await corpusText(l.base.corpus));
+      await lessons.probe(l, recs, await corpusText(l.base.corpus), getEngine());
     } catch (e) {
       emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' });
     }

@@ -583,4 +583,8 @@ export const en = {
   'lessons.metric.attention_entropy.help': 'Mean entropy of the attention weights on the first characters of the corpus, each row over that of attending evenly to all its keys: 1 = spread evenly, 0 = all on one key (peaked, saturated softmax).',
   'lessons.metric.permutation_gap': 'permutation gap',
   'lessons.metric.permutation_gap.help': 'Reverse the probe text (the first characters of the corpus): the largest change of any attention weight, compared at the reversed positions. 0 (up to float rounding) means the attention cannot tell positions apart.',
+  'lessons.metric.params_total': 'parameters',
+  'lessons.metric.params_total.help': 'Every parameter of the model (the summary’s count).',
+  'lessons.metric.params_active': 'active / token',
+  'lessons.metric.params_active.help': 'The parameters one token uses: a Mixture-of-Experts layer counts its router and only the top-k experts (the compute per token follows this).',
 };

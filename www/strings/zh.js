@@ -582,4 +582,8 @@ export const zh = {
   'lessons.metric.attention_entropy.help': '在语料开头几个字符上注意力权重的平均熵，每行除以均匀关注所有键时的熵：1 = 均匀分布，0 = 全部集中在一个键上（尖锐、饱和的 softmax）。',
   'lessons.metric.permutation_gap': '排列差',
   'lessons.metric.permutation_gap.help': '把探测文本（语料开头的几个字符）倒过来：在对应的倒置位置上比较，任一注意力权重的最大变化。为 0（在浮点舍入范围内）意味着注意力无法区分位置。',
+  'lessons.metric.params_total': '参数量',
+  'lessons.metric.params_total.help': '模型的全部参数（即摘要中的计数）。',
+  'lessons.metric.params_active': '每词元激活参数',
+  'lessons.metric.params_active.help': '一个词元实际用到的参数：混合专家层只计路由器和被选中的 top-k 个专家（每词元的计算量与之相当）。',
 };
