@@ -7,12 +7,20 @@ const WWW = [
   'autosave.js', 'format.js', 'concepts.js', 'export.js', 'style.css', 'strings/en.js', 'strings/zh.js', 'embed.html',
   'panels/config.js', 'panels/data.js', 'panels/summary.js', 'panels/controls.js', 'panels/runs.js', 'panels/charts.js',
   'panels/attention.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
-  'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js', 'panels/concepts.js',
+  'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js', 'panels/concepts.js', 'lessons.js',
+  'panels/lessons.js', 'lessons/index.json',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
 ].map((f) => `www/${f}`);
 const ENGINE = ['index.js', 'worker.js', 'protocol.js', 'presets.js', 'strings.js', 'element.js', 'chart.js', 'isolate.js',
   'data/tinyshakespeare.txt', ...['threads', 'single', 'baseline'].flatMap((b) => [`wasm/${b}/tp.js`, `wasm/${b}/tp_bg.wasm`]),
 ].map((f) => `pkg/${f}`);
 
-self.tpServiceWorker = { cache: 'transformer-playground-v1', shell: ['./', 'index.html', ...WWW, ...ENGINE] };
+/** The lessons' index names every lesson file (www/lessons/<id>.json): they are kept too, with no second list here. */
+async function more(url, res) {
+  if (url !== 'www/lessons/index.json') return [];
+  const { lessons } = await res.json();
+  return lessons.map((id) => `www/lessons/${id}.json`);
+}
+
+self.tpServiceWorker = { cache: 'transformer-playground-v1', shell: ['./', 'index.html', ...WWW, ...ENGINE], more };
 importScripts('pkg/sw.js');

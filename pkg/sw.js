@@ -9,8 +9,9 @@
 // (Safari has no credentialless) and is what a host that can send the headers sends (scripts/serve.mjs); the cost is
 // that a cross-origin resource the page loads must send CORP or be fetched with CORS.
 //
-// Offline: a worker that sets self.tpServiceWorker = { cache, shell } before importScripts()-ing this file (the
-// playground's sw.js) also keeps `shell` in the cache `cache` on install and answers from it when the network
+// Offline: a worker that sets self.tpServiceWorker = { cache, shell, more? } before importScripts()-ing this file (the
+// playground's sw.js) also keeps `shell` in the cache `cache` on install — and, for each kept file, the files
+// `await more(url, response)` lists — and answers from it when the network
 // fails; every same-origin GET goes to the network first (a development server is never shadowed by stale
 // files) and refreshes the cache.
 //
@@ -35,6 +36,9 @@ async function keep(cache, url) {
   const res = await fetch(url, { cache: 'no-cache' });
   if (!res.ok) return;
   await cache.put(url, res.clone());
+  // The worker's own hook: the files a kept file names (the playground's lessons index names its lessons).
+  const more = OPTIONS.more ? await OPTIONS.more(url, res.clone()) : [];
+  await Promise.all(more.map((m) => keep(cache, m).catch(() => {})));
   if (/pkg\/wasm\/\w+\/tp\.js$/.test(url)) {
     const glue = await res.text();
     const snippets = [...glue.matchAll(/from '(\.\/snippets\/[^']+)'/g)].map((m) => new URL(m[1], new URL(url, self.location)).href);

@@ -26,6 +26,7 @@ import * as expertsPanel from './panels/experts.js';
 import * as costPanel from './panels/cost.js';
 import * as stepPanel from './panels/step.js';
 import * as conceptsPanel from './panels/concepts.js';
+import * as lessonsPanel from './panels/lessons.js';
 import { isolate } from '../pkg/isolate.js';
 
 const params = new URLSearchParams(location.search);
@@ -43,7 +44,7 @@ function serviceWorker() {
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
-  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel, conceptsPanel]) p.mount();
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel, conceptsPanel, lessonsPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
 }
@@ -57,6 +58,10 @@ const quote = (s) => (s.length > 60 ? `${s.slice(0, 60)}…` : s);
  */
 function sayRefused(setup) {
   for (const { key, raw, kept } of (setup?.refused ?? []).slice(0, 3)) {
+    if (key === 'lesson') {
+      emit('notice', { key: 'lessons.unknown', vars: { id: quote(raw) }, kind: 'warn' });
+      continue;
+    }
     const [rule, ruleVars] = state.ruleOf(options.BY_KEY[key]);
     const vars = { name: t(`opt.${key}.label`), value: quote(raw), rule: t(rule, ruleVars), dflt: kept };
     emit('notice', { key: 'notice.badLink', vars, kind: 'warn' });
@@ -99,8 +104,14 @@ async function main() {
     runs.init(link?.values ?? presetValues(), { build: !text });
     autosave.enable();
   }
+  // A lesson link (#lesson=<id>) opens the lesson and sets up its runs, in place of the saved ones.
+  if (link?.lesson) lessonsPanel.open(link.lesson, { setup: !restoring });
   state.onHashChange((setup) => {
     sayRefused(setup);
+    if (setup.lesson) {
+      lessonsPanel.open(setup.lesson, { setup: true });
+      return;
+    }
     if (setup.text) dataPanel.useText(setup.text);
     runs.applyValues(setup.values, 'hash');
   }, () => presetValues());
@@ -113,7 +124,7 @@ async function main() {
 }
 
 // For the browser tests and the curious: the page's modules.
-window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk, cost: costPanel.state };
+window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk, cost: costPanel.state, lessons: lessonsPanel.snapshot, runLesson: lessonsPanel.run };
 
 main().catch((e) => {
   console.error(e);

@@ -363,6 +363,26 @@ export function newRun(values = selected?.values) {
   return rec;
 }
 
+/**
+ * Replaces every run with one run per entry of `valuesList` (a lesson's runs, at most MAX_RUNS), the first
+ * selected; the old runs' engine runs are disposed. Resolves the new records, building.
+ */
+export async function replaceAll(valuesList) {
+  const old = runs.splice(0, runs.length);
+  for (const rec of old) {
+    rec.removed = true;
+    clearTimeout(rec.buildTimer);
+  }
+  selected = null;
+  const recs = valuesList.slice(0, MAX_RUNS).map((v, i) => add(v, { no: i + 1, select: i === 0 }));
+  emit('values', { values: selected.values, source: 'select' });
+  emitRuns();
+  for (const rec of old) emit('stopped', { rec });
+  await Promise.all(old.map((rec) => dropHandle(rec)));
+  for (const rec of recs) scheduleBuild(rec, 0);
+  return recs;
+}
+
 export async function remove(rec) {
   if (!rec || runs.length <= 1) return;
   rec.removed = true;

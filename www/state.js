@@ -1,7 +1,8 @@
 // The URL hash: the only reader and writer of location.hash. It holds the selected run's setup, every option of
 // options.js that applies (config, seed, data choice), as key=value pairs, TensorFlow-Playground style:
 //   #arch=gpt&d_model=128&n_layers=4&…&seed=1337&corpus=shakespeare
-// Pasted text short enough travels too (`text=`), so such a link reproduces the run on another machine.
+// Pasted text short enough travels too (`text=`), so such a link reproduces the run on another machine. An open
+// lesson (www/lessons/<id>.json) is `lesson=<id>`: `index.html#lesson=norm-placement` opens it.
 import { OPTIONS, BY_KEY, applies, defaults } from './options.js';
 
 /** Pasted text up to this many characters goes into the link. */
@@ -48,9 +49,25 @@ export function ruleOf(o) {
   return ['link.rule.number', {}];
 }
 
-/** The hash (without '#') for a setup: every option that applies, plus short pasted text. */
+/** A lesson id as a link may carry it (the lesson files' names: lowercase letters, digits and '-'). */
+const LESSON_ID = /^[a-z0-9-]{1,64}$/;
+
+let lesson = null; // the open lesson's id, kept in the hash beside the setup
+
+/** Opens (an id) or closes (null) the lesson the hash names, and rewrites the hash. */
+export function setLesson(id) {
+  lesson = id && LESSON_ID.test(id) ? id : null;
+  const p = new URLSearchParams(location.hash.replace(/^#/, ''));
+  p.delete('lesson');
+  const rest = p.toString();
+  const hash = [lesson && `lesson=${lesson}`, rest].filter(Boolean).join('&');
+  if (location.hash.replace(/^#/, '') !== hash) history.replaceState(null, '', hash ? `#${hash}` : location.pathname + location.search);
+}
+
+/** The hash (without '#') for a setup: the open lesson, every option that applies, plus short pasted text. */
 export function encode(values, text = null) {
   const p = new URLSearchParams();
+  if (lesson) p.set('lesson', lesson);
   for (const o of OPTIONS) {
     if (!applies(o, values)) continue;
     const s = format(o, values[o.key]);
@@ -61,7 +78,8 @@ export function encode(values, text = null) {
 }
 
 /**
- * A setup from a hash: { values, text, keys, refused, unknown } — `values` starts from `base` (the default preset's
+ * A setup from a hash: { values, text, lesson, keys, refused, unknown } — `lesson` is the lesson id a link opens
+ * (null when none, or when it is no id: then it is listed in `refused`); `values` starts from `base` (the default preset's
  * values) and takes every known key in the hash; `keys` lists the keys taken; `refused` lists { key, raw, kept } for
  * each value that parse() refuses, which keeps `base`'s value; `unknown` lists the keys that are no option (each
  * once). null for an empty hash.
@@ -78,7 +96,8 @@ export function decode(hash, base = defaults()) {
     // Own keys only: a link's '__proto__', 'constructor' or 'toString' is no option.
     const o = Object.hasOwn(BY_KEY, k) ? BY_KEY[k] : undefined;
     if (!o) {
-      if (k !== 'text') unknown.add(k);
+      if (k === 'lesson' && !LESSON_ID.test(raw)) refused.push({ key: k, raw, kept: '' });
+      else if (k !== 'text' && k !== 'lesson') unknown.add(k);
       continue;
     }
     const v = parse(o, raw);
@@ -90,7 +109,8 @@ export function decode(hash, base = defaults()) {
     keys.push(k);
   }
   // Options that apply but are absent from the hash keep `base`'s values (an older or hand-written link).
-  return { values, text: p.get('text'), keys, refused, unknown: [...unknown] };
+  const l = p.get('lesson');
+  return { values, text: p.get('text'), lesson: l !== null && LESSON_ID.test(l) ? l : null, keys, refused, unknown: [...unknown] };
 }
 
 /** The setup in the current URL, or null. */

@@ -1,0 +1,141 @@
+// The Lessons panel: it lists every lesson of www/lessons/index.json, each "not run"; `#lesson=<id>` opens one and
+// sets up its runs, which differ from each other only in the lesson's knob (same seed, same data); running a
+// lesson (at its test sizes, to be quick) trains its runs side by side and shows each run's metric with real
+// numbers and each expected direction's outcome — the same outcome tests/lessons.rs asserts natively for kv-heads,
+// whose comparisons are exact (KV bytes) or wide (the loss within 0.05) —; 中文 shows the lesson's Chinese texts.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startServer, launch, ROOT } from './util.mjs';
+import { openPlayground, screenshot } from './playground-helpers.mjs';
+
+const INDEX = JSON.parse(readFileSync(join(ROOT, 'www/lessons/index.json'), 'utf8')).lessons;
+const lesson = (id) => JSON.parse(readFileSync(join(ROOT, `www/lessons/${id}.json`), 'utf8'));
+
+let browser;
+let server;
+before(async () => {
+  browser = await launch();
+  server = await startServer({ isolation: true });
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+test('the panel lists every lesson; a link opens one and sets up its runs, differing only in its knob', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=norm-placement' });
+  await page.waitForFunction((n) => document.querySelectorAll('#lesson-list li').length === n, INDEX.length, { timeout: 15000 });
+  const listed = await page.$$eval('#lesson-list li', (lis) => lis.map((li) => [li.dataset.lesson, li.querySelector('.lesson-status').textContent]));
+  assert.deepEqual(listed.map(([id]) => id), INDEX);
+  assert.ok(listed.every(([, s]) => s === 'not run'), JSON.stringify(listed));
+
+  const l = lesson('norm-placement');
+  await page.waitForFunction((n) => window.__tp.runs.list().length === n, l.runs.length, { timeout: 15000 });
+  assert.match(await page.textContent('#lesson-detail h3'), new RegExp(l.title.en.slice(0, 20).replace(/[()]/g, '.')));
+  assert.match(await page.textContent('#lesson-detail .lesson-claim'), /Post-LN/);
+  const cfgs = await page.evaluate(() => window.__tp.runs.list().map((r) => window.__tp.options.configFromValues(r.values)));
+  assert.deepEqual(cfgs.map((c) => c.model.norm.placement), l.runs.map((r) => r.set['model.norm.placement']));
+  // Only the knob differs: the configs are equal once it is taken out.
+  const without = cfgs.map((c) => JSON.stringify({ ...c, model: { ...c.model, norm: { ...c.model.norm, placement: null } } }));
+  assert.ok(without.every((c) => c === without[0]), 'the runs differ only in the placement');
+  assert.equal(cfgs[0].model.n_layers, l.base.set['model.n_layers']);
+  assert.match(page.url(), /#lesson=norm-placement/);
+
+  // The button trains the lesson at its page sizes, all runs at once; paused before the end, it has no result.
+  await page.click('#lesson-run');
+  await page.waitForFunction((n) => window.__tp.runs.list().filter((r) => r.training).length === n, l.runs.length, { timeout: 30000 });
+  assert.equal(await page.evaluate(() => window.__tp.lessons().lessons['norm-placement'].state), 'running');
+  assert.equal(await page.textContent('#lesson-list li[data-lesson="norm-placement"] .lesson-status'), 'running…');
+  assert.deepEqual(await page.evaluate(() => window.__tp.runs.list().map((r) => r.values.steps)), l.runs.map(() => l.base.set['train.steps']));
+  await page.evaluate(() => Promise.all(window.__tp.runs.list().map((r) => window.__tp.runs.pause(r))));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['norm-placement'].state === 'stopped', null, { timeout: 30000 });
+  assert.equal(await page.textContent('#lesson-list li[data-lesson="norm-placement"] .lesson-status'), 'stopped');
+  assert.deepEqual(problems, []);
+});
+
+test('a link to a lesson that does not exist says so', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=no-such-lesson' });
+  await page.waitForFunction(() => /no lesson “no-such-lesson”/.test(document.getElementById('notices').textContent), null, { timeout: 15000 });
+  assert.equal(await page.evaluate(() => window.__tp.lessons().open), null);
+  assert.deepEqual(problems, []);
+});
+
+test('a lesson run at its test sizes trains its runs side by side and shows the measured outcome; 中文', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=kv-heads' });
+  const l = lesson('kv-heads');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('kv-heads', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['kv-heads']?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['kv-heads'];
+  // Three runs, same seed, their KV heads as the lesson says, each trained to the test sizes' last step.
+  const runs = await page.evaluate(() => window.__tp.runs.list().map((r) => ({ v: r.values, steps: r.stepCount, status: r.status })));
+  assert.deepEqual(runs.map((r) => r.v.n_kv_heads), l.runs.map((r) => r.set['model.n_kv_heads']));
+  assert.ok(runs.every((r) => r.status === 'done' && r.steps === l.test.set['train.steps'] && r.v.seed === runs[0].v.seed), JSON.stringify(runs.map((r) => [r.status, r.steps])));
+  // Real numbers: the KV bytes exact (2 · L · NKV · HS · 4), the losses finite and plausible for a char model.
+  const hs = l.test.set['model.d_model'] / runs[0].v.n_heads;
+  assert.deepEqual(result.runs.map((r) => r.metrics.kv_bytes_per_token), runs.map((r) => 2 * r.v.n_layers * r.v.n_kv_heads * hs * 4));
+  for (const r of result.runs) assert.ok(r.metrics.final_val_loss > 1 && r.metrics.final_val_loss < 5, `val loss ${r.metrics.final_val_loss}`);
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  // … and the page shows them beside the claim.
+  const cells = await page.$$eval('#lesson-detail td.metric', (tds) => tds.map((td) => td.textContent));
+  assert.equal(cells.length, l.runs.length * l.metrics.length);
+  assert.ok(cells.every((c) => /^\d/.test(c)), JSON.stringify(cells));
+  assert.equal(await page.$$eval('#lesson-detail .lesson-checks li', (lis) => lis.length), l.expect.length);
+  const status = await page.textContent('#lesson-list li[data-lesson="kv-heads"] .lesson-status');
+  assert.match(status, /^result: /);
+  await screenshot(page, 'lessons');
+
+  await page.click('#lang');
+  await page.waitForFunction(() => document.documentElement.lang === 'zh-CN');
+  assert.equal(await page.textContent('#h-lessons'), '课程实验');
+  assert.match(await page.textContent('#lesson-detail h3'), new RegExp(l.title.zh.slice(0, 6)));
+  assert.match(await page.textContent('#lesson-detail .lesson-claim'), /^论断：/);
+  assert.match(await page.textContent('#lesson-detail .lesson-result'), /最终验证损失/);
+  assert.deepEqual(problems, []);
+});
+
+test('a lesson measured on the trained model (attention entropy, √d_k) gives the outcome the native test asserts', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=sqrt-dk' });
+  const l = lesson('sqrt-dk');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('sqrt-dk', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['sqrt-dk']?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['sqrt-dk'];
+  for (const r of result.runs) assert.ok(r.metrics.attention_entropy > 0 && r.metrics.attention_entropy <= 1, `entropy ${r.metrics.attention_entropy}`);
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});
+
+test('the permutation lesson: without positions, reversing the text only reverses the attention (bert)', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=permutation' });
+  const l = lesson('permutation');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('permutation', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons.permutation?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons.permutation;
+  const gap = Object.fromEntries(result.runs.map((r) => [r.id, r.metrics.permutation_gap]));
+  assert.ok(gap.none < 1e-5, `no positions: gap ${gap.none} is rounding`);
+  assert.ok(gap.learned > 1e-3, `learned positions: gap ${gap.learned}`);
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});
+
+test('the MoE lesson counts parameters with the core: more in all, the same per token (up to the router)', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=moe-vs-dense' });
+  const l = lesson('moe-vs-dense');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('moe-vs-dense', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['moe-vs-dense']?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['moe-vs-dense'];
+  const [dense, moe] = result.runs.map((r) => r.metrics);
+  const { experts } = l.runs[1].set['model.ffn.moe'];
+  const layers = await page.evaluate(() => window.__tp.runs.list()[1].values.n_layers);
+  const router = experts * l.test.set['model.d_model'] * layers; // one E×C router matrix in each layer
+  assert.equal(dense.params_active, dense.params_total);
+  assert.equal(moe.params_active - dense.params_active, router);
+  assert.ok(moe.params_total > 2.5 * dense.params_total, JSON.stringify([dense, moe]));
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});

@@ -1,0 +1,464 @@
+//! The lessons (`www/lessons/*.json`): each one's runs train here with the native trainer, on the configs the
+//! page builds (the preset, the lesson's base settings, its test sizes, then each run's knob), and what the lesson
+//! says happens at its test sizes must happen: for every comparison of `expect` the outcome in `test.outcome`
+//! ("holds", "reversed" or "tie"). A lesson whose claim does not reproduce records that, and this checks it.
+//!
+//! It also refuses a malformed lesson: an unknown field, a missing text in either language, a knob path the
+//! core's config does not have (checked by parsing and validating the config and reading the value back), a run
+//! that differs from the others in more than its knob, an unknown metric or run id, an index that does not list
+//! exactly the lesson files.
+//!
+//! `TP_LESSONS_SIZE=page cargo test --release --test lessons -- --nocapture` trains at the page's sizes instead
+//! and prints each lesson's metrics without asserting: that is how the "measured" text of a lesson is written.
+//! `TP_LESSON=<id>` runs one lesson; `TP_LESSONS_SEED=<n>` trains every run with seed n instead (the noise between
+//! seeds, for the "measured" texts; the outcomes are then printed, not asserted).
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use transformer_playground::backend::BackendKind;
+use transformer_playground::data::Split;
+use transformer_playground::model::paged::PagedDecoder;
+use transformer_playground::train::Run;
+use transformer_playground::{Config, Error};
+
+/// A text in both languages of the page.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Text {
+    en: String,
+    zh: String,
+}
+
+/// Config settings: a config path ("model.norm.placement", "train.betas.0") → its value.
+type Settings = Map<String, Value>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Base {
+    /// A preset: `configs/<preset>.json`.
+    preset: String,
+    /// The page's corpus for text models ("shakespeare").
+    corpus: String,
+    #[serde(default)]
+    set: Settings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LessonRun {
+    id: String,
+    label: Text,
+    set: Settings,
+}
+
+/// One claim to check: run `a` has a lower (higher) `metric` than run `b`, or the two are within `margin`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    metric: String,
+    a: String,
+    /// "lower", "higher" or "tie".
+    is: String,
+    b: String,
+    /// Differences within this are a tie.
+    margin: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestSizes {
+    set: Settings,
+    /// For each `expect`, what happens at these sizes: "holds", "reversed" or "tie".
+    outcome: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // the texts are read by the page; here they are only required to be there
+struct Lesson {
+    id: String,
+    /// The claim's number in the course's list (issue 19).
+    claim_no: u32,
+    title: Text,
+    claim: Text,
+    source: Text,
+    watch: Text,
+    question: Text,
+    /// What native runs at the page's sizes showed (written from `TP_LESSONS_SIZE=page`).
+    measured: Text,
+    /// Why the expected direction may not show at this size, said when it does not.
+    why_not: Text,
+    base: Base,
+    runs: Vec<LessonRun>,
+    /// The metrics shown for every run (each `expect` names one of them).
+    metrics: Vec<String>,
+    expect: Vec<Expect>,
+    test: TestSizes,
+}
+
+/// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
+/// same from its progress events, `www/lessons.js`).
+const METRICS: &[&str] =
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "params_total", "params_active", "ms_per_step"];
+/// Metrics that depend on the machine: shown, never compared.
+const UNCOMPARABLE: &[&str] = &["ms_per_step"];
+
+fn root() -> String {
+    env!("CARGO_MANIFEST_DIR").to_string()
+}
+
+fn lesson_files() -> Vec<(String, String)> {
+    let dir = format!("{}/www/lessons", root());
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && p.file_stem().is_some_and(|s| s != "index"))
+        .map(|p| (p.file_stem().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Sets `path` ("model.norm.kind", "train.betas.0") in a JSON config, making the objects on the way.
+fn set_path(cfg: &mut Value, path: &str, value: &Value) -> Result<(), String> {
+    let keys: Vec<&str> = path.split('.').collect();
+    let mut x = cfg;
+    for (i, k) in keys.iter().enumerate() {
+        let last = i + 1 == keys.len();
+        x = match x {
+            Value::Object(m) => {
+                if last {
+                    m.insert(k.to_string(), value.clone());
+                    return Ok(());
+                }
+                m.entry(k.to_string()).or_insert_with(|| Value::Object(Map::new()))
+            }
+            Value::Array(a) => {
+                let j: usize = k.parse().map_err(|_| format!("{path}: \"{k}\" is not an index"))?;
+                let n = a.len();
+                let slot = a.get_mut(j).ok_or_else(|| format!("{path}: index {j} past the {n} elements"))?;
+                if last {
+                    *slot = value.clone();
+                    return Ok(());
+                }
+                slot
+            }
+            _ => return Err(format!("{path}: \"{k}\" is inside a value that is not an object")),
+        };
+    }
+    unreachable!()
+}
+
+fn get_path<'a>(cfg: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(cfg, |x, k| match x {
+        Value::Object(m) => m.get(k),
+        Value::Array(a) => a.get(k.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// The config of one run of a lesson, as the page builds it: the preset, then the base settings, then (in a test)
+/// the test sizes, then the run's knob. Each setting must be a field of the core's config that keeps its value
+/// through parsing and validation, or this names the setting and the core's refusal.
+fn run_config(lesson: &Lesson, run: &LessonRun, test: bool) -> Config {
+    try_run_config(lesson, run, test).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_run_config(lesson: &Lesson, run: &LessonRun, test: bool) -> Result<Config, String> {
+    let at = format!("lesson {} run {}", lesson.id, run.id);
+    let preset = format!("{}/configs/{}.json", root(), lesson.base.preset);
+    let text = std::fs::read_to_string(&preset).map_err(|e| format!("{at}: preset {preset}: {e}"))?;
+    let mut cfg: Value = serde_json::from_str(&text).map_err(|e| format!("{at}: preset {preset}: {e}"))?;
+    let layers: Vec<&Settings> = [Some(&lesson.base.set), test.then_some(&lesson.test.set), Some(&run.set)].into_iter().flatten().collect();
+    for set in &layers {
+        for (path, v) in set.iter() {
+            set_path(&mut cfg, path, v).map_err(|e| format!("{at}: {e}"))?;
+        }
+    }
+    let effective: Settings = layers.iter().flat_map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone()))).collect(); // the last setting wins
+    let settings: Vec<String> = effective.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let config = Config::from_json(&cfg.to_string()).map_err(|e| format!("{at}: the core refuses its config ({}): {e}", settings.join(", ")))?;
+    let back = serde_json::to_value(&config).unwrap();
+    for (path, v) in &effective {
+        let got = get_path(&back, path);
+        if !kept(got, v) {
+            return Err(format!("{at}: \"{path}\" is not a knob of the core's config (set to {v}, read back {got:?})"));
+        }
+    }
+    Ok(config)
+}
+
+/// Whether a setting `want` came back as `got` from the core: numbers equal as numbers, objects field by field
+/// (the core fills in defaults beside them), null as absent; numbers as the f32 the core keeps.
+fn kept(got: Option<&Value>, want: &Value) -> bool {
+    match (got, want) {
+        (None | Some(Value::Null), Value::Null) => true,
+        (Some(Value::Number(a)), Value::Number(b)) => a.as_f64().map(|x| x as f32) == b.as_f64().map(|x| x as f32), // the core holds f32
+        (Some(Value::Object(g)), Value::Object(w)) => w.iter().all(|(k, v)| kept(g.get(k), v)),
+        (Some(g), w) => g == w,
+        (None, _) => false,
+    }
+}
+
+/// What one run measured: each metric (None: the run diverged before it could be measured).
+struct Measured {
+    metrics: BTreeMap<String, Option<f64>>,
+    diverged_at: Option<usize>,
+}
+
+/// Trains one run to its last step (or its divergence) and measures the lesson's metrics, as the page does.
+fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
+    let steps = cfg.train.steps;
+    let mut run = Run::new(cfg, Some(text), BackendKind::Cpu).expect("a lesson's run builds");
+    let (mut max_grad, mut ratio0, mut entropy, mut ms) = (0f64, None, None, 0f64);
+    let mut diverged_at = None;
+    for s in 0..steps {
+        let t0 = std::time::Instant::now();
+        let r = match run.step() {
+            Ok(r) => r,
+            Err(Error::Diverged { step, .. }) => {
+                diverged_at = Some(step);
+                break;
+            }
+            Err(e) => panic!("step {s}: {e}"),
+        };
+        ms += t0.elapsed().as_secs_f64() * 1e3;
+        max_grad = max_grad.max(r.grad_norm as f64);
+        if s == 0 {
+            let blocks: Vec<f64> = r.layer_grad_norms.iter().filter(|(n, _)| n.contains("blocks.")).map(|(_, g)| *g as f64).collect();
+            ratio0 = Some(blocks[blocks.len() - 1] / blocks[0]);
+        }
+        if !r.expert_load.is_empty() {
+            entropy = Some(r.expert_load.iter().map(|l| load_entropy(&l.load)).sum::<f64>() / r.expert_load.len() as f64);
+        }
+    }
+    let val = if diverged_at.is_some() { None } else { run.eval(Split::Val).ok().map(|v| v as f64).filter(|v| v.is_finite()) };
+    let kv = PagedDecoder::new(&run.model, 1).map(|d| d.stats().bytes_per_position as f64).ok();
+    let attention = if metrics.iter().any(|m| m == "attention_entropy") && diverged_at.is_none() { Some(attention_entropy(&run, text)) } else { None };
+    let gap = if metrics.iter().any(|m| m == "permutation_gap") && diverged_at.is_none() { Some(permutation_gap(&run, text)) } else { None };
+    // The core's count (the summary's "Parameters" and "Active / token"): every parameter, and those one token uses.
+    let flow = transformer_playground::probe::shape_flow(&run.cfg.model, run.data.tokenizer().vocab_size(), 1, run.cfg.model.ctx_len);
+    let done = diverged_at.unwrap_or(steps).max(1);
+    let metrics = metrics
+        .iter()
+        .map(|m| {
+            let v = match m.as_str() {
+                "final_val_loss" => val,
+                "max_grad_norm" => Some(max_grad),
+                "grad_norm_ratio_step0" => ratio0,
+                "kv_bytes_per_token" => kv,
+                "expert_load_entropy" => entropy,
+                "attention_entropy" => attention,
+                "permutation_gap" => gap,
+                "params_total" => Some(flow.n_params as f64),
+                "params_active" => Some(flow.active_params as f64),
+                "ms_per_step" => Some(ms / done as f64),
+                other => panic!("unknown metric {other}"),
+            };
+            (m.clone(), v)
+        })
+        .collect();
+    Measured { metrics, diverged_at }
+}
+
+/// The mean entropy of the attention rows (over layers, heads and query positions t ≥ 1), each over ln(t + 1),
+/// the entropy of attending evenly to the t + 1 keys a causal row has: 1 = spread evenly, 0 = on one key. The
+/// probe text is the first `ctx_len` characters of the corpus (the page uses the same).
+fn attention_entropy(run: &Run, corpus: &str) -> f64 {
+    let text: String = corpus.chars().take(run.cfg.model.ctx_len).collect();
+    assert_eq!(run.cfg.model.arch, transformer_playground::config::Arch::Gpt, "attention_entropy is defined for causal (gpt) attention");
+    let maps = transformer_playground::probe::attention_maps(&run.model, &transformer_playground::backend::cpu::Cpu, run.data.tokenizer(), run.cfg.data.task, &text, None).expect("attention maps");
+    let (mut sum, mut n) = (0.0, 0usize);
+    for m in maps.maps.iter().filter(|m| m.kind == "self") {
+        for h in 0..m.heads {
+            for t in 1..m.t {
+                let row = &m.probs[(h * m.t + t) * m.s..(h * m.t + t + 1) * m.s];
+                let ent: f64 = row.iter().filter(|p| **p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
+                sum += ent / ((t + 1) as f64).ln();
+                n += 1;
+            }
+        }
+    }
+    sum / n as f64
+}
+
+/// How far self-attention is from permutation-equivariant: the largest |A'[h, T−1−i, T−1−j] − A[h, i, j]| over
+/// layers and heads, where A are the attention weights on the probe text (its first `ctx_len` characters) and A'
+/// those on the same text reversed (a permutation). 0 up to float rounding when nothing tells positions apart.
+/// Bidirectional (bert) attention only: a causal mask is itself a position signal.
+fn permutation_gap(run: &Run, corpus: &str) -> f64 {
+    assert_eq!(run.cfg.model.arch, transformer_playground::config::Arch::Bert, "permutation_gap is defined for bidirectional (bert) attention");
+    let text: String = corpus.chars().take(run.cfg.model.ctx_len).collect();
+    let reversed: String = text.chars().rev().collect();
+    let maps = |t: &str| {
+        transformer_playground::probe::attention_maps(&run.model, &transformer_playground::backend::cpu::Cpu, run.data.tokenizer(), run.cfg.data.task, t, None)
+            .expect("attention maps")
+            .maps
+    };
+    let (a, b) = (maps(&text), maps(&reversed));
+    let mut gap = 0f64;
+    for (ma, mb) in a.iter().zip(&b).filter(|(m, _)| m.kind == "self") {
+        let t = ma.t;
+        for h in 0..ma.heads {
+            for i in 0..t {
+                for j in 0..t {
+                    let x = ma.probs[(h * t + i) * t + j] as f64;
+                    let y = mb.probs[(h * t + (t - 1 - i)) * t + (t - 1 - j)] as f64;
+                    gap = gap.max((x - y).abs());
+                }
+            }
+        }
+    }
+    gap
+}
+
+/// The entropy of an expert load, over that of a uniform load (1: every expert equally used; 0: one takes all).
+fn load_entropy(load: &[f32]) -> f64 {
+    let h: f64 = load.iter().filter(|p| **p > 0.0).map(|&p| -(p as f64) * (p as f64).ln()).sum();
+    h / (load.len() as f64).ln()
+}
+
+/// "holds", "reversed" or "tie" for one comparison (a run that diverged counts as the worst: an infinite value
+/// for a lower-is-better comparison, and no value at all for a higher-is-better one).
+fn outcome(e: &Expect, a: Option<f64>, b: Option<f64>) -> &'static str {
+    let worst = if e.is == "higher" { f64::NEG_INFINITY } else { f64::INFINITY };
+    let (a, b) = (a.unwrap_or(worst), b.unwrap_or(worst));
+    let d = a - b; // both worst: NaN, a tie
+    let tie = d.is_nan() || d.abs() <= e.margin;
+    match e.is.as_str() {
+        "lower" if tie => "tie",
+        "lower" => if d < 0.0 { "holds" } else { "reversed" },
+        "higher" if tie => "tie",
+        "higher" => if d > 0.0 { "holds" } else { "reversed" },
+        "tie" => if tie { "holds" } else { "reversed" },
+        other => panic!("expect.is must be lower, higher or tie, not {other}"),
+    }
+}
+
+fn parse(id: &str, json: &str) -> Lesson {
+    let l: Lesson = serde_json::from_str(json).unwrap_or_else(|e| panic!("www/lessons/{id}.json: {e}"));
+    assert_eq!(l.id, id, "www/lessons/{id}.json: its id must be its file name");
+    assert!(l.id.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'), "lesson id {id}: lowercase letters, digits and '-'");
+    for (name, t) in [("title", &l.title), ("claim", &l.claim), ("source", &l.source), ("watch", &l.watch), ("question", &l.question), ("measured", &l.measured), ("why_not", &l.why_not)] {
+        assert!(!t.en.trim().is_empty() && !t.zh.trim().is_empty(), "lesson {id}: {name} needs en and zh");
+    }
+    assert!((2..=4).contains(&l.runs.len()), "lesson {id}: 2 to 4 runs");
+    for r in &l.runs {
+        assert!(!r.label.en.is_empty() && !r.label.zh.is_empty(), "lesson {id} run {}: label needs en and zh", r.id);
+        assert!(!r.set.is_empty(), "lesson {id} run {}: a run sets its knob", r.id);
+    }
+    // Only the lesson's knob differs: every run sets the same paths.
+    let knobs: Vec<&String> = l.runs[0].set.keys().collect();
+    for r in &l.runs {
+        assert_eq!(r.set.keys().collect::<Vec<_>>(), knobs, "lesson {id}: run {} sets other paths than run {}", r.id, l.runs[0].id);
+        assert_eq!(l.runs.iter().filter(|o| o.id == r.id).count(), 1, "lesson {id}: run id {} twice", r.id);
+    }
+    for path in l.base.set.keys().chain(l.test.set.keys()) {
+        assert!(!knobs.contains(&path), "lesson {id}: {path} is the lesson's knob, not a base or test setting");
+    }
+    for k in ["seed", "data.task"] {
+        assert!(!knobs.iter().any(|p| p.as_str() == k), "lesson {id}: runs must share {k}");
+    }
+    for m in &l.metrics {
+        assert!(METRICS.contains(&m.as_str()), "lesson {id}: unknown metric {m} (one of {METRICS:?})");
+    }
+    assert!(!l.expect.is_empty(), "lesson {id}: expect names at least one comparison");
+    assert_eq!(l.expect.len(), l.test.outcome.len(), "lesson {id}: test.outcome has one entry per expect");
+    for e in &l.expect {
+        assert!(l.metrics.contains(&e.metric) && !UNCOMPARABLE.contains(&e.metric.as_str()), "lesson {id}: expect's metric {} is not a comparable metric of the lesson", e.metric);
+        for r in [&e.a, &e.b] {
+            assert!(l.runs.iter().any(|x| &x.id == r), "lesson {id}: expect names run {r}, which it does not have");
+        }
+        assert!(["lower", "higher", "tie"].contains(&e.is.as_str()), "lesson {id}: expect.is must be lower, higher or tie");
+        assert!(e.margin >= 0.0, "lesson {id}: margin must be ≥ 0");
+    }
+    for o in &l.test.outcome {
+        assert!(["holds", "reversed", "tie"].contains(&o.as_str()), "lesson {id}: test.outcome entries are holds, reversed or tie");
+    }
+    l
+}
+
+#[test]
+fn the_index_lists_every_lesson_file_once() {
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(format!("{}/www/lessons/index.json", root())).unwrap()).unwrap();
+    let ids: Vec<String> = index["lessons"].as_array().expect("index.json: {\"lessons\": [ids]}").iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len(), "index.json lists a lesson twice");
+    let files: Vec<String> = lesson_files().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(sorted, files, "index.json must list exactly the files www/lessons/*.json");
+}
+
+#[test]
+fn every_lesson_is_well_formed_and_its_configs_are_valid() {
+    for (id, json) in lesson_files() {
+        let l = parse(&id, &json);
+        let seeds: Vec<u64> = l.runs.iter().map(|r| run_config(&l, r, false).seed).collect();
+        assert!(seeds.windows(2).all(|w| w[0] == w[1]), "lesson {id}: its runs share the seed");
+        for r in &l.runs {
+            run_config(&l, r, true);
+        }
+    }
+}
+
+#[test]
+fn a_misspelt_knob_or_a_bad_value_is_refused() {
+    let (id, json) = lesson_files().into_iter().next().expect("a lesson");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let refusal = |set: Value| {
+        let mut v = v.clone();
+        v["runs"][0]["set"] = set;
+        let bad = serde_json::from_value::<Lesson>(v).unwrap();
+        try_run_config(&bad, &bad.runs[0], false).expect_err("refused")
+    };
+    let e = refusal(serde_json::json!({ "model.norm.placment": "post" }));
+    assert!(e.contains("placment"), "lesson {id}: a misspelt knob path is refused, naming it: {e}");
+    let e = refusal(serde_json::json!({ "model.n_heads": 3 }));
+    assert!(e.contains("model.n_heads"), "lesson {id}: a config the core refuses is refused, naming the field: {e}");
+    let e = refusal(serde_json::json!({ "model.norm": "post" }));
+    assert!(e.contains("model.norm"), "lesson {id}: a value of the wrong type is refused: {e}");
+    // A field the core fills in itself but that a lesson cannot set (a typo of a value inside an object).
+    let e = refusal(serde_json::json!({ "train.betas.2": 0.5 }));
+    assert!(e.contains("train.betas.2"), "lesson {id}: a path past the end of a list is refused: {e}");
+}
+
+#[test]
+fn every_lesson_shows_at_its_test_sizes_what_it_says() {
+    let seed: Option<u64> = std::env::var("TP_LESSONS_SEED").ok().map(|s| s.parse().expect("TP_LESSONS_SEED is a number"));
+    let page = std::env::var("TP_LESSONS_SIZE").is_ok_and(|s| s == "page") || seed.is_some();
+    let sizes = if std::env::var("TP_LESSONS_SIZE").is_ok_and(|s| s == "page") { "page" } else { "test" };
+    let only = std::env::var("TP_LESSON").ok();
+    let text = std::fs::read_to_string(format!("{}/www/data/tinyshakespeare.txt", root())).unwrap();
+    let mut failures = vec![];
+    for (id, json) in lesson_files() {
+        if only.as_ref().is_some_and(|o| *o != id) {
+            continue;
+        }
+        let l = parse(&id, &json);
+        assert_eq!(l.base.corpus, "shakespeare", "lesson {id}: the test knows the shakespeare corpus only");
+        let t0 = std::time::Instant::now();
+        let config = |r: &LessonRun| {
+            let mut c = run_config(&l, r, sizes == "test");
+            c.seed = seed.unwrap_or(c.seed);
+            c
+        };
+        let measured: BTreeMap<&str, Measured> = l.runs.iter().map(|r| (r.id.as_str(), measure(config(r), &text, &l.metrics))).collect();
+        eprintln!("lesson {id} ({:.1} s at {sizes} sizes{}):", t0.elapsed().as_secs_f64(), seed.map_or(String::new(), |s| format!(", seed {s}")));
+        for r in &l.runs {
+            let m = &measured[r.id.as_str()];
+            let vals: Vec<String> = m.metrics.iter().map(|(k, v)| format!("{k} {}", v.map_or("—".into(), |x| format!("{x:.4}")))).collect();
+            let div = m.diverged_at.map_or(String::new(), |s| format!(" (diverged at step {s})"));
+            eprintln!("  {:>10}: {}{div}", r.id, vals.join(", "));
+        }
+        for (e, want) in l.expect.iter().zip(&l.test.outcome) {
+            let got = outcome(e, measured[e.a.as_str()].metrics[&e.metric], measured[e.b.as_str()].metrics[&e.metric]);
+            eprintln!("  {} of {} {} than {} (margin {}): {got}", e.metric, e.a, e.is, e.b, e.margin);
+            if !page && got != want {
+                failures.push(format!("lesson {id}: {} of {} {} than {}: the lesson says \"{want}\" at its test sizes, the runs give \"{got}\"", e.metric, e.a, e.is, e.b));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
