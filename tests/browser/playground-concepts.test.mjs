@@ -44,7 +44,7 @@ after(async () => {
   await server?.close();
 });
 
-test('the index lists, filters and jumps to knobs and views, in English and 中文', async () => {
+test('the index lists, filters and jumps to knobs, views and lessons, in English and 中文', async () => {
   assert.equal(await page.locator('#concepts-list .concept').count(), CONCEPTS.length);
   await page.fill('#concepts-filter', 'multi-query');
   const shown = await page.$$eval('#concepts-list .concept', (els) => els.map((e) => e.dataset.concept));
@@ -63,6 +63,9 @@ test('the index lists, filters and jumps to knobs and views, in English and 中�
   // A view's jump marks its section.
   await page.click('#concepts-list [data-concept="flash_attention"] [data-view]');
   assert.equal(await page.evaluate(() => document.getElementById('sec-cost').classList.contains('jumped')), true);
+  // A lesson's link opens the lesson (GQA and MQA: the KV-heads lesson).
+  await page.click('#concepts-list [data-concept="gqa"] [data-lesson]');
+  await page.waitForFunction(() => window.__tp.lessons().open === 'kv-heads', null, { timeout: 10000 });
   await page.click('#lang');
   assert.equal(await page.textContent('#h-concepts'), '概念索引');
   assert.match(await page.textContent('#concepts-list [data-concept="gqa"]'), /分组查询注意力/);
