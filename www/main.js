@@ -41,12 +41,25 @@ function serviceWorker() {
   });
 }
 
+/**
+ * Teacher mode's projector layout (`#…&present`): large type, only the lessons, the runs and their charts. The
+ * Present button in the header turns it on and off; the hash keeps it, so a lesson link with &present opens in it.
+ */
+function setPresent(on) {
+  document.documentElement.toggleAttribute('data-present', on);
+  $('#present').setAttribute('aria-pressed', String(on));
+  $('#present').textContent = t(on ? 'app.present.exit' : 'app.present');
+  state.setPresent(on);
+}
+
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
   for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel, conceptsPanel, lessonsPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
+  $('#present').addEventListener('click', () => setPresent(!document.documentElement.hasAttribute('data-present')));
+  on('lang', () => setPresent(document.documentElement.hasAttribute('data-present')));
 }
 
 /** A link's text as a notice quotes it: at most 60 characters (a hostile link can be long). */
@@ -106,8 +119,10 @@ async function main() {
   }
   // A lesson link (#lesson=<id>) opens the lesson and sets up its runs, in place of the saved ones.
   if (link?.lesson) lessonsPanel.open(link.lesson, { setup: !restoring });
+  if (link?.present) setPresent(true);
   state.onHashChange((setup) => {
     sayRefused(setup);
+    if (setup.present !== document.documentElement.hasAttribute('data-present')) setPresent(setup.present);
     if (setup.lesson) {
       lessonsPanel.open(setup.lesson, { setup: true });
       return;

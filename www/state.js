@@ -2,7 +2,8 @@
 // options.js that applies (config, seed, data choice), as key=value pairs, TensorFlow-Playground style:
 //   #arch=gpt&d_model=128&n_layers=4&…&seed=1337&corpus=shakespeare
 // Pasted text short enough travels too (`text=`), so such a link reproduces the run on another machine. An open
-// lesson (www/lessons/<id>.json) is `lesson=<id>`: `index.html#lesson=norm-placement` opens it.
+// lesson (www/lessons/<id>.json) is `lesson=<id>`: `index.html#lesson=norm-placement` opens it; `&present` shows it
+// in the projector layout (teacher mode: large type, only the lesson, its runs and their charts).
 import { OPTIONS, BY_KEY, applies, defaults } from './options.js';
 
 /** Pasted text up to this many characters goes into the link. */
@@ -53,13 +54,27 @@ export function ruleOf(o) {
 const LESSON_ID = /^[a-z0-9-]{1,64}$/;
 
 let lesson = null; // the open lesson's id, kept in the hash beside the setup
+let present = false; // the projector layout, kept in the hash as `present`
+
+/** A hash's text from its parameters, the flag `present` written without '='. */
+const hashOf = (p) => p.toString().replace(/(^|&)present=(?=&|$)/, '$1present');
+
+/** Turns the projector layout on or off, and rewrites the hash to say so. */
+export function setPresent(on) {
+  present = !!on;
+  const p = new URLSearchParams(location.hash.replace(/^#/, ''));
+  p.delete('present');
+  if (present) p.set('present', '');
+  const hash = hashOf(p);
+  if (location.hash.replace(/^#/, '') !== hash) history.replaceState(null, '', hash ? `#${hash}` : location.pathname + location.search);
+}
 
 /** Opens (an id) or closes (null) the lesson the hash names, and rewrites the hash. */
 export function setLesson(id) {
   lesson = id && LESSON_ID.test(id) ? id : null;
   const p = new URLSearchParams(location.hash.replace(/^#/, ''));
   p.delete('lesson');
-  const rest = p.toString();
+  const rest = hashOf(p);
   const hash = [lesson && `lesson=${lesson}`, rest].filter(Boolean).join('&');
   if (location.hash.replace(/^#/, '') !== hash) history.replaceState(null, '', hash ? `#${hash}` : location.pathname + location.search);
 }
@@ -68,13 +83,14 @@ export function setLesson(id) {
 export function encode(values, text = null) {
   const p = new URLSearchParams();
   if (lesson) p.set('lesson', lesson);
+  if (present) p.set('present', '');
   for (const o of OPTIONS) {
     if (!applies(o, values)) continue;
     const s = format(o, values[o.key]);
     if (s !== null) p.set(o.key, s);
   }
   if (values.corpus === 'custom' && applies(BY_KEY.corpus, values) && text && text.length <= TEXT_IN_LINK) p.set('text', text);
-  return p.toString();
+  return hashOf(p);
 }
 
 /**
@@ -97,7 +113,7 @@ export function decode(hash, base = defaults()) {
     const o = Object.hasOwn(BY_KEY, k) ? BY_KEY[k] : undefined;
     if (!o) {
       if (k === 'lesson' && !LESSON_ID.test(raw)) refused.push({ key: k, raw, kept: '' });
-      else if (k !== 'text' && k !== 'lesson') unknown.add(k);
+      else if (k !== 'text' && k !== 'lesson' && k !== 'present') unknown.add(k);
       continue;
     }
     const v = parse(o, raw);
@@ -110,7 +126,7 @@ export function decode(hash, base = defaults()) {
   }
   // Options that apply but are absent from the hash keep `base`'s values (an older or hand-written link).
   const l = p.get('lesson');
-  return { values, text: p.get('text'), lesson: l !== null && LESSON_ID.test(l) ? l : null, keys, refused, unknown: [...unknown] };
+  return { values, text: p.get('text'), lesson: l !== null && LESSON_ID.test(l) ? l : null, present: p.has('present'), keys, refused, unknown: [...unknown] };
 }
 
 /** The setup in the current URL, or null. */

@@ -53,6 +53,11 @@ test('after the first visit the playground opens and trains without the server',
   await trainTo(page, 2);
   await page.waitForFunction((n) => window.__tp.charts().loss === n, 2, { timeout: 10000 }).catch(() => {}); // the charts follow training a few times a second
   assert.equal(await page.evaluate(() => window.__tp.charts().loss), 2);
+  // Teacher mode offline: a lesson link with &present opens the lesson (its file from the cache) in the projector
+  // layout.
+  await page.evaluate(() => { location.hash = 'lesson=kv-heads&present'; });
+  await page.waitForFunction(() => window.__tp.lessons().open === 'kv-heads' && document.documentElement.hasAttribute('data-present')
+    && document.getElementById('lesson-detail').textContent.includes('KV'), null, { timeout: 15000 });
   await page.close();
   assert.deepEqual(problems, []);
 });

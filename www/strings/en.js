@@ -739,4 +739,7 @@ export const en = {
   'lessons.metric.params_total.help': 'Every parameter of the model (the summary’s count).',
   'lessons.metric.params_active': 'active / token',
   'lessons.metric.params_active.help': 'The parameters one token uses: a Mixture-of-Experts layer counts its router and only the top-k experts (the compute per token follows this).',
+  'app.present': 'Present',
+  'app.present.exit': 'Exit presentation',
+  'app.present.title': 'Teacher mode: a projector layout with large type and only the lessons, the runs and their charts (the link keeps it: &present)',
 };

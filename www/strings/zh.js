@@ -738,4 +738,7 @@ export const zh = {
   'lessons.metric.params_total.help': '模型的全部参数（即摘要中的计数）。',
   'lessons.metric.params_active': '每词元激活参数',
   'lessons.metric.params_active.help': '一个词元实际用到的参数：混合专家层只计路由器和被选中的 top-k 个专家（每词元的计算量与之相当）。',
+  'app.present': '演示',
+  'app.present.exit': '退出演示',
+  'app.present.title': '教师模式：适合投影的布局，字号更大，只显示课程、运行和它们的图表（链接会保留它：&present）',
 };
