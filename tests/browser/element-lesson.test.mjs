@@ -3,7 +3,8 @@
 // curve per run in the run's colour with a legend naming the runs, `progress` events with the run's index, and the
 // result — each run's metrics from its own history and each expected direction's outcome, the outcome
 // tests/lessons.rs asserts natively for kv-heads (exact KV bytes; losses within 0.05) — in the widget's language;
-// the playground page, training the same lesson, measures the same numbers.
+// the playground page, training the same lesson, measures the same numbers — also those measured by probing the
+// trained model (√d_k's attention entropy), and a lesson whose claim does not all show gives its why_not.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -41,22 +42,38 @@ function view(page) {
   });
 }
 
+/** Lesson `id` trained at its test sizes by the playground page (its Lessons panel): the page's result. */
+async function onThePage(id) {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: `#lesson=${id}` });
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate((id) => window.__tp.runLesson(id, { sizes: 'test' }), id);
+  await page.waitForFunction((id) => window.__tp.lessons().lessons[id]?.state === 'done', id, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons[id];
+  await page.close();
+  assert.deepEqual(problems, []);
+  return result;
+}
+
 /** A colour as the style reads it back (rgb(…)). */
 const rgb = (hex) => `rgb(${[1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)).join(', ')})`;
 
-test('a lesson by id: its text, its runs side by side with a legend, the result from their histories; 中文', async () => {
-  const l = lesson('kv-heads');
-  const { page, problems } = await open(browser.context, `${server.url}/tests/browser/element.html`);
-  await page.evaluate(() => {
+/** Adds the widget `l` with these attributes, its events in window.events; resolves when its configs are checked. */
+async function addLesson(page, attrs) {
+  await page.evaluate((attrs) => {
     const el = document.createElement('transformer-playground');
     el.id = 'l';
     window.events = { progress: [], done: [], error: [] };
     for (const type of ['progress', 'done', 'error']) el.addEventListener(type, (e) => window.events[type].push(e.detail));
-    el.setAttribute('lesson', 'kv-heads');
-    el.setAttribute('sizes', 'test');
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
     document.body.append(el);
-  });
+  }, attrs);
   await page.waitForFunction(() => document.getElementById('l').config !== null, null, { timeout: 20000 });
+}
+
+test('a lesson by id: its text, its runs side by side with a legend, the result from their histories; 中文', async () => {
+  const l = lesson('kv-heads');
+  const { page, problems } = await open(browser.context, `${server.url}/tests/browser/element.html`);
+  await addLesson(page, { lesson: 'kv-heads', sizes: 'test' });
   let v = await view(page);
   assert.equal(v.title, l.title.en);
   assert.deepEqual([v.claim, v.source, v.watch], [`${en['lessons.claim']} ${l.claim.en}`, `${en['lessons.source']} ${l.source.en}`, `${en['lessons.watch']} ${l.watch.en}`]);
@@ -110,14 +127,28 @@ test('a lesson by id: its text, its runs side by side with a legend, the result 
   assert.deepEqual(problems, []);
 
   // The playground page trains the same lesson at the same sizes: the same runs, so the same numbers.
-  const pg = await openPlayground(browser.context, server.url, { hash: '#lesson=kv-heads' });
-  await pg.page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
-  await pg.page.evaluate(() => window.__tp.runLesson('kv-heads', { sizes: 'test' }));
-  await pg.page.waitForFunction(() => window.__tp.lessons().lessons['kv-heads']?.state === 'done', null, { timeout: 60000 });
-  const onPage = (await pg.page.evaluate(() => window.__tp.lessons())).lessons['kv-heads'].result;
+  const onPage = await onThePage('kv-heads');
   assert.deepEqual(onPage.runs.map((r) => r.metrics), result.runs.map((r) => r.metrics), 'the page measured the same numbers');
   assert.deepEqual(onPage.checks, result.checks);
-  await pg.page.close();
-  assert.deepEqual(pg.problems, []);
   console.log(`kv-heads at its test sizes: ${l.runs.length} runs × ${steps} steps in ${ms} ms; final val losses ${result.runs.map((r) => r.metrics.final_val_loss.toFixed(3)).join(' / ')}`);
+});
+
+test('a lesson measured on the trained model (√d_k: attention entropy by probe), which does not all hold: why_not', async () => {
+  const l = lesson('sqrt-dk');
+  const { page, problems } = await open(browser.context, `${server.url}/tests/browser/element.html`);
+  await addLesson(page, { lesson: 'sqrt-dk', sizes: 'test' });
+  await page.evaluate(() => document.getElementById('l').train());
+  const { result } = await page.evaluate(() => window.events.done[0]);
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.equal(result.held, false);
+  for (const r of result.runs) assert.ok(r.metrics.attention_entropy > 0 && r.metrics.attention_entropy < 1, `entropy ${r.metrics.attention_entropy}`);
+  await page.waitForFunction(() => document.getElementById('l').shadowRoot.querySelector('.result .verdict'), null, { timeout: 5000 });
+  assert.equal((await view(page)).verdict, `${en['lessons.verdict.notHeld']} ${l.why_not.en}`);
+  await page.evaluate(() => document.getElementById('l').setAttribute('lang', 'zh'));
+  assert.equal((await view(page)).verdict, `${zh['lessons.verdict.notHeld']} ${l.why_not.zh}`);
+  await page.close();
+  assert.deepEqual(problems, []);
+  // The page probes the same way (pkg/lessons.js probeRun) and measures the same numbers.
+  const onPage = await onThePage('sqrt-dk');
+  assert.deepEqual(onPage.runs.map((r) => r.metrics), result.runs.map((r) => r.metrics));
 });
