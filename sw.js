@@ -11,7 +11,7 @@ const WWW = [
   'panels/lessons.js', 'lessons/index.json',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
 ].map((f) => `www/${f}`);
-const ENGINE = ['index.js', 'worker.js', 'protocol.js', 'presets.js', 'strings.js', 'element.js', 'chart.js', 'isolate.js',
+const ENGINE = ['index.js', 'worker.js', 'protocol.js', 'presets.js', 'lessons.js', 'lessons-data.js', 'strings.js', 'element.js', 'chart.js', 'isolate.js',
   'data/tinyshakespeare.txt', ...['threads', 'single', 'baseline'].flatMap((b) => [`wasm/${b}/tp.js`, `wasm/${b}/tp_bg.wasm`]),
 ].map((f) => `pkg/${f}`);
 

@@ -8,16 +8,18 @@
 // Engine — one Worker, and in the threaded build one pool of threads; their runs train in turn. Events: `progress`
 // (detail { step, loss, val_loss }) each step, `done` when the run reached its steps, `error` (detail { kind,
 // message, field? }) for a bad attribute or a failed run — the message is also shown in the widget.
-// Attributes and the lesson extension point: pkg/README.md "The element".
+// lesson="<id>" embeds a lesson (pkg/lessons.js, the page's too): its text, its runs trained side by side, each in
+// its colour, and its result. Attributes: pkg/README.md "The element".
 import { Engine, EngineError, BACKEND_OPTIONS } from './index.js';
 import { PRESETS, DEFAULT_PRESET, presetConfig } from './presets.js';
 import * as STRINGS from './strings.js';
 import { isolation } from './isolate.js';
-import { LossChart, CHART_STYLE } from './chart.js';
+import { LossChart, CHART_STYLE, COLORS } from './chart.js';
+import { lessonById, LESSON_IDS, runConfigs, emptyHistory, recordProgress, probeRun, result, formatMetric, setPath, getPath } from './lessons.js';
 
 /** The attributes the element reads; a change of one of RESET starts its run again (fresh weights). */
-const ATTRIBUTES = ['preset', 'config', 'lesson', 'lang', 'controls', 'steps', 'backend', 'corpus'];
-const RESET = new Set(['preset', 'config', 'lesson', 'steps', 'backend', 'corpus']);
+const ATTRIBUTES = ['preset', 'config', 'lesson', 'sizes', 'lang', 'controls', 'steps', 'backend', 'corpus'];
+const RESET = new Set(['preset', 'config', 'lesson', 'sizes', 'steps', 'backend', 'corpus']);
 
 /** The knobs of controls="full": config fields (the core's names; their labels are the page's opt.<name>.label). */
 const KNOBS = ['model.d_model', 'model.n_layers', 'model.n_heads', 'train.lr', 'train.batch_size', 'train.steps'];
@@ -63,18 +65,6 @@ class Problem extends Error {
   }
 }
 
-/** `obj` with the field at dotted `path` set to `value` (objects made on the way). */
-function setPath(obj, path, value) {
-  const keys = path.split('.');
-  let x = obj;
-  for (const k of keys.slice(0, -1)) x = x[k] ??= {};
-  x[keys.at(-1)] = value;
-}
-
-function getPath(obj, path) {
-  return path.split('.').reduce((x, k) => (x == null ? undefined : x[k]), obj);
-}
-
 const STYLE = `
 :host { display: block; font: 14px/1.4 system-ui, sans-serif; color: #1d2330; max-width: 40rem; }
 :host([hidden]) { display: none; }
@@ -92,23 +82,30 @@ button:disabled { opacity: 0.5; cursor: default; }
 .knobs input { font: inherit; width: 100%; box-sizing: border-box; }
 .error { color: #b3261e; margin: 0.5rem 0 0; white-space: pre-wrap; }
 .error:empty, .knobs:empty { display: none; }
+.lesson p { margin: 0.3rem 0; font-size: 0.9em; }
+.lesson:empty, .result:empty { display: none; }
+.result table { border-collapse: collapse; font-size: 0.85em; margin: 0.3rem 0; }
+.result th, .result td { padding: 0.15rem 0.5rem; text-align: left; border-bottom: 1px solid #e3e7ef; }
+.result td { font-variant-numeric: tabular-nums; text-align: right; }
+.result ul { margin: 0.3rem 0; padding-left: 1.2rem; font-size: 0.85em; }
+.result .check-holds strong { color: #1b7a3d; }
+.result .check-reversed strong, .result .check-tie strong { color: #b3261e; }
+.result .verdict { font-weight: 600; font-size: 0.9em; }
+.swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 0.3em; vertical-align: -0.05em; }
 `;
 
 /** The `<transformer-playground>` element (registered under that name when this module loads). */
 export class TransformerPlayground extends HTMLElement {
   static observedAttributes = ATTRIBUTES;
 
-  /**
-   * Extension point for `lesson="<id>"`: an async function (id, lang) → { config, title?, text? } that the host
-   * (or a later version of this package) sets once lessons exist. Until then a lesson attribute shows a message
-   * and sends an `error` event (kind 'lesson').
-   */
-  static lessonLoader = null;
-
   #ui = {};
   #config = null; // the config the run is made from (attributes and knobs applied), or null while loading / on error
   #full = null; // the same with the core's defaults filled in (what the knobs show)
-  #lesson = null; // the lesson's { title, text } when lesson="…" resolved
+  #lesson = null; // the lesson (pkg/lessons-data.js) when lesson="…" names one
+  #configs = []; // a lesson's run configs (attributes and knobs applied), in its run order
+  #recs = []; // a lesson's runs: { handle, config, history, msPerStep, status, message, color, lessonProbe }
+  #result = null; // a lesson's result (pkg/lessons.js result) once every run finished
+  #shown = ''; // what the lesson and result boxes show (lesson, language, result), to redraw them only on a change
   #info = null; // engine.info
   #run = null;
   #training = false;
@@ -141,7 +138,11 @@ export class TransformerPlayground extends HTMLElement {
     bar.append(this.#ui.button, this.#ui.status, this.#ui.backend);
     this.#ui.knobs = el('div', { className: 'knobs' });
     this.#ui.error = el('p', { className: 'error', role: 'alert' });
-    box.append(header, this.#chart.element, bar, this.#ui.knobs, this.#ui.error);
+    this.#ui.lesson = el('div', { className: 'lesson' });
+    this.#ui.lesson.setAttribute('part', 'lesson');
+    this.#ui.result = el('div', { className: 'result', role: 'status' });
+    this.#ui.result.setAttribute('part', 'result');
+    box.append(header, this.#ui.lesson, this.#chart.element, this.#chart.legend, bar, this.#ui.knobs, this.#ui.result, this.#ui.error);
     root.append(el('style', { textContent: STYLE + CHART_STYLE }), box);
   }
 
@@ -156,7 +157,7 @@ export class TransformerPlayground extends HTMLElement {
 
   attributeChangedCallback(name, old, now) {
     if (old === now) return;
-    if (name === 'preset' || name === 'config' || name === 'lesson') {
+    if (name === 'preset' || name === 'config' || name === 'lesson' || name === 'sizes') {
       this.#knobs = {};
       this.#full = null;
     }
@@ -168,6 +169,19 @@ export class TransformerPlayground extends HTMLElement {
   /** The run being trained (an engine Run: index.d.ts), or null before the first Train. */
   get run() {
     return this.#run;
+  }
+
+  /** A lesson's runs (engine Runs, in the lesson's run order), empty before the first Train or without a lesson. */
+  get runs() {
+    return this.#recs.map((r) => r.handle);
+  }
+
+  /**
+   * A lesson's result once its runs finished (pkg/lessons.js result: each run's metrics, each expected
+   * comparison's outcome, `held`), else null.
+   */
+  get result() {
+    return this.#result && structuredClone(this.#result);
   }
 
   /** The config the widget trains (attributes and knobs applied), or null while it loads or when it is bad. */
@@ -200,7 +214,8 @@ export class TransformerPlayground extends HTMLElement {
   async #setup() {
     const gen = ++this.#gen;
     this.#drop();
-    this.#config = this.#lesson = null; // #full stays while knobs are set: they must stay on screen to be fixed
+    this.#config = this.#lesson = this.#result = null; // #full stays while knobs are set: they must stay on screen to be fixed
+    this.#configs = [];
     if (!Object.keys(this.#knobs).length) this.#full = null;
     this.#points = [];
     this.#val = [];
@@ -218,28 +233,33 @@ export class TransformerPlayground extends HTMLElement {
       });
       if (gen !== this.#gen) return;
       this.#info = e.info;
-      const full = await e.validate(config);
+      const configs = this.#lesson ? this.#configs : [config];
+      const full = await Promise.all(configs.map((c) => e.validate(c)));
       if (gen !== this.#gen) return;
       this.#config = config;
-      this.#full = full;
+      this.#full = full[0];
     } catch (err) {
       if (gen === this.#gen) this.#fail(err);
     }
     if (gen === this.#gen) this.#render();
   }
 
-  /** The config the attributes describe: lesson, else config (JSON or URL), else preset; then steps and knobs. */
+  /**
+   * The config the attributes describe: lesson (its first run's; all of them in #configs), else config (JSON or
+   * URL), else preset; then steps and knobs.
+   */
   async #resolveConfig() {
     let config;
     const lesson = this.getAttribute('lesson');
     const json = this.getAttribute('config');
     if (lesson !== null) {
-      // Extension point: lessons (the classroom's www/lessons/<id>.json) plug in through lessonLoader.
-      const load = TransformerPlayground.lessonLoader;
-      if (!load) throw new Problem(this.#t('el.lesson', { id: lesson }), 'lesson', 'lesson');
-      const got = await load(lesson, this.language);
-      this.#lesson = { title: got.title, text: got.text };
-      config = structuredClone(got.config);
+      const l = lessonById(lesson.trim());
+      if (!l) throw new Problem(this.#t('el.noLesson', { id: lesson, ids: LESSON_IDS.join(', ') }), 'lesson', 'lesson');
+      const sizes = this.getAttribute('sizes') ?? 'page';
+      if (sizes !== 'page' && sizes !== 'test') throw new Problem(`sizes = “${sizes}”: must be “page” or “test”`, 'invalid', 'sizes');
+      this.#lesson = l;
+      this.#configs = runConfigs(l, presetConfig(l.base.preset), { sizes });
+      config = this.#configs[0];
     } else if (json !== null && json.trim().startsWith('{')) {
       try {
         config = JSON.parse(json);
@@ -266,12 +286,14 @@ export class TransformerPlayground extends HTMLElement {
       throw new Problem(this.#t('el.badConfig', { msg: 'not a JSON object' }), 'config', 'config');
     }
     const steps = this.getAttribute('steps');
-    if (steps !== null) {
-      const n = Number(steps);
-      if (!/^\s*\d+\s*$/.test(steps) || n < 1 || n > MAX_STEPS) throw new Problem(this.#t('el.badSteps', { value: steps }), 'invalid', 'steps');
-      setPath(config, 'train.steps', n);
+    for (const c of this.#lesson ? this.#configs : [config]) {
+      if (steps !== null) {
+        const n = Number(steps);
+        if (!/^\s*\d+\s*$/.test(steps) || n < 1 || n > MAX_STEPS) throw new Problem(this.#t('el.badSteps', { value: steps }), 'invalid', 'steps');
+        setPath(c, 'train.steps', n);
+      }
+      for (const [path, value] of Object.entries(this.#knobs)) setPath(c, path, value);
     }
-    for (const [path, value] of Object.entries(this.#knobs)) setPath(config, path, value);
     return config;
   }
 
@@ -284,12 +306,13 @@ export class TransformerPlayground extends HTMLElement {
     this.dispatchEvent(new CustomEvent('error', { detail }));
   }
 
-  /** Forgets the run (pausing and freeing it in the engine). */
+  /** Forgets the run, or a lesson's runs (pausing and freeing them in the engine). */
   #drop() {
-    const run = this.#run;
+    const runs = [this.#run, ...this.#recs.map((r) => r.handle)].filter(Boolean);
     this.#run = null;
+    this.#recs = [];
     this.#training = false;
-    if (run) run.pause().catch(() => {}).finally(() => run.dispose().catch(() => {}));
+    for (const run of runs) run.pause().catch(() => {}).finally(() => run.dispose().catch(() => {}));
   }
 
   /**
@@ -302,6 +325,7 @@ export class TransformerPlayground extends HTMLElement {
     this.#training = true;
     this.#ui.error.textContent = '';
     this.#render();
+    if (this.#lesson) return this.#trainLesson(gen);
     try {
       if (!this.#run || this.#done) await this.#newRun(gen);
       if (gen !== this.#gen) return;
@@ -325,34 +349,111 @@ export class TransformerPlayground extends HTMLElement {
 
   /** Pauses training after the current step. */
   async pause() {
-    await this.#run?.pause().catch(() => {});
+    await Promise.all([this.#run, ...this.#recs.map((r) => r.handle)].map((run) => run?.pause().catch(() => {})));
   }
 
   /**
-   * A fresh run of the config. The core says whether it trains on a text: asked without one, a config that needs
-   * it is refused with a `data` error `no_text`, and it is made again on the corpus (Tiny Shakespeare unless the
-   * `corpus` attribute names another text).
+   * Trains a lesson's runs side by side (the shared engine steps them in turn) to their steps — fresh runs on the
+   * first call and after `done` —; when every one has stopped (reached its steps, or failed), measures the lesson's
+   * metrics (the probes too, as the page does: pkg/lessons.js), shows the result and sends `done` (detail: the result).
    */
+  async #trainLesson(gen) {
+    const lesson = this.#lesson;
+    try {
+      if (!this.#recs.length || this.#done) {
+        this.#drop();
+        this.#training = true;
+        this.#done = false;
+        this.#result = null;
+        for (const [i, config] of this.#configs.entries()) {
+          const handle = await this.#create(config, gen);
+          if (!handle) return;
+          const rec = { handle, config: handle.config, history: emptyHistory(), msPerStep: null, status: 'new', message: null, color: COLORS[i % COLORS.length] };
+          this.#recs.push(rec);
+          handle.on('progress', (p) => {
+            if (!this.#recs.includes(rec)) return;
+            recordProgress(rec, p);
+            this.#info = { ...this.#info, backend: p.backend };
+            const val = Number.isFinite(p.valLoss) ? p.valLoss : null;
+            this.dispatchEvent(new CustomEvent('progress', { detail: { run: i, step: p.step, loss: p.loss, val_loss: val } }));
+            this.#frame ||= requestAnimationFrame(() => {
+              this.#frame = 0;
+              this.#render();
+            });
+          });
+        }
+      }
+      const recs = this.#recs;
+      await Promise.all(recs.map(async (rec) => {
+        if (rec.status === 'done' || rec.status === 'error') return;
+        rec.status = 'training';
+        const target = rec.config.train.steps;
+        try {
+          const r = await rec.handle.train({ steps: Math.max(1, target - rec.handle.stepCount) });
+          rec.status = r.step >= target ? 'done' : 'paused';
+        } catch (err) {
+          rec.status = 'error'; // diverged or failed: the result says so (no final loss)
+          rec.message = { text: err.message };
+        }
+      }));
+      if (gen !== this.#gen || recs !== this.#recs) return;
+      this.#training = false;
+      if (recs.every((r) => r.status === 'done' || r.status === 'error')) {
+        if (recs.some((r) => r.status === 'done')) {
+          const corpus = await fetchText(this.#corpusUrl());
+          const e = await sharedEngine();
+          for (const rec of recs.filter((r) => r.status === 'done')) rec.lessonProbe = await probeRun(lesson, rec.handle, rec.config, corpus, e);
+        }
+        if (gen !== this.#gen || recs !== this.#recs) return;
+        this.#done = true;
+        this.#result = result(lesson, recs);
+        this.dispatchEvent(new CustomEvent('done', { detail: { result: structuredClone(this.#result) } }));
+      }
+    } catch (err) {
+      if (gen !== this.#gen) return;
+      this.#training = false;
+      this.#fail(err);
+    }
+    this.#render();
+  }
+
+  /** The corpus a text config trains on: the `corpus` attribute's URL, else Tiny Shakespeare. */
+  #corpusUrl() {
+    return this.getAttribute('corpus') ? new URL(this.getAttribute('corpus'), document.baseURI).href : SHAKESPEARE.href;
+  }
+
+  /**
+   * An engine Run of `config` (null when the set-up changed meanwhile). The core says whether it trains on a
+   * text: asked without one, a config that needs it is refused with a `data` error `no_text`, and it is made again
+   * on the corpus (#corpusUrl).
+   */
+  async #create(config, gen) {
+    const e = await sharedEngine();
+    const backend = this.getAttribute('backend') ?? 'cpu';
+    let run;
+    try {
+      run = await e.createRun(config, { backend });
+    } catch (err) {
+      if (!(err.kind === 'data' && err.reason === 'no_text')) throw err;
+      run = await e.createRun(config, { backend, corpus: await fetchText(this.#corpusUrl()) });
+    }
+    if (gen !== this.#gen) {
+      run.dispose().catch(() => {});
+      return null;
+    }
+    run.on('error', (err) => (run === this.#run || this.#recs.some((r) => r.handle === run)) && this.#fail(err));
+    return run;
+  }
+
+  /** A fresh run of the config (#create). */
   async #newRun(gen) {
     this.#drop();
     this.#training = true;
     this.#points = [];
     this.#val = [];
     this.#done = false;
-    const e = await sharedEngine();
-    const backend = this.getAttribute('backend') ?? 'cpu';
-    let run;
-    try {
-      run = await e.createRun(this.#config, { backend });
-    } catch (err) {
-      if (!(err.kind === 'data' && err.reason === 'no_text')) throw err;
-      const url = this.getAttribute('corpus') ? new URL(this.getAttribute('corpus'), document.baseURI).href : SHAKESPEARE.href;
-      run = await e.createRun(this.#config, { backend, corpus: await fetchText(url) });
-    }
-    if (gen !== this.#gen) {
-      run.dispose().catch(() => {});
-      return;
-    }
+    const run = await this.#create(this.#config, gen);
+    if (!run) return;
     this.#run = run;
     run.on('progress', (p) => {
       if (run !== this.#run) return;
@@ -366,7 +467,6 @@ export class TransformerPlayground extends HTMLElement {
         this.#render();
       });
     });
-    run.on('error', (err) => run === this.#run && this.#fail(err));
   }
 
   #render() {
@@ -374,20 +474,97 @@ export class TransformerPlayground extends HTMLElement {
     const name = this.getAttribute('preset') ?? DEFAULT_PRESET;
     const fromPreset = this.getAttribute('lesson') === null && this.getAttribute('config') === null;
     const lesson = this.getAttribute('lesson');
-    ui.title.textContent = this.#lesson?.title ?? lesson ?? (fromPreset ? (STRINGS.en[`preset.${name}`] ? this.#t(`preset.${name}`) : name) : this.#t('el.custom'));
-    ui.desc.textContent = this.#lesson?.text ?? (fromPreset && STRINGS.en[`preset.d.${name}`] ? this.#t(`preset.d.${name}`) : '');
+    const tx = (x) => x[this.language] ?? x.en; // a lesson's text in the widget's language
+    ui.title.textContent = this.#lesson ? tx(this.#lesson.title) : lesson ?? (fromPreset ? (STRINGS.en[`preset.${name}`] ? this.#t(`preset.${name}`) : name) : this.#t('el.custom'));
+    ui.desc.textContent = fromPreset && STRINGS.en[`preset.d.${name}`] ? this.#t(`preset.d.${name}`) : '';
     ui.button.textContent = this.#t(this.#training ? 'ctl.pause' : 'ctl.train');
     ui.button.disabled = !this.#config;
     ui.backend.textContent = this.#backendText();
-    const last = this.#points.at(-1);
     const steps = this.#config?.train?.steps ?? this.#full?.train?.steps;
+    if (this.#lesson) {
+      this.#renderLesson(tx, steps);
+      this.#renderKnobs();
+      return;
+    }
+    const last = this.#points.at(-1);
     if (last) {
       const val = this.#val.at(-1);
       ui.status.textContent = `${this.#t('ctl.step.readout')} ${last[0]}/${steps} · ${this.#t('ctl.loss')} ${last[1].toFixed(3)}`
         + (val ? ` · ${this.#t('el.val')} ${val[1].toFixed(3)}` : '') + (this.#done ? ` · ${this.#t('el.done', { steps: last[0] })}` : '');
     } else ui.status.textContent = '';
-    this.#chart.draw(this.#points, this.#val, steps, { title: this.#t('chart.loss'), step: this.#t('chart.step'), empty: this.#t('chart.empty') });
+    this.#chart.draw([{ points: this.#points, val: this.#val }], steps, this.#chartLabels());
+    ui.lesson.replaceChildren();
+    ui.result.replaceChildren();
+    this.#shown = '';
     this.#renderKnobs();
+  }
+
+  #chartLabels() {
+    return { title: this.#t('chart.loss'), step: this.#t('chart.step'), empty: this.#t('chart.empty') };
+  }
+
+  /** A lesson: its text, each run's curves in its colour (the legend names them), the status and the result. */
+  #renderLesson(tx, steps) {
+    const ui = this.#ui;
+    const l = this.#lesson;
+    const recs = this.#recs;
+    const series = l.runs.map((run, i) => {
+      const h = recs[i]?.history;
+      const points = h ? h.step.map((s, k) => [s, h.loss[k]]) : [];
+      const val = h ? h.step.map((s, k) => [s, h.val[k]]).filter(([, v]) => v !== null && Number.isFinite(v)) : [];
+      return { points, val, color: COLORS[i % COLORS.length], label: tx(run.label) };
+    });
+    this.#chart.draw(series, steps, this.#chartLabels());
+    const at = series.map((s) => s.points.at(-1));
+    ui.status.textContent = at.some(Boolean)
+      ? `${this.#t('ctl.step.readout')} ${at.map((p) => p?.[0] ?? 0).join(' · ')} / ${steps} · ${this.#t('ctl.loss')} ${at.map((p) => (p ? p[1].toFixed(3) : '—')).join(' · ')}`
+        + (this.#done ? ` · ${this.#t('el.done', { steps })}` : '')
+      : '';
+    const key = `${l.id}|${this.language}|${this.#result ? JSON.stringify(this.#result.checks.map((c) => c.outcome)) + this.#gen : ''}`;
+    if (key === this.#shown) return;
+    this.#shown = key;
+    const el = (tag, props = {}, ...kids) => {
+      const e = Object.assign(document.createElement(tag), props);
+      e.append(...kids.filter((k) => k !== null));
+      return e;
+    };
+    const para = (cls, label, text) => el('p', { className: cls }, el('strong', {}, label), ' ', text);
+    ui.lesson.replaceChildren(
+      para('claim', this.#t('lessons.claim'), tx(l.claim)),
+      para('source', this.#t('lessons.source'), tx(l.source)),
+      para('watch', this.#t('lessons.watch'), tx(l.watch)));
+    const r = this.#result;
+    if (!r) {
+      ui.result.replaceChildren();
+      return;
+    }
+    const label = (id) => tx(l.runs.find((x) => x.id === id).label);
+    const head = el('tr', {}, el('th', {}, this.#t('lessons.run')), ...l.metrics.map((m) => el('th', { title: this.#t(`lessons.metric.${m}.help`) }, this.#t(`lessons.metric.${m}`))));
+    const rows = r.runs.map((run, i) => {
+      const sw = el('span', { className: 'swatch' });
+      sw.style.background = COLORS[i % COLORS.length];
+      const row = el('tr', {}, el('th', { scope: 'row' }, sw, tx(l.runs[i].label), run.diverged ? el('div', {}, this.#t('lessons.diverged', { msg: run.message ?? '' })) : null),
+        ...l.metrics.map((m) => {
+          const td = el('td', { className: 'metric' }, formatMetric(m, run.metrics[m]));
+          td.dataset.metric = m;
+          td.dataset.value = String(run.metrics[m] ?? '');
+          return td;
+        }));
+      row.dataset.run = run.id;
+      return row;
+    });
+    const checks = r.checks.map((c) => {
+      const li = el('li', { className: `check check-${c.outcome}` },
+        this.#t(`lessons.expect.${c.is}`, { a: label(c.a), b: label(c.b), metric: this.#t(`lessons.metric.${c.metric}`), margin: c.margin }),
+        ' — ', el('strong', {}, this.#t(`lessons.outcome.${c.outcome}`)));
+      li.dataset.outcome = c.outcome;
+      return li;
+    });
+    ui.result.replaceChildren(
+      el('strong', {}, this.#t('lessons.result')),
+      el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)),
+      el('ul', {}, ...checks),
+      el('p', { className: `verdict ${r.held ? 'held' : 'not-held'}` }, this.#t(r.held ? 'lessons.verdict.held' : 'lessons.verdict.notHeld'), r.held ? '' : ` ${tx(l.why_not)}`));
   }
 
   #backendText() {

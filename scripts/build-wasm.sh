@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the browser builds of the crate into pkg/wasm/ (generated: never edit, never committed), then the package's
-# generated data (scripts/pkg-assets.mjs: pkg/presets.js, pkg/data/):
+# generated data (scripts/pkg-assets.mjs: pkg/presets.js, pkg/lessons-data.js, pkg/data/):
 #   threads  — nightly (pinned in tools.sh), atomics + shared memory, std rebuilt, simd128 + relaxed-simd; rayon on
 #              Web Workers through wasm-bindgen-rayon. Used when the page is cross-origin isolated.
 #   single   — stable, simd128 + relaxed-simd, no atomics; rayon runs everything on the calling thread. Used when

@@ -98,7 +98,7 @@ struct Lesson {
 }
 
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
-/// same from its progress events, `www/lessons.js`).
+/// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
     &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "params_total", "params_active", "ms_per_step"];
 /// Metrics that depend on the machine: shown, never compared.

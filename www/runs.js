@@ -6,19 +6,14 @@ import { emit, on } from './bus.js';
 import { configFromValues, valuesFromConfig, configNeedsCorpus, applies, BY_KEY } from './options.js';
 import { startEngine } from './engine.js';
 import { corpusText, dataErrorMessage } from './data.js';
+import { emptyHistory, recordProgress } from '../pkg/lessons.js'; // the progress history (its shape: there)
+import { COLORS } from '../pkg/chart.js'; // the runs' colours (the element's lessons use them too)
 
-export const COLORS = ['#2563eb', '#ea580c', '#059669', '#9333ea', '#db2777', '#0891b2'];
+export { COLORS };
 export const MAX_RUNS = COLORS.length;
 
 const runs = [];
 let selected = null;
-
-function emptyHistory() {
-  // One entry per progress event; val is null where no validation loss was measured. layers[j] is the series of
-  // layerNames[j]. Mixture-of-Experts runs also keep aux (the balancing loss), balance[j] (E·Σf·P of MoE layer
-  // moeNames[j]) and load, the last step's expert load ({ step, layers }).
-  return { step: [], loss: [], lr: [], grad: [], val: [], layerNames: [], layers: [], aux: [], moeNames: [], balance: [], load: null };
-}
 
 class RunRecord {
   constructor(values, no, color) {
@@ -242,30 +237,9 @@ async function dropHandle(rec) {
 
 function onProgress(rec, handle, p) {
   if (rec.handle !== handle) return;
-  const h = rec.history;
-  if (h.layerNames.length === 0) {
-    h.layerNames = p.layerGradNorms.map(([name]) => name);
-    h.layers = h.layerNames.map(() => new Array(h.step.length).fill(null));
-  }
-  h.step.push(p.step);
-  h.loss.push(p.loss);
-  h.lr.push(p.lr);
-  h.grad.push(p.gradNorm);
-  h.val.push(p.valLoss ?? null);
-  p.layerGradNorms.forEach(([, v], j) => h.layers[j]?.push(v));
-  h.aux.push(p.auxLoss ?? null);
-  if (p.expertLoad) {
-    if (h.moeNames.length === 0) {
-      h.moeNames = p.expertLoad.map((l) => l.layer);
-      h.balance = h.moeNames.map(() => new Array(h.step.length - 1).fill(null));
-    }
-    p.expertLoad.forEach((l, j) => h.balance[j]?.push(l.balance));
-    h.load = { step: p.step, layers: p.expertLoad };
-  }
+  recordProgress(rec, p); // the history (charts, lesson metrics) and the time per step
   rec.stepCount = p.step;
   rec.last = p;
-  // Time per step, smoothed: what the runs list shows, so two position schemes can be compared side by side.
-  if (Number.isFinite(p.msPerStep)) rec.msPerStep = rec.msPerStep ? 0.8 * rec.msPerStep + 0.2 * p.msPerStep : p.msPerStep;
   const now = performance.now();
   if (rec.training && rec.lastAt) {
     const inst = 1000 / Math.max(1, now - rec.lastAt);

@@ -153,7 +153,8 @@ test('bad attributes show the message in the widget and send an error event; fix
     steps: [{ preset: 'gpt-shakespeare', steps: 'many' }, 'invalid', /^steps = “many”: must be a whole number/],
     backend: [{ preset: 'gpt-shakespeare', backend: 'tpu' }, 'invalid', /^backend = “tpu”: must be “cpu”, “webgpu”, “auto”$/],
     url: [{ config: 'no-such-config.json' }, 'io', /no-such-config\.json: HTTP 404/],
-    lesson: [{ lesson: 'attention-1' }, 'lesson', /^lesson = “attention-1”: lessons cannot be embedded yet/],
+    sizes: [{ lesson: 'kv-heads', sizes: 'tiny' }, 'invalid', /^sizes = “tiny”: must be “page” or “test”$/],
+    lesson: [{ lesson: 'attention-1' }, 'lesson', /^lesson = “attention-1”: no such lesson \(lessons: sqrt-dk, .*moe-vs-dense\)$/],
   };
   for (const [id, [attrs]] of Object.entries(bad)) await add(page, id, attrs);
   for (const [id, [, kind, message]] of Object.entries(bad)) {

@@ -19,10 +19,7 @@ let openId = null;
 /** A lesson text in the page's language. */
 const tx = (x) => x[getLang()] ?? x.en;
 
-function fmt(metric, v) {
-  if (v === null || v === undefined || !Number.isFinite(v)) return '—';
-  return v.toFixed(lessons.METRICS[metric].digits);
-}
+const fmt = lessons.formatMetric;
 
 /** The status of a lesson as the list shows it: key and class. */
 function statusOf(id) {

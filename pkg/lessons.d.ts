@@ -1,0 +1,37 @@
+// Types of lessons.js (the lessons' logic) and lessons-data.js (generated from www/lessons/*.json by
+// scripts/pkg-assets.mjs). A lesson's file format: docs/ARCHITECTURE.md, "Checklist: add a lesson".
+import type { LessonResult } from './element.js';
+import type { Engine, Run } from './index.js';
+
+/** A text in English and 中文. */
+export interface LessonText { en: string; zh: string }
+
+/** A lesson: a claim, 2–4 runs that differ in one knob, the metrics compared and the expected directions. */
+export interface Lesson {
+  id: string; claim_no: number;
+  title: LessonText; claim: LessonText; source: LessonText; watch: LessonText; question: LessonText; measured: LessonText; why_not: LessonText;
+  base: { preset: string; corpus: string; set: Record<string, unknown> };
+  runs: { id: string; label: LessonText; set: Record<string, unknown> }[];
+  metrics: string[];
+  expect: { metric: string; a: string; is: 'lower' | 'higher' | 'tie'; b: string; margin: number }[];
+  test: { set: Record<string, unknown>; outcome: ('holds' | 'reversed' | 'tie')[] };
+}
+
+/** The lessons by id, in order. */
+export declare const LESSONS: Readonly<Record<string, Lesson>>;
+/** The lessons' ids, in order. */
+export declare const LESSON_IDS: readonly string[];
+/** Lesson `id`, or null. */
+export declare function lessonById(id: string): Lesson | null;
+/** The core config of each run: the preset's config, the base settings (with sizes 'test' the test sizes), the run's knob. */
+export declare function runConfigs(lesson: Lesson, presetConfig: object, options?: { sizes?: 'page' | 'test' }): object[];
+/** A run's progress history (what the metrics read). */
+export declare function emptyHistory(): object;
+/** Adds an engine Progress to `rec.history` and updates `rec.msPerStep`. */
+export declare function recordProgress(rec: { history: object; msPerStep?: number | null }, p: object): void;
+/** The metrics: digits shown, probe (needs probeRun), comparable, and of(rec). */
+export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; comparable?: boolean; of: (rec: object) => number | null }>>;
+/** The probes of a finished run (attention maps, shape flow) that the probe metrics read, or null when none is needed. */
+export declare function probeRun(lesson: Lesson, handle: Run, config: object, corpus: string, engine: Engine): Promise<object | null>;
+/** A lesson's result from its run records ({ history, config, status, message?, msPerStep?, lessonProbe? }), in run order. */
+export declare function result(lesson: Lesson, recs: object[]): LessonResult;
