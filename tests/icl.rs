@@ -322,3 +322,109 @@ fn a_checkpoint_of_another_vocabulary_is_refused() {
     assert!(e.contains("vocabulary") && e.contains("icl.alphabet"), "{e}");
     assert!(eval::evaluate(&run.model, &Cpu, run.data.tokenizer(), &r).is_err());
 }
+
+// The command line: `tp icl`.
+
+fn tp(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tp")).args(args).output().expect("run tp");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("tp-icl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_string_lossy().into_owned()
+}
+
+/// A recipe of a few seconds: the shipped one, shrunk.
+fn tiny_recipe_file(name: &str, patch: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(RECIPE).unwrap();
+    v["model"]["d_model"] = 16.into();
+    v["model"]["n_layers"] = 2.into();
+    v["model"]["n_heads"] = 2.into();
+    v["model"]["n_kv_heads"] = 2.into();
+    v["model"]["ctx_len"] = 32.into();
+    v["train"]["batch_size"] = 4.into();
+    v["train"]["steps"] = 4.into();
+    v["train"]["eval_interval"] = 2.into();
+    v["train"]["eval_iters"] = 2.into();
+    v["icl"] = serde_json::json!({ "alphabet": 6, "length": 1, "pairs": 8, "families": ["substitution", "shift", "affine"],
+        "train_episodes": 200, "eval_episodes": 12, "induction_sequences": 2 });
+    patch(&mut v);
+    let path = tmp(name);
+    std::fs::write(&path, v.to_string()).unwrap();
+    path
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines().map(|l| serde_json::from_str(l).expect(l)).collect()
+}
+
+#[test]
+fn tp_icl_prints_pretrain_and_eval_lines_the_same_on_a_rerun_and_from_its_checkpoint() {
+    let cfg = tiny_recipe_file("tiny.json", |_| {});
+    let ck = tmp("tiny.safetensors");
+    let args = ["icl", "--config", &cfg, "--steps", "3", "--seed", "5", "--log-every", "1", "--out", &ck];
+    let (ok, out, err) = tp(&args);
+    assert!(ok, "{err}");
+    let lines = json_lines(&out);
+    let pretrain: Vec<&serde_json::Value> = lines.iter().filter(|l| l["stage"] == "pretrain").collect();
+    assert_eq!(pretrain.len(), 4, "steps 0, 1, 2 and the final validation: {out}");
+    for (i, l) in pretrain.iter().enumerate() {
+        assert_eq!(l["step"], i);
+    }
+    assert!(pretrain[0]["loss"].as_f64().unwrap() > 0.0 && pretrain[0]["val_loss"].as_f64().is_some());
+    assert!(pretrain[3]["val_loss"].as_f64().is_some());
+    let eval = lines.last().unwrap();
+    assert_eq!(eval["stage"], "eval");
+    let by_k = |key: &str| eval[key].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+    assert_eq!(eval["k"], serde_json::json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    for key in ["accuracy_by_k", "char_accuracy_by_k"] {
+        assert_eq!(by_k(key).len(), 8);
+        assert!(by_k(key).iter().all(|a| (0.0..=1.0).contains(a)), "{key}");
+    }
+    assert_eq!(eval["baseline"]["k0_accuracy"], eval["accuracy_by_k"][0]);
+    assert!((eval["baseline"]["chance"].as_f64().unwrap() - 1.0 / 6.0).abs() < 1e-6);
+    assert_eq!(eval["by_family"].as_object().unwrap().len(), 3);
+    let ind = &eval["induction"];
+    let table = ind["scores"].as_array().unwrap();
+    assert_eq!((table.len(), table[0].as_array().unwrap().len()), (2, 2), "layers × heads");
+    let best = table[ind["best"]["layer"].as_u64().unwrap() as usize][ind["best"]["head"].as_u64().unwrap() as usize].clone();
+    assert_eq!(best, ind["best"]["score"]);
+    assert_eq!(ind["length"], 16);
+
+    // The same seed, the same lines; another seed, others.
+    let (ok, again, err) = tp(&args);
+    assert!(ok, "{err}");
+    assert_eq!(out, again);
+    let (_, other, _) = tp(&["icl", "--config", &cfg, "--steps", "3", "--seed", "6", "--log-every", "1"]);
+    assert_ne!(out, other);
+
+    // From the checkpoint: the evaluation alone, the same one.
+    let (ok, from_ck, err) = tp(&["icl", "--config", &cfg, "--seed", "5", "--checkpoint", &ck]);
+    assert!(ok, "{err}");
+    assert_eq!(from_ck.lines().collect::<Vec<_>>(), vec![out.lines().last().unwrap()]);
+}
+
+#[test]
+fn tp_icl_refuses_bad_input_naming_it() {
+    let fails = |args: &[&str], says: &str| {
+        let (ok, out, err) = tp(args);
+        assert!(!ok && out.is_empty() && err.contains(says) && !err.contains("panicked"), "{args:?}: {err}");
+    };
+    let cfg = tiny_recipe_file("ok.json", |_| {});
+    fails(&["icl", "--config", &tmp("missing.json")], "missing.json");
+    fails(&["icl", "--config", &tiny_recipe_file("bad.json", |v| v["icl"]["alphabet"] = 40.into())], "icl.alphabet");
+    fails(&["icl", "--config", &tiny_recipe_file("nosec.json", |v| { v.as_object_mut().unwrap().remove("icl"); })], "icl");
+    fails(&["icl", "--config", &tiny_recipe_file("long.json", |v| v["icl"]["pairs"] = 20.into())], "icl.pairs");
+    fails(&["icl", "--config", &cfg, "--steps", "0"], "train.steps");
+    fails(&["icl", "--config", &cfg, "--out", &format!("{}/no/such/dir/x.safetensors", tmp(""))], "--out");
+    fails(&["icl", "--config", &cfg, "--checkpoint", &tmp("missing.safetensors")], "missing.safetensors");
+    fails(&["icl", "--config", &cfg, "--checkpoint", &tmp("whatever.safetensors"), "--steps", "3"], "--checkpoint");
+    // A checkpoint of another vocabulary.
+    let other = tiny_recipe_file("other.json", |v| v["icl"]["alphabet"] = 4.into());
+    let ck = tmp("other.safetensors");
+    let (ok, _, err) = tp(&["icl", "--config", &other, "--steps", "1", "--out", &ck]);
+    assert!(ok, "{err}");
+    fails(&["icl", "--config", &cfg, "--checkpoint", &ck], "vocabulary");
+}

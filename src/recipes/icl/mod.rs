@@ -101,20 +101,6 @@ impl IclConfig {
     }
 }
 
-impl Default for IclConfig {
-    fn default() -> Self {
-        IclConfig {
-            alphabet: 8,
-            length: 3,
-            pairs: 8,
-            families: Family::ALL.to_vec(),
-            train_episodes: 40_000,
-            eval_episodes: 200,
-            induction_sequences: 16,
-        }
-    }
-}
-
 fn bad(field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
     Error::Config { field: format!("icl.{field}"), value: value.to_string(), rule: rule.to_string() }
 }
