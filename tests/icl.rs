@@ -428,3 +428,23 @@ fn tp_icl_refuses_bad_input_naming_it() {
     assert!(ok, "{err}");
     fails(&["icl", "--config", &cfg, "--checkpoint", &ck], "vocabulary");
 }
+
+#[test]
+fn tp_icl_into_a_closed_pipe_keeps_training_and_writes_its_checkpoint() {
+    use std::io::Read;
+    let cfg = tiny_recipe_file("pipe.json", |_| {});
+    let ck = tmp("pipe.safetensors");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tp"))
+        .args(["icl", "--config", &cfg, "--steps", "3", "--log-every", "1", "--out", &ck])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tp");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let loaded = transformer_playground::checkpoint::load(&std::fs::read(&ck).expect("the checkpoint was written")).unwrap();
+    assert_eq!(loaded.step, 3, "all the steps ran");
+}
