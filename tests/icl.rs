@@ -278,6 +278,7 @@ fn a_bad_recipe_is_refused_naming_the_field() {
     refused(&|v| v["icl"]["length"] = 1.into(), "icl.families"); // reverse_shift of one letter is a shift
     refused(&|v| v["icl"]["pairs"] = 9.into(), "icl.pairs"); // 9 × 8 = 72 characters > ctx_len 64
     refused(&|v| v["icl"]["train_episodes"] = 10.into(), "icl.train_episodes");
+    refused(&|v| v["icl"]["train_episodes"] = 900_000.into(), "icl.train_episodes"); // 57.6 M characters
     refused(&|v| v["icl"]["eval_episodes"] = 0.into(), "icl.eval_episodes");
     refused(&|v| v["icl"]["induction_sequences"] = 0.into(), "icl.induction_sequences");
     refused(&|v| v["icl"]["families"] = serde_json::json!([]), "icl.families");

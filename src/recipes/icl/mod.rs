@@ -29,7 +29,7 @@ const DATA_STREAM: u64 = 0x1C1_DA7A;
 pub const MAX_ALPHABET: usize = 26;
 pub const MAX_LENGTH: usize = 16;
 pub const MAX_PAIRS: usize = 256;
-/// Most training episodes: a million episodes of the default shape is 64 M characters.
+/// Most training episodes (the corpus's characters are bounded too: `crate::data::MAX_TEXT_BYTES`).
 pub const MAX_TRAIN_EPISODES: usize = 1_000_000;
 /// Fewest training episodes: the validation corpus is a tenth as many.
 pub const MIN_TRAIN_EPISODES: usize = 100;
@@ -58,6 +58,7 @@ pub struct IclConfig {
 }
 
 impl IclConfig {
+    /// What an episode is drawn from.
     pub fn shape(&self) -> rules::Shape<'_> {
         rules::Shape { alphabet: self.alphabet, length: self.length, pairs: self.pairs, families: &self.families }
     }
@@ -91,7 +92,7 @@ impl IclConfig {
             return Err(bad("families", format!("{names:?}"), "reverse_shift needs icl.length >= 2 (one letter reversed is itself: a shift)"));
         }
         // Every family must have rules on both sides of the split at this alphabet size (a deterministic check:
-        // small families are enumerated, and substitutions over ≥ 3 letters always land on both sides).
+        // the small families are enumerated; a substitution is drawn from a fixed stream, as `rules::draw` does).
         for &f in &self.families {
             for split in [RuleSplit::Train, RuleSplit::HeldOut] {
                 rules::draw(f, self.alphabet, split, &mut Rng::new(0)).map_err(|rule| bad("families", format!("{names:?}"), &format!("{rule} (alphabet = {})", self.alphabet)))?;
@@ -130,8 +131,8 @@ impl Recipe {
         self.icl.shape().episode_chars()
     }
 
-    /// The config's and the section's rules, and what ties them: a gpt trained on text, whose context holds a
-    /// whole episode (the longest prompt and its answer), and the two copies of an induction sequence.
+    /// The config's and the section's rules, and what ties them: a gpt trained on text, a corpus within the size
+    /// a corpus may have, and a context that holds a whole episode (the longest prompt and its answer).
     pub fn validate(&self) -> Result<()> {
         self.config.validate()?;
         self.icl.validate()?;
@@ -141,6 +142,13 @@ impl Recipe {
         }
         if self.config.data.task != Task::Text {
             return Err(Error::Config { field: "data.task".into(), value: self.config.data.task.name().into(), rule: "a recipe draws its own corpus: leave data out".into() });
+        }
+        let chars = self.icl.train_episodes * self.episode_chars();
+        if chars > crate::data::MAX_TEXT_BYTES {
+            return Err(bad("train_episodes", self.icl.train_episodes, &format!(
+                "{chars} characters of corpus ({} per episode); a corpus holds at most {} MiB",
+                self.episode_chars(), crate::data::MAX_TEXT_BYTES >> 20
+            )));
         }
         if self.episode_chars() > m.ctx_len {
             return Err(bad("pairs", self.icl.pairs, &format!(
