@@ -425,9 +425,9 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
     say!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
-    let label = |mut line: serde_json::Value, timing: (&str, f64)| {
+    let label = |mut line: serde_json::Value, timing: (&str, serde_json::Value)| {
         match lines {
-            Lines::Timed => line[timing.0] = serde_json::json!(timing.1),
+            Lines::Timed => line[timing.0] = timing.1,
             Lines::Stage(stage) => line["stage"] = serde_json::json!(stage),
         }
         line
@@ -437,7 +437,7 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
         let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
         if step == total {
             let line = serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "backend": run.backend_name() });
-            stdout.line(label(line, ("elapsed_s", t0.elapsed().as_secs_f32() as f64)));
+            stdout.line(label(line, ("elapsed_s", serde_json::json!(t0.elapsed().as_secs_f32()))));
             break;
         }
         let t = Instant::now();
@@ -464,7 +464,7 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
                 line["aux_loss"] = json_f32(aux);
                 line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
             }
-            stdout.line(label(line, ("ms", (ms * 100.0).round() / 100.0)));
+            stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
         }
     }
     if let Lines::Stage(stage) = lines {
