@@ -19,10 +19,10 @@ use super::rules::{self, Episode, Family, RuleSplit};
 use super::Recipe;
 use crate::backend::Host;
 use crate::config::Task;
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::generate::{self, SampleOptions};
 use crate::model::Model;
-use crate::data::Tokenizer;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
