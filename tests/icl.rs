@@ -393,6 +393,9 @@ fn tp_icl_prints_pretrain_and_eval_lines_the_same_on_a_rerun_and_from_its_checkp
     let best = table[ind["best"]["layer"].as_u64().unwrap() as usize][ind["best"]["head"].as_u64().unwrap() as usize].clone();
     assert_eq!(best, ind["best"]["score"]);
     assert_eq!(ind["length"], 16);
+    let lookup = eval["lookup"]["scores"].as_array().unwrap();
+    assert_eq!((lookup.len(), lookup[0].as_array().unwrap().len()), (2, 2), "layers × heads");
+    assert!(eval["lookup"]["episodes"].as_u64().unwrap() > 0);
 
     // The same seed, the same lines; another seed, others.
     let (ok, again, err) = tp(&args);
@@ -448,4 +451,37 @@ fn tp_icl_into_a_closed_pipe_keeps_training_and_writes_its_checkpoint() {
     assert!(!err.contains("panicked"), "{err}");
     let loaded = transformer_playground::checkpoint::load(&std::fs::read(&ck).expect("the checkpoint was written")).unwrap();
     assert_eq!(loaded.step, 3, "all the steps ran");
+}
+
+#[test]
+fn look_up_targets_are_the_earlier_answers_to_the_same_letter_and_score_as_hand_made_patterns_say() {
+    // A substitution over three letters, one-letter inputs: a→B, b→C, c→A; pairs a, b, a, c, a.
+    let rule = rules::Rule { family: Family::Substitution, reverse: false, table: vec![1, 2, 0] };
+    let pairs = [0u8, 1, 0, 2, 0].iter().map(|&x| (vec![x], rule.apply(&[x]))).collect();
+    let ep = rules::Episode { rule, pairs };
+    let text = format!("\n{}", rules::episode_text(&ep).trim_end());
+    assert_eq!(text, "\na>B|b>C|a>B|c>A|a>B");
+    let targets = eval::lookup_targets(&ep, 1);
+    // Pair 2's '>' (position 10) looks back at pair 0's answer (3); pair 4's '>' (18) at pairs 0 and 2 (3, 11).
+    assert_eq!(targets, vec![(10, vec![3]), (18, vec![3, 11])]);
+    for (p, ts) in &targets {
+        assert_eq!(text.as_bytes()[*p], b'>');
+        assert!(ts.iter().all(|&s| text.as_bytes()[s] == b'B'));
+    }
+    // Head 0 attends to its targets only, head 1 to the first token, head 2 evenly over its prefix.
+    let t = text.len();
+    let mut probs = vec![0.0f32; 3 * t * t];
+    for i in 0..t {
+        let row = |h: usize| (h * t + i) * t;
+        match targets.iter().find(|(p, _)| *p == i) {
+            Some((_, ts)) => ts.iter().for_each(|&s| probs[row(0) + s] = 1.0 / ts.len() as f32),
+            None => probs[row(0)] = 1.0,
+        }
+        probs[row(1)] = 1.0;
+        (0..=i).for_each(|j| probs[row(2) + j] = 1.0 / (i + 1) as f32);
+    }
+    let s = eval::lookup_score(&probs, 3, t, &targets);
+    assert!((s[0] - 1.0).abs() < 1e-6 && s[1] == 0.0, "{s:?}");
+    let uniform = (1.0 / 11.0 + 2.0 / 19.0) / 2.0;
+    assert!((s[2] - uniform).abs() < 1e-6, "{} vs {uniform}", s[2]);
 }

@@ -14,6 +14,12 @@
 //! (`Recipe::stream(4)`). With a small alphabet a letter recurs within a copy too; the score counts only the
 //! aligned position, as the cited definition does. A head attending uniformly over its causal prefix scores
 //! `uniform` = mean over i of 1/(i+1): the score to beat.
+//!
+//! **Look-up score** (the same idea on the corpus's own format): on the held-out episodes whose rule does not
+//! reverse, the attention from each position that predicts an output letter (the `>`, or the output letter
+//! before) to the output letters at the same place in earlier pairs whose input letter there is the same — the
+//! earlier answer a model that looks the letter up would copy (`lookup_targets`). Random repeated letters have no
+//! `>`, so a head keyed to the format can score low on the induction score and high here.
 
 use super::rules::{self, Episode, Family, RuleSplit};
 use super::Recipe;
@@ -189,6 +195,12 @@ pub fn induction<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recip
         }
     }
     let scores: Vec<Vec<f32>> = sums.iter().map(|l| l.iter().map(|s| s / seqs as f32).collect()).collect();
+    let uniform = (r..2 * r).map(|i| 1.0 / (i + 1) as f32).sum::<f32>() / r as f32;
+    Ok(Induction { length: r, sequences: seqs, best: best_head(&scores), scores, uniform })
+}
+
+/// The highest score of a (layers, heads) table (the first, on a tie).
+fn best_head(scores: &[Vec<f32>]) -> BestHead {
     let mut best = BestHead { layer: 0, head: 0, score: f32::NEG_INFINITY };
     for (layer, hs) in scores.iter().enumerate() {
         for (head, &score) in hs.iter().enumerate() {
@@ -197,20 +209,92 @@ pub fn induction<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recip
             }
         }
     }
-    let uniform = (r..2 * r).map(|i| 1.0 / (i + 1) as f32).sum::<f32>() / r as f32;
-    Ok(Induction { length: r, sequences: seqs, scores, best, uniform })
+    best
 }
 
-/// The whole evaluation of a trained model: accuracy by k on held-out rules and the induction scores.
+/// Where the look-up of an episode's text (`\n` and its pairs, without the final newline) should attend: for each
+/// position that predicts an output letter j of a pair (its `>` for j = 0, its output letter j − 1 after), the
+/// positions of output letter j of the earlier pairs whose input letter j is the same. Positions without such an
+/// earlier pair are left out.
+pub fn lookup_targets(ep: &Episode, length: usize) -> Vec<(usize, Vec<usize>)> {
+    let start = |i: usize| 1 + i * (2 * length + 2);
+    let mut out = vec![];
+    for (q, (xq, _)) in ep.pairs.iter().enumerate() {
+        for j in 0..length {
+            let targets: Vec<usize> = (0..q).filter(|&i| ep.pairs[i].0[j] == xq[j]).map(|i| start(i) + length + 1 + j).collect();
+            if !targets.is_empty() {
+                out.push((start(q) + length + j, targets));
+            }
+        }
+    }
+    out
+}
+
+/// Each head's look-up score on one layer's attention map (`probs` (heads, t, t)): the mean over `targets`'
+/// positions of the attention they give to their targets, summed. `uniform`: what an even spread would give.
+pub fn lookup_score(probs: &[f32], heads: usize, t: usize, targets: &[(usize, Vec<usize>)]) -> Vec<f32> {
+    (0..heads)
+        .map(|h| {
+            let sum: f32 = targets.iter().map(|(p, ts)| ts.iter().map(|&s| probs[(h * t + p) * t + s]).sum::<f32>()).sum();
+            sum / targets.len().max(1) as f32
+        })
+        .collect()
+}
+
+/// Look-up scores of every layer and head, on the corpus's own format (see `lookup_targets`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Lookup {
+    /// Held-out episodes of rules that do not reverse (whose letters line up position by position).
+    pub episodes: usize,
+    /// (layers, heads): each head's mean score.
+    pub scores: Vec<Vec<f32>>,
+    pub best: BestHead,
+    /// What a head attending evenly over its prefix would score.
+    pub uniform: f32,
+}
+
+/// The look-up score (a format-aware induction score): on the evaluation's held-out episodes whose rule does not
+/// reverse, the attention from each position that predicts an output letter to the same-position output letters
+/// of earlier pairs with the same input letter — the earlier answer a look-up copies.
+pub fn lookup<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recipe) -> Result<Lookup> {
+    let eps: Vec<Episode> = eval_episodes(recipe)?.into_iter().filter(|e| !e.rule.reverse).collect();
+    let (mut sums, mut uniform, mut count): (Vec<Vec<f32>>, f32, usize) = (vec![], 0.0, 0);
+    for ep in &eps {
+        let targets = lookup_targets(ep, recipe.icl.length);
+        if targets.is_empty() {
+            continue;
+        }
+        let text = format!("{}{}", rules::END, rules::episode_text(ep).trim_end_matches(rules::END));
+        let maps = crate::probe::attention_maps(model, be, tok, Task::Text, &text, None)?;
+        let layers: Vec<Vec<f32>> = maps.maps.iter().filter(|m| m.kind == "self").map(|m| lookup_score(&m.probs, m.heads, m.t, &targets)).collect();
+        if sums.is_empty() {
+            sums = vec![vec![0.0; layers.first().map_or(0, |l| l.len())]; layers.len()];
+        }
+        sums.iter_mut().zip(&layers).for_each(|(s, l)| s.iter_mut().zip(l).for_each(|(a, b)| *a += b));
+        uniform += targets.iter().map(|(p, ts)| ts.len() as f32 / (p + 1) as f32).sum::<f32>() / targets.len() as f32;
+        count += 1;
+    }
+    let n = count.max(1) as f32;
+    let scores: Vec<Vec<f32>> = sums.iter().map(|l| l.iter().map(|s| s / n).collect()).collect();
+    Ok(Lookup { episodes: count, best: best_head(&scores), scores, uniform: uniform / n })
+}
+
+/// The whole evaluation of a trained model: accuracy by k on held-out rules, the induction scores and the
+/// look-up scores.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Evaluation {
     #[serde(flatten)]
     pub accuracy: IclAccuracy,
     pub induction: Induction,
+    pub lookup: Lookup,
 }
 
-/// `accuracy_by_k` and `induction` of a model with the recipe's vocabulary (`Recipe::check_model`).
+/// `accuracy_by_k`, `induction` and `lookup` of a model with the recipe's vocabulary (`Recipe::check_model`).
 pub fn evaluate<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recipe) -> Result<Evaluation> {
     recipe.check_model(model, tok)?;
-    Ok(Evaluation { accuracy: accuracy_by_k(model, be, tok, recipe)?, induction: induction(model, be, tok, recipe)? })
+    Ok(Evaluation {
+        accuracy: accuracy_by_k(model, be, tok, recipe)?,
+        induction: induction(model, be, tok, recipe)?,
+        lookup: lookup(model, be, tok, recipe)?,
+    })
 }
