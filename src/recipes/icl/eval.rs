@@ -251,6 +251,9 @@ pub struct Lookup {
     pub best: BestHead,
     /// What a head attending evenly over its prefix would score.
     pub uniform: f32,
+    /// What a head attending evenly over the earlier output letters (any answer, not the right one) would score:
+    /// the score to beat for a head that looks up rather than just reads the answers so far.
+    pub outputs_uniform: f32,
 }
 
 /// The look-up score (a format-aware induction score): on the evaluation's held-out episodes whose rule does not
@@ -258,7 +261,14 @@ pub struct Lookup {
 /// of earlier pairs with the same input letter — the earlier answer a look-up copies.
 pub fn lookup<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recipe) -> Result<Lookup> {
     let eps: Vec<Episode> = eval_episodes(recipe)?.into_iter().filter(|e| !e.rule.reverse).collect();
-    let (mut sums, mut uniform, mut count): (Vec<Vec<f32>>, f32, usize) = (vec![], 0.0, 0);
+    let (mut sums, mut uniform, mut outputs_uniform, mut count): (Vec<Vec<f32>>, f32, f32, usize) = (vec![], 0.0, 0.0, 0);
+    let len = recipe.icl.length;
+    // Output letters before position p (which predicts output letter j of pair q): L per earlier pair, and j of
+    // its own pair.
+    let outputs_before = |p: usize| {
+        let (q, j) = ((p - 1) / (2 * len + 2), (p - 1) % (2 * len + 2) - len);
+        q * len + j
+    };
     for ep in &eps {
         let targets = lookup_targets(ep, recipe.icl.length);
         if targets.is_empty() {
@@ -272,11 +282,12 @@ pub fn lookup<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recipe) 
         }
         sums.iter_mut().zip(&layers).for_each(|(s, l)| s.iter_mut().zip(l).for_each(|(a, b)| *a += b));
         uniform += targets.iter().map(|(p, ts)| ts.len() as f32 / (p + 1) as f32).sum::<f32>() / targets.len() as f32;
+        outputs_uniform += targets.iter().map(|(p, ts)| ts.len() as f32 / outputs_before(*p) as f32).sum::<f32>() / targets.len() as f32;
         count += 1;
     }
     let n = count.max(1) as f32;
     let scores: Vec<Vec<f32>> = sums.iter().map(|l| l.iter().map(|s| s / n).collect()).collect();
-    Ok(Lookup { episodes: count, best: best_head(&scores), scores, uniform: uniform / n })
+    Ok(Lookup { episodes: count, best: best_head(&scores), scores, uniform: uniform / n, outputs_uniform: outputs_uniform / n })
 }
 
 /// The whole evaluation of a trained model: accuracy by k on held-out rules, the induction scores and the
