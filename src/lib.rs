@@ -5,7 +5,8 @@
 //!
 //! Layers, each using only the ones before it (docs/ARCHITECTURE.md): `config` → `backend` (the op trait and its
 //! reference, CPU and GPU implementations) → `model` (written once over the op trait) → `train` / `generate` /
-//! `probe` (with `data`) → `checkpoint` → the CLI (`bin/tp`) and the browser facade (`wasm`).
+//! `probe` (with `data`) → `recipes` (built on
+//! them) and `checkpoint` → the CLI (`bin/tp`) and the browser facade (`wasm`).
 
 // Kernels take outputs, caches, inputs, parameters and sizes as separate arguments (llm.c's convention).
 #![allow(clippy::too_many_arguments)]

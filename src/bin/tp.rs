@@ -1,4 +1,4 @@
-//! The native command line: train, finetune, sample, fill-mask, decode, logits, bench, attention-cost.
+//! The native command line: train, finetune, icl, sample, fill-mask, decode, logits, trace, bench, attention-cost.
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
 //!
 //! Native only. Cargo also builds every binary for a crate's integration tests, so on wasm32 (the browser tests,
@@ -19,6 +19,7 @@ use transformer_playground::generate::{self, Continuations, SampleOptions};
 use transformer_playground::config::FinetuneTask;
 use transformer_playground::model::Batch;
 use transformer_playground::recipes::finetune::{Finetune, FinetuneOptions};
+use transformer_playground::recipes::icl::{self, Recipe};
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
 
@@ -171,6 +172,32 @@ enum Cmd {
         /// Encoder input for an encoder-decoder (then --text is the decoder input).
         #[arg(long)]
         source: Option<String>,
+    },
+    /// In-context learning (GPT-3): train a gpt on a generated meta-learning corpus, then measure its accuracy on
+    /// held-out rules against the number of in-context examples and its heads' induction scores; JSON lines with
+    /// `"stage": "pretrain"`, then `"stage": "eval"`.
+    Icl {
+        /// A recipe: a gpt config with an `icl` section (configs/recipes/icl.json).
+        #[arg(long)]
+        config: String,
+        /// Override train.steps.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Override the seed (the corpus, the model, the batches and the evaluation's episodes).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// cpu, reference, or gpu for the training (the evaluation runs on the cpu).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Write the trained model here.
+        #[arg(long)]
+        out: Option<String>,
+        /// Evaluate this trained model instead of training one.
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// Log every N steps (evaluation steps are always logged).
+        #[arg(long, default_value_t = 50)]
+        log_every: usize,
     },
     /// Time the training step of a config: median ms/iter and tokens/s.
     Bench {
@@ -421,19 +448,47 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     }
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
+    let mut stdout = Out::new();
+    train_loop(&mut run, out, log_every, Lines::Timed, &mut stdout)?;
+    // The checkpoint first: nothing after training may lose it.
+    if let Some(path) = out {
+        save(&mut run, path)?;
+        say!("saved {path}");
+    }
+    if sample_tokens > 0 && !stdout.closed {
+        sync(&mut run);
+        stdout.line(demo(&run, sample_tokens)?);
+    }
+    stdout.finish()
+}
+
+/// How a training loop's lines read: `tp train` times each step (`ms`, `elapsed_s`); a recipe's stage names itself
+/// (`"stage": …`) and says its time on stderr, so a seeded run prints the same lines every time.
+#[derive(Clone, Copy)]
+enum Lines {
+    Timed,
+    Stage(&'static str),
+}
+
+/// Trains `run` to `train.steps`: a JSON line every `log_every` steps and at each evaluation, then one with the
+/// final validation loss. On divergence, saves the last good state to `out` (if given) and returns the error.
+fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, stdout: &mut Out) -> Result<()> {
     say!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
-    let mut stdout = Out::new();
+    let label = |mut line: serde_json::Value, timing: (&str, serde_json::Value)| {
+        match lines {
+            Lines::Timed => line[timing.0] = timing.1,
+            Lines::Stage(stage) => line["stage"] = serde_json::json!(stage),
+        }
+        line
+    };
     for step in 0..=total {
         let eval = step % run.cfg.train.eval_interval == 0 || step == total;
         let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
         if step == total {
-            let line = serde_json::json!({
-                "step": step, "val_loss": val_loss.map(json_f32), "elapsed_s": t0.elapsed().as_secs_f32(),
-                "backend": run.backend_name(),
-            });
-            stdout.line(line);
+            let line = serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "backend": run.backend_name() });
+            stdout.line(label(line, ("elapsed_s", serde_json::json!(t0.elapsed().as_secs_f32()))));
             break;
         }
         let t = Instant::now();
@@ -441,7 +496,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
             Ok(r) => r,
             Err(e) => {
                 if let Some(path) = out {
-                    save(&mut run, path)?;
+                    save(run, path)?;
                     say!("saved the last good state (step {}) to {path}", run.step);
                 }
                 return Err(e);
@@ -454,24 +509,65 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
         if step % log_every == 0 || eval {
             let mut line = serde_json::json!({
                 "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
-                "grad_norm": json_f32(r.grad_norm), "ms": (ms * 100.0).round() / 100.0,
+                "grad_norm": json_f32(r.grad_norm),
             });
             if let Some(aux) = r.aux_loss {
                 line["aux_loss"] = json_f32(aux);
                 line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
             }
-            stdout.line(line);
+            stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
         }
     }
-    // The checkpoint first: nothing after training may lose it.
-    if let Some(path) = out {
-        save(&mut run, path)?;
-        say!("saved {path}");
+    if let Lines::Stage(stage) = lines {
+        say!("{stage}: {total} steps in {:.1} s", t0.elapsed().as_secs_f32());
     }
-    if sample_tokens > 0 && !stdout.closed {
-        sync(&mut run);
-        stdout.line(demo(&run, sample_tokens)?);
+    Ok(())
+}
+
+/// `tp icl`: trains the recipe's model on its generated corpus (or reads `--checkpoint`), then evaluates it with
+/// no weight update: one `"stage": "pretrain"` line per logged step, then one `"stage": "eval"` line.
+fn icl(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out: Option<&str>, checkpoint: Option<&str>, log_every: usize) -> Result<()> {
+    check_out(out)?;
+    let text = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+    let mut recipe = Recipe::from_json(&text)?;
+    if let Some(s) = steps {
+        recipe.config.train.steps = s;
     }
+    if let Some(s) = seed {
+        recipe.config.seed = s;
+    }
+    recipe.validate()?;
+    let kind = BackendKind::parse(backend)?;
+    let mut stdout = Out::new();
+    let (model, tok) = match checkpoint {
+        Some(path) => {
+            if steps.is_some() || out.is_some() {
+                return Err(Error::Invalid("--checkpoint evaluates a trained model: --steps and --out train one, leave them out".into()));
+            }
+            let ck = read_checkpoint(path)?;
+            recipe.check_model(&ck.model, &ck.tokenizer)?;
+            (ck.model, ck.tokenizer)
+        }
+        None => {
+            let mut run = recipe.run(kind)?;
+            train_loop(&mut run, out, log_every, Lines::Stage("pretrain"), &mut stdout)?;
+            if let Some(path) = out {
+                save(&mut run, path)?;
+                say!("saved {path}");
+            }
+            sync(&mut run);
+            let tok = run.data.tokenizer().clone();
+            (run.model, tok)
+        }
+    };
+    let t0 = Instant::now();
+    let eval = icl::evaluate(&model, &Cpu, &tok, &recipe)?;
+    say!("eval: {:.1} s", t0.elapsed().as_secs_f32());
+    let mut line = serde_json::json!({ "stage": "eval" });
+    if let (Some(o), Ok(serde_json::Value::Object(e))) = (line.as_object_mut(), serde_json::to_value(&eval)) {
+        o.extend(e);
+    }
+    stdout.line(line);
     stdout.finish()
 }
 
@@ -759,6 +855,9 @@ fn run(cli: Cli) -> Result<()> {
             let task = task.as_deref().map(|t| FinetuneTask::parse(t).map_err(|e| flag(e, "finetune.task", "--task"))).transpose()?;
             let options = FinetuneOptions { task, aux_lm, steps, lr, batch, seed };
             finetune(FinetuneArgs { checkpoint, config, eval_every, data, backend, out, options })
+        }
+        Cmd::Icl { config, steps, seed, backend, out, checkpoint, log_every } => {
+            icl(&config, steps, seed, &backend, out.as_deref(), checkpoint.as_deref(), log_every.max(1))
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
         Cmd::AttentionCost { backend, t, heads, kv_heads, head_size, batch, bidirectional, budget_mib } => {

@@ -3,5 +3,8 @@
 //!
 //! - `finetune`: GPT-1's supervised fine-tuning with a classifier head and an auxiliary LM loss (Radford et al.
 //!   2018), on labelled tasks derived from Tiny Shakespeare by documented rules (`finetune::tasks`).
+//! - `icl`: GPT-3's in-context learning (Brown et al. 2020) on a generated meta-learning corpus, and the induction
+//!   heads that carry it (Olsson et al. 2022).
 
 pub mod finetune;
+pub mod icl;

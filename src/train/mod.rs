@@ -157,6 +157,13 @@ impl Run {
     pub fn new(cfg: Config, text: Option<&str>, backend: BackendKind) -> Result<Run> {
         cfg.validate()?;
         let data = Dataset::new(&cfg, text)?;
+        Run::with_data(cfg, data, backend)
+    }
+
+    /// `new` on a dataset built by the caller (a recipe's generated corpus, `crate::recipes`): validates the config,
+    /// refuses a model over the size or memory limits, then initialises it from the seed.
+    pub fn with_data(cfg: Config, data: Dataset, backend: BackendKind) -> Result<Run> {
+        cfg.validate()?;
         crate::model::Layout::check_size(&cfg.model, data.tokenizer().vocab_size())?;
         crate::model::Layout::check_memory(&cfg.model, data.tokenizer().vocab_size(), cfg.train.batch_size, memory_budget())?;
         let model = Model::new(&cfg.model, data.tokenizer().vocab_size(), cfg.seed);
