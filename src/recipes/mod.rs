@@ -3,5 +3,8 @@
 //!
 //! - `finetune`: GPT-1's supervised fine-tuning with a classifier head and an auxiliary LM loss (Radford et al.
 //!   2018), on labelled tasks derived from Tiny Shakespeare by documented rules (`finetune::tasks`).
+//! - `rlhf`: InstructGPT's SFT → reward model → PPO (Ouyang et al. 2022) in miniature, the "human" a programmatic
+//!   preference (`rlhf::Preference`).
 
 pub mod finetune;
+pub mod rlhf;
