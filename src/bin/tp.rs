@@ -621,7 +621,6 @@ fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
         None => SHAKESPEARE.to_string(),
     };
     let dir = std::path::Path::new(&a.out);
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {}: {e}", a.out)))?;
     let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
     let first = match (&a.checkpoint, stages[0], &a.cfg.checkpoint) {
         (Some(ck), _, _) => ck.clone(),
@@ -637,6 +636,7 @@ fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
         r.cfg.preference.describe(), d.demo_lines, d.long_lines, rlhf::MIN_DEMO_CHARS, d.demo_threshold, d.demos.len()
     );
     let mut model = r.model_of(ck, None, &format!("--checkpoint {first}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {}: {e}", a.out)))?;
     let mut stdout = Out::new();
     let t0 = Instant::now();
     let line = |stage: &str, x: serde_json::Value| -> serde_json::Value {
@@ -929,7 +929,12 @@ fn run(cli: Cli) -> Result<()> {
             let mut cfg = RlhfConfig::from_json(&text)?;
             (cfg.ppo.beta, cfg.ppo.gamma_ptx) = (beta.unwrap_or(cfg.ppo.beta), gamma_ptx.unwrap_or(cfg.ppo.gamma_ptx));
             (cfg.ppo.steps, cfg.seed) = (ppo_steps.unwrap_or(cfg.ppo.steps), seed.unwrap_or(cfg.seed));
-            cfg.validate().map_err(|e| flag(flag(e, "rlhf.ppo.beta", "--beta"), "rlhf.ppo.gamma_ptx", "--gamma-ptx"))?;
+            for (name, x) in [("--beta", beta), ("--gamma-ptx", gamma_ptx)] {
+                if let Some(x) = x.filter(|x| !(x.is_finite() && *x >= 0.0)) {
+                    return Err(Error::Invalid(format!("{name} = {x}: must be a number >= 0 (0 turns it off)")));
+                }
+            }
+            cfg.validate()?;
             rlhf_cmd(RlhfArgs { cfg, stage, checkpoint, out, eval_every, data, backend })
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
