@@ -103,9 +103,9 @@ fn host_gradients_match_finite_differences() {
     let r = vec![0.3f32, -0.2, 1.1, 0.5, -0.7];
     let pairs = [(0, 1), (2, 1), (3, 4), (2, 0), (4, 1)];
     let (_, d) = pairwise_loss(&r, &pairs);
-    for i in 0..r.len() {
+    for (i, &di) in d.iter().enumerate() {
         let n = numeric(&|x| pairwise_loss(x, &pairs).0 as f64, &r, i, 1e-2);
-        assert!((n - d[i] as f64).abs() < 1e-4, "pairwise d r[{i}]: {} vs {n}", d[i]);
+        assert!((n - di as f64).abs() < 1e-4, "pairwise d r[{i}]: {di} vs {n}");
     }
     // The clipped policy loss wrt the logits, on tokens away from the clip boundary.
     let (lg, lo, adv) = (f("policy.logits"), f("policy.logp_old"), f("policy.adv"));
@@ -311,6 +311,11 @@ fn tiny_recipe() -> RlhfConfig {
 fn a_tiny_run_learns_the_preference() {
     let text = shakespeare();
     let ck = pretrained(&text);
+    let too_long = RlhfConfig { prompt_len: 48, completion_len: 24, ..tiny_recipe() };
+    let e = Rlhf::new(too_long, &ck, &text, BackendKind::Cpu).err().expect("prompt + completion past ctx_len").to_string();
+    assert!(e.contains("rlhf.completion_len") && e.contains("ctx_len 64"), "{e}");
+    let e = Rlhf::new(tiny_recipe(), &ck, "abc", BackendKind::Cpu).err().expect("a corpus too short").to_string();
+    assert!(e.contains("chars") || e.contains("characters"), "{e}");
     let r = Rlhf::new(tiny_recipe(), &ck, &text, BackendKind::Cpu).unwrap();
     let mut sft = Sft::new(&r, r.model_of(ck, None, "pretrained").unwrap());
     while !sft.done() {

@@ -655,7 +655,7 @@ fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
             "sft" => {
                 let mut s = Sft::new(&r, model);
                 while !s.done() {
-                    if s.step % a.eval_every == 0 {
+                    if s.step.is_multiple_of(a.eval_every) {
                         let mut l = line("sft", report_json(&evaluate_policy(&r, &s.model, None, None)?));
                         (l["step"], l["eval"]) = (serde_json::json!(s.step), serde_json::json!(true));
                         stdout.line(l);
@@ -671,7 +671,7 @@ fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
             "rm" => {
                 let mut m = RewardModel::new(&r, model.clone())?;
                 while !m.done() {
-                    if m.step % a.eval_every == 0 {
+                    if m.step.is_multiple_of(a.eval_every) {
                         let mut l = line("rm", report_json(&m.eval(&r)?));
                         (l["step"], l["eval"]) = (serde_json::json!(m.step), serde_json::json!(true));
                         stdout.line(l);
@@ -693,7 +693,7 @@ fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
                 };
                 let mut p = Ppo::new(&r, model.clone(), rm);
                 while !p.done(&r) {
-                    if p.step % a.eval_every == 0 {
+                    if p.step.is_multiple_of(a.eval_every) {
                         let mut l = line("ppo", report_json(&evaluate_policy(&r, &p.policy, Some(&p.reference), Some(&p.rm))?));
                         (l["step"], l["eval"]) = (serde_json::json!(p.step), serde_json::json!(true));
                         stdout.line(l);
