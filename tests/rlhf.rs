@@ -3,8 +3,8 @@
 //! and the model, on the reference and CPU backends), PPO's clipped objective wrt the logits, the value loss, GAE,
 //! the KL-penalty rewards, whitening, and PPO's whole objective through the model; the preference on known strings;
 //! the reward model's pairs; the demonstrations' rule; a tiny end-to-end run (the reward model beats 0.5 on held-out
-//! pairs, PPO raises the preference's score); the same numbers on 1 and 2 threads and on a rerun; `tp rlhf`'s
-//! refusals.
+//! pairs, PPO raises the preference's score); the same numbers on 1 and 2 threads and on a rerun; `tp rlhf` stage
+//! by stage through its checkpoints, repeating, and its refusals.
 
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -283,8 +283,14 @@ fn demonstrations_follow_the_documented_rule() {
 
 // ------------------------------------------------------------------------------------------------ end to end
 
-/// A gpt of one layer, d_model 32, ctx_len 64, pretrained 300 steps on the corpus, as a checkpoint.
+/// A gpt of one layer, d_model 32, ctx_len 64, pretrained 300 steps on the corpus, as a checkpoint (made once, shared
+/// by the tests).
 fn pretrained(text: &str) -> checkpoint::Checkpoint {
+    static CK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    checkpoint::load(CK.get_or_init(|| pretrain(text))).unwrap()
+}
+
+fn pretrain(text: &str) -> Vec<u8> {
     let cfg = Config::from_json(
         r#"{ "model": { "arch": "gpt", "d_model": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4, "ctx_len": 64,
         "ffn": { "activation": "gelu", "mult": 4 }, "norm": { "kind": "layernorm", "placement": "pre" },
@@ -297,8 +303,7 @@ fn pretrained(text: &str) -> checkpoint::Checkpoint {
     for _ in 0..300 {
         run.step().unwrap();
     }
-    let bytes = checkpoint::save(&run.cfg, run.data.tokenizer(), run.step, &run.model, None).unwrap();
-    checkpoint::load(&bytes).unwrap()
+    checkpoint::save(&run.cfg, run.data.tokenizer(), run.step, &run.model, None).unwrap()
 }
 
 fn tiny_recipe() -> RlhfConfig {
@@ -415,4 +420,51 @@ fn tp_rlhf_refuses_bad_input_naming_it() {
         assert_eq!(code, Some(1), "{all:?}: {err}");
         assert!(err.contains(want) && !err.contains("panicked"), "{all:?}: want {want:?} in {err}");
     }
+}
+
+#[test]
+fn tp_rlhf_runs_each_stage_from_the_last_ones_checkpoint_and_repeats() {
+    let text = shakespeare();
+    let ck = tmp("pretrained.safetensors");
+    let pre = pretrained(&text);
+    std::fs::write(&ck, checkpoint::save(&pre.config, &pre.tokenizer, pre.step, &pre.model, None).unwrap()).unwrap();
+    let cfg = tmp("tiny.json");
+    std::fs::write(&cfg, r#"{"eval_prompts": 4, "sft": {"steps": 3}, "rm": {"steps": 3, "prompts": 2}, "ppo": {"steps": 2, "rollouts": 4, "epochs": 2}}"#).unwrap();
+    let lines = |out: &str| -> Vec<serde_json::Value> { out.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    // Stage by stage through the --out folder.
+    let dir = tmp("stages");
+    let (code, out, err) = tp(&["rlhf", "--config", &cfg, "--stage", "sft", "--checkpoint", &ck, "--out", &dir, "--eval-every", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let sft = lines(&out);
+    assert!(sft.iter().all(|l| l["stage"] == "sft"));
+    assert_eq!(sft.iter().filter(|l| l["eval"] == true).count(), 3, "steps 0 and 2, and the end");
+    assert!(sft.iter().filter(|l| l["eval"] == true).all(|l| l["score"].is_number() && l["lm_loss"].is_number() && l["samples"].as_array().unwrap().len() == 3));
+    assert!(sft.iter().filter(|l| l["eval"].is_null()).all(|l| l["loss"].is_number()));
+    let (code, out, err) = tp(&["rlhf", "--config", &cfg, "--stage", "rm", "--out", &dir]);
+    assert_eq!(code, Some(0), "{err}");
+    let rm = lines(&out);
+    let last = rm.last().unwrap();
+    assert!(last["stage"] == "rm" && last["rm_accuracy"].is_number() && last["baseline"] == 0.5, "{last}");
+    let (code, out, err) = tp(&["rlhf", "--config", &cfg, "--stage", "ppo", "--out", &dir, "--beta", "0.1", "--gamma-ptx", "0.5"]);
+    assert_eq!(code, Some(0), "{err}");
+    let ppo = lines(&out);
+    let step = ppo.iter().find(|l| l["eval"].is_null()).unwrap();
+    for k in ["reward", "score", "kl", "loss", "pg_loss", "vf_loss", "ptx_loss", "clipfrac"] {
+        assert!(step[k].is_number(), "ppo step line lacks {k}: {step}");
+    }
+    let end = ppo.last().unwrap();
+    assert!(end["eval"] == true && end["kl"].is_number() && end["reward"].is_number() && end["lm_loss"].is_number(), "{end}");
+    for f in ["sft", "rm", "ppo"] {
+        let ck = checkpoint::load(&std::fs::read(format!("{dir}/{f}.safetensors")).unwrap()).unwrap();
+        assert_eq!(ck.config.model.classifier.map(|c| c.classes), if f == "sft" { None } else { Some(1) }, "{f}");
+    }
+    // All at once, twice: the same lines but the timings.
+    let all = |d: &str| {
+        let (code, out, err) = tp(&["rlhf", "--config", &cfg, "--checkpoint", &ck, "--out", &tmp(d)]);
+        assert_eq!(code, Some(0), "{err}");
+        lines(&out).into_iter().map(|mut l| { l.as_object_mut().unwrap().remove("elapsed_s"); l }).collect::<Vec<_>>()
+    };
+    let a = all("all-a");
+    assert_eq!(a, all("all-b"));
+    assert_eq!(a.iter().map(|l| l["stage"].as_str().unwrap()).collect::<std::collections::BTreeSet<_>>().len(), 3);
 }
