@@ -87,15 +87,7 @@ pub struct PolicyEval {
 
 /// log π of each completion token (B·L) from a forward's logits over prompt + completion sequences.
 pub fn token_logps(logits: &[f32], v: usize, batch: &Batch, p: usize, l: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(batch.b * l);
-    for b in 0..batch.b {
-        for t in 0..l {
-            let row = b * batch.t + p - 1 + t;
-            let a = batch.idx[row + 1] as usize;
-            out.push(log_softmax(&logits[row * v..(row + 1) * v])[a]);
-        }
-    }
-    out
+    completion_rows(batch, p, l).into_iter().map(|row| log_softmax(&logits[row * v..(row + 1) * v])[batch.idx[row + 1] as usize]).collect()
 }
 
 /// The scalar head's value at the last position of each sequence: the reward model's score.
@@ -309,8 +301,14 @@ impl Rollout {
     /// The rows (in the B·T rows of the batch) whose logits give each completion token, and whose value is the
     /// value of the state before it: b·T + P − 1 + t.
     pub fn rows(&self) -> Vec<usize> {
-        (0..self.batch.b).flat_map(|b| (0..self.l).map(move |t| b * self.batch.t + self.p - 1 + t)).collect()
+        completion_rows(&self.batch, self.p, self.l)
     }
+}
+
+/// The rows b·T + P − 1 + t (t < L) of a batch of prompt + completion sequences: the logits there give completion
+/// token t, the value there is the value of the state before it.
+pub fn completion_rows(batch: &Batch, p: usize, l: usize) -> Vec<usize> {
+    (0..batch.b).flat_map(|b| (0..l).map(move |t| b * batch.t + p - 1 + t)).collect()
 }
 
 /// The value head (the 1-class `model.classifier`) at `rows` of the stack's output `head_in` (rows, C).
@@ -442,7 +440,7 @@ impl Ppo {
         let comps = sample(be, &self.policy, &d.tok, &prompts, 1, l, self.samples.next_u64())?;
         let batch = sequences(&prompts, &comps, 1);
         let fwd = self.policy.forward(be, &batch, None);
-        let roll_rows = (0..batch.b).flat_map(|b| (0..l).map(move |t| b * batch.t + p - 1 + t)).collect::<Vec<_>>();
+        let roll_rows = completion_rows(&batch, p, l);
         let logp_old = token_logps(&fwd.logits, self.policy.vocab(), &batch, p, l);
         let values_old = values_at(&self.policy, &self.policy.params, &fwd.head_in, &roll_rows);
         drop(fwd);
