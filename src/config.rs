@@ -219,7 +219,8 @@ pub struct ModelConfig {
 
 /// The task head of a fine-tuned GPT (Radford et al. 2018): `classifier.weight` (classes, C) and
 /// `classifier.bias` (classes), a linear layer on the final hidden state (after the final norm) of the last
-/// position of each sequence.
+/// position of each sequence. One class is a scalar head: RLHF's reward model (on the last position) and value head
+/// (on every position), `recipes::rlhf`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
@@ -840,8 +841,8 @@ impl ModelConfig {
             if m.arch != Arch::Gpt {
                 return Err(bad("model.classifier", "present", "a classifier head is for gpt (model.arch) only"));
             }
-            if !(2..=MAX_CLASSES).contains(&k.classes) {
-                return Err(bad("model.classifier.classes", k.classes, &format!("must be in 2..={MAX_CLASSES}")));
+            if !(1..=MAX_CLASSES).contains(&k.classes) {
+                return Err(bad("model.classifier.classes", k.classes, &format!("must be in 1..={MAX_CLASSES} (1: a scalar head)")));
             }
         }
         if let Some(h) = m.ffn.hidden {

@@ -1,4 +1,4 @@
-//! The native command line: train, finetune, icl, sample, fill-mask, decode, logits, trace, bench, attention-cost.
+//! The native command line: train, finetune, icl, rlhf, sample, fill-mask, decode, logits, trace, bench, attention-cost.
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
 //!
 //! Native only. Cargo also builds every binary for a crate's integration tests, so on wasm32 (the browser tests,
@@ -20,6 +20,7 @@ use transformer_playground::config::FinetuneTask;
 use transformer_playground::model::Batch;
 use transformer_playground::recipes::finetune::{Finetune, FinetuneOptions};
 use transformer_playground::recipes::icl::{self, Recipe};
+use transformer_playground::recipes::rlhf::{self, stages::evaluate_policy, Ppo, RewardModel, Rlhf, RlhfConfig, Sft};
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
 
@@ -103,6 +104,45 @@ enum Cmd {
         /// Write the fine-tuned checkpoint (with the head and AdamW's state) here at the end.
         #[arg(long)]
         out: Option<String>,
+    },
+    /// Mini-RLHF (InstructGPT): SFT on demonstrations, a reward model from ranked pairs, PPO with a KL penalty and
+    /// a pretraining mix (docs/RECIPES.md §4); one JSON object a step and an evaluation on stdout, with "stage".
+    Rlhf {
+        /// The recipe (e.g. configs/recipes/rlhf.json).
+        #[arg(long)]
+        config: String,
+        /// sft, rm, ppo or all. rm starts from DIR/sft.safetensors (or --checkpoint), ppo from DIR/sft.safetensors
+        /// (or --checkpoint) and DIR/rm.safetensors.
+        #[arg(long, default_value = "all")]
+        stage: String,
+        /// The gpt checkpoint the first stage run starts from (sft, all: the pretrained model, default the config's
+        /// "checkpoint"; rm, ppo: the SFT model).
+        #[arg(long)]
+        checkpoint: Option<String>,
+        /// The folder each stage saves its checkpoint in (sft.safetensors, rm.safetensors, ppo.safetensors).
+        #[arg(long, default_value = "target/recipes/rlhf")]
+        out: String,
+        /// Overrides the config's ppo.beta (the KL penalty's weight).
+        #[arg(long, allow_negative_numbers = true)]
+        beta: Option<f32>,
+        /// Overrides the config's ppo.gamma_ptx (the pretraining mix's weight).
+        #[arg(long, allow_negative_numbers = true)]
+        gamma_ptx: Option<f32>,
+        /// Overrides the config's ppo.steps.
+        #[arg(long)]
+        ppo_steps: Option<usize>,
+        /// Overrides the config's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Evaluate on the held-out prompts every K steps of a stage, and at its start and end.
+        #[arg(long, default_value_t = 10)]
+        eval_every: usize,
+        /// The corpus (default: the Tiny Shakespeare built into tp).
+        #[arg(long)]
+        data: Option<String>,
+        /// cpu or reference.
+        #[arg(long, default_value = "cpu")]
+        backend: String,
     },
     /// Continue a prompt with a trained gpt.
     Sample {
@@ -647,6 +687,130 @@ fn finetune(a: FinetuneArgs) -> Result<()> {
     stdout.finish()
 }
 
+/// `tp rlhf`'s arguments.
+struct RlhfArgs {
+    cfg: RlhfConfig,
+    stage: String,
+    checkpoint: Option<String>,
+    out: String,
+    eval_every: usize,
+    data: Option<String>,
+    backend: String,
+}
+
+/// Runs the stages asked for, printing a line a step and an evaluation line (`"eval": true`) every `eval_every`
+/// steps and at each stage's start and end; each stage writes its checkpoint into the `--out` folder.
+fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
+    let stages: &[&str] = match a.stage.as_str() {
+        "all" => &["sft", "rm", "ppo"],
+        "sft" => &["sft"],
+        "rm" => &["rm"],
+        "ppo" => &["ppo"],
+        s => return Err(Error::Invalid(format!("--stage = {s}: must be sft, rm, ppo or all"))),
+    };
+    if a.eval_every == 0 {
+        return Err(Error::Invalid("--eval-every = 0: must be at least 1".into()));
+    }
+    let backend = BackendKind::parse(&a.backend)?;
+    let text = match &a.data {
+        Some(p) => read_text(p)?,
+        None => SHAKESPEARE.to_string(),
+    };
+    let dir = std::path::Path::new(&a.out);
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let first = match (&a.checkpoint, stages[0], &a.cfg.checkpoint) {
+        (Some(ck), _, _) => ck.clone(),
+        (None, "sft", Some(ck)) => ck.clone(),
+        (None, "sft", None) => return Err(Error::Invalid("no pretrained model: give --checkpoint CK or \"checkpoint\" in the config".into())),
+        (None, _, _) => path("sft.safetensors"),
+    };
+    let ck = read_checkpoint(&first)?;
+    let r = Rlhf::new(a.cfg.clone(), &ck, &text, backend)?;
+    let d = &r.data;
+    say!(
+        "preference {}: {} demonstration lines of {} with at least {} characters (score per character >= {:.4}), {} demonstration characters",
+        r.cfg.preference.describe(), d.demo_lines, d.long_lines, rlhf::MIN_DEMO_CHARS, d.demo_threshold, d.demos.len()
+    );
+    let mut model = r.model_of(ck, None, &format!("--checkpoint {first}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {}: {e}", a.out)))?;
+    let mut stdout = Out::new();
+    let t0 = Instant::now();
+    let line = |stage: &str, x: serde_json::Value| -> serde_json::Value {
+        let mut l = serde_json::json!({ "stage": stage });
+        if let serde_json::Value::Object(m) = x {
+            for (k, v) in m {
+                l[k] = v;
+            }
+        }
+        l
+    };
+    let write = |bytes: Vec<u8>, p: &str| std::fs::write(p, bytes).map_err(|e| Error::Io(format!("{p}: {e}")));
+    let mut rm_model = None;
+    for &stage in stages {
+        match stage {
+            "sft" => {
+                let mut s = Sft::new(&r, model);
+                while !s.done() {
+                    if s.step.is_multiple_of(a.eval_every) {
+                        let mut l = line("sft", report_json(&evaluate_policy(&r, &s.model, None, None)?));
+                        (l["step"], l["eval"]) = (serde_json::json!(s.step), serde_json::json!(true));
+                        stdout.line(l);
+                    }
+                    stdout.line(line("sft", report_json(&s.step(&r)?)));
+                }
+                let mut l = line("sft", report_json(&evaluate_policy(&r, &s.model, None, None)?));
+                (l["step"], l["eval"], l["elapsed_s"]) = (serde_json::json!(s.step), serde_json::json!(true), serde_json::json!(t0.elapsed().as_secs_f32()));
+                stdout.line(l);
+                write(r.save(&s.model, s.step, None)?, &path("sft.safetensors"))?;
+                model = s.model;
+            }
+            "rm" => {
+                let mut m = RewardModel::new(&r, model.clone())?;
+                while !m.done() {
+                    if m.step.is_multiple_of(a.eval_every) {
+                        let mut l = line("rm", report_json(&m.eval(&r)?));
+                        (l["step"], l["eval"]) = (serde_json::json!(m.step), serde_json::json!(true));
+                        stdout.line(l);
+                    }
+                    stdout.line(line("rm", report_json(&m.step(&r)?)));
+                }
+                let (mu, sd) = m.normalise(&r)?;
+                let mut l = line("rm", report_json(&m.eval(&r)?));
+                (l["step"], l["eval"], l["reward_mean"], l["reward_std"]) = (serde_json::json!(m.step), serde_json::json!(true), json_f32(mu), json_f32(sd));
+                l["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f32());
+                stdout.line(l);
+                write(r.save(&m.model, m.step, None)?, &path("rm.safetensors"))?;
+                rm_model = Some(m.model);
+            }
+            _ => {
+                let rm = match rm_model.take() {
+                    Some(m) => m,
+                    None => r.model_of(read_checkpoint(&path("rm.safetensors"))?, Some(1), "the reward model (--out/rm.safetensors)")?,
+                };
+                let mut p = Ppo::new(&r, model.clone(), rm);
+                while !p.done(&r) {
+                    if p.step.is_multiple_of(a.eval_every) {
+                        let mut l = line("ppo", report_json(&evaluate_policy(&r, &p.policy, Some(&p.reference), Some(&p.rm))?));
+                        (l["step"], l["eval"]) = (serde_json::json!(p.step), serde_json::json!(true));
+                        stdout.line(l);
+                    }
+                    stdout.line(line("ppo", report_json(&p.step(&r)?)));
+                }
+                let mut l = line("ppo", report_json(&evaluate_policy(&r, &p.policy, Some(&p.reference), Some(&p.rm))?));
+                (l["step"], l["eval"], l["elapsed_s"]) = (serde_json::json!(p.step), serde_json::json!(true), serde_json::json!(t0.elapsed().as_secs_f32()));
+                stdout.line(l);
+                write(r.save(&p.policy, p.step, None)?, &path("ppo.safetensors"))?;
+            }
+        }
+    }
+    stdout.finish()
+}
+
+/// A report as a JSON value (non-finite numbers as null).
+fn report_json<T: serde::Serialize>(x: &T) -> serde_json::Value {
+    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
+}
+
 fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: usize) -> Result<()> {
     let cfg = read_config(config)?;
     let text = data.map(read_text).transpose()?;
@@ -858,6 +1022,19 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Icl { config, steps, seed, backend, out, checkpoint, log_every } => {
             icl(&config, steps, seed, &backend, out.as_deref(), checkpoint.as_deref(), log_every.max(1))
+        }
+        Cmd::Rlhf { config, stage, checkpoint, out, beta, gamma_ptx, ppo_steps, seed, eval_every, data, backend } => {
+            let text = std::fs::read_to_string(&config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+            let mut cfg = RlhfConfig::from_json(&text)?;
+            (cfg.ppo.beta, cfg.ppo.gamma_ptx) = (beta.unwrap_or(cfg.ppo.beta), gamma_ptx.unwrap_or(cfg.ppo.gamma_ptx));
+            (cfg.ppo.steps, cfg.seed) = (ppo_steps.unwrap_or(cfg.ppo.steps), seed.unwrap_or(cfg.seed));
+            for (name, x) in [("--beta", beta), ("--gamma-ptx", gamma_ptx)] {
+                if let Some(x) = x.filter(|x| !(x.is_finite() && *x >= 0.0)) {
+                    return Err(Error::Invalid(format!("{name} = {x}: must be a number >= 0 (0 turns it off)")));
+                }
+            }
+            cfg.validate()?;
+            rlhf_cmd(RlhfArgs { cfg, stage, checkpoint, out, eval_every, data, backend })
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
         Cmd::AttentionCost { backend, t, heads, kv_heads, head_size, batch, bidirectional, budget_mib } => {

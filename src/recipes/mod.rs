@@ -5,6 +5,9 @@
 //!   2018), on labelled tasks derived from Tiny Shakespeare by documented rules (`finetune::tasks`).
 //! - `icl`: GPT-3's in-context learning (Brown et al. 2020) on a generated meta-learning corpus, and the induction
 //!   heads that carry it (Olsson et al. 2022).
+//! - `rlhf`: InstructGPT's SFT → reward model → PPO (Ouyang et al. 2022) in miniature, the "human" a programmatic
+//!   preference (`rlhf::Preference`).
 
 pub mod finetune;
 pub mod icl;
+pub mod rlhf;
