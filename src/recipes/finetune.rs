@@ -1,7 +1,9 @@
 //! GPT-1's fine-tuning (Radford et al. 2018, "Improving Language Understanding by Generative Pre-Training", §3.2):
 //! a linear classifier on the final hidden state of each sequence's last position, trained with
 //!
-//!     L = L_task + λ · L_LM
+//! ```text
+//! L = L_task + λ · L_LM
+//! ```
 //!
 //! where L_task is the mean cross-entropy of the class logits, L_LM the usual next-character loss on the same
 //! inputs (counted where the next character is in the input) and λ = `finetune.aux_lm` (0 disables it; GPT-1 used
