@@ -16,7 +16,9 @@ export interface PlaygroundLessonDone { result: LessonResult }
 /** A lesson's result (lessons.js result): each run's metrics and each expected comparison's outcome. */
 export interface LessonResult {
   /** In the lesson's run order; a metric is null where the run has none; `diverged`: it stopped with an error. */
-  runs: { id: string; diverged: boolean; message: string | null; metrics: Record<string, number | null> }[];
+  runs: { id: string; diverged: boolean; message: string | null; metrics: Record<string, number | null>;
+    /** Metrics the engine refused for this run, with its reason (val_loss_2x/4x of learned positions). */
+    refused: Record<string, string> }[];
   /** The lesson's `expect` entries, each with its outcome here. */
   checks: { metric: string; a: string; is: 'lower' | 'higher' | 'tie'; b: string; margin: number; outcome: 'holds' | 'reversed' | 'tie' }[];
   /** Whether every check held. */

@@ -545,7 +545,9 @@ export class TransformerPlayground extends HTMLElement {
       sw.style.background = COLORS[i % COLORS.length];
       const row = el('tr', {}, el('th', { scope: 'row' }, sw, tx(l.runs[i].label), run.diverged ? el('div', {}, this.#t('lessons.diverged', { msg: run.message ?? '' })) : null),
         ...l.metrics.map((m) => {
-          const td = el('td', { className: 'metric' }, formatMetric(m, run.metrics[m]));
+          // A metric the engine refused for this run (learned positions past ctx_len): the reason, not a number.
+          const why = run.refused?.[m];
+          const td = el('td', { className: why ? 'metric refused' : 'metric', title: why ?? '' }, why ? this.#t('lessons.refused') : formatMetric(m, run.metrics[m]));
           td.dataset.metric = m;
           td.dataset.value = String(run.metrics[m] ?? '');
           return td;

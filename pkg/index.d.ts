@@ -550,6 +550,8 @@ export class Run {
   pause(): Promise<{ step: number }>;
   step(): Promise<Progress>;
   evaluate(): Promise<{ train: number | null; val: number | null }>;
+  /** Val loss on sequences of `t` tokens, past ctx_len too; rejected for learned positions past ctx_len (model.position). */
+  evalAt(t: number): Promise<{ t: number; val: number | null }>;
   /** `onText` gets the text sampled since its last call: every 4 tokens, sooner after 16 ms, and at the end. */
   /**
    * One continuation (as the object form with n = 1; opts.n other than 1 is refused). Resolves its text.

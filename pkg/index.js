@@ -717,6 +717,15 @@ export class Run extends Emitter {
     return this.#req('attention', { text: checkString('text', text), target: checkString('opts.target', target, { optional: true }) });
   }
 
+  /**
+   * The validation loss on sequences of `t` tokens — past ctx_len too, for every position scheme defined there:
+   * { t, val } (val null when not finite). Learned positions have no table row past ctx_len: rejected with the
+   * core's config error naming model.position. At t = ctx_len it equals evaluate()'s val (on the CPU).
+   */
+  async evalAt(t) {
+    return this.#req('evalAt', { t: checkInt('t', t, { min: 1 }) });
+  }
+
   /** The shape-flow table for this run's config and batch. */
   shapes() {
     return this.#req('shapes');

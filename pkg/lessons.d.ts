@@ -30,7 +30,7 @@ export declare function emptyHistory(): object;
 /** Adds an engine Progress to `rec.history` and updates `rec.msPerStep`. */
 export declare function recordProgress(rec: { history: object; msPerStep?: number | null }, p: object): void;
 /** The metrics: digits shown, probe (needs probeRun), comparable, and of(rec). */
-export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; comparable?: boolean; of: (rec: object) => number | null }>>;
+export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; comparable?: boolean; of: (rec: object) => number | null; refused?: (rec: object) => string | null }>>;
 /** The probes of a finished run (attention maps, shape flow) that the probe metrics read, or null when none is needed. */
 export declare function probeRun(lesson: Lesson, handle: Run, config: object, corpus: string, engine: Engine): Promise<object | null>;
 /** A lesson's result from its run records ({ history, config, status, message?, msPerStep?, lessonProbe? }), in run order. */

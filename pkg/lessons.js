@@ -130,6 +130,11 @@ export const METRICS = {
   // The largest change of an attention weight when the probe text is reversed (weights compared at the permuted
   // positions): 0 up to rounding when nothing tells positions apart. Bidirectional (bert) attention.
   permutation_gap: { digits: 6, probe: true, of: (rec) => rec.lessonProbe?.permutationGap ?? null },
+  // The validation loss on sequences of 2× and 4× ctx_len (Run#evalAt, the core's Run::eval_at), on the same
+  // eval_iters batches' seed as final_val_loss: how a position scheme extrapolates past the length it trained at.
+  // Learned positions are refused there (no table row past ctx_len): null, with `refused` the core's reason.
+  val_loss_2x: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.valLoss?.[2] ?? null, refused: (rec) => rec.lessonProbe?.refused?.[2] ?? null },
+  val_loss_4x: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.valLoss?.[4] ?? null, refused: (rec) => rec.lessonProbe?.refused?.[4] ?? null },
   // The core's parameter counts (Engine#shapeFlow, the summary's): all of them, and those one token uses.
   params_total: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.params ?? null },
   params_active: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.active ?? null },
@@ -191,6 +196,19 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
   const flow = await engine.shapeFlow(config, handle.vocabSize);
   const got = { attentionEntropy: (config.model.arch ?? 'gpt') === 'gpt' ? attentionEntropy(maps) : null, params: flow.n_params, active: flow.active_params };
   if (lesson.metrics.includes('permutation_gap')) got.permutationGap = permutationGap(maps, await handle.attention([...text].reverse().join('')));
+  for (const k of [2, 4]) {
+    if (!lesson.metrics.includes(`val_loss_${k}x`)) continue;
+    got.valLoss ??= {};
+    got.refused ??= {};
+    try {
+      got.valLoss[k] = (await handle.evalAt(k * config.model.ctx_len)).val;
+    } catch (e) {
+      // Only the refusal of positions past a learned table is a result; anything else is an error of the run.
+      if (e?.kind !== 'config' || config.model.position?.kind !== 'learned') throw e;
+      got.valLoss[k] = null;
+      got.refused[k] = e.message;
+    }
+  }
   return got;
 }
 
@@ -226,7 +244,9 @@ export function result(lesson, recs) {
     const diverged = rec.status === 'error';
     // A run that stopped has no final validation loss; its other metrics are of the steps it took.
     const metrics = Object.fromEntries(lesson.metrics.map((m) => [m, diverged && m === 'final_val_loss' ? null : METRICS[m].of(rec)]));
-    return { id: run.id, no: rec.no, color: rec.color, diverged, message: diverged ? rec.message?.text ?? null : null, metrics };
+    // Metrics the engine refused for this run (val_loss_2x of learned positions), with its reason.
+    const refused = Object.fromEntries(lesson.metrics.map((m) => [m, METRICS[m].refused?.(rec) ?? null]).filter(([, why]) => why));
+    return { id: run.id, no: rec.no, color: rec.color, diverged, message: diverged ? rec.message?.text ?? null : null, metrics, refused };
   });
   const byRun = Object.fromEntries(runs.map((r) => [r.id, r]));
   const checks = lesson.expect.map((e) => ({ ...e, outcome: outcome(e, byRun[e.a].metrics[e.metric], byRun[e.b].metrics[e.metric]) }));

@@ -20,6 +20,9 @@
 //   pause       { runId }                         → { step }
 //   step        { runId }                         → one progress record
 //   evaluate    { runId }                         → { train, val }
+//   evalAt      { runId, t }                      → { t, val }: val loss on sequences of t tokens, t past ctx_len
+//                                                   too (refused for learned positions there: a config error
+//                                                   naming model.position); on the host copy
 //   generate    { runId, prompt, options, n, blockSize, kv?, tag?, kvCache? }
 //                                                 → { texts, stopped: 'done' | 'cancelled', kv } (kv: the core's
 //                                                   view of the cache at the end, JSON); N continuations over the
@@ -66,7 +69,7 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'cancelGenerate', 'fillMask', 'decode', 'attention', 'shapes', 'trace', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
+  'cancelGenerate', 'fillMask', 'decode', 'attention', 'evalAt', 'shapes', 'trace', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
   'attentionFlops', 'benchMatmul', 'trap', 'hang', 'ping',
 ]);
 

@@ -539,6 +539,7 @@ const handlers = {
     JSON.parse(wr.denoiseExample(BigInt(checkInt('seed', seed))))),
   attention: ({ runId, text, target }) => onHost(runId, (wr) =>
     JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
+  evalAt: ({ runId, t }) => onHost(runId, (wr) => JSON.parse(wr.evalAt(checkInt('t', t, { max: U32_MAX })))),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
   trace: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.trace())),
   save: ({ runId }) => onHost(runId, (wr) => wr.save()),

@@ -157,6 +157,13 @@ pub fn attention(run: &Run, text: &str, target: Option<&str>) -> Result<String> 
     Ok(to_json(&maps))
 }
 
+/// `evalAt`: the validation loss on sequences of `t` tokens (`Run::eval_at`: refused past ctx_len for learned
+/// positions, naming model.position), on the host model: `{"t", "val"}`, val null when not finite.
+pub fn eval_at(run: &Run, t: usize) -> Result<String> {
+    let val = run.eval_at(data::Split::Val, t)?;
+    Ok(serde_json::json!({ "t": t, "val": if val.is_finite() { Some(val) } else { None } }).to_string())
+}
+
 /// `trace`: the run's next step in slow motion (`trace::StepTrace`), as JSON; the run is not advanced.
 pub fn trace(run: &Run) -> Result<String> {
     Ok(to_json(&run.trace()?))

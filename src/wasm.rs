@@ -261,6 +261,16 @@ impl WasmRun {
         Ok(serde_json::json!({ "train": num(train.map_err(js)?), "val": num(val.map_err(js)?) }).to_string())
     }
 
+    /// The validation loss on `eval_iters` batches of `t` tokens, which may be past ctx_len: `{"t", "val"}` (val
+    /// null when not finite). Learned positions are refused past ctx_len (no table row there), a task's fixed
+    /// lengths always. Runs on the host copy (a gpu run: syncAsync first); at t = ctx_len it is `eval`'s val on the CPU.
+    #[wasm_bindgen(js_name = evalAt)]
+    pub fn eval_at(&self, t: usize) -> Result<String, JsError> {
+        let run = self.run.borrow();
+        let run = &*run;
+        on_pool(|| facade::eval_at(run, t)).map_err(js)
+    }
+
     /// GPT: continues `prompt`. `options` is SampleOptions JSON (`max_tokens`, `temperature`, `top_k`, `top_p`,
     /// `seed`). `on_text`, when given, is called with each new piece of text as it is sampled.
     pub fn generate(&self, prompt: &str, options: &str, on_text: Option<js_sys::Function>) -> Result<String, JsError> {

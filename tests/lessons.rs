@@ -100,7 +100,7 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "params_total", "params_active", "ms_per_step"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step"];
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step"];
 
@@ -239,12 +239,28 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     let gap = if metrics.iter().any(|m| m == "permutation_gap") && diverged_at.is_none() { Some(permutation_gap(&run, text)) } else { None };
     // The core's count (the summary's "Parameters" and "Active / token"): every parameter, and those one token uses.
     let flow = transformer_playground::probe::shape_flow(&run.cfg.model, run.data.tokenizer().vocab_size(), 1, run.cfg.model.ctx_len);
+    // The validation loss at 2× and 4× ctx_len (Run::eval_at, the page's Run#evalAt); none where the model is
+    // refused there (learned positions: no row past ctx_len).
+    let at = |k: usize| {
+        let wanted = metrics.iter().any(|m| m == &format!("val_loss_{k}x")) && diverged_at.is_none();
+        let learned = run.cfg.model.position == transformer_playground::config::Position::Learned;
+        let got = wanted.then(|| run.eval_at(Split::Val, k * run.cfg.model.ctx_len));
+        match got {
+            Some(Ok(v)) => Some(v as f64).filter(|v| v.is_finite()),
+            Some(Err(Error::Config { field, .. })) if learned && field == "model.position" => None,
+            Some(Err(e)) => panic!("val_loss_{k}x: {e}"),
+            None => None,
+        }
+    };
+    let (val2, val4) = (at(2), at(4));
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
         .map(|m| {
             let v = match m.as_str() {
                 "final_val_loss" => val,
+                "val_loss_2x" => val2,
+                "val_loss_4x" => val4,
                 "max_grad_norm" => Some(max_grad),
                 "grad_norm_ratio_step0" => ratio0,
                 "kv_bytes_per_token" => kv,

@@ -28,10 +28,10 @@ export const CONCEPTS = [
   { id: 'attention_cost', view: 'sec-cost' },
   // Positions
   { id: 'no_positions', knob: 'position', lesson: 'permutation' },
-  { id: 'learned_positions', knob: 'position', lesson: 'no-positions' },
-  { id: 'sinusoidal_positions', knob: 'position' },
-  { id: 'rope', knob: 'position' },
-  { id: 'alibi', knob: 'position' },
+  { id: 'learned_positions', knob: 'position', lesson: 'extrapolation' },
+  { id: 'sinusoidal_positions', knob: 'position', lesson: 'extrapolation' },
+  { id: 'rope', knob: 'position', lesson: 'extrapolation' },
+  { id: 'alibi', knob: 'position', lesson: 'extrapolation' },
   { id: 't5_relative', knob: 'position' },
   { id: 'recurrent_positions', knob: 'position' },
   // Norms and where they sit

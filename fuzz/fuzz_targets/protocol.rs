@@ -134,6 +134,18 @@ impl Session {
                 });
                 (r, &["invalid"])
             }
+            "evalAt" => {
+                let r = self.run(req).and_then(|run| {
+                    let t = check_int(req, "t", 0, U32_MAX, None)?;
+                    // As costly as evaluate at up to 4× ctx_len; longer ones are skipped (the core's checks still
+                    // run on the others, learned positions past ctx_len and tasks included).
+                    if run.cfg.train.eval_iters > MAX_FUZZ_EVAL_ITERS || t > 4 * run.cfg.model.ctx_len {
+                        return Ok(None);
+                    }
+                    facade::eval_at(run, t).map(Some)
+                });
+                (r, &["invalid", "config"])
+            }
             "generate" => (self.generate(req), &["invalid"]),
             "fillMask" => {
                 let r = self.run(req).and_then(|run| {

@@ -115,6 +115,67 @@ pub fn evaluate<H: Host>(be: &H, model: &Model, data: &Dataset, split: Split, it
     eval_mean(&losses)
 }
 
+/// `evaluate` on batches of `seq` tokens instead of ctx_len (`Run::eval_at`; check `check_eval_length` first).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_at<H: Host>(be: &H, model: &Model, data: &Dataset, split: Split, iters: usize, b: usize, seq: usize, rng: &mut Rng) -> f32 {
+    let losses: Vec<(f32, usize)> = (0..iters.max(1))
+        .map(|_| {
+            let batch = data.batch(split, b, seq, rng);
+            let f = model.forward(be, &batch, None);
+            (f.loss, f.count)
+        })
+        .collect();
+    eval_mean(&losses)
+}
+
+/// Whether a model of `cfg` can be evaluated on `split` in sequences of `seq` tokens. Every position scheme but
+/// one is defined for any length: none; sinusoidal (the table is a formula of the position); RoPE (a rotation by
+/// the position); ALiBi (a slope times the distance); T5-relative (distances past `max_distance` share the last
+/// bucket); recurrent (the RNN runs on). Learned positions are a table of ctx_len rows (`wpe`): there is no row for
+/// a position past it, so they are refused there. Only plain text (gpt, bert) has sequences of any length; a task
+/// or denoising data set has its own fixed lengths.
+pub fn check_eval_length(cfg: &Config, data: &Dataset, split: Split, seq: usize) -> Result<()> {
+    let m = &cfg.model;
+    let field = |rule: String| Error::Invalid(format!("evaluation at {seq} tokens: {rule}"));
+    if seq == 0 {
+        return Err(field("must be at least 1 token".into()));
+    }
+    let Dataset::Text { tok, train, val, .. } = data else {
+        return Err(field(format!(
+            "evaluation at another length reads plain text; data.task = {:?} has sequences of its own fixed lengths",
+            cfg.data.task
+        )));
+    };
+    if seq > m.ctx_len && m.position == crate::config::Position::Learned {
+        return Err(Error::Config {
+            field: "model.position".into(),
+            value: "learned".into(),
+            rule: format!(
+                "learned positions are a table of ctx_len = {} rows (wpe), one per position it trained at: there is \
+                 no row for positions {}..{}, so the model cannot be evaluated at {seq} tokens, past ctx_len (none, \
+                 sinusoidal, rope, alibi, relative and recurrent positions are defined for any length)",
+                m.ctx_len,
+                m.ctx_len,
+                seq - 1
+            ),
+        });
+    }
+    let d = if split == Split::Train { train } else { val };
+    if seq + 1 > d.len() {
+        return Err(field(format!("the {split:?} split has {} tokens, too few for sequences of {seq} and their targets", d.len())));
+    }
+    let need = crate::model::Layout::step_memory_bytes(m, tok.vocab_size(), cfg.train.batch_size, seq);
+    if need > memory_budget() {
+        return Err(field(format!(
+            "{} sequences of {seq} tokens would hold about {:.2} GiB, over the memory budget of {:.2} GiB",
+            cfg.train.batch_size,
+            need / (1u64 << 30) as f64,
+            memory_budget() / (1u64 << 30) as f64
+        )));
+    }
+    Ok(())
+}
+
 /// A training run: config, model, optimizer state, data and its seeded streams. Same config and seed → the same
 /// batches, dropout masks and losses, on every backend and thread count (up to each backend's rounding).
 pub struct Run {
@@ -416,11 +477,26 @@ impl Run {
     }
 
     fn cpu_eval(&self, split: Split) -> f32 {
+        self.host_eval(split, self.cfg.model.ctx_len)
+    }
+
+    /// Mean loss on `eval_iters` batches of `seq` tokens (the batches of `eval` when seq = ctx_len), on the host.
+    fn host_eval(&self, split: Split, seq: usize) -> f32 {
         let mut rng = Rng::new(self.cfg.seed ^ 0x5EED_E7A1);
         let (t, model, data) = (&self.cfg.train, &self.model, &self.data);
         crate::with_host!(self.backend, |be| crate::backend::cpu::with_pool_awake(|| {
-            evaluate(be, model, data, split, t.eval_iters, t.batch_size, &mut rng)
+            evaluate_at(be, model, data, split, t.eval_iters, t.batch_size, seq, &mut rng)
         }))
+    }
+
+    /// Mean loss on `eval_iters` batches of `seq` tokens — a length the model may never have trained at (issue 19,
+    /// lesson `extrapolation`: ALiBi, Press et al. 2022, Fig. 1). At seq = ctx_len it is `eval` on the CPU, exactly.
+    /// Runs on the host model (a gpu run: as of its last sync), through the same `Model::forward`. Refused
+    /// (`check_eval_length`) for learned positions past ctx_len, for tasks of fixed length, and where the split or
+    /// the memory budget is too small.
+    pub fn eval_at(&self, split: Split, seq: usize) -> Result<f32> {
+        check_eval_length(&self.cfg, &self.data, split, seq)?;
+        Ok(self.host_eval(split, seq))
     }
 
     /// `eval`, awaiting the device on a gpu run.

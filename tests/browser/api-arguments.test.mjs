@@ -87,6 +87,9 @@ async function refusals(url) {
       'decode maxTokens "3"': () => run.decode('12', { maxTokens: '3' }),
       'attention null': () => run.attention(null),
       'attention target 5': () => run.attention('to be', { target: 5 }),
+      'evalAt "16"': () => run.evalAt('16'),
+      'evalAt 0': () => run.evalAt(0),
+      'evalAt 1.5': () => run.evalAt(1.5),
     };
     const out = {};
     for (const [name, f] of Object.entries(cases)) {
@@ -118,7 +121,7 @@ const NAMES = {
   'train steps "5"': /opts\.steps.*integer/, 'train steps -1': /opts\.steps/, 'train steps 0': /opts\.steps/,
   'train 5': /opts.*object/, 'fillMask 5': /text.*string/, 'fillMask k "2"': /opts\.k/, 'fillMask k 0': /opts\.k/,
   'decode 5': /input.*string/, 'decode maxTokens "3"': /opts\.maxTokens/, 'attention null': /text.*string/,
-  'attention target 5': /opts\.target.*string/,
+  'attention target 5': /opts\.target.*string/, 'evalAt "16"': /^t\b.*integer/, 'evalAt 0': /^t\b/, 'evalAt 1.5': /^t\b/,
 };
 
 for (const [build, url] of [['threads', () => isolated.url], ['single', () => plain.url]]) {

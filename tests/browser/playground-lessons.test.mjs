@@ -139,3 +139,27 @@ test('the MoE lesson counts parameters with the core: more in all, the same per 
   assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
   assert.deepEqual(problems, []);
 });
+
+test('the extrapolation lesson: the loss past ctx_len for each scheme, learned positions refused with the reason', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=extrapolation' });
+  const l = lesson('extrapolation');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('extrapolation', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons.extrapolation?.state === 'done', null, { timeout: 90000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons.extrapolation;
+  for (const r of result.runs) {
+    for (const m of ['val_loss_2x', 'val_loss_4x']) {
+      if (r.id === 'learned') {
+        assert.equal(r.metrics[m], null);
+        assert.match(r.refused[m], /model\.position = learned.*ctx_len = 16 rows/);
+      } else {
+        assert.ok(r.metrics[m] > 0 && Number.isFinite(r.metrics[m]), `${r.id} ${m}: ${r.metrics[m]}`);
+        assert.equal(r.refused[m], undefined);
+      }
+    }
+  }
+  const cell = await page.textContent('#lesson-detail tr[data-run="learned"] td[data-metric="val_loss_4x"]');
+  assert.match(cell, /^(refused: no positions past ctx_len|拒绝：ctx_len 之后没有位置)$/); // the language an earlier test chose
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});

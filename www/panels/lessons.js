@@ -46,7 +46,9 @@ function resultView(l, s) {
     sw.style.background = r.color;
     return h('tr', { dataset: { run: r.id } },
       h('th', { attrs: { scope: 'row' } }, sw, ` ${t('runs.run', { n: r.no })} · ${tx(l.runs[i].label)}`, r.diverged ? h('div', { class: 'run-msg' }, t('lessons.diverged', { msg: r.message ?? '' })) : null),
-      l.metrics.map((m) => h('td', { class: 'metric', dataset: { metric: m, value: String(r.metrics[m] ?? '') } }, fmt(m, r.metrics[m]))));
+      l.metrics.map((m) => (r.refused?.[m]
+        ? h('td', { class: 'metric refused', dataset: { metric: m, value: '' }, attrs: { title: r.refused[m] } }, t('lessons.refused'))
+        : h('td', { class: 'metric', dataset: { metric: m, value: String(r.metrics[m] ?? '') } }, fmt(m, r.metrics[m])))));
   });
   const label = (id) => tx(l.runs.find((r) => r.id === id).label);
   const checks = result.checks.map((c) => h('li', { class: `check check-${c.outcome}`, dataset: { outcome: c.outcome } },
