@@ -40,6 +40,8 @@ const DATA_STREAM: u64 = 0x2E50_5107;
 /// Longest word a question asks about.
 pub const MAX_WORD_LEN: usize = 16;
 pub const MAX_EVAL_QUESTIONS: usize = 10_000;
+/// Questions an evaluation shows as examples.
+pub const EXAMPLES: usize = 6;
 
 /// The task the templated lines ask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -328,7 +330,7 @@ pub struct Evaluation {
     pub inserted: usize,
     pub train_words: usize,
     pub held_out_words: usize,
-    /// The first few questions.
+    /// `EXAMPLES` questions evenly spaced among them (so across the alphabet).
     pub examples: Vec<Example>,
 }
 
@@ -338,7 +340,9 @@ pub fn evaluate<H: Host>(model: &Model, baseline: &Model, be: &H, tok: &Tokenize
     let truths: Vec<String> = qs.iter().map(|(_, t)| t.clone()).collect();
     let answers = |m: &Model| qs.iter().map(|(p, t)| answer(m, be, tok, p, t.len() + 2)).collect::<Result<Vec<String>>>();
     let (a, b) = (answers(model)?, answers(baseline)?);
-    let examples = (0..qs.len().min(5))
+    let shown = qs.len().min(EXAMPLES);
+    let examples = (0..shown)
+        .map(|j| j * qs.len() / shown)
         .map(|i| Example { prompt: qs[i].0.clone(), truth: truths[i].clone(), answer: a[i].clone(), baseline_answer: b[i].clone() })
         .collect();
     Ok(Evaluation {
