@@ -125,6 +125,7 @@ fn metric_scores_known_answers() {
     let half: Vec<String> = ["ABC", "x", "ABC", "y"].iter().map(|s| s.to_string()).collect();
     assert_eq!(accuracy(&half, &truths), 0.5);
     assert_eq!(majority(&truths), 0.5);
+    assert_eq!(zeroshot::top_answers(&truths, 2), vec![("ABC".to_string(), 0.5), ("DEF".to_string(), 0.25)]);
 }
 
 #[test]

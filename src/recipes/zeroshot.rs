@@ -299,6 +299,17 @@ pub fn majority(truths: &[String]) -> f32 {
     counts.values().max().copied().unwrap_or(0) as f32 / truths.len().max(1) as f32
 }
 
+/// The `n` commonest answers with their shares, commonest first (ties in the answers' order).
+pub fn top_answers(answers: &[String], n: usize) -> Vec<(String, f32)> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in answers {
+        *counts.entry(a).or_default() += 1;
+    }
+    let mut v: Vec<(&str, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.into_iter().take(n).map(|(a, c)| (a.to_string(), c as f32 / answers.len().max(1) as f32)).collect()
+}
+
 /// The model's greedy answer to a prompt: `n` characters written through the KV cache, then what comes before
 /// the first newline, less one leading space.
 pub fn answer<H: Host>(model: &Model, be: &H, tok: &Tokenizer, prompt: &str, n: usize) -> Result<String> {
@@ -326,6 +337,10 @@ pub struct Evaluation {
     pub baseline_accuracy: f32,
     /// The majority baseline (`majority`).
     pub chance: f32,
+    /// Each model's three commonest answers and their shares: a model that learned only the format answers one
+    /// letter, often the same.
+    pub top_answers: Vec<(String, f32)>,
+    pub baseline_top_answers: Vec<(String, f32)>,
     /// Templated lines in the pretraining text.
     pub inserted: usize,
     pub train_words: usize,
@@ -351,6 +366,8 @@ pub fn evaluate<H: Host>(model: &Model, baseline: &Model, be: &H, tok: &Tokenize
         accuracy: accuracy(&a, &truths),
         baseline_accuracy: accuracy(&b, &truths),
         chance: majority(&truths),
+        top_answers: top_answers(&a, 3),
+        baseline_top_answers: top_answers(&b, 3),
         inserted: corpus.inserted,
         train_words: corpus.train_words.len(),
         held_out_words: corpus.held_out_words.len(),
