@@ -93,6 +93,9 @@ fn seeded_and_deterministic() {
     let c = recipe(|v| v["seed"] = 2.into()).unwrap().corpus(SHAKESPEARE).unwrap();
     assert_eq!(a, b);
     assert_ne!(a.with_pattern, c.with_pattern);
+    // A corpus that is not ASCII is refused, not cut mid-character.
+    let r = recipe(|_| {}).unwrap();
+    assert!(matches!(r.corpus(&format!("{}é\n", &SHAKESPEARE[..100_000])), Err(Error::Invalid(_))));
     // The words differ, so the templated lines' lengths and the cut do: about as many lines either way.
     assert!(a.inserted.abs_diff(c.inserted) < 20, "{} {}", a.inserted, c.inserted);
 }

@@ -134,6 +134,13 @@ impl ZeroshotConfig {
     }
 }
 
+fn ascii(text: &str) -> Result<()> {
+    match text.chars().find(|c| !c.is_ascii()) {
+        None => Ok(()),
+        Some(c) => Err(Error::Invalid(format!("the zero-shot recipe's corpus must be ASCII; it holds {c:?}"))),
+    }
+}
+
 fn bad(field: &str, value: impl std::fmt::Display, rule: &str) -> Error {
     Error::Config { field: format!("zeroshot.{field}"), value: value.to_string(), rule: rule.to_string() }
 }
@@ -211,8 +218,10 @@ impl Recipe {
         (train.into_iter().map(String::from).collect(), held.into_iter().map(String::from).collect())
     }
 
-    /// The two pretraining texts (see the module's doc).
+    /// The two pretraining texts (see the module's doc). The corpus must be ASCII (Tiny Shakespeare is), so a
+    /// character count is a byte count and every cut falls between characters.
     pub fn corpus(&self, text: &str) -> Result<Corpus> {
+        ascii(text)?;
         let (train_words, held_out_words) = self.words(text);
         if train_words.is_empty() || held_out_words.is_empty() {
             return Err(bad("min_len", self.zeroshot.min_len, &format!(
@@ -265,8 +274,12 @@ impl Recipe {
     }
 
     /// The evaluation prompts' contexts: for each line end in the plain corpus's last 10% with `context`
-    /// characters of that part before it, those characters (ending with the newline); in corpus order.
+    /// characters of that part before it, those characters (ending with the newline); in corpus order. An ASCII
+    /// corpus (`corpus` refuses others); none for another.
     pub fn contexts(&self, text: &str) -> Vec<String> {
+        if !text.is_ascii() {
+            return Vec::new();
+        }
         let start = text.len() * 9 / 10;
         let val = &text[start..];
         let c = self.zeroshot.context;
@@ -275,6 +288,7 @@ impl Recipe {
 
     /// The prompts and the rule's answers of the held-out questions.
     pub fn questions(&self, text: &str, corpus: &Corpus) -> Result<Vec<(String, String)>> {
+        ascii(text)?;
         let ctx = self.contexts(text);
         if ctx.is_empty() {
             return Err(bad("context", self.zeroshot.context, "no line of the corpus's validation part has this many characters before it"));
