@@ -1,4 +1,4 @@
-//! The native command line: train, finetune, icl, rlhf, sample, fill-mask, decode, logits, trace, bench, attention-cost.
+//! The native command line: train, finetune, zeroshot, icl, rlhf, sample, fill-mask, decode, logits, trace, bench, attention-cost.
 //! Results go to stdout as JSON lines; errors go to stderr with a non-zero exit.
 //!
 //! Native only. Cargo also builds every binary for a crate's integration tests, so on wasm32 (the browser tests,
@@ -20,6 +20,7 @@ use transformer_playground::config::FinetuneTask;
 use transformer_playground::model::Batch;
 use transformer_playground::recipes::finetune::{Finetune, FinetuneOptions};
 use transformer_playground::recipes::icl::{self, Recipe};
+use transformer_playground::recipes::zeroshot;
 use transformer_playground::recipes::rlhf::{self, stages::evaluate_policy, Ppo, RewardModel, Rlhf, RlhfConfig, Sft};
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
@@ -235,6 +236,33 @@ enum Cmd {
         /// Evaluate this trained model instead of training one.
         #[arg(long)]
         checkpoint: Option<String>,
+        /// Log every N steps (evaluation steps are always logged).
+        #[arg(long, default_value_t = 50)]
+        log_every: usize,
+    },
+    /// Zero-shot task transfer (GPT-2): train two gpts the same way, one on Tiny Shakespeare with templated
+    /// `Q: … A: …` lines inserted by a documented rule and one baseline on the plain corpus, then ask both
+    /// held-out questions from a prompt alone; JSON lines with `"stage": "pretrain"` (each with `"model"`), then
+    /// `"stage": "eval"`.
+    Zeroshot {
+        /// A recipe: a gpt config with a `zeroshot` section (configs/recipes/zeroshot.json).
+        #[arg(long)]
+        config: String,
+        /// Override train.steps (both models).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Override the seed (the templated lines' words, both models' initialisation and batches).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// cpu, reference, or gpu for the training (the evaluation runs on the cpu).
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Write the two trained models into this folder (created if missing): pattern.ckpt and baseline.ckpt.
+        #[arg(long)]
+        out: Option<String>,
+        /// Evaluate the two models in this folder (as --out writes them) instead of training.
+        #[arg(long)]
+        checkpoints: Option<String>,
         /// Log every N steps (evaluation steps are always logged).
         #[arg(long, default_value_t = 50)]
         log_every: usize,
@@ -508,6 +536,8 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
 enum Lines {
     Timed,
     Stage(&'static str),
+    /// A stage that trains several models: `"stage"` and `"model"`.
+    StageModel(&'static str, &'static str),
 }
 
 /// Trains `run` to `train.steps`: a JSON line every `log_every` steps and at each evaluation, then one with the
@@ -520,6 +550,10 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
         match lines {
             Lines::Timed => line[timing.0] = timing.1,
             Lines::Stage(stage) => line["stage"] = serde_json::json!(stage),
+            Lines::StageModel(stage, model) => {
+                line["stage"] = serde_json::json!(stage);
+                line["model"] = serde_json::json!(model);
+            }
         }
         line
     };
@@ -558,8 +592,10 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
             stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
         }
     }
-    if let Lines::Stage(stage) = lines {
-        say!("{stage}: {total} steps in {:.1} s", t0.elapsed().as_secs_f32());
+    match lines {
+        Lines::Stage(stage) => say!("{stage}: {total} steps in {:.1} s", t0.elapsed().as_secs_f32()),
+        Lines::StageModel(stage, model) => say!("{stage} ({model}): {total} steps in {:.1} s", t0.elapsed().as_secs_f32()),
+        Lines::Timed => {}
     }
     Ok(())
 }
@@ -602,6 +638,69 @@ fn icl(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out
     };
     let t0 = Instant::now();
     let eval = icl::evaluate(&model, &Cpu, &tok, &recipe)?;
+    say!("eval: {:.1} s", t0.elapsed().as_secs_f32());
+    let mut line = serde_json::json!({ "stage": "eval" });
+    if let (Some(o), Ok(serde_json::Value::Object(e))) = (line.as_object_mut(), serde_json::to_value(&eval)) {
+        o.extend(e);
+    }
+    stdout.line(line);
+    stdout.finish()
+}
+
+/// `tp zeroshot`: builds the two texts from Tiny Shakespeare, trains the model with the pattern and the baseline
+/// (or reads them from `--checkpoints`), then asks both the held-out questions with no weight update: one
+/// `"stage": "pretrain"` line per logged step of each model, then one `"stage": "eval"` line.
+fn zeroshot_cmd(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out: Option<&str>, checkpoints: Option<&str>, log_every: usize) -> Result<()> {
+    let text = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+    let mut recipe = zeroshot::Recipe::from_json(&text)?;
+    if let Some(s) = steps {
+        recipe.config.train.steps = s;
+    }
+    if let Some(s) = seed {
+        recipe.config.seed = s;
+    }
+    recipe.validate()?;
+    let kind = BackendKind::parse(backend)?;
+    let corpus = recipe.corpus(SHAKESPEARE)?;
+    let tok = zeroshot::Recipe::tokenizer(&corpus)?;
+    let path = |dir: &str, name: &str| std::path::Path::new(dir).join(name).to_string_lossy().into_owned();
+    let mut stdout = Out::new();
+    let (model, baseline) = match checkpoints {
+        Some(dir) => {
+            if steps.is_some() || out.is_some() {
+                return Err(Error::Invalid("--checkpoints evaluates trained models: --steps and --out train them, leave them out".into()));
+            }
+            let read = |name: &str| -> Result<_> {
+                let ck = read_checkpoint(&path(dir, name))?;
+                if ck.model.cfg.arch != transformer_playground::config::Arch::Gpt || ck.tokenizer != tok {
+                    return Err(Error::Invalid(format!("{}: not a gpt with this recipe's vocabulary", path(dir, name))));
+                }
+                if ck.model.cfg.ctx_len < recipe.zeroshot.prompt_chars() {
+                    return Err(Error::Invalid(format!("{}: ctx_len = {} is shorter than this recipe's prompts ({} characters)", path(dir, name), ck.model.cfg.ctx_len, recipe.zeroshot.prompt_chars())));
+                }
+                Ok(ck.model)
+            };
+            (read("pattern.ckpt")?, read("baseline.ckpt")?)
+        }
+        None => {
+            if let Some(dir) = out {
+                std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {dir}: {e}")))?;
+            }
+            let (mut a, mut b) = recipe.runs(&corpus, kind)?;
+            for (run, name) in [(&mut a, "pattern"), (&mut b, "baseline")] {
+                let file = out.map(|d| path(d, &format!("{name}.ckpt")));
+                train_loop(run, file.as_deref(), log_every, Lines::StageModel("pretrain", name), &mut stdout)?;
+                if let Some(f) = &file {
+                    save(run, f)?;
+                    say!("saved {f}");
+                }
+                sync(run);
+            }
+            (a.model, b.model)
+        }
+    };
+    let t0 = Instant::now();
+    let eval = zeroshot::evaluate(&model, &baseline, &Cpu, &tok, &recipe, SHAKESPEARE, &corpus)?;
     say!("eval: {:.1} s", t0.elapsed().as_secs_f32());
     let mut line = serde_json::json!({ "stage": "eval" });
     if let (Some(o), Ok(serde_json::Value::Object(e))) = (line.as_object_mut(), serde_json::to_value(&eval)) {
@@ -1022,6 +1121,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Icl { config, steps, seed, backend, out, checkpoint, log_every } => {
             icl(&config, steps, seed, &backend, out.as_deref(), checkpoint.as_deref(), log_every.max(1))
+        }
+        Cmd::Zeroshot { config, steps, seed, backend, out, checkpoints, log_every } => {
+            zeroshot_cmd(&config, steps, seed, &backend, out.as_deref(), checkpoints.as_deref(), log_every.max(1))
         }
         Cmd::Rlhf { config, stage, checkpoint, out, beta, gamma_ptx, ppo_steps, seed, eval_every, data, backend } => {
             let text = std::fs::read_to_string(&config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
