@@ -174,5 +174,5 @@ export function download(name, data, type = 'text/plain') {
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
+  setTimeout(() => URL.revokeObjectURL(url), 10000); // a large file may still be on its way to the disk
 }

@@ -15,3 +15,16 @@ pub mod finetune;
 pub mod icl;
 pub mod rlhf;
 pub mod zeroshot;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// A recipe file: an ordinary `Config` with one extra section `name` of the recipe's own (`icl`, `zeroshot`),
+/// parsed apart: the config through `Config::from_json` (its checks), the section into `T`.
+pub(crate) fn config_with_section<T: serde::de::DeserializeOwned>(text: &str, name: &str) -> Result<(Config, T)> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
+    let obj = v.as_object_mut().ok_or_else(|| Error::ConfigParse("a recipe is a JSON object".into()))?;
+    let section = obj.remove(name).ok_or_else(|| Error::ConfigParse(format!("a recipe needs a \"{name}\" section")))?;
+    let section: T = serde_json::from_value(section).map_err(|e| Error::ConfigParse(format!("{name}: {e}")))?;
+    Ok((Config::from_json(&v.to_string())?, section))
+}

@@ -170,11 +170,7 @@ pub struct Recipe {
 impl Recipe {
     /// Parses and validates a recipe file: a `Config` whose extra `zeroshot` section is a `ZeroshotConfig`.
     pub fn from_json(text: &str) -> Result<Recipe> {
-        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
-        let obj = v.as_object_mut().ok_or_else(|| Error::ConfigParse("a recipe is a JSON object".into()))?;
-        let z = obj.remove("zeroshot").ok_or_else(|| Error::ConfigParse("a recipe needs a \"zeroshot\" section".into()))?;
-        let zeroshot: ZeroshotConfig = serde_json::from_value(z).map_err(|e| Error::ConfigParse(format!("zeroshot: {e}")))?;
-        let config = Config::from_json(&v.to_string())?;
+        let (config, zeroshot) = super::config_with_section::<ZeroshotConfig>(text, "zeroshot")?;
         let recipe = Recipe { config, zeroshot };
         recipe.validate()?;
         Ok(recipe)

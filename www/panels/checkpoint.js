@@ -3,6 +3,7 @@ import { $ } from '../dom.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
+import { download } from '../export.js';
 
 function say(text, bad = false) {
   const m = $('#ckpt-msg');
@@ -16,14 +17,7 @@ async function save() {
   try {
     const bytes = await rec.handle.save();
     const name = `transformer-playground-run${rec.no}-step${rec.stepCount}.safetensors`;
-    const url = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
-    const a = document.createElement('a');
-    a.href = url;
-    a.download = name;
-    document.body.append(a);
-    a.click();
-    a.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    download(name, new Blob([bytes], { type: 'application/octet-stream' }));
     say(t('ckpt.saved', { name }));
   } catch (e) {
     say(t('use.error', { msg: e.message }), true);

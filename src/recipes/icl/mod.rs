@@ -116,11 +116,7 @@ pub struct Recipe {
 impl Recipe {
     /// Parses and validates a recipe file: a `Config` whose extra `icl` section is an `IclConfig`.
     pub fn from_json(text: &str) -> Result<Recipe> {
-        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::ConfigParse(e.to_string()))?;
-        let obj = v.as_object_mut().ok_or_else(|| Error::ConfigParse("a recipe is a JSON object".into()))?;
-        let icl = obj.remove("icl").ok_or_else(|| Error::ConfigParse("a recipe needs an \"icl\" section".into()))?;
-        let icl: IclConfig = serde_json::from_value(icl).map_err(|e| Error::ConfigParse(format!("icl: {e}")))?;
-        let config = Config::from_json(&v.to_string())?;
+        let (config, icl) = super::config_with_section::<IclConfig>(text, "icl")?;
         let recipe = Recipe { config, icl };
         recipe.validate()?;
         Ok(recipe)
