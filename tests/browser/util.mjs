@@ -51,7 +51,8 @@ export async function open(context, url) {
     if (m.type() === 'error') problems.push(`console.error: ${m.text()}`);
   });
   page.on('response', (r) => r.status() >= 400 && problems.push(`HTTP ${r.status()}: ${r.url()}`));
-  page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}`));
+  // With where it was thrown (the first frames), so that a rare failure says where to look.
+  page.on('pageerror', (e) => problems.push(`uncaught: ${e.message}${(e.stack ?? '').split('\n').slice(1, 4).join(' ').replace(/\s+/g, ' ')}`));
   page.on('request', (r) => {
     const u = r.url();
     if (!u.startsWith(origin) && !u.startsWith('blob:') && !u.startsWith('data:')) problems.push(`request outside the origin: ${u}`);
