@@ -61,7 +61,9 @@ for (const [name, expect] of Object.entries(PRESETS)) {
     assert.equal(await page.isVisible('#use-decode'), false);
     await page.fill('#den-seed', '3');
     await page.click('#den-go');
-    await page.waitForFunction(() => document.getElementById('den-out').dataset.done === '1', null, { timeout: 60000 });
+    // Done, and its parts drawn (the flag can be seen a frame before the source and truth are in place).
+    await page.waitForFunction(() => document.getElementById('den-out').dataset.done === '1' && document.getElementById('den-source')
+      && document.getElementById('den-truth'), null, { timeout: 60000 });
     const r = await page.evaluate(() => ({
       source: document.getElementById('den-source').textContent,
       specials: [...document.querySelectorAll('#den-source mark.special')].map((m) => m.textContent),
