@@ -88,6 +88,13 @@ pub struct Stage {
     pub doc: &'static str,
 }
 
+impl Stage {
+    /// A stage with no stack, layer, tensor or optimizer figures (the callers set those that apply).
+    fn new(pass: &'static str, id: &'static str, shape: Vec<usize>, summary: Summary, heat: Option<Heat>, source: &'static str, doc: &'static str) -> Stage {
+        Stage { pass, id, stack: None, layer: None, tensor: None, shape, summary, heat, param_norm: None, m_norm: None, v_rms: None, ratio: None, source, doc }
+    }
+}
+
 /// The whole step.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepTrace {
@@ -147,43 +154,15 @@ impl Tracer<'_> {
     /// A forward stage for an activation laid out (B, rows, cols): sequence 0 is the heatmap.
     fn rows(&mut self, id: &'static str, layer: Option<usize>, x: &[f32], rows: usize, cols: usize, axes: [&'static str; 2], source: &'static str, doc: &'static str) {
         let one = &x[..rows * cols];
-        self.stages.push(Stage {
-            pass: "forward",
-            id,
-            stack: self.stack,
-            layer,
-            tensor: None,
-            shape: vec![self.b, rows, cols],
-            summary: summary(x, one),
-            heat: Some(heat(one, rows, cols, axes)),
-            param_norm: None,
-            m_norm: None,
-            v_rms: None,
-            ratio: None,
-            source,
-            doc,
-        });
+        let stage = Stage::new("forward", id, vec![self.b, rows, cols], summary(x, one), Some(heat(one, rows, cols, axes)), source, doc);
+        self.stages.push(Stage { stack: self.stack, layer, ..stage });
     }
 
     /// A forward stage for a per-head tensor (B, H, rows, cols): sequence 0's head 0 is the heatmap.
     fn heads(&mut self, id: &'static str, layer: usize, x: &[f32], h: usize, rows: usize, cols: usize, axes: [&'static str; 2], source: &'static str) {
         let one = &x[..rows * cols];
-        self.stages.push(Stage {
-            pass: "forward",
-            id,
-            stack: self.stack,
-            layer: Some(layer),
-            tensor: None,
-            shape: vec![self.b, h, rows, cols],
-            summary: summary(x, one),
-            heat: Some(heat(one, rows, cols, axes)),
-            param_norm: None,
-            m_norm: None,
-            v_rms: None,
-            ratio: None,
-            source,
-            doc: "MODEL.md#attention",
-        });
+        let stage = Stage::new("forward", id, vec![self.b, h, rows, cols], summary(x, one), Some(heat(one, rows, cols, axes)), source, "MODEL.md#attention");
+        self.stages.push(Stage { stack: self.stack, layer: Some(layer), ..stage });
     }
 
     /// The stages of one sub-layer: its norm (pre, sandwich), what `f` makes inside (`inner`), f's output `y`
@@ -210,22 +189,8 @@ impl Tracer<'_> {
         self.heads(ids[2], layer, &a.v, nkv, s, hs, ["S", "HS"], src);
         // The probabilities are sequence 0's only (recomputed from q, k and the saved log-sum-exp).
         let (p, sh) = (probs, [1, nh, t, s]);
-        self.stages.push(Stage {
-            pass: "forward",
-            id: ids[3],
-            stack: self.stack,
-            layer: Some(layer),
-            tensor: None,
-            shape: sh.to_vec(),
-            summary: summary(p, p),
-            heat: Some(heat(&p[..t * s], t, s, ["T", "S"])),
-            param_norm: None,
-            m_norm: None,
-            v_rms: None,
-            ratio: None,
-            source: "backend::Backend::attention_forward",
-            doc: "MODEL.md#attention",
-        });
+        let stage = Stage::new("forward", ids[3], sh.to_vec(), summary(p, p), Some(heat(&p[..t * s], t, s, ["T", "S"])), "backend::Backend::attention_forward", "MODEL.md#attention");
+        self.stages.push(Stage { stack: self.stack, layer: Some(layer), ..stage });
         self.rows(ids[4], Some(layer), &a.att, t, c, ["T", "C"], "backend::Backend::attention_forward", "MODEL.md#attention");
     }
 
@@ -365,26 +330,10 @@ pub fn trace_step<H: Host>(be: &H, cfg: &Config, model: &Model, opt: &OptState, 
     let v = model.vocab();
     tr.rows("logits", None, &fwd.logits, t, v, ["T", "V"], "model::Model::head_and_loss", "MODEL.md#loss-and-optimizer");
     let mut stages = tr.stages;
-    let plain = |pass, id, shape: Vec<usize>, summary, heat, source, doc| Stage {
-        pass,
-        id,
-        stack: None,
-        layer: None,
-        tensor: None,
-        shape,
-        summary,
-        heat,
-        param_norm: None,
-        m_norm: None,
-        v_rms: None,
-        ratio: None,
-        source,
-        doc,
-    };
     let lossv = [fwd.loss];
-    stages.push(plain("loss", "loss", vec![], summary(&lossv, &lossv), None, "backend::Backend::mean_cross_entropy", "MODEL.md#loss-and-optimizer"));
+    stages.push(Stage::new("loss", "loss", vec![], summary(&lossv, &lossv), None, "backend::Backend::mean_cross_entropy", "MODEL.md#loss-and-optimizer"));
     let d0 = &fwd.dlogits[..t * v];
-    stages.push(plain("backward", "dlogits", vec![b, t, v], summary(&fwd.dlogits, d0), Some(heat(d0, t, v, ["T", "V"])), "backend::Backend::mean_cross_entropy", "MODEL.md#loss-and-optimizer"));
+    stages.push(Stage::new("backward", "dlogits", vec![b, t, v], summary(&fwd.dlogits, d0), Some(heat(d0, t, v, ["T", "V"])), "backend::Backend::mean_cross_entropy", "MODEL.md#loss-and-optimizer"));
 
     // Backward: every parameter's gradient, the last tensors of the layout first (the order backward reaches them).
     let mut grads = vec![0.0f32; model.params.len()];
@@ -399,7 +348,7 @@ pub fn trace_step<H: Host>(be: &H, cfg: &Config, model: &Model, opt: &OptState, 
             layer: layer_of(&ti.name),
             tensor: Some(ti.name.clone()),
             param_norm: Some(pn),
-            ..plain("backward", "gradient", ti.shape.clone(), summary(g, g), Some(heat(g, r, c, ["rows", "cols"])), source, doc)
+            ..Stage::new("backward", "gradient", ti.shape.clone(), summary(g, g), Some(heat(g, r, c, ["rows", "cols"])), source, doc)
         });
     }
 
@@ -425,7 +374,7 @@ pub fn trace_step<H: Host>(be: &H, cfg: &Config, model: &Model, opt: &OptState, 
             m_norm: Some(summary(m, &[]).norm),
             v_rms: Some(v_rms),
             ratio: Some(if pn > 0.0 { dn / pn } else { 0.0 }),
-            ..plain("update", "adamw", ti.shape.clone(), summary(&delta, &delta), Some(heat(&delta, r, c, ["rows", "cols"])), "train::step::record_step (backend::Backend::adamw)", "MODEL.md#loss-and-optimizer")
+            ..Stage::new("update", "adamw", ti.shape.clone(), summary(&delta, &delta), Some(heat(&delta, r, c, ["rows", "cols"])), "train::step::record_step (backend::Backend::adamw)", "MODEL.md#loss-and-optimizer")
         });
     }
     let names = |ids: &[u32]| ids.iter().map(|&i| tok.token(i)).collect::<Vec<String>>();
