@@ -63,7 +63,8 @@ function pool(table) {
   ];
 }
 
-const draw = perFrame(() => {
+/** Draws `shown` now; `draw` is the same once a frame, for the views that stream in. */
+function render() {
   const empty = !shown;
   $('#kv-empty').hidden = !empty;
   for (const id of ['#kv-caption', '#kv-figures', '#kv-seqs', '#kv-pool', '#kv-legend']) $(id).hidden = empty;
@@ -75,7 +76,8 @@ const draw = perFrame(() => {
   fill($('#kv-figures'), figures(view, heads));
   fill($('#kv-seqs'), h('p', { class: 'kv-sub' }, t('kv.seqs')), seqRows(view.table));
   fill($('#kv-pool'), pool(view.table));
-});
+}
+const draw = perFrame(render);
 
 /** Shows `view` (a KvView) of a generation of a run with `heads` ({ nh, nkv, ctx }); state 'live' while it runs. */
 export function showKv(view, heads) {
@@ -90,13 +92,14 @@ export function showKv(view, heads) {
 export function endKv(state, final) {
   if (!shown) return;
   shown = { ...shown, state, view: final && final.table.seqs.length > 0 ? final : { ...shown.view, peak: final?.peak ?? shown.view.peak } };
-  draw();
+  // At once, not at the next frame: the generation's done flag follows, and what it says must be on the page by then.
+  render();
 }
 
 /** Clears the view (a new generation, another run). */
 export function clearKv() {
   shown = null;
-  draw();
+  render();
 }
 
 export function mount() {
