@@ -93,6 +93,15 @@ test('a lesson run at its test sizes trains its runs side by side and shows the 
   assert.match(await page.textContent('#lesson-detail h3'), new RegExp(l.title.zh.slice(0, 6)));
   assert.match(await page.textContent('#lesson-detail .lesson-claim'), /^论断：/);
   assert.match(await page.textContent('#lesson-detail .lesson-result'), /最终验证损失/);
+  // A reload keeps the result (not the runs), says when and at which sizes it was measured, in either language.
+  await page.click('#lang');
+  await page.reload();
+  await page.waitForFunction(() => window.__tp?.lessons().lessons['kv-heads']?.state === 'done', null, { timeout: 15000 });
+  assert.deepEqual((await page.evaluate(() => window.__tp.lessons())).lessons['kv-heads'].result, result);
+  await page.waitForSelector('#lesson-detail .lesson-kept');
+  assert.match(await page.textContent('#lesson-detail .lesson-kept'), /^Measured on .* at the lesson's small test sizes/);
+  assert.match(await page.textContent('#lesson-list li[data-lesson="kv-heads"] .lesson-status'), /^result: /);
+  assert.equal(await page.$$eval('#lesson-detail td.metric', (tds) => tds.length), l.runs.length * l.metrics.length);
   assert.deepEqual(problems, []);
 });
 

@@ -13,8 +13,49 @@ import { corpusText } from '../data.js';
 import { presetConfig } from '../../pkg/presets.js';
 import { getEngine } from '../engine.js';
 
-const status = new Map(); // id → { state: 'running' | 'done' | 'stopped', recs, result }
+const status = new Map(); // id → { state: 'running' | 'done' | 'stopped', recs, result, kept? }
 let openId = null;
+
+// A lesson's result outlives the page: kept in localStorage with when and at which sizes it was measured, and the
+// lesson file's fingerprint, so that a reload (or a class's second visit) shows it again — but never a result of a
+// lesson file that has changed since. The runs themselves are not kept (their checkpoints are the autosave's job).
+const KEPT = 'tp.lessons.results.v1';
+
+/** FNV-1a of a lesson file as parsed: its fingerprint (any change of runs, metrics or texts changes it). */
+function fingerprint(l) {
+  let x = 0x811c9dc5;
+  for (const c of JSON.stringify(l)) x = Math.imul(x ^ c.codePointAt(0), 0x01000193) >>> 0;
+  return x.toString(16);
+}
+
+function readKept() {
+  try {
+    const v = JSON.parse(localStorage.getItem(KEPT) ?? '{}');
+    return v && typeof v === 'object' ? v : {};
+  } catch {
+    return {}; // storage off or damaged: nothing kept
+  }
+}
+
+/** Keeps lesson `l`'s result; storage that is off or full loses only this (the page shows the result anyway). */
+function keep(l, result, sizes) {
+  const all = readKept();
+  all[l.id] = { fp: fingerprint(l), at: new Date().toISOString(), sizes, result };
+  try {
+    localStorage.setItem(KEPT, JSON.stringify(all));
+  } catch {
+    // the result stays on the page until it is closed
+  }
+}
+
+/** The kept results of lessons whose files are as they were measured: status 'done', marked kept. */
+function restoreKept() {
+  for (const [id, k] of Object.entries(readKept())) {
+    const l = lessons.byId(id);
+    if (!l || status.has(id) || k?.fp !== fingerprint(l) || !k.result?.runs) continue;
+    status.set(id, { state: 'done', recs: [], result: k.result, kept: { at: k.at, sizes: k.sizes } });
+  }
+}
 
 /** A lesson text in the page's language. */
 const tx = (x) => x[getLang()] ?? x.en;
@@ -54,8 +95,12 @@ function resultView(l, s) {
   const checks = result.checks.map((c) => h('li', { class: `check check-${c.outcome}`, dataset: { outcome: c.outcome } },
     t(`lessons.expect.${c.is}`, { a: label(c.a), b: label(c.b), metric: t(`lessons.metric.${c.metric}`), margin: c.margin }),
     ' — ', h('strong', {}, t(`lessons.outcome.${c.outcome}`))));
+  const kept = s.kept && h('p', { class: 'lesson-kept note' }, t(s.kept.sizes === 'test' ? 'lessons.kept.test' : 'lessons.kept', {
+    date: new Date(s.kept.at).toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en'),
+  }));
   return h('div', { class: 'lesson-result', attrs: { 'aria-live': 'polite' } },
     h('h4', {}, t('lessons.result')),
+    kept,
     h('table', { class: 'lesson-table' }, h('thead', {}, head), h('tbody', {}, rows)),
     h('ul', { class: 'lesson-checks' }, checks),
     result.held ? h('p', { class: 'lesson-verdict held' }, t('lessons.verdict.held'))
@@ -158,6 +203,7 @@ export async function run(id, { sizes = 'page' } = {}) {
     }
     s.state = 'done';
     s.result = lessons.result(l, recs);
+    keep(l, s.result, sizes);
   }
   render();
   emit('lesson', { id, status: s.state, result: s.result });
@@ -167,7 +213,10 @@ export function mount() {
   on('lang', render);
   on('runs', render);
   on('progress', paced(render, 500));
-  lessons.loadLessons().then(render, (e) => emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' }));
+  lessons.loadLessons().then(() => {
+    restoreKept();
+    render();
+  }, (e) => emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' }));
 }
 
 /** For the tests: each lesson's status and result. */

@@ -702,6 +702,8 @@ export const en = {
   'lessons.start': 'Run the lesson ({n} runs)',
   'lessons.again': 'Run it again ({n} runs)',
   'lessons.steps': '{steps} steps each; it replaces the current runs.',
+  'lessons.kept': 'Measured on {date} in this browser, at the lesson\'s page sizes. The result is kept across visits; its runs are not — run the lesson again to watch them train.',
+  'lessons.kept.test': 'Measured on {date} in this browser, at the lesson\'s small test sizes. The result is kept across visits; its runs are not — run the lesson again to watch them train.',
   'lessons.stoppedHelp': 'A run was paused or removed before its last step, so there is no result. Run the lesson again.',
   'lessons.unknown': 'There is no lesson “{id}”.',
   'lessons.failed': 'The lesson could not start: {msg}',

@@ -701,6 +701,8 @@ export const zh = {
   'lessons.start': '运行本实验（{n} 次运行）',
   'lessons.again': '再运行一次（{n} 次运行）',
   'lessons.steps': '每次运行 {steps} 步；会替换当前的运行。',
+  'lessons.kept': '{date} 在本浏览器中以实验的页面规模测得。结果在再次访问时保留，运行本身不保留——重新运行本实验即可观看训练过程。',
+  'lessons.kept.test': '{date} 在本浏览器中以实验的小型测试规模测得。结果在再次访问时保留，运行本身不保留——重新运行本实验即可观看训练过程。',
   'lessons.stoppedHelp': '有运行在最后一步之前被暂停或移除，因此没有结果。请重新运行本实验。',
   'lessons.unknown': '没有名为“{id}”的课程实验。',
   'lessons.failed': '课程实验无法开始：{msg}',
