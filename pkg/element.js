@@ -15,7 +15,7 @@ import { PRESETS, DEFAULT_PRESET, presetConfig } from './presets.js';
 import * as STRINGS from './strings.js';
 import { isolation } from './isolate.js';
 import { LossChart, CHART_STYLE, COLORS } from './chart.js';
-import { lessonById, LESSON_IDS, runConfigs, emptyHistory, recordProgress, probeRun, result, formatMetric, setPath, getPath } from './lessons.js';
+import { lessonById, LESSON_IDS, runConfigs, emptyHistory, recordProgress, probeRun, result, formatMetric, checkText, setPath, getPath } from './lessons.js';
 
 /** The attributes the element reads; a change of one of RESET starts its run again (fresh weights). */
 const ATTRIBUTES = ['preset', 'config', 'lesson', 'sizes', 'lang', 'controls', 'steps', 'backend', 'corpus'];
@@ -557,7 +557,7 @@ export class TransformerPlayground extends HTMLElement {
     });
     const checks = r.checks.map((c) => {
       const li = el('li', { className: `check check-${c.outcome}` },
-        this.#t(`lessons.expect.${c.is}`, { a: label(c.a), b: label(c.b), metric: this.#t(`lessons.metric.${c.metric}`), margin: c.margin }),
+        checkText(c, label, (k, v) => this.#t(k, v)),
         ' — ', el('strong', {}, this.#t(`lessons.outcome.${c.outcome}`)));
       li.dataset.outcome = c.outcome;
       return li;

@@ -480,6 +480,22 @@ export interface AttentionCostRow {
 }
 
 /** A text the core accepts (engine.checkText). */
+/** Run#positionTerms: the position–position term of the first layer's scores (src/position_terms.rs). */
+export interface PositionTerms {
+  position: 'learned' | 'sinusoidal';
+  /** Positions along each axis (ctx_len). */
+  t: number;
+  heads: number;
+  /** p_tᵀ p_s, t × t row-major. */
+  raw: number[];
+  /** (p_t W_Q,hᵀ)·(p_s W_K,hᵀ) × the score scale, heads × t × t. */
+  projected: number[];
+  /** The share of raw's variance its diagonals' means explain: 1 = a function of t − s alone. */
+  raw_relative: number;
+  /** The same for each head's projected term. */
+  projected_relative: number[];
+}
+
 export interface TextStats {
   bytes: number;
   chars: number;
@@ -552,6 +568,8 @@ export class Run {
   evaluate(): Promise<{ train: number | null; val: number | null }>;
   /** Val loss on sequences of `t` tokens, past ctx_len too; rejected for learned positions past ctx_len (model.position). */
   evalAt(t: number): Promise<{ t: number; val: number | null }>;
+  /** The first layer's position–position term before and after the projections; learned and sinusoidal positions only. */
+  positionTerms(): Promise<PositionTerms>;
   /** `onText` gets the text sampled since its last call: every 4 tokens, sooner after 16 ms, and at the end. */
   /**
    * One continuation (as the object form with n = 1; opts.n other than 1 is refused). Resolves its text.

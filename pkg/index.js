@@ -726,6 +726,16 @@ export class Run extends Emitter {
     return this.#req('evalAt', { t: checkInt('t', t, { min: 1 }) });
   }
 
+  /**
+   * The position–position term of the first layer's attention scores (Ke et al. 2021): p_tᵀ p_s of the positions
+   * added to the input, and (p_t W_Qᵀ)·(p_s W_Kᵀ) through each head's projections, with the share of each that is a
+   * function of t − s alone (src/position_terms.rs). Learned and sinusoidal positions; others rejected naming
+   * model.position.
+   */
+  positionTerms() {
+    return this.#req('positionTerms');
+  }
+
   /** The shape-flow table for this run's config and batch. */
   shapes() {
     return this.#req('shapes');

@@ -13,7 +13,8 @@ export interface Lesson {
   base: { preset: string; corpus: string; set: Record<string, unknown> };
   runs: { id: string; label: LessonText; set: Record<string, unknown> }[];
   metrics: string[];
-  expect: { metric: string; a: string; is: 'lower' | 'higher' | 'tie'; b: string; margin: number }[];
+  /** Run a's `metric` against run b's (`b_metric` when given: two metrics, e.g. of one run). */
+  expect: { metric: string; a: string; is: 'lower' | 'higher' | 'tie'; b: string; b_metric?: string; margin: number }[];
   test: { set: Record<string, unknown>; outcome: ('holds' | 'reversed' | 'tie')[] };
 }
 
@@ -33,5 +34,7 @@ export declare function recordProgress(rec: { history: object; msPerStep?: numbe
 export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; comparable?: boolean; of: (rec: object) => number | null; refused?: (rec: object) => string | null }>>;
 /** The probes of a finished run (attention maps, shape flow) that the probe metrics read, or null when none is needed. */
 export declare function probeRun(lesson: Lesson, handle: Run, config: object, corpus: string, engine: Engine): Promise<object | null>;
+/** One expected comparison as a sentence: `label` names a run, `t` looks a string up (the page's or the element's). */
+export declare function checkText(check: Lesson['expect'][number], label: (runId: string) => string, t: (key: string, vars?: object) => string): string;
 /** A lesson's result from its run records ({ history, config, status, message?, msPerStep?, lessonProbe? }), in run order. */
 export declare function result(lesson: Lesson, recs: object[]): LessonResult;

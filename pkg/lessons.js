@@ -139,6 +139,17 @@ export const METRICS = {
   params_total: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.params ?? null },
   params_active: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.active ?? null },
   ms_per_step: { digits: 1, comparable: false, of: (rec) => rec.msPerStep ?? null },
+  // The position–position term of the first layer's scores (Run#positionTerms, src/position_terms.rs): the share of
+  // p_tᵀ p_s, and the mean share over heads of p_tᵀ W_Qᵀ W_K p_s, that is a function of t − s alone.
+  pos_relative_raw: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.positionTerms?.raw_relative ?? null },
+  pos_relative_projected: {
+    digits: 3,
+    probe: true,
+    of: (rec) => {
+      const r = rec.lessonProbe?.positionTerms?.projected_relative;
+      return r?.length ? r.reduce((a, b) => a + b, 0) / r.length : null;
+    },
+  },
 };
 
 /** A metric's value as the result tables show it ('—' for none). */
@@ -195,6 +206,7 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
   const maps = await handle.attention(text);
   const flow = await engine.shapeFlow(config, handle.vocabSize);
   const got = { attentionEntropy: (config.model.arch ?? 'gpt') === 'gpt' ? attentionEntropy(maps) : null, params: flow.n_params, active: flow.active_params };
+  if (lesson.metrics.some((m) => m.startsWith('pos_relative_'))) got.positionTerms = await handle.positionTerms();
   if (lesson.metrics.includes('permutation_gap')) got.permutationGap = permutationGap(maps, await handle.attention([...text].reverse().join('')));
   for (const k of [2, 4]) {
     if (!lesson.metrics.includes(`val_loss_${k}x`)) continue;
@@ -215,6 +227,17 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
 function last(xs) {
   for (let i = xs.length - 1; i >= 0; i--) if (xs[i] !== null && Number.isFinite(xs[i])) return xs[i];
   return null;
+}
+
+/**
+ * One expected comparison as the result lists it, in the language of `t` (the page's or the element's string
+ * lookup): `label(runId)` names a run. A check of two metrics (`b_metric`, e.g. one run's share before and after
+ * a projection) names both.
+ */
+export function checkText(c, label, t) {
+  const metric = t(`lessons.metric.${c.metric}`);
+  if (c.b_metric) return t(`lessons.expect2.${c.is}`, { a: label(c.a), b: label(c.b), metric, bmetric: t(`lessons.metric.${c.b_metric}`), margin: c.margin });
+  return t(`lessons.expect.${c.is}`, { a: label(c.a), b: label(c.b), metric, margin: c.margin });
 }
 
 /**
@@ -249,6 +272,6 @@ export function result(lesson, recs) {
     return { id: run.id, no: rec.no, color: rec.color, diverged, message: diverged ? rec.message?.text ?? null : null, metrics, refused };
   });
   const byRun = Object.fromEntries(runs.map((r) => [r.id, r]));
-  const checks = lesson.expect.map((e) => ({ ...e, outcome: outcome(e, byRun[e.a].metrics[e.metric], byRun[e.b].metrics[e.metric]) }));
+  const checks = lesson.expect.map((e) => ({ ...e, outcome: outcome(e, byRun[e.a].metrics[e.metric], byRun[e.b].metrics[e.b_metric ?? e.metric]) }));
   return { runs, checks, held: checks.every((c) => c.outcome === 'holds') };
 }

@@ -33,6 +33,8 @@
 //   fillMask    { runId, text, k }                → [{ position, candidates: [[token, p], …] }]
 //   decode      { runId, input, options }         → { output, answer }
 //   attention   { runId, text, target }           → { tokens, source_tokens, maps: [...], routes: [...] }
+//   positionTerms { runId }                       → { position, t, heads, raw, projected, raw_relative,
+//                                                   projected_relative }: the first layer's position–position term
 //   shapes      { runId }                         → shape-flow table
 //   trace       { runId }                         → the run's next step in slow motion (src/trace.rs StepTrace):
 //                                                   { step, lr, b, t, s, tokens, source_tokens, loss, grad_norm,
@@ -69,7 +71,7 @@
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
-  'cancelGenerate', 'fillMask', 'decode', 'attention', 'evalAt', 'shapes', 'trace', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
+  'cancelGenerate', 'fillMask', 'decode', 'attention', 'evalAt', 'positionTerms', 'shapes', 'trace', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
   'attentionFlops', 'benchMatmul', 'trap', 'hang', 'ping',
 ]);
 

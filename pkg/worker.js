@@ -540,6 +540,7 @@ const handlers = {
   attention: ({ runId, text, target }) => onHost(runId, (wr) =>
     JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
   evalAt: ({ runId, t }) => onHost(runId, (wr) => JSON.parse(wr.evalAt(checkInt('t', t, { max: U32_MAX })))),
+  positionTerms: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.positionTerms())),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
   trace: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.trace())),
   save: ({ runId }) => onHost(runId, (wr) => wr.save()),

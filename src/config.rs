@@ -781,6 +781,14 @@ impl ModelConfig {
         self.d_model / self.n_heads
     }
 
+    /// The factor attention's scores q·k are multiplied by (`attention.scale`): 1/√HS, or 1.
+    pub fn score_scale(&self) -> f32 {
+        match self.attention.scale {
+            AttnScale::InvSqrtDk => 1.0 / (self.head_size() as f32).sqrt(),
+            AttnScale::None => 1.0,
+        }
+    }
+
     /// FFN hidden width F (see docs/MODEL.md for the gated 2/3 rule).
     pub fn ffn_hidden(&self) -> usize {
         if let Some(h) = self.ffn.hidden {

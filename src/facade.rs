@@ -209,3 +209,9 @@ impl<'de> serde::Deserialize<'de> for Entries {
         d.deserialize_map(Visitor)
     }
 }
+
+/// `positionTerms`: the position–position term of the first layer's scores, raw (p_tᵀ p_s) and through each head's
+/// projections (`position_terms::PositionTerms`), as JSON; refused for positions not added to the input.
+pub fn position_terms(run: &Run) -> Result<String> {
+    Ok(to_json(&crate::position_terms::position_terms(&run.model)?))
+}

@@ -21,6 +21,7 @@ pub mod error;
 pub mod facade;
 pub mod generate;
 pub mod model;
+pub mod position_terms;
 pub mod probe;
 pub mod recipes;
 pub mod rng;

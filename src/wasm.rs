@@ -271,6 +271,14 @@ impl WasmRun {
         on_pool(|| facade::eval_at(run, t)).map_err(js)
     }
 
+    /// The position–position term of the first layer's attention scores, before (p_tᵀ p_s) and after each head's
+    /// projections, with how relative each is (`position_terms::PositionTerms` as JSON). Learned and sinusoidal
+    /// positions only (the others are refused naming model.position); from the host copy (a gpu run: syncAsync first).
+    #[wasm_bindgen(js_name = positionTerms)]
+    pub fn position_terms(&self) -> Result<String, JsError> {
+        facade::position_terms(&self.run.borrow()).map_err(js)
+    }
+
     /// GPT: continues `prompt`. `options` is SampleOptions JSON (`max_tokens`, `temperature`, `top_k`, `top_p`,
     /// `seed`). `on_text`, when given, is called with each new piece of text as it is sampled.
     pub fn generate(&self, prompt: &str, options: &str, on_text: Option<js_sys::Function>) -> Result<String, JsError> {

@@ -52,7 +52,8 @@ struct LessonRun {
     set: Settings,
 }
 
-/// One claim to check: run `a` has a lower (higher) `metric` than run `b`, or the two are within `margin`.
+/// One claim to check: run `a` has a lower (higher) `metric` than run `b` (its `b_metric` when given: two metrics,
+/// e.g. of one run), or the two are within `margin`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Expect {
@@ -61,6 +62,8 @@ struct Expect {
     /// "lower", "higher" or "tie".
     is: String,
     b: String,
+    #[serde(default)]
+    b_metric: Option<String>,
     /// Differences within this are a tie.
     margin: f64,
 }
@@ -100,7 +103,7 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected"];
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step"];
 
@@ -237,6 +240,9 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     let kv = PagedDecoder::new(&run.model, 1).map(|d| d.stats().bytes_per_position as f64).ok();
     let attention = if metrics.iter().any(|m| m == "attention_entropy") && diverged_at.is_none() { Some(attention_entropy(&run, text)) } else { None };
     let gap = if metrics.iter().any(|m| m == "permutation_gap") && diverged_at.is_none() { Some(permutation_gap(&run, text)) } else { None };
+    // The first layer's position–position term (src/position_terms.rs, the page's Run#positionTerms).
+    let terms = (metrics.iter().any(|m| m.starts_with("pos_relative_")) && diverged_at.is_none())
+        .then(|| transformer_playground::position_terms::position_terms(&run.model).expect("position terms"));
     // The core's count (the summary's "Parameters" and "Active / token"): every parameter, and those one token uses.
     let flow = transformer_playground::probe::shape_flow(&run.cfg.model, run.data.tokenizer().vocab_size(), 1, run.cfg.model.ctx_len);
     // The validation loss at 2× and 4× ctx_len (Run::eval_at, the page's Run#evalAt); none where the model is
@@ -267,6 +273,8 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "expert_load_entropy" => entropy,
                 "attention_entropy" => attention,
                 "permutation_gap" => gap,
+                "pos_relative_raw" => terms.as_ref().map(|p| p.raw_relative as f64),
+                "pos_relative_projected" => terms.as_ref().map(|p| p.projected_relative.iter().map(|&r| r as f64).sum::<f64>() / p.heads as f64),
                 "params_total" => Some(flow.n_params as f64),
                 "params_active" => Some(flow.active_params as f64),
                 "ms_per_step" => Some(ms / done as f64),
@@ -382,7 +390,10 @@ fn parse(id: &str, json: &str) -> Lesson {
     assert!(!l.expect.is_empty(), "lesson {id}: expect names at least one comparison");
     assert_eq!(l.expect.len(), l.test.outcome.len(), "lesson {id}: test.outcome has one entry per expect");
     for e in &l.expect {
-        assert!(l.metrics.contains(&e.metric) && !UNCOMPARABLE.contains(&e.metric.as_str()), "lesson {id}: expect's metric {} is not a comparable metric of the lesson", e.metric);
+        for m in std::iter::once(&e.metric).chain(&e.b_metric) {
+            assert!(l.metrics.contains(m) && !UNCOMPARABLE.contains(&m.as_str()), "lesson {id}: expect's metric {m} is not a comparable metric of the lesson");
+        }
+        assert!(e.a != e.b || e.b_metric.as_ref().is_some_and(|m| m != &e.metric), "lesson {id}: an expect compares a run with itself on one metric");
         for r in [&e.a, &e.b] {
             assert!(l.runs.iter().any(|x| &x.id == r), "lesson {id}: expect names run {r}, which it does not have");
         }
@@ -469,8 +480,9 @@ fn every_lesson_shows_at_its_test_sizes_what_it_says() {
             eprintln!("  {:>10}: {}{div}", r.id, vals.join(", "));
         }
         for (e, want) in l.expect.iter().zip(&l.test.outcome) {
-            let got = outcome(e, measured[e.a.as_str()].metrics[&e.metric], measured[e.b.as_str()].metrics[&e.metric]);
-            eprintln!("  {} of {} {} than {} (margin {}): {got}", e.metric, e.a, e.is, e.b, e.margin);
+            let b_metric = e.b_metric.as_ref().unwrap_or(&e.metric);
+            let got = outcome(e, measured[e.a.as_str()].metrics[&e.metric], measured[e.b.as_str()].metrics[b_metric]);
+            eprintln!("  {} of {} {} than {b_metric} of {} (margin {}): {got}", e.metric, e.a, e.is, e.b, e.margin);
             if !page && got != want {
                 failures.push(format!("lesson {id}: {} of {} {} than {}: the lesson says \"{want}\" at its test sizes, the runs give \"{got}\"", e.metric, e.a, e.is, e.b));
             }

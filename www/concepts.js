@@ -30,6 +30,7 @@ export const CONCEPTS = [
   { id: 'no_positions', knob: 'position', lesson: 'permutation' },
   { id: 'learned_positions', knob: 'position', lesson: 'extrapolation' },
   { id: 'sinusoidal_positions', knob: 'position', lesson: 'extrapolation' },
+  { id: 'position_terms', knob: 'position', view: 'sec-attention', lesson: 'position-terms' },
   { id: 'rope', knob: 'position', lesson: 'extrapolation' },
   { id: 'alibi', knob: 'position', lesson: 'extrapolation' },
   { id: 't5_relative', knob: 'position' },

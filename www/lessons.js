@@ -8,7 +8,7 @@
 import { valuesFromConfig, configFromValues } from './options.js';
 import * as shared from '../pkg/lessons.js';
 
-export { METRICS, outcome, probeText, attentionEntropy, permutationGap, formatMetric } from '../pkg/lessons.js';
+export { METRICS, outcome, probeText, attentionEntropy, permutationGap, formatMetric, checkText } from '../pkg/lessons.js';
 
 /** Where the lesson files are, relative to the page. */
 export const DIR = 'www/lessons';

@@ -169,6 +169,7 @@ impl Session {
                 (r, &["invalid"])
             }
             "trace" => (self.run(req).and_then(facade::trace).map(Some), &["invalid"]),
+            "positionTerms" => (self.run(req).and_then(facade::position_terms).map(Some), &["invalid", "config"]),
             "attentionFlops" => (check_string(req, "config").and_then(facade::attention_flops).map(Some), &["invalid", "config"]),
             "attentionCost" => (attention_cost(req), &["invalid"]),
             "save" => {

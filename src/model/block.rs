@@ -267,11 +267,7 @@ pub fn split_heads<D: Backend>(d: &D, src: D::In<'_>, b: usize, t: usize, stride
 
 pub fn attn_shape<D: Backend>(ctx: &Ctx<D>, b: usize, t: usize, s: usize, causal: bool, q_offset: usize) -> AttnShape {
     let m = ctx.cfg;
-    let scale = match m.attention.scale {
-        crate::config::AttnScale::InvSqrtDk => 1.0 / (m.head_size() as f32).sqrt(),
-        crate::config::AttnScale::None => 1.0,
-    };
-    AttnShape { b, t, s, nh: m.n_heads, nkv: m.n_kv_heads, hs: m.head_size(), causal, q_offset, scale }
+    AttnShape { b, t, s, nh: m.n_heads, nkv: m.n_kv_heads, hs: m.head_size(), causal, q_offset, scale: m.score_scale() }
 }
 
 /// The self-attention bias of the position scheme (ALiBi, T5 relative), the table a view of the parameters.

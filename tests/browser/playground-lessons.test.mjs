@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer, launch, ROOT } from './util.mjs';
-import { openPlayground, screenshot } from './playground-helpers.mjs';
+import { openPlayground, screenshot, makeSmall, setOption, trainTo, OUT } from './playground-helpers.mjs';
 
 const INDEX = JSON.parse(readFileSync(join(ROOT, 'www/lessons/index.json'), 'utf8')).lessons;
 const lesson = (id) => JSON.parse(readFileSync(join(ROOT, `www/lessons/${id}.json`), 'utf8'));
@@ -170,5 +170,50 @@ test('the extrapolation lesson: the loss past ctx_len for each scheme, learned p
   const cell = await page.textContent('#lesson-detail tr[data-run="learned"] td[data-metric="val_loss_4x"]');
   assert.match(cell, /^(refused: no positions past ctx_len|拒绝：ctx_len 之后没有位置)$/); // the language an earlier test chose
   assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});
+
+test('the position-term lesson: pₜᵀpₛ of sinusoidal positions is relative, through the projections it is not; the attention panel draws both', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=position-terms' });
+  const l = lesson('position-terms');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('position-terms', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['position-terms']?.state === 'done', null, { timeout: 60000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['position-terms'];
+  const m = Object.fromEntries(result.runs.map((r) => [r.id, r.metrics]));
+  // Σ cos(ω(t − s)) is a function of t − s: its diagonals explain all of it, up to rounding.
+  assert.ok(m.sinusoidal.pos_relative_raw > 0.9999, JSON.stringify(m));
+  for (const r of Object.values(m)) assert.ok(r.pos_relative_projected >= 0 && r.pos_relative_projected < 0.9, JSON.stringify(m));
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  // A check of two metrics of one run names both.
+  const checks = await page.$$eval('#lesson-detail .lesson-checks li', (lis) => lis.map((li) => li.textContent));
+  assert.match(checks[1], /(sinusoidal’s pₜᵀW_QᵀW_Kpₛ relative share lower than sinusoidal’s pₜᵀpₛ relative share|正弦位置 的pₜᵀW_QᵀW_Kpₛ 的相对占比低于 正弦位置 的pₜᵀpₛ 的相对占比)/);
+
+  // The attention panel of the sinusoidal run: both maps, the readout the lesson's figures.
+  await page.evaluate(() => window.__tp.runs.select(window.__tp.runs.list()[0]));
+  await page.click('#att-refresh');
+  await page.waitForFunction(() => !document.getElementById('att-pos').hidden && document.getElementById('pos-readout'), null, { timeout: 15000 });
+  const view = await page.evaluate(() => ({
+    raw: Number(document.getElementById('pos-readout').dataset.raw),
+    heads: document.querySelectorAll('#pos-head option').length,
+    sizes: ['pos-raw', 'pos-proj'].map((id) => document.getElementById(id).width),
+    caption: document.querySelector('#pos-proj-fig figcaption').textContent,
+  }));
+  assert.ok(Math.abs(view.raw - m.sinusoidal.pos_relative_raw) < 1e-6, JSON.stringify(view));
+  assert.equal(view.heads, await page.evaluate(() => window.__tp.runs.list()[0].values.n_heads));
+  assert.ok(view.sizes.every((w) => w > 0));
+  // The attention maps of the same run draw too: the sample text was cut to the lesson's ctx_len of 16.
+  await page.waitForFunction(() => document.querySelectorAll('#att-grid canvas').length > 0 && document.getElementById('att-msg').textContent === '', null, { timeout: 15000 });
+  await page.selectOption('#pos-head', '1');
+  await page.waitForFunction(() => /(head|头) 1/.test(document.querySelector('#pos-proj-fig figcaption').textContent));
+  await page.locator('#att-pos').screenshot({ path: join(OUT, 'position-terms.png') });
+  // RoPE acts inside attention: no such term, and the view says why (the core's reason, naming the field).
+  await page.click('#new-run');
+  await makeSmall(page, { steps: 1 });
+  await setOption(page, 'position', 'rope');
+  await trainTo(page, 1);
+  await page.click('#att-refresh');
+  await page.waitForSelector('#pos-none', { timeout: 15000 });
+  assert.match(await page.textContent('#pos-none'), /model\.position = rope.*only positions added to the input/);
   assert.deepEqual(problems, []);
 });

@@ -8,6 +8,7 @@ import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { getCustomText, taskSample } from '../data.js';
 import { expertColor, layerName } from './experts.js';
+import { showPositionTerms, render as renderPositions } from './positions.js';
 
 const RAMP = [[0, 255, 255, 255], [0.15, 219, 234, 254], [0.35, 147, 197, 253], [0.6, 59, 130, 246], [0.85, 30, 64, 175], [1, 23, 23, 72]];
 
@@ -271,6 +272,7 @@ function render() {
   renderGrid();
   renderDetail();
   renderRoutes();
+  renderPositions();
   const rec = runs.selectedRun();
   $('#att-empty').hidden = !!data;
   $('#att-target-row').hidden = rec?.values.arch !== 'encoder_decoder';
@@ -280,6 +282,7 @@ async function refresh() {
   const rec = runs.selectedRun();
   if (!rec?.ready) {
     data = null;
+    showPositionTerms(null);
     $('#att-msg').textContent = '';
     return render();
   }
@@ -292,6 +295,9 @@ async function refresh() {
   const target = $('#att-target').value;
   try {
     const useTarget = rec.values.arch === 'encoder_decoder' && target !== '';
+    // The position–position term (it needs no text), or the core's reason this run's positions have none.
+    const [pt, reason] = await rec.handle.positionTerms().then((x) => [x, null], (e) => [null, e.message]);
+    if (rec === runs.selectedRun()) showPositionTerms(pt, reason);
     const maps = await rec.handle.attention(text, useTarget ? { target } : {});
     if (rec === runs.selectedRun()) {
       data = maps;
@@ -317,7 +323,9 @@ async function refresh() {
 
 function onValues(values) {
   const key = sampleKey(values);
-  if (key !== sampleFor) {
+  // A new kind of run gets its own sample; so does a context too short for the text (a lesson's small runs).
+  const tooLong = [...$('#att-text').value].length > Number(values.ctx_len);
+  if (key !== sampleFor || tooLong) {
     sampleFor = key;
     $('#att-text').value = defaultSample(values);
     $('#att-target').value = '';
@@ -350,6 +358,7 @@ export function mount() {
     const rec = runs.selectedRun();
     if (!rec?.ready && data) {
       data = null;
+      showPositionTerms(null);
       render();
     }
   });

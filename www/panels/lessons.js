@@ -93,7 +93,7 @@ function resultView(l, s) {
   });
   const label = (id) => tx(l.runs.find((r) => r.id === id).label);
   const checks = result.checks.map((c) => h('li', { class: `check check-${c.outcome}`, dataset: { outcome: c.outcome } },
-    t(`lessons.expect.${c.is}`, { a: label(c.a), b: label(c.b), metric: t(`lessons.metric.${c.metric}`), margin: c.margin }),
+    lessons.checkText(c, label, t),
     ' — ', h('strong', {}, t(`lessons.outcome.${c.outcome}`))));
   const kept = s.kept && h('p', { class: 'lesson-kept note' }, t(s.kept.sizes === 'test' ? 'lessons.kept.test' : 'lessons.kept', {
     date: new Date(s.kept.at).toLocaleString(getLang() === 'zh' ? 'zh-CN' : 'en'),
