@@ -20,6 +20,10 @@ fn pretrained() -> Vec<u8> {
     std::fs::read(pretrained_path()).expect("the shipped checkpoint (scripts/recipes-pretrain.sh)")
 }
 
+fn shakespeare() -> Option<String> {
+    Some(std::fs::read_to_string(format!("{ROOT}/www/data/tinyshakespeare.txt")).unwrap())
+}
+
 fn knobs(k: &[(&str, f64)]) -> BTreeMap<String, f64> {
     k.iter().map(|(n, v)| (n.to_string(), *v)).collect()
 }
@@ -76,7 +80,7 @@ fn same_numbers(line: &Value, metrics: &BTreeMap<String, Value>, what: &str) {
 #[test]
 fn rlhf_gives_the_clis_numbers_and_resumes_from_saved_stages() {
     let k = knobs(&[("sft_steps", 3.0), ("rm_steps", 3.0), ("ppo_steps", 3.0), ("rollouts", 8.0), ("eval_every", 2.0)]);
-    let o = Options { checkpoint: Some(pretrained()), knobs: k.clone(), ..Options::default() };
+    let o = Options { checkpoint: Some(pretrained()), knobs: k.clone(), corpus: shakespeare(), ..Options::default() };
     let mut d = Driver::new(Kind::Rlhf, &o).unwrap();
     assert_eq!(d.info.stages.iter().map(|s| (s.name, s.steps)).collect::<Vec<_>>(), [("sft", 3), ("rm", 3), ("ppo", 3)]);
     assert_eq!(d.info.knobs["beta"], serde_json::json!(0.05f32));
@@ -115,7 +119,7 @@ fn rlhf_gives_the_clis_numbers_and_resumes_from_saved_stages() {
         .into_iter()
         .map(|(n, b)| (n.to_string(), b))
         .collect();
-    let o2 = Options { knobs: k.clone(), from: Some(("ppo".into(), cks.clone())), ..Options::default() };
+    let o2 = Options { knobs: k.clone(), from: Some(("ppo".into(), cks.clone())), corpus: shakespeare(), ..Options::default() };
     let mut d2 = Driver::new(Kind::Rlhf, &o2).unwrap();
     assert_eq!(d2.stage(), "ppo");
     let ppo: Vec<_> = got.iter().filter(|r| r.0.starts_with("ppo")).cloned().collect();
@@ -148,7 +152,7 @@ fn rlhf_gives_the_clis_numbers_and_resumes_from_saved_stages() {
 #[test]
 fn finetune_gives_the_clis_numbers() {
     let k = knobs(&[("steps", 4.0), ("aux_lm", 0.5), ("eval_every", 2.0)]);
-    let o = Options { checkpoint: Some(pretrained()), knobs: k, seed: Some(1), ..Options::default() };
+    let o = Options { checkpoint: Some(pretrained()), knobs: k, seed: Some(1), corpus: shakespeare(), ..Options::default() };
     let mut d = Driver::new(Kind::Finetune, &o).unwrap();
     let ev = run_all(&mut d);
     let got = rows(&ev);
@@ -169,7 +173,7 @@ fn finetune_gives_the_clis_numbers() {
     }
     // A fine-tuned checkpoint continues (its head, AdamW state and step), as `tp finetune --checkpoint` does.
     let saved = d.save(None).unwrap();
-    let o2 = Options { knobs: knobs(&[("steps", 2.0)]), from: Some(("finetune".into(), [("finetune".to_string(), saved)].into())), ..Options::default() };
+    let o2 = Options { knobs: knobs(&[("steps", 2.0)]), from: Some(("finetune".into(), [("finetune".to_string(), saved)].into())), corpus: shakespeare(), ..Options::default() };
     let d2 = Driver::new(Kind::Finetune, &o2).unwrap();
     assert_eq!(d2.info.stages[0].steps, 2);
 }
@@ -205,7 +209,7 @@ fn icl_and_zeroshot_give_the_clis_numbers() {
 
     // zeroshot: both models a few steps, then the held-out questions.
     let k = knobs(&[("steps", 3.0), ("eval_questions", 6.0), ("eval_every", 2.0)]);
-    let mut d = Driver::new(Kind::Zeroshot, &Options { knobs: k, ..Options::default() }).unwrap();
+    let mut d = Driver::new(Kind::Zeroshot, &Options { knobs: k, corpus: shakespeare(), ..Options::default() }).unwrap();
     let ev = run_all(&mut d);
     let got = rows(&ev);
     let mut cfg: Value = serde_json::from_str(engine::ZEROSHOT).unwrap();
@@ -233,37 +237,41 @@ fn icl_and_zeroshot_give_the_clis_numbers() {
 fn bad_options_are_refused_naming_them() {
     let err = |kind: Kind, o: Options| Driver::new(kind, &o).err().expect("refused").to_string();
     let ck = || Some(pretrained());
-    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("beta", -1.0)]), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("beta", -1.0)]), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("knobs.beta") && e.contains("ppo.beta"), "{e}");
-    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("betta", 1.0)]), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("betta", 1.0)]), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("knobs.betta") && e.contains("beta"), "{e}");
-    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("k", 2.5)]), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("k", 2.5)]), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("knobs.k") && e.contains("integer"), "{e}");
-    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("clip", 1.5)]), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { checkpoint: ck(), knobs: knobs(&[("clip", 1.5)]), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("knobs.clip"), "{e}");
-    let e = err(Kind::Rlhf, Options::default());
+    let e = err(Kind::Rlhf, Options { corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("checkpoint"), "{e}");
-    let e = err(Kind::Rlhf, Options { checkpoint: Some(b"not a checkpoint".to_vec()), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { checkpoint: Some(b"not a checkpoint".to_vec()), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("checkpoint"), "{e}");
-    let e = err(Kind::Rlhf, Options { from: Some(("ppo".into(), BTreeMap::new())), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { from: Some(("ppo".into(), BTreeMap::new())), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("from.checkpoints.sft"), "{e}");
-    let e = err(Kind::Rlhf, Options { from: Some(("nope".into(), BTreeMap::new())), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { from: Some(("nope".into(), BTreeMap::new())), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("from.stage"), "{e}");
-    let e = err(Kind::Finetune, Options { task: Some("poetry".into()), ..Options::default() });
+    let e = err(Kind::Finetune, Options { task: Some("poetry".into()), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("task") && e.contains("verse_prose"), "{e}");
-    let e = err(Kind::Finetune, Options { checkpoint: ck(), knobs: knobs(&[("aux_lm", -0.5)]), ..Options::default() });
+    let e = err(Kind::Finetune, Options { checkpoint: ck(), knobs: knobs(&[("aux_lm", -0.5)]), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("knobs.aux_lm"), "{e}");
     let e = err(Kind::Icl, Options { knobs: knobs(&[("eval_every", 0.0)]), ..Options::default() });
     assert!(e.contains("knobs.eval_every"), "{e}");
     let e = err(Kind::Icl, Options { checkpoint: ck(), ..Options::default() });
     assert!(e.contains("checkpoint"), "{e}");
-    let e = err(Kind::Zeroshot, Options { knobs: knobs(&[("every", 0.0)]), ..Options::default() });
+    let e = err(Kind::Icl, Options { corpus: shakespeare(), ..Options::default() });
+    assert!(e.contains("corpus"), "{e}");
+    let e = err(Kind::Rlhf, Options { checkpoint: ck(), corpus: None, ..Options::default() });
+    assert!(e.contains("corpus"), "{e}");
+    let e = err(Kind::Zeroshot, Options { knobs: knobs(&[("every", 0.0)]), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("knobs.every"), "{e}");
-    let e = err(Kind::Rlhf, Options { checkpoint: ck(), recipe: Some("[1]".into()), ..Options::default() });
+    let e = err(Kind::Rlhf, Options { checkpoint: ck(), recipe: Some("[1]".into()), corpus: shakespeare(), ..Options::default() });
     assert!(e.contains("recipe"), "{e}");
     assert!(Kind::parse("sft").unwrap_err().to_string().contains("kind"));
     // A stage not yet started has no checkpoint.
-    let d = Driver::new(Kind::Rlhf, &Options { checkpoint: ck(), ..Options::default() }).unwrap();
+    let d = Driver::new(Kind::Rlhf, &Options { checkpoint: ck(), corpus: shakespeare(), ..Options::default() }).unwrap();
     assert!(d.save(Some("ppo")).unwrap_err().to_string().contains("not started"));
     assert!(d.save(Some("xyz")).unwrap_err().to_string().contains("stage"));
     // The facade's packed bytes: a length past the end is refused, not read.

@@ -30,9 +30,6 @@ use crate::recipes::{icl, zeroshot};
 use crate::train::Run;
 use crate::{Error, Result};
 
-/// Tiny Shakespeare: the corpus the recipes are defined on (finetune's tasks, zeroshot's text, rlhf's prompts).
-pub const SHAKESPEARE: &str = include_str!("../../www/data/tinyshakespeare.txt");
-
 /// The shipped recipe files, by kind (configs/recipes/). finetune's is a from-scratch config, used with checkpoint
 /// 'scratch' (the task picks the file).
 pub const FINETUNE_VERSE_PROSE: &str = include_str!("../../configs/recipes/finetune-verse-prose.json");
@@ -198,7 +195,7 @@ fn split_samples(samples: &[String], prompt_len: usize) -> Vec<Sample> {
 }
 
 /// What a recipe is made from: the recipe file (None: the shipped one), the starting checkpoint (finetune, rlhf;
-/// None: fine-tune from scratch), the corpus, finetune's task, the knobs and the seed, and the stage to start at
+/// None: fine-tune from scratch), the corpus (finetune, zeroshot, rlhf: Tiny Shakespeare as the CLI uses it), finetune's task, the knobs and the seed, and the stage to start at
 /// with the checkpoints of the stages before it.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -371,7 +368,16 @@ impl Driver {
             })?;
             read_ck(bytes, &format!("from.checkpoints.{name}"))
         };
-        let corpus = o.corpus.as_deref().unwrap_or(SHAKESPEARE);
+        // The text is the caller's (the engine fetches Tiny Shakespeare, www/data/tinyshakespeare.txt, by default):
+        // it is not built into the wasm module. icl generates its own.
+        let corpus = match (&o.corpus, kind) {
+            (Some(c), _) => c.as_str(),
+            (None, Kind::Icl) => "",
+            (None, _) => return Err(Error::Invalid(format!("corpus: {} needs its text (Tiny Shakespeare, www/data/tinyshakespeare.txt)", kind.name()))),
+        };
+        if o.corpus.is_some() && kind == Kind::Icl {
+            return Err(Error::Invalid("corpus: icl generates its own corpus; leave it out".into()));
+        }
         let mut task = o.task.as_deref().map(FinetuneTask::parse).transpose().map_err(|e| Error::Invalid(format!("task: {e}")))?;
         if kind == Kind::Finetune && task.is_none() && from.is_none() {
             task = Some(FinetuneTask::VerseProse); // a continued fine-tune keeps its checkpoint's task
