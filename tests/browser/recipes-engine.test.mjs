@@ -111,8 +111,10 @@ test('rlhf: events with metrics, pause/resume gives the numbers of a run straigh
 
   // Paused in the reward model's stage, evaluated and sampled, then resumed: the same events as straight through.
   const b = await runInPage('rlhf', { knobs }, { pauseAt: { stage: 'rm', step: 1 } });
-  assert.equal(b.runs[0].stopped, 'paused');
-  assert.deepEqual(b.paused, { stage: 'rm', step: 1 });
+  // The pause arrives after the unit under way (and maybe one more, as events reach the page while it steps).
+  assert.equal(b.paused.stage, 'rm');
+  assert.ok(b.paused.step >= 1 && b.paused.step < 3, `paused at rm step ${b.paused.step}`);
+  assert.deepEqual(b.runs[0], { stopped: 'paused', ...b.paused });
   assert.equal(b.evaluate.stage, 'rm');
   assert.equal(typeof b.evaluate.metrics.rm_accuracy, 'number');
   assert.equal(b.samples.length, 3, 'the SFT policy\'s samples while the reward model trains');
@@ -147,10 +149,11 @@ test('rlhf: events with metrics, pause/resume gives the numbers of a run straigh
 });
 
 test('finetune: the native CLI\'s losses and accuracies, a stage result, and a later run continues the saved model', async () => {
+  // The speaker task: its held-out split (147 speeches) evaluates faster than verse_prose's (839).
   const knobs = { steps: 4, aux_lm: 0.5, eval_every: 2 };
-  const a = await runInPage('finetune', { knobs, seed: 1, task: 'verse_prose' });
+  const a = await runInPage('finetune', { knobs, seed: 1, task: 'speaker' });
   assert.deepEqual(a.info.stages, [{ name: 'finetune', steps: 4 }]);
-  const native = tp(['finetune', '--checkpoint', PRETRAINED, '--task', 'verse_prose', '--aux-lm', '0.5', '--steps', '4', '--eval-every', '2', '--seed', '1']);
+  const native = tp(['finetune', '--checkpoint', PRETRAINED, '--task', 'speaker', '--aux-lm', '0.5', '--steps', '4', '--eval-every', '2', '--seed', '1']);
   const steps = a.events.filter((e) => e.type === 'progress' && !e.eval);
   assert.equal(steps.length, 4);
   for (let i = 0; i < 4; i++) {
@@ -179,7 +182,12 @@ test('icl and zeroshot: pretraining as native, the evaluation stage with its rep
   const path = recipeFile('icl', (r) => Object.assign(r, { train: { ...r.train, steps: 4, eval_interval: 2 }, icl: { ...r.icl, train_episodes: 400, eval_episodes: 12 } }));
   const native = tp(['icl', '--config', path, '--log-every', '1']);
   const steps = a.events.filter((e) => e.type === 'progress' && !e.eval && e.stage === 'pretrain');
-  native.filter((l) => l.loss !== undefined).forEach((l, i) => close(steps[i].metrics.loss, l.loss, 1e-4, `icl step ${i}`));
+  const nativeSteps = native.filter((l) => l.loss !== undefined);
+  assert.equal(nativeSteps.length, 4);
+  nativeSteps.forEach((l, i) => close(steps[i].metrics.loss, l.loss, 1e-4, `icl step ${i}`));
+  const vals = a.events.filter((e) => e.eval && e.stage === 'pretrain');
+  assert.deepEqual(vals.map((e) => e.step), [0, 2]);
+  close(vals[1].metrics.val_loss, nativeSteps[2].val_loss, 1e-4, 'icl val_loss at step 2');
   const evalStage = a.events.find((e) => e.type === 'stage' && e.stage === 'eval');
   assert.equal(evalStage.report.accuracy_by_k.length, 8);
   assert.ok(Array.isArray(evalStage.report.induction.scores));
