@@ -566,7 +566,8 @@ export interface RecipeSample {
  * pattern/baseline/pretrain: loss, lr, grad_norm, val_loss; sft: loss, lr, grad_norm; rm: loss, accuracy, pairs,
  * grad_norm, and at evaluations rm_accuracy, pairs, baseline; ppo: reward, score, kl, return_mean, loss, pg_loss,
  * vf_loss, ptx_loss, clipfrac, grad_norm; evaluations of sft and ppo: score, lm_loss (and reward, kl for ppo).
- * A non-finite number is null.
+ * A nested object's numbers are named after it (icl's eval: 'baseline.chance', 'induction.best.score'). A non-finite
+ * number is null.
  */
 export interface RecipeProgress {
   stage: RecipeStageName;
