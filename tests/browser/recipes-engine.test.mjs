@@ -51,9 +51,13 @@ function close(a, b, tol, what) {
   assert.ok(Math.abs(a - b) <= tol * Math.max(Math.abs(b), 1e-3), `${what}: browser ${a} vs native ${b}`);
 }
 
-/** In the page: create a recipe, run it (pausing as `pauseAt(event)` says), collect its events. */
-function runInPage(kind, opts, { pauseAt = null, stage } = {}) {
-  return page.evaluate(async ({ kind, opts, pauseAt, stage }) => {
+/**
+ * In the page: create a recipe, run it (pausing as `pauseAt(event)` says), collect its events. Each stage's saved
+ * checkpoint stays in the page (window.saved[tag][stage]); the test gets their SHA-256 (moving megabytes of bytes
+ * between the page and the test would cost more than the recipe).
+ */
+function runInPage(kind, opts, { pauseAt = null, stage, tag = kind } = {}) {
+  return page.evaluate(async ({ kind, opts, pauseAt, stage, tag }) => {
     const recipe = await window.engine.createRecipe(kind, opts);
     const events = [];
     let paused = null;
@@ -72,14 +76,19 @@ function runInPage(kind, opts, { pauseAt = null, stage } = {}) {
       runs.push(await recipe.run());
     }
     const saved = {};
+    window.saved ??= {};
+    window.saved[tag] = {};
     for (const s of recipe.stages) {
-      if (s.name !== 'eval') saved[s.name] = Array.from(await recipe.save(s.name));
+      if (s.name === 'eval') continue;
+      const bytes = await recipe.save(s.name);
+      window.saved[tag][s.name] = bytes;
+      saved[s.name] = [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))].map((b) => b.toString(16).padStart(2, '0')).join('');
     }
     extra.samplesEnd = await recipe.samples();
     extra.done = recipe.done;
     await recipe.dispose();
     return { info, events, runs, saved, ...extra };
-  }, { kind, opts, pauseAt, stage });
+  }, { kind, opts, pauseAt, stage, tag });
 }
 
 const strip = (events) => events.map(({ ms, ...e }) => e);
@@ -117,7 +126,7 @@ test('rlhf: events with metrics, pause/resume gives the numbers of a run straigh
   console.log(`rlhf (3 + 3 + 3 steps, 8 rollouts) in the browser: ${Date.now() - t0} ms`);
 
   // Paused in the reward model's stage, evaluated and sampled, then resumed: the same events as straight through.
-  const b = await runInPage('rlhf', { knobs, recipe: RLHF }, { pauseAt: { stage: 'rm', step: 1 } });
+  const b = await runInPage('rlhf', { knobs, recipe: RLHF }, { pauseAt: { stage: 'rm', step: 1 }, tag: 'paused' });
   // The pause arrives after the unit under way (and maybe one more, as events reach the page while it steps).
   assert.equal(b.paused.stage, 'rm');
   assert.ok(b.paused.step >= 1 && b.paused.step < 3, `paused at rm step ${b.paused.step}`);
@@ -130,9 +139,8 @@ test('rlhf: events with metrics, pause/resume gives the numbers of a run straigh
   assert.deepEqual(b.saved, a.saved, 'the same checkpoints');
 
   // PPO from the saved SFT and reward models: the run-through's PPO events.
-  const from = { stage: 'ppo', checkpoints: { sft: new Uint8Array(a.saved.sft), rm: new Uint8Array(a.saved.rm) } };
-  const c = await page.evaluate(async ({ knobs, from, recipe: file }) => {
-    const f = { stage: from.stage, checkpoints: { sft: new Uint8Array(from.checkpoints.sft), rm: new Uint8Array(from.checkpoints.rm) } };
+  const c = await page.evaluate(async ({ knobs, recipe: file }) => {
+    const f = { stage: 'ppo', checkpoints: { sft: window.saved.rlhf.sft, rm: window.saved.rlhf.rm } };
     const recipe = await window.engine.createRecipe('rlhf', { knobs, from: f, recipe: file });
     const events = [];
     recipe.on('progress', (p) => events.push({ type: 'progress', ...p }));
@@ -141,7 +149,7 @@ test('rlhf: events with metrics, pause/resume gives the numbers of a run straigh
     const done = await recipe.run();
     await recipe.dispose();
     return { start, done, events };
-  }, { knobs, recipe: RLHF, from: { stage: 'ppo', checkpoints: { sft: Array.from(from.checkpoints.sft), rm: Array.from(from.checkpoints.rm) } } });
+  }, { knobs, recipe: RLHF });
   assert.equal(c.start, 'ppo');
   assert.deepEqual(c.done, { stopped: 'done', stage: 'ppo', step: 3 });
   assert.deepEqual(strip(c.events), strip(a.events.filter((e) => e.stage === 'ppo')));
@@ -172,12 +180,12 @@ test('finetune: the native CLI\'s losses and accuracies, a stage result, and a l
   // An accuracy counts examples: rounding can flip one near the boundary.
   close(end.metrics.val_accuracy, native.at(-1).val_accuracy, 0.01, 'held-out accuracy');
   assert.equal(end.metrics.baseline, native.at(-1).baseline);
-  const cont = await page.evaluate(async (bytes) => {
-    const r = await window.engine.createRecipe('finetune', { knobs: { steps: 1 }, from: { stage: 'finetune', checkpoints: { finetune: new Uint8Array(bytes) } } });
+  const cont = await page.evaluate(async () => {
+    const r = await window.engine.createRecipe('finetune', { knobs: { steps: 1 }, from: { stage: 'finetune', checkpoints: { finetune: window.saved.finetune.finetune } } });
     const out = { stages: r.stages, run: await r.run() };
     await r.dispose();
     return out;
-  }, a.saved.finetune);
+  });
   assert.deepEqual(cont.stages, [{ name: 'finetune', steps: 1 }]);
   assert.deepEqual(cont.run, { stopped: 'done', stage: 'finetune', step: 1 });
 });
