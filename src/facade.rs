@@ -214,6 +214,7 @@ impl<'de> serde::Deserialize<'de> for Entries {
 /// projections (`position_terms::PositionTerms`), as JSON; refused for positions not added to the input.
 pub fn position_terms(run: &Run) -> Result<String> {
     Ok(to_json(&crate::position_terms::position_terms(&run.model)?))
+}
 
 /// `createRecipe`'s options as the Worker sends them (pkg/worker.js): the recipe file's JSON, the corpus, the task,
 /// the knobs, the seed, and the lengths of the checkpoints packed one after another in the request's bytes: first
