@@ -30,6 +30,7 @@ pub const CHUNK: usize = 24;
 const TASK_WORK: usize = 1 << 18;
 /// Lanes of the plain-Rust version: the browser kernel's width on wasm32 (so without relaxed-simd it gives the
 /// same bits), the AVX2 kernel's elsewhere.
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
 const PLAIN_LANES: usize = if cfg!(target_arch = "wasm32") { 4 } else { 8 };
 
 /// out (M,OC) = inp (M,C) · w (OC,C)ᵀ + b (OC), M ≤ MAX_ROWS. `parallel` only chooses the executor: the channels
