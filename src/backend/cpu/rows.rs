@@ -38,6 +38,9 @@ const PLAIN_LANES: usize = if cfg!(target_arch = "wasm32") { 4 } else { 8 };
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_forward(out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, c: usize, oc: usize, parallel: bool) {
     assert!(m <= MAX_ROWS, "few-row matmul: {m} rows > {MAX_ROWS}");
+    if m == 0 || oc == 0 {
+        return;
+    }
     let (out, inp, w, b) = (&mut out[..m * oc], &inp[..m * c], &w[..oc * c], b.map(|b| &b[..oc]));
     let tasks = (m * c * oc / TASK_WORK).clamp(1, oc.div_ceil(CHUNK));
     let cols = oc.div_ceil(tasks).div_ceil(CHUNK) * CHUNK;
@@ -301,6 +304,17 @@ mod tests {
             s[k % 4] += x[k] * y[k];
         }
         assert_eq!(dot_lanes::<4>(&x, &y).to_bits(), ((s[0] + s[1]) + (s[2] + s[3])).to_bits());
+    }
+
+    /// Empty products: no rows or no channels write nothing; C = 0 gives the bias.
+    #[test]
+    fn empty_products_give_nothing_or_the_bias() {
+        let mut out = vec![7.0f32; 6];
+        matmul_forward(&mut out, &[], &[], None, 0, 3, 2, true);
+        matmul_forward(&mut out, &[1.0; 3], &[], None, 1, 3, 0, true);
+        assert_eq!(out, [7.0; 6]);
+        matmul_forward(&mut out, &[], &[], Some(&[1.0, 2.0, 3.0]), 2, 0, 3, true);
+        assert_eq!(out, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
     }
 
     /// The point of the kernel's element order: a row's outputs are the same bits whether it is fed alone, among
