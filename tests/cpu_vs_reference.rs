@@ -116,6 +116,30 @@ fn matmul_forward_and_backward_match_the_reference_on_awkward_sizes() {
     }
 }
 
+/// A decoding step's matmul (at most 64 rows: the few-row kernel, W read in place): rows 1..=9 and 64, odd C (the
+/// kernel's last, partial step along C) and OC (partial tiles and chunks), small enough to run serially and large
+/// enough to be split over tasks; and the same bits on one and two threads.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn few_row_matmuls_match_the_reference_and_do_not_depend_on_the_thread_count() {
+    for n in (1..=9).chain([64]) {
+        for (c, oc) in [(5, 3), (37, 71), (129, 1031)] {
+            let rng_seed = (n * 7919 + c * 31 + oc) as u64;
+            let mut rng = Rng::new(rng_seed);
+            let (inp, w, b) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, oc * c, 0.3), randn(&mut rng, oc, 1.0));
+            let run = |be: &dyn Fn(&mut [f32])| {
+                let mut out = vec![f32::NAN; n * oc];
+                be(&mut out);
+                out
+            };
+            let want = run(&|out| Reference.matmul_forward(out, &inp, &w, Some(&b), n, c, oc).unwrap());
+            let got = run(&|out| Cpu.matmul_forward(out, &inp, &w, Some(&b), n, c, oc).unwrap());
+            assert_close(&format!("few-row out N={n} C={c} OC={oc}"), &got, &want, 2e-5, 1e-4);
+            assert_same_bits_on_1_and_2_threads("few-row matmul", || vec![run(&|out| Cpu.matmul_forward(out, &inp, &w, Some(&b), n, c, oc).unwrap())]);
+        }
+    }
+}
+
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn portable_matmul_kernels_match_the_reference_serial_and_parallel() {

@@ -361,7 +361,10 @@ fn paged_block_forward<H: Host>(
 }
 
 /// Self-attention over the paged cache: this step's keys and values are written into each sequence's blocks at its
-/// positions len..len+t; then each sequence's queries attend to its positions 0..len+t, read through its block table.
+/// positions len..len+t; then every sequence's positions 0..len+t are gathered, block by block through its table,
+/// into one (B, NKV, S, HS) batch, and one attention call serves all B sequences (they hold the same number of
+/// positions): its work is spread over the pool, and each sequence's rows are computed exactly as in a call of its
+/// own.
 fn paged_self_attention<H: Host>(
     ctx: &mut Ctx<H>,
     st: &StackCtx<H>,
@@ -374,11 +377,8 @@ fn paged_self_attention<H: Host>(
     let (d, m, t, len) = (ctx.be, ctx.cfg, st.t, st.pos0);
     let (nh, nkv, hs, bs) = (m.n_heads, m.n_kv_heads, m.head_size(), pool.block_size);
     let (q, k, v) = block::qkv_heads(ctx, st, p, h)?;
-    let c = nh * hs;
-    let s = len + t;
-    let mut att = vec![0.0; tables.len() * t * c];
-    let mut lse = vec![0.0; nh * t];
-    let (mut kb, mut vb) = (vec![0.0; nkv * s * hs], vec![0.0; nkv * s * hs]);
+    let (n, c, s) = (tables.len(), nh * hs, len + t);
+    let (mut kb, mut vb) = (vec![0.0; n * nkv * s * hs], vec![0.0; n * nkv * s * hs]); // (B, NKV, S, HS)
     for (b, table) in tables.iter().enumerate() {
         // Write: row j of head kh goes to position len + j.
         for kh in 0..nkv {
@@ -396,18 +396,19 @@ fn paged_self_attention<H: Host>(
         for kh in 0..nkv {
             for (i, &blk) in table.iter().enumerate().take(s.div_ceil(bs)) {
                 let rows = bs.min(s - i * bs);
-                let dst = (kh * s + i * bs) * hs;
+                let dst = ((b * nkv + kh) * s + i * bs) * hs;
                 for (kv, to) in [(0, &mut kb), (1, &mut vb)] {
                     let at = pool.at(blk, layer, kv, kh);
                     to[dst..dst + rows * hs].copy_from_slice(&pool.data[at..at + rows * hs]);
                 }
             }
         }
-        let sh = block::attn_shape(ctx, 1, t, s, st.causal, len);
-        let qb = &q[b * nh * t * hs..(b + 1) * nh * t * hs];
-        d.attention_forward(&mut att[b * t * c..(b + 1) * t * c], &mut lse, qb, &kb, &vb, block::bias_of(ctx, st)?, &sh)?;
     }
-    block::linear_forward(ctx, &p.proj, &att, tables.len() * t)
+    let mut att = vec![0.0; n * t * c];
+    let mut lse = vec![0.0; n * nh * t];
+    let sh = block::attn_shape(ctx, n, t, s, st.causal, len);
+    d.attention_forward(&mut att, &mut lse, &q, &kb, &vb, block::bias_of(ctx, st)?, &sh)?;
+    block::linear_forward(ctx, &p.proj, &att, n * t)
 }
 
 /// Cross-attention of every sequence's queries to the one source's cached keys and values.

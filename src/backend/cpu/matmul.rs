@@ -1,5 +1,7 @@
-//! Linear layer forward and backward: `gemm` natively, the portable kernel on wasm32. Both split over rows of
-//! the output they write (rows of out and dinp, output channels of dw, as llm.c), so each task owns its rows.
+//! Linear layer forward and backward: `gemm` natively, the portable kernel on wasm32, and for a forward of at most
+//! `rows::MAX_ROWS` rows (a decoding step) the few-row kernel, which reads the weight without packing it. All split
+//! over what they write (rows or channels of out, rows of dinp, output channels of dw, as llm.c), so each task owns
+//! its part.
 
 #[cfg(target_arch = "wasm32")]
 use super::portable;
@@ -18,6 +20,10 @@ pub fn matmul_forward(
     oc: usize,
     parallel: bool,
 ) {
+    if n <= super::rows::MAX_ROWS {
+        // A decoding step's few rows: the weight read in place, no packing (`rows`).
+        return super::rows::matmul_forward(out, inp, w, b, n, c, oc, parallel);
+    }
     #[cfg(not(target_arch = "wasm32"))]
     {
         let out = &mut out[..n * oc];

@@ -26,6 +26,7 @@ mod native;
 mod norm;
 mod pointwise;
 pub mod portable;
+mod rows;
 mod simd;
 mod tile;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -20,6 +20,7 @@
 
 use super::math::{self, scalar, LANES};
 use super::portable::{MR, NR};
+use super::rows;
 use super::tile::{self, Rows};
 use crate::backend::AdamW;
 use core::arch::wasm32::*;
@@ -611,6 +612,103 @@ fn tile_rv<const R: usize, const V: usize, const AT: bool>(
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Few-row matmul (`rows::block_lanes::<4>`): a decoding step's out = x·wᵀ + b with W read in place.
+
+/// `rows::block`: channels j0..j1 of every row, out[i·ldo + (j − j0)] = Σ_k x[i,k]·w[j,k] + b[j]. Chunks of
+/// `rows::CHUNK` channels outer; in each, register tiles of R rows × J channels of 4-lane partial sums along C:
+/// 4×2 (then 3×3, 2×4, 1×6 for the last rows), at most 9 accumulators, so with the J pieces of W and one of x
+/// they stay within the 16 registers V8 has on x86-64. The operations of `rows::block_lanes::<4>` in its order,
+/// so without relaxed-simd the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn rows_block(out: &mut [f32], ldo: usize, x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, j0: usize, j1: usize) {
+    let mut c0 = j0;
+    while c0 < j1 {
+        let c1 = (c0 + rows::CHUNK).min(j1);
+        let mut i = 0;
+        while i + 4 <= m {
+            rows_cols::<4, 2>(out, ldo, x, w, b, i, k, j0, c0, c1);
+            i += 4;
+        }
+        match m - i {
+            3 => rows_cols::<3, 3>(out, ldo, x, w, b, i, k, j0, c0, c1),
+            2 => rows_cols::<2, 4>(out, ldo, x, w, b, i, k, j0, c0, c1),
+            1 => rows_cols::<1, 6>(out, ldo, x, w, b, i, k, j0, c0, c1),
+            _ => {}
+        }
+        c0 = c1;
+    }
+}
+
+/// Rows i0..i0+R, channels c0..c1 of `rows_block`: tiles of J channels, then single channels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_cols<const R: usize, const J: usize>(out: &mut [f32], ldo: usize, x: &[f32], w: &[f32], b: Option<&[f32]>, i0: usize, k: usize, j0: usize, c0: usize, c1: usize) {
+    let mut j = c0;
+    while j + J <= c1 {
+        rows::put(out, ldo, b, i0, j0, j, rows_tile::<R, J>(x, w, i0, j, k));
+        j += J;
+    }
+    while j < c1 {
+        rows::put(out, ldo, b, i0, j0, j, rows_tile::<R, 1>(x, w, i0, j, k));
+        j += 1;
+    }
+}
+
+/// The sums of rows i0..i0+R × channels j..j+J: R·J accumulators of 4 lanes, C in steps of 4 (the last one
+/// zero-padded), then each accumulator's lanes as (s0+s1)+(s2+s3) (`rows_sum4`).
+#[inline(always)]
+fn rows_tile<const R: usize, const J: usize>(x: &[f32], w: &[f32], i0: usize, j: usize, k: usize) -> [[f32; J]; R] {
+    assert!(x.len() >= (i0 + R) * k && w.len() >= (j + J) * k, "few-row tile out of bounds");
+    let (xp, wp) = (x[i0 * k..].as_ptr(), w[j * k..].as_ptr());
+    // SAFETY: kk + 4 ≤ k, so every 4-float load below lies in rows i0..i0+R of x or j..j+J of w (asserted above).
+    let at = |p: *const f32, row: usize, kk: usize| unsafe { v128_load(p.add(row * k + kk).cast()) };
+    let mut acc = [[splat(0.0); J]; R];
+    let k4 = k / 4 * 4;
+    for kk in (0..k4).step_by(4) {
+        let wv: [v128; J] = std::array::from_fn(|q| at(wp, q, kk));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let xv = at(xp, r, kk);
+            for q in 0..J {
+                acc_r[q] = madd(xv, wv[q], acc_r[q]);
+            }
+        }
+    }
+    if k4 < k {
+        let wv: [v128; J] = std::array::from_fn(|q| ld_tail(&w[(j + q) * k + k4..][..k - k4]));
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let xv = ld_tail(&x[(i0 + r) * k + k4..][..k - k4]);
+            for q in 0..J {
+                acc_r[q] = madd(xv, wv[q], acc_r[q]);
+            }
+        }
+    }
+    let mut t = [[0.0f32; J]; R];
+    for (r, acc_r) in acc.iter().enumerate() {
+        for q0 in (0..J).step_by(4) {
+            let a = |q: usize| if q0 + q < J { acc_r[q0 + q] } else { splat(0.0) };
+            let mut s = [0.0f32; 4];
+            st(&mut s, rows_sum4(a(0), a(1), a(2), a(3)));
+            let n = (J - q0).min(4);
+            t[r][q0..q0 + n].copy_from_slice(&s[..n]);
+        }
+    }
+    t
+}
+
+/// The sums of four accumulators in one vector, each (s0+s1)+(s2+s3) (`rows::tree`): a 4×4 transpose makes
+/// column l hold lane l of a, b, c, d, then the columns add in that tree.
+#[inline(always)]
+fn rows_sum4(a: v128, b: v128, c: v128, d: v128) -> v128 {
+    let (ab01, ab23) = (i32x4_shuffle::<0, 4, 1, 5>(a, b), i32x4_shuffle::<2, 6, 3, 7>(a, b)); // a0 b0 a1 b1 | a2 b2 a3 b3
+    let (cd01, cd23) = (i32x4_shuffle::<0, 4, 1, 5>(c, d), i32x4_shuffle::<2, 6, 3, 7>(c, d));
+    let l0 = i32x4_shuffle::<0, 1, 4, 5>(ab01, cd01); // a0 b0 c0 d0
+    let l1 = i32x4_shuffle::<2, 3, 6, 7>(ab01, cd01);
+    let l2 = i32x4_shuffle::<0, 1, 4, 5>(ab23, cd23);
+    let l3 = i32x4_shuffle::<2, 3, 6, 7>(ab23, cd23);
+    f32x4_add(f32x4_add(l0, l1), f32x4_add(l2, l3))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Norms (`norm::{normalize_row, row_sums, backward_row}_scalar`)
 
 /// One row of the norm forward: o = (x − μ)·r·w [+ b], four columns per vector.
@@ -777,7 +875,7 @@ pub fn sum_squares(x: &[f32]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{norm, pointwise, portable, tile};
+    use super::super::{norm, pointwise, portable, rows, tile};
     use super::*;
     use crate::rng::Rng;
     use wasm_bindgen_test::wasm_bindgen_test;
@@ -804,6 +902,23 @@ mod tests {
                 assert!((g - w).abs() <= tol || g.to_bits() == w.to_bits(), "{what}[{i}]: {g} vs {w}");
             } else {
                 assert!(g.to_bits() == w.to_bits(), "{what}[{i}]: {g} vs {w} (bits differ)");
+            }
+        }
+    }
+
+    #[wasm_bindgen_test]
+    fn few_row_matmul_matches_the_plain_four_lanes() {
+        let mut rng = Rng::new(9);
+        for m in 1..=9 {
+            for (k, n) in [(1, 1), (7, 5), (33, 50), (128, 97)] {
+                let (x, w, b) = (randn(&mut rng, m * k, 1.0), randn(&mut rng, n * k, 1.0), randn(&mut rng, n, 1.0));
+                for bias in [None, Some(&b[..])] {
+                    // Channels 1..n of every row, into a wider out (ldo = n + 2).
+                    let (mut got, mut want) = (vec![0.5f32; m * (n + 2)], vec![0.5f32; m * (n + 2)]);
+                    rows_block(&mut got, n + 2, &x, &w, bias, m, k, 1, n);
+                    rows::block_lanes::<4>(&mut want, n + 2, &x, &w, bias, m, k, 1, n);
+                    check(&format!("rows m={m} k={k} n={n}"), &got, &want, k as f32);
+                }
             }
         }
     }
