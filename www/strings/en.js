@@ -1,9 +1,11 @@
 // English strings. Keys are shared with zh.js; opt.<key>.label / .help for every option of options.js, and
 // opt.<key>.v.<choice> (name) / opt.<key>.d.<choice> (what it does and where it comes from) for its choices.
 import { en as shared } from '../../pkg/strings.js';
+import { en as recipes } from './recipes.js';
 
 export const en = {
   ...shared, // the presets, training controls, loss chart, backend and main knobs: shared with the element
+  ...recipes, // the Recipes section (strings/recipes.js)
   'app.title': 'Transformer Playground',
   'app.tagline': 'Build a Transformer knob by knob, train it in your browser and watch it learn.',
   'app.lang': '中文',

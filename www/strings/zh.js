@@ -1,8 +1,10 @@
 // 中文字符串。键与 en.js 相同。
 import { zh as shared } from '../../pkg/strings.js';
+import { zh as recipes } from './recipes.js';
 
 export const zh = {
   ...shared, // the presets, training controls, loss chart, backend and main knobs: shared with the element
+  ...recipes, // the Recipes section (strings/recipes.js)
   'app.title': 'Transformer 游乐场',
   'app.tagline': '逐个旋钮搭建 Transformer，在浏览器里训练它，看着它学习。',
   'app.lang': 'English',
