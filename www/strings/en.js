@@ -704,6 +704,8 @@ export const en = {
   'lessons.start': 'Run the lesson ({n} runs)',
   'lessons.again': 'Run it again ({n} runs)',
   'lessons.steps': '{steps} steps each; it replaces the current runs.',
+  'lessons.recipe': 'Each run is the {recipe} recipe (Recipes section), side by side; your runs stay as they are.',
+  'lessons.recipeStep': '{stage}, step {step} of {total}',
   'lessons.stoppedHelp': 'A run was paused or removed before its last step, so there is no result. Run the lesson again.',
   'lessons.unknown': 'There is no lesson “{id}”.',
   'lessons.failed': 'The lesson could not start: {msg}',

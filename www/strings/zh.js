@@ -703,6 +703,8 @@ export const zh = {
   'lessons.start': '运行本实验（{n} 次运行）',
   'lessons.again': '再运行一次（{n} 次运行）',
   'lessons.steps': '每次运行 {steps} 步；会替换当前的运行。',
+  'lessons.recipe': '每次运行都是“{recipe}”配方（见“配方”部分），并排运行；你的运行保持不变。',
+  'lessons.recipeStep': '{stage}，第 {step} / {total} 步',
   'lessons.stoppedHelp': '有运行在最后一步之前被暂停或移除，因此没有结果。请重新运行本实验。',
   'lessons.unknown': '没有名为“{id}”的课程实验。',
   'lessons.failed': '课程实验无法开始：{msg}',
