@@ -487,6 +487,164 @@ export interface TextStats {
   distinct: number;
 }
 
+// ------------------------------------------------------------------------------------------------- recipes
+// Issue 18's recipes (docs/RECIPES.md) in the engine: GPT-1 fine-tuning, GPT-2 zero-shot, GPT-3 in-context
+// learning and InstructGPT's RLHF, each a sequence of stages stepped in the engine Worker a bounded piece of work at a
+// time (one training step, one PPO step, one evaluation), so a page can watch, pause and resume them.
+
+export type RecipeKind = 'finetune' | 'zeroshot' | 'icl' | 'rlhf';
+
+/**
+ * The stages of each kind, in order. finetune: 'finetune'; zeroshot: 'pattern' (pretrain on the text with the
+ * templated task), 'baseline' (the same on plain text), 'eval'; icl: 'pretrain', 'eval'; rlhf: 'sft', 'rm', 'ppo'.
+ */
+export type RecipeStageName = 'finetune' | 'pattern' | 'baseline' | 'eval' | 'pretrain' | 'sft' | 'rm' | 'ppo';
+
+/**
+ * Knobs, by kind (each optional; engine.recipeInfo(kind).knobs has every one with its default). Out of range: an
+ * 'invalid' or 'config' EngineError whose message names `knobs.<name>` (and the recipe field it sets).
+ *   finetune: steps, aux_lm (λ), lr, batch, eval_every
+ *   zeroshot: steps (per model), every (a templated line after every N corpus lines), eval_questions, eval_every
+ *   icl:      steps, train_episodes, eval_episodes, eval_every
+ *   rlhf:     sft_steps, rm_steps, ppo_steps, beta (β, KL penalty), gamma_ptx (γ, pretraining mix), clip (ε),
+ *             k (completions ranked per prompt), rollouts (per PPO step), epochs, eval_every
+ * eval_every: steps between the held-out evaluations that a stage's progress events carry (eval: true).
+ */
+export type RecipeKnobs = Record<string, number>;
+
+export interface RecipeOptions {
+  /**
+   * The recipe file (configs/recipes/*.json) as an object or JSON; default: the shipped one for the kind
+   * (finetune: finetune-verse-prose.json or finetune-speaker.json by `task`, a from-scratch config used only with
+   * checkpoint 'scratch'; zeroshot.json; icl.json; rlhf.json — its "checkpoint" path is ignored here).
+   */
+  recipe?: object | string;
+  /**
+   * finetune and rlhf: the model to start from. 'pretrained' (default): the shipped checkpoint
+   * (data/pretrained-gpt-tiny.safetensors next to index.js; made by scripts/recipes-pretrain.sh); 'scratch' (finetune
+   * only): a fresh model of the recipe's config; or a checkpoint's bytes (a gpt trained on this corpus).
+   */
+  checkpoint?: Uint8Array | ArrayBuffer | 'pretrained' | 'scratch';
+  /** finetune, rlhf and zeroshot: the text (default: Tiny Shakespeare, data/tinyshakespeare.txt, as the CLI uses it; icl generates its own). */
+  corpus?: string;
+  /** finetune: 'verse_prose' (default) or 'speaker'. */
+  task?: 'verse_prose' | 'speaker';
+  knobs?: RecipeKnobs;
+  /** Overrides the recipe's seed. */
+  seed?: number;
+  /**
+   * 'cpu' (default) or 'auto'. The recipes' steps run on the CPU backend (their losses are added on the host);
+   * 'auto' runs on the CPU and says so in recipe.backendChoice; 'webgpu' is refused (kind 'gpu').
+   */
+  backend?: 'cpu' | 'webgpu' | 'auto';
+  /**
+   * Start at a later stage from what earlier stages saved (recipe.save(stage)): `checkpoints` by stage name.
+   * rlhf 'rm' needs sft; 'ppo' needs sft and rm. zeroshot 'baseline' needs pattern; 'eval' pattern and baseline.
+   * icl 'eval' needs pretrain. finetune 'finetune' continues a saved fine-tuned model (its head, AdamW state, step).
+   */
+  from?: { stage: RecipeStageName; checkpoints: Record<string, Uint8Array | ArrayBuffer> };
+}
+
+export interface RecipeStage {
+  name: RecipeStageName;
+  /** The stage's units of work (training steps, PPO steps; 1 for an evaluation stage). */
+  steps: number;
+}
+
+/** A held-out prompt and what the model wrote (rlhf: the policy's completion; zeroshot: a question and the answer). */
+export interface RecipeSample {
+  prompt: string;
+  completion: string;
+}
+
+/**
+ * One unit of work done (or one held-out evaluation: eval true). `metrics`: the numbers of the core's report for
+ * the stage, named as the CLI's JSON lines name them (tp finetune|zeroshot|icl|rlhf): finetune: loss, task_loss,
+ * lm_loss, lr, grad_norm, and at evaluations accuracy, val_accuracy, val_task_loss, val_lm_loss, baseline;
+ * pattern/baseline/pretrain: loss, lr, grad_norm, val_loss; sft: loss, lr, grad_norm; rm: loss, accuracy, pairs,
+ * grad_norm, and at evaluations rm_accuracy, pairs, baseline; ppo: reward, score, kl, return_mean, loss, pg_loss,
+ * vf_loss, ptx_loss, clipfrac, grad_norm; evaluations of sft and ppo: score, lm_loss (and reward, kl for ppo).
+ * A non-finite number is null.
+ */
+export interface RecipeProgress {
+  stage: RecipeStageName;
+  /** Units done in this stage (after this one; an evaluation reports the step it measured, before its update). */
+  step: number;
+  steps: number;
+  eval: boolean;
+  metrics: Record<string, number | null>;
+  /** At rlhf evaluations: held-out samples. */
+  samples?: RecipeSample[];
+  /** Wall time of this unit in the Worker. */
+  ms: number;
+}
+
+/** A stage finished: its final held-out evaluation. */
+export interface RecipeStageResult {
+  stage: RecipeStageName;
+  step: number;
+  /** As RecipeProgress.metrics (rm adds reward_mean, reward_std: the normalisation). */
+  metrics: Record<string, number | null>;
+  samples?: RecipeSample[];
+  /**
+   * The core's whole report, as the CLI's line for the stage: icl 'eval': accuracy_by_k, char_accuracy_by_k,
+   * by_family, baseline, induction, lookup …; zeroshot 'eval': accuracy, baseline_accuracy, chance, examples,
+   * top_answers …
+   */
+  report: Record<string, unknown>;
+  /** Wall time of the stage in the Worker (ms, over the run() calls that did it). */
+  ms: number;
+}
+
+/** What engine.recipeInfo(kind) says about a kind before creating one. */
+export interface RecipeInfo {
+  kind: RecipeKind;
+  stages: RecipeStage[];
+  /** Every knob with its default (the shipped recipe's value). */
+  knobs: Record<string, number>;
+  /** The shipped recipe file. */
+  recipe: Record<string, unknown>;
+}
+
+export class Recipe {
+  readonly id: number;
+  readonly kind: RecipeKind;
+  readonly stages: RecipeStage[];
+  /** The recipe as it runs (knobs applied). */
+  readonly recipe: Record<string, unknown>;
+  readonly knobs: Record<string, number>;
+  /** What steps it: 'wasm-threads' or 'wasm-single'. */
+  readonly backend: 'wasm-threads' | 'wasm-single';
+  /** With backend 'auto': what ran and why. */
+  readonly backendChoice: { backend: 'cpu'; reason: string } | null;
+  /** Where it is now: the stage under way (or the last, when done) and its units done. */
+  readonly stage: RecipeStageName;
+  readonly step: number;
+  readonly done: boolean;
+  on(event: 'progress', fn: (p: RecipeProgress) => void): Unsubscribe;
+  on(event: 'stage', fn: (r: RecipeStageResult) => void): Unsubscribe;
+  /** The recipe stopped on an error (a diverged step, or the engine restarted: a recipe is not restored). */
+  on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
+  /**
+   * Steps the stages, in turn with the engine's other work, until `opts.stage` has finished (default: the last
+   * stage), or pause() or dispose(). Resolves where it stopped. Resume: call run() again.
+   */
+  run(opts?: { stage?: RecipeStageName }): Promise<{ stopped: 'done' | 'paused' | 'disposed'; stage: RecipeStageName; step: number }>;
+  /** Stops after the unit under way; resolves where it is. */
+  pause(): Promise<{ stage: RecipeStageName; step: number }>;
+  /** The held-out evaluation of the current stage's model now (no weight update). */
+  evaluate(): Promise<{ stage: RecipeStageName; step: number; metrics: Record<string, number | null>; samples?: RecipeSample[] }>;
+  /** Held-out samples of the current model (rlhf: the policy's completions; zeroshot after 'eval': its examples; else []). */
+  samples(): Promise<RecipeSample[]>;
+  /**
+   * A stage's model as a safetensors checkpoint (default: the current stage's, as it is now): rlhf 'rm' is the
+   * reward model (scalar head), 'ppo' the policy (value head); zeroshot 'pattern' / 'baseline' the two models.
+   * Refused (invalid) for a stage not yet started or one without a model ('eval').
+   */
+  save(stage?: RecipeStageName): Promise<Uint8Array>;
+  dispose(): Promise<boolean>;
+}
+
 type Unsubscribe = () => void;
 
 export class Engine {
@@ -514,6 +672,14 @@ export class Engine {
   attentionFlops(config: Config | string): Promise<{ rows: { t: number; attention: number; ffn: number }[]; crossover_t: number; ctx_len: number }>;
   /** The core's check of a text before it becomes a corpus; rejects with a 'data' EngineError. */
   checkText(text: string | Uint8Array | ArrayBuffer): Promise<TextStats>;
+  /**
+   * A recipe of issue 18 (docs/RECIPES.md) to run stage by stage. Rejects with an EngineError for bad options,
+   * naming the option (`opts.task`, `knobs.beta`, `opts.from.checkpoints.rm`, …).
+   */
+  createRecipe(kind: RecipeKind, opts?: RecipeOptions): Promise<Recipe>;
+  /** A kind's stages, knobs (with defaults) and shipped recipe file, without creating one. */
+  recipeInfo(kind: RecipeKind): Promise<RecipeInfo>;
+  readonly recipes: Recipe[];
   /** How often a training run's state is kept for recovery (opts.snapshotEveryMs). */
   readonly snapshotEveryMs: number;
   /** Resolves once a restart in progress (after a crash) has finished. */

@@ -2,10 +2,10 @@
 # Pretrains the small GPT the fine-tuning recipe starts from (docs/RECIPES.md, section 1): configs/recipes/
 # pretrain-gpt-tiny.json on Tiny Shakespeare with the project's own trainer, seeded, so the checkpoint is the same
 # bits on every run (on one thread count and machine; the losses agree across thread counts, see tests/invariants.rs).
-#   scripts/recipes-pretrain.sh [OUT]   (default: target/recipes/pretrained-gpt-tiny.safetensors)
+#   scripts/recipes-pretrain.sh [OUT]   (default: www/data/pretrained-gpt-tiny.safetensors, the shipped checkpoint)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-target/recipes/pretrained-gpt-tiny.safetensors}"
+out="${1:-www/data/pretrained-gpt-tiny.safetensors}"
 mkdir -p "$(dirname "$out")"
 cargo run --release --quiet --bin tp -- train --config configs/recipes/pretrain-gpt-tiny.json \
   --data www/data/tinyshakespeare.txt --out "$out" --log-every 100 --sample-tokens 200
