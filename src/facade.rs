@@ -209,3 +209,76 @@ impl<'de> serde::Deserialize<'de> for Entries {
         d.deserialize_map(Visitor)
     }
 }
+
+/// `createRecipe`'s options as the Worker sends them (pkg/worker.js): the recipe file's JSON, the corpus, the task,
+/// the knobs, the seed, and the lengths of the checkpoints packed one after another in the request's bytes: first
+/// `checkpoint` (finetune, rlhf), then `from.checkpoints` in their order.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RecipeRequest {
+    recipe: Option<String>,
+    corpus: Option<String>,
+    task: Option<String>,
+    #[serde(default)]
+    knobs: std::collections::BTreeMap<String, f64>,
+    seed: Option<u64>,
+    checkpoint: Option<usize>,
+    from: Option<FromRequest>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FromRequest {
+    stage: String,
+    checkpoints: Vec<(String, usize)>,
+}
+
+/// `createRecipe`: a recipe of `kind` (`recipes::engine::Driver`) from the options JSON and the packed checkpoint
+/// bytes (see `RecipeRequest`). Bad options are refused naming them.
+pub fn new_recipe(kind: &str, options: &str, bytes: &[u8]) -> Result<crate::recipes::engine::Driver> {
+    use crate::recipes::engine::{Driver, Kind, Options};
+    let kind = Kind::parse(kind)?;
+    let r: RecipeRequest = if options.trim().is_empty() {
+        RecipeRequest::default()
+    } else {
+        serde_json::from_str(options).map_err(|e| Error::Invalid(format!("recipe options: {e}")))?
+    };
+    let mut rest = bytes;
+    let mut take = |n: usize, what: &str| -> Result<Vec<u8>> {
+        if n > rest.len() {
+            return Err(Error::Invalid(format!("{what}: {n} bytes announced, {} left", rest.len())));
+        }
+        let (a, b) = rest.split_at(n);
+        rest = b;
+        Ok(a.to_vec())
+    };
+    let checkpoint = r.checkpoint.map(|n| take(n, "checkpoint")).transpose()?;
+    let from = match r.from {
+        Some(f) => {
+            let mut cks = std::collections::BTreeMap::new();
+            for (name, n) in f.checkpoints {
+                let b = take(n, &format!("from.checkpoints.{name}"))?;
+                cks.insert(name, b);
+            }
+            Some((f.stage, cks))
+        }
+        None => None,
+    };
+    let o = Options { recipe: r.recipe, checkpoint, corpus: r.corpus, task: r.task, knobs: r.knobs, seed: r.seed, from };
+    Driver::new(kind, &o)
+}
+
+/// `recipeInfo`: a kind's stages, knobs (with defaults) and shipped recipe, as JSON.
+pub fn recipe_info(kind: &str) -> Result<String> {
+    let kind = crate::recipes::engine::Kind::parse(kind)?;
+    Ok(to_json(&crate::recipes::engine::info(kind)?))
+}
+
+/// The recipe's position and description: `{"kind", "stages", "knobs", "recipe", "stage", "step", "done"}`.
+pub fn recipe_state(d: &crate::recipes::engine::Driver) -> String {
+    let mut v = serde_json::to_value(&d.info).expect("plain data serialises");
+    v["stage"] = d.stage().into();
+    v["step"] = d.step.into();
+    v["done"] = d.done().into();
+    v.to_string()
+}

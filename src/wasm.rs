@@ -431,6 +431,59 @@ impl WasmRun {
     }
 }
 
+/// A recipe of issue 18 (finetune, zeroshot, icl, rlhf) stepped a unit at a time (`recipes::engine::Driver`): the
+/// engine Worker takes its units in turns with training runs and generations, so pause is seen between units.
+#[wasm_bindgen]
+pub struct WasmRecipe {
+    d: crate::recipes::engine::Driver,
+}
+
+#[wasm_bindgen]
+impl WasmRecipe {
+    /// `kind`; `options`: JSON (`recipe`, `corpus`, `task`, `knobs`, `seed`, and the lengths of the checkpoints packed
+    /// in `bytes`: `checkpoint`, `from: {stage, checkpoints: [[name, length], …]}`; see `facade::new_recipe`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(kind: &str, options: &str, bytes: &[u8]) -> Result<WasmRecipe, JsError> {
+        on_pool(|| facade::new_recipe(kind, options, bytes)).map(|d| WasmRecipe { d }).map_err(js)
+    }
+
+    /// `{"kind", "stages": [{name, steps}], "knobs", "recipe", "stage", "step", "done"}`.
+    pub fn state(&self) -> String {
+        facade::recipe_state(&self.d)
+    }
+
+    /// One unit of work: the events it produced, as a JSON array (`recipes::engine::Event`: `{"event": "progress" |
+    /// "stage", "stage", "step", …, "metrics"}`); empty when every stage is done.
+    pub fn unit(&mut self) -> Result<String, JsError> {
+        let d = &mut self.d;
+        let ev = on_pool(|| d.unit()).map_err(js)?;
+        Ok(to_json(&ev))
+    }
+
+    /// The held-out evaluation of the current stage's model now: a progress event with `eval` true, as JSON.
+    pub fn evaluate(&self) -> Result<String, JsError> {
+        let d = &self.d;
+        on_pool(|| d.evaluate()).map(|e| to_json(&e)).map_err(js)
+    }
+
+    /// Held-out samples `[{prompt, completion}]` of the current model, as JSON.
+    pub fn samples(&self) -> Result<String, JsError> {
+        let d = &self.d;
+        on_pool(|| d.samples()).map(|s| to_json(&s)).map_err(js)
+    }
+
+    /// A stage's model (None: the current stage's) as safetensors bytes.
+    pub fn save(&self, stage: Option<String>) -> Result<Vec<u8>, JsError> {
+        self.d.save(stage.as_deref()).map_err(js)
+    }
+}
+
+/// A recipe kind's stages, knobs (with their defaults) and shipped recipe file, as JSON.
+#[wasm_bindgen(js_name = recipeInfo)]
+pub fn recipe_info(kind: &str) -> Result<String, JsError> {
+    facade::recipe_info(kind).map_err(js)
+}
+
 /// N continuations being generated (`WasmRun.startGeneration`); free it (or drop it) to cancel: its blocks go.
 #[wasm_bindgen]
 pub struct WasmGeneration {

@@ -13,6 +13,7 @@
 
 pub mod finetune;
 pub mod icl;
+pub mod engine;
 pub mod rlhf;
 pub mod zeroshot;
 
