@@ -493,6 +493,8 @@ export interface TextStats {
 // time (one training step, one PPO step, one evaluation), so a page can watch, pause and resume them.
 
 export type RecipeKind = 'finetune' | 'zeroshot' | 'icl' | 'rlhf';
+/** Every RecipeKind, in order. */
+export const RECIPE_KINDS: readonly RecipeKind[];
 
 /**
  * The stages of each kind, in order. finetune: 'finetune'; zeroshot: 'pattern' (pretrain on the text with the
@@ -617,7 +619,7 @@ export class Recipe {
   readonly backend: 'wasm-threads' | 'wasm-single';
   /** With backend 'auto': what ran and why. */
   readonly backendChoice: { backend: 'cpu'; reason: string } | null;
-  /** Where it is now: the stage under way (or the last, when done) and its units done. */
+  /** Where it is now: the stage under way (the next one, at step 0, once a stage has finished; the last when done) and its units done. */
   readonly stage: RecipeStageName;
   readonly step: number;
   readonly done: boolean;
@@ -627,7 +629,8 @@ export class Recipe {
   on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
   /**
    * Steps the stages, in turn with the engine's other work, until `opts.stage` has finished (default: the last
-   * stage), or pause() or dispose(). Resolves where it stopped. Resume: call run() again.
+   * stage), or pause() or dispose(). Resolves with 'done' the stage that finished and its steps (at once when it
+   * had already finished), else where it stopped. Resume: call run() again. A stage not of this kind is refused.
    */
   run(opts?: { stage?: RecipeStageName }): Promise<{ stopped: 'done' | 'paused' | 'disposed'; stage: RecipeStageName; step: number }>;
   /** Stops after the unit under way; resolves where it is. */

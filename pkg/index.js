@@ -9,11 +9,37 @@
 //   const { texts } = await run.generate({ prompt: 'ROMEO:', n: 4, maxTokens: 200, onText: (piece, i) => … });
 
 import {
-  EngineError, PANIC_CHANNEL, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkNumber, checkOptions, checkString,
-  chooseBuild, hasSimd, toError,
+  EngineError, PANIC_CHANNEL, RECIPE_KINDS, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkNumber, checkOptions,
+  checkString, chooseBuild, hasSimd, toError,
 } from './protocol.js';
 
-export { EngineError };
+export { EngineError, RECIPE_KINDS };
+
+// The data the recipes start from by default, shipped in the package (scripts/pkg-assets.mjs copies them from
+// www/data/): the `new URL('…', import.meta.url)` literals let bundlers ship the files.
+const SHAKESPEARE_URL = new URL('./data/tinyshakespeare.txt', import.meta.url);
+const PRETRAINED_URL = new URL('./data/pretrained-gpt-tiny.safetensors', import.meta.url);
+
+/** The bytes (or text) at `url`, or an 'io' EngineError naming `what`. */
+async function fetchData(url, what, as) {
+  let r;
+  try {
+    r = await fetch(url);
+  } catch (e) {
+    throw new EngineError(`${what}: could not fetch ${url}: ${e.message}`, { kind: 'io' });
+  }
+  if (!r.ok) throw new EngineError(`${what}: could not fetch ${url}: HTTP ${r.status}`, { kind: 'io' });
+  return as === 'text' ? r.text() : new Uint8Array(await r.arrayBuffer());
+}
+
+/** The recipe kind argument. */
+function checkKind(kind) {
+  if (!RECIPE_KINDS.includes(kind)) {
+    const shown = typeof kind === 'string' ? `'${kind}'` : String(kind);
+    throw new EngineError(`kind = ${shown}: must be one of ${RECIPE_KINDS.map((k) => `'${k}'`).join(', ')}`, { kind: 'invalid' });
+  }
+  return kind;
+}
 
 /** The backend each build reports: the threaded build, or one thread (with or without relaxed SIMD). */
 const BACKENDS = { threads: 'wasm-threads', single: 'wasm-single', baseline: 'wasm-single' };
@@ -121,6 +147,9 @@ export class Engine extends Emitter {
   #nextId = 1;
   #nextRun = 1;
   #runs = new Map(); // runId → Run
+  #recipes = new Map(); // recipeId → Recipe
+  #nextRecipe = 1;
+  #data = new Map(); // url → Promise of the fetched default data (corpus, pretrained checkpoint)
   #info = null;
   #limits = null;
   #restarting = null;
@@ -306,6 +335,11 @@ export class Engine extends Emitter {
       case 'crashed':
         this.#onCrash(e);
         break;
+      case 'recipeProgress':
+      case 'recipeStage':
+      case 'recipeError':
+        this.#recipes.get(e.recipeId)?._event(e);
+        break;
     }
   }
 
@@ -332,6 +366,9 @@ export class Engine extends Emitter {
     this.#pending.clear();
     this.#stopWorker();
     for (const id of hit) this.#runs.get(id)?.emit('error', new EngineError(message, { kind: 'runtime', restart, runId: id }));
+    // A recipe lives only in the Worker: it is gone (create it again, from the stages it saved).
+    for (const recipe of this.#recipes.values()) recipe._lost(new EngineError(`${message} (the recipe is lost: create it again)`, { kind: 'runtime', restart }));
+    this.#recipes.clear();
     this.#restarting = (async () => {
       try {
         await this.#boot();
@@ -462,6 +499,98 @@ export class Engine extends Emitter {
     return this._request({ op: 'attentionFlops', config: configJson(config) });
   }
 
+  /**
+   * A recipe of issue 18 (docs/RECIPES.md): 'finetune', 'zeroshot', 'icl' or 'rlhf', run stage by stage (see Recipe).
+   * opts: { recipe, checkpoint, corpus, task, knobs, seed, backend, from } (index.d.ts RecipeOptions). The default
+   * corpus (Tiny Shakespeare) and checkpoint ('pretrained') are fetched from data/ next to this module. Rejects with
+   * an EngineError naming the bad option.
+   */
+  async createRecipe(kind, opts) {
+    checkKind(kind);
+    opts = checkOptions('opts', opts);
+    const options = {};
+    const parts = []; // checkpoint bytes, packed in order (their lengths go in options)
+    if (opts.recipe !== undefined) {
+      if (typeof opts.recipe === 'string') options.recipe = opts.recipe;
+      else options.recipe = JSON.stringify(checkOptions('opts.recipe', opts.recipe));
+    }
+    const starts = kind === 'finetune' || kind === 'rlhf';
+    let checkpoint = opts.checkpoint ?? (starts && !opts.from ? 'pretrained' : undefined);
+    if (checkpoint !== undefined && !starts) {
+      throw new EngineError(`opts.checkpoint: ${kind} trains its own models from scratch; leave it out`, { kind: 'invalid' });
+    }
+    if (checkpoint === 'scratch' && kind === 'rlhf') {
+      throw new EngineError("opts.checkpoint = 'scratch': rlhf starts from a pretrained model ('pretrained' or bytes)", { kind: 'invalid' });
+    }
+    if (checkpoint === 'pretrained') checkpoint = await this.#fetchOnce(PRETRAINED_URL, "opts.checkpoint = 'pretrained'");
+    if (checkpoint !== undefined && checkpoint !== 'scratch') {
+      const bytes = checkBytes('opts.checkpoint', checkpoint);
+      options.checkpoint = bytes.length;
+      parts.push(bytes);
+    }
+    if (kind !== 'icl') {
+      options.corpus = opts.corpus === undefined
+        ? await this.#fetchOnce(SHAKESPEARE_URL, 'opts.corpus (Tiny Shakespeare)', 'text')
+        : checkString('opts.corpus', opts.corpus);
+    } else if (opts.corpus !== undefined) {
+      throw new EngineError('opts.corpus: icl generates its own corpus; leave it out', { kind: 'invalid' });
+    }
+    if (opts.task !== undefined) options.task = checkString('opts.task', opts.task);
+    if (opts.knobs !== undefined) {
+      options.knobs = {};
+      for (const [k, v] of Object.entries(checkOptions('opts.knobs', opts.knobs))) options.knobs[k] = checkNumber(`opts.knobs.${k}`, v);
+    }
+    if (opts.seed !== undefined) options.seed = checkInt('opts.seed', opts.seed);
+    const backend = checkBackend(opts.backend);
+    if (backend === 'webgpu') {
+      throw new EngineError("opts.backend = 'webgpu': the recipes run on the CPU backend (their steps add their losses on the host); use 'cpu' or 'auto'", { kind: 'gpu' });
+    }
+    const choice = backend === 'auto' ? { backend: 'cpu', reason: 'the recipes run on the CPU backend: their steps add their losses on the host' } : null;
+    if (opts.from !== undefined) {
+      const from = checkOptions('opts.from', opts.from);
+      const stage = checkString('opts.from.stage', from.stage);
+      const checkpoints = [];
+      for (const [name, b] of Object.entries(checkOptions('opts.from.checkpoints', from.checkpoints))) {
+        const bytes = checkBytes(`opts.from.checkpoints.${name}`, b);
+        checkpoints.push([name, bytes.length]);
+        parts.push(bytes);
+      }
+      options.from = { stage, checkpoints };
+    }
+    const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((at, p) => (bytes.set(p, at), at + p.length), 0);
+    const recipeId = this.#nextRecipe++;
+    const state = await this._request({ op: 'createRecipe', recipeId, kind, options: JSON.stringify(options), bytes });
+    const recipe = new Recipe(this, recipeId, state, choice);
+    this.#recipes.set(recipeId, recipe);
+    return recipe;
+  }
+
+  /** A kind's stages, knobs (with their defaults) and shipped recipe file: { kind, stages, knobs, recipe }. */
+  async recipeInfo(kind) {
+    return this._request({ op: 'recipeInfo', kind: checkKind(kind) });
+  }
+
+  /** Live recipes. */
+  get recipes() {
+    return [...this.#recipes.values()];
+  }
+
+  _forgetRecipe(id) {
+    this.#recipes.delete(id);
+  }
+
+  /** The default data at `url`, fetched once per engine (a failed fetch is tried again next time). */
+  #fetchOnce(url, what, as) {
+    const key = url.href;
+    if (!this.#data.has(key)) {
+      const p = fetchData(url, what, as);
+      this.#data.set(key, p);
+      p.catch(() => this.#data.delete(key));
+    }
+    return this.#data.get(key);
+  }
+
   /** Live runs. */
   get runs() {
     return [...this.#runs.values()];
@@ -514,6 +643,98 @@ export class Engine extends Emitter {
     for (const p of this.#pending.values()) p.reject(new EngineError('the engine was terminated'));
     this.#pending.clear();
     this.#runs.clear();
+    this.#recipes.clear();
+  }
+}
+
+/**
+ * A recipe inside the engine (engine.createRecipe): its stages run a unit of work at a time in the engine Worker,
+ * in turns with the engine's other work. Events: 'progress' (each unit and held-out evaluation), 'stage' (a stage
+ * finished), 'error' (it stopped on an error). Types: index.d.ts.
+ */
+export class Recipe extends Emitter {
+  #engine;
+  #disposed = false;
+
+  constructor(engine, id, state, choice) {
+    super();
+    this.#engine = engine;
+    this.id = id;
+    this.kind = state.kind;
+    /** [{ name, steps }] in order. */
+    this.stages = state.stages;
+    /** The recipe as it runs (knobs applied), and the knobs' values. */
+    this.recipe = state.recipe;
+    this.knobs = state.knobs;
+    this.backend = engine.info?.backend ?? 'wasm-single';
+    this.backendChoice = choice;
+    this.stage = state.stage;
+    this.step = state.step;
+    this.done = state.done;
+  }
+
+  #req(op, args = {}) {
+    if (this.#disposed) return Promise.reject(new EngineError('the recipe was disposed', { kind: 'invalid', recipeId: this.id }));
+    return this.#engine._request({ op, recipeId: this.id, ...args });
+  }
+
+  /** An event from the Worker. */
+  _event({ event, recipeId, ...e }) {
+    if (event === 'recipeError') return this.emit('error', toError({ ...e.error, recipeId }));
+    const i = this.stages.findIndex((s) => s.name === e.stage);
+    if (event === 'recipeStage') {
+      this.done = i === this.stages.length - 1;
+      [this.stage, this.step] = this.done ? [e.stage, e.step] : [this.stages[i + 1].name, 0];
+      return this.emit('stage', e);
+    }
+    [this.stage, this.step] = [e.stage, e.step];
+    this.emit('progress', e);
+  }
+
+  /** The engine restarted: this recipe is gone. */
+  _lost(err) {
+    this.#disposed = true;
+    this.emit('error', err);
+  }
+
+  /**
+   * Steps until `opts.stage` (default: the last) has finished, or pause() / dispose(). Resolves { stopped, stage,
+   * step }: with 'done', the stage that finished and its steps; else where it stopped (recipe.stage and .step say
+   * where it is: the next stage, at step 0, after a stage finished).
+   */
+  async run(opts) {
+    const { stage } = checkOptions('opts', opts);
+    return this.#req('recipeRun', { stage: checkString('opts.stage', stage, { optional: true }) });
+  }
+
+  /** Stops after the unit under way: { stage, step }. */
+  async pause() {
+    const r = await this.#req('recipePause');
+    [this.stage, this.step] = [r.stage, r.step];
+    return r;
+  }
+
+  /** The held-out evaluation of the current stage's model now: { stage, step, metrics, samples? }. */
+  evaluate() {
+    return this.#req('recipeEvaluate');
+  }
+
+  /** Held-out samples [{ prompt, completion }] of the current model. */
+  samples() {
+    return this.#req('recipeSamples');
+  }
+
+  /** A stage's model (default: the current stage's) as safetensors bytes. */
+  save(stage) {
+    return this.#req('recipeSave', { stage: checkString('stage', stage, { optional: true }) });
+  }
+
+  /** Frees the recipe inside the engine (a run() under way resolves with stopped 'disposed'). */
+  async dispose() {
+    const r = await this.#req('recipeDispose');
+    this.#disposed = true;
+    this.#engine._forgetRecipe(this.id);
+    return r;
   }
 }
 

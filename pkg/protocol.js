@@ -51,6 +51,18 @@
 //                                                   aborts the core (tests only)
 //   hang        {}                                → never replies: the Worker's thread loops for ever (tests only)
 //   ping        (no id)                           → a `pong` event at once, when the Worker's event loop is free
+//   recipeInfo  { kind }                          → { kind, stages: [{ name, steps }], knobs, recipe } (src/recipes/engine.rs)
+//   createRecipe { recipeId, kind, options, bytes } → the recipe's state { kind, stages, knobs, recipe, stage, step,
+//                                                   done }; options: JSON (recipe, corpus, task, knobs, seed, and the
+//                                                   lengths of the checkpoints packed in bytes: checkpoint, from:
+//                                                   { stage, checkpoints: [[name, length], …] }; facade::new_recipe)
+//   recipeRun   { recipeId, stage? }              → { stopped: 'done' | 'paused' | 'disposed', stage, step } (replies
+//                                                   when it stops: after `stage` finished, default the last)
+//   recipePause { recipeId }                      → { stage, step }
+//   recipeEvaluate { recipeId }                   → { stage, step, metrics, samples? }
+//   recipeSamples { recipeId }                    → [{ prompt, completion }]
+//   recipeSave  { recipeId, stage? }              → Uint8Array (safetensors)
+//   recipeDispose { recipeId }                    → true
 //
 // Events
 //   progress    { runId, step, loss, lr, gradNorm, layerGradNorms, valLoss?, trainLoss?, tokensPerSec, msPerStep,
@@ -66,11 +78,16 @@
 //                                                   now, peak, table, done, bytes_per_position_mha); at most every
 //                                                   50 ms, and the last view with live sequences before they end
 //   pong        {}                                — the answer to a ping (the page's watchdog)
+//   recipeProgress { recipeId, stage, step, steps, eval, metrics, samples?, ms } — a recipe's unit of work (or
+//                                                   held-out evaluation) done
+//   recipeStage { recipeId, stage, step, metrics, samples?, report, ms } — a recipe's stage finished
+//   recipeError { recipeId, error }               — the recipe stopped on an error
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
   'cancelGenerate', 'fillMask', 'decode', 'attention', 'evalAt', 'shapes', 'trace', 'save', 'dispose', 'panic', 'loseGpu', 'attentionCost',
   'attentionFlops', 'benchMatmul', 'trap', 'hang', 'ping',
+  'recipeInfo', 'createRecipe', 'recipeRun', 'recipePause', 'recipeEvaluate', 'recipeSamples', 'recipeSave', 'recipeDispose',
 ]);
 
 /**
@@ -79,7 +96,10 @@ export const OPS = Object.freeze([
  */
 export const PANIC_CHANNEL = 'transformer-playground-panic';
 
-export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'kv', 'pong']);
+export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'kv', 'pong', 'recipeProgress', 'recipeStage', 'recipeError']);
+
+/** The recipes (engine.createRecipe's kinds): src/recipes/engine.rs Kind. */
+export const RECIPE_KINDS = Object.freeze(['finetune', 'zeroshot', 'icl', 'rlhf']);
 
 /**
  * What every call of the engine rejects with: an Error with the core's message and its `kind`: 'config', 'data',

@@ -28,7 +28,12 @@ const runs = new Map();
  * the cache's view), cancelled, text (index → text not yet sent), tokens, sent, view, viewSent, kvSent, settle }.
  */
 const gens = new Map();
-let turn = 0; // round-robin position among the jobs: training runs and generations
+/**
+ * Recipes (src/recipes/engine.rs through WasmRecipe), by recipeId: { wr, running, runReq (the id of the recipeRun
+ * request to answer when it stops), until (the stage to finish), stageMs (the stage's time so far) }.
+ */
+const recipes = new Map();
+let turn = 0; // round-robin position among the jobs: training runs, recipes and generations
 let scheduled = false;
 
 let snapshotEveryMs = 20000; // set by init
@@ -137,11 +142,16 @@ async function tick() {
   const jobs = [
     ...[...runs.entries()].filter(([, r]) => r.training),
     ...[...gens.values()].filter((g) => g.gen).map((g) => [null, g]),
+    ...[...recipes.entries()].filter(([, c]) => c.running).map(([id, c]) => ['recipe', c, id]),
   ];
   if (jobs.length === 0) return;
-  const [runId, r] = jobs[turn++ % jobs.length];
+  const [runId, r, recipeId] = jobs[turn++ % jobs.length];
   if (runId === null) {
     generationSlice(r);
+    return schedule();
+  }
+  if (runId === 'recipe') {
+    recipeUnit(recipeId, r);
     return schedule();
   }
   try {
@@ -272,6 +282,63 @@ async function generatePaged({ runId, prompt, options, n, blockSize, kv, tag }, 
   g.gen = gen;
   schedule();
   return done;
+}
+
+/** Where recipe `c` is: its state JSON (stages, stage, step, done, …). */
+function recipeState(c) {
+  return JSON.parse(c.wr.state());
+}
+
+/**
+ * Stops recipe `c` stepping and answers its recipeRun request with where it stopped: `at` (the stage that finished
+ * and its steps) or the position now.
+ */
+function stopRecipe(c, stopped, at = null) {
+  const id = c.runReq;
+  c.running = false;
+  c.runReq = null;
+  const { stage, step } = at ?? recipeState(c);
+  if (id !== null) reply(id, { stopped, stage, step });
+  return { stage, step };
+}
+
+/**
+ * One unit of recipe `recipeId`'s work (a training, RM or PPO step, or an evaluation): its events go to the page
+ * (recipeProgress, recipeStage); it stops when the stage it runs to has finished, or on an error (recipeError).
+ */
+function recipeUnit(recipeId, c) {
+  const t0 = performance.now();
+  let events;
+  try {
+    events = JSON.parse(c.wr.unit());
+  } catch (e) {
+    if (isAbort(e)) return crash(undefined, e);
+    const id = c.runReq;
+    c.running = false;
+    c.runReq = null;
+    postMessage({ event: 'recipeError', recipeId, error: errorData(e) });
+    if (id !== null) postMessage(errorReply(id, e));
+    return;
+  }
+  const ms = performance.now() - t0;
+  c.stageMs += ms;
+  let finished = null;
+  for (const { event, ...e } of events) {
+    if (event === 'stage') {
+      postMessage({ event: 'recipeStage', recipeId, ...e, ms: c.stageMs });
+      c.stageMs = 0;
+      finished = { stage: e.stage, step: e.step };
+    } else {
+      postMessage({ event: 'recipeProgress', recipeId, ...e, ms });
+    }
+  }
+  if (finished !== null && (recipeState(c).done || finished.stage === c.until)) stopRecipe(c, 'done', finished);
+}
+
+function recipeOf(recipeId) {
+  const c = recipes.get(recipeId);
+  if (!c) throw new EngineError('the engine has no such recipe (disposed?)', { kind: 'invalid', recipeId });
+  return c;
 }
 
 // A MessageChannel task runs after pending messages, unlike a microtask, and without setTimeout's clamping.
@@ -564,6 +631,52 @@ const handlers = {
   },
   loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
   attentionCost,
+  recipeInfo: ({ kind }) => JSON.parse(wasm.recipeInfo(checkString('kind', kind))),
+  createRecipe({ recipeId, kind, options, bytes }) {
+    const wr = new wasm.WasmRecipe(checkString('kind', kind), checkString('options', options), checkBytes('bytes', bytes));
+    const c = { wr, running: false, runReq: null, until: null, stageMs: 0 };
+    recipes.set(recipeId, c);
+    return recipeState(c);
+  },
+  recipeRun({ recipeId, stage }, id) {
+    const c = recipeOf(recipeId);
+    if (c.running) throw new EngineError('the recipe is already running', { kind: 'invalid', recipeId });
+    const st = recipeState(c);
+    const names = st.stages.map((s) => s.name);
+    if (stage !== undefined && !names.includes(stage)) {
+      throw new EngineError(`opts.stage = ${JSON.stringify(stage)}: must be one of ${names.join(', ')}`, { kind: 'invalid' });
+    }
+    const until = stage ?? names[names.length - 1];
+    // Already there: the stage asked for has finished.
+    if (st.done || names.indexOf(until) < names.indexOf(st.stage)) {
+      return { stopped: 'done', stage: until, step: st.stages[names.indexOf(until)].steps };
+    }
+    Object.assign(c, { running: true, runReq: id, until });
+    schedule();
+    return undefined; // replied when it stops
+  },
+  recipePause({ recipeId }) {
+    const c = recipeOf(recipeId);
+    if (c.running) return stopRecipe(c, 'paused');
+    const { stage, step } = recipeState(c);
+    return { stage, step };
+  },
+  recipeEvaluate({ recipeId }) {
+    const { event, steps, eval: _, ...e } = JSON.parse(recipeOf(recipeId).wr.evaluate());
+    return e;
+  },
+  recipeSamples: ({ recipeId }) => JSON.parse(recipeOf(recipeId).wr.samples()),
+  recipeSave: ({ recipeId, stage }) => recipeOf(recipeId).wr.save(checkString('stage', stage, { optional: true })),
+  recipeDispose({ recipeId }) {
+    const c = recipeOf(recipeId);
+    if (c.runReq !== null) {
+      const { stage, step } = recipeState(c);
+      reply(c.runReq, { stopped: 'disposed', stage, step });
+    }
+    recipes.delete(recipeId);
+    c.wr.free();
+    return true;
+  },
   attentionFlops: ({ config }) => JSON.parse(wasm.attentionFlops(checkString('config', config))),
   benchMatmul({ m, n, k, reps }) {
     wasm.benchMatmul(m, n, k, 1); // warm up
@@ -583,7 +696,7 @@ self.onmessage = async ({ data }) => {
     if (!handler) throw new EngineError(`unknown request '${op}'`, { kind: 'invalid' });
     if (op !== 'init' && !wasm) throw new EngineError('the engine is not initialised');
     const result = await handler(data, id);
-    if (op === 'train') return;
+    if ((op === 'train' || op === 'recipeRun') && result === undefined) return;
     const transfer = result instanceof Uint8Array ? [result.buffer] : [];
     reply(id, result, transfer);
   } catch (e) {

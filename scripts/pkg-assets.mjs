@@ -5,6 +5,8 @@
 //                              element's lesson="<id>" embeds (pkg/lessons.js is their logic)
 //   pkg/data/tinyshakespeare.txt   the text presets' corpus (www/data/ holds the file; the package carries a copy so
 //                              that a consumer needs nothing from www/)
+//   pkg/data/pretrained-gpt-tiny.safetensors   the recipes' pretrained model (www/data/, made by
+//                              scripts/recipes-pretrain.sh), likewise
 // Run by scripts/build-wasm.sh; on its own: node scripts/pkg-assets.mjs
 import { readFileSync, writeFileSync, readdirSync, mkdirSync, copyFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -65,4 +67,6 @@ export const LESSON_IDS = Object.freeze(Object.keys(LESSONS));
 `);
 mkdirSync(join(ROOT, 'pkg/data'), { recursive: true });
 copyFileSync(join(ROOT, 'www/data/tinyshakespeare.txt'), join(ROOT, 'pkg/data/tinyshakespeare.txt'));
-console.log(`pkg/presets.js: ${ORDER.length} presets; pkg/lessons-data.js: ${lessons.length} lessons; pkg/data/tinyshakespeare.txt`);
+// The recipes' shipped pretrained model (scripts/recipes-pretrain.sh; engine.createRecipe's checkpoint 'pretrained').
+copyFileSync(join(ROOT, 'www/data/pretrained-gpt-tiny.safetensors'), join(ROOT, 'pkg/data/pretrained-gpt-tiny.safetensors'));
+console.log(`pkg/presets.js: ${ORDER.length} presets; pkg/lessons-data.js: ${lessons.length} lessons; pkg/data/tinyshakespeare.txt, pretrained-gpt-tiny.safetensors`);

@@ -6,7 +6,7 @@
 # run (the held-out figures at the last step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pre="${1:-target/recipes/pretrained-gpt-tiny.safetensors}"
+pre="${1:-www/data/pretrained-gpt-tiny.safetensors}"
 steps="${2:-300}"
 seed="${3:-1}"
 [ -f "$pre" ] || scripts/recipes-pretrain.sh "$pre"

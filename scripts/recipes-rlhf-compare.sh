@@ -8,7 +8,7 @@
 # <run>/) and prints one summary row per run: the held-out evaluation at the end of PPO.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pre="${1:-target/recipes/pretrained-gpt-tiny.safetensors}"
+pre="${1:-www/data/pretrained-gpt-tiny.safetensors}"
 seed="${2:-1}"
 [ -f "$pre" ] || scripts/recipes-pretrain.sh "$pre"
 cargo build --release --quiet --bin tp

@@ -184,6 +184,15 @@ impl Session {
                 let id = req.get("runId").map(Value::to_string).unwrap_or_default();
                 (self.runs.remove(&id).map(|_| Some("true".into())).ok_or_else(|| invalid("runId", "a run")), &["invalid"])
             }
+            "recipeInfo" => (check_string(req, "kind").and_then(facade::recipe_info).map(Some), &["invalid", "config"]),
+            // A recipe is made (its options checked, its data built), not stepped: a unit trains a real model.
+            "createRecipe" => {
+                let r = check_string(req, "kind").and_then(|kind| {
+                    let (options, bytes) = (check_string(req, "options")?, check_bytes(req, "bytes")?);
+                    facade::new_recipe(kind, options, &bytes).map(|d| Some(facade::recipe_state(&d)))
+                });
+                (r, &["invalid", "config", "data", "checkpoint"])
+            }
             other => (Err(Error::Invalid(format!("unknown request '{other}'"))), &["invalid"]),
         }
     }

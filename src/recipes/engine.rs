@@ -659,7 +659,9 @@ impl Driver {
         }
         if out.iter().any(|e| matches!(e, Event::Stage { .. })) {
             self.at += 1;
-            self.step = 0;
+            if !self.done() {
+                self.step = 0; // the next stage has not started (when all are done, the last one's steps stay)
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,261 @@
+// The recipes in the engine (engine.createRecipe, src/recipes/engine.rs) in headless Chromium, threaded build: each
+// recipe with small knobs gives progress events with the core's metrics and a result per stage; the deterministic
+// steps (fine-tuning, SFT, ICL pretraining) give the native CLI's numbers; a paused and resumed RLHF run gives the
+// numbers of one run straight through; PPO started from the saved SFT and reward models gives those of the run
+// through; bad options are refused naming the option.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ROOT, startServer, launch, open } from './util.mjs';
+
+let server, browser, page, problems;
+
+before(async () => {
+  server = await startServer({ isolation: true });
+  browser = await launch();
+  ({ page, problems } = await open(browser.context, `${server.url}/tests/browser/harness.html`));
+  await page.waitForFunction(() => window.harnessReady === true);
+  await page.evaluate(async () => {
+    window.engine = await window.tp.Engine.start({ build: 'threads' });
+  });
+});
+
+after(async () => {
+  await page?.evaluate(() => window.engine?.terminate());
+  await browser?.close();
+  await server?.close();
+});
+
+const PRETRAINED = join(ROOT, 'www/data/pretrained-gpt-tiny.safetensors');
+
+/** The native CLI's JSON lines of `tp args`. */
+function tp(args) {
+  const bin = join(process.env.CARGO_TARGET_DIR || join(process.env.HOME, '.cache/transformer-playground/target'), 'release/tp');
+  return execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n').map((l) => JSON.parse(l));
+}
+
+/** A copy of configs/recipes/NAME.json with `edit` applied, written to a temporary file. */
+function recipeFile(name, edit) {
+  const cfg = JSON.parse(readFileSync(join(ROOT, `configs/recipes/${name}.json`), 'utf8'));
+  edit(cfg);
+  const path = join(mkdtempSync(join(tmpdir(), 'tp-recipes-')), `${name}.json`);
+  writeFileSync(path, JSON.stringify(cfg));
+  return path;
+}
+
+/** Within `tol` relative (the wasm kernels sum in other orders than native ones, and fuse multiply-adds). */
+function close(a, b, tol, what) {
+  assert.ok(Math.abs(a - b) <= tol * Math.max(Math.abs(b), 1e-3), `${what}: browser ${a} vs native ${b}`);
+}
+
+/** In the page: create a recipe, run it (pausing as `pauseAt(event)` says), collect its events. */
+function runInPage(kind, opts, { pauseAt = null, stage } = {}) {
+  return page.evaluate(async ({ kind, opts, pauseAt, stage }) => {
+    const recipe = await window.engine.createRecipe(kind, opts);
+    const events = [];
+    let paused = null;
+    recipe.on('progress', (p) => {
+      events.push({ type: 'progress', ...p });
+      if (pauseAt && !paused && p.stage === pauseAt.stage && p.step === pauseAt.step && !p.eval) paused = recipe.pause();
+    });
+    recipe.on('stage', (r) => events.push({ type: 'stage', ...r }));
+    const info = { stages: recipe.stages, knobs: recipe.knobs, backend: recipe.backend };
+    const runs = [await recipe.run(stage ? { stage } : undefined)];
+    const extra = {};
+    if (paused) {
+      extra.paused = await paused;
+      extra.evaluate = await recipe.evaluate();
+      extra.samples = await recipe.samples();
+      runs.push(await recipe.run());
+    }
+    const saved = {};
+    for (const s of recipe.stages) {
+      if (s.name !== 'eval') saved[s.name] = Array.from(await recipe.save(s.name));
+    }
+    extra.samplesEnd = await recipe.samples();
+    extra.done = recipe.done;
+    await recipe.dispose();
+    return { info, events, runs, saved, ...extra };
+  }, { kind, opts, pauseAt, stage });
+}
+
+const strip = (events) => events.map(({ ms, ...e }) => e);
+
+test('rlhf: events with metrics, pause/resume gives the numbers of a run straight through, PPO from saved stages too, SFT as native', async () => {
+  const knobs = { sft_steps: 3, rm_steps: 3, ppo_steps: 3, rollouts: 8, eval_every: 2 };
+  const t0 = Date.now();
+  const a = await runInPage('rlhf', { knobs });
+  assert.deepEqual(a.info.stages, [{ name: 'sft', steps: 3 }, { name: 'rm', steps: 3 }, { name: 'ppo', steps: 3 }]);
+  assert.equal(a.info.backend, 'wasm-threads');
+  assert.deepEqual(a.runs, [{ stopped: 'done', stage: 'ppo', step: 3 }]);
+  assert.equal(a.done, true);
+  const stages = a.events.filter((e) => e.type === 'stage');
+  assert.deepEqual(stages.map((e) => e.stage), ['sft', 'rm', 'ppo']);
+  const [sft, rm, ppo] = stages;
+  for (const m of ['score', 'lm_loss']) assert.equal(typeof sft.metrics[m], 'number', `sft ${m}`);
+  for (const m of ['rm_accuracy', 'reward_mean', 'reward_std']) assert.equal(typeof rm.metrics[m], 'number', `rm ${m}`);
+  for (const m of ['reward', 'score', 'kl', 'lm_loss']) assert.equal(typeof ppo.metrics[m], 'number', `ppo ${m}`);
+  assert.equal(ppo.samples.length, 3);
+  assert.equal([...ppo.samples[0].prompt].length, 32);
+  assert.equal([...ppo.samples[0].completion].length, 24);
+  const steps = a.events.filter((e) => e.type === 'progress' && !e.eval);
+  assert.deepEqual(steps.map((e) => `${e.stage}${e.step}/${e.steps}`), ['sft1/3', 'sft2/3', 'sft3/3', 'rm1/3', 'rm2/3', 'rm3/3', 'ppo1/3', 'ppo2/3', 'ppo3/3']);
+  assert.ok(steps.filter((e) => e.stage === 'ppo').every((e) => ['reward', 'kl', 'score', 'pg_loss', 'vf_loss', 'clipfrac'].every((m) => m in e.metrics)));
+  assert.ok(steps.every((e) => e.ms > 0));
+  const evals = a.events.filter((e) => e.type === 'progress' && e.eval);
+  assert.deepEqual(evals.map((e) => `${e.stage}${e.step}`), ['sft0', 'sft2', 'rm0', 'rm2', 'ppo0', 'ppo2']);
+  console.log(`rlhf (3 + 3 + 3 steps, 8 rollouts) in the browser: ${Date.now() - t0} ms`);
+
+  // Paused in the reward model's stage, evaluated and sampled, then resumed: the same events as straight through.
+  const b = await runInPage('rlhf', { knobs }, { pauseAt: { stage: 'rm', step: 1 } });
+  assert.equal(b.runs[0].stopped, 'paused');
+  assert.deepEqual(b.paused, { stage: 'rm', step: 1 });
+  assert.equal(b.evaluate.stage, 'rm');
+  assert.equal(typeof b.evaluate.metrics.rm_accuracy, 'number');
+  assert.equal(b.samples.length, 3, 'the SFT policy\'s samples while the reward model trains');
+  assert.deepEqual(b.runs[1], { stopped: 'done', stage: 'ppo', step: 3 });
+  assert.deepEqual(strip(b.events), strip(a.events));
+  assert.deepEqual(b.saved, a.saved, 'the same checkpoints');
+
+  // PPO from the saved SFT and reward models: the run-through's PPO events.
+  const from = { stage: 'ppo', checkpoints: { sft: new Uint8Array(a.saved.sft), rm: new Uint8Array(a.saved.rm) } };
+  const c = await page.evaluate(async ({ knobs, from }) => {
+    const f = { stage: from.stage, checkpoints: { sft: new Uint8Array(from.checkpoints.sft), rm: new Uint8Array(from.checkpoints.rm) } };
+    const recipe = await window.engine.createRecipe('rlhf', { knobs, from: f });
+    const events = [];
+    recipe.on('progress', (p) => events.push({ type: 'progress', ...p }));
+    recipe.on('stage', (r) => events.push({ type: 'stage', ...r }));
+    const start = recipe.stage;
+    const done = await recipe.run();
+    await recipe.dispose();
+    return { start, done, events };
+  }, { knobs, from: { stage: 'ppo', checkpoints: { sft: Array.from(from.checkpoints.sft), rm: Array.from(from.checkpoints.rm) } } });
+  assert.equal(c.start, 'ppo');
+  assert.deepEqual(c.done, { stopped: 'done', stage: 'ppo', step: 3 });
+  assert.deepEqual(strip(c.events), strip(a.events.filter((e) => e.stage === 'ppo')));
+
+  // SFT's steps are deterministic (no sampling): the native CLI's losses.
+  const path = recipeFile('rlhf', (r) => Object.assign(r, { sft: { ...r.sft, steps: 3 }, rm: { ...r.rm, steps: 3 }, ppo: { ...r.ppo, steps: 3, rollouts: 8 } }));
+  const native = tp(['rlhf', '--config', path, '--checkpoint', PRETRAINED, '--stage', 'sft', '--out', mkdtempSync(join(tmpdir(), 'tp-rlhf-')), '--eval-every', '2']);
+  const nativeSteps = native.filter((l) => !l.eval);
+  assert.equal(nativeSteps.length, 3);
+  nativeSteps.forEach((l, i) => close(steps[i].metrics.loss, l.loss, 1e-4, `sft step ${i} loss`));
+  assert.deepEqual(problems, []);
+});
+
+test('finetune: the native CLI\'s losses and accuracies, a stage result, and a later run continues the saved model', async () => {
+  const knobs = { steps: 4, aux_lm: 0.5, eval_every: 2 };
+  const a = await runInPage('finetune', { knobs, seed: 1, task: 'verse_prose' });
+  assert.deepEqual(a.info.stages, [{ name: 'finetune', steps: 4 }]);
+  const native = tp(['finetune', '--checkpoint', PRETRAINED, '--task', 'verse_prose', '--aux-lm', '0.5', '--steps', '4', '--eval-every', '2', '--seed', '1']);
+  const steps = a.events.filter((e) => e.type === 'progress' && !e.eval);
+  assert.equal(steps.length, 4);
+  for (let i = 0; i < 4; i++) {
+    for (const m of ['loss', 'task_loss', 'lm_loss']) close(steps[i].metrics[m], native[i][m], 1e-4, `step ${i} ${m}`);
+  }
+  const end = a.events.at(-1);
+  assert.equal(end.type, 'stage');
+  close(end.metrics.val_lm_loss, native.at(-1).val_lm_loss, 1e-4, 'held-out LM loss');
+  // An accuracy counts examples: rounding can flip one near the boundary.
+  close(end.metrics.val_accuracy, native.at(-1).val_accuracy, 0.01, 'held-out accuracy');
+  assert.equal(end.metrics.baseline, native.at(-1).baseline);
+  const cont = await page.evaluate(async (bytes) => {
+    const r = await window.engine.createRecipe('finetune', { knobs: { steps: 2 }, from: { stage: 'finetune', checkpoints: { finetune: new Uint8Array(bytes) } } });
+    const out = { stages: r.stages, run: await r.run() };
+    await r.dispose();
+    return out;
+  }, a.saved.finetune);
+  assert.deepEqual(cont.stages, [{ name: 'finetune', steps: 2 }]);
+  assert.deepEqual(cont.run, { stopped: 'done', stage: 'finetune', step: 2 });
+});
+
+test('icl and zeroshot: pretraining as native, the evaluation stage with its report and samples', async () => {
+  const knobs = { steps: 4, train_episodes: 400, eval_episodes: 12, eval_every: 2 };
+  const a = await runInPage('icl', { knobs });
+  assert.deepEqual(a.info.stages, [{ name: 'pretrain', steps: 4 }, { name: 'eval', steps: 1 }]);
+  const path = recipeFile('icl', (r) => Object.assign(r, { train: { ...r.train, steps: 4, eval_interval: 2 }, icl: { ...r.icl, train_episodes: 400, eval_episodes: 12 } }));
+  const native = tp(['icl', '--config', path, '--log-every', '1']);
+  const steps = a.events.filter((e) => e.type === 'progress' && !e.eval && e.stage === 'pretrain');
+  native.filter((l) => l.loss !== undefined).forEach((l, i) => close(steps[i].metrics.loss, l.loss, 1e-4, `icl step ${i}`));
+  const evalStage = a.events.find((e) => e.type === 'stage' && e.stage === 'eval');
+  assert.equal(evalStage.report.accuracy_by_k.length, 8);
+  assert.ok(Array.isArray(evalStage.report.induction.scores));
+
+  const z = await runInPage('zeroshot', { knobs: { steps: 3, eval_questions: 6, eval_every: 2 } });
+  assert.deepEqual(z.info.stages.map((s) => s.name), ['pattern', 'baseline', 'eval']);
+  const zs = z.events.filter((e) => e.type === 'stage');
+  assert.deepEqual(zs.map((e) => e.stage), ['pattern', 'baseline', 'eval']);
+  for (const m of ['accuracy', 'baseline_accuracy', 'chance']) assert.equal(typeof zs[2].metrics[m], 'number', m);
+  assert.ok(zs[2].samples.length > 0 && zs[2].samples.every((s) => s.prompt.includes('Q: ')));
+  assert.deepEqual(z.samplesEnd, zs[2].samples);
+});
+
+test('recipeInfo, run to a stage, and bad options refused naming the option', async () => {
+  const r = await page.evaluate(async () => {
+    const e = window.engine;
+    const info = {};
+    for (const k of window.tp.RECIPE_KINDS) info[k] = await e.recipeInfo(k);
+    const refused = async (kind, opts) => {
+      try {
+        await e.createRecipe(kind, opts);
+        return 'accepted';
+      } catch (err) {
+        return `${err.kind}: ${err.message}`;
+      }
+    };
+    const errors = {
+      kind: await refused('dpo', {}),
+      beta: await refused('rlhf', { knobs: { beta: -1 } }),
+      unknown: await refused('rlhf', { knobs: { betta: 1 } }),
+      string: await refused('rlhf', { knobs: { beta: '1' } }),
+      task: await refused('finetune', { task: 'poetry' }),
+      gpu: await refused('icl', { backend: 'webgpu' }),
+      from: await refused('rlhf', { from: { stage: 'ppo', checkpoints: {} } }),
+      checkpoint: await refused('rlhf', { checkpoint: new Uint8Array([1, 2, 3]) }),
+      scratch: await refused('rlhf', { checkpoint: 'scratch' }),
+      corpus: await refused('icl', { corpus: 'abc' }),
+    };
+    // Run to the end of one stage, then on.
+    const recipe = await e.createRecipe('rlhf', { knobs: { sft_steps: 2, rm_steps: 2, ppo_steps: 1, rollouts: 4, eval_every: 5 }, backend: 'auto' });
+    const first = await recipe.run({ stage: 'sft' });
+    const at = { stage: recipe.stage, step: recipe.step, done: recipe.done };
+    let badStage;
+    try {
+      await recipe.run({ stage: 'dpo' });
+    } catch (err) {
+      badStage = err.message;
+    }
+    const rest = await recipe.run();
+    const again = await recipe.run();
+    const choice = recipe.backendChoice;
+    await recipe.dispose();
+    return { info, errors, first, at, badStage, rest, again, choice, recipes: e.recipes.length };
+  });
+  assert.deepEqual(r.info.rlhf.stages, [{ name: 'sft', steps: 150 }, { name: 'rm', steps: 150 }, { name: 'ppo', steps: 40 }]);
+  assert.deepEqual(Object.keys(r.info.rlhf.knobs).sort(), ['beta', 'clip', 'epochs', 'eval_every', 'gamma_ptx', 'k', 'ppo_steps', 'rm_steps', 'rollouts', 'sft_steps']);
+  assert.equal(r.info.finetune.knobs.steps, 300);
+  assert.deepEqual(r.info.zeroshot.stages.map((s) => s.name), ['pattern', 'baseline', 'eval']);
+  assert.equal(r.info.icl.stages[0].steps, 3000);
+  const e = r.errors;
+  assert.match(e.kind, /^invalid: kind = 'dpo'/);
+  assert.match(e.beta, /^invalid: knobs\.beta = -1.*ppo\.beta/);
+  assert.match(e.unknown, /^invalid: knobs\.betta/);
+  assert.match(e.string, /^invalid: opts\.knobs\.beta = '1'/);
+  assert.match(e.task, /^invalid: task: .*verse_prose/);
+  assert.match(e.gpu, /^gpu: opts\.backend = 'webgpu'/);
+  assert.match(e.from, /^invalid: from\.checkpoints\.sft/);
+  assert.match(e.checkpoint, /^invalid: checkpoint: /);
+  assert.match(e.scratch, /^invalid: opts\.checkpoint = 'scratch'/);
+  assert.match(e.corpus, /^invalid: opts\.corpus/);
+  assert.deepEqual(r.first, { stopped: 'done', stage: 'sft', step: 2 });
+  assert.deepEqual(r.at, { stage: 'rm', step: 0, done: false });
+  assert.match(r.badStage, /opts\.stage = "dpo"/);
+  assert.deepEqual(r.rest, { stopped: 'done', stage: 'ppo', step: 1 });
+  assert.deepEqual(r.again, { stopped: 'done', stage: 'ppo', step: 1 });
+  assert.equal(r.choice.backend, 'cpu');
+  assert.equal(r.recipes, 0);
+  assert.deepEqual(problems, []);
+});
