@@ -7,23 +7,25 @@
 
 /**
  * A chart: `id` (its title is rcp.chart.<id>) and its series — `metric` from the stage's progress events, with
- * `eval: true` from its held-out evaluations only (drawn as dots), else from its training steps (a line).
- * @typedef {{ id: string, series: Array<{ metric: string, eval?: boolean }> }} Chart
+ * `eval: true` from its held-out evaluations only (drawn as dots), else from its training steps (a line); `label`:
+ * the series' name is rcp.metric.<label> (default: the metric's, marked held out for an evaluation's).
+ * @typedef {{ id: string, series: Array<{ metric: string, eval?: boolean, label?: string }> }} Chart
  */
 
-const train = (metric) => ({ metric });
-const held = (metric) => ({ metric, eval: true });
+const train = (metric, label) => ({ metric, label });
+const held = (metric, label) => ({ metric, eval: true, label });
 
 /** The charts of a pretraining stage (the next-character loss and its validation loss). */
-const LM_CHARTS = [{ id: 'loss', series: [train('loss'), held('val_loss')] }];
+const LM_CHARTS = [{ id: 'loss', series: [train('loss'), held('val_loss', 'val_loss')] }];
 
 /**
  * Each recipe: `kind` (engine.createRecipe's), `starts` (the model to start from: 'pretrained' is the shipped
  * checkpoint, 'scratch' a fresh model, 'run' the playground's selected run — "pretrain first"; none: the recipe
  * trains its own models), `tasks` (the task choices, when the engine takes one: the first is the default),
- * `knobs` (engine knob names, in the order shown), `charts` by stage name, and `byK` when the evaluation's report
- * holds accuracy against the number of in-context examples.
- * @type {Array<{ kind: string, starts: string[], tasks: string[], knobs: string[], charts: Record<string, Chart[]>, byK?: boolean }>}
+ * `knobs` (engine knob names, in the order shown), `charts` by stage name, `results` by stage name where a stage's
+ * result table shows only some of its metrics (an evaluation report's numbers are many), and `byK` when the
+ * evaluation's report holds accuracy against the number of in-context examples.
+ * @type {Array<{ kind: string, starts: string[], tasks: string[], knobs: string[], charts: Record<string, Chart[]>, results?: Record<string, string[]>, byK?: boolean }>}
  */
 export const RECIPES = [
   {
@@ -33,8 +35,8 @@ export const RECIPES = [
     knobs: ['aux_lm', 'steps'],
     charts: {
       finetune: [
-        { id: 'accuracy', series: [held('val_accuracy'), held('accuracy'), held('baseline')] },
-        { id: 'loss', series: [train('task_loss'), train('lm_loss'), held('val_lm_loss')] },
+        { id: 'accuracy', series: [held('val_accuracy', 'val_accuracy'), held('accuracy', 'train_accuracy'), held('baseline', 'baseline')] },
+        { id: 'loss', series: [train('task_loss'), train('lm_loss'), held('val_lm_loss', 'val_lm_loss')] },
       ],
     },
   },
@@ -44,6 +46,7 @@ export const RECIPES = [
     tasks: [],
     knobs: ['steps'],
     charts: { pattern: LM_CHARTS, baseline: LM_CHARTS },
+    results: { eval: ['accuracy', 'baseline_accuracy', 'chance', 'questions'] },
   },
   {
     kind: 'icl',
@@ -51,6 +54,7 @@ export const RECIPES = [
     tasks: [],
     knobs: ['steps'],
     charts: { pretrain: LM_CHARTS },
+    results: { eval: ['k0_accuracy', 'chance', 'episodes'] },
     byK: true,
   },
   {
@@ -65,8 +69,8 @@ export const RECIPES = [
         { id: 'lm_loss', series: [held('lm_loss')] },
       ],
       rm: [
-        { id: 'accuracy', series: [train('accuracy'), held('rm_accuracy'), held('baseline')] },
-        { id: 'loss', series: [train('loss'), held('loss')] },
+        { id: 'accuracy', series: [train('accuracy', 'batch_accuracy'), held('rm_accuracy', 'rm_accuracy'), held('baseline', 'chance')] },
+        { id: 'loss', series: [train('loss'), held('loss', 'heldout_loss')] },
       ],
       ppo: [
         { id: 'reward', series: [train('reward'), held('reward')] },

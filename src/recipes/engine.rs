@@ -256,7 +256,11 @@ fn knob_error(name: &str, value: f64, rule: String) -> Error {
 /// An error of the recipe's validation, with the knob that set its field named (`knobs.beta`, the core's message
 /// as the rule).
 fn name_knob(e: Error, set: &[(&'static Knob, f64)]) -> Error {
-    let msg = e.to_string();
+    // The recipe's own refusal as the rule: its field, value and rule (not "invalid config: " twice).
+    let msg = match &e {
+        Error::Config { field, value, rule } => format!("{field} = {value}: {rule}"),
+        other => other.to_string(),
+    };
     match set.iter().find(|(k, _)| msg.contains(k.field)) {
         Some((k, v)) => knob_error(k.name, *v, msg),
         None => e,

@@ -65,7 +65,7 @@ function resultView(l, s) {
 function progressView(s) {
   return h('ul', { class: 'lesson-progress' }, s.recs.map((rec) => h('li', {},
     t('runs.run', { n: rec.no }), ': ', t(`status.${rec.status}`), ' · ',
-    rec.recipe
+    rec.stages
       ? t('lessons.recipeStep', { stage: has(`rcp.stage.${rec.stage}`) ? t(`rcp.stage.${rec.stage}`) : rec.stage ?? '—', step: rec.step, total: rec.steps })
       : t('runs.stepOf', { step: rec.stepCount, total: rec.values.steps }))));
 }

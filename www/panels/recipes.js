@@ -18,12 +18,14 @@ const sessions = {}; // kind → { recipe, state, stage, step, steps, msg, hist,
 
 /** The session of `k`: its recipe (once created) and everything it reported. */
 function session(k = kind) {
-  sessions[k] ??= { recipe: null, state: 'idle', stage: null, step: 0, steps: 0, msg: null, hist: {}, results: {}, samples: [] };
+  sessions[k] ??= { recipe: null, state: 'idle', msg: null, hist: {}, results: {}, samples: [] };
   return sessions[k];
 }
 
 const stageName = (s) => (has(`rcp.stage.${s}`) ? t(`rcp.stage.${s}`) : s);
 const metricName = (m) => (has(`rcp.metric.${m}`) ? t(`rcp.metric.${m}`) : m);
+/** A stage result's metric: named for its stage where the same name means something else there (rm's baseline). */
+const resultName = (stage, m) => (has(`rcp.metric.${stage}.${m}`) ? t(`rcp.metric.${stage}.${m}`) : metricName(m));
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? String(Number(v.toPrecision(4))) : '—');
 
 /** The stages to show: the recipe's own once created, else the engine's description of the kind. */
@@ -37,16 +39,28 @@ function record(s, p) {
   for (const [m, v] of Object.entries(p.metrics ?? {})) {
     if (typeof v === 'number' && Number.isFinite(v)) (side[m] ??= []).push([p.step, v]);
   }
-  if (p.eval && p.samples?.length && !s.samples.some((g) => g.stage === p.stage && g.step === p.step)) {
+  // Samples of an evaluation, unless the model is the one the last samples came from (a stage's first evaluation
+  // after the previous stage's last).
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  if (p.eval && p.samples?.length && !same(s.samples.at(-1)?.rows, p.samples)) {
     s.samples.push({ stage: p.stage, step: p.step, rows: p.samples });
   }
-  s.stage = p.stage;
-  s.step = p.eval ? s.step : p.step;
-  s.steps = p.steps;
+}
+
+/** Where the recipe is: its stage under way (the next one, at step 0, once a stage ended) and its steps done. */
+function position(s) {
+  const r = s.recipe;
+  if (!r) return { stage: null, step: 0, steps: 0 };
+  return { stage: r.stage, step: r.step, steps: r.stages.find((st) => st.name === r.stage)?.steps ?? 0 };
 }
 
 function recordStage(s, r) {
   s.results[r.stage] = r;
+  // The stage's final held-out evaluation is the last point of its held-out curves.
+  const held = (s.hist[r.stage] ??= { train: {}, eval: {} }).eval;
+  for (const [m, v] of Object.entries(r.metrics ?? {})) {
+    if (typeof v === 'number' && Number.isFinite(v) && held[m]?.at(-1)?.[0] !== r.step) (held[m] ??= []).push([r.step, v]);
+  }
   const rows = r.samples?.length ? r.samples : r.report?.examples;
   if (rows?.length) {
     s.samples = s.samples.filter((g) => !(g.stage === r.stage && g.step === r.step));
@@ -202,8 +216,9 @@ async function reset() {
 // ------------------------------------------------------------------------------------------------- what is shown
 
 function statusText(s) {
-  if (s.state === 'running' && s.stage) return t('rcp.status.running', { stage: stageName(s.stage), step: s.step, steps: s.steps });
-  if (s.state === 'paused') return t('rcp.status.paused', { stage: stageName(s.stage), step: s.step });
+  const at = position(s);
+  if (s.state === 'running' && at.stage) return t('rcp.status.running', { stage: stageName(at.stage), step: at.step, steps: at.steps });
+  if (s.state === 'paused') return t('rcp.status.paused', { stage: stageName(at.stage), step: at.step });
   if (s.state === 'failed') return t('rcp.status.failed', { msg: s.error ?? '' });
   if (s.state === 'running') return t('rcp.status.starting');
   return t(`rcp.status.${s.state}`);
@@ -211,12 +226,13 @@ function statusText(s) {
 
 function stageList(s) {
   const stages = stagesOf(kind);
-  const at = stages.findIndex((st) => st.name === s.stage);
+  const pos = position(s);
+  const at = stages.findIndex((st) => st.name === pos.stage);
   return stages.map((st, i) => {
     const done = Boolean(s.results[st.name]);
     const current = !done && i === at;
     const status = done ? 'done' : current ? 'running' : 'waiting';
-    const step = done ? st.steps : current ? s.step : 0;
+    const step = done ? st.steps : current ? pos.step : 0;
     return h('li', { class: `rcp-stage ${status}`, dataset: { stage: st.name, status }, attrs: { 'aria-current': current ? 'step' : null } },
       h('span', { class: 'rcp-stage-no' }, `${i + 1}`),
       h('span', { class: 'rcp-stage-name' }, stageName(st.name)),
@@ -237,13 +253,14 @@ function buttons(s) {
 }
 
 function resultTable(stage, r) {
-  const entries = Object.entries(r.metrics ?? {}).filter(([m, v]) => typeof v === 'number' && !NOT_SHOWN.has(m));
+  const only = BY_KIND[kind].results?.[stage];
+  const entries = Object.entries(r.metrics ?? {}).filter(([m, v]) => typeof v === 'number' && (only ? only.includes(m) : !NOT_SHOWN.has(m)));
   entries.sort(([a], [b]) => (HEADLINE.indexOf(a) + 1 || 99) - (HEADLINE.indexOf(b) + 1 || 99));
   if (!entries.length) return null;
   return h('figure', { class: 'rcp-result', dataset: { stage } },
     h('figcaption', {}, t('rcp.results.stage', { stage: stageName(stage) })),
     h('dl', { class: 'rcp-metrics' }, entries.map(([m, v]) => h('div', { dataset: { metric: m, value: String(v) } },
-      h('dt', {}, metricName(m)), h('dd', {}, num(v))))));
+      h('dt', {}, resultName(stage, m)), h('dd', {}, num(v))))));
 }
 
 /** A score per layer × head (icl's induction and look-up scores) as a small table with the uniform head's score. */
@@ -300,7 +317,7 @@ function chartFigures(s) {
         h('figcaption', {}, `${stageName(st.name)} · ${t(`rcp.chart.${c.id}`)}`), h('div', { id, class: 'chart' })));
       const data = align(shown.map((se) => (se.eval ? hist.eval : hist.train)[se.metric]));
       const series = shown.map((se, i) => ({
-        label: se.eval ? t('rcp.heldOut', { name: metricName(se.metric) }) : metricName(se.metric),
+        label: se.label ? metricName(se.label) : se.eval ? t('rcp.heldOut', { name: metricName(se.metric) }) : metricName(se.metric),
         stroke: COLORS[i % COLORS.length], width: se.eval ? 0 : 1.5, spanGaps: true,
         points: se.eval ? { show: true, size: 7, fill: '#fff', stroke: COLORS[i % COLORS.length], width: 2 } : { show: false },
       }));
@@ -433,7 +450,7 @@ export function snapshot() {
   return {
     kind,
     sessions: Object.fromEntries(Object.entries(sessions).map(([k, s]) => [k, {
-      state: s.state, stage: s.stage, step: s.step, results: Object.keys(s.results),
+      state: s.state, ...position(s), results: Object.keys(s.results),
       metrics: Object.fromEntries(Object.entries(s.results).map(([st, r]) => [st, r.metrics])),
       samples: s.samples.length,
     }])),
