@@ -51,7 +51,9 @@ fn tmp(name: &str) -> String {
 }
 
 /// (stage, step, eval, metrics) of each event; a stage's result counts as an evaluation at its last step.
-fn rows(ev: &[Event]) -> Vec<(String, usize, bool, BTreeMap<String, Value>)> {
+type Row = (String, usize, bool, BTreeMap<String, Value>);
+
+fn rows(ev: &[Event]) -> Vec<Row> {
     ev.iter()
         .map(|e| match e {
             Event::Progress { stage, step, eval, metrics, .. } => (stage.to_string(), *step, *eval, metrics.clone()),
@@ -75,6 +77,17 @@ fn same_numbers(line: &Value, metrics: &BTreeMap<String, Value>, what: &str) {
         n += 1;
     }
     assert!(n > 0, "{what}: no number compared in {line}");
+}
+
+/// A step's metrics with those of the evaluation made before it (the CLI prints both in the step's line).
+fn with_eval(got: &[Row], stage: &str, line: &Value, row: &Row) -> BTreeMap<String, Value> {
+    let mut m = row.3.clone();
+    if line.get("loss").is_some() {
+        if let Some(e) = got.iter().find(|r| r.0 == stage && r.1 + 1 == row.1 && r.2) {
+            m.extend(e.3.clone());
+        }
+    }
+    m
 }
 
 #[test]
@@ -197,9 +210,9 @@ fn icl_and_zeroshot_give_the_clis_numbers() {
         } else if l.get("loss").is_none() {
             got.iter().find(|r| r.0 == "pretrain/end")
         } else {
-            got.iter().find(|r| r.0 == "pretrain" && r.1 == l["step"].as_u64().unwrap() as usize + 1)
+            got.iter().find(|r| r.0 == "pretrain" && r.1 == l["step"].as_u64().unwrap() as usize + 1 && !r.2)
         };
-        same_numbers(l, &row.unwrap().3, &format!("icl {l}"));
+        same_numbers(l, &with_eval(&got, stage, l, row.unwrap()), &format!("icl {l}"));
     }
     let Some(Event::Stage { report, .. }) = ev.last() else { panic!("the evaluation's result") };
     assert_eq!(report["accuracy_by_k"], lines.last().unwrap()["accuracy_by_k"], "the whole report is the CLI's");
@@ -226,9 +239,10 @@ fn icl_and_zeroshot_give_the_clis_numbers() {
         let row = if stage == "eval" || l.get("loss").is_none() {
             got.iter().find(|r| r.0 == format!("{stage}/end"))
         } else {
-            got.iter().find(|r| r.0 == stage && r.1 == l["step"].as_u64().unwrap() as usize + 1)
+            got.iter().find(|r| r.0 == stage && r.1 == l["step"].as_u64().unwrap() as usize + 1 && !r.2)
         };
-        same_numbers(l, &row.unwrap_or_else(|| panic!("no event for {l}")).3, &format!("zeroshot {l}"));
+        let row = row.unwrap_or_else(|| panic!("no event for {l}"));
+        same_numbers(l, &with_eval(&got, &stage, l, row), &format!("zeroshot {l}"));
     }
     assert_eq!(d.samples().unwrap().len(), lines.last().unwrap()["examples"].as_array().unwrap().len());
 }

@@ -796,19 +796,17 @@ fn finetune_eval(ft: &Finetune, line: &mut Value) -> Result<()> {
 }
 
 /// One step of a pretraining stage (zeroshot's models, icl's), as `tp`'s training loop takes it: the validation
-/// loss first when the step is at the config's eval_interval, then the step; after the last step, the final
-/// validation loss as the stage's result. Returns the steps done.
+/// loss first when the step is at the config's eval_interval (an evaluation event), then the step; after the last
+/// step, the final validation loss as the stage's result. Returns the steps done.
 fn pretrain_unit(run: &mut Run, steps: usize, stage: &'static str, out: &mut Vec<Event>) -> Result<usize> {
     let step = run.step;
-    let eval = step % run.cfg.train.eval_interval == 0;
-    let val = eval.then(|| run.eval(Split::Val)).transpose()?;
-    let r = run.step()?;
-    let line = serde_json::json!({ "loss": json(&r.loss), "val_loss": val.map(|v| json(&v)), "lr": r.lr, "grad_norm": json(&r.grad_norm) });
-    let mut metrics = metrics_of(&line);
-    if !eval {
-        metrics.remove("val_loss");
+    if step % run.cfg.train.eval_interval == 0 {
+        let metrics = metrics_of(&serde_json::json!({ "val_loss": json(&run.eval(Split::Val)?) }));
+        out.push(Event::Progress { stage, step, steps, eval: true, metrics, samples: None });
     }
-    out.push(Event::Progress { stage, step: run.step, steps, eval, metrics, samples: None });
+    let r = run.step()?;
+    let metrics = metrics_of(&serde_json::json!({ "loss": json(&r.loss), "lr": r.lr, "grad_norm": json(&r.grad_norm) }));
+    out.push(Event::Progress { stage, step: run.step, steps, eval: false, metrics, samples: None });
     if run.step == steps {
         let line = serde_json::json!({ "step": steps, "val_loss": json(&run.eval(Split::Val)?) });
         out.push(Event::Stage { stage, step: steps, metrics: metrics_of(&line), samples: None, report: line });
