@@ -275,10 +275,14 @@ function headTable(title, help, score) {
         row.map((v, i) => h('td', { class: `metric${l === score.best?.layer && i === score.best?.head ? ' best' : ''}` }, num(v))))))));
 }
 
+/** The samples' columns in reading order: what was asked, what came out, what was expected; the rest after. */
+const COLUMNS = ['prompt', 'completion', 'answer', 'baseline_answer', 'truth'];
+
 function samplesView(s) {
   if (!s.samples.length) return h('p', { class: 'empty-note' }, t('rcp.samples.none'));
   return s.samples.map((g) => {
-    const cols = Object.keys(g.rows[0]).filter((c) => typeof g.rows[0][c] === 'string');
+    const rank = (c) => (COLUMNS.indexOf(c) + 1 || COLUMNS.length + 1);
+    const cols = Object.keys(g.rows[0]).filter((c) => typeof g.rows[0][c] === 'string').sort((a, b) => rank(a) - rank(b));
     return h('figure', { class: 'rcp-samples-group', dataset: { stage: g.stage, step: String(g.step) } },
       h('figcaption', {}, g.final ? t('rcp.results.stage', { stage: stageName(g.stage) }) : t('rcp.samples.at', { stage: stageName(g.stage), step: g.step })),
       h('div', { class: 'table-scroll' }, h('table', { class: 'rcp-samples-table' },

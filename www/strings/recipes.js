@@ -309,7 +309,7 @@ export const zh = {
   'rcp.chart.lm_loss': '留出集语言模型损失',
   'rcp.chart.by_k': '留出规则上的准确率与提示中示例数的关系',
   'rcp.results': '结果',
-  'rcp.results.stage': '{stage} 之后',
+  'rcp.results.stage': '{stage}之后',
   'rcp.samples': '样本',
   'rcp.samples.help': '留出提示的续写，每个阶段的模型：之前与之后。',
   'rcp.samples.prompt': '提示',
