@@ -1,11 +1,12 @@
 // The Recipes section (issue 18 "Page"): each recipe runs a few steps from the page with small knobs, and its
 // stages, curves, results and samples appear with the run's numbers; Pause stops it mid-stage and Resume finishes
 // it; a knob that is not a number, or one the engine refuses, gives a message naming the knob; "pretrain first"
-// without a trained run says so; 中文 relabels the section. The knobs are set through the page's own inputs.
+// without a trained run says so; 中文 relabels the section. The knobs are set through the page's own inputs. A recipe
+// lesson (issue 19) runs its recipes from the Lessons panel and gives the outcome tests/lessons.rs asserts natively.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch } from './util.mjs';
-import { mkdirSync } from 'node:fs';
+import { startServer, launch, ROOT } from './util.mjs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openPlayground, OUT } from './playground-helpers.mjs';
 
@@ -154,5 +155,18 @@ test('zero-shot and in-context learning run; ICL\'s accuracy by k is drawn; 中�
   assert.match(await page.textContent('#rcp-status'), /完成/);
   await shot('playground-recipes-icl-zh');
   await page.click('#lang');
+  assert.deepEqual(problems, []);
+});
+
+test('a recipe lesson runs its recipes side by side and gives the outcome the native test asserts', async () => {
+  const lesson = JSON.parse(readFileSync(join(ROOT, 'www/lessons/finetune-aux-lm.json'), 'utf8'));
+  const runsBefore = await page.evaluate(() => window.__tp.runs.list().length);
+  await page.evaluate(() => window.__tp.runLesson('finetune-aux-lm', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['finetune-aux-lm']?.state === 'done', null, { timeout: 90000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['finetune-aux-lm'];
+  assert.deepEqual(result.checks.map((c) => c.outcome), lesson.test.outcome);
+  for (const r of result.runs) assert.ok(r.metrics.ft_lm_loss > 0 && r.metrics.ft_accuracy > 0, JSON.stringify(r));
+  assert.equal(await page.evaluate(() => window.__tp.runs.list().length), runsBefore, 'the playground\'s runs stay');
+  assert.match(await page.textContent('#lesson-detail .lesson-table'), /λ = 0\.5/);
   assert.deepEqual(problems, []);
 });
