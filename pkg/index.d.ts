@@ -564,10 +564,11 @@ export interface RecipeSample {
  * One unit of work done (or one held-out evaluation: eval true). `metrics`: the numbers of the core's report for
  * the stage, named as the CLI's JSON lines name them (tp finetune|zeroshot|icl|rlhf): finetune: loss, task_loss,
  * lm_loss, lr, grad_norm, and at evaluations accuracy, val_accuracy, val_task_loss, val_lm_loss, baseline;
- * pattern/baseline/pretrain: loss, lr, grad_norm, val_loss; sft: loss, lr, grad_norm; rm: loss, accuracy, pairs,
+ * pattern/baseline/pretrain: loss, lr, grad_norm, and val_loss at evaluations; sft: loss, lr, grad_norm; rm: loss, accuracy, pairs,
  * grad_norm, and at evaluations rm_accuracy, pairs, baseline; ppo: reward, score, kl, return_mean, loss, pg_loss,
  * vf_loss, ptx_loss, clipfrac, grad_norm; evaluations of sft and ppo: score, lm_loss (and reward, kl for ppo).
- * A non-finite number is null.
+ * A nested object's numbers are named after it (icl's eval: 'baseline.chance', 'induction.best.score'). A non-finite
+ * number is null.
  */
 export interface RecipeProgress {
   stage: RecipeStageName;

@@ -164,8 +164,8 @@ fn json<T: Serialize>(x: &T) -> Value {
     serde_json::to_value(x).unwrap_or(Value::Null)
 }
 
-/// The numbers of a report's JSON object (null for a non-finite one), nested objects' numbers by their own names:
-/// the metrics of an event.
+/// The numbers of a report's JSON object (null for a non-finite one), a nested object's named after it
+/// (`baseline.chance`, `induction.best.score`): the metrics of an event.
 pub fn metrics_of(v: &Value) -> BTreeMap<String, Value> {
     let mut m = BTreeMap::new();
     if let Value::Object(o) = v {
@@ -174,7 +174,7 @@ pub fn metrics_of(v: &Value) -> BTreeMap<String, Value> {
                 Value::Number(_) | Value::Null if k != "step" => {
                     m.insert(k.clone(), x.clone());
                 }
-                Value::Object(_) => m.extend(metrics_of(x)),
+                Value::Object(_) => m.extend(metrics_of(x).into_iter().map(|(n, y)| (format!("{k}.{n}"), y))),
                 _ => {}
             }
         }
