@@ -54,7 +54,7 @@ export const RECIPES = [
     tasks: [],
     knobs: ['steps'],
     charts: { pretrain: LM_CHARTS },
-    results: { eval: ['k0_accuracy', 'chance', 'episodes'] },
+    results: { eval: ['baseline.k0_accuracy', 'baseline.chance', 'episodes'] },
     byK: true,
   },
   {

@@ -255,7 +255,8 @@ function buttons(s) {
 function resultTable(stage, r) {
   const only = BY_KIND[kind].results?.[stage];
   const entries = Object.entries(r.metrics ?? {}).filter(([m, v]) => typeof v === 'number' && (only ? only.includes(m) : !NOT_SHOWN.has(m)));
-  entries.sort(([a], [b]) => (HEADLINE.indexOf(a) + 1 || 99) - (HEADLINE.indexOf(b) + 1 || 99));
+  const order = only ?? HEADLINE;
+  entries.sort(([a], [b]) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
   if (!entries.length) return null;
   return h('figure', { class: 'rcp-result', dataset: { stage } },
     h('figcaption', {}, t('rcp.results.stage', { stage: stageName(stage) })),
