@@ -8,11 +8,11 @@ const WWW = [
   'panels/config.js', 'panels/data.js', 'panels/summary.js', 'panels/controls.js', 'panels/runs.js', 'panels/charts.js',
   'panels/attention.js', 'panels/positions.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
   'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js', 'panels/concepts.js', 'lessons.js',
-  'panels/lessons.js', 'lessons/index.json',
-  'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt',
+  'panels/lessons.js', 'lessons/index.json', 'recipes.js', 'strings/recipes.js', 'panels/recipes.js',
+  'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt', 'data/pretrained-gpt-tiny.safetensors',
 ].map((f) => `www/${f}`);
 const ENGINE = ['index.js', 'worker.js', 'protocol.js', 'presets.js', 'lessons.js', 'lessons-data.js', 'strings.js', 'element.js', 'chart.js', 'isolate.js',
-  'data/tinyshakespeare.txt', ...['threads', 'single', 'baseline'].flatMap((b) => [`wasm/${b}/tp.js`, `wasm/${b}/tp_bg.wasm`]),
+  'data/tinyshakespeare.txt', 'data/pretrained-gpt-tiny.safetensors', ...['threads', 'single', 'baseline'].flatMap((b) => [`wasm/${b}/tp.js`, `wasm/${b}/tp_bg.wasm`]),
 ].map((f) => `pkg/${f}`);
 
 /** The lessons' index names every lesson file (www/lessons/<id>.json): they are kept too, with no second list here. */

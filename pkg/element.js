@@ -15,7 +15,7 @@ import { PRESETS, DEFAULT_PRESET, presetConfig } from './presets.js';
 import * as STRINGS from './strings.js';
 import { isolation } from './isolate.js';
 import { LossChart, CHART_STYLE, COLORS } from './chart.js';
-import { lessonById, LESSON_IDS, runConfigs, emptyHistory, recordProgress, probeRun, result, formatMetric, checkText, setPath, getPath } from './lessons.js';
+import { lessonById, LESSON_IDS, isRecipeLesson, runConfigs, emptyHistory, recordProgress, probeRun, result, formatMetric, checkText, setPath, getPath } from './lessons.js';
 
 /** The attributes the element reads; a change of one of RESET starts its run again (fresh weights). */
 const ATTRIBUTES = ['preset', 'config', 'lesson', 'sizes', 'lang', 'controls', 'steps', 'backend', 'corpus'];
@@ -255,6 +255,8 @@ export class TransformerPlayground extends HTMLElement {
     if (lesson !== null) {
       const l = lessonById(lesson.trim());
       if (!l) throw new Problem(this.#t('el.noLesson', { id: lesson, ids: LESSON_IDS.join(', ') }), 'lesson', 'lesson');
+      // A recipe lesson's runs are the engine's recipes (stages, their own charts): the playground page runs them.
+      if (isRecipeLesson(l)) throw new Problem(this.#t('el.recipeLesson', { id: l.id }), 'lesson', 'lesson');
       const sizes = this.getAttribute('sizes') ?? 'page';
       if (sizes !== 'page' && sizes !== 'test') throw new Problem(`sizes = “${sizes}”: must be “page” or “test”`, 'invalid', 'sizes');
       this.#lesson = l;

@@ -519,8 +519,9 @@ export const RECIPE_KINDS: readonly RecipeKind[];
 export type RecipeStageName = 'finetune' | 'pattern' | 'baseline' | 'eval' | 'pretrain' | 'sft' | 'rm' | 'ppo';
 
 /**
- * Knobs, by kind (each optional; engine.recipeInfo(kind).knobs has every one with its default). Out of range: an
- * 'invalid' or 'config' EngineError whose message names `knobs.<name>` (and the recipe field it sets).
+ * Knobs, by kind (each optional; engine.recipeInfo(kind).knobs has every one with its default). Out of range: a
+ * 'config' EngineError whose `field` is `knobs.<name>` and whose message names it (and the recipe field it sets); a
+ * knob that is not a number: an 'invalid' one naming `opts.knobs.<name>`.
  *   finetune: steps, aux_lm (λ), lr, batch, eval_every
  *   zeroshot: steps (per model), every (a templated line after every N corpus lines), eval_questions, eval_every
  *   icl:      steps, train_episodes, eval_episodes, eval_every

@@ -10,7 +10,11 @@ export interface LessonText { en: string; zh: string }
 export interface Lesson {
   id: string; claim_no: number;
   title: LessonText; claim: LessonText; source: LessonText; watch: LessonText; question: LessonText; measured: LessonText; why_not: LessonText;
-  base: { preset: string; corpus: string; set: Record<string, unknown> };
+  /**
+   * A training lesson: preset and corpus, `set` config paths. A recipe lesson: `recipe` (engine.createRecipe's kind),
+   * `task` (finetune), `set` the recipe's knobs (engine.recipeInfo(kind).knobs) — its runs are recipes, not runs.
+   */
+  base: { preset?: string; corpus?: string; recipe?: 'finetune' | 'zeroshot' | 'icl' | 'rlhf'; task?: string; set: Record<string, unknown> };
   runs: { id: string; label: LessonText; set: Record<string, unknown> }[];
   metrics: string[];
   /** Run a's `metric` against run b's (`b_metric` when given: two metrics, e.g. of one run). */
@@ -24,6 +28,10 @@ export declare const LESSONS: Readonly<Record<string, Lesson>>;
 export declare const LESSON_IDS: readonly string[];
 /** Lesson `id`, or null. */
 export declare function lessonById(id: string): Lesson | null;
+/** Whether the lesson's runs are recipes (base.recipe). */
+export declare function isRecipeLesson(lesson: Lesson): boolean;
+/** A recipe lesson's engine.createRecipe options per run: task and knobs (base, with sizes 'test' the test sizes, the run's). */
+export declare function recipeOptions(lesson: Lesson, options?: { sizes?: 'page' | 'test' }): { task?: string; knobs: Record<string, number> }[];
 /** The core config of each run: the preset's config, the base settings (with sizes 'test' the test sizes), the run's knob. */
 export declare function runConfigs(lesson: Lesson, presetConfig: object, options?: { sizes?: 'page' | 'test' }): object[];
 /** A run's progress history (what the metrics read). */
@@ -31,7 +39,7 @@ export declare function emptyHistory(): object;
 /** Adds an engine Progress to `rec.history` and updates `rec.msPerStep`. */
 export declare function recordProgress(rec: { history: object; msPerStep?: number | null }, p: object): void;
 /** The metrics: digits shown, probe (needs probeRun), comparable, and of(rec). */
-export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; comparable?: boolean; of: (rec: object) => number | null; refused?: (rec: object) => string | null }>>;
+export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; recipe?: boolean; comparable?: boolean; of: (rec: object) => number | null; refused?: (rec: object) => string | null }>>;
 /** The probes of a finished run (attention maps, shape flow) that the probe metrics read, or null when none is needed. */
 export declare function probeRun(lesson: Lesson, handle: Run, config: object, corpus: string, engine: Engine): Promise<object | null>;
 /** One expected comparison as a sentence: `label` names a run, `t` looks a string up (the page's or the element's). */

@@ -39,6 +39,27 @@ export function runSettings(lesson, run, { sizes = 'page' } = {}) {
 }
 
 /**
+ * Whether `lesson` is a recipe lesson (`base.recipe`: a recipe of docs/RECIPES.md — 'finetune', 'icl', 'rlhf' …):
+ * its runs are the engine's recipes (engine.createRecipe), not training runs, and its `set`s name the recipe's knobs
+ * (engine.recipeInfo(kind).knobs) instead of config paths.
+ */
+export function isRecipeLesson(lesson) {
+  return typeof lesson.base.recipe === 'string';
+}
+
+/**
+ * The engine.createRecipe options of each run of a recipe lesson, in its run order: `base.task` (finetune) and
+ * the knobs of runSettings (the base's, with `sizes: 'test'` its test sizes', then the run's); the recipe starts from
+ * the shipped pretrained model where it takes one.
+ */
+export function recipeOptions(lesson, options = {}) {
+  return lesson.runs.map((run) => ({
+    ...(lesson.base.task ? { task: lesson.base.task } : {}),
+    knobs: runSettings(lesson, run, options),
+  }));
+}
+
+/**
  * The core config of each run of `lesson`, in its run order: `presetConfig` (the parsed configs/<preset>.json of
  * `lesson.base.preset`) with runSettings applied.
  */
@@ -150,7 +171,32 @@ export const METRICS = {
       return r?.length ? r.reduce((a, b) => a + b, 0) / r.length : null;
     },
   },
+  // Recipe lessons: read from the recipe's stage results (`rec.stages`: stage name → the 'stage' event of
+  // engine.createRecipe's Recipe, its held-out evaluation at the stage's end).
+  // finetune: the held-out accuracy and the held-out LM loss on the task's inputs.
+  ft_accuracy: { digits: 3, recipe: true, of: (rec) => stageMetric(rec, 'finetune', 'val_accuracy') },
+  ft_lm_loss: { digits: 3, recipe: true, of: (rec) => stageMetric(rec, 'finetune', 'val_lm_loss') },
+  // icl: accuracy on held-out rules with no example (k = 0) and with the most (k = pairs − 1), and their difference.
+  icl_accuracy_k0: { digits: 3, recipe: true, of: (rec) => byK(rec)?.[0] ?? null },
+  icl_accuracy_kmax: { digits: 3, recipe: true, of: (rec) => byK(rec)?.at(-1) ?? null },
+  icl_gain: { digits: 3, recipe: true, of: (rec) => (byK(rec)?.length ? byK(rec).at(-1) - byK(rec)[0] : null) },
+  // rlhf: PPO's end on the held-out prompts — the preference's score, the KL to the SFT model, the LM loss.
+  ppo_score: { digits: 2, recipe: true, of: (rec) => stageMetric(rec, 'ppo', 'score') },
+  ppo_kl: { digits: 2, recipe: true, of: (rec) => stageMetric(rec, 'ppo', 'kl') },
+  ppo_lm_loss: { digits: 3, recipe: true, of: (rec) => stageMetric(rec, 'ppo', 'lm_loss') },
 };
+
+/** Metric `name` of stage `stage`'s result in a recipe lesson's run record, or null. */
+function stageMetric(rec, stage, name) {
+  const v = rec.stages?.[stage]?.metrics?.[name];
+  return typeof v === 'number' && Number.isFinite(v) ? v : null;
+}
+
+/** icl's accuracy on held-out rules by k (its 'eval' stage's report), or null. */
+function byK(rec) {
+  const a = rec.stages?.eval?.report?.accuracy_by_k;
+  return Array.isArray(a) ? a : null;
+}
 
 /** A metric's value as the result tables show it ('—' for none). */
 export function formatMetric(metric, v) {

@@ -50,7 +50,8 @@ const LESSON_DIR = join(ROOT, 'www/lessons');
 const lessonIds = JSON.parse(readFileSync(join(LESSON_DIR, 'index.json'), 'utf8')).lessons;
 const lessons = lessonIds.map((id) => JSON.parse(readFileSync(join(LESSON_DIR, `${id}.json`), 'utf8')));
 for (const [i, l] of lessons.entries()) {
-  if (l.id !== lessonIds[i] || !ORDER.includes(l.base?.preset)) {
+  // A recipe lesson (base.recipe) has no preset: its runs are the engine's recipes.
+  if (l.id !== lessonIds[i] || !(ORDER.includes(l.base?.preset) || typeof l.base?.recipe === 'string')) {
     console.error(`scripts/pkg-assets.mjs: www/lessons/${lessonIds[i]}.json: id “${l.id}” or preset “${l.base?.preset}” is wrong`);
     process.exit(1);
   }

@@ -8,6 +8,11 @@
 //! that differs from the others in more than its knob, an unknown metric or run id, an index that does not list
 //! exactly the lesson files.
 //!
+//! A recipe lesson (`base.recipe`, issue 18's recipes) runs each of its runs through the core's recipe driver
+//! (`recipes::engine::Driver`, what the engine steps in the browser) from the shipped pretrained checkpoint where
+//! the recipe takes one; its `set`s are the recipe's knobs (`recipes::engine::KNOBS`), refused when they are not,
+//! and its metrics are read from the stages' final evaluations as `pkg/lessons.js` reads them.
+//!
 //! `TP_LESSONS_SIZE=page cargo test --release --test lessons -- --nocapture` trains at the page's sizes instead
 //! and prints each lesson's metrics without asserting: that is how the "measured" text of a lesson is written.
 //! `TP_LESSON=<id>` runs one lesson; `TP_LESSONS_SEED=<n>` trains every run with seed n instead (the noise between
@@ -19,6 +24,7 @@ use std::collections::BTreeMap;
 use transformer_playground::backend::BackendKind;
 use transformer_playground::data::Split;
 use transformer_playground::model::paged::PagedDecoder;
+use transformer_playground::recipes::engine::{Driver, Event, Kind, Options, KNOBS};
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error};
 
@@ -36,10 +42,16 @@ type Settings = Map<String, Value>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Base {
-    /// A preset: `configs/<preset>.json`.
+    /// A preset: `configs/<preset>.json` (a training lesson).
+    #[serde(default)]
     preset: String,
-    /// The page's corpus for text models ("shakespeare").
+    /// The page's corpus for text models ("shakespeare"; a training lesson).
+    #[serde(default)]
     corpus: String,
+    /// A recipe lesson: the recipe's kind ("finetune", "icl", "rlhf" …); `set`s are then its knobs.
+    recipe: Option<String>,
+    /// A recipe lesson's finetune task.
+    task: Option<String>,
     #[serde(default)]
     set: Settings,
 }
@@ -104,6 +116,8 @@ struct Lesson {
 /// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
     &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected"];
+/// The metrics of recipe lessons, read from the recipe's stage results (`measure_recipe`).
+const RECIPE_METRICS: &[&str] = &["ft_accuracy", "ft_lm_loss", "icl_accuracy_k0", "icl_accuracy_kmax", "icl_gain", "ppo_score", "ppo_kl", "ppo_lm_loss"];
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step"];
 
@@ -286,6 +300,81 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     Measured { metrics, diverged_at }
 }
 
+/// The knobs of one run of a recipe lesson: the base's, then (in a test) the test sizes', then the run's; each must
+/// be a knob of the recipe (`recipes::engine::KNOBS`) with a number, or this names it.
+fn recipe_knobs(lesson: &Lesson, run: &LessonRun, test: bool) -> Result<BTreeMap<String, f64>, String> {
+    let at = format!("lesson {} run {}", lesson.id, run.id);
+    let kind = Kind::parse(lesson.base.recipe.as_deref().unwrap_or_default()).map_err(|e| format!("{at}: base.recipe: {e}"))?;
+    let mut knobs = BTreeMap::new();
+    for set in [Some(&lesson.base.set), test.then_some(&lesson.test.set), Some(&run.set)].into_iter().flatten() {
+        for (name, v) in set {
+            if !KNOBS.iter().any(|k| k.kind == kind && k.name == name) {
+                return Err(format!("{at}: \"{name}\" is not a knob of the {} recipe", kind.name()));
+            }
+            let x = v.as_f64().ok_or_else(|| format!("{at}: {name} = {v}: a knob is a number"))?;
+            knobs.insert(name.clone(), x);
+        }
+    }
+    Ok(knobs)
+}
+
+/// The driver of one run of a recipe lesson, as the page creates it (engine.createRecipe with the run's knobs and
+/// the lesson's task, from the shipped pretrained checkpoint where the recipe takes one); refusals name the knob.
+fn recipe_driver(lesson: &Lesson, run: &LessonRun, test: bool, text: &str, seed: Option<u64>) -> Result<Driver, String> {
+    let kind = Kind::parse(lesson.base.recipe.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
+    let checkpoint = matches!(kind, Kind::Finetune | Kind::Rlhf).then(|| {
+        let path = format!("{}/www/data/pretrained-gpt-tiny.safetensors", root());
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    });
+    let corpus = (kind != Kind::Icl).then(|| text.to_string());
+    let o = Options { checkpoint, corpus, task: lesson.base.task.clone(), knobs: recipe_knobs(lesson, run, test)?, seed, ..Default::default() };
+    Driver::new(kind, &o).map_err(|e| format!("lesson {} run {}: the core refuses the recipe: {e}", lesson.id, run.id))
+}
+
+/// Runs a recipe lesson's run to its end and measures the lesson's metrics from the stages' final evaluations (the
+/// 'stage' events), as pkg/lessons.js does: ft_* from finetune's, icl_* from icl's eval report (accuracy by k),
+/// ppo_* from PPO's.
+fn measure_recipe(mut d: Driver, metrics: &[String]) -> Measured {
+    let mut stages: BTreeMap<&str, (BTreeMap<String, Value>, Value)> = BTreeMap::new();
+    let mut diverged_at = None;
+    while !d.done() {
+        match d.unit() {
+            Ok(events) => {
+                for e in events {
+                    if let Event::Stage { stage, metrics, report, .. } = e {
+                        stages.insert(stage, (metrics, report));
+                    }
+                }
+            }
+            Err(Error::Diverged { step, .. }) => {
+                diverged_at = Some(step);
+                break;
+            }
+            Err(e) => panic!("recipe stage {}: {e}", d.stage()),
+        }
+    }
+    let of = |stage: &str, name: &str| stages.get(stage).and_then(|(m, _)| m.get(name)).and_then(Value::as_f64);
+    let by_k: Option<Vec<f64>> = stages.get("eval").and_then(|(_, r)| r["accuracy_by_k"].as_array()).map(|a| a.iter().filter_map(Value::as_f64).collect());
+    let metrics = metrics
+        .iter()
+        .map(|m| {
+            let v = match m.as_str() {
+                "ft_accuracy" => of("finetune", "val_accuracy"),
+                "ft_lm_loss" => of("finetune", "val_lm_loss"),
+                "icl_accuracy_k0" => by_k.as_ref().and_then(|a| a.first().copied()),
+                "icl_accuracy_kmax" => by_k.as_ref().and_then(|a| a.last().copied()),
+                "icl_gain" => by_k.as_ref().filter(|a| !a.is_empty()).map(|a| a[a.len() - 1] - a[0]),
+                "ppo_score" => of("ppo", "score"),
+                "ppo_kl" => of("ppo", "kl"),
+                "ppo_lm_loss" => of("ppo", "lm_loss"),
+                other => panic!("{other} is not a recipe lesson's metric"),
+            };
+            (m.clone(), v)
+        })
+        .collect();
+    Measured { metrics, diverged_at }
+}
+
 /// The mean entropy of the attention rows (over layers, heads and query positions t ≥ 1), each over ln(t + 1),
 /// the entropy of attending evenly to the t + 1 keys a causal row has: 1 = spread evenly, 0 = on one key. The
 /// probe text is the first `ctx_len` characters of the corpus (the page uses the same).
@@ -384,9 +473,11 @@ fn parse(id: &str, json: &str) -> Lesson {
     for k in ["seed", "data.task"] {
         assert!(!knobs.iter().any(|p| p.as_str() == k), "lesson {id}: runs must share {k}");
     }
+    let (known, other) = if l.base.recipe.is_some() { (RECIPE_METRICS, "a recipe lesson's") } else { (METRICS, "a training lesson's") };
     for m in &l.metrics {
-        assert!(METRICS.contains(&m.as_str()), "lesson {id}: unknown metric {m} (one of {METRICS:?})");
+        assert!(known.contains(&m.as_str()), "lesson {id}: {m} is not {other} metric (one of {known:?})");
     }
+    assert_eq!(l.base.recipe.is_some(), l.base.preset.is_empty() && l.base.corpus.is_empty(), "lesson {id}: a lesson has a preset and corpus, or a recipe");
     assert!(!l.expect.is_empty(), "lesson {id}: expect names at least one comparison");
     assert_eq!(l.expect.len(), l.test.outcome.len(), "lesson {id}: test.outcome has one entry per expect");
     for e in &l.expect {
@@ -420,8 +511,18 @@ fn the_index_lists_every_lesson_file_once() {
 
 #[test]
 fn every_lesson_is_well_formed_and_its_configs_are_valid() {
+    let text = std::fs::read_to_string(format!("{}/www/data/tinyshakespeare.txt", root())).unwrap();
     for (id, json) in lesson_files() {
         let l = parse(&id, &json);
+        if l.base.recipe.is_some() {
+            // Its runs are recipes: each run's knobs at both sizes are the recipe's and the core takes them.
+            for r in &l.runs {
+                for test in [false, true] {
+                    recipe_driver(&l, r, test, &text, None).unwrap_or_else(|e| panic!("{e}"));
+                }
+            }
+            continue;
+        }
         let seeds: Vec<u64> = l.runs.iter().map(|r| run_config(&l, r, false).seed).collect();
         assert!(seeds.windows(2).all(|w| w[0] == w[1]), "lesson {id}: its runs share the seed");
         for r in &l.runs {
@@ -432,7 +533,7 @@ fn every_lesson_is_well_formed_and_its_configs_are_valid() {
 
 #[test]
 fn a_misspelt_knob_or_a_bad_value_is_refused() {
-    let (id, json) = lesson_files().into_iter().next().expect("a lesson");
+    let (id, json) = lesson_files().into_iter().find(|(_, j)| !j.contains("\"recipe\"")).expect("a training lesson");
     let v: Value = serde_json::from_str(&json).unwrap();
     let refusal = |set: Value| {
         let mut v = v.clone();
@@ -452,6 +553,25 @@ fn a_misspelt_knob_or_a_bad_value_is_refused() {
 }
 
 #[test]
+fn a_recipe_lesson_refuses_a_knob_its_recipe_does_not_have_or_a_bad_value() {
+    let (id, json) = lesson_files().into_iter().find(|(_, j)| j.contains("\"recipe\"")).expect("a recipe lesson");
+    let text = std::fs::read_to_string(format!("{}/www/data/tinyshakespeare.txt", root())).unwrap();
+    let v: Value = serde_json::from_str(&json).unwrap();
+    let refusal = |set: Value| {
+        let mut v = v.clone();
+        v["runs"][0]["set"] = set;
+        let bad = serde_json::from_value::<Lesson>(v).unwrap();
+        recipe_driver(&bad, &bad.runs[0], true, &text, None).err().expect("refused")
+    };
+    let e = refusal(serde_json::json!({ "model.n_heads": 4 }));
+    assert!(e.contains("model.n_heads") && e.contains("not a knob"), "lesson {id}: a config path is not a recipe knob: {e}");
+    let e = refusal(serde_json::json!({ "steps": "many" }));
+    assert!(e.contains("steps"), "lesson {id}: a knob is a number: {e}");
+    let e = refusal(serde_json::json!({ "steps": 2.5 }));
+    assert!(e.contains("knobs.steps"), "lesson {id}: the core's refusal names the knob: {e}");
+}
+
+#[test]
 fn every_lesson_shows_at_its_test_sizes_what_it_says() {
     let seed: Option<u64> = std::env::var("TP_LESSONS_SEED").ok().map(|s| s.parse().expect("TP_LESSONS_SEED is a number"));
     let page = std::env::var("TP_LESSONS_SIZE").is_ok_and(|s| s == "page") || seed.is_some();
@@ -464,14 +584,18 @@ fn every_lesson_shows_at_its_test_sizes_what_it_says() {
             continue;
         }
         let l = parse(&id, &json);
-        assert_eq!(l.base.corpus, "shakespeare", "lesson {id}: the test knows the shakespeare corpus only");
         let t0 = std::time::Instant::now();
-        let config = |r: &LessonRun| {
-            let mut c = run_config(&l, r, sizes == "test");
-            c.seed = seed.unwrap_or(c.seed);
-            c
+        let measured: BTreeMap<&str, Measured> = if l.base.recipe.is_some() {
+            l.runs.iter().map(|r| (r.id.as_str(), measure_recipe(recipe_driver(&l, r, sizes == "test", &text, seed).unwrap_or_else(|e| panic!("{e}")), &l.metrics))).collect()
+        } else {
+            assert_eq!(l.base.corpus, "shakespeare", "lesson {id}: the test knows the shakespeare corpus only");
+            let config = |r: &LessonRun| {
+                let mut c = run_config(&l, r, sizes == "test");
+                c.seed = seed.unwrap_or(c.seed);
+                c
+            };
+            l.runs.iter().map(|r| (r.id.as_str(), measure(config(r), &text, &l.metrics))).collect()
         };
-        let measured: BTreeMap<&str, Measured> = l.runs.iter().map(|r| (r.id.as_str(), measure(config(r), &text, &l.metrics))).collect();
         eprintln!("lesson {id} ({:.1} s at {sizes} sizes{}):", t0.elapsed().as_secs_f64(), seed.map_or(String::new(), |s| format!(", seed {s}")));
         for r in &l.runs {
             let m = &measured[r.id.as_str()];

@@ -7,6 +7,7 @@
 //               (error: the engine's EngineError, with kind and, for a config error, field)
 //   'lang'      the language changed
 //   'notice'    a message for the user                                        detail: { text, kind }
+//   'recipe'    show this recipe in the Recipes section (the concept index)    detail: { kind }
 const target = new EventTarget();
 
 export function on(type, fn) {

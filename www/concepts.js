@@ -1,10 +1,11 @@
 // Every concept the playground teaches, declared once: the concept index (panels/concepts.js) lists them in the
 // page's language (strings concept.<id>.name and .def in strings/*.js) with a jump to where each can be seen or
 // changed. `knob`: the option (options.js key) that sets it; `view`: the page section that shows it; `lesson`:
-// the lesson that tests it (www/lessons/<id>.json). The test tests/browser/playground-concepts.test.mjs checks that
+// the lesson that tests it (www/lessons/<id>.json); `recipe`: with view sec-recipes, the recipe (www/recipes.js)
+// that the jump opens. The test tests/browser/playground-concepts.test.mjs checks that
 // every knob, view and string exists. This module touches no DOM.
 
-/** @type {Array<{id: string, knob?: string, view?: string, lesson?: string}>} */
+/** @type {Array<{id: string, knob?: string, view?: string, lesson?: string, recipe?: string}>} */
 export const CONCEPTS = [
   // Architectures and objectives
   { id: 'gpt', knob: 'arch', view: 'sec-use' },
@@ -60,6 +61,16 @@ export const CONCEPTS = [
   { id: 'grad_clipping', knob: 'grad_clip', view: 'sec-charts' },
   { id: 'dropout', knob: 'dropout' },
   { id: 'seed', knob: 'seed', view: 'sec-runs' },
+  // After pretraining: the recipes (issue 18)
+  { id: 'fine_tuning', view: 'sec-recipes', recipe: 'finetune' },
+  { id: 'aux_lm_loss', view: 'sec-recipes', recipe: 'finetune' },
+  { id: 'zero_shot', view: 'sec-recipes', recipe: 'zeroshot' },
+  { id: 'in_context_learning', view: 'sec-recipes', recipe: 'icl' },
+  { id: 'induction_heads', view: 'sec-recipes', recipe: 'icl' },
+  { id: 'rlhf', view: 'sec-recipes', recipe: 'rlhf' },
+  { id: 'reward_model', view: 'sec-recipes', recipe: 'rlhf' },
+  { id: 'ppo', view: 'sec-recipes', recipe: 'rlhf' },
+  { id: 'kl_penalty', view: 'sec-recipes', recipe: 'rlhf' },
   // Inference
   { id: 'sampling', view: 'sec-use' },
   { id: 'kv_cache', view: 'sec-use' },

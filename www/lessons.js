@@ -8,7 +8,7 @@
 import { valuesFromConfig, configFromValues } from './options.js';
 import * as shared from '../pkg/lessons.js';
 
-export { METRICS, outcome, probeText, attentionEntropy, permutationGap, formatMetric, checkText } from '../pkg/lessons.js';
+export { METRICS, outcome, probeText, attentionEntropy, permutationGap, formatMetric, checkText, isRecipeLesson, recipeOptions } from '../pkg/lessons.js';
 
 /** Where the lesson files are, relative to the page. */
 export const DIR = 'www/lessons';
@@ -31,9 +31,12 @@ export async function probe(lesson, recs, corpus, engine) {
   }
 }
 
-/** The result of a finished lesson from the page's run records, in the lesson's run order (pkg/lessons.js result). */
+/**
+ * The result of a finished lesson from the page's run records, in the lesson's run order (pkg/lessons.js result);
+ * a recipe lesson's records (panels/lessons.js) are read as they are.
+ */
 export function result(lesson, recs) {
-  return shared.result(lesson, recs.map(metricRecord));
+  return shared.result(lesson, shared.isRecipeLesson(lesson) ? recs : recs.map(metricRecord));
 }
 
 const loaded = new Map(); // id → lesson

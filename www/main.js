@@ -27,6 +27,7 @@ import * as costPanel from './panels/cost.js';
 import * as stepPanel from './panels/step.js';
 import * as conceptsPanel from './panels/concepts.js';
 import * as lessonsPanel from './panels/lessons.js';
+import * as recipesPanel from './panels/recipes.js';
 import { isolate } from '../pkg/isolate.js';
 
 const params = new URLSearchParams(location.search);
@@ -55,7 +56,7 @@ function setPresent(on) {
 function mountPanels() {
   const customBox = dataPanel.create();
   configPanel.mount($('#config-groups'), { slots: { corpus: customBox } });
-  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel, conceptsPanel, lessonsPanel]) p.mount();
+  for (const p of [summaryPanel, controlsPanel, runsPanel, chartsPanel, attentionPanel, shapesPanel, usePanel, checkpointPanel, noticesPanel, dataPanel, expertsPanel, costPanel, stepPanel, conceptsPanel, lessonsPanel, recipesPanel]) p.mount();
   translate(document);
   $('#lang').addEventListener('click', () => setLang(getLang() === 'en' ? 'zh' : 'en'));
   $('#present').addEventListener('click', () => setPresent(!document.documentElement.hasAttribute('data-present')));
@@ -139,7 +140,7 @@ async function main() {
 }
 
 // For the browser tests and the curious: the page's modules.
-window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk, cost: costPanel.state, lessons: lessonsPanel.snapshot, runLesson: lessonsPanel.run };
+window.__tp = { runs, options, state, data, autosave, getEngine, charts: chartsPanel.pointCounts, draftOk: summaryPanel.draftOk, cost: costPanel.state, lessons: lessonsPanel.snapshot, runLesson: lessonsPanel.run, recipes: recipesPanel.snapshot };
 
 main().catch((e) => {
   console.error(e);

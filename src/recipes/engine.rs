@@ -236,22 +236,33 @@ fn check_knobs(kind: Kind, knobs: &BTreeMap<String, f64>) -> Result<Vec<(&'stati
         .map(|(name, &v)| {
             let k = KNOBS.iter().find(|k| k.kind == kind && k.name == name).ok_or_else(|| {
                 let known: Vec<&str> = KNOBS.iter().filter(|k| k.kind == kind).map(|k| k.name).collect();
-                Error::Invalid(format!("knobs.{name}: {} has no such knob; its knobs are {}", kind.name(), known.join(", ")))
+                knob_error(name, v, format!("{} has no such knob; its knobs are {}", kind.name(), known.join(", ")))
             })?;
             if !v.is_finite() || (k.integer && (v.fract() != 0.0 || !(0.0..=MAX_KNOB).contains(&v))) {
                 let want = if k.integer { format!("an integer from 0 to {MAX_KNOB}") } else { "a finite number".into() };
-                return Err(Error::Invalid(format!("knobs.{name} = {v} ({}): must be {want}", k.field)));
+                return Err(knob_error(name, v, format!("must be {want} ({})", k.field)));
             }
             Ok((k, v))
         })
         .collect()
 }
 
-/// An error of the recipe's validation, with the knob that set its field named first (`knobs.beta: …`).
+/// A knob's value refused: a config error whose field is `knobs.<name>` (so the page can mark the knob), the rule
+/// saying why (with the recipe field it sets where that helps).
+fn knob_error(name: &str, value: f64, rule: String) -> Error {
+    Error::Config { field: format!("knobs.{name}"), value: value.to_string(), rule }
+}
+
+/// An error of the recipe's validation, with the knob that set its field named (`knobs.beta`, the core's message
+/// as the rule).
 fn name_knob(e: Error, set: &[(&'static Knob, f64)]) -> Error {
-    let msg = e.to_string();
+    // The recipe's own refusal as the rule: its field, value and rule (not "invalid config: " twice).
+    let msg = match &e {
+        Error::Config { field, value, rule } => format!("{field} = {value}: {rule}"),
+        other => other.to_string(),
+    };
     match set.iter().find(|(k, _)| msg.contains(k.field)) {
-        Some((k, v)) => Error::Invalid(format!("knobs.{} = {v}: {msg}", k.name)),
+        Some((k, v)) => knob_error(k.name, *v, msg),
         None => e,
     }
 }
@@ -259,7 +270,7 @@ fn name_knob(e: Error, set: &[(&'static Knob, f64)]) -> Error {
 /// `eval_every` from the knobs, or the kind's default; at least 1.
 fn eval_every(set: &[(&'static Knob, f64)], default: usize) -> Result<usize> {
     match set.iter().find(|(k, _)| k.name == "eval_every") {
-        Some((_, v)) if *v < 1.0 => Err(Error::Invalid(format!("knobs.eval_every = {v}: must be at least 1"))),
+        Some((_, v)) if *v < 1.0 => Err(knob_error("eval_every", *v, "must be at least 1".into())),
         Some((_, v)) => Ok(*v as usize),
         None => Ok(default),
     }
@@ -403,7 +414,7 @@ impl Driver {
                 };
                 if let Some(l) = fo.aux_lm {
                     if l < 0.0 {
-                        return Err(Error::Invalid(format!("knobs.aux_lm = {l}: the LM loss's weight must be a number >= 0 (0 disables it)")));
+                        return Err(knob_error("aux_lm", l as f64, "the LM loss's weight must be a number >= 0 (0 disables it)".into()));
                     }
                 }
                 let ft = match (from, &o.checkpoint) {

@@ -264,8 +264,8 @@ test('recipeInfo, run to a stage, and bad options refused naming the option', as
   assert.equal(r.info.icl.stages[0].steps, 3000);
   const e = r.errors;
   assert.match(e.kind, /^invalid: kind = 'dpo'/);
-  assert.match(e.beta, /^invalid: knobs\.beta = -1.*ppo\.beta/);
-  assert.match(e.unknown, /^invalid: knobs\.betta/);
+  assert.match(e.beta, /^config: invalid config: knobs\.beta = -1.*ppo\.beta/);
+  assert.match(e.unknown, /^config: invalid config: knobs\.betta/);
   assert.match(e.string, /^invalid: opts\.knobs\.beta = '1'/);
   assert.match(e.task, /^invalid: task: .*verse_prose/);
   assert.match(e.gpu, /^gpu: opts\.backend = 'webgpu'/);

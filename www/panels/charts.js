@@ -15,7 +15,7 @@ const UPLOT = '../vendor/uplot/uPlot.esm.js';
 let uPlot = null;
 let loading = null;
 
-const HEIGHT = 190;
+export const HEIGHT = 190;
 const STEP_INCRS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000];
 const charts = {}; // name → { plot, signature, opts }
 /** Each chart's title (string key). */
@@ -51,7 +51,8 @@ export function tick(v) {
   return String(Number(v.toPrecision(4)));
 }
 
-function baseOptions(width, series, { log = false } = {}) {
+/** uPlot options for a chart of `width` px with `series` (after the x series); shared with panels/recipes.js. */
+export function baseOptions(width, series, { log = false } = {}) {
   const axis = { stroke: '#555', grid: { stroke: '#eee' }, ticks: { stroke: '#ddd' }, font: '11px system-ui, sans-serif' };
   return {
     width,
@@ -217,6 +218,15 @@ export function mount() {
   });
   ro.observe($('#charts'));
   render();
+}
+
+/** uPlot, loaded once: for the charts of other panels (panels/recipes.js). */
+export function uplot() {
+  loading ??= import(UPLOT).then((m) => {
+    uPlot = m.default;
+    render();
+  });
+  return loading.then(() => uPlot);
 }
 
 /** Loads uPlot ahead of the first curve (called once the page is up). */

@@ -4,7 +4,7 @@
 // narrows the list by name or definition.
 import { $, h, fill } from '../dom.js';
 import { t } from '../i18n.js';
-import { on } from '../bus.js';
+import { on, emit } from '../bus.js';
 import { CONCEPTS } from '../concepts.js';
 import { BY_KEY } from '../options.js';
 
@@ -49,7 +49,10 @@ export function jumpToView(id) {
 function item(c) {
   const links = [
     c.knob && h('button', { type: 'button', class: 'link', dataset: { knob: c.knob }, on: { click: () => jumpToKnob(c.knob) } }, t('concepts.knob', { name: t(`opt.${c.knob}.label`) })),
-    c.view && h('button', { type: 'button', class: 'link', dataset: { view: c.view }, on: { click: () => jumpToView(c.view) } }, t('concepts.view', { name: t(`sec.${c.view.slice(4)}`) })),
+    c.view && h('button', { type: 'button', class: 'link', dataset: { view: c.view }, on: { click: () => {
+      if (c.recipe) emit('recipe', { kind: c.recipe });
+      jumpToView(c.view);
+    } } }, t('concepts.view', { name: c.recipe ? t(`rcp.${c.recipe}.name`) : t(`sec.${c.view.slice(4)}`) })),
     c.lesson && h('a', { href: `#lesson=${c.lesson}`, dataset: { lesson: c.lesson } }, t('concepts.lesson')),
   ].filter(Boolean);
   return h('li', { class: 'concept', dataset: { concept: c.id } },

@@ -4,14 +4,14 @@
 // metrics and whether each expected direction held at this size appear beside the claim, with the lesson's own
 // explanation where it did not. The open lesson is in the URL (`#lesson=<id>`, www/state.js).
 import { $, h, fill, perFrame, paced } from '../dom.js';
-import { t, getLang } from '../i18n.js';
+import { t, getLang, has } from '../i18n.js';
 import { on, emit } from '../bus.js';
 import * as runs from '../runs.js';
 import * as state from '../state.js';
 import * as lessons from '../lessons.js';
 import { corpusText } from '../data.js';
 import { presetConfig } from '../../pkg/presets.js';
-import { getEngine } from '../engine.js';
+import { getEngine, startEngine } from '../engine.js';
 
 const status = new Map(); // id → { state: 'running' | 'done' | 'stopped', recs, result, kept? }
 let openId = null;
@@ -110,7 +110,9 @@ function resultView(l, s) {
 function progressView(s) {
   return h('ul', { class: 'lesson-progress' }, s.recs.map((rec) => h('li', {},
     t('runs.run', { n: rec.no }), ': ', t(`status.${rec.status}`), ' · ',
-    t('runs.stepOf', { step: rec.stepCount, total: rec.values.steps }))));
+    rec.stages
+      ? t('lessons.recipeStep', { stage: has(`rcp.stage.${rec.stage}`) ? t(`rcp.stage.${rec.stage}`) : rec.stage ?? '—', step: rec.step, total: rec.steps })
+      : t('runs.stepOf', { step: rec.stepCount, total: rec.values.steps }))));
 }
 
 function detail(l) {
@@ -126,7 +128,9 @@ function detail(l) {
     h('div', { class: 'lesson-actions' },
       h('button', { type: 'button', id: 'lesson-run', class: 'round', disabled: s?.state === 'running', on: { click: () => run(l.id) } },
         t(s ? 'lessons.again' : 'lessons.start', { n: l.runs.length })),
-      h('span', { class: 'note' }, t('lessons.steps', { steps: l.base.set['train.steps'] ?? '—' }))),
+      h('span', { class: 'note' }, lessons.isRecipeLesson(l)
+        ? t('lessons.recipe', { recipe: t(`rcp.${l.base.recipe}.name`) })
+        : t('lessons.steps', { steps: l.base.set['train.steps'] ?? '—' }))),
     s?.state === 'running' || s?.state === 'stopped' ? progressView(s) : null,
     s?.state === 'stopped' ? h('p', { class: 'lesson-verdict' }, t('lessons.stoppedHelp')) : null,
     s?.state === 'done' ? resultView(l, s) : null,
@@ -139,6 +143,7 @@ const render = perFrame(() => {
   const l = openId && lessons.byId(openId);
   fill($('#lesson-detail'), l ? detail(l) : h('p', { class: 'help' }, t('lessons.pick')));
 });
+const renderPaced = paced(render, 500);
 
 /** Opens lesson `id`: shows it, and puts it in the URL. With `setup`, its runs replace the page's runs (a link). */
 export async function open(id, { setup = false } = {}) {
@@ -153,7 +158,7 @@ export async function open(id, { setup = false } = {}) {
     openId = id;
     state.setLesson(id);
     render();
-    if (setup) await setUp(l);
+    if (setup && !lessons.isRecipeLesson(l)) await setUp(l); // a recipe lesson's runs are recipes, made when it runs
   } catch (e) {
     emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' });
   }
@@ -173,6 +178,38 @@ async function setUp(l, sizes = 'page') {
 }
 
 /**
+ * A recipe lesson's runs: one recipe of the engine per run (engine.createRecipe, its knobs from pkg/lessons.js
+ * recipeOptions), run side by side — the engine steps them in turn —, each record keeping where it is and its
+ * stages' results (`stages`, what the recipe metrics read). The page's training runs are left alone.
+ */
+async function runRecipes(l, s, sizes) {
+  const engine = await startEngine();
+  const opts = lessons.recipeOptions(l, { sizes });
+  s.recs = opts.map((o, i) => ({ no: i + 1, color: runs.COLORS[i], status: 'building', recipe: null, stage: null, step: 0, steps: 0, stages: {} }));
+  render();
+  await Promise.all(s.recs.map(async (rec, i) => {
+    try {
+      rec.recipe = await engine.createRecipe(l.base.recipe, opts[i]);
+      rec.recipe.on('progress', (p) => {
+        Object.assign(rec, { stage: p.stage, step: p.step, steps: p.steps });
+        renderPaced();
+      });
+      rec.recipe.on('stage', (r) => {
+        rec.stages[r.stage] = r;
+      });
+      rec.status = 'training';
+      const end = await rec.recipe.run();
+      rec.status = end.stopped === 'done' ? 'done' : 'paused';
+    } catch (e) {
+      rec.status = 'error';
+      rec.message = { text: e.message };
+    } finally {
+      rec.recipe?.dispose().catch(() => false);
+    }
+  }));
+}
+
+/**
  * Sets up lesson `id`'s runs and trains them side by side; the result shows when every one has stopped.
  * `sizes: 'test'` trains at the lesson's test sizes (the browser test; the page's button uses its page sizes).
  */
@@ -181,6 +218,22 @@ export async function run(id, { sizes = 'page' } = {}) {
   if (!l || status.get(id)?.state === 'running') return;
   openId = id;
   state.setLesson(id);
+  if (lessons.isRecipeLesson(l)) {
+    const s = { state: 'running', recs: [], result: null };
+    status.set(id, s);
+    render();
+    try {
+      await runRecipes(l, s, sizes);
+      s.state = s.recs.every((rec) => rec.status === 'done' || rec.status === 'error') ? 'done' : 'stopped';
+      if (s.state === 'done') s.result = lessons.result(l, s.recs);
+    } catch (e) {
+      s.state = 'stopped';
+      emit('notice', { key: 'lessons.failed', vars: { msg: e.message }, kind: 'error' });
+    }
+    render();
+    emit('lesson', { id, status: s.state, result: s.result });
+    return;
+  }
   let recs;
   try {
     recs = await setUp(l, sizes);
@@ -212,7 +265,7 @@ export async function run(id, { sizes = 'page' } = {}) {
 export function mount() {
   on('lang', render);
   on('runs', render);
-  on('progress', paced(render, 500));
+  on('progress', renderPaced);
   lessons.loadLessons().then(() => {
     restoreKept();
     render();

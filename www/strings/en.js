@@ -1,9 +1,11 @@
 // English strings. Keys are shared with zh.js; opt.<key>.label / .help for every option of options.js, and
 // opt.<key>.v.<choice> (name) / opt.<key>.d.<choice> (what it does and where it comes from) for its choices.
 import { en as shared } from '../../pkg/strings.js';
+import { en as recipes } from './recipes.js';
 
 export const en = {
   ...shared, // the presets, training controls, loss chart, backend and main knobs: shared with the element
+  ...recipes, // the Recipes section (strings/recipes.js)
   'app.title': 'Transformer Playground',
   'app.tagline': 'Build a Transformer knob by knob, train it in your browser and watch it learn.',
   'app.lang': '中文',
@@ -716,6 +718,8 @@ export const en = {
   'lessons.steps': '{steps} steps each; it replaces the current runs.',
   'lessons.kept': 'Measured on {date} in this browser, at the lesson\'s page sizes. The result is kept across visits; its runs are not — run the lesson again to watch them train.',
   'lessons.kept.test': 'Measured on {date} in this browser, at the lesson\'s small test sizes. The result is kept across visits; its runs are not — run the lesson again to watch them train.',
+  'lessons.recipe': 'Each run is the {recipe} recipe (Recipes section), side by side; your runs stay as they are.',
+  'lessons.recipeStep': '{stage}, step {step} of {total}',
   'lessons.stoppedHelp': 'A run was paused or removed before its last step, so there is no result. Run the lesson again.',
   'lessons.unknown': 'There is no lesson “{id}”.',
   'lessons.failed': 'The lesson could not start: {msg}',

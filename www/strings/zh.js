@@ -1,8 +1,10 @@
 // 中文字符串。键与 en.js 相同。
 import { zh as shared } from '../../pkg/strings.js';
+import { zh as recipes } from './recipes.js';
 
 export const zh = {
   ...shared, // the presets, training controls, loss chart, backend and main knobs: shared with the element
+  ...recipes, // the Recipes section (strings/recipes.js)
   'app.title': 'Transformer 游乐场',
   'app.tagline': '逐个旋钮搭建 Transformer，在浏览器里训练它，看着它学习。',
   'app.lang': 'English',
@@ -715,6 +717,8 @@ export const zh = {
   'lessons.steps': '每次运行 {steps} 步；会替换当前的运行。',
   'lessons.kept': '{date} 在本浏览器中以实验的页面规模测得。结果在再次访问时保留，运行本身不保留——重新运行本实验即可观看训练过程。',
   'lessons.kept.test': '{date} 在本浏览器中以实验的小型测试规模测得。结果在再次访问时保留，运行本身不保留——重新运行本实验即可观看训练过程。',
+  'lessons.recipe': '每次运行都是“{recipe}”配方（见“配方”部分），并排运行；你的运行保持不变。',
+  'lessons.recipeStep': '{stage}，第 {step} / {total} 步',
   'lessons.stoppedHelp': '有运行在最后一步之前被暂停或移除，因此没有结果。请重新运行本实验。',
   'lessons.unknown': '没有名为“{id}”的课程实验。',
   'lessons.failed': '课程实验无法开始：{msg}',
