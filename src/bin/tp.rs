@@ -916,12 +916,13 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
     run.sync_every = 0; // time the steps, not the read-backs
     say!("benchmarking on {}", run.backend_name());
-    let mut times = vec![];
+    let (mut times, mut issue) = (vec![], vec![]);
     for i in 0..warmup + steps {
         let t = Instant::now();
         run.step()?;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            issue.extend(gpu_issue(&run));
         }
     }
     times.sort_by(|a, b| a.total_cmp(b));
@@ -931,7 +932,17 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     debug_assert!(rayon::current_thread_index().is_some(), "bench runs inside the pool");
     let ran_on = run.backend_name();
     let mut stdout = Out::new();
-    stdout.line(serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
+    let mut line = serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps });
+    // A gpu run: the host time to issue a step (median over the timed steps), and the last step's dispatches and
+    // bind groups created (after the warm-up).
+    if let Some(&(_, dispatches, bind_groups)) = issue.last() {
+        let mut ms: Vec<f64> = issue.iter().map(|s| s.0).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        line["issue_ms"] = ms[ms.len() / 2].into();
+        line["dispatches_per_step"] = dispatches.into();
+        line["bind_groups_per_step"] = bind_groups.into();
+    }
+    stdout.line(line);
     stdout.line(format!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3));
     stdout.finish()
 }
@@ -966,6 +977,18 @@ fn attention_cost(backend: &str, spec: &CostSpec, ts: Option<&str>) -> Result<()
 /// A row as JSON with its fields in declaration order (`t` first).
 fn json_line(row: &attention_cost::CostRow) -> String {
     serde_json::to_string(row).expect("plain data serialises")
+}
+
+/// What issuing the last step cost (a gpu run; None on the cpu or in a build without the gpu feature).
+/// (issue ms, dispatches, bind groups created).
+#[cfg(feature = "gpu")]
+fn gpu_issue(run: &Run) -> Option<(f64, u64, u64)> {
+    run.gpu_issue().map(|s| (s.issue_ms, s.dispatches_per_step, s.bind_groups_per_step))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_issue(_: &Run) -> Option<(f64, u64, u64)> {
+    None
 }
 
 #[cfg(feature = "gpu")]

@@ -25,6 +25,21 @@ pub struct GpuTrainer {
     scalars: GpuBuffer<f32>,
     /// AdamW steps taken on the device.
     pub t: u32,
+    /// What issuing the last step cost.
+    pub issue: IssueStats,
+}
+
+/// What issuing one step cost the host: `tp bench --backend gpu` and the engine's `gpuStats` report it.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct IssueStats {
+    /// Milliseconds from the start of `submit_step` to the return of its `queue.submit`: the model's ops
+    /// recorded, the commands encoded and handed to the driver. The GPU's execution is not in it — `submit` returns
+    /// before the device runs the step (the step's readback is awaited after it).
+    pub issue_ms: f64,
+    /// Compute dispatches the step recorded.
+    pub dispatches_per_step: u64,
+    /// Bind groups created to record it.
+    pub bind_groups_per_step: u64,
 }
 
 /// A step submitted and not yet read back.
@@ -48,6 +63,7 @@ impl GpuTrainer {
             v: state(v)?,
             scalars: gpu.zeros(step::scalars_len(model))?,
             t,
+            issue: IssueStats::default(),
             gpu,
         })
     }
@@ -66,11 +82,17 @@ impl GpuTrainer {
     /// `clip`) and submits it. Returns before the device has run it.
     pub fn submit_step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32, step: usize) -> Result<PendingStep> {
         self.gpu.ctx.check_lost()?;
+        let (t0, d0, b0) = (crate::backend::gpu::now_ms(), self.gpu.dispatches(), self.gpu.bind_groups());
         let rec = GpuStep::new(&self.gpu, &self.scalars, step::loss_slot(model));
         rec.zero(self.grads.all())?;
         let bufs = StepBuffers { params: &mut self.params, grads: &mut self.grads, m: &mut self.m, v: &mut self.v, scalars: &mut self.scalars };
         let Recorded { loss, scalars } = step::record_step(&rec, model, bufs, batch, dropout, h, clip)?;
         self.gpu.submit(rec.finish())?;
+        self.issue = IssueStats {
+            issue_ms: crate::backend::gpu::now_ms() - t0,
+            dispatches_per_step: self.gpu.dispatches() - d0,
+            bind_groups_per_step: self.gpu.bind_groups() - b0,
+        };
         Ok(PendingStep { loss, scalars, step, lr: h.lr })
     }
 

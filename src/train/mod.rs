@@ -311,6 +311,14 @@ impl Run {
         Some(f(&g.trainer.gpu))
     }
 
+    /// What issuing the last step cost on the GPU (None on the cpu): host milliseconds, dispatches and bind groups.
+    #[cfg(feature = "gpu")]
+    pub fn gpu_issue(&self) -> Option<gpu::IssueStats> {
+        let shared = self.gpu.as_ref()?.get().ok()?;
+        let g = crate::backend::gpu::lock(&shared).ok()?;
+        Some(g.trainer.issue)
+    }
+
     /// Whether training runs on a GPU now.
     pub fn on_gpu(&self) -> bool {
         #[cfg(feature = "gpu")]

@@ -109,6 +109,8 @@ pub struct Gpu {
     submissions: AtomicU64,
     /// Dispatches recorded so far.
     dispatches: AtomicU64,
+    /// Bind groups created so far.
+    bind_groups: AtomicU64,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -149,6 +151,7 @@ impl Gpu {
             pool: Mutex::new(buffer::Pool::default()),
             submissions: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
+            bind_groups: AtomicU64::new(0),
         }
     }
 
@@ -190,6 +193,11 @@ impl Gpu {
     /// Compute dispatches recorded so far.
     pub fn dispatches(&self) -> u64 {
         self.dispatches.load(Ordering::Relaxed)
+    }
+
+    /// Bind groups created so far (a recorded step creates none after its first: `tests/gpu_training.rs`).
+    pub fn bind_groups(&self) -> u64 {
+        self.bind_groups.load(Ordering::Relaxed)
     }
 
     /// Blocks until everything submitted so far has run (native only; benchmarks and tests).
@@ -352,6 +360,7 @@ impl Gpu {
             layout: &compiled.layout,
             entries: &entries,
         });
+        self.bind_groups.fetch_add(1, Ordering::Relaxed);
         {
             let mut pass = enc
                 .enc
@@ -390,6 +399,28 @@ impl Gpu {
             Err(gpu_error(format!("{n} workgroups exceed the adapter's grid ({max}² per dispatch)")))
         }
     }
+}
+
+/// Milliseconds on a monotonic clock (natively since the first call; in the browser `performance.now()`), for
+/// the time a step takes to issue.
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        performance_now()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `performance.now()` of the calling thread (a Worker or the page).
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
 }
 
 /// u32 from a size, or an error naming it (WGSL indexes with u32).
