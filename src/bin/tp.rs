@@ -557,39 +557,44 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
         }
         line
     };
-    for step in 0..=total {
-        let eval = step % run.cfg.train.eval_interval == 0 || step == total;
+    // From one evaluation to the next, the steps go in one `Run::steps` call: on the gpu they are pipelined (the
+    // next step is submitted before this one is read back), and every step's report still comes, in order.
+    let ei = run.cfg.train.eval_interval.max(1);
+    loop {
+        let step = run.step;
+        let eval = step % ei == 0 || step >= total;
         let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
-        if step == total {
+        if step >= total {
             let line = serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "backend": run.backend_name() });
             stdout.line(label(line, ("elapsed_s", serde_json::json!(t0.elapsed().as_secs_f32()))));
             break;
         }
-        let t = Instant::now();
-        let r = match run.step() {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(path) = out {
-                    save(run, path)?;
-                    say!("saved the last good state (step {}) to {path}", run.step);
+        let end = ((step / ei + 1) * ei).min(total);
+        let mut t = Instant::now();
+        let result = run.steps(end - step, |r| {
+            if let Some(n) = &r.notice {
+                say!("notice: {n}");
+            }
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            t = Instant::now();
+            if r.step % log_every == 0 || r.step % ei == 0 {
+                let mut line = serde_json::json!({
+                    "step": r.step, "loss": json_f32(r.loss), "val_loss": val_loss.filter(|_| r.step == step).map(json_f32), "lr": r.lr,
+                    "grad_norm": json_f32(r.grad_norm),
+                });
+                if let Some(aux) = r.aux_loss {
+                    line["aux_loss"] = json_f32(aux);
+                    line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
                 }
-                return Err(e);
+                stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
             }
-        };
-        if let Some(n) = &r.notice {
-            say!("notice: {n}");
-        }
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if step % log_every == 0 || eval {
-            let mut line = serde_json::json!({
-                "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
-                "grad_norm": json_f32(r.grad_norm),
-            });
-            if let Some(aux) = r.aux_loss {
-                line["aux_loss"] = json_f32(aux);
-                line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
+        });
+        if let Err(e) = result {
+            if let Some(path) = out {
+                save(run, path)?;
+                say!("saved the last good state (step {}) to {path}", run.step);
             }
-            stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
+            return Err(e);
         }
     }
     match lines {
