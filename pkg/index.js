@@ -734,6 +734,7 @@ export class Run extends Emitter {
   /**
    * What issuing the last WebGPU step cost the engine: { issue_ms (recording + submission, not the GPU's execution),
    * dispatches_per_step, bind_groups_per_step (0 after the first step: the step is recorded once and replayed),
+   * param_writes_per_step (uniform slots rewritten because their values changed),
    * overlapped_steps (steps read back while the next one was already submitted) }; null on the CPU.
    */
   gpuStats() {

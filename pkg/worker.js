@@ -91,8 +91,16 @@ async function snapshot(runId, r) {
 }
 
 /** Steps a WebGPU run takes in one pipelined call (`stepsAsync`): the next step is submitted before the one before
- * it is read back, so the device does not wait for the Worker between them; the chunk ends at an evaluation. */
+ * it is read back, so the device does not wait for the Worker between them; the chunk ends at an evaluation. At most
+ * GPU_CHUNK steps and about GPU_CHUNK_MS of them (by the last call's ms/step), so a pause waits no longer than that. */
 const GPU_CHUNK = 8;
+const GPU_CHUNK_MS = 1000;
+
+/** Steps for the next call of run `r`: 1 on the CPU or before its speed is known. */
+function chunkOf(r) {
+  if (!r.wr.onGpu || !r.msPerStep) return 1;
+  return Math.max(1, Math.min(GPU_CHUNK, Math.floor(GPU_CHUNK_MS / r.msPerStep), r.stepsLeft));
+}
 
 /**
  * Training steps of run `runId` (one on the CPU; on WebGPU up to `max`, pipelined, never past the next evaluation)
@@ -108,6 +116,7 @@ async function stepOnce(runId, r, evalEvery, max = 1) {
     reps = [JSON.parse(r.wr.step())];
   }
   const ms = (performance.now() - t0) / reps.length;
+  r.msPerStep = ms;
   const tokS = (r.wr.tokensPerStep / ms) * 1000;
   const out = [];
   for (const [i, rep] of reps.entries()) {
@@ -166,7 +175,7 @@ async function tick() {
     await exclusive(r, async () => {
       if (!r.training) return; // paused while waiting for its turn
       const evalEvery = JSON.parse(r.wr.config()).train.eval_interval;
-      r.stepsLeft -= (await stepOnce(runId, r, evalEvery, Math.min(GPU_CHUNK, r.stepsLeft))).length;
+      r.stepsLeft -= (await stepOnce(runId, r, evalEvery, chunkOf(r))).length;
       if (r.stepsLeft <= 0) await stopTraining(runId, r, 'done');
       else if (performance.now() - r.lastSnapshot > snapshotEveryMs) await snapshot(runId, r);
     });

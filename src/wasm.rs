@@ -409,7 +409,7 @@ impl WasmRun {
     }
 
     /// What issuing the last WebGPU step cost: `{issue_ms, dispatches_per_step, bind_groups_per_step,
-    /// overlapped_steps}` (`train::gpu::IssueStats`) as JSON, or `null` on the cpu.
+    /// param_writes_per_step, overlapped_steps}` (`train::gpu::IssueStats`) as JSON, or `null` on the cpu.
     #[wasm_bindgen(js_name = gpuStats)]
     pub fn gpu_stats(&self) -> String {
         #[cfg(feature = "gpu")]

@@ -276,6 +276,8 @@ fn a_recorded_step_creates_no_bind_group_after_its_first() {
     for s in &seen[1..] {
         assert_eq!(s.dispatches_per_step, first.dispatches_per_step, "the same step: {s:?}");
         assert_eq!(s.bind_groups_per_step, 0, "replayed: nothing created ({s:?})");
+        // AdamW's parameters (its bias corrections change every step); the rest are the same values as before.
+        assert_eq!(s.param_writes_per_step, 1, "one slot rewritten: {s:?}");
         assert!(s.issue_ms > 0.0 && s.issue_ms.is_finite());
     }
 }

@@ -47,6 +47,9 @@ pub struct IssueStats {
     pub dispatches_per_step: u64,
     /// Bind groups created to record it.
     pub bind_groups_per_step: u64,
+    /// Uniform parameter slots of the recorded step rewritten because their values changed (AdamW's learning rate
+    /// and bias corrections change every step).
+    pub param_writes_per_step: u64,
     /// Steps so far whose readback was awaited while the next step was already submitted (`Run::steps_async`).
     pub overlapped_steps: u64,
 }
@@ -103,7 +106,7 @@ impl GpuTrainer {
     /// `clip`) and submits it. Returns before the device has run it.
     pub fn submit_step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32, step: usize) -> Result<PendingStep> {
         self.gpu.ctx.check_lost()?;
-        let (t0, d0, b0) = (crate::backend::gpu::now_ms(), self.gpu.dispatches(), self.gpu.bind_groups());
+        let (t0, d0, b0, w0) = (crate::backend::gpu::now_ms(), self.gpu.dispatches(), self.gpu.bind_groups(), self.tape.writes());
         let rec = GpuStep::replaying(&self.gpu, &self.scalars, step::loss_slot(model), &self.tape).with_last_guard(&self.last_guard);
         rec.zero(self.grads.all())?;
         let bufs = StepBuffers { params: &mut self.params, grads: &mut self.grads, m: &mut self.m, v: &mut self.v, scalars: &mut self.scalars };
@@ -113,6 +116,7 @@ impl GpuTrainer {
             issue_ms: crate::backend::gpu::now_ms() - t0,
             dispatches_per_step: self.gpu.dispatches() - d0,
             bind_groups_per_step: self.gpu.bind_groups() - b0,
+            param_writes_per_step: self.tape.writes() - w0,
             overlapped_steps: self.issue.overlapped_steps,
         };
         Ok(PendingStep { loss, scalars, step, lr: h.lr, submission: self.gpu.last_submission(), submissions: self.gpu.submissions() })

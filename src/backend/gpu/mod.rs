@@ -51,7 +51,6 @@ pub use bound::{lock, ThreadBound};
 pub use buffer::{Element, GpuBuffer, GpuSlice, Pooled, Readback};
 pub use context::GpuContext;
 pub use step::{GpuStep, PendingLoss};
-// `Tape` is defined below, with `Encoder`.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -167,7 +166,7 @@ impl Tape {
         self.len() == 0
     }
 
-    /// Parameter writes made by replays so far.
+    /// Parameter slots rewritten by replays so far (their values changed since the step before).
     pub fn writes(&self) -> u64 {
         self.lock().writes
     }
