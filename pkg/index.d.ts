@@ -760,6 +760,8 @@ export class Run {
   denoiseExample(opts?: { seed?: number }): Promise<DenoiseExample | null>;
   attention(text: string, opts?: { target?: string }): Promise<AttentionMaps>;
   shapes(): Promise<ShapeFlow>;
+  /** What issuing the last WebGPU step cost (recorded once, replayed: 0 bind groups after the first step); null on the CPU. */
+  gpuStats(): Promise<{ issue_ms: number; dispatches_per_step: number; bind_groups_per_step: number; param_writes_per_step: number; overlapped_steps: number } | null>;
   /** One training step in slow motion: the step this run would take next, stage by stage; the run is not advanced. */
   trace(): Promise<StepTrace>;
   save(): Promise<Uint8Array>;

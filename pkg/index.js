@@ -963,6 +963,16 @@ export class Run extends Emitter {
   }
 
   /**
+   * What issuing the last WebGPU step cost the engine: { issue_ms (recording + submission, not the GPU's execution),
+   * dispatches_per_step, bind_groups_per_step (0 after the first step: the step is recorded once and replayed),
+   * param_writes_per_step (uniform slots rewritten because their values changed),
+   * overlapped_steps (steps read back while the next one was already submitted) }; null on the CPU.
+   */
+  gpuStats() {
+    return this.#req('gpuStats');
+  }
+
+  /**
    * One training step in slow motion: the step this run would take next — every forward stage (the live tensor's
    * shape, first values, statistics and a small heatmap), the loss, each parameter's gradient (last layer first)
    * and AdamW's update per tensor. The run is not advanced (pause it to step through a fixed step).

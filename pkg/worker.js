@@ -95,36 +95,63 @@ async function snapshot(runId, r) {
   postMessage({ event: 'snapshot', runId, step: r.wr.stepCount, bytes }, [bytes.buffer]);
 }
 
-/** One training step of run `runId` with its progress record (and evaluation at the config's interval). */
-async function stepOnce(runId, r, evalEvery) {
+/** Steps a WebGPU run takes in one pipelined call (`stepsAsync`): the next step is submitted before the one before
+ * it is read back, so the device does not wait for the Worker between them; the chunk ends at an evaluation. At most
+ * GPU_CHUNK steps and about GPU_CHUNK_MS of them (by the last call's ms/step), so a pause waits no longer than that. */
+const GPU_CHUNK = 8;
+const GPU_CHUNK_MS = 1000;
+
+/** Steps for the next call of run `r`: 1 on the CPU or before its speed is known. */
+function chunkOf(r) {
+  if (!r.wr.onGpu || !r.msPerStep) return 1;
+  return Math.max(1, Math.min(GPU_CHUNK, Math.floor(GPU_CHUNK_MS / r.msPerStep), r.stepsLeft));
+}
+
+/**
+ * Training steps of run `runId` (one on the CPU; on WebGPU up to `max`, pipelined, never past the next evaluation)
+ * with a progress record each (and the evaluation at the config's interval). Returns the records.
+ */
+async function stepOnce(runId, r, evalEvery, max = 1) {
   const t0 = performance.now();
-  const rep = JSON.parse(r.wr.onGpu ? await r.wr.stepAsync() : r.wr.step());
-  const ms = performance.now() - t0;
-  const tokS = (r.wr.tokensPerStep / ms) * 1000;
-  r.emaTokS = r.emaTokS ? 0.9 * r.emaTokS + 0.1 * tokS : tokS;
-  const p = {
-    runId,
-    step: r.wr.stepCount,
-    loss: rep.loss,
-    lr: rep.lr,
-    gradNorm: rep.grad_norm,
-    layerGradNorms: rep.layer_grad_norms,
-    tokensPerSec: r.emaTokS,
-    msPerStep: ms,
-    backend: backendOf(r),
-  };
-  // Mixture-of-Experts models: the weighted balancing loss (already in the objective; `loss` is the cross-entropy)
-  // and each MoE layer's load, as the core reports them.
-  if (rep.aux_loss !== undefined) p.auxLoss = rep.aux_loss;
-  if (rep.expert_load?.length) p.expertLoad = rep.expert_load;
-  if (rep.notice) p.notice = rep.notice;
-  if (evalEvery && (p.step % evalEvery === 0 || r.stepsLeft === 1)) {
-    const e = JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval());
-    p.valLoss = e.val;
-    p.trainLoss = e.train;
+  let reps;
+  if (r.wr.onGpu) {
+    const toEval = evalEvery ? evalEvery - (r.wr.stepCount % evalEvery) : max;
+    reps = JSON.parse(await r.wr.stepsAsync(Math.max(1, Math.min(max, toEval))));
+  } else {
+    reps = [JSON.parse(r.wr.step())];
   }
-  postMessage({ event: 'progress', ...p });
-  return p;
+  const ms = (performance.now() - t0) / reps.length;
+  r.msPerStep = ms;
+  const tokS = (r.wr.tokensPerStep / ms) * 1000;
+  const out = [];
+  for (const [i, rep] of reps.entries()) {
+    r.emaTokS = r.emaTokS ? 0.9 * r.emaTokS + 0.1 * tokS : tokS;
+    const p = {
+      runId,
+      step: rep.step + 1,
+      loss: rep.loss,
+      lr: rep.lr,
+      gradNorm: rep.grad_norm,
+      layerGradNorms: rep.layer_grad_norms,
+      tokensPerSec: r.emaTokS,
+      msPerStep: ms,
+      backend: backendOf(r),
+    };
+    // Mixture-of-Experts models: the weighted balancing loss (already in the objective; `loss` is the cross-entropy)
+    // and each MoE layer's load, as the core reports them.
+    if (rep.aux_loss !== undefined) p.auxLoss = rep.aux_loss;
+    if (rep.expert_load?.length) p.expertLoad = rep.expert_load;
+    if (rep.notice) p.notice = rep.notice;
+    const last = i === reps.length - 1;
+    if (last && evalEvery && (p.step % evalEvery === 0 || r.stepsLeft === reps.length)) {
+      const e = JSON.parse(r.wr.onGpu ? await r.wr.evalAsync() : r.wr.eval());
+      p.valLoss = e.val;
+      p.trainLoss = e.train;
+    }
+    postMessage({ event: 'progress', ...p });
+    out.push(p);
+  }
+  return out;
 }
 
 async function stopTraining(runId, r, stopped) {
@@ -158,8 +185,7 @@ async function tick() {
     await exclusive(r, async () => {
       if (!r.training) return; // paused while waiting for its turn
       const evalEvery = JSON.parse(r.wr.config()).train.eval_interval;
-      await stepOnce(runId, r, evalEvery);
-      r.stepsLeft -= 1;
+      r.stepsLeft -= (await stepOnce(runId, r, evalEvery, chunkOf(r))).length;
       if (r.stepsLeft <= 0) await stopTraining(runId, r, 'done');
       else if (performance.now() - r.lastSnapshot > snapshotEveryMs) await snapshot(runId, r);
     });
@@ -575,7 +601,7 @@ const handlers = {
     if (r.training) throw new EngineError('the run is training: pause it first', { kind: 'invalid', runId });
     return exclusive(r, async () => {
       r.stepsLeft = 0;
-      const p = await stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
+      const [p] = await stepOnce(runId, r, JSON.parse(r.wr.config()).train.eval_interval);
       await snapshot(runId, r); // a walkthrough's steps survive a restart too
       return p;
     });
@@ -609,6 +635,7 @@ const handlers = {
   evalAt: ({ runId, t }) => onHost(runId, (wr) => JSON.parse(wr.evalAt(checkInt('t', t, { max: U32_MAX })))),
   positionTerms: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.positionTerms())),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
+  gpuStats: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.gpuStats())),
   trace: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.trace())),
   save: ({ runId }) => onHost(runId, (wr) => wr.save()),
   dispose({ runId }) {

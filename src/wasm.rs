@@ -192,11 +192,13 @@ pub fn limits() -> String {
 #[wasm_bindgen]
 pub struct WasmRun {
     run: Rc<RefCell<Run>>,
+    /// The error that stopped `stepsAsync` after some steps were taken, thrown by its next call.
+    deferred: RefCell<Option<JsError>>,
 }
 
 impl WasmRun {
     fn wrap(run: Run) -> WasmRun {
-        WasmRun { run: Rc::new(RefCell::new(run)) }
+        WasmRun { run: Rc::new(RefCell::new(run)), deferred: RefCell::new(None) }
     }
 }
 
@@ -389,6 +391,39 @@ impl WasmRun {
         let mut r = run.borrow_mut();
         let rep = r.step_async().await.map_err(js)?;
         Ok(to_json(&rep))
+    }
+
+    /// Up to `n` steps of a run on WebGPU, pipelined (`Run::steps_async`: each step is submitted before the one
+    /// before it is read back, so the device never waits for the page): a JSON array of their reports, each as
+    /// `step`'s. An error after some steps were taken (a divergence: the last good state is kept) is thrown by the
+    /// next call, so the steps before it are reported first.
+    #[wasm_bindgen(js_name = stepsAsync)]
+    pub async fn steps_async(&self, n: usize) -> Result<String, JsError> {
+        if let Some(e) = self.deferred.borrow_mut().take() {
+            return Err(e);
+        }
+        let run = self.run.clone();
+        let mut r = run.borrow_mut();
+        let mut reports = vec![];
+        let result = r.steps_async(n, |rep| reports.push(rep)).await;
+        match result {
+            Err(e) if reports.is_empty() => Err(js(e)),
+            Err(e) => {
+                *self.deferred.borrow_mut() = Some(js(e));
+                Ok(to_json(&reports))
+            }
+            Ok(()) => Ok(to_json(&reports)),
+        }
+    }
+
+    /// What issuing the last WebGPU step cost: `{issue_ms, dispatches_per_step, bind_groups_per_step,
+    /// param_writes_per_step, overlapped_steps}` (`train::gpu::IssueStats`) as JSON, or `null` on the cpu.
+    #[wasm_bindgen(js_name = gpuStats)]
+    pub fn gpu_stats(&self) -> String {
+        #[cfg(feature = "gpu")]
+        return to_json(&self.run.borrow().gpu_issue());
+        #[cfg(not(feature = "gpu"))]
+        "null".into()
     }
 
     /// `eval` for a run on WebGPU; a device that fails is an error.

@@ -139,7 +139,9 @@ fn trainer_steps_match_the_cpu_train_step() {
         let mut tr = GpuTrainer::new(new_gpu(), &cpu_model, &[], &[], 0).unwrap();
         let (mut rc, mut rg) = (Rng::new(9), Rng::new(9));
         for step in 0..3 {
-            let batch = lab_batch(arch, 2, 7, 5, vocab, 3 + step as u64);
+            // Step 1's batch has other shapes: the trainer's recorded step (`Tape`) is re-recorded there and at
+            // step 2, and must stay exact.
+            let batch = lab_batch(arch, 2 + step % 2, 7 - step % 2, 5, vocab, 3 + step as u64);
             let r = train_step(&Cpu, &mut cpu_model, &mut opt, &c.train, &batch, step, Some(&mut rc)).unwrap();
             let h = adamw_at(&c.train, r.lr, tr.t + 1);
             // The trainer reads the config and the layout from the model, its parameters from the device.
@@ -256,6 +258,104 @@ fn a_trainer_step_is_one_submission_that_carries_its_own_readback() {
         assert_eq!(report.layer_grad_norms.len(), 3, "embeddings & head, blocks.0, blocks.1");
     }
     assert_eq!(tr.t, 2);
+}
+
+#[test]
+fn a_recorded_step_creates_no_bind_group_after_its_first() {
+    let c = config("gpt", json!({"position": {"kind": "rope"}, "dropout": 0.1}));
+    let mut r = run(&c, BackendKind::Gpu);
+    let mut seen = vec![];
+    for _ in 0..3 {
+        steps(&mut r, 1);
+        seen.push(r.gpu_issue().expect("a gpu run reports its issue"));
+    }
+    eprintln!("issue per step: {seen:?}");
+    let first = seen[0];
+    assert!(first.dispatches_per_step > 20, "{first:?}");
+    assert_eq!(first.bind_groups_per_step, first.dispatches_per_step, "the first step records one bind group a dispatch");
+    for s in &seen[1..] {
+        assert_eq!(s.dispatches_per_step, first.dispatches_per_step, "the same step: {s:?}");
+        assert_eq!(s.bind_groups_per_step, 0, "replayed: nothing created ({s:?})");
+        // AdamW's parameters (its bias corrections change every step); the rest are the same values as before.
+        assert_eq!(s.param_writes_per_step, 1, "one slot rewritten: {s:?}");
+        assert!(s.issue_ms > 0.0 && s.issue_ms.is_finite());
+    }
+}
+
+#[test]
+fn pipelined_steps_report_every_step_as_single_steps_do() {
+    // Dropout draws from its stream each step, so the streams must go exactly as one step at a time; sync_every 2
+    // reads the state back after steps 2 and 4, so a step must not be in flight then.
+    let c = config("gpt", json!({"dropout": 0.1}));
+    let (mut one, mut piped) = (run(&c, BackendKind::Gpu), run(&c, BackendKind::Gpu));
+    one.sync_every = 2;
+    piped.sync_every = 2;
+    let singles = steps(&mut one, 5);
+    let mut reports = vec![];
+    piped.steps(5, |r| reports.push(r)).unwrap();
+    assert_eq!(reports.len(), 5, "every step reports");
+    for (a, b) in reports.iter().zip(&singles) {
+        assert_eq!((a.step, a.lr), (b.step, b.lr));
+        assert_eq!(a.loss, b.loss, "step {}: the same kernels on the same state", a.step);
+        assert_eq!(a.grad_norm, b.grad_norm, "step {}", a.step);
+    }
+    assert_eq!(piped.step, 5);
+    assert_eq!(piped.model.params, one.model.params, "the state read back after step 4 is step 4's");
+    // Steps 1 and 3 were read back while the next one was in flight (none was submitted past a read-back at 2 and 4,
+    // nor past the last).
+    let overlapped = piped.gpu_issue().unwrap().overlapped_steps;
+    assert_eq!(overlapped, 2, "steps read back with the next one submitted");
+    assert_eq!(one.gpu_issue().unwrap().overlapped_steps, 0);
+    piped.sync_every = 0;
+    piped.steps(4, |_| ()).unwrap();
+    assert_eq!(piped.gpu_issue().unwrap().overlapped_steps, 2 + 3, "without read-backs every step but the last");
+}
+
+#[test]
+fn a_step_submitted_after_a_diverging_one_changes_nothing() {
+    // Token 5's embedding overflows (an untied head, so only a batch holding token 5 sees it): batch A diverges,
+    // batch B alone would train. B is submitted before A is read back, as `Run::steps` does.
+    let c = config("gpt", json!({"tie_embeddings": false}));
+    let vocab = 13;
+    let mut model = Model::new(&c.model, vocab, 7);
+    let (wte, d) = (model.layout.wte, c.model.d_model);
+    wte.of_mut(&mut model.params)[5 * d..6 * d].iter_mut().for_each(|x| *x = x.signum() * f32::MAX);
+    let batch = |idx: Vec<u32>| transformer_playground::model::Batch { b: 1, t: 4, targets: idx.iter().map(|&x| ((x + 1) % 13) as i32).collect(), idx, s: 0, src: vec![] };
+    let (a, b) = (batch(vec![5, 1, 2, 3]), batch(vec![1, 2, 3, 4]));
+    let mut tr = GpuTrainer::new(new_gpu(), &model, &[], &[], 0).unwrap();
+    let h = |t| adamw_at(&c.train, c.train.lr, t);
+    let pa = tr.submit_step(&model, &a, None, &h(1), c.train.grad_clip, 0).unwrap();
+    let pb = tr.submit_step(&model, &b, None, &h(2), c.train.grad_clip, 1).unwrap();
+    let err = pollster::block_on(tr.finish_step(&model, pa)).expect_err("batch A overflows");
+    assert!(matches!(err, Error::Diverged { step: 0, .. }), "{err}");
+    drop(pb); // dropped, as `Run::steps` drops it
+    let (p, m, v) = pollster::block_on(tr.download()).unwrap();
+    assert_eq!(p, model.params, "the step submitted after the diverging one left the parameters alone");
+    assert!(m.iter().chain(&v).all(|&x| x == 0.0), "and the moments");
+    assert_eq!(tr.t, 0);
+    // B on its own trains: the guard of A no longer holds once the host has seen the divergence.
+    let rep = tr.step(&model, &b, None, &h(1), c.train.grad_clip, 0).unwrap();
+    assert!(rep.loss.is_finite(), "{rep:?}");
+    assert_ne!(pollster::block_on(tr.download()).unwrap().0, model.params, "batch B updates");
+}
+
+#[test]
+fn pipelined_steps_stop_at_a_divergence_with_the_last_good_state() {
+    let c = config("gpt", json!({}));
+    let mut r = run(&c, BackendKind::Gpu);
+    r.steps(2, |_| ()).unwrap();
+    r.sync().unwrap();
+    let wte = r.model.layout.wte;
+    wte.of_mut(&mut r.model.params).iter_mut().for_each(|x| *x = x.signum() * f32::MAX);
+    r.attach_gpu(new_gpu()).unwrap();
+    let last_good = (r.model.params.clone(), r.opt.m.clone(), r.opt.v.clone(), r.opt.t, r.step);
+    let mut reports = 0;
+    let err = r.steps(3, |_| reports += 1).expect_err("overflowing logits diverge");
+    assert!(matches!(err, Error::Diverged { step: 2, .. }), "{err}");
+    assert_eq!((reports, r.step), (0, last_good.4), "nothing reported, the failed step not counted");
+    assert!(r.on_gpu());
+    r.sync().unwrap();
+    assert_eq!((&r.model.params, &r.opt.m, &r.opt.v, r.opt.t), (&last_good.0, &last_good.1, &last_good.2, last_good.3));
 }
 
 #[test]
@@ -404,6 +504,9 @@ fn the_cli_trains_and_benchmarks_on_the_gpu() {
     let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert!(line["ran_on"].as_str().unwrap().starts_with("gpu ("), "{line}");
     assert!(line["median_ms"].as_f64().unwrap() > 0.0);
+    assert!(line["issue_ms"].as_f64().unwrap() > 0.0, "{line}");
+    assert!(line["dispatches_per_step"].as_u64().unwrap() > 0, "{line}");
+    assert_eq!(line["bind_groups_per_step"].as_u64(), Some(0), "after the warm-up the step is replayed: {line}");
 }
 
 #[test]

@@ -557,39 +557,44 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
         }
         line
     };
-    for step in 0..=total {
-        let eval = step % run.cfg.train.eval_interval == 0 || step == total;
+    // From one evaluation to the next, the steps go in one `Run::steps` call: on the gpu they are pipelined (the
+    // next step is submitted before this one is read back), and every step's report still comes, in order.
+    let ei = run.cfg.train.eval_interval.max(1);
+    loop {
+        let step = run.step;
+        let eval = step % ei == 0 || step >= total;
         let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
-        if step == total {
+        if step >= total {
             let line = serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "backend": run.backend_name() });
             stdout.line(label(line, ("elapsed_s", serde_json::json!(t0.elapsed().as_secs_f32()))));
             break;
         }
-        let t = Instant::now();
-        let r = match run.step() {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(path) = out {
-                    save(run, path)?;
-                    say!("saved the last good state (step {}) to {path}", run.step);
+        let end = ((step / ei + 1) * ei).min(total);
+        let mut t = Instant::now();
+        let result = run.steps(end - step, |r| {
+            if let Some(n) = &r.notice {
+                say!("notice: {n}");
+            }
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            t = Instant::now();
+            if r.step % log_every == 0 || r.step % ei == 0 {
+                let mut line = serde_json::json!({
+                    "step": r.step, "loss": json_f32(r.loss), "val_loss": val_loss.filter(|_| r.step == step).map(json_f32), "lr": r.lr,
+                    "grad_norm": json_f32(r.grad_norm),
+                });
+                if let Some(aux) = r.aux_loss {
+                    line["aux_loss"] = json_f32(aux);
+                    line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
                 }
-                return Err(e);
+                stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
             }
-        };
-        if let Some(n) = &r.notice {
-            say!("notice: {n}");
-        }
-        let ms = t.elapsed().as_secs_f64() * 1e3;
-        if step % log_every == 0 || eval {
-            let mut line = serde_json::json!({
-                "step": step, "loss": json_f32(r.loss), "val_loss": val_loss.map(json_f32), "lr": r.lr,
-                "grad_norm": json_f32(r.grad_norm),
-            });
-            if let Some(aux) = r.aux_loss {
-                line["aux_loss"] = json_f32(aux);
-                line["expert_load"] = serde_json::to_value(&r.expert_load).unwrap_or_default();
+        });
+        if let Err(e) = result {
+            if let Some(path) = out {
+                save(run, path)?;
+                say!("saved the last good state (step {}) to {path}", run.step);
             }
-            stdout.line(label(line, ("ms", serde_json::json!((ms * 100.0).round() / 100.0))));
+            return Err(e);
         }
     }
     match lines {
@@ -916,12 +921,13 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
     run.sync_every = 0; // time the steps, not the read-backs
     say!("benchmarking on {}", run.backend_name());
-    let mut times = vec![];
+    let (mut times, mut issue) = (vec![], vec![]);
     for i in 0..warmup + steps {
         let t = Instant::now();
         run.step()?;
         if i >= warmup {
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            issue.extend(gpu_issue(&run));
         }
     }
     times.sort_by(|a, b| a.total_cmp(b));
@@ -931,7 +937,17 @@ fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: 
     debug_assert!(rayon::current_thread_index().is_some(), "bench runs inside the pool");
     let ran_on = run.backend_name();
     let mut stdout = Out::new();
-    stdout.line(serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps }));
+    let mut line = serde_json::json!({ "backend": backend, "ran_on": ran_on, "threads": threads, "median_ms": med, "min_ms": times[0], "tokens_per_s": tok / med * 1e3, "steps": steps });
+    // A gpu run: the host time to issue a step (median over the timed steps), and the last step's dispatches and
+    // bind groups created (after the warm-up).
+    if let Some(&(_, dispatches, bind_groups)) = issue.last() {
+        let mut ms: Vec<f64> = issue.iter().map(|s| s.0).collect();
+        ms.sort_by(|a, b| a.total_cmp(b));
+        line["issue_ms"] = ms[ms.len() / 2].into();
+        line["dispatches_per_step"] = dispatches.into();
+        line["bind_groups_per_step"] = bind_groups.into();
+    }
+    stdout.line(line);
     stdout.line(format!("RESULT ours-{backend} threads={threads}: {med:.2} ms/iter, {:.0} tok/s", tok / med * 1e3));
     stdout.finish()
 }
@@ -966,6 +982,18 @@ fn attention_cost(backend: &str, spec: &CostSpec, ts: Option<&str>) -> Result<()
 /// A row as JSON with its fields in declaration order (`t` first).
 fn json_line(row: &attention_cost::CostRow) -> String {
     serde_json::to_string(row).expect("plain data serialises")
+}
+
+/// What issuing the last step cost (a gpu run; None on the cpu or in a build without the gpu feature).
+/// (issue ms, dispatches, bind groups created).
+#[cfg(feature = "gpu")]
+fn gpu_issue(run: &Run) -> Option<(f64, u64, u64)> {
+    run.gpu_issue().map(|s| (s.issue_ms, s.dispatches_per_step, s.bind_groups_per_step))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_issue(_: &Run) -> Option<(f64, u64, u64)> {
+    None
 }
 
 #[cfg(feature = "gpu")]

@@ -5,11 +5,13 @@
 //!
 //! Divergence never touches the state: the recorded AdamW reads the loss sum and Σg² on the device and updates
 //! nothing when either is not finite, so the host only has to report it (`step::finish_step` turns it into
-//! `Error::Diverged`, as on the CPU). The host copies of the parameters and moments are read back on demand
+//! `Error::Diverged`, as on the CPU). A step may be submitted before the one before it is read back (`Run::
+//! steps_async`): its AdamW also reads the guard of the step before (`GpuStep::with_last_guard`), so a divergence
+//! stops the state where it was even then. The host copies of the parameters and moments are read back on demand
 //! (`download`).
 
 use super::step::{self, Recorded, StepBuffers, StepReport};
-use crate::backend::gpu::{Gpu, GpuBuffer, GpuStep, PendingLoss, Readback};
+use crate::backend::gpu::{Gpu, GpuBuffer, GpuStep, PendingLoss, Readback, Tape};
 use crate::backend::{AdamW, Backend};
 use crate::error::Result;
 use crate::model::{Batch, Model};
@@ -25,6 +27,31 @@ pub struct GpuTrainer {
     scalars: GpuBuffer<f32>,
     /// AdamW steps taken on the device.
     pub t: u32,
+    /// What issuing the last step cost.
+    pub issue: IssueStats,
+    /// The training step's recorded bind groups and parameter slots (made at the first step, replayed after).
+    tape: Tape,
+    /// [Σg², loss sum] of the last step recorded (`GpuStep::with_last_guard`): a step submitted before the one
+    /// before it was read back updates nothing if that one diverged.
+    last_guard: GpuBuffer<f32>,
+}
+
+/// What issuing one step cost the host: `tp bench --backend gpu` and the engine's `gpuStats` report it.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct IssueStats {
+    /// Milliseconds from the start of `submit_step` to the return of its `queue.submit`: the model's ops
+    /// recorded, the commands encoded and handed to the driver. The GPU's execution is not in it — `submit` returns
+    /// before the device runs the step (the step's readback is awaited after it).
+    pub issue_ms: f64,
+    /// Compute dispatches the step recorded.
+    pub dispatches_per_step: u64,
+    /// Bind groups created to record it.
+    pub bind_groups_per_step: u64,
+    /// Uniform parameter slots of the recorded step rewritten because their values changed (AdamW's learning rate
+    /// and bias corrections change every step).
+    pub param_writes_per_step: u64,
+    /// Steps so far whose readback was awaited while the next step was already submitted (`Run::steps_async`).
+    pub overlapped_steps: u64,
 }
 
 /// A step submitted and not yet read back.
@@ -33,6 +60,16 @@ pub struct PendingStep {
     scalars: Readback<f32>,
     step: usize,
     lr: f32,
+    /// The submission holding the step, and the submissions made by then.
+    submission: Option<wgpu::SubmissionIndex>,
+    submissions: u64,
+}
+
+impl PendingStep {
+    /// The step's number.
+    pub fn step(&self) -> usize {
+        self.step
+    }
 }
 
 impl GpuTrainer {
@@ -48,6 +85,9 @@ impl GpuTrainer {
             v: state(v)?,
             scalars: gpu.zeros(step::scalars_len(model))?,
             t,
+            issue: IssueStats::default(),
+            tape: Tape::default(),
+            last_guard: gpu.zeros(2)?,
             gpu,
         })
     }
@@ -66,21 +106,42 @@ impl GpuTrainer {
     /// `clip`) and submits it. Returns before the device has run it.
     pub fn submit_step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32, step: usize) -> Result<PendingStep> {
         self.gpu.ctx.check_lost()?;
-        let rec = GpuStep::new(&self.gpu, &self.scalars, step::loss_slot(model));
+        let (t0, d0, b0, w0) = (crate::backend::gpu::now_ms(), self.gpu.dispatches(), self.gpu.bind_groups(), self.tape.writes());
+        let rec = GpuStep::replaying(&self.gpu, &self.scalars, step::loss_slot(model), &self.tape).with_last_guard(&self.last_guard);
         rec.zero(self.grads.all())?;
         let bufs = StepBuffers { params: &mut self.params, grads: &mut self.grads, m: &mut self.m, v: &mut self.v, scalars: &mut self.scalars };
         let Recorded { loss, scalars } = step::record_step(&rec, model, bufs, batch, dropout, h, clip)?;
         self.gpu.submit(rec.finish())?;
-        Ok(PendingStep { loss, scalars, step, lr: h.lr })
+        self.issue = IssueStats {
+            issue_ms: crate::backend::gpu::now_ms() - t0,
+            dispatches_per_step: self.gpu.dispatches() - d0,
+            bind_groups_per_step: self.gpu.bind_groups() - b0,
+            param_writes_per_step: self.tape.writes() - w0,
+            overlapped_steps: self.issue.overlapped_steps,
+        };
+        Ok(PendingStep { loss, scalars, step, lr: h.lr, submission: self.gpu.last_submission(), submissions: self.gpu.submissions() })
     }
 
-    /// Waits for a submitted step and reads its scalars back: its report, or `Error::Diverged` (nothing was
-    /// updated). Counts the AdamW step when it was taken.
+    /// Waits for a submitted step (not for steps submitted after it) and reads its scalars back: its report, or
+    /// `Error::Diverged` (nothing was updated, and a step submitted after it updates nothing either). Counts the
+    /// AdamW step when it was taken. Steps are finished in the order they were submitted.
     pub async fn finish_step(&mut self, model: &Model, p: PendingStep) -> Result<StepReport> {
-        let s = p.scalars.wait(&self.gpu).await?;
-        let report = step::finish_step::<GpuStep>(model, p.loss, &s, p.step, p.lr)?;
-        self.t += 1;
-        Ok(report)
+        if self.gpu.submissions() > p.submissions {
+            self.issue.overlapped_steps += 1;
+        }
+        let s = p.scalars.wait_until(&self.gpu, p.submission).await?;
+        match step::finish_step::<GpuStep>(model, p.loss, &s, p.step, p.lr) {
+            Ok(report) => {
+                self.t += 1;
+                Ok(report)
+            }
+            Err(e) => {
+                // The divergence is known on the host now: the step after the one it refused may update again
+                // (ordered after any step already submitted, which left its own guard there).
+                self.gpu.write(self.last_guard.all(), &[0.0, 0.0])?;
+                Err(e)
+            }
+        }
     }
 
     /// `submit_step` then `finish_step`, blocking (native).

@@ -311,6 +311,14 @@ impl Run {
         Some(f(&g.trainer.gpu))
     }
 
+    /// What issuing the last step cost on the GPU (None on the cpu): host milliseconds, dispatches and bind groups.
+    #[cfg(feature = "gpu")]
+    pub fn gpu_issue(&self) -> Option<gpu::IssueStats> {
+        let shared = self.gpu.as_ref()?.get().ok()?;
+        let g = crate::backend::gpu::lock(&shared).ok()?;
+        Some(g.trainer.issue)
+    }
+
     /// Whether training runs on a GPU now.
     pub fn on_gpu(&self) -> bool {
         #[cfg(feature = "gpu")]
@@ -361,6 +369,105 @@ impl Run {
             return self.gpu_step().await;
         }
         self.cpu_step()
+    }
+
+    /// Up to `n` training steps, each report handed to `on_report` in order; stops at the first error and returns
+    /// it (a divergence: the last good state is kept and the failed step is not counted, as with `step`).
+    ///
+    /// On a gpu run the steps are pipelined: step k + 1 is recorded and submitted BEFORE step k's scalars are
+    /// awaited, so while the host reads step k back (and reports it) the device already has step k + 1 to run —
+    /// the host never waits on an idle device. Every step's report still comes, one step late. If step k diverged,
+    /// step k + 1 (already submitted) updates nothing either (its AdamW reads step k's guard on the device,
+    /// `train::gpu`) and is dropped: its batch and dropout draws are given back, so the run is exactly where a
+    /// `step` that diverged leaves it. Before a read-back of the state (`sync_every`) and at the end, the step in
+    /// flight is finished first, so nothing is in flight between calls. On the cpu it is `step`, n times.
+    pub async fn steps_async(&mut self, n: usize, mut on_report: impl FnMut(StepReport)) -> Result<()> {
+        #[cfg(feature = "gpu")]
+        if self.gpu.is_some() {
+            return self.gpu_steps(n, &mut on_report).await;
+        }
+        for _ in 0..n {
+            on_report(self.cpu_step()?);
+        }
+        Ok(())
+    }
+
+    /// `steps_async`, blocking (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn steps(&mut self, n: usize, on_report: impl FnMut(StepReport)) -> Result<()> {
+        pollster::block_on(self.steps_async(n, on_report))
+    }
+
+    #[allow(clippy::await_holding_lock)] // see gpu_step
+    #[cfg(feature = "gpu")]
+    async fn gpu_steps(&mut self, n: usize, on_report: &mut dyn FnMut(StepReport)) -> Result<()> {
+        // The step in flight, with the batch and dropout streams as they were before it drew.
+        let mut ahead: Option<(gpu::PendingStep, (Rng, Rng))> = None;
+        let mut reported = 0;
+        while reported < n {
+            let shared = match &self.gpu {
+                Some(slot) => slot.get()?,
+                None => {
+                    // The GPU failed: the rest on the cpu.
+                    on_report(self.cpu_step()?);
+                    reported += 1;
+                    continue;
+                }
+            };
+            let mut g = crate::backend::gpu::lock(&shared)?;
+            // Submit the next step, unless all n are, or the state is read back after the one in flight (which
+            // must not include the next).
+            let sync_after = |done: usize| self.sync_every > 0 && done.is_multiple_of(self.sync_every);
+            let mut next = None;
+            if reported + (ahead.is_some() as usize) < n && !(ahead.is_some() && sync_after(self.step + 1)) {
+                let streams = (self.batches.clone(), self.dropout.clone());
+                let step = self.step + ahead.is_some() as usize;
+                let batch = self.data.batch(Split::Train, self.cfg.train.batch_size, self.cfg.model.ctx_len, &mut self.batches);
+                let t = &self.cfg.train;
+                let h = adamw_at(t, lr_at(t, step), g.trainer.t + 1 + ahead.is_some() as u32);
+                let masks = (self.cfg.model.dropout > 0.0).then_some(&mut self.dropout);
+                match g.trainer.submit_step(&self.model, &batch, masks, &h, t.grad_clip, step) {
+                    Ok(p) => next = Some((p, streams)),
+                    Err(e) => {
+                        drop(g);
+                        on_report(self.fall_back_to_cpu(e)?);
+                        reported += 1;
+                        ahead = None;
+                        continue;
+                    }
+                }
+            }
+            let Some((p, _)) = ahead.take() else {
+                ahead = next;
+                continue;
+            };
+            let result = g.trainer.finish_step(&self.model, p).await;
+            drop(g);
+            match result {
+                Ok(report) => {
+                    self.step += 1;
+                    if sync_after(self.step) {
+                        // Nothing is in flight here (see above). A failure falls back to the cpu, with a notice.
+                        let _ = self.sync_async().await;
+                    }
+                    on_report(StepReport { notice: self.notice.take(), ..report });
+                    reported += 1;
+                    ahead = next;
+                }
+                Err(e @ Error::Diverged { .. }) => {
+                    if let Some((_, streams)) = next {
+                        (self.batches, self.dropout) = streams;
+                    }
+                    return Err(e);
+                }
+                Err(e) => {
+                    on_report(self.fall_back_to_cpu(e)?);
+                    reported += 1;
+                    ahead = None;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn cpu_step(&mut self) -> Result<StepReport> {

@@ -67,7 +67,7 @@ for (const build of ['threads', 'single']) {
         await run.train({ steps: 6 });
         const text = await run.generate('To', { maxTokens: 8 });
         const bytes = await run.save();
-        out[backend] = { created: run.backend, progress, text, saved: bytes.length };
+        out[backend] = { created: run.backend, progress, text, saved: bytes.length, stats: await run.gpuStats() };
       }
       engine.terminate();
       return { info: engine.info, ...out };
@@ -80,6 +80,16 @@ for (const build of ['threads', 'single']) {
       const c = r.cpu.progress[i].loss;
       assert.ok(Math.abs(p.loss - c) <= 2e-3 * c, `step ${i}: webgpu ${p.loss} vs cpu ${c}`);
     });
+    // Every step reported once, in order, though on WebGPU they were pipelined after the first (several steps a
+    // call, up to each evaluation and about a second's worth): the recorded step replayed with no bind group
+    // created, some steps read back with the next already in flight.
+    assert.deepEqual(r.webgpu.progress.map((p) => p.step), [1, 2, 3, 4, 5, 6]);
+    const s = r.webgpu.stats;
+    assert.ok(s.issue_ms > 0 && s.dispatches_per_step > 0, JSON.stringify(s));
+    assert.equal(s.bind_groups_per_step, 0, JSON.stringify(s));
+    assert.ok(s.overlapped_steps >= 1 && s.overlapped_steps <= 3, `${JSON.stringify(s)}, ms/step ${r.webgpu.progress.map((p) => p.msPerStep | 0)}`);
+    console.log(`WebGPU ms/step ${r.webgpu.progress.map((p) => p.msPerStep | 0)}; ${JSON.stringify(s)}`);
+    assert.equal(r.cpu.stats, null);
     assert.equal(r.webgpu.text.length, 8);
     assert.equal(r.webgpu.saved, r.cpu.saved);
     assert.deepEqual(problems, []);

@@ -160,8 +160,8 @@ impl Gpu {
                 let uploaded = self.pooled_upload(&bucket[..bl])?;
                 let packed = self.pooled::<u32>(tl + bl)?;
                 let (tb, bb) = (table.bind(tl), uploaded.all().bind(bl));
-                enc.enc.copy_buffer_to_buffer(tb.buf, tb.offset, &packed.buf, 0, tb.size);
-                enc.enc.copy_buffer_to_buffer(bb.buf, bb.offset, &packed.buf, tb.size, bb.size);
+                enc.commands().copy_buffer_to_buffer(tb.buf, tb.offset, &packed.buf, 0, tb.size);
+                enc.commands().copy_buffer_to_buffer(bb.buf, bb.offset, &packed.buf, tb.size, bb.size);
                 let packed = scratch.packed.insert(packed);
                 Ok(PackedBias {
                     kind: 2,

@@ -263,7 +263,7 @@ impl Gpu {
     pub fn clear<T: Element>(&self, enc: &mut Encoder, dst: GpuSlice<T>) {
         let (off, size) = dst.bytes();
         if size > 0 {
-            enc.enc.clear_buffer(&dst.buf.buf, off, Some(size));
+            enc.commands().clear_buffer(&dst.buf.buf, off, Some(size));
         }
     }
 
@@ -274,7 +274,7 @@ impl Gpu {
         }
         let ((so, size), (doff, _)) = (src.bytes(), dst.bytes());
         if size > 0 {
-            enc.enc.copy_buffer_to_buffer(&src.buf.buf, so, &dst.buf.buf, doff, size);
+            enc.commands().copy_buffer_to_buffer(&src.buf.buf, so, &dst.buf.buf, doff, size);
         }
         Ok(())
     }
@@ -300,7 +300,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        enc.enc.copy_buffer_to_buffer(&src.buf.buf, off, &staging, 0, size);
+        enc.commands().copy_buffer_to_buffer(&src.buf.buf, off, &staging, 0, size);
         Readback { staging: Some(staging), _t: PhantomData }
     }
 
@@ -321,6 +321,12 @@ impl<T: Element> Readback<T> {
     /// The data, once the submission holding the copy has run: natively the device is polled until then; in the
     /// browser the map callback arrives from the event loop.
     pub async fn wait(self, gpu: &Gpu) -> Result<Vec<T>> {
+        self.wait_until(gpu, None).await
+    }
+
+    /// `wait`, where `submission` is the one holding the copy: natively only it (and those before it) are waited
+    /// for, not submissions made after it (a training step submitted ahead, `train::gpu`).
+    pub async fn wait_until(self, gpu: &Gpu, submission: Option<wgpu::SubmissionIndex>) -> Result<Vec<T>> {
         let Some(staging) = self.staging else {
             return Ok(vec![]);
         };
@@ -329,8 +335,10 @@ impl<T: Element> Readback<T> {
         #[cfg(not(target_arch = "wasm32"))]
         gpu.ctx
             .device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
             .map_err(|e| gpu_error(format!("waiting for the device: {e}")))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
         rx.await.map_err(|e| gpu_error(format!("reading a buffer back: {e}")))?;
         let out = {
             let view = staging.slice(..).get_mapped_range().map_err(|e| gpu_error(format!("mapping a buffer: {e}")))?;

@@ -312,7 +312,7 @@ impl Gpu {
         need("adamw m", &m, n)?;
         need("adamw v", &v, n)?;
         need("adamw decay flags", &decay, n.div_ceil(64))?;
-        need("adamw guard", &guard, 2)?;
+        need("adamw guard", &guard, 4)?;
         if n == 0 {
             return Ok(());
         }
@@ -326,7 +326,7 @@ impl Gpu {
             bc1: 1.0 - h.beta1.powi(h.t as i32),
             bc2: 1.0 - h.beta2.powi(h.t as i32),
         };
-        let bufs = [g.bind(n), p.bind(n), m.bind(n), v.bind(n), decay.bind(n.div_ceil(64)), guard.bind(2)];
+        let bufs = [g.bind(n), p.bind(n), m.bind(n), v.bind(n), decay.bind(n.div_ceil(64)), guard.bind(4)];
         self.dispatch(enc, &ADAMW_FLAT, &[], &params, &bufs, self.grid(n.div_ceil(256))?)
     }
 }

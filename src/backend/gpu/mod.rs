@@ -6,7 +6,9 @@
 //! nothing is read back unless asked (`Gpu::read_after`). `GpuStep` is the op trait on the GPU: it records every op
 //! the model's code calls into one encoder, so a whole training step (`train::step`, driven by
 //! `train::gpu::GpuTrainer`) is one submission and one readback of its scalars. Activations and scratch buffers
-//! come from a pool (`Gpu::pooled`): allocated at the first step of a shape, reused after.
+//! come from a pool (`Gpu::pooled`): allocated at the first step of a shape, reused after; the step's bind groups
+//! and uniform parameters are recorded on a `Tape` at its first step and replayed after (no bind group is created
+//! per step, only the parameters that changed are written), and consecutive dispatches share one compute pass.
 //! `tests/gpu_kernels.rs` holds every kernel to the scalar reference.
 //!
 //! Kernels (`wgsl/`, one file per op family, each opening with its bindings, shapes and invocation→element map):
@@ -89,10 +91,90 @@ pub(crate) struct Compiled {
 }
 
 /// Commands being recorded: dispatches and copies, plus the small buffers they use (uniform parameters, scratch)
-/// kept alive until the encoder is submitted.
+/// kept alive until the encoder is submitted. Consecutive dispatches share one compute pass (WebGPU orders the
+/// dispatches of a pass: each sees what the previous one wrote); a copy or clear ends it. With a `Tape`, the
+/// dispatches reuse the bind groups and uniform slots of the step recorded on it.
 pub struct Encoder {
-    pub(crate) enc: wgpu::CommandEncoder,
+    enc: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
     keep: Vec<wgpu::Buffer>,
+    /// The tape being replayed, and the index of the next dispatch on it.
+    tape: Option<(Tape, usize)>,
+}
+
+impl Encoder {
+    /// The open compute pass, begun when there is none.
+    fn pass(&mut self) -> &mut wgpu::ComputePass<'static> {
+        let enc = &mut self.enc;
+        self.pass.get_or_insert_with(|| {
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("tp"), timestamp_writes: None }).forget_lifetime()
+        })
+    }
+
+    /// The command encoder, for copies and clears: ends the open compute pass first.
+    pub(crate) fn commands(&mut self) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        &mut self.enc
+    }
+}
+
+/// A training step recorded once and replayed (`GpuStep::replaying`, driven by `train::gpu::GpuTrainer`).
+///
+/// Created once, at the first step of a (config, batch shape): each dispatch's bind group, and its slot in a
+/// uniform buffer shared by the whole step (one 64 KiB buffer holds 256 dispatches' parameters). The pipelines are
+/// compiled once anyway (`Gpu::kernel`), and the activations come from the pool, which hands the same buffers to
+/// the same ops step after step. Per step the model's ops are recorded as always, and each dispatch is compared
+/// with the one at its place on the tape: same kernel, same buffer ranges → its bind group is reused, and its
+/// parameters are written to its slot only when they changed (AdamW's learning rate and bias corrections, each
+/// step; a cross-entropy's 1/count when the count of targets changes). A dispatch that differs (a new shape)
+/// re-records the tape from there on. So after the first step nothing is created but the readback's staging
+/// buffer, and what is written is the host data (token ids, targets, masks) and those few parameters.
+#[derive(Clone, Default)]
+pub struct Tape(Arc<Mutex<TapeState>>);
+
+#[derive(Default)]
+struct TapeState {
+    entries: Vec<TapeEntry>,
+    /// The uniform buffers, `UNIFORM_CHUNK` bytes each, entries' slots in order.
+    chunks: Vec<wgpu::Buffer>,
+    /// Parameter writes made by replays (not counting the first recording).
+    writes: u64,
+}
+
+/// One dispatch on a tape.
+struct TapeEntry {
+    kernel: Arc<Compiled>,
+    binds: Vec<(wgpu::Buffer, u64, u64)>,
+    /// Its uniform slot: chunk, byte offset, and the parameters last written there.
+    chunk: usize,
+    offset: u64,
+    params: Vec<u8>,
+    bind_group: wgpu::BindGroup,
+}
+
+/// Bytes of one uniform buffer of a tape.
+const UNIFORM_CHUNK: u64 = 1 << 16;
+
+impl Tape {
+    /// Dispatches on the tape.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether nothing is recorded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parameter slots rewritten by replays so far (their values changed since the step before).
+    pub fn writes(&self) -> u64 {
+        self.lock().writes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapeState> {
+        // Entries are pushed whole and truncation cannot fail, so a poisoned lock is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The GPU backend: a device context and its compiled kernels.
@@ -109,6 +191,10 @@ pub struct Gpu {
     submissions: AtomicU64,
     /// Dispatches recorded so far.
     dispatches: AtomicU64,
+    /// Bind groups created so far.
+    bind_groups: AtomicU64,
+    /// The last submission, for waiting on it and not on later ones (`Readback::wait_until`).
+    last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -149,6 +235,8 @@ impl Gpu {
             pool: Mutex::new(buffer::Pool::default()),
             submissions: AtomicU64::new(0),
             dispatches: AtomicU64::new(0),
+            bind_groups: AtomicU64::new(0),
+            last_submission: Mutex::new(None),
         }
     }
 
@@ -169,17 +257,34 @@ impl Gpu {
 
     pub fn encoder(&self) -> Encoder {
         let enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tp") });
-        Encoder { enc, keep: vec![] }
+        Encoder { enc, pass: None, keep: vec![], tape: None }
+    }
+
+    /// An encoder whose dispatches replay `tape` (and record it, the first time).
+    pub fn encoder_on(&self, tape: &Tape) -> Encoder {
+        Encoder { tape: Some((tape.clone(), 0)), ..self.encoder() }
     }
 
     /// Submits the recorded commands. Returns the first device error seen since the last check (validation errors
     /// outside a scope, a lost device) so a failed step is not mistaken for a good one.
     pub fn submit(&self, enc: Encoder) -> Result<()> {
-        self.ctx.queue.submit([enc.enc.finish()]);
-        drop(enc.keep);
+        let Encoder { enc, pass, keep, tape } = enc;
+        drop(pass);
+        if let Some((tape, used)) = tape {
+            // A step shorter than the one recorded: the rest of the tape is not this step's.
+            tape.lock().entries.truncate(used);
+        }
+        let index = self.ctx.queue.submit([enc.finish()]);
+        *self.last_submission.lock().unwrap_or_else(|e| e.into_inner()) = Some(index);
+        drop(keep);
         self.submissions.fetch_add(1, Ordering::Relaxed);
         self.lock_pool().next_epoch();
         self.ctx.take_error()
+    }
+
+    /// The last submission (None before the first).
+    pub fn last_submission(&self) -> Option<wgpu::SubmissionIndex> {
+        self.last_submission.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Submissions so far.
@@ -190,6 +295,11 @@ impl Gpu {
     /// Compute dispatches recorded so far.
     pub fn dispatches(&self) -> u64 {
         self.dispatches.load(Ordering::Relaxed)
+    }
+
+    /// Bind groups created so far (a recorded step creates none after its first: `tests/gpu_training.rs`).
+    pub fn bind_groups(&self) -> u64 {
+        self.bind_groups.load(Ordering::Relaxed)
     }
 
     /// Blocks until everything submitted so far has run (native only; benchmarks and tests).
@@ -335,39 +445,91 @@ impl Gpu {
             self.ctx.check_binding(k.name, i + 1, b.offset, b.size)?;
         }
         let compiled = self.kernel(k, consts)?;
-        let uniform = self.uniform(params);
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.buf,
-                    offset: b.offset,
-                    size: wgpu::BufferSize::new(b.size),
-                }),
-            });
+        let bytes = bytemuck::bytes_of(params);
+        let bg = match enc.tape.as_mut() {
+            Some((tape, next)) => {
+                *next += 1;
+                self.replay(tape, *next - 1, k, &compiled, bytes, bufs)?
+            }
+            None => {
+                let uniform = self.uniform(bytes);
+                let bg = self.bind_group(k, &compiled, (&uniform, 0, bytes.len() as u64), bufs);
+                enc.keep.push(uniform);
+                bg
+            }
+        };
+        let pass = enc.pass();
+        pass.set_pipeline(&compiled.pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The bind group of dispatch `i` of `tape`: the recorded one when the dispatch is the same (kernel and buffer
+    /// ranges; its parameters written to its slot if they changed), else a new one recorded in its place, the
+    /// tape's later entries dropped.
+    fn replay(&self, tape: &Tape, i: usize, k: &Kernel, compiled: &Arc<Compiled>, bytes: &[u8], bufs: &[Binding]) -> Result<wgpu::BindGroup> {
+        let mut t = tape.lock();
+        if let Some(e) = t.entries.get(i) {
+            let same = Arc::ptr_eq(&e.kernel, compiled)
+                && e.params.len() == bytes.len()
+                && e.binds.len() == bufs.len()
+                && e.binds.iter().zip(bufs).all(|((buf, o, n), b)| buf == b.buf && *o == b.offset && *n == b.size);
+            if same {
+                let changed = e.params != bytes;
+                if changed {
+                    self.ctx.queue.write_buffer(&t.chunks[e.chunk], e.offset, bytes);
+                    t.writes += 1;
+                    t.entries[i].params = bytes.to_vec();
+                }
+                return Ok(t.entries[i].bind_group.clone());
+            }
         }
+        t.entries.truncate(i);
+        // The next slot after the last entry's (slots are taken in order), in a new chunk when this one is full.
+        let align = self.ctx.limits.min_uniform_buffer_offset_alignment as u64;
+        let size = (bytes.len() as u64).next_multiple_of(align.max(16));
+        let (mut chunk, mut offset) = t.entries.last().map_or((0, 0), |e| (e.chunk, e.offset + (e.params.len() as u64).next_multiple_of(align.max(16))));
+        if offset + size > UNIFORM_CHUNK {
+            (chunk, offset) = (chunk + 1, 0);
+        }
+        if chunk == t.chunks.len() {
+            t.chunks.push(self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step parameters"),
+                size: UNIFORM_CHUNK,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        self.ctx.queue.write_buffer(&t.chunks[chunk], offset, bytes);
+        let bind_group = self.bind_group(k, compiled, (&t.chunks[chunk], offset, size), bufs);
+        let binds = bufs.iter().map(|b| (b.buf.clone(), b.offset, b.size)).collect();
+        t.entries.push(TapeEntry { kernel: compiled.clone(), binds, chunk, offset, params: bytes.to_vec(), bind_group: bind_group.clone() });
+        Ok(bind_group)
+    }
+
+    /// A bind group of kernel `k`: the parameters' range of a uniform buffer (buffer, offset, size) at binding 0,
+    /// `bufs` at 1.. .
+    fn bind_group(&self, k: &Kernel, compiled: &Compiled, uniform: (&wgpu::Buffer, u64, u64), bufs: &[Binding]) -> wgpu::BindGroup {
+        let binding = |buf, offset, size| {
+            wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: buf, offset, size: wgpu::BufferSize::new(size) })
+        };
+        let (ub, uo, us) = uniform;
+        let entries: Vec<_> = std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: binding(ub, uo, us.next_multiple_of(16)) })
+            .chain(bufs.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: binding(b.buf, b.offset, b.size) }))
+            .collect();
         let bg = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(k.name),
             layout: &compiled.layout,
             entries: &entries,
         });
-        {
-            let mut pass = enc
-                .enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(k.entry), timestamp_writes: None });
-            pass.set_pipeline(&compiled.pipeline);
-            pass.set_bind_group(0, &bg, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        }
-        enc.keep.push(uniform);
-        self.dispatches.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.bind_groups.fetch_add(1, Ordering::Relaxed);
+        bg
     }
 
-    fn uniform<P: bytemuck::Pod>(&self, params: &P) -> wgpu::Buffer {
+    fn uniform(&self, bytes: &[u8]) -> wgpu::Buffer {
         // Not `create_buffer_init`: wgpu's helper panics when the device is lost; this path reports it instead.
-        let bytes = bytemuck::bytes_of(params);
         let b = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: (bytes.len() as u64).next_multiple_of(16),
@@ -390,6 +552,28 @@ impl Gpu {
             Err(gpu_error(format!("{n} workgroups exceed the adapter's grid ({max}² per dispatch)")))
         }
     }
+}
+
+/// Milliseconds on a monotonic clock (natively since the first call; in the browser `performance.now()`), for
+/// the time a step takes to issue.
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        performance_now()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    /// `performance.now()` of the calling thread (a Worker or the page).
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
 }
 
 /// u32 from a size, or an error naming it (WGSL indexes with u32).

@@ -42,12 +42,29 @@ pub struct GpuStep<'g> {
     /// Where loss sums go, from `next_slot` on (a handle to the caller's buffer).
     scalars: GpuBuffer<f32>,
     next_slot: Cell<usize>,
+    /// [Σg², loss sum] of the step recorded before this one, kept on the device by the caller (`with_last_guard`):
+    /// AdamW refuses to update when they are not finite, then this step's go there.
+    last_guard: Option<GpuBuffer<f32>>,
 }
 
 impl<'g> GpuStep<'g> {
     /// Loss sums land in `scalars` at `first_slot`, `first_slot + 1`, … (one per forward pass recorded).
     pub fn new(gpu: &'g Gpu, scalars: &GpuBuffer<f32>, first_slot: usize) -> GpuStep<'g> {
-        GpuStep { gpu, enc: RefCell::new(gpu.encoder()), scalars: scalars.clone(), next_slot: Cell::new(first_slot) }
+        GpuStep { gpu, enc: RefCell::new(gpu.encoder()), scalars: scalars.clone(), next_slot: Cell::new(first_slot), last_guard: None }
+    }
+
+    /// AdamW also reads the guard [Σg², loss sum] of the step before from `last` (2 floats, zeros at first) and
+    /// updates nothing when it is not finite; then it leaves this step's there. So a step submitted before the
+    /// host has read the one before it (`train::gpu`) cannot move a state that the step before left diverged.
+    pub fn with_last_guard(mut self, last: &GpuBuffer<f32>) -> GpuStep<'g> {
+        self.last_guard = Some(last.clone());
+        self
+    }
+
+    /// `new`, with the dispatches replaying `tape` (`Tape`: a training step's bind groups and parameter slots,
+    /// created at its first step and reused after).
+    pub fn replaying(gpu: &'g Gpu, scalars: &GpuBuffer<f32>, first_slot: usize, tape: &super::Tape) -> GpuStep<'g> {
+        GpuStep { enc: RefCell::new(gpu.encoder_on(tape)), ..GpuStep::new(gpu, scalars, first_slot) }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -465,6 +482,10 @@ impl<'g> Backend for GpuStep<'g> {
             return Err(gpu_error(format!("adamw: segment at {} does not start on a 64-float block", s.view.offset)));
         }
         if loss.count == 0 {
+            // The host reports this step as diverged (its mean loss is NaN): so must the next step's guard.
+            if let Some(last) = &self.last_guard {
+                self.gpu.write(last.all(), &[f32::NAN, f32::NAN])?;
+            }
             return Ok(());
         }
         let mut decay = vec![0u32; p.len().div_ceil(64)];
@@ -473,11 +494,20 @@ impl<'g> Backend for GpuStep<'g> {
             decay[start / 64..end.div_ceil(64)].iter_mut().for_each(|d| *d = 1);
         }
         let decay = self.upload_u32(&decay)?;
-        let guard = self.gpu.pooled::<f32>(2)?;
+        // [Σg², loss sum, the step before's two] (zeros when the caller keeps no last guard).
+        let guard = self.gpu.pooled::<f32>(4)?;
         self.with(|g, e| {
             g.copy(e, guard.all().sub(0, 1)?, sq.sub(0, 1)?)?;
             g.copy(e, guard.all().sub(1, 1)?, self.scalars.slice(loss.slot, 1)?)?;
-            g.adamw_flat(e, p, grads, m, v, decay.all(), guard.all(), h)
+            match &self.last_guard {
+                Some(last) => g.copy(e, guard.all().sub(2, 2)?, last.all())?,
+                None => g.clear(e, guard.all().sub(2, 2)?),
+            }
+            g.adamw_flat(e, p, grads, m, v, decay.all(), guard.all(), h)?;
+            match &self.last_guard {
+                Some(last) => g.copy(e, last.all(), guard.all().sub(0, 2)?),
+                None => Ok(()),
+            }
         })
     }
 }

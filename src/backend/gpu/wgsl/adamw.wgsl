@@ -15,8 +15,10 @@
 // bindings:
 //   5 read    decay: u32   (n / 64) 1 where the 64-float block belongs to a tensor with weight decay (the layout
 //                          aligns every tensor to 64 floats), else 0; wd is the config's weight decay
-//   6 read    guard: f32   [Σ g², loss sum]: when either is not finite (overflow, NaN) the step diverged and
-//                          nothing is updated, so the model and the optimizer keep their last good state
+//   6 read    guard: f32   [Σ g², loss sum, and the same two of the step before]: when any is not finite
+//                          (overflow, NaN) this step or the one before diverged and nothing is updated, so the
+//                          model and the optimizer keep their last good state — also when the host submitted this
+//                          step before it had read the one before (train::gpu: steps are read one step late)
 
 struct Params {
     n: u32,
@@ -57,7 +59,7 @@ fn is_finite(x: f32) -> bool {
 fn flat(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) t: u32) {
     let i = group_index(wg, nwg) * 256u + t;
-    if (i >= p.n || !is_finite(guard[0]) || !is_finite(guard[1])) {
+    if (i >= p.n || !is_finite(guard[0]) || !is_finite(guard[1]) || !is_finite(guard[2]) || !is_finite(guard[3])) {
         return;
     }
     update(i, select(0.0, p.wd, decay[i / 64u] != 0u));
