@@ -524,7 +524,10 @@ fn routing<'a, D: Backend>(c: &'a MoeCache<D::Buf>, n: usize, k: usize) -> Routi
 /// Mixture-of-Experts FFN: the router's logits h·Wrᵀ (N,E) pick each token's top-k experts (`moe_route`); each
 /// expert runs its FFN over the rows routed to it (gathered), and its outputs are added back to their tokens,
 /// weighted. How many rows each expert gets is data: a host backend knows it and runs exactly those; a device
-/// runs every expert over its capacity (rows past its assignments are zeros, and no token reads them). The
+/// runs every expert over its capacity (rows past its assignments are zeros, and no token reads them). A backend
+/// that `groups_experts` (the CPU natively) gathers every expert's rows into one buffer, expert-major, and runs
+/// each step as one call over all the experts (as MegaBlocks does): E small matmuls become one grouped matmul,
+/// which wakes the thread pool once instead of E times; the others run the experts one by one. The
 /// capacity limits a batch (training, evaluation); generating (`capacity` false: the KV cache, the encoder of a
 /// source) routes every token, so a token's output does not depend on what else is decoded with it.
 fn moe_forward<D: Backend>(

@@ -21,6 +21,7 @@ mod glue;
 mod gru;
 pub(crate) mod math;
 mod matmul;
+mod moe;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 mod norm;
@@ -278,22 +279,22 @@ impl Backend for Cpu {
     }
 
     fn moe_gather_grouped(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
-        ops::moe_gather_grouped(xe, x, r, rows, c);
+        moe::moe_gather_grouped(xe, x, r, rows, c);
         Ok(())
     }
 
     fn moe_scatter_grouped(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
-        ops::moe_scatter_grouped(dx, dxe, r, rows, c);
+        moe::moe_scatter_grouped(dx, dxe, r, rows, c);
         Ok(())
     }
 
     fn moe_combine_grouped(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
-        ops::moe_combine_grouped(out, ye, r, rows, c);
+        moe::moe_combine_grouped(out, ye, r, rows, c);
         Ok(())
     }
 
     fn moe_combine_backward_grouped(&self, dye: &mut [f32], dweight: &mut [f32], dout: &[f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
-        ops::moe_combine_backward_grouped(dye, dweight, dout, ye, r, rows, c);
+        moe::moe_combine_backward_grouped(dye, dweight, dout, ye, r, rows, c);
         Ok(())
     }
 
