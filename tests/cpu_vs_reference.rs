@@ -765,6 +765,37 @@ fn grouped_expert_ops_match_the_per_expert_ops_of_the_reference() {
         assert!(ref_grouped.iter().zip(&want).all(|(a, b)| bits(a) == bits(b)), "reference grouped vs per expert");
     }
     assert_same_bits_on_1_and_2_threads("grouped experts", || expert_case(&Cpu, true, 192, 8, 2, 192, 128, 176, false));
+    // The grouped row moves alone, on the same inputs: the CPU's pieces add in the reference's order, bit for bit.
+    let moves = |be: &dyn Fn(&mut [Vec<f32>], Routing<&[f32]>, &[usize])| {
+        let (n, e, k, cap, c) = (300, 6, 3, 140, 128); // large enough for the pieces to run on the pool
+        let mut rng = Rng::new(5);
+        let logits = randn(&mut rng, n * e, 1.0);
+        let (mut probs, mut choice, mut slot, mut weight) = (vec![0.0; n * e], vec![0.0; n * k], vec![0.0; n * k], vec![0.0; n * k]);
+        let mut stats = vec![0.0; moe_stats_len(e)];
+        Reference.moe_route(&mut probs, &mut choice, &mut slot, &mut weight, &mut stats, &logits, n, e, k, cap).unwrap();
+        let rows: Vec<usize> = (0..e).map(|ex| (stats[2 + ex] as usize).min(cap)).collect();
+        let total = rows.iter().sum::<usize>();
+        assert!(stats[1] > 0.0, "the case drops assignments");
+        let r = Routing { choice: &choice[..], slot: &slot[..], weight: &weight[..], n, k };
+        // [x, ye, dout, dxe | xe, out, dye, dx, dweight]
+        let mut bufs = vec![randn(&mut rng, n * c, 1.0), randn(&mut rng, total * c, 1.0), randn(&mut rng, n * c, 1.0), randn(&mut rng, total * c, 1.0)];
+        bufs.extend([vec![f32::NAN; total * c], randn(&mut rng, n * c, 1.0), randn(&mut rng, total * c, 1.0), randn(&mut rng, n * c, 1.0), randn(&mut rng, n * k, 1.0)]);
+        be(&mut bufs, r, &rows);
+        bufs
+    };
+    fn run_moves(be: &impl Host, b: &mut [Vec<f32>], r: Routing<&[f32]>, rows: &[usize]) {
+        let ([x, ye, dout, dxe], [xe, out, dye, dx, dweight]) = b.split_at_mut(4) else { unreachable!() };
+        let c = x.len() / r.n;
+        be.moe_gather_grouped(xe, x, r, rows, c).unwrap();
+        be.moe_combine_grouped(out, ye, r, rows, c).unwrap();
+        be.moe_combine_backward_grouped(dye, dweight, dout, ye, r, rows, c).unwrap();
+        be.moe_scatter_grouped(dx, dxe, r, rows, c).unwrap();
+    }
+    let got = in_pool(2, || moves(&|b, r, rows| run_moves(&Cpu, b, r, rows)));
+    let want = moves(&|b, r, rows| run_moves(&Reference, b, r, rows));
+    for (i, name) in ["xe", "out", "dye", "dx", "dweight"].iter().enumerate() {
+        assert!(bits(&got[4 + i]) == bits(&want[4 + i]), "grouped row moves: {name} differs from the reference");
+    }
     // Overlapping gradient views are an error, not two writers of one tensor.
     let mut g = vec![0.0; 10];
     assert!(Cpu::grad_many(&mut g, &[View { offset: 0, len: 4 }, View { offset: 3, len: 2 }]).is_err());
