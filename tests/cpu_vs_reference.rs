@@ -13,7 +13,7 @@ use wasm_bindgen_test::wasm_bindgen_test;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use transformer_playground::backend::cpu::{portable, Cpu};
-use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Host, Reference, Segment, View};
+use transformer_playground::backend::{moe_stats_len, AdamW, AttnBias, AttnShape, Backend, Host, Reference, Routing, Segment, View};
 use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::rng::Rng;
 
@@ -698,8 +698,137 @@ fn moe_routing_ops_match_the_reference_exactly_and_keep_their_rules() {
     assert_same_bits_on_1_and_2_threads("moe routing", || moe_case(&Cpu, 300, 8, 2, 90, 33, 6));
 }
 
-/// A whole Mixture-of-Experts model, forward and backward, on the CPU backend (its fast matmuls over each
-/// expert's rows) against the reference, and the same bits on 1 and 2 threads.
+/// One expert FFN stand-in (fc: C → OC, proj: OC → C, each with a bias when asked; no activation) over routed
+/// rows, forward and backward, in the grouped layout: [xe, a, ye, out, dye, da, dxe, dx, dweight, grads]. With
+/// `grouped`, through the grouped ops (one call for all the experts); else expert by expert through the per-expert
+/// ops, each expert's rows then placed where the grouped layout has them.
+#[allow(clippy::too_many_arguments)]
+fn expert_case(be: &impl Host, grouped: bool, n: usize, e: usize, k: usize, cap: usize, c: usize, oc: usize, bias: bool) -> Vec<Vec<f32>> {
+    let mut rng = Rng::new((n * 31 + e * 7 + oc) as u64);
+    let logits = randn(&mut rng, n * e, 1.0);
+    let (mut probs, mut choice, mut slot, mut weight) = (vec![0.0; n * e], vec![0.0; n * k], vec![0.0; n * k], vec![0.0; n * k]);
+    let mut stats = vec![0.0; moe_stats_len(e)];
+    be.moe_route(&mut probs, &mut choice, &mut slot, &mut weight, &mut stats, &logits, n, e, k, cap).unwrap();
+    let r = Routing { choice: &choice[..], slot: &slot[..], weight: &weight[..], n, k };
+    let rows: Vec<usize> = (0..e).map(|ex| (stats[2 + ex] as usize).min(cap)).collect();
+    let total: usize = rows.iter().sum();
+    // The experts' parameters in one flat buffer: fc.w (OC,C), fc.b (OC), proj.w (C,OC), proj.b (C) per expert.
+    let each = 2 * oc * c + oc + c;
+    let params = randn(&mut rng, e * each, 0.3);
+    let view = |ex: usize, at: usize, len: usize| View { offset: ex * each + at, len };
+    let fc: Vec<(View, View)> = (0..e).map(|ex| (view(ex, 0, oc * c), view(ex, oc * c, oc))).collect();
+    let proj: Vec<(View, View)> = (0..e).map(|ex| (view(ex, oc * c + oc, c * oc), view(ex, 2 * oc * c + oc, c))).collect();
+    let x = randn(&mut rng, n * c, 1.0);
+    let dout = randn(&mut rng, n * c, 1.0);
+    let mut grads = randn(&mut rng, e * each, 1.0);
+    let (mut xe, mut a, mut ye, mut out) = (vec![0.0; total * c], vec![0.0; total * oc], vec![0.0; total * c], vec![0.0; n * c]);
+    let (mut dye, mut da, mut dxe, mut dx, mut dweight) = (vec![0.0; total * c], vec![0.0; total * oc], vec![0.0; total * c], vec![0.0; n * c], vec![0.0; n * k]);
+    let ws = |ls: &[(View, View)]| ls.iter().map(|l| l.0.of(&params)).collect::<Vec<_>>();
+    let bs = |ls: &[(View, View)]| ls.iter().map(|l| bias.then(|| l.1.of(&params))).collect::<Vec<_>>();
+    if grouped {
+        be.moe_gather_grouped(&mut xe, &x, r, &rows, c).unwrap();
+        be.matmul_grouped_forward(&mut a, &xe, &ws(&fc), &bs(&fc), &rows, c, oc).unwrap();
+        be.matmul_grouped_forward(&mut ye, &a, &ws(&proj), &bs(&proj), &rows, oc, c).unwrap();
+        be.moe_combine_grouped(&mut out, &ye, r, &rows, c).unwrap();
+        be.moe_combine_backward_grouped(&mut dye, &mut dweight, &dout, &ye, r, &rows, c).unwrap();
+        // The gradient views asked in reverse order: grad_many gives them back in the order asked.
+        let mut backward = |ls: &[(View, View)], dinp: &mut [f32], dy: &[f32], inp: &[f32], ci: usize, co: usize| {
+            let views: Vec<View> = ls.iter().rev().flat_map(|l| [l.0, l.1]).collect();
+            let mut g = Cpu::grad_many(&mut grads, &views).unwrap();
+            g.reverse();
+            let (mut dw, mut db) = (vec![], vec![]);
+            for pair in g.chunks_exact_mut(2) {
+                let [b, w] = pair else { unreachable!() };
+                dw.push(std::mem::take(w));
+                db.push(bias.then(|| std::mem::take(b)));
+            }
+            be.matmul_grouped_backward(dinp, dw, db, dy, inp, &ws(ls), &rows, ci, co).unwrap();
+        };
+        backward(&proj, &mut da, &dye, &a, oc, c);
+        backward(&fc, &mut dxe, &da, &xe, c, oc);
+        be.moe_scatter_grouped(&mut dx, &dxe, r, &rows, c).unwrap();
+    } else {
+        let mut at = 0;
+        for (ex, &m) in rows.iter().enumerate() {
+            let (rc, ro) = (at * c..(at + m) * c, at * oc..(at + m) * oc);
+            at += m;
+            if m == 0 {
+                continue;
+            }
+            let (w1, b1, w2, b2) = (fc[ex].0.of(&params), bias.then(|| fc[ex].1.of(&params)), proj[ex].0.of(&params), bias.then(|| proj[ex].1.of(&params)));
+            be.moe_gather(&mut xe[rc.clone()], &x, r, ex, m, c).unwrap();
+            be.matmul_forward(&mut a[ro.clone()], &xe[rc.clone()], w1, b1, m, c, oc).unwrap();
+            be.matmul_forward(&mut ye[rc.clone()], &a[ro.clone()], w2, b2, m, oc, c).unwrap();
+            be.moe_combine(&mut out, &ye[rc.clone()], r, ex, m, c).unwrap();
+            be.moe_combine_backward(&mut dye[rc.clone()], &mut dweight, &dout, &ye[rc.clone()], r, ex, m, c).unwrap();
+            let (dw, db) = Cpu::grad_pair(&mut grads, proj[ex].0, bias.then_some(proj[ex].1)).unwrap();
+            be.matmul_backward(Some(&mut da[ro.clone()]), dw, db, &dye[rc.clone()], &a[ro.clone()], w2, m, oc, c).unwrap();
+            let (dw, db) = Cpu::grad_pair(&mut grads, fc[ex].0, bias.then_some(fc[ex].1)).unwrap();
+            be.matmul_backward(Some(&mut dxe[rc.clone()]), dw, db, &da[ro.clone()], &xe[rc.clone()], w1, m, c, oc).unwrap();
+            be.moe_scatter(&mut dx, &dxe[rc], r, ex, m, c).unwrap();
+        }
+    }
+    vec![xe, a, ye, out, dye, da, dxe, dx, dweight, grads]
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn grouped_expert_ops_match_the_per_expert_ops_of_the_reference() {
+    // (tokens, experts, k, capacity, C, OC, bias): awkward sizes with drops and biases; more experts than tokens
+    // choose (some get no rows); W1's MoE FFN shape (8 experts, top 2, ≈ 48 rows each here).
+    let cases = [(37, 5, 2, 12, 9, 13, true), (6, 8, 1, 6, 17, 5, true), (192, 8, 2, 192, 128, 176, false)];
+    let names = ["xe", "a", "ye", "out", "dye", "da", "dxe", "dx", "dweight", "grads"];
+    for (n, e, k, cap, c, oc, bias) in cases {
+        let got = expert_case(&Cpu, true, n, e, k, cap, c, oc, bias);
+        let want = expert_case(&Reference, false, n, e, k, cap, c, oc, bias);
+        for (i, name) in names.iter().enumerate() {
+            assert_close(&format!("{name} N={n} E={e} k={k} C={c} OC={oc}"), &got[i], &want[i], 1e-4, 1e-3);
+        }
+        // The reference's grouped ops are its per-expert ops expert by expert: the same bits.
+        let ref_grouped = expert_case(&Reference, true, n, e, k, cap, c, oc, bias);
+        assert!(ref_grouped.iter().zip(&want).all(|(a, b)| bits(a) == bits(b)), "reference grouped vs per expert");
+    }
+    assert_same_bits_on_1_and_2_threads("grouped experts", || expert_case(&Cpu, true, 192, 8, 2, 192, 128, 176, false));
+    // The grouped row moves alone, on the same inputs: the CPU's pieces add in the reference's order, bit for bit.
+    let moves = |be: &dyn Fn(&mut [Vec<f32>], Routing<&[f32]>, &[usize])| {
+        let (n, e, k, cap, c) = (300, 6, 3, 140, 128); // large enough for the pieces to run on the pool
+        let mut rng = Rng::new(5);
+        let logits = randn(&mut rng, n * e, 1.0);
+        let (mut probs, mut choice, mut slot, mut weight) = (vec![0.0; n * e], vec![0.0; n * k], vec![0.0; n * k], vec![0.0; n * k]);
+        let mut stats = vec![0.0; moe_stats_len(e)];
+        Reference.moe_route(&mut probs, &mut choice, &mut slot, &mut weight, &mut stats, &logits, n, e, k, cap).unwrap();
+        let rows: Vec<usize> = (0..e).map(|ex| (stats[2 + ex] as usize).min(cap)).collect();
+        let total = rows.iter().sum::<usize>();
+        assert!(stats[1] > 0.0, "the case drops assignments");
+        let r = Routing { choice: &choice[..], slot: &slot[..], weight: &weight[..], n, k };
+        // [x, ye, dout, dxe | xe, out, dye, dx, dweight]
+        let mut bufs = vec![randn(&mut rng, n * c, 1.0), randn(&mut rng, total * c, 1.0), randn(&mut rng, n * c, 1.0), randn(&mut rng, total * c, 1.0)];
+        bufs.extend([vec![f32::NAN; total * c], randn(&mut rng, n * c, 1.0), randn(&mut rng, total * c, 1.0), randn(&mut rng, n * c, 1.0), randn(&mut rng, n * k, 1.0)]);
+        be(&mut bufs, r, &rows);
+        bufs
+    };
+    fn run_moves(be: &impl Host, b: &mut [Vec<f32>], r: Routing<&[f32]>, rows: &[usize]) {
+        let ([x, ye, dout, dxe], [xe, out, dye, dx, dweight]) = b.split_at_mut(4) else { unreachable!() };
+        let c = x.len() / r.n;
+        be.moe_gather_grouped(xe, x, r, rows, c).unwrap();
+        be.moe_combine_grouped(out, ye, r, rows, c).unwrap();
+        be.moe_combine_backward_grouped(dye, dweight, dout, ye, r, rows, c).unwrap();
+        be.moe_scatter_grouped(dx, dxe, r, rows, c).unwrap();
+    }
+    let got = in_pool(2, || moves(&|b, r, rows| run_moves(&Cpu, b, r, rows)));
+    let want = moves(&|b, r, rows| run_moves(&Reference, b, r, rows));
+    for (i, name) in ["xe", "out", "dye", "dx", "dweight"].iter().enumerate() {
+        assert!(bits(&got[4 + i]) == bits(&want[4 + i]), "grouped row moves: {name} differs from the reference");
+    }
+    // Overlapping gradient views are an error, not two writers of one tensor.
+    let mut g = vec![0.0; 10];
+    assert!(Cpu::grad_many(&mut g, &[View { offset: 0, len: 4 }, View { offset: 3, len: 2 }]).is_err());
+    assert!(Cpu::grad_many(&mut g, &[View { offset: 8, len: 4 }]).is_err());
+}
+
+/// A whole Mixture-of-Experts model, forward and backward, on the CPU backend (natively its grouped expert ops,
+/// `Backend::groups_experts`) against the reference (which runs the experts one by one), and the same bits on 1
+/// and 2 threads.
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn a_moe_model_matches_the_reference_forward_and_backward() {

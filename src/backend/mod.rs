@@ -129,6 +129,11 @@ pub fn moe_stats_len(experts: usize) -> usize {
     2 + experts
 }
 
+/// The error of a grouped Mixture-of-Experts op on a backend that runs the experts one by one.
+fn not_grouped(backend: &str) -> crate::Error {
+    crate::Error::Invalid(format!("the {backend} backend runs Mixture-of-Experts experts one by one, not grouped"))
+}
+
 /// AdamW hyper-parameters for one step (t counts from 1).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamW {
@@ -179,6 +184,9 @@ pub trait Backend {
     fn grad(g: &mut Self::Params, v: View) -> Result<Self::Out<'_>>;
     /// Two disjoint tensors of a flat buffer at once (a weight and its bias); overlapping views are an error.
     fn grad_pair(g: &mut Self::Params, a: View, b: Option<View>) -> Result<(Self::Out<'_>, Option<Self::Out<'_>>)>;
+    /// Disjoint tensors of a flat buffer at once, in the order asked (every expert's gradients); overlapping views
+    /// are an error.
+    fn grad_many<'a>(g: &'a mut Self::Params, views: &[View]) -> Result<Vec<Self::Out<'a>>>;
     /// The values of x now, where the backend holds them on the host (the host backends); None on a device, where
     /// they exist only once the recorded work has run. Code that sizes work by data (the rows each expert of a
     /// Mixture-of-Experts layer gets) uses the values where it can and a bound where it cannot.
@@ -424,6 +432,79 @@ pub trait Backend {
         c: usize,
     ) -> Result<()>;
 
+    // -- Mixture-of-Experts, grouped: every expert's rows in one buffer, expert-major (expert ex's rows[ex] rows
+    // from row rows[0] + … + rows[ex−1]), and each op one call over all the experts (as MegaBlocks does), instead
+    // of a call per expert. The host's fast backend runs the experts so (`groups_experts`); the others run the
+    // per-expert ops above, and these default to an error.
+
+    /// Whether the model runs a Mixture-of-Experts layer's experts through the grouped ops below.
+    fn groups_experts(&self) -> bool {
+        false
+    }
+
+    /// xe (Σrows,C) ← `moe_gather` of each expert into its rows.
+    fn moe_gather_grouped(&self, _xe: Self::Out<'_>, _x: Self::In<'_>, _r: Routing<Self::In<'_>>, _rows: &[usize], _c: usize) -> Result<()> {
+        Err(not_grouped(self.name()))
+    }
+
+    /// `moe_scatter` of each expert's rows of dxe (Σrows,C) into dx (N,C).
+    fn moe_scatter_grouped(&self, _dx: Self::Out<'_>, _dxe: Self::In<'_>, _r: Routing<Self::In<'_>>, _rows: &[usize], _c: usize) -> Result<()> {
+        Err(not_grouped(self.name()))
+    }
+
+    /// `moe_combine` of each expert's rows of ye (Σrows,C) into out (N,C).
+    fn moe_combine_grouped(&self, _out: Self::Out<'_>, _ye: Self::In<'_>, _r: Routing<Self::In<'_>>, _rows: &[usize], _c: usize) -> Result<()> {
+        Err(not_grouped(self.name()))
+    }
+
+    /// `moe_combine_backward` of each expert's rows: dye (Σrows,C) +=, dweight (N·k) +=.
+    #[allow(clippy::too_many_arguments)]
+    fn moe_combine_backward_grouped(
+        &self,
+        _dye: Self::Out<'_>,
+        _dweight: Self::Out<'_>,
+        _dout: Self::In<'_>,
+        _ye: Self::In<'_>,
+        _r: Routing<Self::In<'_>>,
+        _rows: &[usize],
+        _c: usize,
+    ) -> Result<()> {
+        Err(not_grouped(self.name()))
+    }
+
+    /// Expert ex's rows of out (Σrows,OC) = its rows of inp (Σrows,C) · w[ex] (OC,C)ᵀ + b[ex] (OC).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_grouped_forward(
+        &self,
+        _out: Self::Out<'_>,
+        _inp: Self::In<'_>,
+        _w: &[Self::In<'_>],
+        _b: &[Option<Self::In<'_>>],
+        _rows: &[usize],
+        _c: usize,
+        _oc: usize,
+    ) -> Result<()> {
+        Err(not_grouped(self.name()))
+    }
+
+    /// Per expert ex, over its rows: dinp (Σrows,C) += dout·w[ex]; dw[ex] (OC,C) += doutᵀ·inp; db[ex] (OC) +=
+    /// Σ_rows dout.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_grouped_backward(
+        &self,
+        _dinp: Self::Out<'_>,
+        _dw: Vec<Self::Out<'_>>,
+        _db: Vec<Option<Self::Out<'_>>>,
+        _dout: Self::In<'_>,
+        _inp: Self::In<'_>,
+        _w: &[Self::In<'_>],
+        _rows: &[usize],
+        _c: usize,
+        _oc: usize,
+    ) -> Result<()> {
+        Err(not_grouped(self.name()))
+    }
+
     /// The GRU recurrence (PyTorch's gate order r, z, n; `ops::gru`): h (B,T,C) the hidden states; gates (B,T,4C)
     /// saved [r | z | n | W_hn·h_{t−1} + b_hn]; gi (B,T,3C) = x·W_ihᵀ + b_ih; w_hh (3C,C); b_hh (3C); h0 (B,C) the
     /// state before position 0 (zeros when None).
@@ -595,6 +676,9 @@ macro_rules! host_buffers {
             b: Option<$crate::backend::View>,
         ) -> $crate::error::Result<(&mut [f32], Option<&mut [f32]>)> {
             $crate::backend::ops::two_mut(g, a, b)
+        }
+        fn grad_many<'a>(g: &'a mut [f32], views: &[$crate::backend::View]) -> $crate::error::Result<Vec<&'a mut [f32]>> {
+            $crate::backend::ops::many_mut(g, views)
         }
         fn known(&self, x: &[f32]) -> Option<Vec<f32>> {
             Some(x.to_vec())

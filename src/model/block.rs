@@ -52,7 +52,7 @@ pub struct ExpertCache<B = Vec<f32>> {
     pub ye: B,
 }
 
-/// A Mixture-of-Experts layer's routing (see `Backend::moe_route`) and its experts' caches (None: no rows).
+/// A Mixture-of-Experts layer's routing (see `Backend::moe_route`) and its experts' caches.
 pub struct MoeCache<B = Vec<f32>> {
     pub probs: B, // (N,E)
     pub choice: B,
@@ -60,7 +60,14 @@ pub struct MoeCache<B = Vec<f32>> {
     pub weight: B,
     /// [balancing loss, dropped, assignments per expert]
     pub stats: B,
-    pub experts: Vec<Option<ExpertCache<B>>>,
+    pub experts: ExpertCaches<B>,
+}
+
+/// The experts' saved activations: each expert's own, run one by one (None: no rows), or every expert's rows in
+/// one set of buffers, expert-major (`Backend::groups_experts`), with the rows of each expert.
+pub enum ExpertCaches<B = Vec<f32>> {
+    Each(Vec<Option<ExpertCache<B>>>),
+    Grouped { rows: Vec<usize>, all: ExpertCache<B> },
 }
 
 pub enum FfnCache<B = Vec<f32>> {
@@ -457,6 +464,55 @@ fn mlp_backward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, c: &MlpCache<D::Buf>, dy:
     linear_backward(ctx, &p.fc, D::view(&da), x, n)
 }
 
+/// Every expert's linear layer `ls[ex]` over its rows of x (Σrows, inp), grouped: out (Σrows, out).
+fn grouped_linear_forward<D: Backend>(ctx: &Ctx<D>, ls: &[&Linear], x: D::In<'_>, rows: &[usize]) -> Result<D::Buf> {
+    let (d, l) = (ctx.be, ls[0]);
+    let mut out = d.zeros(rows.iter().sum::<usize>() * l.out)?;
+    let w = ls.iter().map(|l| D::param(ctx.params, l.w)).collect::<Result<Vec<_>>>()?;
+    let b = ls.iter().map(|l| l.b.map(|b| D::param(ctx.params, b)).transpose()).collect::<Result<Vec<_>>>()?;
+    d.matmul_grouped_forward(D::view_mut(&mut out), x, &w, &b, rows, l.inp, l.out)?;
+    Ok(out)
+}
+
+/// Returns dx (Σrows, inp); accumulates every expert's dW, db into ctx.grads.
+fn grouped_linear_backward<D: Backend>(ctx: &mut Ctx<D>, ls: &[&Linear], dout: D::In<'_>, x: D::In<'_>, rows: &[usize]) -> Result<D::Buf> {
+    let (d, l) = (ctx.be, ls[0]);
+    let mut dx = d.zeros(rows.iter().sum::<usize>() * l.inp)?;
+    let w = ls.iter().map(|l| D::param(ctx.params, l.w)).collect::<Result<Vec<_>>>()?;
+    let grads = ctx.grads.as_deref_mut().expect("backward needs gradients");
+    let views: Vec<_> = ls.iter().flat_map(|l| std::iter::once(l.w).chain(l.b)).collect();
+    let mut g = D::grad_many(grads, &views)?.into_iter();
+    let (mut dw, mut db) = (Vec::with_capacity(ls.len()), Vec::with_capacity(ls.len()));
+    for l in ls {
+        dw.push(g.next().expect("a gradient per weight"));
+        db.push(l.b.map(|_| g.next().expect("a gradient per bias")));
+    }
+    d.matmul_grouped_backward(D::view_mut(&mut dx), dw, db, dout, x, &w, rows, l.inp, l.out)?;
+    Ok(dx)
+}
+
+/// Every expert's FFN over its rows of x, grouped: `mlp_forward` with one grouped matmul for all the experts' fc,
+/// one activation over all the rows, one grouped matmul for their proj.
+fn mlp_grouped_forward<D: Backend>(ctx: &mut Ctx<D>, ps: &[Mlp], x: D::In<'_>, rows: &[usize]) -> Result<(D::Buf, MlpCache<D::Buf>)> {
+    let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
+    let (fc, proj): (Vec<_>, Vec<_>) = ps.iter().map(|p| (&p.fc, &p.proj)).unzip();
+    let a = grouped_linear_forward(ctx, &fc, x, rows)?;
+    let mut act = d.zeros(rows.iter().sum::<usize>() * f)?;
+    d.activation_forward(ctx.cfg.ffn.activation, D::view_mut(&mut act), D::view(&a), f)?;
+    let y = grouped_linear_forward(ctx, &proj, D::view(&act), rows)?;
+    Ok((y, MlpCache { a, act }))
+}
+
+/// Returns dx (Σrows, C): `mlp_backward`, grouped.
+fn mlp_grouped_backward<D: Backend>(ctx: &mut Ctx<D>, ps: &[Mlp], c: &MlpCache<D::Buf>, dy: D::In<'_>, x: D::In<'_>, rows: &[usize]) -> Result<D::Buf> {
+    let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
+    let (fc, proj): (Vec<_>, Vec<_>) = ps.iter().map(|p| (&p.fc, &p.proj)).unzip();
+    let dact = grouped_linear_backward(ctx, &proj, dy, D::view(&c.act), rows)?;
+    let mut da = d.zeros(len::<D>(&c.a))?;
+    d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), D::view(&c.act), f)?;
+    grouped_linear_backward(ctx, &fc, D::view(&da), x, rows)
+}
+
 fn routing<'a, D: Backend>(c: &'a MoeCache<D::Buf>, n: usize, k: usize) -> Routing<D::In<'a>> {
     Routing { choice: D::view(&c.choice), slot: D::view(&c.slot), weight: D::view(&c.weight), n, k }
 }
@@ -464,7 +520,10 @@ fn routing<'a, D: Backend>(c: &'a MoeCache<D::Buf>, n: usize, k: usize) -> Routi
 /// Mixture-of-Experts FFN: the router's logits h·Wrᵀ (N,E) pick each token's top-k experts (`moe_route`); each
 /// expert runs its FFN over the rows routed to it (gathered), and its outputs are added back to their tokens,
 /// weighted. How many rows each expert gets is data: a host backend knows it and runs exactly those; a device
-/// runs every expert over its capacity (rows past its assignments are zeros, and no token reads them). The
+/// runs every expert over its capacity (rows past its assignments are zeros, and no token reads them). A backend
+/// that `groups_experts` (the CPU natively) gathers every expert's rows into one buffer, expert-major, and runs
+/// each step as one call over all the experts (as MegaBlocks does): E small matmuls become one grouped matmul,
+/// which wakes the thread pool once instead of E times; the others run the experts one by one. The
 /// capacity limits a batch (training, evaluation); generating (`capacity` false: the KV cache, the encoder of a
 /// source) routes every token, so a token's output does not depend on what else is decoded with it.
 fn moe_forward<D: Backend>(
@@ -490,21 +549,33 @@ fn moe_forward<D: Backend>(
         Some(s) => (0..e).map(|x| (s[2 + x] as usize).min(cap)).collect(),
         None => vec![cap; e],
     };
-    let mut cache = MoeCache { probs, choice, slot, weight, stats, experts: Vec::with_capacity(e) };
+    let mut cache = MoeCache { probs, choice, slot, weight, stats, experts: ExpertCaches::Each(Vec::with_capacity(e)) };
     let mut y = d.zeros(n * c)?;
+    let r = routing::<D>(&cache, n, k);
+    if d.groups_experts() {
+        // Every expert's rows gathered into one buffer, expert-major, and each step one call over all the experts.
+        let total = rows.iter().sum();
+        let mut xe = d.zeros(total * c)?;
+        d.moe_gather_grouped(D::view_mut(&mut xe), D::view(h), r, &rows, c)?;
+        let (ye, mlp) = mlp_grouped_forward(ctx, experts, D::view(&xe), &rows)?;
+        d.moe_combine_grouped(D::view_mut(&mut y), D::view(&ye), r, &rows, c)?;
+        cache.experts = ExpertCaches::Grouped { rows, all: ExpertCache { rows: total, xe, mlp, ye } };
+        return Ok((y, cache));
+    }
+    let mut each = Vec::with_capacity(e);
     for (ex, p) in experts.iter().enumerate() {
         let rows = rows[ex];
         if rows == 0 {
-            cache.experts.push(None);
+            each.push(None);
             continue;
         }
-        let r = routing::<D>(&cache, n, k);
         let mut xe = d.zeros(rows * c)?;
         d.moe_gather(D::view_mut(&mut xe), D::view(h), r, ex, rows, c)?;
         let (ye, mlp) = mlp_forward(ctx, p, D::view(&xe), rows)?;
         d.moe_combine(D::view_mut(&mut y), D::view(&ye), r, ex, rows, c)?;
-        cache.experts.push(Some(ExpertCache { rows, xe, mlp, ye }));
+        each.push(Some(ExpertCache { rows, xe, mlp, ye }));
     }
+    cache.experts = ExpertCaches::Each(each);
     Ok((y, cache))
 }
 
@@ -514,12 +585,22 @@ fn moe_backward<D: Backend>(ctx: &mut Ctx<D>, router: &Linear, experts: &[Mlp], 
     let (e, k) = (moe.experts, moe.top_k);
     let r = routing::<D>(mc, n, k);
     let (mut dh, mut dweight) = (d.zeros(n * c)?, d.zeros(n * k)?);
-    for (ex, (p, cache)) in experts.iter().zip(&mc.experts).enumerate() {
-        let Some(ec) = cache else { continue };
-        let mut dye = d.zeros(ec.rows * c)?;
-        d.moe_combine_backward(D::view_mut(&mut dye), D::view_mut(&mut dweight), D::view(dy), D::view(&ec.ye), r, ex, ec.rows, c)?;
-        let dxe = mlp_backward(ctx, p, &ec.mlp, D::view(&dye), D::view(&ec.xe), ec.rows)?;
-        d.moe_scatter(D::view_mut(&mut dh), D::view(&dxe), r, ex, ec.rows, c)?;
+    match &mc.experts {
+        ExpertCaches::Grouped { rows, all } => {
+            let mut dye = d.zeros(all.rows * c)?;
+            d.moe_combine_backward_grouped(D::view_mut(&mut dye), D::view_mut(&mut dweight), D::view(dy), D::view(&all.ye), r, rows, c)?;
+            let dxe = mlp_grouped_backward(ctx, experts, &all.mlp, D::view(&dye), D::view(&all.xe), rows)?;
+            d.moe_scatter_grouped(D::view_mut(&mut dh), D::view(&dxe), r, rows, c)?;
+        }
+        ExpertCaches::Each(each) => {
+            for (ex, (p, cache)) in experts.iter().zip(each).enumerate() {
+                let Some(ec) = cache else { continue };
+                let mut dye = d.zeros(ec.rows * c)?;
+                d.moe_combine_backward(D::view_mut(&mut dye), D::view_mut(&mut dweight), D::view(dy), D::view(&ec.ye), r, ex, ec.rows, c)?;
+                let dxe = mlp_backward(ctx, p, &ec.mlp, D::view(&dye), D::view(&ec.xe), ec.rows)?;
+                d.moe_scatter(D::view_mut(&mut dh), D::view(&dxe), r, ex, ec.rows, c)?;
+            }
+        }
     }
     let mut dlogits = d.zeros(n * e)?;
     d.moe_route_backward(D::view_mut(&mut dlogits), D::view(&dweight), D::view(&mc.probs), r, D::view(&mc.stats), e, moe.aux_loss)?;

@@ -80,6 +80,79 @@ pub fn matmul_backward(
     }
 }
 
+/// Mixture-of-Experts, grouped (`Backend::matmul_grouped_forward`): expert ex's rows of out = its rows of inp ·
+/// w[ex]ᵀ + b[ex]. Natively every expert's row blocks are pieces of one parallel call; on wasm32 (where the model
+/// runs the experts one by one, `Cpu::groups_experts`) a loop over the experts.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_grouped_forward(out: &mut [f32], inp: &[f32], w: &[&[f32]], b: &[Option<&[f32]>], rows: &[usize], c: usize, oc: usize, parallel: bool) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let mut pieces = Vec::new();
+        let (mut rest, mut start) = (out, 0);
+        for (ex, &n) in rows.iter().enumerate() {
+            let (o, tail) = std::mem::take(&mut rest).split_at_mut(n * oc);
+            let x = Strided { data: &inp[start * c..], rs: c, cs: 1 };
+            let wt = Strided { data: w[ex], rs: 1, cs: c };
+            pieces.extend(super::native::pieces(o, false, b[ex].map(|b| &b[..oc]), x, wt, n, oc, c));
+            (rest, start) = (tail, start + n);
+        }
+        super::native::run(pieces, parallel);
+    }
+    #[cfg(target_arch = "wasm32")]
+    for (ex, start, n) in crate::backend::ops::expert_groups(rows) {
+        matmul_forward(&mut out[start * oc..], &inp[start * c..], w[ex], b[ex], n, c, oc, parallel);
+    }
+}
+
+/// Mixture-of-Experts, grouped (`Backend::matmul_grouped_backward`): per expert, over its rows, dinp += dout·w;
+/// dw += doutᵀ·inp; db += Σ_rows dout. Natively both products of every expert are pieces of one parallel call.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_grouped_backward(
+    dinp: &mut [f32],
+    dw: Vec<&mut [f32]>,
+    mut db: Vec<Option<&mut [f32]>>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[&[f32]],
+    rows: &[usize],
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use super::native::pieces;
+        let mut all = Vec::new();
+        let (mut rest, mut start) = (dinp, 0);
+        for (ex, (dw, &n)) in dw.into_iter().zip(rows).enumerate() {
+            let (di, tail) = std::mem::take(&mut rest).split_at_mut(n * c);
+            rest = tail;
+            if n == 0 {
+                continue; // an expert without rows: nothing to add (and its dw product would sum over no rows)
+            }
+            let (dy, x) = (&dout[start * oc..], &inp[start * c..]);
+            all.extend(pieces(di, true, None, Strided { data: dy, rs: oc, cs: 1 }, Strided { data: w[ex], rs: c, cs: 1 }, n, c, oc));
+            all.extend(pieces(dw, true, None, Strided { data: dy, rs: 1, cs: oc }, Strided { data: x, rs: c, cs: 1 }, oc, c, n));
+            start += n;
+        }
+        super::native::run(all, parallel);
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut dw = dw;
+        for (ex, start, n) in crate::backend::ops::expert_groups(rows) {
+            let (di, dy, x) = (&mut dinp[start * c..], &dout[start * oc..], &inp[start * c..]);
+            matmul_backward(Some(di), &mut *dw[ex], db[ex].take(), dy, x, w[ex], n, c, oc, parallel);
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    for (ex, start, n) in crate::backend::ops::expert_groups(rows) {
+        if let Some(db) = db[ex].as_deref_mut() {
+            bias_grad(&mut db[..oc], &dout[start * oc..(start + n) * oc], parallel && super::PAR_MEMORY_BOUND);
+        }
+    }
+}
+
 /// Columns of db (and of the rows it sums) per task.
 const DB_COLS: usize = 64;
 

@@ -21,6 +21,7 @@ mod glue;
 mod gru;
 pub(crate) mod math;
 mod matmul;
+mod moe;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 mod norm;
@@ -268,6 +269,54 @@ impl Backend for Cpu {
         c: usize,
     ) -> Result<()> {
         ops::moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    /// Natively, yes: one call over all the experts wakes the pool once where a call per expert wakes it E times
+    /// for small matmuls (docs/BENCHMARKS.md, "Mixture-of-Experts"). In the browser the experts run one by one,
+    /// as measured there (within 1.1× of the dense step).
+    fn groups_experts(&self) -> bool {
+        !cfg!(target_arch = "wasm32")
+    }
+
+    fn moe_gather_grouped(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe::moe_gather_grouped(xe, x, r, rows, c);
+        Ok(())
+    }
+
+    fn moe_scatter_grouped(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe::moe_scatter_grouped(dx, dxe, r, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine_grouped(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe::moe_combine_grouped(out, ye, r, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine_backward_grouped(&self, dye: &mut [f32], dweight: &mut [f32], dout: &[f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe::moe_combine_backward_grouped(dye, dweight, dout, ye, r, rows, c);
+        Ok(())
+    }
+
+    fn matmul_grouped_forward(&self, out: &mut [f32], inp: &[f32], w: &[&[f32]], b: &[Option<&[f32]>], rows: &[usize], c: usize, oc: usize) -> Result<()> {
+        matmul::matmul_grouped_forward(out, inp, w, b, rows, c, oc, rows.iter().sum::<usize>() * c * oc >= PAR_FLOPS);
+        Ok(())
+    }
+
+    fn matmul_grouped_backward(
+        &self,
+        dinp: &mut [f32],
+        dw: Vec<&mut [f32]>,
+        db: Vec<Option<&mut [f32]>>,
+        dout: &[f32],
+        inp: &[f32],
+        w: &[&[f32]],
+        rows: &[usize],
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        matmul::matmul_grouped_backward(dinp, dw, db, dout, inp, w, rows, c, oc, rows.iter().sum::<usize>() * c * oc >= PAR_FLOPS);
         Ok(())
     }
 

@@ -67,23 +67,57 @@ pub fn gemm(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n
 /// (out = bias + x·wᵀ without a separate pass over out).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let rb = row_block(m, n, k);
-    let task = |(blk, cb): (usize, &mut [f32])| {
-        let r0 = blk * rb;
-        let rows = cb.len() / n;
-        let a = Strided { data: &a.data[r0 * a.rs..], ..a };
-        if let Some(init) = init {
-            cb.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(&init[..n]));
+    run(pieces(c, accumulate, init, a, b, m, n, k).collect(), parallel);
+}
+
+/// One task's share of a product: its row block of C (rows × n) = [C +] its rows of A · B, C's rows first set to
+/// `init` when given.
+pub struct Piece<'a> {
+    c: &'a mut [f32],
+    accumulate: bool,
+    init: Option<&'a [f32]>,
+    a: Strided<'a>,
+    b: Strided<'a>,
+    n: usize,
+    k: usize,
+}
+
+/// The pieces of C (m×n) = [C +] A (m×k) · B (k×n): C's fixed row blocks (`row_block`).
+#[allow(clippy::too_many_arguments)]
+pub fn pieces<'a>(
+    c: &'a mut [f32],
+    accumulate: bool,
+    init: Option<&'a [f32]>,
+    a: Strided<'a>,
+    b: Strided<'a>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> impl Iterator<Item = Piece<'a>> {
+    let rb = if m == 0 || n == 0 { 1 } else { row_block(m, n, k) };
+    c[..m * n].chunks_mut(rb * n.max(1)).enumerate().map(move |(blk, c)| {
+        let a = Strided { data: &a.data[blk * rb * a.rs..], ..a };
+        Piece { c, accumulate, init, a, b, n, k }
+    })
+}
+
+/// Runs pieces, each one task, on the pool when `parallel` (any number of products in one parallel call: the
+/// experts of a Mixture-of-Experts layer wake the pool once, not once per expert). Each piece writes only its own
+/// rows, so the result does not depend on which thread runs it.
+pub fn run(pieces: Vec<Piece>, parallel: bool) {
+    let task = |p: Piece| {
+        if p.n == 0 {
+            return;
         }
-        gemm_serial(cb, accumulate || init.is_some(), a, b, rows, n, k);
+        if let Some(init) = p.init {
+            p.c.chunks_exact_mut(p.n).for_each(|row| row.copy_from_slice(&init[..p.n]));
+        }
+        let rows = p.c.len() / p.n;
+        gemm_serial(p.c, p.accumulate || p.init.is_some(), p.a, p.b, rows, p.n, p.k);
     };
-    let c = &mut c[..m * n];
     if parallel {
-        c.par_chunks_mut(rb * n).enumerate().for_each(task);
+        pieces.into_par_iter().for_each(task);
     } else {
-        c.chunks_mut(rb * n).enumerate().for_each(task);
+        pieces.into_iter().for_each(task);
     }
 }

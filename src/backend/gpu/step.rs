@@ -148,6 +148,15 @@ impl<'g> Backend for GpuStep<'g> {
     fn grad(g: &mut GpuBuffer<f32>, v: View) -> Result<GpuSlice<'_, f32>> {
         view_of(g, v)
     }
+    fn grad_many<'a>(g: &'a mut GpuBuffer<f32>, views: &[View]) -> Result<Vec<GpuSlice<'a, f32>>> {
+        let g: &GpuBuffer<f32> = g;
+        for (i, a) in views.iter().enumerate() {
+            if let Some(b) = views[..i].iter().find(|b| a.offset < b.offset + b.len && b.offset < a.offset + a.len) {
+                return Err(gpu_error(format!("overlapping tensors {a:?} and {b:?}")));
+            }
+        }
+        views.iter().map(|&v| view_of(g, v)).collect()
+    }
     fn grad_pair(g: &mut GpuBuffer<f32>, a: View, b: Option<View>) -> Result<(GpuSlice<'_, f32>, Option<GpuSlice<'_, f32>>)> {
         let g: &GpuBuffer<f32> = g;
         if let Some(b) = b {

@@ -150,6 +150,27 @@ pub fn step_is_good(sq: f32, loss: f32) -> bool {
     sq.is_finite() && loss.is_finite()
 }
 
+/// Disjoint tensors of a flat buffer, in the order asked (the gradients of every expert of a Mixture-of-Experts
+/// layer at once); views outside the buffer or overlapping are an error.
+pub fn many_mut<'a>(g: &'a mut [f32], views: &[View]) -> Result<Vec<&'a mut [f32]>> {
+    let mut order: Vec<usize> = (0..views.len()).collect();
+    order.sort_by_key(|&i| views[i].offset);
+    let mut out: Vec<Option<&'a mut [f32]>> = (0..views.len()).map(|_| None).collect();
+    // Cut the buffer from the lowest view up: each cut leaves what lies past the view for the next ones.
+    let (mut rest, mut at) = (g, 0);
+    for i in order {
+        let v = views[i];
+        v.check(at + rest.len())?;
+        if v.offset < at {
+            return Err(crate::Error::Invalid(format!("overlapping tensor views: {v:?} starts before {at}")));
+        }
+        let (piece, tail) = std::mem::take(&mut rest)[v.offset - at..].split_at_mut(v.len);
+        out[i] = Some(piece);
+        (rest, at) = (tail, v.offset + v.len);
+    }
+    Ok(out.into_iter().map(|x| x.expect("every view was cut")).collect())
+}
+
 /// Two disjoint tensors of a flat buffer, in the order asked (the second absent when `b` is); views outside the
 /// buffer or overlapping are an error.
 pub fn two_mut(g: &mut [f32], a: View, b: Option<View>) -> Result<(&mut [f32], Option<&mut [f32]>)> {

@@ -15,13 +15,16 @@ mod rope;
 pub use act::{activation_backward, activation_forward, gelu, gelu_grad, sigmoid};
 pub use attention::{attention_backward, attention_forward, attention_probs};
 pub use glue::{
-    add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, merge_heads, mul_into,
+    add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, many_mut, merge_heads, mul_into,
     scale, split_heads, step_is_good, sum_squares, sums_of_squares, two_mut,
 };
 pub use gru::{gru_backward, gru_forward, gru_prev};
 pub use linear::{matmul_backward, matmul_forward};
 pub use loss::cross_entropy;
-pub use moe::{moe_combine, moe_combine_backward, moe_gather, moe_route, moe_route_backward, moe_scatter};
+pub use moe::{
+    expert_groups, matmul_grouped_backward, matmul_grouped_forward, moe_combine, moe_combine_backward, moe_combine_backward_grouped, moe_combine_grouped,
+    moe_gather, moe_gather_grouped, moe_route, moe_route_backward, moe_scatter, moe_scatter_grouped,
+};
 pub use norm::{norm_backward, norm_forward};
 pub use rope::rope_apply;
 
@@ -246,6 +249,47 @@ impl Backend for Reference {
         c: usize,
     ) -> Result<()> {
         moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c);
+        Ok(())
+    }
+
+    fn moe_gather_grouped(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe_gather_grouped(xe, x, r, rows, c);
+        Ok(())
+    }
+
+    fn moe_scatter_grouped(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe_scatter_grouped(dx, dxe, r, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine_grouped(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe_combine_grouped(out, ye, r, rows, c);
+        Ok(())
+    }
+
+    fn moe_combine_backward_grouped(&self, dye: &mut [f32], dweight: &mut [f32], dout: &[f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) -> Result<()> {
+        moe_combine_backward_grouped(dye, dweight, dout, ye, r, rows, c);
+        Ok(())
+    }
+
+    fn matmul_grouped_forward(&self, out: &mut [f32], inp: &[f32], w: &[&[f32]], b: &[Option<&[f32]>], rows: &[usize], c: usize, oc: usize) -> Result<()> {
+        matmul_grouped_forward(out, inp, w, b, rows, c, oc);
+        Ok(())
+    }
+
+    fn matmul_grouped_backward(
+        &self,
+        dinp: &mut [f32],
+        dw: Vec<&mut [f32]>,
+        db: Vec<Option<&mut [f32]>>,
+        dout: &[f32],
+        inp: &[f32],
+        w: &[&[f32]],
+        rows: &[usize],
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        matmul_grouped_backward(dinp, dw, db, dout, inp, w, rows, c, oc);
         Ok(())
     }
 

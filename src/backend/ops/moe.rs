@@ -128,3 +128,70 @@ pub fn moe_combine_backward(dye: &mut [f32], dweight: &mut [f32], dout: &[f32], 
         dweight[a] += d.iter().zip(y).map(|(d, y)| d * y).sum::<f32>();
     }
 }
+
+// -- Grouped: every expert's rows in one buffer, expert-major (see `Backend::groups_experts`) -------------------
+
+/// Each expert with rows: (expert, its first row in the grouped buffer, its rows).
+pub fn expert_groups(rows: &[usize]) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let starts = rows.iter().scan(0, |at, &n| {
+        *at += n;
+        Some(*at - n)
+    });
+    rows.iter().zip(starts).enumerate().filter(|(_, (&n, _))| n > 0).map(|(ex, (&n, start))| (ex, start, n))
+}
+
+/// See `Backend::moe_gather_grouped`.
+pub fn moe_gather_grouped(xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) {
+    for (ex, start, n) in expert_groups(rows) {
+        moe_gather(&mut xe[start * c..], x, r, ex, n, c);
+    }
+}
+
+/// See `Backend::moe_scatter_grouped`.
+pub fn moe_scatter_grouped(dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) {
+    for (ex, start, n) in expert_groups(rows) {
+        moe_scatter(dx, &dxe[start * c..], r, ex, n, c);
+    }
+}
+
+/// See `Backend::moe_combine_grouped`.
+pub fn moe_combine_grouped(out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) {
+    for (ex, start, n) in expert_groups(rows) {
+        moe_combine(out, &ye[start * c..], r, ex, n, c);
+    }
+}
+
+/// See `Backend::moe_combine_backward_grouped`.
+#[allow(clippy::too_many_arguments)]
+pub fn moe_combine_backward_grouped(dye: &mut [f32], dweight: &mut [f32], dout: &[f32], ye: &[f32], r: Routing<&[f32]>, rows: &[usize], c: usize) {
+    for (ex, start, n) in expert_groups(rows) {
+        moe_combine_backward(&mut dye[start * c..], dweight, dout, &ye[start * c..], r, ex, n, c);
+    }
+}
+
+/// See `Backend::matmul_grouped_forward`: `matmul_forward` over each expert's rows.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_grouped_forward(out: &mut [f32], inp: &[f32], w: &[&[f32]], b: &[Option<&[f32]>], rows: &[usize], c: usize, oc: usize) {
+    for (ex, start, n) in expert_groups(rows) {
+        super::matmul_forward(&mut out[start * oc..], &inp[start * c..], w[ex], b[ex], n, c, oc);
+    }
+}
+
+/// See `Backend::matmul_grouped_backward`: `matmul_backward` over each expert's rows.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_grouped_backward(
+    dinp: &mut [f32],
+    mut dw: Vec<&mut [f32]>,
+    mut db: Vec<Option<&mut [f32]>>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[&[f32]],
+    rows: &[usize],
+    c: usize,
+    oc: usize,
+) {
+    for (ex, start, n) in expert_groups(rows) {
+        let (dinp, dout, inp) = (&mut dinp[start * c..], &dout[start * oc..], &inp[start * c..]);
+        super::matmul_backward(Some(dinp), &mut *dw[ex], db[ex].as_deref_mut(), dout, inp, w[ex], n, c, oc);
+    }
+}
