@@ -394,11 +394,12 @@ impl Run {
 
     /// `steps_async`, blocking (native; without the gpu feature there is nothing to wait for).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn steps(&mut self, n: usize, mut on_report: impl FnMut(StepReport)) -> Result<()> {
+    pub fn steps(&mut self, n: usize, on_report: impl FnMut(StepReport)) -> Result<()> {
         #[cfg(feature = "gpu")]
         return pollster::block_on(self.steps_async(n, on_report));
         #[cfg(not(feature = "gpu"))]
         {
+            let mut on_report = on_report;
             for _ in 0..n {
                 on_report(self.cpu_step()?);
             }

@@ -247,6 +247,9 @@ impl Backend for OnGpu {
     fn grad_pair(g: &mut [f32], a: View, b: Option<View>) -> Result<(&mut [f32], Option<&mut [f32]>)> {
         ops::two_mut(g, a, b)
     }
+    fn grad_many<'a>(g: &'a mut [f32], views: &[View]) -> Result<Vec<&'a mut [f32]>> {
+        ops::many_mut(g, views)
+    }
     /// As on the device: the routing's values are not known while recording, so a Mixture-of-Experts layer runs
     /// every expert over its capacity (the path `GpuStep` takes).
     fn known(&self, _x: &[f32]) -> Option<Vec<f32>> {
