@@ -254,7 +254,8 @@ export class TransformerPlayground extends HTMLElement {
     const json = this.getAttribute('config');
     if (lesson !== null) {
       const l = lessonById(lesson.trim());
-      if (!l) throw new Problem(this.#t('el.noLesson', { id: lesson, ids: LESSON_IDS.join(', ') }), 'lesson', 'lesson');
+      // The lessons a widget can show: recipe lessons run in the playground's Lessons panel only.
+      if (!l) throw new Problem(this.#t('el.noLesson', { id: lesson, ids: LESSON_IDS.filter((id) => !isRecipeLesson(lessonById(id))).join(', ') }), 'lesson', 'lesson');
       // A recipe lesson's runs are the engine's recipes (stages, their own charts): the playground page runs them.
       if (isRecipeLesson(l)) throw new Problem(this.#t('el.recipeLesson', { id: l.id }), 'lesson', 'lesson');
       const sizes = this.getAttribute('sizes') ?? 'page';

@@ -3,7 +3,8 @@
 
 /**
  * h('div', { class: 'x', id: 'y', on: { click: fn }, dataset: { k: 'v' }, attrs: { 'aria-label': '…' } }, …children)
- * Children: strings (→ text nodes), nodes, arrays, null/false (skipped). Other props are set as properties.
+ * Children: strings (→ text nodes), nodes, arrays, null/false (skipped). Other props are set as properties
+ * (`for` as a label's htmlFor).
  */
 export function h(tag, props = {}, ...children) {
   const el = document.createElement(tag);
@@ -12,6 +13,7 @@ export function h(tag, props = {}, ...children) {
     if (k === 'class') el.className = v;
     else if (k === 'on') for (const [ev, fn] of Object.entries(v)) el.addEventListener(ev, fn);
     else if (k === 'dataset') Object.assign(el.dataset, v);
+    else if (k === 'for') el.htmlFor = v; // a label's control (the property is htmlFor)
     else if (k === 'attrs') {
       for (const [a, av] of Object.entries(v)) {
         if (av !== null && av !== undefined) el.setAttribute(a, String(av));
