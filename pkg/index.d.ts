@@ -737,8 +737,12 @@ export class Run {
   pause(): Promise<{ step: number }>;
   step(): Promise<Progress>;
   evaluate(): Promise<{ train: number | null; val: number | null }>;
-  /** Val loss on sequences of `t` tokens, past ctx_len too; rejected for learned positions past ctx_len (model.position). */
-  evalAt(t: number): Promise<{ t: number; val: number | null }>;
+  /**
+   * Val loss on sequences of `t` tokens, past ctx_len too; rejected for learned positions past ctx_len (model.position).
+   * `mlm` (bert only): show the chosen positions by this rule instead of data.mlm_mask / data.mlm_random —
+   * `{ mask: 0, random: 0 }` is the masked-LM loss on text with no [MASK] in it (what fine-tuning feeds).
+   */
+  evalAt(t: number, opts?: { mlm?: { mask: number; random: number } }): Promise<{ t: number; val: number | null }>;
   /** The first layer's position–position term before and after the projections; learned and sinusoidal positions only. */
   positionTerms(): Promise<PositionTerms>;
   /** `onText` gets the text sampled since its last call: every 4 tokens, sooner after 16 ms, and at the end. */

@@ -942,9 +942,17 @@ export class Run extends Emitter {
    * The validation loss on sequences of `t` tokens — past ctx_len too, for every position scheme defined there:
    * { t, val } (val null when not finite). Learned positions have no table row past ctx_len: rejected with the
    * core's config error naming model.position. At t = ctx_len it equals evaluate()'s val (on the CPU).
+   * `opts.mlm` (bert only): show the positions chosen for prediction by this rule instead of the config's
+   * data.mlm_mask / data.mlm_random — { mask: 0, random: 0 }: no [MASK] in the input, as a fine-tuning input.
    */
-  async evalAt(t) {
-    return this.#req('evalAt', { t: checkInt('t', t, { min: 1 }) });
+  async evalAt(t, opts = {}) {
+    const o = checkOptions('opts', opts);
+    const req = { t: checkInt('t', t, { min: 1 }) };
+    if (o.mlm !== undefined) {
+      const m = checkOptions('opts.mlm', o.mlm);
+      req.mlm = { mask: checkNumber('opts.mlm.mask', m.mask), random: checkNumber('opts.mlm.random', m.random) };
+    }
+    return this.#req('evalAt', req);
   }
 
   /**

@@ -156,6 +156,9 @@ export const METRICS = {
   // Learned positions are refused there (no table row past ctx_len): null, with `refused` the core's reason.
   val_loss_2x: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.valLoss?.[2] ?? null, refused: (rec) => rec.lessonProbe?.refused?.[2] ?? null },
   val_loss_4x: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.valLoss?.[4] ?? null, refused: (rec) => rec.lessonProbe?.refused?.[4] ?? null },
+  // bert's masked-LM validation loss with the chosen positions shown as themselves: no [MASK] in the input, as in
+  // fine-tuning (Run#evalAt with mlm {mask: 0, random: 0}, the core's Run::eval_with); null for the other archs.
+  val_loss_unmasked: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.valUnmasked ?? null },
   // The core's parameter counts (Engine#shapeFlow, the summary's): all of them, and those one token uses.
   params_total: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.params ?? null },
   params_active: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.active ?? null },
@@ -254,6 +257,9 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
   const got = { attentionEntropy: (config.model.arch ?? 'gpt') === 'gpt' ? attentionEntropy(maps) : null, params: flow.n_params, active: flow.active_params };
   if (lesson.metrics.some((m) => m.startsWith('pos_relative_'))) got.positionTerms = await handle.positionTerms();
   if (lesson.metrics.includes('permutation_gap')) got.permutationGap = permutationGap(maps, await handle.attention([...text].reverse().join('')));
+  if (lesson.metrics.includes('val_loss_unmasked') && config.model.arch === 'bert') {
+    got.valUnmasked = (await handle.evalAt(config.model.ctx_len, { mlm: { mask: 0, random: 0 } })).val;
+  }
   for (const k of [2, 4]) {
     if (!lesson.metrics.includes(`val_loss_${k}x`)) continue;
     got.valLoss ??= {};

@@ -20,9 +20,10 @@
 //   pause       { runId }                         → { step }
 //   step        { runId }                         → one progress record
 //   evaluate    { runId }                         → { train, val }
-//   evalAt      { runId, t }                      → { t, val }: val loss on sequences of t tokens, t past ctx_len
+//   evalAt      { runId, t, mlm? }                → { t, val }: val loss on sequences of t tokens, t past ctx_len
 //                                                   too (refused for learned positions there: a config error
-//                                                   naming model.position); on the host copy
+//                                                   naming model.position); on the host copy; mlm {mask, random}
+//                                                   (bert): the chosen positions shown by that rule
 //   generate    { runId, prompt, options, n, blockSize, kv?, tag?, kvCache? }
 //                                                 → { texts, stopped: 'done' | 'cancelled', kv } (kv: the core's
 //                                                   view of the cache at the end, JSON); N continuations over the

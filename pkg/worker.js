@@ -9,7 +9,7 @@
 // on the cpu (save, generate, fill-mask, decode, attention). Each run's requests run one at a time (`exclusive`).
 
 import {
-  EngineError, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkOptions, checkString, errorData, errorReply,
+  EngineError, U32_MAX, VOCAB_MAX, checkBytes, checkInt, checkNumber, checkOptions, checkString, errorData, errorReply,
 } from './protocol.js';
 
 let wasm = null; // the wasm-bindgen module of the chosen build
@@ -632,7 +632,11 @@ const handlers = {
     JSON.parse(wr.denoiseExample(BigInt(checkInt('seed', seed))))),
   attention: ({ runId, text, target }) => onHost(runId, (wr) =>
     JSON.parse(wr.attention(checkString('text', text), checkString('target', target, { optional: true })))),
-  evalAt: ({ runId, t }) => onHost(runId, (wr) => JSON.parse(wr.evalAt(checkInt('t', t, { max: U32_MAX })))),
+  evalAt: ({ runId, t, mlm }) => onHost(runId, (wr) => {
+    const m = mlm === undefined ? undefined : checkOptions('mlm', mlm);
+    const share = (k) => (m === undefined ? undefined : checkNumber(`mlm.${k}`, m[k]));
+    return JSON.parse(wr.evalAt(checkInt('t', t, { max: U32_MAX }), share('mask'), share('random')));
+  }),
   positionTerms: ({ runId }) => onHost(runId, (wr) => JSON.parse(wr.positionTerms())),
   shapes: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.shapes())),
   gpuStats: ({ runId }) => onRun(runId, (wr) => JSON.parse(wr.gpuStats())),

@@ -411,6 +411,14 @@ pub struct DataConfig {
     /// Digits per operand for the synthetic tasks.
     #[serde(default = "default_digits")]
     pub digits: usize,
+    /// bert: the share of the positions chosen for prediction (15%) that the input shows as `[MASK]` (Devlin et al.
+    /// 2019, §3.1: 80%; Appendix C.2 ablates it). Ignored by the other architectures.
+    #[serde(default = "default_mlm_mask")]
+    pub mlm_mask: f64,
+    /// bert: the share of the chosen positions that show a random character instead (10%); the rest
+    /// (1 − mlm_mask − mlm_random, 10%) keep their own character. Ignored by the other architectures.
+    #[serde(default = "default_mlm_random")]
+    pub mlm_random: f64,
 }
 /// Shortest context the denoising tasks accept: a shorter source leaves too few tokens to corrupt.
 pub const MIN_DENOISE_CTX_LEN: usize = 8;
@@ -503,9 +511,15 @@ fn default_task() -> Task {
 fn default_digits() -> usize {
     6
 }
+fn default_mlm_mask() -> f64 {
+    0.8
+}
+fn default_mlm_random() -> f64 {
+    0.1
+}
 impl Default for DataConfig {
     fn default() -> Self {
-        DataConfig { task: Task::Text, digits: default_digits() }
+        DataConfig { task: Task::Text, digits: default_digits(), mlm_mask: default_mlm_mask(), mlm_random: default_mlm_random() }
     }
 }
 
@@ -638,6 +652,8 @@ pub fn bounds() -> Vec<(&'static str, Bound)> {
         ("train.eval_interval", ints(1, None)),
         ("train.eval_iters", ints(1, Some(MAX_EVAL_ITERS))),
         ("data.digits", ints(1, Some(MAX_DIGITS))),
+        ("data.mlm_mask", Bound { minimum: Some(0.0), maximum: Some(1.0), ..Bound::default() }),
+        ("data.mlm_random", Bound { minimum: Some(0.0), maximum: Some(1.0), ..Bound::default() }),
         ("seed", ints(0, None)),
     ]
 }
@@ -734,6 +750,17 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        let (m, r) = (self.data.mlm_mask, self.data.mlm_random);
+        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
+            return Err(bad("data.mlm_mask", m, "must be in [0, 1] (the share of bert's chosen positions shown as [MASK])"));
+        }
+        if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+            return Err(bad("data.mlm_random", r, "must be in [0, 1] (the share of bert's chosen positions shown as a random character)"));
+        }
+        if m + r > 1.0 + 1e-9 {
+            let rule = format!("data.mlm_mask + data.mlm_random must be at most 1 (the rest keep their character), here {m} + {r}");
+            return Err(bad("data.mlm_random", r, &rule));
         }
         if self.data.task.is_synthetic() {
             let d = self.data.digits;

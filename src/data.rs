@@ -186,8 +186,8 @@ pub enum Split {
 /// Where a run's batches come from.
 #[derive(Clone, Debug)]
 pub enum Dataset {
-    /// Char-level text: next-token batches (gpt) or masked-LM batches (bert).
-    Text { tok: Tokenizer, train: Vec<u32>, val: Vec<u32>, mlm: bool },
+    /// Char-level text: next-token batches (gpt) or masked-LM batches (bert: `mlm`, how chosen positions show).
+    Text { tok: Tokenizer, train: Vec<u32>, val: Vec<u32>, mlm: Option<Mlm> },
     /// A synthetic seq2seq task for the encoder-decoder.
     Task { tok: Tokenizer, task: Task, digits: usize },
     /// A denoising objective over char-level text for the encoder-decoder (`crate::denoise`); `specials` are the
@@ -244,7 +244,8 @@ impl Dataset {
                 .collect::<Result<Vec<u32>>>()?;
             return Ok(Dataset::Denoise { tok, task, train, val, lens, specials });
         }
-        Ok(Dataset::Text { tok, train, val, mlm: cfg.model.arch == Arch::Bert })
+        let mlm = (cfg.model.arch == Arch::Bert).then_some(Mlm { mask: cfg.data.mlm_mask, random: cfg.data.mlm_random });
+        Ok(Dataset::Text { tok, train, val, mlm })
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -272,15 +273,22 @@ impl Dataset {
 
     /// A seeded batch of `b` rows of length `t` (text) or of the task's lengths.
     pub fn batch(&self, split: Split, b: usize, t: usize, rng: &mut Rng) -> Batch {
+        self.batch_with(split, b, t, None, rng)
+    }
+
+    /// `batch`, with bert's chosen positions shown by `mlm_override` instead of the config's rule (`Run::eval_at`
+    /// with no [MASK]: lesson `bert-mask`). Ignored by the other datasets.
+    pub fn batch_with(&self, split: Split, b: usize, t: usize, mlm_override: Option<Mlm>, rng: &mut Rng) -> Batch {
         match self {
             Dataset::Text { tok, train, val, mlm } => {
+                let mlm = mlm.map(|m| mlm_override.unwrap_or(m));
                 let d = if split == Split::Train { train } else { val };
                 let t = t.min(d.len() - 1);
                 let mut batch = Batch { b, t, ..Default::default() };
                 for _ in 0..b {
                     let i = rng.below(d.len() - t);
-                    if *mlm {
-                        let (x, y) = mask_tokens(&d[i..i + t], tok, rng);
+                    if let Some(m) = mlm {
+                        let (x, y) = mask_tokens(&d[i..i + t], tok, m, rng);
                         batch.idx.extend(x);
                         batch.targets.extend(y);
                     } else {
@@ -333,9 +341,24 @@ impl Dataset {
     }
 }
 
-/// BERT masking of one row: returns (input ids, targets with −1 on unmasked positions). At least one position
-/// is always masked, so every row counts.
-pub fn mask_tokens(x: &[u32], tok: &Tokenizer, rng: &mut Rng) -> (Vec<u32>, Vec<i32>) {
+/// How bert's input shows the positions chosen for prediction (Devlin et al. 2019, §3.1; Appendix C.2's MASK /
+/// RND / SAME): a share `mask` as [MASK], a share `random` as a random character, the rest as their own
+/// character. The config's `data.mlm_mask` / `data.mlm_random` (BERT's 0.8 / 0.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mlm {
+    pub mask: f64,
+    pub random: f64,
+}
+
+impl Mlm {
+    /// Every chosen position keeps its character: the input has no [MASK], as a fine-tuning input has none.
+    pub const UNMASKED: Mlm = Mlm { mask: 0.0, random: 0.0 };
+}
+
+/// BERT masking of one row: returns (input ids, targets with −1 on the positions not chosen). 15% of the
+/// positions are chosen, at least one, so every row counts; each is shown as `rule` says. The positions are drawn
+/// before the rule is applied, so two rules choose the same positions of a row for the same generator state.
+pub fn mask_tokens(x: &[u32], tok: &Tokenizer, rule: Mlm, rng: &mut Rng) -> (Vec<u32>, Vec<i32>) {
     let mask_id = tok.special(MASK).expect("a bert tokenizer has [MASK]");
     let n_chars = tok.chars.len();
     let mut chosen: Vec<bool> = x.iter().map(|_| rng.uniform() < 0.15).collect();
@@ -351,9 +374,9 @@ pub fn mask_tokens(x: &[u32], tok: &Tokenizer, rng: &mut Rng) -> (Vec<u32>, Vec<
         }
         tgt[j] = x[j] as i32;
         let r = rng.uniform();
-        if r < 0.8 {
+        if r < rule.mask {
             inp[j] = mask_id;
-        } else if r < 0.9 {
+        } else if r < rule.mask + rule.random {
             inp[j] = rng.below(n_chars) as u32;
         }
     }
@@ -451,13 +474,43 @@ mod tests {
         let tok = Tokenizer::for_text("abcdefghij", Arch::Bert).unwrap();
         let x: Vec<u32> = (0..10).cycle().take(10_000).collect();
         let mut rng = Rng::new(3);
-        let (inp, tgt) = mask_tokens(&x, &tok, &mut rng);
+        let (inp, tgt) = mask_tokens(&x, &tok, Mlm { mask: 0.8, random: 0.1 }, &mut rng);
         let masked = tgt.iter().filter(|&&t| t >= 0).count() as f64 / x.len() as f64;
         assert!((masked - 0.15).abs() < 0.02, "{masked}");
         let as_mask = inp.iter().zip(&tgt).filter(|(&i, &t)| t >= 0 && i == tok.special(MASK).unwrap()).count() as f64;
         let frac = as_mask / tgt.iter().filter(|&&t| t >= 0).count() as f64;
         assert!((frac - 0.8).abs() < 0.04, "{frac}");
-        let (_, t1) = mask_tokens(&x[..2], &tok, &mut Rng::new(5));
+        let (_, t1) = mask_tokens(&x[..2], &tok, Mlm { mask: 0.8, random: 0.1 }, &mut Rng::new(5));
         assert!(t1.iter().any(|&t| t >= 0));
+    }
+
+    #[test]
+    fn mlm_rules_choose_the_same_positions_and_show_them_as_asked() {
+        let tok = Tokenizer::for_text("abcdefghij", Arch::Bert).unwrap();
+        let mask = tok.special(MASK).unwrap();
+        let x: Vec<u32> = (0..10).cycle().take(10_000).collect();
+        let rule = |mask, random| Mlm { mask, random };
+        let (bert, t_bert) = mask_tokens(&x, &tok, rule(0.8, 0.1), &mut Rng::new(9));
+        let (only, t_only) = mask_tokens(&x, &tok, rule(1.0, 0.0), &mut Rng::new(9));
+        let (clean, t_clean) = mask_tokens(&x, &tok, Mlm::UNMASKED, &mut Rng::new(9));
+        let (rnd, t_rnd) = mask_tokens(&x, &tok, rule(0.0, 1.0), &mut Rng::new(9));
+        // The same positions of the row are chosen (the targets), whatever the rule.
+        assert_eq!(t_bert, t_only);
+        assert_eq!(t_bert, t_clean);
+        assert_eq!(t_bert, t_rnd);
+        let chosen: Vec<usize> = (0..x.len()).filter(|&j| t_bert[j] >= 0).collect();
+        // 100% [MASK]: every chosen position is [MASK]; unmasked: the input is the text; the rest never changes.
+        assert!(chosen.iter().all(|&j| only[j] == mask));
+        assert_eq!(clean, x);
+        for v in [&bert, &only, &rnd] {
+            assert!((0..x.len()).filter(|j| t_bert[*j] < 0).all(|j| v[j] == x[j]));
+        }
+        // All random: no [MASK], and most chosen positions show another character (1 in 10 draws its own).
+        assert!(chosen.iter().all(|&j| rnd[j] != mask));
+        let changed = chosen.iter().filter(|&&j| rnd[j] != x[j]).count() as f64 / chosen.len() as f64;
+        assert!((changed - 0.9).abs() < 0.05, "{changed}");
+        // BERT's rule: 80% [MASK], 10% random, 10% kept.
+        let kept = chosen.iter().filter(|&&j| bert[j] == x[j]).count() as f64 / chosen.len() as f64;
+        assert!((kept - 0.1 - 0.01).abs() < 0.03, "{kept}");
     }
 }

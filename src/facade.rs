@@ -158,9 +158,22 @@ pub fn attention(run: &Run, text: &str, target: Option<&str>) -> Result<String> 
 }
 
 /// `evalAt`: the validation loss on sequences of `t` tokens (`Run::eval_at`: refused past ctx_len for learned
-/// positions, naming model.position), on the host model: `{"t", "val"}`, val null when not finite.
-pub fn eval_at(run: &Run, t: usize) -> Result<String> {
-    let val = run.eval_at(data::Split::Val, t)?;
+/// positions, naming model.position), on the host model: `{"t", "val"}`, val null when not finite. `mlm` (bert
+/// only): show the chosen positions by this rule instead of the config's (`Run::eval_with`; {mask: 0, random: 0}:
+/// no [MASK] in the input), each share in [0, 1] and their sum at most 1, or refused naming `mlm.mask` /
+/// `mlm.random`.
+pub fn eval_at(run: &Run, t: usize, mlm: Option<data::Mlm>) -> Result<String> {
+    if let Some(m) = mlm {
+        for (name, x) in [("mlm.mask", m.mask), ("mlm.random", m.random)] {
+            if !(x.is_finite() && (0.0..=1.0).contains(&x)) {
+                return Err(Error::Invalid(format!("{name} = {x}: must be a share in [0, 1]")));
+            }
+        }
+        if m.mask + m.random > 1.0 + 1e-9 {
+            return Err(Error::Invalid(format!("mlm.random = {}: mlm.mask + mlm.random must be at most 1, here {} + {}", m.random, m.mask, m.random)));
+        }
+    }
+    let val = run.eval_with(data::Split::Val, t, mlm)?;
     Ok(serde_json::json!({ "t": t, "val": if val.is_finite() { Some(val) } else { None } }).to_string())
 }
 

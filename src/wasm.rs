@@ -266,11 +266,18 @@ impl WasmRun {
     /// The validation loss on `eval_iters` batches of `t` tokens, which may be past ctx_len: `{"t", "val"}` (val
     /// null when not finite). Learned positions are refused past ctx_len (no table row there), a task's fixed
     /// lengths always. Runs on the host copy (a gpu run: syncAsync first); at t = ctx_len it is `eval`'s val on the CPU.
+    /// With `mlm_mask` and `mlm_random` (bert only; both or neither): the chosen positions shown by that rule
+    /// instead of the config's — 0 and 0: no [MASK] in the input (`facade::eval_at`).
     #[wasm_bindgen(js_name = evalAt)]
-    pub fn eval_at(&self, t: usize) -> Result<String, JsError> {
+    pub fn eval_at(&self, t: usize, mlm_mask: Option<f64>, mlm_random: Option<f64>) -> Result<String, JsError> {
         let run = self.run.borrow();
         let run = &*run;
-        on_pool(|| facade::eval_at(run, t)).map_err(js)
+        let mlm = match (mlm_mask, mlm_random) {
+            (Some(mask), Some(random)) => Some(crate::data::Mlm { mask, random }),
+            (None, None) => None,
+            _ => return Err(JsError::new("evalAt: give mlm.mask and mlm.random together")),
+        };
+        on_pool(|| facade::eval_at(run, t, mlm)).map_err(js)
     }
 
     /// The position–position term of the first layer's attention scores, before (p_tᵀ p_s) and after each head's

@@ -103,3 +103,30 @@ fn a_causal_prefix_has_the_same_logits_at_any_length() {
         }
     }
 }
+
+/// `Run::eval_with` (lesson `bert-mask`): bert's masked-LM loss under another masking rule. BERT's own rule gives
+/// `eval` exactly; no [MASK] in the input gives another, finite loss on the same positions; a model that is not
+/// bert is refused; the facade refuses shares out of range naming them.
+#[test]
+fn eval_with_scores_bert_under_another_masking_rule() {
+    use transformer_playground::data::Mlm;
+    let learned = serde_json::json!({ "kind": "learned" });
+    let run = trained("bert", &learned);
+    let own = Mlm { mask: run.cfg.data.mlm_mask, random: run.cfg.data.mlm_random };
+    assert_eq!(run.eval_with(Split::Val, CTX, Some(own)).unwrap(), run.eval(Split::Val).unwrap());
+    let unmasked = run.eval_with(Split::Val, CTX, Some(Mlm::UNMASKED)).unwrap();
+    let only_mask = run.eval_with(Split::Val, CTX, Some(Mlm { mask: 1.0, random: 0.0 })).unwrap();
+    assert!(unmasked.is_finite() && only_mask.is_finite());
+    assert_ne!(unmasked, only_mask, "the input differs, so the loss does");
+    let json = transformer_playground::facade::eval_at(&run, CTX, Some(Mlm::UNMASKED)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["val"].as_f64().unwrap() as f32, unmasked);
+    for (m, name) in [(Mlm { mask: -0.5, random: 0.0 }, "mlm.mask"), (Mlm { mask: 0.0, random: f64::NAN }, "mlm.random"), (Mlm { mask: 0.7, random: 0.7 }, "mlm.random")] {
+        let e = transformer_playground::facade::eval_at(&run, CTX, Some(m)).unwrap_err().to_string();
+        assert!(e.contains(name), "{m:?}: {e}");
+    }
+    let gpt = trained("gpt", &learned);
+    let e = gpt.eval_with(Split::Val, CTX, Some(Mlm::UNMASKED)).unwrap_err().to_string();
+    assert!(e.contains("bert") && e.contains("model.arch"), "{e}");
+    assert!(gpt.eval_with(Split::Val, CTX, None).is_ok());
+}

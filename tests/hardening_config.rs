@@ -238,3 +238,28 @@ fn a_position_field_its_kind_does_not_take_is_refused_naming_it() {
         Config::from_json(&with(&[("model", "position", position.clone())])).unwrap_or_else(|e| panic!("{position}: {e}"));
     }
 }
+
+/// bert's masking rule (`data.mlm_mask`, `data.mlm_random`): each share in [0, 1], their sum at most 1; refused
+/// naming the field, the value and the rule; the defaults are BERT's 0.8 and 0.1 and both ends are allowed.
+#[test]
+fn mlm_shares_out_of_range_are_refused_naming_the_field() {
+    let data = |m: Value, r: Value| with(&[("model", "arch", json!("bert")), ("data", "mlm_mask", m), ("data", "mlm_random", r)]);
+    let c = Config::from_json(&with(&[("model", "arch", json!("bert"))])).unwrap();
+    assert_eq!((c.data.mlm_mask, c.data.mlm_random), (0.8, 0.1));
+    for (m, r) in [(1.0, 0.0), (0.0, 1.0), (0.0, 0.0), (0.5, 0.5)] {
+        Config::from_json(&data(json!(m), json!(r))).unwrap_or_else(|e| panic!("{m} {r}: {e}"));
+    }
+    let cases = [
+        (json!(-0.1), json!(0.1), "data.mlm_mask", "-0.1", "[0, 1]"),
+        (json!(1.5), json!(0.0), "data.mlm_mask", "1.5", "[0, 1]"),
+        (json!(0.8), json!(-1), "data.mlm_random", "-1", "[0, 1]"),
+        (json!(0.8), json!(0.3), "data.mlm_random", "0.3", "at most 1"),
+    ];
+    for (m, r, field, value, rule_has) in cases {
+        let (f, v, rule) = refused(&data(m.clone(), r.clone()));
+        assert_eq!((f.as_str(), v.as_str()), (field, value), "{m} {r}");
+        assert!(rule.contains(rule_has), "{m} {r}: {rule}");
+    }
+    assert_eq!((bound("data.mlm_mask").minimum, bound("data.mlm_mask").maximum), (Some(0.0), Some(1.0)));
+    assert_eq!((bound("data.mlm_random").minimum, bound("data.mlm_random").maximum), (Some(0.0), Some(1.0)));
+}

@@ -38,7 +38,7 @@ fn the_shipped_recipe_is_valid() {
 
 fn train_and_val(d: &Dataset) -> (Vec<u32>, Vec<u32>) {
     match d {
-        Dataset::Text { train, val, mlm: false, .. } => (train.clone(), val.clone()),
+        Dataset::Text { train, val, mlm: None, .. } => (train.clone(), val.clone()),
         _ => panic!("a recipe trains a gpt on text"),
     }
 }

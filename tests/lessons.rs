@@ -22,7 +22,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use transformer_playground::backend::BackendKind;
-use transformer_playground::data::Split;
+use transformer_playground::config::Arch;
+use transformer_playground::data::{Mlm, Split};
 use transformer_playground::model::paged::PagedDecoder;
 use transformer_playground::recipes::engine::{Driver, Event, Kind, Options, KNOBS};
 use transformer_playground::train::Run;
@@ -84,8 +85,27 @@ struct Expect {
 #[serde(deny_unknown_fields)]
 struct TestSizes {
     set: Settings,
-    /// For each `expect`, what happens at these sizes: "holds", "reversed" or "tie".
-    outcome: Vec<String>,
+    /// For each `expect`, what happens at these sizes: "holds", "reversed" or "tie" — or a list of those where the
+    /// CPU decides: a comparison that is chaotic at these sizes (a stalled run that may or may not start to learn)
+    /// comes out differently where the products' rounding differs (the `gemm` kernels use FMA on AVX2 and AVX-512
+    /// with different blockings: docs/ARCHITECTURE.md, "Add a lesson").
+    outcome: Vec<Outcome>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Outcome {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+impl Outcome {
+    fn all(&self) -> Vec<&str> {
+        match self {
+            Outcome::One(o) => vec![o.as_str()],
+            Outcome::AnyOf(os) => os.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -115,7 +135,7 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected", "val_loss_unmasked"];
 /// The metrics of recipe lessons, read from the recipe's stage results (`measure_recipe`).
 const RECIPE_METRICS: &[&str] = &["ft_accuracy", "ft_lm_loss", "icl_accuracy_k0", "icl_accuracy_kmax", "icl_gain", "ppo_score", "ppo_kl", "ppo_lm_loss"];
 /// Metrics that depend on the machine: shown, never compared.
@@ -273,6 +293,11 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
         }
     };
     let (val2, val4) = (at(2), at(4));
+    // bert's masked-LM validation loss with the chosen positions left as they are, no [MASK] in the input
+    // (Run::eval_with, the page's Run#evalAt with mlm {mask: 0, random: 0}); none for the other architectures.
+    let unmasked = (metrics.iter().any(|m| m == "val_loss_unmasked") && diverged_at.is_none() && run.cfg.model.arch == Arch::Bert)
+        .then(|| run.eval_with(Split::Val, run.cfg.model.ctx_len, Some(Mlm::UNMASKED)).expect("val_loss_unmasked") as f64)
+        .filter(|v| v.is_finite());
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
@@ -281,6 +306,7 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "final_val_loss" => val,
                 "val_loss_2x" => val2,
                 "val_loss_4x" => val4,
+                "val_loss_unmasked" => unmasked,
                 "max_grad_norm" => Some(max_grad),
                 "grad_norm_ratio_step0" => ratio0,
                 "kv_bytes_per_token" => kv,
@@ -492,7 +518,9 @@ fn parse(id: &str, json: &str) -> Lesson {
         assert!(e.margin >= 0.0, "lesson {id}: margin must be ≥ 0");
     }
     for o in &l.test.outcome {
-        assert!(["holds", "reversed", "tie"].contains(&o.as_str()), "lesson {id}: test.outcome entries are holds, reversed or tie");
+        let all = o.all();
+        assert!(!all.is_empty() && all.iter().all(|o| ["holds", "reversed", "tie"].contains(o)), "lesson {id}: test.outcome entries are holds, reversed or tie, or a list of them");
+        assert!(all.len() < 3, "lesson {id}: a test.outcome that allows every outcome checks nothing");
     }
     l
 }
@@ -607,7 +635,8 @@ fn every_lesson_shows_at_its_test_sizes_what_it_says() {
             let b_metric = e.b_metric.as_ref().unwrap_or(&e.metric);
             let got = outcome(e, measured[e.a.as_str()].metrics[&e.metric], measured[e.b.as_str()].metrics[b_metric]);
             eprintln!("  {} of {} {} than {b_metric} of {} (margin {}): {got}", e.metric, e.a, e.is, e.b, e.margin);
-            if !page && got != want {
+            if !page && !want.all().contains(&got) {
+                let want = want.all().join("\" or \"");
                 failures.push(format!("lesson {id}: {} of {} {} than {}: the lesson says \"{want}\" at its test sizes, the runs give \"{got}\"", e.metric, e.a, e.is, e.b));
             }
         }

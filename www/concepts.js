@@ -8,8 +8,9 @@
 /** @type {Array<{id: string, knob?: string, view?: string, lesson?: string, recipe?: string}>} */
 export const CONCEPTS = [
   // Architectures and objectives
-  { id: 'gpt', knob: 'arch', view: 'sec-use' },
-  { id: 'bert', knob: 'arch', view: 'sec-use' },
+  { id: 'gpt', knob: 'arch', view: 'sec-use', lesson: 'gpt-vs-bert' },
+  { id: 'bert', knob: 'arch', view: 'sec-use', lesson: 'gpt-vs-bert' },
+  { id: 'mlm_masking', knob: 'mlm_mask', lesson: 'bert-mask' },
   { id: 'encoder_decoder', knob: 'arch', view: 'sec-attention' },
   { id: 't5_span_corruption', knob: 'task', view: 'sec-use' },
   { id: 'bart_infilling', knob: 'task', view: 'sec-use' },

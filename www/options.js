@@ -70,6 +70,9 @@ export const OPTIONS = [
   { key: 'corpus', path: null, group: 'data', type: 'choice', choices: ['shakespeare', 'sums', 'custom'], dflt: 'shakespeare', when: [{ arch: TEXT_ARCHS }, { arch: ['encoder_decoder'], task: DENOISE_TASKS }] },
   { key: 'task', path: 'data.task', group: 'data', type: 'choice', choices: [...SYNTHETIC_TASKS, ...DENOISE_TASKS], dflt: 'reverse', when: { arch: ['encoder_decoder'] } },
   { key: 'digits', path: 'data.digits', group: 'data', type: 'int', dflt: 6, when: { arch: ['encoder_decoder'], task: SYNTHETIC_TASKS } },
+  // bert's corruption of the positions it predicts (Devlin et al. 2019): [MASK] 80%, a random character 10%, kept 10%.
+  { key: 'mlm_mask', path: 'data.mlm_mask', group: 'data', type: 'float', step: 0.05, dflt: 0.8, when: { arch: ['bert'] } },
+  { key: 'mlm_random', path: 'data.mlm_random', group: 'data', type: 'float', step: 0.05, dflt: 0.1, when: { arch: ['bert'] } },
   { key: 'seed', path: 'seed', group: 'data', type: 'int', dflt: 1337 },
   { key: 'backend', path: null, group: 'optim', type: 'choice', choices: ['cpu', 'auto', 'webgpu'], dflt: 'cpu' },
 ];

@@ -142,7 +142,15 @@ impl Session {
                     if run.cfg.train.eval_iters > MAX_FUZZ_EVAL_ITERS || t > 4 * run.cfg.model.ctx_len {
                         return Ok(None);
                     }
-                    facade::eval_at(run, t).map(Some)
+                    // As the worker sends it: {mlm: {mask, random}} or no mlm (numbers the worker checked).
+                    let mlm = match req.get("mlm") {
+                        None => None,
+                        Some(m) => match (m.get("mask").and_then(|x| x.as_f64()), m.get("random").and_then(|x| x.as_f64())) {
+                            (Some(mask), Some(random)) => Some(transformer_playground::data::Mlm { mask, random }),
+                            _ => return Err(Error::Invalid("mlm: {mask, random} numbers".into())),
+                        },
+                    };
+                    facade::eval_at(run, t, mlm).map(Some)
                 });
                 (r, &["invalid", "config"])
             }

@@ -456,13 +456,13 @@ fn demo(run: &Run, tokens: usize) -> Result<serde_json::Value> {
 fn demo_on<H: Host>(be: &H, run: &Run, tokens: usize) -> Result<serde_json::Value> {
     let tok = run.data.tokenizer();
     Ok(match &run.data {
-        Dataset::Text { mlm: false, val, .. } => {
+        Dataset::Text { mlm: None, val, .. } => {
             let prompt = tok.decode(&val[..val.len().min(32)]);
             let o = SampleOptions { max_tokens: tokens, temperature: 0.8, seed: run.cfg.seed, ..Default::default() };
             let text = generate::generate(&run.model, be, tok, &prompt, &o, |_| {})?;
             serde_json::json!({ "prompt": prompt, "sample": text })
         }
-        Dataset::Text { mlm: true, val, .. } => {
+        Dataset::Text { mlm: Some(_), val, .. } => {
             let n = val.len().min(run.cfg.model.ctx_len).min(40);
             let mut ids = val[..n].to_vec();
             let truth: Vec<String> = [n / 3, 2 * n / 3].iter().map(|&i| tok.token(ids[i])).collect();

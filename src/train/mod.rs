@@ -16,7 +16,7 @@ pub use step::{adamw_at, eval_mean, finish_step, group_grad_norms, lr_at, record
 
 use crate::backend::{BackendKind, Host};
 use crate::config::Config;
-use crate::data::{Dataset, Split};
+use crate::data::{Dataset, Mlm, Split};
 use crate::error::{Error, Result};
 use crate::model::{Batch, Model};
 use crate::rng::Rng;
@@ -115,12 +115,23 @@ pub fn evaluate<H: Host>(be: &H, model: &Model, data: &Dataset, split: Split, it
     eval_mean(&losses)
 }
 
-/// `evaluate` on batches of `seq` tokens instead of ctx_len (`Run::eval_at`; check `check_eval_length` first).
+/// `evaluate` on batches of `seq` tokens instead of ctx_len, bert's chosen positions shown by `mlm` when given
+/// (`Run::eval_at`, `Run::eval_with`; check `check_eval_length` first).
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate_at<H: Host>(be: &H, model: &Model, data: &Dataset, split: Split, iters: usize, b: usize, seq: usize, rng: &mut Rng) -> f32 {
+pub fn evaluate_at<H: Host>(
+    be: &H,
+    model: &Model,
+    data: &Dataset,
+    split: Split,
+    iters: usize,
+    b: usize,
+    seq: usize,
+    mlm: Option<Mlm>,
+    rng: &mut Rng,
+) -> f32 {
     let losses: Vec<(f32, usize)> = (0..iters.max(1))
         .map(|_| {
-            let batch = data.batch(split, b, seq, rng);
+            let batch = data.batch_with(split, b, seq, mlm, rng);
             let f = model.forward(be, &batch, None);
             (f.loss, f.count)
         })
@@ -593,15 +604,15 @@ impl Run {
     }
 
     fn cpu_eval(&self, split: Split) -> f32 {
-        self.host_eval(split, self.cfg.model.ctx_len)
+        self.host_eval(split, self.cfg.model.ctx_len, None)
     }
 
     /// Mean loss on `eval_iters` batches of `seq` tokens (the batches of `eval` when seq = ctx_len), on the host.
-    fn host_eval(&self, split: Split, seq: usize) -> f32 {
+    fn host_eval(&self, split: Split, seq: usize, mlm: Option<Mlm>) -> f32 {
         let mut rng = Rng::new(self.cfg.seed ^ 0x5EED_E7A1);
         let (t, model, data) = (&self.cfg.train, &self.model, &self.data);
         crate::with_host!(self.backend, |be| crate::backend::cpu::with_pool_awake(|| {
-            evaluate_at(be, model, data, split, t.eval_iters, t.batch_size, seq, &mut rng)
+            evaluate_at(be, model, data, split, t.eval_iters, t.batch_size, seq, mlm, &mut rng)
         }))
     }
 
@@ -611,8 +622,20 @@ impl Run {
     /// (`check_eval_length`) for learned positions past ctx_len, for tasks of fixed length, and where the split or
     /// the memory budget is too small.
     pub fn eval_at(&self, split: Split, seq: usize) -> Result<f32> {
+        self.eval_with(split, seq, None)
+    }
+
+    /// `eval_at`, with bert's chosen positions shown by `mlm` instead of the config's `data.mlm_mask` /
+    /// `data.mlm_random` — `Mlm::UNMASKED`: the masked-LM loss on text with no [MASK] in it, as a fine-tuning input
+    /// has none (lesson `bert-mask`; Devlin et al. 2019, §3.1). The same batches as `eval_at` for the same rule.
+    /// Refused for a model that is not bert.
+    pub fn eval_with(&self, split: Split, seq: usize, mlm: Option<Mlm>) -> Result<f32> {
+        if mlm.is_some() && self.cfg.model.arch != crate::config::Arch::Bert {
+            let arch = serde_json::to_value(self.cfg.model.arch).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default();
+            return Err(Error::Invalid(format!("a masking rule applies to bert's masked-LM objective; this model is {arch} (model.arch)")));
+        }
         check_eval_length(&self.cfg, &self.data, split, seq)?;
-        Ok(self.host_eval(split, seq))
+        Ok(self.host_eval(split, seq, mlm))
     }
 
     /// `eval`, awaiting the device on a gpu run.

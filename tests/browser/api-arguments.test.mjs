@@ -90,6 +90,12 @@ async function refusals(url) {
       'evalAt "16"': () => run.evalAt('16'),
       'evalAt 0': () => run.evalAt(0),
       'evalAt 1.5': () => run.evalAt(1.5),
+      'evalAt opts 5': () => run.evalAt(16, 5),
+      'evalAt mlm "x"': () => run.evalAt(16, { mlm: 'x' }),
+      'evalAt mlm.mask "0"': () => run.evalAt(16, { mlm: { mask: '0', random: 0 } }),
+      'evalAt mlm without random': () => run.evalAt(16, { mlm: { mask: 0 } }),
+      'evalAt mlm shares past 1': () => run.evalAt(16, { mlm: { mask: 0.7, random: 0.7 } }),
+      'evalAt mlm on gpt': () => run.evalAt(16, { mlm: { mask: 0, random: 0 } }),
     };
     const out = {};
     for (const [name, f] of Object.entries(cases)) {
@@ -122,6 +128,9 @@ const NAMES = {
   'train 5': /opts.*object/, 'fillMask 5': /text.*string/, 'fillMask k "2"': /opts\.k/, 'fillMask k 0': /opts\.k/,
   'decode 5': /input.*string/, 'decode maxTokens "3"': /opts\.maxTokens/, 'attention null': /text.*string/,
   'attention target 5': /opts\.target.*string/, 'evalAt "16"': /^t\b.*integer/, 'evalAt 0': /^t\b/, 'evalAt 1.5': /^t\b/,
+  'evalAt opts 5': /opts.*object/, 'evalAt mlm "x"': /opts\.mlm.*object/, 'evalAt mlm.mask "0"': /opts\.mlm\.mask.*number/,
+  'evalAt mlm without random': /opts\.mlm\.random.*number/, 'evalAt mlm shares past 1': /mlm\.random.*at most 1/,
+  'evalAt mlm on gpt': /bert.*model\.arch/,
 };
 
 for (const [build, url] of [['threads', () => isolated.url], ['single', () => plain.url]]) {

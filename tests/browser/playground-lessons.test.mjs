@@ -117,6 +117,25 @@ test('a lesson measured on the trained model (attention entropy, √d_k) gives t
   assert.deepEqual(problems, []);
 });
 
+test('the [MASK] lesson: each bert run is scored on text without [MASK] (Run#evalAt with mlm), as the native test asserts', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=bert-mask' });
+  const l = lesson('bert-mask');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('bert-mask', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['bert-mask']?.state === 'done', null, { timeout: 90000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['bert-mask'];
+  // The runs are bert with the lesson's masking shares (the data knobs of the option table).
+  const runs = await page.evaluate(() => window.__tp.runs.list().map((r) => ({ arch: r.values.arch, mask: r.values.mlm_mask, random: r.values.mlm_random })));
+  assert.deepEqual(runs, l.runs.map((r) => ({ arch: 'bert', mask: r.set['data.mlm_mask'], random: r.set['data.mlm_random'] })));
+  for (const r of result.runs) {
+    assert.ok(r.metrics.val_loss_unmasked > 0.5 && r.metrics.val_loss_unmasked < 5, `unmasked ${r.metrics.val_loss_unmasked}`);
+    assert.notEqual(r.metrics.val_loss_unmasked, r.metrics.final_val_loss);
+  }
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.match(await page.textContent('#lesson-detail .lesson-result'), /no \[MASK\] in the input/);
+  assert.deepEqual(problems, []);
+});
+
 test('the permutation lesson: without positions, reversing the text only reverses the attention (bert)', async () => {
   const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=permutation' });
   const l = lesson('permutation');

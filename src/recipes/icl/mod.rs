@@ -187,7 +187,7 @@ impl Recipe {
         let val_episodes = (self.icl.train_episodes / 10).max((ctx + 2).div_ceil(self.episode_chars()) + 1);
         let train = tok.encode(&self.corpus(RuleSplit::Train, self.icl.train_episodes, &mut self.stream(1))?)?;
         let val = tok.encode(&self.corpus(RuleSplit::HeldOut, val_episodes, &mut self.stream(2))?)?;
-        Ok(Dataset::Text { tok, train, val, mlm: false })
+        Ok(Dataset::Text { tok, train, val, mlm: None })
     }
 
     /// A run of the recipe: its dataset, the model initialised from the seed (`Run::with_data`).
