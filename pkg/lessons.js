@@ -163,6 +163,15 @@ export const METRICS = {
   params_total: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.params ?? null },
   params_active: { digits: 0, probe: true, of: (rec) => rec.lessonProbe?.active ?? null },
   ms_per_step: { digits: 1, comparable: false, of: (rec) => rec.msPerStep ?? null },
+  // One layer's attention at the run's training shape (B, NH, NKV, HS, T = ctx_len), forward and backward, on the
+  // CPU: the naive path's extra memory (the B·NH·T·T scores and probabilities) against the fused one's (O(T)), in
+  // MiB, and their median times (engine.attentionCost, the core's attention_cost::cpu_row; times are the machine's).
+  attn_naive_mib: { digits: 2, probe: true, of: (rec) => mib(rec.lessonProbe?.cost?.naive_bytes) },
+  attn_flash_mib: { digits: 2, probe: true, of: (rec) => mib(rec.lessonProbe?.cost?.flash_bytes) },
+  attn_naive_ms: { digits: 2, probe: true, comparable: false, of: (rec) => rec.lessonProbe?.cost?.naive_ms ?? null },
+  attn_flash_ms: { digits: 2, probe: true, comparable: false, of: (rec) => rec.lessonProbe?.cost?.flash_ms ?? null },
+  // Attention's share of the forward FLOPs per token at T = ctx_len, against the FFN's (engine.attentionFlops).
+  attn_flops_share: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.flopsShare ?? null },
   // The position–position term of the first layer's scores (Run#positionTerms, src/position_terms.rs): the share of
   // p_tᵀ p_s, and the mean share over heads of p_tᵀ W_Qᵀ W_K p_s, that is a function of t − s alone.
   pos_relative_raw: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.positionTerms?.raw_relative ?? null },
@@ -257,6 +266,12 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
   const got = { attentionEntropy: (config.model.arch ?? 'gpt') === 'gpt' ? attentionEntropy(maps) : null, params: flow.n_params, active: flow.active_params };
   if (lesson.metrics.some((m) => m.startsWith('pos_relative_'))) got.positionTerms = await handle.positionTerms();
   if (lesson.metrics.includes('permutation_gap')) got.permutationGap = permutationGap(maps, await handle.attention([...text].reverse().join('')));
+  if (lesson.metrics.some((m) => m.startsWith('attn_') && m !== 'attn_flops_share')) {
+    const m = config.model;
+    const spec = { batch: config.train.batch_size, heads: m.n_heads, kv_heads: m.n_kv_heads, head_size: m.d_model / m.n_heads, causal: m.arch !== 'bert' };
+    got.cost = await engine.attentionCost(m.ctx_len, { spec, backend: 'cpu' });
+  }
+  if (lesson.metrics.includes('attn_flops_share')) got.flopsShare = flopsShare(await engine.attentionFlops(config), config.model.ctx_len);
   if (lesson.metrics.includes('val_loss_unmasked') && config.model.arch === 'bert') {
     got.valUnmasked = (await handle.evalAt(config.model.ctx_len, { mlm: { mask: 0, random: 0 } })).val;
   }
@@ -274,6 +289,22 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
     }
   }
   return got;
+}
+
+function mib(bytes) {
+  return Number.isFinite(bytes) ? bytes / 2 ** 20 : null;
+}
+
+/**
+ * Attention's share of the forward FLOPs per token at T = t, from engine.attentionFlops' rows (T = 16, 32, …):
+ * attention's FLOPs are a0 + a1·T (projections, then scores and mixing against T keys) and the FFN's constant, so
+ * two rows give them at any T exactly (src/attention_cost.rs, attention_vs_ffn).
+ */
+export function flopsShare(flops, t) {
+  const [r0, r1] = flops.rows;
+  const a1 = (r1.attention - r0.attention) / (r1.t - r0.t);
+  const attention = r0.attention + a1 * (t - r0.t);
+  return attention / (attention + r0.ffn);
 }
 
 function last(xs) {

@@ -275,7 +275,7 @@ impl WasmRun {
         let mlm = match (mlm_mask, mlm_random) {
             (Some(mask), Some(random)) => Some(crate::data::Mlm { mask, random }),
             (None, None) => None,
-            _ => return Err(JsError::new("evalAt: give mlm.mask and mlm.random together")),
+            _ => return Err(js(Error::Invalid("evalAt: give mlm.mask and mlm.random together".into()))),
         };
         on_pool(|| facade::eval_at(run, t, mlm)).map_err(js)
     }

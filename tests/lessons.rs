@@ -21,6 +21,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use transformer_playground::attention_cost::{attention_vs_ffn, cpu_row, CostSpec};
 use transformer_playground::backend::BackendKind;
 use transformer_playground::config::Arch;
 use transformer_playground::data::{Mlm, Split};
@@ -135,11 +136,11 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected", "val_loss_unmasked"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected", "val_loss_unmasked", "attn_naive_mib", "attn_flash_mib", "attn_naive_ms", "attn_flash_ms", "attn_flops_share"];
 /// The metrics of recipe lessons, read from the recipe's stage results (`measure_recipe`).
 const RECIPE_METRICS: &[&str] = &["ft_accuracy", "ft_lm_loss", "icl_accuracy_k0", "icl_accuracy_kmax", "icl_gain", "ppo_score", "ppo_kl", "ppo_lm_loss"];
 /// Metrics that depend on the machine: shown, never compared.
-const UNCOMPARABLE: &[&str] = &["ms_per_step"];
+const UNCOMPARABLE: &[&str] = &["ms_per_step", "attn_naive_ms", "attn_flash_ms"];
 
 fn root() -> String {
     env!("CARGO_MANIFEST_DIR").to_string()
@@ -298,6 +299,28 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
     let unmasked = (metrics.iter().any(|m| m == "val_loss_unmasked") && diverged_at.is_none() && run.cfg.model.arch == Arch::Bert)
         .then(|| run.eval_with(Split::Val, run.cfg.model.ctx_len, Some(Mlm::UNMASKED)).expect("val_loss_unmasked") as f64)
         .filter(|v| v.is_finite());
+    // One layer's attention at the run's training shape (B, NH, NKV, HS, T = ctx_len), forward and backward, the
+    // naive path against the fused one: their extra memory and median time (attention_cost::cpu_row, the page's
+    // engine.attentionCost); and attention's share of the forward FLOPs per token at T = ctx_len (attentionFlops).
+    let cost = metrics.iter().any(|m| m.starts_with("attn_") && m != "attn_flops_share").then(|| {
+        let m = &run.cfg.model;
+        let spec = CostSpec {
+            batch: run.cfg.train.batch_size,
+            heads: m.n_heads,
+            kv_heads: Some(m.n_kv_heads),
+            head_size: m.head_size(),
+            causal: m.arch != Arch::Bert,
+            ..CostSpec::default()
+        };
+        let t0 = std::time::Instant::now();
+        let clock = move || t0.elapsed().as_secs_f64() * 1e3;
+        cpu_row(&spec, m.ctx_len, &clock).expect("the attention cost row")
+    });
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let share = {
+        let (rows, _) = attention_vs_ffn(&run.cfg.model, &[run.cfg.model.ctx_len]);
+        rows[0].attention / (rows[0].attention + rows[0].ffn)
+    };
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
@@ -307,6 +330,11 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "val_loss_2x" => val2,
                 "val_loss_4x" => val4,
                 "val_loss_unmasked" => unmasked,
+                "attn_naive_mib" => cost.as_ref().map(|c| mib(c.naive_bytes)),
+                "attn_flash_mib" => cost.as_ref().map(|c| mib(c.flash_bytes)),
+                "attn_naive_ms" => cost.as_ref().and_then(|c| c.naive_ms),
+                "attn_flash_ms" => cost.as_ref().map(|c| c.flash_ms),
+                "attn_flops_share" => Some(share),
                 "max_grad_norm" => Some(max_grad),
                 "grad_norm_ratio_step0" => ratio0,
                 "kv_bytes_per_token" => kv,

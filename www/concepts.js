@@ -26,8 +26,8 @@ export const CONCEPTS = [
   { id: 'gqa', knob: 'n_kv_heads', view: 'sec-use', lesson: 'kv-heads' },
   { id: 'mqa', knob: 'n_kv_heads', view: 'sec-use', lesson: 'kv-heads' },
   { id: 'cross_attention', knob: 'arch', view: 'sec-attention' },
-  { id: 'flash_attention', view: 'sec-cost' },
-  { id: 'attention_cost', view: 'sec-cost' },
+  { id: 'flash_attention', view: 'sec-cost', lesson: 'attention-cost' },
+  { id: 'attention_cost', view: 'sec-cost', lesson: 'attention-cost' },
   // Positions
   { id: 'no_positions', knob: 'position', lesson: 'permutation' },
   { id: 'learned_positions', knob: 'position', lesson: 'extrapolation' },

@@ -136,6 +136,26 @@ test('the [MASK] lesson: each bert run is scored on text without [MASK] (Run#eva
   assert.deepEqual(problems, []);
 });
 
+test('the attention-cost lesson: each run’s attention measured at its shape, naive memory O(T²) and fused O(T)', async () => {
+  const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=attention-cost' });
+  const l = lesson('attention-cost');
+  await page.waitForFunction(() => document.querySelector('#lesson-detail .lesson-detail'), null, { timeout: 15000 });
+  await page.evaluate(() => window.__tp.runLesson('attention-cost', { sizes: 'test' }));
+  await page.waitForFunction(() => window.__tp.lessons().lessons['attention-cost']?.state === 'done', null, { timeout: 90000 });
+  const { result } = (await page.evaluate(() => window.__tp.lessons())).lessons['attention-cost'];
+  const m = result.runs.map((r) => r.metrics);
+  // Per 4× in T: the naive path's memory ≈ 16× (its B·NH·T·T matrices dominate), the fused path's exactly 4×.
+  for (const i of [1, 2]) {
+    const naive = m[i].attn_naive_mib / m[i - 1].attn_naive_mib;
+    assert.ok(naive > 12 && naive <= 16, `naive ×${naive}`);
+    assert.ok(Math.abs(m[i].attn_flash_mib / m[i - 1].attn_flash_mib - 4) < 0.5, `fused ×${m[i].attn_flash_mib / m[i - 1].attn_flash_mib}`);
+    assert.ok(m[i].attn_flops_share > m[i - 1].attn_flops_share);
+  }
+  for (const r of m) assert.ok(r.attn_naive_ms > 0 && r.attn_flash_ms > 0, JSON.stringify(r));
+  assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
+  assert.deepEqual(problems, []);
+});
+
 test('the permutation lesson: without positions, reversing the text only reverses the attention (bert)', async () => {
   const { page, problems } = await openPlayground(browser.context, server.url, { hash: '#lesson=permutation' });
   const l = lesson('permutation');
