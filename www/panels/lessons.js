@@ -101,7 +101,8 @@ function resultView(l, s) {
   return h('div', { class: 'lesson-result', attrs: { 'aria-live': 'polite' } },
     h('h4', {}, t('lessons.result')),
     kept,
-    h('table', { class: 'lesson-table' }, h('thead', {}, head), h('tbody', {}, rows)),
+    // A lesson with many metrics scrolls sideways rather than clipping its last columns.
+    h('div', { class: 'lesson-table-wrap' }, h('table', { class: 'lesson-table' }, h('thead', {}, head), h('tbody', {}, rows))),
     h('ul', { class: 'lesson-checks' }, checks),
     result.held ? h('p', { class: 'lesson-verdict held' }, t('lessons.verdict.held'))
       : h('p', { class: 'lesson-verdict not-held' }, t('lessons.verdict.notHeld'), ' ', tx(l.why_not)));
