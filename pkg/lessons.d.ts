@@ -6,6 +6,9 @@ import type { Engine, Run } from './index.js';
 /** A text in English and 中文. */
 export interface LessonText { en: string; zh: string }
 
+/** A comparison's outcome: the direction held, went the other way, or was within the margin. */
+export type Outcome = 'holds' | 'reversed' | 'tie';
+
 /** A lesson: a claim, 2–4 runs that differ in one knob, the metrics compared and the expected directions. */
 export interface Lesson {
   id: string; claim_no: number;
@@ -19,7 +22,8 @@ export interface Lesson {
   metrics: string[];
   /** Run a's `metric` against run b's (`b_metric` when given: two metrics, e.g. of one run). */
   expect: { metric: string; a: string; is: 'lower' | 'higher' | 'tie'; b: string; b_metric?: string; margin: number }[];
-  test: { set: Record<string, unknown>; outcome: ('holds' | 'reversed' | 'tie')[] };
+  /** Per expect, what the native test asserts at the test sizes: one outcome, or the outcomes the CPUs give where their rounding decides. */
+  test: { set: Record<string, unknown>; outcome: (Outcome | Outcome[])[] };
 }
 
 /** The lessons by id, in order. */
@@ -42,6 +46,8 @@ export declare function recordProgress(rec: { history: object; msPerStep?: numbe
 export declare const METRICS: Readonly<Record<string, { digits: number; probe?: boolean; recipe?: boolean; comparable?: boolean; of: (rec: object) => number | null; refused?: (rec: object) => string | null }>>;
 /** The probes of a finished run (attention maps, shape flow) that the probe metrics read, or null when none is needed. */
 export declare function probeRun(lesson: Lesson, handle: Run, config: object, corpus: string, engine: Engine): Promise<object | null>;
+/** Attention's share of the forward FLOPs per token at T = t, from engine.attentionFlops' result (exact at any T: attention is a0 + a1·T). */
+export declare function flopsShare(flops: { rows: { t: number; attention: number; ffn: number }[] }, t: number): number;
 /** One expected comparison as a sentence: `label` names a run, `t` looks a string up (the page's or the element's). */
 export declare function checkText(check: Lesson['expect'][number], label: (runId: string) => string, t: (key: string, vars?: object) => string): string;
 /** A lesson's result from its run records ({ history, config, status, message?, msPerStep?, lessonProbe? }), in run order. */
