@@ -66,7 +66,7 @@ export const CONCEPTS = [
   { id: 'fine_tuning', view: 'sec-recipes', recipe: 'finetune' },
   { id: 'aux_lm_loss', view: 'sec-recipes', recipe: 'finetune' },
   { id: 'zero_shot', view: 'sec-recipes', recipe: 'zeroshot' },
-  { id: 'in_context_learning', view: 'sec-recipes', recipe: 'icl' },
+  { id: 'in_context_learning', view: 'sec-recipes', recipe: 'icl', lesson: 'icl-emerges' },
   { id: 'induction_heads', view: 'sec-recipes', recipe: 'icl' },
   { id: 'rlhf', view: 'sec-recipes', recipe: 'rlhf' },
   { id: 'reward_model', view: 'sec-recipes', recipe: 'rlhf' },
