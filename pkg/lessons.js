@@ -170,6 +170,9 @@ export const METRICS = {
   attn_flash_mib: { digits: 2, probe: true, of: (rec) => mib(rec.lessonProbe?.cost?.flash_bytes) },
   attn_naive_ms: { digits: 2, probe: true, comparable: false, of: (rec) => rec.lessonProbe?.cost?.naive_ms ?? null },
   attn_flash_ms: { digits: 2, probe: true, comparable: false, of: (rec) => rec.lessonProbe?.cost?.flash_ms ?? null },
+  // PagedAttention's memory: 4 continuations of 16 tokens of the probe text's first 16 characters over blocks of 16
+  // (Run#generate with n = 4), the cache's peak bytes over those of 4 contiguous caches of ctx_len (tests/lessons.rs).
+  kv_paged_share: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.pagedShare ?? null },
   // Attention's share of the forward FLOPs per token at T = ctx_len, against the FFN's (engine.attentionFlops).
   attn_flops_share: { digits: 3, probe: true, of: (rec) => rec.lessonProbe?.flopsShare ?? null },
   // The position–position term of the first layer's scores (Run#positionTerms, src/position_terms.rs): the share of
@@ -270,6 +273,10 @@ export async function probeRun(lesson, handle, config, corpus, engine) {
     const m = config.model;
     const spec = { batch: config.train.batch_size, heads: m.n_heads, kv_heads: m.n_kv_heads, head_size: m.d_model / m.n_heads, causal: m.arch !== 'bert' };
     got.cost = await engine.attentionCost(m.ctx_len, { spec, backend: 'cpu' });
+  }
+  if (lesson.metrics.includes('kv_paged_share')) {
+    const r = await handle.generate({ prompt: [...text].slice(0, 16).join(''), n: 4, maxTokens: 16, temperature: 1, seed: config.seed, blockSize: 16 });
+    got.pagedShare = r.kv.peak.bytesUsed / r.kv.peak.bytesContiguous;
   }
   if (lesson.metrics.includes('attn_flops_share')) got.flopsShare = flopsShare(await engine.attentionFlops(config), config.model.ctx_len);
   if (lesson.metrics.includes('val_loss_unmasked') && config.model.arch === 'bert') {

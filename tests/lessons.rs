@@ -22,7 +22,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use transformer_playground::attention_cost::{attention_vs_ffn, cpu_row, CostSpec};
-use transformer_playground::backend::BackendKind;
+use std::borrow::Cow;
+use transformer_playground::backend::{cpu::Cpu, BackendKind};
+use transformer_playground::generate::{Continuations, SampleOptions};
 use transformer_playground::config::Arch;
 use transformer_playground::data::{Mlm, Split};
 use transformer_playground::model::paged::PagedDecoder;
@@ -136,9 +138,13 @@ struct Lesson {
 /// The metrics a lesson can compare: what the core's step reports and evaluation carry (the page computes the
 /// same from its progress events, `pkg/lessons.js`).
 const METRICS: &[&str] =
-    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected", "val_loss_unmasked", "attn_naive_mib", "attn_flash_mib", "attn_naive_ms", "attn_flash_ms", "attn_flops_share"];
+    &["final_val_loss", "max_grad_norm", "grad_norm_ratio_step0", "kv_bytes_per_token", "expert_load_entropy", "attention_entropy", "permutation_gap", "val_loss_2x", "val_loss_4x", "params_total", "params_active", "ms_per_step", "pos_relative_raw", "pos_relative_projected", "val_loss_unmasked", "attn_naive_mib", "attn_flash_mib", "attn_naive_ms", "attn_flash_ms", "attn_flops_share", "kv_paged_share"];
 /// The metrics of recipe lessons, read from the recipe's stage results (`measure_recipe`).
 const RECIPE_METRICS: &[&str] = &["ft_accuracy", "ft_lm_loss", "icl_accuracy_k0", "icl_accuracy_kmax", "icl_gain", "ppo_score", "ppo_kl", "ppo_lm_loss"];
+/// kv_paged_share's generation (pkg/lessons.js, probeRun, the same): continuations, tokens each, prompt characters.
+const PAGED_N: usize = 4;
+const PAGED_TOKENS: usize = 16;
+const PAGED_PROMPT: usize = 16;
 /// Metrics that depend on the machine: shown, never compared.
 const UNCOMPARABLE: &[&str] = &["ms_per_step", "attn_naive_ms", "attn_flash_ms"];
 
@@ -321,6 +327,16 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
         let (rows, _) = attention_vs_ffn(&run.cfg.model, &[run.cfg.model.ctx_len]);
         rows[0].attention / (rows[0].attention + rows[0].ffn)
     };
+    // PagedAttention's memory: 4 continuations of 16 tokens of the probe text's first 16 characters over blocks of 16,
+    // the cache's peak bytes against 4 contiguous caches of ctx_len (the page's Run#generate with n = 4: kv.peak).
+    let paged = (metrics.iter().any(|m| m == "kv_paged_share") && diverged_at.is_none()).then(|| {
+        let o = SampleOptions { max_tokens: PAGED_TOKENS, temperature: 1.0, top_k: 0, top_p: 1.0, seed: run.cfg.seed };
+        let prompt: String = text.chars().take(PAGED_PROMPT).collect();
+        let (model, tok) = (Cow::Borrowed(&run.model), Cow::Borrowed(run.data.tokenizer()));
+        let c = Continuations::start(model, tok, &Cpu, &prompt, &o, PAGED_N, 16).expect("paged generation").run(&Cpu, |_, _| {}).expect("paged generation");
+        let p = c.peak();
+        p.bytes_used as f64 / p.bytes_contiguous as f64
+    });
     let done = diverged_at.unwrap_or(steps).max(1);
     let metrics = metrics
         .iter()
@@ -335,6 +351,7 @@ fn measure(cfg: Config, text: &str, metrics: &[String]) -> Measured {
                 "attn_naive_ms" => cost.as_ref().and_then(|c| c.naive_ms),
                 "attn_flash_ms" => cost.as_ref().map(|c| c.flash_ms),
                 "attn_flops_share" => Some(share),
+                "kv_paged_share" => paged,
                 "max_grad_norm" => Some(max_grad),
                 "grad_norm_ratio_step0" => ratio0,
                 "kv_bytes_per_token" => kv,

@@ -152,6 +152,8 @@ test('the attention-cost lesson: each run’s attention measured at its shape, n
     assert.ok(m[i].attn_flops_share > m[i - 1].attn_flops_share);
   }
   for (const r of m) assert.ok(r.attn_naive_ms > 0 && r.attn_flash_ms > 0, JSON.stringify(r));
+  // PagedAttention: 5 blocks of 16 (the prompt's shared, one per continuation) against 4 contiguous caches of ctx_len.
+  assert.deepEqual(m.map((r) => r.kv_paged_share), [32, 128, 512].map((t) => (5 * 16) / (4 * t)));
   assert.deepEqual(result.checks.map((c) => c.outcome), l.test.outcome, 'the outcome the native test asserts');
   assert.deepEqual(problems, []);
 });
