@@ -97,7 +97,8 @@ export function encode(values, text = null) {
  * A setup from a hash: { values, text, lesson, keys, refused, unknown } — `lesson` is the lesson id a link opens
  * (null when none, or when it is no id: then it is listed in `refused`); `values` starts from `base` (the default preset's
  * values) and takes every known key in the hash; `keys` lists the keys taken; `refused` lists { key, raw, kept } for
- * each value that parse() refuses, which keeps `base`'s value; `unknown` lists the keys that are no option (each
+ * each value that parse() refuses, which keeps `base`'s value (a key given more than once: its last value counts, and
+ * an earlier refusal of it is dropped once a later value is taken); `unknown` lists the keys that are no option (each
  * once). null for an empty hash.
  */
 export function decode(hash, base = defaults()) {
@@ -123,6 +124,8 @@ export function decode(hash, base = defaults()) {
     }
     values[k] = v;
     keys.push(k);
+    // A key given again: its last value counts, so an earlier refusal of it no longer stands.
+    for (let i = refused.length - 1; i >= 0; i--) if (refused[i].key === k) refused.splice(i, 1);
   }
   // Options that apply but are absent from the hash keep `base`'s values (an older or hand-written link).
   const l = p.get('lesson');

@@ -174,6 +174,13 @@ test('a fuzzed URL hash (300 random and mutated links) never crashes or hangs th
     options: window.__tp.options.OPTIONS.map(({ key, type, choices }) => ({ key, type, choices })),
     base: window.__tp.state.currentHash(),
   }));
+  // A key given twice: the last value counts — a refused one before a good one is no refusal, a refused one after
+  // a good one is (and keeps the good one), as expected() reads a hash.
+  const twice = await page.evaluate(() => {
+    const d = window.__tp.state.decode('activation=1e-400&activation=swiglu&n_layers=2&n_layers=-1');
+    return { activation: d.values.activation, n_layers: d.values.n_layers, refused: d.refused.map((r) => [r.key, r.raw]) };
+  });
+  assert.deepEqual(twice, { activation: 'swiglu', n_layers: 2, refused: [['n_layers', '-1']] });
   const list = hashes(options, base, 300, random(20));
   // Each hash as a user would paste it (a hashchange). The page's own listener runs before ours (it was added
   // first): the notices emitted since our listener last ran are those of the event it is called for.
