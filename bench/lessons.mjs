@@ -2,7 +2,7 @@
 // opens `#lesson=<id>` and runs it (threaded build, the page's own lesson runner), timed from the click to the
 // result; prints each run's metrics and each expected direction's outcome. Issue 19's target: each lesson ≤ 2
 // minutes in the browser with threads on 2 cores.
-//   node bench/lessons.mjs [--lessons gpt-vs-bert,bert-mask,attention-cost]
+//   node bench/lessons.mjs [--lessons gpt-vs-bert,bert-mask,attention-cost,icl-emerges]
 // It is a benchmark, not a test: record the numbers with the CPU and command in docs/BENCHMARKS.md (and the
 // lesson's "measured" text where they belong).
 import { startServer, launch } from '../tests/browser/util.mjs';
@@ -10,7 +10,7 @@ import { openPlayground } from '../tests/browser/playground-helpers.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt);
-const ids = opt('--lessons', 'gpt-vs-bert,bert-mask,attention-cost').split(',');
+const ids = opt('--lessons', 'gpt-vs-bert,bert-mask,attention-cost,icl-emerges').split(',');
 
 const server = await startServer({ isolation: true });
 const browser = await launch();
