@@ -83,10 +83,13 @@ test('six runs training and a generation: no main-thread task over 50 ms', async
   const main = mains.sort((a, b) => count(b) - count(a))[0];
   const tasks = events.filter((e) => e.pid === main.pid && e.tid === main.tid && e.ph === 'X' && /RunTask/.test(e.name));
   const ms = (us) => Math.round(us / 100) / 10;
-  const cpuMax = ms(Math.max(...tasks.map((e) => e.tdur)));
+  // A task's CPU time (tdur); the trace now and then leaves it out of one (a task cut by the trace's end), and a
+  // task's CPU time is at most its wall-clock time, so that one counts at its wall-clock time (an upper bound).
+  const cpu = (e) => (Number.isFinite(e.tdur) ? e.tdur : e.dur);
+  const cpuMax = ms(Math.max(...tasks.map(cpu)));
   const wallMax = ms(Math.max(...tasks.map((e) => e.dur)));
   const span = (Math.max(...tasks.map((e) => e.ts + e.dur)) - Math.min(...tasks.map((e) => e.ts))) / 1e6;
-  const busy = tasks.reduce((a, e) => a + e.tdur, 0) / 1e6 / span;
+  const busy = tasks.reduce((a, e) => a + cpu(e), 0) / 1e6 / span;
   console.log(`six runs training and a generation: ${tasks.length} tasks in ${span.toFixed(1)} s; longest task ${cpuMax} ms of CPU time, `
     + `${wallMax} ms of wall-clock time; the page's thread busy ${(100 * busy).toFixed(0)}% of the time; long tasks seen by the page: `
     + `${JSON.stringify(r.long)}; ${r.frames.n} frames, longest gap ${r.frames.worst.toFixed(1)} ms; steps ${steps0} → ${r.steps}; `
