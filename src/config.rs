@@ -751,16 +751,9 @@ impl Config {
             }
             _ => {}
         }
-        let (m, r) = (self.data.mlm_mask, self.data.mlm_random);
-        if !(m.is_finite() && (0.0..=1.0).contains(&m)) {
-            return Err(bad("data.mlm_mask", m, "must be in [0, 1] (the share of bert's chosen positions shown as [MASK])"));
-        }
-        if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
-            return Err(bad("data.mlm_random", r, "must be in [0, 1] (the share of bert's chosen positions shown as a random character)"));
-        }
-        if m + r > 1.0 + 1e-9 {
-            let rule = format!("data.mlm_mask + data.mlm_random must be at most 1 (the rest keep their character), here {m} + {r}");
-            return Err(bad("data.mlm_random", r, &rule));
+        let names = ["data.mlm_mask", "data.mlm_random"];
+        if let Err((i, v, rule)) = (crate::data::Mlm { mask: self.data.mlm_mask, random: self.data.mlm_random }).check(names) {
+            return Err(bad(names[i], v, &rule));
         }
         if self.data.task.is_synthetic() {
             let d = self.data.digits;

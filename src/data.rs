@@ -353,6 +353,23 @@ pub struct Mlm {
 impl Mlm {
     /// Every chosen position keeps its character: the input has no [MASK], as a fine-tuning input has none.
     pub const UNMASKED: Mlm = Mlm { mask: 0.0, random: 0.0 };
+
+    /// The rule's one check, for the config (`names` = data.mlm_mask, data.mlm_random) and for evalAt's option
+    /// (mlm.mask, mlm.random): each share in [0, 1] and their sum at most 1. On a breach: which name (0 or 1), its
+    /// value, and the rule.
+    pub fn check(&self, names: [&str; 2]) -> std::result::Result<(), (usize, f64, String)> {
+        let what = ["shown as [MASK]", "shown as a random character"];
+        for (i, x) in [self.mask, self.random].into_iter().enumerate() {
+            if !(x.is_finite() && (0.0..=1.0).contains(&x)) {
+                return Err((i, x, format!("must be in [0, 1] (the share of bert's chosen positions {})", what[i])));
+            }
+        }
+        if self.mask + self.random > 1.0 + 1e-9 {
+            let rule = format!("{} + {} must be at most 1 (the rest keep their character), here {} + {}", names[0], names[1], self.mask, self.random);
+            return Err((1, self.random, rule));
+        }
+        Ok(())
+    }
 }
 
 /// BERT masking of one row: returns (input ids, targets with −1 on the positions not chosen). 15% of the

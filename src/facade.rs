@@ -164,14 +164,8 @@ pub fn attention(run: &Run, text: &str, target: Option<&str>) -> Result<String> 
 /// `mlm.random`.
 pub fn eval_at(run: &Run, t: usize, mlm: Option<data::Mlm>) -> Result<String> {
     if let Some(m) = mlm {
-        for (name, x) in [("mlm.mask", m.mask), ("mlm.random", m.random)] {
-            if !(x.is_finite() && (0.0..=1.0).contains(&x)) {
-                return Err(Error::Invalid(format!("{name} = {x}: must be a share in [0, 1]")));
-            }
-        }
-        if m.mask + m.random > 1.0 + 1e-9 {
-            return Err(Error::Invalid(format!("mlm.random = {}: mlm.mask + mlm.random must be at most 1, here {} + {}", m.random, m.mask, m.random)));
-        }
+        let names = ["mlm.mask", "mlm.random"];
+        m.check(names).map_err(|(i, v, rule)| Error::Invalid(format!("{} = {v}: {rule}", names[i])))?;
     }
     let val = run.eval_with(data::Split::Val, t, mlm)?;
     Ok(serde_json::json!({ "t": t, "val": if val.is_finite() { Some(val) } else { None } }).to_string())
