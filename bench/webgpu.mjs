@@ -1,6 +1,8 @@
 // WebGPU vs WebAssembly (threads) in headless Chromium, through the engine: ms/iter of each preset and of W1 at
 // d_model 64…512 (head size 32), 1 warm-up then the median of `--steps` steps each. In headless Chromium WebGPU is
-// SwiftShader, a CPU emulation: record its figures, do not tune to them. Prints a markdown table.
+// SwiftShader, a CPU emulation: record its figures, do not tune to them. Prints a markdown table, with the host time
+// to issue a WebGPU step (`run.gpuStats()` after each step: recording + submission, not the GPU's execution; on
+// SwiftShader the GPU's work runs on the same cores, so it can slow the issuing too) and the step's counts.
 //   node bench/webgpu.mjs [--steps 3] [--dmodels 64,128,256,512] [--cases w1,llama,512] [--out FILE]
 //                         [--timeout 600]
 // Each row is printed as soon as it is measured and, with --out, appended to FILE at once (the header when the
@@ -61,14 +63,20 @@ async function measure(config, backend) {
     const run = await window.engine.createRun(config, { corpus, backend });
     const t = [];
     const on = new Set();
+    // What issuing a step cost the engine on the host (WebGPU runs; null on the CPU): asked after each step's
+    // progress, so each answer is of the latest step issued when the Worker reads it.
+    const asked = [];
     run.on('progress', (p) => {
       t.push(p.msPerStep);
       on.add(p.backend);
+      asked.push(run.gpuStats().catch(() => null));
     });
     await run.train({ steps: steps + 1 });
+    const stats = (await Promise.all(asked)).slice(1).filter(Boolean);
     await run.dispose();
     const s = t.slice(1).sort((a, b) => a - b);
-    return { ms: s[s.length >> 1], on: [...on].join('+') };
+    const issue = stats.map((x) => x.issue_ms).sort((a, b) => a - b);
+    return { ms: s[s.length >> 1], on: [...on].join('+'), stats: stats.at(-1), issue };
   }, { config, steps, backend });
   let timer;
   const limit = new Promise((ok) => {
@@ -81,15 +89,18 @@ async function measure(config, backend) {
 }
 
 emit(`<!-- node bench/webgpu.mjs ${args.join(' ')} — ${new Date().toISOString()} -->`);
-emit('| config | WebGPU (SwiftShader) ms/iter | WASM threads ms/iter | WASM / WebGPU |');
-emit('|---|---:|---:|---:|');
+emit('| config | WebGPU (SwiftShader) ms/iter | WASM threads ms/iter | WASM / WebGPU | WebGPU issue ms, median (each step) | dispatches / bind groups made per step |');
+emit('|---|---:|---:|---:|---:|---:|');
 const cell = (r, want) => (r.error ? r.error : `${r.ms.toFixed(1)}${r.on === want ? '' : ` (ran on ${r.on})`}`);
 for (const [name, config] of cases) {
   const t0 = Date.now();
   const gpu = await measure(config, 'webgpu');
   const cpu = await measure(config, 'cpu');
   const ratio = gpu.error || cpu.error ? '–' : (cpu.ms / gpu.ms).toFixed(2);
-  emit(`| ${name} | ${cell(gpu, 'webgpu')} | ${cell(cpu, 'wasm-threads')} | ${ratio} |`);
+  const st = gpu.stats;
+  const issue = gpu.issue?.length ? `${gpu.issue[gpu.issue.length >> 1].toFixed(2)} (${gpu.issue.map((x) => x.toFixed(2)).join(', ')})` : '–';
+  const counts = st ? `${st.dispatches_per_step} / ${st.bind_groups_per_step}` : '–';
+  emit(`| ${name} | ${cell(gpu, 'webgpu')} | ${cell(cpu, 'wasm-threads')} | ${ratio} | ${issue} | ${counts} |`);
   console.error(`  (${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s, load average ${loadavg()[0].toFixed(2)})`);
 }
 await browser.close();
