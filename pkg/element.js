@@ -11,7 +11,7 @@
 // lesson="<id>" embeds a lesson (pkg/lessons.js, the page's too): its text, its runs trained side by side, each in
 // its colour, and its result. Attributes: pkg/README.md "The element".
 import { Engine, EngineError, BACKEND_OPTIONS } from './index.js';
-import { PRESETS, DEFAULT_PRESET, presetConfig } from './presets.js';
+import { PRESETS, DEFAULT_PRESET, presetConfig, presetNeedsGpu } from './presets.js';
 import * as STRINGS from './strings.js';
 import { isolation } from './isolate.js';
 import { LossChart, CHART_STYLE, COLORS } from './chart.js';
@@ -224,7 +224,7 @@ export class TransformerPlayground extends HTMLElement {
     this.#render();
     try {
       const config = await this.#resolveConfig();
-      const backend = this.getAttribute('backend') ?? 'cpu';
+      const backend = this.#backend();
       if (!BACKEND_OPTIONS.includes(backend)) {
         throw new Problem(`backend = “${backend}”: must be ${BACKEND_OPTIONS.map((b) => `“${b}”`).join(', ')}`, 'invalid', 'backend');
       }
@@ -432,7 +432,7 @@ export class TransformerPlayground extends HTMLElement {
    */
   async #create(config, gen) {
     const e = await sharedEngine();
-    const backend = this.getAttribute('backend') ?? 'cpu';
+    const backend = this.#backend();
     let run;
     try {
       run = await e.createRun(config, { backend });
@@ -570,6 +570,12 @@ export class TransformerPlayground extends HTMLElement {
       el('table', {}, el('thead', {}, head), el('tbody', {}, ...rows)),
       el('ul', {}, ...checks),
       el('p', { className: `verdict ${r.held ? 'held' : 'not-held'}` }, this.#t(r.held ? 'lessons.verdict.held' : 'lessons.verdict.notHeld'), r.held ? '' : ` ${tx(l.why_not)}`));
+  }
+
+  /** The backend attribute; without one 'cpu', or 'auto' for a preset that needs a GPU (WebGPU, or a clear refusal). */
+  #backend() {
+    const preset = this.hasAttribute('config') || this.hasAttribute('lesson') ? null : this.getAttribute('preset');
+    return this.getAttribute('backend') ?? (presetNeedsGpu(preset) ? 'auto' : 'cpu');
   }
 
   #backendText() {

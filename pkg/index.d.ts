@@ -677,7 +677,7 @@ export class Engine {
   loadRun(bytes: Uint8Array | ArrayBuffer, opts?: { corpus?: string; backend?: 'cpu' | 'webgpu' | 'auto' }): Promise<Run>;
   validate(config: Config | string): Promise<FullConfig>;
   /** `vocab`: an integer from 1 to 2^24, else an 'invalid' EngineError. */
-  shapeFlow(config: Config | string, vocab: number): Promise<ShapeFlow>;
+  shapeFlow(config: Config | string, vocab: number, opts?: { backend?: 'cpu' | 'webgpu' | 'auto' }): Promise<ShapeFlow>;
   /** The special tokens of a run of this config, in vocabulary order after the characters ("[BOS]", "[S0]", …). */
   specialTokens(config: Config | string): Promise<string[]>;
   /** The memory budget configs are checked against from now on, in GiB ((0, 3.5], null: the default 2); survives a restart. Resolves the budget in force. */

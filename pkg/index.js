@@ -427,9 +427,13 @@ export class Engine extends Emitter {
     return JSON.parse(await this._request({ op: 'validate', config: configJson(config) }));
   }
 
-  /** Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size. */
-  async shapeFlow(config, vocab) {
-    return this._request({ op: 'shapeFlow', config: configJson(config), vocab: checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }) });
+  /**
+   * Shape flow, parameter count, FLOPs per token and memory estimate for a config and vocabulary size; its memory
+   * checked for a run on `opts.backend` (as createRun's: 'cpu' by default; on WebGPU the activations are on the GPU).
+   */
+  async shapeFlow(config, vocab, opts = {}) {
+    const backend = checkBackend(opts.backend);
+    return this._request({ op: 'shapeFlow', config: configJson(config), vocab: checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }), backend });
   }
 
   /**

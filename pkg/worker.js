@@ -425,10 +425,27 @@ async function init({ build, threads, instanceId, aliveLock, snapshotEveryMs: ev
  * the same config and data (1 warm-up step, then the median of 3). Returns the choice and the two timings.
  */
 async function chooseBackend(make) {
+  // A config whose CPU step this tab cannot hold trains only on WebGPU: no CPU run to measure. The core's memory
+  // check is the one rule; a config it refuses for WebGPU too is refused (the error of the run made for WebGPU).
+  let cpuRefusal = null;
+  try {
+    make('cpu').free();
+  } catch (e) {
+    if (e?.kind !== 'config') throw e;
+    cpuRefusal = e;
+  }
+  if (cpuRefusal && !info.webgpu) {
+    const { message, ...details } = errorData(cpuRefusal);
+    throw new EngineError(`${message}; and there is no WebGPU in this browser or build, where it could train`, details);
+  }
+  if (cpuRefusal) {
+    make('webgpu').free();
+    return { backend: 'webgpu', reason: `too large for the CPU here (${cpuRefusal.message}): WebGPU, where its activations live on the GPU` };
+  }
   if (!info.webgpu) return { backend: 'cpu', reason: 'no WebGPU in this browser or build' };
   const ms = {};
   for (const backend of ['webgpu', 'cpu']) {
-    const wr = make();
+    const wr = make(backend);
     try {
       if (backend === 'webgpu') await wr.attachGpu();
       const t = [];
@@ -556,7 +573,9 @@ const handlers = {
   // Every value that reaches the core is checked here too: the Worker is the boundary to wasm, where a value of
   // the wrong type can trap the instance instead of being refused.
   validate: ({ config }) => wasm.validateConfig(checkString('config', config)),
-  shapeFlow: ({ config, vocab }) => JSON.parse(wasm.shapeFlow(checkString('config', config), checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }))),
+  // backend: the memory is checked for a run on it ('auto' with WebGPU here: as on WebGPU).
+  shapeFlow: ({ config, vocab, backend }) => JSON.parse(wasm.shapeFlow(checkString('config', config), checkInt('vocab', vocab, { min: 1, max: VOCAB_MAX }),
+    backend === 'webgpu' || (backend === 'auto' && info.webgpu) ? 'webgpu' : 'cpu')),
   checkText: ({ bytes }) => JSON.parse(wasm.checkText(checkBytes('bytes', bytes))),
   // gib 0: the default. The core refuses a value outside (0, 3.5] naming it.
   setMemoryBudget: ({ gib }) => {
@@ -565,19 +584,23 @@ const handlers = {
     return wasm.memoryBudget();
   },
   specialTokens: ({ config }) => JSON.parse(wasm.specialTokens(checkString('config', config))),
+  // A run is made for the backend it will train on: one for WebGPU is checked against what it holds in wasm
+  // memory, not a whole CPU step (the core's Run::unattached).
   async create({ runId, config, corpus, backend }) {
     checkString('config', config);
     checkString('corpus', corpus, { optional: true });
-    const make = () => new wasm.WasmRun(config, corpus ?? undefined);
+    const make = (target) => new wasm.WasmRun(config, corpus ?? undefined, target === 'webgpu' ? 'webgpu' : 'cpu');
     const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
-    return host(runId, make(), choice?.backend ?? backend, choice);
+    const b = choice?.backend ?? backend;
+    return host(runId, make(b), b, choice);
   },
   async load({ runId, bytes, corpus, backend }) {
     checkBytes('bytes', bytes);
     checkString('corpus', corpus, { optional: true });
-    const make = () => wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined);
+    const make = (target) => wasm.WasmRun.fromCheckpoint(bytes, corpus ?? undefined, target === 'webgpu' ? 'webgpu' : 'cpu');
     const choice = backend === 'auto' ? await chooseBackend(make) : undefined;
-    return host(runId, make(), choice?.backend ?? backend, choice);
+    const b = choice?.backend ?? backend;
+    return host(runId, make(b), b, choice);
   },
   train({ runId, steps }, id) {
     const r = runOf(runId);

@@ -28,10 +28,15 @@ pub fn validate_config(config: &str) -> Result<String> {
 /// `shapeFlow`: the shape-flow table for a config with `vocab` tokens, after validating the config and the model's
 /// size and memory with that vocabulary.
 pub fn shape_flow(config: &str, vocab: usize) -> Result<String> {
+    shape_flow_for(config, vocab, BackendKind::Cpu)
+}
+
+/// `shape_flow` with the memory checked for a run on `backend` (`Layout::check_memory_on`).
+pub fn shape_flow_for(config: &str, vocab: usize, backend: BackendKind) -> Result<String> {
     let cfg = Config::from_json(config)?;
     cfg.validate()?;
     crate::model::Layout::check_size(&cfg.model, vocab)?;
-    crate::model::Layout::check_memory(&cfg.model, vocab, cfg.train.batch_size, crate::train::memory_budget())?;
+    crate::model::Layout::check_memory_on(&cfg.model, vocab, cfg.train.batch_size, crate::train::memory_budget(), backend)?;
     Ok(to_json(&probe::shape_flow(&cfg.model, vocab, cfg.train.batch_size, cfg.model.ctx_len)))
 }
 
@@ -42,13 +47,35 @@ pub fn check_text(bytes: &[u8]) -> Result<String> {
 
 /// `create`: a fresh run on the cpu from config JSON and, for gpt and bert, the corpus.
 pub fn new_run(config: &str, corpus: Option<&str>) -> Result<Run> {
+    new_run_for(config, corpus, BackendKind::Cpu)
+}
+
+/// The backend a run is made for, as the engine names it: `cpu` (or none) or `webgpu`; anything else is refused.
+pub fn backend_for(name: Option<&str>) -> Result<BackendKind> {
+    match name {
+        None | Some("cpu") => Ok(BackendKind::Cpu),
+        Some("webgpu") => Ok(BackendKind::Gpu),
+        Some(other) => Err(Error::Invalid(format!("backend = “{other}”: must be “cpu” or “webgpu”"))),
+    }
+}
+
+/// `create` for `backend`: the run starts on the cpu and, made for the gpu, is checked against what it holds in
+/// wasm memory rather than a whole host step (`Run::unattached`); `attachGpu` moves it onto the device.
+pub fn new_run_for(config: &str, corpus: Option<&str>, backend: BackendKind) -> Result<Run> {
     let cfg = Config::from_json(config)?;
-    Run::new(cfg, corpus, BackendKind::Cpu)
+    cfg.validate()?;
+    let data = Dataset::new(&cfg, corpus)?;
+    Run::unattached(cfg, data, backend)
 }
 
 /// `load`: a run on the cpu continued from a checkpoint. Text models need their corpus again to keep training;
 /// its characters must be in the checkpoint's vocabulary.
 pub fn run_from_checkpoint(bytes: &[u8], corpus: Option<&str>) -> Result<Run> {
+    run_from_checkpoint_for(bytes, corpus, BackendKind::Cpu)
+}
+
+/// `load` for `backend` (see `new_run_for`): on the cpu until `attachGpu`.
+pub fn run_from_checkpoint_for(bytes: &[u8], corpus: Option<&str>, backend: BackendKind) -> Result<Run> {
     let ck = checkpoint::load(bytes)?;
     let data = match ck.config.model.arch {
         Arch::EncoderDecoder if !ck.config.data.task.is_denoising() => Dataset::new(&ck.config, None)?,
@@ -60,11 +87,12 @@ pub fn run_from_checkpoint(bytes: &[u8], corpus: Option<&str>) -> Result<Run> {
         }
     };
     // A checkpoint's config was valid where it was saved; its step must fit this machine's (or tab's) budget too.
-    crate::model::Layout::check_memory(
+    crate::model::Layout::check_memory_on(
         &ck.config.model,
         ck.tokenizer.vocab_size(),
         ck.config.train.batch_size,
         crate::train::memory_budget(),
+        backend,
     )?;
     Ok(Run::resume(ck.config, ck.model, ck.opt, data, ck.step, BackendKind::Cpu))
 }

@@ -145,9 +145,11 @@ pub fn memory_budget_gib() -> f64 {
     crate::train::memory_budget() / (1u64 << 30) as f64
 }
 
+/// The memory is checked for a run made for `backend` ("cpu", the default, or "webgpu"; see `WasmRun::new`).
 #[wasm_bindgen(js_name = shapeFlow)]
-pub fn shape_flow(config: &str, vocab: usize) -> Result<String, JsError> {
-    facade::shape_flow(config, vocab).map_err(js)
+pub fn shape_flow(config: &str, vocab: usize, backend: Option<String>) -> Result<String, JsError> {
+    let backend = facade::backend_for(backend.as_deref()).map_err(js)?;
+    facade::shape_flow_for(config, vocab, backend).map_err(js)
 }
 
 /// The special tokens a run of this config has, in vocabulary order after the characters: the architecture's,
@@ -206,17 +208,20 @@ impl WasmRun {
 #[allow(clippy::await_holding_refcell_ref)]
 #[wasm_bindgen]
 impl WasmRun {
-    /// A fresh run: config JSON and, for gpt and bert, the corpus (the encoder-decoder trains on its task).
+    /// A fresh run: config JSON and, for gpt and bert, the corpus (the encoder-decoder trains on its task); made
+    /// for `backend` "cpu" (the default) or "webgpu" (`facade::new_run_for`: then `attachGpu`).
     #[wasm_bindgen(constructor)]
-    pub fn new(config: &str, corpus: Option<String>) -> Result<WasmRun, JsError> {
-        facade::new_run(config, corpus.as_deref()).map(WasmRun::wrap).map_err(js)
+    pub fn new(config: &str, corpus: Option<String>, backend: Option<String>) -> Result<WasmRun, JsError> {
+        let backend = facade::backend_for(backend.as_deref()).map_err(js)?;
+        facade::new_run_for(config, corpus.as_deref(), backend).map(WasmRun::wrap).map_err(js)
     }
 
     /// A run continued from a checkpoint (model, optimizer state, step). Text models need their corpus again
     /// to keep training; its characters must be in the checkpoint's vocabulary.
     #[wasm_bindgen(js_name = fromCheckpoint)]
-    pub fn from_checkpoint(bytes: &[u8], corpus: Option<String>) -> Result<WasmRun, JsError> {
-        facade::run_from_checkpoint(bytes, corpus.as_deref()).map(WasmRun::wrap).map_err(js)
+    pub fn from_checkpoint(bytes: &[u8], corpus: Option<String>, backend: Option<String>) -> Result<WasmRun, JsError> {
+        let backend = facade::backend_for(backend.as_deref()).map_err(js)?;
+        facade::run_from_checkpoint_for(bytes, corpus.as_deref(), backend).map(WasmRun::wrap).map_err(js)
     }
 
     /// The run's full config as JSON.

@@ -539,3 +539,89 @@ fn recurrent_positions_train_on_the_gpu_like_the_cpu() {
         gpu_trains_like_cpu(&config(arch, patch.clone()), 3, &format!("{arch} {patch}"));
     }
 }
+
+/// configs/baby-gpt.json (nanoGPT's train_shakespeare_char, issue 21) on a device held to WebGPU's DEFAULT limits
+/// (`wgpu::Limits::default()`: what a page's device gets when it asks for nothing more — 128 MiB per storage
+/// binding, 256 MiB per buffer, 65535 workgroups per dimension). Two steps at a reduced batch (1 × 256 tokens:
+/// the full batch is ~1 TFLOP a step, too slow for lavapipe) match the cpu's; the full batch of 64 is recorded,
+/// not run (`GpuTrainer::plan_step`): every buffer it allocates and binds, and every dispatch's grid, within the
+/// limits, and its bytes on the device reported.
+#[test]
+fn the_baby_gpt_trains_within_webgpus_default_limits_and_its_full_batch_step_fits_them() {
+    let _turn = gpu_harness::gpu(); // lavapipe is shared: one test on it at a time
+    let limits = wgpu::Limits::default();
+    assert_eq!((limits.max_storage_buffer_binding_size, limits.max_buffer_size, limits.max_compute_workgroups_per_dimension), (128 << 20, 256 << 20, 65535));
+    let json = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/baby-gpt.json")).unwrap();
+    let full = Config::from_json(&json).unwrap();
+    let corpus = std::fs::read_to_string(SHAKESPEARE).unwrap();
+    let webgpu = || pollster::block_on(transformer_playground::backend::gpu::Gpu::with_limits(wgpu::Limits::default())).unwrap_or_else(|e| panic!("{e}"));
+
+    // Two steps of one sequence of 256 tokens, on the gpu and on the cpu: the same losses (the same batches and
+    // dropout masks), finite and at ln 65 ≈ 4.17 from the initialisation.
+    let mut small = full.clone();
+    small.train.batch_size = 1;
+    let make = |backend| {
+        let data = transformer_playground::data::Dataset::new(&small, Some(&corpus)).unwrap();
+        let mut r = Run::unattached(small.clone(), data, backend).unwrap();
+        r.sync_every = 0;
+        r
+    };
+    let (mut g, mut cpu) = (make(BackendKind::Gpu), make(BackendKind::Cpu));
+    g.attach_gpu(webgpu()).unwrap_or_else(|e| panic!("{e}"));
+    let (rg, rc) = (steps(&mut g, 2), steps(&mut cpu, 2));
+    for (a, b) in rg.iter().zip(&rc) {
+        assert!(a.loss.is_finite() && (a.loss - 65f32.ln()).abs() < 0.3, "step {}: loss {}", a.step, a.loss);
+        assert!((a.loss - b.loss).abs() <= 2e-4 * b.loss, "step {}: loss gpu {} cpu {}", a.step, a.loss, b.loss);
+        assert!((a.grad_norm - b.grad_norm).abs() <= 2e-3 * b.grad_norm, "step {}: grad norm {} vs {}", a.step, a.grad_norm, b.grad_norm);
+    }
+    let small_pool = g.with_gpu(|gpu| gpu.pool_bytes()).unwrap();
+
+    // The full batch, recorded and not run.
+    let data = transformer_playground::data::Dataset::new(&full, Some(&corpus)).unwrap();
+    let model = Model::new(&full.model, data.tokenizer().vocab_size(), full.seed);
+    let mut rng = Rng::new(1);
+    let batch = data.batch(Split::Train, 64, 256, &mut rng);
+    let h = adamw_at(&full.train, 1e-3, 1);
+    let mut trainer = GpuTrainer::new(webgpu(), &model, &[], &[], 0).unwrap();
+    let plan = trainer.plan_step(&model, &batch, Some(&mut Rng::new(2)), &h, 1.0).unwrap_or_else(|e| panic!("the full batch: {e}"));
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    eprintln!(
+        "baby GPT on the gpu, batch 64 × 256: {:.1} MiB of parameters, gradients and AdamW state, {:.1} MiB of activations and \
+         scratch ({:.1} MiB at batch 1), {} dispatches a step",
+        mib(plan.state_bytes),
+        mib(plan.pool_bytes),
+        mib(small_pool),
+        plan.dispatches
+    );
+    // Within an 8 GiB GPU (not a 4 GiB one: the pool keeps every temporary of the step distinct, about 2.5× the
+    // host's estimate, Layout::step_memory_bytes); the pool grows with the batch (activations), the state does not.
+    assert!(plan.state_bytes + plan.pool_bytes < 8 << 30, "{plan:?}");
+    assert!(plan.pool_bytes > 32 * small_pool, "{plan:?} vs {small_pool} at batch 1");
+
+    // The checks bite: under a quarter of the default binding size, the full batch's largest activations do not
+    // fit, and the refusal names the limit.
+    let tight = wgpu::Limits { max_storage_buffer_binding_size: 32 << 20, ..wgpu::Limits::default() };
+    let gpu = pollster::block_on(transformer_playground::backend::gpu::Gpu::with_limits(tight)).unwrap();
+    let mut trainer = GpuTrainer::new(gpu, &model, &[], &[], 0).unwrap();
+    let err = trainer.plan_step(&model, &batch, None, &h, 1.0).err().expect("refused");
+    assert!(err.to_string().contains("maxStorageBufferBindingSize"), "{err}");
+}
+
+/// A run made for the gpu (too large for a host step here) whose device fails does not fall back to the cpu: it
+/// stops with the memory check's refusal, naming the field and saying that the GPU failed.
+#[test]
+fn a_run_only_the_gpu_can_hold_stops_naming_the_field_when_its_device_fails() {
+    let c = config("gpt", json!({}));
+    let mut c = c;
+    (c.model.ctx_len, c.train.batch_size) = (8192, 4096);
+    let data = transformer_playground::data::Dataset::new(&c, Some(&std::fs::read_to_string(SHAKESPEARE).unwrap())).unwrap();
+    let mut r = Run::unattached(c, data, BackendKind::Gpu).unwrap();
+    r.attach_gpu(new_gpu()).unwrap();
+    r.with_gpu(|g| g.ctx.device.destroy()).expect("on the gpu");
+    let err = r.step().unwrap_err();
+    let Error::Config { field, rule, .. } = &err else { panic!("{err}") };
+    assert_eq!(field, "train.batch_size");
+    assert!(rule.contains("the GPU failed") && rule.contains("but on the cpu a training step would hold"), "{rule}");
+    assert_eq!((r.step, r.on_gpu()), (0, false));
+    assert!(r.step().is_err(), "and stays refused");
+}

@@ -179,6 +179,58 @@ fn the_memory_check_names_the_batch_or_the_model_by_what_dominates_and_passes_wh
     assert_eq!(flow.memory_bytes, Layout::step_memory_bytes(&small, 65, 12, small.ctx_len));
 }
 
+/// configs/baby-gpt.json, nanoGPT's `config/train_shakespeare_char.py` (issue 21): what it holds, on each backend.
+#[test]
+fn the_baby_gpt_is_valid_nanogpts_shakespeare_char_config_and_too_large_for_a_tab_only_on_the_cpu() {
+    use transformer_playground::backend::BackendKind;
+    use transformer_playground::model::Layout;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/baby-gpt.json")).unwrap();
+    let c = Config::from_json(&text).unwrap();
+    c.validate().unwrap();
+    let (m, t) = (&c.model, &c.train);
+    assert_eq!((m.n_layers, m.n_heads, m.d_model, m.ctx_len, t.batch_size, t.steps, t.warmup), (6, 6, 384, 256, 64, 5000, 100));
+    assert_eq!((m.dropout, m.bias, m.tie_embeddings, t.lr, t.min_lr, t.betas, t.weight_decay, t.grad_clip), (0.2, false, true, 1e-3, 1e-4, [0.9, 0.99], 0.1, 1.0));
+    // 65 characters: per layer 12·C² weights and two norms' C, the tied embedding, wpe, ln_f. nanoGPT reports
+    // "10.65M", its count without wpe.
+    let n = Layout::new(m, 65).n_params;
+    assert_eq!(n, 6 * (12 * 384 * 384 + 2 * 384) + 65 * 384 + 256 * 384 + 384);
+    assert_eq!(n - 256 * 384, 10_646_784);
+    let (host, gpu) = (Layout::held_memory_bytes(m, 65, 64, 256, BackendKind::Cpu), Layout::held_memory_bytes(m, 65, 64, 256, BackendKind::Gpu));
+    eprintln!("baby GPT: {n} parameters; held in this memory: {:.3} GiB on the cpu, {:.3} GiB on the gpu", host / GIB, gpu / GIB);
+    assert_eq!(host, Layout::step_memory_bytes(m, 65, 64, 256));
+    // A tab's 2 GiB: refused on the cpu naming the batch (activations are most of it), accepted for the gpu.
+    let err = Layout::check_memory_on(m, 65, 64, 2.0 * GIB, BackendKind::Cpu).unwrap_err();
+    let Error::Config { field, value, rule } = &err else { panic!("{err}") };
+    assert_eq!((field.as_str(), value.as_str()), ("train.batch_size", "64 × 256 tokens"));
+    assert!(rule.contains("a training step would hold about 2.") && rule.contains("over the memory budget of 2.00 GiB"), "{rule}");
+    Layout::check_memory_on(m, 65, 64, 2.0 * GIB, BackendKind::Gpu).unwrap();
+    assert!(gpu < 0.5 * GIB && host > 2.0 * GIB, "{gpu} {host}");
+    // The gpu's rule names what it counts, and the model when the parameters' copies are most of it.
+    let err = Layout::check_memory_on(m, 65, 64, 0.1 * GIB, BackendKind::Gpu).unwrap_err();
+    let Error::Config { field, rule, .. } = &err else { panic!("{err}") };
+    assert_eq!(field, "model");
+    assert!(rule.contains("a run on the gpu would hold here about 0.2") && rule.contains("host copies of the parameters"), "{rule}");
+}
+
+/// A run made for the gpu is checked for what it holds on the host; a host step of it (before a device is attached,
+/// or after one fails) is refused naming the field, and the run stays as it was.
+#[test]
+fn a_run_made_for_the_gpu_refuses_a_host_step_the_budget_cannot_hold() {
+    use transformer_playground::backend::BackendKind;
+    use transformer_playground::train::Run;
+    // 4096 × 8192 tokens of a tiny model: over a terabyte-sized budget's reach on the host, 0.3 GiB here on the gpu.
+    let c = Config::from_json(&with(&[("model", "ctx_len", json!(8192)), ("train", "batch_size", json!(4096))])).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt")).unwrap();
+    let data = transformer_playground::data::Dataset::new(&c, Some(&text)).unwrap();
+    let mut r = Run::unattached(c, data, BackendKind::Gpu).expect("what a gpu run holds here fits");
+    let err = r.step().unwrap_err();
+    let Error::Config { field, value, rule } = &err else { panic!("{err}") };
+    assert_eq!((field.as_str(), value.as_str()), ("train.batch_size", "4096 × 8192 tokens"));
+    assert!(rule.contains("a training step would hold about") && rule.contains("lower train.batch_size"), "{rule}");
+    assert_eq!(r.step, 0);
+    assert!(r.trace().is_err(), "the step-through runs a host step too");
+}
+
 #[test]
 fn the_native_memory_budget_is_half_the_machines_memory_unless_overridden() {
     let b = transformer_playground::train::memory_budget();

@@ -74,13 +74,14 @@ let checkSeq = 0;
  * 'check' { flow, error, config, vocab } (error: the engine's EngineError) — only for the latest call, so a slow
  * answer never overwrites a newer one.
  */
-export async function check(config, vocab) {
+export async function check(config, vocab, backend = 'cpu') {
   const seq = ++checkSeq;
   const e = engine ?? (await startEngine().catch(() => null));
   if (!e) return;
   let result;
   try {
-    result = { flow: await e.shapeFlow(config, vocab), error: null };
+    // The memory is checked for the backend the run will train on (on WebGPU its activations are on the GPU).
+    result = { flow: await e.shapeFlow(config, vocab, { backend }), error: null };
   } catch (err) {
     result = { flow: null, error: err };
   }

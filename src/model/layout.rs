@@ -2,6 +2,7 @@
 //! vocabulary size, where every tensor lives, its documented name (docs/MODEL.md, docs/CHECKPOINT.md), its shape,
 //! and whether weight decay applies. Offsets are aligned to 64 floats (256 bytes, the GPU's storage-offset rule).
 
+use crate::backend::BackendKind;
 use crate::config::{Arch, ModelConfig, NormKind, Placement, Position};
 use crate::error::{Error, Result};
 
@@ -293,28 +294,56 @@ impl Layout {
         4.0 * (4.0 * n_params as f64 + activations)
     }
 
-    /// Refuses a config whose training step would hold more than `budget` bytes (`step_memory_bytes` for its
-    /// batch_size and ctx_len), naming what to lower: the batch (or context) when activations are most of it, the
-    /// model otherwise.
+    /// Bytes a run training on `backend` holds in this process's memory at its peak (a browser tab's wasm memory):
+    /// on a host backend the whole step (`step_memory_bytes`); on the gpu, whose parameters, gradients, moments and
+    /// activations live on the device (`train::gpu`), the host copies of the parameters and AdamW's two moments,
+    /// twice over while a sync reads the device's copies back beside them (6 f32 copies), plus what a step passes
+    /// from the host: its token ids and targets and one dropout mask at a time, a (B,T,C) tensor.
+    pub fn held_memory_bytes(m: &ModelConfig, vocab: usize, b: usize, t: usize, backend: BackendKind) -> f64 {
+        if backend != BackendKind::Gpu {
+            return Layout::step_memory_bytes(m, vocab, b, t);
+        }
+        let (_, n_params, _) = Layout::counted(m, vocab);
+        let tokens = b as f64 * t as f64;
+        let mask = if m.dropout > 0.0 { m.d_model as f64 } else { 0.0 };
+        4.0 * (6.0 * n_params as f64 + tokens * (2.0 + mask))
+    }
+
+    /// Refuses a config whose training step on a host backend would hold more than `budget` bytes
+    /// (`check_memory_on` with `BackendKind::Cpu`).
     pub fn check_memory(m: &ModelConfig, vocab: usize, batch_size: usize, budget: f64) -> Result<()> {
-        let need = Layout::step_memory_bytes(m, vocab, batch_size, m.ctx_len);
+        Layout::check_memory_on(m, vocab, batch_size, budget, BackendKind::Cpu)
+    }
+
+    /// Refuses a config whose run on `backend` would hold more than `budget` bytes here (`held_memory_bytes` for its
+    /// batch_size and ctx_len), naming what to lower: the batch (or context) when activations are most of it, the
+    /// model otherwise. A gpu run's activations are on the device, whose limits the gpu backend checks as it
+    /// allocates (`backend::gpu::GpuContext`).
+    pub fn check_memory_on(m: &ModelConfig, vocab: usize, batch_size: usize, budget: f64, backend: BackendKind) -> Result<()> {
+        let need = Layout::held_memory_bytes(m, vocab, batch_size, m.ctx_len, backend);
         if need <= budget {
             return Ok(());
         }
         let (_, n_params, _) = Layout::counted(m, vocab);
-        let state = 16.0 * n_params as f64;
+        let copies = if backend == BackendKind::Gpu { 6.0 } else { 4.0 };
+        let state = 4.0 * copies * n_params as f64;
         let gib = |x: f64| x / (1u64 << 30) as f64;
         let (field, lower) = if state < need / 2.0 {
             ("train.batch_size", "lower train.batch_size or model.ctx_len")
         } else {
             ("model", "make the model smaller (d_model, layers, ffn)")
         };
+        let (what, state_is, rest_is) = if backend == BackendKind::Gpu {
+            ("a run on the gpu would hold here", "host copies of the parameters and AdamW state, read back beside them", "a step's host data")
+        } else {
+            ("a training step would hold", "parameters, gradients and AdamW state", "activations")
+        };
         Err(Error::Config {
             field: field.into(),
             value: format!("{batch_size} × {} tokens", m.ctx_len),
             rule: format!(
-                "a training step would hold about {:.2} GiB ({:.2} GiB of parameters, gradients and AdamW state, {:.2} GiB \
-                 of activations), over the memory budget of {:.2} GiB: {lower}",
+                "{what} about {:.2} GiB ({:.2} GiB of {state_is}, {:.2} GiB of {rest_is}), over the memory budget of \
+                 {:.2} GiB: {lower}",
                 gib(need),
                 gib(state),
                 gib(need - state),

@@ -54,6 +54,17 @@ pub struct IssueStats {
     pub overlapped_steps: u64,
 }
 
+/// What a step of one batch shape holds on the device (`GpuTrainer::plan_step`).
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StepPlan {
+    /// The run's own buffers: parameters, gradients, AdamW's m and v, the step's scalars.
+    pub state_bytes: u64,
+    /// The pool's buffers (activations and scratch), allocated once per batch shape and reused.
+    pub pool_bytes: u64,
+    /// Dispatches in the step.
+    pub dispatches: u64,
+}
+
 /// A step submitted and not yet read back.
 pub struct PendingStep {
     loss: PendingLoss,
@@ -120,6 +131,26 @@ impl GpuTrainer {
             overlapped_steps: self.issue.overlapped_steps,
         };
         Ok(PendingStep { loss, scalars, step, lr: h.lr, submission: self.gpu.last_submission(), submissions: self.gpu.submissions() })
+    }
+
+    /// Records a step as `submit_step` does — every buffer it uses allocated (each checked against the
+    /// device's maxBufferSize and maxStorageBufferBindingSize as it is bound) and every dispatch's grid checked —
+    /// and submits nothing: what a step of this batch shape would hold on this device, without running it. Nothing
+    /// of the run's state changes; the pooled buffers are kept for the steps that follow.
+    pub fn plan_step(&mut self, model: &Model, batch: &Batch, dropout: Option<&mut Rng>, h: &AdamW, clip: f32) -> Result<StepPlan> {
+        self.gpu.ctx.check_lost()?;
+        let d0 = self.gpu.dispatches();
+        // Not on the run's tape, which its steps replay.
+        let rec = GpuStep::new(&self.gpu, &self.scalars, step::loss_slot(model));
+        rec.zero(self.grads.all())?;
+        let bufs = StepBuffers { params: &mut self.params, grads: &mut self.grads, m: &mut self.m, v: &mut self.v, scalars: &mut self.scalars };
+        let recorded = step::record_step(&rec, model, bufs, batch, dropout, h, clip);
+        drop(rec.finish());
+        drop(recorded?);
+        // The step's pooled buffers are free again, as after a submission.
+        self.gpu.lock_pool().next_epoch();
+        let state_bytes = [&self.params, &self.grads, &self.m, &self.v, &self.scalars, &self.last_guard].iter().map(|b| b.buf.size()).sum();
+        Ok(StepPlan { state_bytes, pool_bytes: self.gpu.pool_bytes(), dispatches: self.gpu.dispatches() - d0 })
     }
 
     /// Waits for a submitted step (not for steps submitted after it) and reads its scalars back: its report, or

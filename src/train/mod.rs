@@ -207,6 +207,10 @@ pub struct Run {
     dropout: Rng,
     /// Said in the next step's report.
     notice: Option<String>,
+    /// Whether a training step on the host fits the memory budget (`Layout::check_memory`): checked when the run is
+    /// made for a host backend, and before the first host step of a run made for the gpu (a fallback, say), which
+    /// is refused if it does not.
+    host_checked: bool,
     #[cfg(feature = "gpu")]
     gpu: Option<crate::backend::gpu::ThreadBound<GpuRun>>,
 }
@@ -235,15 +239,35 @@ impl Run {
     /// `new` on a dataset built by the caller (a recipe's generated corpus, `crate::recipes`): validates the config,
     /// refuses a model over the size or memory limits, then initialises it from the seed.
     pub fn with_data(cfg: Config, data: Dataset, backend: BackendKind) -> Result<Run> {
-        cfg.validate()?;
-        crate::model::Layout::check_size(&cfg.model, data.tokenizer().vocab_size())?;
-        crate::model::Layout::check_memory(&cfg.model, data.tokenizer().vocab_size(), cfg.train.batch_size, memory_budget())?;
-        let model = Model::new(&cfg.model, data.tokenizer().vocab_size(), cfg.seed);
-        let mut run = Run::assemble(cfg, model, OptState::new(0), data, 0, backend);
+        let mut run = Run::unattached(cfg, data, backend)?;
         if backend == BackendKind::Gpu {
             run.start_gpu()?;
         }
         Ok(run)
+    }
+
+    /// A run checked for `backend` and initialised, training on the cpu until `attach_gpu` (the browser's way to
+    /// make a gpu run: the device is opened asynchronously). Checked against the memory it will hold here
+    /// (`Layout::check_memory_on`): on the gpu, not the activations, which live on the device — so a config too
+    /// large to train on the host is accepted for the gpu, and its host steps (before `attach_gpu`, or after the
+    /// device fails) are refused naming the field.
+    pub fn unattached(cfg: Config, data: Dataset, backend: BackendKind) -> Result<Run> {
+        cfg.validate()?;
+        let vocab = data.tokenizer().vocab_size();
+        crate::model::Layout::check_size(&cfg.model, vocab)?;
+        crate::model::Layout::check_memory_on(&cfg.model, vocab, cfg.train.batch_size, memory_budget(), backend)?;
+        let model = Model::new(&cfg.model, vocab, cfg.seed);
+        let mut run = Run::assemble(cfg, model, OptState::new(0), data, 0, BackendKind::Cpu);
+        if backend != BackendKind::Gpu {
+            run.backend = backend;
+            run.host_checked = true;
+        }
+        Ok(run)
+    }
+
+    /// Refuses (naming the field) a run whose training step would not fit the memory budget on the host.
+    pub fn check_host_step(&self) -> Result<()> {
+        crate::model::Layout::check_memory(&self.cfg.model, self.data.tokenizer().vocab_size(), self.cfg.train.batch_size, memory_budget())
     }
 
     /// Continues from a saved state (checkpoint): model, optimizer state and step. A gpu run that cannot open its
@@ -281,6 +305,7 @@ impl Run {
             batches,
             dropout,
             notice: None,
+            host_checked: false,
             #[cfg(feature = "gpu")]
             gpu: None,
         }
@@ -353,6 +378,7 @@ impl Run {
     /// The trace of the step this run would take next (`trace::trace_step`): its next batch, on the host copy of
     /// its state (a gpu run's as of its last sync), without dropout. The run is not advanced.
     pub fn trace(&self) -> Result<crate::trace::StepTrace> {
+        self.check_host_step()?;
         let mut batches = self.batches.clone();
         let batch = self.data.batch(Split::Train, self.cfg.train.batch_size, self.cfg.model.ctx_len, &mut batches);
         let (cfg, model, opt, tok) = (&self.cfg, &self.model, &self.opt, self.data.tokenizer());
@@ -491,6 +517,10 @@ impl Run {
     }
 
     fn cpu_step(&mut self) -> Result<StepReport> {
+        if !self.host_checked {
+            self.check_host_step()?;
+            self.host_checked = true;
+        }
         let batch = self.data.batch(Split::Train, self.cfg.train.batch_size, self.cfg.model.ctx_len, &mut self.batches);
         let drop = (self.cfg.model.dropout > 0.0).then_some(&mut self.dropout);
         let (model, opt, t, step) = (&mut self.model, &mut self.opt, &self.cfg.train, self.step);
@@ -531,9 +561,19 @@ impl Run {
 
     /// The GPU failed: drop it, return to the host copy of the last sync (its step and data streams), and take
     /// this step on the CPU, with a notice.
+    /// A run the host cannot hold (made for the gpu: `unattached`) stops instead, with the memory check's error
+    /// saying that the GPU failed; its host copy stays as of the last sync (saved, or continued on a GPU, from
+    /// there).
     #[cfg(feature = "gpu")]
     fn fall_back_to_cpu(&mut self, e: Error) -> Result<StepReport> {
-        self.notice = Some(self.fall_back_notice(&e));
+        let notice = self.fall_back_notice(&e);
+        if let Err(refused) = self.check_host_step() {
+            return Err(match refused {
+                Error::Config { field, value, rule } => Error::Config { field, value, rule: format!("{notice}; but on the cpu {rule}") },
+                other => other,
+            });
+        }
+        self.notice = Some(notice);
         self.cpu_step()
     }
 

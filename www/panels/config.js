@@ -7,7 +7,7 @@ import { t, has } from '../i18n.js';
 import { on } from '../bus.js';
 import { OPTIONS, GROUPS, BY_KEY, applies, kvLayout, moeRouting } from '../options.js';
 import * as runs from '../runs.js';
-import { PRESETS, presetValues, matchPreset } from '../presets.js';
+import { PRESETS, presetValues, matchPreset, presetNeedsGpu } from '../presets.js';
 
 let current = null; // the values shown
 const rows = new Map(); // key → { row, control, help, tag }
@@ -126,7 +126,10 @@ function mountPreset() {
 
 function renderPreset(values) {
   const sel = $('#preset');
-  for (const opt of sel.options) opt.textContent = t(opt.value ? `preset.${opt.value}` : 'preset.custom');
+  for (const opt of sel.options) {
+    const name = t(opt.value ? `preset.${opt.value}` : 'preset.custom');
+    opt.textContent = presetNeedsGpu(opt.value) ? t('preset.gpu', { name }) : name;
+  }
   const p = matchPreset(values);
   sel.value = p ?? '';
   $('#preset-help').textContent = p ? t(`preset.d.${p}`) : '';

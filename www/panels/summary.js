@@ -63,7 +63,7 @@ const run = debounce(async () => {
     set({ ok: false, pending: false, flow: null, message: e.key ? t(e.key) : e.message, dataError: true });
     return;
   }
-  check(configFromValues(values), vocab);
+  check(configFromValues(values), vocab, values.backend);
 }, 120);
 
 function render() {

@@ -25,13 +25,22 @@ in a browser, WebGPU must be available (headless Chromium needs --enable-unsafe-
 
 impl GpuContext {
     pub async fn new() -> Result<GpuContext> {
+        GpuContext::with_limits(None).await
+    }
+
+    /// A device with `limits` requested instead of the adapter's own (`wgpu::Limits::default()`: WebGPU's default
+    /// limits, what a page gets on a device asked for nothing more — maxStorageBufferBindingSize 128 MiB,
+    /// maxBufferSize 256 MiB, 65535 workgroups per dimension). The device and the backend's own checks
+    /// (`check_binding`, `check_buffer_size`, `check_grid`) then hold every buffer and dispatch to them. Refused
+    /// when the adapter cannot give them.
+    pub async fn with_limits(limits: Option<wgpu::Limits>) -> Result<GpuContext> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
         let options = wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()
         };
         let adapter = instance.request_adapter(&options).await.map_err(|e| gpu_error(format!("{NO_ADAPTER} ({e})")))?;
-        let limits = adapter.limits();
+        let limits = limits.unwrap_or_else(|| adapter.limits());
         let desc = wgpu::DeviceDescriptor {
             label: Some("transformer-playground"),
             required_features: wgpu::Features::empty(),
@@ -125,6 +134,19 @@ impl GpuContext {
         if size > max {
             return Err(gpu_error(format!(
                 "{kernel}: binding {binding} is {size} bytes, over the adapter's maxStorageBufferBindingSize ({max} bytes); \
+                 use a smaller batch or model"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a dispatch of more workgroups in a dimension than maxComputeWorkgroupsPerDimension (a kernel with
+    /// more than that many workgroups spreads them over a grid: `Gpu::grid`).
+    pub(crate) fn check_grid(&self, kernel: &str, groups: [u32; 3]) -> Result<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(gpu_error(format!(
+                "{kernel}: a dispatch of {groups:?} workgroups is over the adapter's maxComputeWorkgroupsPerDimension ({max}); \
                  use a smaller batch or model"
             )));
         }

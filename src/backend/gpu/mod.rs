@@ -211,6 +211,11 @@ impl Gpu {
         Ok(Gpu::with_context(GpuContext::new().await?))
     }
 
+    /// `new` with `limits` requested for the device instead of the adapter's (`GpuContext::with_limits`).
+    pub async fn with_limits(limits: wgpu::Limits) -> Result<Gpu> {
+        Ok(Gpu::with_context(GpuContext::with_limits(Some(limits)).await?))
+    }
+
     /// `new`, blocking (native only; in the browser, await `new`).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking() -> Result<Gpu> {
@@ -444,6 +449,7 @@ impl Gpu {
         for (i, b) in bufs.iter().enumerate() {
             self.ctx.check_binding(k.name, i + 1, b.offset, b.size)?;
         }
+        self.ctx.check_grid(k.name, groups)?;
         let compiled = self.kernel(k, consts)?;
         let bytes = bytemuck::bytes_of(params);
         let bg = match enc.tape.as_mut() {
