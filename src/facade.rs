@@ -277,7 +277,7 @@ pub fn new_recipe(kind: &str, options: &str, bytes: &[u8]) -> Result<crate::reci
         }
         None => None,
     };
-    let o = Options { recipe: r.recipe, checkpoint, corpus: r.corpus, task: r.task, knobs: r.knobs, seed: r.seed, from };
+    let o = Options { recipe: r.recipe, checkpoint, corpus: r.corpus, task: r.task, knobs: r.knobs, seed: r.seed, from, backend: None };
     Driver::new(kind, &o)
 }
 
