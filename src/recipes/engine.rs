@@ -605,6 +605,12 @@ impl Driver {
         let steps = self.info.stages[self.at].steps;
         let every = self.eval_every;
         let mut out = Vec::new();
+        let max = self.steps_per_unit;
+        if let Some(run) = self.pretraining_run()? {
+            let deferred = pretrain_unit(run, steps, stage, max, &mut out)?;
+            self.pretrain_after(deferred, &out);
+            return Ok(out);
+        }
         let progress = |step: usize, eval: bool, line: Value, samples: Option<Vec<Sample>>| Event::Progress {
             stage, step, steps, eval, metrics: metrics_of(&line), samples, notice: None, report: line,
         };
@@ -624,8 +630,8 @@ impl Driver {
                 }
                 self.step = ft.step - first;
             }
-            State::Zeroshot { recipe, corpus, tok, text, run, pattern, baseline, eval } => {
-                if stage == "eval" {
+            State::Zeroshot { recipe, corpus, tok, text, pattern, baseline, eval, .. } => {
+                {
                     let (Some(a), Some(b)) = (pattern.as_ref(), baseline.as_ref()) else {
                         return Err(Error::Invalid("the evaluation needs both models (pattern, baseline)".into()));
                     };
@@ -635,38 +641,15 @@ impl Driver {
                     *eval = Some(line.clone());
                     out.push(finished(1, line, Some(samples)));
                     self.step = 1;
-                } else {
-                    let r = match run {
-                        Some(r) => r,
-                        None => run.insert(Box::new(recipe.run(corpus, stage == "pattern", self.backend)?)),
-                    };
-                    self.deferred = pretrain_unit(r, steps, stage, self.steps_per_unit, &mut out)?;
-                    self.step = r.step;
-                    if r.step == steps {
-                        let ck = Some(Box::new(trained(*run.take().expect("the run"))));
-                        *(if stage == "pattern" { pattern } else { baseline }) = ck;
-                    }
                 }
             }
-            State::Icl { recipe, run, model, eval } => {
-                if stage == "eval" {
-                    let ck = model.as_ref().expect("the eval stage follows pretraining");
-                    let e = icl::evaluate(&ck.model, &Cpu, &ck.tokenizer, recipe)?;
-                    let line = json(&e);
-                    *eval = Some(line.clone());
-                    out.push(finished(1, line, None));
-                    self.step = 1;
-                } else {
-                    let r = match run {
-                        Some(r) => r,
-                        None => run.insert(Box::new(recipe.run(self.backend)?)),
-                    };
-                    self.deferred = pretrain_unit(r, steps, stage, self.steps_per_unit, &mut out)?;
-                    self.step = r.step;
-                    if r.step == steps {
-                        *model = Some(Box::new(trained(*run.take().expect("the run"))));
-                    }
-                }
+            State::Icl { recipe, model, eval, .. } => {
+                let ck = model.as_ref().expect("the eval stage follows pretraining");
+                let e = icl::evaluate(&ck.model, &Cpu, &ck.tokenizer, recipe)?;
+                let line = json(&e);
+                *eval = Some(line.clone());
+                out.push(finished(1, line, None));
+                self.step = 1;
             }
             State::Rlhf { r, sft, sft_model, rm, rm_model, ppo, start } => {
                 let pl = r.cfg.prompt_len;
@@ -734,13 +717,108 @@ impl Driver {
                 }
             }
         }
+        self.advance(&out);
+        Ok(out)
+    }
+
+    /// After a unit whose events are `out`: past a stage that finished.
+    fn advance(&mut self, out: &[Event]) {
         if out.iter().any(|e| matches!(e, Event::Stage { .. })) {
             self.at += 1;
             if !self.done() {
                 self.step = 0; // the next stage has not started (when all are done, the last one's steps stay)
             }
         }
+    }
+
+    /// The pretraining run of the stage under way (zeroshot's two models, icl's), made now if the stage has not
+    /// started; None in any other stage. In the browser a run is made on the cpu whatever the backend: the engine
+    /// moves it onto WebGPU (`Run::attach_gpu`, awaited) before its first step.
+    pub fn pretraining_run(&mut self) -> Result<Option<&mut Run>> {
+        if self.done() || self.stage() == "eval" {
+            return Ok(None);
+        }
+        let stage = self.stage();
+        let on = if cfg!(target_arch = "wasm32") && self.backend == BackendKind::Gpu { BackendKind::Cpu } else { self.backend };
+        Ok(match &mut self.state {
+            State::Zeroshot { recipe, corpus, run, .. } => Some(match run {
+                Some(r) => &mut **r,
+                None => run.insert(Box::new(recipe.run(corpus, stage == "pattern", on)?)),
+            }),
+            State::Icl { recipe, run, .. } => Some(match run {
+                Some(r) => &mut **r,
+                None => run.insert(Box::new(recipe.run(on)?)),
+            }),
+            _ => None,
+        })
+    }
+
+    /// After a pretraining unit (events `out`; `deferred`: an error to return next): the steps done, and at the
+    /// stage's end its run kept as its checkpoint.
+    fn pretrain_after(&mut self, deferred: Option<Error>, out: &[Event]) {
+        self.deferred = deferred;
+        let ended = out.iter().any(|e| matches!(e, Event::Stage { .. }));
+        let stage = self.stage();
+        let (run, slot) = match &mut self.state {
+            State::Zeroshot { run, pattern, baseline, .. } => (run, if stage == "pattern" { pattern } else { baseline }),
+            State::Icl { run, model, .. } => (run, model),
+            _ => return,
+        };
+        self.step = run.as_ref().map_or(self.step, |r| r.step);
+        if ended {
+            *slot = run.take().map(|r| Box::new(trained(*r)));
+        }
+        self.advance(out);
+    }
+
+    /// The backend the recipe was made with.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// `unit`, awaiting the device of a pretraining run on the GPU (the browser's WebGPU: its steps, evaluations
+    /// and read-back are asynchronous); any other unit as `unit`.
+    pub async fn unit_async(&mut self) -> Result<Vec<Event>> {
+        if self.deferred.is_some() || self.done() {
+            return self.unit();
+        }
+        let (stage, steps, max) = (self.stage(), self.info.stages[self.at].steps, self.steps_per_unit);
+        let Some(run) = self.pretraining_run()?.filter(|r| r.on_gpu()) else { return self.unit() };
+        let mut out = Vec::new();
+        let (due, n) = pretrain_plan(run, steps, max);
+        if due {
+            let val = run.eval_async(Split::Val).await?;
+            out.push(val_event(stage, run.step, steps, val));
+        }
+        let mut reports = Vec::with_capacity(n);
+        let done = run.steps_async(n, |r| reports.push(r)).await;
+        let deferred = pretrain_steps(reports, steps, stage, done, &mut out)?;
+        if deferred.is_none() && run.step == steps {
+            let synced = run.sync_async().await;
+            let val = run.eval_async(Split::Val).await?;
+            pretrain_end(run, steps, stage, val, synced, &mut out);
+        }
+        self.pretrain_after(deferred, &out);
         Ok(out)
+    }
+
+    /// `evaluate`, awaiting the device of a pretraining run on the GPU.
+    pub async fn evaluate_async(&self) -> Result<Event> {
+        if let State::Zeroshot { run: Some(r), .. } | State::Icl { run: Some(r), .. } = &self.state {
+            if r.on_gpu() {
+                let steps = self.info.stages[self.at].steps;
+                return Ok(val_event(self.stage(), self.step, steps, r.eval_async(Split::Val).await?));
+            }
+        }
+        self.evaluate()
+    }
+
+    /// Brings the host copy of a pretraining run on the GPU up to date (before `save`); nothing to do otherwise.
+    pub async fn sync_async(&mut self) -> Result<()> {
+        match &mut self.state {
+            State::Zeroshot { run: Some(r), .. } | State::Icl { run: Some(r), .. } => r.sync_async().await,
+            _ => Ok(()),
+        }
     }
 
     /// The held-out evaluation of the stage under way's model now (no weight update), as a progress event with
@@ -876,7 +954,10 @@ fn finetune_eval(ft: &Finetune) -> Result<Value> {
 /// validation loss as the stage's result. An error after some steps: their events, and the error to return from
 /// the next unit.
 fn pretrain_unit(run: &mut Run, steps: usize, stage: &'static str, max: usize, out: &mut Vec<Event>) -> Result<Option<Error>> {
-    let n = pretrain_eval(run, steps, stage, max, out)?;
+    let (due, n) = pretrain_plan(run, steps, max);
+    if due {
+        out.push(val_event(stage, run.step, steps, run.eval(Split::Val)?));
+    }
     let mut reports = Vec::with_capacity(n);
     #[cfg(not(target_arch = "wasm32"))]
     let done = run.steps(n, |r| reports.push(r));
@@ -894,14 +975,17 @@ fn pretrain_unit(run: &mut Run, steps: usize, stage: &'static str, max: usize, o
     Ok(deferred)
 }
 
-/// The evaluation a pretraining unit starts with when one is due; how many steps the unit takes.
-fn pretrain_eval(run: &Run, steps: usize, stage: &'static str, max: usize, out: &mut Vec<Event>) -> Result<usize> {
+/// Whether a pretraining unit starts with an evaluation (at the config's eval_interval), and how many steps it
+/// takes: up to `max`, never past the next evaluation or the stage's end.
+fn pretrain_plan(run: &Run, steps: usize, max: usize) -> (bool, usize) {
     let (step, ei) = (run.step, run.cfg.train.eval_interval.max(1));
-    if step % ei == 0 {
-        let line = serde_json::json!({ "val_loss": json(&run.eval(Split::Val)?) });
-        out.push(Event::Progress { stage, step, steps, eval: true, metrics: metrics_of(&line), samples: None, notice: None, report: line });
-    }
-    Ok(((step / ei + 1) * ei).min(steps).min(step.saturating_add(max.max(1))) - step)
+    (step.is_multiple_of(ei), ((step / ei + 1) * ei).min(steps).min(step.saturating_add(max.max(1))) - step)
+}
+
+/// A pretraining run's validation loss before step `step`, as an evaluation event.
+fn val_event(stage: &'static str, step: usize, steps: usize, val: f32) -> Event {
+    let line = serde_json::json!({ "val_loss": json(&val) });
+    Event::Progress { stage, step, steps, eval: true, metrics: metrics_of(&line), samples: None, notice: None, report: line }
 }
 
 /// The steps' events (`tp train`'s fields: step, loss, lr, grad_norm, and a Mixture-of-Experts model's aux_loss
