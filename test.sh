@@ -17,8 +17,8 @@ echo "== native tests"
 cargo test --release --no-fail-fast "$@"
 cargo build --release --bin tp
 
-echo "== WebGPU kernels and training natively (wgpu on Mesa's lavapipe)"
-XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels --test gpu_training
+echo "== WebGPU kernels, training and the recipes' pretraining natively (wgpu on Mesa's lavapipe)"
+XDG_CACHE_HOME="${TMPDIR:-/tmp}/tp-gpu-cache" cargo test --release --no-fail-fast --features gpu --test gpu_kernels --test gpu_training --test gpu_recipes
 
 echo "== fuzzing (bounded)"
 # Every fuzz target for 20 s from its committed seeds (scripts/fuzz.sh, docs/RELIABILITY.md "Fuzzing"): ~2.5 min

@@ -552,8 +552,11 @@ export interface RecipeOptions {
   /** Overrides the recipe's seed. */
   seed?: number;
   /**
-   * 'cpu' (default) or 'auto'. The recipes' steps run on the CPU backend (their losses are added on the host);
-   * 'auto' runs on the CPU and says so in recipe.backendChoice; 'webgpu' is refused (kind 'gpu').
+   * 'cpu' (default), 'webgpu' or 'auto'. 'webgpu': zeroshot's and icl's pretraining stages (plain language-model
+   * training) train on the engine Worker's GPU, their evaluations stay on the CPU; finetune and rlhf refuse it
+   * (kind 'gpu': their steps add losses computed on the host), as does a browser or build without WebGPU. 'auto':
+   * finetune and rlhf run on the CPU; zeroshot and icl take whichever trained a few steps of their pretraining
+   * config faster here; recipe.backendChoice says what was taken and why.
    */
   backend?: 'cpu' | 'webgpu' | 'auto';
   /**
@@ -595,6 +598,8 @@ export interface RecipeProgress {
   metrics: Record<string, number | null>;
   /** At rlhf evaluations: held-out samples. */
   samples?: RecipeSample[];
+  /** Something to know, said once: e.g. the GPU was lost and the pretraining goes on on the CPU. */
+  notice?: string;
   /** Wall time of this unit in the Worker. */
   ms: number;
 }
@@ -633,10 +638,10 @@ export class Recipe {
   /** The recipe as it runs (knobs applied). */
   readonly recipe: Record<string, unknown>;
   readonly knobs: Record<string, number>;
-  /** What steps it: 'wasm-threads' or 'wasm-single'. */
-  readonly backend: 'wasm-threads' | 'wasm-single';
-  /** With backend 'auto': what ran and why. */
-  readonly backendChoice: { backend: 'cpu'; reason: string } | null;
+  /** What trains it: 'webgpu' (zeroshot's and icl's pretraining stages; evaluations on the CPU), else 'wasm-threads' or 'wasm-single'. */
+  readonly backend: 'webgpu' | 'wasm-threads' | 'wasm-single';
+  /** With backend 'auto': what it took and why (for zeroshot and icl, the measured ms per step of each). */
+  readonly backendChoice: { backend: 'cpu' | 'webgpu'; reason: string; ms?: { webgpu: number; cpu: number } } | null;
   /** Where it is now: the stage under way (the next one, at step 0, once a stage has finished; the last when done) and its units done. */
   readonly stage: RecipeStageName;
   readonly step: number;

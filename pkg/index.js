@@ -545,11 +545,9 @@ export class Engine extends Emitter {
       for (const [k, v] of Object.entries(checkOptions('opts.knobs', opts.knobs))) options.knobs[k] = checkNumber(`opts.knobs.${k}`, v);
     }
     if (opts.seed !== undefined) options.seed = checkInt('opts.seed', opts.seed);
+    // 'webgpu': zeroshot's and icl's pretraining stages (finetune and rlhf refuse it); 'auto': chosen and said
+    // in recipe.backendChoice (the Worker's chooseRecipeBackend).
     const backend = checkBackend(opts.backend);
-    if (backend === 'webgpu') {
-      throw new EngineError("opts.backend = 'webgpu': the recipes run on the CPU backend (their steps add their losses on the host); use 'cpu' or 'auto'", { kind: 'gpu' });
-    }
-    const choice = backend === 'auto' ? { backend: 'cpu', reason: 'the recipes run on the CPU backend: their steps add their losses on the host' } : null;
     if (opts.from !== undefined) {
       const from = checkOptions('opts.from', opts.from);
       const stage = checkString('opts.from.stage', from.stage);
@@ -564,8 +562,8 @@ export class Engine extends Emitter {
     const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
     parts.reduce((at, p) => (bytes.set(p, at), at + p.length), 0);
     const recipeId = this.#nextRecipe++;
-    const state = await this._request({ op: 'createRecipe', recipeId, kind, options: JSON.stringify(options), bytes });
-    const recipe = new Recipe(this, recipeId, state, choice);
+    const state = await this._request({ op: 'createRecipe', recipeId, kind, options: JSON.stringify(options), bytes, backend });
+    const recipe = new Recipe(this, recipeId, state, state.choice ?? null);
     this.#recipes.set(recipeId, recipe);
     return recipe;
   }
@@ -670,7 +668,8 @@ export class Recipe extends Emitter {
     /** The recipe as it runs (knobs applied), and the knobs' values. */
     this.recipe = state.recipe;
     this.knobs = state.knobs;
-    this.backend = engine.info?.backend ?? 'wasm-single';
+    /** 'webgpu' (zeroshot's and icl's pretraining stages; evaluations on the CPU) or the engine's CPU backend. */
+    this.backend = state.backend === 'gpu' ? 'webgpu' : engine.info?.backend ?? 'wasm-single';
     this.backendChoice = choice;
     this.stage = state.stage;
     this.step = state.step;

@@ -178,7 +178,7 @@ async function tick() {
     return schedule();
   }
   if (runId === 'recipe') {
-    recipeUnit(recipeId, r);
+    await recipeUnit(recipeId, r);
     return schedule();
   }
   try {
@@ -329,14 +329,19 @@ function stopRecipe(c, stopped, at = null) {
 }
 
 /**
- * One unit of recipe `recipeId`'s work (a training, RM or PPO step, or an evaluation): its events go to the page
- * (recipeProgress, recipeStage); it stops when the stage it runs to has finished, or on an error (recipeError).
+ * One unit of recipe `recipeId`'s work (a training, RM or PPO step, or an evaluation; on WebGPU its device is
+ * awaited): its events go to the page (recipeProgress, recipeStage); it stops when the stage it runs to has
+ * finished, or on an error (recipeError). Every call on a recipe goes through `exclusive`.
  */
 function recipeUnit(recipeId, c) {
+  return exclusive(c, () => (c.running ? recipeUnitNow(recipeId, c) : undefined));
+}
+
+async function recipeUnitNow(recipeId, c) {
   const t0 = performance.now();
   let events;
   try {
-    events = JSON.parse(c.wr.unit());
+    events = JSON.parse(await c.wr.unit());
   } catch (e) {
     if (isAbort(e)) return crash(undefined, e);
     const id = c.runReq;
@@ -359,6 +364,64 @@ function recipeUnit(recipeId, c) {
     }
   }
   if (finished !== null && (recipeState(c).done || finished.stage === c.until)) stopRecipe(c, 'done', finished);
+}
+
+/** recipeRun: steps recipe `recipeId` until `stage` (default: the last) has finished; replied when it stops. */
+function recipeRunNow(recipeId, stage, id) {
+  const c = recipeOf(recipeId);
+  if (c.running) throw new EngineError('the recipe is already running', { kind: 'invalid', recipeId });
+  const st = recipeState(c);
+  const names = st.stages.map((s) => s.name);
+  if (stage !== undefined && !names.includes(stage)) {
+    throw new EngineError(`opts.stage = ${JSON.stringify(stage)}: must be one of ${names.join(', ')}`, { kind: 'invalid' });
+  }
+  const until = stage ?? names[names.length - 1];
+  // Already there: the stage asked for has finished.
+  if (st.done || names.indexOf(until) < names.indexOf(st.stage)) {
+    return { stopped: 'done', stage: until, step: st.stages[names.indexOf(until)].steps };
+  }
+  Object.assign(c, { running: true, runReq: id, until });
+  schedule();
+  return undefined; // replied when it stops
+}
+
+// Why finetune and rlhf stay on the CPU: their steps add losses computed on the host (the classifier head's task
+// loss, the reward model's pairwise loss, PPO's clipped objective and value loss), which the WebGPU step does not
+// record; only plain language-model training (zeroshot's and icl's pretraining) runs there.
+const HOST_LOSSES = 'its steps add losses computed on the host (classifier, reward-model and PPO losses), which the WebGPU backend does not run';
+
+/**
+ * A recipe's backend: { gpu, choice }. 'webgpu' trains zeroshot's and icl's pretraining stages on this Worker's GPU
+ * (their evaluations stay on the CPU); finetune and rlhf refuse it. 'auto' takes the CPU for finetune and rlhf and
+ * for the others measures, as a training run's 'auto' does, a few steps of the pretraining config on each (on
+ * throwaway runs: zeroshot's corpus; for icl, a text of its episodes' characters, the same vocabulary) and takes
+ * the faster; `choice` says what it took and why.
+ */
+async function chooseRecipeBackend(kind, backend, make, options) {
+  if (backend === 'cpu') return { gpu: false, choice: null };
+  const hostLosses = kind === 'finetune' || kind === 'rlhf';
+  if (backend === 'webgpu') {
+    if (hostLosses) throw new EngineError(`opts.backend = 'webgpu': ${kind} runs on the CPU backend: ${HOST_LOSSES}; use 'cpu' or 'auto'`, { kind: 'gpu' });
+    if (!info.webgpu) throw new EngineError("opts.backend = 'webgpu': no WebGPU in this browser or build", { kind: 'gpu' });
+    return { gpu: true, choice: null };
+  }
+  if (hostLosses) return { gpu: false, choice: { backend: 'cpu', reason: `${kind} runs on the CPU backend: ${HOST_LOSSES}` } };
+  const probe = make(false);
+  const { recipe } = recipeState({ wr: probe });
+  probe.free();
+  const { [kind]: section, ...config } = recipe;
+  const text = kind === 'icl' ? iclText(section.alphabet) : options.corpus;
+  const choice = await chooseBackend(() => new wasm.WasmRun(JSON.stringify(config), text));
+  choice.reason = `${kind}'s pretraining: ${choice.reason}; evaluation on the CPU`;
+  return { gpu: choice.backend === 'webgpu', choice };
+}
+
+/** A text over icl's characters (lower-case inputs, upper-case outputs, '>', '|', newline): for timing only. */
+function iclText(alphabet) {
+  const lo = 'abcdefghijklmnopqrstuvwxyz'.slice(0, alphabet);
+  let t = '';
+  for (let i = 0; i < 20000; i++) t += `${lo[(i * 7) % alphabet]}>${lo[(i * 5 + 3) % alphabet].toUpperCase()}${i % 8 === 7 ? '\n' : '|'}`;
+  return t;
 }
 
 function recipeOf(recipeId) {
@@ -687,50 +750,51 @@ const handlers = {
   loseGpu: ({ runId }) => onRun(runId, (wr) => wr.loseGpuForTest()),
   attentionCost,
   recipeInfo: ({ kind }) => JSON.parse(wasm.recipeInfo(checkString('kind', kind))),
-  createRecipe({ recipeId, kind, options, bytes }) {
-    const wr = new wasm.WasmRecipe(checkString('kind', kind), checkString('options', options), checkBytes('bytes', bytes));
-    const c = { wr, running: false, runReq: null, until: null, stageMs: 0 };
+  async createRecipe({ recipeId, kind, options, bytes, backend = 'cpu' }) {
+    checkString('kind', kind);
+    checkString('options', options);
+    checkBytes('bytes', bytes);
+    const make = (gpu) => new wasm.WasmRecipe(kind, gpu ? JSON.stringify({ ...JSON.parse(options), backend: 'gpu' }) : options, bytes);
+    const { gpu, choice } = await chooseRecipeBackend(kind, backend, make, JSON.parse(options));
+    const c = { wr: make(gpu), running: false, runReq: null, until: null, stageMs: 0, queue: Promise.resolve() };
     recipes.set(recipeId, c);
-    return recipeState(c);
+    return { ...recipeState(c), choice };
   },
-  recipeRun({ recipeId, stage }, id) {
-    const c = recipeOf(recipeId);
-    if (c.running) throw new EngineError('the recipe is already running', { kind: 'invalid', recipeId });
-    const st = recipeState(c);
-    const names = st.stages.map((s) => s.name);
-    if (stage !== undefined && !names.includes(stage)) {
-      throw new EngineError(`opts.stage = ${JSON.stringify(stage)}: must be one of ${names.join(', ')}`, { kind: 'invalid' });
-    }
-    const until = stage ?? names[names.length - 1];
-    // Already there: the stage asked for has finished.
-    if (st.done || names.indexOf(until) < names.indexOf(st.stage)) {
-      return { stopped: 'done', stage: until, step: st.stages[names.indexOf(until)].steps };
-    }
-    Object.assign(c, { running: true, runReq: id, until });
-    schedule();
-    return undefined; // replied when it stops
-  },
+  recipeRun: ({ recipeId, stage }, id) => exclusive(recipeOf(recipeId), () => recipeRunNow(recipeId, stage, id)),
   recipePause({ recipeId }) {
     const c = recipeOf(recipeId);
-    if (c.running) return stopRecipe(c, 'paused');
-    const { stage, step } = recipeState(c);
-    return { stage, step };
+    // A unit queued but not started does not start; the one under way (awaiting a GPU) ends first.
+    const running = c.running;
+    c.running = false;
+    return exclusive(c, () => {
+      if (running) return stopRecipe(c, 'paused');
+      const { stage, step } = recipeState(c);
+      return { stage, step };
+    });
   },
   recipeEvaluate({ recipeId }) {
-    const { event, steps, eval: _, ...e } = JSON.parse(recipeOf(recipeId).wr.evaluate());
-    return e;
+    const c = recipeOf(recipeId);
+    return exclusive(c, async () => {
+      const { event, steps, eval: _, ...e } = JSON.parse(await c.wr.evaluate());
+      return e;
+    });
   },
-  recipeSamples: ({ recipeId }) => JSON.parse(recipeOf(recipeId).wr.samples()),
-  recipeSave: ({ recipeId, stage }) => recipeOf(recipeId).wr.save(checkString('stage', stage, { optional: true })),
+  recipeSamples: ({ recipeId }) => exclusive(recipeOf(recipeId), () => JSON.parse(recipeOf(recipeId).wr.samples())),
+  recipeSave({ recipeId, stage }) {
+    const c = recipeOf(recipeId);
+    return exclusive(c, () => c.wr.save(checkString('stage', stage, { optional: true })));
+  },
   recipeDispose({ recipeId }) {
     const c = recipeOf(recipeId);
-    if (c.runReq !== null) {
-      const { stage, step } = recipeState(c);
-      reply(c.runReq, { stopped: 'disposed', stage, step });
-    }
-    recipes.delete(recipeId);
-    c.wr.free();
-    return true;
+    return exclusive(c, () => {
+      if (c.runReq !== null) {
+        const { stage, step } = recipeState(c);
+        reply(c.runReq, { stopped: 'disposed', stage, step });
+      }
+      recipes.delete(recipeId);
+      c.wr.free();
+      return true;
+    });
   },
   attentionFlops: ({ config }) => JSON.parse(wasm.attentionFlops(checkString('config', config))),
   benchMatmul({ m, n, k, reps }) {

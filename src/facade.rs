@@ -252,7 +252,7 @@ pub fn position_terms(run: &Run) -> Result<String> {
 }
 
 /// `createRecipe`'s options as the Worker sends them (pkg/worker.js): the recipe file's JSON, the corpus, the task,
-/// the knobs, the seed, and the lengths of the checkpoints packed one after another in the request's bytes: first
+/// the knobs, the seed, the backend, and the lengths of the checkpoints packed one after another in the request's bytes: first
 /// `checkpoint` (finetune, rlhf), then `from.checkpoints` in their order.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -265,6 +265,8 @@ struct RecipeRequest {
     seed: Option<u64>,
     checkpoint: Option<usize>,
     from: Option<FromRequest>,
+    /// "cpu" (the default) or "gpu": zeroshot's and icl's pretraining stages on WebGPU.
+    backend: Option<crate::backend::BackendKind>,
 }
 
 #[derive(serde::Deserialize)]
@@ -305,7 +307,7 @@ pub fn new_recipe(kind: &str, options: &str, bytes: &[u8]) -> Result<crate::reci
         }
         None => None,
     };
-    let o = Options { recipe: r.recipe, checkpoint, corpus: r.corpus, task: r.task, knobs: r.knobs, seed: r.seed, from };
+    let o = Options { recipe: r.recipe, checkpoint, corpus: r.corpus, task: r.task, knobs: r.knobs, seed: r.seed, from, backend: r.backend };
     Driver::new(kind, &o)
 }
 
@@ -315,11 +317,13 @@ pub fn recipe_info(kind: &str) -> Result<String> {
     Ok(to_json(&crate::recipes::engine::info(kind)?))
 }
 
-/// The recipe's position and description: `{"kind", "stages", "knobs", "recipe", "stage", "step", "done"}`.
+/// The recipe's position and description: `{"kind", "stages", "knobs", "recipe", "stage", "step", "done",
+/// "backend"}`.
 pub fn recipe_state(d: &crate::recipes::engine::Driver) -> String {
     let mut v = serde_json::to_value(&d.info).expect("plain data serialises");
     v["stage"] = d.stage().into();
     v["step"] = d.step.into();
     v["done"] = d.done().into();
+    v["backend"] = serde_json::to_value(d.backend()).unwrap_or_default();
     v.to_string()
 }

@@ -6,7 +6,7 @@
 //! aborts the instance: the worker reports it for the run that hit it and the engine restarts itself (see
 //! pkg/index.js).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
@@ -487,49 +487,86 @@ impl WasmRun {
 }
 
 /// A recipe of issue 18 (finetune, zeroshot, icl, rlhf) stepped a unit at a time (`recipes::engine::Driver`): the
-/// engine Worker takes its units in turns with training runs and generations, so pause is seen between units.
+/// engine Worker takes its units in turns with training runs and generations, so pause is seen between units. A
+/// recipe made with the gpu backend (zeroshot, icl) trains its pretraining stages on WebGPU: each stage's run is
+/// made on the cpu and moved onto this Worker's GPU when the stage starts; its units, evaluations and saves await
+/// the device, so `unit`, `evaluate` and `save` are asynchronous, and the Worker makes one call on a recipe at a
+/// time.
 #[wasm_bindgen]
 pub struct WasmRecipe {
-    d: crate::recipes::engine::Driver,
+    d: Rc<RefCell<crate::recipes::engine::Driver>>,
+    /// The stage whose run was moved onto the GPU (each stage's once: a run whose device is lost goes on on the
+    /// cpu).
+    attached: Rc<Cell<Option<usize>>>,
 }
 
 #[wasm_bindgen]
 impl WasmRecipe {
-    /// `kind`; `options`: JSON (`recipe`, `corpus`, `task`, `knobs`, `seed`, and the lengths of the checkpoints packed
-    /// in `bytes`: `checkpoint`, `from: {stage, checkpoints: [[name, length], …]}`; see `facade::new_recipe`).
+    /// `kind`; `options`: JSON (`recipe`, `corpus`, `task`, `knobs`, `seed`, `backend`, and the lengths of the
+    /// checkpoints packed in `bytes`: `checkpoint`, `from: {stage, checkpoints: [[name, length], …]}`; see
+    /// `facade::new_recipe`).
     #[wasm_bindgen(constructor)]
     pub fn new(kind: &str, options: &str, bytes: &[u8]) -> Result<WasmRecipe, JsError> {
-        on_pool(|| facade::new_recipe(kind, options, bytes)).map(|d| WasmRecipe { d }).map_err(js)
+        let d = on_pool(|| facade::new_recipe(kind, options, bytes)).map_err(js)?;
+        Ok(WasmRecipe { d: Rc::new(RefCell::new(d)), attached: Rc::new(Cell::new(None)) })
     }
 
-    /// `{"kind", "stages": [{name, steps}], "knobs", "recipe", "stage", "step", "done"}`.
-    pub fn state(&self) -> String {
-        facade::recipe_state(&self.d)
+    /// `{"kind", "stages": [{name, steps}], "knobs", "recipe", "stage", "step", "done", "backend"}`.
+    pub fn state(&self) -> Result<String, JsError> {
+        let d = self.d.try_borrow().map_err(|_| js(Error::Invalid("the recipe is busy with a unit of work".into())))?;
+        Ok(facade::recipe_state(&d))
     }
 
     /// One unit of work: the events it produced, as a JSON array (`recipes::engine::Event`: `{"event": "progress" |
     /// "stage", "stage", "step", …, "metrics"}`); empty when every stage is done.
-    pub fn unit(&mut self) -> Result<String, JsError> {
-        let d = &mut self.d;
-        let ev = on_pool(|| d.unit()).map_err(js)?;
+    pub async fn unit(&self) -> Result<String, JsError> {
+        let (d, attached) = (self.d.clone(), self.attached.clone());
+        let mut d = d.borrow_mut();
+        #[cfg(feature = "gpu")]
+        if d.backend() == crate::backend::BackendKind::Gpu {
+            let at = d.at;
+            let dr = &mut *d;
+            if let Some(run) = on_pool(|| dr.pretraining_run()).map_err(js)? {
+                if attached.get() != Some(at) {
+                    attached.set(Some(at));
+                    let gpu = crate::backend::gpu::Gpu::new().await.map_err(js)?;
+                    gpu.prepare(&crate::train::gpu::GpuTrainer::attention_kernels(&run.model)).await.map_err(js)?;
+                    run.attach_gpu(gpu).map_err(js)?;
+                }
+            }
+            let ev = d.unit_async().await.map_err(js)?;
+            return Ok(to_json(&ev));
+        }
+        let _ = &attached;
+        let dr = &mut *d;
+        let ev = on_pool(|| dr.unit()).map_err(js)?;
         Ok(to_json(&ev))
     }
 
     /// The held-out evaluation of the current stage's model now: a progress event with `eval` true, as JSON.
-    pub fn evaluate(&self) -> Result<String, JsError> {
-        let d = &self.d;
-        on_pool(|| d.evaluate()).map(|e| to_json(&e)).map_err(js)
+    pub async fn evaluate(&self) -> Result<String, JsError> {
+        let d = self.d.clone();
+        let d = d.borrow();
+        if d.backend_name().is_some_and(|b| b.starts_with("gpu")) {
+            return d.evaluate_async().await.map(|e| to_json(&e)).map_err(js);
+        }
+        let dr = &*d;
+        on_pool(|| dr.evaluate()).map(|e| to_json(&e)).map_err(js)
     }
 
     /// Held-out samples `[{prompt, completion}]` of the current model, as JSON.
     pub fn samples(&self) -> Result<String, JsError> {
-        let d = &self.d;
-        on_pool(|| d.samples()).map(|s| to_json(&s)).map_err(js)
+        let d = self.d.borrow();
+        let dr = &*d;
+        on_pool(|| dr.samples()).map(|s| to_json(&s)).map_err(js)
     }
 
-    /// A stage's model (None: the current stage's) as safetensors bytes.
-    pub fn save(&self, stage: Option<String>) -> Result<Vec<u8>, JsError> {
-        self.d.save(stage.as_deref()).map_err(js)
+    /// A stage's model (None: the current stage's) as safetensors bytes (a run on WebGPU read back first).
+    pub async fn save(&self, stage: Option<String>) -> Result<Vec<u8>, JsError> {
+        let d = self.d.clone();
+        let mut d = d.borrow_mut();
+        d.sync_async().await.map_err(js)?;
+        d.save(stage.as_deref()).map_err(js)
     }
 }
 

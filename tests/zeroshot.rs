@@ -22,7 +22,7 @@ fn held_out(word: &str, m: u64) -> bool {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    h % m == 0
+    h.is_multiple_of(m)
 }
 
 #[test]

@@ -9,6 +9,7 @@
 use clap::{Parser, Subcommand};
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Instant;
 use transformer_playground::attention_cost::{self, CostSpec};
@@ -16,12 +17,8 @@ use transformer_playground::backend::{cpu::Cpu, BackendKind, Host};
 use transformer_playground::checkpoint::{self, Checkpoint};
 use transformer_playground::data::{Dataset, Split};
 use transformer_playground::generate::{self, Continuations, SampleOptions};
-use transformer_playground::config::FinetuneTask;
 use transformer_playground::model::Batch;
-use transformer_playground::recipes::finetune::{Finetune, FinetuneOptions};
-use transformer_playground::recipes::icl::{self, Recipe};
-use transformer_playground::recipes::zeroshot;
-use transformer_playground::recipes::rlhf::{self, stages::evaluate_policy, Ppo, RewardModel, Rlhf, RlhfConfig, Sft};
+use transformer_playground::recipes::engine::{self, Driver, Event, Kind, Options};
 use transformer_playground::train::Run;
 use transformer_playground::{Config, Error, Result};
 
@@ -517,7 +514,7 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     let text = data.map(read_text).transpose()?;
     let mut run = Run::new(cfg, text.as_deref(), BackendKind::parse(backend)?)?;
     let mut stdout = Out::new();
-    train_loop(&mut run, out, log_every, Lines::Timed, &mut stdout)?;
+    train_loop(&mut run, out, log_every, &mut stdout)?;
     // The checkpoint first: nothing after training may lose it.
     if let Some(path) = out {
         save(&mut run, path)?;
@@ -530,31 +527,14 @@ fn train(config: &str, data: Option<&str>, steps: Option<usize>, backend: &str, 
     stdout.finish()
 }
 
-/// How a training loop's lines read: `tp train` times each step (`ms`, `elapsed_s`); a recipe's stage names itself
-/// (`"stage": …`) and says its time on stderr, so a seeded run prints the same lines every time.
-#[derive(Clone, Copy)]
-enum Lines {
-    Timed,
-    Stage(&'static str),
-    /// A stage that trains several models: `"stage"` and `"model"`.
-    StageModel(&'static str, &'static str),
-}
-
 /// Trains `run` to `train.steps`: a JSON line every `log_every` steps and at each evaluation, then one with the
 /// final validation loss. On divergence, saves the last good state to `out` (if given) and returns the error.
-fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, stdout: &mut Out) -> Result<()> {
+fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, stdout: &mut Out) -> Result<()> {
     say!("training on {}", run.backend_name());
     let total = run.cfg.train.steps;
     let t0 = Instant::now();
     let label = |mut line: serde_json::Value, timing: (&str, serde_json::Value)| {
-        match lines {
-            Lines::Timed => line[timing.0] = timing.1,
-            Lines::Stage(stage) => line["stage"] = serde_json::json!(stage),
-            Lines::StageModel(stage, model) => {
-                line["stage"] = serde_json::json!(stage);
-                line["model"] = serde_json::json!(model);
-            }
-        }
+        line[timing.0] = timing.1;
         line
     };
     // From one evaluation to the next, the steps go in one `Run::steps` call: on the gpu they are pipelined (the
@@ -562,7 +542,7 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
     let ei = run.cfg.train.eval_interval.max(1);
     loop {
         let step = run.step;
-        let eval = step % ei == 0 || step >= total;
+        let eval = step.is_multiple_of(ei) || step >= total;
         let val_loss = eval.then(|| run.eval(Split::Val)).transpose()?;
         if step >= total {
             let line = serde_json::json!({ "step": step, "val_loss": val_loss.map(json_f32), "backend": run.backend_name() });
@@ -597,58 +577,193 @@ fn train_loop(run: &mut Run, out: Option<&str>, log_every: usize, lines: Lines, 
             return Err(e);
         }
     }
-    match lines {
-        Lines::Stage(stage) => say!("{stage}: {total} steps in {:.1} s", t0.elapsed().as_secs_f32()),
-        Lines::StageModel(stage, model) => say!("{stage} ({model}): {total} steps in {:.1} s", t0.elapsed().as_secs_f32()),
-        Lines::Timed => {}
+    Ok(())
+}
+
+// The recipes (docs/RECIPES.md): each command builds a `recipes::engine::Driver` — the one copy of each recipe's
+// order of work, the one the browser engine steps — from its flags and files, and prints the driver's events as
+// JSON lines. What is the command line's own: reading and writing files, the flags' names in errors, and how lines
+// read (`RecipeLines`).
+
+/// How a recipe's events read as JSON lines. finetune's and a pretraining stage's evaluation go into the next
+/// step's line (a pretraining line's `val_loss` is null between evaluations); rlhf's is a line of its own
+/// (`"eval": true`). zeroshot's and icl's pretraining stages print `"stage": "pretrain"` (zeroshot's with
+/// `"model"`), every `log_every`-th step and each evaluated one; finetune's and rlhf's stage results carry
+/// `elapsed_s`, so a seeded pretraining prints the same lines every time.
+struct RecipeLines {
+    kind: Kind,
+    log_every: usize,
+    /// The evaluation made before the next step.
+    pending: Option<serde_json::Value>,
+    t0: Instant,
+}
+
+/// `line` with the fields of the object `report` added.
+fn with_fields(mut line: serde_json::Value, report: &serde_json::Value) -> serde_json::Value {
+    if let (Some(l), Some(r)) = (line.as_object_mut(), report.as_object()) {
+        l.extend(r.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    line
+}
+
+impl RecipeLines {
+    fn new(kind: Kind, log_every: usize) -> RecipeLines {
+        RecipeLines { kind, log_every: log_every.max(1), pending: None, t0: Instant::now() }
+    }
+
+    /// The line a driver's stage prints under: zeroshot's two models and icl's are `pretrain`.
+    fn label(&self, stage: &str) -> serde_json::Value {
+        match (self.kind, stage) {
+            (Kind::Zeroshot | Kind::Icl, "eval") => serde_json::json!({ "stage": "eval" }),
+            (Kind::Zeroshot, model) => serde_json::json!({ "stage": "pretrain", "model": model }),
+            (Kind::Icl, _) => serde_json::json!({ "stage": "pretrain" }),
+            _ => serde_json::json!({ "stage": stage }),
+        }
+    }
+
+    /// The line of event `e`, if it prints one now.
+    fn line(&mut self, e: &Event) -> Option<serde_json::Value> {
+        let pretraining = matches!(self.kind, Kind::Zeroshot | Kind::Icl);
+        match e {
+            Event::Progress { stage, step, eval: true, report, .. } if self.kind == Kind::Rlhf => {
+                let mut l = with_fields(self.label(stage), report);
+                (l["step"], l["eval"]) = (serde_json::json!(step), serde_json::json!(true));
+                Some(l)
+            }
+            Event::Progress { eval: true, report, .. } => {
+                self.pending = Some(report.clone());
+                None
+            }
+            Event::Progress { stage, report, .. } => {
+                let eval = self.pending.take();
+                let mut l = self.label(stage);
+                if pretraining {
+                    if eval.is_none() && report["step"].as_u64().unwrap_or(0) % self.log_every as u64 != 0 {
+                        return None;
+                    }
+                    l["val_loss"] = eval.map_or(serde_json::Value::Null, |e| e["val_loss"].clone());
+                } else if let Some(e) = &eval {
+                    l = with_fields(l, e);
+                }
+                Some(with_fields(l, report))
+            }
+            Event::Stage { stage, step, report, .. } => {
+                let mut l = with_fields(self.label(stage), report);
+                if self.kind == Kind::Rlhf {
+                    (l["step"], l["eval"]) = (serde_json::json!(step), serde_json::json!(true));
+                }
+                if !pretraining {
+                    l["elapsed_s"] = serde_json::json!(self.t0.elapsed().as_secs_f32());
+                }
+                Some(l)
+            }
+        }
+    }
+}
+
+/// Steps `d` to the end of stage `until` (None: of every stage), printing its events' lines; `on_stage` runs
+/// when a stage ends (writing its checkpoint). Each stage's time goes to stderr.
+fn drive(d: &mut Driver, lines: &mut RecipeLines, until: Option<&str>, stdout: &mut Out, mut on_stage: impl FnMut(&Driver, &str) -> Result<()>) -> Result<()> {
+    let mut t = Instant::now();
+    while !d.done() {
+        for e in d.unit()? {
+            if let Event::Progress { notice: Some(n), .. } = &e {
+                say!("notice: {n}");
+            }
+            if let Some(l) = lines.line(&e) {
+                stdout.line(l);
+            }
+            if let Event::Stage { stage, step, report, .. } = &e {
+                let on = report["backend"].as_str().map(|b| format!(" on {b}")).unwrap_or_default();
+                say!("{stage}: {step} steps in {:.1} s{on}", t.elapsed().as_secs_f32());
+                t = Instant::now();
+                on_stage(d, stage)?;
+                if until == Some(*stage) {
+                    return Ok(());
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A file's bytes; an error names the path.
+fn read_bytes(path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Io(format!("{path}: {e}")))
+}
+
+fn write_bytes(path: &str, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::Io(format!("{path}: {e}")))
+}
+
+/// The driver's names for what it was given, in an error, as the command line's: a knob (`knobs.aux_lm`) as its
+/// flag (`--aux-lm`), and each of `names` (`from.checkpoints.sft`, `recipe`) as the file or flag it came from.
+fn recipe_flags(e: Error, names: &[(&str, String)]) -> Error {
+    match e {
+        Error::Config { field, value, rule } => match field.strip_prefix("knobs.") {
+            Some(knob) => Error::Config { field: format!("--{}", knob.replace('_', "-")), value, rule },
+            None => Error::Config { field, value, rule },
+        },
+        Error::Invalid(m) => {
+            let named = names.iter().find(|(from, _)| m.starts_with(&format!("{from}:")));
+            Error::Invalid(named.map_or(m.clone(), |(from, to)| m.replacen(from, to, 1)))
+        }
+        e => e,
+    }
+}
+
+/// The knobs given on the command line (None: the recipe file's value).
+fn knobs(given: &[(&str, Option<f64>)]) -> BTreeMap<String, f64> {
+    given.iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect()
+}
+
+/// After an error in a pretraining stage, its last good state into `path` (a divergence keeps it), as `tp train`.
+fn save_last_good(d: &mut Driver, path: Option<String>) {
+    let Some(path) = path else { return };
+    if let Err(e) = d.sync() {
+        say!("notice: reading the model back from the gpu failed ({e}); using the last state read back");
+    }
+    match d.save(None).and_then(|b| write_bytes(&path, &b)) {
+        Ok(()) => say!("saved the last good state (step {}) to {path}", d.step),
+        Err(e) => say!("could not save the last good state: {e}"),
+    }
 }
 
 /// `tp icl`: trains the recipe's model on its generated corpus (or reads `--checkpoint`), then evaluates it with
 /// no weight update: one `"stage": "pretrain"` line per logged step, then one `"stage": "eval"` line.
 fn icl(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out: Option<&str>, checkpoint: Option<&str>, log_every: usize) -> Result<()> {
     check_out(out)?;
-    let text = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
-    let mut recipe = Recipe::from_json(&text)?;
-    if let Some(s) = steps {
-        recipe.config.train.steps = s;
-    }
-    if let Some(s) = seed {
-        recipe.config.seed = s;
-    }
-    recipe.validate()?;
-    let kind = BackendKind::parse(backend)?;
-    let mut stdout = Out::new();
-    let (model, tok) = match checkpoint {
-        Some(path) => {
-            if steps.is_some() || out.is_some() {
-                return Err(Error::Invalid("--checkpoint evaluates a trained model: --steps and --out train one, leave them out".into()));
-            }
-            let ck = read_checkpoint(path)?;
-            recipe.check_model(&ck.model, &ck.tokenizer)?;
-            (ck.model, ck.tokenizer)
+    let recipe = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+    let from = match checkpoint {
+        Some(_) if steps.is_some() || out.is_some() => {
+            return Err(Error::Invalid("--checkpoint evaluates a trained model: --steps and --out train one, leave them out".into()));
         }
-        None => {
-            let mut run = recipe.run(kind)?;
-            train_loop(&mut run, out, log_every, Lines::Stage("pretrain"), &mut stdout)?;
-            if let Some(path) = out {
-                save(&mut run, path)?;
-                say!("saved {path}");
-            }
-            sync(&mut run);
-            let tok = run.data.tokenizer().clone();
-            (run.model, tok)
-        }
+        Some(path) => Some(("eval".to_string(), [("pretrain".to_string(), read_bytes(path)?)].into())),
+        None => None,
     };
-    let t0 = Instant::now();
-    let eval = icl::evaluate(&model, &Cpu, &tok, &recipe)?;
-    say!("eval: {:.1} s", t0.elapsed().as_secs_f32());
-    let mut line = serde_json::json!({ "stage": "eval" });
-    if let (Some(o), Ok(serde_json::Value::Object(e))) = (line.as_object_mut(), serde_json::to_value(&eval)) {
-        o.extend(e);
+    let o = Options {
+        recipe: Some(recipe), knobs: knobs(&[("steps", steps.map(|s| s as f64))]), seed, from,
+        backend: Some(BackendKind::parse(backend)?), ..Options::default()
+    };
+    let names = [("from.checkpoints.pretrain", format!("--checkpoint {}", checkpoint.unwrap_or(""))), ("recipe", config.to_string())];
+    let mut d = Driver::new(Kind::Icl, &o).map_err(|e| recipe_flags(e, &names))?;
+    d.steps_per_unit = usize::MAX;
+    let mut stdout = Out::new();
+    let mut lines = RecipeLines::new(Kind::Icl, log_every);
+    let saved = drive(&mut d, &mut lines, None, &mut stdout, |d, stage| match out {
+        Some(path) if stage == "pretrain" => {
+            write_bytes(path, &d.save(Some(stage))?)?;
+            say!("saved {path}");
+            Ok(())
+        }
+        _ => Ok(()),
+    });
+    if let Err(e) = saved {
+        if d.stage() == "pretrain" {
+            save_last_good(&mut d, out.map(String::from));
+        }
+        return Err(e);
     }
-    stdout.line(line);
     stdout.finish()
 }
 
@@ -656,62 +771,47 @@ fn icl(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out
 /// (or reads them from `--checkpoints`), then asks both the held-out questions with no weight update: one
 /// `"stage": "pretrain"` line per logged step of each model, then one `"stage": "eval"` line.
 fn zeroshot_cmd(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out: Option<&str>, checkpoints: Option<&str>, log_every: usize) -> Result<()> {
-    let text = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
-    let mut recipe = zeroshot::Recipe::from_json(&text)?;
-    if let Some(s) = steps {
-        recipe.config.train.steps = s;
-    }
-    if let Some(s) = seed {
-        recipe.config.seed = s;
-    }
-    recipe.validate()?;
-    let kind = BackendKind::parse(backend)?;
-    let corpus = recipe.corpus(SHAKESPEARE)?;
-    let tok = zeroshot::Recipe::tokenizer(&corpus)?;
-    let path = |dir: &str, name: &str| std::path::Path::new(dir).join(name).to_string_lossy().into_owned();
-    let mut stdout = Out::new();
-    let (model, baseline) = match checkpoints {
+    let recipe = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+    let path = |dir: &str, name: &str| std::path::Path::new(dir).join(format!("{name}.ckpt")).to_string_lossy().into_owned();
+    let from = match checkpoints {
+        Some(_) if steps.is_some() || out.is_some() => {
+            return Err(Error::Invalid("--checkpoints evaluates trained models: --steps and --out train them, leave them out".into()));
+        }
         Some(dir) => {
-            if steps.is_some() || out.is_some() {
-                return Err(Error::Invalid("--checkpoints evaluates trained models: --steps and --out train them, leave them out".into()));
-            }
-            let read = |name: &str| -> Result<_> {
-                let ck = read_checkpoint(&path(dir, name))?;
-                if ck.model.cfg.arch != transformer_playground::config::Arch::Gpt || ck.tokenizer != tok {
-                    return Err(Error::Invalid(format!("{}: not a gpt with this recipe's vocabulary", path(dir, name))));
-                }
-                if ck.model.cfg.ctx_len < recipe.zeroshot.prompt_chars() {
-                    return Err(Error::Invalid(format!("{}: ctx_len = {} is shorter than this recipe's prompts ({} characters)", path(dir, name), ck.model.cfg.ctx_len, recipe.zeroshot.prompt_chars())));
-                }
-                Ok(ck.model)
-            };
-            (read("pattern.ckpt")?, read("baseline.ckpt")?)
+            let cks = ["pattern", "baseline"].iter().map(|m| Ok((m.to_string(), read_bytes(&path(dir, m))?))).collect::<Result<_>>()?;
+            Some(("eval".to_string(), cks))
         }
-        None => {
-            if let Some(dir) = out {
-                std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {dir}: {e}")))?;
-            }
-            let (mut a, mut b) = recipe.runs(&corpus, kind)?;
-            for (run, name) in [(&mut a, "pattern"), (&mut b, "baseline")] {
-                let file = out.map(|d| path(d, &format!("{name}.ckpt")));
-                train_loop(run, file.as_deref(), log_every, Lines::StageModel("pretrain", name), &mut stdout)?;
-                if let Some(f) = &file {
-                    save(run, f)?;
-                    say!("saved {f}");
-                }
-                sync(run);
-            }
-            (a.model, b.model)
-        }
+        None => None,
     };
-    let t0 = Instant::now();
-    let eval = zeroshot::evaluate(&model, &baseline, &Cpu, &tok, &recipe, SHAKESPEARE, &corpus)?;
-    say!("eval: {:.1} s", t0.elapsed().as_secs_f32());
-    let mut line = serde_json::json!({ "stage": "eval" });
-    if let (Some(o), Ok(serde_json::Value::Object(e))) = (line.as_object_mut(), serde_json::to_value(&eval)) {
-        o.extend(e);
+    let o = Options {
+        recipe: Some(recipe), corpus: Some(SHAKESPEARE.to_string()), knobs: knobs(&[("steps", steps.map(|s| s as f64))]), seed, from,
+        backend: Some(BackendKind::parse(backend)?), ..Options::default()
+    };
+    let dir = checkpoints.unwrap_or("");
+    let names = [("from.checkpoints.pattern", path(dir, "pattern")), ("from.checkpoints.baseline", path(dir, "baseline")), ("recipe", config.to_string())];
+    let mut d = Driver::new(Kind::Zeroshot, &o).map_err(|e| recipe_flags(e, &names))?;
+    d.steps_per_unit = usize::MAX;
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {dir}: {e}")))?;
     }
-    stdout.line(line);
+    let mut stdout = Out::new();
+    let mut lines = RecipeLines::new(Kind::Zeroshot, log_every);
+    let saved = drive(&mut d, &mut lines, None, &mut stdout, |d, stage| match out {
+        Some(dir) if stage != "eval" => {
+            let f = path(dir, stage);
+            write_bytes(&f, &d.save(Some(stage))?)?;
+            say!("saved {f}");
+            Ok(())
+        }
+        _ => Ok(()),
+    });
+    if let Err(e) = saved {
+        if d.stage() != "eval" {
+            let stage = d.stage();
+            save_last_good(&mut d, out.map(|dir| path(dir, stage)));
+        }
+        return Err(e);
+    }
     stdout.finish()
 }
 
@@ -722,70 +822,50 @@ const SHAKESPEARE: &str = include_str!("../../www/data/tinyshakespeare.txt");
 struct FinetuneArgs {
     checkpoint: Option<String>,
     config: Option<String>,
+    task: Option<String>,
+    aux_lm: Option<f32>,
+    steps: Option<usize>,
+    lr: Option<f32>,
+    batch: Option<usize>,
+    seed: Option<u64>,
     eval_every: usize,
     data: Option<String>,
     backend: String,
     out: Option<String>,
-    options: FinetuneOptions,
 }
 
 fn finetune(a: FinetuneArgs) -> Result<()> {
     check_out(a.out.as_deref())?;
-    if a.eval_every == 0 {
-        return Err(Error::Invalid("--eval-every = 0: must be at least 1".into()));
-    }
-    if let Some(l) = a.options.aux_lm {
-        if !(l.is_finite() && l >= 0.0) {
-            return Err(Error::Invalid(format!("--aux-lm = {l}: the LM loss's weight must be a number >= 0 (0 disables it)")));
-        }
-    }
     let text = match &a.data {
         Some(p) => read_text(p)?,
         None => SHAKESPEARE.to_string(),
     };
-    let backend = BackendKind::parse(&a.backend)?;
-    let mut run = match (&a.checkpoint, &a.config) {
-        (Some(ck), None) => Finetune::from_checkpoint(read_checkpoint(ck)?, &text, &a.options, backend)?,
-        (None, Some(cfg)) => Finetune::from_config(read_config(cfg)?, &text, &a.options, backend)?,
+    // A checkpoint, pretrained or fine-tuned, is where the fine-tune starts (`from`: a fine-tuned one continues
+    // with its task, head and AdamW state); a config trains from scratch.
+    let (recipe, from, names) = match (&a.checkpoint, &a.config) {
+        (Some(ck), None) => {
+            let from = ("finetune".to_string(), [("finetune".to_string(), read_bytes(ck)?)].into());
+            (None, Some(from), [("from.checkpoints.finetune", format!("--checkpoint {ck}")), ("task", "--task".into())])
+        }
+        (None, Some(cfg)) => {
+            let text = std::fs::read_to_string(cfg).map_err(|e| Error::Io(format!("{cfg}: {e}")))?;
+            (Some(text), None, [("recipe", cfg.clone()), ("task", "--task".into())])
+        }
         _ => return Err(Error::Invalid("give --checkpoint CK (fine-tune a trained gpt) or --config FILE (from scratch)".into())),
     };
-    let d = &run.data;
-    say!(
-        "task {}: {} training and {} held-out examples; classes {:?}, held out {:?}; majority baseline {:.3}",
-        d.task.name(), run.train.len(), run.val.len(), d.classes, d.counts(&d.val), run.baseline()
-    );
-    let (first, total) = (run.step, run.cfg.train.steps);
-    let t0 = Instant::now();
-    let mut stdout = Out::new();
-    let eval_line = |run: &Finetune, line: &mut serde_json::Value| -> Result<()> {
-        let (tr, val) = run.eval()?;
-        line["accuracy"] = json_f32(tr.accuracy);
-        line["val_accuracy"] = json_f32(val.accuracy);
-        line["val_task_loss"] = json_f32(val.task_loss);
-        line["val_lm_loss"] = json_f32(val.lm_loss);
-        line["baseline"] = json_f32(run.baseline());
-        Ok(())
-    };
-    while run.step < total {
-        // An evaluation step measures the model before the step's update (as `tp train`'s val_loss does).
-        let step = run.step;
-        let mut line = serde_json::json!({ "stage": "finetune", "step": step });
-        if (step - first) % a.eval_every == 0 {
-            eval_line(&run, &mut line)?;
-        }
-        let r = run.step()?;
-        line["loss"] = json_f32(r.loss);
-        line["task_loss"] = json_f32(r.task_loss);
-        line["lm_loss"] = json_f32(r.lm_loss);
-        line["lr"] = serde_json::json!(r.lr);
-        line["grad_norm"] = json_f32(r.grad_norm);
-        stdout.line(line);
+    let knobs = knobs(&[
+        ("aux_lm", a.aux_lm.map(f64::from)), ("steps", a.steps.map(|s| s as f64)), ("lr", a.lr.map(f64::from)),
+        ("batch", a.batch.map(|b| b as f64)), ("eval_every", Some(a.eval_every as f64)),
+    ]);
+    let o = Options { recipe, corpus: Some(text), task: a.task, knobs, seed: a.seed, from, backend: Some(BackendKind::parse(&a.backend)?), ..Options::default() };
+    let mut d = Driver::new(Kind::Finetune, &o).map_err(|e| recipe_flags(e, &names))?;
+    if let Some(s) = d.summary() {
+        say!("{s}");
     }
-    let mut line = serde_json::json!({ "stage": "finetune", "step": run.step, "elapsed_s": t0.elapsed().as_secs_f32() });
-    eval_line(&run, &mut line)?;
-    stdout.line(line);
+    let mut stdout = Out::new();
+    drive(&mut d, &mut RecipeLines::new(Kind::Finetune, 1), None, &mut stdout, |_, _| Ok(()))?;
     if let Some(path) = &a.out {
-        std::fs::write(path, run.save()?).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+        write_bytes(path, &d.save(None)?)?;
         say!("saved {path}");
     }
     stdout.finish()
@@ -793,126 +873,72 @@ fn finetune(a: FinetuneArgs) -> Result<()> {
 
 /// `tp rlhf`'s arguments.
 struct RlhfArgs {
-    cfg: RlhfConfig,
+    config: String,
     stage: String,
     checkpoint: Option<String>,
     out: String,
+    beta: Option<f32>,
+    gamma_ptx: Option<f32>,
+    ppo_steps: Option<usize>,
+    seed: Option<u64>,
     eval_every: usize,
     data: Option<String>,
     backend: String,
 }
 
 /// Runs the stages asked for, printing a line a step and an evaluation line (`"eval": true`) every `eval_every`
-/// steps and at each stage's start and end; each stage writes its checkpoint into the `--out` folder.
+/// steps and at each stage's start and end; each stage writes its checkpoint into the `--out` folder. A stage
+/// after the first starts from the files the stages before it wrote there.
 fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
-    let stages: &[&str] = match a.stage.as_str() {
-        "all" => &["sft", "rm", "ppo"],
-        "sft" => &["sft"],
-        "rm" => &["rm"],
-        "ppo" => &["ppo"],
+    let recipe = std::fs::read_to_string(&a.config).map_err(|e| Error::Io(format!("{}: {e}", a.config)))?;
+    let knobs = knobs(&[
+        ("beta", a.beta.map(f64::from)), ("gamma_ptx", a.gamma_ptx.map(f64::from)), ("ppo_steps", a.ppo_steps.map(|s| s as f64)),
+        ("eval_every", Some(a.eval_every as f64)),
+    ]);
+    let mut o = Options { recipe: Some(recipe), knobs, seed: a.seed, backend: Some(BackendKind::parse(&a.backend)?), ..Options::default() };
+    // The recipe and the flags are checked before any file is read; its "checkpoint" is a path, ours to read.
+    let names = [("recipe", a.config.clone())];
+    let cfg = engine::rlhf_config(&o).map_err(|e| recipe_flags(e, &names))?;
+    let (first, until) = match a.stage.as_str() {
+        "all" => ("sft", None),
+        s @ ("sft" | "rm" | "ppo") => (s, Some(s)),
         s => return Err(Error::Invalid(format!("--stage = {s}: must be sft, rm, ppo or all"))),
     };
-    if a.eval_every == 0 {
-        return Err(Error::Invalid("--eval-every = 0: must be at least 1".into()));
-    }
-    let backend = BackendKind::parse(&a.backend)?;
     let text = match &a.data {
         Some(p) => read_text(p)?,
         None => SHAKESPEARE.to_string(),
     };
     let dir = std::path::Path::new(&a.out);
-    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let first = match (&a.checkpoint, stages[0], &a.cfg.checkpoint) {
+    let path = |name: &str| dir.join(format!("{name}.safetensors")).to_string_lossy().into_owned();
+    let start = match (&a.checkpoint, first, &cfg.checkpoint) {
         (Some(ck), _, _) => ck.clone(),
         (None, "sft", Some(ck)) => ck.clone(),
         (None, "sft", None) => return Err(Error::Invalid("no pretrained model: give --checkpoint CK or \"checkpoint\" in the config".into())),
-        (None, _, _) => path("sft.safetensors"),
+        (None, _, _) => path("sft"),
     };
-    let ck = read_checkpoint(&first)?;
-    let r = Rlhf::new(a.cfg.clone(), &ck, &text, backend)?;
-    let d = &r.data;
-    say!(
-        "preference {}: {} demonstration lines of {} with at least {} characters (score per character >= {:.4}), {} demonstration characters",
-        r.cfg.preference.describe(), d.demo_lines, d.long_lines, rlhf::MIN_DEMO_CHARS, d.demo_threshold, d.demos.len()
-    );
-    let mut model = r.model_of(ck, None, &format!("--checkpoint {first}"))?;
+    let (checkpoint, from) = match first {
+        "sft" => (Some(read_bytes(&start)?), None),
+        _ => {
+            let mut cks: BTreeMap<String, Vec<u8>> = [("sft".to_string(), read_bytes(&start)?)].into();
+            if first == "ppo" {
+                cks.insert("rm".into(), read_bytes(&path("rm"))?);
+            }
+            (None, Some((first.to_string(), cks)))
+        }
+    };
+    (o.checkpoint, o.from, o.corpus) = (checkpoint, from, Some(text));
+    let names = [
+        ("checkpoint", format!("--checkpoint {start}")), ("from.checkpoints.sft", start.clone()),
+        ("from.checkpoints.rm", format!("the reward model ({})", path("rm"))), ("recipe", a.config.clone()),
+    ];
+    let mut d = Driver::new(Kind::Rlhf, &o).map_err(|e| recipe_flags(e, &names))?;
+    if let Some(s) = d.summary() {
+        say!("{s}");
+    }
     std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("--out = {}: {e}", a.out)))?;
     let mut stdout = Out::new();
-    let t0 = Instant::now();
-    let line = |stage: &str, x: serde_json::Value| -> serde_json::Value {
-        let mut l = serde_json::json!({ "stage": stage });
-        if let serde_json::Value::Object(m) = x {
-            for (k, v) in m {
-                l[k] = v;
-            }
-        }
-        l
-    };
-    let write = |bytes: Vec<u8>, p: &str| std::fs::write(p, bytes).map_err(|e| Error::Io(format!("{p}: {e}")));
-    let mut rm_model = None;
-    for &stage in stages {
-        match stage {
-            "sft" => {
-                let mut s = Sft::new(&r, model);
-                while !s.done() {
-                    if s.step.is_multiple_of(a.eval_every) {
-                        let mut l = line("sft", report_json(&evaluate_policy(&r, &s.model, None, None)?));
-                        (l["step"], l["eval"]) = (serde_json::json!(s.step), serde_json::json!(true));
-                        stdout.line(l);
-                    }
-                    stdout.line(line("sft", report_json(&s.step(&r)?)));
-                }
-                let mut l = line("sft", report_json(&evaluate_policy(&r, &s.model, None, None)?));
-                (l["step"], l["eval"], l["elapsed_s"]) = (serde_json::json!(s.step), serde_json::json!(true), serde_json::json!(t0.elapsed().as_secs_f32()));
-                stdout.line(l);
-                write(r.save(&s.model, s.step, None)?, &path("sft.safetensors"))?;
-                model = s.model;
-            }
-            "rm" => {
-                let mut m = RewardModel::new(&r, model.clone())?;
-                while !m.done() {
-                    if m.step.is_multiple_of(a.eval_every) {
-                        let mut l = line("rm", report_json(&m.eval(&r)?));
-                        (l["step"], l["eval"]) = (serde_json::json!(m.step), serde_json::json!(true));
-                        stdout.line(l);
-                    }
-                    stdout.line(line("rm", report_json(&m.step(&r)?)));
-                }
-                let (mu, sd) = m.normalise(&r)?;
-                let mut l = line("rm", report_json(&m.eval(&r)?));
-                (l["step"], l["eval"], l["reward_mean"], l["reward_std"]) = (serde_json::json!(m.step), serde_json::json!(true), json_f32(mu), json_f32(sd));
-                l["elapsed_s"] = serde_json::json!(t0.elapsed().as_secs_f32());
-                stdout.line(l);
-                write(r.save(&m.model, m.step, None)?, &path("rm.safetensors"))?;
-                rm_model = Some(m.model);
-            }
-            _ => {
-                let rm = match rm_model.take() {
-                    Some(m) => m,
-                    None => r.model_of(read_checkpoint(&path("rm.safetensors"))?, Some(1), "the reward model (--out/rm.safetensors)")?,
-                };
-                let mut p = Ppo::new(&r, model.clone(), rm);
-                while !p.done(&r) {
-                    if p.step.is_multiple_of(a.eval_every) {
-                        let mut l = line("ppo", report_json(&evaluate_policy(&r, &p.policy, Some(&p.reference), Some(&p.rm))?));
-                        (l["step"], l["eval"]) = (serde_json::json!(p.step), serde_json::json!(true));
-                        stdout.line(l);
-                    }
-                    stdout.line(line("ppo", report_json(&p.step(&r)?)));
-                }
-                let mut l = line("ppo", report_json(&evaluate_policy(&r, &p.policy, Some(&p.reference), Some(&p.rm))?));
-                (l["step"], l["eval"], l["elapsed_s"]) = (serde_json::json!(p.step), serde_json::json!(true), serde_json::json!(t0.elapsed().as_secs_f32()));
-                stdout.line(l);
-                write(r.save(&p.policy, p.step, None)?, &path("ppo.safetensors"))?;
-            }
-        }
-    }
+    drive(&mut d, &mut RecipeLines::new(Kind::Rlhf, 1), until, &mut stdout, |d, stage| write_bytes(&path(stage), &d.save(Some(stage))?))?;
     stdout.finish()
-}
-
-/// A report as a JSON value (non-finite numbers as null).
-fn report_json<T: serde::Serialize>(x: &T) -> serde_json::Value {
-    serde_json::to_value(x).unwrap_or(serde_json::Value::Null)
 }
 
 fn bench(config: &str, data: Option<&str>, backend: &str, steps: usize, warmup: usize) -> Result<()> {
@@ -1143,9 +1169,7 @@ fn run(cli: Cli) -> Result<()> {
             stdout.finish()
         }
         Cmd::Finetune { checkpoint, config, task, aux_lm, steps, lr, batch, seed, eval_every, data, backend, out } => {
-            let task = task.as_deref().map(|t| FinetuneTask::parse(t).map_err(|e| flag(e, "finetune.task", "--task"))).transpose()?;
-            let options = FinetuneOptions { task, aux_lm, steps, lr, batch, seed };
-            finetune(FinetuneArgs { checkpoint, config, eval_every, data, backend, out, options })
+            finetune(FinetuneArgs { checkpoint, config, task, aux_lm, steps, lr, batch, seed, eval_every, data, backend, out })
         }
         Cmd::Icl { config, steps, seed, backend, out, checkpoint, log_every } => {
             icl(&config, steps, seed, &backend, out.as_deref(), checkpoint.as_deref(), log_every.max(1))
@@ -1154,17 +1178,7 @@ fn run(cli: Cli) -> Result<()> {
             zeroshot_cmd(&config, steps, seed, &backend, out.as_deref(), checkpoints.as_deref(), log_every.max(1))
         }
         Cmd::Rlhf { config, stage, checkpoint, out, beta, gamma_ptx, ppo_steps, seed, eval_every, data, backend } => {
-            let text = std::fs::read_to_string(&config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
-            let mut cfg = RlhfConfig::from_json(&text)?;
-            (cfg.ppo.beta, cfg.ppo.gamma_ptx) = (beta.unwrap_or(cfg.ppo.beta), gamma_ptx.unwrap_or(cfg.ppo.gamma_ptx));
-            (cfg.ppo.steps, cfg.seed) = (ppo_steps.unwrap_or(cfg.ppo.steps), seed.unwrap_or(cfg.seed));
-            for (name, x) in [("--beta", beta), ("--gamma-ptx", gamma_ptx)] {
-                if let Some(x) = x.filter(|x| !(x.is_finite() && *x >= 0.0)) {
-                    return Err(Error::Invalid(format!("{name} = {x}: must be a number >= 0 (0 turns it off)")));
-                }
-            }
-            cfg.validate()?;
-            rlhf_cmd(RlhfArgs { cfg, stage, checkpoint, out, eval_every, data, backend })
+            rlhf_cmd(RlhfArgs { config, stage, checkpoint, out, beta, gamma_ptx, ppo_steps, seed, eval_every, data, backend })
         }
         Cmd::Bench { config, data, backend, steps, warmup } => bench(&config, data.as_deref(), &backend, steps.max(1), warmup),
         Cmd::AttentionCost { backend, t, heads, kv_heads, head_size, batch, bidirectional, budget_mib } => {

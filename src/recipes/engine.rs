@@ -1,13 +1,13 @@
 //! The recipes step by step, for the engine (the browser's Worker, through `facade` and `wasm.rs`) and for native
-//! tests: a `Driver` holds one recipe (finetune, zeroshot, icl or rlhf) and its stages, and `Driver::unit` does a
-//! bounded piece of work — one training step, one reward-model or PPO step, one evaluation — so a caller can show
-//! progress, pause between units and resume. It steps the same core objects in the same order as `tp finetune|
-//! zeroshot|icl|rlhf` (src/bin/tp.rs), so the same recipe, checkpoint and seed give the CLI's numbers (tests/
-//! recipes_engine.rs checks it against the CLI's JSON lines).
+//! tests and for the command line: a `Driver` holds one recipe (finetune, zeroshot, icl or rlhf) and its stages,
+//! and `Driver::unit` does a bounded piece of work — one training step, one reward-model or PPO step, one
+//! evaluation — so a caller can show progress, pause between units and resume. It is the one copy of each
+//! recipe's order of work: `tp finetune|zeroshot|icl|rlhf` (src/bin/tp.rs) drive it too and only label, filter and
+//! time its events as JSON lines.
 //!
 //! What a unit reports is an `Event`: `Progress` (a step's report, or a held-out evaluation: `eval`) or `Stage` (a
 //! stage finished, with its final evaluation). Its `metrics` are the numbers of the core's report structs as they
-//! serialise (the CLI's JSON lines), not a list of names kept here.
+//! serialise, not a list of names kept here; its `report` is the report whole, the fields of the CLI's line.
 //!
 //! Knobs: a few named numbers per kind (`KNOBS`), each setting one field of the recipe file (or, for finetune, one
 //! option of `FinetuneOptions`), checked by the recipe's own validation; an error names the knob.
@@ -147,6 +147,13 @@ pub enum Event {
         metrics: BTreeMap<String, Value>,
         #[serde(skip_serializing_if = "Option::is_none")]
         samples: Option<Vec<Sample>>,
+        /// Something the user should know, said once (a GPU lost, training going on on the CPU).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notice: Option<String>,
+        /// The report whole (its `step` the CLI's: before the update, counting a continued checkpoint's), the
+        /// fields of the CLI's line; not sent to the page, which reads `metrics`.
+        #[serde(skip)]
+        report: Value,
     },
     /// A stage finished: its final evaluation (`report`: the whole line the CLI prints for it).
     Stage {
@@ -195,8 +202,10 @@ fn split_samples(samples: &[String], prompt_len: usize) -> Vec<Sample> {
 }
 
 /// What a recipe is made from: the recipe file (None: the shipped one), the starting checkpoint (finetune, rlhf;
-/// None: fine-tune from scratch), the corpus (finetune, zeroshot, rlhf: Tiny Shakespeare as the CLI uses it), finetune's task, the knobs and the seed, and the stage to start at
-/// with the checkpoints of the stages before it.
+/// None: fine-tune from scratch), the corpus (finetune, zeroshot, rlhf: Tiny Shakespeare as the CLI uses it),
+/// finetune's task, the knobs and the seed, the stage to start at with the checkpoints of the stages before it,
+/// and the backend (None: the cpu; the pretraining stages of zeroshot and icl may train on the gpu, the other
+/// recipes refuse it).
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub recipe: Option<String>,
@@ -206,6 +215,7 @@ pub struct Options {
     pub knobs: BTreeMap<String, f64>,
     pub seed: Option<u64>,
     pub from: Option<(String, BTreeMap<String, Vec<u8>>)>,
+    pub backend: Option<BackendKind>,
 }
 
 /// The shipped recipe file of a kind (finetune: by task).
@@ -223,6 +233,9 @@ pub fn default_recipe(kind: Kind, task: Option<FinetuneTask>) -> &'static str {
 fn field_mut<'a>(v: &'a mut Value, path: &str) -> Option<&'a mut Value> {
     let mut at = v;
     for part in path.split('.') {
+        if at.is_null() {
+            *at = Value::Object(Default::default());
+        }
         at = at.as_object_mut()?.entry(part).or_insert(Value::Null);
     }
     Some(at)
@@ -311,7 +324,9 @@ pub struct StageInfo {
     pub steps: usize,
 }
 
-/// Each recipe's state: its core objects, and the models its finished stages left.
+/// Each recipe's state: its core objects, and the models its finished stages left. A finished pretraining stage
+/// is kept as its checkpoint (config, tokenizer, step, model and AdamW's state), as `tp`'s `--out` writes it.
+#[allow(clippy::large_enum_variant)] // one per driver, never moved in a loop: its size costs nothing
 enum State {
     Finetune(Box<Finetune>),
     Zeroshot {
@@ -320,14 +335,14 @@ enum State {
         tok: Tokenizer,
         text: String,
         run: Option<Box<Run>>,
-        pattern: Option<Model>,
-        baseline: Option<Model>,
+        pattern: Option<Box<Checkpoint>>,
+        baseline: Option<Box<Checkpoint>>,
         eval: Option<Value>,
     },
     Icl {
         recipe: Box<icl::Recipe>,
         run: Option<Box<Run>>,
-        model: Option<(Model, Tokenizer)>,
+        model: Option<Box<Checkpoint>>,
         eval: Option<Value>,
     },
     Rlhf {
@@ -350,8 +365,14 @@ pub struct Driver {
     pub at: usize,
     /// Units done in the stage under way.
     pub step: usize,
+    /// Most pretraining steps one unit takes (never past the next evaluation or the stage's end): 1 for the page,
+    /// which pauses between units; `tp` takes them all, so a gpu run pipelines them (`Run::steps`).
+    pub steps_per_unit: usize,
     eval_every: usize,
+    backend: BackendKind,
     state: State,
+    /// An error that came after some steps of a unit: those steps' events went out; the next unit returns it.
+    deferred: Option<Error>,
 }
 
 /// A checkpoint's bytes, read; an error names `what` (the option it came from).
@@ -390,9 +411,12 @@ impl Driver {
             return Err(Error::Invalid("corpus: icl generates its own corpus; leave it out".into()));
         }
         let mut task = o.task.as_deref().map(FinetuneTask::parse).transpose().map_err(|e| Error::Invalid(format!("task: {e}")))?;
-        if kind == Kind::Finetune && task.is_none() && from.is_none() {
-            task = Some(FinetuneTask::VerseProse); // a continued fine-tune keeps its checkpoint's task
+        if kind == Kind::Finetune && task.is_none() && from.is_none() && o.checkpoint.is_some() {
+            // A pretrained start gets the default task; a continued fine-tune (`from`) keeps its checkpoint's, a
+            // recipe file (from scratch) its own.
+            task = Some(FinetuneTask::VerseProse);
         }
+        let backend = o.backend.unwrap_or(BackendKind::Cpu);
         if task.is_some() && kind != Kind::Finetune {
             return Err(Error::Invalid(format!("task: only finetune has tasks, not {}", kind.name())));
         }
@@ -418,11 +442,11 @@ impl Driver {
                     }
                 }
                 let ft = match (from, &o.checkpoint) {
-                    (Some(_), _) => Finetune::from_checkpoint(need("finetune")?, corpus, &fo, BackendKind::Cpu),
-                    (None, Some(bytes)) => Finetune::from_checkpoint(read_ck(bytes, "checkpoint")?, corpus, &fo, BackendKind::Cpu),
+                    (Some(_), _) => Finetune::from_checkpoint(need("finetune")?, corpus, &fo, backend),
+                    (None, Some(bytes)) => Finetune::from_checkpoint(read_ck(bytes, "checkpoint")?, corpus, &fo, backend),
                     (None, None) => {
                         let cfg = crate::Config::from_json(&recipe.to_string()).map_err(|e| Error::Invalid(format!("recipe: {e}")))?;
-                        Finetune::from_config(cfg, corpus, &fo, BackendKind::Cpu)
+                        Finetune::from_config(cfg, corpus, &fo, backend)
                     }
                 }
                 .map_err(|e| name_knob(e, &set))?;
@@ -437,7 +461,7 @@ impl Driver {
                 z.validate().map_err(|e| name_knob(e, &set))?;
                 let zc = z.corpus(corpus)?;
                 let tok = zeroshot::Recipe::tokenizer(&zc)?;
-                let model_of = |name: &str| -> Result<Option<Model>> {
+                let model_of = |name: &str| -> Result<Option<Box<Checkpoint>>> {
                     if first <= stages.iter().position(|s| *s == name).expect("a stage") {
                         return Ok(None);
                     }
@@ -445,7 +469,11 @@ impl Driver {
                     if ck.model.cfg.arch != crate::config::Arch::Gpt || ck.tokenizer != tok {
                         return Err(Error::Invalid(format!("from.checkpoints.{name}: not a gpt with this recipe's vocabulary")));
                     }
-                    Ok(Some(ck.model))
+                    let (ctx, chars) = (ck.model.cfg.ctx_len, z.zeroshot.prompt_chars());
+                    if ctx < chars {
+                        return Err(Error::Invalid(format!("from.checkpoints.{name}: ctx_len = {ctx} is shorter than this recipe's prompts ({chars} characters)")));
+                    }
+                    Ok(Some(Box::new(ck)))
                 };
                 let (pattern, baseline) = (model_of("pattern")?, model_of("baseline")?);
                 let n = z.config.train.steps;
@@ -461,7 +489,7 @@ impl Driver {
                 let model = if first > 0 {
                     let ck = need("pretrain")?;
                     r.check_model(&ck.model, &ck.tokenizer).map_err(|e| Error::Invalid(format!("from.checkpoints.pretrain: {e}")))?;
-                    Some((ck.model, ck.tokenizer))
+                    Some(Box::new(ck))
                 } else {
                     None
                 };
@@ -469,9 +497,8 @@ impl Driver {
                 (State::Icl { recipe: Box::new(r), run: None, model, eval: None }, 0, vec![n, 1])
             }
             Kind::Rlhf => {
-                let mut cfg: RlhfConfig = serde_json::from_value(recipe.clone()).map_err(|e| Error::Invalid(format!("recipe: {e}")))?;
-                cfg.checkpoint = None; // the file's path is the CLI's; the engine is given the bytes
-                cfg.validate().map_err(|e| name_knob(e, &set))?;
+                let mut cfg = rlhf_config(o)?;
+                cfg.checkpoint = None; // the file's path is the CLI's; the driver is given the bytes
                 // As `tp rlhf`: the recipe reads its model config and tokenizer from the checkpoint it starts from
                 // (the pretrained model, or the SFT model for a later stage).
                 let ck = match (first, &o.checkpoint) {
@@ -479,7 +506,7 @@ impl Driver {
                     (0, None) => return Err(Error::Invalid("checkpoint: rlhf starts from a pretrained gpt: give its bytes (the page's default is the shipped checkpoint)".into())),
                     _ => need("sft")?,
                 };
-                let r = Rlhf::new(cfg, &ck, corpus, BackendKind::Cpu).map_err(|e| name_knob(e, &set))?;
+                let r = Rlhf::new(cfg, &ck, corpus, backend).map_err(|e| name_knob(e, &set))?;
                 let model = r.model_of(ck, None, if first == 0 { "checkpoint" } else { "from.checkpoints.sft" })?;
                 let rm_model = if first == 2 { Some(r.model_of(need("rm")?, Some(1), "from.checkpoints.rm")?) } else { None };
                 let c = &r.cfg;
@@ -511,7 +538,7 @@ impl Driver {
         };
         let stages = stages.iter().zip(steps).map(|(&name, steps)| StageInfo { name, steps }).collect();
         let info = Info { kind, stages, knobs, recipe };
-        Ok(Driver { kind, info, at: first, step: 0, eval_every, state })
+        Ok(Driver { kind, info, at: first, step: 0, steps_per_unit: 1, eval_every, backend, state, deferred: None })
     }
 
     /// Whether every stage has finished.
@@ -524,9 +551,53 @@ impl Driver {
         self.info.stages[self.at.min(self.info.stages.len() - 1)].name
     }
 
+    /// What the recipe's data came to, in a sentence (finetune: the task's examples and baseline; rlhf: the
+    /// preference's demonstrations); None for the others.
+    pub fn summary(&self) -> Option<String> {
+        match &self.state {
+            State::Finetune(ft) => {
+                let d = &ft.data;
+                Some(format!(
+                    "task {}: {} training and {} held-out examples; classes {:?}, held out {:?}; majority baseline {:.3}",
+                    d.task.name(), ft.train.len(), ft.val.len(), d.classes, d.counts(&d.val), ft.baseline()
+                ))
+            }
+            State::Rlhf { r, .. } => {
+                let d = &r.data;
+                Some(format!(
+                    "preference {}: {} demonstration lines of {} with at least {} characters (score per character >= {:.4}), {} demonstration characters",
+                    r.cfg.preference.describe(), d.demo_lines, d.long_lines, crate::recipes::rlhf::MIN_DEMO_CHARS, d.demo_threshold, d.demos.len()
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// What the pretraining stage under way trains on ("cpu", "gpu (<adapter>)"); None between runs and in the
+    /// other recipes.
+    pub fn backend_name(&self) -> Option<String> {
+        match &self.state {
+            State::Zeroshot { run: Some(r), .. } | State::Icl { run: Some(r), .. } => Some(r.backend_name()),
+            _ => None,
+        }
+    }
+
+    /// Reads the device state of the pretraining run under way back to the host (on the cpu, nothing to do), so
+    /// that `save` holds it: after a divergence, the last good state.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sync(&mut self) -> Result<()> {
+        match &mut self.state {
+            State::Zeroshot { run: Some(r), .. } | State::Icl { run: Some(r), .. } => r.sync(),
+            _ => Ok(()),
+        }
+    }
+
     /// One unit of work of the stage under way: the events it produced (a progress event, an evaluation before it
     /// when one is due, and the stage's result when it finished). Nothing when all stages are done.
     pub fn unit(&mut self) -> Result<Vec<Event>> {
+        if let Some(e) = self.deferred.take() {
+            return Err(e);
+        }
         if self.done() {
             return Ok(Vec::new());
         }
@@ -534,73 +605,51 @@ impl Driver {
         let steps = self.info.stages[self.at].steps;
         let every = self.eval_every;
         let mut out = Vec::new();
-        let progress = |step: usize, eval: bool, line: &Value, samples: Option<Vec<Sample>>| Event::Progress {
-            stage, step, steps, eval, metrics: metrics_of(line), samples,
+        let max = self.steps_per_unit;
+        if let Some(run) = self.pretraining_run()? {
+            let deferred = pretrain_unit(run, steps, stage, max, &mut out)?;
+            self.pretrain_after(deferred, &out);
+            return Ok(out);
+        }
+        let progress = |step: usize, eval: bool, line: Value, samples: Option<Vec<Sample>>| Event::Progress {
+            stage, step, steps, eval, metrics: metrics_of(&line), samples, notice: None, report: line,
         };
         let finished = |step: usize, line: Value, samples: Option<Vec<Sample>>| Event::Stage { stage, step, metrics: metrics_of(&line), samples, report: line };
         match &mut self.state {
             State::Finetune(ft) => {
-                // As tp finetune: an evaluation step measures the model before the step's update; its line holds both.
+                // An evaluation step measures the model before the step's update; the CLI prints both in one line.
                 let step = ft.step;
                 let first = ft.cfg.train.steps - steps;
-                if (step - first) % every == 0 {
-                    let mut line = serde_json::json!({});
-                    finetune_eval(ft, &mut line)?;
-                    out.push(progress(step - first, true, &line, None));
+                if (step - first).is_multiple_of(every) {
+                    out.push(progress(step - first, true, finetune_eval(ft)?, None));
                 }
                 let r = ft.step()?;
-                out.push(progress(ft.step - first, false, &json(&r), None));
+                out.push(progress(ft.step - first, false, json(&r), None));
                 if ft.step >= ft.cfg.train.steps {
-                    let mut line = serde_json::json!({});
-                    finetune_eval(ft, &mut line)?;
-                    out.push(finished(ft.step - first, line, None));
+                    out.push(finished(ft.step - first, finetune_eval(ft)?, None));
                 }
                 self.step = ft.step - first;
             }
-            State::Zeroshot { recipe, corpus, tok, text, run, pattern, baseline, eval } => {
-                if stage == "eval" {
+            State::Zeroshot { recipe, corpus, tok, text, pattern, baseline, eval, .. } => {
+                {
                     let (Some(a), Some(b)) = (pattern.as_ref(), baseline.as_ref()) else {
                         return Err(Error::Invalid("the evaluation needs both models (pattern, baseline)".into()));
                     };
-                    let e = zeroshot::evaluate(a, b, &Cpu, tok, recipe, text, corpus)?;
+                    let e = zeroshot::evaluate(&a.model, &b.model, &Cpu, tok, recipe, text, corpus)?;
                     let line = json(&e);
                     let samples = e.examples.iter().map(|x| Sample { prompt: x.prompt.clone(), completion: x.answer.clone() }).collect();
                     *eval = Some(line.clone());
                     out.push(finished(1, line, Some(samples)));
                     self.step = 1;
-                } else {
-                    if run.is_none() {
-                        let (a, b) = recipe.runs(corpus, BackendKind::Cpu)?;
-                        *run = Some(Box::new(if stage == "pattern" { a } else { b }));
-                    }
-                    let r = run.as_mut().expect("made above");
-                    self.step = pretrain_unit(r, steps, stage, &mut out)?;
-                    if self.step == steps {
-                        let m = run.take().expect("the run").model;
-                        *(if stage == "pattern" { pattern } else { baseline }) = Some(m);
-                    }
                 }
             }
-            State::Icl { recipe, run, model, eval } => {
-                if stage == "eval" {
-                    let (m, tok) = model.as_ref().expect("the eval stage follows pretraining");
-                    let e = icl::evaluate(m, &Cpu, tok, recipe)?;
-                    let line = json(&e);
-                    *eval = Some(line.clone());
-                    out.push(finished(1, line, None));
-                    self.step = 1;
-                } else {
-                    if run.is_none() {
-                        *run = Some(Box::new(recipe.run(BackendKind::Cpu)?));
-                    }
-                    let r = run.as_mut().expect("made above");
-                    self.step = pretrain_unit(r, steps, stage, &mut out)?;
-                    if self.step == steps {
-                        let r = run.take().expect("the run");
-                        let tok = r.data.tokenizer().clone();
-                        *model = Some((r.model, tok));
-                    }
-                }
+            State::Icl { recipe, model, eval, .. } => {
+                let ck = model.as_ref().expect("the eval stage follows pretraining");
+                let e = icl::evaluate(&ck.model, &Cpu, &ck.tokenizer, recipe)?;
+                let line = json(&e);
+                *eval = Some(line.clone());
+                out.push(finished(1, line, None));
+                self.step = 1;
             }
             State::Rlhf { r, sft, sft_model, rm, rm_model, ppo, start } => {
                 let pl = r.cfg.prompt_len;
@@ -613,10 +662,10 @@ impl Driver {
                         let s = sft.get_or_insert_with(|| Box::new(Sft::new(r, start.take().expect("the pretrained model"))));
                         if s.step.is_multiple_of(every) {
                             let (l, smp) = policy_line(evaluate_policy(r, &s.model, None, None)?);
-                            out.push(progress(s.step, true, &l, Some(smp)));
+                            out.push(progress(s.step, true, l, Some(smp)));
                         }
                         let rep = s.step(r)?;
-                        out.push(progress(s.step, false, &json(&rep), None));
+                        out.push(progress(s.step, false, json(&rep), None));
                         if s.done() {
                             let (l, smp) = policy_line(evaluate_policy(r, &s.model, None, None)?);
                             out.push(finished(s.step, l, Some(smp)));
@@ -632,10 +681,10 @@ impl Driver {
                         }
                         let m = rm.as_mut().expect("made above");
                         if m.step.is_multiple_of(every) {
-                            out.push(progress(m.step, true, &json(&m.eval(r)?), None));
+                            out.push(progress(m.step, true, json(&m.eval(r)?), None));
                         }
                         let rep = m.step(r)?;
-                        out.push(progress(m.step, false, &json(&rep), None));
+                        out.push(progress(m.step, false, json(&rep), None));
                         if m.done() {
                             let (mu, sd) = m.normalise(r)?;
                             let mut l = json(&m.eval(r)?);
@@ -655,10 +704,10 @@ impl Driver {
                         let p = ppo.as_mut().expect("made above");
                         if p.step.is_multiple_of(every) {
                             let (l, smp) = policy_line(evaluate_policy(r, &p.policy, Some(&p.reference), Some(&p.rm))?);
-                            out.push(progress(p.step, true, &l, Some(smp)));
+                            out.push(progress(p.step, true, l, Some(smp)));
                         }
                         let rep = p.step(r)?;
-                        out.push(progress(p.step, false, &json(&rep), None));
+                        out.push(progress(p.step, false, json(&rep), None));
                         if p.done(r) {
                             let (l, smp) = policy_line(evaluate_policy(r, &p.policy, Some(&p.reference), Some(&p.rm))?);
                             out.push(finished(p.step, l, Some(smp)));
@@ -668,13 +717,108 @@ impl Driver {
                 }
             }
         }
+        self.advance(&out);
+        Ok(out)
+    }
+
+    /// After a unit whose events are `out`: past a stage that finished.
+    fn advance(&mut self, out: &[Event]) {
         if out.iter().any(|e| matches!(e, Event::Stage { .. })) {
             self.at += 1;
             if !self.done() {
                 self.step = 0; // the next stage has not started (when all are done, the last one's steps stay)
             }
         }
+    }
+
+    /// The pretraining run of the stage under way (zeroshot's two models, icl's), made now if the stage has not
+    /// started; None in any other stage. In the browser a run is made on the cpu whatever the backend: the engine
+    /// moves it onto WebGPU (`Run::attach_gpu`, awaited) before its first step.
+    pub fn pretraining_run(&mut self) -> Result<Option<&mut Run>> {
+        if self.done() || self.stage() == "eval" {
+            return Ok(None);
+        }
+        let stage = self.stage();
+        let on = if cfg!(target_arch = "wasm32") && self.backend == BackendKind::Gpu { BackendKind::Cpu } else { self.backend };
+        Ok(match &mut self.state {
+            State::Zeroshot { recipe, corpus, run, .. } => Some(match run {
+                Some(r) => &mut **r,
+                None => run.insert(Box::new(recipe.run(corpus, stage == "pattern", on)?)),
+            }),
+            State::Icl { recipe, run, .. } => Some(match run {
+                Some(r) => &mut **r,
+                None => run.insert(Box::new(recipe.run(on)?)),
+            }),
+            _ => None,
+        })
+    }
+
+    /// After a pretraining unit (events `out`; `deferred`: an error to return next): the steps done, and at the
+    /// stage's end its run kept as its checkpoint.
+    fn pretrain_after(&mut self, deferred: Option<Error>, out: &[Event]) {
+        self.deferred = deferred;
+        let ended = out.iter().any(|e| matches!(e, Event::Stage { .. }));
+        let stage = self.stage();
+        let (run, slot) = match &mut self.state {
+            State::Zeroshot { run, pattern, baseline, .. } => (run, if stage == "pattern" { pattern } else { baseline }),
+            State::Icl { run, model, .. } => (run, model),
+            _ => return,
+        };
+        self.step = run.as_ref().map_or(self.step, |r| r.step);
+        if ended {
+            *slot = run.take().map(|r| Box::new(trained(*r)));
+        }
+        self.advance(out);
+    }
+
+    /// The backend the recipe was made with.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// `unit`, awaiting the device of a pretraining run on the GPU (the browser's WebGPU: its steps, evaluations
+    /// and read-back are asynchronous); any other unit as `unit`.
+    pub async fn unit_async(&mut self) -> Result<Vec<Event>> {
+        if self.deferred.is_some() || self.done() {
+            return self.unit();
+        }
+        let (stage, steps, max) = (self.stage(), self.info.stages[self.at].steps, self.steps_per_unit);
+        let Some(run) = self.pretraining_run()?.filter(|r| r.on_gpu()) else { return self.unit() };
+        let mut out = Vec::new();
+        let (due, n) = pretrain_plan(run, steps, max);
+        if due {
+            let val = run.eval_async(Split::Val).await?;
+            out.push(val_event(stage, run.step, steps, val));
+        }
+        let mut reports = Vec::with_capacity(n);
+        let done = run.steps_async(n, |r| reports.push(r)).await;
+        let deferred = pretrain_steps(reports, steps, stage, done, &mut out)?;
+        if deferred.is_none() && run.step == steps {
+            let synced = run.sync_async().await;
+            let val = run.eval_async(Split::Val).await?;
+            pretrain_end(run, steps, stage, val, synced, &mut out);
+        }
+        self.pretrain_after(deferred, &out);
         Ok(out)
+    }
+
+    /// `evaluate`, awaiting the device of a pretraining run on the GPU.
+    pub async fn evaluate_async(&self) -> Result<Event> {
+        if let State::Zeroshot { run: Some(r), .. } | State::Icl { run: Some(r), .. } = &self.state {
+            if r.on_gpu() {
+                let steps = self.info.stages[self.at].steps;
+                return Ok(val_event(self.stage(), self.step, steps, r.eval_async(Split::Val).await?));
+            }
+        }
+        self.evaluate()
+    }
+
+    /// Brings the host copy of a pretraining run on the GPU up to date (before `save`); nothing to do otherwise.
+    pub async fn sync_async(&mut self) -> Result<()> {
+        match &mut self.state {
+            State::Zeroshot { run: Some(r), .. } | State::Icl { run: Some(r), .. } => r.sync_async().await,
+            _ => Ok(()),
+        }
     }
 
     /// The held-out evaluation of the stage under way's model now (no weight update), as a progress event with
@@ -682,13 +826,11 @@ impl Driver {
     pub fn evaluate(&self) -> Result<Event> {
         let stage = self.stage();
         let steps = self.info.stages[self.at.min(self.info.stages.len() - 1)].steps;
-        let ev = |line: &Value, samples| Event::Progress { stage, step: self.step, steps, eval: true, metrics: metrics_of(line), samples };
+        let ev = |line: &Value, samples| Event::Progress {
+            stage, step: self.step, steps, eval: true, metrics: metrics_of(line), samples, notice: None, report: line.clone(),
+        };
         Ok(match &self.state {
-            State::Finetune(ft) => {
-                let mut line = serde_json::json!({});
-                finetune_eval(ft, &mut line)?;
-                ev(&line, None)
-            }
+            State::Finetune(ft) => ev(&finetune_eval(ft)?, None),
             State::Zeroshot { run, eval, .. } | State::Icl { run, eval, .. } => match (run, eval) {
                 (Some(r), _) => ev(&serde_json::json!({ "val_loss": json(&r.eval(Split::Val)?) }), None),
                 (None, Some(e)) => ev(e, None),
@@ -724,16 +866,16 @@ impl Driver {
         }
         match &self.state {
             State::Finetune(ft) => ft.save(),
-            State::Zeroshot { run, pattern, baseline, tok, recipe, .. } => {
+            State::Zeroshot { run, pattern, baseline, .. } => {
                 let m = if stage == "pattern" { pattern } else { baseline };
                 match (m, run) {
-                    (Some(m), _) => checkpoint::save(&recipe.config, tok, recipe.config.train.steps, m, None),
+                    (Some(ck), _) => save_ck(ck),
                     (None, Some(r)) => checkpoint::save(&r.cfg, r.data.tokenizer(), r.step, &r.model, Some(&r.opt)),
                     (None, None) => Err(not_yet()),
                 }
             }
-            State::Icl { run, model, recipe, .. } => match (model, run) {
-                (Some((m, tok)), _) => checkpoint::save(&recipe.config, tok, recipe.config.train.steps, m, None),
+            State::Icl { run, model, .. } => match (model, run) {
+                (Some(ck), _) => save_ck(ck),
                 (None, Some(r)) => checkpoint::save(&r.cfg, r.data.tokenizer(), r.step, &r.model, Some(&r.opt)),
                 (None, None) => Err(not_yet()),
             },
@@ -784,34 +926,107 @@ impl Driver {
     }
 }
 
-/// tp finetune's evaluation fields: training-sample and held-out accuracy, held-out task and LM loss, baseline.
-fn finetune_eval(ft: &Finetune, line: &mut Value) -> Result<()> {
-    let (tr, val) = ft.eval()?;
-    line["accuracy"] = json(&tr.accuracy);
-    line["val_accuracy"] = json(&val.accuracy);
-    line["val_task_loss"] = json(&val.task_loss);
-    line["val_lm_loss"] = json(&val.lm_loss);
-    line["baseline"] = json(&ft.baseline());
-    Ok(())
+/// A checkpoint kept by the driver, as bytes.
+fn save_ck(ck: &Checkpoint) -> Result<Vec<u8>> {
+    checkpoint::save(&ck.config, &ck.tokenizer, ck.step, &ck.model, ck.opt.as_ref())
 }
 
-/// One step of a pretraining stage (zeroshot's models, icl's), as `tp`'s training loop takes it: the validation
-/// loss first when the step is at the config's eval_interval (an evaluation event), then the step; after the last
-/// step, the final validation loss as the stage's result. Returns the steps done.
-fn pretrain_unit(run: &mut Run, steps: usize, stage: &'static str, out: &mut Vec<Event>) -> Result<usize> {
-    let step = run.step;
-    if step % run.cfg.train.eval_interval == 0 {
-        let metrics = metrics_of(&serde_json::json!({ "val_loss": json(&run.eval(Split::Val)?) }));
-        out.push(Event::Progress { stage, step, steps, eval: true, metrics, samples: None });
+/// A finished pretraining run as its checkpoint: config, tokenizer, step, model and AdamW's state (a gpu run's
+/// host copy, read back when its stage ended), so a saved stage can be trained on.
+fn trained(run: Run) -> Checkpoint {
+    let tokenizer = run.data.tokenizer().clone();
+    Checkpoint { config: run.cfg, tokenizer, step: run.step, model: run.model, opt: Some(run.opt) }
+}
+
+/// tp finetune's evaluation line: the step (the CLI's, counting a continued checkpoint's), training-sample and
+/// held-out accuracy, held-out task and LM loss, baseline.
+fn finetune_eval(ft: &Finetune) -> Result<Value> {
+    let (tr, val) = ft.eval()?;
+    Ok(serde_json::json!({
+        "step": ft.step, "accuracy": json(&tr.accuracy), "val_accuracy": json(&val.accuracy),
+        "val_task_loss": json(&val.task_loss), "val_lm_loss": json(&val.lm_loss), "baseline": json(&ft.baseline()),
+    }))
+}
+
+/// One unit of a pretraining stage (zeroshot's models, icl's), in `tp train`'s order: the validation loss first
+/// when the step is at the config's eval_interval (an evaluation event), then up to `max` steps, never past the
+/// next evaluation or the stage's end (on a gpu run pipelined: `Run::steps`); after the last step, the final
+/// validation loss as the stage's result. An error after some steps: their events, and the error to return from
+/// the next unit.
+fn pretrain_unit(run: &mut Run, steps: usize, stage: &'static str, max: usize, out: &mut Vec<Event>) -> Result<Option<Error>> {
+    let (due, n) = pretrain_plan(run, steps, max);
+    if due {
+        out.push(val_event(stage, run.step, steps, run.eval(Split::Val)?));
     }
-    let r = run.step()?;
-    let metrics = metrics_of(&serde_json::json!({ "loss": json(&r.loss), "lr": r.lr, "grad_norm": json(&r.grad_norm) }));
-    out.push(Event::Progress { stage, step: run.step, steps, eval: false, metrics, samples: None });
-    if run.step == steps {
-        let line = serde_json::json!({ "step": steps, "val_loss": json(&run.eval(Split::Val)?) });
-        out.push(Event::Stage { stage, step: steps, metrics: metrics_of(&line), samples: None, report: line });
+    let mut reports = Vec::with_capacity(n);
+    #[cfg(not(target_arch = "wasm32"))]
+    let done = run.steps(n, |r| reports.push(r));
+    #[cfg(target_arch = "wasm32")]
+    let done = (0..n).try_for_each(|_| run.step().map(|r| reports.push(r)));
+    let deferred = pretrain_steps(reports, steps, stage, done, out)?;
+    if deferred.is_none() && run.step == steps {
+        #[cfg(not(target_arch = "wasm32"))]
+        let synced = run.sync();
+        #[cfg(target_arch = "wasm32")]
+        let synced = Ok(());
+        let val = run.eval(Split::Val)?;
+        pretrain_end(run, steps, stage, val, synced, out);
     }
-    Ok(run.step)
+    Ok(deferred)
+}
+
+/// Whether a pretraining unit starts with an evaluation (at the config's eval_interval), and how many steps it
+/// takes: up to `max`, never past the next evaluation or the stage's end.
+fn pretrain_plan(run: &Run, steps: usize, max: usize) -> (bool, usize) {
+    let (step, ei) = (run.step, run.cfg.train.eval_interval.max(1));
+    (step.is_multiple_of(ei), ((step / ei + 1) * ei).min(steps).min(step.saturating_add(max.max(1))) - step)
+}
+
+/// A pretraining run's validation loss before step `step`, as an evaluation event.
+fn val_event(stage: &'static str, step: usize, steps: usize, val: f32) -> Event {
+    let line = serde_json::json!({ "val_loss": json(&val) });
+    Event::Progress { stage, step, steps, eval: true, metrics: metrics_of(&line), samples: None, notice: None, report: line }
+}
+
+/// The steps' events (`tp train`'s fields: step, loss, lr, grad_norm, and a Mixture-of-Experts model's aux_loss
+/// and expert_load); an error after at least one step is handed back to be returned later.
+fn pretrain_steps(reports: Vec<crate::train::StepReport>, steps: usize, stage: &'static str, done: Result<()>, out: &mut Vec<Event>) -> Result<Option<Error>> {
+    let deferred = match done {
+        Err(e) if reports.is_empty() => return Err(e),
+        Err(e) => Some(e),
+        Ok(()) => None,
+    };
+    for r in reports {
+        let mut line = serde_json::json!({ "step": r.step, "loss": json(&r.loss), "lr": r.lr, "grad_norm": json(&r.grad_norm) });
+        if let Some(aux) = r.aux_loss {
+            line["aux_loss"] = json(&aux);
+            line["expert_load"] = json(&r.expert_load);
+        }
+        let metrics = metrics_of(&line);
+        out.push(Event::Progress { stage, step: r.step + 1, steps, eval: false, metrics, samples: None, notice: r.notice, report: line });
+    }
+    Ok(deferred)
+}
+
+/// A pretraining stage's result: its final validation loss and what it trained on (a gpu run whose state could
+/// not be read back goes on from the last state read back, and says so).
+fn pretrain_end(run: &Run, steps: usize, stage: &'static str, val: f32, synced: Result<()>, out: &mut Vec<Event>) {
+    if let (Err(e), Some(Event::Progress { notice, .. })) = (synced, out.last_mut()) {
+        *notice = Some(format!("reading the model back from the gpu failed ({e}); using the last state read back"));
+    }
+    let line = serde_json::json!({ "step": steps, "val_loss": json(&val), "backend": run.backend_name() });
+    out.push(Event::Stage { stage, step: steps, metrics: metrics_of(&line), samples: None, report: line });
+}
+
+/// rlhf's recipe (`o.recipe`, or the shipped one) with the knobs and the seed written in, checked (an error names
+/// the knob that set a refused field), before any checkpoint is read: its `checkpoint` is a path for `tp rlhf`.
+pub fn rlhf_config(o: &Options) -> Result<RlhfConfig> {
+    let set = check_knobs(Kind::Rlhf, &o.knobs)?;
+    let recipe = recipe_json(o.recipe.as_deref().unwrap_or(RLHF), &set, o.seed)?;
+    let cfg: RlhfConfig = serde_json::from_value(recipe).map_err(|e| Error::Invalid(format!("recipe: {e}")))?;
+    cfg.validate().map_err(|e| name_knob(e, &set))?;
+    eval_every(&set, RLHF_EVAL_EVERY)?;
+    Ok(cfg)
 }
 
 /// A kind's stages, knobs and shipped recipe, without building anything heavy: the recipe file's numbers (finetune

@@ -210,7 +210,7 @@ impl Recipe {
             .split(|c: char| !c.is_ascii_alphabetic())
             .filter(|w| (z.min_len..=z.max_len).contains(&w.len()) && w.bytes().all(|b| b.is_ascii_lowercase()))
             .collect();
-        let (held, train): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|w| fnv1a(w.as_bytes()) % z.held_out_mod == 0);
+        let (held, train): (Vec<&str>, Vec<&str>) = all.into_iter().partition(|w| fnv1a(w.as_bytes()).is_multiple_of(z.held_out_mod));
         (train.into_iter().map(String::from).collect(), held.into_iter().map(String::from).collect())
     }
 
@@ -253,12 +253,14 @@ impl Recipe {
 
     /// The two runs, (with the pattern, baseline): the same config, seed and tokenizer (`Run::with_data`).
     pub fn runs(&self, corpus: &Corpus, backend: BackendKind) -> Result<(Run, Run)> {
-        let tok = Recipe::tokenizer(corpus)?;
-        let data = |t: &str| Dataset::from_text(t, tok.clone(), &self.config);
-        Ok((
-            Run::with_data(self.config.clone(), data(&corpus.with_pattern)?, backend)?,
-            Run::with_data(self.config.clone(), data(&corpus.baseline)?, backend)?,
-        ))
+        Ok((self.run(corpus, true, backend)?, self.run(corpus, false, backend)?))
+    }
+
+    /// One of the two runs: on the text with the pattern (`pattern`), or on the baseline text.
+    pub fn run(&self, corpus: &Corpus, pattern: bool, backend: BackendKind) -> Result<Run> {
+        let text = if pattern { &corpus.with_pattern } else { &corpus.baseline };
+        let data = Dataset::from_text(text, Recipe::tokenizer(corpus)?, &self.config)?;
+        Run::with_data(self.config.clone(), data, backend)
     }
 
     /// The held-out questions evaluated: `eval_questions` held-out words evenly spaced in their sorted list (all

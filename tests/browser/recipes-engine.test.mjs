@@ -216,6 +216,44 @@ test('icl and zeroshot: pretraining as native, the evaluation stage with its rep
   assert.deepEqual(z.samplesEnd, zs[2].samples);
 });
 
+test('icl on WebGPU (SwiftShader): the pretraining steps give the CPU recipe\'s losses, evaluate while paused, the evaluation on the CPU; auto measures and says', async () => {
+  const knobs = { steps: 4, train_episodes: 400, eval_episodes: 12, eval_every: 2 };
+  const g = await runInPage('icl', { knobs, backend: 'webgpu' }, { pauseAt: { stage: 'pretrain', step: 2 }, tag: 'icl-gpu' });
+  const c = await runInPage('icl', { knobs }, { tag: 'icl-cpu' });
+  assert.equal(g.info.backend, 'webgpu');
+  assert.equal(c.info.backend, 'wasm-threads');
+  const of = (r, name, evals) => r.events.filter((e) => e.type === 'progress' && e.stage === 'pretrain' && e.eval === evals).map((e) => [e.step, e.metrics[name]]);
+  for (const [name, evals] of [['loss', false], ['grad_norm', false], ['val_loss', true]]) {
+    const [a, b] = [of(g, name, evals), of(c, name, evals)];
+    assert.deepEqual(a.map(([s]) => s), b.map(([s]) => s), `${name}: the same steps`);
+    assert.ok(a.length > 0, name);
+    a.forEach(([s, x], i) => assert.ok(Math.abs(x - b[i][1]) <= 2e-3 * Math.abs(b[i][1]), `${name} at step ${s}: webgpu ${x} vs cpu ${b[i][1]}`));
+  }
+  assert.ok(g.events.every((e) => !e.notice), 'no device loss');
+  // Paused after step 2 (or one more, as events reach the page while it steps): evaluated on the device, at the
+  // step it paused at, the validation loss the CPU's run has there when that is an evaluation step.
+  assert.equal(g.paused.stage, 'pretrain');
+  assert.ok(g.paused.step >= 2 && g.paused.step < 4, `paused at pretrain step ${g.paused.step}`);
+  assert.deepEqual(g.runs[0], { stopped: 'paused', ...g.paused });
+  assert.equal(g.evaluate.step, g.paused.step);
+  const cpuVal = of(c, 'val_loss', true).find(([s]) => s === g.paused.step);
+  if (cpuVal) assert.ok(Math.abs(g.evaluate.metrics.val_loss - cpuVal[1]) <= 2e-3 * cpuVal[1], `evaluate ${g.evaluate.metrics.val_loss} vs ${cpuVal[1]}`);
+  else assert.ok(Number.isFinite(g.evaluate.metrics.val_loss));
+  const stage = (r, name) => r.events.find((e) => e.type === 'stage' && e.stage === name);
+  assert.match(stage(g, 'pretrain').report.backend, /^gpu \(/);
+  assert.equal(stage(c, 'pretrain').report.backend, 'cpu');
+  assert.equal(stage(g, 'eval').report.accuracy_by_k.length, 8);
+  const auto = await page.evaluate(async () => {
+    const r = await window.engine.createRecipe('icl', { knobs: { steps: 2, train_episodes: 400, eval_episodes: 12 }, backend: 'auto' });
+    const out = { choice: r.backendChoice, backend: r.backend };
+    await r.dispose();
+    return out;
+  });
+  assert.match(auto.choice.reason, /^icl's pretraining: measured .* ms\/step on WebGPU, .* on the CPU; evaluation on the CPU$/);
+  assert.equal(auto.backend, auto.choice.backend === 'webgpu' ? 'webgpu' : 'wasm-threads');
+  assert.deepEqual(problems, []);
+});
+
 test('recipeInfo, run to a stage, and bad options refused naming the option', async () => {
   const r = await page.evaluate(async () => {
     const e = window.engine;
@@ -235,7 +273,8 @@ test('recipeInfo, run to a stage, and bad options refused naming the option', as
       unknown: await refused('rlhf', { knobs: { betta: 1 } }),
       string: await refused('rlhf', { knobs: { beta: '1' } }),
       task: await refused('finetune', { task: 'poetry' }),
-      gpu: await refused('icl', { backend: 'webgpu' }),
+      gpu: await refused('rlhf', { backend: 'webgpu' }),
+      gpuFinetune: await refused('finetune', { backend: 'webgpu' }),
       from: await refused('rlhf', { from: { stage: 'ppo', checkpoints: {} } }),
       checkpoint: await refused('rlhf', { checkpoint: new Uint8Array([1, 2, 3]) }),
       scratch: await refused('rlhf', { checkpoint: 'scratch' }),
@@ -268,7 +307,8 @@ test('recipeInfo, run to a stage, and bad options refused naming the option', as
   assert.match(e.unknown, /^config: invalid config: knobs\.betta/);
   assert.match(e.string, /^invalid: opts\.knobs\.beta = '1'/);
   assert.match(e.task, /^invalid: task: .*verse_prose/);
-  assert.match(e.gpu, /^gpu: opts\.backend = 'webgpu'/);
+  assert.match(e.gpu, /^gpu: opts\.backend = 'webgpu': rlhf runs on the CPU backend: its steps add losses computed on the host/);
+  assert.match(e.gpuFinetune, /^gpu: opts\.backend = 'webgpu': finetune runs on the CPU backend/);
   assert.match(e.from, /^invalid: from\.checkpoints\.sft/);
   assert.match(e.checkpoint, /^invalid: checkpoint: /);
   assert.match(e.scratch, /^invalid: opts\.checkpoint = 'scratch'/);
@@ -279,6 +319,7 @@ test('recipeInfo, run to a stage, and bad options refused naming the option', as
   assert.deepEqual(r.rest, { stopped: 'done', stage: 'ppo', step: 1 });
   assert.deepEqual(r.again, { stopped: 'done', stage: 'ppo', step: 1 });
   assert.equal(r.choice.backend, 'cpu');
+  assert.match(r.choice.reason, /host/);
   assert.equal(r.recipes, 0);
   assert.deepEqual(problems, []);
 });

@@ -220,8 +220,8 @@ pub fn lookup_targets(ep: &Episode, length: usize) -> Vec<(usize, Vec<usize>)> {
     let start = |i: usize| 1 + i * (2 * length + 2);
     let mut out = vec![];
     for (q, (xq, _)) in ep.pairs.iter().enumerate() {
-        for j in 0..length {
-            let targets: Vec<usize> = (0..q).filter(|&i| ep.pairs[i].0[j] == xq[j]).map(|i| start(i) + length + 1 + j).collect();
+        for (j, x) in xq.iter().enumerate().take(length) {
+            let targets: Vec<usize> = (0..q).filter(|&i| ep.pairs[i].0[j] == *x).map(|i| start(i) + length + 1 + j).collect();
             if !targets.is_empty() {
                 out.push((start(q) + length + j, targets));
             }

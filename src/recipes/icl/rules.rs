@@ -94,7 +94,7 @@ impl Rule {
         }
         h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (h ^ (h >> 31)) % HELD_OUT_EVERY == 0
+        (h ^ (h >> 31)).is_multiple_of(HELD_OUT_EVERY)
     }
 
     pub fn split(&self) -> RuleSplit {
