@@ -648,8 +648,13 @@ export class Recipe {
   readonly done: boolean;
   on(event: 'progress', fn: (p: RecipeProgress) => void): Unsubscribe;
   on(event: 'stage', fn: (r: RecipeStageResult) => void): Unsubscribe;
-  /** The recipe stopped on an error (a diverged step, or the engine restarted: a recipe is not restored). */
+  /** The recipe stopped on an error (a diverged step, or the engine stopped: then 'restored' follows). */
   on(event: 'error', fn: (e: EngineError) => void): Unsubscribe;
+  /**
+   * After an engine restart: the recipe is back, paused, at the start of `stage` (the stage it was in), made again
+   * from the models of the stages it had finished; `lost` is where it was.
+   */
+  on(event: 'restored', fn: (r: { stage: string; step: number; lost: { stage: string; step: number } }) => void): Unsubscribe;
   /**
    * Steps the stages, in turn with the engine's other work, until `opts.stage` has finished (default: the last
    * stage), or pause() or dispose(). Resolves with 'done' the stage that finished and its steps (at once when it

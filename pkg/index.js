@@ -340,6 +340,9 @@ export class Engine extends Emitter {
       case 'recipeError':
         this.#recipes.get(e.recipeId)?._event(e);
         break;
+      case 'recipeKept':
+        this.#recipes.get(e.recipeId)?._kept(e);
+        break;
     }
   }
 
@@ -366,13 +369,21 @@ export class Engine extends Emitter {
     this.#pending.clear();
     this.#stopWorker();
     for (const id of hit) this.#runs.get(id)?.emit('error', new EngineError(message, { kind: 'runtime', restart, runId: id }));
-    // A recipe lives only in the Worker: it is gone (create it again, from the stages it saved).
-    for (const recipe of this.#recipes.values()) recipe._lost(new EngineError(`${message} (the recipe is lost: create it again)`, { kind: 'runtime', restart }));
-    this.#recipes.clear();
+    for (const recipe of this.#recipes.values()) recipe.emit('error', new EngineError(message, { kind: 'runtime', restart, recipeId: recipe.id }));
     this.#restarting = (async () => {
       try {
         await this.#boot();
         for (const run of this.#runs.values()) await run._restore((msg) => this.#call(msg));
+        // A recipe comes back at the start of the stage it was in, from the models of the stages it finished
+        // (finetune: from its last kept state); one that cannot is lost (it says why).
+        for (const recipe of [...this.#recipes.values()]) {
+          try {
+            await recipe._restore((msg) => this.#call(msg));
+          } catch (e) {
+            this.#recipes.delete(recipe.id);
+            recipe._lost(new EngineError(`${message}; the recipe could not be restored (${e.message}): create it again`, { kind: 'runtime', restart }));
+          }
+        }
         this.emit('restart', { message, runId, cause: restart });
       } catch (e) {
         this.emit('error', new EngineError(`the engine could not restart: ${e.message}`));
@@ -563,7 +574,7 @@ export class Engine extends Emitter {
     parts.reduce((at, p) => (bytes.set(p, at), at + p.length), 0);
     const recipeId = this.#nextRecipe++;
     const state = await this._request({ op: 'createRecipe', recipeId, kind, options: JSON.stringify(options), bytes, backend });
-    const recipe = new Recipe(this, recipeId, state, state.choice ?? null);
+    const recipe = new Recipe(this, recipeId, state, state.choice ?? null, { kind, options, bytes });
     this.#recipes.set(recipeId, recipe);
     return recipe;
   }
@@ -658,9 +669,14 @@ export class Recipe extends Emitter {
   #engine;
   #disposed = false;
 
-  constructor(engine, id, state, choice) {
+  /** How it was made (kind, options, bytes) and what it kept for a restart: finished stage → its model's bytes. */
+  #made;
+  #kept = new Map();
+
+  constructor(engine, id, state, choice, made) {
     super();
     this.#engine = engine;
+    this.#made = made;
     this.id = id;
     this.kind = state.kind;
     /** [{ name, steps }] in order. */
@@ -694,7 +710,54 @@ export class Recipe extends Emitter {
     this.emit('progress', e);
   }
 
-  /** The engine restarted: this recipe is gone. */
+  /** The Worker kept a finished stage's model, for a restart. */
+  _kept({ stage, bytes }) {
+    this.#kept.set(stage, bytes);
+  }
+
+  /**
+   * After an engine restart: made again (the same kind, options and backend) to start at the stage it was in, from
+   * the models of the stages before it — the Driver's `from`, which gives the numbers of a run straight through.
+   * What it loses: the work of the stage under way (a recipe that had finished comes back at the start of its last
+   * stage). Emits 'restored' { stage, step, lost: { stage, step } (where it was) }.
+   */
+  async _restore(call) {
+    const { kind, options, bytes } = this.#made;
+    const names = this.stages.map((s) => s.name);
+    const at = this.done ? names.length - 1 : Math.max(0, names.indexOf(this.stage));
+    const lost = { stage: this.stage, step: this.step };
+    const backend = this.backend === 'webgpu' ? 'webgpu' : 'cpu';
+    const make = (opts, b) => call({ op: 'createRecipe', recipeId: this.id, kind, options: JSON.stringify(opts), bytes: b, backend });
+    // Still in the stage it was made to start at: made again as it was.
+    const start = options.from ? names.indexOf(options.from.stage) : 0;
+    const state = at <= start ? await make(options, bytes) : await make(...this.#from(names, at));
+    [this.stage, this.step, this.done] = [state.stage, state.step, state.done];
+    this.emit('restored', { stage: this.stage, step: this.step, lost });
+  }
+
+  /** The options and bytes of this recipe made to start at stage `names[at]` from the models before it. */
+  #from(names, at) {
+    const { options, bytes } = this.#made;
+    // The models of the stages before `at`: the caller's own `from` checkpoints, then those finished here.
+    const orig = options.checkpoint ?? 0;
+    const before = new Map();
+    let off = orig;
+    for (const [name, n] of options.from?.checkpoints ?? []) {
+      before.set(name, bytes.subarray(off, off + n));
+      off += n;
+    }
+    for (const [name, b] of this.#kept) before.set(name, b);
+    const from = [...before].filter(([name]) => names.indexOf(name) < at);
+    const opts = { ...options };
+    delete opts.from;
+    opts.from = { stage: names[at], checkpoints: from.map(([name, b]) => [name, b.length]) };
+    const parts = [bytes.subarray(0, orig), ...from.map(([, b]) => b)];
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
+    return [opts, all];
+  }
+
+  /** The engine restarted and the recipe could not be made again: it is gone. */
   _lost(err) {
     this.#disposed = true;
     this.emit('error', err);

@@ -85,6 +85,8 @@
 //                                                   held-out evaluation) done
 //   recipeStage { recipeId, stage, step, metrics, samples?, report, ms } — a recipe's stage finished
 //   recipeError { recipeId, error }               — the recipe stopped on an error
+//   recipeKept  { recipeId, stage, step, bytes }  — a finished stage's model (safetensors), kept by the page to bring
+//                                                   the recipe back after a restart (Recipe#_restore)
 
 export const OPS = Object.freeze([
   'init', 'validate', 'shapeFlow', 'checkText', 'create', 'load', 'train', 'pause', 'step', 'evaluate', 'generate',
@@ -99,7 +101,7 @@ export const OPS = Object.freeze([
  */
 export const PANIC_CHANNEL = 'transformer-playground-panic';
 
-export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'kv', 'pong', 'recipeProgress', 'recipeStage', 'recipeError']);
+export const EVENTS = Object.freeze(['progress', 'snapshot', 'runError', 'crashed', 'text', 'kv', 'pong', 'recipeProgress', 'recipeStage', 'recipeError', 'recipeKept']);
 
 /** The recipes (engine.createRecipe's kinds): src/recipes/engine.rs Kind. */
 export const RECIPE_KINDS = Object.freeze(['finetune', 'zeroshot', 'icl', 'rlhf']);

@@ -363,7 +363,19 @@ async function recipeUnitNow(recipeId, c) {
       postMessage({ event: 'recipeProgress', recipeId, ...e, ms });
     }
   }
+  await keepRecipe(recipeId, c, finished);
   if (finished !== null && (recipeState(c).done || finished.stage === c.until)) stopRecipe(c, 'done', finished);
+}
+
+/**
+ * What the page keeps of recipe `c` to bring it back after an engine restart (index.js Recipe#_restore): the model
+ * of each stage that has one, as that stage finishes (`recipeKept`: stage, step, bytes). A restored recipe starts
+ * at the stage it was in, from these (the Driver's `from`).
+ */
+async function keepRecipe(recipeId, c, finished) {
+  if (finished === null || finished.stage === 'eval') return;
+  const bytes = await c.wr.save(finished.stage);
+  postMessage({ event: 'recipeKept', recipeId, stage: finished.stage, step: finished.step, bytes }, [bytes.buffer]);
 }
 
 /** recipeRun: steps recipe `recipeId` until `stage` (default: the last) has finished; replied when it stops. */

@@ -29,7 +29,7 @@ test("the baby-GPT preset: refused on the CPU naming the batch, 'auto' picks Web
     const autoInfo = { backend: auto.backend, choice: auto.backendChoice ?? null };
     await auto.dispose?.();
     // The same model at one sequence of 32 tokens: a few steps on SwiftShader.
-    const small = { ...config, model: { ...config.model, ctx_len: 32 }, train: { ...config.train, batch_size: 1, eval_interval: 1000 } };
+    const small = { ...config, model: { ...config.model, ctx_len: 32 }, train: { ...config.train, batch_size: 1, eval_interval: 1000, eval_iters: 1 } };
     const run = await engine.createRun(small, { corpus, backend: 'webgpu' });
     const progress = [];
     run.on('progress', (p) => progress.push({ step: p.step, loss: p.loss, backend: p.backend }));

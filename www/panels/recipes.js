@@ -182,6 +182,15 @@ async function run() {
       s.error = e.message;
       if (k === kind) render();
     });
+    // After an engine restart the recipe is back at the start of the stage it was in: paused there.
+    s.recipe.on('restored', (r) => {
+      s.state = 'paused';
+      s.error = null;
+      if (k === kind) {
+        say({ text: t('rcp.restored', { stage: stageName(r.stage), lost: stageName(r.lost.stage) }) });
+        render();
+      }
+    });
     renderForm();
   }
   s.state = 'running';
