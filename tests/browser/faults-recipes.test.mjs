@@ -2,24 +2,16 @@
 // stage; the recipe comes back at the start of that stage from the SFT model it had finished (the Driver's `from`),
 // says so ('restored'), and run again gives the numbers of a recipe run straight through. A recipe killed in its
 // first stage comes back at that stage's start.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, open } from './util.mjs';
+import { serverAndBrowser, open } from './util.mjs';
 
-let server, browser;
-before(async () => {
-  server = await startServer({ isolation: true });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const at = serverAndBrowser();
 
 const KNOBS = { sft_steps: 4, rm_steps: 6, ppo_steps: 2, k: 3, rollouts: 2, epochs: 1, eval_every: 100 };
 
 test('an rlhf recipe killed in its rm stage comes back there from its SFT model and ends with the numbers of a run straight through', async () => {
-  const { page, problems } = await open(browser.context, `${server.url}/tests/browser/harness.html`);
+  const { page, problems } = await open(at.browser.context, `${at.server.url}/tests/browser/harness.html`);
   await page.waitForFunction(() => window.harnessReady === true);
   const r = await page.evaluate(async (knobs) => {
     const engine = await window.tp.Engine.start({ build: 'threads' });

@@ -1,5 +1,6 @@
 // Shared set-up for the browser tests: the static server (scripts/serve.mjs) and Debian's headless Chromium
 // driven by playwright-core. Never a downloaded browser.
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -60,4 +61,21 @@ export async function open(context, url) {
   page.on('worker', (w) => w.on('console', (m) => m.type() === 'error' && problems.push(`worker console.error: ${m.text()}`)));
   await page.goto(url);
   return { page, problems };
+}
+
+/**
+ * A test file's server (isolated) and Chromium, started before its tests and closed after them: returns an object
+ * whose `server` and `browser` are set once `before` has run.
+ */
+export function serverAndBrowser() {
+  const at = { server: null, browser: null };
+  before(async () => {
+    at.server = await startServer({ isolation: true });
+    at.browser = await launch();
+  });
+  after(async () => {
+    await at.browser?.close();
+    await at.server?.close();
+  });
+  return at;
 }

@@ -1,22 +1,14 @@
 // The baby GPT (configs/baby-gpt.json, a preset marked GPU) on WebGPU in headless Chromium (SwiftShader, a CPU
 // emulation: its full batch of 64 × 256 is far too slow there, so it trains at a reduced size). backend 'auto'
 // picks WebGPU for it without measuring the CPU, which the core refuses for a step this large in a tab.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launch, open } from './util.mjs';
+import { serverAndBrowser, open } from './util.mjs';
 
-let server, browser;
-before(async () => {
-  server = await startServer({ isolation: true });
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  await server?.close();
-});
+const at = serverAndBrowser();
 
 test("the baby-GPT preset: refused on the CPU naming the batch, 'auto' picks WebGPU saying why, and it trains there", async () => {
-  const { page, problems } = await open(browser.context, `${server.url}/tests/browser/harness.html`);
+  const { page, problems } = await open(at.browser.context, `${at.server.url}/tests/browser/harness.html`);
   await page.waitForFunction(() => window.harnessReady === true);
   const r = await page.evaluate(async () => {
     const { presetConfig, presetNeedsGpu } = await import('/pkg/presets.js');
