@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 cargo build --release --bin tp >&2
+node scripts/pkg-assets.mjs >/dev/null # pkg/presets.js, generated (not in git)
 gpu=" $(node -e "import('./pkg/presets.js').then((m) => console.log(m.GPU_PRESETS.join(' ')))") "
 for cfg in configs/*.json; do
   case "$gpu" in *" $(basename "$cfg" .json) "*) echo "== $cfg: a GPU preset, left out"; continue ;; esac
