@@ -724,12 +724,17 @@ export class Recipe extends Emitter {
   async _restore(call) {
     const { kind, options, bytes } = this.#made;
     const names = this.stages.map((s) => s.name);
-    const at = this.done ? names.length - 1 : Math.max(0, names.indexOf(this.stage));
+    // The stage it was made to start at (its `from`, else the first): the stages before it came with the options.
+    const start = options.from ? names.indexOf(options.from.stage) : 0;
+    let at = this.done ? names.length - 1 : Math.max(0, names.indexOf(this.stage));
+    // A later stage whose model never reached the page (the engine stopped between the stage's end and its
+    // recipeKept): back to that stage instead.
+    const missing = names.findIndex((name, i) => i >= start && i < at && name !== 'eval' && !this.#kept.has(name));
+    if (missing >= 0) at = missing;
     const lost = { stage: this.stage, step: this.step };
     const backend = this.backend === 'webgpu' ? 'webgpu' : 'cpu';
     const make = (opts, b) => call({ op: 'createRecipe', recipeId: this.id, kind, options: JSON.stringify(opts), bytes: b, backend });
     // Still in the stage it was made to start at: made again as it was.
-    const start = options.from ? names.indexOf(options.from.stage) : 0;
     const state = at <= start ? await make(options, bytes) : await make(...this.#from(names, at));
     [this.stage, this.step, this.done] = [state.stage, state.step, state.done];
     this.emit('restored', { stage: this.stage, step: this.step, lost });
@@ -748,9 +753,7 @@ export class Recipe extends Emitter {
     }
     for (const [name, b] of this.#kept) before.set(name, b);
     const from = [...before].filter(([name]) => names.indexOf(name) < at);
-    const opts = { ...options };
-    delete opts.from;
-    opts.from = { stage: names[at], checkpoints: from.map(([name, b]) => [name, b.length]) };
+    const opts = { ...options, from: { stage: names[at], checkpoints: from.map(([name, b]) => [name, b.length]) } };
     const parts = [bytes.subarray(0, orig), ...from.map(([, b]) => b)];
     const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
     parts.reduce((o, p) => (all.set(p, o), o + p.length), 0);
