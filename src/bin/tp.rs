@@ -325,8 +325,13 @@ fn read_text(path: &str) -> Result<String> {
     Ok(transformer_playground::data::check_text(&bytes)?.to_string())
 }
 
+/// A file's text (a config or recipe file); an error names the path.
+fn read_file(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{path}: {e}")))
+}
+
 fn read_config(path: &str) -> Result<Config> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    let text = read_file(path)?;
     Config::from_json(&text)
 }
 
@@ -733,7 +738,7 @@ fn save_last_good(d: &mut Driver, path: Option<String>) {
 /// no weight update: one `"stage": "pretrain"` line per logged step, then one `"stage": "eval"` line.
 fn icl(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out: Option<&str>, checkpoint: Option<&str>, log_every: usize) -> Result<()> {
     check_out(out)?;
-    let recipe = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+    let recipe = read_file(config)?;
     let from = match checkpoint {
         Some(_) if steps.is_some() || out.is_some() => {
             return Err(Error::Invalid("--checkpoint evaluates a trained model: --steps and --out train one, leave them out".into()));
@@ -771,7 +776,7 @@ fn icl(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out
 /// (or reads them from `--checkpoints`), then asks both the held-out questions with no weight update: one
 /// `"stage": "pretrain"` line per logged step of each model, then one `"stage": "eval"` line.
 fn zeroshot_cmd(config: &str, steps: Option<usize>, seed: Option<u64>, backend: &str, out: Option<&str>, checkpoints: Option<&str>, log_every: usize) -> Result<()> {
-    let recipe = std::fs::read_to_string(config).map_err(|e| Error::Io(format!("{config}: {e}")))?;
+    let recipe = read_file(config)?;
     let path = |dir: &str, name: &str| std::path::Path::new(dir).join(format!("{name}.ckpt")).to_string_lossy().into_owned();
     let from = match checkpoints {
         Some(_) if steps.is_some() || out.is_some() => {
@@ -848,7 +853,7 @@ fn finetune(a: FinetuneArgs) -> Result<()> {
             (None, Some(from), [("from.checkpoints.finetune", format!("--checkpoint {ck}")), ("task", "--task".into())])
         }
         (None, Some(cfg)) => {
-            let text = std::fs::read_to_string(cfg).map_err(|e| Error::Io(format!("{cfg}: {e}")))?;
+            let text = read_file(cfg)?;
             (Some(text), None, [("recipe", cfg.clone()), ("task", "--task".into())])
         }
         _ => return Err(Error::Invalid("give --checkpoint CK (fine-tune a trained gpt) or --config FILE (from scratch)".into())),
@@ -890,7 +895,7 @@ struct RlhfArgs {
 /// steps and at each stage's start and end; each stage writes its checkpoint into the `--out` folder. A stage
 /// after the first starts from the files the stages before it wrote there.
 fn rlhf_cmd(a: RlhfArgs) -> Result<()> {
-    let recipe = std::fs::read_to_string(&a.config).map_err(|e| Error::Io(format!("{}: {e}", a.config)))?;
+    let recipe = read_file(&a.config)?;
     let knobs = knobs(&[
         ("beta", a.beta.map(f64::from)), ("gamma_ptx", a.gamma_ptx.map(f64::from)), ("ppo_steps", a.ppo_steps.map(|s| s as f64)),
         ("eval_every", Some(a.eval_every as f64)),
