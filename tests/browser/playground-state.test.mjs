@@ -126,7 +126,11 @@ test('several runs: a change to a trained run starts a new one, shown with its c
   await waitTrainable(page);
   await page.click('#train');
   await page.waitForFunction(() => window.__tp.runs.list().every((r) => r.stepCount === 3 && !r.training), null, { timeout: 60000 });
-  const colors = await page.$$eval('#run-list li', (lis) => lis.map((li) => getComputedStyle(li).borderLeftColor));
+  // Each run's colour as the list sets it (its border and swatch read --run). Computed styles came back as '' once in
+  // CI on a loaded host, so the test reads the value the page assigned, and checks that it is a colour.
+  const colors = await page.$$eval('#run-list li', (lis) => lis.map((li) => li.style.getPropertyValue('--run')));
+  assert.equal(colors.length, 2);
+  for (const c of colors) assert.match(c, /^(#[0-9a-f]{3,8}|rgb|hsl)/i, `run colour ${JSON.stringify(c)}`);
   assert.notEqual(colors[0], colors[1]);
   const legend = await page.$$eval('#chart-loss .u-legend .u-series', (s) => s.length);
   assert.equal(legend, 5);
