@@ -367,6 +367,29 @@ pub fn gelu_backward(di: &mut [f32], d: &[f32], x: &[f32], y: &[f32]) {
     }
 }
 
+/// d[i] ← d[i]·GELU'(x[i]), in place: `gelu_backward` into a fresh gradient (the matmul epilogue of
+/// `pointwise::Epilogue::ActGrad`); the same operations, so the same bits as adding into zeros.
+pub fn gelu_grad_in_place(d: &mut [f32], x: &[f32], y: &[f32]) {
+    let n = d.len().min(x.len()).min(y.len());
+    let k = GeluK::new();
+    let (d4, dt) = d[..n].as_chunks_mut::<4>();
+    let ((x4, xt), (y4, yt)) = (x[..n].as_chunks::<4>(), y[..n].as_chunks::<4>());
+    const PIECE: usize = 64;
+    let mut ev = [splat(0.0); PIECE];
+    for ((dp, xp), yp) in d4.chunks_mut(PIECE).zip(x4.chunks(PIECE)).zip(y4.chunks(PIECE)) {
+        for (x, e) in xp.iter().zip(&mut ev) {
+            *e = gelu_grad_exp(ld(x), &k);
+        }
+        for (((d, x), y), e) in dp.iter_mut().zip(xp).zip(yp).zip(&ev) {
+            st(d, f32x4_mul(ld(d), gelu_grad_finish(ld(x), ld(y), *e, &k)));
+        }
+    }
+    if !dt.is_empty() {
+        let g = gelu_grad_from_out4(ld_tail(xt), ld_tail(yt), &k);
+        st_tail(dt, f32x4_mul(ld_tail(dt), g));
+    }
+}
+
 /// x[i] = e^(x[i] − m)
 pub fn exp_sub_in_place(x: &mut [f32], m: f32) {
     let (mv, k) = (splat(m), ExpK::new());
