@@ -993,7 +993,7 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    fn gelu_forward_and_backward_match_the_scalar_maths() {
+    fn gelu_forward_and_backward_and_the_in_place_gradient_match_the_scalar_maths() {
         let mut rng = Rng::new(4);
         for n in lengths() {
             let mut x = randn(&mut rng, n, 3.0);
@@ -1015,6 +1015,11 @@ mod tests {
                 want_di[i] += d[i] * math::gelu_grad_from_out_k([x[i]], [y[i]])[0];
             }
             check(&format!("gelu backward n={n}"), &di, &want_di, 1.0);
+            // In place (the matmul epilogue's): d ← d·GELU'(x).
+            let mut dd = d.clone();
+            gelu_grad_in_place(&mut dd, &x, &y);
+            let want_dd: Vec<f32> = (0..n).map(|i| d[i] * math::gelu_grad_from_out_k([x[i]], [y[i]])[0]).collect();
+            check(&format!("gelu grad in place n={n}"), &dd, &want_dd, 1.0);
         }
     }
 
