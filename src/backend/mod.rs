@@ -12,7 +12,8 @@
 //! (`gpu::GpuStep`), and tests holding the fast versions to the reference.
 //!
 //! Argument order follows llm.c: outputs first, then saved caches, then inputs, then parameters, then sizes.
-//! Backward methods ACCUMULATE (`+=`) into parameter gradients and into input gradients; callers zero them.
+//! Backward methods ACCUMULATE (`+=`) into parameter gradients and into input gradients; callers zero them. The one
+//! exception is `matmul_act_backward`'s dpre, the gradient of a pre-activation that nothing else adds to: it is written.
 //! Every op returns a `Result`: a GPU can refuse (limits, a lost device); the host backends never do.
 
 pub mod cpu;
