@@ -39,13 +39,17 @@ mod browser {
     const OPS: &[(&str, usize, usize)] = &[
         ("matmul_fwd qkv 128→384", 2 * N * C * 384, 4),
         ("matmul_fwd proj 128→128", 2 * N * C * C, 4),
-        ("matmul_fwd fc 128→512", 2 * N * C * F, 4),
+        // fc's forward and fc_proj's backward run fused with GELU in the step (the matmul_act_* rows); the plain
+        // ops stay listed, at 0 calls, to compare with.
+        ("matmul_fwd fc 128→512", 2 * N * C * F, 0),
+        ("matmul_act_fwd fc 128→512 gelu", 2 * N * C * F, 4),
         ("matmul_fwd fc_proj 512→128", 2 * N * C * F, 4),
         ("matmul_fwd head 128→65", 2 * N * C * V, 1),
         ("matmul_bwd qkv 128→384", 4 * N * C * 384, 4),
         ("matmul_bwd proj 128→128", 4 * N * C * C, 4),
         ("matmul_bwd fc 128→512", 4 * N * C * F, 4),
-        ("matmul_bwd fc_proj 512→128", 4 * N * C * F, 4),
+        ("matmul_bwd fc_proj 512→128", 4 * N * C * F, 0),
+        ("matmul_act_bwd fc_proj 512→128 gelu", 4 * N * C * F, 4),
         ("matmul_bwd head 128→65", 4 * N * C * V, 1),
         // The two products of matmul_bwd on their own (counted there, so 0 calls per step here).
         ("matmul_dx qkv 128→384", 2 * N * C * 384, 0),
@@ -58,8 +62,8 @@ mod browser {
         ("attention_bwd", 0, 4),
         ("layernorm_fwd", 0, 9),
         ("layernorm_bwd", 0, 9),
-        ("gelu_fwd", 0, 4),
-        ("gelu_bwd", 0, 4),
+        ("gelu_fwd", 0, 0),
+        ("gelu_bwd", 0, 0),
         ("cross_entropy", 0, 1),
         ("adamw (0.79M values, ≈ all of W1)", 0, 1),
     ];
@@ -120,6 +124,14 @@ mod browser {
             let sh = AttnShape { b: 12, t: 64, s: 64, nh: 4, nkv: 4, hs: 32, causal: true, q_offset: 0, scale: 0.176_776_7 };
             let m = N * C;
             match op {
+                "matmul_act_fwd fc 128→512 gelu" => {
+                    let (pre, act) = o.split_at_mut(N * F);
+                    cpu.matmul_act_forward(Activation::Gelu, pre, &mut act[..N * F], &a[..N * C], &b[..F * C], Some(&d[..F]), N, C, F)
+                }
+                "matmul_act_bwd fc_proj 512→128 gelu" => {
+                    let (dw, db) = (&mut e[..C * F], Some(&mut f[..C]));
+                    cpu.matmul_act_backward(Activation::Gelu, &mut o[..N * F], dw, db, &a[..N * C], &b[..N * F], &g[..N * F], &d[..C * F], N, F, C)
+                }
                 _ if op.starts_with("matmul_fwd") => {
                     let (c, oc) = linear(op);
                     cpu.matmul_forward(o, a, b, Some(&d[..oc]), N, c, oc)
@@ -208,7 +220,7 @@ mod browser {
     mod timed_backend {
         use super::timed;
         use transformer_playground::backend::cpu::Cpu;
-        use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Segment, View};
+        use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Routing, Segment, View};
         use transformer_playground::config::{Activation, NormKind};
         use transformer_playground::Result;
 
@@ -258,8 +270,38 @@ mod browser {
             fn grad_pair(g: &mut [f32], a: View, b: Option<View>) -> Result<(&mut [f32], Option<&mut [f32]>)> {
                 <Cpu as Backend>::grad_pair(g, a, b)
             }
+            fn grad_many<'a>(g: &'a mut [f32], views: &[View]) -> Result<Vec<&'a mut [f32]>> {
+                <Cpu as Backend>::grad_many(g, views)
+            }
+            fn known(&self, x: &[f32]) -> Option<Vec<f32>> {
+                Cpu.known(x)
+            }
             fn loss_value(loss: f32, scalars: &[f32]) -> f32 {
                 <Cpu as Backend>::loss_value(loss, scalars)
+            }
+            fn moe_route(&self, probs: &mut [f32], choice: &mut [f32], slot: &mut [f32], weight: &mut [f32], stats: &mut [f32], logits: &[f32], n: usize, e: usize, k: usize, cap: usize) -> Result<()> {
+                timed("moe_route".into(), || Cpu.moe_route(probs, choice, slot, weight, stats, logits, n, e, k, cap))
+            }
+            fn moe_route_backward(&self, dlogits: &mut [f32], dweight: &[f32], probs: &[f32], r: Routing<&[f32]>, stats: &[f32], e: usize, aux: f32) -> Result<()> {
+                timed("moe_route_bwd".into(), || Cpu.moe_route_backward(dlogits, dweight, probs, r, stats, e, aux))
+            }
+            fn moe_gather(&self, xe: &mut [f32], x: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+                timed("moe_gather".into(), || Cpu.moe_gather(xe, x, r, ex, rows, c))
+            }
+            fn moe_scatter(&self, dx: &mut [f32], dxe: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+                timed("moe_scatter".into(), || Cpu.moe_scatter(dx, dxe, r, ex, rows, c))
+            }
+            fn moe_combine(&self, out: &mut [f32], ye: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+                timed("moe_combine".into(), || Cpu.moe_combine(out, ye, r, ex, rows, c))
+            }
+            fn moe_combine_backward(&self, dye: &mut [f32], dweight: &mut [f32], dout: &[f32], ye: &[f32], r: Routing<&[f32]>, ex: usize, rows: usize, c: usize) -> Result<()> {
+                timed("moe_combine_bwd".into(), || Cpu.moe_combine_backward(dye, dweight, dout, ye, r, ex, rows, c))
+            }
+            fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {
+                timed("gru_fwd".into(), || Cpu.gru_forward(h, gates, gi, w_hh, b_hh, h0, b, t, c))
+            }
+            fn gru_backward(&self, dgi: &mut [f32], dw_hh: &mut [f32], db_hh: Option<&mut [f32]>, dh: &[f32], gates: &[f32], h: &[f32], h0: Option<&[f32]>, w_hh: &[f32], b: usize, t: usize, c: usize) -> Result<()> {
+                timed("gru_bwd".into(), || Cpu.gru_backward(dgi, dw_hh, db_hh, dh, gates, h, h0, w_hh, b, t, c))
             }
             fn matmul_forward(&self, out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
                 timed(format!("matmul_fwd {c}→{oc}"), || Cpu.matmul_forward(out, inp, w, b, n, c, oc))
@@ -278,6 +320,12 @@ mod browser {
             }
             fn attention_backward(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dtable: Option<&mut [f32]>, dout: &[f32], q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
                 timed("attention_bwd".into(), || Cpu.attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
+            }
+            fn matmul_act_forward(&self, act: Activation, pre: &mut [f32], out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
+                timed(format!("matmul_act_fwd {c}→{oc}"), || Cpu.matmul_act_forward(act, pre, out, inp, w, b, n, c, oc))
+            }
+            fn matmul_act_backward(&self, act: Activation, dpre: &mut [f32], dw: &mut [f32], db: Option<&mut [f32]>, dout: &[f32], inp: &[f32], pre: &[f32], w: &[f32], n: usize, c: usize, oc: usize) -> Result<()> {
+                timed(format!("matmul_act_bwd {c}→{oc}"), || Cpu.matmul_act_backward(act, dpre, dw, db, dout, inp, pre, w, n, c, oc))
             }
             fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) -> Result<()> {
                 timed("activation_fwd".into(), || Cpu.activation_forward(act, out, inp, f))

@@ -201,7 +201,7 @@ impl Tracer<'_> {
             FfnCache::Dense(mlp) => {
                 let (up, fh) = (mlp.a.len() / (self.b * t), mlp.act.len() / (self.b * t));
                 self.rows("ffn_up", Some(layer), &mlp.a, t, up, ["T", "F"], "model::block::ffn_forward", "MODEL.md#feed-forward");
-                self.rows("ffn_activation", Some(layer), &mlp.act, t, fh, ["T", "F"], "backend::Backend::activation_forward", "MODEL.md#feed-forward");
+                self.rows("ffn_activation", Some(layer), &mlp.act, t, fh, ["T", "F"], "backend::Backend::matmul_act_forward", "MODEL.md#feed-forward");
             }
             FfnCache::Moe(moe) => {
                 let e = m.ffn.moe.as_ref().map_or(1, |x| x.experts);

@@ -346,6 +346,95 @@ fn every_activation_matches_the_reference_forward_and_backward() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// The FFN's matmuls with the activation fused into their epilogue
+
+/// Sizes (N, C, F) of an FFN: x (N,C) → pre (N,F or 2F) → act (N,F) → the proj layer (F → C). None a multiple of
+/// a tile or of the SIMD width; up to 64 rows the CPU backend runs the two ops (a decoding step's few rows), from
+/// 65 rows on it fuses them.
+const FFN_SIZES: [(usize, usize, usize); 6] = [(7, 13, 37), (1, 5, 3), (33, 129, 65), (70, 13, 37), (130, 36, 9), (97, 33, 65)];
+
+/// `matmul_act_forward` of the fc layer (weights scaled by 1/√C, so pre is of order 1: the activation's
+/// interesting range), then `matmul_act_backward` of a proj layer over its output:
+/// [pre, act, dpre, dw, db]. dpre starts as random values, which the backward must overwrite; dw and db start as
+/// random values it must add to.
+fn matmul_act_case(be: &impl Host, act: Activation, n: usize, c: usize, f: usize, bias: bool) -> Vec<Vec<f32>> {
+    let width = if act.is_gated() { 2 * f } else { f };
+    let mut rng = Rng::new((n * 1000 + c * 10 + f) as u64);
+    let (x, w1, b1) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, width * c, 1.0 / (c as f32).sqrt()), randn(&mut rng, width, 1.0));
+    let (w2, b2, dout) = (randn(&mut rng, c * f, 0.5), randn(&mut rng, c, 1.0), randn(&mut rng, n * c, 1.0));
+    let _ = b2; // the proj's bias takes no part in its backward
+    let (mut pre, mut out) = (vec![f32::NAN; n * width], vec![f32::NAN; n * f]);
+    be.matmul_act_forward(act, &mut pre, &mut out, &x, &w1, bias.then_some(&b1[..]), n, c, width).unwrap();
+    let mut dpre = randn(&mut rng, n * width, 1.0);
+    let (mut dw, mut db) = (randn(&mut rng, c * f, 1.0), randn(&mut rng, c, 1.0));
+    be.matmul_act_backward(act, &mut dpre, &mut dw, bias.then_some(&mut db[..]), &dout, &out, &pre, &w2, n, f, c).unwrap();
+    vec![pre, out, dpre, dw, db]
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn fused_matmul_activation_matches_the_reference_for_every_activation_with_and_without_bias() {
+    for act in ACTIVATIONS {
+        for (n, c, f) in FFN_SIZES {
+            for bias in [true, false] {
+                let (got, want) = (matmul_act_case(&Cpu, act, n, c, f, bias), matmul_act_case(&Reference, act, n, c, f, bias));
+                for (i, name) in ["pre", "act", "dpre", "dw", "db"].iter().enumerate() {
+                    if *name == "db" && !bias {
+                        assert_eq!(got[i], want[i], "db is untouched without a bias");
+                        continue;
+                    }
+                    assert_close(&format!("{act:?} {name} N={n} C={c} F={f} bias={bias}"), &got[i], &want[i], 3e-5, 2e-4);
+                }
+            }
+        }
+    }
+}
+
+/// The fused kernels of the browser's matmul (`portable`, whatever the row count), serial and parallel, against
+/// the reference: the forward for every activation (gated ones fuse too: a task holds whole rows), the backward's
+/// dpre for the plain ones; and the same bits serial and parallel.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn portable_fused_matmul_activation_kernels_match_the_reference_serial_and_parallel() {
+    for act in ACTIVATIONS {
+        for (n, c, f) in FFN_SIZES {
+            let want = matmul_act_case(&Reference, act, n, c, f, true);
+            let width = if act.is_gated() { 2 * f } else { f };
+            let mut rng = Rng::new((n * 1000 + c * 10 + f) as u64);
+            let (x, w1, b1) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, width * c, 1.0 / (c as f32).sqrt()), randn(&mut rng, width, 1.0));
+            let (w2, _b2, dout) = (randn(&mut rng, c * f, 0.5), randn(&mut rng, c, 1.0), randn(&mut rng, n * c, 1.0));
+            let mut serial = Vec::new();
+            for parallel in [false, true] {
+                let (mut pre, mut out) = (vec![f32::NAN; n * width], vec![f32::NAN; n * f]);
+                portable::matmul_act_forward(act, &mut pre, &mut out, &x, &w1, Some(&b1), n, c, width, parallel);
+                assert_close(&format!("portable {act:?} pre N={n}"), &pre, &want[0], 3e-5, 2e-4);
+                assert_close(&format!("portable {act:?} act N={n}"), &out, &want[1], 3e-5, 2e-4);
+                let mut all = vec![bits(&pre), bits(&out)];
+                if !act.is_gated() {
+                    let mut dpre = vec![f32::NAN; n * f];
+                    portable::matmul_act_backward_input(act, &mut dpre, &dout, &w2, &pre, &out, n, f, c, parallel);
+                    assert_close(&format!("portable {act:?} dpre N={n}"), &dpre, &want[2], 3e-5, 2e-4);
+                    all.push(bits(&dpre));
+                }
+                if parallel {
+                    assert!(serial == all, "portable fused kernel {act:?}: parallel and serial runs differ");
+                } else {
+                    serial = all;
+                }
+            }
+        }
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn fused_matmul_activation_gives_the_same_bits_on_one_and_two_threads_at_w1_size() {
+    for act in ACTIVATIONS {
+        assert_same_bits_on_1_and_2_threads(&format!("matmul_act {act:?}"), || matmul_act_case(&Cpu, act, 768, 128, 512, true));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Attention
 
 #[derive(Clone, Copy, Debug)]

@@ -463,6 +463,48 @@ fn every_activation_backward_matches_finite_differences() {
     }
 }
 
+/// The FFN's proj layer through the activation, y = act(pre) · wᵀ + b, as `matmul_act_backward` differentiates it:
+/// dpre is WRITTEN (pre-filled with random values that must be gone), dw and db accumulate.
+fn check_matmul_act(act: Activation, with_bias: bool, seed: u64) {
+    let (n, f, c) = (3, 4, 5); // proj: F → C
+    let op = format!("matmul_act_backward {act:?} (bias: {with_bias})");
+    let width = if act.is_gated() { 2 * f } else { f };
+    let mut rng = Rng::new(seed);
+    // Away from 0, so relu's kink is never inside a finite-difference step.
+    let pre: Vec<f32> = (0..n * width).map(|_| rng.normal() as f32 * 1.5).map(|x| if x.abs() < 0.1 { x + 0.3 } else { x }).collect();
+    let (w, b, g) = (randn(&mut rng, c * f, 0.5), randn(&mut rng, c, 0.5), randn(&mut rng, n * c, 1.0));
+    let bias = |b: &[f32]| -> Option<Vec<f32>> { with_bias.then(|| b.to_vec()) };
+    let loss = |pre: &[f32], w: &[f32], b: &[f32]| {
+        let mut a = vec![0.0; n * f];
+        ops::activation_forward(act, &mut a, pre, f);
+        let mut y = vec![0.0; n * c];
+        ops::matmul_forward(&mut y, &a, w, bias(b).as_deref(), n, f, c);
+        dot(&g, &y)
+    };
+    let mut a = vec![0.0; n * f];
+    ops::activation_forward(act, &mut a, &pre, f);
+    let mut dpre = randn(&mut rng, n * width, 1.0);
+    let (mut dw, f_w) = prefilled(&mut rng, c * f);
+    let (mut db, f_b) = prefilled(&mut rng, c);
+    ops::matmul_act_backward(act, &mut dpre, &mut dw, with_bias.then_some(&mut db[..]), &g, &a, &pre, &w, n, f, c);
+    assert_grad(&op, "pre", &dpre, &fd_grad(&pre, EPS, |x| loss(x, &w, &b)));
+    assert_grad(&op, "w", &added(&dw, &f_w), &fd_grad(&w, EPS, |x| loss(&pre, x, &b)));
+    if with_bias {
+        assert_grad(&op, "b", &added(&db, &f_b), &fd_grad(&b, EPS, |x| loss(&pre, &w, x)));
+    } else {
+        assert_eq!(db, f_b, "{op}: db must be left alone when there is no bias");
+    }
+}
+
+#[test]
+fn the_proj_layers_backward_through_every_activation_matches_finite_differences() {
+    use Activation::*;
+    for (i, act) in [Relu, Gelu, Swish, Glu, Geglu, Swiglu].into_iter().enumerate() {
+        check_matmul_act(act, true, 70 + i as u64);
+        check_matmul_act(act, false, 80 + i as u64);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // cross-entropy
 

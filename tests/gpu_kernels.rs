@@ -176,6 +176,39 @@ fn every_activation_matches_the_reference_forward_and_backward() {
     }
 }
 
+/// [pre, act, dpre, dw, db] of the FFN's fc layer with its activation (`matmul_act_forward`) and its proj layer's
+/// backward through the activation (`matmul_act_backward`): x (N,C) → pre (N,F or 2F) → act (N,F) → proj (F → C).
+/// dpre starts as random values, which the backward must overwrite; dw and db start nonzero, to be added to.
+fn matmul_act_case(be: &impl Host, act: Activation, n: usize, c: usize, f: usize, bias: bool) -> Vec<Vec<f32>> {
+    let width = if act.is_gated() { 2 * f } else { f };
+    let mut rng = Rng::new((n * 1000 + c * 10 + f) as u64);
+    let (x, w1, b1) = (randn(&mut rng, n * c, 1.0), randn(&mut rng, width * c, 1.0 / (c as f32).sqrt()), randn(&mut rng, width, 1.0));
+    let (w2, dout) = (randn(&mut rng, c * f, 0.5), randn(&mut rng, n * c, 1.0));
+    let (mut pre, mut out) = (vec![f32::NAN; n * width], vec![f32::NAN; n * f]);
+    be.matmul_act_forward(act, &mut pre, &mut out, &x, &w1, bias.then_some(&b1[..]), n, c, width).unwrap();
+    let mut dpre = randn(&mut rng, n * width, 1.0);
+    let (mut dw, mut db) = (randn(&mut rng, c * f, 1.0), randn(&mut rng, c, 1.0));
+    be.matmul_act_backward(act, &mut dpre, &mut dw, bias.then_some(&mut db[..]), &dout, &out, &pre, &w2, n, f, c).unwrap();
+    vec![pre, out, dpre, dw, db]
+}
+
+/// The fused epilogues of matmul.wgsl (plain activations) and the gated activations' product-then-activation, on
+/// sizes that leave partial 64×64 tiles in every direction (F = 65: two column tiles; N = 130: three row tiles).
+#[test]
+fn fused_matmul_activation_matches_the_reference_for_every_activation_with_and_without_bias() {
+    let acts = [Activation::Relu, Activation::Gelu, Activation::Swish, Activation::Glu, Activation::Geglu, Activation::Swiglu];
+    for act in acts {
+        for (n, c, f) in [(7, 13, 37), (1, 5, 3), (33, 129, 65), (130, 36, 9)] {
+            for bias in [true, false] {
+                let (got, want) = (matmul_act_case(&OnGpu, act, n, c, f, bias), matmul_act_case(&Reference, act, n, c, f, bias));
+                for (i, name) in ["pre", "act", "dpre", "dw", "db"].iter().enumerate() {
+                    assert_close(&format!("{act:?} {name} N={n} C={c} F={f} bias={bias}"), &got[i], &want[i], 1e-4, 1e-4);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn rope_matches_the_reference_and_its_inverse_undoes_it() {
     for (rows, t, hs, pos0) in [(4 * 7, 7, 6, 0), (2 * 7, 7, 8, 5), (3 * 5, 5, 64, 1000), (2 * 3, 3, 7, 2)] {

@@ -12,7 +12,8 @@
 //! (`gpu::GpuStep`), and tests holding the fast versions to the reference.
 //!
 //! Argument order follows llm.c: outputs first, then saved caches, then inputs, then parameters, then sizes.
-//! Backward methods ACCUMULATE (`+=`) into parameter gradients and into input gradients; callers zero them.
+//! Backward methods ACCUMULATE (`+=`) into parameter gradients and into input gradients; callers zero them. The one
+//! exception is `matmul_act_backward`'s dpre, the gradient of a pre-activation that nothing else adds to: it is written.
 //! Every op returns a `Result`: a GPU can refuse (limits, a lost device); the host backends never do.
 
 pub mod cpu;
@@ -296,6 +297,46 @@ pub trait Backend {
         inp: Self::In<'_>,
         out: Self::In<'_>,
         f: usize,
+    ) -> Result<()>;
+
+    /// The FFN's first linear layer with its activation (llm.c's `matmul_forward` then `gelu_forward`, one op):
+    /// pre (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC), the pre-activation the backward needs, and out (N,F) = act(pre),
+    /// with OC = F, or OC = 2F ([gate | up]) for gated activations. A backend may fuse the activation into the
+    /// product's epilogue (applied to each block of pre as it is finished, while it is still in cache or registers)
+    /// or run the two ops; either way the result is `matmul_forward` then `activation_forward`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_act_forward(
+        &self,
+        act: Activation,
+        pre: Self::Out<'_>,
+        out: Self::Out<'_>,
+        inp: Self::In<'_>,
+        w: Self::In<'_>,
+        b: Option<Self::In<'_>>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()>;
+
+    /// The FFN's second linear layer's backward with the activation's: dpre (N,C), or (N,2C) gated, = ∂L/∂pre =
+    /// (dout·w) ⊙ act'(pre), WRITTEN (`=`, not `+=`: dpre is a fresh buffer, and dout·w is never kept); dw (OC,C) +=
+    /// doutᵀ·inp; db (OC) += Σ_n dout. inp (N,C) = act(pre) is the layer's input (the forward's out), pre the
+    /// forward's pre-activation. Equals `matmul_backward` into a zeroed dact, then `activation_backward` into a
+    /// zeroed dpre; a backend may fuse act' into the epilogue of the dout·w product.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_act_backward(
+        &self,
+        act: Activation,
+        dpre: Self::Out<'_>,
+        dw: Self::Out<'_>,
+        db: Option<Self::Out<'_>>,
+        dout: Self::In<'_>,
+        inp: Self::In<'_>,
+        pre: Self::In<'_>,
+        w: Self::In<'_>,
+        n: usize,
+        c: usize,
+        oc: usize,
     ) -> Result<()>;
 
     /// RoPE in place on x (B·H, T, HS) at positions pos0..; `inverse` applies the transpose (for the backward).

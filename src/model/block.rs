@@ -445,22 +445,29 @@ pub fn cross_attention_backward<D: Backend>(
     linear_backward(ctx, &p.q, D::view(&dqp), D::view(h), b * t)
 }
 
-/// One FFN over n rows: act(x·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up).
+/// One FFN over n rows: act(x·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up). The fc layer and the activation are
+/// one op (`matmul_act_forward`: the activation in the matmul's epilogue where the backend fuses it).
 fn mlp_forward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, x: D::In<'_>, n: usize) -> Result<(D::Buf, MlpCache<D::Buf>)> {
     let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
-    let a = linear_forward(ctx, &p.fc, x, n)?;
+    let mut a = d.zeros(n * p.fc.out)?;
     let mut act = d.zeros(n * f)?;
-    d.activation_forward(ctx.cfg.ffn.activation, D::view_mut(&mut act), D::view(&a), f)?;
+    let b = p.fc.b.map(|b| D::param(ctx.params, b)).transpose()?;
+    let (a_out, act_out) = (D::view_mut(&mut a), D::view_mut(&mut act));
+    d.matmul_act_forward(ctx.cfg.ffn.activation, a_out, act_out, x, D::param(ctx.params, p.fc.w)?, b, n, p.fc.inp, p.fc.out)?;
     let y = linear_forward(ctx, &p.proj, D::view(&act), n)?;
     Ok((y, MlpCache { a, act }))
 }
 
-/// Returns dx (n, C).
+/// Returns dx (n, C). The proj layer's backward and the activation's are one op (`matmul_act_backward`), which
+/// writes da = (dy·Wproj) ⊙ act'(a) without keeping dy·Wproj.
 fn mlp_backward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, c: &MlpCache<D::Buf>, dy: D::In<'_>, x: D::In<'_>, n: usize) -> Result<D::Buf> {
-    let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
-    let dact = linear_backward(ctx, &p.proj, dy, D::view(&c.act), n)?;
+    let d = ctx.be;
     let mut da = d.zeros(len::<D>(&c.a))?;
-    d.activation_backward(ctx.cfg.ffn.activation, D::view_mut(&mut da), D::view(&dact), D::view(&c.a), D::view(&c.act), f)?;
+    let grads = ctx.grads.as_deref_mut().expect("backward needs gradients");
+    let (dw, db) = D::grad_pair(grads, p.proj.w, p.proj.b)?;
+    let (act, l) = (ctx.cfg.ffn.activation, &p.proj);
+    let w = D::param(ctx.params, l.w)?;
+    d.matmul_act_backward(act, D::view_mut(&mut da), dw, db, dy, D::view(&c.act), D::view(&c.a), w, n, l.inp, l.out)?;
     linear_backward(ctx, &p.fc, D::view(&da), x, n)
 }
 

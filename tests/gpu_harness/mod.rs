@@ -425,6 +425,44 @@ impl Backend for OnGpu {
         .map(drop)
     }
 
+    fn matmul_act_forward(
+        &self,
+        act: Activation,
+        pre: &mut [f32],
+        out: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        on_gpu(0.0, [Some(inp), Some(w), b], [Some(pre), Some(out)], |s, [inp, w, b], [pre, out]| {
+            s.matmul_act_forward(act, d(pre), d(out), d(inp), d(w), b, n, c, oc)
+        })
+        .map(drop)
+    }
+
+    fn matmul_act_backward(
+        &self,
+        act: Activation,
+        dpre: &mut [f32],
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        pre: &[f32],
+        w: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        on_gpu(0.0, [Some(dout), Some(inp), Some(pre), Some(w)], [Some(dpre), Some(dw), db], |s, [dout, inp, pre, w], [dpre, dw, db]| {
+            s.matmul_act_backward(act, d(dpre), d(dw), db, d(dout), d(inp), d(pre), d(w), n, c, oc)
+        })
+        .map(drop)
+    }
+
     fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
         on_gpu(0.0, [], [Some(x)], |s, [], [x]| s.rope(d(x), t, hs, pos0, theta, inverse)).map(drop)
     }

@@ -3,10 +3,12 @@
 //! over what they write (rows or channels of out, rows of dinp, output channels of dw, as llm.c), so each task owns
 //! its part.
 
+use super::pointwise::Epilogue;
 #[cfg(target_arch = "wasm32")]
 use super::portable;
 #[cfg(not(target_arch = "wasm32"))]
 use super::portable::Strided;
+use crate::config::Activation;
 
 /// out (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC)
 #[allow(clippy::too_many_arguments)]
@@ -35,6 +37,39 @@ pub fn matmul_forward(
     portable::matmul_forward(out, inp, w, b, n, c, oc, parallel);
 }
 
+/// Whether `matmul_act_forward` fuses on n rows: not for a decoding step's few rows, which `rows` computes
+/// without the row-block tasks that carry the epilogue (the caller runs the two ops instead).
+pub fn fuses_forward(n: usize) -> bool {
+    n > super::rows::MAX_ROWS
+}
+
+/// pre (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC), and out (N,F) = act(pre) (OC = F, or 2F gated) applied by each task
+/// to its row block of pre as soon as the block is final (`pointwise::Epilogue::Act`). n > `rows::MAX_ROWS`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_act_forward(
+    act: Activation,
+    pre: &mut [f32],
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    debug_assert!(fuses_forward(n));
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let x = Strided { data: inp, rs: c, cs: 1 };
+        let wt = Strided { data: w, rs: 1, cs: c };
+        let epi = Epilogue::Act { act, out };
+        super::native::gemm_epilogue(&mut pre[..n * oc], false, b.map(|b| &b[..oc]), x, wt, n, oc, c, epi, parallel);
+    }
+    #[cfg(target_arch = "wasm32")]
+    portable::matmul_act_forward(act, pre, out, inp, w, b, n, c, oc, parallel);
+}
+
 /// dinp (N,C) += dout·w; dw (OC,C) += doutᵀ·inp; db (OC) += Σ_rows dout.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
@@ -49,11 +84,52 @@ pub fn matmul_backward(
     oc: usize,
     parallel: bool,
 ) {
+    backward(dinp.map(|d| (d, Epilogue::None)), dw, db, dout, inp, w, n, c, oc, parallel)
+}
+
+/// A plain activation's `Backend::matmul_act_backward`: dpre (N,C) = (dout·w) ⊙ act'(pre), written, with act'
+/// applied by each task to its row block of dout·w as soon as the block is final (`pointwise::Epilogue::ActGrad`);
+/// dw (OC,C) += doutᵀ·inp; db (OC) += Σ_rows dout. inp = act(pre) is the layer's input.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_act_backward(
+    act: Activation,
+    dpre: &mut [f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    pre: &[f32],
+    w: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    let epi = Epilogue::ActGrad { act, pre, post: inp };
+    backward(Some((dpre, epi)), dw, db, dout, inp, w, n, c, oc, parallel)
+}
+
+/// The linear layer's backward. dinp with `Epilogue::None`: dinp += dout·w; with an `ActGrad` epilogue:
+/// dinp = (dout·w) ⊙ act'(pre) (written, since nothing else adds into a pre-activation's gradient).
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    dinp: Option<(&mut [f32], Epilogue)>,
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    w: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        if let Some(dinp) = dinp {
+        if let Some((dinp, epi)) = dinp {
             let dy = Strided { data: dout, rs: oc, cs: 1 };
-            super::native::gemm(dinp, true, dy, Strided { data: w, rs: c, cs: 1 }, n, c, oc, parallel);
+            let add = matches!(epi, Epilogue::None);
+            super::native::gemm_epilogue(dinp, add, None, dy, Strided { data: w, rs: c, cs: 1 }, n, c, oc, epi, parallel);
         }
         let dyt = Strided { data: dout, rs: 1, cs: oc };
         super::native::gemm(dw, true, dyt, Strided { data: inp, rs: c, cs: 1 }, oc, c, n, parallel);
@@ -62,10 +138,12 @@ pub fn matmul_backward(
     {
         // The two products write different buffers: run them side by side, so the threads that finish one product's
         // last tasks early take tasks of the other instead of waiting.
-        let dinp_task = || {
-            if let Some(dinp) = dinp {
-                portable::matmul_backward_input(dinp, dout, w, n, c, oc, parallel);
+        let dinp_task = || match dinp {
+            Some((dinp, Epilogue::ActGrad { act, pre, post })) => {
+                portable::matmul_act_backward_input(act, dinp, dout, w, pre, post, n, c, oc, parallel)
             }
+            Some((dinp, _)) => portable::matmul_backward_input(dinp, dout, w, n, c, oc, parallel),
+            None => {}
         };
         let mut dw_task = || portable::matmul_backward_weight(dw, dout, inp, n, c, oc, parallel);
         if parallel {

@@ -160,6 +160,57 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    /// Fused on the training shapes: each matmul task applies the activation to its rows of pre as it finishes them
+    /// (`pointwise::Epilogue`), gated activations included (a task holds whole rows, gate and up alike). A decoding
+    /// step's few rows (`matmul::fuses_forward`) run the two ops.
+    fn matmul_act_forward(
+        &self,
+        act: Activation,
+        pre: &mut [f32],
+        out: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        if !matmul::fuses_forward(n) {
+            let f = if act.is_gated() { oc / 2 } else { oc };
+            self.matmul_forward(pre, inp, w, b, n, c, oc)?;
+            return self.activation_forward(act, &mut out[..n * f], &pre[..n * oc], f);
+        }
+        matmul::matmul_act_forward(act, pre, out, inp, w, b, n, c, oc, n * c * oc >= PAR_FLOPS);
+        Ok(())
+    }
+
+    /// Fused for plain activations: dout·w's tasks multiply their rows by act'(pre) as they finish them. A gated
+    /// activation's gradient (N,2C) is not the shape of the product (N,C), so it runs the two ops on a scratch dact.
+    fn matmul_act_backward(
+        &self,
+        act: Activation,
+        dpre: &mut [f32],
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        pre: &[f32],
+        w: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        if act.is_gated() {
+            let mut dact = glue::zeros(n * c);
+            self.matmul_backward(Some(&mut dact), dw, db, dout, inp, w, n, c, oc)?;
+            let dpre = &mut dpre[..n * 2 * c];
+            glue::zero(dpre);
+            return self.activation_backward(act, dpre, &dact, &pre[..n * 2 * c], &inp[..n * c], c);
+        }
+        matmul::matmul_act_backward(act, dpre, dw, db, dout, inp, pre, w, n, c, oc, n * c * oc >= PAR_FLOPS);
+        Ok(())
+    }
+
     fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
         ops::rope_apply(x, t, hs, pos0, theta, inverse);
         Ok(())

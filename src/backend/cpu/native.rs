@@ -6,6 +6,7 @@
 //! rayon task calling `gemm` single-threaded (`Parallelism::None`). A block's result does not depend on which thread
 //! runs it, so the output is the same for every thread count (tested in `tests/cpu_vs_reference.rs`).
 
+use super::pointwise::Epilogue;
 use super::portable::Strided;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -67,11 +68,29 @@ pub fn gemm(c: &mut [f32], accumulate: bool, a: Strided, b: Strided, m: usize, n
 /// (out = bias + x·wᵀ without a separate pass over out).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_init(c: &mut [f32], accumulate: bool, init: Option<&[f32]>, a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
-    run(pieces(c, accumulate, init, a, b, m, n, k).collect(), parallel);
+    gemm_epilogue(c, accumulate, init, a, b, m, n, k, Epilogue::None, parallel);
+}
+
+/// `gemm_init`, then `epi` run by each task on its row block of C as soon as gemm has finished it (the FFN's
+/// activation, `pointwise::Epilogue`), while the block is still in cache.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_epilogue(
+    c: &mut [f32],
+    accumulate: bool,
+    init: Option<&[f32]>,
+    a: Strided,
+    b: Strided,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epilogue,
+    parallel: bool,
+) {
+    run(pieces_with(c, accumulate, init, a, b, m, n, k, epi).collect(), parallel);
 }
 
 /// One task's share of a product: its row block of C (rows × n) = [C +] its rows of A · B, C's rows first set to
-/// `init` when given.
+/// `init` when given, then its epilogue run on them.
 pub struct Piece<'a> {
     c: &'a mut [f32],
     accumulate: bool,
@@ -80,6 +99,7 @@ pub struct Piece<'a> {
     b: Strided<'a>,
     n: usize,
     k: usize,
+    epi: Epilogue<'a>,
 }
 
 /// The pieces of C (m×n) = [C +] A (m×k) · B (k×n): C's fixed row blocks (`row_block`).
@@ -94,10 +114,27 @@ pub fn pieces<'a>(
     n: usize,
     k: usize,
 ) -> impl Iterator<Item = Piece<'a>> {
+    pieces_with(c, accumulate, init, a, b, m, n, k, Epilogue::None)
+}
+
+/// `pieces`, each with its row block's share of the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn pieces_with<'a>(
+    c: &'a mut [f32],
+    accumulate: bool,
+    init: Option<&'a [f32]>,
+    a: Strided<'a>,
+    b: Strided<'a>,
+    m: usize,
+    n: usize,
+    k: usize,
+    epi: Epilogue<'a>,
+) -> impl Iterator<Item = Piece<'a>> {
     let rb = if m == 0 || n == 0 { 1 } else { row_block(m, n, k) };
-    c[..m * n].chunks_mut(rb * n.max(1)).enumerate().map(move |(blk, c)| {
+    let epis = epi.split(rb, m, n);
+    c[..m * n].chunks_mut(rb * n.max(1)).zip(epis).enumerate().map(move |(blk, (c, epi))| {
         let a = Strided { data: &a.data[blk * rb * a.rs..], ..a };
-        Piece { c, accumulate, init, a, b, n, k }
+        Piece { c, accumulate, init, a, b, n, k, epi }
     })
 }
 
@@ -114,6 +151,7 @@ pub fn run(pieces: Vec<Piece>, parallel: bool) {
         }
         let rows = p.c.len() / p.n;
         gemm_serial(p.c, p.accumulate || p.init.is_some(), p.a, p.b, rows, p.n, p.k);
+        p.epi.apply(p.c, p.n);
     };
     if parallel {
         pieces.into_par_iter().for_each(task);

@@ -108,6 +108,34 @@ multiversion! {
 }
 
 multiversion! {
+    /// One chunk of a plain activation's backward in place: d ← d·act'(x), turning ∂L/∂act into ∂L/∂x where
+    /// nothing else accumulates into it (`Epilogue::ActGrad`); the same products as `plain_backward` adding into 0.
+    fn plain_grad_in_place(act: Activation, d: &mut [f32], x: &[f32], y: &[f32]) {
+        let n = d.len().min(x.len()).min(y.len());
+        let (d, x, y) = (&mut d[..n], &x[..n], &y[..n]);
+        match act {
+            Activation::Relu => for i in 0..n { d[i] *= if x[i] > 0.0 { 1.0 } else { 0.0 } },
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            Activation::Gelu => super::wasm128::gelu_grad_in_place(d, x, y),
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            Activation::Gelu => {
+                let q = n / math::K;
+                for i in 0..q {
+                    let xs = std::array::from_fn::<f32, { math::K }, _>(|k| x[k * q + i]);
+                    let ys = std::array::from_fn::<f32, { math::K }, _>(|k| y[k * q + i]);
+                    let g = math::gelu_grad_from_out_k(xs, ys);
+                    for k in 0..math::K {
+                        d[k * q + i] *= g[k];
+                    }
+                }
+                for i in math::K * q..n { d[i] *= math::gelu_grad_from_out_k([x[i]], [y[i]])[0] }
+            }
+            _ => for i in 0..n { d[i] *= swish_grad(x[i]) },
+        }
+    }
+}
+
+multiversion! {
     /// Rows of a gated activation: o (rows, F) = act(gate)·up, x (rows, 2F) = [gate | up].
     fn gated_forward(act: Activation, o: &mut [f32], x: &[f32], f: usize) {
         for (o, x) in o.chunks_exact_mut(f).zip(x.chunks_exact(2 * f)) {
@@ -175,6 +203,53 @@ pub fn activation_backward(act: Activation, dinp: &mut [f32], dout: &[f32], inp:
             let r = ci * CHUNK..ci * CHUNK + di.len();
             plain_backward(act, di, &dout[r.clone()], &inp[r.clone()], &out[r])
         });
+    }
+}
+
+/// What a matmul task does to its rows of C once they are final, while they are still in cache: the FFN's
+/// activation fused into the epilogue of the product that makes its input (`Backend::matmul_act_forward`) or its
+/// gradient (`matmul_act_backward`), instead of a separate pass over B·T·F elements. Each task holds whole rows of
+/// C, so a gated activation's gate (column j) and up (column F + j) are in the same task and fuse too (forward).
+pub enum Epilogue<'a> {
+    /// Nothing: C is the product.
+    None,
+    /// out = act(C): C is the pre-activation (rows, F), or (rows, 2F) [gate | up] gated; out (rows, F).
+    Act { act: Activation, out: &'a mut [f32] },
+    /// C ← C ⊙ act'(pre), a plain activation's: C = ∂L/∂act becomes ∂L/∂pre. post = act(pre), the forward's
+    /// output, from which GELU's derivative is formed (as `activation_backward`).
+    ActGrad { act: Activation, pre: &'a [f32], post: &'a [f32] },
+}
+
+impl<'a> Epilogue<'a> {
+    /// The epilogue of each block of `rows` rows of a C of m rows × n columns, in block order: the parts of out,
+    /// pre and post that belong to those rows (an epilogue per block, so each task owns what it writes).
+    pub fn split(self, rows: usize, m: usize, n: usize) -> Vec<Epilogue<'a>> {
+        let blocks = if n == 0 { 0 } else { m.div_ceil(rows) };
+        match self {
+            Epilogue::None => (0..blocks).map(|_| Epilogue::None).collect(),
+            Epilogue::Act { act, out } => {
+                let f = if act.is_gated() { n / 2 } else { n };
+                assert!(blocks == 0 || f > 0, "epilogue: a gated activation needs an even number of columns");
+                let out = &mut out[..m * f];
+                out.chunks_mut((rows * f).max(1)).take(blocks).map(|out| Epilogue::Act { act, out }).collect()
+            }
+            Epilogue::ActGrad { act, pre, post } => {
+                assert!(!act.is_gated(), "epilogue: a gated activation's gradient (N,2F) is not the product's shape");
+                let (pre, post) = (&pre[..m * n], &post[..m * n]);
+                let chunk = (rows * n).max(1);
+                pre.chunks(chunk).zip(post.chunks(chunk)).take(blocks).map(|(pre, post)| Epilogue::ActGrad { act, pre, post }).collect()
+            }
+        }
+    }
+
+    /// Runs on a task's finished rows of C (rows × n).
+    pub fn apply(self, c: &mut [f32], n: usize) {
+        match self {
+            Epilogue::None => {}
+            Epilogue::Act { act, out } if act.is_gated() => gated_forward(act, out, c, n / 2),
+            Epilogue::Act { act, out } => plain_forward(act, out, c),
+            Epilogue::ActGrad { act, pre, post } => plain_grad_in_place(act, c, pre, post),
+        }
     }
 }
 

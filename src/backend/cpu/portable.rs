@@ -10,6 +10,8 @@
 //! into fixed ROW_BLOCK blocks, one rayon task each: each task owns its rows, and every element of C sums its k
 //! terms in the same order whatever the thread count.
 
+use super::pointwise::Epilogue;
+use crate::config::Activation;
 use rayon::prelude::*;
 
 /// Rows of the register tile.
@@ -41,33 +43,50 @@ pub fn gemm_acc(c: &mut [f32], a: Strided, b: Strided, m: usize, n: usize, k: us
 /// row, so out = bias + x·wᵀ needs no separate pass over out).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_init(c: &mut [f32], init: Option<&[f32]>, a: Strided, b: Strided, m: usize, n: usize, k: usize, parallel: bool) {
+    gemm_epilogue(c, init, a, b, m, n, k, Epilogue::None, parallel)
+}
+
+/// `gemm_init`, then `epi` run by each task on its ROW_BLOCK rows of C as soon as they are final (the FFN's
+/// activation, `pointwise::Epilogue`): ROW_BLOCK × n floats, still in L1 or L2, instead of a second pass over C.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_epilogue(c: &mut [f32], init: Option<&[f32]>, a: Strided, b: Strided, m: usize, n: usize, k: usize, epi: Epilogue, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
     let c = &mut c[..m * n];
+    let epis = epi.split(ROW_BLOCK, m, n);
     let fill = |rows: &mut [f32]| {
         if let Some(init) = init {
             rows.chunks_exact_mut(n).for_each(|row| super::math::copy(row, &init[..n]));
         }
     };
     if k == 0 {
-        return c.chunks_mut(ROW_BLOCK * n).for_each(fill);
+        for (rows, epi) in c.chunks_mut(ROW_BLOCK * n).zip(epis) {
+            fill(rows);
+            epi.apply(rows, n);
+        }
+        return;
     }
     if m < MR && a.cs == 1 && b.rs == 1 {
         // A row or two against B = Wᵀ (token-by-token generation): dot products along contiguous rows of W.
-        // Packing B would cost as much as the product itself.
+        // Packing B would cost as much as the product itself. m < MR ≤ ROW_BLOCK: one block, one epilogue.
         fill(c);
-        return gemv_rows(c, a, b, m, n, k, parallel);
+        gemv_rows(c, a, b, m, n, k, parallel);
+        for epi in epis {
+            epi.apply(c, n);
+        }
+        return;
     }
     let bp = pack_b(b, k, n, parallel);
-    let task = |(blk, rows): (usize, &mut [f32])| {
+    let task = |(blk, (rows, epi)): (usize, (&mut [f32], Epilogue))| {
         fill(rows);
-        gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k)
+        gemm_rows(rows, a, blk * ROW_BLOCK, &bp, n, k);
+        epi.apply(rows, n);
     };
     if parallel {
-        c.par_chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
+        c.par_chunks_mut(ROW_BLOCK * n).zip(epis).enumerate().for_each(task);
     } else {
-        c.chunks_mut(ROW_BLOCK * n).enumerate().for_each(task);
+        c.chunks_mut(ROW_BLOCK * n).zip(epis).enumerate().for_each(task);
     }
 }
 
@@ -245,6 +264,48 @@ pub fn matmul_forward(
     let a = Strided { data: inp, rs: c, cs: 1 };
     let wt = Strided { data: w, rs: 1, cs: c };
     gemm_init(out, Some(b.map_or(&zero[..], |b| &b[..oc])), a, wt, n, oc, c, parallel);
+}
+
+/// pre (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC) and out (N,F) = act(pre), the activation applied by each task to
+/// its rows of pre as they are finished (OC = F, or 2F gated).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_act_forward(
+    act: Activation,
+    pre: &mut [f32],
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    let zero = vec![0.0f32; oc];
+    let a = Strided { data: inp, rs: c, cs: 1 };
+    let wt = Strided { data: w, rs: 1, cs: c };
+    let init = Some(b.map_or(&zero[..], |b| &b[..oc]));
+    gemm_epilogue(pre, init, a, wt, n, oc, c, Epilogue::Act { act, out }, parallel);
+}
+
+/// dpre (N,C) = (dout (N,OC) · w (OC,C)) ⊙ act'(pre), written (not added), a plain activation's; post = act(pre).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_act_backward_input(
+    act: Activation,
+    dpre: &mut [f32],
+    dout: &[f32],
+    w: &[f32],
+    pre: &[f32],
+    post: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+    parallel: bool,
+) {
+    let zero = vec![0.0f32; c];
+    let a = Strided { data: dout, rs: oc, cs: 1 };
+    let b = Strided { data: w, rs: c, cs: 1 };
+    gemm_epilogue(dpre, Some(&zero), a, b, n, c, oc, Epilogue::ActGrad { act, pre, post }, parallel);
 }
 
 /// dinp (N,C) += dout (N,OC) · w (OC,C)

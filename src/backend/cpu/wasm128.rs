@@ -367,6 +367,29 @@ pub fn gelu_backward(di: &mut [f32], d: &[f32], x: &[f32], y: &[f32]) {
     }
 }
 
+/// d[i] ← d[i]·GELU'(x[i]), in place: `gelu_backward` into a fresh gradient (the matmul epilogue of
+/// `pointwise::Epilogue::ActGrad`); the same operations, so the same bits as adding into zeros.
+pub fn gelu_grad_in_place(d: &mut [f32], x: &[f32], y: &[f32]) {
+    let n = d.len().min(x.len()).min(y.len());
+    let k = GeluK::new();
+    let (d4, dt) = d[..n].as_chunks_mut::<4>();
+    let ((x4, xt), (y4, yt)) = (x[..n].as_chunks::<4>(), y[..n].as_chunks::<4>());
+    const PIECE: usize = 64;
+    let mut ev = [splat(0.0); PIECE];
+    for ((dp, xp), yp) in d4.chunks_mut(PIECE).zip(x4.chunks(PIECE)).zip(y4.chunks(PIECE)) {
+        for (x, e) in xp.iter().zip(&mut ev) {
+            *e = gelu_grad_exp(ld(x), &k);
+        }
+        for (((d, x), y), e) in dp.iter_mut().zip(xp).zip(yp).zip(&ev) {
+            st(d, f32x4_mul(ld(d), gelu_grad_finish(ld(x), ld(y), *e, &k)));
+        }
+    }
+    if !dt.is_empty() {
+        let g = gelu_grad_from_out4(ld_tail(xt), ld_tail(yt), &k);
+        st_tail(dt, f32x4_mul(ld_tail(dt), g));
+    }
+}
+
 /// x[i] = e^(x[i] − m)
 pub fn exp_sub_in_place(x: &mut [f32], m: f32) {
     let (mv, k) = (splat(m), ExpK::new());
@@ -970,7 +993,7 @@ mod tests {
     }
 
     #[wasm_bindgen_test]
-    fn gelu_forward_and_backward_match_the_scalar_maths() {
+    fn gelu_forward_and_backward_and_the_in_place_gradient_match_the_scalar_maths() {
         let mut rng = Rng::new(4);
         for n in lengths() {
             let mut x = randn(&mut rng, n, 3.0);
@@ -992,6 +1015,11 @@ mod tests {
                 want_di[i] += d[i] * math::gelu_grad_from_out_k([x[i]], [y[i]])[0];
             }
             check(&format!("gelu backward n={n}"), &di, &want_di, 1.0);
+            // In place (the matmul epilogue's): d ← d·GELU'(x).
+            let mut dd = d.clone();
+            gelu_grad_in_place(&mut dd, &x, &y);
+            let want_dd: Vec<f32> = (0..n).map(|i| d[i] * math::gelu_grad_from_out_k([x[i]], [y[i]])[0]).collect();
+            check(&format!("gelu grad in place n={n}"), &dd, &want_dd, 1.0);
         }
     }
 

@@ -1,7 +1,11 @@
 //! The linear layer, y = x·Wᵀ + b with PyTorch's (out, in) weight layout, forward and backward through one tiled
-//! kernel (`wgsl/matmul.wgsl`) over strided operands; the bias gradient is a column sum (`reduce`).
+//! kernel (`wgsl/matmul.wgsl`) over strided operands; the bias gradient is a column sum (`reduce`). The FFN's
+//! layers with the activation fused into the kernel's epilogue (`matmul_act_forward`, `matmul_act_backward`) are
+//! two more entry points of it, for plain activations; gated ones run the product then `activation.wgsl`.
 
+use super::pointwise::act_code;
 use super::{need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use crate::config::Activation;
 use crate::error::Result;
 
 #[repr(C)]
@@ -15,6 +19,9 @@ struct Params {
     a_cs: u32,
     b_rs: u32,
     b_cs: u32,
+    /// The activation of the fused epilogues (`pointwise::act_code`).
+    act: u32,
+    _pad: [u32; 3],
 }
 
 const ACCUMULATE: u32 = 1;
@@ -22,14 +29,36 @@ const BIAS: u32 = 2;
 /// Output tile edge (matmul.wgsl's TILE).
 const TILE: usize = 64;
 
+/// The activations' element-wise functions, then the kernel (its fused epilogues call them).
+const SRC: &str = concat!(include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl"));
 /// Bindings: a, b, bias (read), c (read-write).
-pub(crate) static MATMUL: Kernel = Kernel {
+pub(crate) static MATMUL: Kernel =
+    Kernel { name: "matmul.wgsl", src: SRC, entry: "main", binds: &[Access::Read, Access::Read, Access::Read, Access::Write] };
+/// Bindings: a, b, bias (read), c = pre, act_out (read-write).
+pub(crate) static MATMUL_ACT_FORWARD: Kernel = Kernel {
     name: "matmul.wgsl",
-    src: include_str!("wgsl/matmul.wgsl"),
-    entry: "main",
-    binds: &[Access::Read, Access::Read, Access::Read, Access::Write],
+    src: SRC,
+    entry: "act_forward",
+    binds: &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write],
 };
-pub(crate) static KERNELS: &[&Kernel] = &[&MATMUL];
+/// Bindings: a, b, (bias: unused), c = dpre, (act_out: unused), pre (read).
+pub(crate) static MATMUL_ACT_BACKWARD: Kernel = Kernel {
+    name: "matmul.wgsl",
+    src: SRC,
+    entry: "act_backward",
+    binds: &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write, Access::Read],
+};
+pub(crate) static KERNELS: &[&Kernel] = &[&MATMUL, &MATMUL_ACT_FORWARD, &MATMUL_ACT_BACKWARD];
+
+/// Which of matmul.wgsl's epilogues a product ends with.
+enum Epilogue<'a> {
+    /// C (+)= A·B (+ bias).
+    Plain,
+    /// C = A·B (+ bias) and act_out = act(C).
+    Act(Activation, GpuSlice<'a, f32>),
+    /// C = (A·B) ⊙ act'(pre).
+    ActGrad(Activation, GpuSlice<'a, f32>),
+}
 
 /// One operand: its slice and the strides of its (row, column) in elements.
 type Operand<'a> = (GpuSlice<'a, f32>, (usize, usize));
@@ -54,7 +83,75 @@ impl Gpu {
         if let Some(b) = &b {
             need("matmul b", b, oc)?;
         }
-        self.gemm(enc, out, (inp, (c, 1)), (w, (1, c)), b, [n, oc, c], false)
+        self.gemm(enc, out, (inp, (c, 1)), (w, (1, c)), b, [n, oc, c], false, Epilogue::Plain)
+    }
+
+    /// pre (N,OC) = inp (N,C) · w (OC,C)ᵀ + b (OC) and out (N,F) = act(pre): one kernel for a plain activation
+    /// (OC = F), the activation applied to each output in registers; a gated one (OC = 2F) is the product, then
+    /// `activation_forward`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_act_forward(
+        &self,
+        enc: &mut Encoder,
+        act: Activation,
+        pre: GpuSlice<f32>,
+        out: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        b: Option<GpuSlice<f32>>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        if act.is_gated() {
+            self.matmul_forward(enc, pre, inp, w, b, n, c, oc)?;
+            return self.activation_forward(enc, act, out.sub(0, n * (oc / 2))?, pre.sub(0, n * oc)?, oc / 2);
+        }
+        need("matmul pre", &pre, n * oc)?;
+        need("matmul act out", &out, n * oc)?;
+        need("matmul inp", &inp, n * c)?;
+        need("matmul w", &w, oc * c)?;
+        if let Some(b) = &b {
+            need("matmul b", b, oc)?;
+        }
+        self.gemm(enc, pre, (inp, (c, 1)), (w, (1, c)), b, [n, oc, c], false, Epilogue::Act(act, out))
+    }
+
+    /// dpre (N,C) = (dout (N,OC) · w (OC,C)) ⊙ act'(pre), written; dw (OC,C) += doutᵀ·inp; db (OC) += Σ_rows dout.
+    /// One kernel for dpre of a plain activation; a gated one (dpre and pre (N,2C)) is the product into a scratch
+    /// dact, then `activation_backward` into dpre cleared first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_act_backward(
+        &self,
+        enc: &mut Encoder,
+        act: Activation,
+        dpre: GpuSlice<f32>,
+        dw: GpuSlice<f32>,
+        db: Option<GpuSlice<f32>>,
+        dout: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        pre: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        need("matmul dout", &dout, n * oc)?;
+        need("matmul w", &w, oc * c)?;
+        if act.is_gated() {
+            need("matmul dpre", &dpre, n * 2 * c)?;
+            need("matmul pre", &pre, n * 2 * c)?;
+            let dact = self.pooled::<f32>(n * c)?;
+            self.gemm(enc, dact.all(), (dout, (oc, 1)), (w, (c, 1)), None, [n, c, oc], false, Epilogue::Plain)?;
+            let dpre = dpre.sub(0, n * 2 * c)?;
+            self.clear(enc, dpre);
+            self.activation_backward(enc, act, dpre, dact.all(), pre.sub(0, n * 2 * c)?, c)?;
+        } else {
+            need("matmul dpre", &dpre, n * c)?;
+            need("matmul pre", &pre, n * c)?;
+            self.gemm(enc, dpre, (dout, (oc, 1)), (w, (c, 1)), None, [n, c, oc], false, Epilogue::ActGrad(act, pre))?;
+        }
+        self.matmul_backward(enc, None, dw, db, dout, inp, w, n, c, oc)
     }
 
     /// dinp (N,C) += dout·w; dw (OC,C) += doutᵀ·inp; db (OC) += Σ_rows dout.
@@ -78,9 +175,9 @@ impl Gpu {
         need("matmul dw", &dw, oc * c)?;
         if let Some(dinp) = dinp {
             need("matmul dinp", &dinp, n * c)?;
-            self.gemm(enc, dinp, (dout, (oc, 1)), (w, (c, 1)), None, [n, c, oc], true)?;
+            self.gemm(enc, dinp, (dout, (oc, 1)), (w, (c, 1)), None, [n, c, oc], true, Epilogue::Plain)?;
         }
-        self.gemm(enc, dw, (dout, (1, oc)), (inp, (c, 1)), None, [oc, c, n], true)?;
+        self.gemm(enc, dw, (dout, (1, oc)), (inp, (c, 1)), None, [oc, c, n], true, Epilogue::Plain)?;
         if let Some(db) = db {
             need("matmul db", &db, oc)?;
             self.col_sum(enc, db, dout, n, oc, true)?;
@@ -88,7 +185,8 @@ impl Gpu {
         Ok(())
     }
 
-    /// c (M,N) (+)= a (M,K) · b (K,N) (+ bias (N)), [M, N, K] = mnk.
+    /// c (M,N) (+)= a (M,K) · b (K,N) (+ bias (N)), [M, N, K] = mnk, ending with `epi`.
+    #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
         enc: &mut Encoder,
@@ -98,6 +196,7 @@ impl Gpu {
         bias: Option<GpuSlice<f32>>,
         mnk: [usize; 3],
         accumulate: bool,
+        epi: Epilogue,
     ) -> Result<()> {
         let [m, n, k] = mnk;
         if m == 0 || n == 0 {
@@ -115,6 +214,11 @@ impl Gpu {
             a_cs: u32_of("stride", a_cs)?,
             b_rs: u32_of("stride", b_rs)?,
             b_cs: u32_of("stride", b_cs)?,
+            act: match epi {
+                Epilogue::Plain => 0,
+                Epilogue::Act(act, _) | Epilogue::ActGrad(act, _) => act_code(act),
+            },
+            _pad: [0; 3],
         };
         let bias = bias.map_or(self.no_input(), |s| s.bind(n));
         let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
@@ -124,7 +228,15 @@ impl Gpu {
                 "a {m}×{n} matmul needs a {gy}×{gx} grid, over the adapter's {max} per dimension"
             )));
         }
-        let bufs = [a.bind(m * k), b.bind(k * n), bias, c.bind(m * n)];
-        self.dispatch(enc, &MATMUL, &[], &p, &bufs, [gx as u32, gy as u32, 1])
+        let grid = [gx as u32, gy as u32, 1];
+        let (a, b, c) = (a.bind(m * k), b.bind(k * n), c.bind(m * n));
+        match epi {
+            Epilogue::Plain => self.dispatch(enc, &MATMUL, &[], &p, &[a, b, bias, c], grid),
+            Epilogue::Act(_, out) => self.dispatch(enc, &MATMUL_ACT_FORWARD, &[], &p, &[a, b, bias, c, out.bind(m * n)], grid),
+            Epilogue::ActGrad(_, pre) => {
+                let bufs = [a, b, bias, c, self.no_output(), pre.bind(m * n)];
+                self.dispatch(enc, &MATMUL_ACT_BACKWARD, &[], &p, &bufs, grid)
+            }
+        }
     }
 }

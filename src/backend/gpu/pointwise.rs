@@ -6,7 +6,7 @@ use crate::backend::AdamW;
 use crate::config::Activation;
 use crate::error::Result;
 
-const ACT_SRC: &str = include_str!("wgsl/activation.wgsl");
+const ACT_SRC: &str = concat!(include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/activation.wgsl"));
 /// inp, dout (read); out or dinp (read-write).
 const ACT_BINDS: &[Access] = &[Access::Read, Access::Read, Access::Write];
 pub(crate) static ACT_FORWARD: Kernel =
@@ -78,7 +78,8 @@ struct RopeParams {
     _pad: [u32; 3],
 }
 
-fn act_code(act: Activation) -> u32 {
+/// An activation's number in the WGSL kernels (activation_fn.wgsl).
+pub(crate) fn act_code(act: Activation) -> u32 {
     match act {
         Activation::Relu => 0,
         Activation::Gelu => 1,

@@ -256,6 +256,38 @@ impl<'g> Backend for GpuStep<'g> {
         self.with(|g, e| g.activation_backward(e, act, dinp, dout, inp, f))
     }
 
+    fn matmul_act_forward(
+        &self,
+        act: Activation,
+        pre: GpuSlice<f32>,
+        out: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        b: Option<GpuSlice<f32>>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.matmul_act_forward(e, act, pre, out, inp, w, b, n, c, oc))
+    }
+
+    fn matmul_act_backward(
+        &self,
+        act: Activation,
+        dpre: GpuSlice<f32>,
+        dw: GpuSlice<f32>,
+        db: Option<GpuSlice<f32>>,
+        dout: GpuSlice<f32>,
+        inp: GpuSlice<f32>,
+        pre: GpuSlice<f32>,
+        w: GpuSlice<f32>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        self.with(|g, e| g.matmul_act_backward(e, act, dpre, dw, db, dout, inp, pre, w, n, c, oc))
+    }
+
     fn rope(&self, x: GpuSlice<f32>, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
         self.with(|g, e| g.rope(e, x, t, hs, pos0, theta, inverse))
     }

@@ -19,7 +19,7 @@ pub use glue::{
     scale, split_heads, step_is_good, sum_squares, sums_of_squares, two_mut,
 };
 pub use gru::{gru_backward, gru_forward, gru_prev};
-pub use linear::{matmul_backward, matmul_forward};
+pub use linear::{matmul_act_backward, matmul_act_forward, matmul_backward, matmul_forward};
 pub use loss::cross_entropy;
 pub use moe::{
     expert_groups, matmul_grouped_backward, matmul_grouped_forward, moe_combine, moe_combine_backward, moe_combine_backward_grouped, moe_combine_grouped,
@@ -141,6 +141,40 @@ impl Backend for Reference {
 
     fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], _out: &[f32], f: usize) -> Result<()> {
         activation_backward(act, dinp, dout, inp, f);
+        Ok(())
+    }
+
+    fn matmul_act_forward(
+        &self,
+        act: Activation,
+        pre: &mut [f32],
+        out: &mut [f32],
+        inp: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        matmul_act_forward(act, pre, out, inp, w, b, n, c, oc);
+        Ok(())
+    }
+
+    fn matmul_act_backward(
+        &self,
+        act: Activation,
+        dpre: &mut [f32],
+        dw: &mut [f32],
+        db: Option<&mut [f32]>,
+        dout: &[f32],
+        inp: &[f32],
+        pre: &[f32],
+        w: &[f32],
+        n: usize,
+        c: usize,
+        oc: usize,
+    ) -> Result<()> {
+        matmul_act_backward(act, dpre, dw, db, dout, inp, pre, w, n, c, oc);
         Ok(())
     }
 

@@ -1,11 +1,19 @@
-// matmul.wgsl: C (+)= A·B (+ bias), the one tiled kernel behind the linear layer's forward and backward.
+// matmul.wgsl: C (+)= A·B (+ bias), the one tiled kernel behind the linear layer's forward and backward, with
+// three epilogues (entry points), applied where each thread's finished outputs are still in registers:
+//   main          C (+)= A·B (+ bias)
+//   act_forward   C = A·B (+ bias), the pre-activation, and act_out = act(C)           (the FFN's fc layer)
+//   act_backward  C = (A·B) ⊙ act'(pre)                                                (the FFN's proj layer, dinp)
+// The fused ones take plain activations only (relu, gelu, swish): a gated one pairs column j with column F + j,
+// which another workgroup computes, so the Rust side runs those as the product then activation.wgsl.
 //
 // Bindings (group 0):
-//   0 uniform Params         m, n, k; strides of A and B; flags (ACCUMULATE, BIAS)
+//   0 uniform Params         m, n, k; flags (ACCUMULATE, BIAS); strides of A and B; act (activation_fn.wgsl's kinds)
 //   1 read    a: f32         A (M,K): element (i, kk) at a[i*a_rs + kk*a_cs]
 //   2 read    b: f32         B (K,N): element (kk, j) at b[kk*b_rs + j*b_cs]
 //   3 read    bias: f32      (N), read only with BIAS
 //   4 rw      c: f32         C (M,N), row-major: c[i*N + j]
+//   5 rw      act_out: f32   (M,N), act_forward only
+//   6 read    pre: f32       (M,N), act_backward only
 // The linear layer, inp (N,C), w (OC,C), dout (N,OC), is three stridings of it:
 //   forward  out = inp·wᵀ + b   M=N,  N=OC, K=C   A=inp   (a_rs=C, a_cs=1)   B=wᵀ  (b_rs=1, b_cs=C)
 //   dinp += dout·w              M=N,  N=C,  K=OC  A=dout  (a_rs=OC, a_cs=1)  B=w   (b_rs=C, b_cs=1)
@@ -13,9 +21,9 @@
 //
 // Invocation → element: workgroup (x, y) owns the 64×64 tile of C at rows 64y.., columns 64x..; thread (tx, ty)
 // of its 16×16 owns the 4×4 elements C[64y + ty + 16r, 64x + tx + 16s], r, s < 4 (strided, so neighbouring
-// threads store neighbouring columns). For each step of 16 along K the 256 threads stage A (64×16) and B (16×64)
-// in workgroup memory, 4 elements of each per thread, walking along whichever dimension has stride 1 so that
-// neighbouring threads read neighbouring addresses; then each thread makes 16 rank-1 updates of its 4×4 block
+// threads store neighbouring columns), and the same elements of act_out. For each step of 16 along K the 256
+// threads stage A (64×16) and B (16×64) in workgroup memory, 4 elements of each per thread, walking along
+// whichever dimension has stride 1 so that neighbouring threads read neighbouring addresses; then each thread makes 16 rank-1 updates of its 4×4 block
 // from registers (8 workgroup loads per 16 multiply-adds). Rows of the staged tiles are padded to 65 so that the
 // column-wise stores do not all fall in one memory bank.
 // Edges: elements outside M, N or K are staged as 0 and not stored, so any sizes work.
@@ -29,6 +37,10 @@ struct Params {
     a_cs: u32,
     b_rs: u32,
     b_cs: u32,
+    act: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const ACCUMULATE: u32 = 1u;
@@ -43,18 +55,16 @@ const PAD: u32 = 65u;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> act_out: array<f32>;
+@group(0) @binding(6) var<storage, read> pre: array<f32>;
 
 // as_t[kk*PAD + i]: A tile, K-major; bs_t[kk*PAD + j]: B tile, K-major.
 var<workgroup> as_t: array<f32, 1040>;
 var<workgroup> bs_t: array<f32, 1040>;
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-    let m0 = wg.y * TILE;
-    let n0 = wg.x * TILE;
-    let tx = lid.x;
-    let ty = lid.y;
+// The product's 4×4 block of thread (tx, ty) in the tile at (m0, n0), summed over all of K: acc[r][s] is
+// (A·B)[m0 + ty + 16r, n0 + tx + 16s]. Called by every thread of the workgroup (it has barriers).
+fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32) -> array<vec4<f32>, 4> {
     var acc: array<vec4<f32>, 4>;
     for (var r = 0u; r < 4u; r++) {
         acc[r] = vec4<f32>(0.0);
@@ -101,10 +111,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
         workgroupBarrier();
     }
+    return acc;
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+    let m0 = wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let acc = tile_product(m0, n0, lid.x, lid.y, li);
     for (var r = 0u; r < 4u; r++) {
-        let i = m0 + ty + 16u * r;
+        let i = m0 + lid.y + 16u * r;
         for (var s = 0u; s < 4u; s++) {
-            let j = n0 + tx + 16u * s;
+            let j = n0 + lid.x + 16u * s;
             if (i < p.m && j < p.n) {
                 var v = acc[r][s];
                 if ((p.flags & BIAS) != 0u) {
@@ -114,6 +133,49 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                     v += c[i * p.n + j];
                 }
                 c[i * p.n + j] = v;
+            }
+        }
+    }
+}
+
+// The FFN's fc layer: c = A·B (+ bias), the pre-activation the backward needs, and act_out = act(c), from the
+// same registers (no second pass reading c back).
+@compute @workgroup_size(16, 16)
+fn act_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+               @builtin(local_invocation_index) li: u32) {
+    let m0 = wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let acc = tile_product(m0, n0, lid.x, lid.y, li);
+    for (var r = 0u; r < 4u; r++) {
+        let i = m0 + lid.y + 16u * r;
+        for (var s = 0u; s < 4u; s++) {
+            let j = n0 + lid.x + 16u * s;
+            if (i < p.m && j < p.n) {
+                var v = acc[r][s];
+                if ((p.flags & BIAS) != 0u) {
+                    v += bias[j];
+                }
+                c[i * p.n + j] = v;
+                act_out[i * p.n + j] = act(p.act, v).x;
+            }
+        }
+    }
+}
+
+// The FFN's proj layer's input gradient carried through the activation: c = (dout·w) ⊙ act'(pre), written (a
+// pre-activation's gradient has no other term), so dout·w itself is never stored.
+@compute @workgroup_size(16, 16)
+fn act_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+                @builtin(local_invocation_index) li: u32) {
+    let m0 = wg.y * TILE;
+    let n0 = wg.x * TILE;
+    let acc = tile_product(m0, n0, lid.x, lid.y, li);
+    for (var r = 0u; r < 4u; r++) {
+        let i = m0 + lid.y + 16u * r;
+        for (var s = 0u; s < 4u; s++) {
+            let j = n0 + lid.x + 16u * s;
+            if (i < p.m && j < p.n) {
+                c[i * p.n + j] = acc[r][s] * act(p.act, pre[i * p.n + j]).y;
             }
         }
     }
