@@ -709,6 +709,41 @@ fn every_kernel_compiles_ahead_of_time_for_the_head_sizes_and_buckets_given() {
     assert!(err.contains("head size 257"), "{err}");
 }
 
+/// The pool's two rules (src/backend/gpu/buffer.rs): a buffer given back is lent again at once, within the same
+/// encoder, to be filled by commands (which run after every command recorded before them), and never, before the
+/// next submission, to be filled from the host (whose write lands before the submission's first command).
+#[test]
+fn a_buffer_given_back_is_lent_again_in_the_same_encoder_to_commands_but_not_to_an_upload() {
+    // A device of its own: the pool's growth is measured.
+    let g = Gpu::new_blocking().unwrap();
+    let (a, y, w) = (g.upload(&[1.0f32, 2.0, 3.0, 4.0]).unwrap(), g.zeros::<f32>(4).unwrap(), g.zeros::<f32>(4).unwrap());
+    let mut enc = g.encoder();
+    // x ← 2a (a kernel fills it), y ← x; then x is given back.
+    let x = g.pooled::<f32>(4).unwrap();
+    g.scale_into(&mut enc, x.all(), a.all(), 2.0).unwrap();
+    g.copy(&mut enc, y.all(), x.all()).unwrap();
+    let held = g.pool_bytes();
+    drop(x);
+    // To be filled by a command: x's buffer again (the pool does not grow); clearing it runs after y's copy.
+    let z = g.pooled::<f32>(4).unwrap();
+    assert_eq!(g.pool_bytes(), held, "a command-filled buffer reuses the one given back in this encoder");
+    g.clear(&mut enc, z.all());
+    drop(z);
+    // To be filled from the host: a buffer of its own. Had it been x's, the 9s would land before the kernel above,
+    // which overwrites them, and w would read x's cleared contents.
+    let u = g.pooled_upload(&[9.0f32; 4]).unwrap();
+    assert_eq!(g.pool_bytes(), held + 16, "an upload never gets a buffer lent in the encoder being recorded");
+    g.copy(&mut enc, w.all(), u.all()).unwrap();
+    drop(u);
+    g.submit(enc).unwrap();
+    assert_eq!(g.read_blocking(y.all()).unwrap(), vec![2.0, 4.0, 6.0, 8.0], "the clear ran after the copy that read x");
+    assert_eq!(g.read_blocking(w.all()).unwrap(), vec![9.0; 4]);
+    // After a submission both buffers are free for anything: an upload reuses one, the pool does not grow.
+    let again = g.pooled_upload(&[5.0f32; 4]).unwrap();
+    assert_eq!(g.pool_bytes(), held + 16);
+    drop(again);
+}
+
 #[test]
 fn the_attention_cost_rows_run_both_paths_and_their_byte_formulas_are_what_the_device_allocates() {
     use transformer_playground::attention_cost::{flash_bytes, gpu_row, naive_bytes, CostBackend, CostSpec};

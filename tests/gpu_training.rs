@@ -593,9 +593,10 @@ fn the_baby_gpt_trains_within_webgpus_default_limits_and_its_full_batch_step_fit
         mib(small_pool),
         plan.dispatches
     );
-    // Within an 8 GiB GPU (not a 4 GiB one: the pool keeps every temporary of the step distinct, about 2.5× the
-    // host's estimate, Layout::step_memory_bytes); the pool grows with the batch (activations), the state does not.
-    assert!(plan.state_bytes + plan.pool_bytes < 8 << 30, "{plan:?}");
+    // Within a 4 GiB GPU: the pool lends a buffer the step's commands fill again as soon as it is given back
+    // (src/backend/gpu/buffer.rs), so a step holds its saved activations plus one layer's temporaries, not every
+    // temporary it makes (which came to 6.5 GiB); the pool grows with the batch (activations), the state does not.
+    assert!(plan.state_bytes + plan.pool_bytes < 4 << 30, "{plan:?}");
     assert!(plan.pool_bytes > 32 * small_pool, "{plan:?} vs {small_pool} at batch 1");
 
     // The checks bite: under a quarter of the default binding size, the full batch's largest activations do not

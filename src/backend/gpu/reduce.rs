@@ -102,7 +102,7 @@ impl Gpu {
             ..Default::default()
         };
         self.dispatch(enc, &SUM, &[], &p, &[src, out.bind(out.len())], [1, 1, 1])?;
-        // The pooled partials are not lent again before this encoder is submitted.
+        // The partials go back to the pool here: a later command may reuse them (after these dispatches).
         Ok(())
     }
 
