@@ -651,6 +651,23 @@ fn sum_squares_matches_the_reference_over_one_two_and_three_reduction_passes() {
     }
 }
 
+/// Column sums (bias gradients) over one pass, and split over the rows (split-K: past 2 × 1024 rows the rows are
+/// cut into splits of 1024 whose partials a second pass sums), accumulating and not, on awkward sizes.
+#[test]
+fn col_sum_matches_the_reference_in_one_pass_and_split_over_the_rows() {
+    for (rows, cols) in [(1, 1), (7, 37), (2048, 33), (2049, 33), (2500, 37), (5000, 65)] {
+        let x = randn(&mut Rng::new((rows * cols) as u64), rows * cols, 1.0);
+        let start = randn(&mut Rng::new(cols as u64), cols, 1.0);
+        let want: Vec<f32> = (0..cols).map(|j| (0..rows).map(|i| x[i * cols + j] as f64).sum::<f64>() as f32).collect();
+        for accumulate in [false, true] {
+            let (xb, out) = (up(&x), up(&start));
+            run(|e| gpu().col_sum(e, out.all(), xb.all(), rows, cols, accumulate));
+            let want: Vec<f32> = want.iter().zip(&start).map(|(w, s)| if accumulate { w + s } else { *w }).collect();
+            assert_close(&format!("col_sum {rows}×{cols} accumulate {accumulate}"), &read(&out), &want, 1e-4 * (rows as f32).sqrt(), 1e-5);
+        }
+    }
+}
+
 #[test]
 fn a_view_off_the_storage_offset_alignment_is_an_error() {
     let g = gpu();
