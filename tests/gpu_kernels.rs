@@ -684,6 +684,23 @@ fn sum_squares_matches_the_reference_over_one_two_and_three_reduction_passes() {
     }
 }
 
+/// Column sums (bias gradients) over one pass, and split over the rows (split-K: past 2 × 1024 rows the rows are
+/// cut into splits of 1024 whose partials a second pass sums), accumulating and not, on awkward sizes.
+#[test]
+fn col_sum_matches_the_reference_in_one_pass_and_split_over_the_rows() {
+    for (rows, cols) in [(1, 1), (7, 37), (2048, 33), (2049, 33), (2500, 37), (5000, 65)] {
+        let x = randn(&mut Rng::new((rows * cols) as u64), rows * cols, 1.0);
+        let start = randn(&mut Rng::new(cols as u64), cols, 1.0);
+        let want: Vec<f32> = (0..cols).map(|j| (0..rows).map(|i| x[i * cols + j] as f64).sum::<f64>() as f32).collect();
+        for accumulate in [false, true] {
+            let (xb, out) = (up(&x), up(&start));
+            run(|e| gpu().col_sum(e, out.all(), xb.all(), rows, cols, accumulate));
+            let want: Vec<f32> = want.iter().zip(&start).map(|(w, s)| if accumulate { w + s } else { *w }).collect();
+            assert_close(&format!("col_sum {rows}×{cols} accumulate {accumulate}"), &read(&out), &want, 1e-4 * (rows as f32).sqrt(), 1e-5);
+        }
+    }
+}
+
 #[test]
 fn a_view_off_the_storage_offset_alignment_is_an_error() {
     let g = gpu();
@@ -740,6 +757,41 @@ fn every_kernel_compiles_ahead_of_time_for_the_head_sizes_and_buckets_given() {
     pollster::block_on(g.prepare(&[(6, 11), (64, 32), (256, 0)])).unwrap();
     let err = pollster::block_on(g.prepare(&[(257, 0)])).unwrap_err().to_string();
     assert!(err.contains("head size 257"), "{err}");
+}
+
+/// The pool's two rules (src/backend/gpu/buffer.rs): a buffer given back is lent again at once, within the same
+/// encoder, to be filled by commands (which run after every command recorded before them), and never, before the
+/// next submission, to be filled from the host (whose write lands before the submission's first command).
+#[test]
+fn a_buffer_given_back_is_lent_again_in_the_same_encoder_to_commands_but_not_to_an_upload() {
+    // A device of its own: the pool's growth is measured.
+    let g = Gpu::new_blocking().unwrap();
+    let (a, y, w) = (g.upload(&[1.0f32, 2.0, 3.0, 4.0]).unwrap(), g.zeros::<f32>(4).unwrap(), g.zeros::<f32>(4).unwrap());
+    let mut enc = g.encoder();
+    // x ← 2a (a kernel fills it), y ← x; then x is given back.
+    let x = g.pooled::<f32>(4).unwrap();
+    g.scale_into(&mut enc, x.all(), a.all(), 2.0).unwrap();
+    g.copy(&mut enc, y.all(), x.all()).unwrap();
+    let held = g.pool_bytes();
+    drop(x);
+    // To be filled by a command: x's buffer again (the pool does not grow); clearing it runs after y's copy.
+    let z = g.pooled::<f32>(4).unwrap();
+    assert_eq!(g.pool_bytes(), held, "a command-filled buffer reuses the one given back in this encoder");
+    g.clear(&mut enc, z.all());
+    drop(z);
+    // To be filled from the host: a buffer of its own. Had it been x's, the 9s would land before the kernel above,
+    // which overwrites them, and w would read x's cleared contents.
+    let u = g.pooled_upload(&[9.0f32; 4]).unwrap();
+    assert_eq!(g.pool_bytes(), held + 16, "an upload never gets a buffer lent in the encoder being recorded");
+    g.copy(&mut enc, w.all(), u.all()).unwrap();
+    drop(u);
+    g.submit(enc).unwrap();
+    assert_eq!(g.read_blocking(y.all()).unwrap(), vec![2.0, 4.0, 6.0, 8.0], "the clear ran after the copy that read x");
+    assert_eq!(g.read_blocking(w.all()).unwrap(), vec![9.0; 4]);
+    // After a submission both buffers are free for anything: an upload reuses one, the pool does not grow.
+    let again = g.pooled_upload(&[5.0f32; 4]).unwrap();
+    assert_eq!(g.pool_bytes(), held + 16);
+    drop(again);
 }
 
 #[test]

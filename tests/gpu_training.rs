@@ -593,9 +593,10 @@ fn the_baby_gpt_trains_within_webgpus_default_limits_and_its_full_batch_step_fit
         mib(small_pool),
         plan.dispatches
     );
-    // Within an 8 GiB GPU (not a 4 GiB one: the pool keeps every temporary of the step distinct, about 2.5× the
-    // host's estimate, Layout::step_memory_bytes); the pool grows with the batch (activations), the state does not.
-    assert!(plan.state_bytes + plan.pool_bytes < 8 << 30, "{plan:?}");
+    // Within a 4 GiB GPU: the pool lends a buffer the step's commands fill again as soon as it is given back
+    // (src/backend/gpu/buffer.rs), so a step holds its saved activations plus one layer's temporaries, not every
+    // temporary it makes (which came to 6.5 GiB); the pool grows with the batch (activations), the state does not.
+    assert!(plan.state_bytes + plan.pool_bytes < 4 << 30, "{plan:?}");
     assert!(plan.pool_bytes > 32 * small_pool, "{plan:?} vs {small_pool} at batch 1");
 
     // The checks bite: under a quarter of the default binding size, the full batch's largest activations do not
@@ -624,4 +625,32 @@ fn a_run_only_the_gpu_can_hold_stops_naming_the_field_when_its_device_fails() {
     assert!(rule.contains("the GPU failed") && rule.contains("but on the cpu a training step would hold"), "{rule}");
     assert_eq!((r.step, r.on_gpu()), (0, false));
     assert!(r.step().is_err(), "and stays refused");
+}
+
+/// `Backend::output` hands a training step's op outputs out of the pool without clearing them (a clear is a command
+/// of its own). Every such op must write its whole output: with `Gpu::set_poison_outputs` each of those buffers is
+/// filled with NaN first, and across the architectures, norms, placements, positions, activations, dropout and
+/// Mixture-of-Experts, three steps still give the cpu's losses (a NaN left anywhere would reach the loss or the
+/// gradient norm).
+#[test]
+fn every_op_given_an_uncleared_output_writes_all_of_it() {
+    let cases = [
+        ("gpt", json!({})),
+        ("gpt", json!({"position": {"kind": "rope"}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "dropout": 0.1})),
+        ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
+        ("gpt", json!({"position": {"kind": "recurrent"}, "norm": {"kind": "layernorm", "placement": "post"}, "bias": false})),
+        ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}})),
+        ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "ffn": {"activation": "swish", "mult": 2}, "n_kv_heads": 6})),
+        ("gpt", json!({"ffn": {"activation": "swiglu", "mult": 2, "moe": {"experts": 4, "top_k": 2, "aux_loss": 0.05}}})),
+    ];
+    for (arch, patch) in cases {
+        let c = config(arch, patch.clone());
+        let (mut g, mut cpu) = (run(&c, BackendKind::Gpu), run(&c, BackendKind::Cpu));
+        g.with_gpu(|gpu| gpu.set_poison_outputs(true)).expect("a gpu run");
+        let (rg, rc) = (steps(&mut g, 3), steps(&mut cpu, 3));
+        for (a, b) in rg.iter().zip(&rc) {
+            assert!(a.loss.is_finite() && a.grad_norm.is_finite(), "{arch} {patch} step {}: loss {} grad norm {}", a.step, a.loss, a.grad_norm);
+            assert!((a.loss - b.loss).abs() <= 2e-4 * b.loss.abs(), "{arch} {patch} step {}: loss gpu {} cpu {}", a.step, a.loss, b.loss);
+        }
+    }
 }

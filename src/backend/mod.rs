@@ -167,6 +167,12 @@ pub trait Backend {
 
     /// A tensor of n zeros.
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
+    /// A tensor of n elements for an op that writes every one of them (its `out`, never an accumulator `+=`): a
+    /// backend may hand it out without zero-filling it. The gpu does (a clear is a command of its own on the
+    /// device); the host backends zero it as `zeros` does, which measured no slower (docs/BENCHMARKS.md).
+    fn output(&self, n: usize) -> Result<Self::Buf> {
+        self.zeros(n)
+    }
     /// A tensor holding host data (dropout masks).
     fn upload(&self, data: Vec<f32>) -> Result<Self::Buf>;
     /// A copy of x.

@@ -7,7 +7,7 @@
 use super::layout::{BlockParams, CrossParams, FfnParams, Linear, Mlp, Norm, SubNorms};
 use super::{Ctx, StackCtx};
 use crate::backend::{moe_stats_len, AttnBias, AttnShape, Backend, Routing};
-use crate::config::{Placement, Position};
+use crate::config::{NormKind, Placement, Position};
 use crate::error::Result;
 
 /// Saved activations of one sub-layer (shapes (B,T,C) unless noted). `None` where the placement has no such
@@ -107,7 +107,7 @@ pub fn len<D: Backend>(x: &D::Buf) -> usize {
 /// out (N, out) = x (N, inp) · Wᵀ + b.
 pub fn linear_forward<D: Backend>(ctx: &Ctx<D>, l: &Linear, x: D::In<'_>, n: usize) -> Result<D::Buf> {
     let d = ctx.be;
-    let mut out = d.zeros(n * l.out)?;
+    let mut out = d.output(n * l.out)?;
     let b = l.b.map(|b| D::param(ctx.params, b)).transpose()?;
     d.matmul_forward(D::view_mut(&mut out), x, D::param(ctx.params, l.w)?, b, n, l.inp, l.out)?;
     Ok(out)
@@ -133,7 +133,9 @@ pub fn norm_forward<D: Backend>(ctx: &Ctx<D>, nm: &Norm, x: D::In<'_>) -> Result
     let (d, c) = (ctx.be, ctx.cfg.d_model);
     let len = D::len(x);
     let n = len / c;
-    let (mut out, mut mean, mut rstd) = (d.zeros(len)?, d.zeros(n)?, d.zeros(n)?);
+    // LayerNorm writes the means; RMSNorm has none and leaves `mean` as it is.
+    let mean = if ctx.cfg.norm.kind == NormKind::Layernorm { d.output(n)? } else { d.zeros(n)? };
+    let (mut out, mut mean, mut rstd) = (d.output(len)?, mean, d.output(n)?);
     let (w, b) = (D::param(ctx.params, nm.w)?, nm.b.map(|b| D::param(ctx.params, b)).transpose()?);
     let (o, m, r) = (D::view_mut(&mut out), D::view_mut(&mut mean), D::view_mut(&mut rstd));
     d.norm_forward(ctx.cfg.norm.kind, o, m, r, x, w, b, ctx.cfg.norm.eps, c)?;
@@ -194,18 +196,18 @@ pub fn sublayer_forward<D: Backend, F>(
     }
     let (r, mean2, rstd2, out) = match placement {
         Placement::Pre => {
-            let mut out = d.zeros(n)?;
+            let mut out = d.output(n)?;
             d.add_scaled(D::view_mut(&mut out), D::view(&x_in), D::view(&y), 1.0)?;
             (None, None, None, out)
         }
         Placement::Sandwich => {
             let nm = norm_forward(ctx, norms.post.as_ref().expect("sandwich has a post norm"), D::view(&y))?;
-            let mut out = d.zeros(n)?;
+            let mut out = d.output(n)?;
             d.add_scaled(D::view_mut(&mut out), D::view(&x_in), D::view(&nm.out), 1.0)?;
             (None, Some(nm.mean), Some(nm.rstd), out)
         }
         Placement::Post | Placement::Deepnorm => {
-            let mut r = d.zeros(n)?;
+            let mut r = d.output(n)?;
             d.add_scaled(D::view_mut(&mut r), D::view(&x_in), D::view(&y), st.alpha)?;
             let nm = norm_forward(ctx, &norms.n, D::view(&r))?;
             (Some(r), Some(nm.mean), Some(nm.rstd), nm.out)
@@ -241,7 +243,7 @@ pub fn sublayer_backward<D: Backend, F>(
             let mut dy = d.zeros(n)?;
             let (x, m, r) = (D::view(stats(&sc.r)), D::view(stats(&sc.mean2)), D::view(stats(&sc.rstd2)));
             norm_backward(ctx, &norms.n, D::view_mut(&mut dy), D::view(dout), x, m, r)?;
-            let mut dx_in = d.zeros(n)?;
+            let mut dx_in = d.output(n)?;
             d.scale(D::view_mut(&mut dx_in), D::view(&dy), st.alpha)?;
             (dx_in, dy)
         }

@@ -195,7 +195,7 @@ impl Model {
     /// Embedding of ids (B,T) at positions pos0..: wte + learned or sinusoidal positions.
     fn embed<D: Backend>(&self, ctx: &Ctx<D>, sp: &StackParams, idx: &[u32], b: usize, t: usize, pos0: usize) -> Result<D::Buf> {
         let (d, c) = (ctx.be, self.cfg.d_model);
-        let mut x = d.zeros(b * t * c)?;
+        let mut x = d.output(b * t * c)?;
         let sin = if self.cfg.position == Position::Sinusoidal { position::sinusoidal_table(t, c, pos0) } else { vec![] };
         let (wte, wpe) = (D::param(ctx.params, self.layout.wte)?, sp.wpe.map(|w| D::param(ctx.params, w)).transpose()?);
         d.embedding_forward(D::view_mut(&mut x), idx, wte, wpe, &sin, t, pos0, c)?;
@@ -311,10 +311,10 @@ impl Model {
     #[allow(clippy::type_complexity)]
     fn head_and_loss<D: Backend>(&self, ctx: &Ctx<D>, x: D::In<'_>, targets: &[i32], n: usize) -> Result<(D::Buf, D::Loss, usize, D::Buf)> {
         let (d, c, v) = (ctx.be, self.cfg.d_model, self.vocab());
-        let mut logits = d.zeros(n * v)?;
+        let mut logits = d.output(n * v)?;
         d.matmul_forward(D::view_mut(&mut logits), x, D::param(ctx.params, self.layout.head())?, None, n, c, v)?;
         let count = targets.iter().filter(|&&t| t >= 0).count();
-        let mut dlogits = d.zeros(n * v)?;
+        let mut dlogits = d.output(n * v)?;
         let loss = d.mean_cross_entropy(D::view_mut(&mut dlogits), D::view(&logits), targets, v, count)?;
         Ok((logits, loss, count, dlogits))
     }

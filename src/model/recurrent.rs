@@ -27,11 +27,10 @@ pub fn recurrent_forward<D: Backend>(
 ) -> Result<RnnCache<D::Buf>> {
     let (d, c) = (ctx.be, ctx.cfg.d_model);
     let p = |v| D::param(ctx.params, v);
-    let mut gi = d.zeros(b * t * 3 * c)?; // (B,T,3C)
+    let mut gi = d.output(b * t * 3 * c)?; // (B,T,3C)
     let b_ih = rnn.b_ih.map(p).transpose()?;
     d.matmul_forward(D::view_mut(&mut gi), D::view(x), p(rnn.w_ih)?, b_ih, b * t, c, 3 * c)?;
-    let mut h = d.zeros(b * t * c)?;
-    let mut gates = d.zeros(b * t * 4 * c)?;
+    let (mut h, mut gates) = (d.output(b * t * c)?, d.output(b * t * 4 * c)?);
     let b_hh = rnn.b_hh.map(p).transpose()?;
     d.gru_forward(D::view_mut(&mut h), D::view_mut(&mut gates), D::view(&gi), p(rnn.w_hh)?, b_hh, h0, b, t, c)?;
     let inp = d.copy_of(D::view(x))?;

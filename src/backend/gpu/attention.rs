@@ -283,7 +283,7 @@ impl Gpu {
         if let (Some(part), Some(dt)) = (&partials, dtable) {
             self.col_sum(enc, dt, part.all(), sh.b * sh.t, cols, true)?;
         }
-        // The pooled scratch buffers (stats, packed bias, partials) stay alive in the pool until the submission.
+        // The scratch buffers (stats, packed bias, partials) go back to the pool here; later commands may reuse them.
         Ok(())
     }
 }

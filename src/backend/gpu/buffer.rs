@@ -4,12 +4,20 @@
 //! Readback copies into a MAP_READ staging buffer and awaits `map_async`: natively the device is polled until the
 //! copy is done (so awaiting it never stalls), in the browser the callback arrives from the event loop.
 //!
-//! The pool: `Gpu::pooled` hands out a buffer of the exact size asked for, reusing one that is free. A buffer is
-//! free when its `Pooled` handle has been dropped AND a submission has happened since it was handed out (the
-//! epoch counts submissions). So within one recorded encoder every handed-out buffer is distinct — uploads with
-//! `queue.write_buffer`, which land before the whole submission runs, can never overwrite data a command of the
-//! same submission still needs — and the next step with the same shapes reuses exactly the same buffers.
-//! Rule for callers: do not submit another encoder (a readback, say) while one is being recorded.
+//! The pool: `Gpu::pooled` hands out a buffer of the exact size asked for, reusing one that is free, so the next
+//! step with the same shapes reuses exactly the same buffers (and its recorded bind groups). A buffer is free when
+//! its `Pooled` handle has been dropped, and then:
+//! - for a buffer the encoder's commands fill (`pooled`, `pooled_zeros`: a kernel's output, a clear, a copy), at
+//!   once — even within the encoder being recorded. The commands run in the order they are recorded and WebGPU
+//!   orders each dispatch's reads and writes after the ones before it, so a later command overwriting a buffer
+//!   whose handle is gone cannot disturb an earlier one that used it. This is what keeps a step's memory near
+//!   what it needs at its peak (the forward's saved activations plus one layer's temporaries), not the sum of
+//!   every temporary it makes: a backward layer's buffers are reused by the next layer's;
+//! - for a buffer filled from the host (`pooled_upload`), only if a submission has happened since it was last
+//!   handed out (the epoch counts submissions): `queue.write_buffer` lands before the whole submission runs, so
+//!   it must never write a buffer that a command of the same submission still reads.
+//! Rule for callers: do not submit another encoder (a readback, say) while one is being recorded; and never keep a
+//! buffer's contents past dropping its handle (views borrow the handle, so the compiler holds you to it).
 
 use super::{gpu_error, Binding, Encoder, Gpu};
 use crate::error::Result;
@@ -59,6 +67,15 @@ struct PoolEntry {
     lease: Arc<()>,
     /// The epoch it was last handed out in.
     epoch: u64,
+}
+
+/// How a pooled buffer's contents will be written, which decides when a given-back buffer may be lent again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Filled {
+    /// By commands recorded into the encoder (kernels, clears, copies): ordered after every earlier command.
+    ByCommands,
+    /// By `queue.write_buffer`: lands before the submission's first command.
+    FromHost,
 }
 
 /// Buffers by byte size, and the epoch (submissions so far).
@@ -186,15 +203,21 @@ impl Gpu {
         Ok(GpuBuffer { buf, len, _t: PhantomData })
     }
 
-    /// A buffer of `len` elements from the pool, contents unspecified (the caller writes every element it reads).
+    /// A buffer of `len` elements from the pool, contents unspecified: the caller's recorded commands write every
+    /// element they read (it may be one given back earlier in this same encoder).
     pub fn pooled<T: Element>(&self, len: usize) -> Result<Pooled<T>> {
+        self.lend(len, Filled::ByCommands)
+    }
+
+    /// A pooled buffer of `len` elements, free by the rule for how it will be `filled` (the module's comment).
+    fn lend<T: Element>(&self, len: usize, filled: Filled) -> Result<Pooled<T>> {
         let bytes = (len.max(1) * 4) as u64;
         let mut pool = self.lock_pool();
         let epoch = pool.epoch;
-        let free = pool
-            .by_size
-            .get_mut(&bytes)
-            .and_then(|v| v.iter_mut().find(|e| e.epoch < epoch && Arc::strong_count(&e.lease) == 1));
+        let free_now = |e: &PoolEntry| {
+            Arc::strong_count(&e.lease) == 1 && (filled == Filled::ByCommands || e.epoch < epoch)
+        };
+        let free = pool.by_size.get_mut(&bytes).and_then(|v| v.iter_mut().find(|e| free_now(e)));
         if let Some(e) = free {
             e.epoch = epoch;
             return Ok(Pooled { buf: GpuBuffer { buf: e.buf.clone(), len, _t: PhantomData }, _lease: e.lease.clone() });
@@ -217,7 +240,7 @@ impl Gpu {
 
     /// A pooled buffer holding `data` (written with the queue, before the next submission runs).
     pub fn pooled_upload<T: Element>(&self, data: &[T]) -> Result<Pooled<T>> {
-        let b = self.pooled::<T>(data.len())?;
+        let b = self.lend::<T>(data.len(), Filled::FromHost)?;
         self.write(b.all(), data)?;
         Ok(b)
     }

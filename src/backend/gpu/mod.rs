@@ -195,6 +195,8 @@ pub struct Gpu {
     bind_groups: AtomicU64,
     /// The last submission, for waiting on it and not on later ones (`Readback::wait_until`).
     last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
+    /// Fill every `Backend::output` buffer with NaN before its op writes it (`set_poison_outputs`).
+    poison_outputs: std::sync::atomic::AtomicBool,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -242,7 +244,18 @@ impl Gpu {
             dispatches: AtomicU64::new(0),
             bind_groups: AtomicU64::new(0),
             last_submission: Mutex::new(None),
+            poison_outputs: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A check for tests: fill each buffer a training step hands out with `Backend::output` (not zeroed: its op
+    /// is to write every element) with NaN first, so an op that leaves an element unwritten turns the loss NaN.
+    pub fn set_poison_outputs(&self, on: bool) {
+        self.poison_outputs.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn poisons_outputs(&self) -> bool {
+        self.poison_outputs.load(Ordering::Relaxed)
     }
 
     /// The binding of an absent input.

@@ -20,6 +20,9 @@ const ACCUMULATE: u32 = 1;
 const SQUARE: u32 = 2;
 /// Elements summed by one workgroup of `sum` (256 threads × 16).
 const CHUNK: usize = 4096;
+/// Rows of one split of `col_sum` when it splits (split-K): past twice this many rows, the rows are cut into
+/// splits of this many, each summed by its own workgroups, then the splits' partials are summed.
+pub(crate) const COL_SUM_SPLIT: usize = 1024;
 
 const SRC: &str = include_str!("wgsl/reduce.wgsl");
 const BINDS: &[Access] = &[Access::Read, Access::Write];
@@ -45,14 +48,23 @@ impl Gpu {
         if cols == 0 {
             return Ok(());
         }
-        let p = Params {
-            n: u32_of("rows", rows)?,
-            cols: u32_of("columns", cols)?,
-            flags: if accumulate { ACCUMULATE } else { 0 },
-            ..Default::default()
+        let flags = if accumulate { ACCUMULATE } else { 0 };
+        let params = |n: usize, chunk: usize, flags: u32| -> Result<Params> {
+            Ok(Params { n: u32_of("rows", n)?, cols: u32_of("columns", cols)?, chunk: u32_of("rows", chunk.max(1))?, flags, ..Default::default() })
         };
-        let x = if rows == 0 { self.no_input() } else { x.bind(rows * cols) };
-        self.dispatch(enc, &COL_SUM, &[], &p, &[x, out.bind(cols)], self.grid(cols.div_ceil(32))?)
+        if rows <= 2 * COL_SUM_SPLIT {
+            // One split: ⌈cols/32⌉ workgroups, each over every row.
+            let x = if rows == 0 { self.no_input() } else { x.bind(rows * cols) };
+            return self.dispatch(enc, &COL_SUM, &[], &params(rows, rows, flags)?, &[x, out.bind(cols)], self.grid(cols.div_ceil(32))?);
+        }
+        // Split-K: partials (splits, cols), then their column sums into out. The order of the additions depends
+        // only on (rows, cols), so results stay the same from run to run.
+        let splits = rows.div_ceil(COL_SUM_SPLIT);
+        let partials = self.pooled::<f32>(splits * cols)?;
+        let p = params(rows, COL_SUM_SPLIT, 0)?;
+        let (xb, pb) = (x.bind(rows * cols), partials.all().bind(splits * cols));
+        self.dispatch(enc, &COL_SUM, &[], &p, &[xb, pb], self.grid(splits * cols.div_ceil(32))?)?;
+        self.dispatch(enc, &COL_SUM, &[], &params(splits, splits, flags)?, &[pb, out.bind(cols)], self.grid(cols.div_ceil(32))?)
     }
 
     /// out[index] = Σ x² (the squared global grad norm), on the device.
@@ -102,7 +114,7 @@ impl Gpu {
             ..Default::default()
         };
         self.dispatch(enc, &SUM, &[], &p, &[src, out.bind(out.len())], [1, 1, 1])?;
-        // The pooled partials are not lent again before this encoder is submitted.
+        // The partials go back to the pool here: a later command may reuse them (after these dispatches).
         Ok(())
     }
 

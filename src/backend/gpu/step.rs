@@ -110,6 +110,15 @@ impl<'g> Backend for GpuStep<'g> {
     fn zeros(&self, n: usize) -> Result<Pooled<f32>> {
         self.with(|g, e| g.pooled_zeros(e, n))
     }
+    /// Not cleared: whatever the pool's buffer held until the op overwrites it. With `Gpu::poison_outputs` on,
+    /// filled with NaN first, so an op that leaves any element unwritten shows in the loss.
+    fn output(&self, n: usize) -> Result<Pooled<f32>> {
+        let out = self.gpu.pooled::<f32>(n)?;
+        if self.gpu.poisons_outputs() {
+            self.with(|g, e| g.scale(e, out.all(), f32::NAN))?;
+        }
+        Ok(out)
+    }
     fn upload(&self, data: Vec<f32>) -> Result<Pooled<f32>> {
         self.gpu.pooled_upload(&data)
     }

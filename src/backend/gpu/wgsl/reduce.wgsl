@@ -6,9 +6,12 @@
 //   2 rw      out: f32  the output (or, for `scale` and `clip`, the buffer scaled in place)
 //
 // Entry points and their invocation → element maps:
-//   col_sum   x (n rows, cols) row-major → out[j] (+)= Σ_i x[i*cols + j]. Workgroup (32, 8): 32 columns; its 8 row
-//             phases each sum rows ≡ phase (mod 8) in order, then the 8 partials are added in a fixed tree.
-//             Workgroup g owns columns 32g .. 32g+31.
+//   col_sum   x (n rows, cols) row-major → out[s*cols + j] (+)= Σ_i x[i*cols + j] over the rows i of split s:
+//             [s·chunk, min(n, (s+1)·chunk)). Workgroup (32, 8): 32 columns of one split; its 8 row phases each sum
+//             rows ≡ phase (mod 8) in order, then the 8 partials are added in a fixed tree. Workgroup g owns
+//             columns 32(g mod G) .. +31 of split g / G, G = ⌈cols/32⌉. With chunk ≥ n there is one split (out[j]);
+//             with more (split-K: a few columns over many rows would keep only ⌈cols/32⌉ workgroups busy), the
+//             host sums the splits' partials with a second col_sum.
 //   sum       out[out_index + g] = Σ x[i] (or Σ x[i]² with SQUARE) over the chunk i ∈ [g·chunk, (g+1)·chunk) of
 //             workgroup g (256 threads: thread t sums i ≡ t (mod 256) in order, then a fixed tree). Applied again
 //             to the partials until one value is left, so the order depends only on n.
@@ -44,13 +47,17 @@ var<workgroup> red: array<f32, 256>;
 fn col_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_id) lid: vec3<u32>) {
     let g = group_index(wg, nwg);
-    if (g >= (p.cols + 31u) / 32u) {
+    let groups = (p.cols + 31u) / 32u;
+    let splits = (p.n + p.chunk - 1u) / p.chunk;
+    if (g >= groups * max(splits, 1u)) {
         return;
     }
-    let j = g * 32u + lid.x;
+    let split = g / groups;
+    let j = (g % groups) * 32u + lid.x;
+    let end = min(p.n, (split + 1u) * p.chunk);
     var acc = 0.0;
     if (j < p.cols) {
-        for (var i = lid.y; i < p.n; i += 8u) {
+        for (var i = split * p.chunk + lid.y; i < end; i += 8u) {
             acc += x[i * p.cols + j];
         }
     }
@@ -63,11 +70,12 @@ fn col_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
         workgroupBarrier();
     }
     if (lid.y == 0u && j < p.cols) {
+        let o = split * p.cols + j;
         var v = red[lid.x];
         if ((p.flags & ACCUMULATE) != 0u) {
-            v += out[j];
+            v += out[o];
         }
-        out[j] = v;
+        out[o] = v;
     }
 }
 
