@@ -451,8 +451,7 @@ pub fn cross_attention_backward<D: Backend>(
 /// one op (`matmul_act_forward`: the activation in the matmul's epilogue where the backend fuses it).
 fn mlp_forward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, x: D::In<'_>, n: usize) -> Result<(D::Buf, MlpCache<D::Buf>)> {
     let (d, f) = (ctx.be, ctx.cfg.ffn_hidden());
-    let mut a = d.zeros(n * p.fc.out)?;
-    let mut act = d.zeros(n * f)?;
+    let (mut a, mut act) = (d.output(n * p.fc.out)?, d.output(n * f)?);
     let b = p.fc.b.map(|b| D::param(ctx.params, b)).transpose()?;
     let (a_out, act_out) = (D::view_mut(&mut a), D::view_mut(&mut act));
     d.matmul_act_forward(ctx.cfg.ffn.activation, a_out, act_out, x, D::param(ctx.params, p.fc.w)?, b, n, p.fc.inp, p.fc.out)?;
@@ -464,7 +463,7 @@ fn mlp_forward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, x: D::In<'_>, n: usize) ->
 /// writes da = (dy·Wproj) ⊙ act'(a) without keeping dy·Wproj.
 fn mlp_backward<D: Backend>(ctx: &mut Ctx<D>, p: &Mlp, c: &MlpCache<D::Buf>, dy: D::In<'_>, x: D::In<'_>, n: usize) -> Result<D::Buf> {
     let d = ctx.be;
-    let mut da = d.zeros(len::<D>(&c.a))?;
+    let mut da = d.output(len::<D>(&c.a))?; // written, not added to
     let grads = ctx.grads.as_deref_mut().expect("backward needs gradients");
     let (dw, db) = D::grad_pair(grads, p.proj.w, p.proj.b)?;
     let (act, l) = (ctx.cfg.ffn.activation, &p.proj);
