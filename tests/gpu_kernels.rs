@@ -105,6 +105,25 @@ fn matmul_forward_and_backward_match_the_reference_on_sizes_that_are_not_tile_mu
     }
 }
 
+/// Weight gradients of few tiles over many rows run split along the rows (split-K: each split's product into a
+/// slab, then the slabs' column sum added into dw), on awkward sizes; and the column sum of db past 2048 rows.
+#[test]
+fn matmul_backward_split_along_the_rows_matches_the_reference() {
+    use transformer_playground::backend::gpu::k_splits;
+    for (n, c, oc) in [(1100, 13, 37), (2500, 70, 9), (4099, 65, 130), (600, 20, 20)] {
+        let splits = k_splits(oc, c, n);
+        assert_eq!(splits > 1, n >= 1024, "n={n} c={c} oc={oc}: {splits} splits");
+        for bias in [false, true] {
+            let seed = (n * 1000 + c) as u64;
+            let (got, want) = (matmul_case(&OnGpu, n, c, oc, bias, seed), matmul_case(&Reference, n, c, oc, bias, seed));
+            for (i, name) in ["out", "dinp", "dw", "db"].iter().enumerate() {
+                let atol = 1e-4 * (n as f32).sqrt();
+                assert_close(&format!("{name} n={n} c={c} oc={oc} bias={bias} ({splits} splits)"), &got[i], &want[i], atol, 1e-4);
+            }
+        }
+    }
+}
+
 #[test]
 fn matmul_backward_without_dinp_or_db_leaves_them_alone() {
     let (n, c, oc) = (9, 36, 11);

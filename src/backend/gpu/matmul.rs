@@ -21,13 +21,31 @@ struct Params {
     b_cs: u32,
     /// The activation of the fused epilogues (`pointwise::act_code`).
     act: u32,
-    _pad: [u32; 3],
+    /// Rows of K per split (split-K, `main` only); 0: all of K.
+    k_split: u32,
+    _pad: [u32; 2],
 }
 
 const ACCUMULATE: u32 = 1;
 const BIAS: u32 = 2;
 /// Output tile edge (matmul.wgsl's TILE).
 const TILE: usize = 64;
+/// Split-K of a weight gradient: at least this many of K's rows per split, and splits until about this many
+/// workgroups run (a tile is one workgroup).
+const MIN_SPLIT_ROWS: usize = 512;
+const TARGET_WORKGROUPS: usize = 128;
+/// At most this many floats of partial sums (64 MiB): fewer splits past it.
+const MAX_PARTIALS: usize = 16 << 20;
+
+/// How many splits of K a product of (M,N) over K rows runs as: 1 (no split) unless its tiles are too few to
+/// keep a GPU busy and K is long enough to cut into pieces of `MIN_SPLIT_ROWS` or more.
+pub fn k_splits(m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    let by_work = TARGET_WORKGROUPS.div_ceil(tiles.max(1));
+    let by_rows = k / MIN_SPLIT_ROWS;
+    let by_memory = MAX_PARTIALS / (m * n).max(1);
+    by_work.min(by_rows).min(by_memory).max(1)
+}
 
 /// The activations' element-wise functions, then the kernel (its fused epilogues call them).
 const SRC: &str = concat!(include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl"));
@@ -177,7 +195,18 @@ impl Gpu {
             need("matmul dinp", &dinp, n * c)?;
             self.gemm(enc, dinp, (dout, (oc, 1)), (w, (c, 1)), None, [n, c, oc], true, Epilogue::Plain)?;
         }
-        self.gemm(enc, dw, (dout, (1, oc)), (inp, (c, 1)), None, [oc, c, n], true, Epilogue::Plain)?;
+        let splits = k_splits(oc, c, n);
+        if splits == 1 {
+            self.gemm(enc, dw, (dout, (1, oc)), (inp, (c, 1)), None, [oc, c, n], true, Epilogue::Plain)?;
+        } else {
+            // Split-K: each split's doutᵀ·inp over its rows into a slab of the partials, then the slabs' sum added
+            // into dw (a column sum over the slabs, in a fixed order).
+            let rows = n.div_ceil(splits).next_multiple_of(16);
+            let splits = n.div_ceil(rows);
+            let partials = self.pooled::<f32>(splits * oc * c)?;
+            self.gemm_split(enc, partials.all(), (dout, (1, oc)), (inp, (c, 1)), [oc, c, n], rows, splits)?;
+            self.col_sum(enc, dw, partials.all(), splits, oc * c, true)?;
+        }
         if let Some(db) = db {
             need("matmul db", &db, oc)?;
             self.col_sum(enc, db, dout, n, oc, true)?;
@@ -197,6 +226,30 @@ impl Gpu {
         mnk: [usize; 3],
         accumulate: bool,
         epi: Epilogue,
+    ) -> Result<()> {
+        self.gemm_with(enc, c, a, b, bias, mnk, accumulate, epi, (0, 1))
+    }
+
+    /// Split-K: slab z of c (splits, M, N) = a·b over K's rows [z·rows, (z+1)·rows).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_split(&self, enc: &mut Encoder, c: GpuSlice<f32>, a: Operand, b: Operand, mnk: [usize; 3], rows: usize, splits: usize) -> Result<()> {
+        need("matmul partials", &c, splits * mnk[0] * mnk[1])?;
+        self.gemm_with(enc, c, a, b, None, mnk, false, Epilogue::Plain, (rows, splits))
+    }
+
+    /// `gemm`, cut along K into `split.1` pieces of `split.0` rows (split.0 = 0: whole), slab by slab into c.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_with(
+        &self,
+        enc: &mut Encoder,
+        c: GpuSlice<f32>,
+        a: Operand,
+        b: Operand,
+        bias: Option<GpuSlice<f32>>,
+        mnk: [usize; 3],
+        accumulate: bool,
+        epi: Epilogue,
+        split: (usize, usize),
     ) -> Result<()> {
         let [m, n, k] = mnk;
         if m == 0 || n == 0 {
@@ -218,7 +271,8 @@ impl Gpu {
                 Epilogue::Plain => 0,
                 Epilogue::Act(act, _) | Epilogue::ActGrad(act, _) => act_code(act),
             },
-            _pad: [0; 3],
+            k_split: u32_of("matmul split rows", split.0)?,
+            _pad: [0; 2],
         };
         let bias = bias.map_or(self.no_input(), |s| s.bind(n));
         let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
@@ -228,8 +282,11 @@ impl Gpu {
                 "a {m}×{n} matmul needs a {gy}×{gx} grid, over the adapter's {max} per dimension"
             )));
         }
-        let grid = [gx as u32, gy as u32, 1];
-        let (a, b, c) = (a.bind(m * k), b.bind(k * n), c.bind(m * n));
+        if split.1 > max {
+            return Err(super::gpu_error(format!("a matmul split {} ways, over the adapter's {max} per dimension", split.1)));
+        }
+        let grid = [gx as u32, gy as u32, split.1 as u32];
+        let (a, b, c) = (a.bind(m * k), b.bind(k * n), c.bind(split.1 * m * n));
         match epi {
             Epilogue::Plain => self.dispatch(enc, &MATMUL, &[], &p, &[a, b, bias, c], grid),
             Epilogue::Act(_, out) => self.dispatch(enc, &MATMUL_ACT_FORWARD, &[], &p, &[a, b, bias, c, out.bind(m * n)], grid),

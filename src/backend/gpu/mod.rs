@@ -51,6 +51,7 @@ pub use bound::{lock, ThreadBound};
 pub use buffer::{Element, GpuBuffer, GpuSlice, Pooled, Readback};
 pub use context::GpuContext;
 pub use step::{GpuStep, PendingLoss};
+pub use matmul::k_splits;
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;

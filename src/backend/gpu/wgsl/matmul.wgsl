@@ -7,7 +7,8 @@
 // which another workgroup computes, so the Rust side runs those as the product then activation.wgsl.
 //
 // Bindings (group 0):
-//   0 uniform Params         m, n, k; flags (ACCUMULATE, BIAS); strides of A and B; act (activation_fn.wgsl's kinds)
+//   0 uniform Params         m, n, k; flags (ACCUMULATE, BIAS); strides of A and B; act (activation_fn.wgsl's kinds);
+//                            k_split (0: the whole of K)
 //   1 read    a: f32         A (M,K): element (i, kk) at a[i*a_rs + kk*a_cs]
 //   2 read    b: f32         B (K,N): element (kk, j) at b[kk*b_rs + j*b_cs]
 //   3 read    bias: f32      (N), read only with BIAS
@@ -27,6 +28,10 @@
 // from registers (8 workgroup loads per 16 multiply-adds). Rows of the staged tiles are padded to 65 so that the
 // column-wise stores do not all fall in one memory bank.
 // Edges: elements outside M, N or K are staged as 0 and not stored, so any sizes work.
+// Split-K (`main` only, k_split > 0): workgroup (x, y, z) sums only K's rows [z·k_split, (z+1)·k_split) and
+// writes its tile into the z-th (M,N) slab of c, c[z·M·N + i·N + j]; the host then sums the slabs (a column sum
+// over z). For a weight gradient, M·N is small and K (the batch's rows) long: without the split only
+// ⌈M/64⌉·⌈N/64⌉ workgroups would run, each over all of K.
 
 struct Params {
     m: u32,
@@ -38,7 +43,7 @@ struct Params {
     b_rs: u32,
     b_cs: u32,
     act: u32,
-    _pad0: u32,
+    k_split: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -62,14 +67,14 @@ const PAD: u32 = 65u;
 var<workgroup> as_t: array<f32, 1040>;
 var<workgroup> bs_t: array<f32, 1040>;
 
-// The product's 4×4 block of thread (tx, ty) in the tile at (m0, n0), summed over all of K: acc[r][s] is
-// (A·B)[m0 + ty + 16r, n0 + tx + 16s]. Called by every thread of the workgroup (it has barriers).
-fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32) -> array<vec4<f32>, 4> {
+// The product's 4×4 block of thread (tx, ty) in the tile at (m0, n0), summed over K's rows kb .. ke: acc[r][s] is
+// (A·B)[m0 + ty + 16r, n0 + tx + 16s] over them. Called by every thread of the workgroup (it has barriers).
+fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32, kb: u32, ke: u32) -> array<vec4<f32>, 4> {
     var acc: array<vec4<f32>, 4>;
     for (var r = 0u; r < 4u; r++) {
         acc[r] = vec4<f32>(0.0);
     }
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var k0 = kb; k0 < ke; k0 += TK) {
         for (var q = 0u; q < 4u; q++) {
             let e = li + q * 256u;
             var i: u32;
@@ -82,7 +87,7 @@ fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32) -> array<vec4<f32>,
                 kk = e / TILE;
             }
             var v = 0.0;
-            if (m0 + i < p.m && k0 + kk < p.k) {
+            if (m0 + i < p.m && k0 + kk < ke) {
                 v = a[(m0 + i) * p.a_rs + (k0 + kk) * p.a_cs];
             }
             as_t[kk * PAD + i] = v;
@@ -95,7 +100,7 @@ fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32) -> array<vec4<f32>,
                 kk = e / TILE;
             }
             var w = 0.0;
-            if (n0 + j < p.n && k0 + kk < p.k) {
+            if (n0 + j < p.n && k0 + kk < ke) {
                 w = b[(k0 + kk) * p.b_rs + (n0 + j) * p.b_cs];
             }
             bs_t[kk * PAD + j] = w;
@@ -119,7 +124,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         @builtin(local_invocation_index) li: u32) {
     let m0 = wg.y * TILE;
     let n0 = wg.x * TILE;
-    let acc = tile_product(m0, n0, lid.x, lid.y, li);
+    var kb = 0u;
+    var ke = p.k;
+    var slab = 0u;
+    if (p.k_split > 0u) {
+        kb = wg.z * p.k_split;
+        ke = min(p.k, kb + p.k_split);
+        slab = wg.z * p.m * p.n;
+    }
+    let acc = tile_product(m0, n0, lid.x, lid.y, li, kb, ke);
     for (var r = 0u; r < 4u; r++) {
         let i = m0 + lid.y + 16u * r;
         for (var s = 0u; s < 4u; s++) {
@@ -130,9 +143,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                     v += bias[j];
                 }
                 if ((p.flags & ACCUMULATE) != 0u) {
-                    v += c[i * p.n + j];
+                    v += c[slab + i * p.n + j];
                 }
-                c[i * p.n + j] = v;
+                c[slab + i * p.n + j] = v;
             }
         }
     }
@@ -145,7 +158,7 @@ fn act_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                @builtin(local_invocation_index) li: u32) {
     let m0 = wg.y * TILE;
     let n0 = wg.x * TILE;
-    let acc = tile_product(m0, n0, lid.x, lid.y, li);
+    let acc = tile_product(m0, n0, lid.x, lid.y, li, 0u, p.k);
     for (var r = 0u; r < 4u; r++) {
         let i = m0 + lid.y + 16u * r;
         for (var s = 0u; s < 4u; s++) {
@@ -169,7 +182,7 @@ fn act_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
                 @builtin(local_invocation_index) li: u32) {
     let m0 = wg.y * TILE;
     let n0 = wg.x * TILE;
-    let acc = tile_product(m0, n0, lid.x, lid.y, li);
+    let acc = tile_product(m0, n0, lid.x, lid.y, li, 0u, p.k);
     for (var r = 0u; r < 4u; r++) {
         let i = m0 + lid.y + 16u * r;
         for (var s = 0u; s < 4u; s++) {
