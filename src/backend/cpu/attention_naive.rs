@@ -14,6 +14,9 @@
 //! cross S ≠ T) and head sharing as the fused op, so the same inputs give the same out, dq, dk, dv. No score bias
 //! (ALiBi, T5 relative) and no lse, as on the GPU.
 //!
+//! Unlike the fused op, it takes q, k, v and their gradients only in the "heads" layout (`AttnShape::with_heads`):
+//! it is a measurement of materialising, run on buffers of its own.
+//!
 //! Every product is a `tile::gemm` (the fused kernels' own micro-kernel), so a timing of the two paths compares
 //! materialising against tiling, not two matmul qualities. The products need Kᵀ (forward) and Vᵀ (backward) as
 //! contiguous rows: one transposed copy (B,NKV,HS,S) each, made per call. `attention_naive_scratch_floats` counts all of it.
@@ -59,6 +62,9 @@ fn check(sh: &AttnShape) -> Result<()> {
     if sh.nkv == 0 || !sh.nh.is_multiple_of(sh.nkv) {
         return Err(Error::Invalid(format!("naive attention: {} query heads cannot share {} kv heads", sh.nh, sh.nkv)));
     }
+    if *sh != sh.with_heads() {
+        return Err(Error::Invalid("naive attention takes q, k, v (and writes dq, dk, dv) in the heads layout, each in its own buffer".into()));
+    }
     Ok(())
 }
 
@@ -77,7 +83,7 @@ fn each<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
 /// xᵀ of every (batch, kv head) of x (B,NKV,S,HS): (B,NKV,HS,S).
 fn transpose_heads(x: &[f32], sh: &AttnShape) -> Vec<f32> {
     let n = sh.s * sh.hs;
-    x[..sh.b * sh.nkv * n].chunks(n).flat_map(|head| transpose(head, sh.s, sh.hs)).collect()
+    x[..sh.b * sh.nkv * n].chunks(n).flat_map(|head| transpose(head, sh.hs, sh.s, sh.hs)).collect()
 }
 
 /// Keys query i (of this call) may see: a prefix of the S keys.

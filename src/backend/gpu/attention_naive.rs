@@ -66,6 +66,9 @@ impl Gpu {
         if sh.nkv == 0 || !sh.nh.is_multiple_of(sh.nkv) {
             return Err(gpu_error(format!("{} query heads cannot share {} kv heads", sh.nh, sh.nkv)));
         }
+        if *sh != sh.with_heads() {
+            return Err(gpu_error("naive attention takes q, k, v (and writes dq, dk, dv) in the heads layout, each in its own buffer"));
+        }
         // Every index the kernels form must fit in u32, the largest being the (B,NH,T,S) matrix's.
         u32_of("naive attention B·NH·T·S", Gpu::attention_naive_probs_len(sh))?;
         u32_of("naive attention B·NH·T·HS", sh.b * sh.nh * sh.t * sh.hs)?;

@@ -587,6 +587,11 @@ pub(crate) fn u32_of(what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| gpu_error(format!("{what} = {n} does not fit the kernels' 32-bit indices")))
 }
 
+/// A `HeadLayout` as the kernels' uniforms carry it: offset, batch, head and row strides.
+pub(crate) fn layout_u32(l: crate::backend::HeadLayout) -> Result<[u32; 4]> {
+    Ok([u32_of("layout offset", l.offset)?, u32_of("batch stride", l.batch)?, u32_of("head stride", l.head)?, u32_of("row stride", l.row)?])
+}
+
 /// Checks that `s` holds at least `need` elements.
 pub(crate) fn need<T: Element>(what: &str, s: &GpuSlice<T>, need: usize) -> Result<()> {
     if s.len() < need {
