@@ -14,7 +14,7 @@ use wasm_bindgen_test::wasm_bindgen_test;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use transformer_playground::backend::cpu::{attention_naive_backward, attention_naive_forward, attention_naive_probs_len};
-use transformer_playground::backend::{AttnBias, AttnShape, Backend, Reference};
+use transformer_playground::backend::{AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Reference};
 use transformer_playground::rng::Rng;
 
 fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -33,7 +33,8 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 #[allow(clippy::too_many_arguments)]
 fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, hs: usize, causal: bool, q_offset: usize) -> AttnShape {
-    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt() }
+    let (q, kv) = (HeadLayout::heads(nh, t, hs), HeadLayout::heads(nkv, s, hs));
+    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt(), q, k: kv, v: kv }
 }
 
 /// Inputs and starting gradients of one call: [q, k, v, dout, dq, dk, dv].
@@ -52,13 +53,18 @@ fn naive(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
     vec![out, dq, dk, dv, probs]
 }
 
-/// [out, dq, dk, dv] of the reference attention (no bias).
+/// [out, dq, dk, dv] of the reference attention (no bias), whose dk and dv share a buffer: k, v and their
+/// gradients here are the two halves of one (v at an offset).
 fn reference(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
-    let [q, k, v, dout, mut dq, mut dk, mut dv] = inputs(sh, seed);
+    let [q, k, v, dout, mut dq, dk, dv] = inputs(sh, seed);
+    let n = k.len();
+    let sh = AttnShape { v: HeadLayout { offset: n, ..sh.v }, ..*sh };
+    let (kv, mut dkv) = ([k, v].concat(), [dk, dv].concat());
     let (mut out, mut lse) = (vec![f32::NAN; q.len()], vec![f32::NAN; sh.b * sh.nh * sh.t]);
-    Reference.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, sh).unwrap();
-    Reference.attention_backward(&mut dq, &mut dk, &mut dv, None, &dout, &q, &k, &v, &out, &lse, AttnBias::None, sh).unwrap();
-    vec![out, dq, dk, dv]
+    Reference.attention_forward(&mut out, &mut lse, &q, &kv, &kv, AttnBias::None, &sh).unwrap();
+    let grads = AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dkv[..] };
+    Reference.attention_backward(grads, None, &dout, &q, &kv, &kv, &out, &lse, AttnBias::None, &sh).unwrap();
+    vec![out, dq, dkv[..n].to_vec(), dkv[n..].to_vec()]
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -143,4 +149,8 @@ fn naive_attention_refuses_buffers_too_small_and_heads_that_cannot_share() {
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; 3]);
     let err = attention_naive_backward(&mut dq, &mut dk, &mut dv, &q, &q, &k, &v, &[0.0; 32], &sh).unwrap_err().to_string();
     assert!(err.contains("naive attention dv has 3 elements, the op needs 64"), "{err}");
+    // The fused op's strided layouts are not the naive path's.
+    let rows = AttnShape { q: HeadLayout::rows(4, 48, 0, 8), ..sh };
+    let err = attention_naive_forward(&mut out, &mut [0.0; 32], &q, &k, &v, &rows).unwrap_err().to_string();
+    assert!(err.contains("heads layout"), "{err}");
 }

@@ -72,7 +72,7 @@ pub fn laid_out(sh: AttnShape, st: Storage) -> AttnShape {
 }
 
 /// Elements of the buffer(s) a case needs: [q's (all three when one buffer), k's and v's (0 when one buffer)].
-fn buffer_lens(sh: &AttnShape, st: Storage) -> [usize; 2] {
+pub fn buffer_lens(sh: &AttnShape, st: Storage) -> [usize; 2] {
     let kv = sh.k_end().max(sh.v_end());
     // The rows layouts end at a row's last head; the trailing pad columns of the last row are part of the buffer.
     let rows_end = |lay: HeadLayout, n: usize| sh.b * n * lay.row;
@@ -85,17 +85,39 @@ fn buffer_lens(sh: &AttnShape, st: Storage) -> [usize; 2] {
 
 pub const NAMES: [&str; 5] = ["out", "lse", "dq (or dqkv)", "dkv", "dtable"];
 
-/// [out, lse, the gradient buffer(s) (dqkv and an empty one, or dq and dkv), dtable] of one forward and one
-/// accumulating backward.
-pub fn attention_case(be: &impl Host, sh: &AttnShape, st: Storage, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
+/// The seeded data of a case: the buffer(s) of q, k, v (x2 empty when one buffer holds all three), the biases'
+/// data, dout, and the starting gradient buffer(s) (random, so `+=` is checked) and table gradient.
+pub struct CaseInputs {
+    pub x1: Vec<f32>,
+    pub x2: Vec<f32>,
+    pub slopes: Vec<f32>,
+    pub table: Vec<f32>,
+    pub bucket: Vec<u32>,
+    pub dout: Vec<f32>,
+    pub g1: Vec<f32>,
+    pub g2: Vec<f32>,
+    pub dtable: Vec<f32>,
+}
+
+pub fn case_inputs(sh: &AttnShape, st: Storage, seed: u64) -> CaseInputs {
     let mut rng = Rng::new(seed);
     let [n1, n2] = buffer_lens(sh, st);
     let (x1, x2) = (randn(&mut rng, n1), randn(&mut rng, n2));
-    let (q, kv) = if st.one_buffer() { (&x1, &x1) } else { (&x1, &x2) };
     let buckets = 11;
     let slopes: Vec<f32> = (0..sh.nh).map(|h| 0.5f32.powi(h as i32 + 1)).collect();
     let table = randn(&mut rng, buckets * sh.nh);
     let bucket: Vec<u32> = (0..sh.t * sh.s).map(|_| rng.below(buckets) as u32).collect();
+    let dout = randn(&mut rng, sh.b * sh.t * sh.nh * sh.hs);
+    let (g1, g2) = (randn(&mut rng, n1), randn(&mut rng, n2));
+    let dtable = randn(&mut rng, table.len());
+    CaseInputs { x1, x2, slopes, table, bucket, dout, g1, g2, dtable }
+}
+
+/// [out, lse, the gradient buffer(s) (dqkv and an empty one, or dq and dkv), dtable] of one forward and one
+/// accumulating backward.
+pub fn attention_case(be: &impl Host, sh: &AttnShape, st: Storage, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
+    let CaseInputs { x1, x2, slopes, table, bucket, dout, mut g1, mut g2, mut dtable } = case_inputs(sh, st, seed);
+    let (q, kv) = if st.one_buffer() { (&x1, &x1) } else { (&x1, &x2) };
     let ab = match bias {
         Bias::None => AttnBias::None,
         Bias::Alibi => AttnBias::Alibi { slopes: &slopes },
@@ -104,9 +126,6 @@ pub fn attention_case(be: &impl Host, sh: &AttnShape, st: Storage, bias: Bias, s
     let c = sh.nh * sh.hs;
     let (mut out, mut lse) = (vec![f32::NAN; sh.b * sh.t * c], vec![f32::NAN; sh.b * sh.nh * sh.t]);
     be.attention_forward(&mut out, &mut lse, q, kv, kv, ab, sh).unwrap();
-    let dout = randn(&mut rng, sh.b * sh.t * c);
-    let (mut g1, mut g2) = (randn(&mut rng, n1), randn(&mut rng, n2));
-    let mut dtable = randn(&mut rng, table.len());
     let dt = matches!(bias, Bias::Relative).then_some(&mut dtable[..]);
     let grads = if st.one_buffer() { AttnGrads::Qkv(&mut g1[..]) } else { AttnGrads::QAndKv { dq: &mut g1[..], dkv: &mut g2[..] } };
     be.attention_backward(grads, dt, &dout, q, kv, kv, &out, &lse, ab, sh).unwrap();
