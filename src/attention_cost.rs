@@ -108,8 +108,8 @@ impl CostSpec {
 
     /// The attention call of a row of length `t`, after checking `t`: 1 ..= MAX_T, and its tensors within
     /// MAX_TENSOR_BYTES. q is (B,NH,T,HS) in a buffer of its own; k and v are (B,NKV,T,HS) each in one buffer, v
-    /// after k, as the fused backward writes dk and dv into one buffer (the naive path takes `with_heads()` of it,
-    /// with k and v as the two halves of that buffer).
+    /// after k, as the backward writes dk and dv into one buffer (the GPU's naive kernels take `with_heads()` of
+    /// it, with k and v as the two halves of that buffer).
     pub fn shape(&self, t: usize) -> Result<AttnShape> {
         self.validate()?;
         if !(1..=MAX_T).contains(&t) {
@@ -241,12 +241,10 @@ pub fn cpu_row(spec: &CostSpec, t: usize, clock: &dyn Fn() -> f64) -> Result<Cos
         Some(_) => None,
         None => {
             let mut probs = vec![0.0f32; cpu::attention_naive_probs_len(&sh)];
-            let (naive, n) = (sh.with_heads(), kv.len() / 2);
-            let (k, v) = kv.split_at(n);
-            let (dk, dv) = dkv.split_at_mut(n);
             Some(median_ms(clock, || {
-                cpu::attention_naive_forward(&mut out, &mut probs, &q, k, v, &naive)?;
-                cpu::attention_naive_backward(&mut dq, dk, dv, &dout, &q, k, v, &probs, &naive)
+                cpu::attention_naive_forward(&mut out, &mut probs, &q, &kv, &kv, &sh)?;
+                let grads = AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dkv[..] };
+                cpu::attention_naive_backward(grads, &dout, &q, &kv, &kv, &probs, &sh)
             })?)
         }
     };

@@ -235,17 +235,21 @@ multiversion! {
 /// slice of its own. The buffer is shared as atomics instead, read and written with relaxed loads and stores: on
 /// the CPUs and in wasm these are plain loads and stores, and they keep the code free of data races even if the
 /// layouts did overlap (then the sums would be wrong, not undefined; `rows_disjoint` checks it in debug builds).
-struct SharedGrad<'a>(&'a [AtomicU32]);
+pub(super) struct SharedGrad<'a>(&'a [AtomicU32]);
 
 impl SharedGrad<'_> {
-    fn new(x: &mut [f32]) -> SharedGrad<'_> {
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn new(x: &mut [f32]) -> SharedGrad<'_> {
         // SAFETY: AtomicU32 has the size and alignment of f32, and the exclusive borrow of x lasts as long as this
         // view of it.
         SharedGrad(unsafe { &*(x as *mut [f32] as *const [AtomicU32]) })
     }
 
     /// x[at + r·ld + d] += src[r·HS + d] for each row r of src (rows × HS).
-    fn add_rows(&self, at: usize, ld: usize, src: &[f32], hs: usize) {
+    pub(super) fn add_rows(&self, at: usize, ld: usize, src: &[f32], hs: usize) {
         for (r, row) in src.chunks_exact(hs).enumerate() {
             for (a, &x) in self.0[at + r * ld..][..hs].iter().zip(row) {
                 a.store((f32::from_bits(a.load(Relaxed)) + x).to_bits(), Relaxed);
@@ -267,7 +271,7 @@ fn rows_disjoint(parts: &[(HeadLayout, usize, usize)], b: usize, hs: usize) -> b
 
 /// Whether dq, dk and dv laid out as `sh` says, in one buffer (`shared`) or dq in one and dk, dv in another, have
 /// one writer per element.
-fn grads_disjoint(sh: &AttnShape, shared: bool) -> bool {
+pub(super) fn grads_disjoint(sh: &AttnShape, shared: bool) -> bool {
     let (ql, kl, vl) = ((sh.q, sh.nh, sh.t), (sh.k, sh.nkv, sh.s), (sh.v, sh.nkv, sh.s));
     if shared {
         rows_disjoint(&[ql, kl, vl], sh.b, sh.hs)
