@@ -148,16 +148,14 @@ mod bench {
                 v: heads,
             };
             let n = b * nh * t * hs;
-            // k and v (and dk, dv) are the two halves of one buffer: the fused backward writes dk and dv through
-            // one binding; the naive kernels take the halves.
-            let fused = AttnShape { v: HeadLayout { offset: n, ..heads }, ..sh };
+            // k and v (and dk, dv) are the two halves of one buffer: the backward writes dk and dv through one binding.
+            let sh = AttnShape { v: HeadLayout { offset: n, ..heads }, ..sh };
             let (q, kv, dout) = (g.upload(&randn(rng, n))?, g.upload(&randn(rng, 2 * n))?, g.upload(&randn(rng, n))?);
             let (out, lse) = (g.zeros::<f32>(n)?, g.zeros::<f32>(b * nh * t)?);
             let (dq, dkv) = (g.zeros::<f32>(n)?, g.zeros::<f32>(2 * n)?);
-            let (k, v, dk, dv) = (kv.all().sub(0, n)?, kv.all().sub(n, n)?, dkv.all().sub(0, n)?, dkv.all().sub(n, n)?);
             g.trim_pool();
             let fused_fwd = |e: &mut Encoder| {
-                g.attention_forward(e, out.all(), lse.all(), q.all(), kv.all(), kv.all(), AttnBias::None, &fused)
+                g.attention_forward(e, out.all(), lse.all(), q.all(), kv.all(), kv.all(), AttnBias::None, &sh)
             };
             let fwd = median_ms(g, &fused_fwd)?;
             let pool0 = g.pool_bytes();
@@ -174,19 +172,20 @@ mod bench {
                     out.all(),
                     lse.all(),
                     AttnBias::None,
-                    &fused,
+                    &sh,
                 )
             })?;
             let fused_bytes = (lse.len() * 4) as u64 + (g.pool_bytes() - pool0);
 
             let probs = g.zeros::<f32>(Gpu::attention_naive_probs_len(&sh))?;
             let naive_fwd =
-                |e: &mut Encoder| g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k, v, &sh);
+                |e: &mut Encoder| g.attention_naive_forward(e, out.all(), probs.all(), q.all(), kv.all(), kv.all(), &sh);
             let nfwd = median_ms(g, &naive_fwd)?;
             let pool1 = g.pool_bytes();
             let nboth = median_ms(g, |e| {
                 naive_fwd(e)?;
-                g.attention_naive_backward(e, dq.all(), dk, dv, dout.all(), q.all(), k, v, probs.all(), &sh)
+                let grads = AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() };
+                g.attention_naive_backward(e, grads, dout.all(), q.all(), kv.all(), kv.all(), probs.all(), &sh)
             })?;
             let naive_bytes = (probs.len() * 4) as u64 + (g.pool_bytes() - pool1);
             println!(

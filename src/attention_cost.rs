@@ -108,8 +108,7 @@ impl CostSpec {
 
     /// The attention call of a row of length `t`, after checking `t`: 1 ..= MAX_T, and its tensors within
     /// MAX_TENSOR_BYTES. q is (B,NH,T,HS) in a buffer of its own; k and v are (B,NKV,T,HS) each in one buffer, v
-    /// after k, as the backward writes dk and dv into one buffer (the GPU's naive kernels take `with_heads()` of
-    /// it, with k and v as the two halves of that buffer).
+    /// after k, as the backward writes dk and dv into one buffer.
     pub fn shape(&self, t: usize) -> Result<AttnShape> {
         self.validate()?;
         if !(1..=MAX_T).contains(&t) {
@@ -346,13 +345,12 @@ mod on_gpu {
             Some(_) => None,
             None => {
                 let probs = g.zeros::<f32>(cpu::attention_naive_probs_len(&sh))?;
-                let (nsh, n) = (sh.with_heads(), kv.len() / 2);
-                let ((k, v), (dk, dv)) = ((kv.all().sub(0, n)?, kv.all().sub(n, n)?), (dkv.all().sub(0, n)?, dkv.all().sub(n, n)?));
                 let naive = |e: &mut Encoder| {
-                    g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k, v, &nsh)?;
-                    g.attention_naive_backward(e, dq.all(), dk, dv, dout.all(), q.all(), k, v, probs.all(), &nsh)
+                    g.attention_naive_forward(e, out.all(), probs.all(), q.all(), kv.all(), kv.all(), &sh)?;
+                    let grads = AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() };
+                    g.attention_naive_backward(e, grads, dout.all(), q.all(), kv.all(), kv.all(), probs.all(), &sh)
                 };
-                Some(median_ms(g, clock, &naive, dk).await?)
+                Some(median_ms(g, clock, &naive, dkv.all()).await?)
             }
         };
         // The backward's scratch (dscores, the (lse, δ) stats) stays in the pool: give it back before the next row.

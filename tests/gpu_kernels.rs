@@ -210,40 +210,6 @@ fn rope_on_the_q_and_k_columns_of_qkv_rows_matches_the_reference_and_leaves_v_al
 // ---------------------------------------------------------------------------------------------------------------
 // Attention: every mask, head layout and bias (the ALiBi slopes and T5 buckets uploaded by `GpuStep`).
 
-/// q, k, v, dout and the starting dq, dk, dv of `attention_case`'s inputs (`Storage::Heads`) as separate buffers,
-/// for the naive kernels: k and v are the two halves of the case's kv buffer.
-struct AttnInputs {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    slopes: Vec<f32>,
-    table: Vec<f32>,
-    bucket: Vec<u32>,
-    dout: Vec<f32>,
-    dq: Vec<f32>,
-    dk: Vec<f32>,
-    dv: Vec<f32>,
-}
-
-fn attention_inputs(sh: &AttnShape, seed: u64) -> AttnInputs {
-    let x = case_inputs(sh, Storage::Heads, seed);
-    let n = x.x2.len() / 2;
-    let (k, v) = x.x2.split_at(n);
-    let (dk, dv) = x.g2.split_at(n);
-    AttnInputs {
-        q: x.x1.clone(),
-        k: k.to_vec(),
-        v: v.to_vec(),
-        slopes: x.slopes,
-        table: x.table,
-        bucket: x.bucket,
-        dout: x.dout,
-        dq: x.g1.clone(),
-        dk: dk.to_vec(),
-        dv: dv.to_vec(),
-    }
-}
-
 /// The GPU's attention against the reference on every case, each output buffer compared whole.
 fn check_attention(cases: &[(AttnShape, Storage)]) {
     for (ci, (sh, st)) in cases.iter().enumerate() {
@@ -299,62 +265,61 @@ fn attention_matches_the_reference_across_query_tiles_and_key_tiles() {
 #[test]
 fn attention_biases_too_short_for_the_shape_are_errors() {
     let sh = shape(1, 4, 4, 2, 2, 8, true, 0);
-    let x = attention_inputs(&sh, 1);
-    let (sh, kv) = (sh.with_heads(), &x.k);
-    let (mut out, mut lse) = (vec![0.0; x.q.len()], vec![0.0; 8]);
+    let x = case_inputs(&sh, Storage::Heads, 1);
+    let (q, kv) = (&x.x1, &x.x2); // kv: k (64 elements) then v
+    let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; 8]);
     let short = AttnBias::Alibi { slopes: &x.slopes[..1] };
-    let err = OnGpu.attention_forward(&mut out, &mut lse, &x.q, kv, &x.v, short, &sh).unwrap_err().to_string();
+    let err = OnGpu.attention_forward(&mut out, &mut lse, q, kv, kv, short, &sh).unwrap_err().to_string();
     assert!(err.contains("ALiBi slopes has 1 elements, the op needs 2"), "{err}");
     let short = AttnBias::Relative { table: &x.table[..], bucket: &x.bucket[..15] };
-    let err = OnGpu.attention_forward(&mut out, &mut lse, &x.q, kv, &x.v, short, &sh).unwrap_err().to_string();
+    let err = OnGpu.attention_forward(&mut out, &mut lse, q, kv, kv, short, &sh).unwrap_err().to_string();
     assert!(err.contains("relative buckets has 15 elements, the op needs 16"), "{err}");
     // A layout reaching past its buffer.
-    let past = AttnShape { v: HeadLayout { offset: 1, ..sh.v }, ..sh };
-    let err = OnGpu.attention_forward(&mut out, &mut lse, &x.q, kv, &x.v, AttnBias::None, &past).unwrap_err().to_string();
-    assert!(err.contains("attention v has 64 elements, the op needs 65"), "{err}");
+    let past = AttnShape { v: HeadLayout { offset: 65, ..sh.v }, ..sh };
+    let err = OnGpu.attention_forward(&mut out, &mut lse, q, kv, kv, AttnBias::None, &past).unwrap_err().to_string();
+    assert!(err.contains("attention v has 128 elements, the op needs 129"), "{err}");
 }
 
-/// [out, dq, dk, dv, probs] of the naive (materialising) kernels on `attention_case`'s inputs (no bias).
-fn naive_attention_case(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
-    let x = attention_inputs(sh, seed);
-    let sh = &sh.with_heads();
-    let (q, k, v, dout) = (up(&x.q), up(&x.k), up(&x.v), up(&x.dout));
-    let (dq, dk, dv) = (up(&x.dq), up(&x.dk), up(&x.dv));
-    let (out, probs) = (up(&vec![f32::NAN; x.q.len()]), up(&vec![f32::NAN; Gpu::attention_naive_probs_len(sh)]));
+/// [out, lse (empty), the gradient buffer(s), dtable (empty), probs] of the naive (materialising) kernels on
+/// `attention_case`'s inputs (no bias), laid out as it lays them out.
+fn naive_attention_case(sh: &AttnShape, st: Storage, seed: u64) -> Vec<Vec<f32>> {
+    let x = case_inputs(sh, st, seed);
+    let (x1, x2, dout, g1, g2) = (up(&x.x1), up(&x.x2), up(&x.dout), up(&x.g1), up(&x.g2));
+    let (out, probs) = (up(&vec![f32::NAN; x.dout.len()]), up(&vec![f32::NAN; Gpu::attention_naive_probs_len(sh)]));
     run(|e| {
         let g = gpu();
-        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), sh)?;
-        g.attention_naive_backward(e, dq.all(), dk.all(), dv.all(), dout.all(), q.all(), k.all(), v.all(), probs.all(), sh)
+        let (q, kv) = if st.one_buffer() { (x1.all(), x1.all()) } else { (x1.all(), x2.all()) };
+        g.attention_naive_forward(e, out.all(), probs.all(), q, kv, kv, sh)?;
+        let grads = if st.one_buffer() { AttnGrads::Qkv(g1.all()) } else { AttnGrads::QAndKv { dq: g1.all(), dkv: g2.all() } };
+        g.attention_naive_backward(e, grads, dout.all(), q, kv, kv, probs.all(), sh)
     });
-    [&out, &dq, &dk, &dv, &probs].iter().map(|b| read(b)).collect()
+    let g2 = if x.g2.is_empty() { vec![] } else { read(&g2) };
+    vec![read(&out), vec![], read(&g1), g2, vec![], read(&probs)]
 }
 
 #[test]
 fn naive_attention_equals_the_fused_kernels_and_the_reference() {
-    let cases = [
+    let heads = [
         shape(2, 7, 7, 3, 3, 12, true, 0),   // causal, MHA, awkward sizes
         shape(2, 7, 7, 3, 3, 12, false, 0),  // bidirectional
         shape(1, 70, 70, 2, 2, 16, true, 0), // more rows than a workgroup
         shape(2, 7, 5, 6, 2, 12, false, 0),  // cross-attention (S < T), GQA
         shape(2, 3, 8, 4, 1, 12, true, 5),   // decoding after 5 cached keys, MQA
     ];
-    for (ci, sh) in cases.iter().enumerate() {
+    // And straight from projection rows, as the fused kernels read them.
+    let cases: Vec<(AttnShape, Storage)> = heads.iter().map(|&sh| (sh, Storage::Heads)).chain(strided_cases().into_iter().step_by(3)).collect();
+    for (ci, (sh, st)) in cases.iter().enumerate() {
         let seed = 300 + ci as u64;
-        let naive = naive_attention_case(sh, seed);
-        // [out, lse, dq, dkv (dk then dv), dtable], cut as the naive path's [out, dq, dk, dv].
-        let cut = |mut c: Vec<Vec<f32>>| {
-            let half = c[3].len() / 2;
-            let dv = c[3].split_off(half);
-            vec![c[0].clone(), c[2].clone(), c[3].clone(), dv]
-        };
-        let fused = cut(attention_case(&OnGpu, sh, Storage::Heads, Bias::None, seed));
-        let reference = cut(attention_case(&Reference, sh, Storage::Heads, Bias::None, seed));
-        for (n, name) in ["out", "dq", "dk", "dv"].into_iter().enumerate() {
-            assert_close(&format!("naive vs reference {name} {sh:?}"), &naive[n], &reference[n], 5e-5, 5e-4);
-            assert_close(&format!("naive vs fused {name} {sh:?}"), &naive[n], &fused[n], 5e-5, 5e-4);
+        let naive = naive_attention_case(sh, *st, seed);
+        let fused = attention_case(&OnGpu, sh, *st, Bias::None, seed);
+        let reference = attention_case(&Reference, sh, *st, Bias::None, seed);
+        for n in [0, 2, 3] {
+            let name = NAMES[n];
+            assert_close(&format!("naive vs reference {name} {st:?} {sh:?}"), &naive[n], &reference[n], 5e-5, 5e-4);
+            assert_close(&format!("naive vs fused {name} {st:?} {sh:?}"), &naive[n], &fused[n], 5e-5, 5e-4);
         }
         // What the naive forward keeps: a probability per (query, key), 0 where masked, each row summing to 1.
-        let probs = &naive[4];
+        let probs = &naive[5];
         for (row, p) in probs.chunks(sh.s).enumerate() {
             let i = row % sh.t;
             for (j, &pj) in p.iter().enumerate() {
@@ -740,8 +705,6 @@ fn the_attention_cost_rows_run_both_paths_and_their_byte_formulas_are_what_the_d
     let (q, kv, dout) = (g.upload(&x.x1).unwrap(), g.upload(&x.x2).unwrap(), g.upload(&x.dout).unwrap());
     let (out, lse) = (g.zeros::<f32>(x.x1.len()).unwrap(), g.zeros::<f32>(sh.b * sh.nh * sh.t).unwrap());
     let (dq, dkv) = (g.zeros::<f32>(x.x1.len()).unwrap(), g.zeros::<f32>(x.x2.len()).unwrap());
-    let n = x.x2.len() / 2;
-    let (k, v, dk, dv) = (kv.all().sub(0, n).unwrap(), kv.all().sub(n, n).unwrap(), dkv.all().sub(0, n).unwrap(), dkv.all().sub(n, n).unwrap());
     let probs = g.zeros::<f32>(Gpu::attention_naive_probs_len(&sh)).unwrap();
     let submit = |f: &dyn Fn(&mut transformer_playground::backend::gpu::Encoder) -> transformer_playground::Result<()>| {
         let mut e = g.encoder();
@@ -756,10 +719,10 @@ fn the_attention_cost_rows_run_both_paths_and_their_byte_formulas_are_what_the_d
     });
     assert_eq!(row.flash_bytes, (lse.len() * 4) as u64 + g.pool_bytes());
     g.trim_pool();
-    let nsh = sh.with_heads();
     submit(&|e| {
-        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k, v, &nsh)?;
-        g.attention_naive_backward(e, dq.all(), dk, dv, dout.all(), q.all(), k, v, probs.all(), &nsh)
+        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), kv.all(), kv.all(), &sh)?;
+        let grads = AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() };
+        g.attention_naive_backward(e, grads, dout.all(), q.all(), kv.all(), kv.all(), probs.all(), &sh)
     });
     assert_eq!(row.naive_bytes, (probs.len() * 4) as u64 + g.pool_bytes());
 
