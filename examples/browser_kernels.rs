@@ -212,7 +212,7 @@ mod browser {
     mod timed_backend {
         use super::timed;
         use transformer_playground::backend::cpu::Cpu;
-        use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Segment, View};
+        use transformer_playground::backend::{AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Segment, View};
         use transformer_playground::config::{Activation, NormKind};
         use transformer_playground::Result;
 

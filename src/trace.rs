@@ -185,9 +185,9 @@ impl Tracer<'_> {
         let ids = if cross { ["cross_q", "cross_k", "cross_v", "cross_scores", "cross_heads_concatenated"] } else { ["q", "k", "v", "scores", "heads_concatenated"] };
         let src = if cross { "model::block::cross_attention_forward" } else { "model::block::qkv_projection" };
         // q, k, v as (B, H, ·, HS), gathered from the projection rows attention reads them from.
-        let ([ql, kl, vl], kv) = if cross { (block::cross_layouts(m, t, s), &a.kv) } else { (block::qkv_layouts(m, t), &a.q) };
+        let ([ql, kl, vl], kv) = if cross { (block::cross_layouts(m, t, s), &a.kv) } else { (block::qkv_layouts(m, t), &a.qkv) };
         let b = self.b;
-        self.heads(ids[0], layer, &gather_heads(&a.q, ql, b, nh, t, hs), nh, t, hs, ["T", "HS"], src);
+        self.heads(ids[0], layer, &gather_heads(&a.qkv, ql, b, nh, t, hs), nh, t, hs, ["T", "HS"], src);
         self.heads(ids[1], layer, &gather_heads(kv, kl, b, nkv, s, hs), nkv, s, hs, ["S", "HS"], src);
         self.heads(ids[2], layer, &gather_heads(kv, vl, b, nkv, s, hs), nkv, s, hs, ["S", "HS"], src);
         // The probabilities are sequence 0's only (recomputed from q, k and the saved log-sum-exp).
@@ -251,10 +251,10 @@ fn stack_probs<H: Host>(model: &Model, be: &H, sp: &crate::model::layout::StackP
     for bc in &sc.blocks {
         // Sequence 0's rows are the first of the projections' outputs, so a batch-1 shape reads them in place.
         let (a, sh) = (&bc.attn.f, block::self_attn_shape(&ctx, 1, t, sp.causal));
-        selfp.push(crate::backend::ops::attention_probs(&a.q, &a.q, &lse(a), on_host(block::bias_of(&ctx, &st)), &sh));
+        selfp.push(crate::backend::ops::attention_probs(&a.qkv, &a.qkv, &lse(a), on_host(block::bias_of(&ctx, &st)), &sh));
         if let (Some(cc), Some((_, s))) = (&bc.cross, memory) {
             let (a, sh) = (&cc.f, block::cross_attn_shape(&ctx, 1, t, s));
-            crossp.push(crate::backend::ops::attention_probs(&a.q, &a.kv, &lse(a), crate::backend::AttnBias::None, &sh));
+            crossp.push(crate::backend::ops::attention_probs(&a.qkv, &a.kv, &lse(a), crate::backend::AttnBias::None, &sh));
         }
     }
     (selfp, crossp)

@@ -31,13 +31,13 @@ pub struct SubCache<F, B = Vec<f32>> {
 }
 
 /// One attention sub-layer's saved activations. Attention reads q, k and v straight from the projections' outputs
-/// (`AttnShape`'s layouts), so those are what is kept.
+/// (`AttnShape`'s layouts), so those outputs are what is kept.
 pub struct AttnCache<B = Vec<f32>> {
-    /// Self-attention: qkv (B,T,(NH+2·NKV)·HS), q then k then v in each row, q and k after RoPE.
-    /// Cross-attention: q (B,T,NH·HS).
-    pub q: B,
+    /// The rows attention reads its queries from. Self-attention: qkv (B,T,(NH+2·NKV)·HS), q then k then v in each
+    /// row, q and k after RoPE. Cross-attention: q (B,T,NH·HS).
+    pub qkv: B,
     /// Cross-attention: kv (B,S,2·NKV·HS), k then v in each row (empty when decoding from a cache).
-    /// Self-attention: empty (k and v are in `q`).
+    /// Self-attention: empty (its k and v are in `qkv`).
     pub kv: B,
     pub att: B, // (B,T,C) attention output, input of proj
     pub lse: B, // (B,NH,T)
@@ -369,7 +369,7 @@ pub fn self_attention_forward<D: Backend>(
         }
     }
     let y = linear_forward(ctx, &p.proj, D::view(&att), b * t)?;
-    Ok((y, AttnCache { q: qkv, kv: d.zeros(0)?, att, lse }))
+    Ok((y, AttnCache { qkv, kv: d.zeros(0)?, att, lse }))
 }
 
 pub fn self_attention_backward<D: Backend>(
@@ -383,10 +383,10 @@ pub fn self_attention_backward<D: Backend>(
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let datt = linear_backward(ctx, &p.proj, D::view(dy), D::view(&c.att), b * t)?;
     // dq, dk, dv go straight into their columns of dqkv, the gradient of the qkv projection's output.
-    let mut dqkv = d.zeros(len::<D>(&c.q))?;
+    let mut dqkv = d.zeros(len::<D>(&c.qkv))?;
     let sh = self_attn_shape(ctx, b, t, st.causal);
     let mut dtable = st.rel_table.map(|v| d.zeros(v.len)).transpose()?;
-    let (x, att, lse) = (D::view(&c.q), D::view(&c.att), D::view(&c.lse));
+    let (x, att, lse) = (D::view(&c.qkv), D::view(&c.att), D::view(&c.lse));
     let grads = AttnGrads::Qkv(D::view_mut(&mut dqkv));
     d.attention_backward(grads, dtable.as_mut().map(D::view_mut), D::view(&datt), x, x, x, att, lse, bias_of(ctx, st)?, &sh)?;
     if let (Some(dt), Some(view)) = (&dtable, st.rel_table) {
@@ -448,7 +448,7 @@ pub fn cross_attention_forward<D: Backend>(
         }
     };
     let y = linear_forward(ctx, &p.proj, D::view(&att), b * t)?;
-    Ok((y, AttnCache { q, kv, att, lse }))
+    Ok((y, AttnCache { qkv: q, kv, att, lse }))
 }
 
 /// Returns dh; accumulates d memory into `dmem` (B,S,C).
@@ -465,9 +465,9 @@ pub fn cross_attention_backward<D: Backend>(
     let (mem, s) = st.memory.expect("memory");
     let datt = linear_backward(ctx, &p.proj, D::view(dy), D::view(&c.att), b * t)?;
     // dq into the query projection's output gradient, dk and dv into the memory kv projection's.
-    let (mut dq, mut dkv) = (d.zeros(len::<D>(&c.q))?, d.zeros(len::<D>(&c.kv))?);
+    let (mut dq, mut dkv) = (d.zeros(len::<D>(&c.qkv))?, d.zeros(len::<D>(&c.kv))?);
     let sh = cross_attn_shape(ctx, b, t, s);
-    let (q, kv, att, lse) = (D::view(&c.q), D::view(&c.kv), D::view(&c.att), D::view(&c.lse));
+    let (q, kv, att, lse) = (D::view(&c.qkv), D::view(&c.kv), D::view(&c.att), D::view(&c.lse));
     let grads = AttnGrads::QAndKv { dq: D::view_mut(&mut dq), dkv: D::view_mut(&mut dkv) };
     d.attention_backward(grads, None, D::view(&datt), q, kv, kv, att, lse, AttnBias::None, &sh)?;
     let dm = linear_backward(ctx, &p.kv, D::view(&dkv), mem, b * s)?;
