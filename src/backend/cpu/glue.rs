@@ -1,6 +1,6 @@
-//! The model's glue ops on the CPU (embedding, residual adds, dropout masks, head split/merge, the KV cache's
-//! append, zeroing): the reference's loops (`ops::glue`) cut into fixed pieces that run on the pool when large
-//! (natively; not in the browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result.
+//! The model's glue ops on the CPU (embedding, residual adds, dropout masks, the KV cache's append, zeroing): the
+//! reference's loops (`ops::glue`) cut into fixed pieces that run on the pool when large (natively; not in the
+//! browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result.
 
 use super::math::copy;
 use super::PAR_MEMORY_BOUND;

@@ -1,5 +1,5 @@
-//! The model's glue between the layers — embedding, residual adds, dropout masks, head split/merge, the KV cache's
-//! append — and the optimizer's flat passes (Σ g² per tensor, clipping, AdamW over every tensor): plain loops.
+//! The model's glue between the layers — embedding, residual adds, dropout masks, the KV cache's append — and the
+//! optimizer's flat passes (Σ g² per tensor, clipping, AdamW over every tensor): plain loops.
 
 use crate::backend::{AdamW, HeadLayout, Segment, View};
 use crate::error::Result;
