@@ -7,7 +7,7 @@
 //! - `peakFma(iters)`: ten independent chains of `f32x4.relaxed_madd`, the most multiply-adds V8 issues per
 //!   second on this CPU (the ceiling of any simd128 kernel);
 //! - `StepProfile`: W1 training steps with every backend op timed (`performance.now`) inside the real step — the
-//!   model's glue (zeroing, head split/merge, residual adds) and the optimizer's ops (Σg², clipping, AdamW) are
+//!   model's glue (zeroing, residual adds) and the optimizer's ops (Σg², clipping, AdamW) are
 //!   ops of the trait too — so each op's share, and what is left outside them, show.
 //!
 //! Natively this example compiles to nothing.
@@ -17,7 +17,7 @@ mod browser {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
     use transformer_playground::backend::cpu::{portable, Cpu};
-    use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, BackendKind, Segment, View};
+    use transformer_playground::backend::{AdamW, AttnBias, AttnGrads, AttnShape, Backend, BackendKind, HeadLayout, Segment, View};
     use transformer_playground::config::{Activation, NormKind};
     use transformer_playground::data::Split;
     use transformer_playground::rng::Rng;
@@ -121,7 +121,9 @@ mod browser {
                     _ => (C, V),
                 }
             };
-            let sh = AttnShape { b: 12, t: 64, s: 64, nh: 4, nkv: 4, hs: 32, causal: true, q_offset: 0, scale: 0.176_776_7 };
+            // Self-attention as the model runs it: q, k, v read from the qkv rows (N, 3C), dq, dk, dv added to dqkv.
+            let [ql, kl, vl] = [0, C, 2 * C].map(|off| HeadLayout::rows(64, 3 * C, off, 32));
+            let sh = AttnShape { b: 12, t: 64, s: 64, nh: 4, nkv: 4, hs: 32, causal: true, q_offset: 0, scale: 0.176_776_7, q: ql, k: kl, v: vl };
             let m = N * C;
             match op {
                 "matmul_act_fwd fc 128→512 gelu" => {
@@ -151,12 +153,14 @@ mod browser {
                     portable::matmul_backward_weight(&mut e[..oc * c], &a[..N * oc], &b[..N * c], N, c, oc, true);
                     Ok(())
                 }
-                "attention_fwd" => cpu.attention_forward(&mut o[..m], &mut h[..12 * 4 * 64], &a[..m], &b[..m], &d[..m], AttnBias::None, &sh),
+                "attention_fwd" => {
+                    let qkv = &a[..3 * m];
+                    cpu.attention_forward(&mut o[..m], &mut h[..12 * 4 * 64], qkv, qkv, qkv, AttnBias::None, &sh)
+                }
                 "attention_bwd" => {
-                    let (dq, rest) = e.split_at_mut(m);
-                    let (dk, rest) = rest.split_at_mut(m);
-                    let lse = &g[..12 * 4 * 64];
-                    cpu.attention_backward(dq, dk, &mut rest[..m], None, &f[..m], &a[..m], &b[..m], &d[..m], &o[..m], lse, AttnBias::None, &sh)
+                    let (qkv, lse) = (&a[..3 * m], &g[..12 * 4 * 64]);
+                    let dqkv = AttnGrads::Qkv(&mut e[..3 * m]);
+                    cpu.attention_backward(dqkv, None, &f[..m], qkv, qkv, qkv, &o[..m], lse, AttnBias::None, &sh)
                 }
                 "layernorm_fwd" => {
                     let (mean, rstd) = h.split_at_mut(N);
@@ -220,7 +224,7 @@ mod browser {
     mod timed_backend {
         use super::timed;
         use transformer_playground::backend::cpu::Cpu;
-        use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Routing, Segment, View};
+        use transformer_playground::backend::{AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing, Segment, View};
         use transformer_playground::config::{Activation, NormKind};
         use transformer_playground::Result;
 
@@ -318,8 +322,8 @@ mod browser {
             fn attention_forward(&self, out: &mut [f32], lse: &mut [f32], q: &[f32], k: &[f32], v: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
                 timed("attention_fwd".into(), || Cpu.attention_forward(out, lse, q, k, v, bias, sh))
             }
-            fn attention_backward(&self, dq: &mut [f32], dk: &mut [f32], dv: &mut [f32], dtable: Option<&mut [f32]>, dout: &[f32], q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
-                timed("attention_bwd".into(), || Cpu.attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
+            fn attention_backward(&self, grads: AttnGrads<&mut [f32]>, dtable: Option<&mut [f32]>, dout: &[f32], q: &[f32], k: &[f32], v: &[f32], out: &[f32], lse: &[f32], bias: AttnBias, sh: &AttnShape) -> Result<()> {
+                timed("attention_bwd".into(), || Cpu.attention_backward(grads, dtable, dout, q, k, v, out, lse, bias, sh))
             }
             fn matmul_act_forward(&self, act: Activation, pre: &mut [f32], out: &mut [f32], inp: &[f32], w: &[f32], b: Option<&[f32]>, n: usize, c: usize, oc: usize) -> Result<()> {
                 timed(format!("matmul_act_fwd {c}→{oc}"), || Cpu.matmul_act_forward(act, pre, out, inp, w, b, n, c, oc))
@@ -333,8 +337,8 @@ mod browser {
             fn activation_backward(&self, act: Activation, dinp: &mut [f32], dout: &[f32], inp: &[f32], out: &[f32], f: usize) -> Result<()> {
                 timed("activation_bwd".into(), || Cpu.activation_backward(act, dinp, dout, inp, out, f))
             }
-            fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
-                timed("rope".into(), || Cpu.rope(x, t, hs, pos0, theta, inverse))
+            fn rope(&self, x: &mut [f32], lay: HeadLayout, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+                timed("rope".into(), || Cpu.rope(x, lay, b, h, t, hs, pos0, theta, inverse))
             }
             fn mean_cross_entropy(&self, dlogits: &mut [f32], logits: &[f32], targets: &[i32], v: usize, count: usize) -> Result<f32> {
                 timed("cross_entropy".into(), || Cpu.mean_cross_entropy(dlogits, logits, targets, v, count))
@@ -357,14 +361,8 @@ mod browser {
             fn mul_into(&self, a: &mut [f32], m: &[f32]) -> Result<()> {
                 timed("dropout mask".into(), || Cpu.mul_into(a, m))
             }
-            fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-                timed("split_heads".into(), || Cpu.split_heads(out, src, b, t, stride, off, nh, hs))
-            }
-            fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-                timed("merge_heads".into(), || Cpu.merge_heads(dst, src, b, t, stride, off, nh, hs))
-            }
-            fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
-                timed("append_heads".into(), || Cpu.append_heads(out, old, new, h, len, n, hs))
+            fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], new_lay: HeadLayout, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+                timed("append_heads".into(), || Cpu.append_heads(out, old, new, new_lay, h, len, n, hs))
             }
             fn sums_of_squares(&self, out: &mut [f32], g: &[f32], segments: &[Segment]) -> Result<()> {
                 timed("sums_of_squares".into(), || Cpu.sums_of_squares(out, g, segments))

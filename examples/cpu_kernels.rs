@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 use transformer_playground::backend::cpu::{portable, Cpu};
-use transformer_playground::backend::{AdamW, AttnBias, AttnShape, Backend, Reference, Segment, View};
+use transformer_playground::backend::{AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Reference, Segment, View};
 use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::rng::Rng;
 
@@ -130,20 +130,21 @@ fn main() {
         }
     }
 
-    let sh =
-        AttnShape { b: 12, t: 64, s: 64, nh: 4, nkv: 4, hs: 32, causal: true, q_offset: 0, scale: 1.0 / 32f32.sqrt() };
-    let (q, k, v) = (randn(&mut rng, n * 128), randn(&mut rng, n * 128), randn(&mut rng, n * 128));
+    // Self-attention as the model runs it: q, k, v read from the qkv rows (N, 3·128), dq, dk, dv added to dqkv.
+    let [ql, kl, vl] = [0, 128, 256].map(|off| HeadLayout::rows(64, 384, off, 32));
+    let sh = AttnShape { b: 12, t: 64, s: 64, nh: 4, nkv: 4, hs: 32, causal: true, q_offset: 0, scale: 1.0 / 32f32.sqrt(), q: ql, k: kl, v: vl };
+    let qkv = randn(&mut rng, n * 384);
     let dout = randn(&mut rng, n * 128);
     let (mut out, mut lse) = (vec![0.0; n * 128], vec![0.0; 12 * 4 * 64]);
-    let (mut dq, mut dk, mut dv) = (vec![0.0; n * 128], vec![0.0; n * 128], vec![0.0; n * 128]);
+    let mut dqkv = vec![0.0; n * 384];
     // Useful flops of causal attention: half the (T,S) scores; forward 2 products, backward 5 (s, dp, dq, dk, dv).
     let pairs = (sh.b * sh.nh * sh.t * (sh.t + 1) / 2 * sh.hs) as f64;
     report!("attention fwd B12 NH4 T64 HS32 causal", 2.0 * 2.0 * pairs, [Reference, Cpu], |be| {
-        be.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, &sh)
+        be.attention_forward(&mut out, &mut lse, &qkv, &qkv, &qkv, AttnBias::None, &sh)
     });
-    Cpu.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, &sh).unwrap();
+    Cpu.attention_forward(&mut out, &mut lse, &qkv, &qkv, &qkv, AttnBias::None, &sh).unwrap();
     report!("attention bwd", 2.0 * 5.0 * pairs, [Reference, Cpu], |be| {
-        be.attention_backward(&mut dq, &mut dk, &mut dv, None, &dout, &q, &k, &v, &out, &lse, AttnBias::None, &sh)
+        be.attention_backward(AttnGrads::Qkv(&mut dqkv), None, &dout, &qkv, &qkv, &qkv, &out, &lse, AttnBias::None, &sh)
     });
 
     let c = 128;

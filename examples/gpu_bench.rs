@@ -33,7 +33,7 @@ fn main() {
 mod bench {
     use std::time::Instant;
     use transformer_playground::backend::gpu::{Encoder, Gpu};
-    use transformer_playground::backend::{AttnBias, AttnShape};
+    use transformer_playground::backend::{AttnBias, AttnGrads, AttnShape, HeadLayout};
     use transformer_playground::backend::BackendKind;
     use transformer_playground::rng::Rng;
     use transformer_playground::train::Run;
@@ -132,20 +132,30 @@ mod bench {
              fused MiB  naive MiB"
         );
         for &t in lens {
-            let sh =
-                AttnShape { b, t, s: t, nh, nkv: nh, hs, causal: true, q_offset: 0, scale: 1.0 / (hs as f32).sqrt() };
+            let heads = HeadLayout::heads(nh, t, hs);
+            let sh = AttnShape {
+                b,
+                t,
+                s: t,
+                nh,
+                nkv: nh,
+                hs,
+                causal: true,
+                q_offset: 0,
+                scale: 1.0 / (hs as f32).sqrt(),
+                q: heads,
+                k: heads,
+                v: heads,
+            };
             let n = b * nh * t * hs;
-            let (q, k, v, dout) = (
-                g.upload(&randn(rng, n))?,
-                g.upload(&randn(rng, n))?,
-                g.upload(&randn(rng, n))?,
-                g.upload(&randn(rng, n))?,
-            );
+            // k and v (and dk, dv) are the two halves of one buffer: the backward writes dk and dv through one binding.
+            let sh = AttnShape { v: HeadLayout { offset: n, ..heads }, ..sh };
+            let (q, kv, dout) = (g.upload(&randn(rng, n))?, g.upload(&randn(rng, 2 * n))?, g.upload(&randn(rng, n))?);
             let (out, lse) = (g.zeros::<f32>(n)?, g.zeros::<f32>(b * nh * t)?);
-            let (dq, dk, dv) = (g.zeros::<f32>(n)?, g.zeros::<f32>(n)?, g.zeros::<f32>(n)?);
+            let (dq, dkv) = (g.zeros::<f32>(n)?, g.zeros::<f32>(2 * n)?);
             g.trim_pool();
             let fused_fwd = |e: &mut Encoder| {
-                g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), AttnBias::None, &sh)
+                g.attention_forward(e, out.all(), lse.all(), q.all(), kv.all(), kv.all(), AttnBias::None, &sh)
             };
             let fwd = median_ms(g, &fused_fwd)?;
             let pool0 = g.pool_bytes();
@@ -153,14 +163,12 @@ mod bench {
                 fused_fwd(e)?;
                 g.attention_backward(
                     e,
-                    dq.all(),
-                    dk.all(),
-                    dv.all(),
+                    AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() },
                     None,
                     dout.all(),
                     q.all(),
-                    k.all(),
-                    v.all(),
+                    kv.all(),
+                    kv.all(),
                     out.all(),
                     lse.all(),
                     AttnBias::None,
@@ -171,23 +179,13 @@ mod bench {
 
             let probs = g.zeros::<f32>(Gpu::attention_naive_probs_len(&sh))?;
             let naive_fwd =
-                |e: &mut Encoder| g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), &sh);
+                |e: &mut Encoder| g.attention_naive_forward(e, out.all(), probs.all(), q.all(), kv.all(), kv.all(), &sh);
             let nfwd = median_ms(g, &naive_fwd)?;
             let pool1 = g.pool_bytes();
             let nboth = median_ms(g, |e| {
                 naive_fwd(e)?;
-                g.attention_naive_backward(
-                    e,
-                    dq.all(),
-                    dk.all(),
-                    dv.all(),
-                    dout.all(),
-                    q.all(),
-                    k.all(),
-                    v.all(),
-                    probs.all(),
-                    &sh,
-                )
+                let grads = AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() };
+                g.attention_naive_backward(e, grads, dout.all(), q.all(), kv.all(), kv.all(), probs.all(), &sh)
             })?;
             let naive_bytes = (probs.len() * 4) as u64 + (g.pool_bytes() - pool1);
             println!(

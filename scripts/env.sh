@@ -16,5 +16,5 @@ fi
 # Code-generation flags of every wasm32 build (the shipped builds and the kernel tests). LLVM turns a copy or fill
 # loop over slices into memcpy/memset, which become `memory.copy`/`memory.fill`, and V8 runs those as calls into the
 # runtime, several times slower for a short row than two v128 loads and stores (docs/BENCHMARKS.md). The hot loops
-# copy rows of 8–128 floats (packing, head split/merge), so the loops stay loops.
+# copy rows of 8–128 floats (packing, the KV cache's appends), so the loops stay loops.
 TP_WASM_RUSTFLAGS="-C llvm-args=-disable-loop-idiom-memcpy -C llvm-args=-disable-loop-idiom-memset"

@@ -12,7 +12,7 @@
 //! device's largest binding), its row has no time, only the bytes it would need and a note.
 
 use crate::backend::cpu::{self, Cpu};
-use crate::backend::{AttnBias, AttnShape, Backend};
+use crate::backend::{AttnBias, AttnGrads, AttnShape, Backend, HeadLayout};
 use crate::config::{Arch, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -107,7 +107,8 @@ impl CostSpec {
     }
 
     /// The attention call of a row of length `t`, after checking `t`: 1 ..= MAX_T, and its tensors within
-    /// MAX_TENSOR_BYTES.
+    /// MAX_TENSOR_BYTES. q is (B,NH,T,HS) in a buffer of its own; k and v are (B,NKV,T,HS) each in one buffer, v
+    /// after k, as the backward writes dk and dv into one buffer.
     pub fn shape(&self, t: usize) -> Result<AttnShape> {
         self.validate()?;
         if !(1..=MAX_T).contains(&t) {
@@ -123,6 +124,9 @@ impl CostSpec {
             causal: self.causal,
             q_offset: 0,
             scale: 1.0 / (self.head_size as f32).sqrt(),
+            q: HeadLayout::heads(self.heads, t, self.head_size),
+            k: HeadLayout::heads(self.kv(), t, self.head_size),
+            v: HeadLayout { offset: self.batch * self.kv() * t * self.head_size, ..HeadLayout::heads(self.kv(), t, self.head_size) },
         };
         let bytes = 4 * (4 * sh.b * sh.nh * t * sh.hs + 4 * sh.b * sh.nkv * t * sh.hs) as u64;
         if bytes > MAX_TENSOR_BYTES {
@@ -212,22 +216,23 @@ fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.normal() as f32).collect()
 }
 
-/// Seeded q, k, v, dout of a row, in that order.
-fn inputs(sh: &AttnShape) -> [Vec<f32>; 4] {
+/// Seeded q, kv (k then v, `CostSpec::shape`), dout of a row, in that order.
+fn inputs(sh: &AttnShape) -> [Vec<f32>; 3] {
     let mut rng = Rng::new(sh.t as u64);
     let (nq, nkv) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs);
-    [nq, nkv, nkv, nq].map(|n| randn(&mut rng, n))
+    [nq, 2 * nkv, nq].map(|n| randn(&mut rng, n))
 }
 
 /// One row on the CPU backend (run it inside the rayon pool).
 pub fn cpu_row(spec: &CostSpec, t: usize, clock: &dyn Fn() -> f64) -> Result<CostRow> {
     let sh = spec.shape(t)?;
-    let [q, k, v, dout] = inputs(&sh);
+    let [q, kv, dout] = inputs(&sh);
     let (mut out, mut lse) = (vec![0.0f32; q.len()], vec![0.0f32; sh.b * sh.nh * sh.t]);
-    let (mut dq, mut dk, mut dv) = (vec![0.0f32; q.len()], vec![0.0f32; k.len()], vec![0.0f32; v.len()]);
+    let (mut dq, mut dkv) = (vec![0.0f32; q.len()], vec![0.0f32; kv.len()]);
     let flash_ms = median_ms(clock, || {
-        Cpu.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, &sh)?;
-        Cpu.attention_backward(&mut dq, &mut dk, &mut dv, None, &dout, &q, &k, &v, &out, &lse, AttnBias::None, &sh)
+        Cpu.attention_forward(&mut out, &mut lse, &q, &kv, &kv, AttnBias::None, &sh)?;
+        let grads = AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dkv[..] };
+        Cpu.attention_backward(grads, None, &dout, &q, &kv, &kv, &out, &lse, AttnBias::None, &sh)
     })?;
     let naive_bytes = naive_bytes(CostBackend::Cpu, &sh);
     let note = refusal(spec, &sh, naive_bytes, None);
@@ -236,8 +241,9 @@ pub fn cpu_row(spec: &CostSpec, t: usize, clock: &dyn Fn() -> f64) -> Result<Cos
         None => {
             let mut probs = vec![0.0f32; cpu::attention_naive_probs_len(&sh)];
             Some(median_ms(clock, || {
-                cpu::attention_naive_forward(&mut out, &mut probs, &q, &k, &v, &sh)?;
-                cpu::attention_naive_backward(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &probs, &sh)
+                cpu::attention_naive_forward(&mut out, &mut probs, &q, &kv, &kv, &sh)?;
+                let grads = AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dkv[..] };
+                cpu::attention_naive_backward(grads, &dout, &q, &kv, &kv, &probs, &sh)
             })?)
         }
     };
@@ -323,16 +329,16 @@ mod on_gpu {
     /// One row on the wgpu backend. In the browser, `Gpu::prepare_attention(head_size)` must have been awaited.
     pub async fn gpu_row(g: &Gpu, spec: &CostSpec, t: usize, clock: &dyn Fn() -> f64) -> Result<CostRow> {
         let sh = spec.shape(t)?;
-        let [q, k, v, dout] = inputs(&sh);
-        let (q, k, v, dout) = (g.upload(&q)?, g.upload(&k)?, g.upload(&v)?, g.upload(&dout)?);
+        let [q, kv, dout] = inputs(&sh);
+        let (q, kv, dout) = (g.upload(&q)?, g.upload(&kv)?, g.upload(&dout)?);
         let (out, lse) = (g.zeros::<f32>(q.len())?, g.zeros::<f32>(sh.b * sh.nh * sh.t)?);
-        let (dq, dk, dv) = (g.zeros::<f32>(q.len())?, g.zeros::<f32>(k.len())?, g.zeros::<f32>(v.len())?);
+        let (dq, dkv) = (g.zeros::<f32>(q.len())?, g.zeros::<f32>(kv.len())?);
         let fused = |e: &mut Encoder| {
-            g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), AttnBias::None, &sh)?;
-            let (none, sh) = (AttnBias::None, &sh);
-            g.attention_backward(e, dq.all(), dk.all(), dv.all(), None, dout.all(), q.all(), k.all(), v.all(), out.all(), lse.all(), none, sh)
+            g.attention_forward(e, out.all(), lse.all(), q.all(), kv.all(), kv.all(), AttnBias::None, &sh)?;
+            let (none, sh, grads) = (AttnBias::None, &sh, AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() });
+            g.attention_backward(e, grads, None, dout.all(), q.all(), kv.all(), kv.all(), out.all(), lse.all(), none, sh)
         };
-        let flash_ms = median_ms(g, clock, &fused, dk.all()).await?;
+        let flash_ms = median_ms(g, clock, &fused, dkv.all()).await?;
         let naive_bytes = naive_bytes(CostBackend::Gpu, &sh);
         let note = refusal(spec, &sh, naive_bytes, Some(g.ctx.limits.max_storage_buffer_binding_size.min(g.ctx.limits.max_buffer_size)));
         let naive_ms = match note {
@@ -340,10 +346,11 @@ mod on_gpu {
             None => {
                 let probs = g.zeros::<f32>(cpu::attention_naive_probs_len(&sh))?;
                 let naive = |e: &mut Encoder| {
-                    g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), &sh)?;
-                    g.attention_naive_backward(e, dq.all(), dk.all(), dv.all(), dout.all(), q.all(), k.all(), v.all(), probs.all(), &sh)
+                    g.attention_naive_forward(e, out.all(), probs.all(), q.all(), kv.all(), kv.all(), &sh)?;
+                    let grads = AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() };
+                    g.attention_naive_backward(e, grads, dout.all(), q.all(), kv.all(), kv.all(), probs.all(), &sh)
                 };
-                Some(median_ms(g, clock, &naive, dk.all()).await?)
+                Some(median_ms(g, clock, &naive, dkv.all()).await?)
             }
         };
         // The backward's scratch (dscores, the (lse, δ) stats) stays in the pool: give it back before the next row.

@@ -76,7 +76,8 @@ fn stack_maps<H: Host>(model: &Model, be: &H, sp: &StackParams, sc: &StackCache,
     let st = StackCtx::on(m, sp, 1, t, 0, memory);
     let mut out = vec![];
     let map = |c: &AttnCache, kind: &str, layer: usize, s: usize, bias| {
-        let sh = block::attn_shape(&ctx, 1, t, s, kind == "self" && sp.causal, 0);
+        // Self-attention reads q and k from its qkv rows, cross-attention q from its q rows and k from the kv rows.
+        let (sh, k) = if kind == "self" { (block::self_attn_shape(&ctx, 1, t, sp.causal), &c.qkv) } else { (block::cross_attn_shape(&ctx, 1, t, s), &c.kv) };
         AttentionMap {
             stack: name.into(),
             kind: kind.into(),
@@ -84,7 +85,7 @@ fn stack_maps<H: Host>(model: &Model, be: &H, sp: &StackParams, sc: &StackCache,
             heads: m.n_heads,
             t,
             s,
-            probs: ops::attention_probs(&c.q, &c.k, &c.lse, bias, &sh),
+            probs: ops::attention_probs(&c.qkv, k, &c.lse, bias, &sh),
         }
     };
     for (i, bc) in sc.blocks.iter().enumerate() {

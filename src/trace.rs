@@ -183,10 +183,13 @@ impl Tracer<'_> {
         let m = &self.model.cfg;
         let (nh, nkv, hs, c) = (m.n_heads, m.n_kv_heads, m.head_size(), m.d_model);
         let ids = if cross { ["cross_q", "cross_k", "cross_v", "cross_scores", "cross_heads_concatenated"] } else { ["q", "k", "v", "scores", "heads_concatenated"] };
-        let src = if cross { "model::block::cross_attention_forward" } else { "model::block::qkv_heads" };
-        self.heads(ids[0], layer, &a.q, nh, t, hs, ["T", "HS"], src);
-        self.heads(ids[1], layer, &a.k, nkv, s, hs, ["S", "HS"], src);
-        self.heads(ids[2], layer, &a.v, nkv, s, hs, ["S", "HS"], src);
+        let src = if cross { "model::block::cross_attention_forward" } else { "model::block::qkv_projection" };
+        // q, k, v as (B, H, ·, HS), gathered from the projection rows attention reads them from.
+        let ([ql, kl, vl], kv) = if cross { (block::cross_layouts(m, t, s), &a.kv) } else { (block::qkv_layouts(m, t), &a.qkv) };
+        let b = self.b;
+        self.heads(ids[0], layer, &gather_heads(&a.qkv, ql, b, nh, t, hs), nh, t, hs, ["T", "HS"], src);
+        self.heads(ids[1], layer, &gather_heads(kv, kl, b, nkv, s, hs), nkv, s, hs, ["S", "HS"], src);
+        self.heads(ids[2], layer, &gather_heads(kv, vl, b, nkv, s, hs), nkv, s, hs, ["S", "HS"], src);
         // The probabilities are sequence 0's only (recomputed from q, k and the saved log-sum-exp).
         let (p, sh) = (probs, [1, nh, t, s]);
         let stage = Stage::new("forward", ids[3], sh.to_vec(), summary(p, p), Some(heat(&p[..t * s], t, s, ["T", "S"])), "backend::Backend::attention_forward", "MODEL.md#attention");
@@ -232,23 +235,26 @@ impl Tracer<'_> {
     }
 }
 
+/// The (B, H, N, HS) tensor at `lay` in x, as a contiguous copy (for display).
+fn gather_heads(x: &[f32], lay: crate::backend::HeadLayout, b: usize, h: usize, n: usize, hs: usize) -> Vec<f32> {
+    (0..b).flat_map(|bi| (0..h).flat_map(move |hi| (0..n).flat_map(move |t| &x[lay.at(bi, hi, t)..][..hs]))).copied().collect()
+}
+
 /// The attention probabilities of sequence 0 in every layer of a stack, self- and cross-attention (recomputed
 /// from the saved q, k and log-sum-exp, as the attention view does).
 fn stack_probs<H: Host>(model: &Model, be: &H, sp: &crate::model::layout::StackParams, sc: &StackCache, t: usize, memory: Option<(&[f32], usize)>) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let m = &model.cfg;
     let ctx = Ctx { be, cfg: m, params: &model.params[..], grads: None, dropout: None };
     let st = StackCtx::on(m, sp, 1, t, 0, memory);
-    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
-    let first = |a: &AttnCache, s: usize| (a.q[..nh * t * hs].to_vec(), a.k[..nkv * s * hs].to_vec(), a.lse[..nh * t].to_vec());
+    let lse = |a: &AttnCache| a.lse[..m.n_heads * t].to_vec();
     let (mut selfp, mut crossp) = (vec![], vec![]);
     for bc in &sc.blocks {
-        let (q, k, lse) = first(&bc.attn.f, t);
-        let sh = block::attn_shape(&ctx, 1, t, t, sp.causal, 0);
-        selfp.push(crate::backend::ops::attention_probs(&q, &k, &lse, on_host(block::bias_of(&ctx, &st)), &sh));
+        // Sequence 0's rows are the first of the projections' outputs, so a batch-1 shape reads them in place.
+        let (a, sh) = (&bc.attn.f, block::self_attn_shape(&ctx, 1, t, sp.causal));
+        selfp.push(crate::backend::ops::attention_probs(&a.qkv, &a.qkv, &lse(a), on_host(block::bias_of(&ctx, &st)), &sh));
         if let (Some(cc), Some((_, s))) = (&bc.cross, memory) {
-            let (q, k, lse) = first(&cc.f, s);
-            let sh = block::attn_shape(&ctx, 1, t, s, false, 0);
-            crossp.push(crate::backend::ops::attention_probs(&q, &k, &lse, crate::backend::AttnBias::None, &sh));
+            let (a, sh) = (&cc.f, block::cross_attn_shape(&ctx, 1, t, s));
+            crossp.push(crate::backend::ops::attention_probs(&a.qkv, &a.kv, &lse(a), crate::backend::AttnBias::None, &sh));
         }
     }
     (selfp, crossp)

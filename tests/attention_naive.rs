@@ -14,7 +14,7 @@ use wasm_bindgen_test::wasm_bindgen_test;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use transformer_playground::backend::cpu::{attention_naive_backward, attention_naive_forward, attention_naive_probs_len};
-use transformer_playground::backend::{AttnBias, AttnShape, Backend, Reference};
+use transformer_playground::backend::{AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Reference};
 use transformer_playground::rng::Rng;
 
 fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -33,7 +33,8 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 
 #[allow(clippy::too_many_arguments)]
 fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, hs: usize, causal: bool, q_offset: usize) -> AttnShape {
-    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt() }
+    let (q, kv) = (HeadLayout::heads(nh, t, hs), HeadLayout::heads(nkv, s, hs));
+    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt(), q, k: kv, v: kv }
 }
 
 /// Inputs and starting gradients of one call: [q, k, v, dout, dq, dk, dv].
@@ -43,22 +44,34 @@ fn inputs(sh: &AttnShape, seed: u64) -> [Vec<f32>; 7] {
     [nq, nkv, nkv, nq, nq, nkv, nkv].map(|n| randn(&mut rng, n))
 }
 
-/// [out, dq, dk, dv, probs] of the naive path.
-fn naive(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
-    let [q, k, v, dout, mut dq, mut dk, mut dv] = inputs(sh, seed);
-    let (mut out, mut probs) = (vec![f32::NAN; q.len()], vec![f32::NAN; attention_naive_probs_len(sh)]);
-    attention_naive_forward(&mut out, &mut probs, &q, &k, &v, sh).unwrap();
-    attention_naive_backward(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &probs, sh).unwrap();
-    vec![out, dq, dk, dv, probs]
+/// Runs the naive path (`naive: true`) or the reference attention (no bias) on one call whose dk and dv share a
+/// buffer: k, v and their gradients are the two halves of one (v at an offset). [out, dq, dk, dv], and the naive
+/// path's probs.
+fn run(naive: bool, sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
+    let [q, k, v, dout, mut dq, dk, dv] = inputs(sh, seed);
+    let n = k.len();
+    let sh = AttnShape { v: HeadLayout { offset: n, ..sh.v }, ..*sh };
+    let (kv, mut dkv) = ([k, v].concat(), [dk, dv].concat());
+    let mut out = vec![f32::NAN; q.len()];
+    let grads = AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dkv[..] };
+    let mut probs = vec![f32::NAN; attention_naive_probs_len(&sh)];
+    if naive {
+        attention_naive_forward(&mut out, &mut probs, &q, &kv, &kv, &sh).unwrap();
+        attention_naive_backward(grads, &dout, &q, &kv, &kv, &probs, &sh).unwrap();
+    } else {
+        let mut lse = vec![f32::NAN; sh.b * sh.nh * sh.t];
+        Reference.attention_forward(&mut out, &mut lse, &q, &kv, &kv, AttnBias::None, &sh).unwrap();
+        Reference.attention_backward(grads, None, &dout, &q, &kv, &kv, &out, &lse, AttnBias::None, &sh).unwrap();
+    }
+    vec![out, dq, dkv[..n].to_vec(), dkv[n..].to_vec(), probs]
 }
 
-/// [out, dq, dk, dv] of the reference attention (no bias).
+fn naive(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
+    run(true, sh, seed)
+}
+
 fn reference(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
-    let [q, k, v, dout, mut dq, mut dk, mut dv] = inputs(sh, seed);
-    let (mut out, mut lse) = (vec![f32::NAN; q.len()], vec![f32::NAN; sh.b * sh.nh * sh.t]);
-    Reference.attention_forward(&mut out, &mut lse, &q, &k, &v, AttnBias::None, sh).unwrap();
-    Reference.attention_backward(&mut dq, &mut dk, &mut dv, None, &dout, &q, &k, &v, &out, &lse, AttnBias::None, sh).unwrap();
-    vec![out, dq, dk, dv]
+    run(false, sh, seed)
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -100,14 +113,37 @@ fn naive_attention_equals_the_reference_forward_and_backward() {
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn naive_attention_reads_q_k_v_from_projection_rows_and_adds_their_gradients_there_as_the_reference_does() {
+    // Self-attention from one padded qkv buffer (dqkv the same), odd head sizes, GQA and MQA, causal and not.
+    for (ci, (nh, nkv, hs, causal)) in [(4, 4, 5, true), (4, 2, 12, false), (6, 1, 5, true), (2, 2, 12, true)].into_iter().enumerate() {
+        let (b, t, pad) = (2, 70, 3);
+        let w = 2 * pad + (nh + 2 * nkv) * hs;
+        let [ql, kl, vl] = [0, nh * hs, (nh + nkv) * hs].map(|off| HeadLayout::rows(t, w, pad + off, hs));
+        let sh = AttnShape { q: ql, k: kl, v: vl, ..shape(b, t, t, nh, nkv, hs, causal, 0) };
+        let mut rng = Rng::new(700 + ci as u64);
+        let (x, dout, start) = (randn(&mut rng, b * t * w), randn(&mut rng, b * t * nh * hs), randn(&mut rng, b * t * w));
+        let (mut got, mut want) = (start.clone(), start);
+        let (mut out, mut probs) = (vec![f32::NAN; dout.len()], vec![f32::NAN; attention_naive_probs_len(&sh)]);
+        attention_naive_forward(&mut out, &mut probs, &x, &x, &x, &sh).unwrap();
+        attention_naive_backward(AttnGrads::Qkv(&mut got[..]), &dout, &x, &x, &x, &probs, &sh).unwrap();
+        let (mut ref_out, mut lse) = (vec![f32::NAN; dout.len()], vec![f32::NAN; b * nh * t]);
+        Reference.attention_forward(&mut ref_out, &mut lse, &x, &x, &x, AttnBias::None, &sh).unwrap();
+        Reference.attention_backward(AttnGrads::Qkv(&mut want[..]), None, &dout, &x, &x, &x, &ref_out, &lse, AttnBias::None, &sh).unwrap();
+        assert_close(&format!("naive out {sh:?}"), &out, &ref_out);
+        assert_close(&format!("naive dqkv {sh:?}"), &got, &want);
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn naive_attention_with_no_keys_outputs_zeros_and_leaves_the_gradients() {
     let sh = shape(1, 3, 0, 2, 1, 4, false, 0);
-    let [q, k, v, dout, mut dq, mut dk, mut dv] = inputs(&sh, 1);
+    let [q, k, v, dout, mut dq, mut dk, _] = inputs(&sh, 1);
     let dq0 = dq.clone();
     let mut out = vec![f32::NAN; q.len()];
     attention_naive_forward(&mut out, &mut [], &q, &k, &v, &sh).unwrap();
     assert!(out.iter().all(|&x| x == 0.0));
-    attention_naive_backward(&mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &[], &sh).unwrap();
+    attention_naive_backward(AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dk[..] }, &dout, &q, &k, &v, &[], &sh).unwrap();
     assert_eq!(dq, dq0);
 }
 
@@ -140,7 +176,12 @@ fn naive_attention_refuses_buffers_too_small_and_heads_that_cannot_share() {
     let bad = shape(1, 4, 4, 3, 2, 8, true, 0);
     let err = attention_naive_forward(&mut out, &mut [0.0; 64], &q, &k, &v, &bad).unwrap_err().to_string();
     assert!(err.contains("3 query heads cannot share 2 kv heads"), "{err}");
-    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; 3]);
-    let err = attention_naive_backward(&mut dq, &mut dk, &mut dv, &q, &q, &k, &v, &[0.0; 32], &sh).unwrap_err().to_string();
-    assert!(err.contains("naive attention dv has 3 elements, the op needs 64"), "{err}");
+    let (mut dq, mut dkv) = (vec![0.0; q.len()], vec![0.0; 3]);
+    let grads = AttnGrads::QAndKv { dq: &mut dq[..], dkv: &mut dkv[..] };
+    let err = attention_naive_backward(grads, &q, &q, &k, &v, &[0.0; 32], &sh).unwrap_err().to_string();
+    assert!(err.contains("naive attention dk, dv has 3 elements, the op needs 64"), "{err}");
+    // A layout reaching past its buffer.
+    let past = AttnShape { q: HeadLayout { offset: 1, ..sh.q }, ..sh };
+    let err = attention_naive_forward(&mut out, &mut [0.0; 32], &q, &k, &v, &past).unwrap_err().to_string();
+    assert!(err.contains("naive attention q has 64 elements, the op needs 65"), "{err}");
 }

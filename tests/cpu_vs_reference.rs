@@ -13,11 +13,13 @@ use wasm_bindgen_test::wasm_bindgen_test;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use transformer_playground::backend::cpu::{portable, Cpu};
-use transformer_playground::backend::{moe_stats_len, AdamW, AttnBias, AttnShape, Backend, Host, Reference, Routing, Segment, View};
+use transformer_playground::backend::{moe_stats_len, AdamW, AttnShape, Backend, HeadLayout, Host, Reference, Routing, Segment, View};
 use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::rng::Rng;
 
+mod attention_case;
 mod moe_case;
+use attention_case::{attention_case, laid_out, rope_case, shape, strided_cases, Bias, Storage, BIASES, NAMES};
 use moe_case::moe_case;
 
 const ACTIVATIONS: [Activation; 6] =
@@ -437,59 +439,17 @@ fn fused_matmul_activation_gives_the_same_bits_on_one_and_two_threads_at_w1_size
 // ---------------------------------------------------------------------------------------------------------------
 // Attention
 
-#[derive(Clone, Copy, Debug)]
-enum Bias {
-    None,
-    Alibi,
-    Relative,
-}
-
-/// Inputs, forward outputs and accumulated gradients of one attention call: [out, lse, dq, dk, dv, dtable].
-fn attention_case(be: &impl Host, sh: &AttnShape, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = Rng::new(seed);
-    let (q, k, v) = (
-        randn(&mut rng, sh.b * sh.nh * sh.t * sh.hs, 1.0),
-        randn(&mut rng, sh.b * sh.nkv * sh.s * sh.hs, 1.0),
-        randn(&mut rng, sh.b * sh.nkv * sh.s * sh.hs, 1.0),
-    );
-    let buckets = 11;
-    let slopes: Vec<f32> = (0..sh.nh).map(|h| 0.5f32.powi(h as i32 + 1)).collect();
-    let table = randn(&mut rng, buckets * sh.nh, 1.0);
-    let bucket: Vec<u32> = (0..sh.t * sh.s).map(|_| rng.below(buckets) as u32).collect();
-    let ab = match bias {
-        Bias::None => AttnBias::None,
-        Bias::Alibi => AttnBias::Alibi { slopes: &slopes },
-        Bias::Relative => AttnBias::Relative { table: &table[..], bucket: &bucket },
-    };
-    let c = sh.nh * sh.hs;
-    let (mut out, mut lse) = (vec![f32::NAN; sh.b * sh.t * c], vec![f32::NAN; sh.b * sh.nh * sh.t]);
-    be.attention_forward(&mut out, &mut lse, &q, &k, &v, ab, sh).unwrap();
-    let dout = randn(&mut rng, sh.b * sh.t * c, 1.0);
-    let (mut dq, mut dk, mut dv) =
-        (randn(&mut rng, q.len(), 1.0), randn(&mut rng, k.len(), 1.0), randn(&mut rng, v.len(), 1.0));
-    let mut dtable = randn(&mut rng, table.len(), 1.0);
-    let with_table = matches!(bias, Bias::Relative);
-    be.attention_backward(
-        &mut dq,
-        &mut dk,
-        &mut dv,
-        with_table.then_some(&mut dtable[..]),
-        &dout,
-        &q,
-        &k,
-        &v,
-        &out,
-        &lse,
-        ab,
-        sh,
-    )
-    .unwrap();
-    vec![out, lse, dq, dk, dv, dtable]
-}
-
-#[allow(clippy::too_many_arguments)]
-fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, hs: usize, causal: bool, q_offset: usize) -> AttnShape {
-    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt() }
+/// The CPU's attention against the reference on every case, each output buffer compared whole.
+fn check_attention(cases: &[(AttnShape, Storage)]) {
+    for (ci, (sh, st)) in cases.iter().enumerate() {
+        for bias in BIASES {
+            let seed = 100 + ci as u64;
+            let (got, want) = (attention_case(&Cpu, sh, *st, bias, seed), attention_case(&Reference, sh, *st, bias, seed));
+            for (i, name) in NAMES.iter().enumerate() {
+                assert_close(&format!("{name} {bias:?} {st:?} {sh:?}"), &got[i], &want[i], 2e-5, 2e-4);
+            }
+        }
+    }
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -510,13 +470,22 @@ fn attention_matches_the_reference_for_every_mask_head_layout_and_bias() {
     let mut unscaled = shape(1, 7, 7, 6, 3, 6, true, 0);
     unscaled.scale = 1.0;
     cases.push(unscaled);
-    for (ci, sh) in cases.iter().enumerate() {
-        for bias in [Bias::None, Bias::Alibi, Bias::Relative] {
-            let seed = 100 + ci as u64;
-            let (got, want) = (attention_case(&Cpu, sh, bias, seed), attention_case(&Reference, sh, bias, seed));
-            for (i, name) in ["out", "lse", "dq", "dk", "dv", "dtable"].iter().enumerate() {
-                assert_close(&format!("{name} {bias:?} {sh:?}"), &got[i], &want[i], 2e-5, 2e-4);
-            }
+    check_attention(&cases.into_iter().map(|sh| (sh, Storage::Heads)).collect::<Vec<_>>());
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn attention_reads_q_k_v_from_projection_rows_and_adds_their_gradients_there_as_the_reference_does() {
+    check_attention(&strided_cases());
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
+fn rope_on_the_q_and_k_columns_of_qkv_rows_matches_the_reference_and_leaves_v_alone() {
+    for (b, t, nh, nkv, hs, pos0) in [(2, 7, 4, 2, 12, 0), (1, 5, 3, 3, 6, 9), (2, 3, 4, 1, 8, 2)] {
+        for inverse in [false, true] {
+            let (got, want) = (rope_case(&Cpu, b, t, nh, nkv, hs, pos0, inverse), rope_case(&Reference, b, t, nh, nkv, hs, pos0, inverse));
+            assert_close(&format!("rope hs={hs} inverse={inverse}"), &got, &want, 0.0, 0.0);
         }
     }
 }
@@ -530,7 +499,14 @@ fn attention_gives_the_same_bits_on_one_and_two_threads_at_w1_size() {
         (shape(12, 64, 64, 4, 1, 32, false, 0), Bias::Alibi),
         (shape(2, 7, 5, 6, 3, 6, false, 0), Bias::Relative),
     ] {
-        assert_same_bits_on_1_and_2_threads(&format!("attention {sh:?}"), || attention_case(&Cpu, &sh, bias, 9));
+        assert_same_bits_on_1_and_2_threads(&format!("attention {sh:?}"), || attention_case(&Cpu, &sh, Storage::Heads, bias, 9));
+    }
+    // Gradients added straight into dqkv's columns by tasks whose rows interleave.
+    for (st, bias) in [(Storage::QkvRows { pad: 1 }, Bias::Relative), (Storage::CrossRows { pad: 2 }, Bias::Alibi)] {
+        let (t, s) = if st.one_buffer() { (64, 64) } else { (64, 40) };
+        let sh = laid_out(shape(12, t, s, 4, 2, 12, st.one_buffer(), 0), st);
+        let case = || attention_case(&Cpu, &sh, st, bias, 9).into_iter().filter(|x| !x.is_empty()).collect();
+        assert_same_bits_on_1_and_2_threads(&format!("attention {st:?} {sh:?}"), case);
     }
 }
 
@@ -680,17 +656,15 @@ fn glue_case(be: &impl Host, b: usize, t: usize, nh: usize, hs: usize) -> Vec<Ve
     be.scale(&mut scaled, &x, -1.3).unwrap();
     be.add_into(&mut acc, &y).unwrap();
     be.mul_into(&mut masked, &m).unwrap();
-    let rows = randn(&mut rng, b * t * stride, 1.0);
-    let mut heads = vec![f32::NAN; b * nh * t * hs];
-    be.split_heads(&mut heads, &rows, b, t, stride, nh * hs + 2, nh, hs).unwrap();
-    let mut merged = randn(&mut rng, b * t * stride, 1.0);
-    be.merge_heads(&mut merged, &heads, b, t, stride, 1, nh, hs).unwrap();
-    let (old, new) = (randn(&mut rng, nh * 5 * hs, 1.0), randn(&mut rng, nh * t * hs, 1.0));
+    // The KV cache's append: new rows from contiguous heads, and from a projection's rows (columns nh·HS + 2 ..).
+    let (old, new, rows) = (randn(&mut rng, nh * 5 * hs, 1.0), randn(&mut rng, nh * t * hs, 1.0), randn(&mut rng, t * stride, 1.0));
     let mut appended = vec![f32::NAN; nh * (5 + t) * hs];
-    be.append_heads(&mut appended, &old, &new, nh, 5, t, hs).unwrap();
+    be.append_heads(&mut appended, &old, &new, HeadLayout::heads(nh, t, hs), nh, 5, t, hs).unwrap();
+    let mut from_rows = vec![f32::NAN; nh * (5 + t) * hs];
+    be.append_heads(&mut from_rows, &old, &rows, HeadLayout::rows(t, stride, nh * hs + 2, hs), nh, 5, t, hs).unwrap();
     let mut zeroed = randn(&mut rng, 70_000, 1.0);
     be.zero(&mut zeroed).unwrap();
-    vec![emb, dwte, dwpe, added, scaled, acc, masked, heads, merged, appended, zeroed]
+    vec![emb, dwte, dwpe, added, scaled, acc, masked, appended, from_rows, zeroed]
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
@@ -699,7 +673,7 @@ fn the_glue_ops_match_the_reference_exactly() {
     // Element-wise and copies: no rounding differs, so the bits agree. The big case runs in parallel pieces.
     for (b, t, nh, hs) in [(2, 7, 3, 5), (1, 1, 1, 1), (4, 64, 4, 32), (12, 64, 4, 32)] {
         let (got, want) = (glue_case(&Cpu, b, t, nh, hs), glue_case(&Reference, b, t, nh, hs));
-        let names = ["embedding", "dwte", "dwpe", "add_scaled", "scale", "add_into", "mul_into", "split_heads", "merge_heads", "append_heads", "zero"];
+        let names = ["embedding", "dwte", "dwpe", "add_scaled", "scale", "add_into", "mul_into", "append_heads", "append_heads (rows)", "zero"];
         for (i, name) in names.iter().enumerate() {
             assert!(got[i].iter().all(|x| x.is_finite()), "{name}: every element written");
             assert_eq!(bits(&got[i]), bits(&want[i]), "{name} B={b} T={t} NH={nh} HS={hs}");
@@ -710,19 +684,18 @@ fn the_glue_ops_match_the_reference_exactly() {
 
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
-fn split_then_merge_heads_is_the_identity_on_those_columns() {
-    let (b, t, nh, hs, stride, off) = (2, 5, 3, 4, 40, 7);
-    let rows = randn(&mut Rng::new(5), b * t * stride, 1.0);
-    let mut heads = vec![0.0; b * nh * t * hs];
-    Reference.split_heads(&mut heads, &rows, b, t, stride, off, nh, hs).unwrap();
-    assert_eq!(heads[(1 * nh + 2) * t * hs + 3 * hs + 1], rows[(1 * t + 3) * stride + off + 2 * hs + 1]);
-    let mut back = rows.clone();
-    back.iter_mut().for_each(|x| *x = -*x);
-    Reference.merge_heads(&mut back, &heads, b, t, stride, off, nh, hs).unwrap();
-    for r in 0..b * t {
-        for col in 0..stride {
-            let want = if (off..off + nh * hs).contains(&col) { rows[r * stride + col] } else { -rows[r * stride + col] };
-            assert_eq!(back[r * stride + col], want);
+fn append_heads_takes_the_new_rows_from_their_columns_of_a_projection() {
+    let (t, nh, hs, stride, off, len) = (5, 3, 4, 40, 7, 2);
+    let rows = randn(&mut Rng::new(5), t * stride, 1.0);
+    let old = randn(&mut Rng::new(6), nh * len * hs, 1.0);
+    let mut out = vec![0.0; nh * (len + t) * hs];
+    Reference.append_heads(&mut out, &old, &rows, HeadLayout::rows(t, stride, off, hs), nh, len, t, hs).unwrap();
+    for h in 0..nh {
+        for j in 0..len + t {
+            for d in 0..hs {
+                let want = if j < len { old[(h * len + j) * hs + d] } else { rows[(j - len) * stride + off + h * hs + d] };
+                assert_eq!(out[(h * (len + t) + j) * hs + d], want, "head {h} position {j}");
+            }
         }
     }
 }

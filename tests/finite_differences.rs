@@ -12,12 +12,15 @@
 //! Inputs are small (N = 3, C = 5, T = 4, HS = 4 …) and seeded with `transformer_playground::rng::Rng`, so every run
 //! checks the same numbers.
 
-use transformer_playground::backend::{ops, AttnBias, AttnShape, Reference};
+use transformer_playground::backend::{ops, AttnBias, AttnGrads, AttnShape, HeadLayout, Reference};
 use transformer_playground::config::{Activation, ModelConfig, NormKind};
 use transformer_playground::model::position::{alibi_slopes, t5_bucket_table};
 use transformer_playground::model::{Batch, Model};
 use transformer_playground::model::block::FfnCache;
 use transformer_playground::rng::Rng;
+
+mod attention_case;
+use attention_case::{buffer_lens, laid_out, Storage};
 
 /// Perturbation of each f32 input element for the op checks.
 const EPS: f32 = 1e-2;
@@ -276,18 +279,26 @@ fn make_bias<'a>(kind: BiasKind, slopes: &'a [f32], table: &'a [f32], bucket: &'
 
 #[allow(clippy::too_many_arguments)]
 fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, causal: bool, q_offset: usize, unit_scale: bool) -> AttnShape {
-    let hs = 4;
-    let scale = if unit_scale { 1.0 } else { 1.0 / (hs as f32).sqrt() };
-    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale }
+    let mut sh = attention_case::shape(b, t, s, nh, nkv, 4, causal, q_offset);
+    if unit_scale {
+        sh.scale = 1.0;
+    }
+    sh
 }
 
 fn check_attention(name: &str, sh: AttnShape, kind: BiasKind, seed: u64) {
-    let op = format!("attention [{name}] {sh:?} {kind:?}");
+    check_attention_in(name, sh, Storage::Heads, kind, seed)
+}
+
+/// Finite differences of the attention loss over its input buffer(s) — q, k, v laid out as `st` says (q in one
+/// buffer and k, v in another, or all three in one) — against the gradients the backward adds at those layouts.
+fn check_attention_in(name: &str, sh: AttnShape, st: Storage, kind: BiasKind, seed: u64) {
+    let sh = laid_out(sh, st);
+    let op = format!("attention [{name}] {sh:?} {st:?} {kind:?}");
     let mut rng = Rng::new(seed);
-    let (nq, nk, c) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs, sh.nh * sh.hs);
-    let q = randn(&mut rng, nq, 0.8);
-    let k = randn(&mut rng, nk, 0.8);
-    let v = randn(&mut rng, nk, 1.0);
+    let ([n1, n2], c) = (buffer_lens(&sh, st), sh.nh * sh.hs);
+    let x1 = randn(&mut rng, n1, 0.8);
+    let x2 = randn(&mut rng, n2, 0.8);
     let g = randn(&mut rng, sh.b * sh.t * c, 1.0);
     let slopes = alibi_slopes(sh.nh);
     let (nbuckets, bucket) = match kind {
@@ -297,40 +308,46 @@ fn check_attention(name: &str, sh: AttnShape, kind: BiasKind, seed: u64) {
         _ => (0, vec![]),
     };
     let table = randn(&mut rng, nbuckets * sh.nh, 0.5);
-    let forward = |q: &[f32], k: &[f32], v: &[f32], table: &[f32]| {
+    let one = st.one_buffer();
+    let forward = |x1: &[f32], x2: &[f32], table: &[f32]| {
         let (mut out, mut lse) = (vec![0.0; sh.b * sh.t * c], vec![0.0; sh.b * sh.nh * sh.t]);
-        ops::attention_forward(&mut out, &mut lse, q, k, v, make_bias(kind, &slopes, table, &bucket), &sh);
+        let kv = if one { x1 } else { x2 };
+        ops::attention_forward(&mut out, &mut lse, x1, kv, kv, make_bias(kind, &slopes, table, &bucket), &sh);
         (out, lse)
     };
-    let loss = |q: &[f32], k: &[f32], v: &[f32], table: &[f32]| dot(&g, &forward(q, k, v, table).0);
+    let loss = |x1: &[f32], x2: &[f32], table: &[f32]| dot(&g, &forward(x1, x2, table).0);
 
-    let (out, lse) = forward(&q, &k, &v, &table);
+    let (out, lse) = forward(&x1, &x2, &table);
     assert!(out.iter().chain(&lse).all(|x| x.is_finite()), "{op}: forward is not finite");
-    let (mut dq, f_q) = prefilled(&mut rng, nq);
-    let (mut dk, f_k) = prefilled(&mut rng, nk);
-    let (mut dv, f_v) = prefilled(&mut rng, nk);
+    let (mut d1, f_1) = prefilled(&mut rng, n1);
+    let (mut d2, f_2) = prefilled(&mut rng, n2);
     let (mut dtable, f_t) = prefilled(&mut rng, table.len());
     let relative = matches!(kind, BiasKind::Relative(..));
-    ops::attention_backward(
-        &mut dq,
-        &mut dk,
-        &mut dv,
-        relative.then_some(&mut dtable[..]),
-        &g,
-        &q,
-        &k,
-        &v,
-        &out,
-        &lse,
-        make_bias(kind, &slopes, &table, &bucket),
-        &sh,
-    );
-    assert_grad(&op, "q", &added(&dq, &f_q), &fd_grad(&q, EPS, |x| loss(x, &k, &v, &table)));
-    assert_grad(&op, "k", &added(&dk, &f_k), &fd_grad(&k, EPS, |x| loss(&q, x, &v, &table)));
-    assert_grad(&op, "v", &added(&dv, &f_v), &fd_grad(&v, EPS, |x| loss(&q, &k, x, &table)));
-    if relative {
-        assert_grad(&op, "table", &added(&dtable, &f_t), &fd_grad(&table, EPS, |x| loss(&q, &k, &v, x)));
+    let grads = if one { AttnGrads::Qkv(&mut d1[..]) } else { AttnGrads::QAndKv { dq: &mut d1[..], dkv: &mut d2[..] } };
+    let kv = if one { &x1 } else { &x2 };
+    let bias = make_bias(kind, &slopes, &table, &bucket);
+    ops::attention_backward(grads, relative.then_some(&mut dtable[..]), &g, &x1, kv, kv, &out, &lse, bias, &sh);
+    let first = if one { "qkv" } else { "q" };
+    assert_grad(&op, first, &added(&d1, &f_1), &fd_grad(&x1, EPS, |x| loss(x, &x2, &table)));
+    if !one {
+        assert_grad(&op, "k, v", &added(&d2, &f_2), &fd_grad(&x2, EPS, |x| loss(&x1, x, &table)));
     }
+    if relative {
+        assert_grad(&op, "table", &added(&dtable, &f_t), &fd_grad(&table, EPS, |x| loss(&x1, &x2, x)));
+    }
+}
+
+#[test]
+fn attention_reading_q_k_v_from_qkv_rows_and_cross_rows_matches_finite_differences() {
+    // Padded rows, odd head sizes are the fast-vs-reference tests' business; here the maths of the strided
+    // gradients: GQA from one qkv buffer, causal and bidirectional, ALiBi and relative; cross-attention with S ≠ T.
+    let qkv = Storage::QkvRows { pad: 1 };
+    check_attention_in("qkv rows, causal GQA", shape(2, 4, 4, 4, 2, true, 0, false), qkv, BiasKind::None, 60);
+    check_attention_in("qkv rows, bidirectional MQA, alibi", shape(1, 4, 4, 2, 1, false, 0, true), qkv, BiasKind::Alibi, 61);
+    check_attention_in("qkv rows, relative", shape(1, 5, 5, 2, 2, true, 0, true), qkv, BiasKind::Relative(8, 16, false), 62);
+    let cross = Storage::CrossRows { pad: 2 };
+    check_attention_in("cross rows S=6 > T=4, GQA", shape(2, 4, 6, 4, 2, false, 0, false), cross, BiasKind::None, 63);
+    check_attention_in("cross rows, q_offset 3", shape(1, 4, 7, 2, 1, true, 3, true), cross, BiasKind::Alibi, 64);
 }
 
 #[test]
@@ -395,24 +412,31 @@ fn relative_bias_attention_backward_matches_finite_differences_including_the_bia
 // rope
 
 fn check_rope(bh: usize, t: usize, hs: usize, pos0: usize, theta: f32, seed: u64) {
-    let op = format!("rope (BH {bh}, T {t}, HS {hs}, pos0 {pos0}, theta {theta})");
+    // (B·H, T, HS) contiguous: one batch of bh heads.
+    check_rope_at(HeadLayout::heads(bh, t, hs), bh * t * hs, 1, bh, t, hs, pos0, theta, seed);
+}
+
+/// RoPE on the (B, H, T, HS) tensor at `lay` in a buffer of n floats (the elements outside it must not move).
+#[allow(clippy::too_many_arguments)]
+fn check_rope_at(lay: HeadLayout, n: usize, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, seed: u64) {
+    let op = format!("rope ({lay:?}, B {b}, H {h}, T {t}, HS {hs}, pos0 {pos0}, theta {theta})");
     let mut rng = Rng::new(seed);
-    let x = randn(&mut rng, bh * t * hs, 1.0);
-    let g = randn(&mut rng, bh * t * hs, 1.0);
+    let x = randn(&mut rng, n, 1.0);
+    let g = randn(&mut rng, n, 1.0);
     let loss = |x: &[f32]| {
         let mut y = x.to_vec();
-        ops::rope_apply(&mut y, t, hs, pos0, theta, false);
+        ops::rope_apply(&mut y, lay, b, h, t, hs, pos0, theta, false);
         dot(&g, &y)
     };
     // The backward: the inverse rotation applied to the upstream gradient is Jᵀ·G.
     let mut dx = g.clone();
-    ops::rope_apply(&mut dx, t, hs, pos0, theta, true);
+    ops::rope_apply(&mut dx, lay, b, h, t, hs, pos0, theta, true);
     assert_grad(&op, "x", &dx, &fd_grad(&x, EPS, loss));
     // And it is an inverse: rope(rope(x), inverse) = x.
     let mut y = x.clone();
-    ops::rope_apply(&mut y, t, hs, pos0, theta, false);
+    ops::rope_apply(&mut y, lay, b, h, t, hs, pos0, theta, false);
     assert_ne!(y, x, "{op}: the rotation must move something");
-    ops::rope_apply(&mut y, t, hs, pos0, theta, true);
+    ops::rope_apply(&mut y, lay, b, h, t, hs, pos0, theta, true);
     for (i, (a, b)) in y.iter().zip(&x).enumerate() {
         assert!((a - b).abs() < 1e-5, "{op}: inverse(forward(x))[{i}] = {a}, x = {b}");
     }
@@ -423,6 +447,10 @@ fn rope_inverse_is_the_backward_of_rope_by_finite_differences() {
     check_rope(3, 4, 4, 0, 10000.0, 50);
     check_rope(2, 4, 8, 5, 10000.0, 51);
     check_rope(2, 3, 8, 2, 100.0, 52);
+    // Qkv rows of width 1 + (NH + 2·NKV)·HS = 17 (NH 2, NKV 1, HS 4, one pad column): the k columns, then the q ones.
+    let (b, t, hs, w) = (2, 3, 4, 1 + (2 + 2) * 4);
+    check_rope_at(HeadLayout::rows(t, w, 1 + 2 * hs, hs), b * t * w, b, 1, t, hs, 3, 10000.0, 53);
+    check_rope_at(HeadLayout::rows(t, w, 1, hs), b * t * w, b, 2, t, hs, 3, 10000.0, 54);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -11,12 +11,14 @@
 //! No adapter is a FAILURE, not a skip: `cargo test --release --features gpu --test gpu_kernels`.
 #![cfg(feature = "gpu")]
 
+mod attention_case;
 mod gpu_harness;
 mod moe_case;
 
+use attention_case::{attention_case, case_inputs, rope_case, shape, strided_cases, Bias, Storage, BIASES, NAMES};
 use gpu_harness::{gpu, read, run, up, zeros, OnGpu};
 use transformer_playground::backend::gpu::{Gpu, GpuStep};
-use transformer_playground::backend::{ops, AdamW, AttnBias, AttnShape, Backend, Host, Reference, Segment, View};
+use transformer_playground::backend::{ops, AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Host, Reference, Segment, View};
 use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::rng::Rng;
 
@@ -232,91 +234,49 @@ fn fused_matmul_activation_matches_the_reference_for_every_activation_with_and_w
 fn rope_matches_the_reference_and_its_inverse_undoes_it() {
     for (rows, t, hs, pos0) in [(4 * 7, 7, 6, 0), (2 * 7, 7, 8, 5), (3 * 5, 5, 64, 1000), (2 * 3, 3, 7, 2)] {
         let x = randn(&mut Rng::new(hs as u64), rows * hs, 1.0);
+        // (B·H, T, HS) contiguous: one batch of rows / T heads.
+        let (h, lay) = (rows / t, HeadLayout::heads(rows / t, t, hs));
         for inverse in [false, true] {
             let (mut got, mut want) = (x.clone(), x.clone());
-            OnGpu.rope(&mut got, t, hs, pos0, 10000.0, inverse).unwrap();
-            Reference.rope(&mut want, t, hs, pos0, 10000.0, inverse).unwrap();
+            OnGpu.rope(&mut got, lay, 1, h, t, hs, pos0, 10000.0, inverse).unwrap();
+            Reference.rope(&mut want, lay, 1, h, t, hs, pos0, 10000.0, inverse).unwrap();
             assert_close(&format!("rope hs={hs} pos0={pos0} inverse={inverse}"), &got, &want, 1e-5, 1e-5);
         }
         let mut back = x.clone();
-        OnGpu.rope(&mut back, t, hs, pos0, 10000.0, false).unwrap();
-        OnGpu.rope(&mut back, t, hs, pos0, 10000.0, true).unwrap();
+        OnGpu.rope(&mut back, lay, 1, h, t, hs, pos0, 10000.0, false).unwrap();
+        OnGpu.rope(&mut back, lay, 1, h, t, hs, pos0, 10000.0, true).unwrap();
         assert_close("rope then inverse", &back, &x, 1e-5, 1e-5);
+    }
+}
+
+#[test]
+fn rope_on_the_q_and_k_columns_of_qkv_rows_matches_the_reference_and_leaves_v_alone() {
+    for (b, t, nh, nkv, hs, pos0) in [(2, 7, 4, 2, 12, 0), (1, 5, 3, 3, 6, 9), (2, 3, 4, 1, 8, 2)] {
+        for inverse in [false, true] {
+            let (got, want) = (rope_case(&OnGpu, b, t, nh, nkv, hs, pos0, inverse), rope_case(&Reference, b, t, nh, nkv, hs, pos0, inverse));
+            assert_close(&format!("rope rows hs={hs} inverse={inverse}"), &got, &want, 1e-5, 1e-5);
+        }
     }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Attention: every mask, head layout and bias (the ALiBi slopes and T5 buckets uploaded by `GpuStep`).
 
-#[derive(Clone, Copy, Debug)]
-enum Bias {
-    None,
-    Alibi,
-    Relative,
-}
-
-/// The seeded inputs of one attention case: q, k, v, the two biases' data, dout, and the gradients the backward
-/// accumulates into (nonzero, so `+=` is checked).
-struct AttnInputs {
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    slopes: Vec<f32>,
-    table: Vec<f32>,
-    bucket: Vec<u32>,
-    dout: Vec<f32>,
-    dq: Vec<f32>,
-    dk: Vec<f32>,
-    dv: Vec<f32>,
-    dtable: Vec<f32>,
-}
-
-fn attention_inputs(sh: &AttnShape, seed: u64) -> AttnInputs {
-    let mut rng = Rng::new(seed);
-    let (nq, nkv) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs);
-    let (q, k, v) = (randn(&mut rng, nq, 1.0), randn(&mut rng, nkv, 1.0), randn(&mut rng, nkv, 1.0));
-    let buckets = 11;
-    let slopes: Vec<f32> = (0..sh.nh).map(|h| 0.5f32.powi(h as i32 + 1)).collect();
-    let table = randn(&mut rng, buckets * sh.nh, 1.0);
-    let bucket: Vec<u32> = (0..sh.t * sh.s).map(|_| rng.below(buckets) as u32).collect();
-    let dout = randn(&mut rng, nq, 1.0);
-    let (dq, dk, dv) = (randn(&mut rng, nq, 1.0), randn(&mut rng, nkv, 1.0), randn(&mut rng, nkv, 1.0));
-    let dtable = randn(&mut rng, table.len(), 1.0);
-    AttnInputs { q, k, v, slopes, table, bucket, dout, dq, dk, dv, dtable }
-}
-
-/// [out, lse, dq, dk, dv, dtable] of one forward and one accumulating backward.
-fn attention_case(be: &impl Host, sh: &AttnShape, bias: Bias, seed: u64) -> Vec<Vec<f32>> {
-    let x = attention_inputs(sh, seed);
-    let ab = match bias {
-        Bias::None => AttnBias::None,
-        Bias::Alibi => AttnBias::Alibi { slopes: &x.slopes },
-        Bias::Relative => AttnBias::Relative { table: &x.table[..], bucket: &x.bucket },
-    };
-    let (mut out, mut lse) = (vec![f32::NAN; x.q.len()], vec![f32::NAN; sh.b * sh.nh * sh.t]);
-    be.attention_forward(&mut out, &mut lse, &x.q, &x.k, &x.v, ab, sh).unwrap();
-    let (mut dq, mut dk, mut dv, mut dtable) = (x.dq.clone(), x.dk.clone(), x.dv.clone(), x.dtable.clone());
-    let with_table = matches!(bias, Bias::Relative);
-    let dt = with_table.then_some(&mut dtable[..]);
-    be.attention_backward(&mut dq, &mut dk, &mut dv, dt, &x.dout, &x.q, &x.k, &x.v, &out, &lse, ab, sh).unwrap();
-    vec![out, lse, dq, dk, dv, dtable]
-}
-
-#[allow(clippy::too_many_arguments)]
-fn shape(b: usize, t: usize, s: usize, nh: usize, nkv: usize, hs: usize, causal: bool, q_offset: usize) -> AttnShape {
-    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: 1.0 / (hs as f32).sqrt() }
-}
-
-fn check_attention(cases: &[AttnShape]) {
-    for (ci, sh) in cases.iter().enumerate() {
-        for bias in [Bias::None, Bias::Alibi, Bias::Relative] {
+/// The GPU's attention against the reference on every case, each output buffer compared whole.
+fn check_attention(cases: &[(AttnShape, Storage)]) {
+    for (ci, (sh, st)) in cases.iter().enumerate() {
+        for bias in BIASES {
             let seed = 100 + ci as u64;
-            let (got, want) = (attention_case(&OnGpu, sh, bias, seed), attention_case(&Reference, sh, bias, seed));
-            for (i, name) in ["out", "lse", "dq", "dk", "dv", "dtable"].iter().enumerate() {
-                assert_close(&format!("{name} {bias:?} {sh:?}"), &got[i], &want[i], 5e-5, 5e-4);
+            let (got, want) = (attention_case(&OnGpu, sh, *st, bias, seed), attention_case(&Reference, sh, *st, bias, seed));
+            for (i, name) in NAMES.iter().enumerate() {
+                assert_close(&format!("{name} {bias:?} {st:?} {sh:?}"), &got[i], &want[i], 5e-5, 5e-4);
             }
         }
     }
+}
+
+fn heads(cases: &[AttnShape]) -> Vec<(AttnShape, Storage)> {
+    cases.iter().map(|&sh| (sh, Storage::Heads)).collect()
 }
 
 #[test]
@@ -334,69 +294,84 @@ fn attention_matches_the_reference_for_every_mask_head_layout_and_bias() {
     let mut unscaled = shape(1, 7, 7, 6, 3, 6, true, 0);
     unscaled.scale = 1.0;
     cases.push(unscaled);
-    check_attention(&cases);
+    check_attention(&heads(&cases));
+}
+
+#[test]
+fn attention_reads_q_k_v_from_projection_rows_and_adds_their_gradients_there_as_the_reference_does() {
+    check_attention(&strided_cases());
 }
 
 #[test]
 fn attention_matches_the_reference_across_query_tiles_and_key_tiles() {
-    check_attention(&[
+    check_attention(&heads(&[
         shape(1, 37, 130, 4, 2, 20, true, 93), // several key tiles, q_offset
         shape(2, 20, 150, 2, 1, 33, false, 0), // several key tiles, odd head size
         shape(1, 70, 70, 2, 2, 16, true, 0),   // two query tiles, causal with partial key tiles
         shape(1, 130, 67, 2, 1, 64, false, 0), // three query tiles, cross, HS 64
         shape(1, 19, 19, 1, 1, 128, true, 0),  // HS 128: the smallest tiles
         shape(1, 9, 9, 1, 1, 256, false, 0),   // the largest head size
-    ]);
+    ]));
 }
 
 #[test]
 fn attention_biases_too_short_for_the_shape_are_errors() {
     let sh = shape(1, 4, 4, 2, 2, 8, true, 0);
-    let x = attention_inputs(&sh, 1);
-    let (mut out, mut lse) = (vec![0.0; x.q.len()], vec![0.0; 8]);
+    let x = case_inputs(&sh, Storage::Heads, 1);
+    let (q, kv) = (&x.x1, &x.x2); // kv: k (64 elements) then v
+    let (mut out, mut lse) = (vec![0.0; q.len()], vec![0.0; 8]);
     let short = AttnBias::Alibi { slopes: &x.slopes[..1] };
-    let err = OnGpu.attention_forward(&mut out, &mut lse, &x.q, &x.k, &x.v, short, &sh).unwrap_err().to_string();
+    let err = OnGpu.attention_forward(&mut out, &mut lse, q, kv, kv, short, &sh).unwrap_err().to_string();
     assert!(err.contains("ALiBi slopes has 1 elements, the op needs 2"), "{err}");
     let short = AttnBias::Relative { table: &x.table[..], bucket: &x.bucket[..15] };
-    let err = OnGpu.attention_forward(&mut out, &mut lse, &x.q, &x.k, &x.v, short, &sh).unwrap_err().to_string();
+    let err = OnGpu.attention_forward(&mut out, &mut lse, q, kv, kv, short, &sh).unwrap_err().to_string();
     assert!(err.contains("relative buckets has 15 elements, the op needs 16"), "{err}");
+    // A layout reaching past its buffer.
+    let past = AttnShape { v: HeadLayout { offset: 65, ..sh.v }, ..sh };
+    let err = OnGpu.attention_forward(&mut out, &mut lse, q, kv, kv, AttnBias::None, &past).unwrap_err().to_string();
+    assert!(err.contains("attention v has 128 elements, the op needs 129"), "{err}");
 }
 
-/// [out, dq, dk, dv, probs] of the naive (materialising) kernels on `attention_case`'s inputs (no bias).
-fn naive_attention_case(sh: &AttnShape, seed: u64) -> Vec<Vec<f32>> {
-    let x = attention_inputs(sh, seed);
-    let (q, k, v, dout) = (up(&x.q), up(&x.k), up(&x.v), up(&x.dout));
-    let (dq, dk, dv) = (up(&x.dq), up(&x.dk), up(&x.dv));
-    let (out, probs) = (up(&vec![f32::NAN; x.q.len()]), up(&vec![f32::NAN; Gpu::attention_naive_probs_len(sh)]));
+/// [out, lse (empty), the gradient buffer(s), dtable (empty), probs] of the naive (materialising) kernels on
+/// `attention_case`'s inputs (no bias), laid out as it lays them out.
+fn naive_attention_case(sh: &AttnShape, st: Storage, seed: u64) -> Vec<Vec<f32>> {
+    let x = case_inputs(sh, st, seed);
+    let (x1, x2, dout, g1, g2) = (up(&x.x1), up(&x.x2), up(&x.dout), up(&x.g1), up(&x.g2));
+    let (out, probs) = (up(&vec![f32::NAN; x.dout.len()]), up(&vec![f32::NAN; Gpu::attention_naive_probs_len(sh)]));
     run(|e| {
         let g = gpu();
-        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), sh)?;
-        g.attention_naive_backward(e, dq.all(), dk.all(), dv.all(), dout.all(), q.all(), k.all(), v.all(), probs.all(), sh)
+        let (q, kv) = if st.one_buffer() { (x1.all(), x1.all()) } else { (x1.all(), x2.all()) };
+        g.attention_naive_forward(e, out.all(), probs.all(), q, kv, kv, sh)?;
+        let grads = if st.one_buffer() { AttnGrads::Qkv(g1.all()) } else { AttnGrads::QAndKv { dq: g1.all(), dkv: g2.all() } };
+        g.attention_naive_backward(e, grads, dout.all(), q, kv, kv, probs.all(), sh)
     });
-    [&out, &dq, &dk, &dv, &probs].iter().map(|b| read(b)).collect()
+    let g2 = if x.g2.is_empty() { vec![] } else { read(&g2) };
+    vec![read(&out), vec![], read(&g1), g2, vec![], read(&probs)]
 }
 
 #[test]
 fn naive_attention_equals_the_fused_kernels_and_the_reference() {
-    let cases = [
+    let heads = [
         shape(2, 7, 7, 3, 3, 12, true, 0),   // causal, MHA, awkward sizes
         shape(2, 7, 7, 3, 3, 12, false, 0),  // bidirectional
         shape(1, 70, 70, 2, 2, 16, true, 0), // more rows than a workgroup
         shape(2, 7, 5, 6, 2, 12, false, 0),  // cross-attention (S < T), GQA
         shape(2, 3, 8, 4, 1, 12, true, 5),   // decoding after 5 cached keys, MQA
     ];
-    for (ci, sh) in cases.iter().enumerate() {
+    // And straight from projection rows, as the fused kernels read them.
+    let cases: Vec<(AttnShape, Storage)> = heads.iter().map(|&sh| (sh, Storage::Heads)).chain(strided_cases().into_iter().step_by(3)).collect();
+    for (ci, (sh, st)) in cases.iter().enumerate() {
         let seed = 300 + ci as u64;
-        let naive = naive_attention_case(sh, seed);
-        let fused = attention_case(&OnGpu, sh, Bias::None, seed);
-        let reference = attention_case(&Reference, sh, Bias::None, seed);
-        // naive [out, dq, dk, dv] against [out, lse, dq, dk, dv, dtable]
-        for (n, (name, r)) in [("out", 0), ("dq", 2), ("dk", 3), ("dv", 4)].into_iter().enumerate() {
-            assert_close(&format!("naive vs reference {name} {sh:?}"), &naive[n], &reference[r], 5e-5, 5e-4);
-            assert_close(&format!("naive vs fused {name} {sh:?}"), &naive[n], &fused[r], 5e-5, 5e-4);
+        let naive = naive_attention_case(sh, *st, seed);
+        let fused = attention_case(&OnGpu, sh, *st, Bias::None, seed);
+        let reference = attention_case(&Reference, sh, *st, Bias::None, seed);
+        for n in [0, 2, 3] {
+            let name = NAMES[n];
+            assert_close(&format!("naive vs reference {name} {st:?} {sh:?}"), &naive[n], &reference[n], 5e-5, 5e-4);
+            assert_close(&format!("naive vs fused {name} {st:?} {sh:?}"), &naive[n], &fused[n], 5e-5, 5e-4);
         }
         // What the naive forward keeps: a probability per (query, key), 0 where masked, each row summing to 1.
-        let probs = &naive[4];
+        let probs = &naive[5];
         for (row, p) in probs.chunks(sh.s).enumerate() {
             let i = row % sh.t;
             for (j, &pj) in p.iter().enumerate() {
@@ -412,7 +387,7 @@ fn naive_attention_equals_the_fused_kernels_and_the_reference() {
 #[test]
 fn naive_attention_refuses_buffers_too_small_for_its_probabilities() {
     let g = gpu();
-    let sh = shape(1, 4, 4, 2, 2, 8, true, 0);
+    let sh = shape(1, 4, 4, 2, 2, 8, true, 0).with_heads();
     let (x, small) = (zeros(64), zeros(31));
     let mut e = g.encoder();
     let err = g.attention_naive_forward(&mut e, x.all(), small.all(), x.all(), x.all(), x.all(), &sh).unwrap_err();
@@ -629,19 +604,20 @@ fn glue_case(be: &impl Host, b: usize, t: usize, nh: usize, hs: usize) -> Vec<Ve
     be.scale(&mut scaled, &x, -1.3).unwrap();
     be.add_into(&mut acc, &y).unwrap();
     be.mul_into(&mut masked, &m).unwrap();
-    let rows = randn(&mut rng, b * t * stride, 1.0);
-    let mut heads = vec![f32::NAN; b * nh * t * hs];
-    be.split_heads(&mut heads, &rows, b, t, stride, nh * hs + 2, nh, hs).unwrap();
-    let mut merged = randn(&mut rng, b * t * stride, 1.0);
-    be.merge_heads(&mut merged, &heads, b, t, stride, 1, nh, hs).unwrap();
-    let (old, new) = (randn(&mut rng, nh * 5 * hs, 1.0), randn(&mut rng, nh * t * hs, 1.0));
+    // The KV cache's append: new rows from contiguous heads, and from a projection's rows (columns nh·HS + 2 ..);
+    // and the first append, onto an empty cache.
+    let (old, new, rows) = (randn(&mut rng, nh * 5 * hs, 1.0), randn(&mut rng, nh * t * hs, 1.0), randn(&mut rng, t * stride, 1.0));
     let mut appended = vec![f32::NAN; nh * (5 + t) * hs];
-    be.append_heads(&mut appended, &old, &new, nh, 5, t, hs).unwrap();
+    be.append_heads(&mut appended, &old, &new, HeadLayout::heads(nh, t, hs), nh, 5, t, hs).unwrap();
+    let mut from_rows = vec![f32::NAN; nh * (5 + t) * hs];
+    be.append_heads(&mut from_rows, &old, &rows, HeadLayout::rows(t, stride, nh * hs + 2, hs), nh, 5, t, hs).unwrap();
+    let mut first = vec![f32::NAN; nh * t * hs];
+    be.append_heads(&mut first, &[], &rows, HeadLayout::rows(t, stride, 1, hs), nh, 0, t, hs).unwrap();
     let mut copied = be.copy_of(&x).unwrap();
     let mut zeroed = randn(&mut rng, 70_000, 1.0);
     be.zero(&mut zeroed).unwrap();
     be.zero(&mut copied[..0]).unwrap();
-    vec![emb, emb_plain, dwte, dwpe, added, scaled, acc, masked, heads, merged, appended, copied, zeroed]
+    vec![emb, emb_plain, dwte, dwpe, added, scaled, acc, masked, appended, from_rows, first, copied, zeroed]
 }
 
 #[test]
@@ -650,8 +626,8 @@ fn the_glue_ops_match_the_reference() {
     for (b, t, nh, hs) in [(2, 7, 3, 5), (1, 1, 1, 1), (4, 64, 4, 32), (12, 64, 4, 32)] {
         let (got, want) = (glue_case(&OnGpu, b, t, nh, hs), glue_case(&Reference, b, t, nh, hs));
         let names = [
-            "embedding", "embedding (wte only)", "dwte", "dwpe", "add_scaled", "scale", "add_into", "mul_into", "split_heads",
-            "merge_heads", "append_heads", "copy_of", "zero",
+            "embedding", "embedding (wte only)", "dwte", "dwpe", "add_scaled", "scale", "add_into", "mul_into", "append_heads",
+            "append_heads (rows)", "append_heads (first)", "copy_of", "zero",
         ];
         for (i, name) in names.iter().enumerate() {
             assert!(got[i].iter().all(|x| x.is_finite()), "{name}: every element written");
@@ -829,10 +805,10 @@ fn the_attention_cost_rows_run_both_paths_and_their_byte_formulas_are_what_the_d
 
     // The formulas against the device: what each path keeps between forward and backward (lse; probs) plus the
     // pool's growth over its first backward (the (lse, δ) stats; dscores).
-    let x = attention_inputs(&sh, 3);
-    let (q, k, v, dout) = (g.upload(&x.q).unwrap(), g.upload(&x.k).unwrap(), g.upload(&x.v).unwrap(), g.upload(&x.dout).unwrap());
-    let (out, lse) = (g.zeros::<f32>(x.q.len()).unwrap(), g.zeros::<f32>(sh.b * sh.nh * sh.t).unwrap());
-    let (dq, dk, dv) = (g.zeros::<f32>(x.q.len()).unwrap(), g.zeros::<f32>(x.k.len()).unwrap(), g.zeros::<f32>(x.v.len()).unwrap());
+    let x = case_inputs(&sh, Storage::Heads, 3);
+    let (q, kv, dout) = (g.upload(&x.x1).unwrap(), g.upload(&x.x2).unwrap(), g.upload(&x.dout).unwrap());
+    let (out, lse) = (g.zeros::<f32>(x.x1.len()).unwrap(), g.zeros::<f32>(sh.b * sh.nh * sh.t).unwrap());
+    let (dq, dkv) = (g.zeros::<f32>(x.x1.len()).unwrap(), g.zeros::<f32>(x.x2.len()).unwrap());
     let probs = g.zeros::<f32>(Gpu::attention_naive_probs_len(&sh)).unwrap();
     let submit = |f: &dyn Fn(&mut transformer_playground::backend::gpu::Encoder) -> transformer_playground::Result<()>| {
         let mut e = g.encoder();
@@ -841,15 +817,16 @@ fn the_attention_cost_rows_run_both_paths_and_their_byte_formulas_are_what_the_d
         g.wait().unwrap();
     };
     submit(&|e| {
-        g.attention_forward(e, out.all(), lse.all(), q.all(), k.all(), v.all(), AttnBias::None, &sh)?;
-        let none = AttnBias::None;
-        g.attention_backward(e, dq.all(), dk.all(), dv.all(), None, dout.all(), q.all(), k.all(), v.all(), out.all(), lse.all(), none, &sh)
+        g.attention_forward(e, out.all(), lse.all(), q.all(), kv.all(), kv.all(), AttnBias::None, &sh)?;
+        let (none, grads) = (AttnBias::None, AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() });
+        g.attention_backward(e, grads, None, dout.all(), q.all(), kv.all(), kv.all(), out.all(), lse.all(), none, &sh)
     });
     assert_eq!(row.flash_bytes, (lse.len() * 4) as u64 + g.pool_bytes());
     g.trim_pool();
     submit(&|e| {
-        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), k.all(), v.all(), &sh)?;
-        g.attention_naive_backward(e, dq.all(), dk.all(), dv.all(), dout.all(), q.all(), k.all(), v.all(), probs.all(), &sh)
+        g.attention_naive_forward(e, out.all(), probs.all(), q.all(), kv.all(), kv.all(), &sh)?;
+        let grads = AttnGrads::QAndKv { dq: dq.all(), dkv: dkv.all() };
+        g.attention_naive_backward(e, grads, dout.all(), q.all(), kv.all(), kv.all(), probs.all(), &sh)
     });
     assert_eq!(row.naive_bytes, (probs.len() * 4) as u64 + g.pool_bytes());
 

@@ -2,7 +2,7 @@
 //! RoPE at position 0 is the identity, incremental decoding with the KV cache equals the full forward, and the
 //! same seed gives the same losses whatever the thread count. Plus: every architecture can overfit one batch.
 
-use transformer_playground::backend::{cpu::Cpu, Backend, Host, Reference};
+use transformer_playground::backend::{cpu::Cpu, Backend, HeadLayout, Host, Reference};
 use transformer_playground::config::{Arch, Config, Position};
 use transformer_playground::model::infer::Decoder;
 use transformer_playground::model::{Batch, Model};
@@ -122,16 +122,16 @@ fn rope_at_position_zero_is_the_identity_and_rotations_keep_the_norm() {
     let mut r = Rng::new(9);
     let x: Vec<f32> = (0..3 * 8).map(|_| r.normal() as f32).collect();
     let mut y = x.clone();
-    Reference.rope(&mut y, 1, 8, 0, 10000.0, false).unwrap(); // three rows, each at position 0
+    Reference.rope(&mut y, HeadLayout::heads(3, 1, 8), 1, 3, 1, 8, 0, 10000.0, false).unwrap(); // three heads of one row, at position 0
     assert_eq!(x, y);
     let mut z = x.clone();
-    Reference.rope(&mut z, 3, 8, 5, 10000.0, false).unwrap();
+    Reference.rope(&mut z, HeadLayout::heads(1, 3, 8), 1, 1, 3, 8, 5, 10000.0, false).unwrap();
     assert!(max_diff(&x, &z) > 1e-2);
     for (a, b) in x.chunks(8).zip(z.chunks(8)) {
         let (na, nb): (f32, f32) = (a.iter().map(|v| v * v).sum(), b.iter().map(|v| v * v).sum());
         assert!((na - nb).abs() < 1e-4);
     }
-    Reference.rope(&mut z, 3, 8, 5, 10000.0, true).unwrap();
+    Reference.rope(&mut z, HeadLayout::heads(1, 3, 8), 1, 1, 3, 8, 5, 10000.0, true).unwrap();
     assert!(max_diff(&x, &z) < 1e-5);
 }
 

@@ -55,8 +55,50 @@ pub struct Segment {
     pub decay: bool,
 }
 
-/// Shape of one attention call. Queries are (B, NH, T, HS), keys and values (B, NKV, S, HS), all contiguous;
-/// the output is (B, T, NH·HS), heads concatenated head-major.
+/// Where a q, k or v tensor of attention lies in its buffer: element (b, h, t, d) — batch b, head h, position t,
+/// component d < HS — is at `offset + b·batch + h·head + t·row + d`. A head's row of HS floats is always contiguous;
+/// the rest is strided, so attention reads its operands straight from the projections' outputs (and writes their
+/// gradients straight into the projections' output gradients) without copying them into a layout of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    pub offset: usize,
+    pub batch: usize,
+    pub head: usize,
+    pub row: usize,
+}
+
+impl HeadLayout {
+    /// "Heads": (B, H, N, HS) contiguous — a KV cache, or a tensor of its own.
+    pub fn heads(h: usize, n: usize, hs: usize) -> HeadLayout {
+        HeadLayout { offset: 0, batch: h * n * hs, head: n * hs, row: hs }
+    }
+
+    /// "Rows": head h is columns `off + h·HS ..` of rows (B, N, width) — a projection's output, such as
+    /// self-attention's qkv (q at column 0, k at NH·HS, v at (NH+NKV)·HS) or cross-attention's kv.
+    pub fn rows(n: usize, width: usize, off: usize, hs: usize) -> HeadLayout {
+        HeadLayout { offset: off, batch: n * width, head: hs, row: width }
+    }
+
+    /// Index of element (b, h, t, 0).
+    #[inline(always)]
+    pub fn at(&self, b: usize, h: usize, t: usize) -> usize {
+        self.offset + b * self.batch + h * self.head + t * self.row
+    }
+
+    /// Elements a buffer needs to hold a (B, H, N, HS) tensor at this layout (0 when it is empty).
+    pub fn end(&self, b: usize, h: usize, n: usize, hs: usize) -> usize {
+        if b == 0 || h == 0 || n == 0 || hs == 0 {
+            0
+        } else {
+            self.at(b - 1, h - 1, n - 1) + hs
+        }
+    }
+}
+
+/// Shape of one attention call. Queries are (B, NH, T, HS), keys and values (B, NKV, S, HS), each at its own
+/// `HeadLayout` (self-attention reads all three from the qkv projection's rows; a KV cache holds contiguous heads);
+/// the gradients dq, dk, dv are written at the same layouts as q, k, v. The output is (B, T, NH·HS), heads
+/// concatenated head-major.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttnShape {
     pub b: usize,
@@ -73,6 +115,10 @@ pub struct AttnShape {
     pub q_offset: usize,
     /// Multiplies q·k (1/sqrt(HS) or 1).
     pub scale: f32,
+    /// Where q (and dq), k (and dk), v (and dv) lie in their buffers.
+    pub q: HeadLayout,
+    pub k: HeadLayout,
+    pub v: HeadLayout,
 }
 
 impl AttnShape {
@@ -80,6 +126,33 @@ impl AttnShape {
     pub fn group(&self) -> usize {
         self.nh / self.nkv
     }
+
+    /// The same call with q, k and v each in a contiguous buffer of its own (the "heads" layout).
+    pub fn with_heads(self) -> AttnShape {
+        let (q, kv) = (HeadLayout::heads(self.nh, self.t, self.hs), HeadLayout::heads(self.nkv, self.s, self.hs));
+        AttnShape { q, k: kv, v: kv, ..self }
+    }
+
+    /// Elements the buffers of q, k and v must hold.
+    pub fn q_end(&self) -> usize {
+        self.q.end(self.b, self.nh, self.t, self.hs)
+    }
+    pub fn k_end(&self) -> usize {
+        self.k.end(self.b, self.nkv, self.s, self.hs)
+    }
+    pub fn v_end(&self) -> usize {
+        self.v.end(self.b, self.nkv, self.s, self.hs)
+    }
+}
+
+/// Where `attention_backward` adds dq, dk and dv, each at the layout of q, k and v in `AttnShape`. Keys' and values'
+/// gradients always share a buffer (a GPU kernel writes both through one binding); the query gradient is in that
+/// buffer too (self-attention: dqkv) or in its own (cross-attention: dq rows and the memory's dkv rows).
+pub enum AttnGrads<O> {
+    /// dq, dk and dv in one buffer.
+    Qkv(O),
+    /// dq in one buffer, dk and dv in another.
+    QAndKv { dq: O, dkv: O },
 }
 
 /// An additive bias on the attention scores, a function of (head, query position, key position). The ALiBi
@@ -260,7 +333,7 @@ pub trait Backend {
     ) -> Result<()>;
 
     /// out (B,T,NH·HS) = softmax(scale·q·kᵀ + bias, masked) · v; lse (B,NH,T) = log-sum-exp of each score row.
-    /// q (B,NH,T,HS), k, v (B,NKV,S,HS).
+    /// q (B,NH,T,HS), k, v (B,NKV,S,HS), each read at its layout in `sh` (q, k and v may be views of one buffer).
     fn attention_forward(
         &self,
         out: Self::Out<'_>,
@@ -272,13 +345,12 @@ pub trait Backend {
         sh: &AttnShape,
     ) -> Result<()>;
 
-    /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) +=; dtable (buckets,NH) += for a relative bias. Probabilities are
-    /// recomputed from lse, so no (T,S) matrix is kept between forward and backward.
+    /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += at the layouts of q, k, v in `sh`, into `grads`; dtable
+    /// (buckets,NH) += for a relative bias. Probabilities are recomputed from lse, so no (T,S) matrix is kept
+    /// between forward and backward.
     fn attention_backward(
         &self,
-        dq: Self::Out<'_>,
-        dk: Self::Out<'_>,
-        dv: Self::Out<'_>,
+        grads: AttnGrads<Self::Out<'_>>,
         dtable: Option<Self::Out<'_>>,
         dout: Self::In<'_>,
         q: Self::In<'_>,
@@ -345,8 +417,10 @@ pub trait Backend {
         oc: usize,
     ) -> Result<()>;
 
-    /// RoPE in place on x (B·H, T, HS) at positions pos0..; `inverse` applies the transpose (for the backward).
-    fn rope(&self, x: Self::Out<'_>, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()>;
+    /// RoPE in place on the (B, H, T, HS) tensor at `lay` in x (the q or k columns of qkv, or of its gradient),
+    /// row t at position pos0 + t; `inverse` applies the transpose (for the backward).
+    #[allow(clippy::too_many_arguments)]
+    fn rope(&self, x: Self::Out<'_>, lay: HeadLayout, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()>;
 
     /// Fused softmax + cross-entropy over rows whose target is not −1 (`count` of them, counted by the caller):
     /// dlogits (N,V) = (softmax − onehot)/count on those rows, 0 elsewhere; the mean loss (NaN when count = 0).
@@ -392,34 +466,20 @@ pub trait Backend {
     /// a ⊙= m (a dropout mask).
     fn mul_into(&self, a: Self::Out<'_>, m: Self::In<'_>) -> Result<()>;
 
-    /// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d.
-    fn split_heads(
+    /// out (H, len+n, HS) ← old (H, len, HS) then new (H, n, HS), head by head (a KV cache growing by n rows);
+    /// `new` is read at its layout `new_lay` (batch 0: the rows of this call's qkv projection).
+    #[allow(clippy::too_many_arguments)]
+    fn append_heads(
         &self,
         out: Self::Out<'_>,
-        src: Self::In<'_>,
-        b: usize,
-        t: usize,
-        stride: usize,
-        off: usize,
-        nh: usize,
+        old: Self::In<'_>,
+        new: Self::In<'_>,
+        new_lay: HeadLayout,
+        h: usize,
+        len: usize,
+        n: usize,
         hs: usize,
     ) -> Result<()>;
-
-    /// Inverse of `split_heads`: dst (B,T,stride) columns [off, off + H·HS) ← src (B,H,T,HS).
-    fn merge_heads(
-        &self,
-        dst: Self::Out<'_>,
-        src: Self::In<'_>,
-        b: usize,
-        t: usize,
-        stride: usize,
-        off: usize,
-        nh: usize,
-        hs: usize,
-    ) -> Result<()>;
-
-    /// out (H, len+n, HS) ← old (H, len, HS) then new (H, n, HS), head by head (a KV cache growing by n rows).
-    fn append_heads(&self, out: Self::Out<'_>, old: Self::In<'_>, new: Self::In<'_>, h: usize, len: usize, n: usize, hs: usize) -> Result<()>;
 
     // -- Mixture-of-Experts routing (docs/MODEL.md "Mixture-of-Experts") ---------------------------------------
 

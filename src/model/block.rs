@@ -6,8 +6,8 @@
 
 use super::layout::{BlockParams, CrossParams, FfnParams, Linear, Mlp, Norm, SubNorms};
 use super::{Ctx, StackCtx};
-use crate::backend::{moe_stats_len, AttnBias, AttnShape, Backend, Routing};
-use crate::config::{NormKind, Placement, Position};
+use crate::backend::{moe_stats_len, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing};
+use crate::config::{ModelConfig, NormKind, Placement, Position};
 use crate::error::Result;
 
 /// Saved activations of one sub-layer (shapes (B,T,C) unless noted). `None` where the placement has no such
@@ -30,10 +30,15 @@ pub struct SubCache<F, B = Vec<f32>> {
     pub f: F,
 }
 
+/// One attention sub-layer's saved activations. Attention reads q, k and v straight from the projections' outputs
+/// (`AttnShape`'s layouts), so those outputs are what is kept.
 pub struct AttnCache<B = Vec<f32>> {
-    pub q: B,   // (B,NH,T,HS), after RoPE
-    pub k: B,   // (B,NKV,S,HS), after RoPE
-    pub v: B,   // (B,NKV,S,HS)
+    /// The rows attention reads its queries from. Self-attention: qkv (B,T,(NH+2·NKV)·HS), q then k then v in each
+    /// row, q and k after RoPE. Cross-attention: q (B,T,NH·HS).
+    pub qkv: B,
+    /// Cross-attention: kv (B,S,2·NKV·HS), k then v in each row (empty when decoding from a cache).
+    /// Self-attention: empty (its k and v are in `qkv`).
+    pub kv: B,
     pub att: B, // (B,T,C) attention output, input of proj
     pub lse: B, // (B,NH,T)
 }
@@ -262,21 +267,43 @@ pub fn sublayer_backward<D: Backend, F>(
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Head layout: projections produce rows (B·T, …, H·HS, …); attention wants (B, H, T, HS).
-
-/// (B,T,stride)[.., off + h·HS + d] → a new (B,H,T,HS)
-pub fn split_heads<D: Backend>(d: &D, src: D::In<'_>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<D::Buf> {
-    let mut out = d.zeros(b * nh * t * hs)?;
-    d.split_heads(D::view_mut(&mut out), src, b, t, stride, off, nh, hs)?;
-    Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // The three sub-layer functions.
 
+/// The shape of an attention call with q, k, v each in a contiguous (B,H,·,HS) buffer; callers that read them from
+/// projection rows set the layouts (`self_attn_shape`, `cross_attn_shape`).
 pub fn attn_shape<D: Backend>(ctx: &Ctx<D>, b: usize, t: usize, s: usize, causal: bool, q_offset: usize) -> AttnShape {
     let m = ctx.cfg;
-    AttnShape { b, t, s, nh: m.n_heads, nkv: m.n_kv_heads, hs: m.head_size(), causal, q_offset, scale: m.score_scale() }
+    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
+    let (q, kv) = (HeadLayout::heads(nh, t, hs), HeadLayout::heads(nkv, s, hs));
+    AttnShape { b, t, s, nh, nkv, hs, causal, q_offset, scale: m.score_scale(), q, k: kv, v: kv }
+}
+
+/// Where self-attention's q, k, v lie in the qkv projection's rows (B,T,(NH+2·NKV)·HS): q at column 0, k at NH·HS,
+/// v at (NH+NKV)·HS.
+pub fn qkv_layouts(m: &ModelConfig, t: usize) -> [HeadLayout; 3] {
+    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
+    let w = (nh + 2 * nkv) * hs;
+    [0, nh * hs, (nh + nkv) * hs].map(|off| HeadLayout::rows(t, w, off, hs))
+}
+
+/// Self-attention over its own keys (no cache): q, k, v all read from the qkv rows.
+pub fn self_attn_shape<D: Backend>(ctx: &Ctx<D>, b: usize, t: usize, causal: bool) -> AttnShape {
+    let [q, k, v] = qkv_layouts(ctx.cfg, t);
+    AttnShape { q, k, v, ..attn_shape(ctx, b, t, t, causal, 0) }
+}
+
+/// Where cross-attention's q, k, v lie: q in the query projection's rows (B,T,NH·HS), k and v in the memory's kv
+/// rows (B,S,2·NKV·HS), k at column 0, v at NKV·HS.
+pub fn cross_layouts(m: &ModelConfig, t: usize, s: usize) -> [HeadLayout; 3] {
+    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
+    let kv = |off| HeadLayout::rows(s, 2 * nkv * hs, off, hs);
+    [HeadLayout::rows(t, nh * hs, 0, hs), kv(0), kv(nkv * hs)]
+}
+
+/// Cross-attention reading q, k, v from the projections' rows (`cross_layouts`).
+pub fn cross_attn_shape<D: Backend>(ctx: &Ctx<D>, b: usize, t: usize, s: usize) -> AttnShape {
+    let [q, k, v] = cross_layouts(ctx.cfg, t, s);
+    AttnShape { q, k, v, ..attn_shape(ctx, b, t, s, false, 0) }
 }
 
 /// The self-attention bias of the position scheme (ALiBi, T5 relative), the table a view of the parameters.
@@ -290,25 +317,29 @@ pub fn bias_of<'s, 'c, D: Backend>(ctx: &Ctx<'c, D>, st: &'s StackCtx<D>) -> Res
     })
 }
 
-/// Self-attention's queries (B,NH,T,HS), keys and values (B,NKV,T,HS) of h (B,T,C): qkv = h·Wqkvᵀ split into
-/// heads, RoPE applied to q and k at positions pos0.. (the same positions for every row of the batch).
-pub fn qkv_heads<D: Backend>(ctx: &Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<(D::Buf, D::Buf, D::Buf)> {
-    let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
-    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
-    let qkv = linear_forward(ctx, &p.qkv, D::view(h), b * t)?;
-    let w = p.qkv.out;
-    let mut q = split_heads(d, D::view(&qkv), b, t, w, 0, nh, hs)?;
-    let mut k = split_heads(d, D::view(&qkv), b, t, w, nh * hs, nkv, hs)?;
-    let v = split_heads(d, D::view(&qkv), b, t, w, (nh + nkv) * hs, nkv, hs)?;
+/// Self-attention's qkv = h·Wqkvᵀ (B,T,(NH+2·NKV)·HS) of h (B,T,C), with RoPE applied in place to its q and k
+/// columns at positions pos0.. (the same positions for every row of the batch). Attention reads q, k, v from it
+/// at `qkv_layouts`.
+pub fn qkv_projection<D: Backend>(ctx: &Ctx<D>, st: &StackCtx<D>, p: &BlockParams, h: &D::Buf) -> Result<D::Buf> {
+    let (m, b, t) = (ctx.cfg, st.b, st.t);
+    let mut qkv = linear_forward(ctx, &p.qkv, D::view(h), b * t)?;
     if let Position::Rope { theta } = m.position {
-        d.rope(D::view_mut(&mut q), t, hs, st.pos0, theta, false)?;
-        d.rope(D::view_mut(&mut k), t, hs, st.pos0, theta, false)?;
+        rope_qk(ctx, &mut qkv, b, t, st.pos0, theta, false)?;
     }
-    Ok((q, k, v))
+    Ok(qkv)
+}
+
+/// RoPE (or its inverse, for the backward) in place on the q and k columns of qkv or of its gradient.
+fn rope_qk<D: Backend>(ctx: &Ctx<D>, x: &mut D::Buf, b: usize, t: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+    let (d, m) = (ctx.be, ctx.cfg);
+    let [ql, kl, _] = qkv_layouts(m, t);
+    d.rope(D::view_mut(x), ql, b, m.n_heads, t, m.head_size(), pos0, theta, inverse)?;
+    d.rope(D::view_mut(x), kl, b, m.n_kv_heads, t, m.head_size(), pos0, theta, inverse)
 }
 
 /// Self-attention: qkv = h·Wqkvᵀ → RoPE(q, k) → softmax(qkᵀ)v → proj. With a KV cache (batch 1), this call's keys
-/// and values are appended to it and the queries (at positions kv.len..) attend to every cached position.
+/// and values are appended to it (the cache holds contiguous heads) and the queries, read from qkv, attend to every
+/// cached position.
 pub fn self_attention_forward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
@@ -318,27 +349,29 @@ pub fn self_attention_forward<D: Backend>(
 ) -> Result<(D::Buf, AttnCache<D::Buf>)> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
-    let (q, k, v) = qkv_heads(ctx, st, p, h)?;
-    let (mut att, mut lse) = (d.zeros(b * t * nh * hs)?, d.zeros(b * nh * t)?);
+    let qkv = qkv_projection(ctx, st, p, h)?;
+    let (mut att, mut lse) = (d.output(b * t * nh * hs)?, d.output(b * nh * t)?);
     let (o, l) = (D::view_mut(&mut att), D::view_mut(&mut lse));
+    let x = D::view(&qkv);
     match kv {
         None => {
-            let sh = attn_shape(ctx, b, t, t, st.causal, 0);
-            d.attention_forward(o, l, D::view(&q), D::view(&k), D::view(&v), bias_of(ctx, st)?, &sh)?;
+            let sh = self_attn_shape(ctx, b, t, st.causal);
+            d.attention_forward(o, l, x, x, x, bias_of(ctx, st)?, &sh)?;
         }
         Some(kv) => {
             debug_assert_eq!((b, kv.len), (1, st.pos0), "a KV cache holds one sequence, up to this call's first position");
             let len = kv.len;
+            let [ql, kl, vl] = qkv_layouts(m, t);
             let (mut k_all, mut v_all) = (d.zeros(nkv * (len + t) * hs)?, d.zeros(nkv * (len + t) * hs)?);
-            d.append_heads(D::view_mut(&mut k_all), D::view(&kv.k), D::view(&k), nkv, len, t, hs)?;
-            d.append_heads(D::view_mut(&mut v_all), D::view(&kv.v), D::view(&v), nkv, len, t, hs)?;
+            d.append_heads(D::view_mut(&mut k_all), D::view(&kv.k), x, kl, nkv, len, t, hs)?;
+            d.append_heads(D::view_mut(&mut v_all), D::view(&kv.v), x, vl, nkv, len, t, hs)?;
             *kv = KvCache { k: k_all, v: v_all, len: len + t };
-            let sh = attn_shape(ctx, 1, t, len + t, st.causal, len);
-            d.attention_forward(o, l, D::view(&q), D::view(&kv.k), D::view(&kv.v), bias_of(ctx, st)?, &sh)?;
+            let sh = AttnShape { q: ql, ..attn_shape(ctx, 1, t, len + t, st.causal, len) };
+            d.attention_forward(o, l, x, D::view(&kv.k), D::view(&kv.v), bias_of(ctx, st)?, &sh)?;
         }
     }
     let y = linear_forward(ctx, &p.proj, D::view(&att), b * t)?;
-    Ok((y, AttnCache { q, k, v, att, lse }))
+    Ok((y, AttnCache { qkv, kv: d.zeros(0)?, att, lse }))
 }
 
 pub fn self_attention_backward<D: Backend>(
@@ -350,43 +383,46 @@ pub fn self_attention_backward<D: Backend>(
     h: &D::Buf,
 ) -> Result<D::Buf> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
-    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
     let datt = linear_backward(ctx, &p.proj, D::view(dy), D::view(&c.att), b * t)?;
-    let (mut dq, mut dk, mut dv) = (d.zeros(len::<D>(&c.q))?, d.zeros(len::<D>(&c.k))?, d.zeros(len::<D>(&c.v))?);
-    let sh = attn_shape(ctx, b, t, t, st.causal, 0);
+    // dq, dk, dv go straight into their columns of dqkv, the gradient of the qkv projection's output.
+    let mut dqkv = d.zeros(len::<D>(&c.qkv))?;
+    let sh = self_attn_shape(ctx, b, t, st.causal);
     let mut dtable = st.rel_table.map(|v| d.zeros(v.len)).transpose()?;
-    let (q, k, v, att, lse) = (D::view(&c.q), D::view(&c.k), D::view(&c.v), D::view(&c.att), D::view(&c.lse));
-    let (gq, gk, gv, gt) = (D::view_mut(&mut dq), D::view_mut(&mut dk), D::view_mut(&mut dv), dtable.as_mut().map(D::view_mut));
-    d.attention_backward(gq, gk, gv, gt, D::view(&datt), q, k, v, att, lse, bias_of(ctx, st)?, &sh)?;
+    let (x, att, lse) = (D::view(&c.qkv), D::view(&c.att), D::view(&c.lse));
+    let grads = AttnGrads::Qkv(D::view_mut(&mut dqkv));
+    d.attention_backward(grads, dtable.as_mut().map(D::view_mut), D::view(&datt), x, x, x, att, lse, bias_of(ctx, st)?, &sh)?;
     if let (Some(dt), Some(view)) = (&dtable, st.rel_table) {
         let g = D::grad(ctx.grads.as_deref_mut().expect("grads"), view)?;
         d.add_into(g, D::view(dt))?;
     }
     if let Position::Rope { theta } = m.position {
-        d.rope(D::view_mut(&mut dq), t, hs, st.pos0, theta, true)?;
-        d.rope(D::view_mut(&mut dk), t, hs, st.pos0, theta, true)?;
+        rope_qk(ctx, &mut dqkv, b, t, st.pos0, theta, true)?;
     }
-    let w = p.qkv.out;
-    let mut dqkv = d.zeros(b * t * w)?;
-    d.merge_heads(D::view_mut(&mut dqkv), D::view(&dq), b, t, w, 0, nh, hs)?;
-    d.merge_heads(D::view_mut(&mut dqkv), D::view(&dk), b, t, w, nh * hs, nkv, hs)?;
-    d.merge_heads(D::view_mut(&mut dqkv), D::view(&dv), b, t, w, (nh + nkv) * hs, nkv, hs)?;
     linear_backward(ctx, &p.qkv, D::view(&dqkv), D::view(h), b * t)
 }
 
-/// Cross-attention's keys and values from the encoder output `mem` (B,S,C): (B,NKV,S,HS) each.
-pub fn memory_kv<D: Backend>(ctx: &Ctx<D>, p: &CrossParams, mem: D::In<'_>, b: usize, s: usize) -> Result<(D::Buf, D::Buf)> {
-    let (d, m) = (ctx.be, ctx.cfg);
-    let (nkv, hs) = (m.n_kv_heads, m.head_size());
-    let kv = linear_forward(ctx, &p.kv, mem, b * s)?;
-    let k = split_heads(d, D::view(&kv), b, s, 2 * nkv * hs, 0, nkv, hs)?;
-    let v = split_heads(d, D::view(&kv), b, s, 2 * nkv * hs, nkv * hs, nkv, hs)?;
-    Ok((k, v))
+/// Cross-attention's keys and values from the encoder output `mem` (B,S,C): kv = mem·Wkvᵀ (B,S,2·NKV·HS), k then
+/// v in each row (`cross_attn_shape`'s layouts).
+pub fn memory_kv<D: Backend>(ctx: &Ctx<D>, p: &CrossParams, mem: D::In<'_>, b: usize, s: usize) -> Result<D::Buf> {
+    linear_forward(ctx, &p.kv, mem, b * s)
+}
+
+/// A decoding cache of cross-attention's keys and values, (NKV, S, HS) each, from the encoder output `mem` (S,C)
+/// of one source: `memory_kv`'s rows appended to empty heads.
+pub fn memory_kv_cache<D: Backend>(ctx: &Ctx<D>, p: &CrossParams, mem: D::In<'_>, s: usize) -> Result<KvCache<D::Buf>> {
+    let d = ctx.be;
+    let (nkv, hs) = (ctx.cfg.n_kv_heads, ctx.cfg.head_size());
+    let kv = memory_kv(ctx, p, mem, 1, s)?;
+    let sh = cross_attn_shape(ctx, 1, 0, s);
+    let (mut k, mut v, none) = (d.zeros(nkv * s * hs)?, d.zeros(nkv * s * hs)?, d.zeros(0)?);
+    d.append_heads(D::view_mut(&mut k), D::view(&none), D::view(&kv), sh.k, nkv, 0, s, hs)?;
+    d.append_heads(D::view_mut(&mut v), D::view(&none), D::view(&kv), sh.v, nkv, 0, s, hs)?;
+    Ok(KvCache { k, v, len: s })
 }
 
 /// Cross-attention: queries from h (B,T,C), keys and values from the encoder output (B,S,C); no mask, no bias.
-/// With a cache (decoding), the keys and values are the cached ones of the source (`memory_kv`, once per source),
-/// and the returned cache holds no k, v (empty: inference has no backward).
+/// With a cache (decoding), the keys and values are the cached ones of the source (`memory_kv_cache`, once per
+/// source), and the returned cache holds no kv (empty: inference has no backward).
 pub fn cross_attention_forward<D: Backend>(
     ctx: &mut Ctx<D>,
     st: &StackCtx<D>,
@@ -396,26 +432,25 @@ pub fn cross_attention_forward<D: Backend>(
 ) -> Result<(D::Buf, AttnCache<D::Buf>)> {
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let (nh, hs) = (m.n_heads, m.head_size());
-    let qp = linear_forward(ctx, &p.q, D::view(h), b * t)?;
-    let q = split_heads(d, D::view(&qp), b, t, nh * hs, 0, nh, hs)?;
-    let (mut att, mut lse) = (d.zeros(b * t * nh * hs)?, d.zeros(b * nh * t)?);
+    let q = linear_forward(ctx, &p.q, D::view(h), b * t)?;
+    let (mut att, mut lse) = (d.output(b * t * nh * hs)?, d.output(b * nh * t)?);
     let (o, l) = (D::view_mut(&mut att), D::view_mut(&mut lse));
-    let (k, v) = match kv {
+    let kv = match kv {
         Some(kv) => {
-            let sh = attn_shape(ctx, b, t, kv.len, false, 0);
+            let sh = AttnShape { q: cross_attn_shape(ctx, b, t, kv.len).q, ..attn_shape(ctx, b, t, kv.len, false, 0) };
             d.attention_forward(o, l, D::view(&q), D::view(&kv.k), D::view(&kv.v), AttnBias::None, &sh)?;
-            (d.zeros(0)?, d.zeros(0)?)
+            d.zeros(0)?
         }
         None => {
             let (mem, s) = st.memory.expect("decoder of an encoder-decoder has a memory");
-            let (k, v) = memory_kv(ctx, p, mem, b, s)?;
-            let sh = attn_shape(ctx, b, t, s, false, 0);
-            d.attention_forward(o, l, D::view(&q), D::view(&k), D::view(&v), AttnBias::None, &sh)?;
-            (k, v)
+            let kv = memory_kv(ctx, p, mem, b, s)?;
+            let sh = cross_attn_shape(ctx, b, t, s);
+            d.attention_forward(o, l, D::view(&q), D::view(&kv), D::view(&kv), AttnBias::None, &sh)?;
+            kv
         }
     };
     let y = linear_forward(ctx, &p.proj, D::view(&att), b * t)?;
-    Ok((y, AttnCache { q, k, v, att, lse }))
+    Ok((y, AttnCache { qkv: q, kv, att, lse }))
 }
 
 /// Returns dh; accumulates d memory into `dmem` (B,S,C).
@@ -428,23 +463,18 @@ pub fn cross_attention_backward<D: Backend>(
     h: &D::Buf,
     dmem: &mut D::Buf,
 ) -> Result<D::Buf> {
-    let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
+    let (d, b, t) = (ctx.be, st.b, st.t);
     let (mem, s) = st.memory.expect("memory");
-    let (nh, nkv, hs) = (m.n_heads, m.n_kv_heads, m.head_size());
     let datt = linear_backward(ctx, &p.proj, D::view(dy), D::view(&c.att), b * t)?;
-    let (mut dq, mut dk, mut dv) = (d.zeros(len::<D>(&c.q))?, d.zeros(len::<D>(&c.k))?, d.zeros(len::<D>(&c.v))?);
-    let sh = attn_shape(ctx, b, t, s, false, 0);
-    let (q, k, v, att, lse) = (D::view(&c.q), D::view(&c.k), D::view(&c.v), D::view(&c.att), D::view(&c.lse));
-    let (gq, gk, gv) = (D::view_mut(&mut dq), D::view_mut(&mut dk), D::view_mut(&mut dv));
-    d.attention_backward(gq, gk, gv, None, D::view(&datt), q, k, v, att, lse, AttnBias::None, &sh)?;
-    let mut dkv = d.zeros(b * s * 2 * nkv * hs)?;
-    d.merge_heads(D::view_mut(&mut dkv), D::view(&dk), b, s, 2 * nkv * hs, 0, nkv, hs)?;
-    d.merge_heads(D::view_mut(&mut dkv), D::view(&dv), b, s, 2 * nkv * hs, nkv * hs, nkv, hs)?;
+    // dq into the query projection's output gradient, dk and dv into the memory kv projection's.
+    let (mut dq, mut dkv) = (d.zeros(len::<D>(&c.qkv))?, d.zeros(len::<D>(&c.kv))?);
+    let sh = cross_attn_shape(ctx, b, t, s);
+    let (q, kv, att, lse) = (D::view(&c.qkv), D::view(&c.kv), D::view(&c.att), D::view(&c.lse));
+    let grads = AttnGrads::QAndKv { dq: D::view_mut(&mut dq), dkv: D::view_mut(&mut dkv) };
+    d.attention_backward(grads, None, D::view(&datt), q, kv, kv, att, lse, AttnBias::None, &sh)?;
     let dm = linear_backward(ctx, &p.kv, D::view(&dkv), mem, b * s)?;
     d.add_into(D::view_mut(dmem), D::view(&dm))?;
-    let mut dqp = d.zeros(b * t * nh * hs)?;
-    d.merge_heads(D::view_mut(&mut dqp), D::view(&dq), b, t, nh * hs, 0, nh, hs)?;
-    linear_backward(ctx, &p.q, D::view(&dqp), D::view(h), b * t)
+    linear_backward(ctx, &p.q, D::view(&dq), D::view(h), b * t)
 }
 
 /// One FFN over n rows: act(x·Wfcᵀ + b)·Wprojᵀ + b (gated: act(gate) ⊙ up). The fc layer and the activation are

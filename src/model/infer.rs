@@ -42,8 +42,7 @@ impl<'a, H: Host> Decoder<'a, H> {
         let dec = model.layout.decoder.as_ref().expect("encoder-decoder has a decoder");
         for (kv, bp) in d.kv.iter_mut().zip(&dec.blocks) {
             let cp = bp.cross.as_ref().expect("decoder blocks have cross-attention");
-            let (k, v) = on_host(block::memory_kv(&ctx, cp, &memory, 1, s));
-            kv.cross = Some(KvCache { k, v, len: s });
+            kv.cross = Some(on_host(block::memory_kv_cache(&ctx, cp, &memory, s)));
         }
         d
     }

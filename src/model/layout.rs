@@ -267,7 +267,8 @@ impl Layout {
 
     /// Bytes one training step holds at its peak, estimated: the parameters, their gradients and AdamW's two
     /// moments (4 f32 copies), plus the activations the backward keeps for a batch of B sequences of T tokens (per
-    /// layer ≈ 6 (B,T,C) tensors, q, k and v, and the FFN's pre-activation and activation; at the head the logits,
+    /// layer ≈ 6 (B,T,C) tensors, the qkv projection's output (q, k, v: attention reads them there, so there are no
+    /// head-major copies), and the FFN's pre-activation and activation; at the head the logits,
     /// their gradient and the probabilities). Formed in f64: the products pass 2³² where usize cannot count them.
     pub fn step_memory_bytes(m: &ModelConfig, vocab: usize, b: usize, t: usize) -> f64 {
         let (_, n_params, _) = Layout::counted(m, vocab);

@@ -185,8 +185,7 @@ impl PagedDecoder {
         let dec = model.layout.decoder.as_ref().expect("encoder-decoder has a decoder");
         for bp in &dec.blocks {
             let cp = bp.cross.as_ref().expect("decoder blocks have cross-attention");
-            let (k, v) = on_host(block::memory_kv(&ctx, cp, &memory, 1, src.len()));
-            d.cross.push(KvCache { k, v, len: src.len() });
+            d.cross.push(on_host(block::memory_kv_cache(&ctx, cp, &memory, src.len())));
         }
         Ok(d)
     }
@@ -376,7 +375,8 @@ fn paged_self_attention<H: Host>(
 ) -> Result<Vec<f32>> {
     let (d, m, t, len) = (ctx.be, ctx.cfg, st.t, st.pos0);
     let (nh, nkv, hs, bs) = (m.n_heads, m.n_kv_heads, m.head_size(), pool.block_size);
-    let (q, k, v) = block::qkv_heads(ctx, st, p, h)?;
+    let qkv = block::qkv_projection(ctx, st, p, h)?;
+    let [ql, kl, vl] = block::qkv_layouts(m, t);
     let (n, c, s) = (tables.len(), nh * hs, len + t);
     let (mut kb, mut vb) = (vec![0.0; n * nkv * s * hs], vec![0.0; n * nkv * s * hs]); // (B, NKV, S, HS)
     for (b, table) in tables.iter().enumerate() {
@@ -385,10 +385,9 @@ fn paged_self_attention<H: Host>(
             for j in 0..t {
                 let pos = len + j;
                 let (blk, row) = (table[pos / bs], pos % bs);
-                let src = ((b * nkv + kh) * t + j) * hs;
-                for (kv, from) in [(0, &k), (1, &v)] {
-                    let at = pool.at(blk, layer, kv, kh) + row * hs;
-                    pool.data[at..at + hs].copy_from_slice(&from[src..src + hs]);
+                for (kv, lay) in [(0, kl), (1, vl)] {
+                    let (at, src) = (pool.at(blk, layer, kv, kh) + row * hs, lay.at(b, kh, j));
+                    pool.data[at..at + hs].copy_from_slice(&qkv[src..src + hs]);
                 }
             }
         }
@@ -406,8 +405,8 @@ fn paged_self_attention<H: Host>(
     }
     let mut att = vec![0.0; n * t * c];
     let mut lse = vec![0.0; n * nh * t];
-    let sh = block::attn_shape(ctx, n, t, s, st.causal, len);
-    d.attention_forward(&mut att, &mut lse, &q, &kb, &vb, block::bias_of(ctx, st)?, &sh)?;
+    let sh = crate::backend::AttnShape { q: ql, ..block::attn_shape(ctx, n, t, s, st.causal, len) };
+    d.attention_forward(&mut att, &mut lse, &qkv, &kb, &vb, block::bias_of(ctx, st)?, &sh)?;
     block::linear_forward(ctx, &p.proj, &att, n * t)
 }
 
@@ -416,13 +415,13 @@ fn shared_cross_attention<H: Host>(ctx: &mut Ctx<H>, st: &StackCtx<H>, p: &Cross
     let (d, m, b, t) = (ctx.be, ctx.cfg, st.b, st.t);
     let (nh, hs) = (m.n_heads, m.head_size());
     let c = nh * hs;
-    let qp = block::linear_forward(ctx, &p.q, h, b * t)?;
-    let q = block::split_heads(d, &qp, b, t, c, 0, nh, hs)?;
+    let q = block::linear_forward(ctx, &p.q, h, b * t)?;
     let mut att = vec![0.0; b * t * c];
     let mut lse = vec![0.0; nh * t];
-    let sh = block::attn_shape(ctx, 1, t, kv.len, false, 0);
+    // Each sequence's queries are its T rows of q (T, NH·HS).
+    let sh = crate::backend::AttnShape { q: block::cross_attn_shape(ctx, 1, t, kv.len).q, ..block::attn_shape(ctx, 1, t, kv.len, false, 0) };
     for i in 0..b {
-        let qb = &q[i * nh * t * hs..(i + 1) * nh * t * hs];
+        let qb = &q[i * t * c..(i + 1) * t * c];
         d.attention_forward(&mut att[i * t * c..(i + 1) * t * c], &mut lse, qb, &kv.k, &kv.v, crate::backend::AttnBias::None, &sh)?;
     }
     block::linear_forward(ctx, &p.proj, &att, b * t)

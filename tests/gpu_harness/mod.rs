@@ -12,7 +12,7 @@
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use transformer_playground::backend::gpu::{Element, Encoder, Gpu, GpuBuffer, GpuSlice, GpuStep, PendingLoss};
-use transformer_playground::backend::{ops, AdamW, AttnBias, AttnShape, Backend, Routing, Segment, View};
+use transformer_playground::backend::{ops, AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing, Segment, View};
 use transformer_playground::config::{Activation, Config, NormKind};
 use transformer_playground::model::Batch;
 use transformer_playground::rng::Rng;
@@ -394,9 +394,7 @@ impl Backend for OnGpu {
 
     fn attention_backward(
         &self,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
+        grads: AttnGrads<&mut [f32]>,
         dtable: Option<&mut [f32]>,
         dout: &[f32],
         q: &[f32],
@@ -408,8 +406,16 @@ impl Backend for OnGpu {
         sh: &AttnShape,
     ) -> Result<()> {
         let ins = [Some(dout), Some(q), Some(k), Some(v), Some(out), Some(lse), table_of(&bias)];
-        on_gpu(0.0, ins, [Some(dq), Some(dk), Some(dv), dtable], |s, [dout, q, k, v, out, lse, table], [dq, dk, dv, dtable]| {
-            s.attention_backward(d(dq), d(dk), d(dv), dtable, d(dout), d(q), d(k), d(v), d(out), d(lse), device_bias(bias, table), sh)
+        let (first, second) = match grads {
+            AttnGrads::Qkv(all) => (all, None),
+            AttnGrads::QAndKv { dq, dkv } => (dq, Some(dkv)),
+        };
+        on_gpu(0.0, ins, [Some(first), second, dtable], |s, [dout, q, k, v, out, lse, table], [g1, g2, dtable]| {
+            let grads = match g2 {
+                None => AttnGrads::Qkv(d(g1)),
+                Some(dkv) => AttnGrads::QAndKv { dq: d(g1), dkv },
+            };
+            s.attention_backward(grads, dtable, d(dout), d(q), d(k), d(v), d(out), d(lse), device_bias(bias, table), sh)
         })
         .map(drop)
     }
@@ -463,8 +469,8 @@ impl Backend for OnGpu {
         .map(drop)
     }
 
-    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
-        on_gpu(0.0, [], [Some(x)], |s, [], [x]| s.rope(d(x), t, hs, pos0, theta, inverse)).map(drop)
+    fn rope(&self, x: &mut [f32], lay: HeadLayout, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        on_gpu(0.0, [], [Some(x)], |s, [], [x]| s.rope(d(x), lay, b, h, t, hs, pos0, theta, inverse)).map(drop)
     }
 
     /// The loss sum lands in the step's scalars buffer; the mean is formed from it as the trainer forms it.
@@ -500,16 +506,8 @@ impl Backend for OnGpu {
         on_gpu(0.0, [Some(m)], [Some(a)], |s, [m], [a]| s.mul_into(d(a), d(m))).map(drop)
     }
 
-    fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        on_gpu(0.0, [Some(src)], [Some(out)], |s, [src], [out]| s.split_heads(d(out), d(src), b, t, stride, off, nh, hs)).map(drop)
-    }
-
-    fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        on_gpu(0.0, [Some(src)], [Some(dst)], |s, [src], [dst]| s.merge_heads(d(dst), d(src), b, t, stride, off, nh, hs)).map(drop)
-    }
-
-    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
-        on_gpu(0.0, [Some(old), Some(new)], [Some(out)], |s, [old, new], [out]| s.append_heads(d(out), d(old), d(new), h, len, n, hs)).map(drop)
+    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], new_lay: HeadLayout, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+        on_gpu(0.0, [Some(old), Some(new)], [Some(out)], |s, [old, new], [out]| s.append_heads(d(out), d(old), d(new), new_lay, h, len, n, hs)).map(drop)
     }
 
     fn gru_forward(&self, h: &mut [f32], gates: &mut [f32], gi: &[f32], w_hh: &[f32], b_hh: Option<&[f32]>, h0: Option<&[f32]>, b: usize, t: usize, c: usize) -> Result<()> {

@@ -7,17 +7,23 @@
 //! Within a (tile, block) pair every product is a small matrix product (`tile::gemm`): S = Q·Kᵀ, O += P·V,
 //! dP = dO·Vᵀ, dQ += dS·K, dV += Pᵀ·dO, dK += dSᵀ·Q, with Kᵀ and Vᵀ transposed once per kv head.
 //!
+//! q, k and v are read at their `HeadLayout`s (rows of HS floats at a row stride: straight from the qkv
+//! projection, or contiguous heads of a KV cache), and dq, dk, dv are added at the same layouts.
+//!
 //! Parallel split (every task owns what it writes, so no result depends on the thread count):
 //! - forward: one task per (batch, query tile), all heads: it owns out[b, tile, :]; its lse values come back
 //!   with it and are scattered in task order.
 //! - backward: one task per (batch, kv head): it owns dk, dv of that kv head and dq of the query heads that share
-//!   it. The relative-bias table gradient goes to a per-task buffer, summed into dtable in task order.
+//!   it. Those rows are interleaved with other tasks' rows in the gradient buffer (dqkv's columns), so a task adds
+//!   them through `SharedGrad`. The relative-bias table gradient goes to a per-task buffer, summed into dtable in
+//!   task order.
 
 use super::math;
 use super::simd::multiversion;
 use super::tile::{self, Rows};
-use crate::backend::{AttnBias, AttnShape};
+use crate::backend::{AttnBias, AttnGrads, AttnShape, HeadLayout};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Query rows per tile.
 const TQ: usize = 16;
@@ -34,18 +40,16 @@ struct Inputs<'a> {
 }
 
 impl Inputs<'_> {
-    /// Query rows of head h of batch b (T × HS).
+    /// Query rows i0.. of head h of batch b.
     #[inline(always)]
-    fn q_head(&self, b: usize, h: usize) -> &[f32] {
-        let (t, hs) = (self.sh.t, self.sh.hs);
-        &self.q[(b * self.sh.nh + h) * t * hs..][..t * hs]
+    fn q_rows(&self, b: usize, h: usize, i0: usize) -> Rows<'_> {
+        Rows { data: &self.q[self.sh.q.at(b, h, i0)..], ld: self.sh.q.row }
     }
 
-    /// Keys (or values) of kv head g of batch b (S × HS).
+    /// Key (or value) rows j0.. of kv head g of batch b, from x at layout `lay`.
     #[inline(always)]
-    fn kv_head<'s>(&self, x: &'s [f32], b: usize, g: usize) -> &'s [f32] {
-        let (s, hs) = (self.sh.s, self.sh.hs);
-        &x[(b * self.sh.nkv + g) * s * hs..][..s * hs]
+    fn kv_rows<'s>(&self, x: &'s [f32], lay: HeadLayout, b: usize, g: usize, j0: usize) -> Rows<'s> {
+        Rows { data: &x[lay.at(b, g, j0)..], ld: lay.row }
     }
 
     /// Keys a query tile at rows i0..i0+rows may see: all S, or up to its last query's position when causal.
@@ -95,9 +99,9 @@ impl Inputs<'_> {
     }
 }
 
-/// t (cols × rows) = x (rows × cols)ᵀ, by 16×16 blocks held in a local array (whole-row copies in and out, no
-/// per-element bounds checks); partial blocks at the edges element by element.
-fn transpose_into(t: &mut [f32], x: &[f32], rows: usize, cols: usize) {
+/// t (cols × rows) = x (rows × cols, row r at x[r·ld])ᵀ, by 16×16 blocks held in a local array (whole-row copies
+/// in and out, no per-element bounds checks); partial blocks at the edges element by element.
+fn transpose_into(t: &mut [f32], x: &[f32], ld: usize, rows: usize, cols: usize) {
     const BLK: usize = 16;
     for r0 in (0..rows).step_by(BLK) {
         let rb = BLK.min(rows - r0);
@@ -106,7 +110,7 @@ fn transpose_into(t: &mut [f32], x: &[f32], rows: usize, cols: usize) {
             if rb == BLK && cb == BLK {
                 let mut blk = [[0.0f32; BLK]; BLK];
                 for (r, row) in blk.iter_mut().enumerate() {
-                    *row = x[(r0 + r) * cols + c0..][..BLK].try_into().unwrap();
+                    *row = x[(r0 + r) * ld + c0..][..BLK].try_into().unwrap();
                 }
                 for c in 0..BLK {
                     let col: [f32; BLK] = std::array::from_fn(|r| blk[r][c]);
@@ -115,7 +119,7 @@ fn transpose_into(t: &mut [f32], x: &[f32], rows: usize, cols: usize) {
             } else {
                 for c in c0..c0 + cb {
                     for (r, v) in t[c * rows + r0..][..rb].iter_mut().enumerate() {
-                        *v = x[(r0 + r) * cols + c];
+                        *v = x[(r0 + r) * ld + c];
                     }
                 }
             }
@@ -123,10 +127,10 @@ fn transpose_into(t: &mut [f32], x: &[f32], rows: usize, cols: usize) {
     }
 }
 
-/// (rows × cols) → (cols × rows)
-pub(super) fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+/// (rows × cols, row r at x[r·ld]) → (cols × rows)
+pub(super) fn transpose(x: &[f32], ld: usize, rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; rows * cols];
-    transpose_into(&mut t, x, rows, cols);
+    transpose_into(&mut t, x, ld, rows, cols);
     t
 }
 
@@ -149,7 +153,7 @@ pub fn attention_forward(
     // Kᵀ of every (batch, kv head), (HS × S) each, made once and shared by all query tiles.
     let (s, hs) = (sh.s, sh.hs);
     let mut kt = vec![0.0f32; sh.b * sh.nkv * hs * s];
-    let tr = |(bg, kt): (usize, &mut [f32])| transpose_into(kt, &k[bg * s * hs..][..s * hs], s, hs);
+    let tr = |(bg, kt): (usize, &mut [f32])| transpose_into(kt, &k[sh.k.at(bg / sh.nkv, bg % sh.nkv, 0)..], sh.k.row, s, hs);
     if parallel {
         kt.par_chunks_mut((hs * s).max(1)).enumerate().for_each(tr);
     } else {
@@ -188,8 +192,7 @@ multiversion! {
         for h in 0..sh.nh {
             let g = h / sh.group();
             let kt = &kt_all[(b * sh.nkv + g) * hs * s..][..hs * s];
-            let vh = inp.kv_head(inp.v, b, g);
-            let q = Rows { data: &inp.q_head(b, h)[i0 * hs..], ld: hs };
+            let q = inp.q_rows(b, h, i0);
             let oh = &mut o[h * hs..];
             m.fill(f32::NEG_INFINITY);
             l.fill(0.0);
@@ -214,7 +217,7 @@ multiversion! {
                         math::scale(&mut oh[r * c..][..hs], corr);
                     }
                 }
-                tile::gemm(oh, c, true, Rows { data: &p, ld: KB }, Rows { data: &vh[j0 * hs..], ld: hs }, rows, hs, kb);
+                tile::gemm(oh, c, true, Rows { data: &p, ld: KB }, inp.kv_rows(inp.v, sh.v, b, g, j0), rows, hs, kb);
             }
             for r in 0..rows {
                 if l[r] > 0.0 {
@@ -227,11 +230,59 @@ multiversion! {
     }
 }
 
+/// A gradient buffer that the backward's tasks add into at the same time, each at rows no other task touches.
+/// A task's rows are interleaved with other tasks' rows (a head's columns of dqkv), so no task can hold a `&mut`
+/// slice of its own. The buffer is shared as atomics instead, read and written with relaxed loads and stores: on
+/// the CPUs and in wasm these are plain loads and stores, and they keep the code free of data races even if the
+/// layouts did overlap (then the sums would be wrong, not undefined; `rows_disjoint` checks it in debug builds).
+pub(super) struct SharedGrad<'a>(&'a [AtomicU32]);
+
+impl SharedGrad<'_> {
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(super) fn new(x: &mut [f32]) -> SharedGrad<'_> {
+        // SAFETY: AtomicU32 has the size and alignment of f32, and the exclusive borrow of x lasts as long as this
+        // view of it.
+        SharedGrad(unsafe { &*(x as *mut [f32] as *const [AtomicU32]) })
+    }
+
+    /// x[at + r·ld + d] += src[r·HS + d] for each row r of src (rows × HS).
+    pub(super) fn add_rows(&self, at: usize, ld: usize, src: &[f32], hs: usize) {
+        for (r, row) in src.chunks_exact(hs).enumerate() {
+            for (a, &x) in self.0[at + r * ld..][..hs].iter().zip(row) {
+                a.store((f32::from_bits(a.load(Relaxed)) + x).to_bits(), Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether the head rows of HS floats at these layouts are pairwise disjoint (then every element of the gradient
+/// buffer has at most one writer).
+fn rows_disjoint(parts: &[(HeadLayout, usize, usize)], b: usize, hs: usize) -> bool {
+    let mut starts: Vec<usize> = parts
+        .iter()
+        .flat_map(|&(lay, h, n)| (0..b).flat_map(move |bi| (0..h).flat_map(move |hi| (0..n).map(move |t| lay.at(bi, hi, t)))))
+        .collect();
+    starts.sort_unstable();
+    starts.windows(2).all(|w| w[1] - w[0] >= hs)
+}
+
+/// Whether dq, dk and dv laid out as `sh` says, in one buffer (`shared`) or dq in one and dk, dv in another, have
+/// one writer per element.
+pub(super) fn grads_disjoint(sh: &AttnShape, shared: bool) -> bool {
+    let (ql, kl, vl) = ((sh.q, sh.nh, sh.t), (sh.k, sh.nkv, sh.s), (sh.v, sh.nkv, sh.s));
+    if shared {
+        rows_disjoint(&[ql, kl, vl], sh.b, sh.hs)
+    } else {
+        rows_disjoint(&[ql], sh.b, sh.hs) && rows_disjoint(&[kl, vl], sh.b, sh.hs)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    grads: AttnGrads<&mut [f32]>,
     dtable: Option<&mut [f32]>,
     dout: &[f32],
     q: &[f32],
@@ -242,24 +293,32 @@ pub fn attention_backward(
     bias: AttnBias,
     sh: &AttnShape,
     parallel: bool,
-) {
-    let (t, s, hs, grp) = (sh.t, sh.s, sh.hs, sh.group());
+) -> Result<(), String> {
+    let (t, s) = (sh.t, sh.s);
     if t == 0 || s == 0 || sh.b == 0 {
-        return;
+        return Ok(());
     }
+    let (dq, dkv) = match grads {
+        AttnGrads::Qkv(all) => (SharedGrad::new(all), None),
+        AttnGrads::QAndKv { dq, dkv } => (SharedGrad::new(dq), Some(SharedGrad::new(dkv))),
+    };
+    let kv_len = dkv.as_ref().unwrap_or(&dq).0.len();
+    if sh.q_end() > dq.0.len() || sh.k_end().max(sh.v_end()) > kv_len {
+        return Err(format!(
+            "attention gradients: the layouts need {} (dq) and {} (dk, dv) elements, the buffers hold {} and {kv_len}",
+            sh.q_end(),
+            sh.k_end().max(sh.v_end()),
+            dq.0.len()
+        ));
+    }
+    debug_assert!(grads_disjoint(sh, dkv.is_none()), "attention gradients: the layouts of dq, dk and dv overlap");
+    let out_grads = Grads { dq: &dq, dkv: dkv.as_ref().unwrap_or(&dq) };
     let inp = Inputs { sh, bias, q, k, v };
     let saved = Saved { dout, out, lse, want_dtable: dtable.is_some() };
+    let run = |bg: usize| backward_group(&out_grads, &inp, &saved, bg / sh.nkv, bg % sh.nkv);
     let groups = sh.b * sh.nkv;
-    type Task<'a> = (usize, (&'a mut [f32], (&'a mut [f32], &'a mut [f32])));
-    let tasks: Vec<Task> = dq[..groups * grp * t * hs]
-        .chunks_mut(grp * t * hs)
-        .zip(dk[..groups * s * hs].chunks_mut(s * hs).zip(dv[..groups * s * hs].chunks_mut(s * hs)))
-        .enumerate()
-        .collect();
-    let run =
-        |(bg, (dq_g, (dk_g, dv_g))): Task| backward_group(dq_g, dk_g, dv_g, &inp, &saved, bg / sh.nkv, bg % sh.nkv);
     let partials: Vec<Option<Vec<f32>>> =
-        if parallel { tasks.into_par_iter().map(run).collect() } else { tasks.into_iter().map(run).collect() };
+        if parallel { (0..groups).into_par_iter().map(run).collect() } else { (0..groups).map(run).collect() };
     if let Some(dt) = dtable {
         for part in partials.iter().flatten() {
             for (d, p) in dt.iter_mut().zip(part) {
@@ -267,6 +326,13 @@ pub fn attention_backward(
             }
         }
     }
+    Ok(())
+}
+
+/// Where a task adds its gradients: dq, and dk and dv (the same buffer as dq for self-attention's dqkv).
+struct Grads<'a> {
+    dq: &'a SharedGrad<'a>,
+    dkv: &'a SharedGrad<'a>,
 }
 
 /// The forward's saved results and the incoming gradient.
@@ -278,27 +344,27 @@ struct Saved<'a> {
 }
 
 multiversion! {
-    /// Gradients of kv head g of batch b: dq of its query heads (group × T × HS), dk, dv (S × HS); returns this
-    /// task's share of dtable (buckets × NH) when there is a relative bias.
-    fn backward_group(dq_g: &mut [f32], dk_g: &mut [f32], dv_g: &mut [f32], inp: &Inputs, sv: &Saved, b: usize, g: usize) -> Option<Vec<f32>> {
+    /// Gradients of kv head g of batch b: dq of its query heads (T × HS each), dk, dv (S × HS), accumulated in
+    /// local tiles and added at their layouts; returns this task's share of dtable (buckets × NH) when there is a
+    /// relative bias.
+    fn backward_group(gr: &Grads, inp: &Inputs, sv: &Saved, b: usize, g: usize) -> Option<Vec<f32>> {
         let sh = inp.sh;
         let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
-        let kh = inp.kv_head(inp.k, b, g);
-        let (kt, vt) = (transpose(kh, s, hs), transpose(inp.kv_head(inp.v, b, g), s, hs));
+        let (kt, vt) = (transpose(&inp.k[sh.k.at(b, g, 0)..], sh.k.row, s, hs), transpose(&inp.v[sh.v.at(b, g, 0)..], sh.v.row, s, hs));
         let mut dtab = match inp.bias {
             AttnBias::Relative { table, .. } if sv.want_dtable => Some(vec![0.0f32; table.len()]),
             _ => None,
         };
-        // Per tile and block: p (rows × KB), ds (rows × KB).
+        // Per tile and block: p (rows × KB), ds (rows × KB); this tile's dq (rows × HS); the kv head's dk, dv.
         let (mut p, mut ds) = ([0.0f32; TQ * KB], [0.0f32; TQ * KB]);
         let (mut dd, mut lr) = ([0.0f32; TQ], [0.0f32; TQ]);
+        let mut dq_t = vec![0.0f32; TQ * hs];
+        let (mut dk_g, mut dv_g) = (vec![0.0f32; s * hs], vec![0.0f32; s * hs]);
         for hl in 0..sh.group() {
             let h = g * sh.group() + hl;
-            let qh = inp.q_head(b, h);
-            let dq_h = &mut dq_g[hl * t * hs..][..t * hs];
             for i0 in (0..t).step_by(TQ) {
                 let rows = TQ.min(t - i0);
-                let q = Rows { data: &qh[i0 * hs..], ld: hs };
+                let q = inp.q_rows(b, h, i0);
                 // dout rows of this tile and head: row r at dout_t[r·C ..][..HS].
                 let dout_t = Rows { data: &sv.dout[(b * t + i0) * c + h * hs..], ld: c };
                 for r in 0..rows {
@@ -306,6 +372,7 @@ multiversion! {
                     dd[r] = math::dot(&dout_t.data[r * c..][..hs], o_row);
                     lr[r] = sv.lse[(b * sh.nh + h) * t + i0 + r];
                 }
+                math::fill(&mut dq_t, 0.0);
                 for j0 in (0..inp.key_end(i0, rows)).step_by(KB) {
                     let kb = KB.min(inp.key_end(i0, rows) - j0);
                     tile::gemm(&mut p, KB, false, q, Rows { data: &kt[j0..], ld: s }, rows, kb, hs);
@@ -324,13 +391,16 @@ multiversion! {
                         math::scale(dsrow, sh.scale);
                     }
                     let (p_, ds_) = (Rows { data: &p, ld: KB }, Rows { data: &ds, ld: KB });
-                    tile::gemm(&mut dq_h[i0 * hs..], hs, true, ds_, Rows { data: &kh[j0 * hs..], ld: hs }, rows, hs, kb);
+                    tile::gemm(&mut dq_t, hs, true, ds_, inp.kv_rows(inp.k, sh.k, b, g, j0), rows, hs, kb);
                     // dV += Pᵀ·dO, dK += dSᵀ·Q: P and dS are (rows × kb), read as the transposes of (kb × rows).
                     tile::gemm_tn(&mut dv_g[j0 * hs..], hs, true, p_, dout_t, kb, hs, rows);
                     tile::gemm_tn(&mut dk_g[j0 * hs..], hs, true, ds_, q, kb, hs, rows);
                 }
+                gr.dq.add_rows(sh.q.at(b, h, i0), sh.q.row, &dq_t[..rows * hs], hs);
             }
         }
+        gr.dkv.add_rows(sh.k.at(b, g, 0), sh.k.row, &dk_g, hs);
+        gr.dkv.add_rows(sh.v.at(b, g, 0), sh.v.row, &dv_g, hs);
         dtab
     }
 }

@@ -10,8 +10,9 @@
 //! Backward, the softmax Jacobian written out (Vaswani et al. 2017; the same terms as `ops::attention`):
 //!   dV_g += Σ_h Pᵀ·dO_h;  dP = dO_h·V_gᵀ;  dS_ij = P_ij·(dP_ij − Σ_k P_ik·dP_ik);
 //!   dQ_h += scale·dS·K_g;  dK_g += scale·Σ_h dSᵀ·Q_h
-//! with dP, then dS, in a second (B,NH,T,S) matrix. Same layouts, masks (causal with q_offset, bidirectional,
-//! cross S ≠ T) and head sharing as the fused op, so the same inputs give the same out, dq, dk, dv. No score bias
+//! with dP, then dS, in a second (B,NH,T,S) matrix. Same layouts (q, k, v read at `AttnShape`'s `HeadLayout`s, dq,
+//! dk, dv added at them), masks (causal with q_offset, bidirectional, cross S ≠ T) and head sharing as the fused
+//! op, so the same inputs give the same out, dq, dk, dv. No score bias
 //! (ALiBi, T5 relative) and no lse, as on the GPU.
 //!
 //! Every product is a `tile::gemm` (the fused kernels' own micro-kernel), so a timing of the two paths compares
@@ -22,13 +23,14 @@
 //! - forward: one task per (batch, head) fills its P; then one task per (batch, TQ query rows) writes those rows
 //!   of out, all heads.
 //! - backward: one task per (batch, head) forms its dS and dQ; then one task per (batch, kv head, KB keys) adds
-//!   dK and dV of those keys over the query heads that share them.
+//!   dK and dV of those keys over the query heads that share them. Each task sums into local rows and adds them
+//!   at their layout through `attention::SharedGrad` (its rows interleave with other tasks' in dqkv).
 
-use super::attention::transpose;
+use super::attention::{grads_disjoint, transpose, SharedGrad};
 use super::math;
 use super::simd::multiversion;
 use super::tile::{self, Rows};
-use crate::backend::AttnShape;
+use crate::backend::{AttnGrads, AttnShape, HeadLayout};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -44,6 +46,7 @@ pub fn attention_naive_probs_len(sh: &AttnShape) -> usize {
 
 /// Floats the naive path holds beyond q, k, v, out, dout and the gradients, at its peak (the backward):
 /// probs (B,NH,T,S), kept from the forward, + dS (B,NH,T,S) + Vᵀ (B,NKV,HS,S). The forward holds probs + Kᵀ, less.
+/// Not counted: each running task's own gradient rows before it adds them, (T × HS) or 2·(KB × HS).
 pub fn attention_naive_scratch_floats(sh: &AttnShape) -> usize {
     2 * attention_naive_probs_len(sh) + sh.b * sh.nkv * sh.hs * sh.s
 }
@@ -62,9 +65,6 @@ fn check(sh: &AttnShape) -> Result<()> {
     Ok(())
 }
 
-/// Two buffers one task writes (dS and dq of a head; dk and dv of a key block).
-type Pair<'a> = (&'a mut [f32], &'a mut [f32]);
-
 /// Runs `f` on every task, on the pool when `parallel`.
 fn each<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
     if parallel {
@@ -74,10 +74,9 @@ fn each<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
     }
 }
 
-/// xᵀ of every (batch, kv head) of x (B,NKV,S,HS): (B,NKV,HS,S).
-fn transpose_heads(x: &[f32], sh: &AttnShape) -> Vec<f32> {
-    let n = sh.s * sh.hs;
-    x[..sh.b * sh.nkv * n].chunks(n).flat_map(|head| transpose(head, sh.s, sh.hs)).collect()
+/// xᵀ of every (batch, kv head) of x (B,NKV,S,HS) at layout `lay`: (B,NKV,HS,S), contiguous.
+fn transpose_heads(x: &[f32], lay: HeadLayout, sh: &AttnShape) -> Vec<f32> {
+    (0..sh.b * sh.nkv).flat_map(|bg| transpose(&x[lay.at(bg / sh.nkv, bg % sh.nkv, 0)..], lay.row, sh.s, sh.hs)).collect()
 }
 
 /// Keys query i (of this call) may see: a prefix of the S keys.
@@ -91,16 +90,16 @@ fn visible(sh: &AttnShape, i: usize) -> usize {
 }
 
 /// out (B,T,NH·HS) = softmax(scale·q·kᵀ, masked)·v, with the probabilities left in probs (B,NH,T,S) for
-/// `attention_naive_backward`. q (B,NH,T,HS), k, v (B,NKV,S,HS).
+/// `attention_naive_backward`. q (B,NH,T,HS), k, v (B,NKV,S,HS) at their layouts in `sh`.
 pub fn attention_naive_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k: &[f32], v: &[f32], sh: &AttnShape) -> Result<()> {
     check(sh)?;
-    let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
-    let (nq, nkv) = (sh.b * sh.nh * t * hs, sh.b * sh.nkv * s * hs);
-    for (what, len, n) in [("out", out.len(), nq), ("probs", probs.len(), attention_naive_probs_len(sh)), ("q", q.len(), nq)] {
+    let (t, s, c) = (sh.t, sh.s, sh.nh * sh.hs);
+    let nq = sh.b * t * c;
+    for (what, len, n) in [("out", out.len(), nq), ("probs", probs.len(), attention_naive_probs_len(sh)), ("q", q.len(), sh.q_end())] {
         need(what, len, n)?;
     }
-    need("k", k.len(), nkv)?;
-    need("v", v.len(), nkv)?;
+    need("k", k.len(), sh.k_end())?;
+    need("v", v.len(), sh.v_end())?;
     if sh.b == 0 || t == 0 {
         return Ok(());
     }
@@ -109,7 +108,7 @@ pub fn attention_naive_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k:
         return Ok(());
     }
     let par = super::attention_work(sh) >= super::PAR_FLOPS;
-    let kt = transpose_heads(k, sh);
+    let kt = transpose_heads(k, sh.k, sh);
     // P = softmax(S) of each (batch, head), in place in probs.
     let heads: Vec<(usize, &mut [f32])> = probs[..attention_naive_probs_len(sh)].chunks_mut(t * s).enumerate().collect();
     each(heads, par, |(bh, p)| probs_head(p, q, &kt, sh, bh));
@@ -125,12 +124,12 @@ pub fn attention_naive_forward(out: &mut [f32], probs: &mut [f32], q: &[f32], k:
     Ok(())
 }
 
-/// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += the gradients of `attention_naive_forward`, from the probabilities it
-/// left in probs (B,NH,T,S) and dout (B,T,NH·HS). Allocates the second (B,NH,T,S) matrix, dS, for the call.
+/// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += the gradients of `attention_naive_forward`, at the layouts of q, k, v,
+/// into `grads`, from the probabilities it left in probs (B,NH,T,S) and dout (B,T,NH·HS). Allocates the second
+/// (B,NH,T,S) matrix, dS, for the call.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_naive_backward(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    grads: AttnGrads<&mut [f32]>,
     dout: &[f32],
     q: &[f32],
     k: &[f32],
@@ -139,36 +138,35 @@ pub fn attention_naive_backward(
     sh: &AttnShape,
 ) -> Result<()> {
     check(sh)?;
-    let (t, s, hs) = (sh.t, sh.s, sh.hs);
-    let (nq, nkv) = (sh.b * sh.nh * t * hs, sh.b * sh.nkv * s * hs);
-    for (what, len, n) in [("dq", dq.len(), nq), ("dout", dout.len(), nq), ("q", q.len(), nq), ("probs", probs.len(), attention_naive_probs_len(sh))] {
+    let (t, s, c) = (sh.t, sh.s, sh.nh * sh.hs);
+    let (dq, dkv) = match grads {
+        AttnGrads::Qkv(all) => (SharedGrad::new(all), None),
+        AttnGrads::QAndKv { dq, dkv } => (SharedGrad::new(dq), Some(SharedGrad::new(dkv))),
+    };
+    let dkv_len = dkv.as_ref().unwrap_or(&dq).len();
+    let ins = [("dout", dout.len(), sh.b * t * c), ("q", q.len(), sh.q_end()), ("probs", probs.len(), attention_naive_probs_len(sh))];
+    for (what, len, n) in [("dq", dq.len(), sh.q_end()), ("dk, dv", dkv_len, sh.k_end().max(sh.v_end()))].into_iter().chain(ins) {
         need(what, len, n)?;
     }
-    for (what, len) in [("dk", dk.len()), ("dv", dv.len()), ("k", k.len()), ("v", v.len())] {
-        need(what, len, nkv)?;
+    for (what, len, n) in [("k", k.len(), sh.k_end()), ("v", v.len(), sh.v_end())] {
+        need(what, len, n)?;
     }
     if sh.b == 0 || t == 0 || s == 0 {
         return Ok(());
     }
+    debug_assert!(grads_disjoint(sh, dkv.is_none()), "naive attention gradients: the layouts of dq, dk and dv overlap");
+    let dkv = dkv.as_ref().unwrap_or(&dq);
     let par = super::attention_work(sh) >= super::PAR_FLOPS;
-    let vt = transpose_heads(v, sh);
+    let vt = transpose_heads(v, sh.v, sh);
     // dP = dO_h·V_gᵀ, turned into dS row by row; dQ_h += scale·dS·K_g. One task per (batch, head).
     let mut ds = vec![0.0f32; attention_naive_probs_len(sh)];
-    let heads: Vec<(usize, Pair)> =
-        ds.chunks_mut(t * s).zip(dq[..nq].chunks_mut(t * hs)).enumerate().collect();
-    each(heads, par, |(bh, (ds_h, dq_h))| grads_of_head(ds_h, dq_h, probs, dout, k, &vt, sh, bh));
+    let heads: Vec<(usize, &mut [f32])> = ds.chunks_mut(t * s).enumerate().collect();
+    each(heads, par, |(bh, ds_h)| grads_of_head(ds_h, &dq, probs, dout, k, &vt, sh, bh));
     drop(vt);
     // dV_g += Σ_h Pᵀ·dO_h and dK_g += Σ_h dSᵀ·Q_h over KB keys at a time: one task per (batch, kv head, key block).
     let ds = &ds;
-    let blocks: Vec<(usize, usize, Pair)> = dk[..nkv]
-        .chunks_mut(s * hs)
-        .zip(dv[..nkv].chunks_mut(s * hs))
-        .enumerate()
-        .flat_map(|(bg, (dk_g, dv_g))| {
-            dk_g.chunks_mut(KB * hs).zip(dv_g.chunks_mut(KB * hs)).enumerate().map(move |(jb, d)| (bg, jb * KB, d))
-        })
-        .collect();
-    each(blocks, par, |(bg, j0, (dk_blk, dv_blk))| grads_of_keys(dk_blk, dv_blk, probs, ds, dout, q, sh, bg, j0));
+    let blocks: Vec<(usize, usize)> = (0..sh.b * sh.nkv).flat_map(|bg| (0..s).step_by(KB).map(move |j0| (bg, j0))).collect();
+    each(blocks, par, |(bg, j0)| grads_of_keys(dkv, probs, ds, dout, q, sh, bg, j0));
     Ok(())
 }
 
@@ -183,7 +181,7 @@ multiversion! {
         let (b, h) = (bh / sh.nh, bh % sh.nh);
         let g = h / sh.group();
         let kt_g = Rows { data: &kt[(b * sh.nkv + g) * hs * s..], ld: s };
-        tile::gemm(p, s, false, Rows { data: &q[bh * t * hs..], ld: hs }, kt_g, t, s, hs);
+        tile::gemm(p, s, false, Rows { data: &q[sh.q.at(b, h, 0)..], ld: sh.q.row }, kt_g, t, s, hs);
         for (i, row) in p.chunks_exact_mut(s).enumerate() {
             let n = visible(sh, i);
             math::scale(&mut row[..n], sh.scale);
@@ -204,16 +202,16 @@ multiversion! {
         for h in 0..sh.nh {
             let g = h / sh.group();
             let p = Rows { data: &probs[((b * sh.nh + h) * t + i0) * s..], ld: s };
-            let v_g = Rows { data: &v[(b * sh.nkv + g) * s * hs..], ld: hs };
+            let v_g = Rows { data: &v[sh.v.at(b, g, 0)..], ld: sh.v.row };
             tile::gemm(&mut o[h * hs..], c, false, p, v_g, rows, hs, s);
         }
     }
 }
 
 multiversion! {
-    /// dS (T × S) and dq (T × HS) += of (batch, head) bh: dP = dO_h·V_gᵀ, dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)),
-    /// dQ_h += dS·K_g. vt: Vᵀ of every (batch, kv head).
-    fn grads_of_head(ds_h: &mut [f32], dq_h: &mut [f32], probs: &[f32], dout: &[f32], k: &[f32], vt: &[f32], sh: &AttnShape, bh: usize) {
+    /// dS (T × S) and dq (T × HS, added at q's layout) += of (batch, head) bh: dP = dO_h·V_gᵀ,
+    /// dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ_h += dS·K_g. vt: Vᵀ of every (batch, kv head).
+    fn grads_of_head(ds_h: &mut [f32], dq: &SharedGrad, probs: &[f32], dout: &[f32], k: &[f32], vt: &[f32], sh: &AttnShape, bh: usize) {
         let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
         let (b, h) = (bh / sh.nh, bh % sh.nh);
         let g = h / sh.group();
@@ -224,17 +222,20 @@ multiversion! {
             math::dsoftmax(dsrow, prow, d);
             math::scale(dsrow, sh.scale);
         }
-        tile::gemm(dq_h, hs, true, Rows { data: ds_h, ld: s }, Rows { data: &k[(b * sh.nkv + g) * s * hs..], ld: hs }, t, hs, s);
+        let mut dq_h = vec![0.0f32; t * hs];
+        tile::gemm(&mut dq_h, hs, false, Rows { data: ds_h, ld: s }, Rows { data: &k[sh.k.at(b, g, 0)..], ld: sh.k.row }, t, hs, s);
+        dq.add_rows(sh.q.at(b, h, 0), sh.q.row, &dq_h, hs);
     }
 }
 
 multiversion! {
-    /// dk, dv += of keys j0.. of (batch, kv head) bg (dk_blk, dv_blk: kb × HS), over the query heads sharing it:
-    /// dV += Pᵀ·dO_h, dK += dSᵀ·Q_h, TQ query rows at a time.
-    fn grads_of_keys(dk_blk: &mut [f32], dv_blk: &mut [f32], probs: &[f32], ds: &[f32], dout: &[f32], q: &[f32], sh: &AttnShape, bg: usize, j0: usize) {
+    /// dk, dv += of keys j0.. of (batch, kv head) bg (kb × HS each, added at k's and v's layouts), over the query
+    /// heads sharing it: dV += Pᵀ·dO_h, dK += dSᵀ·Q_h, TQ query rows at a time.
+    fn grads_of_keys(dkv: &SharedGrad, probs: &[f32], ds: &[f32], dout: &[f32], q: &[f32], sh: &AttnShape, bg: usize, j0: usize) {
         let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
         let (b, g) = (bg / sh.nkv, bg % sh.nkv);
-        let kb = dk_blk.len() / hs;
+        let kb = KB.min(s - j0);
+        let (mut dk_blk, mut dv_blk) = (vec![0.0f32; kb * hs], vec![0.0f32; kb * hs]);
         for h in g * sh.group()..(g + 1) * sh.group() {
             let bh = b * sh.nh + h;
             for i0 in (0..t).step_by(TQ) {
@@ -243,9 +244,11 @@ multiversion! {
                 let p = Rows { data: &probs[(bh * t + i0) * s + j0..], ld: s };
                 let dsb = Rows { data: &ds[(bh * t + i0) * s + j0..], ld: s };
                 let dout_rows = Rows { data: &dout[(b * t + i0) * c + h * hs..], ld: c };
-                tile::gemm_tn(dv_blk, hs, true, p, dout_rows, kb, hs, rows);
-                tile::gemm_tn(dk_blk, hs, true, dsb, Rows { data: &q[(bh * t + i0) * hs..], ld: hs }, kb, hs, rows);
+                tile::gemm_tn(&mut dv_blk, hs, true, p, dout_rows, kb, hs, rows);
+                tile::gemm_tn(&mut dk_blk, hs, true, dsb, Rows { data: &q[sh.q.at(b, h, i0)..], ld: sh.q.row }, kb, hs, rows);
             }
         }
+        dkv.add_rows(sh.k.at(b, g, j0), sh.k.row, &dk_blk, hs);
+        dkv.add_rows(sh.v.at(b, g, j0), sh.v.row, &dv_blk, hs);
     }
 }

@@ -1,6 +1,6 @@
-//! The model's glue ops on the CPU (embedding, residual adds, dropout masks, head split/merge, the KV cache's
-//! append, zeroing): the reference's loops (`ops::glue`) cut into fixed pieces that run on the pool when large
-//! (natively; not in the browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result.
+//! The model's glue ops on the CPU (embedding, residual adds, dropout masks, the KV cache's append, zeroing): the
+//! reference's loops (`ops::glue`) cut into fixed pieces that run on the pool when large (natively; not in the
+//! browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result.
 
 use super::math::copy;
 use super::PAR_MEMORY_BOUND;
@@ -106,42 +106,5 @@ pub fn embedding_backward(dwte: &mut [f32], mut dwpe: Option<&mut [f32]>, dx: &[
         if let Some(wpe) = dwpe.as_deref_mut() {
             wpe[(r % t) * c..][..c].iter_mut().zip(d).for_each(|(a, b)| *a += b);
         }
-    }
-}
-
-/// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d; one piece per batch row (it owns out[bi]).
-pub fn split_heads(out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
-    let one = |(bi, out): (usize, &mut [f32])| {
-        for ti in 0..t {
-            let row = &src[(bi * t + ti) * stride + off..];
-            for h in 0..nh {
-                copy(&mut out[(h * t + ti) * hs..][..hs], &row[h * hs..(h + 1) * hs]);
-            }
-        }
-    };
-    let out = &mut out[..b * nh * t * hs];
-    if parallel(out.len()) {
-        out.par_chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
-    } else {
-        out.chunks_mut((nh * t * hs).max(1)).enumerate().for_each(one);
-    }
-}
-
-/// dst (B,T,stride) columns [off, off + H·HS) ← src (B,H,T,HS); one piece per batch row (it owns dst's rows
-/// bi·T .. (bi+1)·T).
-pub fn merge_heads(dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
-    let one = |(bi, rows): (usize, &mut [f32])| {
-        for ti in 0..t {
-            let row = &mut rows[ti * stride + off..];
-            for h in 0..nh {
-                copy(&mut row[h * hs..(h + 1) * hs], &src[((bi * nh + h) * t + ti) * hs..][..hs]);
-            }
-        }
-    };
-    let dst = &mut dst[..b * t * stride];
-    if parallel(b * nh * t * hs) {
-        dst.par_chunks_mut((t * stride).max(1)).enumerate().for_each(one);
-    } else {
-        dst.chunks_mut((t * stride).max(1)).enumerate().for_each(one);
     }
 }

@@ -38,7 +38,7 @@ pub use attention_naive::{
     attention_naive_backward, attention_naive_forward, attention_naive_probs_len, attention_naive_scratch_floats,
 };
 
-use super::{ops, AdamW, AttnBias, AttnShape, Backend, Routing, Segment};
+use super::{ops, AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing, Segment};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
 
@@ -132,9 +132,7 @@ impl Backend for Cpu {
 
     fn attention_backward(
         &self,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
+        grads: AttnGrads<&mut [f32]>,
         dtable: Option<&mut [f32]>,
         dout: &[f32],
         q: &[f32],
@@ -146,8 +144,7 @@ impl Backend for Cpu {
         sh: &AttnShape,
     ) -> Result<()> {
         let par = attention_work(sh) >= PAR_FLOPS;
-        attention::attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh, par);
-        Ok(())
+        attention::attention_backward(grads, dtable, dout, q, k, v, out, lse, bias, sh, par).map_err(crate::Error::Invalid)
     }
 
     fn activation_forward(&self, act: Activation, out: &mut [f32], inp: &[f32], f: usize) -> Result<()> {
@@ -211,8 +208,8 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
-        ops::rope_apply(x, t, hs, pos0, theta, inverse);
+    fn rope(&self, x: &mut [f32], lay: HeadLayout, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        ops::rope_apply(x, lay, b, h, t, hs, pos0, theta, inverse);
         Ok(())
     }
 
@@ -253,24 +250,12 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        glue::split_heads(out, src, b, t, stride, off, nh, hs);
-        Ok(())
-    }
-
-    fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        glue::merge_heads(dst, src, b, t, stride, off, nh, hs);
-        Ok(())
-    }
-
-    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], new_lay: HeadLayout, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
         // Whole rows of a head at a time: the reference's copies are what the CPU runs.
-        ops::append_heads(out, old, new, h, len, n, hs);
+        ops::append_heads(out, old, new, new_lay, h, len, n, hs);
         Ok(())
     }
 
-    // Mixture-of-Experts routing: passes over N·k assignments and the routed rows, small beside the experts'
-    // matmuls (which are the fast ones); the reference's loops, sequential in token order as the capacity is.
     fn moe_route(
         &self,
         probs: &mut [f32],

@@ -3,8 +3,8 @@
 //! size and the number of relative-bias buckets are compile-time constants of the kernels (register arrays and
 //! workgroup tiles are sized by them), so each (HS, buckets) pair has its own pipelines.
 
-use super::{gpu_error, need, u32_of, Access, Binding, Encoder, Gpu, GpuSlice, Kernel, KernelWith, Pooled};
-use crate::backend::{AttnBias, AttnShape};
+use super::{gpu_error, layout_u32, need, u32_of, Access, Binding, Encoder, Gpu, GpuSlice, Kernel, KernelWith, Pooled};
+use crate::backend::{AttnBias, AttnGrads, AttnShape};
 use crate::error::Result;
 
 #[repr(C)]
@@ -22,6 +22,10 @@ struct Params {
     bias_kind: u32,
     bucket_off: u32,
     want_dtable: u32,
+    /// Layouts of q (and dq), k (dk), v (dv): offset, batch, head, row strides.
+    q_lay: [u32; 4],
+    k_lay: [u32; 4],
+    v_lay: [u32; 4],
 }
 
 #[repr(C)]
@@ -54,7 +58,8 @@ pub(crate) static DELTA: Kernel = Kernel {
 };
 const BACKWARD_SRC: &str =
     concat!(include_str!("wgsl/attention_common.wgsl"), include_str!("wgsl/attention_backward.wgsl"));
-/// q, k, v, dout, stats, bias (read); o1, o2 (read-write).
+/// q, k, v, dout, stats, bias (read); o1, o2 (read-write): dq and the table-gradient partials, or dk and dv (both
+/// in o1) and nothing.
 const BACKWARD_BINDS: &[Access] =
     &[Access::Read, Access::Read, Access::Read, Access::Read, Access::Read, Access::Read, Access::Write, Access::Write];
 pub(crate) static BACKWARD_DQ: Kernel =
@@ -187,11 +192,14 @@ impl Gpu {
             bias_kind: bias.kind,
             bucket_off: bias.bucket_off,
             want_dtable: want_dtable as u32,
+            q_lay: layout_u32(sh.q)?,
+            k_lay: layout_u32(sh.k)?,
+            v_lay: layout_u32(sh.v)?,
         })
     }
 
     /// out (B,T,NH·HS) = softmax(scale·q·kᵀ + bias, masked) · v; lse (B,NH,T) = log-sum-exp of each score row.
-    /// q (B,NH,T,HS), k, v (B,NKV,S,HS).
+    /// q (B,NH,T,HS), k, v (B,NKV,S,HS), each at its layout in `sh` (they may be views of one buffer).
     #[allow(clippy::too_many_arguments)]
     pub fn attention_forward(
         &self,
@@ -208,29 +216,28 @@ impl Gpu {
             return Ok(());
         }
         check_shape(sh)?;
-        let (nq, nkv) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs);
+        let (nq, qe, ke, ve) = (sh.b * sh.nh * sh.t * sh.hs, sh.q_end(), sh.k_end(), sh.v_end());
         need("attention out", &out, nq)?;
         need("attention lse", &lse, sh.b * sh.nh * sh.t)?;
-        need("attention q", &q, nq)?;
-        need("attention k", &k, nkv)?;
-        need("attention v", &v, nkv)?;
+        need("attention q", &q, qe)?;
+        need("attention k", &k, ke)?;
+        need("attention v", &v, ve)?;
         let mut scratch = Scratch::default();
         let pb = self.pack_bias(enc, &bias, sh, &mut scratch)?;
         let p = Gpu::attn_params(sh, &pb, false)?;
         let groups = sh.b * sh.nh * sh.t.div_ceil(ROWS);
-        let bufs = [q.bind(nq), k.bind(nkv), v.bind(nkv), pb.binding, out.bind(nq), lse.bind(sh.b * sh.nh * sh.t)];
+        let bufs = [q.bind(qe), k.bind(ke), v.bind(ve), pb.binding, out.bind(nq), lse.bind(sh.b * sh.nh * sh.t)];
         self.dispatch(enc, &FORWARD, &forward_consts(sh.hs), &p, &bufs, self.grid(groups)?)
     }
 
-    /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) +=; dtable (buckets,NH) += for a relative bias. Probabilities are
-    /// recomputed from lse, so no (T,S) matrix is kept between forward and backward or made here.
+    /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += at the layouts of q, k, v, into `grads`; dtable (buckets,NH) += for
+    /// a relative bias. Probabilities are recomputed from lse, so no (T,S) matrix is kept between forward and
+    /// backward or made here.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_backward(
         &self,
         enc: &mut Encoder,
-        dq: GpuSlice<f32>,
-        dk: GpuSlice<f32>,
-        dv: GpuSlice<f32>,
+        grads: AttnGrads<GpuSlice<f32>>,
         dtable: Option<GpuSlice<f32>>,
         dout: GpuSlice<f32>,
         q: GpuSlice<f32>,
@@ -245,11 +252,16 @@ impl Gpu {
             return Ok(());
         }
         check_shape(sh)?;
-        let (nq, nkv, nl) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs, sh.b * sh.nh * sh.t);
-        for (what, s, n) in [("dq", &dq, nq), ("dk", &dk, nkv), ("dv", &dv, nkv), ("dout", &dout, nq), ("q", &q, nq)] {
+        let (dq, dkv) = match grads {
+            AttnGrads::Qkv(all) => (all, all),
+            AttnGrads::QAndKv { dq, dkv } => (dq, dkv),
+        };
+        let (nq, nl) = (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nh * sh.t);
+        let (qe, ke, ve, kve) = (sh.q_end(), sh.k_end(), sh.v_end(), sh.k_end().max(sh.v_end()));
+        for (what, s, n) in [("dq", &dq, qe), ("dk, dv", &dkv, kve), ("dout", &dout, nq), ("q", &q, qe)] {
             need(&format!("attention {what}"), s, n)?;
         }
-        for (what, s, n) in [("k", &k, nkv), ("v", &v, nkv), ("out", &out, nq), ("lse", &lse, nl)] {
+        for (what, s, n) in [("k", &k, ke), ("v", &v, ve), ("out", &out, nq), ("lse", &lse, nl)] {
             need(&format!("attention {what}"), s, n)?;
         }
         // (lse, δ) per query row.
@@ -275,10 +287,12 @@ impl Gpu {
         }
         let partials = if want_dtable { Some(self.pooled::<f32>(sh.b * sh.t * cols)?) } else { None };
         let part_binding = partials.as_ref().map_or(self.no_output(), |b| b.all().bind(b.len()));
-        let [a, b, c, d, e] = [q.bind(nq), k.bind(nkv), v.bind(nkv), dout.bind(nq), stats.all().bind(2 * nl)];
-        let dq_bufs = [a, b, c, d, e, pb.binding, dq.bind(nq), part_binding];
+        let [a, b, c, d, e] = [q.bind(qe), k.bind(ke), v.bind(ve), dout.bind(nq), stats.all().bind(2 * nl)];
+        let dq_bufs = [a, b, c, d, e, pb.binding, dq.bind(qe), part_binding];
         self.dispatch(enc, &BACKWARD_DQ, &consts, &p, &dq_bufs, self.grid(sh.b * sh.nh * sh.t.div_ceil(ROWS))?)?;
-        let dkdv_bufs = [a, b, c, d, e, pb.binding, dk.bind(nkv), dv.bind(nkv)];
+        // dk and dv through one binding: two writable bindings of overlapping ranges of one buffer (dqkv's
+        // interleaved columns) are refused by WebGPU.
+        let dkdv_bufs = [a, b, c, d, e, pb.binding, dkv.bind(kve), self.no_output()];
         self.dispatch(enc, &BACKWARD_DKDV, &consts, &p, &dkdv_bufs, self.grid(sh.b * sh.nkv * sh.s.div_ceil(ROWS))?)?;
         if let (Some(part), Some(dt)) = (&partials, dtable) {
             self.col_sum(enc, dt, part.all(), sh.b * sh.t, cols, true)?;

@@ -4,12 +4,13 @@
 //! matrix, turns each row into probabilities P in place and multiplies by V; P is kept for the backward, which
 //! needs a second (B,NH,T,S) matrix (dP, then dS). Those two matrices are the memory FlashAttention avoids.
 //!
-//! Same layouts, masks (causal with q_offset, bidirectional, cross) and head sharing (MHA, GQA, MQA) as the fused
-//! kernels, so the same inputs give the same out, dq, dk, dv; no score bias. One invocation per output element,
+//! Same layouts (q, k, v read and dq, dk, dv added at `AttnShape`'s `HeadLayout`s), masks (causal with q_offset,
+//! bidirectional, cross) and head sharing (MHA, GQA, MQA) as the fused kernels, so the same inputs give the same
+//! out, dq, dk, dv; no score bias. One invocation per output element,
 //! no workgroup memory: readability first.
 
-use super::{gpu_error, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
-use crate::backend::AttnShape;
+use super::{gpu_error, layout_u32, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use crate::backend::{AttnGrads, AttnShape};
 use crate::error::Result;
 
 /// The kernels' uniform parameters (both files' `Params`).
@@ -25,6 +26,11 @@ struct Params {
     causal: u32,
     q_offset: u32,
     scale: f32,
+    _pad: [u32; 3],
+    /// Layouts of q (and dq), k (dk), v (dv): offset, batch, head, row strides.
+    q_lay: [u32; 4],
+    k_lay: [u32; 4],
+    v_lay: [u32; 4],
 }
 
 /// Invocations per workgroup (the kernels' @workgroup_size).
@@ -80,6 +86,10 @@ impl Gpu {
             causal: sh.causal as u32,
             q_offset: u32_of("q_offset", sh.q_offset)?,
             scale: sh.scale,
+            _pad: [0; 3],
+            q_lay: layout_u32(sh.q)?,
+            k_lay: layout_u32(sh.k)?,
+            v_lay: layout_u32(sh.v)?,
         })
     }
 
@@ -89,7 +99,8 @@ impl Gpu {
     }
 
     /// out (B,T,NH·HS) = softmax(scale·q·kᵀ, masked) · v, the naive way: probs (B,NH,T,S) receives the
-    /// probabilities and keeps them for `attention_naive_backward`. q (B,NH,T,HS), k, v (B,NKV,S,HS).
+    /// probabilities and keeps them for `attention_naive_backward`. q (B,NH,T,HS), k, v (B,NKV,S,HS) at their
+    /// layouts in `sh`.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_naive_forward(
         &self,
@@ -105,34 +116,33 @@ impl Gpu {
             return Ok(());
         }
         let p = Gpu::naive_params(sh)?;
-        let (nq, nkv, np) =
-            (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs, Gpu::attention_naive_probs_len(sh));
+        let (nq, np) = (sh.b * sh.nh * sh.t * sh.hs, Gpu::attention_naive_probs_len(sh));
+        let (qe, ke, ve) = (sh.q_end(), sh.k_end(), sh.v_end());
         need("naive attention out", &out, nq)?;
         need("naive attention probs", &probs, np)?;
-        need("naive attention q", &q, nq)?;
-        need("naive attention k", &k, nkv)?;
-        need("naive attention v", &v, nkv)?;
+        need("naive attention q", &q, qe)?;
+        need("naive attention k", &k, ke)?;
+        need("naive attention v", &v, ve)?;
         if sh.s == 0 {
             // No keys: every row's output is 0 (as the fused kernel's).
             self.clear(enc, out.sub(0, nq)?);
             return Ok(());
         }
-        let bufs = [q.bind(nq), k.bind(nkv), v.bind(nkv), probs.bind(np), out.bind(nq)];
+        let bufs = [q.bind(qe), k.bind(ke), v.bind(ve), probs.bind(np), out.bind(nq)];
         let rows = sh.b * sh.nh * sh.t;
         self.dispatch(enc, &SCORES, &[], &p, &bufs, self.naive_grid(np)?)?;
         self.dispatch(enc, &SOFTMAX, &[], &p, &bufs, self.naive_grid(rows)?)?;
         self.dispatch(enc, &WEIGHTED_SUM, &[], &p, &bufs, self.naive_grid(nq)?)
     }
 
-    /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += the gradients of `attention_naive_forward` from the probabilities
-    /// it kept. A second (B,NH,T,S) matrix (dP, then dS) comes from the pool for the duration of the submission.
+    /// dq (B,NH,T,HS), dk, dv (B,NKV,S,HS) += the gradients of `attention_naive_forward` at the layouts of q, k,
+    /// v, into `grads`, from the probabilities it kept. A second (B,NH,T,S) matrix (dP, then dS) comes from the
+    /// pool for the duration of the submission.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_naive_backward(
         &self,
         enc: &mut Encoder,
-        dq: GpuSlice<f32>,
-        dk: GpuSlice<f32>,
-        dv: GpuSlice<f32>,
+        grads: AttnGrads<GpuSlice<f32>>,
         dout: GpuSlice<f32>,
         q: GpuSlice<f32>,
         k: GpuSlice<f32>,
@@ -144,26 +154,31 @@ impl Gpu {
             return Ok(());
         }
         let p = Gpu::naive_params(sh)?;
+        let (dq, dkv) = match grads {
+            AttnGrads::Qkv(all) => (all, all),
+            AttnGrads::QAndKv { dq, dkv } => (dq, dkv),
+        };
         let (nq, nkv, np) =
             (sh.b * sh.nh * sh.t * sh.hs, sh.b * sh.nkv * sh.s * sh.hs, Gpu::attention_naive_probs_len(sh));
-        for (what, s, n) in [("dq", &dq, nq), ("dk", &dk, nkv), ("dv", &dv, nkv), ("dout", &dout, nq), ("q", &q, nq)] {
+        let (qe, ke, ve, kve) = (sh.q_end(), sh.k_end(), sh.v_end(), sh.k_end().max(sh.v_end()));
+        for (what, s, n) in [("dq", &dq, qe), ("dk, dv", &dkv, kve), ("dout", &dout, nq), ("q", &q, qe)] {
             need(&format!("naive attention {what}"), s, n)?;
         }
-        for (what, s, n) in [("k", &k, nkv), ("v", &v, nkv), ("probs", &probs, np)] {
+        for (what, s, n) in [("k", &k, ke), ("v", &v, ve), ("probs", &probs, np)] {
             need(&format!("naive attention {what}"), s, n)?;
         }
         let dscores = self.pooled::<f32>(np)?;
-        let inputs = [q.bind(nq), k.bind(nkv), v.bind(nkv), dout.bind(nq), probs.bind(np), dscores.all().bind(np)];
+        let inputs = [q.bind(qe), k.bind(ke), v.bind(ve), dout.bind(nq), probs.bind(np), dscores.all().bind(np)];
         let with = |grad| {
             let [a, b, c, d, e, f] = inputs;
             [a, b, c, d, e, f, grad]
         };
         let rows = sh.b * sh.nh * sh.t;
-        self.dispatch(enc, &DV, &[], &p, &with(dv.bind(nkv)), self.naive_grid(nkv)?)?;
+        self.dispatch(enc, &DV, &[], &p, &with(dkv.bind(kve)), self.naive_grid(nkv)?)?;
         self.dispatch(enc, &DPROBS, &[], &p, &with(self.no_output()), self.naive_grid(np)?)?;
         self.dispatch(enc, &SOFTMAX_BACKWARD, &[], &p, &with(self.no_output()), self.naive_grid(rows)?)?;
-        self.dispatch(enc, &DQ, &[], &p, &with(dq.bind(nq)), self.naive_grid(nq)?)?;
-        self.dispatch(enc, &DK, &[], &p, &with(dk.bind(nkv)), self.naive_grid(nkv)?)
+        self.dispatch(enc, &DQ, &[], &p, &with(dq.bind(qe)), self.naive_grid(nq)?)?;
+        self.dispatch(enc, &DK, &[], &p, &with(dkv.bind(kve)), self.naive_grid(nkv)?)
         // dscores goes back to the pool, reusable after this submission.
     }
 }

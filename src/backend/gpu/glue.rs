@@ -1,12 +1,12 @@
 //! The model's glue between the layers on the device (on the host: `ops::glue`, `cpu::glue`): the input
 //! embedding and its gradient (`wgsl/embedding.wgsl`, `embedding_backward.wgsl`), residual adds, scaling and
-//! dropout masks (`elementwise.wgsl`), and the head split/merge between the projections' rows and attention's
-//! head-major layout (`heads.wgsl`). Plus what a training step needs at its end: per-tensor sums of squares
+//! dropout masks (`elementwise.wgsl`), and a copy between two strided head layouts (`heads.wgsl`: a KV cache
+//! taking this call's keys and values from the qkv rows). Plus what a training step needs at its end: per-tensor sums of squares
 //! (`reduce.wgsl`'s `segment_sum`) and AdamW over the whole flat buffer with a divergence guard (`adamw.wgsl`'s
 //! `flat`).
 
-use super::{need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
-use crate::backend::AdamW;
+use super::{layout_u32, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use crate::backend::{AdamW, HeadLayout};
 use crate::error::Result;
 
 /// ids, wte, wpe, pe (read); out (read-write).
@@ -31,12 +31,9 @@ pub(crate) static ADD_SCALED: Kernel =
 pub(crate) static SCALE_INTO: Kernel = Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "scale", binds: ELEM_BINDS };
 pub(crate) static ADD_INTO: Kernel = Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "add_into", binds: ELEM_BINDS };
 pub(crate) static MUL_INTO: Kernel = Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "mul_into", binds: ELEM_BINDS };
-const HEADS_SRC: &str = include_str!("wgsl/heads.wgsl");
 /// src (read); dst (read-write).
-pub(crate) static SPLIT: Kernel =
-    Kernel { name: "heads.wgsl", src: HEADS_SRC, entry: "split", binds: &[Access::Read, Access::Write] };
-pub(crate) static MERGE: Kernel =
-    Kernel { name: "heads.wgsl", src: HEADS_SRC, entry: "merge", binds: &[Access::Read, Access::Write] };
+pub(crate) static COPY_HEADS: Kernel =
+    Kernel { name: "heads.wgsl", src: include_str!("wgsl/heads.wgsl"), entry: "main", binds: &[Access::Read, Access::Write] };
 /// x (read); out (read-write); segs (read).
 pub(crate) static SEGMENT_SUM: Kernel = Kernel {
     name: "reduce.wgsl",
@@ -58,8 +55,7 @@ pub(crate) static KERNELS: &[&Kernel] = &[
     &SCALE_INTO,
     &ADD_INTO,
     &MUL_INTO,
-    &SPLIT,
-    &MERGE,
+    &COPY_HEADS,
     &SEGMENT_SUM,
     &ADAMW_FLAT,
 ];
@@ -96,12 +92,11 @@ struct ElemParams {
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct HeadsParams {
     n: u32,
+    h: u32,
     t: u32,
-    stride: u32,
-    off: u32,
-    nh: u32,
     hs: u32,
-    _pad: [u32; 2],
+    src: [u32; 4],
+    dst: [u32; 4],
 }
 
 #[repr(C)]
@@ -237,43 +232,36 @@ impl Gpu {
         self.elementwise(enc, &MUL_INTO, a, m, None, 1.0)
     }
 
-    /// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d (`merge`: the reverse, into dst's columns).
+    /// dst at layout `dl` ← src at layout `sl`, a (B,H,N,HS) tensor (`heads.wgsl`).
     #[allow(clippy::too_many_arguments)]
-    pub fn heads(
+    pub fn copy_heads(
         &self,
         enc: &mut Encoder,
-        merge: bool,
         dst: GpuSlice<f32>,
+        dl: HeadLayout,
         src: GpuSlice<f32>,
+        sl: HeadLayout,
         b: usize,
-        t: usize,
-        stride: usize,
-        off: usize,
-        nh: usize,
+        h: usize,
+        n: usize,
         hs: usize,
     ) -> Result<()> {
-        let n = b * nh * t * hs;
-        let rows = b * t * stride;
-        let (head_major, row_major) = if merge { (&src, &dst) } else { (&dst, &src) };
-        need("heads (B,H,T,HS)", head_major, n)?;
-        need("heads (B,T,stride)", row_major, rows)?;
-        if n == 0 {
+        let count = b * h * n * hs;
+        if count == 0 {
             return Ok(());
         }
-        if off + nh * hs > stride {
-            return Err(super::gpu_error(format!("heads: columns {off}..{} past the row width {stride}", off + nh * hs)));
-        }
+        let (s_end, d_end) = (sl.end(b, h, n, hs), dl.end(b, h, n, hs));
+        need("heads source", &src, s_end)?;
+        need("heads destination", &dst, d_end)?;
         let p = HeadsParams {
-            n: u32_of("head elements", n)?,
-            t: u32_of("T", t)?,
-            stride: u32_of("stride", stride)?,
-            off: u32_of("offset", off)?,
-            nh: u32_of("heads", nh)?,
+            n: u32_of("head elements", count)?,
+            h: u32_of("heads", h)?,
+            t: u32_of("rows", n)?,
             hs: u32_of("HS", hs)?,
-            _pad: [0; 2],
+            src: layout_u32(sl)?,
+            dst: layout_u32(dl)?,
         };
-        let (k, bufs) = if merge { (&MERGE, [src.bind(n), dst.bind(rows)]) } else { (&SPLIT, [src.bind(rows), dst.bind(n)]) };
-        self.dispatch(enc, k, &[], &p, &bufs, self.grid(n.div_ceil(256))?)
+        self.dispatch(enc, &COPY_HEADS, &[], &p, &[src.bind(s_end), dst.bind(d_end)], self.grid(count.div_ceil(256))?)
     }
 
     /// out[out_index + g] = Σ x (or Σ x² when `square`) over segment g = x[segs[2g] .. segs[2g+1]].

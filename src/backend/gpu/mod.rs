@@ -18,6 +18,8 @@
 //! - `attention_forward`, `attention_backward`, `attention_delta`: FlashAttention-2 (Dao 2023): online softmax over
 //!   K/V tiles in workgroup memory, lse saved; the backward recomputes p = exp(s − lse) in a query-parallel dq kernel
 //!   and a key-parallel dk/dv kernel, so nothing (T,S)-sized is stored and nothing is written by two invocations.
+//!   q, k, v are read, and dq, dk, dv added, at strided layouts carried in the uniforms (`HeadLayout`): straight
+//!   from the qkv projection's rows and into its gradient's, with no head split or merge.
 //! - `attention_naive_forward`, `attention_naive_backward` (`attention_naive.rs`): the textbook, materialising
 //!   version — scores and probabilities in a (B,NH,T,S) matrix, one invocation per element — for teaching and the
 //!   fused-vs-naive benchmark only; training does not use it.
@@ -25,8 +27,8 @@
 //!   looping over T), its backward through time, and the dW_hh / db_hh sums.
 //! - `activation`, `cross_entropy`, `adamw`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
 //! - The model's glue (`glue.rs`): `embedding` and `embedding_backward` (row lists made on the host, so no
-//!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (split/merge of attention
-//!   heads), `reduce`'s `segment_sum` (per-tensor Σg²) and `adamw`'s `flat` (the whole buffer, skipping the update
+//!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (a copy between two head
+//!   layouts: the KV cache's append from the qkv rows), `reduce`'s `segment_sum` (per-tensor Σg²) and `adamw`'s `flat` (the whole buffer, skipping the update
 //!   when the loss or Σg² is not finite).
 //!
 //! Determinism: every output element is written by exactly one invocation and every sum is formed in an order fixed
@@ -599,6 +601,11 @@ extern "C" {
 /// u32 from a size, or an error naming it (WGSL indexes with u32).
 pub(crate) fn u32_of(what: &str, n: usize) -> Result<u32> {
     u32::try_from(n).map_err(|_| gpu_error(format!("{what} = {n} does not fit the kernels' 32-bit indices")))
+}
+
+/// A `HeadLayout` as the kernels' uniforms carry it: offset, batch, head and row strides.
+pub(crate) fn layout_u32(l: crate::backend::HeadLayout) -> Result<[u32; 4]> {
+    Ok([u32_of("layout offset", l.offset)?, u32_of("batch stride", l.batch)?, u32_of("head stride", l.head)?, u32_of("row stride", l.row)?])
 }
 
 /// Checks that `s` holds at least `need` elements.

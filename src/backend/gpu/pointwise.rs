@@ -1,8 +1,8 @@
 //! Element- and row-wise ops: activations (`wgsl/activation.wgsl`), softmax cross-entropy (`cross_entropy.wgsl`),
 //! AdamW (`adamw.wgsl`) and RoPE (`rope.wgsl`).
 
-use super::{gpu_error, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
-use crate::backend::AdamW;
+use super::{gpu_error, layout_u32, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use crate::backend::{AdamW, HeadLayout};
 use crate::config::Activation;
 use crate::error::Result;
 
@@ -75,7 +75,9 @@ struct RopeParams {
     half: u32,
     inverse: u32,
     hs: u32,
-    _pad: [u32; 3],
+    nh: u32,
+    _pad: [u32; 2],
+    lay: [u32; 4],
 }
 
 /// An activation's number in the WGSL kernels (activation_fn.wgsl).
@@ -199,23 +201,28 @@ impl Gpu {
         self.dispatch(enc, &ADAMW, &[], &params, &bufs, self.grid(n.div_ceil(256))?)
     }
 
-    /// RoPE in place on x (B·H, T, HS), row t at position pos0 + t; `inverse` rotates back (the backward).
+    /// RoPE in place on the (B, H, T, HS) tensor at `lay` in x, row t at position pos0 + t; `inverse` rotates back
+    /// (the backward).
     #[allow(clippy::too_many_arguments)]
     pub fn rope(
         &self,
         enc: &mut Encoder,
         x: GpuSlice<f32>,
+        lay: HeadLayout,
+        b: usize,
+        nh: usize,
         t: usize,
         hs: usize,
         pos0: usize,
         theta: f32,
         inverse: bool,
     ) -> Result<()> {
-        let half = hs / 2;
-        if t == 0 || half == 0 || x.is_empty() {
+        let (half, rows) = (hs / 2, b * nh * t);
+        if rows == 0 || half == 0 {
             return Ok(());
         }
-        let rows = x.len() / hs;
+        let end = lay.end(b, nh, t, hs);
+        need("rope x", &x, end)?;
         let table = self.pooled_upload(&rope_table(t, hs, pos0, theta))?;
         let p = RopeParams {
             rows: u32_of("rows", rows)?,
@@ -223,14 +230,16 @@ impl Gpu {
             half: u32_of("HS/2", half)?,
             inverse: inverse as u32,
             hs: u32_of("HS", hs)?,
-            _pad: [0; 3],
+            nh: u32_of("heads", nh)?,
+            _pad: [0; 2],
+            lay: layout_u32(lay)?,
         };
         self.dispatch(
             enc,
             &ROPE,
             &[],
             &p,
-            &[table.all().bind(table.len()), x.bind(rows * hs)],
+            &[table.all().bind(table.len()), x.bind(end)],
             self.grid((rows * half).div_ceil(256))?,
         )
     }

@@ -9,7 +9,7 @@
 use super::glue::csr;
 use super::{gpu_error, Encoder, Gpu, GpuBuffer, GpuSlice, Pooled, Readback};
 use super::moe::RowPass;
-use crate::backend::{AdamW, AttnBias, AttnShape, Backend, Routing, Segment, View};
+use crate::backend::{AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing, Segment, View};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
 use std::cell::{Cell, RefCell};
@@ -241,9 +241,7 @@ impl<'g> Backend for GpuStep<'g> {
 
     fn attention_backward(
         &self,
-        dq: GpuSlice<f32>,
-        dk: GpuSlice<f32>,
-        dv: GpuSlice<f32>,
+        grads: AttnGrads<GpuSlice<f32>>,
         dtable: Option<GpuSlice<f32>>,
         dout: GpuSlice<f32>,
         q: GpuSlice<f32>,
@@ -254,7 +252,7 @@ impl<'g> Backend for GpuStep<'g> {
         bias: AttnBias<GpuSlice<f32>>,
         sh: &AttnShape,
     ) -> Result<()> {
-        self.with(|g, e| g.attention_backward(e, dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh))
+        self.with(|g, e| g.attention_backward(e, grads, dtable, dout, q, k, v, out, lse, bias, sh))
     }
 
     fn activation_forward(&self, act: Activation, out: GpuSlice<f32>, inp: GpuSlice<f32>, f: usize) -> Result<()> {
@@ -297,8 +295,8 @@ impl<'g> Backend for GpuStep<'g> {
         self.with(|g, e| g.matmul_act_backward(e, act, dpre, dw, db, dout, inp, pre, w, n, c, oc))
     }
 
-    fn rope(&self, x: GpuSlice<f32>, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
-        self.with(|g, e| g.rope(e, x, t, hs, pos0, theta, inverse))
+    fn rope(&self, x: GpuSlice<f32>, lay: HeadLayout, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        self.with(|g, e| g.rope(e, x, lay, b, h, t, hs, pos0, theta, inverse))
     }
 
     fn mean_cross_entropy(&self, dlogits: GpuSlice<f32>, logits: GpuSlice<f32>, targets: &[i32], v: usize, count: usize) -> Result<PendingLoss> {
@@ -360,22 +358,16 @@ impl<'g> Backend for GpuStep<'g> {
         self.with(|g, e| g.mul_into(e, a, m))
     }
 
-    fn split_heads(&self, out: GpuSlice<f32>, src: GpuSlice<f32>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        self.with(|g, e| g.heads(e, false, out, src, b, t, stride, off, nh, hs))
-    }
-
-    fn merge_heads(&self, dst: GpuSlice<f32>, src: GpuSlice<f32>, b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        self.with(|g, e| g.heads(e, true, dst, src, b, t, stride, off, nh, hs))
-    }
-
-    fn append_heads(&self, out: GpuSlice<f32>, old: GpuSlice<f32>, new: GpuSlice<f32>, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+    fn append_heads(&self, out: GpuSlice<f32>, old: GpuSlice<f32>, new: GpuSlice<f32>, new_lay: HeadLayout, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
         self.with(|g, e| {
-            for gi in 0..h {
-                let o = out.sub(gi * (len + n) * hs, (len + n) * hs)?;
-                g.copy(e, o.sub(0, len * hs)?, old.sub(gi * len * hs, len * hs)?)?;
-                g.copy(e, o.sub(len * hs, n * hs)?, new.sub(gi * n * hs, n * hs)?)?;
+            if len > 0 {
+                for gi in 0..h {
+                    g.copy(e, out.sub(gi * (len + n) * hs, len * hs)?, old.sub(gi * len * hs, len * hs)?)?;
+                }
             }
-            Ok(())
+            // The new rows go to positions len.. of each head of out (H, len+n, HS).
+            let to = HeadLayout { offset: len * hs, batch: 0, head: (len + n) * hs, row: hs };
+            g.copy_heads(e, out, to, new, new_lay, 1, h, n, hs)
         })
     }
 

@@ -1,7 +1,7 @@
-//! The model's glue between the layers — embedding, residual adds, dropout masks, head split/merge, the KV cache's
-//! append — and the optimizer's flat passes (Σ g² per tensor, clipping, AdamW over every tensor): plain loops.
+//! The model's glue between the layers — embedding, residual adds, dropout masks, the KV cache's append — and the
+//! optimizer's flat passes (Σ g² per tensor, clipping, AdamW over every tensor): plain loops.
 
-use crate::backend::{AdamW, Segment, View};
+use crate::backend::{AdamW, HeadLayout, Segment, View};
 use crate::error::Result;
 
 /// out (B·T, C) = wte[ids] + wpe[pos0 + t] + sin[t] (each row r at t = r mod T).
@@ -61,38 +61,15 @@ pub fn mul_into(a: &mut [f32], m: &[f32]) {
     }
 }
 
-/// out (B,H,T,HS) ← src (B,T,stride) columns off + h·HS + d.
-pub fn split_heads(out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
-    for bi in 0..b {
-        for h in 0..nh {
-            for ti in 0..t {
-                for d in 0..hs {
-                    out[((bi * nh + h) * t + ti) * hs + d] = src[(bi * t + ti) * stride + off + h * hs + d];
-                }
-            }
-        }
-    }
-}
-
-/// dst (B,T,stride) columns [off, off + H·HS) ← src (B,H,T,HS).
-pub fn merge_heads(dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) {
-    for bi in 0..b {
-        for h in 0..nh {
-            for ti in 0..t {
-                for d in 0..hs {
-                    dst[(bi * t + ti) * stride + off + h * hs + d] = src[((bi * nh + h) * t + ti) * hs + d];
-                }
-            }
-        }
-    }
-}
-
-/// out (H, len+n, HS) ← old (H, len, HS) then new (H, n, HS), head by head.
-pub fn append_heads(out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) {
+/// out (H, len+n, HS) ← old (H, len, HS) then new (H, n, HS) read at `new_lay` (batch 0), head by head.
+#[allow(clippy::too_many_arguments)]
+pub fn append_heads(out: &mut [f32], old: &[f32], new: &[f32], new_lay: HeadLayout, h: usize, len: usize, n: usize, hs: usize) {
     for g in 0..h {
         let o = &mut out[g * (len + n) * hs..(g + 1) * (len + n) * hs];
         o[..len * hs].copy_from_slice(&old[g * len * hs..(g + 1) * len * hs]);
-        o[len * hs..].copy_from_slice(&new[g * n * hs..(g + 1) * n * hs]);
+        for (j, row) in o[len * hs..].chunks_exact_mut(hs).enumerate() {
+            row.copy_from_slice(&new[new_lay.at(0, g, j)..][..hs]);
+        }
     }
 }
 

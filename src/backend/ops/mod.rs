@@ -15,8 +15,8 @@ mod rope;
 pub use act::{activation_backward, activation_forward, gelu, gelu_grad, sigmoid};
 pub use attention::{attention_backward, attention_forward, attention_probs};
 pub use glue::{
-    add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, many_mut, merge_heads, mul_into,
-    scale, split_heads, step_is_good, sum_squares, sums_of_squares, two_mut,
+    add_into, add_scaled, adamw, append_heads, clip_coef, clip_grad_norm, embedding_backward, embedding_forward, many_mut, mul_into, scale,
+    step_is_good, sum_squares, sums_of_squares, two_mut,
 };
 pub use gru::{gru_backward, gru_forward, gru_prev};
 pub use linear::{matmul_act_backward, matmul_act_forward, matmul_backward, matmul_forward};
@@ -28,7 +28,7 @@ pub use moe::{
 pub use norm::{norm_backward, norm_forward};
 pub use rope::rope_apply;
 
-use super::{AdamW, AttnBias, AttnShape, Backend, Reference, Routing, Segment};
+use super::{AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Reference, Routing, Segment};
 use crate::config::{Activation, NormKind};
 use crate::error::Result;
 
@@ -117,9 +117,7 @@ impl Backend for Reference {
 
     fn attention_backward(
         &self,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
+        grads: AttnGrads<&mut [f32]>,
         dtable: Option<&mut [f32]>,
         dout: &[f32],
         q: &[f32],
@@ -130,7 +128,7 @@ impl Backend for Reference {
         bias: AttnBias,
         sh: &AttnShape,
     ) -> Result<()> {
-        attention_backward(dq, dk, dv, dtable, dout, q, k, v, out, lse, bias, sh);
+        attention_backward(grads, dtable, dout, q, k, v, out, lse, bias, sh);
         Ok(())
     }
 
@@ -178,8 +176,8 @@ impl Backend for Reference {
         Ok(())
     }
 
-    fn rope(&self, x: &mut [f32], t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
-        rope_apply(x, t, hs, pos0, theta, inverse);
+    fn rope(&self, x: &mut [f32], lay: HeadLayout, b: usize, h: usize, t: usize, hs: usize, pos0: usize, theta: f32, inverse: bool) -> Result<()> {
+        rope_apply(x, lay, b, h, t, hs, pos0, theta, inverse);
         Ok(())
     }
 
@@ -219,18 +217,8 @@ impl Backend for Reference {
         Ok(())
     }
 
-    fn split_heads(&self, out: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        split_heads(out, src, b, t, stride, off, nh, hs);
-        Ok(())
-    }
-
-    fn merge_heads(&self, dst: &mut [f32], src: &[f32], b: usize, t: usize, stride: usize, off: usize, nh: usize, hs: usize) -> Result<()> {
-        merge_heads(dst, src, b, t, stride, off, nh, hs);
-        Ok(())
-    }
-
-    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
-        append_heads(out, old, new, h, len, n, hs);
+    fn append_heads(&self, out: &mut [f32], old: &[f32], new: &[f32], new_lay: HeadLayout, h: usize, len: usize, n: usize, hs: usize) -> Result<()> {
+        append_heads(out, old, new, new_lay, h, len, n, hs);
         Ok(())
     }
 

@@ -11,20 +11,21 @@
 //
 // Bindings (group 0):
 //   0 uniform Params     as attention_forward.wgsl (want_dtable: write the table-gradient partials)
-//   1 read    q: f32     (B,NH,T,HS)
-//   2 read    k: f32     (B,NKV,S,HS)
-//   3 read    v: f32     (B,NKV,S,HS)
+//   1 read    q: f32     (B,NH,T,HS) at q_lay
+//   2 read    k: f32     (B,NKV,S,HS) at k_lay
+//   3 read    v: f32     (B,NKV,S,HS) at v_lay
 //   4 read    dout: f32  (B,T,NH·HS)
 //   5 read    stats: vec2<f32>  (B,NH,T): (lse, δ) from attention_delta.wgsl
 //   6 read    bias: u32  as attention_forward.wgsl
-//   7 rw      o1: f32    dq: dq (B,NH,T,HS) +=;  dkdv: dk (B,NKV,S,HS) +=
+//   7 rw      o1: f32    dq: dq (B,NH,T,HS) += at q_lay;  dkdv: dk (B,NKV,S,HS) += at k_lay and dv += at v_lay, both
+//                        in this one buffer (self-attention's dqkv or cross-attention's dkv rows)
 //   8 rw      o2: f32    dq: table-gradient partials (B·T, NBK·NH), element ((b·T + i)·NBK + bucket)·NH + h,
-//                        written (summed over rows by reduce.wgsl's col_sum);  dkdv: dv (B,NKV,S,HS) +=
+//                        written (summed over rows by reduce.wgsl's col_sum);  dkdv: unused
 // Invocation → element:
 //   dq     workgroup g = (b·NH + h)·⌈T/64⌉ + tile, thread t: query i = 64·tile + t of head h; it owns dq[b,h,i,:]
 //          and its NBK partials.
 //   dkdv   workgroup g = (b·NKV + kvh)·⌈S/64⌉ + tile, thread t: key j = 64·tile + t of kv head kvh; it owns
-//          dk[b,kvh,j,:] and dv[b,kvh,j,:].
+//          dk[b,kvh,j,:] and dv[b,kvh,j,:] (disjoint rows of o1: the host checks that the layouts do not overlap).
 
 struct Params {
     b: u32,
@@ -39,6 +40,9 @@ struct Params {
     bias_kind: u32,
     bucket_off: u32,
     want_dtable: u32,
+    q_lay: vec4<u32>,
+    k_lay: vec4<u32>,
+    v_lay: vec4<u32>,
 }
 
 const BQ: u32 = 64u;
@@ -94,8 +98,7 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
     let g = h / (p.nh / p.nkv);
     let i = i0 + t;
     let live = i < p.t;
-    let kvbase = (bi * p.nkv + g) * p.s * p.hs;
-    let qbase = (bh * p.t + i) * p.hs;
+    let qbase = at(p.q_lay, bi, h, i);
     let dobase = (bi * p.t + i) * p.nh * p.hs + h * p.hs;
     let relative = p.bias_kind == RELATIVE && p.want_dtable != 0u;
 
@@ -132,8 +135,8 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
             var kk = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
             if (j < p.s) {
-                kk = k4(kvbase + j * p.hs, e % HS4);
-                vv = v4(kvbase + j * p.hs, e % HS4);
+                kk = k4(at(p.k_lay, bi, g, j), e % HS4);
+                vv = v4(at(p.v_lay, bi, g, j), e % HS4);
             }
             ks[e] = kk;
             vs[e] = vv;
@@ -192,7 +195,8 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let per_kv = p.nh / p.nkv;
     let j = j0 + t;
     let live = j < p.s;
-    let kvbase = (bg * p.s + j) * p.hs;
+    let kbase = at(p.k_lay, bi, g, j);
+    let vbase = at(p.v_lay, bi, g, j);
 
     var kr: array<vec4<f32>, HS4>;
     var vr: array<vec4<f32>, HS4>;
@@ -204,8 +208,8 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         dkr[d4] = vec4<f32>(0.0);
         dvr[d4] = vec4<f32>(0.0);
         if (live) {
-            kr[d4] = k4(kvbase, d4);
-            vr[d4] = v4(kvbase, d4);
+            kr[d4] = k4(kbase, d4);
+            vr[d4] = v4(vbase, d4);
         }
     }
     // Causal: query i sees key j when j ≤ q_offset + i, so no query before j0 − q_offset sees this tile.
@@ -223,7 +227,7 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 var qq = vec4<f32>(0.0);
                 var dd = vec4<f32>(0.0);
                 if (i < p.t) {
-                    qq = q4((bh * p.t + i) * p.hs, e % HS4);
+                    qq = q4(at(p.q_lay, bi, h, i), e % HS4);
                     dd = dout4((bi * p.t + i) * p.nh * p.hs + h * p.hs, e % HS4);
                 }
                 qs[e] = qq;
@@ -263,8 +267,8 @@ fn dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         for (var d4 = 0u; d4 < HS4; d4++) {
             for (var c = 0u; c < 4u; c++) {
                 if (d4 * 4u + c < p.hs) {
-                    o1[kvbase + d4 * 4u + c] += p.scale * dkr[d4][c];
-                    o2[kvbase + d4 * 4u + c] += dvr[d4][c];
+                    o1[kbase + d4 * 4u + c] += p.scale * dkr[d4][c];
+                    o1[vbase + d4 * 4u + c] += dvr[d4][c];
                 }
             }
         }

@@ -8,10 +8,11 @@
 // padded), BK = keys per tile (2·BK·HS4·16 bytes of workgroup memory).
 //
 // Bindings (group 0):
-//   0 uniform Params     b, t, s, nh, nkv, hs, causal, q_offset, scale, bias_kind, bucket_off, want_dtable
-//   1 read    q: f32     (B,NH,T,HS)
-//   2 read    k: f32     (B,NKV,S,HS)
-//   3 read    v: f32     (B,NKV,S,HS)
+//   0 uniform Params     b, t, s, nh, nkv, hs, causal, q_offset, scale, bias_kind, bucket_off, want_dtable, and the
+//                        layouts q_lay, k_lay, v_lay (offset, batch, head, row strides: see `at`)
+//   1 read    q: f32     (B,NH,T,HS) at q_lay (q, k and v may be one buffer: self-attention's qkv rows)
+//   2 read    k: f32     (B,NKV,S,HS) at k_lay
+//   3 read    v: f32     (B,NKV,S,HS) at v_lay
 //   4 read    bias: u32  ALiBi: slopes (NH) as f32 bits; relative: table (buckets,NH) as f32 bits, then from
 //                        bucket_off the buckets (T,S) (bucket of key j for query i at i·S + j); none: unused
 //   5 rw      out: f32   (B,T,NH·HS), heads concatenated
@@ -33,6 +34,9 @@ struct Params {
     bias_kind: u32,
     bucket_off: u32,
     want_dtable: u32,
+    q_lay: vec4<u32>,
+    k_lay: vec4<u32>,
+    v_lay: vec4<u32>,
 }
 
 const BQ: u32 = 64u;
@@ -67,7 +71,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let g = h / (p.nh / p.nkv);
     let i = i0 + t;
     let live = i < p.t;
-    let kvbase = (bi * p.nkv + g) * p.s * p.hs;
 
     var qr: array<vec4<f32>, HS4>;
     var o: array<vec4<f32>, HS4>;
@@ -75,7 +78,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         o[d4] = vec4<f32>(0.0);
         qr[d4] = vec4<f32>(0.0);
         if (live) {
-            qr[d4] = q4((bh * p.t + i) * p.hs, d4);
+            qr[d4] = q4(at(p.q_lay, bi, h, i), d4);
         }
     }
     var m = NEG_BIG;
@@ -94,8 +97,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             var kk = vec4<f32>(0.0);
             var vv = vec4<f32>(0.0);
             if (j < p.s) {
-                kk = k4(kvbase + j * p.hs, e % HS4);
-                vv = v4(kvbase + j * p.hs, e % HS4);
+                kk = k4(at(p.k_lay, bi, g, j), e % HS4);
+                vv = v4(at(p.v_lay, bi, g, j), e % HS4);
             }
             ks[e] = kk;
             vs[e] = vv;

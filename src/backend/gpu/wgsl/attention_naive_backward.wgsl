@@ -14,20 +14,21 @@
 // Bindings (group 0), one layout for the five entry points (each uses part of it; 7 storage buffers, within
 // WebGPU's 8 per stage):
 //   0 uniform Params        as attention_naive_forward.wgsl
-//   1 read    q: f32        (B,NH,T,HS)
-//   2 read    k: f32        (B,NKV,S,HS)
-//   3 read    v: f32        (B,NKV,S,HS)
+//   1 read    q: f32        (B,NH,T,HS) at q_lay
+//   2 read    k: f32        (B,NKV,S,HS) at k_lay
+//   3 read    v: f32        (B,NKV,S,HS) at v_lay
 //   4 read    dout: f32     (B,T,NH·HS)
 //   5 read    probs: f32    (B,NH,T,S), from the forward
 //   6 rw      dscores: f32  (B,NH,T,S): dP (dprobs), then dS in place (softmax_backward)
-//   7 rw      grad: f32     the gradient the entry point accumulates into: dv (B,NKV,S,HS), dq (B,NH,T,HS) or
-//                           dk (B,NKV,S,HS); unused by dprobs and softmax_backward
+//   7 rw      grad: f32     the buffer the entry point accumulates into: dv (B,NKV,S,HS) at v_lay, dq (B,NH,T,HS)
+//                           at q_lay or dk (B,NKV,S,HS) at k_lay (dk and dv in one buffer; dq in it too, or in
+//                           its own); unused by dprobs and softmax_backward
 // Invocation → element: 64 invocations per workgroup, e = 64·(linear workgroup index) + local index; e past the
 // end returns. Every element has exactly one writer.
-//   dv, dk            e = ((b·NKV + g)·S + j)·HS + d   owns grad[e] (dv or dk[b,g,j,d])
+//   dv, dk            e = ((b·NKV + g)·S + j)·HS + d   owns dv or dk[b,g,j,d] (its element at v_lay or k_lay)
 //   dprobs            e = ((b·NH + h)·T + i)·S + j     writes dscores[b,h,i,j]
 //   softmax_backward  e = (b·NH + h)·T + i             rewrites the row dscores[b,h,i,:]
-//   dq                e = ((b·NH + h)·T + i)·HS + d    owns grad[e] (dq[b,h,i,d])
+//   dq                e = ((b·NH + h)·T + i)·HS + d    owns dq[b,h,i,d] (its element at q_lay)
 
 struct Params {
     b: u32,
@@ -39,6 +40,15 @@ struct Params {
     causal: u32,
     q_offset: u32,
     scale: f32,
+    q_lay: vec4<u32>,
+    k_lay: vec4<u32>,
+    v_lay: vec4<u32>,
+}
+
+// Where row t of head h of batch b starts in q (or dq), k (dk), v (dv): a layout (offset, batch, head, row strides)
+// puts element (b, h, t, d) at offset + b·batch + h·head + t·row + d (`backend::HeadLayout`).
+fn at(lay: vec4<u32>, b: u32, h: u32, t: u32) -> u32 {
+    return lay.x + b * lay.y + h * lay.z + t * lay.w;
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,7 +83,7 @@ fn dv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
             acc += probs[((bi * p.nh + h) * p.t + i) * p.s + j] * dout[dout_row(bi, i, h) + d];
         }
     }
-    grad[e] += acc;
+    grad[at(p.v_lay, bi, g, j) + d] += acc;
 }
 
 @compute @workgroup_size(64)
@@ -89,7 +99,7 @@ fn dprobs(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let bi = e / (p.s * p.t * p.nh);
     let g = h / (p.nh / p.nkv);
     let orow = dout_row(bi, i, h);
-    let vrow = ((bi * p.nkv + g) * p.s + j) * p.hs;
+    let vrow = at(p.v_lay, bi, g, j);
     var dot = 0.0;
     for (var d = 0u; d < p.hs; d++) {
         dot += dout[orow + d] * v[vrow + d];
@@ -125,12 +135,11 @@ fn dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
     let row = e / p.hs; // (b·NH + h)·T + i
     let bh = row / p.t;
     let g = (bh % p.nh) / (p.nh / p.nkv);
-    let kcol = ((bh / p.nh) * p.nkv + g) * p.s * p.hs + d;
     var acc = 0.0;
     for (var j = 0u; j < p.s; j++) {
-        acc += dscores[row * p.s + j] * k[kcol + j * p.hs];
+        acc += dscores[row * p.s + j] * k[at(p.k_lay, bh / p.nh, g, j) + d];
     }
-    grad[e] += p.scale * acc;
+    grad[at(p.q_lay, bh / p.nh, bh % p.nh, row % p.t) + d] += p.scale * acc;
 }
 
 @compute @workgroup_size(64)
@@ -149,8 +158,8 @@ fn dk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u
     for (var h = g * group; h < (g + 1u) * group; h++) {
         let bh = bi * p.nh + h;
         for (var i = 0u; i < p.t; i++) {
-            acc += dscores[(bh * p.t + i) * p.s + j] * q[(bh * p.t + i) * p.hs + d];
+            acc += dscores[(bh * p.t + i) * p.s + j] * q[at(p.q_lay, bi, h, i) + d];
         }
     }
-    grad[e] += p.scale * acc;
+    grad[at(p.k_lay, bi, g, j) + d] += p.scale * acc;
 }

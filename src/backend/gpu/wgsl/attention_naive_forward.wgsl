@@ -10,10 +10,10 @@
 // give the same `out`; no score bias (ALiBi, relative) and no lse.
 //
 // Bindings (group 0), one layout for the three entry points (each uses part of it):
-//   0 uniform Params      b, t, s, nh, nkv, hs, causal, q_offset, scale
-//   1 read    q: f32      (B,NH,T,HS)
-//   2 read    k: f32      (B,NKV,S,HS)
-//   3 read    v: f32      (B,NKV,S,HS)
+//   0 uniform Params      b, t, s, nh, nkv, hs, causal, q_offset, scale, and the layouts q_lay, k_lay, v_lay
+//   1 read    q: f32      (B,NH,T,HS) at q_lay (q, k and v may be one buffer: self-attention's qkv rows)
+//   2 read    k: f32      (B,NKV,S,HS) at k_lay
+//   3 read    v: f32      (B,NKV,S,HS) at v_lay
 //   4 rw      probs: f32  (B,NH,T,S): the scores, then (softmax) the probabilities
 //   5 rw      out: f32    (B,T,NH·HS), heads concatenated
 // Invocation → element: 64 invocations per workgroup, e = 64·(linear workgroup index) + local index; e past the
@@ -32,6 +32,15 @@ struct Params {
     causal: u32,
     q_offset: u32,
     scale: f32,
+    q_lay: vec4<u32>,
+    k_lay: vec4<u32>,
+    v_lay: vec4<u32>,
+}
+
+// Where row t of head h of batch b starts in q (or dq), k (dk), v (dv): a layout (offset, batch, head, row strides)
+// puts element (b, h, t, d) at offset + b·batch + h·head + t·row + d (`backend::HeadLayout`).
+fn at(lay: vec4<u32>, b: u32, h: u32, t: u32) -> u32 {
+    return lay.x + b * lay.y + h * lay.z + t * lay.w;
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,8 +71,8 @@ fn scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
         probs[e] = NEG_BIG;
         return;
     }
-    let qi = row * p.hs;
-    let kj = (((bh / p.nh) * p.nkv + g) * p.s + j) * p.hs;
+    let qi = at(p.q_lay, bh / p.nh, bh % p.nh, i);
+    let kj = at(p.k_lay, bh / p.nh, g, j);
     var dot = 0.0;
     for (var d = 0u; d < p.hs; d++) {
         dot += q[qi + d] * k[kj + d];
@@ -119,11 +128,10 @@ fn weighted_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     let bi = e / (p.hs * p.nh * p.t);
     let g = h / (p.nh / p.nkv);
     let prow = ((bi * p.nh + h) * p.t + i) * p.s;
-    let vcol = ((bi * p.nkv + g) * p.s) * p.hs + d;
     // Over every key, masked ones included (their p is 0): the full (T,S)·(S,HS) product, as a naive version does.
     var acc = 0.0;
     for (var j = 0u; j < p.s; j++) {
-        acc += probs[prow + j] * v[vcol + j * p.hs];
+        acc += probs[prow + j] * v[at(p.v_lay, bi, g, j) + d];
     }
     out[e] = acc;
 }
