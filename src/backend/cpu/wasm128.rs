@@ -431,7 +431,7 @@ pub fn scale(x: &mut [f32], s: f32) {
 
 /// dst = src (equal lengths), four lanes at a time. A variable-length `copy_from_slice` becomes `memory.copy`,
 /// which V8 runs as a call into the runtime, several times slower for a short row than two v128 loads and stores
-/// (docs/BENCHMARKS.md, `math::copy`), and the hot loops copy rows of 8–128 floats (packing B, head split/merge,
+/// (docs/BENCHMARKS.md, `math::copy`), and the hot loops copy rows of 8–128 floats (packing B, attention's rows,
 /// embeddings). LLVM would turn this loop back into `memory.copy` too; the wasm builds tell it not to
 /// (`TP_WASM_RUSTFLAGS` in scripts/env.sh).
 pub fn copy(dst: &mut [f32], src: &[f32]) {
