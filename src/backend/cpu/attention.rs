@@ -13,17 +13,18 @@
 //! Parallel split (every task owns what it writes, so no result depends on the thread count):
 //! - forward: one task per (batch, query tile), all heads: it owns out[b, tile, :]; its lse values come back
 //!   with it and are scattered in task order.
-//! - backward: one task per (batch, kv head): it owns dk, dv of that kv head and dq of the query heads that share
-//!   it. Those rows are interleaved with other tasks' rows in the gradient buffer (dqkv's columns), so a task adds
-//!   them through `SharedGrad`. The relative-bias table gradient goes to a per-task buffer, summed into dtable in
-//!   task order.
+//! - backward: one task per (batch, kv head): it sums dk, dv of that kv head and dq of the query heads that share
+//!   it in buffers of its own (`GroupGrads`). Those rows are interleaved with other tasks' rows in the gradient
+//!   buffer (dqkv's columns), so no task can hold them as a `&mut` slice: when every task is done, their sums are
+//!   added at the layouts one task after another, as is each task's share of the relative-bias table gradient.
+//!   (Adding them from the tasks through atomics cost ≈ 10 ms of W1's step in the browser, where every wasm
+//!   atomic store is sequentially consistent.)
 
 use super::math;
 use super::simd::multiversion;
 use super::tile::{self, Rows};
 use crate::backend::{AttnBias, AttnGrads, AttnShape, HeadLayout};
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Query rows per tile.
 const TQ: usize = 16;
@@ -230,53 +231,12 @@ multiversion! {
     }
 }
 
-/// A gradient buffer that the backward's tasks add into at the same time, each at rows no other task touches.
-/// A task's rows are interleaved with other tasks' rows (a head's columns of dqkv), so no task can hold a `&mut`
-/// slice of its own. The buffer is shared as atomics instead, read and written with relaxed loads and stores: on
-/// the CPUs and in wasm these are plain loads and stores, and they keep the code free of data races even if the
-/// layouts did overlap (then the sums would be wrong, not undefined; `rows_disjoint` checks it in debug builds).
-pub(super) struct SharedGrad<'a>(&'a [AtomicU32]);
-
-impl SharedGrad<'_> {
-    pub(super) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub(super) fn new(x: &mut [f32]) -> SharedGrad<'_> {
-        // SAFETY: AtomicU32 has the size and alignment of f32, and the exclusive borrow of x lasts as long as this
-        // view of it.
-        SharedGrad(unsafe { &*(x as *mut [f32] as *const [AtomicU32]) })
-    }
-
-    /// x[at + r·ld + d] += src[r·HS + d] for each row r of src (rows × HS).
-    pub(super) fn add_rows(&self, at: usize, ld: usize, src: &[f32], hs: usize) {
-        for (r, row) in src.chunks_exact(hs).enumerate() {
-            for (a, &x) in self.0[at + r * ld..][..hs].iter().zip(row) {
-                a.store((f32::from_bits(a.load(Relaxed)) + x).to_bits(), Relaxed);
-            }
+/// x[at + r·ld + d] += src[r·HS + d] for each row r of src (rows × HS).
+pub(super) fn add_rows(x: &mut [f32], at: usize, ld: usize, src: &[f32], hs: usize) {
+    for (r, row) in src.chunks_exact(hs).enumerate() {
+        for (a, &v) in x[at + r * ld..][..hs].iter_mut().zip(row) {
+            *a += v;
         }
-    }
-}
-
-/// Whether the head rows of HS floats at these layouts are pairwise disjoint (then every element of the gradient
-/// buffer has at most one writer).
-fn rows_disjoint(parts: &[(HeadLayout, usize, usize)], b: usize, hs: usize) -> bool {
-    let mut starts: Vec<usize> = parts
-        .iter()
-        .flat_map(|&(lay, h, n)| (0..b).flat_map(move |bi| (0..h).flat_map(move |hi| (0..n).map(move |t| lay.at(bi, hi, t)))))
-        .collect();
-    starts.sort_unstable();
-    starts.windows(2).all(|w| w[1] - w[0] >= hs)
-}
-
-/// Whether dq, dk and dv laid out as `sh` says, in one buffer (`shared`) or dq in one and dk, dv in another, have
-/// one writer per element.
-pub(super) fn grads_disjoint(sh: &AttnShape, shared: bool) -> bool {
-    let (ql, kl, vl) = ((sh.q, sh.nh, sh.t), (sh.k, sh.nkv, sh.s), (sh.v, sh.nkv, sh.s));
-    if shared {
-        rows_disjoint(&[ql, kl, vl], sh.b, sh.hs)
-    } else {
-        rows_disjoint(&[ql], sh.b, sh.hs) && rows_disjoint(&[kl, vl], sh.b, sh.hs)
     }
 }
 
@@ -298,29 +258,39 @@ pub fn attention_backward(
     if t == 0 || s == 0 || sh.b == 0 {
         return Ok(());
     }
-    let (dq, dkv) = match grads {
-        AttnGrads::Qkv(all) => (SharedGrad::new(all), None),
-        AttnGrads::QAndKv { dq, dkv } => (SharedGrad::new(dq), Some(SharedGrad::new(dkv))),
+    let (dq, mut dkv) = match grads {
+        AttnGrads::Qkv(all) => (all, None),
+        AttnGrads::QAndKv { dq, dkv } => (dq, Some(dkv)),
     };
-    let kv_len = dkv.as_ref().unwrap_or(&dq).0.len();
-    if sh.q_end() > dq.0.len() || sh.k_end().max(sh.v_end()) > kv_len {
+    let kv_len = dkv.as_ref().map_or(dq.len(), |x| x.len());
+    if sh.q_end() > dq.len() || sh.k_end().max(sh.v_end()) > kv_len {
         return Err(format!(
             "attention gradients: the layouts need {} (dq) and {} (dk, dv) elements, the buffers hold {} and {kv_len}",
             sh.q_end(),
             sh.k_end().max(sh.v_end()),
-            dq.0.len()
+            dq.len()
         ));
     }
-    debug_assert!(grads_disjoint(sh, dkv.is_none()), "attention gradients: the layouts of dq, dk and dv overlap");
-    let out_grads = Grads { dq: &dq, dkv: dkv.as_ref().unwrap_or(&dq) };
     let inp = Inputs { sh, bias, q, k, v };
     let saved = Saved { dout, out, lse, want_dtable: dtable.is_some() };
-    let run = |bg: usize| backward_group(&out_grads, &inp, &saved, bg / sh.nkv, bg % sh.nkv);
+    let run = |bg: usize| backward_group(&inp, &saved, bg / sh.nkv, bg % sh.nkv);
     let groups = sh.b * sh.nkv;
-    let partials: Vec<Option<Vec<f32>>> =
-        if parallel { (0..groups).into_par_iter().map(run).collect() } else { (0..groups).map(run).collect() };
+    let sums: Vec<GroupGrads> = if parallel { (0..groups).into_par_iter().map(run).collect() } else { (0..groups).map(run).collect() };
+    // Each task's sums, added at the layouts in task order.
+    for (bg, gs) in sums.iter().enumerate() {
+        let (b, g) = (bg / sh.nkv, bg % sh.nkv);
+        for (hl, dq_h) in gs.dq.chunks_exact(t * sh.hs).enumerate() {
+            add_rows(dq, sh.q.at(b, g * sh.group() + hl, 0), sh.q.row, dq_h, sh.hs);
+        }
+        let dkv: &mut [f32] = match dkv.as_deref_mut() {
+            Some(x) => x,
+            None => &mut *dq,
+        };
+        add_rows(dkv, sh.k.at(b, g, 0), sh.k.row, &gs.dk, sh.hs);
+        add_rows(dkv, sh.v.at(b, g, 0), sh.v.row, &gs.dv, sh.hs);
+    }
     if let Some(dt) = dtable {
-        for part in partials.iter().flatten() {
+        for part in sums.iter().filter_map(|gs| gs.dtab.as_ref()) {
             for (d, p) in dt.iter_mut().zip(part) {
                 *d += p;
             }
@@ -329,10 +299,13 @@ pub fn attention_backward(
     Ok(())
 }
 
-/// Where a task adds its gradients: dq, and dk and dv (the same buffer as dq for self-attention's dqkv).
-struct Grads<'a> {
-    dq: &'a SharedGrad<'a>,
-    dkv: &'a SharedGrad<'a>,
+/// One backward task's sums: dq of the kv head's query heads (group × T × HS), its dk and dv (S × HS each), and
+/// its share of the relative-bias table gradient (buckets × NH) when there is one.
+struct GroupGrads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dtab: Option<Vec<f32>>,
 }
 
 /// The forward's saved results and the incoming gradient.
@@ -344,10 +317,9 @@ struct Saved<'a> {
 }
 
 multiversion! {
-    /// Gradients of kv head g of batch b: dq of its query heads (T × HS each), dk, dv (S × HS), accumulated in
-    /// local tiles and added at their layouts; returns this task's share of dtable (buckets × NH) when there is a
-    /// relative bias.
-    fn backward_group(gr: &Grads, inp: &Inputs, sv: &Saved, b: usize, g: usize) -> Option<Vec<f32>> {
+    /// Gradients of kv head g of batch b: dq of its query heads (T × HS each), dk, dv (S × HS), and this task's
+    /// share of dtable (buckets × NH) when there is a relative bias, summed in buffers of its own.
+    fn backward_group(inp: &Inputs, sv: &Saved, b: usize, g: usize) -> GroupGrads {
         let sh = inp.sh;
         let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
         let (kt, vt) = (transpose(&inp.k[sh.k.at(b, g, 0)..], sh.k.row, s, hs), transpose(&inp.v[sh.v.at(b, g, 0)..], sh.v.row, s, hs));
@@ -358,7 +330,7 @@ multiversion! {
         // Per tile and block: p (rows × KB), ds (rows × KB); this tile's dq (rows × HS); the kv head's dk, dv.
         let (mut p, mut ds) = ([0.0f32; TQ * KB], [0.0f32; TQ * KB]);
         let (mut dd, mut lr) = ([0.0f32; TQ], [0.0f32; TQ]);
-        let mut dq_t = vec![0.0f32; TQ * hs];
+        let mut dq_g = vec![0.0f32; sh.group() * t * hs];
         let (mut dk_g, mut dv_g) = (vec![0.0f32; s * hs], vec![0.0f32; s * hs]);
         for hl in 0..sh.group() {
             let h = g * sh.group() + hl;
@@ -372,7 +344,7 @@ multiversion! {
                     dd[r] = math::dot(&dout_t.data[r * c..][..hs], o_row);
                     lr[r] = sv.lse[(b * sh.nh + h) * t + i0 + r];
                 }
-                math::fill(&mut dq_t, 0.0);
+                let dq_t = &mut dq_g[(hl * t + i0) * hs..][..rows * hs];
                 for j0 in (0..inp.key_end(i0, rows)).step_by(KB) {
                     let kb = KB.min(inp.key_end(i0, rows) - j0);
                     tile::gemm(&mut p, KB, false, q, Rows { data: &kt[j0..], ld: s }, rows, kb, hs);
@@ -391,16 +363,13 @@ multiversion! {
                         math::scale(dsrow, sh.scale);
                     }
                     let (p_, ds_) = (Rows { data: &p, ld: KB }, Rows { data: &ds, ld: KB });
-                    tile::gemm(&mut dq_t, hs, true, ds_, inp.kv_rows(inp.k, sh.k, b, g, j0), rows, hs, kb);
+                    tile::gemm(dq_t, hs, true, ds_, inp.kv_rows(inp.k, sh.k, b, g, j0), rows, hs, kb);
                     // dV += Pᵀ·dO, dK += dSᵀ·Q: P and dS are (rows × kb), read as the transposes of (kb × rows).
                     tile::gemm_tn(&mut dv_g[j0 * hs..], hs, true, p_, dout_t, kb, hs, rows);
                     tile::gemm_tn(&mut dk_g[j0 * hs..], hs, true, ds_, q, kb, hs, rows);
                 }
-                gr.dq.add_rows(sh.q.at(b, h, i0), sh.q.row, &dq_t[..rows * hs], hs);
             }
         }
-        gr.dkv.add_rows(sh.k.at(b, g, 0), sh.k.row, &dk_g, hs);
-        gr.dkv.add_rows(sh.v.at(b, g, 0), sh.v.row, &dv_g, hs);
-        dtab
+        GroupGrads { dq: dq_g, dk: dk_g, dv: dv_g, dtab }
     }
 }

@@ -22,11 +22,11 @@
 //! Parallel split (each task owns what it writes; no result depends on the thread count):
 //! - forward: one task per (batch, head) fills its P; then one task per (batch, TQ query rows) writes those rows
 //!   of out, all heads.
-//! - backward: one task per (batch, head) forms its dS and dQ; then one task per (batch, kv head, KB keys) adds
-//!   dK and dV of those keys over the query heads that share them. Each task sums into local rows and adds them
-//!   at their layout through `attention::SharedGrad` (its rows interleave with other tasks' in dqkv).
+//! - backward: one task per (batch, head) forms its dS and dQ; then one task per (batch, kv head, KB keys) sums
+//!   dK and dV of those keys over the query heads that share them. Each task sums into rows of its own; their
+//!   rows interleave with other tasks' in dqkv, so they are added at their layouts after the tasks, in task order.
 
-use super::attention::{grads_disjoint, transpose, SharedGrad};
+use super::attention::{add_rows, transpose};
 use super::math;
 use super::simd::multiversion;
 use super::tile::{self, Rows};
@@ -71,6 +71,15 @@ fn each<T: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) + Sync + Send) {
         tasks.into_par_iter().for_each(f)
     } else {
         tasks.into_iter().for_each(f)
+    }
+}
+
+/// `each`, collecting what each task returns, in task order.
+fn each_map<T: Send, R: Send>(tasks: Vec<T>, parallel: bool, f: impl Fn(T) -> R + Sync + Send) -> Vec<R> {
+    if parallel {
+        tasks.into_par_iter().map(f).collect()
+    } else {
+        tasks.into_iter().map(f).collect()
     }
 }
 
@@ -139,11 +148,11 @@ pub fn attention_naive_backward(
 ) -> Result<()> {
     check(sh)?;
     let (t, s, c) = (sh.t, sh.s, sh.nh * sh.hs);
-    let (dq, dkv) = match grads {
-        AttnGrads::Qkv(all) => (SharedGrad::new(all), None),
-        AttnGrads::QAndKv { dq, dkv } => (SharedGrad::new(dq), Some(SharedGrad::new(dkv))),
+    let (dq, mut dkv) = match grads {
+        AttnGrads::Qkv(all) => (all, None),
+        AttnGrads::QAndKv { dq, dkv } => (dq, Some(dkv)),
     };
-    let dkv_len = dkv.as_ref().unwrap_or(&dq).len();
+    let dkv_len = dkv.as_ref().map_or(dq.len(), |x| x.len());
     let ins = [("dout", dout.len(), sh.b * t * c), ("q", q.len(), sh.q_end()), ("probs", probs.len(), attention_naive_probs_len(sh))];
     for (what, len, n) in [("dq", dq.len(), sh.q_end()), ("dk, dv", dkv_len, sh.k_end().max(sh.v_end()))].into_iter().chain(ins) {
         need(what, len, n)?;
@@ -154,19 +163,30 @@ pub fn attention_naive_backward(
     if sh.b == 0 || t == 0 || s == 0 {
         return Ok(());
     }
-    debug_assert!(grads_disjoint(sh, dkv.is_none()), "naive attention gradients: the layouts of dq, dk and dv overlap");
-    let dkv = dkv.as_ref().unwrap_or(&dq);
     let par = super::attention_work(sh) >= super::PAR_FLOPS;
     let vt = transpose_heads(v, sh.v, sh);
     // dP = dO_h·V_gᵀ, turned into dS row by row; dQ_h += scale·dS·K_g. One task per (batch, head).
     let mut ds = vec![0.0f32; attention_naive_probs_len(sh)];
     let heads: Vec<(usize, &mut [f32])> = ds.chunks_mut(t * s).enumerate().collect();
-    each(heads, par, |(bh, ds_h)| grads_of_head(ds_h, &dq, probs, dout, k, &vt, sh, bh));
+    let dq_heads = each_map(heads, par, |(bh, ds_h)| grads_of_head(ds_h, probs, dout, k, &vt, sh, bh));
     drop(vt);
     // dV_g += Σ_h Pᵀ·dO_h and dK_g += Σ_h dSᵀ·Q_h over KB keys at a time: one task per (batch, kv head, key block).
     let ds = &ds;
     let blocks: Vec<(usize, usize)> = (0..sh.b * sh.nkv).flat_map(|bg| (0..s).step_by(KB).map(move |j0| (bg, j0))).collect();
-    each(blocks, par, |(bg, j0)| grads_of_keys(dkv, probs, ds, dout, q, sh, bg, j0));
+    let dkv_blocks = each_map(blocks.clone(), par, |(bg, j0)| grads_of_keys(probs, ds, dout, q, sh, bg, j0));
+    // The tasks' sums added at the layouts, in task order (their rows interleave in dqkv: no task owns them).
+    for (bh, dq_h) in dq_heads.iter().enumerate() {
+        add_rows(dq, sh.q.at(bh / sh.nh, bh % sh.nh, 0), sh.q.row, dq_h, sh.hs);
+    }
+    let dkv: &mut [f32] = match dkv.as_deref_mut() {
+        Some(x) => x,
+        None => &mut *dq,
+    };
+    for ((bg, j0), (dk_blk, dv_blk)) in blocks.into_iter().zip(&dkv_blocks) {
+        let (b, g) = (bg / sh.nkv, bg % sh.nkv);
+        add_rows(dkv, sh.k.at(b, g, j0), sh.k.row, dk_blk, sh.hs);
+        add_rows(dkv, sh.v.at(b, g, j0), sh.v.row, dv_blk, sh.hs);
+    }
     Ok(())
 }
 
@@ -209,9 +229,9 @@ multiversion! {
 }
 
 multiversion! {
-    /// dS (T × S) and dq (T × HS, added at q's layout) += of (batch, head) bh: dP = dO_h·V_gᵀ,
-    /// dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ_h += dS·K_g. vt: Vᵀ of every (batch, kv head).
-    fn grads_of_head(ds_h: &mut [f32], dq: &SharedGrad, probs: &[f32], dout: &[f32], k: &[f32], vt: &[f32], sh: &AttnShape, bh: usize) {
+    /// dS (T × S) of (batch, head) bh, and its dQ_h (T × HS), returned: dP = dO_h·V_gᵀ,
+    /// dS = scale·P ⊙ (dP − rowsum(P ⊙ dP)), dQ_h = dS·K_g. vt: Vᵀ of every (batch, kv head).
+    fn grads_of_head(ds_h: &mut [f32], probs: &[f32], dout: &[f32], k: &[f32], vt: &[f32], sh: &AttnShape, bh: usize) -> Vec<f32> {
         let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
         let (b, h) = (bh / sh.nh, bh % sh.nh);
         let g = h / sh.group();
@@ -224,14 +244,14 @@ multiversion! {
         }
         let mut dq_h = vec![0.0f32; t * hs];
         tile::gemm(&mut dq_h, hs, false, Rows { data: ds_h, ld: s }, Rows { data: &k[sh.k.at(b, g, 0)..], ld: sh.k.row }, t, hs, s);
-        dq.add_rows(sh.q.at(b, h, 0), sh.q.row, &dq_h, hs);
+        dq_h
     }
 }
 
 multiversion! {
-    /// dk, dv += of keys j0.. of (batch, kv head) bg (kb × HS each, added at k's and v's layouts), over the query
-    /// heads sharing it: dV += Pᵀ·dO_h, dK += dSᵀ·Q_h, TQ query rows at a time.
-    fn grads_of_keys(dkv: &SharedGrad, probs: &[f32], ds: &[f32], dout: &[f32], q: &[f32], sh: &AttnShape, bg: usize, j0: usize) {
+    /// (dk, dv) of keys j0.. of (batch, kv head) bg (kb × HS each), returned, over the query heads sharing it:
+    /// dV = Σ_h Pᵀ·dO_h, dK = Σ_h dSᵀ·Q_h, TQ query rows at a time.
+    fn grads_of_keys(probs: &[f32], ds: &[f32], dout: &[f32], q: &[f32], sh: &AttnShape, bg: usize, j0: usize) -> (Vec<f32>, Vec<f32>) {
         let (t, s, hs, c) = (sh.t, sh.s, sh.hs, sh.nh * sh.hs);
         let (b, g) = (bg / sh.nkv, bg % sh.nkv);
         let kb = KB.min(s - j0);
@@ -248,7 +268,6 @@ multiversion! {
                 tile::gemm_tn(&mut dk_blk, hs, true, dsb, Rows { data: &q[sh.q.at(b, h, i0)..], ld: sh.q.row }, kb, hs, rows);
             }
         }
-        dkv.add_rows(sh.k.at(b, g, j0), sh.k.row, &dk_blk, hs);
-        dkv.add_rows(sh.v.at(b, g, j0), sh.v.row, &dv_blk, hs);
+        (dk_blk, dv_blk)
     }
 }
