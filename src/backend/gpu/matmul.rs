@@ -76,6 +76,8 @@ enum Epilogue<'a> {
     Act(Activation, GpuSlice<'a, f32>),
     /// C = (A·B) ⊙ act'(pre).
     ActGrad(Activation, GpuSlice<'a, f32>),
+    /// Split-K: slab z of C (splits, M, N) = A·B over K's rows [z·rows, (z+1)·rows) (`main` with k_split).
+    SplitK { rows: usize, splits: usize },
 }
 
 /// One operand: its slice and the strides of its (row, column) in elements.
@@ -204,7 +206,8 @@ impl Gpu {
             let rows = n.div_ceil(splits).next_multiple_of(16);
             let splits = n.div_ceil(rows);
             let partials = self.pooled::<f32>(splits * oc * c)?;
-            self.gemm_split(enc, partials.all(), (dout, (1, oc)), (inp, (c, 1)), [oc, c, n], rows, splits)?;
+            let epi = Epilogue::SplitK { rows, splits };
+            self.gemm(enc, partials.all(), (dout, (1, oc)), (inp, (c, 1)), None, [oc, c, n], false, epi)?;
             self.col_sum(enc, dw, partials.all(), splits, oc * c, true)?;
         }
         if let Some(db) = db {
@@ -227,31 +230,13 @@ impl Gpu {
         accumulate: bool,
         epi: Epilogue,
     ) -> Result<()> {
-        self.gemm_with(enc, c, a, b, bias, mnk, accumulate, epi, (0, 1))
-    }
-
-    /// Split-K: slab z of c (splits, M, N) = a·b over K's rows [z·rows, (z+1)·rows).
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_split(&self, enc: &mut Encoder, c: GpuSlice<f32>, a: Operand, b: Operand, mnk: [usize; 3], rows: usize, splits: usize) -> Result<()> {
-        need("matmul partials", &c, splits * mnk[0] * mnk[1])?;
-        self.gemm_with(enc, c, a, b, None, mnk, false, Epilogue::Plain, (rows, splits))
-    }
-
-    /// `gemm`, cut along K into `split.1` pieces of `split.0` rows (split.0 = 0: whole), slab by slab into c.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm_with(
-        &self,
-        enc: &mut Encoder,
-        c: GpuSlice<f32>,
-        a: Operand,
-        b: Operand,
-        bias: Option<GpuSlice<f32>>,
-        mnk: [usize; 3],
-        accumulate: bool,
-        epi: Epilogue,
-        split: (usize, usize),
-    ) -> Result<()> {
         let [m, n, k] = mnk;
+        // K's rows per split and the splits (slabs of c): (0, 1) unless split-K.
+        let split = match epi {
+            Epilogue::SplitK { rows, splits } => (rows, splits),
+            _ => (0, 1),
+        };
+        need("matmul c", &c, split.1 * m * n)?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -268,7 +253,7 @@ impl Gpu {
             b_rs: u32_of("stride", b_rs)?,
             b_cs: u32_of("stride", b_cs)?,
             act: match epi {
-                Epilogue::Plain => 0,
+                Epilogue::Plain | Epilogue::SplitK { .. } => 0,
                 Epilogue::Act(act, _) | Epilogue::ActGrad(act, _) => act_code(act),
             },
             k_split: u32_of("matmul split rows", split.0)?,
@@ -288,7 +273,7 @@ impl Gpu {
         let grid = [gx as u32, gy as u32, split.1 as u32];
         let (a, b, c) = (a.bind(m * k), b.bind(k * n), c.bind(split.1 * m * n));
         match epi {
-            Epilogue::Plain => self.dispatch(enc, &MATMUL, &[], &p, &[a, b, bias, c], grid),
+            Epilogue::Plain | Epilogue::SplitK { .. } => self.dispatch(enc, &MATMUL, &[], &p, &[a, b, bias, c], grid),
             Epilogue::Act(_, out) => self.dispatch(enc, &MATMUL_ACT_FORWARD, &[], &p, &[a, b, bias, c, out.bind(m * n)], grid),
             Epilogue::ActGrad(_, pre) => {
                 let bufs = [a, b, bias, c, self.no_output(), pre.bind(m * n)];
