@@ -12,8 +12,8 @@
 //! copied when a sequence first writes to it while another still reads it (copy-on-write).
 //!
 //! A step feeds `t` tokens to each of `B` sequences at once: every matmul (qkv, proj, FFN, head) runs over the B·t
-//! rows together; only attention is per sequence, each query row attending to its own sequence's keys and values,
-//! gathered block by block through its table. All sequences of one step hold the same number of positions (they
+//! rows together; attention keeps each query row to its own sequence's keys and values, gathered block by block
+//! through its table into one batch for one attention call (`paged_self_attention`). All sequences of one step hold the same number of positions (they
 //! decode in lockstep: the continuations of one prompt), so they share the positions' embedding, RoPE angles and
 //! attention biases.
 //!
