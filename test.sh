@@ -31,6 +31,8 @@ scripts/test-wasm-kernels.sh
 
 echo "== browser builds"
 scripts/build-wasm.sh
+# bench/kernels.sh's example (the op-by-op timing in Chromium) compiles only for wasm32: check it here so it does not rot.
+RUSTFLAGS="$TP_WASM_RUSTFLAGS" cargo check --release --target wasm32-unknown-unknown --example browser_kernels --features gpu
 
 echo "== engine, page and npm package in Chromium"
 node --test --test-concurrency=1 tests/browser/
