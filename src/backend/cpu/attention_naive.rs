@@ -148,7 +148,7 @@ pub fn attention_naive_backward(
 ) -> Result<()> {
     check(sh)?;
     let (t, s, c) = (sh.t, sh.s, sh.nh * sh.hs);
-    let (dq, mut dkv) = match grads {
+    let (dq, dkv) = match grads {
         AttnGrads::Qkv(all) => (all, None),
         AttnGrads::QAndKv { dq, dkv } => (dq, Some(dkv)),
     };
@@ -178,7 +178,7 @@ pub fn attention_naive_backward(
     for (bh, dq_h) in dq_heads.iter().enumerate() {
         add_rows(dq, sh.q.at(bh / sh.nh, bh % sh.nh, 0), sh.q.row, dq_h, sh.hs);
     }
-    let dkv: &mut [f32] = match dkv.as_deref_mut() {
+    let dkv: &mut [f32] = match dkv {
         Some(x) => x,
         None => &mut *dq,
     };

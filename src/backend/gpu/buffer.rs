@@ -16,6 +16,7 @@
 //! - for a buffer filled from the host (`pooled_upload`), only if a submission has happened since it was last
 //!   handed out (the epoch counts submissions): `queue.write_buffer` lands before the whole submission runs, so
 //!   it must never write a buffer that a command of the same submission still reads.
+//!
 //! Rule for callers: do not submit another encoder (a readback, say) while one is being recorded; and never keep a
 //! buffer's contents past dropping its handle (views borrow the handle, so the compiler holds you to it).
 

@@ -5,7 +5,7 @@
 //! (`reduce.wgsl`'s `segment_sum`) and AdamW over the whole flat buffer with a divergence guard (`adamw.wgsl`'s
 //! `flat`).
 
-use super::{layout_u32, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use super::{lanes, layout_u32, need, scalar_and_vec4, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
 use crate::backend::{AdamW, HeadLayout};
 use crate::error::Result;
 
@@ -23,14 +23,12 @@ pub(crate) static EMBEDDING_BACKWARD: Kernel = Kernel {
     entry: "main",
     binds: &[Access::Read, Access::Read, Access::Write],
 };
-const ELEM_SRC: &str = include_str!("wgsl/elementwise.wgsl");
 /// x, y (read); out (read-write).
 const ELEM_BINDS: &[Access] = &[Access::Read, Access::Read, Access::Write];
-pub(crate) static ADD_SCALED: Kernel =
-    Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "add_scaled", binds: ELEM_BINDS };
-pub(crate) static SCALE_INTO: Kernel = Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "scale", binds: ELEM_BINDS };
-pub(crate) static ADD_INTO: Kernel = Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "add_into", binds: ELEM_BINDS };
-pub(crate) static MUL_INTO: Kernel = Kernel { name: "elementwise.wgsl", src: ELEM_SRC, entry: "mul_into", binds: ELEM_BINDS };
+pub(crate) static ADD_SCALED: [Kernel; 2] = scalar_and_vec4!("elementwise.wgsl", "wgsl/elementwise.wgsl", "add_scaled", ELEM_BINDS);
+pub(crate) static SCALE_INTO: [Kernel; 2] = scalar_and_vec4!("elementwise.wgsl", "wgsl/elementwise.wgsl", "scale", ELEM_BINDS);
+pub(crate) static ADD_INTO: [Kernel; 2] = scalar_and_vec4!("elementwise.wgsl", "wgsl/elementwise.wgsl", "add_into", ELEM_BINDS);
+pub(crate) static MUL_INTO: [Kernel; 2] = scalar_and_vec4!("elementwise.wgsl", "wgsl/elementwise.wgsl", "mul_into", ELEM_BINDS);
 /// src (read); dst (read-write).
 pub(crate) static COPY_HEADS: Kernel =
     Kernel { name: "heads.wgsl", src: include_str!("wgsl/heads.wgsl"), entry: "main", binds: &[Access::Read, Access::Write] };
@@ -42,22 +40,27 @@ pub(crate) static SEGMENT_SUM: Kernel = Kernel {
     binds: &[Access::Read, Access::Write, Access::Read],
 };
 /// g (read); w, m, v (read-write); decay, guard (read).
-pub(crate) static ADAMW_FLAT: Kernel = Kernel {
-    name: "adamw.wgsl",
-    src: include_str!("wgsl/adamw.wgsl"),
-    entry: "flat",
-    binds: &[Access::Read, Access::Write, Access::Write, Access::Write, Access::Read, Access::Read],
-};
+pub(crate) static ADAMW_FLAT: [Kernel; 2] = scalar_and_vec4!(
+    "adamw.wgsl",
+    "wgsl/adamw.wgsl",
+    "flat",
+    &[Access::Read, Access::Write, Access::Write, Access::Write, Access::Read, Access::Read]
+);
 pub(crate) static KERNELS: &[&Kernel] = &[
     &EMBEDDING,
     &EMBEDDING_BACKWARD,
-    &ADD_SCALED,
-    &SCALE_INTO,
-    &ADD_INTO,
-    &MUL_INTO,
+    &ADD_SCALED[0],
+    &ADD_SCALED[1],
+    &SCALE_INTO[0],
+    &SCALE_INTO[1],
+    &ADD_INTO[0],
+    &ADD_INTO[1],
+    &MUL_INTO[0],
+    &MUL_INTO[1],
     &COPY_HEADS,
     &SEGMENT_SUM,
-    &ADAMW_FLAT,
+    &ADAMW_FLAT[0],
+    &ADAMW_FLAT[1],
 ];
 
 #[repr(C)]
@@ -198,7 +201,7 @@ impl Gpu {
         self.dispatch(enc, &EMBEDDING_BACKWARD, &[], &p, &bufs, self.grid(n.div_ceil(256))?)
     }
 
-    fn elementwise(&self, enc: &mut Encoder, k: &Kernel, out: GpuSlice<f32>, x: GpuSlice<f32>, y: Option<GpuSlice<f32>>, alpha: f32) -> Result<()> {
+    fn elementwise(&self, enc: &mut Encoder, k: &[Kernel; 2], out: GpuSlice<f32>, x: GpuSlice<f32>, y: Option<GpuSlice<f32>>, alpha: f32) -> Result<()> {
         let n = out.len();
         need("elementwise x", &x, n)?;
         if let Some(y) = &y {
@@ -207,9 +210,10 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
-        let p = ElemParams { n: u32_of("elements", n)?, alpha, _pad: [0; 2] };
+        let (variant, lanes) = lanes(n);
+        let p = ElemParams { n: u32_of("elements", n / lanes)?, alpha, _pad: [0; 2] };
         let bufs = [x.bind(n), y.map_or(self.no_input(), |y| y.bind(n)), out.bind(n)];
-        self.dispatch(enc, k, &[], &p, &bufs, self.grid(n.div_ceil(256))?)
+        self.dispatch(enc, &k[variant], &[], &p, &bufs, self.grid((n / lanes).div_ceil(256))?)
     }
 
     /// out = α·a + b.
@@ -304,8 +308,9 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
+        let (variant, lanes) = lanes(n);
         let params = AdamWParams {
-            n: u32_of("elements", n)?,
+            n: u32_of("elements", n / lanes)?,
             lr: h.lr,
             beta1: h.beta1,
             beta2: h.beta2,
@@ -315,7 +320,7 @@ impl Gpu {
             bc2: 1.0 - h.beta2.powi(h.t as i32),
         };
         let bufs = [g.bind(n), p.bind(n), m.bind(n), v.bind(n), decay.bind(n.div_ceil(64)), guard.bind(4)];
-        self.dispatch(enc, &ADAMW_FLAT, &[], &params, &bufs, self.grid(n.div_ceil(256))?)
+        self.dispatch(enc, &ADAMW_FLAT[variant], &[], &params, &bufs, self.grid((n / lanes).div_ceil(256))?)
     }
 }
 

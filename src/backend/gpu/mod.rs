@@ -25,7 +25,7 @@
 //!   fused-vs-naive benchmark only; training does not use it.
 //! - `gru` (`gru.rs`): the recurrent position encoding's GRU, a sequential kernel (one workgroup per batch row
 //!   looping over T), its backward through time, and the dW_hh / db_hh sums.
-//! - `activation`, `cross_entropy`, `adamw`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
+//! - `activation`, `cross_entropy`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
 //! - The model's glue (`glue.rs`): `embedding` and `embedding_backward` (row lists made on the host, so no
 //!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (a copy between two head
 //!   layouts: the KV cache's append from the qkv rows), `reduce`'s `segment_sum` (per-tensor Σg²) and `adamw`'s `flat` (the whole buffer, skipping the update
@@ -76,6 +76,35 @@ pub(crate) struct Kernel {
     pub entry: &'static str,
     /// Bindings 1.. in order: storage buffers, read-only or read-write.
     pub binds: &'static [Access],
+}
+
+/// The element type a memory-bound kernel (`elementwise.wgsl`, `adamw.wgsl`) is compiled for, by `alias V` and
+/// `const LANES` before its source: `[f32, vec4<f32>]`, as the two kernels of a `[Kernel; 2]`. The vec4 one runs
+/// where the length is a multiple of 4 (16-byte loads and stores, a quarter of the invocations; a binding's offset
+/// is already a multiple of 256 bytes), the scalar one elsewhere.
+macro_rules! scalar_and_vec4 {
+    ($name:literal, $file:literal, $entry:literal, $binds:expr) => {
+        [
+            Kernel {
+                name: $name,
+                src: concat!("alias V = f32;\nconst LANES: u32 = 1u;\n", include_str!($file)),
+                entry: $entry,
+                binds: $binds,
+            },
+            Kernel {
+                name: concat!($name, " (vec4)"),
+                src: concat!("alias V = vec4<f32>;\nconst LANES: u32 = 4u;\n", include_str!($file)),
+                entry: $entry,
+                binds: $binds,
+            },
+        ]
+    };
+}
+pub(crate) use scalar_and_vec4;
+
+/// Which of a `scalar_and_vec4` pair runs over `n` floats, and the elements of its V: (index, floats per element).
+pub(crate) fn lanes(n: usize) -> (usize, usize) {
+    if n.is_multiple_of(4) { (1, 4) } else { (0, 1) }
 }
 
 /// A kernel with its compile-time constants (`const NAME: u32 = value;` before the source).

@@ -1,8 +1,8 @@
-//! Element- and row-wise ops: activations (`wgsl/activation.wgsl`), softmax cross-entropy (`cross_entropy.wgsl`),
-//! AdamW (`adamw.wgsl`) and RoPE (`rope.wgsl`).
+//! Element- and row-wise ops: activations (`wgsl/activation.wgsl`), softmax cross-entropy (`cross_entropy.wgsl`)
+//! and RoPE (`rope.wgsl`). AdamW runs over the whole flat buffer (`glue.rs`'s `adamw_flat`).
 
 use super::{gpu_error, layout_u32, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
-use crate::backend::{AdamW, HeadLayout};
+use crate::backend::HeadLayout;
 use crate::config::Activation;
 use crate::error::Result;
 
@@ -20,13 +20,6 @@ pub(crate) static CROSS_ENTROPY: Kernel = Kernel {
     entry: "main",
     binds: &[Access::Read, Access::Read, Access::Write, Access::Write],
 };
-/// g (read); p, m, v (read-write).
-pub(crate) static ADAMW: Kernel = Kernel {
-    name: "adamw.wgsl",
-    src: include_str!("wgsl/adamw.wgsl"),
-    entry: "main",
-    binds: &[Access::Read, Access::Write, Access::Write, Access::Write],
-};
 /// table (read); x (read-write).
 pub(crate) static ROPE: Kernel = Kernel {
     name: "rope.wgsl",
@@ -34,7 +27,7 @@ pub(crate) static ROPE: Kernel = Kernel {
     entry: "main",
     binds: &[Access::Read, Access::Write],
 };
-pub(crate) static KERNELS: &[&Kernel] = &[&ACT_FORWARD, &ACT_BACKWARD, &CROSS_ENTROPY, &ADAMW, &ROPE];
+pub(crate) static KERNELS: &[&Kernel] = &[&ACT_FORWARD, &ACT_BACKWARD, &CROSS_ENTROPY, &ROPE];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -52,19 +45,6 @@ struct CrossEntropyParams {
     v: u32,
     dscale: f32,
     _pad: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct AdamWParams {
-    n: u32,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    wd: f32,
-    bc1: f32,
-    bc2: f32,
 }
 
 #[repr(C)]
@@ -165,40 +145,6 @@ impl Gpu {
         let p = CrossEntropyParams { rows: u32_of("rows", n)?, v: u32_of("V", v)?, dscale, _pad: 0 };
         let bufs = [logits.bind(n * v), targets.bind(n), dlogits.bind(n * v), losses.bind(n)];
         self.dispatch(enc, &CROSS_ENTROPY, &[], &p, &bufs, self.grid(n)?)
-    }
-
-    /// One AdamW step over a flat range; `decay` applies weight_decay (tensors with ≥ 2 dims).
-    #[allow(clippy::too_many_arguments)]
-    pub fn adamw(
-        &self,
-        enc: &mut Encoder,
-        p: GpuSlice<f32>,
-        g: GpuSlice<f32>,
-        m: GpuSlice<f32>,
-        v: GpuSlice<f32>,
-        h: &AdamW,
-        decay: bool,
-    ) -> Result<()> {
-        let n = p.len();
-        need("adamw g", &g, n)?;
-        need("adamw m", &m, n)?;
-        need("adamw v", &v, n)?;
-        if n == 0 {
-            return Ok(());
-        }
-        // The bias corrections exactly as the reference computes them (f32 powi), not the GPU's pow.
-        let params = AdamWParams {
-            n: u32_of("elements", n)?,
-            lr: h.lr,
-            beta1: h.beta1,
-            beta2: h.beta2,
-            eps: h.eps,
-            wd: if decay { h.weight_decay } else { 0.0 },
-            bc1: 1.0 - h.beta1.powi(h.t as i32),
-            bc2: 1.0 - h.beta2.powi(h.t as i32),
-        };
-        let bufs = [g.bind(n), p.bind(n), m.bind(n), v.bind(n)];
-        self.dispatch(enc, &ADAMW, &[], &params, &bufs, self.grid(n.div_ceil(256))?)
     }
 
     /// RoPE in place on the (B, H, T, HS) tensor at `lay` in x, row t at position pos0 + t; `inverse` rotates back

@@ -427,7 +427,7 @@ impl<'g> Backend for GpuStep<'g> {
         c: usize,
     ) -> Result<()> {
         self.with(|g, enc| {
-            g.moe_rows(enc, RowPass::CombineRows, dye, dout.clone(), None, r, ex, rows, c)?;
+            g.moe_rows(enc, RowPass::CombineRows, dye, dout, None, r, ex, rows, c)?;
             g.moe_rows(enc, RowPass::CombineWeights, dweight, dout, Some(ye), r, ex, rows, c)
         })
     }
