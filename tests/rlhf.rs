@@ -289,11 +289,17 @@ fn ppo_grads_of(be: &impl Host, model: &Model, roll: &Rollout, ptx: &Batch, k: &
     (ppo_grads(be, model, &model.params, roll, Some((ptx, k.gamma_ptx)), k, &mut g).unwrap(), g)
 }
 
+fn rm_grads_of(be: &impl Host, model: &Model, cb: &ClassBatch, pairs: &[(usize, usize)]) -> ((f32, Vec<f32>), Vec<f32>) {
+    let mut g = vec![0.0; model.params.len()];
+    (rm_grads(be, model, &model.params, cb, pairs, &mut g).unwrap(), g)
+}
+
 /// The CPU backend's PPO gradients (policy, value head and body, PPO-ptx) equal the reference backend's on a real
 /// rollout of the recipe: completions the policy sampled, scored by a reward model, GAE and whitening — with the old
-/// log-probabilities and values moved off the policy's so the clips bind (a rollout's first update has ρ = 1).
+/// log-probabilities and values moved off the policy's so the clips bind (a rollout's first update has ρ = 1); and
+/// the reward model's pairwise-loss gradients on the same completions.
 #[test]
-fn ppo_gradients_on_cpu_equal_the_reference_on_a_real_rollout() {
+fn ppo_and_reward_model_gradients_on_cpu_equal_the_reference_on_a_real_rollout() {
     let text = shakespeare();
     let ck = pretrained(&text);
     let mut c = tiny_recipe();
@@ -322,18 +328,37 @@ fn ppo_gradients_on_cpu_equal_the_reference_on_a_real_rollout() {
     assert!(pr.clipfrac > 0.0 && pr.clipfrac < 1.0, "some ratios clipped, not all: {}", pr.clipfrac);
     assert_eq!(pc.clipfrac, pr.clipfrac);
     close("loss parts", &[pc.loss, pc.pg_loss, pc.vf_loss, pc.ptx_loss.unwrap()], &[pr.loss, pr.pg_loss, pr.vf_loss, pr.ptx_loss.unwrap()], 1e-6, 1e-5);
+    let worst = same_grads("ppo", &ppo.policy, &gc, &gr);
+    eprintln!("ppo: largest |cpu − reference| / max |reference| of a tensor: {:.2e} ({})", worst.0, worst.1);
+    // The reward model's pairwise loss on the same completions, in groups of 3 ranked by the preference.
+    let comps: Vec<String> = roll.actions.chunks(roll.l).map(|a| r.data.tok.decode(a)).collect();
+    let pairs = rm_pairs(&comps.iter().map(|c| r.cfg.preference.score(c)).collect::<Vec<_>>(), 3);
+    assert!(pairs.len() >= 2, "{pairs:?}");
+    let last = (0..roll.batch.b).map(|b| ((b + 1) * roll.batch.t - 1) as u32).collect();
+    let cb = ClassBatch { batch: roll.batch.clone(), last, labels: vec![0; roll.batch.b] };
+    let ((lc, rc), gc) = rm_grads_of(&Cpu, &ppo.rm, &cb, &pairs);
+    let ((lr, rr), gr) = rm_grads_of(&Reference, &ppo.rm, &cb, &pairs);
+    close("rm loss", &[lc], &[lr], 1e-6, 1e-5);
+    close("rewards", &rc, &rr, 1e-6, 1e-5);
+    let worst = same_grads("rm", &ppo.rm, &gc, &gr);
+    eprintln!("rm: largest |cpu − reference| / max |reference| of a tensor: {:.2e} ({})", worst.0, worst.1);
+}
+
+/// Each tensor's gradients on the CPU within 10⁻⁵ of the reference's largest (and 10⁻⁴ relative); every tensor gets
+/// one. Returns the largest |cpu − reference| / max |reference| and its tensor.
+fn same_grads<'a>(what: &str, model: &'a Model, cpu: &[f32], reference: &[f32]) -> (f32, &'a str) {
     let mut worst = (0.0f32, "");
-    for t in &ppo.policy.layout.tensors {
-        let (a, b) = (t.view.of(&gc), t.view.of(&gr));
-        assert!(b.iter().any(|&x| x != 0.0), "{}: no gradient", t.name);
+    for t in &model.layout.tensors {
+        let (a, b) = (t.view.of(cpu), t.view.of(reference));
+        assert!(b.iter().any(|&x| x != 0.0), "{what}: {}: no gradient", t.name);
         let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         if diff / scale > worst.0 {
             worst = (diff / scale, &t.name);
         }
-        close(&format!("grad {}", t.name), a, b, 1e-5 * scale, 1e-4);
+        close(&format!("{what}: grad {}", t.name), a, b, 1e-5 * scale, 1e-4);
     }
-    eprintln!("largest |cpu − reference| / max |reference| of a tensor: {:.2e} ({})", worst.0, worst.1);
+    worst
 }
 
 // ----------------------------------------------------------------------------------- the preference and the data
