@@ -1,10 +1,11 @@
 //! Mini-RLHF (`recipes::rlhf`, docs/RECIPES.md §4): every loss against PyTorch (tests/fixtures/make_fixtures.py
-//! `rlhf_losses`, `gpt_reward`) and by finite differences — the pairwise reward-model loss (through the scalar head
-//! and the model, on the reference and CPU backends), PPO's clipped objective wrt the logits, the value loss, GAE,
-//! the KL-penalty rewards, whitening, and PPO's whole objective through the model; the preference on known strings;
-//! the reward model's pairs; the demonstrations' rule; a tiny end-to-end run (the reward model beats 0.5 on held-out
-//! pairs, PPO raises the preference's score); the same numbers on 1 and 2 threads and on a rerun; `tp rlhf` stage
-//! by stage through its checkpoints, repeating, and its refusals.
+//! `rlhf_losses`, `gpt_reward`, `gpt_ppo`) and by finite differences — the pairwise reward-model loss (through the
+//! scalar head and the model, on the reference and CPU backends), PPO's clipped objective wrt the logits, the value
+//! loss, GAE, the KL-penalty rewards, whitening, and PPO-ptx's whole objective through the model (on both backends,
+//! and the CPU's gradients equal to the reference's on a real rollout); the preference on known strings; the reward
+//! model's pairs; the demonstrations' rule; a tiny end-to-end run (the reward model beats 0.5 on held-out pairs, PPO
+//! raises the preference's score); the pretraining mix keeping the held-out LM loss lower; the same numbers on 1 and
+//! 2 threads and on a rerun; `tp rlhf` stage by stage through its checkpoints, repeating, and its refusals.
 
 use safetensors::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -16,8 +17,9 @@ use transformer_playground::config::Config;
 use transformer_playground::model::{Batch, Model};
 use transformer_playground::recipes::finetune::ClassBatch;
 use transformer_playground::recipes::rlhf::losses::{gae, kl_rewards, log_softmax, pairwise_loss, policy_loss, rm_pairs, value_loss, whiten};
-use transformer_playground::recipes::rlhf::stages::{evaluate_policy, ppo_grads, rm_grads, Rollout};
+use transformer_playground::recipes::rlhf::stages::{evaluate_policy, ppo_grads, rm_grads, PpoLoss, Rollout};
 use transformer_playground::recipes::rlhf::{Data, PpoConfig, Ppo, Preference, RewardModel, Rlhf, RlhfConfig, Sft, MIN_DEMO_CHARS};
+use transformer_playground::rng::Rng;
 use transformer_playground::train::Run;
 
 struct Fixture {
@@ -233,6 +235,132 @@ fn ppo_objective_through_the_model_matches_finite_differences() {
     assert!(checked >= 3 * 10);
 }
 
+/// `gpt_ppo`'s rollout (4 sequences of 3 prompt + 5 completion tokens), PPO-ptx batch and knobs
+/// (tests/fixtures/make_fixtures.py `build_ppo`).
+fn ppo_case(fx: &Fixture) -> (Rollout, Batch, PpoConfig) {
+    let (b, t) = (4, 8);
+    let ids = |k: &str| fx.i32s[k].iter().map(|&x| x as u32).collect::<Vec<u32>>();
+    let f = |k: &str| fx.f32s[k].clone();
+    let batch = Batch { b, t, targets: vec![-1; b * t], idx: ids("input.idx"), ..Default::default() };
+    let roll = Rollout {
+        batch,
+        p: 3,
+        l: 5,
+        actions: ids("input.actions"),
+        logp_old: f("input.logp_old"),
+        values_old: f("input.values_old"),
+        adv: f("input.adv"),
+        returns: f("input.returns"),
+    };
+    let ptx = Batch { b: 2, t, idx: ids("input.ptx_idx"), targets: fx.i32s["input.ptx_targets"].clone(), ..Default::default() };
+    let k = PpoConfig { clip: 0.2, value_clip: 0.2, vf_coef: 0.5, gamma_ptx: 0.5, ..Default::default() };
+    (roll, ptx, k)
+}
+
+fn ppo_against_pytorch(be: &impl Host) {
+    let fx = fixture("gpt_ppo");
+    let model = model_of(&fx);
+    let (roll, ptx, k) = ppo_case(&fx);
+    // Pre-filled: ppo_grads must add its gradient, not overwrite.
+    let mut grads = vec![0.25; model.params.len()];
+    let parts = ppo_grads(be, &model, &model.params, &roll, Some((&ptx, k.gamma_ptx)), &k, &mut grads).unwrap();
+    grads.iter_mut().for_each(|g| *g -= 0.25);
+    let name = be.name();
+    close(&format!("{name}/loss"), &[parts.loss], &fx.f32s["out.loss"], 1e-6, 1e-5);
+    close(&format!("{name}/pg_loss"), &[parts.pg_loss], &fx.f32s["out.pg_loss"], 1e-6, 1e-5);
+    close(&format!("{name}/vf_loss"), &[parts.vf_loss], &fx.f32s["out.vf_loss"], 1e-6, 1e-5);
+    close(&format!("{name}/ptx_loss"), &[parts.ptx_loss.unwrap()], &fx.f32s["out.ptx_loss"], 1e-6, 1e-5);
+    close(&format!("{name}/clipfrac"), &[parts.clipfrac], &fx.f32s["out.clipfrac"], 0.0, 0.0);
+    for t in &model.layout.tensors {
+        close(&format!("{name}/grad {}", t.name), t.view.of(&grads), &fx.f32s[&format!("grad.{}", t.name)], 2e-5, 2e-3);
+    }
+}
+
+/// PPO-ptx's whole objective (the clipped policy loss, the clipped value loss through the value head, the LM loss on
+/// a second batch) through a tiny GPT, its parts and every gradient, against PyTorch on both host backends.
+#[test]
+fn ppo_objective_through_the_model_matches_pytorch_on_reference_and_cpu() {
+    ppo_against_pytorch(&Reference);
+    ppo_against_pytorch(&Cpu);
+}
+
+fn ppo_grads_of(be: &impl Host, model: &Model, roll: &Rollout, ptx: &Batch, k: &PpoConfig) -> (PpoLoss, Vec<f32>) {
+    let mut g = vec![0.0; model.params.len()];
+    (ppo_grads(be, model, &model.params, roll, Some((ptx, k.gamma_ptx)), k, &mut g).unwrap(), g)
+}
+
+fn rm_grads_of(be: &impl Host, model: &Model, cb: &ClassBatch, pairs: &[(usize, usize)]) -> ((f32, Vec<f32>), Vec<f32>) {
+    let mut g = vec![0.0; model.params.len()];
+    (rm_grads(be, model, &model.params, cb, pairs, &mut g).unwrap(), g)
+}
+
+/// The CPU backend's PPO gradients (policy, value head and body, PPO-ptx) equal the reference backend's on a real
+/// rollout of the recipe: completions the policy sampled, scored by a reward model, GAE and whitening — with the old
+/// log-probabilities and values moved off the policy's so the clips bind (a rollout's first update has ρ = 1); and
+/// the reward model's pairwise-loss gradients on the same completions.
+#[test]
+fn ppo_and_reward_model_gradients_on_cpu_equal_the_reference_on_a_real_rollout() {
+    let text = shakespeare();
+    let ck = pretrained(&text);
+    let mut c = tiny_recipe();
+    (c.ppo.rollouts, c.eval_prompts, c.ppo.gamma_ptx, c.ppo.ptx_batch) = (6, 4, 0.5, 3);
+    let r = Rlhf::new(c, &ck, &text, BackendKind::Cpu).unwrap();
+    let sft = r.model_of(ck.clone(), None, "pretrained").unwrap();
+    // Heads of seeded noise: a reward model whose scores differ, a value head whose gradient reaches the body.
+    let noisy_head = |m: &mut Model, seed: u64| {
+        let mut rng = Rng::new(seed);
+        let h = m.layout.classifier.unwrap();
+        h.w.of_mut(&mut m.params).iter_mut().for_each(|w| *w = 0.3 * rng.normal() as f32);
+        h.b.unwrap().of_mut(&mut m.params)[0] = 0.1;
+    };
+    let mut rm = r.with_scalar_head(&sft);
+    noisy_head(&mut rm, 11);
+    let mut ppo = Ppo::new(&r, sft, rm);
+    noisy_head(&mut ppo.policy, 12);
+    let (mut roll, _) = ppo.rollout(&Cpu, &r).unwrap();
+    let mut rng = Rng::new(13);
+    roll.logp_old.iter_mut().for_each(|x| *x += 0.3 * rng.normal() as f32);
+    roll.values_old.iter_mut().for_each(|x| *x += 0.3 * rng.normal() as f32);
+    let ptx = Data::lm_batch(&r.data.train, 3, ppo.policy.cfg.ctx_len, &mut rng);
+    let k = &r.cfg.ppo;
+    let (pc, gc) = ppo_grads_of(&Cpu, &ppo.policy, &roll, &ptx, k);
+    let (pr, gr) = ppo_grads_of(&Reference, &ppo.policy, &roll, &ptx, k);
+    assert!(pr.clipfrac > 0.0 && pr.clipfrac < 1.0, "some ratios clipped, not all: {}", pr.clipfrac);
+    assert_eq!(pc.clipfrac, pr.clipfrac);
+    close("loss parts", &[pc.loss, pc.pg_loss, pc.vf_loss, pc.ptx_loss.unwrap()], &[pr.loss, pr.pg_loss, pr.vf_loss, pr.ptx_loss.unwrap()], 1e-6, 1e-5);
+    let worst = same_grads("ppo", &ppo.policy, &gc, &gr);
+    eprintln!("ppo: largest |cpu − reference| / max |reference| of a tensor: {:.2e} ({})", worst.0, worst.1);
+    // The reward model's pairwise loss on the same completions, in groups of 3 ranked by the preference.
+    let comps: Vec<String> = roll.actions.chunks(roll.l).map(|a| r.data.tok.decode(a)).collect();
+    let pairs = rm_pairs(&comps.iter().map(|c| r.cfg.preference.score(c)).collect::<Vec<_>>(), 3);
+    assert!(pairs.len() >= 2, "{pairs:?}");
+    let last = (0..roll.batch.b).map(|b| ((b + 1) * roll.batch.t - 1) as u32).collect();
+    let cb = ClassBatch { batch: roll.batch.clone(), last, labels: vec![0; roll.batch.b] };
+    let ((lc, rc), gc) = rm_grads_of(&Cpu, &ppo.rm, &cb, &pairs);
+    let ((lr, rr), gr) = rm_grads_of(&Reference, &ppo.rm, &cb, &pairs);
+    close("rm loss", &[lc], &[lr], 1e-6, 1e-5);
+    close("rewards", &rc, &rr, 1e-6, 1e-5);
+    let worst = same_grads("rm", &ppo.rm, &gc, &gr);
+    eprintln!("rm: largest |cpu − reference| / max |reference| of a tensor: {:.2e} ({})", worst.0, worst.1);
+}
+
+/// Each tensor's gradients on the CPU within 10⁻⁵ of the reference's largest (and 10⁻⁴ relative); every tensor gets
+/// one. Returns the largest |cpu − reference| / max |reference| and its tensor.
+fn same_grads<'a>(what: &str, model: &'a Model, cpu: &[f32], reference: &[f32]) -> (f32, &'a str) {
+    let mut worst = (0.0f32, "");
+    for t in &model.layout.tensors {
+        let (a, b) = (t.view.of(cpu), t.view.of(reference));
+        assert!(b.iter().any(|&x| x != 0.0), "{what}: {}: no gradient", t.name);
+        let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let diff = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        if diff / scale > worst.0 {
+            worst = (diff / scale, &t.name);
+        }
+        close(&format!("{what}: grad {}", t.name), a, b, 1e-5 * scale, 1e-4);
+    }
+    worst
+}
+
 // ----------------------------------------------------------------------------------- the preference and the data
 
 #[test]
@@ -351,6 +479,49 @@ fn a_tiny_run_learns_the_preference() {
     assert!(end.score > start.score, "and the held-out score: {} -> {}", start.score, end.score);
     assert!(end.kl.unwrap() > 0.0, "the policy moved away from the SFT model");
 }
+
+/// InstructGPT's PPO-ptx claim, at the smallest size where it holds: from the same SFT model and reward model, the
+/// same PPO steps (the same prompts and sampling streams) with γ_ptx > 0 end with a lower held-out LM loss than with
+/// γ_ptx = 0. Two seeds.
+#[test]
+fn the_pretraining_mix_keeps_the_held_out_lm_loss_lower() {
+    let text = shakespeare();
+    let ck = pretrained(&text);
+    for seed in [1, 2] {
+        let mut c = RlhfConfig { seed, ..tiny_recipe() };
+        (c.rm.steps, c.ppo.steps) = (PTX_RM_STEPS, PTX_PPO_STEPS);
+        let mut r = Rlhf::new(c, &ck, &text, BackendKind::Cpu).unwrap();
+        let mut sft = Sft::new(&r, r.model_of(ck.clone(), None, "pretrained").unwrap());
+        while !sft.done() {
+            sft.step(&r).unwrap();
+        }
+        let mut rm = RewardModel::new(&r, sft.model.clone()).unwrap();
+        while !rm.done() {
+            rm.step(&r).unwrap();
+        }
+        rm.normalise(&r).unwrap();
+        let sft_loss = r.data.heldout_lm_loss(&Cpu, &sft.model);
+        let mut lm_loss = |gamma: f32| {
+            r.cfg.ppo.gamma_ptx = gamma;
+            let mut ppo = Ppo::new(&r, sft.model.clone(), rm.model.clone());
+            while !ppo.done(&r) {
+                ppo.step(&r).unwrap();
+            }
+            evaluate_policy(&r, &ppo.policy, Some(&ppo.reference), Some(&ppo.rm)).unwrap()
+        };
+        let (plain, mixed) = (lm_loss(0.0), lm_loss(PTX_GAMMA));
+        eprintln!(
+            "seed {seed}: held-out LM loss after SFT {sft_loss:.3}; after {PTX_PPO_STEPS} PPO steps γ_ptx 0: {:.3} (score {:.2}, kl {:.1}), γ_ptx {PTX_GAMMA}: {:.3} (score {:.2}, kl {:.1})",
+            plain.lm_loss, plain.score, plain.kl.unwrap(), mixed.lm_loss, mixed.score, mixed.kl.unwrap()
+        );
+        assert!(mixed.lm_loss < plain.lm_loss - 0.1, "seed {seed}: γ_ptx {PTX_GAMMA} {} vs γ_ptx 0 {}", mixed.lm_loss, plain.lm_loss);
+    }
+}
+
+/// The sizes of the test above.
+const PTX_RM_STEPS: usize = 60;
+const PTX_PPO_STEPS: usize = 15;
+const PTX_GAMMA: f32 = 0.5;
 
 #[test]
 fn seeded_steps_repeat_and_agree_on_one_and_two_threads() {

@@ -1,8 +1,11 @@
 //! GPT-2's zero-shot recipe (`recipes::zeroshot`): the templated lines are inserted exactly as documented (checked
 //! by code written here, not the recipe's), held-out questions never reach the pretraining text, the answers follow
-//! the rule, the metric scores known answers, bad input is refused by name, and a tiny CLI run end to end.
+//! the rule, the metric scores known answers, bad input is refused by name, a tiny CLI run end to end, and the
+//! claim: the model that saw the pattern answers held-out questions better than the baseline that never did.
 
 use std::process::Command;
+use transformer_playground::backend::cpu::Cpu;
+use transformer_playground::backend::BackendKind;
 use transformer_playground::recipes::zeroshot::{self, accuracy, majority, Recipe, Task};
 use transformer_playground::Error;
 
@@ -155,6 +158,42 @@ fn bad_input_is_named() {
     assert!(matches!(recipe(|v| v["zeroshot"]["typo"] = 1.into()), Err(Error::ConfigParse(_))));
     assert!(matches!(recipe(|v| { v.as_object_mut().unwrap().remove("zeroshot"); }), Err(Error::ConfigParse(_))));
 }
+
+/// GPT-2's claim in miniature, at a size a test affords: the model pretrained on the text with the templated lines
+/// answers the 200 held-out questions (words never asked about) better than the same model trained on as much plain
+/// Shakespeare, with no weight update. At this size (d_model 32, 500 steps of 16 windows) what transfers is the
+/// format and the prior over first letters — seeds 1–4 scored 0.13, 0.10, 0.115, 0.09 (mostly `s`), the baseline 0
+/// (it ends the line) — not yet the rule: the majority answer scores 0.135 (docs/RECIPES.md §2 for the recipe's size,
+/// where the rule shows).
+#[test]
+fn the_model_that_saw_the_pattern_answers_held_out_questions_better_than_the_baseline() {
+    for seed in [1, 2] {
+        let r = recipe(|v| {
+            v["model"]["d_model"] = 32.into();
+            v["train"]["batch_size"] = 16.into();
+            v["train"]["steps"] = ZS_STEPS.into();
+            v["train"]["warmup"] = 20.into();
+            v["seed"] = seed.into();
+        })
+        .unwrap();
+        let c = r.corpus(SHAKESPEARE).unwrap();
+        let (mut pattern, mut baseline) = r.runs(&c, BackendKind::Cpu).unwrap();
+        for _ in 0..ZS_STEPS {
+            pattern.step().unwrap();
+            baseline.step().unwrap();
+        }
+        let tok = Recipe::tokenizer(&c).unwrap();
+        let e = zeroshot::evaluate(&pattern.model, &baseline.model, &Cpu, &tok, &r, SHAKESPEARE, &c).unwrap();
+        eprintln!(
+            "seed {seed}, {ZS_STEPS} steps: accuracy {:.3} (top {:?}), baseline {:.3} (top {:?}), chance {:.3}",
+            e.accuracy, e.top_answers, e.baseline_accuracy, e.baseline_top_answers, e.chance
+        );
+        assert!(e.accuracy > e.baseline_accuracy + 0.05, "seed {seed}: {} vs the baseline's {}", e.accuracy, e.baseline_accuracy);
+    }
+}
+
+/// Pretraining steps of each model in the test above.
+const ZS_STEPS: usize = 500;
 
 fn tp(args: &[&str]) -> (bool, String, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_tp")).args(args).env("RAYON_NUM_THREADS", "1").output().unwrap();
