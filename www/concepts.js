@@ -35,7 +35,7 @@ export const CONCEPTS = [
   { id: 'position_terms', knob: 'position', view: 'sec-attention', lesson: 'position-terms' },
   { id: 'rope', knob: 'position', lesson: 'extrapolation' },
   { id: 'alibi', knob: 'position', lesson: 'extrapolation' },
-  { id: 't5_relative', knob: 'position' },
+  { id: 't5_relative', knob: 'position', lesson: 'extrapolation-relative' },
   { id: 'recurrent_positions', knob: 'position' },
   // Norms and where they sit
   { id: 'layernorm', knob: 'norm', lesson: 'rmsnorm' },
@@ -63,19 +63,19 @@ export const CONCEPTS = [
   { id: 'dropout', knob: 'dropout' },
   { id: 'seed', knob: 'seed', view: 'sec-runs' },
   // After pretraining: the recipes (issue 18)
-  { id: 'fine_tuning', view: 'sec-recipes', recipe: 'finetune' },
-  { id: 'aux_lm_loss', view: 'sec-recipes', recipe: 'finetune' },
+  { id: 'fine_tuning', view: 'sec-recipes', recipe: 'finetune', lesson: 'finetune-aux-lm' },
+  { id: 'aux_lm_loss', view: 'sec-recipes', recipe: 'finetune', lesson: 'finetune-aux-lm' },
   { id: 'zero_shot', view: 'sec-recipes', recipe: 'zeroshot' },
   { id: 'in_context_learning', view: 'sec-recipes', recipe: 'icl', lesson: 'icl-emerges' },
   { id: 'induction_heads', view: 'sec-recipes', recipe: 'icl' },
-  { id: 'rlhf', view: 'sec-recipes', recipe: 'rlhf' },
+  { id: 'rlhf', view: 'sec-recipes', recipe: 'rlhf', lesson: 'rlhf-kl' },
   { id: 'reward_model', view: 'sec-recipes', recipe: 'rlhf' },
   { id: 'ppo', view: 'sec-recipes', recipe: 'rlhf' },
-  { id: 'kl_penalty', view: 'sec-recipes', recipe: 'rlhf' },
+  { id: 'kl_penalty', view: 'sec-recipes', recipe: 'rlhf', lesson: 'rlhf-kl' },
   // Inference
   { id: 'sampling', view: 'sec-use' },
   { id: 'kv_cache', view: 'sec-use' },
-  { id: 'paged_attention', view: 'sec-use' },
+  { id: 'paged_attention', view: 'sec-use', lesson: 'attention-cost' },
   { id: 'parameters_flops', view: 'sec-shapes' },
 ];
 

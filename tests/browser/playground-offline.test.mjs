@@ -1,6 +1,7 @@
 // Offline after the first visit: the service worker (sw.js) keeps the page and the engine; with the server gone,
 // a reload still opens the playground, still cross-origin isolated (so the threaded build runs: the cached
-// responses keep COOP/COEP), and it still trains. The other tests run with ?nosw, which turns the worker off.
+// responses keep COOP/COEP), it still trains and the step-through's formulas (docs/MODEL.md) can still be read. The
+// other tests run with ?nosw, which turns the worker off.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
@@ -25,7 +26,7 @@ test('after the first visit the playground opens and trains without the server',
   await page.waitForFunction(async () => {
     if (!navigator.serviceWorker.controller) return false;
     const cache = await caches.open('transformer-playground-v1');
-    const need = ['index.html', 'www/main.js', 'www/vendor/uplot/uPlot.esm.js', 'pkg/worker.js', 'pkg/wasm/threads/tp_bg.wasm', 'pkg/wasm/single/tp_bg.wasm', 'www/data/tinyshakespeare.txt', 'pkg/presets.js', 'pkg/element.js'];
+    const need = ['index.html', 'www/main.js', 'www/vendor/uplot/uPlot.esm.js', 'pkg/worker.js', 'pkg/wasm/threads/tp_bg.wasm', 'pkg/wasm/single/tp_bg.wasm', 'www/data/tinyshakespeare.txt', 'pkg/presets.js', 'pkg/element.js', 'docs/MODEL.md'];
     const hits = await Promise.all(need.map((u) => cache.match(u)));
     return hits.every(Boolean);
   }, null, { timeout: 30000, polling: 250 });
@@ -49,6 +50,8 @@ test('after the first visit the playground opens and trains without the server',
   const offline = await page.evaluate(() => ({ isolated: crossOriginIsolated, build: window.__tp.getEngine().info.build, controlled: !!navigator.serviceWorker.controller }));
   assert.deepEqual(offline, { isolated: true, build, controlled: true });
   assert.equal(build, 'threads');
+  // The step-through's formulas: docs/MODEL.md, kept by the worker (www/model-doc.js reads its sections).
+  assert.match(await page.evaluate(async () => (await fetch('docs/MODEL.md')).text()), /^## Attention$/m);
   await makeSmall(page, { steps: 2 });
   await trainTo(page, 2);
   await page.waitForFunction((n) => window.__tp.charts().loss === n, 2, { timeout: 10000 }).catch(() => {}); // the charts follow training a few times a second

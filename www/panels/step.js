@@ -2,17 +2,21 @@
 // next, stage by stage — the forward pass op by op with the live tensor's shape, its first values, its statistics
 // and a small heatmap (sequence 0 of the batch; head 0 where there are heads); the loss; the backward pass in
 // reverse with each parameter's gradient; AdamW's moments and the update of each parameter tensor. Each stage names
-// the function that computes it and the section of docs/MODEL.md with its formula. Previous / Next / Run to end
-// move through the stages (also ← and → on the list); "Trace next step" traces the run's next step again. The run
-// is not advanced by a trace. Every number is the core's; this module lays them out.
+// the function that computes it and the section of docs/MODEL.md with its formula, which opens under the stage as
+// text (model-doc.js: read from the file, so it works offline; it stays open from stage to stage). Previous / Next /
+// Run to end move through the stages (also ← and → on the list); "Trace next step" traces the run's next step again.
+// The run is not advanced by a trace. Every number is the core's; this module lays them out.
 import { $, h, fill, showToken } from '../dom.js';
 import { t, has } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
+import { MODEL_MD, modelSection } from '../model-doc.js';
 
 let trace = null; // the engine's StepTrace
 let at = 0; // the stage shown
 let busy = false;
+let formulaOpen = false; // the stage's formula shown under it; kept as the stages change
+let formulaSeq = 0; // the latest formula asked for: an earlier answer arriving late is dropped
 
 /** A number as people read it: 4 significant digits, exponent form when tiny or huge. */
 function num(x) {
@@ -78,7 +82,30 @@ function stats(s) {
     s.v_rms !== undefined ? row('step.v', num(s.v_rms)) : null,
     s.ratio !== undefined ? row('step.ratio', num(s.ratio)) : null,
     row('step.source', h('code', {}, s.source)),
-    row('step.doc', h('a', { href: `docs/${s.doc}`, target: '_blank', rel: 'noopener' }, `docs/${s.doc}`)));
+    row('step.doc', h('button', {
+      type: 'button', class: 'link', id: 'step-doc',
+      attrs: { 'aria-expanded': String(formulaOpen), 'aria-controls': 'step-formula' },
+      on: { click: () => {
+        formulaOpen = !formulaOpen;
+        renderDetail();
+        $('#step-doc').focus();
+      } },
+    }, `docs/${s.doc}`)));
+}
+
+/** The formula of the stage, `MODEL.md#<anchor>`: its section's heading and text, filled in once read. */
+function formula(link) {
+  const box = h('section', { class: 'step-formula', id: 'step-formula', hidden: !formulaOpen, attrs: { 'aria-live': 'polite' } });
+  if (!formulaOpen) return box;
+  const seq = ++formulaSeq;
+  fill(box, h('p', { class: 'help' }, t('step.formula.loading', { file: MODEL_MD })));
+  modelSection(link).then(
+    (sec) => seq === formulaSeq && fill(box,
+      h('h4', {}, sec.heading),
+      h('pre', { class: 'step-formula-text' }, sec.body),
+      h('p', { class: 'help' }, t('step.formula.from', { file: `${MODEL_MD} § ${sec.heading}` }))),
+    (e) => seq === formulaSeq && fill(box, h('p', { class: 'msg bad' }, t('step.formula.error', { msg: e.message }))));
+  return box;
 }
 
 /** The vocabulary size: the logits' last dimension. */
@@ -97,6 +124,7 @@ function renderDetail() {
     h('h3', {}, t('step.of', { i: at + 1, n: trace.stages.length }), ' — ', stageName(s)),
     h('p', { class: 'step-what' }, what),
     stats(s),
+    formula(s.doc),
     s.heat ? heatmap(s.heat, s.id === 'scores' || s.id === 'cross_scores' || s.id === 'moe_router') : null);
 }
 
