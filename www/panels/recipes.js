@@ -6,7 +6,7 @@
 // icl's evaluation, the trained model's attention on a held-out episode (recipe.attention): every layer × head
 // beside its induction score, with the cells an induction head would attend to outlined.
 import { $, h, fill, perFrame, paced, showToken } from '../dom.js';
-import { t, has } from '../i18n.js';
+import { t, has, getLang } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { startEngine, getEngine } from '../engine.js';
@@ -488,7 +488,7 @@ function renderNow() {
     rep ? headTable(t('rcp.induction'), t('rcp.induction.help'), rep.induction) : null,
     rep ? headTable(t('rcp.lookup'), t('rcp.lookup.help'), rep.lookup) : null);
   fill($('#rcp-samples'), samplesView(s));
-  const lang = t('rcp.attn.title');
+  const lang = getLang();
   if (s.attention && (!s.attnView || s.attnView.lang !== lang)) s.attnView = { lang, el: attentionView(s, rep) };
   fill($('#rcp-attn'), s.attention ? s.attnView.el : null);
 }
