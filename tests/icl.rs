@@ -519,7 +519,7 @@ fn induction_targets_are_right_after_each_earlier_occurrence_of_the_query_token(
 
 #[test]
 fn the_recipe_attention_is_the_trained_model_own_on_the_first_held_out_episode() {
-    let file = tiny_recipe(|_| {});
+    let file = tiny_recipe(|v| v["train"]["warmup"] = 0.into()); // steps that move the weights, so that the trained model is told apart
     let o = Options { recipe: Some(file.to_string()), knobs: [("steps".to_string(), 3.0), ("eval_episodes".to_string(), 2.0)].into(), ..Default::default() };
     let mut d = Driver::new(Kind::Icl, &o).unwrap();
     let e = d.attention(0).unwrap_err();
@@ -553,6 +553,11 @@ fn the_recipe_attention_is_the_trained_model_own_on_the_first_held_out_episode()
             assert!((x - y).abs() < 1e-5, "layer {}: {x} vs the reference's {y}", m.layer);
         }
     }
+    // Not the untrained model's (the same recipe and seed, before its first step).
+    let fresh = r.run(BackendKind::Cpu).unwrap();
+    let init = transformer_playground::probe::attention_maps(&fresh.model, &Reference, fresh.data.tokenizer(), transformer_playground::config::Task::Text, &a.text, None).unwrap();
+    let moved = a.maps.iter().zip(&init.maps).flat_map(|(m, o)| m.probs.iter().zip(&o.probs).map(|(x, y)| (x - y).abs())).fold(0.0f32, f32::max);
+    assert!(moved > 1e-3, "the maps are the trained model's: they moved by {moved} from the initial model's");
     // An episode past the evaluation's is refused naming the field; another recipe has no such view.
     match d.attention(2) {
         Err(Error::Config { field, value, .. }) => assert_eq!((field.as_str(), value.as_str()), ("episode", "2")),
