@@ -5,7 +5,7 @@
 // the knobs' defaults come from the engine and the engine checks their values. Every number drawn is the run's. After
 // icl's evaluation, the trained model's attention on a held-out episode (recipe.attention): every layer × head
 // beside its induction score, with the cells an induction head would attend to outlined.
-import { $, h, fill, perFrame, paced, showToken } from '../dom.js';
+import { $, h, fill, perFrame, paced } from '../dom.js';
 import { t, has, getLang } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
@@ -13,7 +13,7 @@ import { startEngine, getEngine } from '../engine.js';
 import { RECIPES, BY_KIND, HEADLINE, NOT_SHOWN, parseKnobs, knobOfError } from '../recipes.js';
 import { COLORS } from '../../pkg/chart.js';
 import { uplot, baseOptions } from './charts.js';
-import { paint, hoverable } from './heatmap.js';
+import { attentionView } from './icl-attention.js';
 
 let kind = RECIPES[0].kind;
 const info = {}; // kind → engine.recipeInfo(kind): { stages, knobs (defaults) }
@@ -294,7 +294,7 @@ function headTable(title, help, score) {
 /** Which held-out episode the view shows: the evaluation's first (the same for a seed). */
 const EPISODE = 0;
 
-/** Asks the engine for the trained model's attention on the episode; the view is drawn from it. */
+/** Asks the engine for the trained model's attention on the episode; the view (panels/icl-attention.js) is drawn from it. */
 async function loadAttention(s, k) {
   try {
     s.attention = { data: await s.recipe.attention({ episode: EPISODE }) };
@@ -303,62 +303,6 @@ async function loadAttention(s, k) {
   }
   s.attnView = null;
   if (k === kind) render();
-}
-
-/**
- * The maps: a figure per layer × head, its tokens along both axes, its induction score beside it (the evaluation's),
- * the induction targets outlined; hover names the pair and the weight. Built once per language (kept in s.attnView).
- */
-function attentionView(s, rep) {
-  const a = s.attention;
-  if (!a) return null;
-  if (a.error) return h('p', { class: 'validation bad', dataset: { attn: 'failed' } }, t('rcp.attn.failed', { msg: a.error }));
-  const { data } = a;
-  const tip = h('div', { class: 'tooltip', hidden: true });
-  const readout = h('p', { class: 'readout rcp-attn-readout', attrs: { 'aria-live': 'polite' } });
-  const view = h('div', { class: 'rcp-attn', dataset: { episode: String(data.episode) } });
-  const text = data.tokens.map(showToken).join('');
-  const family = `rcp.family.${data.family}`;
-  const score = rep?.induction;
-  const n = data.tokens.length;
-  const marks = data.induction_targets;
-  const labels = { rows: data.tokens, cols: data.tokens };
-  const margin = { left: 16, top: 16 };
-  // As many maps side by side as fit with cells of at least 8 px (a layer's heads in a row where there is room), at
-  // most 16 px; the labels a pixel smaller than a cell.
-  const heads = data.maps[0]?.heads ?? 1;
-  const [width, gap] = [$('#rcp-results').clientWidth || 800, 14];
-  const across = Math.max(1, Math.min(heads, Math.floor((width + gap) / (margin.left + 8 * n + gap))));
-  const cell = Math.max(7, Math.min(16, Math.floor(((width + gap) / across - gap - margin.left) / n)));
-  const font = Math.max(7, Math.min(13, cell - 1));
-  const figures = data.maps.flatMap((m) => Array.from({ length: m.heads }, (_, head) => {
-    const v = score?.scores?.[m.layer]?.[head];
-    const best = score?.best?.layer === m.layer && score?.best?.head === head;
-    const canvas = h('canvas', { class: 'rcp-attn-map', attrs: { role: 'img', 'aria-label': t('rcp.attn.map', { layer: m.layer, head, text }) } });
-    paint(canvas, m, head, cell, { margin, labels, marks, font });
-    hoverable(canvas, m, cell, margin, {
-      tip: () => tip, box: () => view, readout: () => readout,
-      describe: (i, j) => {
-        const [q, k, w] = [showToken(data.tokens[i]), showToken(data.tokens[j]), m.probs[(head * m.t + i) * m.s + j].toFixed(3)];
-        const target = marks[i]?.includes(j) ? ` · ${t('rcp.attn.target')}` : '';
-        return { short: `${t('att.hover', { q, k, w })}${target}`, long: `${t('att.cell', { layer: m.layer, head, q, i, k, j, w })}${target}` };
-      },
-    });
-    const caption = h('figcaption', {}, t('rcp.attn.head', { layer: m.layer, head }), ' ',
-      v === undefined ? null : h('span', { class: `rcp-attn-score${best ? ' best' : ''}` }, t('rcp.attn.score', { value: num(v) }), best ? ` ${t('rcp.attn.best')}` : ''));
-    caption.style.maxWidth = canvas.style.width; // the caption wraps within its map's width
-    return h('figure', { class: 'rcp-attn-head', dataset: { layer: String(m.layer), head: String(head), score: v === undefined ? '' : String(v) } },
-      caption, canvas);
-  }));
-  fill(view,
-    h('h3', { class: 'rcp-h' }, t('rcp.attn.title')),
-    h('p', { class: 'help' }, t('rcp.attn.help', { n: data.episode, family: has(family) ? t(family) : data.family, uniform: num(score?.uniform) })),
-    h('p', { class: 'rcp-attn-episode' }, h('span', { class: 'mono' }, t('rcp.attn.episode', { n: data.episode, family: has(family) ? t(family) : data.family, text })),
-      ' ', h('span', { class: 'rcp-attn-legend' }, t('rcp.attn.legend'))),
-    h('div', { class: 'rcp-attn-grid' }, figures),
-    readout,
-    tip);
-  return view;
 }
 
 /** The samples' columns in reading order: what was asked, what came out, what was expected; the rest after. */
@@ -489,7 +433,7 @@ function renderNow() {
     rep ? headTable(t('rcp.lookup'), t('rcp.lookup.help'), rep.lookup) : null);
   fill($('#rcp-samples'), samplesView(s));
   const lang = getLang();
-  if (s.attention && (!s.attnView || s.attnView.lang !== lang)) s.attnView = { lang, el: attentionView(s, rep) };
+  if (s.attention && (!s.attnView || s.attnView.lang !== lang)) s.attnView = { lang, el: attentionView(s.attention, rep?.induction, $('#rcp-results').clientWidth || 800) };
   fill($('#rcp-attn'), s.attention ? s.attnView.el : null);
 }
 
