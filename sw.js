@@ -6,9 +6,9 @@ const WWW = [
   'main.js', 'bus.js', 'dom.js', 'i18n.js', 'state.js', 'options.js', 'presets.js', 'runs.js', 'engine.js', 'data.js',
   'autosave.js', 'format.js', 'concepts.js', 'export.js', 'style.css', 'strings/en.js', 'strings/zh.js', 'embed.html',
   'panels/config.js', 'panels/data.js', 'panels/summary.js', 'panels/controls.js', 'panels/runs.js', 'panels/charts.js',
-  'panels/attention.js', 'panels/positions.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
+  'panels/attention.js', 'panels/heatmap.js', 'panels/positions.js', 'panels/shapes.js', 'panels/use.js', 'panels/checkpoint.js', 'panels/notices.js',
   'panels/experts.js', 'panels/kv.js', 'panels/cost.js', 'panels/step.js', 'panels/concepts.js', 'lessons.js',
-  'panels/lessons.js', 'lessons/index.json', 'model-doc.js', 'recipes.js', 'strings/recipes.js', 'panels/recipes.js',
+  'panels/lessons.js', 'lessons/index.json', 'model-doc.js', 'recipes.js', 'strings/recipes.js', 'panels/recipes.js', 'panels/icl-attention.js',
   'vendor/uplot/uPlot.esm.js', 'vendor/uplot/uPlot.min.css', 'data/tinyshakespeare.txt', 'data/pretrained-gpt-tiny.safetensors',
 ].map((f) => `www/${f}`);
 const ENGINE = ['index.js', 'worker.js', 'protocol.js', 'presets.js', 'lessons.js', 'lessons-data.js', 'strings.js', 'element.js', 'chart.js', 'isolate.js',

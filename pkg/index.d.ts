@@ -631,6 +631,25 @@ export interface RecipeInfo {
   recipe: Record<string, unknown>;
 }
 
+/** icl: the model's attention on one held-out episode (recipe.attention), with the induction pattern to compare. */
+export interface RecipeAttention {
+  /** The episode's index among the evaluation's held-out episodes (0 … icl.eval_episodes − 1). */
+  episode: number;
+  /** The family its rule was drawn from. */
+  family: 'substitution' | 'shift' | 'affine' | 'reverse_shift';
+  /** What the model read: a newline, then the episode's pairs (x>Y|x>Y|…). */
+  text: string;
+  /** Its characters, along both axes of every map (queries down, keys across). */
+  tokens: string[];
+  /** One per layer (self-attention): heads × t × t probabilities, each row summing to 1, zero after the query. */
+  maps: AttentionMap[];
+  /**
+   * Per query position i, the key positions an induction head attends to: j + 1 for every earlier j holding the
+   * same token as i (empty where the token has not occurred before).
+   */
+  induction_targets: number[][];
+}
+
 export class Recipe {
   readonly id: number;
   readonly kind: RecipeKind;
@@ -673,6 +692,13 @@ export class Recipe {
    * Refused (invalid) for a stage not yet started or one without a model ('eval').
    */
   save(stage?: RecipeStageName): Promise<Uint8Array>;
+  /**
+   * icl only: the model's attention maps on held-out episode `opts.episode` (default 0, the evaluation's first: the
+   * same for a seed) — the pretrained model once pretraining has ended, else the one training now. Refused
+   * (invalid) for the other kinds and before pretraining has started; an episode past the evaluation's is a
+   * 'config' error whose `field` is 'episode'; one that is not an integer ≥ 0 an 'invalid' naming opts.episode.
+   */
+  attention(opts?: { episode?: number }): Promise<RecipeAttention>;
   dispose(): Promise<boolean>;
 }
 

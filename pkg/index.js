@@ -793,6 +793,17 @@ export class Recipe extends Emitter {
     return this.#req('recipeSamples');
   }
 
+  /**
+   * icl: the model's attention maps on held-out episode `opts.episode` (default 0: the evaluation's first, the same
+   * for a seed) — { episode, family, text, tokens, maps (one per layer), induction_targets (per query position, the
+   * key positions right after each earlier occurrence of its token) }. The pretrained model once pretraining has
+   * ended, else the one training now. Refused for the other kinds, before pretraining, and past the episodes.
+   */
+  async attention(opts) {
+    const { episode = 0 } = checkOptions('opts', opts);
+    return this.#req('recipeAttention', { episode: checkInt('opts.episode', episode, { max: U32_MAX }) });
+  }
+
   /** A stage's model (default: the current stage's) as safetensors bytes. */
   save(stage) {
     return this.#req('recipeSave', { stage: checkString('stage', stage, { optional: true }) });

@@ -792,6 +792,12 @@ const handlers = {
     });
   },
   recipeSamples: ({ recipeId }) => exclusive(recipeOf(recipeId), () => JSON.parse(recipeOf(recipeId).wr.samples())),
+  recipeAttention({ recipeId, episode }) {
+    const c = recipeOf(recipeId);
+    // Types only (what crosses as a u32 must be one); the core refuses an episode past the evaluation's, naming it.
+    checkInt('episode', episode, { max: U32_MAX });
+    return exclusive(c, async () => JSON.parse(await c.wr.attention(episode)));
+  },
   recipeSave({ recipeId, stage }) {
     const c = recipeOf(recipeId);
     return exclusive(c, () => c.wr.save(checkString('stage', stage, { optional: true })));

@@ -561,6 +561,16 @@ impl WasmRecipe {
         on_pool(|| dr.samples()).map(|s| to_json(&s)).map_err(js)
     }
 
+    /// icl: the model's attention maps on held-out episode `episode` with where an induction head would look
+    /// (`recipes::icl::EpisodeAttention` as JSON; a run on WebGPU read back first).
+    pub async fn attention(&self, episode: u32) -> Result<String, JsError> {
+        let d = self.d.clone();
+        let mut d = d.borrow_mut();
+        d.sync_async().await.map_err(js)?;
+        let dr = &*d;
+        on_pool(|| dr.attention(episode as usize)).map(|a| to_json(&a)).map_err(js)
+    }
+
     /// A stage's model (None: the current stage's) as safetensors bytes (a run on WebGPU read back first).
     pub async fn save(&self, stage: Option<String>) -> Result<Vec<u8>, JsError> {
         let d = self.d.clone();

@@ -2,8 +2,10 @@
 //! episode's rule (checked by code written here, not the generator's), held-out rules never reach training; the
 //! metrics are tested on answers and attention patterns whose scores are known; a tiny run end to end.
 
-use transformer_playground::backend::{cpu::Cpu, BackendKind};
+use transformer_playground::backend::{cpu::Cpu, BackendKind, Reference};
 use transformer_playground::data::Dataset;
+use transformer_playground::recipes::engine::{Driver, Kind, Options};
+use transformer_playground::recipes::icl::attention::induction_targets;
 use transformer_playground::recipes::icl::eval::{self, score};
 use transformer_playground::recipes::icl::rules::{self, Family, RuleSplit};
 use transformer_playground::recipes::icl::Recipe;
@@ -337,8 +339,15 @@ fn tmp(name: &str) -> String {
     dir.join(name).to_string_lossy().into_owned()
 }
 
-/// A recipe of a few seconds: the shipped one, shrunk.
+/// A recipe of a few seconds: the shipped one, shrunk, written to a file.
 fn tiny_recipe_file(name: &str, patch: impl FnOnce(&mut serde_json::Value)) -> String {
+    let path = tmp(name);
+    std::fs::write(&path, tiny_recipe(patch).to_string()).unwrap();
+    path
+}
+
+/// The shipped recipe, shrunk.
+fn tiny_recipe(patch: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
     let mut v: serde_json::Value = serde_json::from_str(RECIPE).unwrap();
     v["model"]["d_model"] = 16.into();
     v["model"]["n_layers"] = 2.into();
@@ -352,9 +361,7 @@ fn tiny_recipe_file(name: &str, patch: impl FnOnce(&mut serde_json::Value)) -> S
     v["icl"] = serde_json::json!({ "alphabet": 6, "length": 1, "pairs": 8, "families": ["substitution", "shift", "affine"],
         "train_episodes": 200, "eval_episodes": 12, "induction_sequences": 2 });
     patch(&mut v);
-    let path = tmp(name);
-    std::fs::write(&path, v.to_string()).unwrap();
-    path
+    v
 }
 
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
@@ -484,4 +491,79 @@ fn look_up_targets_are_the_earlier_answers_to_the_same_letter_and_score_as_hand_
     assert!((s[0] - 1.0).abs() < 1e-6 && s[1] == 0.0, "{s:?}");
     let uniform = (1.0 / 11.0 + 2.0 / 19.0) / 2.0;
     assert!((s[2] - uniform).abs() < 1e-6, "{} vs {uniform}", s[2]);
+}
+
+#[test]
+fn induction_targets_are_right_after_each_earlier_occurrence_of_the_query_token() {
+    // The look-up test's episode: a→B, b→C, c→A on the inputs a, b, a, c, a.
+    let rule = rules::Rule { family: Family::Substitution, reverse: false, table: vec![1, 2, 0] };
+    let pairs = [0u8, 1, 0, 2, 0].iter().map(|&x| (vec![x], rule.apply(&[x]))).collect();
+    let text = rules::probe_text(&rules::Episode { rule, pairs });
+    assert_eq!(text, "\na>B|b>C|a>B|c>A|a>B");
+    let chars: Vec<char> = text.chars().collect();
+    let targets = induction_targets(&chars);
+    // Positions: 0 \n, 1 a, 2 >, 3 B, 4 |, 5 b, 6 >, 7 C, 8 |, 9 a, 10 >, 11 B, 12 |, 13 c, 14 >, 15 A, 16 |, 17 a,
+    // 18 >, 19 B. The second `a` (9) looks at the `>` after the first (2); the last `>` (18) at the answer after
+    // each earlier `>` (3, 7, 11, 15); a token seen for the first time looks nowhere.
+    let want: Vec<Vec<usize>> = vec![
+        vec![], vec![], vec![], vec![], vec![], vec![], vec![3], vec![], vec![5], vec![2], vec![3, 7], vec![4], vec![5, 9],
+        vec![], vec![3, 7, 11], vec![], vec![5, 9, 13], vec![2, 10], vec![3, 7, 11, 15], vec![4, 12],
+    ];
+    assert_eq!(targets, want);
+    for (i, ts) in targets.iter().enumerate() {
+        for &s in ts {
+            assert!(s <= i && chars[s - 1] == chars[i], "position {i}: {s} is not right after an earlier {:?}", chars[i]);
+        }
+    }
+}
+
+#[test]
+fn the_recipe_attention_is_the_trained_model_own_on_the_first_held_out_episode() {
+    let file = tiny_recipe(|v| v["train"]["warmup"] = 0.into()); // steps that move the weights, so that the trained model is told apart
+    let o = Options { recipe: Some(file.to_string()), knobs: [("steps".to_string(), 3.0), ("eval_episodes".to_string(), 2.0)].into(), ..Default::default() };
+    let mut d = Driver::new(Kind::Icl, &o).unwrap();
+    let e = d.attention(0).unwrap_err();
+    assert!(e.to_string().contains("no model yet"), "{e}");
+    while !d.done() {
+        d.unit().unwrap();
+    }
+    let a = d.attention(0).unwrap();
+    // The episode is the evaluation's first, read as the look-up score reads it.
+    let r = Recipe::from_json(&d.info.recipe.to_string()).unwrap();
+    let ep = eval::eval_episodes(&r).unwrap().remove(0);
+    assert_eq!((a.episode, a.family, a.text.as_str()), (0, ep.rule.family, rules::probe_text(&ep).as_str()));
+    let t = a.text.chars().count();
+    assert_eq!(t, r.episode_chars());
+    assert_eq!(a.tokens, a.text.chars().map(|c| c.to_string()).collect::<Vec<_>>());
+    assert_eq!(a.induction_targets, induction_targets(&a.text.chars().collect::<Vec<_>>()));
+    // The trained model's (the pretraining stage's checkpoint), as the reference backend computes it.
+    let ck = transformer_playground::checkpoint::load(&d.save(Some("pretrain")).unwrap()).unwrap();
+    let own = transformer_playground::probe::attention_maps(&ck.model, &Reference, &ck.tokenizer, transformer_playground::config::Task::Text, &a.text, None).unwrap();
+    assert_eq!(a.maps.len(), 2, "one map per layer");
+    for (m, o) in a.maps.iter().zip(&own.maps) {
+        assert_eq!((m.kind.as_str(), m.layer, m.heads, m.t, m.s), ("self", o.layer, 2, t, t));
+        for (h, rows) in m.probs.chunks(t * t).enumerate() {
+            for (i, row) in rows.chunks(t).enumerate() {
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "layer {} head {h} row {i} sums to {sum}", m.layer);
+                assert!(row[i + 1..].iter().all(|&p| p == 0.0), "layer {} head {h} row {i} attends to the future", m.layer);
+            }
+        }
+        for (x, y) in m.probs.iter().zip(&o.probs) {
+            assert!((x - y).abs() < 1e-5, "layer {}: {x} vs the reference's {y}", m.layer);
+        }
+    }
+    // Not the untrained model's (the same recipe and seed, before its first step).
+    let fresh = r.run(BackendKind::Cpu).unwrap();
+    let init = transformer_playground::probe::attention_maps(&fresh.model, &Reference, fresh.data.tokenizer(), transformer_playground::config::Task::Text, &a.text, None).unwrap();
+    let moved = a.maps.iter().zip(&init.maps).flat_map(|(m, o)| m.probs.iter().zip(&o.probs).map(|(x, y)| (x - y).abs())).fold(0.0f32, f32::max);
+    assert!(moved > 1e-3, "the maps are the trained model's: they moved by {moved} from the initial model's");
+    // An episode past the evaluation's is refused naming the field; another recipe has no such view.
+    match d.attention(2) {
+        Err(Error::Config { field, value, .. }) => assert_eq!((field.as_str(), value.as_str()), ("episode", "2")),
+        other => panic!("{other:?}"),
+    }
+    let ft = Options { corpus: Some(std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/www/data/tinyshakespeare.txt")).unwrap()), ..Default::default() };
+    let e = Driver::new(Kind::Finetune, &ft).unwrap().attention(0).unwrap_err();
+    assert!(e.to_string().contains("only the icl recipe"), "{e}");
 }

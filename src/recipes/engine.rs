@@ -926,6 +926,23 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// icl: the model's attention maps on held-out episode `episode` with the induction pattern
+    /// (`icl::attention`): the pretrained model once pretraining has ended, else the model training now (a gpu
+    /// run's host copy: `sync` first). Refused for the other kinds, before pretraining has started, and for an
+    /// episode past the evaluation's (naming `episode`).
+    pub fn attention(&self, episode: usize) -> Result<icl::EpisodeAttention> {
+        let State::Icl { recipe, run, model, .. } = &self.state else {
+            return Err(Error::Invalid(format!("attention: only the icl recipe shows an episode's attention, not {}", self.kind.name())));
+        };
+        match (model, run) {
+            (Some(ck), _) => icl::episode_attention(&ck.model, &Cpu, &ck.tokenizer, recipe, episode),
+            (None, Some(r)) => icl::episode_attention(&r.model, &Cpu, r.data.tokenizer(), recipe, episode),
+            (None, None) => Err(Error::Invalid("attention: the recipe has no model yet; run its pretraining first".into())),
+        }
+    }
+}
+
 /// A checkpoint kept by the driver, as bytes.
 fn save_ck(ck: &Checkpoint) -> Result<Vec<u8>> {
     checkpoint::save(&ck.config, &ck.tokenizer, ck.step, &ck.model, ck.opt.as_ref())

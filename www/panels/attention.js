@@ -3,25 +3,13 @@
 // each stack and the decoder's cross-attention. Refreshed while the run trains. For a Mixture-of-Experts model, the
 // same text's routing: each MoE layer × token, the token's k experts (best first), shaded by weight.
 import { $, h, fill, showToken, debounce, perFrame } from '../dom.js';
+import { paint as paintMap, hoverable } from './heatmap.js';
 import { t } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { getCustomText, taskSample } from '../data.js';
 import { expertColor, layerName } from './experts.js';
 import { showPositionTerms, render as renderPositions } from './positions.js';
-
-const RAMP = [[0, 255, 255, 255], [0.15, 219, 234, 254], [0.35, 147, 197, 253], [0.6, 59, 130, 246], [0.85, 30, 64, 175], [1, 23, 23, 72]];
-
-/** The colour of a weight: the ramp follows √w, so that the many small weights of a long row stay visible. */
-function color(w) {
-  const x = Math.sqrt(Math.max(0, Math.min(1, w)));
-  let i = 1;
-  while (i < RAMP.length - 1 && RAMP[i][0] < x) i++;
-  const [a, b] = [RAMP[i - 1], RAMP[i]];
-  const f = (x - a[0]) / (b[0] - a[0]);
-  const c = [1, 2, 3].map((k) => Math.round(a[k] + f * (b[k] - a[k])));
-  return `rgb(${c[0]},${c[1]},${c[2]})`;
-}
 
 let data = null; // the engine's AttentionMaps
 let which = null; // 'decoder/self' …
@@ -59,49 +47,6 @@ function axisTokens(m) {
   return { rows: tgt, cols: tgt };
 }
 
-function paint(canvas, m, head, cell, margin = { left: 0, top: 0 }, labels = null) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = margin.left + cell * m.s;
-  const hgt = margin.top + cell * m.t;
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(hgt * dpr);
-  canvas.style.width = `${w}px`;
-  canvas.style.height = `${hgt}px`;
-  const ctx = canvas.getContext('2d');
-  ctx.scale(dpr, dpr);
-  ctx.fillStyle = '#fff';
-  ctx.fillRect(0, 0, w, hgt);
-  const base = head * m.t * m.s;
-  for (let i = 0; i < m.t; i++) {
-    for (let j = 0; j < m.s; j++) {
-      ctx.fillStyle = color(m.probs[base + i * m.s + j]);
-      ctx.fillRect(margin.left + j * cell, margin.top + i * cell, cell, cell);
-    }
-  }
-  if (labels) {
-    ctx.fillStyle = '#334155';
-    ctx.font = `${Math.min(13, cell - 2)}px ui-monospace, monospace`;
-    ctx.textBaseline = 'middle';
-    ctx.textAlign = 'right';
-    labels.rows.forEach((tok, i) => ctx.fillText(showToken(tok), margin.left - 4, margin.top + (i + 0.5) * cell));
-    ctx.save();
-    labels.cols.forEach((tok, j) => {
-      ctx.save();
-      ctx.translate(margin.left + (j + 0.5) * cell, margin.top - 4);
-      ctx.rotate(-Math.PI / 2);
-      ctx.textAlign = 'left';
-      ctx.fillText(showToken(tok), 0, 0);
-      ctx.restore();
-    });
-    ctx.restore();
-  }
-  if (cursor && labels) {
-    ctx.strokeStyle = '#f97316';
-    ctx.lineWidth = 2;
-    ctx.strokeRect(margin.left + cursor.j * cell + 1, margin.top + cursor.i * cell + 1, cell - 2, cell - 2);
-  }
-}
-
 function describe(m, head, i, j) {
   const { rows, cols } = axisTokens(m);
   const w = m.probs[head * m.t * m.s + i * m.s + j];
@@ -111,36 +56,12 @@ function describe(m, head, i, j) {
   };
 }
 
-function showTip(ev, text) {
-  const tip = $('#att-tip');
-  tip.textContent = text;
-  tip.hidden = false;
-  const box = $('#sec-attention').getBoundingClientRect();
-  tip.style.left = `${ev.clientX - box.left + 12}px`;
-  tip.style.top = `${ev.clientY - box.top + 12}px`;
-}
-
-function hideTip() {
-  $('#att-tip').hidden = true;
-}
-
-/** Hover and keyboard handling on a map canvas. */
+/** Hover on a map canvas: the token pair and the weight in the tooltip and the readout. */
 function interactive(canvas, m, head, cell, margin, onCell) {
-  const at = (ev) => {
-    const r = canvas.getBoundingClientRect();
-    const j = Math.floor((ev.clientX - r.left - margin.left) / cell);
-    const i = Math.floor((ev.clientY - r.top - margin.top) / cell);
-    return i >= 0 && j >= 0 && i < m.t && j < m.s ? { i, j } : null;
-  };
-  canvas.addEventListener('mousemove', (ev) => {
-    const c = at(ev);
-    if (!c) return hideTip();
-    const d = describe(m, head, c.i, c.j);
-    showTip(ev, d.short);
-    $('#att-readout').textContent = d.long;
-    onCell?.(c);
+  hoverable(canvas, m, cell, margin, {
+    tip: () => $('#att-tip'), box: () => $('#sec-attention'), readout: () => $('#att-readout'),
+    describe: (i, j) => describe(m, head, i, j), onCell,
   });
-  canvas.addEventListener('mouseleave', hideTip);
 }
 
 function renderDetail() {
@@ -162,7 +83,7 @@ function renderDetail() {
     tabIndex: 0,
     attrs: { role: 'img', 'aria-label': t('att.map', { layer: m.layer, head }) },
   });
-  paint(canvas, m, head, cell, margin, labels);
+  paintMap(canvas, m, head, cell, { margin, labels, cursor });
   interactive(canvas, m, head, cell, margin, (c) => {
     cursor = c;
   });
@@ -172,7 +93,7 @@ function renderDetail() {
     ev.preventDefault();
     cursor ??= { i: 0, j: 0 };
     cursor = { i: Math.max(0, Math.min(m.t - 1, cursor.i + moves[ev.key][0])), j: Math.max(0, Math.min(m.s - 1, cursor.j + moves[ev.key][1])) };
-    paint(canvas, m, head, cell, margin, labels);
+    paintMap(canvas, m, head, cell, { margin, labels, cursor });
     $('#att-readout').textContent = describe(m, head, cursor.i, cursor.j).long;
   });
   fill(box,
@@ -198,7 +119,7 @@ function renderGrid() {
         tabIndex: 0,
         attrs: { role: 'button', 'aria-label': `${t('att.layer', { n: m.layer })} · ${t('att.head', { n: head })}`, 'aria-pressed': String(m.layer === focus.layer && head === focus.head) },
       });
-      paint(canvas, m, head, cell);
+      paintMap(canvas, m, head, cell);
       interactive(canvas, m, head, cell, { left: 0, top: 0 });
       const pick = () => {
         focus = { layer: m.layer, head };

@@ -2,15 +2,18 @@
 // run it in the engine (engine.createRecipe, pkg/index.d.ts) and watch it: its stages as steps with the current one
 // marked, each stage's curves as it trains, each stage's held-out result, and samples before and after. Pause stops
 // after the step under way and Resume goes on. What the page offers of each recipe is the table in www/recipes.js;
-// the knobs' defaults come from the engine and the engine checks their values. Every number drawn is the run's.
+// the knobs' defaults come from the engine and the engine checks their values. Every number drawn is the run's. After
+// icl's evaluation, the trained model's attention on a held-out episode (recipe.attention): every layer × head
+// beside its induction score, with the cells an induction head would attend to outlined.
 import { $, h, fill, perFrame, paced } from '../dom.js';
-import { t, has } from '../i18n.js';
+import { t, has, getLang } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
 import { startEngine, getEngine } from '../engine.js';
 import { RECIPES, BY_KIND, HEADLINE, NOT_SHOWN, parseKnobs, knobOfError } from '../recipes.js';
 import { COLORS } from '../../pkg/chart.js';
 import { uplot, baseOptions } from './charts.js';
+import { attentionView } from './icl-attention.js';
 
 let kind = RECIPES[0].kind;
 const info = {}; // kind → engine.recipeInfo(kind): { stages, knobs (defaults) }
@@ -175,6 +178,7 @@ async function run() {
     });
     s.recipe.on('stage', (r) => {
       recordStage(s, r);
+      if (r.report?.induction) loadAttention(s, k);
       if (k === kind) render();
     });
     s.recipe.on('error', (e) => {
@@ -283,6 +287,22 @@ function headTable(title, help, score) {
       h('thead', {}, h('tr', {}, h('th', {}, ''), Array.from({ length: heads }, (_, i) => h('th', {}, t('rcp.head', { n: i }))))),
       h('tbody', {}, score.scores.map((row, l) => h('tr', {}, h('th', { attrs: { scope: 'row' } }, t('rcp.layer', { n: l })),
         row.map((v, i) => h('td', { class: `metric${l === score.best?.layer && i === score.best?.head ? ' best' : ''}` }, num(v))))))));
+}
+
+// ------------------------------------------------------------------- icl: the attention on a held-out episode
+
+/** Which held-out episode the view shows: the evaluation's first (the same for a seed). */
+const EPISODE = 0;
+
+/** Asks the engine for the trained model's attention on the episode; the view (panels/icl-attention.js) is drawn from it. */
+async function loadAttention(s, k) {
+  try {
+    s.attention = { data: await s.recipe.attention({ episode: EPISODE }) };
+  } catch (e) {
+    s.attention = { error: e.message };
+  }
+  s.attnView = null;
+  if (k === kind) render();
 }
 
 /** The samples' columns in reading order: what was asked, what came out, what was expected; the rest after. */
@@ -412,6 +432,9 @@ function renderNow() {
     rep ? headTable(t('rcp.induction'), t('rcp.induction.help'), rep.induction) : null,
     rep ? headTable(t('rcp.lookup'), t('rcp.lookup.help'), rep.lookup) : null);
   fill($('#rcp-samples'), samplesView(s));
+  const lang = getLang();
+  if (s.attention && (!s.attnView || s.attnView.lang !== lang)) s.attnView = { lang, el: attentionView(s.attention, rep?.induction, $('#rcp-results').clientWidth || 800) };
+  fill($('#rcp-attn'), s.attention ? s.attnView.el : null);
 }
 
 const render = perFrame(renderNow);
@@ -467,6 +490,7 @@ export function snapshot() {
       state: s.state, ...position(s), results: Object.keys(s.results),
       metrics: Object.fromEntries(Object.entries(s.results).map(([st, r]) => [st, r.metrics])),
       samples: s.samples.length,
+      attention: s.attention?.data ? { episode: s.attention.data.episode, maps: s.attention.data.maps.length, heads: s.attention.data.maps[0]?.heads } : s.attention,
     }])),
     charts: Object.fromEntries([...plots].filter(([, p]) => p.plot.root.isConnected).map(([id, p]) => [id, p.plot.data[0].length])),
   };

@@ -274,7 +274,7 @@ pub fn lookup<H: Host>(model: &Model, be: &H, tok: &Tokenizer, recipe: &Recipe) 
         if targets.is_empty() {
             continue;
         }
-        let text = format!("{}{}", rules::END, rules::episode_text(ep).trim_end_matches(rules::END));
+        let text = rules::probe_text(ep);
         let maps = crate::probe::attention_maps(model, be, tok, Task::Text, &text, None)?;
         let layers: Vec<Vec<f32>> = maps.maps.iter().filter(|m| m.kind == "self").map(|m| lookup_score(&m.probs, m.heads, m.t, &targets)).collect();
         if sums.is_empty() {

@@ -2,15 +2,18 @@
 //! generated meta-learning corpus (`rules`: each sequence shows k input→output pairs of a freshly drawn rule, then
 //! a query), trained with the project's own `Run`; then, with no weight update, the accuracy on held-out rules
 //! against the number of in-context examples, and each head's induction score (Olsson et al. 2022, "In-context
-//! Learning and Induction Heads"): `eval`.
+//! Learning and Induction Heads"): `eval`; the trained model's attention maps on one held-out episode with the
+//! induction pattern marked, for the page to show beside the scores: `attention`.
 //!
 //! A recipe is a config file: the ordinary `Config` (a gpt; `data` left out) plus an `icl` section (`IclConfig`).
 //! Everything is drawn from the seed: the corpus (`Rng::new(seed ^ DATA_STREAM)`, fork 1 train, 2 validation),
 //! the evaluation episodes (fork 3) and the induction sequences (fork 4); the model and its batches as `Run` does.
 
+pub mod attention;
 pub mod eval;
 pub mod rules;
 
+pub use attention::{episode_attention, EpisodeAttention};
 pub use eval::{evaluate, Evaluation};
 pub use rules::{Episode, Family, Rule, RuleSplit};
 

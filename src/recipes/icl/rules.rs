@@ -208,6 +208,12 @@ pub fn episode_text(ep: &Episode) -> String {
     format!("{}{END}", pairs.join(&SEP.to_string()))
 }
 
+/// The episode as the probes read it (the look-up score, the attention view of `attention`): a newline (the end of
+/// a previous episode), then its pairs without the final newline.
+pub fn probe_text(ep: &Episode) -> String {
+    format!("{END}{}", episode_text(ep).trim_end_matches(END))
+}
+
 /// What the model reads to answer the query from `k` in-context examples: the end of a previous episode, the
 /// episode's first k pairs (each followed by `|`), the query's input and `>`. The query is the episode's last pair,
 /// the same for every k, so the accuracies over k compare the same questions. Needs k < pairs.
