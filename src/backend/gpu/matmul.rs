@@ -28,7 +28,7 @@ struct Params {
 
 const ACCUMULATE: u32 = 1;
 const BIAS: u32 = 2;
-/// Output tile edge (matmul.wgsl's TILE).
+/// Output tile edge of the 4×4 register tile (matmul.wgsl's TILE with RT 4), which split-K's products use.
 const TILE: usize = 64;
 /// Split-K of a weight gradient: at least this many of K's rows per split, and splits until about this many
 /// workgroups run (a tile is one workgroup).
@@ -47,26 +47,73 @@ pub fn k_splits(m: usize, n: usize, k: usize) -> usize {
     by_work.min(by_rows).min(by_memory).max(1)
 }
 
-/// The activations' element-wise functions, then the kernel (its fused epilogues call them).
-const SRC: &str = concat!(include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl"));
+/// The kernel with its register tile RT (4: 64×64 tiles; 8: 128×128) and the activations' element-wise functions
+/// (its fused epilogues call them): `[RT 4, RT 8]`, as `MatmulTile`'s index.
+macro_rules! matmul_kernels {
+    ($entry:literal, $binds:expr) => {
+        [
+            Kernel {
+                name: "matmul.wgsl",
+                src: concat!("const RT: u32 = 4u;\n", include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl")),
+                entry: $entry,
+                binds: $binds,
+            },
+            Kernel {
+                name: "matmul.wgsl (8×8 register tile)",
+                src: concat!("const RT: u32 = 8u;\n", include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl")),
+                entry: $entry,
+                binds: $binds,
+            },
+        ]
+    };
+}
 /// Bindings: a, b, bias (read), c (read-write).
-pub(crate) static MATMUL: Kernel =
-    Kernel { name: "matmul.wgsl", src: SRC, entry: "main", binds: &[Access::Read, Access::Read, Access::Read, Access::Write] };
+pub(crate) static MATMUL: [Kernel; 2] = matmul_kernels!("main", &[Access::Read, Access::Read, Access::Read, Access::Write]);
 /// Bindings: a, b, bias (read), c = pre, act_out (read-write).
-pub(crate) static MATMUL_ACT_FORWARD: Kernel = Kernel {
-    name: "matmul.wgsl",
-    src: SRC,
-    entry: "act_forward",
-    binds: &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write],
-};
+pub(crate) static MATMUL_ACT_FORWARD: [Kernel; 2] =
+    matmul_kernels!("act_forward", &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write]);
 /// Bindings: a, b, (bias: unused), c = dpre, (act_out: unused), pre (read).
-pub(crate) static MATMUL_ACT_BACKWARD: Kernel = Kernel {
-    name: "matmul.wgsl",
-    src: SRC,
-    entry: "act_backward",
-    binds: &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write, Access::Read],
-};
-pub(crate) static KERNELS: &[&Kernel] = &[&MATMUL, &MATMUL_ACT_FORWARD, &MATMUL_ACT_BACKWARD];
+pub(crate) static MATMUL_ACT_BACKWARD: [Kernel; 2] =
+    matmul_kernels!("act_backward", &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write, Access::Read]);
+pub(crate) static KERNELS: &[&Kernel] =
+    &[&MATMUL[0], &MATMUL[1], &MATMUL_ACT_FORWARD[0], &MATMUL_ACT_FORWARD[1], &MATMUL_ACT_BACKWARD[0], &MATMUL_ACT_BACKWARD[1]];
+
+/// The register tile of a product: each thread's block of outputs, RT×RT. 8×8 (128×128 tiles: 64 multiply-adds
+/// for 16 workgroup loads, against 16 for 8 with 4×4) where the product has enough such tiles to keep a large GPU
+/// busy; 4×4 (64×64 tiles) elsewhere, and always for split-K. `Gpu::set_matmul_tile` forces one (tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulTile {
+    /// 4×4 outputs per thread, 64×64 per workgroup.
+    Rt4,
+    /// 8×8 outputs per thread, 128×128 per workgroup.
+    Rt8,
+}
+
+impl MatmulTile {
+    /// At least this many 128×128 tiles for the 8×8 register tile (a GPU of ~100 cores, two workgroups each,
+    /// still has work after one round).
+    const RT8_MIN_TILES: usize = 256;
+
+    /// The tile a product of (M, N) runs with.
+    pub fn for_product(m: usize, n: usize) -> MatmulTile {
+        if m.div_ceil(128) * n.div_ceil(128) >= Self::RT8_MIN_TILES {
+            MatmulTile::Rt8
+        } else {
+            MatmulTile::Rt4
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            MatmulTile::Rt4 => 0,
+            MatmulTile::Rt8 => 1,
+        }
+    }
+
+    fn edge(self) -> usize {
+        16 * [4, 8][self.index()]
+    }
+}
 
 /// Which of matmul.wgsl's epilogues a product ends with.
 enum Epilogue<'a> {
@@ -260,7 +307,12 @@ impl Gpu {
             _pad: [0; 2],
         };
         let bias = bias.map_or(self.no_input(), |s| s.bind(n));
-        let (gx, gy) = (n.div_ceil(TILE), m.div_ceil(TILE));
+        let tile = match (&epi, self.matmul_tile()) {
+            (Epilogue::SplitK { .. }, _) => MatmulTile::Rt4,
+            (_, Some(forced)) => forced,
+            (_, None) => MatmulTile::for_product(m, n),
+        };
+        let (gx, gy) = (n.div_ceil(tile.edge()), m.div_ceil(tile.edge()));
         let max = self.ctx.limits.max_compute_workgroups_per_dimension as usize;
         if gx > max || gy > max {
             return Err(super::gpu_error(format!(
@@ -272,12 +324,13 @@ impl Gpu {
         }
         let grid = [gx as u32, gy as u32, split.1 as u32];
         let (a, b, c) = (a.bind(m * k), b.bind(k * n), c.bind(split.1 * m * n));
+        let t = tile.index();
         match epi {
-            Epilogue::Plain | Epilogue::SplitK { .. } => self.dispatch(enc, &MATMUL, &[], &p, &[a, b, bias, c], grid),
-            Epilogue::Act(_, out) => self.dispatch(enc, &MATMUL_ACT_FORWARD, &[], &p, &[a, b, bias, c, out.bind(m * n)], grid),
+            Epilogue::Plain | Epilogue::SplitK { .. } => self.dispatch(enc, &MATMUL[t], &[], &p, &[a, b, bias, c], grid),
+            Epilogue::Act(_, out) => self.dispatch(enc, &MATMUL_ACT_FORWARD[t], &[], &p, &[a, b, bias, c, out.bind(m * n)], grid),
             Epilogue::ActGrad(_, pre) => {
                 let bufs = [a, b, bias, c, self.no_output(), pre.bind(m * n)];
-                self.dispatch(enc, &MATMUL_ACT_BACKWARD, &[], &p, &bufs, grid)
+                self.dispatch(enc, &MATMUL_ACT_BACKWARD[t], &[], &p, &bufs, grid)
             }
         }
     }

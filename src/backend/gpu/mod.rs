@@ -53,7 +53,7 @@ pub use bound::{lock, ThreadBound};
 pub use buffer::{Element, GpuBuffer, GpuSlice, Pooled, Readback};
 pub use context::GpuContext;
 pub use step::{GpuStep, PendingLoss};
-pub use matmul::k_splits;
+pub use matmul::{k_splits, MatmulTile};
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -229,6 +229,8 @@ pub struct Gpu {
     last_submission: Mutex<Option<wgpu::SubmissionIndex>>,
     /// Fill every `Backend::output` buffer with NaN before its op writes it (`set_poison_outputs`).
     poison_outputs: std::sync::atomic::AtomicBool,
+    /// The matmul register tile forced for every product (`set_matmul_tile`): 0 none, 4 or 8.
+    matmul_tile: std::sync::atomic::AtomicU32,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -277,6 +279,7 @@ impl Gpu {
             bind_groups: AtomicU64::new(0),
             last_submission: Mutex::new(None),
             poison_outputs: std::sync::atomic::AtomicBool::new(false),
+            matmul_tile: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -288,6 +291,25 @@ impl Gpu {
 
     pub(crate) fn poisons_outputs(&self) -> bool {
         self.poison_outputs.load(Ordering::Relaxed)
+    }
+
+    /// A check for tests: run every matmul with this register tile (None: each product's own choice,
+    /// `MatmulTile::for_product`), so both kernels meet awkward sizes.
+    pub fn set_matmul_tile(&self, tile: Option<matmul::MatmulTile>) {
+        let v = match tile {
+            None => 0,
+            Some(matmul::MatmulTile::Rt4) => 4,
+            Some(matmul::MatmulTile::Rt8) => 8,
+        };
+        self.matmul_tile.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn matmul_tile(&self) -> Option<matmul::MatmulTile> {
+        match self.matmul_tile.load(Ordering::Relaxed) {
+            4 => Some(matmul::MatmulTile::Rt4),
+            8 => Some(matmul::MatmulTile::Rt8),
+            _ => None,
+        }
     }
 
     /// The binding of an absent input.

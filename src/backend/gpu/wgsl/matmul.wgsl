@@ -20,13 +20,17 @@
 //   dinp += dout·w              M=N,  N=C,  K=OC  A=dout  (a_rs=OC, a_cs=1)  B=w   (b_rs=C, b_cs=1)
 //   dw   += doutᵀ·inp           M=OC, N=C,  K=N   A=doutᵀ (a_rs=1, a_cs=OC)  B=inp (b_rs=C, b_cs=1)
 //
-// Invocation → element: workgroup (x, y) owns the 64×64 tile of C at rows 64y.., columns 64x..; thread (tx, ty)
-// of its 16×16 owns the 4×4 elements C[64y + ty + 16r, 64x + tx + 16s], r, s < 4 (strided, so neighbouring
-// threads store neighbouring columns), and the same elements of act_out. For each step of 16 along K the 256
-// threads stage A (64×16) and B (16×64) in workgroup memory, 4 elements of each per thread, walking along
-// whichever dimension has stride 1 so that neighbouring threads read neighbouring addresses; then each thread makes 16 rank-1 updates of its 4×4 block
-// from registers (8 workgroup loads per 16 multiply-adds). Rows of the staged tiles are padded to 65 so that the
-// column-wise stores do not all fall in one memory bank.
+// The register tile RT (a const the Rust side puts before the source, `gpu/matmul.rs`): 4, or 8 for products
+// with tiles enough to fill a large GPU. TILE = 16·RT, TK = 64 / RT (so each step stages 1024 elements of A and of
+// B: 4 per thread).
+// Invocation → element: workgroup (x, y) owns the TILE×TILE tile of C at rows TILE·y.., columns TILE·x..; thread
+// (tx, ty) of its 16×16 owns the RT×RT elements C[TILE·y + ty + 16r, TILE·x + tx + 16s], r, s < RT (strided, so
+// neighbouring threads store neighbouring columns), and the same elements of act_out. For each step of TK along K
+// the 256 threads stage A (TILE×TK) and B (TK×TILE) in workgroup memory, 4 elements of each per thread, walking
+// along whichever dimension has stride 1 so that neighbouring threads read neighbouring addresses; then each thread
+// makes TK rank-1 updates of its RT×RT block from registers (2·RT workgroup loads per RT² multiply-adds: RT 4, 8 per
+// 16; RT 8, 16 per 64). Rows of the staged tiles are padded to TILE + 1 so that the column-wise stores do not all
+// fall in one memory bank. The sums run along K in the same order for either RT: the same bits.
 // Edges: elements outside M, N or K are staged as 0 and not stored, so any sizes work.
 // Split-K (`main` only, k_split > 0): workgroup (x, y, z) sums only K's rows [z·k_split, (z+1)·k_split) and
 // writes its tile into the z-th (M,N) slab of c, c[z·M·N + i·N + j]; the host then sums the slabs (a column sum
@@ -51,9 +55,11 @@ struct Params {
 const ACCUMULATE: u32 = 1u;
 const BIAS: u32 = 2u;
 
-const TILE: u32 = 64u;
-const TK: u32 = 16u;
-const PAD: u32 = 65u;
+const TILE: u32 = 16u * RT;
+const TK: u32 = 64u / RT;
+const PAD: u32 = TILE + 1u;
+// vec4s per row of a thread's block.
+const NV: u32 = RT / 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -63,15 +69,16 @@ const PAD: u32 = 65u;
 @group(0) @binding(5) var<storage, read_write> act_out: array<f32>;
 @group(0) @binding(6) var<storage, read> pre: array<f32>;
 
-// as_t[kk*PAD + i]: A tile, K-major; bs_t[kk*PAD + j]: B tile, K-major.
-var<workgroup> as_t: array<f32, 1040>;
-var<workgroup> bs_t: array<f32, 1040>;
+// as_t[kk*PAD + i]: A tile, K-major; bs_t[kk*PAD + j]: B tile, K-major (1040 or 1032 floats).
+var<workgroup> as_t: array<f32, TK * PAD>;
+var<workgroup> bs_t: array<f32, TK * PAD>;
 
-// The product's 4×4 block of thread (tx, ty) in the tile at (m0, n0), summed over K's rows kb .. ke: acc[r][s] is
-// (A·B)[m0 + ty + 16r, n0 + tx + 16s] over them. Called by every thread of the workgroup (it has barriers).
-fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32, kb: u32, ke: u32) -> array<vec4<f32>, 4> {
-    var acc: array<vec4<f32>, 4>;
-    for (var r = 0u; r < 4u; r++) {
+// The product's RT×RT block of thread (tx, ty) in the tile at (m0, n0), summed over K's rows kb .. ke:
+// acc[r·NV + s/4][s%4] is (A·B)[m0 + ty + 16r, n0 + tx + 16s] over them. Called by every thread of the workgroup
+// (it has barriers).
+fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32, kb: u32, ke: u32) -> array<vec4<f32>, RT * NV> {
+    var acc: array<vec4<f32>, RT * NV>;
+    for (var r = 0u; r < RT * NV; r++) {
         acc[r] = vec4<f32>(0.0);
     }
     for (var k0 = kb; k0 < ke; k0 += TK) {
@@ -107,12 +114,17 @@ fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32, kb: u32, ke: u32) -
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let ar = vec4<f32>(as_t[kk * PAD + ty], as_t[kk * PAD + ty + 16u], as_t[kk * PAD + ty + 32u], as_t[kk * PAD + ty + 48u]);
-            let br = vec4<f32>(bs_t[kk * PAD + tx], bs_t[kk * PAD + tx + 16u], bs_t[kk * PAD + tx + 32u], bs_t[kk * PAD + tx + 48u]);
-            acc[0] += ar.x * br;
-            acc[1] += ar.y * br;
-            acc[2] += ar.z * br;
-            acc[3] += ar.w * br;
+            var ar: array<f32, RT>;
+            for (var r = 0u; r < RT; r++) {
+                ar[r] = as_t[kk * PAD + ty + 16u * r];
+            }
+            for (var h = 0u; h < NV; h++) {
+                let o = kk * PAD + tx + 64u * h;
+                let br = vec4<f32>(bs_t[o], bs_t[o + 16u], bs_t[o + 32u], bs_t[o + 48u]);
+                for (var r = 0u; r < RT; r++) {
+                    acc[r * NV + h] += ar[r] * br;
+                }
+            }
         }
         workgroupBarrier();
     }
@@ -133,12 +145,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         slab = wg.z * p.m * p.n;
     }
     let acc = tile_product(m0, n0, lid.x, lid.y, li, kb, ke);
-    for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < RT; r++) {
         let i = m0 + lid.y + 16u * r;
-        for (var s = 0u; s < 4u; s++) {
+        for (var s = 0u; s < RT; s++) {
             let j = n0 + lid.x + 16u * s;
             if (i < p.m && j < p.n) {
-                var v = acc[r][s];
+                var v = acc[r * NV + s / 4u][s % 4u];
                 if ((p.flags & BIAS) != 0u) {
                     v += bias[j];
                 }
@@ -159,12 +171,12 @@ fn act_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let m0 = wg.y * TILE;
     let n0 = wg.x * TILE;
     let acc = tile_product(m0, n0, lid.x, lid.y, li, 0u, p.k);
-    for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < RT; r++) {
         let i = m0 + lid.y + 16u * r;
-        for (var s = 0u; s < 4u; s++) {
+        for (var s = 0u; s < RT; s++) {
             let j = n0 + lid.x + 16u * s;
             if (i < p.m && j < p.n) {
-                var v = acc[r][s];
+                var v = acc[r * NV + s / 4u][s % 4u];
                 if ((p.flags & BIAS) != 0u) {
                     v += bias[j];
                 }
@@ -183,12 +195,12 @@ fn act_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
     let m0 = wg.y * TILE;
     let n0 = wg.x * TILE;
     let acc = tile_product(m0, n0, lid.x, lid.y, li, 0u, p.k);
-    for (var r = 0u; r < 4u; r++) {
+    for (var r = 0u; r < RT; r++) {
         let i = m0 + lid.y + 16u * r;
-        for (var s = 0u; s < 4u; s++) {
+        for (var s = 0u; s < RT; s++) {
             let j = n0 + lid.x + 16u * s;
             if (i < p.m && j < p.n) {
-                c[i * p.n + j] = acc[r][s] * act(p.act, pre[i * p.n + j]).y;
+                c[i * p.n + j] = acc[r * NV + s / 4u][s % 4u] * act(p.act, pre[i * p.n + j]).y;
             }
         }
     }
