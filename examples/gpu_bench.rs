@@ -32,7 +32,7 @@ fn main() {
 #[cfg(feature = "gpu")]
 mod bench {
     use std::time::Instant;
-    use transformer_playground::backend::gpu::{Encoder, Gpu};
+    use transformer_playground::backend::gpu::{Encoder, Gpu, MatmulTile};
     use transformer_playground::backend::{AttnBias, AttnGrads, AttnShape, HeadLayout};
     use transformer_playground::backend::BackendKind;
     use transformer_playground::rng::Rng;
@@ -86,9 +86,13 @@ mod bench {
     fn matmuls(g: &Gpu, rng: &mut Rng, quick: bool) -> Result<()> {
         // `--peak-gflops P`: the adapter's fp32 peak (from its data sheet), to print each figure as a % of it.
         let peak: Option<f64> = arg_value("--peak-gflops").and_then(|v| v.parse().ok());
-        println!("\nmatmul  (N = C = OC)            forward ms   GFLOP/s   backward ms   GFLOP/s   (% of peak fwd / bwd)");
+        println!("\nmatmul  (N = C = OC), tile      forward ms   GFLOP/s   backward ms   GFLOP/s   (% of peak fwd / bwd)");
         let sizes: &[usize] = if quick { &[128, 256] } else { &[256, 512, 1024, 2048, 4096] };
-        for &n in sizes {
+        // Each size with both register tiles forced (4×4 outputs a thread in 64×64 tiles, 8×8 in 128×128); a
+        // product picks by itself with `MatmulTile::for_product` (8×8 from 256 tiles of 128: N ≥ 2048 here).
+        let tiles = [(MatmulTile::Rt4, "4×4"), (MatmulTile::Rt8, "8×8")];
+        for (&n, &(tile, label)) in sizes.iter().flat_map(|n| tiles.iter().map(move |t| (n, t))) {
+            g.set_matmul_tile(Some(tile));
             let (x, w, b) = (g.upload(&randn(rng, n * n))?, g.upload(&randn(rng, n * n))?, g.upload(&randn(rng, n))?);
             let (out, dx, dw, db) =
                 (g.zeros::<f32>(n * n)?, g.zeros::<f32>(n * n)?, g.zeros::<f32>(n * n)?, g.zeros::<f32>(n)?);
@@ -99,8 +103,9 @@ mod bench {
             let flops = 2.0 * (n * n * n) as f64;
             let (gf, gb) = (flops / fwd / 1e6, 2.0 * flops / bwd / 1e6);
             let pct = peak.map_or(String::new(), |p| format!("   ({:.1}% / {:.1}%)", 100.0 * gf / p, 100.0 * gb / p));
-            println!("{n:>6}                          {fwd:>10.3} {gf:>9.1} {bwd:>13.3} {gb:>9.1}{pct}");
+            println!("{n:>6}, {label}                     {fwd:>10.3} {gf:>9.1} {bwd:>13.3} {gb:>9.1}{pct}");
         }
+        g.set_matmul_tile(None);
         Ok(())
     }
 
