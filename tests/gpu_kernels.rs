@@ -231,35 +231,43 @@ fn fused_matmul_activation_matches_the_reference_for_every_activation_with_and_w
 }
 
 /// Both register tiles of matmul.wgsl (4×4 outputs a thread in 64×64 tiles; 8×8 in 128×128, which products run
-/// when they have tiles enough for a large GPU: the baby GPT's, not these) forced on sizes that leave partial tiles
-/// of either edge, for every epilogue: the plain product forward and backward, and the fused activations.
+/// when they have tiles enough for a large GPU: the baby GPT's, not these) and both ways of staging the operands
+/// (one f32 at a time; one vec4 where strides and sizes are multiples of 4: here C and OC, with row counts that
+/// are not), forced on sizes that leave partial tiles of either edge, for every epilogue: the plain product forward
+/// and backward (whose three products stride A and B in all the ways the linear layer does), and the fused
+/// activations.
 #[test]
-fn matmul_with_either_register_tile_matches_the_reference() {
+fn matmul_with_either_register_tile_and_either_load_matches_the_reference() {
     use transformer_playground::backend::gpu::MatmulTile;
     assert_eq!(MatmulTile::for_product(16384, 384), MatmulTile::Rt8, "the baby GPT's proj layer");
     assert_eq!(MatmulTile::for_product(768, 512), MatmulTile::Rt4, "W1's fc layer");
-    /// Puts the device back to each product's own choice, also when an assertion fails.
+    /// Puts the device back to each product's own choices, also when an assertion fails.
     struct Forced(gpu_harness::Turn);
     impl Drop for Forced {
         fn drop(&mut self) {
             self.0.set_matmul_tile(None);
+            self.0.set_matmul_vec4_loads(true);
         }
     }
     let g = Forced(gpu());
     for tile in [MatmulTile::Rt8, MatmulTile::Rt4] {
-        g.0.set_matmul_tile(Some(tile));
-        for (n, c, oc) in [(7, 36, 20), (1, 3, 1), (128, 128, 128), (130, 65, 129), (257, 300, 200), (65, 17, 129)] {
-            let seed = (n * 1000 + c) as u64;
-            let (got, want) = (matmul_case(&OnGpu, n, c, oc, true, seed), matmul_case(&Reference, n, c, oc, true, seed));
-            for (i, name) in ["out", "dinp", "dw", "db"].iter().enumerate() {
-                assert_close(&format!("{tile:?} {name} n={n} c={c} oc={oc}"), &got[i], &want[i], 1e-4, 1e-4);
+        for vec4 in [true, false] {
+            g.0.set_matmul_tile(Some(tile));
+            g.0.set_matmul_vec4_loads(vec4);
+            let sizes = [(7, 36, 20), (1, 3, 1), (128, 128, 128), (130, 68, 132), (257, 300, 200), (65, 17, 129), (3, 4, 8)];
+            for (n, c, oc) in sizes {
+                let seed = (n * 1000 + c) as u64;
+                let (got, want) = (matmul_case(&OnGpu, n, c, oc, true, seed), matmul_case(&Reference, n, c, oc, true, seed));
+                for (i, name) in ["out", "dinp", "dw", "db"].iter().enumerate() {
+                    assert_close(&format!("{tile:?} vec4 {vec4} {name} n={n} c={c} oc={oc}"), &got[i], &want[i], 1e-4, 1e-4);
+                }
             }
-        }
-        for act in [Activation::Gelu, Activation::Relu, Activation::Swiglu] {
-            for (n, c, f) in [(33, 129, 65), (130, 36, 9), (129, 20, 131)] {
-                let (got, want) = (matmul_act_case(&OnGpu, act, n, c, f, true), matmul_act_case(&Reference, act, n, c, f, true));
-                for (i, name) in ["pre", "act", "dpre", "dw", "db"].iter().enumerate() {
-                    assert_close(&format!("{tile:?} {act:?} {name} N={n} C={c} F={f}"), &got[i], &want[i], 1e-4, 1e-4);
+            for act in [Activation::Gelu, Activation::Relu, Activation::Swiglu] {
+                for (n, c, f) in [(33, 129, 65), (130, 36, 9), (129, 20, 132), (33, 128, 64)] {
+                    let (got, want) = (matmul_act_case(&OnGpu, act, n, c, f, true), matmul_act_case(&Reference, act, n, c, f, true));
+                    for (i, name) in ["pre", "act", "dpre", "dw", "db"].iter().enumerate() {
+                        assert_close(&format!("{tile:?} vec4 {vec4} {act:?} {name} N={n} C={c} F={f}"), &got[i], &want[i], 1e-4, 1e-4);
+                    }
                 }
             }
         }

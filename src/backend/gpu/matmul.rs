@@ -47,36 +47,65 @@ pub fn k_splits(m: usize, n: usize, k: usize) -> usize {
     by_work.min(by_rows).min(by_memory).max(1)
 }
 
-/// The kernel with its register tile RT (4: 64×64 tiles; 8: 128×128) and the activations' element-wise functions
-/// (its fused epilogues call them): `[RT 4, RT 8]`, as `MatmulTile`'s index.
+/// The kernel with its register tile RT (4: 64×64 tiles; 8: 128×128), its operands' loads (f32: any strides;
+/// vec4: `vec4_loads`) and the activations' element-wise functions (its fused epilogues call them):
+/// `[RT 4, RT 4 vec4, RT 8, RT 8 vec4]`, indexed by `kernel_index`.
 macro_rules! matmul_kernels {
     ($entry:literal, $binds:expr) => {
         [
-            Kernel {
-                name: "matmul.wgsl",
-                src: concat!("const RT: u32 = 4u;\n", include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl")),
-                entry: $entry,
-                binds: $binds,
-            },
-            Kernel {
-                name: "matmul.wgsl (8×8 register tile)",
-                src: concat!("const RT: u32 = 8u;\n", include_str!("wgsl/activation_fn.wgsl"), include_str!("wgsl/matmul.wgsl")),
-                entry: $entry,
-                binds: $binds,
-            },
+            matmul_kernels!(@one "matmul.wgsl", "4u", "wgsl/matmul_load.wgsl", $entry, $binds),
+            matmul_kernels!(@one "matmul.wgsl (vec4 loads)", "4u", "wgsl/matmul_load_vec4.wgsl", $entry, $binds),
+            matmul_kernels!(@one "matmul.wgsl (8×8 register tile)", "8u", "wgsl/matmul_load.wgsl", $entry, $binds),
+            matmul_kernels!(@one "matmul.wgsl (8×8 register tile, vec4 loads)", "8u", "wgsl/matmul_load_vec4.wgsl", $entry, $binds),
         ]
+    };
+    (@one $name:literal, $rt:literal, $load:literal, $entry:literal, $binds:expr) => {
+        Kernel {
+            name: $name,
+            src: concat!(
+                "const RT: u32 = ",
+                $rt,
+                ";\n",
+                include_str!("wgsl/activation_fn.wgsl"),
+                include_str!($load),
+                include_str!("wgsl/matmul.wgsl")
+            ),
+            entry: $entry,
+            binds: $binds,
+        }
     };
 }
 /// Bindings: a, b, bias (read), c (read-write).
-pub(crate) static MATMUL: [Kernel; 2] = matmul_kernels!("main", &[Access::Read, Access::Read, Access::Read, Access::Write]);
+pub(crate) static MATMUL: [Kernel; 4] = matmul_kernels!("main", &[Access::Read, Access::Read, Access::Read, Access::Write]);
 /// Bindings: a, b, bias (read), c = pre, act_out (read-write).
-pub(crate) static MATMUL_ACT_FORWARD: [Kernel; 2] =
+pub(crate) static MATMUL_ACT_FORWARD: [Kernel; 4] =
     matmul_kernels!("act_forward", &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write]);
 /// Bindings: a, b, (bias: unused), c = dpre, (act_out: unused), pre (read).
-pub(crate) static MATMUL_ACT_BACKWARD: [Kernel; 2] =
+pub(crate) static MATMUL_ACT_BACKWARD: [Kernel; 4] =
     matmul_kernels!("act_backward", &[Access::Read, Access::Read, Access::Read, Access::Write, Access::Write, Access::Read]);
-pub(crate) static KERNELS: &[&Kernel] =
-    &[&MATMUL[0], &MATMUL[1], &MATMUL_ACT_FORWARD[0], &MATMUL_ACT_FORWARD[1], &MATMUL_ACT_BACKWARD[0], &MATMUL_ACT_BACKWARD[1]];
+pub(crate) static KERNELS: &[&Kernel] = &[
+    &MATMUL[0],
+    &MATMUL[1],
+    &MATMUL[2],
+    &MATMUL[3],
+    &MATMUL_ACT_FORWARD[0],
+    &MATMUL_ACT_FORWARD[1],
+    &MATMUL_ACT_FORWARD[2],
+    &MATMUL_ACT_FORWARD[3],
+    &MATMUL_ACT_BACKWARD[0],
+    &MATMUL_ACT_BACKWARD[1],
+    &MATMUL_ACT_BACKWARD[2],
+    &MATMUL_ACT_BACKWARD[3],
+];
+
+/// Whether both operands of a product can be staged with 16-byte loads (matmul_load_vec4.wgsl): each one's
+/// stride-1 dimension (K, or M for A and N for B) and its other stride multiples of 4, so that every 4 consecutive
+/// elements it stages are one aligned vec4, all inside the matrix or all outside. (Bindings start on 256 bytes.)
+fn vec4_loads([m, n, k]: [usize; 3], (a_rs, a_cs): (usize, usize), (b_rs, b_cs): (usize, usize)) -> bool {
+    let a = if a_cs == 1 { a_rs % 4 == 0 && k % 4 == 0 } else { a_rs == 1 && a_cs % 4 == 0 && m % 4 == 0 };
+    let b = if b_rs == 1 { b_cs % 4 == 0 && k % 4 == 0 } else { b_cs == 1 && b_rs % 4 == 0 && n % 4 == 0 };
+    a && b
+}
 
 /// The register tile of a product: each thread's block of outputs, RT×RT. 8×8 (128×128 tiles: 64 multiply-adds
 /// for 16 workgroup loads, against 16 for 8 with 4×4) where the product has enough such tiles to keep a large GPU
@@ -103,15 +132,16 @@ impl MatmulTile {
         }
     }
 
-    fn index(self) -> usize {
+    fn edge(self) -> usize {
         match self {
-            MatmulTile::Rt4 => 0,
-            MatmulTile::Rt8 => 1,
+            MatmulTile::Rt4 => 64,
+            MatmulTile::Rt8 => 128,
         }
     }
 
-    fn edge(self) -> usize {
-        16 * [4, 8][self.index()]
+    /// The kernel of this tile in a `matmul_kernels!` array, with vec4 loads or not.
+    fn kernel_index(self, vec4: bool) -> usize {
+        2 * (self == MatmulTile::Rt8) as usize + vec4 as usize
     }
 }
 
@@ -324,7 +354,7 @@ impl Gpu {
         }
         let grid = [gx as u32, gy as u32, split.1 as u32];
         let (a, b, c) = (a.bind(m * k), b.bind(k * n), c.bind(split.1 * m * n));
-        let t = tile.index();
+        let t = tile.kernel_index(self.matmul_vec4_loads() && vec4_loads(mnk, (a_rs, a_cs), (b_rs, b_cs)));
         match epi {
             Epilogue::Plain | Epilogue::SplitK { .. } => self.dispatch(enc, &MATMUL[t], &[], &p, &[a, b, bias, c], grid),
             Epilogue::Act(_, out) => self.dispatch(enc, &MATMUL_ACT_FORWARD[t], &[], &p, &[a, b, bias, c, out.bind(m * n)], grid),

@@ -231,6 +231,8 @@ pub struct Gpu {
     poison_outputs: std::sync::atomic::AtomicBool,
     /// The matmul register tile forced for every product (`set_matmul_tile`): 0 none, 4 or 8.
     matmul_tile: std::sync::atomic::AtomicU32,
+    /// Whether matmuls stage their operands with vec4 loads where they allow it (`set_matmul_vec4_loads`).
+    matmul_vec4: std::sync::atomic::AtomicBool,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -280,6 +282,7 @@ impl Gpu {
             last_submission: Mutex::new(None),
             poison_outputs: std::sync::atomic::AtomicBool::new(false),
             matmul_tile: std::sync::atomic::AtomicU32::new(0),
+            matmul_vec4: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -302,6 +305,16 @@ impl Gpu {
             Some(matmul::MatmulTile::Rt8) => 8,
         };
         self.matmul_tile.store(v, Ordering::Relaxed);
+    }
+
+    /// A check for tests: with `false`, every matmul stages its operands one element at a time (matmul_load.wgsl),
+    /// as products whose strides or sizes are not multiples of 4 always do.
+    pub fn set_matmul_vec4_loads(&self, on: bool) {
+        self.matmul_vec4.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn matmul_vec4_loads(&self) -> bool {
+        self.matmul_vec4.load(Ordering::Relaxed)
     }
 
     pub(crate) fn matmul_tile(&self) -> Option<matmul::MatmulTile> {

@@ -9,8 +9,8 @@
 // Bindings (group 0):
 //   0 uniform Params         m, n, k; flags (ACCUMULATE, BIAS); strides of A and B; act (activation_fn.wgsl's kinds);
 //                            k_split (0: the whole of K)
-//   1 read    a: f32         A (M,K): element (i, kk) at a[i*a_rs + kk*a_cs]
-//   2 read    b: f32         B (K,N): element (kk, j) at b[kk*b_rs + j*b_cs]
+//   1 read    a: f32         A (M,K): element (i, kk) at a[i*a_rs + kk*a_cs]   (vec4<f32> in the vec4-load kernels)
+//   2 read    b: f32         B (K,N): element (kk, j) at b[kk*b_rs + j*b_cs]   (idem)
 //   3 read    bias: f32      (N), read only with BIAS
 //   4 rw      c: f32         C (M,N), row-major: c[i*N + j]
 //   5 rw      act_out: f32   (M,N), act_forward only
@@ -27,7 +27,8 @@
 // (tx, ty) of its 16×16 owns the RT×RT elements C[TILE·y + ty + 16r, TILE·x + tx + 16s], r, s < RT (strided, so
 // neighbouring threads store neighbouring columns), and the same elements of act_out. For each step of TK along K
 // the 256 threads stage A (TILE×TK) and B (TK×TILE) in workgroup memory, 4 elements of each per thread, walking
-// along whichever dimension has stride 1 so that neighbouring threads read neighbouring addresses; then each thread
+// along whichever dimension has stride 1 so that neighbouring threads read neighbouring addresses — one at a time
+// (matmul_load.wgsl), or as one 16-byte load where both operands allow (matmul_load_vec4.wgsl); then each thread
 // makes TK rank-1 updates of its RT×RT block from registers (2·RT workgroup loads per RT² multiply-adds: RT 4, 8 per
 // 16; RT 8, 16 per 64). Rows of the staged tiles are padded to TILE + 1 so that the column-wise stores do not all
 // fall in one memory bank. The sums run along K in the same order for either RT: the same bits.
@@ -62,8 +63,7 @@ const PAD: u32 = TILE + 1u;
 const NV: u32 = RT / 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// Bindings 1 and 2 (a, b) and `stage_tiles` are in matmul_load.wgsl (f32 loads) or matmul_load_vec4.wgsl.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> act_out: array<f32>;
@@ -82,36 +82,7 @@ fn tile_product(m0: u32, n0: u32, tx: u32, ty: u32, li: u32, kb: u32, ke: u32) -
         acc[r] = vec4<f32>(0.0);
     }
     for (var k0 = kb; k0 < ke; k0 += TK) {
-        for (var q = 0u; q < 4u; q++) {
-            let e = li + q * 256u;
-            var i: u32;
-            var kk: u32;
-            if (p.a_cs == 1u) {
-                kk = e % TK;
-                i = e / TK;
-            } else {
-                i = e % TILE;
-                kk = e / TILE;
-            }
-            var v = 0.0;
-            if (m0 + i < p.m && k0 + kk < ke) {
-                v = a[(m0 + i) * p.a_rs + (k0 + kk) * p.a_cs];
-            }
-            as_t[kk * PAD + i] = v;
-            var j: u32;
-            if (p.b_rs == 1u) {
-                kk = e % TK;
-                j = e / TK;
-            } else {
-                j = e % TILE;
-                kk = e / TILE;
-            }
-            var w = 0.0;
-            if (n0 + j < p.n && k0 + kk < ke) {
-                w = b[(k0 + kk) * p.b_rs + (n0 + j) * p.b_cs];
-            }
-            bs_t[kk * PAD + j] = w;
-        }
+        stage_tiles(m0, n0, li, k0, ke);
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             var ar: array<f32, RT>;
