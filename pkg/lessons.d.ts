@@ -18,7 +18,11 @@ export interface Lesson {
    * `task` (finetune), `set` the recipe's knobs (engine.recipeInfo(kind).knobs) — its runs are recipes, not runs.
    */
   base: { preset?: string; corpus?: string; recipe?: 'finetune' | 'zeroshot' | 'icl' | 'rlhf'; task?: string; set: Record<string, unknown> };
-  runs: { id: string; label: LessonText; set: Record<string, unknown> }[];
+  /**
+   * `checkpoint` (finetune recipe lessons only; every run or none): the model the run starts from, as
+   * engine.createRecipe's option — the lesson's knob when its runs differ in nothing else (`set` may then be empty).
+   */
+  runs: { id: string; label: LessonText; set: Record<string, unknown>; checkpoint?: 'pretrained' | 'scratch' }[];
   metrics: string[];
   /** Run a's `metric` against run b's (`b_metric` when given: two metrics, e.g. of one run). */
   expect: { metric: string; a: string; is: 'lower' | 'higher' | 'tie'; b: string; b_metric?: string; margin: number }[];
@@ -34,8 +38,8 @@ export declare const LESSON_IDS: readonly string[];
 export declare function lessonById(id: string): Lesson | null;
 /** Whether the lesson's runs are recipes (base.recipe). */
 export declare function isRecipeLesson(lesson: Lesson): boolean;
-/** A recipe lesson's engine.createRecipe options per run: task and knobs (base, with sizes 'test' the test sizes, the run's). */
-export declare function recipeOptions(lesson: Lesson, options?: { sizes?: 'page' | 'test' }): { task?: string; knobs: Record<string, number> }[];
+/** A recipe lesson's engine.createRecipe options per run: task, checkpoint and knobs (base, with sizes 'test' the test sizes, the run's). */
+export declare function recipeOptions(lesson: Lesson, options?: { sizes?: 'page' | 'test' }): { task?: string; checkpoint?: 'pretrained' | 'scratch'; knobs: Record<string, number> }[];
 /** The core config of each run: the preset's config, the base settings (with sizes 'test' the test sizes), the run's knob. */
 export declare function runConfigs(lesson: Lesson, presetConfig: object, options?: { sizes?: 'page' | 'test' }): object[];
 /** A run's progress history (what the metrics read). */

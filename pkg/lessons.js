@@ -48,13 +48,15 @@ export function isRecipeLesson(lesson) {
 }
 
 /**
- * The engine.createRecipe options of each run of a recipe lesson, in its run order: `base.task` (finetune) and
- * the knobs of runSettings (the base's, with `sizes: 'test'` its test sizes', then the run's); the recipe starts from
- * the shipped pretrained model where it takes one.
+ * The engine.createRecipe options of each run of a recipe lesson, in its run order: `base.task` (finetune), the
+ * run's `checkpoint` ('pretrained' or 'scratch', where the lesson compares them) and the knobs of runSettings (the
+ * base's, with `sizes: 'test'` its test sizes', then the run's); without a checkpoint the recipe starts from the
+ * shipped pretrained model where it takes one.
  */
 export function recipeOptions(lesson, options = {}) {
   return lesson.runs.map((run) => ({
     ...(lesson.base.task ? { task: lesson.base.task } : {}),
+    ...(run.checkpoint ? { checkpoint: run.checkpoint } : {}),
     knobs: runSettings(lesson, run, options),
   }));
 }

@@ -66,6 +66,9 @@ struct LessonRun {
     id: String,
     label: Text,
     set: Settings,
+    /// A finetune recipe lesson's start, "pretrained" or "scratch" (engine.createRecipe's `checkpoint`): the
+    /// lesson's knob when its runs differ in nothing else.
+    checkpoint: Option<String>,
 }
 
 /// One claim to check: run `a` has a lower (higher) `metric` than run `b` (its `b_metric` when given: two metrics,
@@ -393,7 +396,8 @@ fn recipe_knobs(lesson: &Lesson, run: &LessonRun, test: bool) -> Result<BTreeMap
 /// the lesson's task, from the shipped pretrained checkpoint where the recipe takes one); refusals name the knob.
 fn recipe_driver(lesson: &Lesson, run: &LessonRun, test: bool, text: &str, seed: Option<u64>) -> Result<Driver, String> {
     let kind = Kind::parse(lesson.base.recipe.as_deref().unwrap_or_default()).map_err(|e| e.to_string())?;
-    let checkpoint = matches!(kind, Kind::Finetune | Kind::Rlhf).then(|| {
+    let scratch = run.checkpoint.as_deref() == Some("scratch");
+    let checkpoint = (matches!(kind, Kind::Finetune | Kind::Rlhf) && !scratch).then(|| {
         let path = format!("{}/www/data/pretrained-gpt-tiny.safetensors", root());
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     });
@@ -528,9 +532,16 @@ fn parse(id: &str, json: &str) -> Lesson {
         assert!(!t.en.trim().is_empty() && !t.zh.trim().is_empty(), "lesson {id}: {name} needs en and zh");
     }
     assert!((2..=4).contains(&l.runs.len()), "lesson {id}: 2 to 4 runs");
+    // A run's start (finetune's checkpoint) is a knob too: every run names one or none does, and then they differ.
+    let starts: Vec<Option<&str>> = l.runs.iter().map(|r| r.checkpoint.as_deref()).collect();
+    if starts.iter().any(Option::is_some) {
+        assert_eq!(l.base.recipe.as_deref(), Some("finetune"), "lesson {id}: a run's checkpoint is for finetune recipe lessons");
+        assert!(starts.iter().all(|s| matches!(s, Some("pretrained" | "scratch"))), "lesson {id}: every run's checkpoint is \"pretrained\" or \"scratch\"");
+        assert!(starts.windows(2).any(|w| w[0] != w[1]), "lesson {id}: the runs' checkpoints are the knob: they must differ");
+    }
     for r in &l.runs {
         assert!(!r.label.en.is_empty() && !r.label.zh.is_empty(), "lesson {id} run {}: label needs en and zh", r.id);
-        assert!(!r.set.is_empty(), "lesson {id} run {}: a run sets its knob", r.id);
+        assert!(!r.set.is_empty() || r.checkpoint.is_some(), "lesson {id} run {}: a run sets its knob", r.id);
     }
     // Only the lesson's knob differs: every run sets the same paths.
     let knobs: Vec<&String> = l.runs[0].set.keys().collect();

@@ -63,7 +63,7 @@ export const CONCEPTS = [
   { id: 'dropout', knob: 'dropout' },
   { id: 'seed', knob: 'seed', view: 'sec-runs' },
   // After pretraining: the recipes (issue 18)
-  { id: 'fine_tuning', view: 'sec-recipes', recipe: 'finetune', lesson: 'finetune-aux-lm' },
+  { id: 'fine_tuning', view: 'sec-recipes', recipe: 'finetune', lesson: 'finetune-pretrained' },
   { id: 'aux_lm_loss', view: 'sec-recipes', recipe: 'finetune', lesson: 'finetune-aux-lm' },
   { id: 'zero_shot', view: 'sec-recipes', recipe: 'zeroshot' },
   { id: 'in_context_learning', view: 'sec-recipes', recipe: 'icl', lesson: 'icl-emerges' },

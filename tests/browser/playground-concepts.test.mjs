@@ -32,7 +32,7 @@ test('every concept has both languages and points at a knob, view or lesson that
   const lessonOf = Object.fromEntries(CONCEPTS.map((c) => [c.id, c.lesson]));
   assert.deepEqual(
     ['fine_tuning', 'aux_lm_loss', 'rlhf', 'kl_penalty', 'paged_attention', 'in_context_learning', 't5_relative'].map((id) => lessonOf[id]),
-    ['finetune-aux-lm', 'finetune-aux-lm', 'rlhf-kl', 'rlhf-kl', 'attention-cost', 'icl-emerges', 'extrapolation-relative']);
+    ['finetune-pretrained', 'finetune-aux-lm', 'rlhf-kl', 'rlhf-kl', 'attention-cost', 'icl-emerges', 'extrapolation-relative']);
   // The KV-heads help names all three at every setting.
   for (const name of ['MHA', 'GQA', 'MQA']) {
     assert.match(en['opt.n_kv_heads.help'], new RegExp(name));
