@@ -105,6 +105,9 @@ test('the index lists, filters and jumps to knobs, views and lessons, in English
   // MQA's knob: the KV-heads control, its group opened and focused.
   await page.evaluate(() => { document.getElementById('opt-n_kv_heads').closest('details').open = false; });
   await page.click('#concepts-list [data-concept="mqa"] [data-knob]');
+  // The focus, read until it lands (once, in a full CI run on a loaded host, it was read as the clicked button's).
+  await page.waitForFunction(() => document.activeElement?.id === 'opt-n_kv_heads', null, { timeout: 5000 })
+    .catch(() => {});
   assert.equal(await page.evaluate(() => document.activeElement.id), 'opt-n_kv_heads');
   assert.equal(await page.evaluate(() => document.getElementById('opt-n_kv_heads').closest('details').open), true);
   // T5 span corruption's knob (the task) does not apply to a gpt: the jump goes to the architecture.
