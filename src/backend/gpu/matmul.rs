@@ -28,8 +28,6 @@ struct Params {
 
 const ACCUMULATE: u32 = 1;
 const BIAS: u32 = 2;
-/// Output tile edge of the 4×4 register tile (matmul.wgsl's TILE with RT 4), which split-K's products use.
-const TILE: usize = 64;
 /// Split-K of a weight gradient: at least this many of K's rows per split, and splits until about this many
 /// workgroups run (a tile is one workgroup).
 const MIN_SPLIT_ROWS: usize = 512;
@@ -40,7 +38,9 @@ const MAX_PARTIALS: usize = 16 << 20;
 /// How many splits of K a product of (M,N) over K rows runs as: 1 (no split) unless its tiles are too few to
 /// keep a GPU busy and K is long enough to cut into pieces of `MIN_SPLIT_ROWS` or more.
 pub fn k_splits(m: usize, n: usize, k: usize) -> usize {
-    let tiles = m.div_ceil(TILE) * n.div_ceil(TILE);
+    // Split-K's products run with the 4×4 register tile (64×64 tiles).
+    let edge = MatmulTile::Rt4.edge();
+    let tiles = m.div_ceil(edge) * n.div_ceil(edge);
     let by_work = TARGET_WORKGROUPS.div_ceil(tiles.max(1));
     let by_rows = k / MIN_SPLIT_ROWS;
     let by_memory = MAX_PARTIALS / (m * n).max(1);
@@ -125,7 +125,8 @@ impl MatmulTile {
 
     /// The tile a product of (M, N) runs with.
     pub fn for_product(m: usize, n: usize) -> MatmulTile {
-        if m.div_ceil(128) * n.div_ceil(128) >= Self::RT8_MIN_TILES {
+        let edge = MatmulTile::Rt8.edge();
+        if m.div_ceil(edge) * n.div_ceil(edge) >= Self::RT8_MIN_TILES {
             MatmulTile::Rt8
         } else {
             MatmulTile::Rt4
