@@ -1,6 +1,6 @@
 // One head's attention map (query × key probabilities) drawn on a canvas, with its tokens along the axes, marked
 // cells, a cursor, and the hover that names a cell: shared by the attention view (www/panels/attention.js) and the
-// Recipes section's view of the in-context-learning model (www/panels/recipes.js).
+// Recipes section's view of the in-context-learning model (www/panels/icl-attention.js).
 import { showToken } from '../dom.js';
 
 const RAMP = [[0, 255, 255, 255], [0.15, 219, 234, 254], [0.35, 147, 197, 253], [0.6, 59, 130, 246], [0.85, 30, 64, 175], [1, 23, 23, 72]];
