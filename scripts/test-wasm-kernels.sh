@@ -4,7 +4,8 @@
 #   relaxed   the same with +relaxed-simd: multiply-adds are f32x4.relaxed_madd (fused where the CPU has FMA)
 #   scalar    no target features: the plain-Rust fallback
 # Each runs tests/cpu_vs_reference.rs (the CPU backend against the scalar reference on awkward sizes) and
-# tests/attention_naive.rs (the naive attention against the reference); simd128 and
+# tests/attention_naive.rs (the naive attention against the reference) and tests/cpu_outputs.rs (every op given a
+# lent, poisoned output writes all of it); simd128 and
 # relaxed also run the kernel tests in wasm128.rs (each kernel against the plain-Rust code it replaces).
 #
 # Usage: scripts/test-wasm-kernels.sh [simd128|relaxed|scalar ...]      (default: all three)
@@ -31,10 +32,10 @@ variants=("$@")
 failed=()
 for v in "${variants[@]}"; do
   case "$v" in
-    simd128) features="+simd128"; targets=(--lib --test cpu_vs_reference --test attention_naive) ;;
-    relaxed) features="+simd128,+relaxed-simd"; targets=(--lib --test cpu_vs_reference --test attention_naive) ;;
+    simd128) features="+simd128"; targets=(--lib --test cpu_vs_reference --test attention_naive --test cpu_outputs) ;;
+    relaxed) features="+simd128,+relaxed-simd"; targets=(--lib --test cpu_vs_reference --test attention_naive --test cpu_outputs) ;;
     # Without simd128 the lib has no browser tests (the kernel tests are simd128's).
-    scalar) features=""; targets=(--test cpu_vs_reference --test attention_naive) ;;
+    scalar) features=""; targets=(--test cpu_vs_reference --test attention_naive --test cpu_outputs) ;;
     *) echo "error: unknown variant '$v' (simd128, relaxed, scalar)" >&2; exit 2 ;;
   esac
   echo "== wasm32 kernels, $v (target-feature=${features:-none})"

@@ -242,9 +242,16 @@ pub trait Backend {
     fn zeros(&self, n: usize) -> Result<Self::Buf>;
     /// A tensor of n elements for an op that writes every one of them (its `out`, never an accumulator `+=`): a
     /// backend may hand it out without zero-filling it. The gpu does (a clear is a command of its own on the
-    /// device); the host backends zero it as `zeros` does, which measured no slower (docs/BENCHMARKS.md).
+    /// device); the cpu lends a buffer of the last step's forward pass (`recycle`) when one has this length; the
+    /// reference zeroes it as `zeros` does.
     fn output(&self, n: usize) -> Result<Self::Buf> {
         self.zeros(n)
+    }
+    /// Takes back a finished step's buffers (its forward pass's caches, `model::Buffers`) for later `output`s. The
+    /// cpu keeps them until the next `recycle` (`cpu::glue::recycle`); the others drop them (the gpu's pool
+    /// already takes a buffer back when its handle is dropped).
+    fn recycle(&self, bufs: Vec<Self::Buf>) {
+        drop(bufs)
     }
     /// A tensor holding host data (dropout masks).
     fn upload(&self, data: Vec<f32>) -> Result<Self::Buf>;

@@ -5,7 +5,7 @@
 //! new rows' keys and values are appended to the cache and the queries attend to all of them.
 
 use super::layout::{BlockParams, CrossParams, FfnParams, Linear, Mlp, Norm, SubNorms};
-use super::{Ctx, StackCtx};
+use super::{Buffers, Ctx, StackCtx};
 use crate::backend::{moe_stats_len, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing};
 use crate::config::{ModelConfig, NormKind, Placement, Position};
 use crate::error::Result;
@@ -99,6 +99,66 @@ pub struct BlockCache<B = Vec<f32>> {
     pub attn: SubCache<AttnCache<B>, B>,
     pub cross: Option<SubCache<AttnCache<B>, B>>,
     pub ffn: SubCache<FfnCache<B>, B>,
+}
+
+impl<F: Buffers<B>, B> Buffers<B> for SubCache<F, B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let SubCache { x_in, h, mean1, rstd1, y, mask, r, mean2, rstd2, f } = self;
+        out.extend([x_in, y]);
+        out.extend([h, mean1, rstd1, mask, r, mean2, rstd2].into_iter().flatten());
+        f.buffers_into(out);
+    }
+}
+
+impl<B> Buffers<B> for AttnCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let AttnCache { qkv, kv, att, lse } = self;
+        out.extend([qkv, kv, att, lse]);
+    }
+}
+
+impl<B> Buffers<B> for MlpCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let MlpCache { a, act } = self;
+        out.extend([a, act]);
+    }
+}
+
+impl<B> Buffers<B> for ExpertCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let ExpertCache { rows: _, xe, mlp, ye } = self;
+        out.extend([xe, ye]);
+        mlp.buffers_into(out);
+    }
+}
+
+impl<B> Buffers<B> for MoeCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let MoeCache { probs, choice, slot, weight, stats, experts } = self;
+        out.extend([probs, choice, slot, weight, stats]);
+        match experts {
+            ExpertCaches::Each(each) => each.into_iter().flatten().for_each(|e| e.buffers_into(out)),
+            ExpertCaches::Grouped { rows: _, all } => all.buffers_into(out),
+        }
+    }
+}
+
+impl<B> Buffers<B> for FfnCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        match self {
+            FfnCache::Dense(m) => m.buffers_into(out),
+            FfnCache::Moe(m) => m.buffers_into(out),
+        }
+    }
+}
+
+impl<B> Buffers<B> for BlockCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let BlockCache { attn, cross, ffn } = self;
+        attn.buffers_into(out);
+        cross.buffers_into(out);
+        ffn.buffers_into(out);
+    }
 }
 
 /// Elements of a buffer.

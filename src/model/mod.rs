@@ -93,6 +93,46 @@ pub struct StackCache<B = Vec<f32>> {
     pub out: B,
 }
 
+/// Moves every buffer a forward pass's caches hold into `out`: a finished step gives them back to its backend
+/// (`Backend::recycle`), which may lend them again as the next step's op outputs. Each impl takes its value apart
+/// field by field (no `..`), so a field added to a cache is a compile error here until it is listed.
+pub trait Buffers<B> {
+    fn buffers_into(self, out: &mut Vec<B>);
+}
+
+impl<B, T: Buffers<B>> Buffers<B> for Option<T> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        if let Some(x) = self {
+            x.buffers_into(out)
+        }
+    }
+}
+
+impl<B, T: Buffers<B>> Buffers<B> for Vec<T> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        self.into_iter().for_each(|x| x.buffers_into(out))
+    }
+}
+
+impl<B> Buffers<B> for StackCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let StackCache { blocks, pre_lnf, lnf_mean, lnf_rstd, emb_mask, rnn, out: y } = self;
+        blocks.buffers_into(out);
+        out.extend([pre_lnf, lnf_mean, lnf_rstd, emb_mask].into_iter().flatten());
+        rnn.buffers_into(out);
+        out.push(y);
+    }
+}
+
+impl<B, L> Buffers<B> for Forward<B, L> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let Forward { enc, dec, head_in, logits, loss: _, count: _, dlogits } = self;
+        enc.buffers_into(out);
+        dec.buffers_into(out);
+        out.extend([head_in, logits, dlogits]);
+    }
+}
+
 /// A batch of token ids. For gpt and bert `idx` is (B,T); for the encoder-decoder `src` (B,S) feeds the encoder
 /// and `idx` (B,T) is the shifted decoder input. `targets` (B,T), −1 = not counted.
 #[derive(Clone, Debug, Default)]

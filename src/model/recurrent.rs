@@ -16,6 +16,13 @@ pub struct RnnCache<B = Vec<f32>> {
     pub gates: B, // (B,T,4C) [r | z | n | W_hn·h_{t−1} + b_hn]
 }
 
+impl<B> crate::model::Buffers<B> for RnnCache<B> {
+    fn buffers_into(self, out: &mut Vec<B>) {
+        let RnnCache { x, h, gates } = self;
+        out.extend([x, h, gates]);
+    }
+}
+
 /// x (B,T,C) ← x + GRU(x), starting from the state h0 (B,C) (zeros when None: every training sequence).
 pub fn recurrent_forward<D: Backend>(
     ctx: &Ctx<D>,

@@ -284,6 +284,7 @@ impl Run {
     }
 
     fn assemble(cfg: Config, model: Model, mut opt: OptState, data: Dataset, step: usize, backend: BackendKind) -> Run {
+        crate::backend::cpu::release_spare();
         if opt.m.len() != model.params.len() {
             opt = OptState::new(model.params.len());
         }

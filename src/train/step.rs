@@ -10,7 +10,7 @@ use crate::backend::{moe_stats_len, AdamW, Backend, View};
 use crate::config::{Schedule, TrainConfig};
 use crate::error::{Error, Result};
 use crate::model::layout::FfnParams;
-use crate::model::{Batch, Model, TensorInfo};
+use crate::model::{Batch, Buffers, Model, TensorInfo};
 use crate::rng::Rng;
 
 /// nanoGPT's schedule: linear warmup to lr, then cosine decay to min_lr at `steps` (or constant).
@@ -109,7 +109,9 @@ pub fn record_step<D: Backend>(
     }
     model.backward_on(d, params, &fwd, batch, grads)?;
     let loss = fwd.loss;
-    drop(fwd);
+    let mut spent = Vec::new();
+    fwd.buffers_into(&mut spent);
+    d.recycle(spent);
     record_update(d, model, StepBuffers { params, grads, m, v, scalars }, loss, h, clip)
 }
 

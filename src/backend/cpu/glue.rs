@@ -1,10 +1,13 @@
 //! The model's glue ops on the CPU (embedding, residual adds, dropout masks, the KV cache's append, zeroing): the
 //! reference's loops (`ops::glue`) cut into fixed pieces that run on the pool when large (natively; not in the
-//! browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result.
+//! browser: see `PAR_MEMORY_BOUND`). Element-wise, so the pieces never change a result. And the buffers: fresh
+//! zeros, and the last step's buffers lent again as op outputs (`output`, `recycle`).
 
 use super::math::copy;
 use super::PAR_MEMORY_BOUND;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// Elements from which these ops run in parallel pieces.
 const PAR_ELEMS: usize = 1 << 16;
@@ -28,6 +31,50 @@ pub fn zeros(n: usize) -> Vec<f32> {
     // SAFETY: the loop above initialised all n elements of the capacity.
     unsafe { v.set_len(n) };
     v
+}
+
+/// The buffers of the last training step's forward pass (`recycle`), lent again by `output`: an op output of a
+/// length found here skips the allocation and the zero-fill (its op writes every element). At most one step's worth
+/// is held: each `recycle` replaces what the one before left.
+static SPARE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+/// A check for tests (`set_poison_outputs`): every `output` starts as NaN, fresh or lent.
+static POISON: AtomicBool = AtomicBool::new(false);
+
+fn spare() -> std::sync::MutexGuard<'static, Vec<Vec<f32>>> {
+    // The list stays whole whatever a panicking holder was doing (a push or a swap_remove), so a poisoned lock's
+    // contents are still good.
+    SPARE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// n floats for an op that writes every one of them (`Backend::output`): a spare buffer of that length when there
+/// is one (holding an earlier step's values), else fresh zeros.
+pub fn output(n: usize) -> Vec<f32> {
+    let lent = {
+        let mut s = spare();
+        s.iter().rposition(|v| v.len() == n).map(|i| s.swap_remove(i))
+    };
+    let mut v = lent.unwrap_or_else(|| zeros(n));
+    if POISON.load(Ordering::Relaxed) {
+        v.fill(f32::NAN);
+    }
+    v
+}
+
+/// Keeps `bufs` (a finished step's caches) as the spares for later `output`s, dropping the spares left before.
+pub fn recycle(bufs: Vec<Vec<f32>>) {
+    let old = std::mem::replace(&mut *spare(), bufs);
+    drop(old);
+}
+
+/// How many spare buffers are held.
+pub fn spare_count() -> usize {
+    spare().len()
+}
+
+/// Fill every `output` buffer with NaN before its op writes it, so a test shows that the op writes all of it (an
+/// accumulator handed out as an output, or an op that skips elements, leaves NaN behind). Process-wide.
+pub fn set_poison_outputs(on: bool) {
+    POISON.store(on, Ordering::Relaxed);
 }
 
 /// x ← 0.

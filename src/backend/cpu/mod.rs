@@ -66,6 +66,12 @@ impl Backend for Cpu {
     fn zeros(&self, n: usize) -> Result<Vec<f32>> {
         Ok(glue::zeros(n))
     }
+    fn output(&self, n: usize) -> Result<Vec<f32>> {
+        Ok(glue::output(n))
+    }
+    fn recycle(&self, bufs: Vec<Vec<f32>>) {
+        glue::recycle(bufs)
+    }
     fn zero(&self, x: &mut [f32]) -> Result<()> {
         glue::zero(x);
         Ok(())
@@ -412,6 +418,22 @@ impl Backend for Cpu {
 /// Multiply-adds of one attention call (both products, masks ignored).
 fn attention_work(sh: &AttnShape) -> usize {
     2 * sh.b * sh.nh * sh.t * sh.s * sh.hs
+}
+
+/// A check for tests: every `Backend::output` the cpu hands out starts as NaN (`glue::set_poison_outputs`).
+pub fn set_poison_outputs(on: bool) {
+    glue::set_poison_outputs(on)
+}
+
+/// Lets go of the spare buffers the last training step left (`glue::recycle`): a new run does not start with
+/// another run's activations held beside its own.
+pub fn release_spare() {
+    glue::recycle(Vec::new())
+}
+
+/// How many spare buffers are held (for tests).
+pub fn spare_buffers() -> usize {
+    glue::spare_count()
 }
 
 /// Runs `f` (a training step, a forward pass: many short parallel ops in a row) with the pool's other threads kept
