@@ -88,6 +88,21 @@ export function paced(fn, ms) {
   };
 }
 
+/**
+ * Sizes `canvas` to w × hgt CSS pixels backed by the device's pixels (sharp on a high-density screen) and returns its
+ * 2-D context, scaled so that drawing is in CSS pixels.
+ */
+export function sizeCanvas(canvas, w, hgt) {
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(hgt * dpr);
+  canvas.style.width = `${w}px`;
+  canvas.style.height = `${hgt}px`;
+  const ctx = canvas.getContext('2d');
+  ctx.scale(dpr, dpr);
+  return ctx;
+}
+
 /** Debounce: `fn` runs `ms` after the last call. */
 export function debounce(fn, ms) {
   let timer = null;

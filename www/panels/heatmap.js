@@ -1,7 +1,7 @@
 // One head's attention map (query × key probabilities) drawn on a canvas, with its tokens along the axes, marked
 // cells, a cursor, and the hover that names a cell: shared by the attention view (www/panels/attention.js) and the
 // Recipes section's view of the in-context-learning model (www/panels/icl-attention.js).
-import { showToken } from '../dom.js';
+import { showToken, sizeCanvas } from '../dom.js';
 
 const RAMP = [[0, 255, 255, 255], [0.15, 219, 234, 254], [0.35, 147, 197, 253], [0.6, 59, 130, 246], [0.85, 30, 64, 175], [1, 23, 23, 72]];
 
@@ -26,15 +26,9 @@ export const MARK = '#e11d48';
  * labels' size in px.
  */
 export function paint(canvas, m, head, cell, { margin = { left: 0, top: 0 }, labels = null, cursor = null, marks = null, font = Math.min(13, cell - 2) } = {}) {
-  const dpr = window.devicePixelRatio || 1;
   const w = margin.left + cell * m.s;
   const hgt = margin.top + cell * m.t;
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(hgt * dpr);
-  canvas.style.width = `${w}px`;
-  canvas.style.height = `${hgt}px`;
-  const ctx = canvas.getContext('2d');
-  ctx.scale(dpr, dpr);
+  const ctx = sizeCanvas(canvas, w, hgt);
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, w, hgt);
   const base = head * m.t * m.s;

@@ -4,7 +4,7 @@
 // not be. Two heatmaps side by side (blue negative, red positive, each scaled to its own largest magnitude) and the
 // share of each that its diagonals explain (1: purely relative). The figures are the core's (Run#positionTerms,
 // src/position_terms.rs); the attention panel fetches them with its maps and hands them here.
-import { $, h, fill } from '../dom.js';
+import { $, h, fill, sizeCanvas } from '../dom.js';
 import { t } from '../i18n.js';
 
 let terms = null; // the engine's PositionTerms, or null
@@ -20,14 +20,7 @@ function diverging(x) {
 
 /** Paints the n × n matrix `m` (from offset `at`) into `canvas`, `cell` px a position. */
 function paint(canvas, m, at, n, cell) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = n * cell;
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(w * dpr);
-  canvas.style.width = `${w}px`;
-  canvas.style.height = `${w}px`;
-  const ctx = canvas.getContext('2d');
-  ctx.scale(dpr, dpr);
+  const ctx = sizeCanvas(canvas, n * cell, n * cell);
   let max = 0;
   for (let i = 0; i < n * n; i++) max = Math.max(max, Math.abs(m[at + i]));
   for (let i = 0; i < n; i++) {

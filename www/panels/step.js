@@ -6,7 +6,7 @@
 // text (model-doc.js: read from the file, so it works offline; it stays open from stage to stage). Previous / Next /
 // Run to end move through the stages (also ← and → on the list); "Trace next step" traces the run's next step again.
 // The run is not advanced by a trace. Every number is the core's; this module lays them out.
-import { $, h, fill, showToken } from '../dom.js';
+import { $, h, fill, showToken, sizeCanvas } from '../dom.js';
 import { t, has } from '../i18n.js';
 import { on } from '../bus.js';
 import * as runs from '../runs.js';
@@ -40,13 +40,7 @@ function colour(v, max, positive) {
 function heatmap(heat, positive) {
   const cell = Math.max(4, Math.min(12, Math.floor(256 / Math.max(heat.rows, heat.cols))));
   const canvas = h('canvas', { class: 'step-heat', attrs: { role: 'img', 'aria-label': t('step.heat.aria', { r: heat.of[0], c: heat.of[1] }) } });
-  const dpr = window.devicePixelRatio || 1;
-  canvas.width = heat.cols * cell * dpr;
-  canvas.height = heat.rows * cell * dpr;
-  canvas.style.width = `${heat.cols * cell}px`;
-  canvas.style.height = `${heat.rows * cell}px`;
-  const ctx = canvas.getContext('2d');
-  ctx.scale(dpr, dpr);
+  const ctx = sizeCanvas(canvas, heat.cols * cell, heat.rows * cell);
   const max = heat.cells.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   heat.cells.forEach((v, i) => {
     ctx.fillStyle = colour(v, max, positive);
