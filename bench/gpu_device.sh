@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The WebGPU backend's native benchmark on a machine with a real GPU, in one short run (the figures that
 # docs/BENCHMARKS.md lists as needing a real GPU): matmul GFLOP/s and % of the GPU's fp32 peak (with the 4×4 and the
-# 8×8 register tile each, N = 256 … 4096), fused vs naive
-# attention for T = 64…1024, and the training step on the gpu against the cpu backend for d_model 64…512 (the
-# GPU/CPU ratio at d_model ≥ 192); then W1's step on the gpu through `tp bench --backend gpu`: ms/step, and the
-# host time to issue one step (issue_ms, goal ≤ 0.3 ms), its dispatches and the bind groups it creates (goal 0);
-# then the baby GPT's step (configs/baby-gpt.json: nanoGPT's Shakespeare config, 6 × 384, ctx 256, batch 64) on the
-# gpu, and on the cpu backend for the ratio (3 steps: one takes seconds there).
+# 8×8 register tile each, N = 256 … 4096), the kernels whose workgroups reduce (LayerNorm, cross-entropy, Σx²) on
+# the tree and on subgroups, fused vs naive attention for T = 64…1024, and the training step on the gpu against the
+# cpu backend for d_model 64…512 (the GPU/CPU ratio at d_model ≥ 192); then W1's step on the gpu through
+# `tp bench --backend gpu`: ms/step, and the host time to issue one step (issue_ms, goal ≤ 0.3 ms), its dispatches
+# and the bind groups it creates (goal 0); then the baby GPT's step (configs/baby-gpt.json: nanoGPT's Shakespeare
+# config, 6 × 384, ctx 256, batch 64) on the gpu, and on the cpu backend for the ratio (3 steps: one takes seconds
+# there).
 #   bench/gpu_device.sh [PEAK_GFLOPS]     PEAK_GFLOPS: the GPU's fp32 peak (default 66900: an NVIDIA H100/H200 SXM)
 # Needs a Vulkan driver for the GPU (wgpu's vulkan backend); prints the adapter first, so a run that fell back to
 # lavapipe shows it.

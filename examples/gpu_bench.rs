@@ -1,8 +1,10 @@
 //! Timings of the WebGPU backend's kernels on the adapter wgpu picks natively: matmul GFLOP/s (forward, and the
-//! backward's dinp + dw) at square sizes; attention forward and forward + backward for T = 64 … 1024, fused
-//! (FlashAttention-2, `attention.rs`) against naive (the (B,NH,T,T) matrices materialised, `attention_naive.rs`),
-//! with the memory each allocates beyond q, k, v, out and the gradients; then whole training steps (`train::Run`,
-//! gpt, 4 layers, HS = 64) on the gpu and on the cpu backend for d_model = 64 … 512: ms/step and the cpu/gpu ratio.
+//! backward's dinp + dw) at square sizes; the kernels whose workgroups reduce (LayerNorm, cross-entropy, Σx²) on
+//! the tree in workgroup memory and on subgroup operations where the adapter has them; attention forward and
+//! forward + backward for T = 64 … 1024, fused (FlashAttention-2, `attention.rs`) against naive (the (B,NH,T,T)
+//! matrices materialised, `attention_naive.rs`), with the memory each allocates beyond q, k, v, out and the
+//! gradients; then whole training steps (`train::Run`, gpt, 4 layers, HS = 64) on the gpu and on the cpu backend for
+//! d_model = 64 … 512: ms/step and the cpu/gpu ratio.
 //! Times are wall-clock from submit to completion (median of repeats), so they include the submission overhead.
 //!
 //!   cargo run --release --features gpu --example gpu_bench [-- --quick] [--attention-only] [--lens 64,128,256]
@@ -35,6 +37,7 @@ mod bench {
     use transformer_playground::backend::gpu::{Encoder, Gpu, MatmulTile};
     use transformer_playground::backend::{AttnBias, AttnGrads, AttnShape, HeadLayout};
     use transformer_playground::backend::BackendKind;
+    use transformer_playground::config::NormKind;
     use transformer_playground::rng::Rng;
     use transformer_playground::train::Run;
     use transformer_playground::{Config, Result};
@@ -68,10 +71,17 @@ mod bench {
             return train_steps(quick);
         }
         let g = Gpu::new_blocking()?;
-        println!("adapter: {}", g.adapter_name());
+        let info = &g.ctx.info;
+        let subgroups = if g.ctx.subgroups {
+            format!("subgroups of {}..={} invocations", info.subgroup_min_size, info.subgroup_max_size)
+        } else {
+            "no subgroups".into()
+        };
+        println!("adapter: {} ({subgroups})", g.adapter_name());
         let mut rng = Rng::new(1);
         if !attention_only {
             matmuls(&g, &mut rng, quick)?;
+            reductions(&g, &mut rng, quick)?;
         }
 
         let lens = list_arg("--lens")?.unwrap_or(if quick { vec![64, 128] } else { vec![64, 128, 256, 512, 1024] });
@@ -107,6 +117,38 @@ mod bench {
         }
         g.set_matmul_tile(None);
         Ok(())
+    }
+
+    /// The kernels whose workgroups reduce, at the baby GPT's sizes (N = B·T = 16384 rows, C = 384, V = 65, P = 10 M,
+    /// about its parameter count): LayerNorm forward + backward over (N, C), the fused cross-entropy over (N, V)
+    /// logits, Σx² of P floats (the gradient norm); each on the tree in workgroup memory, then on subgroups where the
+    /// device has them (`Gpu::set_subgroups`).
+    fn reductions(g: &Gpu, rng: &mut Rng, quick: bool) -> Result<()> {
+        let (n, c, v, p) = if quick { (1024, 384, 65, 1 << 20) } else { (16384, 384, 65, 10_000_000) };
+        println!("\nreductions  N={n} C={c} V={v} P={p}   layernorm fwd+bwd ms   cross-entropy ms   Σx² ms");
+        let (x, dout) = (g.upload(&randn(rng, n * c))?, g.upload(&randn(rng, n * c))?);
+        let (w, b) = (g.upload(&randn(rng, c))?, g.upload(&randn(rng, c))?);
+        let (out, mean, rstd) = (g.zeros::<f32>(n * c)?, g.zeros::<f32>(n)?, g.zeros::<f32>(n)?);
+        let (dx, dw, db) = (g.zeros::<f32>(n * c)?, g.zeros::<f32>(c)?, g.zeros::<f32>(c)?);
+        let targets: Vec<i32> = (0..n).map(|i| (i % v) as i32).collect();
+        let (logits, targets) = (g.upload(&randn(rng, n * v))?, g.upload(&targets)?);
+        let (dlogits, losses) = (g.zeros::<f32>(n * v)?, g.zeros::<f32>(n)?);
+        let (grads, sum) = (g.upload(&randn(rng, p))?, g.zeros::<f32>(1)?);
+        let paths: &[bool] = if g.ctx.subgroups { &[false, true] } else { &[false] };
+        for &on in paths {
+            g.set_subgroups(on)?;
+            let ln = median_ms(g, |e| {
+                let (ln, x, w, mean, rstd) = (NormKind::Layernorm, x.all(), w.all(), mean.all(), rstd.all());
+                g.norm_forward(e, ln, out.all(), mean, rstd, x, w, Some(b.all()), 1e-5, c)?;
+                g.norm_backward(e, ln, dx.all(), dw.all(), Some(db.all()), dout.all(), x, w, mean, rstd, c)
+            })?;
+            let (dscale, targets, logits) = (1.0 / n as f32, targets.all(), logits.all());
+            let ce = median_ms(g, |e| g.cross_entropy(e, dlogits.all(), losses.all(), logits, targets, v, dscale))?;
+            let sq = median_ms(g, |e| g.sum_squares(e, sum.all(), 0, grads.all()))?;
+            let label = if on { "subgroups" } else { "tree" };
+            println!("{label:<9}                                {ln:>20.3} {ce:>18.3} {sq:>8.3}");
+        }
+        g.set_subgroups(g.ctx.subgroups)
     }
 
     /// A comma-separated list of sizes given after `flag`, if any.

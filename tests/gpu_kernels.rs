@@ -441,10 +441,14 @@ fn naive_attention_refuses_buffers_too_small_for_its_probabilities() {
 // ---------------------------------------------------------------------------------------------------------------
 // The loss and the optimizer's ops.
 
-/// (mean loss, counted rows, dlogits) of one cross-entropy, every 4th row's target ignored (−1).
-fn cross_entropy_case(be: &impl Host, n: usize, v: usize) -> (f32, usize, Vec<f32>) {
+/// (mean loss, counted rows, dlogits) of one cross-entropy, every 4th row's target ignored (−1). Row r's logit at
+/// column 7r mod V is raised by `spike`: past ~88, exp(x − max) overflows f32 unless max is the row's true max.
+fn cross_entropy_case(be: &impl Host, n: usize, v: usize, spike: f32) -> (f32, usize, Vec<f32>) {
     let mut rng = Rng::new(41 + v as u64);
-    let logits = randn(&mut rng, n * v, 3.0);
+    let mut logits = randn(&mut rng, n * v, 3.0);
+    for r in 0..n {
+        logits[r * v + 7 * r % v] += spike;
+    }
     let targets: Vec<i32> = (0..n).map(|r| if r % 4 == 2 { -1 } else { rng.below(v) as i32 }).collect();
     let count = targets.iter().filter(|&&t| t >= 0).count();
     let mut dlogits = vec![f32::NAN; n * v];
@@ -455,8 +459,8 @@ fn cross_entropy_case(be: &impl Host, n: usize, v: usize) -> (f32, usize, Vec<f3
 #[test]
 fn cross_entropy_matches_the_reference_and_ignores_minus_one_targets() {
     for (n, v) in [(9, 13), (1, 1), (9, 65), (768, 65), (5, 1000)] {
-        let (gl, gc, gd) = cross_entropy_case(&OnGpu, n, v);
-        let (wl, wc, wd) = cross_entropy_case(&Reference, n, v);
+        let (gl, gc, gd) = cross_entropy_case(&OnGpu, n, v, 0.0);
+        let (wl, wc, wd) = cross_entropy_case(&Reference, n, v, 0.0);
         assert_eq!(gc, wc);
         assert!((gl - wl).abs() <= 1e-5 * wl.abs().max(1.0), "n={n} v={v}: loss {gl} vs {wl}");
         assert_close(&format!("dlogits n={n} v={v}"), &gd, &wd, 1e-6, 1e-4);
@@ -707,6 +711,98 @@ fn a_view_outside_the_flat_buffer_is_an_error_not_a_shorter_or_empty_view() {
     let mut host = vec![0.0f32; 128];
     assert!(<OnGpu as Backend>::param(&host, View { offset: 100, len: 29 }).is_err());
     assert!(<OnGpu as Backend>::grad_pair(&mut host, View { offset: 0, len: 64 }, Some(View { offset: 63, len: 2 })).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The reductions of a workgroup on subgroup operations and on the tree in workgroup memory.
+
+/// Whether the adapter wgpu finds offers subgroup operations, asked apart from `Gpu` (an instance of its own).
+fn adapter_offers_subgroups() -> bool {
+    pollster::block_on(async {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let power_preference = wgpu::PowerPreference::HighPerformance;
+        let options = wgpu::RequestAdapterOptions { power_preference, ..Default::default() };
+        let adapter = instance.request_adapter(&options).await.expect("an adapter");
+        adapter.features().contains(wgpu::Features::SUBGROUP)
+    })
+}
+
+#[test]
+fn subgroup_operations_are_used_wherever_the_adapter_offers_them() {
+    let g = gpu();
+    let offered = adapter_offers_subgroups();
+    let (min, max) = (g.ctx.info.subgroup_min_size, g.ctx.info.subgroup_max_size);
+    eprintln!("{}: subgroups offered {offered}, sizes {min}..={max}", g.adapter_name());
+    assert_eq!(g.ctx.subgroups, offered, "the device has subgroup operations exactly where the adapter offers them");
+    assert_eq!(g.uses_subgroups(), offered, "and the reductions use them there");
+    if !offered {
+        assert!(g.set_subgroups(true).is_err(), "subgroups cannot be forced on a device without them");
+    }
+}
+
+/// Every kernel whose workgroups reduce — LayerNorm's and RMSNorm's row sums forward and backward, cross-entropy's
+/// row max and Σ exp, Σx and Σx² over chunks and per segment — run on subgroup operations and on the tree in
+/// workgroup memory, each forced, on awkward sizes: rows of 1 to 389 columns (fewer than a row's 64 or 256
+/// threads, not a multiple of them, several per thread), one row and several. Without subgroups on the adapter the
+/// tree alone runs, and the test says so.
+#[test]
+fn the_reductions_match_the_reference_on_subgroups_and_on_the_workgroup_tree() {
+    /// Puts the device back to its own choice, also when an assertion fails.
+    struct Restored(gpu_harness::Turn);
+    impl Drop for Restored {
+        fn drop(&mut self) {
+            let has = self.0.ctx.subgroups;
+            self.0.set_subgroups(has).unwrap();
+        }
+    }
+    let g = Restored(gpu());
+    let paths = if g.0.ctx.subgroups {
+        vec![true, false]
+    } else {
+        assert!(!adapter_offers_subgroups());
+        eprintln!("SKIPPED the subgroup path: {} offers no subgroup operations; the tree only", g.0.adapter_name());
+        vec![false]
+    };
+    for subgroups in paths {
+        g.0.set_subgroups(subgroups).unwrap();
+        assert_eq!(g.0.uses_subgroups(), subgroups);
+        for n in [1, 5, 64] {
+            for c in [1, 3, 37, 128, 389] {
+                for kind in [NormKind::Layernorm, NormKind::Rmsnorm] {
+                    for bias in [false, true] {
+                        let (got, want) = (norm_case(&OnGpu, kind, bias, n, c), norm_case(&Reference, kind, bias, n, c));
+                        for (i, name) in ["out", "mean", "rstd", "dinp", "dw", "db"].iter().enumerate() {
+                            if kind == NormKind::Rmsnorm && *name == "mean" {
+                                continue;
+                            }
+                            let what = format!("subgroups {subgroups}: {name} {kind:?} bias={bias} n={n} c={c}");
+                            assert_close(&what, &got[i], &want[i], 1e-4, 1e-4);
+                        }
+                    }
+                }
+                // A spike of 100 in each row: a row max that missed it would overflow exp.
+                let (gl, gc, gd) = cross_entropy_case(&OnGpu, n, c, 100.0);
+                let (wl, wc, wd) = cross_entropy_case(&Reference, n, c, 100.0);
+                assert_eq!(gc, wc);
+                let what = format!("subgroups {subgroups}: n={n} v={c}");
+                assert!((gl - wl).abs() <= 1e-5 * wl.abs().max(1.0), "{what}: loss {gl} vs {wl}");
+                assert_close(&format!("subgroups {subgroups}: dlogits n={n} v={c}"), &gd, &wd, 1e-6, 1e-4);
+            }
+        }
+        // Σx² in one pass of `sum` and in two; per segment (`segment_sum`) over segments of awkward lengths.
+        for n in [1, 5, 37, 4097, 300_001] {
+            let x = randn(&mut Rng::new(n as u64), n, 1.0);
+            let (xb, out) = (up(&x), zeros(1));
+            run(|e| g.0.sum_squares(e, out.all(), 0, xb.all()));
+            let (got, want) = (read(&out)[0] as f64, ops::sum_squares(&x));
+            assert!((got - want).abs() <= 1e-5 * want, "subgroups {subgroups}: Σx² n={n}: got {got}, want {want}");
+        }
+        for n in [37, 100_003] {
+            let segs = segments(n);
+            let (got, want) = (sums_case(&OnGpu, n, &segs), sums_case(&Reference, n, &segs));
+            assert_close(&format!("subgroups {subgroups}: Σg² n={n}"), &got, &want, 1e-6, 1e-5);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

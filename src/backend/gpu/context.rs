@@ -1,6 +1,7 @@
-//! The device: instance → adapter → device and queue, with the adapter's limits requested and kept for checks, and
-//! every error the device reports asynchronously (validation outside a scope, device loss) recorded instead of
-//! wgpu's default of panicking, then returned by the next `take_error`.
+//! The device: instance → adapter → device and queue, with the adapter's limits requested and kept for checks,
+//! subgroup operations requested where the adapter offers them, and every error the device reports asynchronously
+//! (validation outside a scope, device loss) recorded instead of wgpu's default of panicking, then returned by the
+//! next `take_error`.
 
 use super::gpu_error;
 use crate::error::Result;
@@ -12,6 +13,10 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     /// The adapter's limits, all requested for the device.
     pub limits: wgpu::Limits,
+    /// Whether the device has subgroup operations (`wgpu::Features::SUBGROUP`), requested wherever the adapter
+    /// offers them: natively, on Vulkan drivers with subgroup arithmetic (lavapipe among them); never in the
+    /// browser, where wgpu's WebGPU backend maps no subgroup feature. The reductions use them (`Gpu::reducing`).
+    pub subgroups: bool,
     /// The first error reported since the last `take_error`.
     error: Arc<Mutex<Option<String>>>,
     /// Why the device was lost, once it is: every later `take_error` reports it.
@@ -41,9 +46,10 @@ impl GpuContext {
         };
         let adapter = instance.request_adapter(&options).await.map_err(|e| gpu_error(format!("{NO_ADAPTER} ({e})")))?;
         let limits = limits.unwrap_or_else(|| adapter.limits());
+        let features = adapter.features() & wgpu::Features::SUBGROUP;
         let desc = wgpu::DeviceDescriptor {
             label: Some("transformer-playground"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -55,7 +61,8 @@ impl GpuContext {
         let lost = Arc::new(Mutex::new(None));
         let slot = lost.clone();
         device.set_device_lost_callback(move |reason, msg| record(&slot, format!("device lost ({reason:?}): {msg}")));
-        Ok(GpuContext { device, queue, info: adapter.get_info(), limits, error, lost })
+        let subgroups = device.features().contains(wgpu::Features::SUBGROUP);
+        Ok(GpuContext { device, queue, info: adapter.get_info(), limits, subgroups, error, lost })
     }
 
     /// The first device error since the last call, as an `Error`; once the device is lost, always that.

@@ -5,7 +5,7 @@
 //! (`reduce.wgsl`'s `segment_sum`) and AdamW over the whole flat buffer with a divergence guard (`adamw.wgsl`'s
 //! `flat`).
 
-use super::{lanes, layout_u32, need, scalar_and_vec4, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use super::{lanes, layout_u32, need, scalar_and_vec4, tree_and_subgroups, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
 use crate::backend::{AdamW, HeadLayout};
 use crate::error::Result;
 
@@ -32,13 +32,9 @@ pub(crate) static MUL_INTO: [Kernel; 2] = scalar_and_vec4!("elementwise.wgsl", "
 /// src (read); dst (read-write).
 pub(crate) static COPY_HEADS: Kernel =
     Kernel { name: "heads.wgsl", src: include_str!("wgsl/heads.wgsl"), entry: "main", binds: &[Access::Read, Access::Write] };
-/// x (read); out (read-write); segs (read).
-pub(crate) static SEGMENT_SUM: Kernel = Kernel {
-    name: "reduce.wgsl",
-    src: include_str!("wgsl/reduce.wgsl"),
-    entry: "segment_sum",
-    binds: &[Access::Read, Access::Write, Access::Read],
-};
+/// x (read); out (read-write); segs (read). Each segment's Σ on the tree or on subgroups (`Gpu::reducing`).
+pub(crate) static SEGMENT_SUM: [Kernel; 2] =
+    tree_and_subgroups!("reduce.wgsl", "wgsl/reduce.wgsl", "segment_sum", &[Access::Read, Access::Write, Access::Read]);
 /// g (read); w, m, v (read-write); decay, guard (read).
 pub(crate) static ADAMW_FLAT: [Kernel; 2] = scalar_and_vec4!(
     "adamw.wgsl",
@@ -58,10 +54,10 @@ pub(crate) static KERNELS: &[&Kernel] = &[
     &MUL_INTO[0],
     &MUL_INTO[1],
     &COPY_HEADS,
-    &SEGMENT_SUM,
     &ADAMW_FLAT[0],
     &ADAMW_FLAT[1],
 ];
+pub(crate) static REDUCING: &[&[Kernel; 2]] = &[&SEGMENT_SUM];
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -282,7 +278,7 @@ impl Gpu {
             ..Default::default()
         };
         let bufs = [x.bind(x.len()), out.bind(out.len()), segs.bind(2 * n)];
-        self.dispatch(enc, &SEGMENT_SUM, &[], &p, &bufs, self.grid(n)?)
+        self.dispatch(enc, self.reducing(&SEGMENT_SUM), &[], &p, &bufs, self.grid(n)?)
     }
 
     /// One AdamW step over a whole flat buffer: weight decay where `decay` (one u32 per 64 elements) is nonzero;

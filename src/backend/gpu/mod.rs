@@ -26,14 +26,18 @@
 //! - `gru` (`gru.rs`): the recurrent position encoding's GRU, a sequential kernel (one workgroup per batch row
 //!   looping over T), its backward through time, and the dW_hh / db_hh sums.
 //! - `activation`, `cross_entropy`, `rope`, `reduce` (Σx², Σx, column sums, gradient scaling).
+//! - `workgroup_reduce`, `workgroup_reduce_subgroups`: a workgroup's sum or max, as a tree in workgroup memory or
+//!   over subgroup operations, put before the kernels whose workgroups reduce a row or a chunk (norm's rows,
+//!   cross_entropy's softmax, reduce's `sum` and `segment_sum`: `tree_and_subgroups!`).
 //! - The model's glue (`glue.rs`): `embedding` and `embedding_backward` (row lists made on the host, so no
 //!   atomics), `elementwise` (residual adds, DeepNorm's α, dropout masks), `heads` (a copy between two head
 //!   layouts: the KV cache's append from the qkv rows), `reduce`'s `segment_sum` (per-tensor Σg²) and `adamw`'s `flat` (the whole buffer, skipping the update
 //!   when the loss or Σg² is not finite).
 //!
 //! Determinism: every output element is written by exactly one invocation and every sum is formed in an order fixed
-//! by the shapes; no atomics. Errors: shapes that do not fit the buffers, requests beyond the adapter's limits and
-//! shader compile errors are `crate::Error`s, never panics.
+//! by the shapes (and, for the reductions on subgroups, the device's subgroup size); no atomics. Errors: shapes that
+//! do not fit the buffers, requests beyond the adapter's limits and shader compile errors are `crate::Error`s,
+//! never panics.
 
 mod attention;
 mod attention_naive;
@@ -101,6 +105,31 @@ macro_rules! scalar_and_vec4 {
     };
 }
 pub(crate) use scalar_and_vec4;
+
+/// A kernel whose workgroups reduce (`workgroup_sum`, `workgroup_max`) compiled after each implementation of
+/// them, as the two kernels of a `[Kernel; 2]`: `[tree, subgroups]` — a tree in workgroup memory
+/// (`wgsl/workgroup_reduce.wgsl`, any device) or subgroup operations (`wgsl/workgroup_reduce_subgroups.wgsl`,
+/// only where the device has them). `Gpu::reducing` picks the one the device runs. The file's entry points that
+/// do not reduce are compiled after the tree file alone (the file calls `workgroup_sum`, so it needs one of them).
+macro_rules! tree_and_subgroups {
+    ($name:literal, $file:literal, $entry:literal, $binds:expr) => {
+        [
+            Kernel {
+                name: $name,
+                src: concat!(include_str!("wgsl/workgroup_reduce.wgsl"), include_str!($file)),
+                entry: $entry,
+                binds: $binds,
+            },
+            Kernel {
+                name: concat!($name, " (subgroups)"),
+                src: concat!(include_str!("wgsl/workgroup_reduce_subgroups.wgsl"), include_str!($file)),
+                entry: $entry,
+                binds: $binds,
+            },
+        ]
+    };
+}
+pub(crate) use tree_and_subgroups;
 
 /// Which of a `scalar_and_vec4` pair runs over `n` floats, and the elements of its V: (index, floats per element).
 pub(crate) fn lanes(n: usize) -> (usize, usize) {
@@ -233,6 +262,9 @@ pub struct Gpu {
     matmul_tile: std::sync::atomic::AtomicU32,
     /// Whether matmuls stage their operands with vec4 loads where they allow it (`set_matmul_vec4_loads`).
     matmul_vec4: std::sync::atomic::AtomicBool,
+    /// Whether the reductions run on subgroup operations (`reducing`): where the device has them, unless a test
+    /// turned them off (`set_subgroups`).
+    subgroups: std::sync::atomic::AtomicBool,
 }
 
 /// A buffer range to bind: (buffer, byte offset, byte size).
@@ -270,6 +302,7 @@ impl Gpu {
             })
         };
         let (dummy_read, dummy_write) = (dummy("unused input"), dummy("unused output"));
+        let subgroups = ctx.subgroups;
         Gpu {
             ctx,
             kernels: Mutex::new(HashMap::new()),
@@ -283,6 +316,7 @@ impl Gpu {
             poison_outputs: std::sync::atomic::AtomicBool::new(false),
             matmul_tile: std::sync::atomic::AtomicU32::new(0),
             matmul_vec4: std::sync::atomic::AtomicBool::new(true),
+            subgroups: std::sync::atomic::AtomicBool::new(subgroups),
         }
     }
 
@@ -315,6 +349,27 @@ impl Gpu {
 
     pub(crate) fn matmul_vec4_loads(&self) -> bool {
         self.matmul_vec4.load(Ordering::Relaxed)
+    }
+
+    /// A check for tests: with `false`, every reduction runs the tree in workgroup memory, as on a device without
+    /// subgroup operations; with `true`, on subgroups again — an error where the device has none
+    /// (`GpuContext::subgroups`).
+    pub fn set_subgroups(&self, on: bool) -> Result<()> {
+        if on && !self.ctx.subgroups {
+            return Err(gpu_error(format!("{} has no subgroup operations", self.adapter_name())));
+        }
+        self.subgroups.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the reductions run on subgroup operations now.
+    pub fn uses_subgroups(&self) -> bool {
+        self.subgroups.load(Ordering::Relaxed)
+    }
+
+    /// The kernel of a `tree_and_subgroups!` pair that this device runs.
+    pub(crate) fn reducing<'k>(&self, pair: &'k [Kernel; 2]) -> &'k Kernel {
+        &pair[self.uses_subgroups() as usize]
     }
 
     pub(crate) fn matmul_tile(&self) -> Option<matmul::MatmulTile> {
@@ -420,6 +475,8 @@ impl Gpu {
     }
 
     fn fixed_kernels(&self) -> Vec<KernelWith> {
+        // Of each reducing kernel, the variant the device runs: the subgroup ones do not compile without them.
+        let reducing = norm::REDUCING.iter().chain(pointwise::REDUCING).chain(reduce::REDUCING).chain(glue::REDUCING);
         let mut v: Vec<_> = matmul::KERNELS
             .iter()
             .chain(norm::KERNELS)
@@ -428,7 +485,9 @@ impl Gpu {
             .chain(glue::KERNELS)
             .chain(moe::KERNELS)
             .chain(gru::KERNELS)
-            .map(|k| (*k, vec![]))
+            .copied()
+            .chain(reducing.map(|pair| self.reducing(pair)))
+            .map(|k| (k, vec![]))
             .collect();
         v.push((&attention::DELTA, vec![]));
         v

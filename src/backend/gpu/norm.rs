@@ -1,7 +1,7 @@
 //! LayerNorm and RMSNorm (`wgsl/norm.wgsl`): forward one workgroup per row; backward as a row kernel (dinp) and a
 //! column kernel (dw, db), so every output element has one writer.
 
-use super::{need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use super::{need, tree_and_subgroups, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
 use crate::config::NormKind;
 use crate::error::Result;
 
@@ -18,7 +18,6 @@ struct Params {
 
 const BIAS: u32 = 1;
 
-const SRC: &str = include_str!("wgsl/norm.wgsl");
 /// inp, w, b, dout (read); mean, rstd, o1, o2 (read-write).
 const BINDS: &[Access] = &[
     Access::Read,
@@ -30,11 +29,18 @@ const BINDS: &[Access] = &[
     Access::Write,
     Access::Write,
 ];
-pub(crate) static FORWARD: Kernel = Kernel { name: "norm.wgsl", src: SRC, entry: "forward", binds: BINDS };
-pub(crate) static BACKWARD_ROWS: Kernel = Kernel { name: "norm.wgsl", src: SRC, entry: "backward_rows", binds: BINDS };
-pub(crate) static BACKWARD_PARAMS: Kernel =
-    Kernel { name: "norm.wgsl", src: SRC, entry: "backward_params", binds: BINDS };
-pub(crate) static KERNELS: &[&Kernel] = &[&FORWARD, &BACKWARD_ROWS, &BACKWARD_PARAMS];
+/// The row kernels, whose row sums are `workgroup_sum`s: on the tree or on subgroups (`Gpu::reducing`).
+pub(crate) static FORWARD: [Kernel; 2] = tree_and_subgroups!("norm.wgsl", "wgsl/norm.wgsl", "forward", BINDS);
+pub(crate) static BACKWARD_ROWS: [Kernel; 2] = tree_and_subgroups!("norm.wgsl", "wgsl/norm.wgsl", "backward_rows", BINDS);
+/// The column kernel sums across its workgroup's rows of threads, not within subgroups: the tree's file only.
+pub(crate) static BACKWARD_PARAMS: Kernel = Kernel {
+    name: "norm.wgsl",
+    src: concat!(include_str!("wgsl/workgroup_reduce.wgsl"), include_str!("wgsl/norm.wgsl")),
+    entry: "backward_params",
+    binds: BINDS,
+};
+pub(crate) static KERNELS: &[&Kernel] = &[&BACKWARD_PARAMS];
+pub(crate) static REDUCING: &[&[Kernel; 2]] = &[&FORWARD, &BACKWARD_ROWS];
 
 fn params(kind: NormKind, rows: usize, c: usize, bias: bool, eps: f32) -> Result<Params> {
     Ok(Params {
@@ -89,7 +95,7 @@ impl Gpu {
             out.bind(n * c),
             self.no_output(),
         ];
-        self.dispatch(enc, &FORWARD, &[], &p, &bufs, self.grid(n)?)
+        self.dispatch(enc, self.reducing(&FORWARD), &[], &p, &bufs, self.grid(n)?)
     }
 
     /// dinp (N,C) += ∂L/∂inp; dw, db (C) +=.
@@ -124,7 +130,7 @@ impl Gpu {
         let p = params(kind, n, c, db.is_some(), 0.0)?;
         let (x, d, m, r) = (inp.bind(n * c), dout.bind(n * c), mean.bind(n), rstd.bind(n));
         let rows = [x, w.bind(c), self.no_input(), d, m, r, dinp.bind(n * c), self.no_output()];
-        self.dispatch(enc, &BACKWARD_ROWS, &[], &p, &rows, self.grid(n)?)?;
+        self.dispatch(enc, self.reducing(&BACKWARD_ROWS), &[], &p, &rows, self.grid(n)?)?;
         let db = db.map_or(self.no_output(), |db| db.bind(c));
         let (x, d, m, r) = (inp.bind(n * c), dout.bind(n * c), mean.bind(n), rstd.bind(n));
         let cols = [x, self.no_input(), self.no_input(), d, m, r, dw.bind(c), db];

@@ -1,7 +1,7 @@
 //! Element- and row-wise ops: activations (`wgsl/activation.wgsl`), softmax cross-entropy (`cross_entropy.wgsl`)
 //! and RoPE (`rope.wgsl`). AdamW runs over the whole flat buffer (`glue.rs`'s `adamw_flat`).
 
-use super::{gpu_error, layout_u32, need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use super::{gpu_error, layout_u32, need, tree_and_subgroups, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
 use crate::backend::HeadLayout;
 use crate::config::Activation;
 use crate::error::Result;
@@ -13,13 +13,13 @@ pub(crate) static ACT_FORWARD: Kernel =
     Kernel { name: "activation.wgsl", src: ACT_SRC, entry: "forward", binds: ACT_BINDS };
 pub(crate) static ACT_BACKWARD: Kernel =
     Kernel { name: "activation.wgsl", src: ACT_SRC, entry: "backward", binds: ACT_BINDS };
-/// logits, targets (read); dlogits, losses (read-write).
-pub(crate) static CROSS_ENTROPY: Kernel = Kernel {
-    name: "cross_entropy.wgsl",
-    src: include_str!("wgsl/cross_entropy.wgsl"),
-    entry: "main",
-    binds: &[Access::Read, Access::Read, Access::Write, Access::Write],
-};
+/// logits, targets (read); dlogits, losses (read-write). The row max and Σ exp on the tree or on subgroups.
+pub(crate) static CROSS_ENTROPY: [Kernel; 2] = tree_and_subgroups!(
+    "cross_entropy.wgsl",
+    "wgsl/cross_entropy.wgsl",
+    "main",
+    &[Access::Read, Access::Read, Access::Write, Access::Write]
+);
 /// table (read); x (read-write).
 pub(crate) static ROPE: Kernel = Kernel {
     name: "rope.wgsl",
@@ -27,7 +27,8 @@ pub(crate) static ROPE: Kernel = Kernel {
     entry: "main",
     binds: &[Access::Read, Access::Write],
 };
-pub(crate) static KERNELS: &[&Kernel] = &[&ACT_FORWARD, &ACT_BACKWARD, &CROSS_ENTROPY, &ROPE];
+pub(crate) static KERNELS: &[&Kernel] = &[&ACT_FORWARD, &ACT_BACKWARD, &ROPE];
+pub(crate) static REDUCING: &[&[Kernel; 2]] = &[&CROSS_ENTROPY];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -144,7 +145,7 @@ impl Gpu {
         }
         let p = CrossEntropyParams { rows: u32_of("rows", n)?, v: u32_of("V", v)?, dscale, _pad: 0 };
         let bufs = [logits.bind(n * v), targets.bind(n), dlogits.bind(n * v), losses.bind(n)];
-        self.dispatch(enc, &CROSS_ENTROPY, &[], &p, &bufs, self.grid(n)?)
+        self.dispatch(enc, self.reducing(&CROSS_ENTROPY), &[], &p, &bufs, self.grid(n)?)
     }
 
     /// RoPE in place on the (B, H, T, HS) tensor at `lay` in x, row t at position pos0 + t; `inverse` rotates back

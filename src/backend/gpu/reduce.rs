@@ -1,7 +1,7 @@
 //! Reductions and scaling (`wgsl/reduce.wgsl`): column sums (bias gradients, the relative-bias table gradient),
 //! Σx and Σx² of a buffer (loss, grad norm) left on the device, and gradient clipping from a device-side norm.
 
-use super::{need, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
+use super::{need, tree_and_subgroups, u32_of, Access, Encoder, Gpu, GpuSlice, Kernel};
 use crate::error::Result;
 
 #[repr(C)]
@@ -24,13 +24,17 @@ const CHUNK: usize = 4096;
 /// splits of this many, each summed by its own workgroups, then the splits' partials are summed.
 pub(crate) const COL_SUM_SPLIT: usize = 1024;
 
-const SRC: &str = include_str!("wgsl/reduce.wgsl");
+/// The entry points that do not reduce a workgroup, after the tree's file (`sum` calls `workgroup_sum`). col_sum
+/// sums across its workgroup's rows of threads, not within subgroups.
+const SRC: &str = concat!(include_str!("wgsl/workgroup_reduce.wgsl"), include_str!("wgsl/reduce.wgsl"));
 const BINDS: &[Access] = &[Access::Read, Access::Write];
 pub(crate) static COL_SUM: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "col_sum", binds: BINDS };
-pub(crate) static SUM: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "sum", binds: BINDS };
+/// Σ of a chunk: on the tree or on subgroups (`Gpu::reducing`).
+pub(crate) static SUM: [Kernel; 2] = tree_and_subgroups!("reduce.wgsl", "wgsl/reduce.wgsl", "sum", BINDS);
 pub(crate) static SCALE: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "scale", binds: BINDS };
 pub(crate) static CLIP: Kernel = Kernel { name: "reduce.wgsl", src: SRC, entry: "clip", binds: BINDS };
-pub(crate) static KERNELS: &[&Kernel] = &[&COL_SUM, &SUM, &SCALE, &CLIP];
+pub(crate) static KERNELS: &[&Kernel] = &[&COL_SUM, &SCALE, &CLIP];
+pub(crate) static REDUCING: &[&[Kernel; 2]] = &[&SUM];
 
 impl Gpu {
     /// out (cols) (+)= Σ_rows x (rows, cols).
@@ -102,7 +106,7 @@ impl Gpu {
         let mut flags = if square { SQUARE } else { 0 };
         for part in &parts {
             let p = Params { n: u32_of("elements", n)?, chunk: CHUNK as u32, flags, ..Default::default() };
-            self.dispatch(enc, &SUM, &[], &p, &[src, part.all().bind(part.len())], self.grid(part.len())?)?;
+            self.dispatch(enc, self.reducing(&SUM), &[], &p, &[src, part.all().bind(part.len())], self.grid(part.len())?)?;
             (src, n) = (part.all().bind(part.len()), part.len());
             flags &= !SQUARE;
         }
@@ -113,7 +117,7 @@ impl Gpu {
             out_index: u32_of("index", index)?,
             ..Default::default()
         };
-        self.dispatch(enc, &SUM, &[], &p, &[src, out.bind(out.len())], [1, 1, 1])?;
+        self.dispatch(enc, self.reducing(&SUM), &[], &p, &[src, out.bind(out.len())], [1, 1, 1])?;
         // The partials go back to the pool here: a later command may reuse them (after these dispatches).
         Ok(())
     }

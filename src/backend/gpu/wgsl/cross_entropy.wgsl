@@ -7,8 +7,9 @@
 //   2 read    targets: i32  (N), -1 = ignored
 //   3 rw      dlogits: f32  (N,V) = (softmax − onehot)·dscale, 0 on ignored rows (written, not accumulated)
 //   4 rw      losses: f32   (N): lse − logit[target], 0 on ignored rows (summed by reduce.wgsl's `sum`)
-// Invocation → element: workgroup g owns row g; its 256 threads take columns ≡ thread (mod 256); the row max and
-// Σ exp are fixed trees over the 256 partials.
+// Invocation → element: workgroup g owns row g; its WG = 256 threads take columns ≡ thread (mod 256); the row max
+// and Σ exp are `workgroup_max` and `workgroup_sum` over the 256 partials (put before this file: a tree in
+// workgroup memory, or subgroup operations where the device has them).
 
 struct Params {
     rows: u32,
@@ -23,29 +24,14 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(4) var<storage, read_write> losses: array<f32>;
 
-var<workgroup> red: array<f32, 256>;
+// The workgroup size, for workgroup_sum and workgroup_max.
+const WG: u32 = 256u;
+
 var<workgroup> target_of_row: i32;
 
-fn tree(t: u32, is_max: bool) -> f32 {
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            if (is_max) {
-                red[t] = max(red[t], red[t + s]);
-            } else {
-                red[t] += red[t + s];
-            }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) t: u32) {
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: Lane) {
+    let t = lane.t;
     let row = group_index(wg, nwg);
     if (row >= p.rows) {
         return;
@@ -56,7 +42,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let tgt = workgroupUniformLoad(&target_of_row);
     if (tgt < 0) {
-        for (var i = t; i < p.v; i += 256u) {
+        for (var i = t; i < p.v; i += WG) {
             dlogits[base + i] = 0.0;
         }
         if (t == 0u) {
@@ -65,19 +51,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     var m = NEG_BIG;
-    for (var i = t; i < p.v; i += 256u) {
+    for (var i = t; i < p.v; i += WG) {
         m = max(m, logits[base + i]);
     }
-    red[t] = m;
-    let mx = tree(t, true);
+    let mx = workgroup_max(m, lane);
     var s = 0.0;
-    for (var i = t; i < p.v; i += 256u) {
+    for (var i = t; i < p.v; i += WG) {
         s += exp(logits[base + i] - mx);
     }
-    red[t] = s;
-    let lse = mx + log(tree(t, false));
+    let lse = mx + log(workgroup_sum(s, lane));
     let tu = u32(tgt);
-    for (var i = t; i < p.v; i += 256u) {
+    for (var i = t; i < p.v; i += WG) {
         let prob = exp(logits[base + i] - lse);
         dlogits[base + i] = (prob - select(0.0, 1.0, i == tu)) * p.dscale;
     }

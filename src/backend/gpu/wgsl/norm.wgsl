@@ -16,8 +16,9 @@
 //   backward   LayerNorm dx = r·(g − mean(g) − x̂·mean(g ⊙ x̂));  RMSNorm dx = r·(g − x̂·mean(g ⊙ x̂))
 //              dw += Σ_rows dout ⊙ x̂,  db += Σ_rows dout
 // Invocation → element:
-//   forward, backward_rows   workgroup g owns row g; its 64 threads take columns ≡ thread (mod 64), and the row
-//                            sums are a fixed tree over the 64 partials.
+//   forward, backward_rows   workgroup g owns row g; its WG = 64 threads take columns ≡ thread (mod 64), and the
+//                            row sums are `workgroup_sum` over the 64 partials (put before this file: a tree in
+//                            workgroup memory, or subgroup operations where the device has them).
 //   backward_params          workgroup (32, 8) g owns columns 32g .. 32g+31; its 8 row phases each sum rows
 //                            ≡ phase (mod 8), then a fixed tree over the 8.
 
@@ -45,26 +46,14 @@ const BIAS: u32 = 1u;
 @group(0) @binding(7) var<storage, read_write> o1: array<f32>;
 @group(0) @binding(8) var<storage, read_write> o2: array<f32>;
 
+// The row kernels' workgroup size, for workgroup_sum.
+const WG: u32 = 64u;
+
 var<workgroup> red: array<f32, 256>;
 
-// Σ over the 64 threads of a row workgroup (called in uniform control flow).
-fn row_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            red[t] += red[t + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-@compute @workgroup_size(64)
-fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) t: u32) {
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: Lane) {
+    let t = lane.t;
     let row = group_index(wg, nwg);
     if (row >= p.rows) {
         return;
@@ -72,24 +61,24 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     let base = row * p.c;
     let cf = f32(p.c);
     var s = 0.0;
-    for (var i = t; i < p.c; i += 64u) {
+    for (var i = t; i < p.c; i += WG) {
         s += inp[base + i];
     }
-    var mu = row_sum(s, t) / cf;
+    var mu = workgroup_sum(s, lane) / cf;
     if (p.kind == RMS) {
         mu = 0.0;
     }
     var v = 0.0;
-    for (var i = t; i < p.c; i += 64u) {
+    for (var i = t; i < p.c; i += WG) {
         let d = inp[base + i] - mu;
         v += d * d;
     }
-    let rs = 1.0 / sqrt(row_sum(v, t) / cf + p.eps);
+    let rs = 1.0 / sqrt(workgroup_sum(v, lane) / cf + p.eps);
     if (t == 0u) {
         mean[row] = mu;
         rstd[row] = rs;
     }
-    for (var i = t; i < p.c; i += 64u) {
+    for (var i = t; i < p.c; i += WG) {
         var y = (inp[base + i] - mu) * rs * w[i];
         if ((p.flags & BIAS) != 0u) {
             y += b[i];
@@ -98,9 +87,9 @@ fn forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-@compute @workgroup_size(64)
-fn backward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                 @builtin(local_invocation_index) t: u32) {
+@compute @workgroup_size(WG)
+fn backward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: Lane) {
+    let t = lane.t;
     let row = group_index(wg, nwg);
     if (row >= p.rows) {
         return;
@@ -111,17 +100,17 @@ fn backward_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let rs = rstd[row];
     var sg = 0.0;
     var sgx = 0.0;
-    for (var i = t; i < p.c; i += 64u) {
+    for (var i = t; i < p.c; i += WG) {
         let g = dout[base + i] * w[i];
         sg += g;
         sgx += g * (inp[base + i] - mu) * rs;
     }
-    var g_mean = row_sum(sg, t) / cf;
-    let gx_mean = row_sum(sgx, t) / cf;
+    var g_mean = workgroup_sum(sg, lane) / cf;
+    let gx_mean = workgroup_sum(sgx, lane) / cf;
     if (p.kind == RMS) {
         g_mean = 0.0;
     }
-    for (var i = t; i < p.c; i += 64u) {
+    for (var i = t; i < p.c; i += WG) {
         let g = dout[base + i] * w[i];
         let xhat = (inp[base + i] - mu) * rs;
         o1[base + i] += rs * (g - g_mean - xhat * gx_mean);

@@ -13,13 +13,15 @@
 //             with more (split-K: a few columns over many rows would keep only ⌈cols/32⌉ workgroups busy), the
 //             host sums the splits' partials with a second col_sum.
 //   sum       out[out_index + g] = Σ x[i] (or Σ x[i]² with SQUARE) over the chunk i ∈ [g·chunk, (g+1)·chunk) of
-//             workgroup g (256 threads: thread t sums i ≡ t (mod 256) in order, then a fixed tree). Applied again
-//             to the partials until one value is left, so the order depends only on n.
+//             workgroup g (WG = 256 threads: thread t sums i ≡ t (mod 256) in order, then `workgroup_sum` over the
+//             256, put before this file: a tree in workgroup memory, or subgroup operations where the device has
+//             them). Applied again to the partials until one value is left, so the order depends only on n (and,
+//             with subgroups, the device's subgroup size).
 //   scale     out[i] *= factor; one element per invocation, 256 per workgroup.
 //   clip      out[i] *= min(1, factor / (sqrt(x[0]) + 1e-6)) when that is below 1 (x[0] = Σ g², factor = the
 //             clip norm): PyTorch's clip_grad_norm_ without reading the norm back.
 //   segment_sum  (binding 3: segs (2·n) u32, segment g = x[segs[2g] .. segs[2g+1]])
-//             out[out_index + g] = Σ over segment g of x (or x² with SQUARE); workgroup g, 256 threads as `sum`.
+//             out[out_index + g] = Σ over segment g of x (or x² with SQUARE); workgroup g, WG threads as `sum`.
 //             Gradient norms per tensor: chunks of each tensor, then each tensor's chunks, in one pass each.
 
 struct Params {
@@ -41,6 +43,10 @@ const SQUARE: u32 = 2u;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read> segs: array<u32>;
 
+// The workgroup size of sum and segment_sum, for workgroup_sum.
+const WG: u32 = 256u;
+
+// col_sum's partials: its 8 row phases × 32 columns.
 var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(32, 8)
@@ -79,16 +85,16 @@ fn col_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
 }
 
-@compute @workgroup_size(256)
-fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-       @builtin(local_invocation_index) t: u32) {
+@compute @workgroup_size(WG)
+fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: Lane) {
+    let t = lane.t;
     let g = group_index(wg, nwg);
     if (g >= (p.n + p.chunk - 1u) / p.chunk) {
         return;
     }
     let end = min(g * p.chunk + p.chunk, p.n);
     var acc = 0.0;
-    for (var i = g * p.chunk + t; i < end; i += 256u) {
+    for (var i = g * p.chunk + t; i < end; i += WG) {
         let v = x[i];
         if ((p.flags & SQUARE) != 0u) {
             acc += v * v;
@@ -96,16 +102,9 @@ fn sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
             acc += v;
         }
     }
-    red[t] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            red[t] += red[t + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(acc, lane);
     if (t == 0u) {
-        out[p.out_index + g] = red[0];
+        out[p.out_index + g] = total;
     }
 }
 
@@ -128,16 +127,16 @@ fn clip(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
-@compute @workgroup_size(256)
-fn segment_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-               @builtin(local_invocation_index) t: u32) {
+@compute @workgroup_size(WG)
+fn segment_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, lane: Lane) {
+    let t = lane.t;
     let g = group_index(wg, nwg);
     if (g >= p.n) {
         return;
     }
     let end = segs[2u * g + 1u];
     var acc = 0.0;
-    for (var i = segs[2u * g] + t; i < end; i += 256u) {
+    for (var i = segs[2u * g] + t; i < end; i += WG) {
         let v = x[i];
         if ((p.flags & SQUARE) != 0u) {
             acc += v * v;
@@ -145,15 +144,8 @@ fn segment_sum(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nw
             acc += v;
         }
     }
-    red[t] = acc;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            red[t] += red[t + s];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(acc, lane);
     if (t == 0u) {
-        out[p.out_index + g] = red[0];
+        out[p.out_index + g] = total;
     }
 }
