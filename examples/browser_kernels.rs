@@ -244,6 +244,12 @@ mod browser {
             fn zeros(&self, n: usize) -> Result<Vec<f32>> {
                 timed("zeros (allocation)".into(), || Cpu.zeros(n))
             }
+            fn output(&self, n: usize) -> Result<Vec<f32>> {
+                timed("output (a spare buffer, else zeros)".into(), || Cpu.output(n))
+            }
+            fn recycle(&self, bufs: Vec<Vec<f32>>) {
+                timed("recycle (the spare buffers kept)".into(), || Cpu.recycle(bufs))
+            }
             fn upload(&self, data: Vec<f32>) -> Result<Vec<f32>> {
                 Cpu.upload(data)
             }
