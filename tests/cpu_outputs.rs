@@ -12,32 +12,13 @@ use wasm_bindgen_test::wasm_bindgen_test;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
-use serde_json::json;
+mod lab_config;
+
+use lab_config::{config, output_cases};
 use transformer_playground::backend::cpu;
 use transformer_playground::backend::BackendKind;
 use transformer_playground::config::{Arch, Config};
 use transformer_playground::train::{Run, StepReport};
-
-/// A small model of `arch` with `patch` applied to its model section (the gpu tests' configs).
-fn config(arch: &str, patch: serde_json::Value) -> Config {
-    let layers = if arch == "encoder_decoder" { r#""n_encoder_layers": 2, "n_decoder_layers": 2,"# } else { "" };
-    let data = if arch == "encoder_decoder" { r#""data": {"task": "reverse", "digits": 4},"# } else { "" };
-    let json = format!(
-        r#"{{ "model": {{ "arch": "{arch}", "d_model": 36, "n_layers": 2, {layers} "n_heads": 6, "n_kv_heads": 2, "ctx_len": 16,
-             "ffn": {{ "activation": "gelu", "mult": 2 }}, "norm": {{ "kind": "layernorm", "placement": "pre" }},
-             "position": {{ "kind": "learned" }}, "attention": {{ "scale": "inv_sqrt_dk" }} }},
-             "train": {{ "batch_size": 4, "steps": 100, "lr": 0.01, "warmup": 0, "schedule": "constant", "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 2 }},
-             {data} "seed": 1 }}"#
-    );
-    let c = Config::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
-    let mut v = serde_json::to_value(&c).unwrap();
-    for (k, x) in patch.as_object().unwrap() {
-        v["model"][k] = x.clone();
-    }
-    let c: Config = serde_json::from_value(v).unwrap();
-    c.validate().unwrap();
-    c
-}
 
 fn run(c: &Config) -> Run {
     // The corpus is a file the browser cannot read: a text of its own, the same on both.
@@ -53,17 +34,7 @@ fn bits(r: &StepReport) -> (u32, u32, Vec<u32>) {
 #[cfg_attr(not(target_arch = "wasm32"), test)]
 #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test)]
 fn every_op_given_a_lent_or_poisoned_output_writes_all_of_it() {
-    let cases = [
-        ("gpt", json!({})),
-        ("gpt", json!({"position": {"kind": "rope"}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "dropout": 0.1})),
-        ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
-        // No biases anywhere: the linears' outputs start from x·Wᵀ alone.
-        ("gpt", json!({"position": {"kind": "recurrent"}, "norm": {"kind": "layernorm", "placement": "post"}, "bias": false})),
-        ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}})),
-        ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "ffn": {"activation": "swish", "mult": 2}, "n_kv_heads": 6})),
-        ("gpt", json!({"ffn": {"activation": "swiglu", "mult": 2, "moe": {"experts": 4, "top_k": 2, "aux_loss": 0.05}}})),
-    ];
-    for (arch, patch) in cases {
+    for (arch, patch) in output_cases() {
         let c = config(arch, patch.clone());
         // Fresh zeros for every output: the spares let go before each step.
         let mut fresh = run(&c);

@@ -634,16 +634,7 @@ fn a_run_only_the_gpu_can_hold_stops_naming_the_field_when_its_device_fails() {
 /// gradient norm).
 #[test]
 fn every_op_given_an_uncleared_output_writes_all_of_it() {
-    let cases = [
-        ("gpt", json!({})),
-        ("gpt", json!({"position": {"kind": "rope"}, "norm": {"kind": "rmsnorm", "placement": "pre"}, "dropout": 0.1})),
-        ("gpt", json!({"position": {"kind": "alibi"}, "norm": {"kind": "rmsnorm", "placement": "sandwich"}, "ffn": {"activation": "swiglu", "mult": 2}})),
-        ("gpt", json!({"position": {"kind": "recurrent"}, "norm": {"kind": "layernorm", "placement": "post"}, "bias": false})),
-        ("bert", json!({"position": {"kind": "relative", "buckets": 8, "max_distance": 16}, "norm": {"kind": "rmsnorm", "placement": "deepnorm"}, "ffn": {"activation": "glu", "mult": 2}})),
-        ("encoder_decoder", json!({"position": {"kind": "sinusoidal"}, "ffn": {"activation": "swish", "mult": 2}, "n_kv_heads": 6})),
-        ("gpt", json!({"ffn": {"activation": "swiglu", "mult": 2, "moe": {"experts": 4, "top_k": 2, "aux_loss": 0.05}}})),
-    ];
-    for (arch, patch) in cases {
+    for (arch, patch) in gpu_harness::output_cases() {
         let c = config(arch, patch.clone());
         let (mut g, mut cpu) = (run(&c, BackendKind::Gpu), run(&c, BackendKind::Cpu));
         g.with_gpu(|gpu| gpu.set_poison_outputs(true)).expect("a gpu run");

@@ -4,16 +4,21 @@
 //! optimizer ops and all — submits, and reads the outputs back. The GPU keeps everything on the device; this exists
 //! so that the tests and the model code can drive `GpuStep` op by op against the reference. It panics when a
 //! submission or a readback fails; an op's own error (a shape the kernel refuses) is returned.
-//! Also the tiny config and seeded batches the training tests share (`config`, `lab_batch`), and `new_gpu` for
-//! tests whose training engine owns its device.
+//! Also seeded batches (`lab_batch`), the tiny config the training tests share (`config`, from tests/lab_config),
+//! and `new_gpu` for tests whose training engine owns its device.
 
 #![allow(dead_code)] // each test file uses part of it
+
+#[path = "../lab_config/mod.rs"]
+mod lab_config;
+#[allow(unused_imports)] // gpu_kernels uses neither
+pub use lab_config::{config, output_cases};
 
 use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use transformer_playground::backend::gpu::{Element, Encoder, Gpu, GpuBuffer, GpuSlice, GpuStep, PendingLoss};
 use transformer_playground::backend::{ops, AdamW, AttnBias, AttnGrads, AttnShape, Backend, HeadLayout, Routing, Segment, View};
-use transformer_playground::config::{Activation, Config, NormKind};
+use transformer_playground::config::{Activation, NormKind};
 use transformer_playground::model::Batch;
 use transformer_playground::rng::Rng;
 use transformer_playground::Result;
@@ -75,27 +80,6 @@ pub fn new_gpu() -> Gpu {
              software Vulkan driver: apt-get install mesa-vulkan-drivers libvulkan1"
         ),
     }
-}
-
-/// The tiny config of the gpu tests (C = 36, 6 heads sharing 2 kv heads, 2 layers), with `patch` over its model.
-pub fn config(arch: &str, patch: serde_json::Value) -> Config {
-    let layers = if arch == "encoder_decoder" { r#""n_encoder_layers": 2, "n_decoder_layers": 2,"# } else { "" };
-    let data = if arch == "encoder_decoder" { r#""data": {"task": "reverse", "digits": 4},"# } else { "" };
-    let json = format!(
-        r#"{{ "model": {{ "arch": "{arch}", "d_model": 36, "n_layers": 2, {layers} "n_heads": 6, "n_kv_heads": 2, "ctx_len": 16,
-             "ffn": {{ "activation": "gelu", "mult": 2 }}, "norm": {{ "kind": "layernorm", "placement": "pre" }},
-             "position": {{ "kind": "learned" }}, "attention": {{ "scale": "inv_sqrt_dk" }} }},
-             "train": {{ "batch_size": 2, "steps": 100, "lr": 0.01, "warmup": 0, "schedule": "constant", "weight_decay": 0.1, "grad_clip": 1.0, "eval_iters": 2 }},
-             {data} "seed": 1 }}"#
-    );
-    let c = Config::from_json(&json).unwrap_or_else(|e| panic!("{e}\n{json}"));
-    let mut v = serde_json::to_value(&c).unwrap();
-    for (k, x) in patch.as_object().unwrap() {
-        v["model"][k] = x.clone();
-    }
-    let c: Config = serde_json::from_value(v).unwrap();
-    c.validate().unwrap();
-    c
 }
 
 /// A seeded batch of random ids (B,T) (and a source (B,S) for the encoder-decoder); bert: masked-LM targets.
