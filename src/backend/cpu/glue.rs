@@ -60,18 +60,25 @@ pub fn output(n: usize) -> Vec<f32> {
     v
 }
 
-/// Keeps `bufs` (a finished step's caches) as the spares for later `output`s, dropping the spares left before.
+/// Keeps `bufs` (a finished step's caches) as the spares for later `output`s, dropping the spares left before
+/// (after the lock is released).
 pub fn recycle(bufs: Vec<Vec<f32>>) {
     let old = std::mem::replace(&mut *spare(), bufs);
     drop(old);
 }
 
-/// How many spare buffers are held.
-pub fn spare_count() -> usize {
+/// Lets go of the spare buffers the last training step left: a new run does not start with another run's
+/// activations held beside its own.
+pub fn release_spare() {
+    recycle(Vec::new())
+}
+
+/// How many spare buffers are held (for tests).
+pub fn spare_buffers() -> usize {
     spare().len()
 }
 
-/// Fill every `output` buffer with NaN before its op writes it, so a test shows that the op writes all of it (an
+/// A check for tests: fill every `output` buffer with NaN before its op writes it, so a test shows that the op writes all of it (an
 /// accumulator handed out as an output, or an op that skips elements, leaves NaN behind). Process-wide.
 pub fn set_poison_outputs(on: bool) {
     POISON.store(on, Ordering::Relaxed);

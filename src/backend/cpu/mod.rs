@@ -33,6 +33,8 @@ mod tile;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm128;
 
+// The spare buffers a step leaves for the next one's outputs (`Backend::output`, `recycle`), and their test hooks.
+pub use glue::{release_spare, set_poison_outputs, spare_buffers};
 // Naive (materialising) attention: a teaching and benchmark path beside the op trait, not an op of it.
 pub use attention_naive::{
     attention_naive_backward, attention_naive_forward, attention_naive_probs_len, attention_naive_scratch_floats,
@@ -418,22 +420,6 @@ impl Backend for Cpu {
 /// Multiply-adds of one attention call (both products, masks ignored).
 fn attention_work(sh: &AttnShape) -> usize {
     2 * sh.b * sh.nh * sh.t * sh.s * sh.hs
-}
-
-/// A check for tests: every `Backend::output` the cpu hands out starts as NaN (`glue::set_poison_outputs`).
-pub fn set_poison_outputs(on: bool) {
-    glue::set_poison_outputs(on)
-}
-
-/// Lets go of the spare buffers the last training step left (`glue::recycle`): a new run does not start with
-/// another run's activations held beside its own.
-pub fn release_spare() {
-    glue::recycle(Vec::new())
-}
-
-/// How many spare buffers are held (for tests).
-pub fn spare_buffers() -> usize {
-    glue::spare_count()
 }
 
 /// Runs `f` (a training step, a forward pass: many short parallel ops in a row) with the pool's other threads kept
